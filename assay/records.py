@@ -113,6 +113,12 @@ class Request:
     template_id: str = ""
     trial: int = 0
     perturbation: str = ""  # "" is the original, unperturbed input
+    # Bookkeeping for scoring (left out of the digest): the adapter method that built the
+    # request, its part within the instance ("" the main request; "unconditioned" for
+    # calibration; "window-3" for language modeling) and whether the prompt was cut to fit.
+    method: str = ""
+    part: str = ""
+    truncated: bool = False
 
     @property
     def prompt_digest(self) -> str:
@@ -182,6 +188,9 @@ OUTPUT_SCHEMA = pa.schema(
         ("template_id", pa.string()),
         ("trial", pa.int32()),
         ("perturbation", pa.string()),
+        ("method", pa.string()),
+        ("part", pa.string()),
+        ("truncated", pa.bool_()),
         ("prompt", pa.string()),
         ("prompt_digest", pa.string()),
         ("text", pa.string()),
@@ -215,6 +224,9 @@ class ModelOutput:
                     "template_id": r.request.template_id,
                     "trial": r.request.trial,
                     "perturbation": r.request.perturbation,
+                    "method": r.request.method,
+                    "part": r.request.part,
+                    "truncated": r.request.truncated,
                     "prompt": r.request.prompt,
                     "prompt_digest": r.request.prompt_digest,
                     "text": r.completion.text,
@@ -236,6 +248,11 @@ class ModelOutput:
     def from_table(table: pa.Table) -> list[ModelOutput]:
         """Rebuild outputs from a stored partition (continuations come from the choices)."""
         out = []
+        # Partitions written before the bookkeeping columns existed read them as defaults.
+        for name in ("method", "part", "truncated"):
+            if name not in table.column_names:
+                field_ = OUTPUT_SCHEMA.field(name)
+                table = table.append_column(field_, pa.nulls(len(table), field_.type))
         for row in table.select(OUTPUT_SCHEMA.names).to_pylist():
             choices = tuple(ChoiceScore(**c) for c in row["choices"] or [])
             request = Request(
@@ -246,6 +263,9 @@ class ModelOutput:
                 template_id=row["template_id"],
                 trial=row["trial"],
                 perturbation=row["perturbation"],
+                method=row["method"] or "",
+                part=row["part"] or "",
+                truncated=bool(row["truncated"]),
             )
             completion = Completion(
                 text=row["text"],
