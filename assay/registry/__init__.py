@@ -1,0 +1,32 @@
+"""Model and prompt registry: versions, aliases, stages, tags, prompt templates and an
+append-only event log, stored through SQLAlchemy (SQLite by default, Postgres by URL)."""
+
+from assay.registry.errors import ErrorCode, RegistryError
+from assay.registry.records import (
+    Event,
+    EventKind,
+    ModelVersion,
+    Prices,
+    PromptTemplate,
+    PromptVersion,
+    RegisteredModel,
+    Stage,
+)
+from assay.registry.store import Registry, default_actor, default_registry_url, normalize_serving
+
+__all__ = [
+    "ErrorCode",
+    "Event",
+    "EventKind",
+    "ModelVersion",
+    "Prices",
+    "PromptTemplate",
+    "PromptVersion",
+    "RegisteredModel",
+    "Registry",
+    "RegistryError",
+    "Stage",
+    "default_actor",
+    "default_registry_url",
+    "normalize_serving",
+]

@@ -1,0 +1,32 @@
+"""The one exception the registry raises, with an MLflow-style code."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.StrEnum):
+    RESOURCE_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
+    INVALID_PARAMETER_VALUE = "INVALID_PARAMETER_VALUE"
+    RESOURCE_ALREADY_EXISTS = "RESOURCE_ALREADY_EXISTS"
+
+
+class RegistryError(Exception):
+    """A refused registry operation; ``message`` names the model, version or alias at fault."""
+
+    def __init__(self, code: ErrorCode | str, message: str) -> None:
+        self.code = ErrorCode(code)
+        self.message = message
+        super().__init__(f"{self.code.value}: {message}")
+
+
+def not_found(message: str) -> RegistryError:
+    return RegistryError(ErrorCode.RESOURCE_DOES_NOT_EXIST, message)
+
+
+def invalid(message: str) -> RegistryError:
+    return RegistryError(ErrorCode.INVALID_PARAMETER_VALUE, message)
+
+
+def exists(message: str) -> RegistryError:
+    return RegistryError(ErrorCode.RESOURCE_ALREADY_EXISTS, message)
