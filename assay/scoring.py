@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from assay.adapters import UNCONDITIONED, Method, joint_answer_map
 from assay.digests import seed_from
 from assay.records import Instance, InstanceStat, ModelOutput, RequestKind
 
@@ -72,11 +73,74 @@ def _choice_stats(output: ModelOutput, instance: Instance) -> dict[str, tuple[st
     }
 
 
+_JOINT_LETTER = re.compile(r"^\W*([A-Z])(?![A-Za-z])")
+
+
+def _joint_stats(output: ModelOutput, instance: Instance) -> dict[str, tuple[str, float]]:
+    """multiple_choice_joint: the generated letter against the correct references' letters.
+
+    Reference ``i`` is shown as the ``i``-th letter (see ``assay.adapters.joint_answer_map``).
+    """
+    match = _JOINT_LETTER.match(output.completion.text)
+    answers = joint_answer_map(instance)
+    chosen = answers.get(match.group(1)) if match else None
+    return {
+        "exact_match": ("accuracy", float(chosen in set(instance.correct_indices))),
+        "valid_letter": ("accuracy", float(chosen is not None)),
+    }
+
+
+def _calibrated_stats(
+    output: ModelOutput, unconditioned: ModelOutput | None, instance: Instance
+) -> dict[str, tuple[str, float]]:
+    """multiple_choice_calibrated: argmax of log P(choice | prompt) − log P(choice | prefix)."""
+    values = _choice_stats(output, instance)
+    if unconditioned is None or not unconditioned.completion.ok:
+        return values
+    conditioned = np.array([c.logprob for c in output.completion.choices])
+    prior = np.array([c.logprob for c in unconditioned.completion.choices])
+    if len(conditioned) != len(prior):
+        raise ValueError(
+            f"instance {instance.id!r}: calibrated request has {len(conditioned)} choices "
+            f"but its unconditioned request has {len(prior)}"
+        )
+    chosen = int(np.argmax(conditioned - prior))
+    values["acc_calibrated"] = ("accuracy", float(chosen in set(instance.correct_indices)))
+    return values
+
+
+def _language_modeling_stats(windows: Sequence[ModelOutput]) -> dict[str, tuple[str, float]]:
+    """Perplexity and bits per byte of a document from its windows' log-likelihoods."""
+    if not windows or not all(w.completion.ok and w.completion.choices for w in windows):
+        return {}
+    logprob = sum(w.completion.choices[0].logprob for w in windows)
+    n_tokens = sum(w.completion.choices[0].n_tokens for w in windows)
+    n_bytes = sum(w.completion.choices[0].n_bytes for w in windows)
+    return {
+        "logprob": ("accuracy", logprob),
+        "perplexity": ("accuracy", math.exp(-logprob / max(n_tokens, 1))),
+        "bits_per_byte": ("accuracy", -logprob / (max(n_bytes, 1) * math.log(2))),
+    }
+
+
+def _group_key(output: ModelOutput) -> tuple[str, int, str, str]:
+    r = output.request
+    return (r.instance_id, r.trial, r.template_id, r.perturbation)
+
+
 def instance_stats(
     instances: Sequence[Instance], outputs: Sequence[ModelOutput]
 ) -> list[InstanceStat]:
     """Per-instance accuracy, calibration inputs and efficiency stats for every output row."""
     by_id = {i.id: i for i in instances}
+    # Methods that send several requests per instance are scored on their main row.
+    unconditioned: dict[tuple[str, int, str, str], ModelOutput] = {}
+    windows: dict[tuple[str, int, str, str], list[ModelOutput]] = defaultdict(list)
+    for output in outputs:
+        if output.request.part == UNCONDITIONED:
+            unconditioned[_group_key(output)] = output
+        elif output.request.method == Method.LANGUAGE_MODELING.value:
+            windows[_group_key(output)].append(output)
     stats = []
     for output in outputs:
         request, completion = output.request, output.completion
@@ -85,7 +149,18 @@ def instance_stats(
             raise KeyError(f"model output refers to unknown instance {request.instance_id!r}")
         values: dict[str, tuple[str, float]] = {}
         if completion.ok:
-            if request.kind is RequestKind.GENERATE:
+            if request.method == Method.LANGUAGE_MODELING.value:
+                if request.part == "window-0":
+                    values.update(_language_modeling_stats(windows[_group_key(output)]))
+            elif request.part == UNCONDITIONED:
+                pass  # scored with its conditioned request
+            elif request.method == Method.MULTIPLE_CHOICE_JOINT.value:
+                values.update(_joint_stats(output, instance))
+            elif request.method == Method.MULTIPLE_CHOICE_CALIBRATED.value:
+                values.update(
+                    _calibrated_stats(output, unconditioned.get(_group_key(output)), instance)
+                )
+            elif request.kind is RequestKind.GENERATE:
                 values.update(_generation_stats(output, instance))
             else:
                 values.update(_choice_stats(output, instance))

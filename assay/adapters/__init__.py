@@ -1,6 +1,33 @@
 """Adapters: from instances and a prompt layout to model requests."""
 
-from assay.adapters.prompts import build_requests, render_prompt, select_train_examples
-from assay.adapters.spec import AdapterSpec, Method
+from assay.adapters.prompts import (
+    LETTERS,
+    UNCONDITIONED,
+    RenderedPrompt,
+    build_requests,
+    build_variant_requests,
+    choice_label,
+    fit_prompt,
+    joint_answer_map,
+    language_modeling_requests,
+    render_prompt,
+    select_train_examples,
+)
+from assay.adapters.spec import LOGLIKELIHOOD_METHODS, AdapterSpec, Method
 
-__all__ = ["AdapterSpec", "Method", "build_requests", "render_prompt", "select_train_examples"]
+__all__ = [
+    "LETTERS",
+    "LOGLIKELIHOOD_METHODS",
+    "UNCONDITIONED",
+    "AdapterSpec",
+    "Method",
+    "RenderedPrompt",
+    "build_requests",
+    "build_variant_requests",
+    "choice_label",
+    "fit_prompt",
+    "joint_answer_map",
+    "language_modeling_requests",
+    "render_prompt",
+    "select_train_examples",
+]

@@ -1,9 +1,25 @@
-"""The adapter spec: how instances become prompts (the fields HELM users know)."""
+"""The adapter spec: how instances become prompts (the fields HELM users know).
+
+A prompt is laid out as::
+
+    {global_prefix}{instructions}{instance_separator}
+    {input_prefix}{example}{input_suffix}[choices]{output_prefix} {answer}{output_suffix}
+    {instance_separator} ... (one block per few-shot example)
+    {input_prefix}{input}{input_suffix}[choices]{output_prefix}
+
+``[choices]`` is one ``{reference_prefix}{text}{reference_suffix}`` line per reference, only
+for ``multiple_choice_joint``.
+
+Chat templates are not applied here: whether a prompt is wrapped as a chat turn is a property
+of the model version (``ServingConfig.chat_template``) and the model client applies it, so one
+suite runs unchanged against base and instruction-tuned versions, and the prompt digest
+recorded with each request is the text before any chat wrapping.
+"""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from assay.digests import digest_json
@@ -13,7 +29,22 @@ class Method(enum.StrEnum):
     """How a model is asked about an instance."""
 
     GENERATION = "generation"  # the model writes the answer; scored against the references
+    # Choices lettered A., B., … in the prompt; the model generates the letter.
+    MULTIPLE_CHOICE_JOINT = "multiple_choice_joint"
     MULTIPLE_CHOICE_SEPARATE = "multiple_choice_separate"  # log-likelihood of each choice
+    # Each choice's log-likelihood minus its log-likelihood given only the output prefix.
+    MULTIPLE_CHOICE_CALIBRATED = "multiple_choice_calibrated"
+    # Log-likelihood of a whole document over sliding windows: perplexity, bits per byte.
+    LANGUAGE_MODELING = "language_modeling"
+
+
+LOGLIKELIHOOD_METHODS = frozenset(
+    {
+        Method.MULTIPLE_CHOICE_SEPARATE,
+        Method.MULTIPLE_CHOICE_CALIBRATED,
+        Method.LANGUAGE_MODELING,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +58,33 @@ class AdapterSpec:
     output_prefix: str = "Answer:"
     output_suffix: str = "\n"
     instance_separator: str = "\n"
+    global_prefix: str = ""  # before everything, e.g. a fixed preamble
+    # Choice lines of multiple_choice_joint: the first "A" of reference_prefix becomes the
+    # choice's letter (HELM's convention), so "A. " gives "A. ", "B. ", …
+    reference_prefix: str = "A. "
+    reference_suffix: str = "\n"
     num_train: int = 0  # few-shot examples per prompt, sampled from the train split
     num_trials: int = 1  # independent few-shot samples (each a trial)
+    sample_train: bool = True  # class-balanced random sample; False takes them in order
     max_tokens: int = 16
     stop: tuple[str, ...] = ("\n",)
+    # Character budget of a prompt (plus its longest continuation); 0 means unlimited. Over
+    # budget, few-shot examples are dropped from the end, then the input loses its start.
+    max_prompt_chars: int = 0
+    # language_modeling: each request scores a window of this many characters of the
+    # document, given up to lm_context_chars characters that precede it.
+    lm_window_chars: int = 1000
+    lm_context_chars: int = 1000
     variant: str = "default"  # a name for this layout, e.g. "zero-shot", "5-shot", "terse"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.num_train < 0 or self.num_trials < 1:
+            raise ValueError("adapter: num_train must be >= 0 and num_trials >= 1")
+        if self.max_prompt_chars < 0:
+            raise ValueError("adapter: max_prompt_chars must be >= 0 (0 means unlimited)")
+        if self.lm_window_chars < 1 or self.lm_context_chars < 0:
+            raise ValueError("adapter: lm_window_chars must be >= 1 and lm_context_chars >= 0")
 
     @property
     def template_id(self) -> str:
@@ -48,7 +100,14 @@ class AdapterSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "adapter") -> AdapterSpec:
         """Build from a suite-file mapping; unknown keys are an error naming ``where``."""
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        return cls().override(data, where)
+
+    def override(self, data: dict[str, Any], where: str = "adapter") -> AdapterSpec:
+        """A copy with the fields in ``data`` replaced (a prompt variant over a base spec)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a mapping of adapter fields")
+        known = {f.name: f for f in fields(self)}
+        unknown = sorted(set(data) - set(known))
         if unknown:
             raise ValueError(f"{where}: unknown adapter field(s): {', '.join(unknown)}")
         values = dict(data)
@@ -56,10 +115,58 @@ class AdapterSpec:
             try:
                 values["method"] = Method(values["method"])
             except ValueError:
-                known = ", ".join(m.value for m in Method)
+                choices = ", ".join(m.value for m in Method)
                 raise ValueError(
-                    f"{where}: unknown method {values['method']!r}; known: {known}"
+                    f"{where}: unknown method {values['method']!r}; known: {choices}"
                 ) from None
         if "stop" in values:
+            if isinstance(values["stop"], str) or not all(
+                isinstance(s, str) for s in values["stop"]
+            ):
+                raise ValueError(f"{where}.stop: expected a list of strings")
             values["stop"] = tuple(values["stop"])
-        return cls(**values)
+        for name, value in values.items():
+            expected = _FIELD_TYPES.get(name)
+            # bool is an int subclass; a YAML `true` must not pass as a count.
+            if expected is not None and (
+                not isinstance(value, expected) or (expected is int and isinstance(value, bool))
+            ):
+                raise ValueError(
+                    f"{where}.{name}: expected {expected.__name__}, got {type(value).__name__}"
+                )
+        try:
+            return replace(self, **values)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+
+_FIELD_TYPES: dict[str, type] = {
+    **{
+        name: str
+        for name in (
+            "instructions",
+            "input_prefix",
+            "input_suffix",
+            "output_prefix",
+            "output_suffix",
+            "instance_separator",
+            "global_prefix",
+            "reference_prefix",
+            "reference_suffix",
+            "variant",
+        )
+    },
+    **{
+        name: int
+        for name in (
+            "num_train",
+            "num_trials",
+            "max_tokens",
+            "max_prompt_chars",
+            "lm_window_chars",
+            "lm_context_chars",
+        )
+    },
+    "sample_train": bool,
+    "extra": dict,
+}
