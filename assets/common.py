@@ -1,0 +1,56 @@
+"""Helpers shared by the asset modules: partition bookkeeping and metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pyarrow as pa
+from dagster import AssetExecutionContext, MetadataValue, MultiPartitionKey
+
+from assets.partitions import MODEL_VERSION, SCENARIO, evaluation_partitions
+
+
+def evaluation_keys(context: AssetExecutionContext) -> list[MultiPartitionKey]:
+    """The (model_version, scenario) partitions this step materializes (one, or a range)."""
+    return [evaluation_partitions.get_partition_key_from_str(k) for k in context.partition_keys]
+
+
+def model_version_of(key: MultiPartitionKey) -> str:
+    return key.keys_by_dimension[MODEL_VERSION]
+
+
+def scenario_of(key: MultiPartitionKey) -> str:
+    return key.keys_by_dimension[SCENARIO]
+
+
+def by_key(value: pa.Table | Mapping[str, pa.Table], keys: list[str]) -> dict[str, pa.Table]:
+    """An upstream input as a mapping key → table, whether it spans one partition or several."""
+    if isinstance(value, pa.Table):
+        if len(set(keys)) != 1:
+            raise ValueError(f"expected one upstream partition, got keys {sorted(set(keys))}")
+        return {keys[0]: value}
+    return dict(value)
+
+
+def single_or_mapping(results: dict[str, object]) -> object:
+    """What an asset returns: the table for a one-partition run, else the mapping."""
+    return next(iter(results.values())) if len(results) == 1 else results
+
+
+def markdown_table(table: pa.Table, limit: int = 20) -> MetadataValue:
+    """A small markdown preview of a table for the Dagster UI."""
+    rows = table.slice(0, limit).to_pylist()
+    if not rows:
+        return MetadataValue.md("_empty_")
+    columns = table.column_names
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = []
+        for c in columns:
+            v = row[c]
+            text = f"{v:.4g}" if isinstance(v, float) else str(v)
+            cells.append(text.replace("|", "\\|").replace("\n", "\\n")[:60])
+        lines.append("| " + " | ".join(cells) + " |")
+    if table.num_rows > limit:
+        lines.append(f"\n_{table.num_rows - limit} more rows_")
+    return MetadataValue.md("\n".join(lines))

@@ -1,0 +1,23 @@
+"""The code location: one ``Definitions`` that workspace.yaml loads (working directory: .)."""
+
+from dagster import Definitions
+
+from assets import all_assets
+from resources import (
+    ModelsResource,
+    ParquetIOManager,
+    RegistryResource,
+    StorageResource,
+    SuiteResource,
+)
+
+defs = Definitions(
+    assets=all_assets,
+    resources={
+        "parquet_io_manager": ParquetIOManager(),
+        "storage": StorageResource(),
+        "registry": RegistryResource(),
+        "suite": SuiteResource(),
+        "models": ModelsResource(),
+    },
+)

@@ -1,0 +1,77 @@
+"""The code location loads, and its assets, partitions and lineage are what the design says."""
+
+from __future__ import annotations
+
+from dagster import (
+    AllPartitionMapping,
+    AssetKey,
+    DailyPartitionsDefinition,
+    DynamicPartitionsDefinition,
+    MultiPartitionsDefinition,
+    MultiToSingleDimensionPartitionMapping,
+    StaticPartitionsDefinition,
+)
+
+from assay.suite import load_suite
+from definitions import defs
+
+
+def _graph():
+    return defs.resolve_asset_graph()
+
+
+def test_asset_keys_are_the_designed_ones():
+    keys = {k.to_user_string() for k in _graph().get_all_asset_keys()}
+    assert keys == {
+        "registered_models",
+        "scenario_instances",
+        "model_outputs",
+        "instance_scores",
+        "metric_tables",
+        "rankings",
+    }
+
+
+def test_partitions():
+    graph = _graph()
+    registered = graph.get(AssetKey("registered_models")).partitions_def
+    scenarios = graph.get(AssetKey("scenario_instances")).partitions_def
+    outputs = graph.get(AssetKey("model_outputs")).partitions_def
+    assert isinstance(registered, DynamicPartitionsDefinition)
+    assert registered.name == "model_version"
+    assert isinstance(scenarios, StaticPartitionsDefinition)
+    assert scenarios.get_partition_keys() == load_suite().keys
+    assert isinstance(outputs, MultiPartitionsDefinition)
+    assert {d.name for d in outputs.partitions_defs} == {"model_version", "scenario"}
+    for key in ("instance_scores", "metric_tables"):
+        assert graph.get(AssetKey(key)).partitions_def == outputs
+    assert isinstance(graph.get(AssetKey("rankings")).partitions_def, DailyPartitionsDefinition)
+
+
+def test_lineage_and_partition_mappings():
+    graph = _graph()
+
+    def parents(key):
+        return {p.to_user_string() for p in graph.get(AssetKey(key)).parent_keys}
+
+    assert parents("model_outputs") == {"registered_models", "scenario_instances"}
+    assert parents("metric_tables") == {"model_outputs", "scenario_instances"}
+    assert parents("rankings") == {"metric_tables", "instance_scores"}
+    outputs = graph.get(AssetKey("model_outputs"))
+    to_model = outputs.get_partition_mapping(AssetKey("registered_models"))
+    to_scenario = outputs.get_partition_mapping(AssetKey("scenario_instances"))
+    assert isinstance(to_model, MultiToSingleDimensionPartitionMapping)
+    assert to_model.partition_dimension_name == "model_version"
+    assert to_scenario.partition_dimension_name == "scenario"
+    rankings = graph.get(AssetKey("rankings"))
+    assert isinstance(
+        rankings.get_partition_mapping(AssetKey("metric_tables")), AllPartitionMapping
+    )
+
+
+def test_every_asset_explains_itself():
+    for node in _graph().asset_nodes:
+        assert node.description, node.key
+        assert node.group_name and node.group_name != "default", node.key
+        assert node.code_version, node.key
+        assert node.kinds, node.key
