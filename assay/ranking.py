@@ -1,0 +1,578 @@
+"""Leaderboards: HELM's mean win rate, bootstrap rank intervals and paired significance.
+
+The ranking follows HELM: every (scenario, primary metric) is a column, a model's win rate in
+a column is the share of the other models it beats there (ties count half), and the mean over
+columns orders the board. On top of HELM we report how sure the order is: a rank interval per
+model from a bootstrap that resamples each scenario's instances jointly for all models, and
+paired tests (Holm-corrected) between neighbours on each scenario.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations, pairwise
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from assay.digests import seed_from
+from assay.stats.paired import Comparison, adjust, compare
+from assay.stats.resampling import bootstrap_collapsed, collapse
+
+SCORECARD_COLUMNS = (
+    "model_version",
+    "scenario",
+    "metric",
+    "family",
+    "group",
+    "perturbation",
+    "mean",
+    "count",
+    "ci_low",
+    "ci_high",
+)
+INSTANCE_SCORE_COLUMNS = (
+    "model_version",
+    "scenario",
+    "instance_id",
+    "metric",
+    "value",
+    "family",
+    "perturbation",
+    "trial",
+    "template_id",
+    "group",
+)
+
+
+# --------------------------------------------------------------------------- win rates
+
+
+def column_win_rates(means: np.ndarray, lower_is_better: bool = False) -> np.ndarray:
+    """Win rate of each model within one column, for any number of leading (resample) axes.
+
+    ``means`` is (..., n_models) with NaN for a model without a value. A model's win rate is
+    (models it beats + half the models it ties) / (models with a value - 1). NaN where the
+    model has no value or fewer than two models have one (the column says nothing then).
+    """
+    values = np.asarray(means, dtype=np.float64)
+    present = ~np.isnan(values)
+    mine = values[..., :, None]
+    theirs = values[..., None, :]
+    # Comparisons with NaN are False, so missing models neither win nor tie.
+    beats = (mine < theirs) if lower_is_better else (mine > theirs)
+    ties = mine == theirs
+    n_ties = ties.sum(axis=-1) - present  # a model always ties itself
+    wins = beats.sum(axis=-1) + 0.5 * n_ties
+    n_present = present.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = wins / (n_present - 1)
+    return np.where(present & (n_present >= 2), rates, np.nan)
+
+
+def mean_win_rates(columns: Sequence[np.ndarray], lower_is_better: Sequence[bool]) -> np.ndarray:
+    """Mean over columns of ``column_win_rates``, skipping the columns where it is NaN."""
+    if len(columns) != len(lower_is_better):
+        raise ValueError("one lower_is_better flag per column is needed")
+    total: np.ndarray | None = None
+    count: np.ndarray | None = None
+    for means, lower in zip(columns, lower_is_better, strict=True):
+        rates = column_win_rates(means, lower)
+        known = ~np.isnan(rates)
+        total = np.where(known, rates, 0.0) + (0.0 if total is None else total)
+        count = known.astype(np.int64) + (0 if count is None else count)
+    if total is None or count is None:
+        raise ValueError("no columns to compute win rates from")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def mean_win_rate(
+    table: Mapping[str, Mapping[str, float | None]],
+    *,
+    lower_is_better: Collection[str] = frozenset(),
+    skip: Collection[str] = frozenset(),
+) -> dict[str, float | None]:
+    """HELM's mean win rate of each model (row) over the columns of ``table``.
+
+    ``table`` maps model → column → value (None or NaN when the model has no value there).
+    Columns named in ``lower_is_better`` rank smaller values first; columns in ``skip`` have
+    no meaningful order and are ignored (HELM's ``lower_is_better=None``). A column with fewer
+    than two values is ignored; a model with no usable column gets None.
+    """
+    models = list(table)
+    names = sorted({c for row in table.values() for c in row} - set(skip))
+    columns = []
+    for name in names:
+        col = []
+        for model in models:
+            value = table[model].get(name)
+            col.append(np.nan if value is None else float(value))
+        columns.append(np.array(col))
+    if not columns:
+        return dict.fromkeys(models)
+    rates = mean_win_rates(columns, [n in lower_is_better for n in names])
+    return {m: (None if np.isnan(r) else float(r)) for m, r in zip(models, rates, strict=True)}
+
+
+def competition_ranks(scores: np.ndarray) -> np.ndarray:
+    """1 + the number of models with a strictly higher score; NaN scores rank last."""
+    values = np.where(np.isnan(scores), -np.inf, scores)
+    return 1 + (values[..., None, :] > values[..., :, None]).sum(axis=-1)
+
+
+# --------------------------------------------------------------------------- rank intervals
+
+
+@dataclass(frozen=True)
+class ScoreColumn:
+    """Per-instance scores of every model on one column of the leaderboard.
+
+    ``values`` is (n_rows, n_models), rows aligned across models (the same instance, trial,
+    template), NaN where a model has no score. ``clusters`` labels each row's instance, so the
+    rows of one instance are resampled together.
+    """
+
+    name: str
+    values: np.ndarray
+    lower_is_better: bool = False
+    clusters: np.ndarray | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RankInterval:
+    """A model's rank (1 = best) on the data and its bootstrap percentile interval."""
+
+    model: str
+    rank: int
+    low: int
+    high: int
+
+
+def rank_intervals(
+    columns: Sequence[ScoreColumn],
+    models: Sequence[str],
+    *,
+    seed: int,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+) -> dict[str, RankInterval]:
+    """Bootstrap interval of each model's mean-win-rate rank over ``columns``.
+
+    Each resample draws every column's instances with replacement (the same draw for all
+    models, so paired differences survive), recomputes the column means, the mean win rates
+    and the ranks; the interval is the equal-tailed percentile interval of a model's ranks.
+    With one column this is the rank by mean score.
+    """
+    if not columns:
+        raise ValueError("rank_intervals needs at least one column")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    observed, resampled = [], []
+    for column in columns:
+        if column.values.ndim != 2 or column.values.shape[1] != len(models):
+            raise ValueError(
+                f"column {column.name!r} has shape {column.values.shape}, expected "
+                f"(n_rows, {len(models)}): one column per model"
+            )
+        collapsed = collapse(column.values, column.clusters)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            observed.append(collapsed.sums.sum(axis=0) / collapsed.counts.sum(axis=0))
+        resampled.append(
+            bootstrap_collapsed(
+                collapsed, n_resamples=n_resamples, seed=seed_from(seed, "rank", column.name)
+            )
+        )
+    flags = [c.lower_is_better for c in columns]
+    ranks = competition_ranks(mean_win_rates(observed, flags))
+    boot_ranks = competition_ranks(mean_win_rates(resampled, flags))
+    tail = (1.0 - confidence) / 2.0
+    # Ranks are integers: take the order statistics themselves rather than interpolating.
+    low = np.quantile(boot_ranks, tail, axis=0, method="inverted_cdf")
+    high = np.quantile(boot_ranks, 1.0 - tail, axis=0, method="inverted_cdf")
+    return {
+        model: RankInterval(model, int(ranks[i]), int(low[i]), int(high[i]))
+        for i, model in enumerate(models)
+    }
+
+
+# --------------------------------------------------------------------------- leaderboard
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    """One model version on the leaderboard."""
+
+    model_version: str
+    rank: int
+    rank_low: int
+    rank_high: int
+    mean_win_rate: float | None  # over the scenarios' primary metrics
+    mean_score: float | None  # plain mean of the primary metrics' means
+    scenario_scores: dict[str, float | None]  # scenario → primary metric mean
+    family_win_rates: dict[str, float | None]  # family → mean win rate over its columns
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """Models ordered by mean win rate, with rank intervals and paired comparisons."""
+
+    rows: tuple[LeaderboardRow, ...]
+    comparisons: tuple[Comparison, ...]
+    primary_metrics: dict[str, str]
+    families: tuple[str, ...]
+    confidence: float = 0.95
+    notes: tuple[str, ...] = field(default=())
+
+    def to_table(self) -> pa.Table:
+        """One row per model version: fixed columns, then ``score.<scenario>`` and
+        ``win_rate.<family>`` columns."""
+        data: dict[str, list] = {
+            "rank": [r.rank for r in self.rows],
+            "model_version": [r.model_version for r in self.rows],
+            "rank_low": [r.rank_low for r in self.rows],
+            "rank_high": [r.rank_high for r in self.rows],
+            "mean_win_rate": [r.mean_win_rate for r in self.rows],
+            "mean_score": [r.mean_score for r in self.rows],
+        }
+        types: dict[str, pa.DataType] = {
+            "rank": pa.int32(),
+            "model_version": pa.string(),
+            "rank_low": pa.int32(),
+            "rank_high": pa.int32(),
+        }
+        for scenario in self.primary_metrics:
+            data[f"score.{scenario}"] = [r.scenario_scores.get(scenario) for r in self.rows]
+        for family in self.families:
+            data[f"win_rate.{family}"] = [r.family_win_rates.get(family) for r in self.rows]
+        schema = pa.schema([(name, types.get(name, pa.float64())) for name in data])
+        return pa.table(data, schema=schema)
+
+    def comparisons_table(self) -> pa.Table:
+        """One row per paired comparison."""
+        return pa.Table.from_pylist(
+            [
+                {
+                    "scenario": c.scenario,
+                    "metric": c.metric,
+                    "model_a": c.model_a,
+                    "model_b": c.model_b,
+                    "n": c.n,
+                    "n_clusters": c.n_clusters,
+                    "mean_diff": c.mean_diff,
+                    "ci_low": c.ci_low,
+                    "ci_high": c.ci_high,
+                    "p_value": c.p_value,
+                    "p_adjusted": c.p_adjusted,
+                    "test": c.test,
+                    "significant": c.significant,
+                }
+                for c in self.comparisons
+            ],
+            schema=_COMPARISON_SCHEMA,
+        )
+
+    def to_markdown(self) -> str:
+        """A compact table for a terminal; ``*`` marks a score significantly different from the
+        next-ranked model's on that scenario."""
+        level = round(self.confidence * 100)
+        order = [r.model_version for r in self.rows]
+        nxt = dict(pairwise(order))
+        starred = {
+            (c.scenario, c.model_a)
+            for c in self.comparisons
+            if c.significant and nxt.get(c.model_a) == c.model_b
+        }
+        header = ["#", "model", f"rank {level}%", "win rate", "mean"]
+        header += [f"{s} ({m})" for s, m in self.primary_metrics.items()]
+        header += list(self.families)
+        lines = [_md_row(header), _md_row(["---"] * len(header))]
+        for row in self.rows:
+            cells = [
+                str(row.rank),
+                row.model_version,
+                f"{row.rank_low}–{row.rank_high}",
+                _fmt(row.mean_win_rate),
+                _fmt(row.mean_score),
+            ]
+            for scenario in self.primary_metrics:
+                mark = "*" if (scenario, row.model_version) in starred else ""
+                cells.append(_fmt(row.scenario_scores.get(scenario)) + mark)
+            cells += [_fmt(row.family_win_rates.get(f)) for f in self.families]
+            lines.append(_md_row(cells))
+        alpha = 1.0 - self.confidence
+        lines.append("")
+        lines.append(
+            f"`*` differs significantly from the next model on that scenario "
+            f"(paired test, Holm-adjusted p < {alpha:.2g}); families show mean win rates."
+        )
+        if self.comparisons:
+            lines += [
+                "",
+                _md_row(["scenario", "a vs b", "diff", f"{level}% CI", "p (adj.)", "test"]),
+            ]
+            lines.append(_md_row(["---"] * 6))
+            for c in self.comparisons:
+                lines.append(
+                    _md_row(
+                        [
+                            f"{c.scenario} ({c.metric})",
+                            f"{c.model_a} vs {c.model_b}",
+                            f"{c.mean_diff:+.3f}" + ("*" if c.significant else ""),
+                            f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}]",
+                            f"{c.p_value:.3g} ({c.p_adjusted:.3g})",
+                            c.test,
+                        ]
+                    )
+                )
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+_COMPARISON_SCHEMA = pa.schema(
+    [
+        ("scenario", pa.string()),
+        ("metric", pa.string()),
+        ("model_a", pa.string()),
+        ("model_b", pa.string()),
+        ("n", pa.int64()),
+        ("n_clusters", pa.int64()),
+        ("mean_diff", pa.float64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("p_value", pa.float64()),
+        ("p_adjusted", pa.float64()),
+        ("test", pa.string()),
+        ("significant", pa.bool_()),
+    ]
+)
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None or np.isnan(value) else f"{value:.3f}"
+
+
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _require_columns(table: pa.Table, needed: Sequence[str], name: str) -> None:
+    missing = [c for c in needed if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{name} table lacks column(s) {', '.join(missing)}")
+
+
+def _headline_scorecards(scorecards: pa.Table) -> dict[tuple[str, str, str], dict]:
+    """(model, scenario, metric) → the unperturbed, ungrouped scorecard row."""
+    rows: dict[tuple[str, str, str], dict] = {}
+    for i, row in enumerate(scorecards.select(list(SCORECARD_COLUMNS)).to_pylist()):
+        if row["group"] or row["perturbation"]:
+            continue
+        key = (row["model_version"], row["scenario"], row["metric"])
+        if key in rows:
+            raise ValueError(
+                f"scorecards row {i}: model_version={key[0]!r} scenario={key[1]!r} "
+                f"metric={key[2]!r} appears twice without group or perturbation"
+            )
+        rows[key] = row
+    return rows
+
+
+def _family_columns(
+    scorecards: pa.Table, models: Sequence[str], lower_is_better: Collection[str]
+) -> dict[str, tuple[list[np.ndarray], list[bool]]]:
+    """family → its win-rate columns: one per (scenario, metric, perturbation), ungrouped."""
+    index = {m: i for i, m in enumerate(models)}
+    cells: dict[str, dict[tuple[str, str, str], np.ndarray]] = {}
+    for row in scorecards.select(list(SCORECARD_COLUMNS)).to_pylist():
+        if row["group"]:
+            continue
+        key = (row["scenario"], row["metric"], row["perturbation"])
+        column = cells.setdefault(row["family"], {}).setdefault(key, np.full(len(models), np.nan))
+        column[index[row["model_version"]]] = np.nan if row["mean"] is None else row["mean"]
+    return {
+        family: (list(cols.values()), [k[1] in lower_is_better for k in cols])
+        for family, cols in sorted(cells.items())
+    }
+
+
+def _instance_column(
+    instance_scores: pa.Table,
+    scenario: str,
+    metric: str,
+    models: Sequence[str],
+    lower_is_better: bool,
+) -> ScoreColumn:
+    """The unperturbed per-instance scores of one scenario's metric, pivoted to models.
+
+    Rows with ``group == ""`` are used when there are any (a breakdown repeats the instance);
+    otherwise every instance carries exactly one group tag and all rows are used.
+    """
+    mask = pc.and_(
+        pc.and_(
+            pc.equal(instance_scores["scenario"], scenario),
+            pc.equal(instance_scores["metric"], metric),
+        ),
+        pc.equal(instance_scores["perturbation"], ""),
+    )
+    rows = instance_scores.filter(mask)
+    ungrouped = rows.filter(pc.equal(rows["group"], ""))
+    if ungrouped.num_rows:
+        rows = ungrouped
+    if rows.num_rows == 0:
+        raise ValueError(
+            f"instance_scores has no unperturbed rows for scenario={scenario!r} metric={metric!r}"
+        )
+    model_col = np.asarray(rows["model_version"].to_pylist(), dtype=object)
+    instance = np.asarray(rows["instance_id"].to_pylist(), dtype=object)
+    keys = [
+        f"{i}\x1f{t}\x1f{tpl}\x1f{g}"
+        for i, t, tpl, g in zip(
+            instance,
+            rows["trial"].to_pylist(),
+            rows["template_id"].to_pylist(),
+            rows["group"].to_pylist(),
+            strict=True,
+        )
+    ]
+    uniq, row_of = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+    index = {m: i for i, m in enumerate(models)}
+    unknown = sorted(set(model_col) - set(index))
+    if unknown:
+        raise ValueError(
+            f"instance_scores names model_version {unknown[0]!r} (scenario={scenario!r}), "
+            "which has no scorecard"
+        )
+    col_of = np.array([index[m] for m in model_col], dtype=np.int64)
+    flat = row_of * len(models) + col_of
+    dup = np.flatnonzero(np.bincount(flat) > 1)
+    if dup.size:
+        r, c = divmod(int(dup[0]), len(models))
+        raise ValueError(
+            f"instance_scores repeats model_version={models[c]!r} scenario={scenario!r} "
+            f"metric={metric!r} row (instance, trial, template, group)="
+            f"{tuple(str(uniq[r]).split(chr(0x1F)))}"
+        )
+    values = np.full((uniq.size, len(models)), np.nan)
+    values[row_of, col_of] = np.asarray(rows["value"].to_pylist(), dtype=np.float64)
+    clusters = np.array([k.split("\x1f", 1)[0] for k in uniq], dtype=object)
+    return ScoreColumn(f"{scenario}/{metric}", values, lower_is_better, clusters)
+
+
+def build_leaderboard(
+    scorecards: pa.Table,
+    instance_scores: pa.Table,
+    *,
+    primary_metrics: Mapping[str, str],
+    lower_is_better: Collection[str] = frozenset(),
+    seed: int,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    pairs: str = "adjacent",
+) -> Leaderboard:
+    """Rank model versions by HELM's mean win rate over each scenario's primary metric.
+
+    ``scorecards`` has one row per model version × scenario × metric × family × group ×
+    perturbation (``SCORECARD_COLUMNS``); its unperturbed, ungrouped rows are the headline
+    scores. ``instance_scores`` holds the per-instance values (``INSTANCE_SCORE_COLUMNS``)
+    behind them, used for rank intervals and paired tests. ``primary_metrics`` maps each
+    scenario on the board to its primary metric; other scenarios only enter the per-family
+    win rates. Metrics named in ``lower_is_better`` rank smaller values first.
+
+    ``pairs`` is ``"adjacent"`` (each model against the next one down) or ``"all"``; every
+    comparison on the board is one family for the Holm correction.
+    """
+    _require_columns(scorecards, SCORECARD_COLUMNS, "scorecards")
+    _require_columns(instance_scores, INSTANCE_SCORE_COLUMNS, "instance_scores")
+    if not primary_metrics:
+        raise ValueError("primary_metrics is empty: name each scenario's primary metric")
+    if pairs not in ("adjacent", "all"):
+        raise ValueError(f"pairs must be 'adjacent' or 'all', got {pairs!r}")
+    headline = _headline_scorecards(scorecards)
+    models = sorted({k[0] for k in headline})
+    scenario_means: dict[str, np.ndarray] = {}
+    for scenario, metric in primary_metrics.items():
+        means = np.array(
+            [(headline.get((m, scenario, metric)) or {}).get("mean") for m in models],
+            dtype=np.float64,
+        )
+        if np.all(np.isnan(means)):
+            raise ValueError(
+                f"scorecards have no headline row for scenario={scenario!r} metric={metric!r}"
+            )
+        scenario_means[scenario] = means
+    flags = [primary_metrics[s] in lower_is_better for s in primary_metrics]
+    win_rates = mean_win_rates(list(scenario_means.values()), flags)
+    stacked = np.vstack(list(scenario_means.values()))
+    with np.errstate(invalid="ignore"):
+        counts = np.sum(~np.isnan(stacked), axis=0)
+        mean_scores = np.where(
+            counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan
+        )
+    families = _family_columns(scorecards, models, lower_is_better)
+    family_rates = {f: mean_win_rates(cols, fl) for f, (cols, fl) in families.items()}
+
+    columns = [
+        _instance_column(instance_scores, scenario, metric, models, metric in lower_is_better)
+        for scenario, metric in primary_metrics.items()
+    ]
+    intervals = rank_intervals(
+        columns, models, seed=seed, n_resamples=n_resamples, confidence=confidence
+    )
+    ranks = competition_ranks(win_rates)
+    order = sorted(range(len(models)), key=lambda i: (ranks[i], models[i]))
+
+    def opt(x: float) -> float | None:
+        return None if np.isnan(x) else float(x)
+
+    rows = tuple(
+        LeaderboardRow(
+            model_version=models[i],
+            rank=int(ranks[i]),
+            rank_low=intervals[models[i]].low,
+            rank_high=intervals[models[i]].high,
+            mean_win_rate=opt(win_rates[i]),
+            mean_score=opt(mean_scores[i]),
+            scenario_scores={s: opt(v[i]) for s, v in scenario_means.items()},
+            family_win_rates={f: opt(r[i]) for f, r in family_rates.items()},
+        )
+        for i in order
+    )
+    ranked = [models[i] for i in order]
+    pair_list = list(pairwise(ranked)) if pairs == "adjacent" else list(combinations(ranked, 2))
+    comparisons: list[Comparison] = []
+    notes: list[str] = []
+    index = {m: i for i, m in enumerate(models)}
+    for column, (scenario, metric) in zip(columns, primary_metrics.items(), strict=True):
+        for model_a, model_b in pair_list:
+            a = column.values[:, index[model_a]]
+            b = column.values[:, index[model_b]]
+            shared = ~np.isnan(a) & ~np.isnan(b)
+            if not shared.any():
+                notes.append(f"{model_a} and {model_b} share no instances on {scenario}")
+                continue
+            comparisons.append(
+                compare(
+                    a[shared],
+                    b[shared],
+                    model_a=model_a,
+                    model_b=model_b,
+                    metric=metric,
+                    scenario=scenario,
+                    clusters=column.clusters[shared] if column.clusters is not None else None,
+                    seed=seed_from(seed, "compare", scenario, metric, model_a, model_b),
+                    n_resamples=n_resamples,
+                    confidence=confidence,
+                )
+            )
+    adjusted = adjust(comparisons, method="holm", alpha=1.0 - confidence)
+    return Leaderboard(
+        rows=rows,
+        comparisons=tuple(adjusted),
+        primary_metrics=dict(primary_metrics),
+        families=tuple(families),
+        confidence=confidence,
+        notes=tuple(notes),
+    )
