@@ -1,0 +1,405 @@
+"""``assay registry ...``: register models and versions, move aliases and stages, read history.
+
+Every command takes ``--registry-url`` (default ``$ASSAY_REGISTRY_URL`` or ``.assay/registry.db``)
+and ``--actor`` (default ``$ASSAY_ACTOR`` or the OS user). Refused operations print
+``ERROR CODE: message`` on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from assay.registry import Event, ModelVersion, Registry, RegistryError
+from assay.registry.errors import invalid
+
+Handler = Callable[[argparse.Namespace], int]
+
+# ---------------------------------------------------------------- shared with assay.cli.prompts
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every registry and prompts command accepts (a parent parser)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--registry-url",
+        default=None,
+        help="SQLAlchemy URL of the registry (default: $ASSAY_REGISTRY_URL or .assay/registry.db)",
+    )
+    parent.add_argument("--actor", default=None, help="who is acting (default: $ASSAY_ACTOR)")
+    return parent
+
+
+def command(handler: Callable[[argparse.Namespace, Registry], int]) -> Handler:
+    """Wrap a handler: open the registry, turn refusals into ``ERROR CODE: message``, exit 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            with Registry.open(args.registry_url) as registry:
+                return handler(args, registry)
+        except RegistryError as exc:
+            print(f"ERROR {exc.code.value}: {exc.message}", file=sys.stderr)
+            return 2
+        except SQLAlchemyError as exc:
+            # The driver's own message, without SQLAlchemy's statement dump (or the URL).
+            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            print(f"ERROR DATABASE_ERROR: {detail}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def parse_pairs(pairs: Sequence[str] | None, what: str) -> dict[str, str]:
+    """``["k=v", ...]`` → dict; a pair without ``=`` is refused naming it."""
+    out: dict[str, str] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise invalid(f"{what} {pair!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """An aligned plain-text table (last column left ragged)."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        padded = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines)
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_moment(text: str) -> datetime:
+    """ISO date or datetime. A bare date means the end of that day (UTC): "as of D" includes
+    everything that happened on D. Naive datetimes are UTC."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        day = None
+    if day is not None and len(text) == 10:
+        return datetime.combine(day, time.max, tzinfo=UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise invalid(f"date {text!r} is not an ISO date or datetime (e.g. 2026-01-31)") from exc
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# ---------------------------------------------------------------- handlers
+
+
+def _serving(values: Sequence[str] | None) -> dict[str, Any] | None:
+    """``--serving`` values: JSON objects, or KEY=VALUE pairs whose value is read as JSON when
+    it parses (``batch_size=8``, ``chat_template=true``) and as a string otherwise."""
+    if not values:
+        return None
+    serving: dict[str, Any] = {}
+    for value in values:
+        if value.lstrip().startswith("{"):
+            try:
+                obj = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise invalid(f"--serving {value!r} is not valid JSON: {exc}") from exc
+            if not isinstance(obj, dict):
+                raise invalid(f"--serving {value!r} is not a JSON object")
+            serving.update(obj)
+            continue
+        for key, raw in parse_pairs([value], "--serving").items():
+            try:
+                serving[key] = json.loads(raw)
+            except json.JSONDecodeError:
+                serving[key] = raw
+    return serving
+
+
+def _create(args: argparse.Namespace, registry: Registry) -> int:
+    tags = parse_pairs(args.tag, "--tag")
+    model = registry.create_model(args.name, args.description, tags, actor=args.actor)
+    print(f"created model {model.name}")
+    return 0
+
+
+def _register(args: argparse.Namespace, registry: Registry) -> int:
+    serving = _serving(args.serving)
+    tags = parse_pairs(args.tag, "--tag")
+    prices = {"prompt_per_1k": args.price_prompt, "completion_per_1k": args.price_completion}
+    if args.create_model:
+        registry.get_or_create_model(args.model, actor=args.actor)
+    version = registry.create_version(
+        args.model,
+        args.source,
+        serving=serving,
+        description=args.description,
+        tags=tags,
+        prices=prices,
+        actor=args.actor,
+    )
+    print(version.key)
+    return 0
+
+
+def _version_rows(versions: Sequence[ModelVersion]) -> list[list[object]]:
+    return [
+        [
+            v.key,
+            v.source,
+            v.stage.value,
+            ",".join(v.aliases),
+            format_time(v.created_at),
+        ]
+        for v in versions
+    ]
+
+
+def _list(args: argparse.Namespace, registry: Registry) -> int:
+    as_of = parse_moment(args.as_of) if args.as_of else None
+    if args.model is None and as_of is None:
+        models = registry.list_models()
+        rows = [
+            [
+                m.name,
+                m.latest_version or "-",
+                ",".join(f"{a}=v{v}" for a, v in m.aliases.items()),
+                format_time(m.updated_at),
+                m.description,
+            ]
+            for m in models
+        ]
+        print(table(["MODEL", "LATEST", "ALIASES", "UPDATED", "DESCRIPTION"], rows))
+        return 0
+    versions = registry.list_versions(args.model, as_of=as_of)
+    print(table(["VERSION", "SOURCE", "STAGE", "ALIASES", "CREATED"], _version_rows(versions)))
+    return 0
+
+
+def _print_version(version: ModelVersion) -> None:
+    prices = version.prices
+    fields: list[tuple[str, object]] = [
+        ("key", version.key),
+        ("source", version.source),
+        ("serving", json.dumps(version.serving, sort_keys=True)),
+        ("stage", version.stage.value),
+        ("status", version.status),
+        ("aliases", ", ".join(version.aliases) or "-"),
+        ("created", format_time(version.created_at)),
+        ("price/1k prompt", "-" if prices.prompt_per_1k is None else prices.prompt_per_1k),
+        (
+            "price/1k completion",
+            "-" if prices.completion_per_1k is None else prices.completion_per_1k,
+        ),
+        ("description", version.description or "-"),
+    ]
+    fields += [(f"tag {k}", v) for k, v in sorted(version.tags.items())]
+    width = max(len(name) for name, _ in fields)
+    for name, value in fields:
+        print(f"{name.ljust(width)}  {value}")
+
+
+def _show(args: argparse.Namespace, registry: Registry) -> int:
+    ref = args.ref
+    if "@" not in ref and not ref.startswith("models:/"):
+        model = registry.get_model(ref)
+        print(f"model        {model.name}")
+        print(f"description  {model.description or '-'}")
+        print(f"created      {format_time(model.created_at)}")
+        print(f"updated      {format_time(model.updated_at)}")
+        for key, value in sorted(model.tags.items()):
+            print(f"tag {key}  {value}")
+        print()
+        versions = registry.list_versions(model.name)
+        print(table(["VERSION", "SOURCE", "STAGE", "ALIASES", "CREATED"], _version_rows(versions)))
+        return 0
+    _print_version(registry.resolve(ref))
+    return 0
+
+
+def _alias_set(args: argparse.Namespace, registry: Registry) -> int:
+    version = registry.set_alias(args.model, args.alias, args.version, actor=args.actor)
+    print(f"{args.model}@{args.alias} -> {version.key}")
+    return 0
+
+
+def _alias_remove(args: argparse.Namespace, registry: Registry) -> int:
+    registry.delete_alias(args.model, args.alias, actor=args.actor)
+    print(f"removed alias {args.alias} of {args.model}")
+    return 0
+
+
+def _stage(args: argparse.Namespace, registry: Registry) -> int:
+    version = registry.transition_stage(
+        args.model,
+        args.version,
+        args.stage,
+        archive_existing_versions=args.archive_existing,
+        actor=args.actor,
+    )
+    print(f"{version.key} -> {version.stage.value}")
+    return 0
+
+
+def _tag(args: argparse.Namespace, registry: Registry) -> int:
+    target = args.target
+    if "@" in target or target.startswith("models:/"):
+        version = registry.resolve(target)
+        registry.set_tag(version.model, args.key, args.value, version.version, actor=args.actor)
+        print(f"tagged {version.key}: {args.key}={args.value}")
+    else:
+        registry.set_tag(target, args.key, args.value, actor=args.actor)
+        print(f"tagged {target}: {args.key}={args.value}")
+    return 0
+
+
+def describe_event(ev: Event) -> str:
+    """One line saying what an event changed."""
+    p = ev.payload
+    if "alias" in p:
+        before = "-" if p.get("before") is None else f"v{p['before']}"
+        after = "-" if p.get("after") is None else f"v{p['after']}"
+        return f"{p['alias']}: {before} -> {after}"
+    if ev.kind == "stage_changed":
+        return f"{p['before']} -> {p['after']}"
+    if ev.kind == "tag_set":
+        return f"{p['key']}={p['value']}"
+    if ev.kind == "evaluation_recorded":
+        metrics = " ".join(f"{k}={v:g}" for k, v in sorted(p["metrics"].items()))
+        run = f" run={p['run_id']}" if p.get("run_id") else ""
+        return f"{p['scenario']}: {metrics}{run}"
+    if ev.kind == "version_created":
+        return str(p["source"])
+    if ev.kind == "prompt_version_created":
+        return "variables: " + ", ".join(p["variables"])
+    return str(p.get("description", ""))
+
+
+def event_table(events: Sequence[Event]) -> str:
+    rows = []
+    for ev in events:
+        if ev.model is not None:
+            subject = ev.key or ev.model
+        else:
+            subject = f"prompts:/{ev.prompt}" + (f"/{ev.version}" if ev.version else "")
+        rows.append(
+            [ev.id, format_time(ev.ts), ev.actor, ev.kind.value, subject, describe_event(ev)]
+        )
+    return table(["ID", "TIME", "ACTOR", "EVENT", "SUBJECT", "DETAILS"], rows)
+
+
+def _history(args: argparse.Namespace, registry: Registry) -> int:
+    events = registry.events(args.after, args.limit, model=args.model)
+    print(event_table(events))
+    return 0
+
+
+def _as_of(args: argparse.Namespace, registry: Registry) -> int:
+    moment = parse_moment(args.date)
+    version = registry.alias_holder(args.model, args.alias, moment)
+    if version is None:
+        print(f"{args.model}@{args.alias} was not set at {format_time(moment)}")
+        return 1
+    print(version.key)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``registry`` and its subcommands on an argparse subparsers object.
+
+    Each leaf sets ``func``: a callable taking the parsed namespace and returning the exit code.
+    """
+    common = common_options()
+    parser = subparsers.add_parser("registry", help="model registry: versions, aliases, history")
+    sub = parser.add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("create", parents=[common], help="register a model name")
+    p.add_argument("name")
+    p.add_argument("--description", default="")
+    p.add_argument("--tag", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=command(_create))
+
+    p = sub.add_parser("register", parents=[common], help="register a new version of a model")
+    p.add_argument("model")
+    p.add_argument("source", help="e.g. bundled:smollm2-135m-instruct, hf:/dir, openai:URL#id")
+    p.add_argument(
+        "--serving",
+        action="append",
+        metavar="KEY=VALUE|JSON",
+        help="serving config: chat_template, system_prompt, dtype, batch_size, max_context",
+    )
+    p.add_argument("--tag", action="append", metavar="KEY=VALUE")
+    p.add_argument("--description", default="")
+    p.add_argument("--price-prompt", type=float, default=None, help="price per 1k prompt tokens")
+    p.add_argument("--price-completion", type=float, default=None, help="per 1k completion tokens")
+    p.add_argument("--create-model", action="store_true", help="create the model if missing")
+    p.set_defaults(func=command(_register))
+
+    p = sub.add_parser("list", parents=[common], help="list models, or the versions of one")
+    p.add_argument("model", nargs="?")
+    p.add_argument("--as-of", default=None, help="only versions registered by this date")
+    p.set_defaults(func=command(_list))
+
+    p = sub.add_parser("show", parents=[common], help="show a model or a version")
+    p.add_argument("ref", help="MODEL, MODEL@vN, MODEL@ALIAS, models:/MODEL/N")
+    p.set_defaults(func=command(_show))
+
+    alias = sub.add_parser("alias", help="set or remove an alias")
+    alias_sub = alias.add_subparsers(dest="alias_command", required=True, metavar="ACTION")
+    p = alias_sub.add_parser("set", parents=[common], help="point an alias at a version")
+    p.add_argument("model")
+    p.add_argument("alias")
+    p.add_argument("version", type=int)
+    p.set_defaults(func=command(_alias_set))
+    p = alias_sub.add_parser("remove", parents=[common], help="remove an alias")
+    p.add_argument("model")
+    p.add_argument("alias")
+    p.set_defaults(func=command(_alias_remove))
+
+    p = sub.add_parser("stage", parents=[common], help="move a version to a legacy stage")
+    p.add_argument("model")
+    p.add_argument("version", type=int)
+    p.add_argument("stage", help="None, Staging, Production or Archived")
+    p.add_argument("--archive-existing", action="store_true")
+    p.set_defaults(func=command(_stage))
+
+    p = sub.add_parser("tag", parents=[common], help="set a tag on a model or a version")
+    p.add_argument("target", help="MODEL or MODEL@vN")
+    p.add_argument("key")
+    p.add_argument("value")
+    p.set_defaults(func=command(_tag))
+
+    p = sub.add_parser("history", parents=[common], help="the event log")
+    p.add_argument("--model", default=None)
+    p.add_argument("--after", type=int, default=0, help="only events with a larger id")
+    p.add_argument("--limit", type=int, default=None)
+    p.set_defaults(func=command(_history))
+
+    p = sub.add_parser("as-of", parents=[common], help="which version held an alias on a date")
+    p.add_argument("model")
+    p.add_argument("alias")
+    p.add_argument("date", help="ISO date (end of that day, UTC) or datetime")
+    p.set_defaults(func=command(_as_of))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``assay registry ...`` on its own (``python -m assay.cli.registry ...``)."""
+    parser = argparse.ArgumentParser(prog="assay")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["registry", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
