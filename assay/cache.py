@@ -1,0 +1,223 @@
+"""Content-addressed request cache: reruns and backfills never pay for a model call twice.
+
+An entry's key is the SHA-256 of (model artifact digest, serving config, request digest), so
+it names exactly what was computed: another model build, another serving config or another
+prompt is another key. Entries live in one SQL table through SQLAlchemy: a SQLite file by
+default (WAL, busy timeout, so several processes share it), Postgres by URL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from assay.digests import digest_json
+from assay.models.base import ModelClient, ProgressCallback, ServingConfig
+from assay.records import ChoiceScore, Completion, Request
+
+# Bumped when the stored JSON changes shape; entries of another version read as misses.
+_FORMAT = 1
+_SQLITE_BUSY_TIMEOUT_MS = 60_000
+# SQLite caps bound parameters per statement; lookups go in slices this long.
+_LOOKUP_SLICE = 500
+
+_metadata = sa.MetaData()
+_entries = sa.Table(
+    "request_cache",
+    _metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("completion", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
+
+def cache_key(artifact_digest: str, serving: ServingConfig, request: Request) -> str:
+    """The content address of one request's completion."""
+    return digest_json([artifact_digest, serving.to_dict(), request.digest])
+
+
+def completion_to_json(completion: Completion) -> str:
+    """Serialize a completion (the ``cached`` flag is not stored; it is set on read)."""
+    data = asdict(completion)
+    data.pop("cached")
+    return json.dumps({"format": _FORMAT, **data}, sort_keys=True)
+
+
+def completion_from_json(text: str) -> Completion | None:
+    """Rebuild a stored completion marked ``cached=True``; ``None`` for another format."""
+    data: dict[str, Any] = json.loads(text)
+    if data.pop("format", None) != _FORMAT:
+        return None
+    return Completion(
+        text=data["text"],
+        prompt_tokens=data["prompt_tokens"],
+        completion_tokens=data["completion_tokens"],
+        token_logprobs=tuple(data["token_logprobs"]),
+        choices=tuple(ChoiceScore(**c) for c in data["choices"]),
+        latency_s=data["latency_s"],
+        batch_size=data["batch_size"],
+        cached=True,
+        error=data["error"],
+    )
+
+
+def _engine_url(url: str) -> str:
+    """A SQLAlchemy URL; a bare filesystem path means a SQLite file there."""
+    if "://" in url:
+        return url
+    path = Path(url).expanduser()
+    return f"sqlite:///{path.resolve()}"
+
+
+class RequestCache:
+    """Completions by cache key in a SQL table (``sqlite:///...``, ``postgresql://...`` or a path).
+
+    The URL may hold a password; it is never echoed in errors or logs by this class.
+    """
+
+    def __init__(self, url: str) -> None:
+        engine_url = sa.make_url(_engine_url(url))
+        self._dialect = engine_url.get_backend_name()
+        if self._dialect == "sqlite" and engine_url.database not in (None, "", ":memory:"):
+            Path(engine_url.database).parent.mkdir(parents=True, exist_ok=True)
+        connect_args = (
+            {"timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000} if self._dialect == "sqlite" else {}
+        )
+        self._engine = sa.create_engine(engine_url, connect_args=connect_args)
+        if self._dialect == "sqlite":
+            sa.event.listen(self._engine, "connect", _configure_sqlite)
+        _metadata.create_all(self._engine)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Completion]:
+        """The cached completions among ``keys`` (absent keys are simply missing)."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, Completion] = {}
+        with self._engine.connect() as conn:
+            for start in range(0, len(wanted), _LOOKUP_SLICE):
+                part = wanted[start : start + _LOOKUP_SLICE]
+                rows = conn.execute(
+                    sa.select(_entries.c.key, _entries.c.completion).where(_entries.c.key.in_(part))
+                )
+                for key, text in rows:
+                    completion = completion_from_json(text)
+                    if completion is not None:
+                        found[key] = completion
+        return found
+
+    def put_many(self, entries: Mapping[str, Completion]) -> int:
+        """Store completions in one transaction (all or none); errors are refused.
+
+        A key already present keeps its entry: it names the same computation, so whichever
+        process stored it first is as good as this one. Returns the number of entries given.
+        """
+        errored = [k for k, c in entries.items() if c.error is not None]
+        if errored:
+            raise ValueError(f"errored completions are not cached (key {errored[0]})")
+        if not entries:
+            return 0
+        rows = [{"key": k, "completion": completion_to_json(c)} for k, c in entries.items()]
+        with self._engine.begin() as conn:
+            conn.execute(self._insert_ignoring_duplicates(), rows)
+        return len(rows)
+
+    def __len__(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(_entries)).scalar())
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self._engine.dispose()
+
+    def _insert_ignoring_duplicates(self) -> sa.Insert:
+        if self._dialect == "sqlite":
+            return sqlite.insert(_entries).on_conflict_do_nothing(index_elements=["key"])
+        if self._dialect == "postgresql":
+            return postgresql.insert(_entries).on_conflict_do_nothing(index_elements=["key"])
+        raise ValueError(
+            f"request cache supports SQLite and PostgreSQL URLs, not {self._dialect!r}"
+        )
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside one writer; the busy timeout makes a second writer wait for
+    # the lock instead of failing. A write transaction starts with its INSERT (no read
+    # first), so waiting on the lock cannot deadlock.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class CachedClient:
+    """A ``ModelClient`` that answers from the cache and sends only misses to ``client``.
+
+    Misses go to the wrapped client in chunks of ``chunk_size`` requests, and each chunk's
+    results are committed in one transaction as soon as it finishes: a run killed halfway
+    keeps every finished chunk, and its rerun computes only the rest. Errored completions are
+    returned but not stored, so a rerun retries them.
+    """
+
+    def __init__(
+        self,
+        client: ModelClient,
+        cache: RequestCache,
+        serving: ServingConfig,
+        chunk_size: int = 64,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.client = client
+        self.cache = cache
+        self.serving = serving
+        self.chunk_size = chunk_size
+
+    @property
+    def artifact_digest(self) -> str:
+        return self.client.artifact_digest
+
+    def complete(
+        self, requests: Sequence[Request], progress: ProgressCallback | None = None
+    ) -> list[Completion]:
+        """Completions for ``requests`` in order; hits are marked ``cached=True``."""
+        digest = self.client.artifact_digest
+        keys = [cache_key(digest, self.serving, r) for r in requests]
+        known: dict[str, Completion] = self.cache.get_many(keys)
+        # Identical requests in one call are computed once.
+        todo: dict[str, Request] = {}
+        for key, request in zip(keys, requests, strict=True):
+            if key not in known and key not in todo:
+                todo[key] = request
+        total = len(requests)
+        occurrences = Counter(keys)
+        done = total - sum(occurrences[k] for k in todo)
+        if progress is not None and done:
+            progress(done, total)
+        pending = list(todo.items())
+        for start in range(0, len(pending), self.chunk_size):
+            chunk = pending[start : start + self.chunk_size]
+
+            def inner(n: int, _of: int, base: int = done) -> None:
+                # The wrapped client counts within its chunk; report against the whole call.
+                if progress is not None:
+                    progress(min(base + n, total), total)
+
+            results = self.client.complete([r for _, r in chunk], progress=inner)
+            if len(results) != len(chunk):
+                raise RuntimeError(
+                    f"model client returned {len(results)} completions for {len(chunk)} requests"
+                )
+            fresh = {key: c for (key, _), c in zip(chunk, results, strict=True)}
+            self.cache.put_many({k: c for k, c in fresh.items() if c.error is None})
+            known.update(fresh)
+            done += sum(occurrences[k] for k, _ in chunk)
+            if progress is not None:
+                progress(done, total)
+        return [known[k] for k in keys]

@@ -1,0 +1,676 @@
+"""Local models through Hugging Face transformers: GGUF files and HF directories, on CPU or GPU.
+
+Sources (see ``ModelSpec``): ``bundled:<name>``, ``gguf:/path/file.gguf`` and ``hf:/path/dir``.
+A GGUF file is dequantized once into a plain HF directory under
+``<cache_dir>/models/<gguf-sha256>/`` (dequantizing takes tens of seconds, loading the saved
+directory about one), and every later load, in any process, reads that directory.
+
+Decisions worth knowing:
+- Greedy decoding only; a request's result does not depend on which batch it ran in (rows are
+  left-padded with position ids from the attention mask), up to float rounding.
+- A prompt longer than the context window is left-truncated (the start is dropped), as
+  lm-evaluation-harness does; a request that cannot fit at all gets ``Completion.error``.
+- Generated text stops at end-of-sequence (not included) or at the first stop sequence (the text
+  is cut there); ``completion_tokens``/``token_logprobs`` cover the tokens generated up to and
+  including the one that completed the stop sequence.
+- Log-likelihood: context and continuation are tokenized together; the continuation's tokens are
+  those that contain any continuation character (by offsets), so a token spanning the boundary,
+  such as " Paris" after "Answer:", belongs to the continuation. The choices of one request share
+  one forward pass of the prompt (its KV cache is reused for the continuations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from assay.digests import digest_file, digest_json
+from assay.models.base import ModelSpec, ProgressCallback
+from assay.models.bundled import bundled_gguf_path
+from assay.records import ChoiceScore, Completion, Request, RequestKind
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_SCHEMES = ("bundled", "gguf", "hf")
+# Files of an HF directory that do not change what the model computes.
+_IGNORED_SUFFIXES = (".md", ".txt")
+_CONVERSION_MARKER = "assay-conversion.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedSource:
+    """Where a model source's files are: a GGUF file, or an HF directory."""
+
+    kind: str  # "gguf" or "hf"
+    path: Path
+
+
+def resolve_source(source: str) -> ResolvedSource:
+    """Check a ``bundled:``/``gguf:``/``hf:`` source URI and return the file or directory."""
+    scheme, sep, rest = source.partition(":")
+    if not sep or scheme not in _SCHEMES:
+        raise ValueError(
+            f"model source {source!r} is not a transformers source "
+            f"(expected one of {', '.join(s + ':' for s in _SCHEMES)})"
+        )
+    if scheme == "bundled":
+        return ResolvedSource("gguf", bundled_gguf_path(rest))
+    path = Path(rest).expanduser()
+    if scheme == "gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"model source {source!r}: no GGUF file at {path}")
+        return ResolvedSource("gguf", path.resolve())
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model source {source!r}: {path} is not a Hugging Face model directory "
+            "(no config.json)"
+        )
+    return ResolvedSource("hf", path.resolve())
+
+
+def memoized_file_digest(path: Path, cache_dir: Path) -> str:
+    """SHA-256 of a file, remembered in a sidecar under ``cache_dir/digests`` by size and mtime.
+
+    Model files are hundreds of MB; hashing them on every client construction would cost
+    seconds, so the digest is recomputed only when the file's size or mtime changes.
+    """
+    path = path.resolve()
+    stat = path.stat()
+    stamp = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    sidecar = cache_dir / "digests" / f"{digest_json(str(path))}.json"
+    try:
+        memo = json.loads(sidecar.read_text())
+        if {k: memo.get(k) for k in stamp} == stamp and isinstance(memo.get("sha256"), str):
+            return memo["sha256"]
+    except (OSError, ValueError):
+        pass  # absent or unreadable sidecar: recompute
+    digest = digest_file(path)
+    _write_text_atomic(sidecar, json.dumps({**stamp, "sha256": digest}))
+    return digest
+
+
+def directory_digest(directory: Path, cache_dir: Path) -> str:
+    """Digest of an HF model directory: every top-level file that affects outputs.
+
+    That is weights, config, tokenizer files and the chat template (``chat_template.jinja`` or
+    inside ``tokenizer_config.json``); READMEs and licences are left out.
+    """
+    files = sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and not p.name.endswith(_IGNORED_SUFFIXES)
+        and p.name not in ("LICENSE", _CONVERSION_MARKER)
+    )
+    return digest_json(
+        {"format": "hf", "files": {p.name: memoized_file_digest(p, cache_dir) for p in files}}
+    )
+
+
+def converted_model_dir(gguf_path: Path, cache_dir: Path) -> Path:
+    """The HF directory a GGUF file is converted into, converting it on first use.
+
+    The conversion is written to a temporary sibling directory and renamed into place, so a
+    killed conversion never leaves a half-written model where loaders look.
+    """
+    digest = memoized_file_digest(gguf_path, cache_dir)
+    models_dir = cache_dir / "models"
+    target = models_dir / digest
+    if (target / _CONVERSION_MARKER).is_file():
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_partials(models_dir)
+    partial = models_dir / f".partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        _convert_gguf(gguf_path, partial)
+        _write_text_atomic(
+            partial / _CONVERSION_MARKER,
+            json.dumps({"gguf_file": gguf_path.name, "gguf_sha256": digest}),
+        )
+        try:
+            partial.rename(target)
+        except OSError:
+            # Another process finished the same conversion first; its copy is as good.
+            if not (target / _CONVERSION_MARKER).is_file():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    transformers = _import_transformers()
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32, local_files_only=True
+    )
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, local_files_only=True
+    )
+    # A model loaded from GGUF refuses save_pretrained (it carries a quantization config), so
+    # the dequantized weights move into a fresh model built from the config without it.
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    out_dir.mkdir(parents=True)
+    plain.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def _remove_abandoned_partials(models_dir: Path) -> None:
+    """Delete temporary directories of conversions whose process no longer exists."""
+    for partial in models_dir.glob(".partial-*"):
+        pid_text = partial.name.split("-")[1]
+        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _import_transformers() -> Any:
+    # Evaluation never downloads: every source is a local file or directory.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import transformers
+
+    return transformers
+
+
+@dataclass
+class _LoadedModel:
+    model: Any
+    tokenizer: Any
+    cache_kwarg: str  # name of the forward() argument taking the KV cache
+    max_positions: int
+    eos_ids: frozenset[int]
+    pad_id: int
+    fallback_context_id: int  # conditions a continuation whose context has no tokens
+    adds_bos: bool  # the tokenizer puts BOS in front of raw text by default
+
+
+# Loaded models per (directory, dtype): several clients and steps in one process load once.
+_LOADED: dict[tuple[str, str], _LoadedModel] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def _load(directory: Path, dtype: str) -> _LoadedModel:
+    key = (str(directory), dtype)
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = _load_uncached(directory, _DTYPES[dtype])
+        return _LOADED[key]
+
+
+def _load_uncached(directory: Path, dtype: torch.dtype) -> _LoadedModel:
+    transformers = _import_transformers()
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        directory, dtype=dtype, local_files_only=True
+    ).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    eos: set[int] = set()
+    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(source, int):
+            eos.add(source)
+        elif source:
+            eos.update(int(i) for i in source)
+    if not eos:
+        raise ValueError(f"model at {directory} defines no end-of-sequence token")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
+    bos = tokenizer.bos_token_id
+    adds_bos = bos is not None and tokenizer("a").input_ids[:1] == [bos]
+    params = inspect.signature(model.forward).parameters
+    return _LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        cache_kwarg="cache" if "cache" in params else "past_key_values",
+        max_positions=int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30),
+        eos_ids=frozenset(eos),
+        pad_id=int(pad_id),
+        fallback_context_id=int(bos if bos is not None else min(eos)),
+        adds_bos=adds_bos,
+    )
+
+
+class _RequestFailed(Exception):
+    """A request that cannot run (too long, malformed); becomes ``Completion.error``."""
+
+
+@dataclass
+class _GenRow:
+    index: int  # position in the caller's request list
+    prompt_ids: list[int]
+    max_new: int
+    stop: tuple[str, ...]
+
+
+@dataclass
+class _LLGroup:
+    """Continuations of one request that share the same context tokens."""
+
+    context_ids: list[int]
+    choice_indices: list[int]
+    continuation_ids: list[list[int]]
+
+
+@dataclass
+class _LLRow:
+    index: int
+    groups: list[_LLGroup]
+    continuations: tuple[str, ...]
+
+    @property
+    def n_choices(self) -> int:
+        return len(self.continuations)
+
+    @property
+    def prefix_len(self) -> int:
+        return max(len(g.context_ids) for g in self.groups)
+
+
+class TransformersClient:
+    """A ``ModelClient`` running a local transformers model (``bundled:``, ``gguf:``, ``hf:``).
+
+    Construction checks the source and the serving config but loads nothing; the model is
+    loaded (and a GGUF converted) on the first call that needs it.
+    """
+
+    def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
+        if spec.serving.dtype not in _DTYPES:
+            raise ValueError(
+                f"model {spec.key!r}: serving dtype {spec.serving.dtype!r} is not one of "
+                f"{', '.join(_DTYPES)}"
+            )
+        if spec.serving.batch_size < 1 or spec.serving.max_context < 2:
+            raise ValueError(
+                f"model {spec.key!r}: serving batch_size must be >= 1 and max_context >= 2"
+            )
+        self.spec = spec
+        self.cache_dir = Path(cache_dir)
+        self.source = resolve_source(spec.source)
+        self._digest: str | None = None
+        self._dir: Path | None = None
+
+    @property
+    def artifact_digest(self) -> str:
+        """Digest of weights, tokenizer and chat template; memoized per file on disk.
+
+        For a GGUF source it is the GGUF file's digest: the file embeds the tokenizer and
+        the chat template, so they are covered too.
+        """
+        if self._digest is None:
+            if self.source.kind == "gguf":
+                file_digest = memoized_file_digest(self.source.path, self.cache_dir)
+                self._digest = digest_json({"format": "gguf", "sha256": file_digest})
+            else:
+                self._digest = directory_digest(self.source.path, self.cache_dir)
+        return self._digest
+
+    @property
+    def model_dir(self) -> Path:
+        """The HF directory the model loads from (a GGUF is converted on first access)."""
+        if self._dir is None:
+            if self.source.kind == "gguf":
+                self._dir = converted_model_dir(self.source.path, self.cache_dir)
+            else:
+                self._dir = self.source.path
+        return self._dir
+
+    def _loaded(self) -> _LoadedModel:
+        loaded = _load(self.model_dir, self.spec.serving.dtype)
+        if self.spec.serving.chat_template and not loaded.tokenizer.chat_template:
+            raise ValueError(
+                f"model {self.spec.key!r}: serving.chat_template is true but the tokenizer of "
+                f"{self.spec.source!r} has no chat template"
+            )
+        return loaded
+
+    def render_prompt(self, prompt: str) -> str:
+        """The text the model is given for a prompt (chat-wrapped when the spec says so)."""
+        serving = self.spec.serving
+        if not serving.chat_template:
+            return prompt
+        messages = []
+        if serving.system_prompt is not None:
+            messages.append({"role": "system", "content": serving.system_prompt})
+        messages.append({"role": "user", "content": prompt})
+        return self._loaded().tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    def complete(
+        self, requests: Sequence[Request], progress: ProgressCallback | None = None
+    ) -> list[Completion]:
+        """Run requests in length-sorted batches; results align with ``requests``."""
+        results: list[Completion | None] = [None] * len(requests)
+        if not requests:
+            return []
+        lm = self._loaded()
+        budget = min(self.spec.serving.max_context, lm.max_positions)
+        gen_rows: list[_GenRow] = []
+        ll_rows: list[_LLRow] = []
+        for i, request in enumerate(requests):
+            try:
+                if request.kind == RequestKind.GENERATE:
+                    gen_rows.append(self._gen_row(lm, i, request, budget))
+                else:
+                    ll_rows.append(self._ll_row(lm, i, request, budget))
+            except _RequestFailed as exc:
+                results[i] = Completion(error=str(exc))
+        done = sum(r is not None for r in results)
+        batch_size = self.spec.serving.batch_size
+        # Longest first: padding within a batch stays small, and memory trouble shows early.
+        gen_rows.sort(key=lambda r: (-len(r.prompt_ids), r.index))
+        for start in range(0, len(gen_rows), batch_size):
+            batch = gen_rows[start : start + batch_size]
+            self._run_batch(lm, batch, self._generate_batch, results)
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(requests))
+        ll_rows.sort(key=lambda r: (-r.prefix_len, r.index))
+        for batch in _pack(ll_rows, batch_size):
+            self._run_batch(lm, batch, self._loglikelihood_batch, results)
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(requests))
+        return [r if r is not None else Completion(error="not run") for r in results]
+
+    # -- request preparation ------------------------------------------------------------------
+
+    def _encode(self, lm: _LoadedModel, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids of model-ready text and each token's character span (BOS spans nothing)."""
+        tok = lm.tokenizer
+        if tok.is_fast:
+            enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids, spans = list(enc.input_ids), [tuple(s) for s in enc.offset_mapping]
+        else:
+            ids, spans = list(tok(text, add_special_tokens=False).input_ids), []
+        # A chat-rendered prompt carries its own special tokens; raw text gets the tokenizer's.
+        if lm.adds_bos and not self.spec.serving.chat_template:
+            ids, spans = [lm.tokenizer.bos_token_id, *ids], [(0, 0), *spans]
+        return ids, spans
+
+    def _gen_row(self, lm: _LoadedModel, index: int, request: Request, budget: int) -> _GenRow:
+        if request.max_tokens < 1:
+            raise _RequestFailed(
+                f"request {request.instance_id!r}: a generate request needs max_tokens >= 1, "
+                f"got {request.max_tokens}"
+            )
+        if request.max_tokens >= budget:
+            raise _RequestFailed(
+                f"request {request.instance_id!r}: max_tokens={request.max_tokens} leaves no room "
+                f"for the prompt in a context of {budget} tokens"
+            )
+        ids, _ = self._encode(lm, self.render_prompt(request.prompt))
+        if not ids:
+            ids = [lm.fallback_context_id]
+        keep = budget - request.max_tokens
+        return _GenRow(index, ids[-keep:], request.max_tokens, request.stop)
+
+    def _ll_row(self, lm: _LoadedModel, index: int, request: Request, budget: int) -> _LLRow:
+        if not request.continuations:
+            raise _RequestFailed(
+                f"request {request.instance_id!r}: a loglikelihood request needs continuations"
+            )
+        context = self.render_prompt(request.prompt)
+        groups: dict[tuple[int, ...], _LLGroup] = {}
+        for j, continuation in enumerate(request.continuations):
+            ctx_ids, cont_ids = self._split(lm, context, continuation)
+            group = groups.setdefault(tuple(ctx_ids), _LLGroup(ctx_ids, [], []))
+            group.choice_indices.append(j)
+            group.continuation_ids.append(cont_ids)
+        for group in groups.values():
+            longest = max(len(c) for c in group.continuation_ids)
+            if longest >= budget:
+                raise _RequestFailed(
+                    f"request {request.instance_id!r}: a continuation of {longest} tokens does "
+                    f"not fit a context of {budget} tokens"
+                )
+            # Every choice of a group conditions on the same (possibly truncated) context.
+            group.context_ids = group.context_ids[-(budget - longest) :]
+        return _LLRow(index, list(groups.values()), request.continuations)
+
+    def _split(self, lm: _LoadedModel, context: str, continuation: str) -> tuple[list, list]:
+        """Context tokens and continuation tokens of ``context + continuation``."""
+        ids, spans = self._encode(lm, context + continuation)
+        if spans:
+            # Context tokens: the leading tokens lying wholly inside the context text.
+            n_ctx = 0
+            while n_ctx < len(ids) and spans[n_ctx][1] <= len(context):
+                n_ctx += 1
+            ctx_ids, cont_ids = ids[:n_ctx], ids[n_ctx:]
+        else:
+            ctx_ids, _ = self._encode(lm, context)
+            if ids[: len(ctx_ids)] == ctx_ids:
+                cont_ids = ids[len(ctx_ids) :]
+            else:  # the boundary merged into one token: fall back to separate encodings
+                cont_ids = list(lm.tokenizer(continuation, add_special_tokens=False).input_ids)
+        if not ctx_ids:
+            ctx_ids = [lm.fallback_context_id]
+        return ctx_ids, cont_ids
+
+    # -- batches --------------------------------------------------------------------------------
+
+    def _run_batch(self, lm, batch, runner, results: list[Completion | None]) -> None:
+        """Run one batch; if it fails as a whole, run its rows alone so one bad row stays alone."""
+        start = time.perf_counter()
+        try:
+            outputs = runner(lm, batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                results[batch[0].index] = Completion(error=f"{type(exc).__name__}: {exc}")
+                return
+            for row in batch:
+                self._run_batch(lm, [row], runner, results)
+            return
+        per_row = (time.perf_counter() - start) / len(batch)
+        for row, completion in zip(batch, outputs, strict=True):
+            results[row.index] = _with_timing(completion, per_row, len(batch))
+
+    def _forward(self, lm: _LoadedModel, ids, mask, positions, cache, logits_to_keep: int = 0):
+        return lm.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=logits_to_keep,
+            **{lm.cache_kwarg: cache},
+        )
+
+    @torch.inference_mode()
+    def _generate_batch(self, lm: _LoadedModel, rows: list[_GenRow]) -> list[Completion]:
+        transformers = _import_transformers()
+        width = max(len(r.prompt_ids) for r in rows)
+        ids = torch.full((len(rows), width), lm.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, row in enumerate(rows):
+            ids[b, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
+            mask[b, width - len(row.prompt_ids) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = transformers.DynamicCache(config=lm.model.config)
+        out = self._forward(lm, ids, mask, positions, cache, logits_to_keep=1)
+        tokens: list[list[int]] = [[] for _ in rows]
+        logprobs: list[list[float]] = [[] for _ in rows]
+        finished = [False] * len(rows)
+        for _ in range(max(r.max_new for r in rows)):
+            logits = out.logits[:, -1, :].float()
+            chosen = logits.argmax(-1)
+            chosen_lp = (logits.gather(-1, chosen[:, None])[:, 0] - logits.logsumexp(-1)).tolist()
+            for b, row in enumerate(rows):
+                if finished[b]:
+                    continue
+                token = int(chosen[b])
+                if token in lm.eos_ids:
+                    finished[b] = True
+                    continue
+                tokens[b].append(token)
+                logprobs[b].append(chosen_lp[b])
+                if len(tokens[b]) >= row.max_new or (
+                    row.stop and _find_stop(lm.tokenizer.decode(tokens[b]), row.stop) >= 0
+                ):
+                    finished[b] = True
+            if all(finished):
+                break
+            step = torch.tensor([[t[-1] if t else lm.pad_id] for t in tokens])
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
+            positions = positions[:, -1:] + 1
+            out = self._forward(lm, step, mask, positions, out[lm.cache_kwarg])
+        completions = []
+        for b, row in enumerate(rows):
+            text = lm.tokenizer.decode(tokens[b])
+            cut = _find_stop(text, row.stop)
+            completions.append(
+                Completion(
+                    text=text if cut < 0 else text[:cut],
+                    prompt_tokens=len(row.prompt_ids),
+                    completion_tokens=len(tokens[b]),
+                    token_logprobs=tuple(logprobs[b]),
+                )
+            )
+        return completions
+
+    @torch.inference_mode()
+    def _loglikelihood_batch(self, lm: _LoadedModel, rows: list[_LLRow]) -> list[Completion]:
+        """Score all choices of ``rows``: one forward of the distinct contexts, one of the rest.
+
+        The contexts are left-padded so they all end at the same position; their KV cache is
+        then repeated per choice and the choices' remaining tokens run on top of it. The first
+        token of every choice is scored from the context pass, so single-token choices cost
+        nothing beyond it.
+        """
+        transformers = _import_transformers()
+        groups = [g for row in rows for g in row.groups]
+        width = max(len(g.context_ids) for g in groups)
+        ids = torch.full((len(groups), width), lm.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(groups), width), dtype=torch.long)
+        for g, group in enumerate(groups):
+            ids[g, width - len(group.context_ids) :] = torch.tensor(group.context_ids)
+            mask[g, width - len(group.context_ids) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = transformers.DynamicCache(config=lm.model.config)
+        out = self._forward(lm, ids, mask, positions, cache, logits_to_keep=1)
+        first_logits = out.logits[:, -1, :].float()
+        first_lse = first_logits.logsumexp(-1)
+        first_argmax = first_logits.argmax(-1)
+        prefix_cache = out[lm.cache_kwarg]
+
+        # Per (group, choice): list of (logprob, is_argmax) for each continuation token.
+        scored: dict[tuple[int, int], list[tuple[float, bool]]] = {}
+        tails: list[tuple[int, int, list[int]]] = []  # (group, choice slot, tokens after first)
+        for g, group in enumerate(groups):
+            for k, cont in enumerate(group.continuation_ids):
+                if not cont:
+                    scored[g, k] = []
+                    continue
+                lp = float(first_logits[g, cont[0]] - first_lse[g])
+                scored[g, k] = [(lp, int(first_argmax[g]) == cont[0])]
+                if len(cont) > 1:
+                    tails.append((g, k, cont))
+        chunk = max(1, self.spec.serving.batch_size)
+        for start in range(0, len(tails), chunk):
+            part = tails[start : start + chunk]
+            self._score_tails(lm, part, prefix_cache, mask, positions[:, -1], scored)
+
+        completions = []
+        offset = 0
+        for row in rows:
+            choices: list[ChoiceScore | None] = [None] * row.n_choices
+            for group in row.groups:
+                for k, j in enumerate(group.choice_indices):
+                    pairs = scored[offset, k]
+                    text = row.continuations[j]
+                    choices[j] = ChoiceScore(
+                        text=text,
+                        logprob=float(sum(p for p, _ in pairs)),
+                        n_tokens=len(pairs),
+                        n_chars=len(text),
+                        n_bytes=len(text.encode("utf-8")),
+                        is_greedy=all(greedy for _, greedy in pairs),
+                    )
+                offset += 1
+            completions.append(
+                Completion(
+                    prompt_tokens=max(len(g.context_ids) for g in row.groups),
+                    choices=tuple(c for c in choices if c is not None),
+                )
+            )
+        return completions
+
+    def _score_tails(self, lm, part, prefix_cache, prefix_mask, last_positions, scored) -> None:
+        """Score continuation tokens after the first, on a copy of the contexts' KV cache."""
+        transformers = _import_transformers()
+        select = torch.tensor([g for g, _, _ in part])
+        cache = transformers.DynamicCache(config=lm.model.config)
+        for layer_idx, layer in enumerate(prefix_cache.layers):
+            cache.update(
+                layer.keys.index_select(0, select), layer.values.index_select(0, select), layer_idx
+            )
+        width = max(len(cont) - 1 for _, _, cont in part)
+        ids = torch.full((len(part), width), lm.pad_id, dtype=torch.long)
+        tail_mask = torch.zeros((len(part), width), dtype=torch.long)
+        for r, (_, _, cont) in enumerate(part):
+            ids[r, : len(cont) - 1] = torch.tensor(cont[:-1])
+            tail_mask[r, : len(cont) - 1] = 1
+        mask = torch.cat([prefix_mask.index_select(0, select), tail_mask], dim=1)
+        positions = last_positions.index_select(0, select)[:, None] + 1 + torch.arange(width)
+        logits = self._forward(lm, ids, mask, positions, cache).logits.float()
+        lse = logits.logsumexp(-1)
+        argmax = logits.argmax(-1)
+        for r, (g, k, cont) in enumerate(part):
+            targets = torch.tensor(cont[1:])
+            steps = torch.arange(len(targets))
+            lps = (logits[r, steps, targets] - lse[r, steps]).tolist()
+            greedy = (argmax[r, steps] == targets).tolist()
+            scored[g, k].extend(zip(lps, greedy, strict=True))
+
+
+def _pack(rows: list[_LLRow], batch_size: int) -> list[list[_LLRow]]:
+    """Consecutive requests whose choices together fit ``batch_size`` (at least one each)."""
+    batches: list[list[_LLRow]] = []
+    current: list[_LLRow] = []
+    n_choices = 0
+    for row in rows:
+        if current and n_choices + row.n_choices > batch_size:
+            batches.append(current)
+            current, n_choices = [], 0
+        current.append(row)
+        n_choices += row.n_choices
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _find_stop(text: str, stops: Sequence[str]) -> int:
+    """Index of the earliest stop sequence in ``text``, or -1."""
+    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return min(hits) if hits else -1
+
+
+def _with_timing(completion: Completion, latency_s: float, batch_size: int) -> Completion:
+    return dataclasses.replace(completion, latency_s=latency_s, batch_size=batch_size)
