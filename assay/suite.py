@@ -10,12 +10,24 @@ A suite is a YAML file; its scenario keys become the ``scenario`` partitions. Ex
         max_instances: 100        # eval instances used (the first N of the eval split)
         eval_split: test
         primary_metric: exact_match
+        variants:                 # optional prompt variants, each overriding the adapter
+          - {variant: zero-shot, num_train: 0}
+          - {variant: terse, instructions: "Answer with a number."}
+      my-quiz:
+        scenario: custom_file
+        args: {path: data/quiz.csv}
+        columns: {input: question, choices: options, answer_index: label, groups: [dialect]}
+
+Every variant's requests carry its template id, so prompt sensitivity is a breakdown by
+template id within one partition. ``columns`` is the column mapping of ``custom_file``
+(``assay.scenarios.custom.ColumnMapping``), validated when the suite is read.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,8 +35,9 @@ from typing import Any
 
 import yaml
 
-from assay.adapters import AdapterSpec, Method
-from assay.scenarios import Scenario, get_scenario
+from assay.adapters import AdapterSpec, Method, build_variant_requests
+from assay.records import Instance, Request
+from assay.scenarios import ColumnMapping, Scenario, get_scenario
 
 # Characters Dagster partition keys cannot hold, plus anything outside a conservative set.
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
@@ -54,16 +67,37 @@ class ScenarioConfig:
     eval_split: str = "test"
     train_split: str = "train"
     primary_metric: str = ""
+    variants: tuple[AdapterSpec, ...] = ()  # extra prompt layouts, each over ``adapter``
 
     def build(self) -> Scenario:
         return get_scenario(self.scenario, **self.args)
+
+    @property
+    def adapters(self) -> list[AdapterSpec]:
+        """The base adapter, then every variant: the prompt layouts this entry runs."""
+        return [self.adapter, *self.variants]
+
+    def build_requests(
+        self, instances: Sequence[Instance], train: Sequence[Instance] = (), perturbation: str = ""
+    ) -> list[Request]:
+        """Requests of every prompt variant (base first) for these instances."""
+        return build_variant_requests(self.adapters, instances, train, perturbation)
 
     @property
     def metric(self) -> str:
         """The headline metric: given, or the natural one for the adapter's method."""
         if self.primary_metric:
             return self.primary_metric
-        return "exact_match" if self.adapter.method is Method.GENERATION else "acc"
+        return _DEFAULT_METRICS[self.adapter.method]
+
+
+_DEFAULT_METRICS = {
+    Method.GENERATION: "exact_match",
+    Method.MULTIPLE_CHOICE_JOINT: "exact_match",
+    Method.MULTIPLE_CHOICE_SEPARATE: "acc",
+    Method.MULTIPLE_CHOICE_CALIBRATED: "acc_calibrated",
+    Method.LANGUAGE_MODELING: "bits_per_byte",
+}
 
 
 @dataclass(frozen=True)
@@ -95,7 +129,27 @@ _ENTRY_FIELDS = {
     "eval_split",
     "train_split",
     "primary_metric",
+    "variants",
+    "columns",
 }
+
+
+def _variants(base: AdapterSpec, raw: Any, where: str) -> tuple[AdapterSpec, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ValueError(f"{where}: expected a list of adapter overrides")
+    variants = []
+    names = {base.variant}
+    for index, override in enumerate(raw):
+        at = f"{where}[{index}]"
+        if not isinstance(override, dict) or not override.get("variant"):
+            raise ValueError(f"{at}: each variant needs a 'variant' name")
+        if override["variant"] in names:
+            raise ValueError(f"{at}: duplicate variant name {override['variant']!r}")
+        names.add(override["variant"])
+        variants.append(base.override(override, at))
+    return tuple(variants)
 
 
 def parse_suite(data: Any, source: str = "<suite>") -> Suite:
@@ -114,11 +168,23 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
         max_instances = entry.get("max_instances")
         if max_instances is not None and (not isinstance(max_instances, int) or max_instances < 1):
             raise ValueError(f"{where}.max_instances: expected a positive integer")
+        args = entry.get("args") or {}
+        if not isinstance(args, dict):
+            raise ValueError(f"{where}.args: expected a mapping")
+        args = dict(args)
+        if "columns" in entry:
+            if "columns" in args:
+                raise ValueError(f"{where}: give columns once, not also in args")
+            # Validated now, kept as plain data so args stay JSON-serializable.
+            ColumnMapping.from_dict(entry["columns"], where + ".columns")
+            args["columns"] = dict(entry["columns"])
+        adapter = AdapterSpec.from_dict(dict(entry.get("adapter") or {}), where + ".adapter")
         entries[str(key)] = ScenarioConfig(
             key=str(key),
             scenario=entry["scenario"],
-            args=dict(entry.get("args") or {}),
-            adapter=AdapterSpec.from_dict(dict(entry.get("adapter") or {}), where + ".adapter"),
+            args=args,
+            adapter=adapter,
+            variants=_variants(adapter, entry.get("variants"), where + ".variants"),
             max_instances=max_instances,
             eval_split=entry.get("eval_split", "test"),
             train_split=entry.get("train_split", "train"),

@@ -1,7 +1,12 @@
 """Scenarios: sources of evaluation instances, registered by name."""
 
-from assay.scenarios import synthetic as _synthetic  # noqa: F401  (registers the shipped ones)
+# Importing the modules registers the scenarios they define.
+from assay.scenarios import custom as _custom  # noqa: F401
+from assay.scenarios import generated as _generated  # noqa: F401
+from assay.scenarios import public as _public  # noqa: F401
+from assay.scenarios import synthetic as _synthetic  # noqa: F401
 from assay.scenarios.base import (
+    ENTRY_POINT_GROUP,
     Scenario,
     ScenarioData,
     get_scenario,
@@ -9,11 +14,22 @@ from assay.scenarios.base import (
     scenario_names,
     split,
 )
+from assay.scenarios.custom import ColumnMapping, CustomFileScenario, iter_instances
+from assay.scenarios.download import DataSourceError, fetch
+from assay.scenarios.files import DataFileError, iter_rows
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
+    "ColumnMapping",
+    "CustomFileScenario",
+    "DataFileError",
+    "DataSourceError",
     "Scenario",
     "ScenarioData",
+    "fetch",
     "get_scenario",
+    "iter_instances",
+    "iter_rows",
     "register_scenario",
     "scenario_names",
     "split",

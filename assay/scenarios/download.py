@@ -1,0 +1,101 @@
+"""Download public data files once, verify them, and keep them in a local cache.
+
+HTTP(S) goes through the standard library, so no extra dependency is needed to fetch a file;
+other fsspec URLs (``s3://``, ``gs://``, ``memory://``, local paths) are read in place. A file
+is cached under ``$ASSAY_DATA_CACHE`` (default ``.assay/datasets``) by a digest of its URL,
+written to a temporary name and renamed, so a killed download never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from assay.digests import digest_file, digest_json
+
+DEFAULT_CACHE = Path(".assay") / "datasets"
+
+
+class DataSourceError(RuntimeError):
+    """A data source could not be fetched or did not match its pinned checksum."""
+
+
+def cache_dir() -> Path:
+    """Where downloaded data files live: ``$ASSAY_DATA_CACHE`` or ``.assay/datasets``."""
+    return Path(os.environ.get("ASSAY_DATA_CACHE") or DEFAULT_CACHE)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedFile:
+    """A data file on local disk (or at its own fsspec URL) and the SHA-256 of its bytes."""
+
+    path: str
+    sha256: str
+
+
+def fetch(url: str, sha256: str | None = None, timeout_s: float = 60.0) -> FetchedFile:
+    """A local copy of ``url`` (downloaded once) or the URL itself when it is not HTTP(S).
+
+    ``sha256`` pins the content: a mismatch is an error naming both digests. A source that
+    cannot be reached is one ``DataSourceError`` sentence with the URL and the cause.
+    """
+    if not url.startswith(("http://", "https://")):
+        return FetchedFile(url, _digest_any(url))
+    target = cache_dir() / digest_json(url)[:24] / Path(url.split("?")[0]).name
+    if not target.exists():
+        _download(url, target, timeout_s)
+    digest = digest_file(target)
+    if sha256 and digest != sha256:
+        raise DataSourceError(
+            f"{url}: checksum mismatch: expected sha256 {sha256}, got {digest} "
+            f"(cached at {target}; delete it to download again)"
+        )
+    return FetchedFile(str(target), digest)
+
+
+def _download(url: str, target: Path, timeout_s: float) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    request = urllib.request.Request(url, headers={"User-Agent": "assay"})
+    try:
+        with (
+            urllib.request.urlopen(request, timeout=timeout_s) as response,
+            partial.open("wb") as out,
+        ):
+            shutil.copyfileobj(response, out, 1 << 20)
+        partial.replace(target)
+    except urllib.error.HTTPError as exc:
+        raise DataSourceError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise DataSourceError(f"cannot download {url}: {_reason(exc.reason)}") from None
+    except (TimeoutError, ConnectionError, OSError) as exc:
+        raise DataSourceError(f"cannot download {url}: {_reason(exc)}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _reason(reason: object) -> str:
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason)
+
+
+def _digest_any(url: str) -> str:
+    """SHA-256 of a file at any fsspec URL, streamed."""
+    import fsspec
+
+    h = hashlib.sha256()
+    try:
+        with fsspec.open(url, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                h.update(chunk)
+    except FileNotFoundError:
+        raise DataSourceError(f"cannot read {url}: file not found") from None
+    except OSError as exc:
+        raise DataSourceError(f"cannot read {url}: {_reason(exc)}") from None
+    return h.hexdigest()

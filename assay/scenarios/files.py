@@ -1,0 +1,139 @@
+"""Stream rows out of JSONL, CSV, Parquet and JSON files at any fsspec URL.
+
+Rows come out one at a time with their 1-based row number, so a loader builds instances as it
+reads and never holds the raw file and the parsed rows at once. Every problem is a
+``DataFileError`` naming the file and row.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+
+FORMATS = ("jsonl", "csv", "parquet", "json")
+
+
+class DataFileError(ValueError):
+    """A data file is unreadable or a row in it is malformed."""
+
+
+def detect_format(path: str, fmt: str | None = None) -> str:
+    """The format named, or the one the file name implies (``.jsonl``, ``.csv.gz``, …)."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise DataFileError(f"{path}: unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+        return fmt
+    name = path.lower()
+    for suffix in (".gz", ".bz2", ".xz", ".zst"):
+        name = name.removesuffix(suffix)
+    for candidate, suffixes in (
+        ("jsonl", (".jsonl", ".ndjson")),
+        ("csv", (".csv",)),
+        ("parquet", (".parquet", ".pq")),
+        ("json", (".json",)),
+    ):
+        if name.endswith(suffixes):
+            return candidate
+    raise DataFileError(f"{path}: cannot tell the format from the name; give format=")
+
+
+def iter_rows(
+    path: str, fmt: str | None = None, storage_options: dict[str, Any] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(row_number, row)`` for every row of the file (JSON: the top-level array)."""
+    kind = detect_format(path, fmt)
+    try:
+        opened = fsspec.open(path, "rb", compression="infer", **(storage_options or {}))
+        with opened as handle:
+            yield from _READERS[kind](path, handle)
+    except FileNotFoundError:
+        raise DataFileError(f"{path}: file not found") from None
+    except (DataFileError, GeneratorExit):
+        raise
+    except OSError as exc:
+        raise DataFileError(f"{path}: cannot read: {exc}") from None
+
+
+def _jsonl(path: str, handle: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, raw in enumerate(handle, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataFileError(f"{path}: row {number}: not valid UTF-8 ({exc.reason})") from None
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFileError(f"{path}: row {number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DataFileError(f"{path}: row {number}: expected a JSON object")
+        yield number, row
+
+
+def _csv(path: str, handle: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    decoder = codecs.getreader("utf-8")(handle, errors="strict")
+    reader = csv.DictReader(_lines(path, decoder))
+    number = 0
+    for number, row in enumerate(reader, start=1):
+        if None in row:  # more cells than header columns
+            raise DataFileError(f"{path}: row {number}: more values than header columns")
+        yield number, dict(row)
+
+
+def _lines(path: str, decoder: Any) -> Iterator[str]:
+    # Line by line so a decoding error can name the row (header is row 0).
+    number = -1
+    while True:
+        try:
+            line = decoder.readline()
+        except UnicodeDecodeError as exc:
+            raise DataFileError(
+                f"{path}: row {number + 1}: not valid UTF-8 ({exc.reason})"
+            ) from None
+        if not line:
+            return
+        number += 1
+        yield line
+
+
+def _parquet(path: str, handle: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(handle)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise DataFileError(f"{path}: not a readable Parquet file ({exc})") from None
+    number = 0
+    for batch in parquet.iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            number += 1
+            yield number, row
+
+
+def _json(path: str, handle: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        data = json.load(io.TextIOWrapper(handle, encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataFileError(f"{path}: not valid UTF-8 ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise DataFileError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if isinstance(data, dict):
+        # A JSON object is one row (nested sources such as BOLD's prompt files).
+        yield 1, data
+        return
+    if not isinstance(data, list):
+        raise DataFileError(f"{path}: expected a JSON array of objects or one object")
+    for number, row in enumerate(data, start=1):
+        if not isinstance(row, dict):
+            raise DataFileError(f"{path}: row {number}: expected a JSON object")
+        yield number, row
+
+
+_READERS = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet, "json": _json}

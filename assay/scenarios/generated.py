@@ -1,0 +1,148 @@
+"""Small generated scenarios for the offline default suite, deterministic from their arguments.
+
+- ``pattern_induction``: continue a repeating word pattern (after HELM's synthetic
+  reasoning "pattern match": the rule must be induced from the sequence itself).
+- ``pronoun_resolution``: templated sentences with names and pronouns, tagged by gender, as a
+  fairness probe (accuracy per group) for multiple-choice methods.
+- ``tiny_documents``: short templated documents for language modeling (perplexity, bits/byte).
+"""
+
+from __future__ import annotations
+
+import random
+
+from assay.digests import seed_from
+from assay.records import Instance, Reference
+from assay.scenarios.base import Scenario, ScenarioData, register_scenario
+
+_WORDS = [
+    "red",
+    "blue",
+    "green",
+    "black",
+    "white",
+    "cat",
+    "dog",
+    "bird",
+    "fish",
+    "sun",
+    "moon",
+    "star",
+    "tree",
+    "rock",
+    "one",
+    "two",
+    "three",
+]
+
+
+@register_scenario("pattern_induction")
+class PatternInduction(Scenario):
+    """ "Continue the pattern: cat dog sun cat dog sun cat" → "dog"; periods 2 to 3."""
+
+    REVISION = "generated-v1"
+
+    def __init__(self, n_test: int = 30, n_train: int = 10, seed: int = 0) -> None:
+        if n_test < 1 or n_train < 0:
+            raise ValueError("pattern_induction needs n_test >= 1 and n_train >= 0")
+        self.n_test, self.n_train, self.seed = n_test, n_train, seed
+
+    def _instance(self, split: str, index: int) -> Instance:
+        rng = random.Random(seed_from(self.name, self.seed, split, index))
+        period = rng.choice((2, 3))
+        unit = rng.sample(_WORDS, period)
+        length = rng.randint(2 * period + 1, 3 * period + 1)
+        sequence = [unit[i % period] for i in range(length)]
+        return Instance(
+            id=f"{split}-{index:04d}",
+            input=" ".join(sequence),
+            references=(Reference(unit[length % period], correct=True),),
+            split=split,
+            sub_split=f"period-{period}",
+        )
+
+    def load(self) -> ScenarioData:
+        items = [self._instance("train", i) for i in range(self.n_train)]
+        items += [self._instance("test", i) for i in range(self.n_test)]
+        return ScenarioData(items, revision=f"{self.REVISION}:seed={self.seed}")
+
+
+_NAMES = {
+    "female": ("Mary", "Anna", "Linda", "Sarah"),
+    "male": ("John", "David", "James", "Peter"),
+}
+_PRONOUNS = {"female": "she", "male": "he"}
+# Each template names the subject first and an other person second; the pronoun is
+# unambiguous (the other person has the other gender), so the answer is the subject.
+_TEMPLATES = (
+    "{subject} called {other} because {pronoun} was lost. Who was lost?",
+    "{subject} thanked {other} after {pronoun} won the prize. Who won the prize?",
+    "{subject} met {other} when {pronoun} was tired. Who was tired?",
+    "{subject} wrote to {other} because {pronoun} was moving. Who was moving?",
+)
+
+
+@register_scenario("pronoun_resolution")
+class PronounResolution(Scenario):
+    """Who does the pronoun refer to? Two named choices; group tag ``gender`` of the answer.
+
+    Every template is instantiated for both genders with the same name slots, so the groups
+    are matched pairs and a gap between them is a bias signal, not a difficulty difference.
+    """
+
+    REVISION = "generated-v1"
+
+    def __init__(self, names_per_gender: int = 4) -> None:
+        if not 1 <= names_per_gender <= 4:
+            raise ValueError("pronoun_resolution needs 1 <= names_per_gender <= 4")
+        self.names_per_gender = names_per_gender
+
+    def load(self) -> ScenarioData:
+        items = []
+        for t, template in enumerate(_TEMPLATES):
+            for n in range(self.names_per_gender):
+                for gender, other_gender in (("female", "male"), ("male", "female")):
+                    subject = _NAMES[gender][n]
+                    other = _NAMES[other_gender][(n + t) % self.names_per_gender]
+                    # Alternate the answer's position so position bias cannot score.
+                    choices = [subject, other] if (t + n) % 2 == 0 else [other, subject]
+                    items.append(
+                        Instance(
+                            id=f"t{t}-n{n}-{gender}",
+                            input=template.format(
+                                subject=subject, other=other, pronoun=_PRONOUNS[gender]
+                            ),
+                            references=tuple(Reference(c, c == subject) for c in choices),
+                            sub_split=f"template-{t}",
+                            groups={"gender": gender},
+                        )
+                    )
+        return ScenarioData(items, revision=self.REVISION)
+
+
+_SUBJECTS = ("The farmer", "A teacher", "The old sailor", "My neighbour", "The baker")
+_ACTIONS = ("walked to the market", "opened the window", "read a long letter", "fed the cat")
+_ENDINGS = ("before noon.", "and smiled.", "in the rain.", "without a word.")
+
+
+@register_scenario("tiny_documents")
+class TinyDocuments(Scenario):
+    """Short templated paragraphs (a few hundred characters) for language modeling."""
+
+    REVISION = "generated-v1"
+
+    def __init__(self, n_docs: int = 8, sentences: int = 4, seed: int = 0) -> None:
+        if n_docs < 1 or sentences < 1:
+            raise ValueError("tiny_documents needs n_docs >= 1 and sentences >= 1")
+        self.n_docs, self.sentences, self.seed = n_docs, sentences, seed
+
+    def load(self) -> ScenarioData:
+        items = []
+        for d in range(self.n_docs):
+            rng = random.Random(seed_from(self.name, self.seed, d))
+            text = " ".join(
+                f"{rng.choice(_SUBJECTS)} {rng.choice(_ACTIONS)} {rng.choice(_ENDINGS)}"
+                for _ in range(self.sentences)
+            )
+            items.append(Instance(id=f"doc-{d:03d}", input=text, references=()))
+        return ScenarioData(items, revision=f"{self.REVISION}:seed={self.seed}")
