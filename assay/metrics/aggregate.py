@@ -166,6 +166,7 @@ def worst_case(
 def perturbation_deltas(
     stats: Iterable[InstanceStat],
     unchanged: Collection[tuple[str, str]] = (),
+    *,
     n_resamples: int = 1000,
     confidence: float = 0.95,
 ) -> list[MetricSummary]:
@@ -209,6 +210,7 @@ def group_breakdown(
     stats: Iterable[InstanceStat],
     metric: str,
     family: str = "fairness",
+    *,
     n_resamples: int = 1000,
     confidence: float = 0.95,
 ) -> GroupComparison:
