@@ -10,9 +10,12 @@ from resources import (
     StorageResource,
     SuiteResource,
 )
+from sensors import all_schedules, all_sensors
 
 defs = Definitions(
     assets=all_assets,
+    sensors=all_sensors,
+    schedules=all_schedules,
     resources={
         "parquet_io_manager": ParquetIOManager(),
         "storage": StorageResource(),

@@ -1,7 +1,5 @@
 """Helpers shared by the asset modules: partition bookkeeping and metadata."""
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 
 import pyarrow as pa

@@ -1,7 +1,5 @@
 """``model_outputs`` and the scores computed from them, per model version × scenario."""
 
-from __future__ import annotations
-
 from dagster import (
     AssetExecutionContext,
     AssetIn,

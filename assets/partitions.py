@@ -4,8 +4,6 @@ Perturbations, prompt variants, few-shot trials and seeds are rows inside a part
 extra dimensions.
 """
 
-from __future__ import annotations
-
 import os
 
 from dagster import (

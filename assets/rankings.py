@@ -1,7 +1,5 @@
 """``rankings``: the leaderboard as of each day, over the versions registered by then."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -57,7 +55,9 @@ def rankings(
             f"{as_of:%Y-%m-%d}; materialize model_outputs and metric_tables first"
         )
     loaded = suite.load()
-    primary = {key: loaded[key].metric for key in loaded.keys}
+    evaluated = set(cards["scenario"].to_pylist())
+    # Scenarios nobody has been evaluated on yet are left off the board rather than failing it.
+    primary = {key: loaded[key].metric for key in loaded.keys if key in evaluated}
     board = build_leaderboard(
         cards, scores, primary_metrics=primary, seed=seed_from("rankings", context.partition_key)
     )

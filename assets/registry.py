@@ -1,13 +1,22 @@
 """``registered_models``: each model version as resolved when it was materialized."""
 
-from __future__ import annotations
-
 from dagster import AssetExecutionContext, MetadataValue, asset
 
-from assay.models.base import ModelSpec, ServingConfig
-from assay.models.registration import ResolvedModel, environment
+from assay.models.registration import ResolvedModel, resolve_version
 from assets.partitions import MODEL_VERSION, model_version_partitions
 from resources import ModelsResource, RegistryResource
+
+
+def resolved_metadata(resolved: ResolvedModel) -> dict[str, object]:
+    """What the UI shows for one registered_models partition."""
+    return {
+        "source": resolved.source,
+        "artifact_digest": resolved.artifact_digest,
+        "aliases": ", ".join(resolved.aliases) or "-",
+        "stage": resolved.stage,
+        "serving": MetadataValue.json(resolved.serving.to_dict()),
+        "environment": MetadataValue.json(resolved.environment),
+    }
 
 
 @asset(
@@ -28,33 +37,10 @@ def registered_models(
 ):
     tables = {}
     for key in context.partition_keys:
-        version = registry.open().get_version(key)
-        serving = ServingConfig.from_dict(dict(version.serving or {}))
-        spec = ModelSpec(key=key, source=version.source, serving=serving)
-        resolved = ResolvedModel(
-            key=key,
-            model=version.model,
-            version=version.version,
-            source=version.source,
-            serving=serving,
-            artifact_digest=models.artifact_digest(spec),
-            aliases=tuple(sorted(version.aliases)),
-            stage=str(version.stage or "None"),
-            tags=dict(version.tags or {}),
-            environment=environment(),
-        )
+        resolved = resolve_version(registry.open().get_version(key), models.artifact_digest)
         tables[key] = resolved.to_table()
-        context.log.info(f"{key}: {version.source} artifact {resolved.artifact_digest[:12]}")
+        context.log.info(f"{key}: {resolved.source} artifact {resolved.artifact_digest[:12]}")
     if len(tables) == 1:
-        context.add_output_metadata(
-            {
-                "source": resolved.source,
-                "artifact_digest": resolved.artifact_digest,
-                "aliases": ", ".join(resolved.aliases) or "-",
-                "stage": resolved.stage,
-                "serving": MetadataValue.json(resolved.serving.to_dict()),
-                "environment": MetadataValue.json(resolved.environment),
-            }
-        )
-        return next(iter(tables.values()))
+        context.add_output_metadata(resolved_metadata(resolved))
+        return tables[key]
     return tables

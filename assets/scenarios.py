@@ -1,7 +1,5 @@
 """``scenario_instances``: the normalized instances of each scenario in the suite."""
 
-from __future__ import annotations
-
 from collections import Counter
 
 from dagster import AssetExecutionContext, asset

@@ -57,16 +57,14 @@ def test_lineage_and_partition_mappings():
     assert parents("model_outputs") == {"registered_models", "scenario_instances"}
     assert parents("metric_tables") == {"model_outputs", "scenario_instances"}
     assert parents("rankings") == {"metric_tables", "instance_scores"}
-    outputs = graph.get(AssetKey("model_outputs"))
-    to_model = outputs.get_partition_mapping(AssetKey("registered_models"))
-    to_scenario = outputs.get_partition_mapping(AssetKey("scenario_instances"))
+    outputs = AssetKey("model_outputs")
+    to_model = graph.get_partition_mapping(outputs, AssetKey("registered_models"))
+    to_scenario = graph.get_partition_mapping(outputs, AssetKey("scenario_instances"))
     assert isinstance(to_model, MultiToSingleDimensionPartitionMapping)
     assert to_model.partition_dimension_name == "model_version"
     assert to_scenario.partition_dimension_name == "scenario"
-    rankings = graph.get(AssetKey("rankings"))
-    assert isinstance(
-        rankings.get_partition_mapping(AssetKey("metric_tables")), AllPartitionMapping
-    )
+    to_metrics = graph.get_partition_mapping(AssetKey("rankings"), AssetKey("metric_tables"))
+    assert isinstance(to_metrics, AllPartitionMapping)
 
 
 def test_every_asset_explains_itself():

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 
 import pyarrow as pa
 
 from assay.models.base import ModelSpec, ServingConfig
+from assay.registry import ModelVersion
 
 # Packages whose versions can change a model's outputs.
 _ENVIRONMENT_PACKAGES = ("assay", "torch", "transformers", "tokenizers", "gguf", "numpy", "httpx")
@@ -96,3 +98,23 @@ class ResolvedModel:
             tags=json.loads(row["tags"]),
             environment=json.loads(row["environment"]),
         )
+
+
+def resolve_version(
+    version: ModelVersion, artifact_digest: Callable[[ModelSpec], str]
+) -> ResolvedModel:
+    """Resolve a registry version into what ``registered_models`` records for it."""
+    serving = ServingConfig.from_dict(dict(version.serving or {}))
+    spec = ModelSpec(key=version.key, source=version.source, serving=serving)
+    return ResolvedModel(
+        key=version.key,
+        model=version.model,
+        version=version.version,
+        source=version.source,
+        serving=serving,
+        artifact_digest=artifact_digest(spec),
+        aliases=tuple(sorted(version.aliases)),
+        stage=str(version.stage),
+        tags=dict(version.tags or {}),
+        environment=environment(),
+    )

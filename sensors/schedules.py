@@ -1,0 +1,65 @@
+"""Time- and materialization-driven runs: nightly re-evaluation and leaderboard refresh."""
+
+import os
+from datetime import UTC, datetime
+
+from dagster import (
+    AssetKey,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SensorEvaluationContext,
+    SkipReason,
+    schedule,
+    sensor,
+)
+
+from assets.partitions import MODEL_VERSION
+from resources import RegistryResource, SuiteResource
+from sensors.promotion import EVALUATION_ASSETS, evaluation_run_request
+
+
+@schedule(
+    name="nightly_alias_reevaluation",
+    cron_schedule=os.environ.get("ASSAY_REEVALUATION_CRON", "0 2 * * *"),
+    target=EVALUATION_ASSETS,
+    description="Re-evaluates every version that currently holds an alias, one run each.",
+)
+def nightly_alias_reevaluation(
+    context: ScheduleEvaluationContext, registry: RegistryResource, suite: SuiteResource
+):
+    reg = registry.open()
+    known = set(context.instance.get_dynamic_partitions(MODEL_VERSION))
+    holders = sorted(
+        {
+            f"{model.name}@v{version}"
+            for model in reg.list_models()
+            for version in model.aliases.values()
+        }
+        & known
+    )
+    if not holders:
+        return SkipReason("no alias holder is a known model_version partition")
+    scenarios = suite.load().keys
+    stamp = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
+    return [
+        evaluation_run_request(key, scenarios, f"nightly-{stamp}-{key}", "nightly re-evaluation")
+        for key in holders
+    ]
+
+
+@sensor(
+    name="rankings_refresh_sensor",
+    minimum_interval_seconds=60,
+    asset_selection=[AssetKey("rankings")],
+    description="Rebuilds today's leaderboard after new metric tables are materialized.",
+)
+def rankings_refresh_sensor(context: SensorEvaluationContext):
+    latest = context.instance.fetch_materializations(AssetKey("metric_tables"), limit=1)
+    if not latest.records:
+        return SkipReason("no metric tables materialized yet")
+    storage_id = latest.records[0].storage_id
+    if context.cursor and int(context.cursor) >= storage_id:
+        return SkipReason("no new metric tables since the last leaderboard")
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    context.update_cursor(str(storage_id))
+    return RunRequest(run_key=f"rankings-{storage_id}", partition_key=today)

@@ -1,0 +1,172 @@
+"""The asset graph end to end with the real bundled model, through ``materialize()``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+from dagster import AssetSelection, instance_for_test, materialize
+
+import resources.resources as resource_module
+from assay.registry import Registry
+from assay.storage import ParquetStore
+from assets import all_assets
+from resources import (
+    ModelsResource,
+    ParquetIOManager,
+    RegistryResource,
+    StorageResource,
+    SuiteResource,
+)
+
+MODEL = "smollm2-135m-instruct"
+EVALUATION = AssetSelection.assets("model_outputs", "instance_scores", "metric_tables")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, model_cache_dir):
+    """A registry with one version, a Dagster instance, and resources on temp storage."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    registry_url = f"sqlite:///{tmp / 'registry.db'}"
+    registry = Registry.open(registry_url)
+    registry.create_model(MODEL)
+    key = registry.create_version(
+        MODEL, "bundled:smollm2-135m-instruct", serving={"chat_template": True}
+    ).key
+    storage_url = str(tmp / "storage")
+    resources = {
+        "parquet_io_manager": ParquetIOManager(base_url=storage_url),
+        "storage": StorageResource(base_url=storage_url),
+        "registry": RegistryResource(url=registry_url),
+        "suite": SuiteResource(max_instances=4),
+        "models": ModelsResource(
+            cache_dir=str(model_cache_dir), request_cache_url=f"sqlite:///{tmp / 'requests.db'}"
+        ),
+    }
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("model_version", [key])
+        yield {"key": key, "resources": resources, "instance": instance, "store": storage_url}
+
+
+def _run(env, selection, partition_key, raise_on_error=True):
+    return materialize(
+        all_assets,
+        selection=selection,
+        partition_key=partition_key,
+        instance=env["instance"],
+        resources=env["resources"],
+        raise_on_error=raise_on_error,
+    )
+
+
+@pytest.fixture(scope="module")
+def evaluated(env):
+    key = env["key"]
+    assert _run(env, AssetSelection.assets("registered_models"), key).success
+    for scenario in ("arithmetic", "facts-mc"):
+        assert _run(env, AssetSelection.assets("scenario_instances"), scenario).success
+        assert _run(env, EVALUATION, f"{key}|{scenario}").success
+    return env
+
+
+def _headline(store: ParquetStore, key: str, scenario: str) -> dict[str, dict]:
+    card = store.read("metric_tables", {"model_version": key, "scenario": scenario})
+    card = card.filter(pc.and_(pc.equal(card["group"], ""), pc.equal(card["perturbation"], "")))
+    return {row["metric"]: row for row in card.to_pylist()}
+
+
+def test_generation_partition_has_sane_outputs_and_scores(evaluated):
+    store, key = ParquetStore(evaluated["store"]), evaluated["key"]
+    outputs = store.read("model_outputs", {"model_version": key, "scenario": "arithmetic"})
+    assert outputs.num_rows == 4
+    assert outputs["error"].null_count == 4
+    assert all(t.strip() for t in outputs["text"].to_pylist())
+    assert all(n > 0 for n in outputs["completion_tokens"].to_pylist())
+    assert all("Question:" in p for p in outputs["prompt"].to_pylist())
+    headline = _headline(store, key, "arithmetic")
+    assert headline["exact_match"]["count"] == 4
+    assert 0.0 <= headline["exact_match"]["mean"] <= 1.0
+    assert headline["quasi_exact_match"]["mean"] >= headline["exact_match"]["mean"]
+    assert headline["latency_s"]["mean"] > 0
+
+
+def test_multiple_choice_partition_has_loglikelihoods(evaluated):
+    store, key = ParquetStore(evaluated["store"]), evaluated["key"]
+    outputs = store.read("model_outputs", {"model_version": key, "scenario": "facts-mc"})
+    assert outputs.num_rows == 4
+    for choices in outputs["choices"].to_pylist():
+        assert len(choices) == 4
+        assert all(c["logprob"] < 0 and c["n_tokens"] >= 1 for c in choices)
+        assert all(c["n_bytes"] >= c["n_chars"] >= 1 for c in choices)
+    headline = _headline(store, key, "facts-mc")
+    assert 0.0 <= headline["acc"]["mean"] <= 1.0
+    # The chosen answer is the most likely of four, so its renormalized probability is ≥ 1/4.
+    assert 0.25 <= headline["chosen_prob"]["mean"] <= 1.0
+    low, high = headline["acc"]["ci_low"], headline["acc"]["ci_high"]
+    assert low <= headline["acc"]["mean"] <= high
+
+
+def test_registered_model_records_digest_and_environment(evaluated):
+    store = ParquetStore(evaluated["store"])
+    row = store.read("registered_models", {"model_version": evaluated["key"]}).to_pylist()[0]
+    assert row["source"] == "bundled:smollm2-135m-instruct"
+    assert len(row["artifact_digest"]) == 64
+    assert '"torch"' in row["environment"] and '"chat_template": true' in row["serving"]
+
+
+def test_rescoring_never_calls_the_model(evaluated, monkeypatch):
+    """A metric change re-materializes metric tables from stored outputs alone."""
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("scoring must not build a model client")
+
+    monkeypatch.setattr(resource_module, "build_client", no_model)
+    store, key = ParquetStore(evaluated["store"]), evaluated["key"]
+    before = _headline(store, key, "facts-mc")["acc"]["mean"]
+    selection = AssetSelection.assets("instance_scores", "metric_tables")
+    assert _run(evaluated, selection, f"{key}|facts-mc").success
+    assert _headline(store, key, "facts-mc")["acc"]["mean"] == before
+
+
+def test_rerun_is_answered_by_the_request_cache(evaluated):
+    key = evaluated["key"]
+    assert _run(evaluated, EVALUATION, f"{key}|arithmetic").success
+    outputs = ParquetStore(evaluated["store"]).read(
+        "model_outputs", {"model_version": key, "scenario": "arithmetic"}
+    )
+    assert all(outputs["cached"].to_pylist())
+
+
+def test_unknown_model_version_is_named(env):
+    env["instance"].add_dynamic_partitions("model_version", ["ghost@v9"])
+    result = _run(env, AssetSelection.assets("registered_models"), "ghost@v9", False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].event_specific_data.error
+    assert "ghost" in failure.to_string()
+
+
+def test_corrupt_stored_partition_is_named(evaluated, tmp_path):
+    store, key = ParquetStore(evaluated["store"]), evaluated["key"]
+    partition = {"model_version": key, "scenario": "facts-mc"}
+    good = store.read("model_outputs", partition)
+    Path(store.path("model_outputs", partition)).write_bytes(b"garbage")
+    try:
+        result = _run(
+            evaluated,
+            AssetSelection.assets("instance_scores", "metric_tables"),
+            f"{key}|facts-mc",
+            False,
+        )
+        assert not result.success
+        message = result.get_step_failure_events()[0].event_specific_data.error.to_string()
+        assert "model_outputs" in message and "facts-mc" in message
+    finally:
+        store.write("model_outputs", partition, good)
+
+
+def test_unknown_scenario_key_is_named():
+    from assay.suite import load_suite
+
+    with pytest.raises(KeyError, match="no-such-scenario"):
+        load_suite()["no-such-scenario"]
