@@ -45,17 +45,18 @@ def fetch(url: str, sha256: str | None = None, timeout_s: float = 60.0) -> Fetch
     cannot be reached is one ``DataSourceError`` sentence with the URL and the cause.
     """
     if not url.startswith(("http://", "https://")):
-        return FetchedFile(url, _digest_any(url))
-    target = cache_dir() / digest_json(url)[:24] / Path(url.split("?")[0]).name
-    if not target.exists():
-        _download(url, target, timeout_s)
-    digest = digest_file(target)
-    if sha256 and digest != sha256:
+        fetched = FetchedFile(url, _digest_any(url))
+    else:
+        target = cache_dir() / digest_json(url)[:24] / Path(url.split("?")[0]).name
+        if not target.exists():
+            _download(url, target, timeout_s)
+        fetched = FetchedFile(str(target), digest_file(target))
+    if sha256 and fetched.sha256 != sha256:
+        where = f" (cached at {fetched.path}; delete it to download again)" * (fetched.path != url)
         raise DataSourceError(
-            f"{url}: checksum mismatch: expected sha256 {sha256}, got {digest} "
-            f"(cached at {target}; delete it to download again)"
+            f"{url}: checksum mismatch: expected sha256 {sha256}, got {fetched.sha256}{where}"
         )
-    return FetchedFile(str(target), digest)
+    return fetched
 
 
 def _download(url: str, target: Path, timeout_s: float) -> None:

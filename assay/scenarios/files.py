@@ -7,7 +7,6 @@ reads and never holds the raw file and the parsed rows at once. Every problem is
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import json
@@ -78,29 +77,21 @@ def _jsonl(path: str, handle: Any) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _csv(path: str, handle: Any) -> Iterator[tuple[int, dict[str, Any]]]:
-    decoder = codecs.getreader("utf-8")(handle, errors="strict")
-    reader = csv.DictReader(_lines(path, decoder))
-    number = 0
+    reader = csv.DictReader(_decoded_lines(path, handle))
     for number, row in enumerate(reader, start=1):
         if None in row:  # more cells than header columns
             raise DataFileError(f"{path}: row {number}: more values than header columns")
         yield number, dict(row)
 
 
-def _lines(path: str, decoder: Any) -> Iterator[str]:
-    # Line by line so a decoding error can name the row (header is row 0).
-    number = -1
-    while True:
+def _decoded_lines(path: str, handle: Any) -> Iterator[str]:
+    # Decoded line by line so an error can name the row (the header is line 0). A quoted
+    # cell spanning lines makes this the physical line, which is still where to look.
+    for number, raw in enumerate(handle):
         try:
-            line = decoder.readline()
+            yield raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise DataFileError(
-                f"{path}: row {number + 1}: not valid UTF-8 ({exc.reason})"
-            ) from None
-        if not line:
-            return
-        number += 1
-        yield line
+            raise DataFileError(f"{path}: row {number}: not valid UTF-8 ({exc.reason})") from None
 
 
 def _parquet(path: str, handle: Any) -> Iterator[tuple[int, dict[str, Any]]]:
