@@ -1,0 +1,106 @@
+"""The suite file: default suite limits, prompt variants and custom-file column mappings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from assay.adapters import Method
+from assay.scenarios import split
+from assay.suite import load_suite, parse_suite
+
+
+def test_default_suite_keeps_its_keys_and_exercises_every_method_within_limits() -> None:
+    suite = load_suite()
+    assert suite.keys[:2] == ["arithmetic", "facts-mc"]
+    methods = {spec.method for key in suite.keys for spec in suite[key].adapters}
+    assert methods == set(Method)
+    for key in suite.keys[2:]:  # the entries added for the offline demo stay small
+        config = suite[key]
+        instances = config.build().load().instances
+        evaluated = split(instances, config.eval_split)[: config.max_instances]
+        assert 1 <= len(evaluated) <= 40, key
+        requests = config.build_requests(evaluated, split(instances, config.train_split))
+        assert {r.template_id for r in requests} == {s.template_id for s in config.adapters}
+        assert all(r.max_tokens <= 8 for r in requests), key
+        assert max(len(r.prompt) for r in requests) < 600, key
+
+
+def _suite(entry: dict) -> dict:
+    return {"scenarios": {"quiz": entry}}
+
+
+def test_variants_override_the_base_adapter() -> None:
+    suite = parse_suite(
+        _suite(
+            {
+                "scenario": "arithmetic_qa",
+                "args": {"n_test": 3, "n_train": 4},
+                "adapter": {"num_train": 2, "variant": "2-shot", "max_tokens": 4},
+                "variants": [
+                    {"variant": "zero-shot", "num_train": 0},
+                    {"variant": "instructed", "instructions": "Compute."},
+                ],
+            }
+        )
+    )
+    config = suite["quiz"]
+    base, zero, instructed = config.adapters
+    assert (zero.num_train, zero.max_tokens) == (0, 4)  # unspecified fields come from the base
+    assert (instructed.num_train, instructed.instructions) == (2, "Compute.")
+    data = config.build().load().instances
+    requests = config.build_requests(split(data, "test"), split(data, "train"))
+    by_template = {r.template_id for r in requests}
+    assert by_template == {base.template_id, zero.template_id, instructed.template_id}
+    assert len(requests) == 9
+
+
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [
+        ({"variant": "x"}, "expected a list"),
+        ([{"num_train": 1}], r"variants\[0\]: each variant needs a 'variant' name"),
+        ([{"variant": "default"}], "duplicate variant name"),
+        ([{"variant": "v", "num_shots": 1}], r"variants\[0\]: unknown adapter field"),
+    ],
+)
+def test_bad_variants_name_the_entry(variants: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_suite(_suite({"scenario": "facts_mc", "variants": variants}), "s.yaml")
+
+
+def test_custom_file_columns_in_the_suite(tmp_path: Path) -> None:
+    data = tmp_path / "quiz.jsonl"
+    data.write_text(json.dumps({"q": "2+2?", "opts": ["4", "5"], "gold": 0, "d": "us"}) + "\n")
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(
+        yaml.safe_dump(
+            _suite(
+                {
+                    "scenario": "custom_file",
+                    "args": {"path": str(data)},
+                    "columns": {
+                        "input": "q",
+                        "choices": "opts",
+                        "answer_index": "gold",
+                        "groups": ["d"],
+                    },
+                    "adapter": {"method": "multiple_choice_separate"},
+                }
+            )
+        )
+    )
+    config = load_suite(suite_file)["quiz"]
+    json.dumps(config.args)  # args stay plain data
+    (instance,) = config.build().load().instances
+    assert instance.gold_texts == ["4"] and instance.groups == {"d": "us"}
+    assert config.metric == "acc"
+
+
+def test_bad_column_mapping_is_refused_when_the_suite_is_read() -> None:
+    entry = {"scenario": "custom_file", "args": {"path": "x.jsonl"}, "columns": {"text": "q"}}
+    with pytest.raises(ValueError, match=r"s\.yaml: scenarios\.quiz\.columns: unknown key"):
+        parse_suite(_suite(entry), "s.yaml")
