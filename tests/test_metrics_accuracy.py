@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import sacrebleu
 from hypothesis import given
@@ -16,6 +17,7 @@ from assay.metrics.accuracy import (
     exact_match,
     f1_score,
     mc_scores,
+    mc_scores_batch,
     normalize_text,
     prefix_exact_match,
     quasi_exact_match,
@@ -140,3 +142,32 @@ def test_chosen_prob_is_the_largest_softmax_probability(logprobs):
     choices = [_choice(str(i), lp, 1) for i, lp in enumerate(logprobs)]
     scores = mc_scores(choices, [0])
     assert 1 / len(logprobs) - 1e-9 <= scores.chosen_prob <= 1.0
+
+
+def test_mc_scores_batch_agrees_with_per_item_scores():
+    rng = np.random.default_rng(5)
+    items, width = 40, 4
+    logprobs = rng.normal(-5, 2, size=(items, width))
+    logprobs[::3, 3] = -np.inf  # every third item has three choices
+    n_tok = rng.integers(1, 6, size=(items, width))
+    gold = np.zeros((items, width), dtype=bool)
+    gold[np.arange(items), rng.integers(0, 3, size=items)] = True
+    batch = mc_scores_batch(logprobs, 3 * n_tok, n_tok, 3 * n_tok + 1, gold)
+    for i in range(items):
+        k = width - 1 if i % 3 == 0 else width
+        choices = [
+            ChoiceScore(
+                str(j),
+                logprobs[i, j],
+                int(n_tok[i, j]),
+                int(3 * n_tok[i, j]),
+                int(3 * n_tok[i, j] + 1),
+            )
+            for j in range(k)
+        ]
+        one = mc_scores(choices, list(np.flatnonzero(gold[i])))
+        assert batch.acc[i] == one.acc
+        assert batch.acc_norm_chars[i] == one.acc_norm_chars
+        assert batch.acc_norm_tokens[i] == one.acc_norm_tokens
+        assert batch.acc_norm_bytes[i] == one.acc_norm_bytes
+        assert batch.chosen_prob[i] == pytest.approx(one.chosen_prob)

@@ -245,3 +245,56 @@ def mc_scores(choices: Sequence[ChoiceScore], correct: Sequence[int]) -> Multipl
         chosen_index=chosen,
         chosen_prob=float(shifted[chosen] / shifted.sum()),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class MultipleChoiceBatch:
+    """:class:`MultipleChoiceScores` for many items at once, one array entry per item."""
+
+    acc: np.ndarray
+    acc_norm_chars: np.ndarray
+    acc_norm_tokens: np.ndarray
+    acc_norm_bytes: np.ndarray
+    chosen_index: np.ndarray
+    chosen_prob: np.ndarray
+
+
+def mc_scores_batch(
+    logprobs: np.ndarray,
+    n_chars: np.ndarray,
+    n_tokens: np.ndarray,
+    n_bytes: np.ndarray,
+    gold: np.ndarray,
+) -> MultipleChoiceBatch:
+    """Vectorized :func:`mc_scores` over ``(items, max_choices)`` arrays.
+
+    Items with fewer choices pad ``logprobs`` with ``-inf`` (and lengths with 1); ``gold`` is a
+    boolean mask of the same shape. Same tie rule (lowest index) and same numbers as
+    :func:`mc_scores`.
+    """
+    lp = np.asarray(logprobs, dtype=np.float64)
+    mask = np.asarray(gold, dtype=bool)
+    if lp.ndim != 2 or mask.shape != lp.shape:
+        raise ValueError("logprobs and gold must be 2-D arrays of the same shape")
+    real = np.isfinite(lp)
+    if not real[:, 0].all():
+        raise ValueError(f"item {int(np.argmin(real[:, 0]))} has no finite first choice")
+    rows = np.arange(lp.shape[0])
+
+    def picked(lengths: np.ndarray) -> np.ndarray:
+        size = np.asarray(lengths, dtype=np.float64)
+        if np.any(size[real] <= 0):
+            raise ValueError("choice lengths must be positive")
+        return mask[rows, np.argmax(np.where(real, lp / np.where(real, size, 1.0), -np.inf), 1)]
+
+    chosen = np.argmax(lp, axis=1)
+    top = lp[rows, chosen]
+    probs = np.exp(lp - top[:, None])  # exp(-inf) = 0 for padding
+    return MultipleChoiceBatch(
+        acc=mask[rows, chosen].astype(np.float64),
+        acc_norm_chars=picked(n_chars).astype(np.float64),
+        acc_norm_tokens=picked(n_tokens).astype(np.float64),
+        acc_norm_bytes=picked(n_bytes).astype(np.float64),
+        chosen_index=chosen,
+        chosen_prob=1.0 / probs.sum(axis=1),
+    )
