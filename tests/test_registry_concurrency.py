@@ -140,15 +140,38 @@ def test_concurrent_processes_on_postgres(postgres_url: str) -> None:
     _check_store(postgres_url, _run_writers(postgres_url))
 
 
-def test_postgres_event_log_is_append_only(postgres_url: str) -> None:
+def test_postgres_schema_matches_models_and_log_is_append_only(postgres_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import DBAPIError
+
+    from assay.registry.schema import Base
 
     with Registry.open(postgres_url) as registry:
         registry.get_or_create_model("append-only-check")
     engine = create_engine(postgres_url)
     try:
-        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
-            conn.execute(text("UPDATE events SET actor = 'mallory'"))
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        for statement in ("UPDATE events SET actor = 'mallory'", "DELETE FROM events"):
+            with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+                conn.execute(text(statement))
     finally:
         engine.dispose()
+
+
+def test_threads_sharing_one_registry(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with Registry.open(f"sqlite:///{tmp_path / 'registry.db'}") as registry:
+        registry.create_model("threaded")
+
+        def register(worker: int) -> list[int]:
+            return [
+                registry.create_version("threaded", f"hf:/t{worker}/{i}").version for i in range(5)
+            ]
+
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(register, range(4)))
+        assert sorted(v for versions in results for v in versions) == list(range(1, 21))

@@ -73,6 +73,7 @@ Clock = Callable[[], datetime]
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_LOCK_KEY = 0x61737361  # "assa": the advisory lock id shared by all registry writers
 _MAX_ATTEMPTS = 60
+_INTEGRITY_ATTEMPTS = 3
 _SOURCE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:\S")
 _ALIAS_KINDS = (EventKind.ALIAS_SET, EventKind.ALIAS_MOVED, EventKind.ALIAS_REMOVED)
 
@@ -138,8 +139,11 @@ def _make_engines(url: str) -> tuple[Engine, Engine]:
     if not database.startswith("file:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     # The driver's busy timeout makes a blocked BEGIN wait instead of failing at once.
-    write = create_engine(parsed, connect_args={"timeout": 30})
-    read = create_engine(parsed, connect_args={"timeout": 30})
+    # check_same_thread off: the pool hands a connection to one thread at a time, and a
+    # Registry may be shared by threads (e.g. a sensor daemon's).
+    connect_args = {"timeout": 30, "check_same_thread": False}
+    write = create_engine(parsed, connect_args=connect_args)
+    read = create_engine(parsed, connect_args=connect_args)
     _sqlite_hooks(write, "BEGIN IMMEDIATE", wal=True)
     _sqlite_hooks(read, "BEGIN", wal=True)
     return write, read
@@ -306,7 +310,9 @@ class Registry:
                         )
                     return work(session)
             except DBAPIError as exc:
-                if attempt + 1 == _MAX_ATTEMPTS or not _retryable(exc):
+                # A unique-key race resolves on the next try; more clashes mean a real fault.
+                gave_up = isinstance(exc, IntegrityError) and attempt >= _INTEGRITY_ATTEMPTS
+                if gave_up or attempt + 1 == _MAX_ATTEMPTS or not _retryable(exc):
                     raise
                 time.sleep(min(0.5, 0.005 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
