@@ -1,0 +1,278 @@
+"""The local transformers client, on the real bundled SmolLM2-135M-Instruct.
+
+The GGUF is converted once into ``<repo>/.assay/test-cache`` (git-ignored) and reused by later
+runs; the model is loaded once per process. Prompts are few and short to keep CPU time low.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from assay.models import transformers_backend as backend
+from assay.models.base import ModelClient, ModelSpec, ServingConfig
+from assay.models.bundled import BUNDLED_SOURCE, bundled_gguf_path
+from assay.models.factory import build_client
+from assay.models.transformers_backend import (
+    TransformersClient,
+    converted_model_dir,
+    directory_digest,
+)
+from assay.records import Request, RequestKind
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def model_cache_dir() -> Path:
+    """Persistent cache dir holding the converted bundled model (converted on first use)."""
+    cache_dir = REPO / ".assay" / "test-cache"
+    converted_model_dir(bundled_gguf_path(), cache_dir)
+    return cache_dir
+
+
+def make_client(cache_dir: Path, **serving: object) -> TransformersClient:
+    spec = ModelSpec("smollm2-135m-instruct@v1", BUNDLED_SOURCE, ServingConfig(**serving))
+    return TransformersClient(spec, cache_dir)
+
+
+def gen(instance_id: str, prompt: str, max_tokens: int = 8, stop: tuple[str, ...] = ()):
+    return Request(instance_id, RequestKind.GENERATE, prompt, max_tokens=max_tokens, stop=stop)
+
+
+def ll(instance_id: str, prompt: str, *continuations: str) -> Request:
+    return Request(instance_id, RequestKind.LOGLIKELIHOOD, prompt, continuations=continuations)
+
+
+def reference_loglikelihood(client: TransformersClient, context: str, continuation: str):
+    """Unbatched log P(continuation | context): one plain forward pass, no cache, no padding.
+
+    The continuation tokens are the tail of the joint encoding beyond the context's own
+    encoding (the examples below are chosen so that this split is unambiguous).
+    """
+    lm = backend._load(client.model_dir, "float32")
+    ctx = lm.tokenizer(context, add_special_tokens=False).input_ids
+    whole = lm.tokenizer(context + continuation, add_special_tokens=False).input_ids
+    assert whole[: len(ctx)] == ctx, "example must split cleanly at the context boundary"
+    with torch.inference_mode():
+        logits = lm.model(input_ids=torch.tensor([whole])).logits[0].float()
+    logprobs = logits.log_softmax(-1)
+    total, greedy = 0.0, True
+    for pos in range(len(ctx), len(whole)):
+        total += float(logprobs[pos - 1, whole[pos]])
+        greedy &= int(logits[pos - 1].argmax()) == whole[pos]
+    return total, len(whole) - len(ctx), greedy
+
+
+def test_client_satisfies_the_protocol(model_cache_dir: Path) -> None:
+    client = build_client(ModelSpec("m@v1", BUNDLED_SOURCE, ServingConfig()), model_cache_dir)
+    assert isinstance(client, TransformersClient)
+    assert isinstance(client, ModelClient)
+
+
+def test_generation_max_tokens_and_stop_sequences(model_cache_dir: Path) -> None:
+    client = make_client(model_cache_dir, batch_size=4)
+    free, stopped = client.complete(
+        [gen("free", "1, 2, 3, 4,", max_tokens=6), gen("stop", "1, 2, 3, 4,", 6, stop=(",",))]
+    )
+    assert free.ok and stopped.ok
+    # Counting numbers do not end: all 6 tokens are generated, each with a logprob.
+    assert free.completion_tokens == 6
+    assert len(free.token_logprobs) == 6
+    assert all(lp <= 0.0 for lp in free.token_logprobs)
+    assert free.prompt_tokens > 0
+    # The stopped text is the free text cut before its first ",", and generation ended there.
+    cut = free.text.index(",")
+    assert stopped.text == free.text[:cut]
+    assert "," not in stopped.text
+    assert stopped.completion_tokens < 6
+    assert stopped.token_logprobs == free.token_logprobs[: stopped.completion_tokens]
+
+
+def test_batched_greedy_equals_unbatched(model_cache_dir: Path) -> None:
+    requests = [
+        gen("a", "The capital of France is", 6),
+        gen("b", "Once upon a time, in a small village by the sea,", 6),
+        gen("c", "def add(a, b):", 6, stop=("\n\n",)),
+        gen("d", "Water boils at", 6),
+        gen("e", "Red, green and", 6),
+    ]
+    batched = make_client(model_cache_dir, batch_size=4).complete(requests)
+    alone_client = make_client(model_cache_dir, batch_size=1)
+    for request, together in zip(requests, batched, strict=True):
+        [alone] = alone_client.complete([request])
+        assert together.text == alone.text, request.instance_id
+        assert together.completion_tokens == alone.completion_tokens
+        assert together.token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-4)
+        assert alone.batch_size == 1
+    # Five requests in batches of at most four: one batch of four and one of one.
+    assert sorted(c.batch_size for c in batched) == [1, 4, 4, 4, 4]
+
+
+def test_loglikelihood_matches_unbatched_reference(model_cache_dir: Path) -> None:
+    client = make_client(model_cache_dir, batch_size=8)
+    requests = [
+        ll("q1", "The capital of France is", " Paris", " London", " Rome"),
+        ll("q2", "Question: What color is the sky?\nAnswer:", " blue", " a shade of green"),
+        ll("q3", "I like to drink", " coffee", " café au lait"),
+    ]
+    results = client.complete(requests)
+    for request, completion in zip(requests, results, strict=True):
+        assert completion.ok
+        assert [c.text for c in completion.choices] == list(request.continuations)
+        for choice in completion.choices:
+            logprob, n_tokens, greedy = reference_loglikelihood(client, request.prompt, choice.text)
+            assert choice.logprob == pytest.approx(logprob, abs=1e-4), choice.text
+            assert choice.n_tokens == n_tokens
+            assert choice.is_greedy == greedy
+            assert choice.n_chars == len(choice.text)
+    # Hand counts: " café au lait" has 13 characters, and "é" takes two bytes in UTF-8.
+    cafe = results[2].choices[1]
+    assert (cafe.n_chars, cafe.n_bytes) == (13, 14)
+    # Several requests were packed into one batch.
+    assert {c.batch_size for c in results} == {3}
+
+
+def test_loglikelihood_space_boundary(model_cache_dir: Path) -> None:
+    """A trailing space in the prompt joins the continuation's first token (" Paris")."""
+    client = make_client(model_cache_dir)
+    spaced, plain = client.complete(
+        [
+            ll("s", "The capital of France is ", "Paris"),
+            ll("p", "The capital of France is", " Paris"),
+        ]
+    )
+    assert spaced.choices[0].n_tokens == plain.choices[0].n_tokens == 1
+    assert spaced.choices[0].logprob == pytest.approx(plain.choices[0].logprob, abs=1e-5)
+    # Character counts stay those of the continuation as given.
+    assert (spaced.choices[0].n_chars, plain.choices[0].n_chars) == (5, 6)
+
+
+def test_chat_template_changes_prompt_and_outputs(model_cache_dir: Path) -> None:
+    raw = make_client(model_cache_dir)
+    chat = make_client(model_cache_dir, chat_template=True)
+    custom = make_client(model_cache_dir, chat_template=True, system_prompt="Answer tersely.")
+    question = "What is the capital of France?"
+    assert raw.render_prompt(question) == question
+    rendered = chat.render_prompt(question)
+    assert f"<|im_start|>user\n{question}<|im_end|>" in rendered
+    assert rendered.endswith("<|im_start|>assistant\n")
+    assert "You are a helpful AI assistant" in rendered  # the template's own default
+    rendered_custom = custom.render_prompt(question)
+    assert "<|im_start|>system\nAnswer tersely.<|im_end|>" in rendered_custom
+    assert "You are a helpful AI assistant" not in rendered_custom
+
+    lm = backend._load(chat.model_dir, "float32")
+    requests = [gen("g", question, 8), ll("l", question, " Paris")]
+    raw_gen, raw_ll = raw.complete(requests)
+    chat_gen, chat_ll = chat.complete(requests)
+    assert raw_gen.prompt_tokens == len(lm.tokenizer(question).input_ids)
+    assert chat_gen.prompt_tokens == len(lm.tokenizer(rendered).input_ids)
+    assert chat_ll.prompt_tokens == chat_gen.prompt_tokens
+    assert chat_gen.text != raw_gen.text
+    # The continuation is scored right after the assistant turn opens.
+    logprob, _, _ = reference_loglikelihood(chat, rendered, " Paris")
+    assert chat_ll.choices[0].logprob == pytest.approx(logprob, abs=1e-4)
+    assert chat_ll.choices[0].logprob != pytest.approx(raw_ll.choices[0].logprob, abs=1e-3)
+
+
+def test_hf_directory_source_loads_the_converted_model(model_cache_dir: Path) -> None:
+    bundled = make_client(model_cache_dir)
+    spec = ModelSpec("converted@v1", f"hf:{bundled.model_dir}", ServingConfig())
+    hf = build_client(spec, model_cache_dir)
+    assert hf.model_dir == bundled.model_dir
+    request = [gen("a", "The capital of France is", 5)]
+    assert hf.complete(request)[0].text == bundled.complete(request)[0].text
+    # Both digests are stable hex strings; the GGUF one covers the file it came from.
+    assert len(hf.artifact_digest) == len(bundled.artifact_digest) == 64
+    assert hf.artifact_digest == build_client(spec, model_cache_dir).artifact_digest
+
+
+def test_per_request_errors_and_left_truncation(model_cache_dir: Path) -> None:
+    client = make_client(model_cache_dir, max_context=16)
+    long_prompt = "one two three four five six seven eight nine ten eleven twelve thirteen"
+    results = client.complete(
+        [
+            gen("fits", long_prompt, max_tokens=4),
+            gen("too-many-tokens", "Hi", max_tokens=16),
+            gen("zero-tokens", "Hi", max_tokens=0),
+            ll("no-choices", "Hi"),
+            ll("huge-choice", "Hi", " word" * 20),
+        ]
+    )
+    fits, too_many, zero, no_choices, huge = results
+    assert fits.ok
+    assert fits.prompt_tokens == 16 - 4  # left-truncated to leave room for 4 new tokens
+    assert "too-many-tokens" in too_many.error and "max_tokens=16" in too_many.error
+    assert "zero-tokens" in zero.error
+    assert "no-choices" in no_choices.error
+    assert "huge-choice" in huge.error
+
+
+def test_progress_is_reported_per_batch(model_cache_dir: Path) -> None:
+    client = make_client(model_cache_dir, batch_size=2)
+    calls: list[tuple[int, int]] = []
+    client.complete(
+        [gen("a", "Hi", 2), gen("b", "Hello", 2), gen("c", "Hey", 2), ll("d", "Hi", " there")],
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert calls == [(2, 4), (3, 4), (4, 4)]
+
+
+def test_bad_sources_fail_with_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'ftp://x'"):
+        build_client(ModelSpec("m@v1", "ftp://x"), tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"missing\.gguf"):
+        build_client(ModelSpec("m@v1", f"gguf:{tmp_path}/missing.gguf"), tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        build_client(ModelSpec("m@v1", f"hf:{tmp_path}"), tmp_path)
+    with pytest.raises(ValueError, match="unknown bundled model 'nope'"):
+        build_client(ModelSpec("m@v1", "bundled:nope"), tmp_path)
+    with pytest.raises(ValueError, match="float8"):
+        build_client(ModelSpec("m@v1", BUNDLED_SOURCE, ServingConfig(dtype="float8")), tmp_path)
+
+
+def test_failed_conversion_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
+    # The real conversion takes ~25 s; a stand-in that writes part of a model and then dies
+    # exercises the same temp-dir-and-rename path.
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"not really a gguf")
+
+    def half_convert(_path: Path, out_dir: Path) -> None:
+        out_dir.mkdir(parents=True)
+        (out_dir / "model.safetensors").write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(backend, "_convert_gguf", half_convert)
+    with pytest.raises(OSError, match="disk full"):
+        converted_model_dir(gguf, tmp_path / "cache")
+    models = tmp_path / "cache" / "models"
+    assert [p.name for p in models.iterdir()] == []
+
+    def full_convert(_path: Path, out_dir: Path) -> None:
+        out_dir.mkdir(parents=True)
+        (out_dir / "config.json").write_text("{}")
+
+    monkeypatch.setattr(backend, "_convert_gguf", full_convert)
+    target = converted_model_dir(gguf, tmp_path / "cache")
+    assert target.parent == models
+    assert (target / "config.json").is_file()
+    assert [p.name for p in models.iterdir()] == [target.name]
+
+
+def test_directory_digest_tracks_model_files_only(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (model / "tokenizer.json").write_text("{}")
+    (model / "chat_template.jinja").write_text("{{ messages }}")
+    (model / "README.md").write_text("hello")
+    cache = tmp_path / "cache"
+    first = directory_digest(model, cache)
+    (model / "README.md").write_text("a different readme")
+    assert directory_digest(model, cache) == first
+    (model / "chat_template.jinja").write_text("{{ messages }} changed")
+    assert directory_digest(model, cache) != first
