@@ -1,0 +1,528 @@
+"""A ``ModelClient`` for any OpenAI-compatible HTTP endpoint (vLLM, TGI, llama.cpp, Ollama, ...).
+
+Source URI: ``openai:http://host:port/v1#model-id``.
+
+- ``GENERATE`` goes to ``/completions`` with the raw prompt, or to ``/chat/completions`` when
+  ``serving.chat_template`` is set (the prompt is the user turn, ``serving.system_prompt`` the
+  system turn); always greedy (temperature 0).
+- ``LOGLIKELIHOOD`` sends ``prompt + continuation`` to ``/completions`` with ``echo=true`` and
+  ``logprobs=1`` and sums the log-probabilities of the tokens that cover the continuation,
+  located through the returned ``text_offset``. A token straddling the prompt/continuation
+  boundary counts as a continuation token (it predicts continuation characters). An endpoint
+  that does not return prompt log-probabilities gives an error, never a silent zero.
+
+HTTP calls run on a bounded thread pool and are retried with exponential backoff and full
+jitter on 429, 5xx, timeouts and connection errors. The API key is read from an environment
+variable whose *name* is configured; it never appears in reprs, logs or error messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from assay.digests import digest_json
+from assay.models.base import ModelSpec, ProgressCallback
+from assay.records import ChoiceScore, Completion, Request, RequestKind
+
+log = logging.getLogger(__name__)
+
+NO_PROMPT_LOGPROBS = "endpoint does not serve prompt log-probabilities"
+# Fields of a /models entry that change between calls (vLLM stamps "created" per request).
+_VOLATILE_MODEL_FIELDS = ("created", "permission")
+# OpenAI accepts at most four stop sequences; the rest are applied here, after the fact.
+_MAX_SERVER_STOPS = 4
+
+
+class EndpointError(RuntimeError):
+    """An HTTP call that failed for good (after retries, or not retryable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAISource:
+    """A parsed ``openai:`` source: where the endpoint is and which model it serves."""
+
+    base_url: str  # e.g. http://127.0.0.1:8000/v1, possibly with user:password@
+    model: str
+
+    @classmethod
+    def parse(cls, source: str) -> OpenAISource:
+        scheme, _, rest = source.partition(":")
+        if scheme != "openai":
+            raise ValueError(f"model source {source!r} is not an 'openai:' source")
+        url, sep, model = rest.partition("#")
+        if not sep or not model:
+            raise ValueError(
+                f"model source {_redact_url(url)!r} names no model; expected "
+                "'openai:http://host:port/v1#model-id'"
+            )
+        parsed = httpx.URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(
+                f"model source {_redact_url(url)!r} needs an http(s) URL with a host, e.g. "
+                "'openai:http://127.0.0.1:8000/v1#model-id'"
+            )
+        return cls(base_url=url.rstrip("/"), model=model)
+
+    @property
+    def public_url(self) -> str:
+        """The base URL without credentials: safe for logs, errors and digests."""
+        return _redact_url(self.base_url)
+
+
+def _redact_url(url: str) -> str:
+    try:
+        return str(httpx.URL(url).copy_with(username=None, password=None))
+    except Exception:  # an unparsable URL is reported without its authority part
+        return url.split("@")[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One HTTP call; a log-likelihood request makes one per continuation."""
+
+    request_index: int
+    choice_index: int  # -1 for generation
+    path: str
+    body: dict[str, Any]
+
+
+class OpenAIClient:
+    """``ModelClient`` over an OpenAI-compatible endpoint (see the module docstring)."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 8,
+        max_retries: int = 4,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        timeout_s: float = 120.0,
+        request_logprobs: bool = True,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self.spec = spec
+        self.source = OpenAISource.parse(spec.source)
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.request_logprobs = request_logprobs
+        self._api_key_env = api_key_env
+        # Read once; an absent key is fine for local servers. Kept private and out of repr.
+        self._api_key = os.environ.get(api_key_env) or None
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        self._http = httpx.Client(
+            base_url=self.source.base_url + "/",
+            headers=headers,
+            timeout=timeout_s,
+            limits=httpx.Limits(
+                max_connections=max_concurrency, max_keepalive_connections=max_concurrency
+            ),
+            transport=transport,
+        )
+        # Jitter only spreads retries in time; it never changes a result, so it need not be
+        # derived from data.
+        self._jitter = random.Random()
+        self._digest: str | None = None
+        self._digest_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        key = f"${self._api_key_env} set" if self._api_key else f"${self._api_key_env} unset"
+        return (
+            f"OpenAIClient(url={self.source.public_url!r}, model={self.source.model!r}, "
+            f"key={key}, max_concurrency={self.max_concurrency})"
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> OpenAIClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @property
+    def artifact_digest(self) -> str:
+        """Digest of the credential-free base URL, the model id and its ``/models`` entry."""
+        with self._digest_lock:
+            if self._digest is None:
+                self._digest = digest_json(
+                    {
+                        "backend": "openai",
+                        "base_url": self.source.public_url,
+                        "model": self.source.model,
+                        "model_info": self._model_info(),
+                    }
+                )
+            return self._digest
+
+    def _model_info(self) -> dict[str, Any] | None:
+        """The endpoint's ``/models`` entry for our model, without volatile fields."""
+        try:
+            listing = self._send("GET", "models", None)
+        except EndpointError as exc:
+            log.warning("could not list models at %s: %s", self.source.public_url, exc)
+            return None
+        for entry in listing.get("data") or []:
+            if isinstance(entry, dict) and entry.get("id") == self.source.model:
+                return {k: v for k, v in entry.items() if k not in _VOLATILE_MODEL_FIELDS}
+        return None
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def complete(
+        self, requests: Sequence[Request], progress: ProgressCallback | None = None
+    ) -> list[Completion]:
+        """Run the requests concurrently (at most ``max_concurrency`` calls in flight)."""
+        results: list[Completion | None] = [None] * len(requests)
+        calls_by_request: dict[int, list[_Call]] = {}
+        for i, request in enumerate(requests):
+            try:
+                calls = self._calls_for(i, request)
+            except ValueError as exc:
+                results[i] = Completion(error=str(exc))
+                continue
+            if not calls:
+                results[i] = self._assemble(request, {}, 0.0)
+                continue
+            calls_by_request[i] = calls
+
+        total = len(requests)
+        done = total - len(calls_by_request)
+        if progress is not None and done:
+            progress(done, total)
+        replies: dict[int, dict[int, dict[str, Any] | str]] = {i: {} for i in calls_by_request}
+        latency: dict[int, float] = dict.fromkeys(calls_by_request, 0.0)
+        with ThreadPoolExecutor(
+            max_workers=self.max_concurrency, thread_name_prefix="assay-openai"
+        ) as pool:
+            futures = {
+                pool.submit(self._timed_call, call): call
+                for calls in calls_by_request.values()
+                for call in calls
+            }
+            for future in as_completed(futures):
+                call = futures[future]
+                reply, seconds = future.result()
+                replies[call.request_index][call.choice_index] = reply
+                latency[call.request_index] += seconds
+                if len(replies[call.request_index]) == len(calls_by_request[call.request_index]):
+                    i = call.request_index
+                    results[i] = self._assemble(requests[i], replies[i], latency[i])
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+        return [r if r is not None else Completion(error="internal: no result") for r in results]
+
+    def _calls_for(self, index: int, request: Request) -> list[_Call]:
+        model = self.source.model
+        serving = self.spec.serving
+        if request.kind is RequestKind.GENERATE:
+            body: dict[str, Any] = {"model": model, "max_tokens": request.max_tokens}
+            body["temperature"] = 0
+            if request.stop:
+                body["stop"] = list(request.stop[:_MAX_SERVER_STOPS])
+            if serving.chat_template:
+                messages = []
+                if serving.system_prompt:
+                    messages.append({"role": "system", "content": serving.system_prompt})
+                messages.append({"role": "user", "content": request.prompt})
+                body["messages"] = messages
+                if self.request_logprobs:
+                    body["logprobs"] = True
+                return [_Call(index, -1, "chat/completions", body)]
+            body["prompt"] = request.prompt
+            if self.request_logprobs:
+                body["logprobs"] = 1
+            return [_Call(index, -1, "completions", body)]
+
+        if serving.chat_template:
+            raise ValueError(
+                "log-likelihood requests with serving.chat_template=true are not supported "
+                "over an OpenAI endpoint: chat completions do not return prompt log-probabilities"
+            )
+        calls = []
+        for j, continuation in enumerate(request.continuations):
+            if not continuation:
+                continue  # scored locally as zero tokens, log 1 = 0
+            # max_tokens=1 rather than 0: several servers refuse 0; the generated token lies
+            # past the echoed text and is ignored.
+            body = {
+                "model": model,
+                "prompt": request.prompt + continuation,
+                "max_tokens": 1,
+                "temperature": 0,
+                "echo": True,
+                "logprobs": 1,
+            }
+            calls.append(_Call(index, j, "completions", body))
+        return calls
+
+    def _timed_call(self, call: _Call) -> tuple[dict[str, Any] | str, float]:
+        """Send one call; failures come back as the error text instead of raising."""
+        start = time.perf_counter()
+        try:
+            reply: dict[str, Any] | str = self._send("POST", call.path, call.body)
+        except EndpointError as exc:
+            reply = str(exc)
+        return reply, time.perf_counter() - start
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        """One HTTP exchange with retries; raises ``EndpointError`` with a safe message."""
+        where = f"{method} {self.source.public_url}/{path}"
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            retry_after: float | None = None
+            try:
+                response = self._http.request(method, path, json=body)
+            except httpx.TimeoutException as exc:
+                last = f"timeout ({type(exc).__name__})"
+            except httpx.TransportError as exc:
+                last = f"connection error ({type(exc).__name__}: {exc})"
+            else:
+                status = response.status_code
+                if status < 400:
+                    try:
+                        payload = response.json()
+                    except ValueError as exc:
+                        raise EndpointError(
+                            self._scrub(f"{where}: HTTP {status} with a body that is not JSON")
+                        ) from exc
+                    if not isinstance(payload, dict):
+                        raise EndpointError(f"{where}: HTTP {status} with a non-object JSON body")
+                    return payload
+                last = f"HTTP {status} {response.reason_phrase}: {_error_detail(response)}"
+                if status != 429 and status < 500:
+                    raise EndpointError(self._scrub(f"{where} failed: {last}"))
+                retry_after = _retry_after_s(response)
+            if attempt == self.max_retries:
+                break
+            # Exponential backoff with full jitter; a server's Retry-After is a lower bound.
+            delay = self._jitter.uniform(
+                0.0, min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
+            )
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self.backoff_max_s))
+            log.info(
+                "%s: %s; retry %d/%d in %.2fs",
+                where,
+                self._scrub(last),
+                attempt + 1,
+                self.max_retries,
+                delay,
+            )
+            time.sleep(delay)
+        raise EndpointError(
+            self._scrub(f"{where} failed after {self.max_retries + 1} attempt(s): {last}")
+        )
+
+    def _scrub(self, text: str) -> str:
+        """Remove the API key from text that may echo it (a server may quote our headers)."""
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    # -- responses --------------------------------------------------------------------------
+
+    def _assemble(
+        self, request: Request, replies: dict[int, dict[str, Any] | str], latency_s: float
+    ) -> Completion:
+        try:
+            if request.kind is RequestKind.GENERATE:
+                reply = replies[-1]
+                if isinstance(reply, str):
+                    return Completion(error=reply, latency_s=latency_s)
+                completion = _parse_generation(reply, request.stop, self.spec.serving.chat_template)
+            else:
+                completion = self._parse_loglikelihood(request, replies)
+        except ValueError as exc:
+            return Completion(error=self._scrub(str(exc)), latency_s=latency_s)
+        return _with_latency(completion, latency_s)
+
+    def _parse_loglikelihood(
+        self, request: Request, replies: dict[int, dict[str, Any] | str]
+    ) -> Completion:
+        choices = []
+        errors = []
+        prompt_tokens = 0
+        for j, continuation in enumerate(request.continuations):
+            if not continuation:
+                choices.append(ChoiceScore(continuation, 0.0, 0, 0, 0, is_greedy=True))
+                continue
+            reply = replies[j]
+            if isinstance(reply, str):
+                errors.append(f"continuation {j}: {reply}")
+                continue
+            try:
+                score, n_prompt = _score_continuation(reply, request.prompt, continuation)
+            except ValueError as exc:
+                errors.append(f"continuation {j}: {exc}")
+                continue
+            choices.append(score)
+            prompt_tokens = prompt_tokens or n_prompt
+        if errors:
+            return Completion(error="; ".join(errors))
+        return Completion(prompt_tokens=prompt_tokens, choices=tuple(choices))
+
+
+def _with_latency(completion: Completion, latency_s: float) -> Completion:
+    return Completion(
+        text=completion.text,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        token_logprobs=completion.token_logprobs,
+        choices=completion.choices,
+        latency_s=latency_s,
+        error=completion.error,
+    )
+
+
+def _first_choice(reply: dict[str, Any]) -> dict[str, Any]:
+    choices = reply.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ValueError("endpoint reply has no 'choices'")
+    return choices[0]
+
+
+def _parse_generation(reply: dict[str, Any], stop: Sequence[str], chat: bool) -> Completion:
+    choice = _first_choice(reply)
+    usage = reply.get("usage") or {}
+    logprobs = choice.get("logprobs") or {}
+    tokens: list[str] = []
+    values: list[float] = []
+    if chat:
+        message = choice.get("message") or {}
+        text = message.get("content") or ""
+        for entry in logprobs.get("content") or []:
+            tokens.append(entry.get("token", ""))
+            values.append(entry.get("logprob"))
+    else:
+        text = choice.get("text") or ""
+        tokens = list(logprobs.get("tokens") or [])
+        values = list(logprobs.get("token_logprobs") or [])
+    # Stops beyond the server's limit (or ignored by a lax server) are applied here.
+    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=-1)
+    if cut >= 0:
+        text = text[:cut]
+        kept, length = 0, 0
+        for token in tokens:
+            if length + len(token) > cut:
+                break
+            length += len(token)
+            kept += 1
+        values = values[:kept]
+    if any(v is None for v in values):
+        values = []  # partial logprobs would misalign with tokens; report none
+    completion_tokens = usage.get("completion_tokens")
+    return Completion(
+        text=text,
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(completion_tokens if completion_tokens is not None else len(values)),
+        token_logprobs=tuple(float(v) for v in values),
+    )
+
+
+def _score_continuation(
+    reply: dict[str, Any], prompt: str, continuation: str
+) -> tuple[ChoiceScore, int]:
+    """Sum the echoed log-probabilities of the tokens covering ``continuation``.
+
+    Returns the score and the number of tokens before the continuation.
+    """
+    choice = _first_choice(reply)
+    logprobs = choice.get("logprobs")
+    if not isinstance(logprobs, dict):
+        raise ValueError(f"{NO_PROMPT_LOGPROBS} (no 'logprobs' in the reply)")
+    tokens = logprobs.get("tokens")
+    values = logprobs.get("token_logprobs")
+    offsets = logprobs.get("text_offset")
+    if not tokens or not values or not offsets:
+        raise ValueError(f"{NO_PROMPT_LOGPROBS} (no tokens, token_logprobs or text_offset)")
+    if not (len(tokens) == len(values) == len(offsets)):
+        raise ValueError(
+            "endpoint reply has tokens, token_logprobs and text_offset of unequal length"
+        )
+    full = prompt + continuation
+    echoed = choice.get("text") or ""
+    if not echoed.startswith(full):
+        raise ValueError(f"{NO_PROMPT_LOGPROBS} (the reply does not echo the prompt)")
+    # Tokens at offset >= len(full) were generated, not echoed.
+    n_echoed = sum(1 for off in offsets if off < len(full))
+    if n_echoed == 0:
+        raise ValueError(f"{NO_PROMPT_LOGPROBS} (no echoed tokens)")
+    # First continuation token: the last one starting at or before the boundary, so a token
+    # straddling it counts towards the continuation.
+    start = max(i for i in range(n_echoed) if offsets[i] <= len(prompt))
+    span = range(start, n_echoed)
+    picked = [values[i] for i in span]
+    if any(v is None for v in picked):
+        raise ValueError(
+            f"{NO_PROMPT_LOGPROBS} (no log-probability for a continuation token; "
+            "an empty prompt leaves the first token unscored)"
+        )
+    top = logprobs.get("top_logprobs")
+    is_greedy = False
+    if isinstance(top, list) and len(top) >= n_echoed:
+        is_greedy = all(_is_argmax(tokens[i], values[i], top[i]) for i in span)
+    score = ChoiceScore(
+        text=continuation,
+        logprob=float(sum(picked)),
+        n_tokens=len(span),
+        n_chars=len(continuation),
+        n_bytes=len(continuation.encode("utf-8")),
+        is_greedy=is_greedy,
+    )
+    return score, start
+
+
+def _is_argmax(token: str, value: float, top: Any) -> bool:
+    if not isinstance(top, dict) or not top:
+        return False
+    best = max(float(v) for v in top.values())
+    # The served token may be absent from a top-1 list when another token wins.
+    return float(value) >= best - 1e-6
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """A short reason from an error body: OpenAI's ``error.message`` or the first bytes."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return response.text[:200].strip() or "(empty body)"
+    if isinstance(payload, dict):
+        err = payload.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:200]
+        if isinstance(err, str):
+            return err[:200]
+        if payload.get("detail"):
+            return str(payload["detail"])[:200]
+    return str(payload)[:200]
+
+
+def _retry_after_s(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date; the exponential backoff is used instead

@@ -1,0 +1,479 @@
+"""An OpenAI-compatible HTTP server in front of any ``ModelClient``.
+
+Endpoints: ``GET /v1/models``, ``POST /v1/completions`` and ``POST /v1/chat/completions``.
+Concurrent HTTP requests are gathered by a ``RequestBatcher`` into one ``complete()`` call,
+which is what makes a local model worth serving. Decisions a caller should know:
+
+- Generation is always greedy; ``temperature``/``top_p``/``seed`` are accepted and ignored.
+  ``n`` must be 1 and ``stream`` false.
+- ``echo=true`` with ``logprobs`` returns per-token prompt log-probabilities: exact model
+  tokens when the client implements ``PromptScorer``, word pieces scored through the client's
+  log-likelihood path otherwise (see ``assay.serving.prompt_logprobs``). Generated tokens
+  (``max_tokens > 0``) are appended to ``text`` but not listed in the echoed ``logprobs``.
+- A ``ModelClient`` reports per-token log-probabilities of generated text without the token
+  strings, so a generation's ``logprobs`` has ``token_logprobs`` and ``tokens: null``.
+- Chat: one user message, optionally after one system message, which must equal the served
+  model's configured system prompt (the client applies its own chat template and system
+  turn; the server cannot substitute another). A client whose spec has no chat template is
+  refused for chat requests.
+- A request the model fails on answers 422 (retrying the same input will not help); a model
+  client that raises answers 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from assay.digests import digest_json
+from assay.models.base import ModelClient
+from assay.records import Completion, Request, RequestKind
+from assay.serving.batcher import BatchStats, RequestBatcher
+from assay.serving.prompt_logprobs import (
+    PromptLogprobs,
+    PromptScorer,
+    assemble_pieces,
+    piece_requests,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /completions
+DEFAULT_CHAT_MAX_TOKENS = 256
+
+
+class ApiError(Exception):
+    """An error answered to the caller in OpenAI's ``{"error": {...}}`` shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.param = param
+
+    def response(self) -> JSONResponse:
+        body = {
+            "error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}
+        }
+        return JSONResponse(body, status_code=self.status)
+
+
+class OpenAIServer:
+    """The ASGI app and the batcher serving one ``ModelClient`` under one model name."""
+
+    def __init__(
+        self,
+        client: ModelClient,
+        *,
+        model_name: str | None = None,
+        batch_window_s: float = 0.01,
+        max_batch: int = 64,
+    ) -> None:
+        spec = getattr(client, "spec", None)
+        self.client = client
+        self.model_name = model_name or getattr(spec, "key", None) or "assay-model"
+        serving = getattr(spec, "serving", None)
+        self.chat_template: bool | None = getattr(serving, "chat_template", None)
+        self.system_prompt: str | None = getattr(serving, "system_prompt", None)
+        self.batcher = RequestBatcher(client, window_s=batch_window_s, max_batch=max_batch)
+        self._digest: str | None = None
+        self.app = Starlette(
+            routes=[
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1/completions", self._completions, methods=["POST"]),
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            ]
+        )
+
+    def close(self) -> None:
+        self.batcher.close()
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    async def _models(self, _: HttpRequest) -> JSONResponse:
+        if self._digest is None:
+            # Digesting weights may read a large file; keep the event loop free meanwhile.
+            self._digest = await run_in_threadpool(lambda: self.client.artifact_digest)
+        entry = {
+            "id": self.model_name,
+            "object": "model",
+            "owned_by": "assay",
+            "root": self.model_name,
+            "artifact_digest": self._digest,
+        }
+        return JSONResponse({"object": "list", "data": [entry]})
+
+    async def _completions(self, http: HttpRequest) -> JSONResponse:
+        try:
+            body = await _json_body(http)
+            self._check_common(body)
+            prompts = _prompts(body)
+            max_tokens = _int_field(body, "max_tokens", DEFAULT_MAX_TOKENS)
+            stop = _stop(body)
+            echo = _bool_field(body, "echo", False)
+            logprobs = body.get("logprobs")
+            if logprobs is not None and (
+                isinstance(logprobs, bool)
+                or not isinstance(logprobs, int)
+                or not 0 <= logprobs <= 5
+            ):
+                raise ApiError(400, "'logprobs' must be an integer from 0 to 5", param="logprobs")
+            choices = await asyncio.gather(
+                *(
+                    self._one_completion(p, max_tokens, stop, echo, logprobs is not None)
+                    for p in prompts
+                )
+            )
+        except ApiError as err:
+            return err.response()
+        for i, choice in enumerate(choices):
+            choice["index"] = i
+        usage = {
+            "prompt_tokens": sum(c.pop("_prompt_tokens") for c in choices),
+            "completion_tokens": sum(c.pop("_completion_tokens") for c in choices),
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return JSONResponse(
+            {
+                "id": "cmpl-" + digest_json([prompts, max_tokens, list(stop), echo])[:24],
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": self.model_name,
+                "choices": choices,
+                "usage": usage,
+            }
+        )
+
+    async def _one_completion(
+        self, prompt: str, max_tokens: int, stop: tuple[str, ...], echo: bool, want_logprobs: bool
+    ) -> dict[str, Any]:
+        generated: Completion | None = None
+        scored: PromptLogprobs | None = None
+        waits = []
+        if max_tokens > 0 or not echo:
+            request = Request(
+                "http", RequestKind.GENERATE, prompt, max_tokens=max_tokens, stop=stop
+            )
+            waits.append(self._complete_one(request))
+        if echo and want_logprobs:
+            waits.append(self._score_prompt(prompt))
+        results = await asyncio.gather(*waits)
+        if max_tokens > 0 or not echo:
+            generated = results[0]
+        if echo and want_logprobs:
+            scored = results[-1]
+
+        text = generated.text if generated is not None else ""
+        logprobs: dict[str, Any] | None = None
+        if scored is not None:
+            logprobs = scored.to_openai()
+        elif want_logprobs and generated is not None:
+            logprobs = {
+                "tokens": None,
+                "text_offset": None,
+                "top_logprobs": None,
+                "token_logprobs": list(generated.token_logprobs),
+            }
+        n_generated = generated.completion_tokens if generated is not None else 0
+        if generated is not None and generated.prompt_tokens:
+            n_prompt = generated.prompt_tokens
+        else:
+            n_prompt = len(scored.tokens) if scored is not None else 0
+        return {
+            "text": prompt + text if echo else text,
+            "logprobs": logprobs,
+            "finish_reason": "length" if max_tokens and n_generated >= max_tokens else "stop",
+            "_prompt_tokens": n_prompt,
+            "_completion_tokens": n_generated,
+        }
+
+    async def _chat(self, http: HttpRequest) -> JSONResponse:
+        try:
+            body = await _json_body(http)
+            self._check_common(body)
+            prompt = self._chat_prompt(body.get("messages"))
+            default = body.get("max_completion_tokens", DEFAULT_CHAT_MAX_TOKENS)
+            max_tokens = _int_field(body, "max_tokens", default)
+            stop = _stop(body)
+            want_logprobs = _bool_field(body, "logprobs", False)
+            request = Request(
+                "http", RequestKind.GENERATE, prompt, max_tokens=max_tokens, stop=stop
+            )
+            completion = await self._complete_one(request)
+        except ApiError as err:
+            return err.response()
+        logprobs = None
+        if want_logprobs:
+            logprobs = {
+                "content": [
+                    {"token": None, "logprob": v, "top_logprobs": []}
+                    for v in completion.token_logprobs
+                ]
+            }
+        finish = "length" if max_tokens and completion.completion_tokens >= max_tokens else "stop"
+        usage = {
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+        }
+        return JSONResponse(
+            {
+                "id": "chatcmpl-" + digest_json([prompt, max_tokens, list(stop)])[:24],
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self.model_name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": completion.text},
+                        "logprobs": logprobs,
+                        "finish_reason": finish,
+                    }
+                ],
+                "usage": usage,
+            }
+        )
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _check_common(self, body: dict[str, Any]) -> None:
+        model = body.get("model")
+        if model is not None and model != self.model_name:
+            raise ApiError(
+                404,
+                f"model {model!r} is not served here; this server serves {self.model_name!r}",
+                kind="not_found_error",
+                param="model",
+            )
+        if body.get("n", 1) != 1:
+            raise ApiError(400, "only n=1 is supported", param="n")
+        if body.get("stream"):
+            raise ApiError(400, "streaming is not supported", param="stream")
+
+    def _chat_prompt(self, messages: Any) -> str:
+        if self.chat_template is False:
+            raise ApiError(
+                400,
+                f"model {self.model_name!r} is served without a chat template; use /v1/completions",
+            )
+        if not isinstance(messages, list) or not messages:
+            raise ApiError(400, "'messages' must be a non-empty list", param="messages")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("content"), str):
+                raise ApiError(
+                    400, f"messages[{i}] needs a 'role' and a string 'content'", param="messages"
+                )
+        roles = [m.get("role") for m in messages]
+        if roles not in (["user"], ["system", "user"]):
+            raise ApiError(
+                400,
+                "only a single user message, optionally after one system "
+                f"message, is supported; got roles {roles}",
+                param="messages",
+            )
+        if roles[0] == "system" and messages[0]["content"] != (self.system_prompt or ""):
+            raise ApiError(
+                400,
+                "the system message must equal the served model's configured system prompt",
+                param="messages",
+            )
+        return messages[-1]["content"]
+
+    async def _complete_one(self, request: Request) -> Completion:
+        try:
+            completion = await asyncio.wrap_future(self.batcher.submit([request])[0])
+        except Exception as exc:
+            log.warning("model client raised: %s", exc)
+            raise ApiError(500, f"model client failed: {exc}", kind="server_error") from exc
+        if completion.error is not None:
+            raise ApiError(422, f"model error: {completion.error}", kind="model_error")
+        return completion
+
+    async def _score_prompt(self, text: str) -> PromptLogprobs:
+        try:
+            if isinstance(self.client, PromptScorer):
+                future = self.batcher.submit_prompt_scores([text])[0]
+                return await asyncio.wrap_future(future)
+            futures = self.batcher.submit(piece_requests(text))
+            completions = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        except Exception as exc:
+            log.warning("model client raised: %s", exc)
+            raise ApiError(500, f"model client failed: {exc}", kind="server_error") from exc
+        try:
+            return assemble_pieces(text, completions)
+        except ValueError as exc:
+            raise ApiError(422, f"model error: {exc}", kind="model_error") from exc
+
+
+async def _json_body(http: HttpRequest) -> dict[str, Any]:
+    try:
+        body = await http.json()
+    except ValueError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+def _prompts(body: dict[str, Any]) -> list[str]:
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        return prompt
+    raise ApiError(
+        400,
+        "'prompt' must be a string or a non-empty list of strings (token ids are not supported)",
+        param="prompt",
+    )
+
+
+def _int_field(body: dict[str, Any], name: str, default: int) -> int:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ApiError(400, f"{name!r} must be a non-negative integer, got {value!r}", param=name)
+    return value
+
+
+def _bool_field(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ApiError(400, f"{name!r} must be true or false, got {value!r}", param=name)
+    return value
+
+
+def _stop(body: dict[str, Any]) -> tuple[str, ...]:
+    stop = body.get("stop")
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        return (stop,)
+    if isinstance(stop, list) and all(isinstance(s, str) and s for s in stop):
+        return tuple(stop)
+    raise ApiError(400, "'stop' must be a string or a list of non-empty strings", param="stop")
+
+
+# -- running it -----------------------------------------------------------------------------
+
+
+def serve(client: ModelClient, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
+    """Serve ``client`` until interrupted (``options`` go to ``OpenAIServer``)."""
+    server = OpenAIServer(client, **options)
+    try:
+        uvicorn.run(server.app, host=host, port=port, log_level="info")
+    finally:
+        server.close()
+
+
+@dataclass
+class BackgroundApp:
+    """An ASGI app running on a background thread (see ``asgi_in_background``)."""
+
+    host: str
+    port: int
+    _uvicorn: uvicorn.Server
+    _thread: threading.Thread
+
+    @property
+    def base_url(self) -> str:
+        """The ``/v1`` URL, as an ``openai:`` source expects it."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    def stop(self, force: bool = False) -> None:
+        """Stop listening; ``force`` drops requests in flight instead of finishing them."""
+        self._uvicorn.should_exit = True
+        self._uvicorn.force_exit = force
+        self._thread.join(30)
+
+
+@dataclass
+class RunningServer:
+    """An ``OpenAIServer`` running on a background thread (see ``serving_in_background``)."""
+
+    server: OpenAIServer
+    app: BackgroundApp
+
+    @property
+    def base_url(self) -> str:
+        return self.app.base_url
+
+    @property
+    def port(self) -> int:
+        return self.app.port
+
+    @property
+    def stats(self) -> BatchStats:
+        return self.server.batcher.stats
+
+    def stop(self, force: bool = False) -> None:
+        self.app.stop(force)
+
+
+@contextlib.contextmanager
+def serving_in_background(
+    client: ModelClient | OpenAIServer, host: str = "127.0.0.1", port: int = 0, **options: Any
+) -> Iterator[RunningServer]:
+    """Serve on a background thread; ``port=0`` picks a free port.
+
+    Given a ``ModelClient``, a new ``OpenAIServer`` is made and closed on exit; given an
+    ``OpenAIServer`` (e.g. to start it again after a stop), it is left open.
+    """
+    owned = not isinstance(client, OpenAIServer)
+    server = OpenAIServer(client, **options) if owned else client
+    try:
+        with asgi_in_background(server.app, host, port) as app:
+            yield RunningServer(server, app)
+    finally:
+        if owned:
+            server.close()
+
+
+@contextlib.contextmanager
+def asgi_in_background(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[BackgroundApp]:
+    """Run any ASGI app with uvicorn on a background thread until the block ends."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    runner = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=runner.run, kwargs={"sockets": [sock]}, name="assay-http-server", daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not runner.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            sock.close()
+            raise RuntimeError(f"the HTTP server did not start on {host}:{port}")
+        time.sleep(0.01)
+    running = BackgroundApp(host, sock.getsockname()[1], runner, thread)
+    try:
+        yield running
+    finally:
+        running.stop()
+        sock.close()
