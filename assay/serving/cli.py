@@ -1,0 +1,42 @@
+"""Command-line helpers for ``assay serve``: serve one model over the OpenAI-compatible API."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from assay.models.base import ModelSpec, ServingConfig
+from assay.models.factory import build_client
+from assay.serving.openai_server import serve
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``assay serve`` to ``parser``."""
+    parser.add_argument("source", help="model source, e.g. bundled:smollm2-135m-instruct")
+    parser.add_argument("--name", default=None, help="model id to serve under (default: key)")
+    parser.add_argument("--key", default="served@v1", help="model version key for the spec")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--chat-template", action="store_true", help="wrap prompts as chat turns")
+    parser.add_argument("--system-prompt", default=None)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-window-ms", type=float, default=10.0)
+    parser.add_argument("--cache-dir", type=Path, default=Path(".assay/cache"))
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    """Build the client the arguments name and serve it until interrupted."""
+    serving = ServingConfig(
+        chat_template=args.chat_template,
+        system_prompt=args.system_prompt,
+        batch_size=args.batch_size,
+    )
+    client = build_client(ModelSpec(args.key, args.source, serving), args.cache_dir)
+    serve(
+        client,
+        host=args.host,
+        port=args.port,
+        model_name=args.name,
+        batch_window_s=args.batch_window_ms / 1000,
+        max_batch=max(args.batch_size * 4, 1),
+    )

@@ -1,0 +1,95 @@
+"""Requests per second through the OpenAI-compatible HTTP path against the same client in process.
+
+Run from the repository root:  python benchmarks/bench_http.py [--n 16] [--max-tokens 4]
+
+All in one run, on the bundled SmolLM2-135M-Instruct and the same requests:
+(a) ``TransformersClient.complete`` called in process (the reference);
+(b) ``OpenAIClient`` → loopback HTTP → ``assay.serving`` (batching concurrent requests) → the
+    same ``TransformersClient`` instance;
+and the ratio HTTP / in process, for greedy generation and for log-likelihood. Log-likelihood
+over HTTP goes through ``echo`` + prompt log-probabilities, which the server answers by scoring
+each word piece of prompt+continuation (see ``assay.serving.prompt_logprobs``): that path does
+more model work than the in-process call, and the ratio shows how much it costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from assay.models.base import ModelSpec, ServingConfig
+from assay.models.bundled import BUNDLED_SOURCE
+from assay.models.openai_backend import OpenAIClient
+from assay.models.transformers_backend import TransformersClient
+from assay.records import Request, RequestKind
+from assay.serving import serving_in_background
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _requests(n: int, max_tokens: int) -> tuple[list[Request], list[Request]]:
+    gen = [
+        Request(
+            f"g{i}",
+            RequestKind.GENERATE,
+            f"Question {i}: name a city in Europe.\nAnswer:",
+            max_tokens=max_tokens,
+        )
+        for i in range(n)
+    ]
+    ll = [
+        Request(
+            f"l{i}",
+            RequestKind.LOGLIKELIHOOD,
+            f"Item {i}. The capital of France is",
+            continuations=(" Paris", " Rome"),
+        )
+        for i in range(n)
+    ]
+    return gen, ll
+
+
+def _rate(label: str, fn, n: int) -> float:
+    start = time.perf_counter()
+    completions = fn()
+    seconds = time.perf_counter() - start
+    errors = [c.error for c in completions if c.error]
+    if errors:
+        raise SystemExit(f"{label}: {len(errors)} failed, first: {errors[0]}")
+    rate = n / seconds
+    print(f"  {label:<28} {seconds:7.2f} s  {rate:8.2f} req/s")
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+
+    spec = ModelSpec("smollm2-135m-instruct@v1", BUNDLED_SOURCE, ServingConfig(batch_size=16))
+    local = TransformersClient(spec, REPO / ".assay" / "cache")
+    gen, ll = _requests(args.n, args.max_tokens)
+    local.complete(gen[:1] + ll[:1])  # load (and convert) the model outside the timings
+
+    with serving_in_background(local) as running:
+        remote_spec = ModelSpec("remote@v1", f"openai:{running.base_url}#{spec.key}")
+        with OpenAIClient(remote_spec, max_concurrency=args.concurrency) as remote:
+            remote.complete(gen[:1])  # open connections outside the timings
+            for kind, requests in (("generate", gen), ("loglikelihood", ll)):
+                print(f"{kind}: {len(requests)} requests")
+                n = len(requests)
+                ref = _rate("in process (reference)", lambda r=requests: local.complete(r), n)
+                http = _rate("HTTP via assay.serving", lambda r=requests: remote.complete(r), n)
+                print(f"  ratio HTTP / in process     {http / ref:7.2f}x")
+        stats = running.stats
+        print(
+            f"server batches: {stats.calls} complete() calls for {stats.requests} requests, "
+            f"largest {stats.largest}"
+        )
+
+
+if __name__ == "__main__":
+    main()
