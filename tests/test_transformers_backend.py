@@ -269,10 +269,16 @@ def test_directory_digest_tracks_model_files_only(tmp_path: Path) -> None:
     (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
     (model / "tokenizer.json").write_text("{}")
     (model / "chat_template.jinja").write_text("{{ messages }}")
+    (model / "merges.txt").write_text("a b")
     (model / "README.md").write_text("hello")
+    (model / "LICENSE").write_text("terms")
     cache = tmp_path / "cache"
     first = directory_digest(model, cache)
     (model / "README.md").write_text("a different readme")
+    (model / "LICENSE").write_text("other terms")
     assert directory_digest(model, cache) == first
     (model / "chat_template.jinja").write_text("{{ messages }} changed")
-    assert directory_digest(model, cache) != first
+    second = directory_digest(model, cache)
+    assert second != first
+    (model / "merges.txt").write_text("a b\nb c")  # BPE merges are tokenizer content
+    assert directory_digest(model, cache) != second

@@ -43,8 +43,10 @@ from assay.records import ChoiceScore, Completion, Request, RequestKind
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _SCHEMES = ("bundled", "gguf", "hf")
-# Files of an HF directory that do not change what the model computes.
-_IGNORED_SUFFIXES = (".md", ".txt")
+# Files of an HF directory that do not change what the model computes (merges.txt does, so
+# .txt files in general are kept).
+_IGNORED_SUFFIXES = (".md",)
+_IGNORED_PREFIXES = ("LICENSE", "NOTICE", "USE_POLICY", ".")
 _CONVERSION_MARKER = "assay-conversion.json"
 
 
@@ -110,9 +112,9 @@ def directory_digest(directory: Path, cache_dir: Path) -> str:
         p
         for p in directory.iterdir()
         if p.is_file()
-        and not p.name.startswith(".")
+        and not p.name.startswith(_IGNORED_PREFIXES)
         and not p.name.endswith(_IGNORED_SUFFIXES)
-        and p.name not in ("LICENSE", _CONVERSION_MARKER)
+        and p.name != _CONVERSION_MARKER
     )
     return digest_json(
         {"format": "hf", "files": {p.name: memoized_file_digest(p, cache_dir) for p in files}}
