@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from assay.adapters import build_requests
 from assay.models.base import ModelClient
 from assay.records import Instance, ModelOutput
 from assay.scenarios import split
@@ -78,8 +77,8 @@ def evaluate(
     train: Sequence[Instance] = (),
     progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationRun:
-    """Build the requests for ``instances`` and run them through ``client``."""
-    requests = build_requests(config.adapter, instances, train)
+    """Build the requests of every prompt variant for ``instances`` and run them."""
+    requests = config.build_requests(instances, train)
     start = time.perf_counter()
     completions = client.complete(requests, progress)
     wall = time.perf_counter() - start
