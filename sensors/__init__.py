@@ -1,14 +1,16 @@
 """Dagster sensors and schedules of assay."""
 
+from sensors.evaluations import evaluation_recorder_sensor
 from sensors.promotion import model_promotion_sensor
 from sensors.schedules import nightly_alias_reevaluation, rankings_refresh_sensor
 
-all_sensors = [model_promotion_sensor, rankings_refresh_sensor]
+all_sensors = [model_promotion_sensor, evaluation_recorder_sensor, rankings_refresh_sensor]
 all_schedules = [nightly_alias_reevaluation]
 
 __all__ = [
     "all_schedules",
     "all_sensors",
+    "evaluation_recorder_sensor",
     "model_promotion_sensor",
     "nightly_alias_reevaluation",
     "rankings_refresh_sensor",

@@ -26,7 +26,8 @@ from assets.partitions import MODEL_VERSION, model_version_partitions
 from assets.registry import resolved_metadata
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
 
-EVALUATION_ASSETS = AssetSelection.assets("model_outputs", "instance_scores", "metric_tables")
+EVALUATION_KEYS = [AssetKey(k) for k in ("model_outputs", "instance_scores", "metric_tables")]
+EVALUATION_ASSETS = AssetSelection.assets(*EVALUATION_KEYS)
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
@@ -50,7 +51,7 @@ def evaluation_run_request(key: str, scenarios: list[str], run_key: str, reason:
     """One run evaluating version ``key`` on every scenario: a partition-range run."""
     return RunRequest(
         run_key=run_key,
-        asset_selection=list(EVALUATION_ASSETS.resolve_keys()),
+        asset_selection=EVALUATION_KEYS,
         tags={
             RANGE_START: f"{key}|{scenarios[0]}",
             RANGE_END: f"{key}|{scenarios[-1]}",
