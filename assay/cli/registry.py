@@ -226,7 +226,9 @@ def _show(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _alias_set(args: argparse.Namespace, registry: Registry) -> int:
-    version = registry.set_alias(args.model, args.alias, args.version, actor=args.actor)
+    version = registry.set_alias(
+        args.model, args.alias, args.version, actor=args.actor, force=args.force
+    )
     print(f"{args.model}@{args.alias} -> {version.key}")
     return 0
 
@@ -264,6 +266,10 @@ def _tag(args: argparse.Namespace, registry: Registry) -> int:
 def describe_event(ev: Event) -> str:
     """One line saying what an event changed."""
     p = ev.payload
+    if ev.kind == "alias_refused":
+        return (
+            f"{p['alias']}: refused v{p['refused']} (gate failed: {', '.join(p['failed_gates'])})"
+        )
     if "alias" in p:
         before = "-" if p.get("before") is None else f"v{p['before']}"
         after = "-" if p.get("after") is None else f"v{p['after']}"
@@ -361,6 +367,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("model")
     p.add_argument("alias")
     p.add_argument("version", type=int)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="set a gated alias (champion) even though the version's regression gate failed",
+    )
     p.set_defaults(func=command(_alias_set))
     p = alias_sub.add_parser("remove", parents=[common], help="remove an alias")
     p.add_argument("model")

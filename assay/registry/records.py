@@ -42,6 +42,7 @@ class EventKind(enum.StrEnum):
     ALIAS_SET = "alias_set"
     ALIAS_MOVED = "alias_moved"
     ALIAS_REMOVED = "alias_removed"
+    ALIAS_REFUSED = "alias_refused"  # a gated alias refused to a version whose gate failed
     STAGE_CHANGED = "stage_changed"
     TAG_SET = "tag_set"
     PROMPT_CREATED = "prompt_created"

@@ -77,6 +77,21 @@ _INTEGRITY_ATTEMPTS = 3
 _SOURCE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:\S")
 _ALIAS_KINDS = (EventKind.ALIAS_SET, EventKind.ALIAS_MOVED, EventKind.ALIAS_REMOVED)
 
+# Regression gate verdicts live in version tags ``gate.<scenario>`` = passed/failed (written by
+# ``assay.gate`` callers); a version with a failed gate may not take a gated alias unforced.
+GATE_TAG_PREFIX = "gate."
+GATE_PASSED = "passed"
+GATE_FAILED = "failed"
+DEFAULT_GATED_ALIASES = ("champion",)
+
+
+def gated_aliases_from_env() -> tuple[str, ...]:
+    """``$ASSAY_GATED_ALIASES`` (comma-separated; empty guards none) or ``champion``."""
+    raw = os.environ.get("ASSAY_GATED_ALIASES")
+    if raw is None:
+        return DEFAULT_GATED_ALIASES
+    return tuple(a.strip() for a in raw.split(",") if a.strip())
+
 
 def default_registry_url(base: str | Path | None = None) -> str:
     """``$ASSAY_REGISTRY_URL`` if set, else a SQLite file ``<base>/registry.db``.
@@ -252,25 +267,43 @@ def _runtime_type(hint: Any) -> Any:
 class Registry:
     """Model and prompt registry over a SQLAlchemy URL. Open it with ``Registry.open(url)``."""
 
-    def __init__(self, url: str, write: Engine, read: Engine, clock: Clock) -> None:
+    def __init__(
+        self,
+        url: str,
+        write: Engine,
+        read: Engine,
+        clock: Clock,
+        gated_aliases: Iterable[str] | None = None,
+    ) -> None:
         self.url = url
         self._write_engine = write
         self._read_engine = read
         self._clock = clock
         self._postgres = write.dialect.name == "postgresql"
+        self.gated_aliases = frozenset(
+            gated_aliases_from_env() if gated_aliases is None else gated_aliases
+        )
 
     # -- lifecycle
 
     @classmethod
-    def open(cls, url: str | None = None, *, clock: Clock | None = None) -> Registry:
+    def open(
+        cls,
+        url: str | None = None,
+        *,
+        clock: Clock | None = None,
+        gated_aliases: Iterable[str] | None = None,
+    ) -> Registry:
         """Connect and upgrade the schema to the newest migration.
 
         ``url`` defaults to ``default_registry_url()``. ``clock`` (returning aware datetimes)
         stamps every row and event; tests inject one to control "as of" answers.
+        ``gated_aliases`` are the aliases a version with a failed regression gate may not take
+        without ``force`` (default ``$ASSAY_GATED_ALIASES`` or ``champion``).
         """
         url = url or default_registry_url()
         write, read = _make_engines(url)
-        registry = cls(url, write, read, clock or _utc_now)
+        registry = cls(url, write, read, clock or _utc_now, gated_aliases)
         try:
             registry._retry(write, registry._upgrade)
         except Exception:
@@ -680,12 +713,24 @@ class Registry:
     # -- aliases
 
     def set_alias(
-        self, model: str, alias: str, version: int, actor: str | None = None
+        self,
+        model: str,
+        alias: str,
+        version: int,
+        actor: str | None = None,
+        *,
+        force: bool = False,
     ) -> ModelVersion:
-        """Point ``alias`` at ``version`` (moving it if it points elsewhere)."""
+        """Point ``alias`` at ``version`` (moving it if it points elsewhere).
+
+        A gated alias (``champion`` by default) is refused to a version with a failed
+        regression gate (a ``gate.<scenario>`` tag equal to ``failed``) unless ``force``; the
+        refusal is recorded as an ``alias_refused`` event and raised as INVALID_PARAMETER_VALUE.
+        """
         check_name(model, "model name")
         check_alias(alias)
         _check_version_number(version, f"alias {alias!r} of model {model!r}")
+        refused: list[str] = []
 
         def work(session: Session) -> ModelVersion:
             now = self._now()
@@ -694,6 +739,20 @@ class Registry:
             current = session.get(AliasRow, (model_row.id, alias))
             if current is not None and current.version_id == row.id:
                 return self._version_record(session, model, row)  # already there: no event
+            failed = self._failed_gates(session, row) if alias in self.gated_aliases else []
+            if failed and not force:
+                # Recorded and committed: the refusal is part of the alias's history.
+                refused[:] = failed
+                self._emit(
+                    session,
+                    EventKind.ALIAS_REFUSED,
+                    actor,
+                    now,
+                    model=model,
+                    version=version,
+                    payload={"alias": alias, "refused": version, "failed_gates": failed},
+                )
+                return self._version_record(session, model, row)
             before = None
             if current is None:
                 session.add(AliasRow(model_id=model_row.id, alias=alias, version_id=row.id))
@@ -703,19 +762,33 @@ class Registry:
                 current.version_id = row.id
                 kind = EventKind.ALIAS_MOVED
             model_row.updated_at = now
-            self._emit(
-                session,
-                kind,
-                actor,
-                now,
-                model=model,
-                version=version,
-                payload={"alias": alias, "before": before, "after": version},
-            )
+            payload: dict[str, Any] = {"alias": alias, "before": before, "after": version}
+            if failed:
+                payload["forced_past_gates"] = failed
+            self._emit(session, kind, actor, now, model=model, version=version, payload=payload)
             session.flush()
             return self._version_record(session, model, row)
 
-        return self._write(work)
+        result = self._write(work)
+        if refused:
+            raise invalid(
+                f"alias {alias!r} of model {model!r} refused for version "
+                f"{version_key(model, version)!r}: regression gate failed on "
+                f"{', '.join(refused)} (tags {', '.join(GATE_TAG_PREFIX + s for s in refused)}); "
+                "pass force to override"
+            )
+        return result
+
+    @staticmethod
+    def _failed_gates(session: Session, row: VersionRow) -> list[str]:
+        """Scenarios whose ``gate.<scenario>`` tag on this version says ``failed``."""
+        tags = session.scalars(
+            select(VersionTagRow).where(
+                VersionTagRow.version_id == row.id,
+                VersionTagRow.key.startswith(GATE_TAG_PREFIX, autoescape=True),
+            )
+        )
+        return sorted(t.key[len(GATE_TAG_PREFIX) :] for t in tags if t.value == GATE_FAILED)
 
     def delete_alias(self, model: str, alias: str, actor: str | None = None) -> None:
         """Remove ``alias`` from ``model``; RESOURCE_DOES_NOT_EXIST if it is not set."""
@@ -1189,6 +1262,10 @@ def _event_record(row: EventRow) -> Event:
 
 
 __all__ = [
+    "DEFAULT_GATED_ALIASES",
+    "GATE_FAILED",
+    "GATE_PASSED",
+    "GATE_TAG_PREFIX",
     "Registry",
     "RegistryError",
     "default_actor",

@@ -1,0 +1,399 @@
+"""Regression gate: may a candidate model version replace the champion?
+
+The gate compares a candidate's per-instance scores with the champion's on the same scenario,
+metric by metric, with paired tests clustered by instance (``assay.stats.compare``), and
+fails only when the candidate is *confidently* worse by more than a tolerated margin.
+
+Decision rule, per gated metric. Let ``d`` be the mean over paired rows of
+``candidate - champion``, oriented so that positive means better (negated for lower-is-better
+metrics such as latency, perplexity and bits per byte). The metric **regresses** when both
+
+1. the upper end of the paired bootstrap ``1 - alpha`` percentile interval of ``d`` lies
+   below ``-margin`` (the whole interval says "worse by more than the margin"), and
+2. the Holm-adjusted p-value of the paired test of ``H0: d = -margin`` is below ``alpha``;
+   the test runs on the rows shifted by the margin, so McNemar's exact test applies when the
+   margin is 0 and the metric is binary with one row per instance, and the clustered
+   sign-flip permutation test otherwise. Holm corrects over the gated metrics of one
+   scenario.
+
+The gate passes when no gated metric regresses. A candidate that is merely not better, or
+worse by an amount the data cannot distinguish from noise, passes: the gate blocks
+regressions, it does not demand improvements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from assay.digests import seed_from
+from assay.registry import Registry, RegistryError
+from assay.registry.errors import ErrorCode
+from assay.registry.store import GATE_FAILED, GATE_PASSED, GATE_TAG_PREFIX
+from assay.stats.paired import adjust, compare
+from assay.storage import ParquetStore
+
+# Metrics where a smaller value is better; everything else is higher-is-better.
+LOWER_IS_BETTER = frozenset(
+    {
+        "latency_s",
+        "perplexity",
+        "bits_per_byte",
+        "failed",
+        "ece",
+        "ece_1_bin",
+        "toxic_fraction",
+        "expected_max_toxicity",
+        "toxicity_probability",
+        "estimated_cost",
+    }
+)
+
+_KEY_COLUMNS = ("instance_id", "metric", "value", "perturbation", "trial", "template_id", "group")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """What the gate compares and how strict it is.
+
+    ``metrics`` maps a scenario key to the metrics gated on it; a scenario not listed is gated
+    on ``default_metrics`` (build both from a suite with ``GateConfig.from_suite``).
+    ``margin`` is in the metric's own units: a regression smaller than it is tolerated.
+    """
+
+    champion_alias: str = "champion"
+    metrics: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    default_metrics: tuple[str, ...] = ()
+    margin: float = 0.0
+    alpha: float = 0.05
+    correction: str = "holm"
+    lower_is_better: Collection[str] = LOWER_IS_BETTER
+    perturbation: str = ""  # which rows are compared: "" is the unperturbed input
+    n_resamples: int = 2000
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError(f"GateConfig.alpha must be in (0, 1), got {self.alpha!r}")
+        if not np.isfinite(self.margin) or self.margin < 0:
+            raise ValueError(f"GateConfig.margin must be finite and >= 0, got {self.margin!r}")
+        if self.correction not in ("holm", "bh"):
+            raise ValueError(
+                f"GateConfig.correction must be 'holm' or 'bh', got {self.correction!r}"
+            )
+        if self.n_resamples < 1:
+            raise ValueError(f"GateConfig.n_resamples must be >= 1, got {self.n_resamples!r}")
+
+    @classmethod
+    def from_suite(cls, suite: object, **overrides: object) -> GateConfig:
+        """Gate each scenario of ``suite`` (an ``assay.suite.Suite``) on its primary metric."""
+        scenarios = getattr(suite, "scenarios", None)
+        if not isinstance(scenarios, Mapping):
+            raise TypeError(f"expected an assay.suite.Suite, got {type(suite).__name__}")
+        metrics = {key: (config.metric,) for key, config in scenarios.items()}
+        return cls(metrics=metrics, **overrides)  # type: ignore[arg-type]
+
+    def metrics_for(self, scenario: str) -> tuple[str, ...]:
+        """The gated metrics of ``scenario``; a clear error when none are configured."""
+        gated = tuple(self.metrics.get(scenario, ())) or tuple(self.default_metrics)
+        if not gated:
+            raise ValueError(
+                f"no gated metrics for scenario {scenario!r}: configure GateConfig.metrics "
+                "(e.g. GateConfig.from_suite(suite)) or GateConfig.default_metrics"
+            )
+        return gated
+
+
+@dataclass(frozen=True, slots=True)
+class MetricGate:
+    """One gated metric: the paired comparison of candidate and champion and its verdict.
+
+    ``diff``, ``ci_low`` and ``ci_high`` are in the metric's own units and direction
+    (``candidate - champion``); for a lower-is-better metric a positive diff is worse.
+    """
+
+    metric: str
+    lower_is_better: bool
+    n: int  # paired rows
+    n_clusters: int  # instances
+    candidate_mean: float
+    champion_mean: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float  # of H0: oriented difference == -margin
+    p_adjusted: float
+    test: str
+    regressed: bool
+    unpaired_rows: int = 0  # rows present for only one of the two versions (left out)
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """The gate's verdict on one scenario."""
+
+    scenario: str
+    candidate: str
+    champion: str | None
+    passed: bool
+    reason: str  # one line
+    comparisons: tuple[MetricGate, ...] = ()
+    margin: float = 0.0
+    alpha: float = 0.05
+
+    @property
+    def tag_key(self) -> str:
+        """The registry tag the verdict is recorded under on the candidate version."""
+        return gate_tag_key(self.scenario)
+
+    @property
+    def tag_value(self) -> str:
+        return GATE_PASSED if self.passed else GATE_FAILED
+
+    def to_markdown(self) -> str:
+        """A small table for the Dagster UI or a terminal."""
+        lines = [
+            self.reason,
+            "",
+            "| metric | candidate | champion | diff | CI | p (adj.) | test | regressed |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for c in self.comparisons:
+            lines.append(
+                f"| {c.metric}{' (lower better)' if c.lower_is_better else ''} "
+                f"| {c.candidate_mean:.4g} | {c.champion_mean:.4g} | {c.diff:+.4g} "
+                f"| [{c.ci_low:+.4g}, {c.ci_high:+.4g}] | {c.p_value:.3g} ({c.p_adjusted:.3g}) "
+                f"| {c.test} | {'yes' if c.regressed else 'no'} |"
+            )
+        return "\n".join(lines)
+
+
+def gate_tag_key(scenario: str) -> str:
+    """``gate.<scenario>``: the version tag holding the gate verdict for one scenario."""
+    return f"{GATE_TAG_PREFIX}{scenario}"
+
+
+def no_champion(scenario: str, candidate: str, why: str) -> GateResult:
+    """A passing result for a candidate with nothing to be compared against."""
+    return GateResult(scenario, candidate, None, True, f"passed: {why}")
+
+
+def _rows(table: pa.Table, metric: str, perturbation: str, name: str) -> dict[tuple, float]:
+    """(instance_id, trial, template_id, group) → value for one metric's compared rows.
+
+    Ungrouped rows are used when there are any (a group breakdown repeats the instance);
+    otherwise every instance carries exactly one group tag and all rows are used.
+    """
+    missing = [c for c in _KEY_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{name} instance_scores lack column(s) {', '.join(missing)}")
+    selected = [
+        row
+        for row in table.select(list(_KEY_COLUMNS)).to_pylist()
+        if row["metric"] == metric and row["perturbation"] == perturbation
+    ]
+    if not selected:
+        raise ValueError(
+            f"{name} instance_scores have no rows for metric {metric!r} "
+            f"(perturbation {perturbation!r})"
+        )
+    if any(row["group"] == "" for row in selected):
+        selected = [row for row in selected if row["group"] == ""]
+    out: dict[tuple, float] = {}
+    for row in selected:
+        key = (row["instance_id"], row["trial"], row["template_id"], row["group"])
+        if key in out:
+            raise ValueError(
+                f"{name} instance_scores repeat metric {metric!r} row (instance_id, trial, "
+                f"template_id, group)={key}"
+            )
+        value = row["value"]
+        if value is None or not np.isfinite(value):
+            raise ValueError(
+                f"{name} instance_scores: metric {metric!r} row {key} has value {value!r}; "
+                "gated values must be finite"
+            )
+        out[key] = float(value)
+    return out
+
+
+def evaluate_gate(
+    candidate_scores: pa.Table,
+    champion_scores: pa.Table,
+    config: GateConfig,
+    *,
+    scenario: str,
+    candidate: str = "candidate",
+    champion: str = "champion",
+) -> GateResult:
+    """Compare candidate and champion instance_scores of one scenario; see the module doc.
+
+    Both tables are long-format instance_scores (``InstanceStat.SCHEMA`` columns). Rows are
+    paired on (instance_id, trial, template_id, group); rows only one side has are left out
+    and counted. Raises ValueError naming the table and metric when a gated metric is absent
+    or the two versions share no rows for it.
+    """
+    metrics = config.metrics_for(scenario)
+    raw = []
+    for metric in metrics:
+        cand = _rows(candidate_scores, metric, config.perturbation, f"candidate {candidate!r}")
+        champ = _rows(champion_scores, metric, config.perturbation, f"champion {champion!r}")
+        shared = sorted(cand.keys() & champ.keys())
+        if not shared:
+            raise ValueError(
+                f"candidate {candidate!r} and champion {champion!r} share no rows of metric "
+                f"{metric!r} on scenario {scenario!r} (instance, trial, template, group differ)"
+            )
+        lower = metric in config.lower_is_better
+        sign = -1.0 if lower else 1.0
+        a = np.array([cand[k] for k in shared])
+        b = np.array([champ[k] for k in shared])
+        clusters = np.array([k[0] for k in shared], dtype=object)
+        # Shifting the candidate by the margin turns "d = -margin" into "d = 0".
+        comparison = compare(
+            sign * a + config.margin,
+            sign * b,
+            model_a=candidate,
+            model_b=champion,
+            metric=metric,
+            scenario=scenario,
+            clusters=clusters,
+            seed=seed_from("gate", scenario, metric, candidate, champion),
+            n_resamples=config.n_resamples,
+            confidence=1.0 - config.alpha,
+        )
+        unpaired = len(cand) + len(champ) - 2 * len(shared)
+        raw.append((metric, lower, sign, a, b, comparison, unpaired))
+
+    adjusted = adjust([r[5] for r in raw], method=config.correction, alpha=config.alpha)
+    gates = []
+    for (metric, lower, _sign, a, b, _, unpaired), c in zip(raw, adjusted, strict=True):
+        # Back to the oriented difference d, then to the metric's own direction.
+        low, high = c.ci_low - config.margin, c.ci_high - config.margin
+        regressed = high < -config.margin and c.p_adjusted < config.alpha
+        natural_low, natural_high = (-high, -low) if lower else (low, high)
+        gates.append(
+            MetricGate(
+                metric=metric,
+                lower_is_better=lower,
+                n=c.n,
+                n_clusters=c.n_clusters,
+                candidate_mean=float(a.mean()),
+                champion_mean=float(b.mean()),
+                diff=float(a.mean() - b.mean()),
+                ci_low=natural_low,
+                ci_high=natural_high,
+                p_value=c.p_value,
+                p_adjusted=c.p_adjusted,
+                test=c.test,
+                regressed=regressed,
+                unpaired_rows=unpaired,
+            )
+        )
+    failed = [g for g in gates if g.regressed]
+    level = f"{1 - config.alpha:.0%}"
+    if failed:
+        worst = failed[0]
+        reason = (
+            f"failed: {candidate} regresses on {scenario} {worst.metric} vs {champion}: "
+            f"diff {worst.diff:+.4g}, {level} CI [{worst.ci_low:+.4g}, {worst.ci_high:+.4g}], "
+            f"p_adj {worst.p_adjusted:.3g} (margin {config.margin:g})"
+        )
+        if len(failed) > 1:
+            reason += f"; {len(failed) - 1} more metric(s) regressed"
+    else:
+        reason = (
+            f"passed: {candidate} shows no regression beyond margin {config.margin:g} vs "
+            f"{champion} on {scenario} ({', '.join(metrics)}; alpha {config.alpha:g})"
+        )
+    return GateResult(
+        scenario=scenario,
+        candidate=candidate,
+        champion=champion,
+        passed=not failed,
+        reason=reason,
+        comparisons=tuple(gates),
+        margin=config.margin,
+        alpha=config.alpha,
+    )
+
+
+def champion_of(registry: Registry, candidate: str, alias: str) -> str | None:
+    """The version key holding ``alias`` on the candidate's model now, or None if unset."""
+    model = registry.get_version(candidate).model
+    try:
+        return registry.resolve(f"{model}@{alias}").key
+    except RegistryError as exc:
+        if exc.code is ErrorCode.RESOURCE_DOES_NOT_EXIST:
+            return None
+        raise
+
+
+def gate_partition(
+    store: ParquetStore,
+    registry: Registry,
+    config: GateConfig,
+    *,
+    candidate: str,
+    scenario: str,
+    actor: str | None = None,
+) -> GateResult:
+    """Gate one stored ``model_version × scenario`` partition and record the verdict.
+
+    The champion is the current holder of ``config.champion_alias`` on the candidate's model.
+    The gate passes without a comparison when there is no champion, the candidate is the
+    champion, or the champion has no stored instance_scores for the scenario. The verdict is
+    written as the tag ``gate.<scenario>`` = ``passed``/``failed`` on the candidate version.
+    A gate that cannot be computed (a gated metric missing, no shared rows) is recorded as
+    failed with the error as its reason, since nothing shows the candidate is no worse.
+    """
+    champion = champion_of(registry, candidate, config.champion_alias)
+    if champion is None:
+        result = no_champion(
+            scenario, candidate, f"{config.champion_alias!r} is not set on the model"
+        )
+    elif champion == candidate:
+        result = no_champion(scenario, candidate, f"{candidate} is the champion")
+    elif not store.exists("instance_scores", {"model_version": champion, "scenario": scenario}):
+        result = no_champion(
+            scenario, candidate, f"champion {champion} has no instance_scores on {scenario}"
+        )
+    else:
+        cand = store.read("instance_scores", {"model_version": candidate, "scenario": scenario})
+        champ = store.read("instance_scores", {"model_version": champion, "scenario": scenario})
+        try:
+            result = evaluate_gate(
+                cand, champ, config, scenario=scenario, candidate=candidate, champion=champion
+            )
+        except ValueError as exc:
+            result = GateResult(scenario, candidate, champion, False, f"failed: {exc}")
+    version = registry.get_version(candidate)
+    registry.set_tag(
+        version.model, result.tag_key, result.tag_value, version=version.version, actor=actor
+    )
+    return result
+
+
+def failed_gates(tags: Mapping[str, str]) -> list[str]:
+    """Scenarios whose gate tag on a version says ``failed``."""
+    return sorted(
+        key[len(GATE_TAG_PREFIX) :]
+        for key, value in tags.items()
+        if key.startswith(GATE_TAG_PREFIX) and value == GATE_FAILED
+    )
+
+
+__all__ = (
+    "LOWER_IS_BETTER",
+    "GateConfig",
+    "GateResult",
+    "MetricGate",
+    "champion_of",
+    "evaluate_gate",
+    "failed_gates",
+    "gate_partition",
+    "gate_tag_key",
+    "no_champion",
+)
