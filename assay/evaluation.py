@@ -6,13 +6,29 @@ The Dagster assets call these functions; they are just as usable from a notebook
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import pyarrow as pa
 
 from assay.models.base import ModelClient
-from assay.records import Instance, ModelOutput
+from assay.perturbations import PerturbedInstance, perturb_instances
+from assay.records import Instance, ModelOutput, Request
 from assay.scenarios import split
 from assay.suite import ScenarioConfig
+
+# One row of ``perturbed_instances``: the original id, the perturbation spec and its family,
+# and the perturbed input. References and group tags are the original's (read them from
+# ``scenario_instances``), so they are not repeated here.
+PERTURBED_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("perturbation", pa.string()),
+        ("family", pa.string()),
+        ("input", pa.string()),
+    ]
+)
 
 
 def select_instances(
@@ -29,6 +45,82 @@ def select_instances(
     if limits:
         evaluated = evaluated[: min(limits)]
     return evaluated, split(instances, config.train_split)
+
+
+@dataclass(frozen=True, slots=True)
+class Perturbed:
+    """The perturbations of a scenario's eval instances, with what was left out."""
+
+    rows: list[PerturbedInstance]
+    unchanged: dict[str, int]  # spec → instances it left as they were (dropped)
+
+    def table(self) -> pa.Table:
+        return perturbed_table(self.rows)
+
+
+def perturb_eval_instances(config: ScenarioConfig, instances: Sequence[Instance]) -> Perturbed:
+    """Every configured perturbation of every eval instance; unchanged ones dropped, counted."""
+    perturbations = config.build_perturbations()
+    rows = perturb_instances(instances, perturbations)
+    kept = Counter(row.perturbation for row in rows)
+    unchanged = {p.spec: len(instances) - kept[p.spec] for p in perturbations}
+    return Perturbed(rows, unchanged)
+
+
+def perturbed_table(rows: Sequence[PerturbedInstance]) -> pa.Table:
+    """The ``perturbed_instances`` table of ``rows``."""
+    return pa.table(
+        {
+            "id": [r.original_id for r in rows],
+            "perturbation": [r.perturbation for r in rows],
+            "family": [r.family for r in rows],
+            "input": [r.input for r in rows],
+        },
+        schema=PERTURBED_SCHEMA,
+    )
+
+
+def perturbed_from_table(table: pa.Table, instances: Sequence[Instance]) -> list[PerturbedInstance]:
+    """Rebuild perturbed instances, joining each row to its original by id."""
+    missing = [c for c in PERTURBED_SCHEMA.names if c not in table.column_names]
+    if missing:
+        raise ValueError(f"perturbed_instances table lacks column(s) {', '.join(missing)}")
+    by_id = {i.id: i for i in instances}
+    out = []
+    for index, row in enumerate(table.select(PERTURBED_SCHEMA.names).to_pylist()):
+        original = by_id.get(row["id"])
+        if original is None:
+            raise ValueError(
+                f"perturbed_instances row {index}: id {row['id']!r} is not an instance of the "
+                "scenario (re-materialize perturbed_instances after scenario_instances)"
+            )
+        out.append(PerturbedInstance(original, row["perturbation"], row["family"], row["input"]))
+    return out
+
+
+def perturbed_requests(
+    config: ScenarioConfig,
+    perturbed: Sequence[PerturbedInstance],
+    train: Sequence[Instance] = (),
+    evaluated: Sequence[Instance] | None = None,
+) -> list[Request]:
+    """Base-adapter requests for the perturbed inputs, in the suite's perturbation order.
+
+    Only perturbations the suite still lists run, and only of instances in ``evaluated``
+    (when given), so a smaller ``max_instances`` also trims the perturbed requests.
+    Few-shot examples stay unperturbed, as in HELM: only the evaluated input changes.
+    """
+    keep = None if evaluated is None else {i.id for i in evaluated}
+    requests: list[Request] = []
+    for spec in config.perturbations:
+        rows = [
+            replace(p.instance, input=p.input)
+            for p in perturbed
+            if p.perturbation == spec and (keep is None or p.original_id in keep)
+        ]
+        if rows:
+            requests.extend(config.build_perturbed_requests(rows, train, spec))
+    return requests
 
 
 class ProgressLog:
@@ -76,9 +168,15 @@ def evaluate(
     instances: Sequence[Instance],
     train: Sequence[Instance] = (),
     progress: Callable[[int, int], None] | None = None,
+    perturbed: Sequence[PerturbedInstance] = (),
 ) -> EvaluationRun:
-    """Build the requests of every prompt variant for ``instances`` and run them."""
+    """Build the requests of every prompt variant for ``instances`` and run them.
+
+    ``perturbed`` adds the base adapter's requests for each perturbed input (see
+    :func:`perturbed_requests`); their rows carry ``perturbation=<spec>``.
+    """
     requests = config.build_requests(instances, train)
+    requests += perturbed_requests(config, perturbed, train, instances)
     start = time.perf_counter()
     completions = client.complete(requests, progress)
     wall = time.perf_counter() - start

@@ -13,13 +13,19 @@ A suite is a YAML file; its scenario keys become the ``scenario`` partitions. Ex
         variants:                 # optional prompt variants, each overriding the adapter
           - {variant: zero-shot, num_train: 0}
           - {variant: terse, instructions: "Answer with a number."}
+        perturbations: [typos:prob=0.05, lowercase, gender_pronouns:target=female]
       my-quiz:
         scenario: custom_file
         args: {path: data/quiz.csv}
         columns: {input: question, choices: options, answer_index: label, groups: [dialect]}
 
 Every variant's requests carry its template id, so prompt sensitivity is a breakdown by
-template id within one partition. ``columns`` is the column mapping of ``custom_file``
+template id within one partition. ``perturbations`` are perturbation specs
+(``assay.perturbations.get_perturbation``); each one reruns the eval instances with the base
+adapter only (variants × perturbations would multiply the request count), and their results
+feed the robustness and fairness families. A top-level ``toxicity`` mapping names the
+toxicity scorer (``{classifier_dir: path, toxic_label: optional}``); without one the
+toxicity family is reported absent. ``columns`` is the column mapping of ``custom_file``
 (``assay.scenarios.custom.ColumnMapping``), validated when the suite is read.
 """
 
@@ -35,7 +41,8 @@ from typing import Any
 
 import yaml
 
-from assay.adapters import AdapterSpec, Method, build_variant_requests
+from assay.adapters import AdapterSpec, Method, build_requests, build_variant_requests
+from assay.perturbations import Perturbation, get_perturbation
 from assay.records import Instance, Request
 from assay.scenarios import ColumnMapping, Scenario, get_scenario
 
@@ -68,6 +75,7 @@ class ScenarioConfig:
     train_split: str = "train"
     primary_metric: str = ""
     variants: tuple[AdapterSpec, ...] = ()  # extra prompt layouts, each over ``adapter``
+    perturbations: tuple[str, ...] = ()  # normalized perturbation specs, e.g. "typos:prob=0.05"
 
     def build(self) -> Scenario:
         return get_scenario(self.scenario, **self.args)
@@ -82,6 +90,16 @@ class ScenarioConfig:
     ) -> list[Request]:
         """Requests of every prompt variant (base first) for these instances."""
         return build_variant_requests(self.adapters, instances, train, perturbation)
+
+    def build_perturbations(self) -> list[Perturbation]:
+        """The configured perturbations, in suite order."""
+        return [get_perturbation(spec) for spec in self.perturbations]
+
+    def build_perturbed_requests(
+        self, instances: Sequence[Instance], train: Sequence[Instance], perturbation: str
+    ) -> list[Request]:
+        """Requests of the base adapter for perturbed copies of instances (ids kept)."""
+        return build_requests(self.adapter, instances, train, perturbation)
 
     @property
     def metric(self) -> str:
@@ -101,11 +119,20 @@ _DEFAULT_METRICS = {
 
 
 @dataclass(frozen=True)
+class ToxicityConfig:
+    """The toxicity scorer of a suite: a local sequence-classification model directory."""
+
+    classifier_dir: str
+    toxic_label: str | None = None
+
+
+@dataclass(frozen=True)
 class Suite:
     """An ordered set of scenario configurations, keyed by partition key."""
 
     scenarios: dict[str, ScenarioConfig]
     source: str = ""
+    toxicity: ToxicityConfig | None = None  # None: the toxicity family is reported absent
 
     @property
     def keys(self) -> list[str]:
@@ -131,7 +158,43 @@ _ENTRY_FIELDS = {
     "primary_metric",
     "variants",
     "columns",
+    "perturbations",
 }
+_SUITE_FIELDS = {"scenarios", "toxicity"}
+
+
+def _perturbations(raw: Any, where: str) -> tuple[str, ...]:
+    """Validate perturbation specs now, so a typo fails at load and not mid-run."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ValueError(f"{where}: expected a list of perturbation specs")
+    specs: list[str] = []
+    for index, spec in enumerate(raw):
+        if not isinstance(spec, str):
+            raise ValueError(f"{where}[{index}]: expected a spec string like 'typos:prob=0.05'")
+        try:
+            normalized = get_perturbation(spec).spec
+        except ValueError as exc:
+            raise ValueError(f"{where}[{index}]: {exc}") from None
+        if normalized in specs:
+            raise ValueError(f"{where}[{index}]: duplicate perturbation {normalized!r}")
+        specs.append(normalized)
+    return tuple(specs)
+
+
+def _toxicity(raw: Any, where: str) -> ToxicityConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("classifier_dir"), str):
+        raise ValueError(f"{where}: expected a mapping with a 'classifier_dir' path")
+    unknown = sorted(set(raw) - {"classifier_dir", "toxic_label"})
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s): {', '.join(unknown)}")
+    label = raw.get("toxic_label")
+    if label is not None and not isinstance(label, str):
+        raise ValueError(f"{where}.toxic_label: expected a string")
+    return ToxicityConfig(raw["classifier_dir"], label)
 
 
 def _variants(base: AdapterSpec, raw: Any, where: str) -> tuple[AdapterSpec, ...]:
@@ -156,6 +219,9 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
     """Validate a parsed YAML document; every error names the file and key at fault."""
     if not isinstance(data, dict) or not isinstance(data.get("scenarios"), dict):
         raise ValueError(f"{source}: expected a mapping with a 'scenarios' mapping")
+    unknown_top = sorted(set(data) - _SUITE_FIELDS)
+    if unknown_top:
+        raise ValueError(f"{source}: unknown top-level field(s): {', '.join(unknown_top)}")
     entries = {}
     for key, entry in data["scenarios"].items():
         where = f"{source}: scenarios.{key}"
@@ -189,10 +255,13 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
             eval_split=entry.get("eval_split", "test"),
             train_split=entry.get("train_split", "train"),
             primary_metric=entry.get("primary_metric", ""),
+            perturbations=_perturbations(entry.get("perturbations"), where + ".perturbations"),
         )
     if not entries:
         raise ValueError(f"{source}: the suite has no scenarios")
-    return Suite(entries, source=source)
+    return Suite(
+        entries, source=source, toxicity=_toxicity(data.get("toxicity"), source + ": toxicity")
+    )
 
 
 def load_suite(path: str | os.PathLike[str] | None = None) -> Suite:

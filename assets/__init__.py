@@ -1,11 +1,19 @@
 """The Dagster assets of assay: thin wrappers over the ``assay`` library."""
 
 from assets.evaluation import model_outputs, scores
+from assets.perturbations import perturbed_instances
 from assets.rankings import rankings
 from assets.registry import registered_models
 from assets.scenarios import scenario_instances
 
-all_assets = [registered_models, scenario_instances, model_outputs, scores, rankings]
+all_assets = [
+    registered_models,
+    scenario_instances,
+    perturbed_instances,
+    model_outputs,
+    scores,
+    rankings,
+]
 
 __all__ = [
     "all_assets",

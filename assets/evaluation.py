@@ -1,6 +1,7 @@
 """``model_outputs`` and the scores computed from them, per model version × scenario."""
 
 from dagster import (
+    AssetDep,
     AssetExecutionContext,
     AssetIn,
     AssetOut,
@@ -13,13 +14,23 @@ from dagster import (
 )
 
 from assay.digests import digest_json
-from assay.evaluation import ProgressLog, check_failures, evaluate, select_instances
+from assay.evaluation import (
+    ProgressLog,
+    check_failures,
+    evaluate,
+    perturbed_from_table,
+    select_instances,
+)
+from assay.metrics.efficiency import TokenPrices
+from assay.metrics.toxicity import ClassifierToxicityScorer, ToxicityScorer
 from assay.models.registration import ResolvedModel
+from assay.perturbations import PerturbedInstance
 from assay.records import Instance, InstanceStat, ModelOutput
-from assay.scoring import SCORING_VERSION, instance_stats, scorecard, scorecard_table
+from assay.scoring import SCORING_VERSION, score_partition, scorecard_table
+from assay.suite import ScenarioConfig, Suite
 from assets.common import by_key, evaluation_keys, markdown_table, model_version_of, scenario_of
 from assets.partitions import MODEL_VERSION, SCENARIO, evaluation_partitions
-from resources import ModelsResource, SuiteResource
+from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
 
 _FROM_MODEL_VERSION = MultiToSingleDimensionPartitionMapping(partition_dimension_name=MODEL_VERSION)
 _FROM_SCENARIO = MultiToSingleDimensionPartitionMapping(partition_dimension_name=SCENARIO)
@@ -31,15 +42,19 @@ _FROM_SCENARIO = MultiToSingleDimensionPartitionMapping(partition_dimension_name
         "registered_models": AssetIn(partition_mapping=_FROM_MODEL_VERSION),
         "scenario_instances": AssetIn(partition_mapping=_FROM_SCENARIO),
     },
+    # Read through the storage resource rather than the IO manager: a scenario without
+    # perturbations in the suite needs no perturbed_instances partition.
+    deps=[AssetDep("perturbed_instances", partition_mapping=_FROM_SCENARIO)],
     group_name="evaluation",
     kinds={"pytorch", "parquet"},
-    code_version="1",
+    code_version="2",
     io_manager_key="parquet_io_manager",
     # A promotion re-evaluates one version across the whole suite in a single run.
     backfill_policy=BackfillPolicy.single_run(),
     description=(
-        "One row per request: prompt and template id, trial, completion text, tokens, "
-        "per-choice log-likelihoods with token/char/byte counts, latency, cache hit, error."
+        "One row per request: prompt and template id, trial, perturbation, completion text, "
+        "tokens, per-choice log-likelihoods with token/char/byte counts, latency, cache hit, "
+        "error. Perturbed inputs run with the base prompt layout."
     ),
 )
 def model_outputs(
@@ -48,6 +63,7 @@ def model_outputs(
     scenario_instances,
     suite: SuiteResource,
     models: ModelsResource,
+    storage: StorageResource,
 ):
     keys = evaluation_keys(context)
     versions = by_key(registered_models, [model_version_of(k) for k in keys])
@@ -57,9 +73,9 @@ def model_outputs(
     for key in keys:
         resolved = ResolvedModel.from_table(versions[model_version_of(key)])
         config = loaded[scenario_of(key)]
-        instances, train = select_instances(
-            config, Instance.from_table(scenarios[scenario_of(key)]), suite.max_instances
-        )
+        every = Instance.from_table(scenarios[scenario_of(key)])
+        instances, train = select_instances(config, every, suite.max_instances)
+        perturbed = _perturbed(storage, config, every)
         label = f"{resolved.key} × {config.key}"
         run = evaluate(
             models.client(resolved.spec),
@@ -67,12 +83,15 @@ def model_outputs(
             instances,
             train,
             progress=ProgressLog(context.log.info, label),
+            perturbed=perturbed,
         )
         check_failures(run, models.max_failure_fraction, label)
         results[str(key)] = ModelOutput.to_table(run.outputs)
         n = len(run.outputs)
+        n_perturbed = sum(bool(o.request.perturbation) for o in run.outputs)
         metadata = {
             "num_requests": n,
+            "num_perturbed_requests": n_perturbed,
             "num_failed": run.n_failed,
             "num_cached": run.n_cached,
             "wall_s": round(run.wall_s, 3),
@@ -81,13 +100,15 @@ def model_outputs(
             "prompts_digest": digest_json([o.request.prompt_digest for o in run.outputs]),
             "model_artifact_digest": resolved.artifact_digest,
             "preview": markdown_table(
-                results[str(key)].select(["instance_id", "trial", "text", "latency_s", "cached"]),
+                results[str(key)].select(
+                    ["instance_id", "perturbation", "trial", "text", "latency_s", "cached"]
+                ),
                 10,
             ),
         }
         context.log.info(
-            f"{label}: {n} requests, {run.n_cached} cached, {run.n_failed} failed, "
-            f"{run.wall_s:.1f}s"
+            f"{label}: {n} requests ({n_perturbed} perturbed), {run.n_cached} cached, "
+            f"{run.n_failed} failed, {run.wall_s:.1f}s"
         )
     if len(results) == 1:
         context.add_output_metadata(metadata)
@@ -116,31 +137,42 @@ def model_outputs(
             kinds={"python", "parquet"},
             code_version=SCORING_VERSION,
             io_manager_key="parquet_io_manager",
-            description="The scorecard: mean, count and bootstrap 95% interval per metric, "
-            "family, group and perturbation.",
+            description="The scorecard of the seven families (accuracy, calibration, "
+            "robustness, fairness, bias, toxicity, efficiency): mean, count and 95% interval "
+            "per metric, family, group and perturbation; a metric that cannot be computed is "
+            "a row with its reason and a NaN mean.",
         ),
     },
     backfill_policy=BackfillPolicy.single_run(),
 )
-def scores(context: AssetExecutionContext, model_outputs, scenario_instances):
-    """Score stored model outputs; never calls a model, so metric changes are cheap."""
+def scores(
+    context: AssetExecutionContext,
+    model_outputs,
+    scenario_instances,
+    suite: SuiteResource,
+    registry: RegistryResource,
+):
+    """Score stored model outputs; never calls the evaluated model, so metric changes are cheap."""
     keys = evaluation_keys(context)
     outputs_by_key = by_key(model_outputs, [str(k) for k in keys])
     scenarios = by_key(scenario_instances, [scenario_of(k) for k in keys])
+    toxicity = _toxicity_scorer(suite.load())
     per_instance, cards, metadata = {}, {}, {}
     for key in keys:
         instances = Instance.from_table(scenarios[scenario_of(key)])
         outputs = ModelOutput.from_table(outputs_by_key[str(key)])
-        stats = instance_stats(instances, outputs)
-        rows = scorecard(stats, seed_key=str(key))
-        per_instance[str(key)] = InstanceStat.to_table(stats)
-        cards[str(key)] = scorecard_table(rows)
-        metadata = {
-            r.metric: MetadataValue.float(r.mean)
-            for r in rows
-            if not r.group and not r.perturbation
-        }
-        metadata["num_instances"] = len({s.instance_id for s in stats})
+        scored = score_partition(
+            instances,
+            outputs,
+            prices=_prices(registry, model_version_of(key)),
+            toxicity=toxicity,
+            seed_key=str(key),
+        )
+        per_instance[str(key)] = InstanceStat.to_table(scored.stats)
+        cards[str(key)] = scorecard_table(scored.card)
+        metadata = {m: MetadataValue.float(v) for m, v in scored.headline().items()}
+        metadata["num_instances"] = len({s.instance_id for s in scored.stats})
+        metadata["num_absent_metrics"] = sum(not r.present for r in scored.card)
         metadata["scorecard"] = markdown_table(cards[str(key)], 30)
     if len(keys) == 1:
         yield Output(next(iter(per_instance.values())), "instance_scores")
@@ -148,3 +180,33 @@ def scores(context: AssetExecutionContext, model_outputs, scenario_instances):
     else:
         yield Output(per_instance, "instance_scores")
         yield Output(cards, "metric_tables", metadata={"num_partitions": len(keys)})
+
+
+def _perturbed(
+    storage: StorageResource, config: ScenarioConfig, instances: list[Instance]
+) -> list[PerturbedInstance]:
+    """The stored perturbed inputs of a scenario; none when the suite lists no perturbation."""
+    if not config.perturbations:
+        return []
+    store, partition = storage.store(), {SCENARIO: config.key}
+    if not store.exists("perturbed_instances", partition):
+        raise ValueError(
+            f"scenario {config.key!r} lists perturbations {list(config.perturbations)} but "
+            f"perturbed_instances has no partition {config.key!r}: materialize it first"
+        )
+    return perturbed_from_table(store.read("perturbed_instances", partition), instances)
+
+
+def _toxicity_scorer(loaded: Suite) -> ToxicityScorer | None:
+    """The suite's toxicity classifier, or None (the toxicity family is then absent)."""
+    if loaded.toxicity is None:
+        return None
+    return ClassifierToxicityScorer(loaded.toxicity.classifier_dir, loaded.toxicity.toxic_label)
+
+
+def _prices(registry: RegistryResource, model_version: str) -> TokenPrices | None:
+    """The version's registry prices per 1k tokens; None (cost absent) unless both are set."""
+    prices = registry.open().get_version(model_version).prices
+    if prices.prompt_per_1k is None or prices.completion_per_1k is None:
+        return None
+    return TokenPrices(prices.prompt_per_1k, prices.completion_per_1k)

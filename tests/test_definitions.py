@@ -25,6 +25,7 @@ def test_asset_keys_are_the_designed_ones():
     assert keys == {
         "registered_models",
         "scenario_instances",
+        "perturbed_instances",
         "model_outputs",
         "instance_scores",
         "metric_tables",
@@ -36,6 +37,7 @@ def test_partitions():
     graph = _graph()
     registered = graph.get(AssetKey("registered_models")).partitions_def
     scenarios = graph.get(AssetKey("scenario_instances")).partitions_def
+    assert graph.get(AssetKey("perturbed_instances")).partitions_def == scenarios
     outputs = graph.get(AssetKey("model_outputs")).partitions_def
     assert isinstance(registered, DynamicPartitionsDefinition)
     assert registered.name == "model_version"
@@ -54,7 +56,12 @@ def test_lineage_and_partition_mappings():
     def parents(key):
         return {p.to_user_string() for p in graph.get(AssetKey(key)).parent_keys}
 
-    assert parents("model_outputs") == {"registered_models", "scenario_instances"}
+    assert parents("perturbed_instances") == {"scenario_instances"}
+    assert parents("model_outputs") == {
+        "registered_models",
+        "scenario_instances",
+        "perturbed_instances",
+    }
     assert parents("metric_tables") == {"model_outputs", "scenario_instances"}
     assert parents("rankings") == {"metric_tables", "instance_scores"}
     outputs = AssetKey("model_outputs")
@@ -63,6 +70,9 @@ def test_lineage_and_partition_mappings():
     assert isinstance(to_model, MultiToSingleDimensionPartitionMapping)
     assert to_model.partition_dimension_name == "model_version"
     assert to_scenario.partition_dimension_name == "scenario"
+    to_perturbed = graph.get_partition_mapping(outputs, AssetKey("perturbed_instances"))
+    assert isinstance(to_perturbed, MultiToSingleDimensionPartitionMapping)
+    assert to_perturbed.partition_dimension_name == "scenario"
     to_metrics = graph.get_partition_mapping(AssetKey("rankings"), AssetKey("metric_tables"))
     assert isinstance(to_metrics, AllPartitionMapping)
 
