@@ -1,12 +1,19 @@
-"""The demo evaluation: register two versions of the bundled model, evaluate them across the
-default suite as partitioned Dagster assets, and print the leaderboard.
+"""The demo evaluation, end to end on the bundled model.
 
-Run it with ``make demo``. It is safe to run twice: registrations are idempotent and the
-request cache answers every request that already ran.
+1. Registers two versions of SmolLM2-135M-Instruct that really differ (raw prompt vs the
+   model's chat template) and materializes the suite's scenarios.
+2. Promotes them in the registry (``champion`` → v1, ``challenger`` → v2). The promotion
+   sensor turns those events into one evaluation run per version, each covering the whole
+   suite; the demo plays the daemon's part and executes the runs in process.
+3. Builds today's leaderboard, records the evaluations in the registry, then moves
+   ``champion`` to v2, which triggers v2's re-evaluation (answered by the request cache).
+
+Run it with ``make demo``. Running it again is safe: registrations and aliases are
+idempotent, sensor cursors persist in ``.assay/demo-cursors.json``, and every request that
+already ran is answered by the request cache.
 """
 
-from __future__ import annotations
-
+import json
 import os
 import sys
 import time
@@ -18,20 +25,28 @@ HOME = ROOT / ".assay"
 os.environ.setdefault("DAGSTER_HOME", str(HOME / "dagster"))
 Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
 
-from dagster import AssetSelection, DagsterInstance, materialize  # noqa: E402
+from dagster import (  # noqa: E402
+    AssetSelection,
+    DagsterInstance,
+    SensorResult,
+    build_sensor_context,
+    materialize,
+)
 
-from assay.registry import Registry, default_registry_url  # noqa: E402
+from assay.registry import Registry, RegistryError, default_registry_url  # noqa: E402
 from assets import all_assets  # noqa: E402
-from assets.partitions import evaluation_partitions, model_version_partitions  # noqa: E402
+from assets.partitions import scenario_partitions  # noqa: E402
 from definitions import defs  # noqa: E402
+from sensors.evaluations import evaluation_recorder_sensor  # noqa: E402
+from sensors.promotion import EVALUATION_ASSETS, model_promotion_sensor  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 SOURCE = "bundled:smollm2-135m-instruct"
-# Two versions that really differ: the raw prompt, and the model's own chat template.
 VERSIONS = [
     ({"chat_template": False}, "raw prompt, no chat template"),
     ({"chat_template": True}, "prompt wrapped in the model's chat template"),
 ]
+CURSORS = HOME / "demo-cursors.json"
 
 
 def register_versions(registry: Registry) -> list[str]:
@@ -47,54 +62,112 @@ def register_versions(registry: Registry) -> list[str]:
     return keys
 
 
-def run(selection: AssetSelection, partition_key: str, instance: DagsterInstance) -> None:
+def run(instance: DagsterInstance, selection: AssetSelection, **kwargs) -> None:
     started = time.perf_counter()
+    label = kwargs.get("partition_key") or kwargs.get("tags", {}).get("assay/model_version")
     result = materialize(
-        all_assets,
-        selection=selection,
-        partition_key=partition_key,
-        instance=instance,
-        resources=defs.resources,
+        all_assets, selection=selection, instance=instance, resources=defs.resources, **kwargs
     )
     if not result.success:
-        sys.exit(f"materialization of {partition_key} failed; see the Dagster UI (make ui)")
-    print(f"  {partition_key}: done in {time.perf_counter() - started:.1f}s", flush=True)
+        sys.exit(f"run for {label} failed; see the Dagster UI (make ui)")
+    print(f"  {label}: done in {time.perf_counter() - started:.1f}s", flush=True)
+
+
+class Daemon:
+    """Evaluates the sensors once and executes what they request, as the daemon would."""
+
+    def __init__(self, instance: DagsterInstance) -> None:
+        self.instance = instance
+        self.cursors = json.loads(CURSORS.read_text()) if CURSORS.exists() else {}
+
+    def _save(self) -> None:
+        CURSORS.write_text(json.dumps(self.cursors))
+
+    def promotion_tick(self) -> None:
+        context = build_sensor_context(
+            instance=self.instance,
+            cursor=self.cursors.get("promotion"),
+            resources=defs.resources,
+        )
+        result = model_promotion_sensor(context)
+        if not isinstance(result, SensorResult):
+            print(f"  promotion sensor: {result.skip_message}")
+            return
+        for request in result.dynamic_partitions_requests:
+            self.instance.add_dynamic_partitions(
+                request.partitions_def_name, request.partition_keys
+            )
+        for event in result.asset_events:
+            self.instance.report_runless_asset_event(event)
+        print(f"  promotion sensor: {len(result.run_requests)} evaluation run(s) requested")
+        for request in result.run_requests:
+            print(f"  run {request.run_key}: {request.tags['assay/reason']}")
+            run(self.instance, EVALUATION_ASSETS, tags=request.tags)
+        self.cursors["promotion"] = result.cursor
+        self._save()
+
+    def record_evaluations(self) -> None:
+        context = build_sensor_context(
+            instance=self.instance,
+            cursor=self.cursors.get("evaluations"),
+            resources=defs.resources,
+        )
+        result = evaluation_recorder_sensor(context)
+        print(f"  evaluation recorder: {result.skip_message}")
+        self.cursors["evaluations"] = context.cursor
+        self._save()
+
+
+def promote(registry: Registry, alias: str, key: str) -> None:
+    version = registry.get_version(key)
+    try:
+        registry.set_alias(MODEL, alias, version.version)
+        print(f"  {alias} → {key}")
+    except RegistryError as exc:
+        print(f"  {alias} → {key} refused: {exc}")
+
+
+def leaderboard(instance: DagsterInstance, day: str) -> str:
+    run(instance, AssetSelection.assets("rankings"), partition_key=day)
+    record = instance.get_latest_materialization_event(
+        AssetSelection.assets("rankings").resolve(all_assets).pop()
+    )
+    return record.asset_materialization.metadata["leaderboard"].value if record else ""
 
 
 def main() -> None:
     registry = Registry.open(default_registry_url())
-    keys = register_versions(registry)
-    print(f"registered model versions: {', '.join(keys)}")
-
     instance = DagsterInstance.get()
-    instance.add_dynamic_partitions(model_version_partitions.name, keys)
-    scenarios = evaluation_partitions.get_partitions_def_for_dimension("scenario")
-
-    print("materializing registered_models")
-    for key in keys:
-        run(AssetSelection.assets("registered_models"), key, instance)
-    print("materializing scenario_instances")
-    for scenario in scenarios.get_partition_keys():
-        run(AssetSelection.assets("scenario_instances"), scenario, instance)
-    print("materializing model_outputs → instance_scores, metric_tables")
-    evaluation = AssetSelection.assets("model_outputs", "instance_scores", "metric_tables")
-    for key in keys:
-        for scenario in scenarios.get_partition_keys():
-            run(evaluation, f"{key}|{scenario}", instance)
+    daemon = Daemon(instance)
     today = datetime.now(UTC).strftime("%Y-%m-%d")
-    print("materializing rankings")
-    run(AssetSelection.assets("rankings"), today, instance)
 
-    record = instance.get_latest_materialization_event(
-        AssetSelection.assets("rankings").resolve(all_assets).pop()
-    )
-    board = record.asset_materialization.metadata["leaderboard"].value if record else ""
+    v1, v2 = register_versions(registry)
+    print(f"registered model versions: {v1}, {v2}")
+    print("materializing scenario_instances (the suite's data)")
+    for scenario in scenario_partitions.get_partition_keys():
+        run(instance, AssetSelection.assets("scenario_instances"), partition_key=scenario)
+
+    print("promoting: champion → v1, challenger → v2")
+    daemon.promotion_tick()  # picks up the new versions as model_version partitions
+    promote(registry, "champion", v1)
+    promote(registry, "challenger", v2)
+    daemon.promotion_tick()
+    daemon.record_evaluations()
+    print("\nbuilding the leaderboard")
+    board = leaderboard(instance, today)
+
+    print("\nmoving champion to the challenger, v2")
+    promote(registry, "champion", v2)
+    daemon.promotion_tick()
+    daemon.record_evaluations()
+    board = leaderboard(instance, today)
+
     print(f"\nLeaderboard as of {today}\n\n{board}\n")
     print(f"Parquet tables:   {HOME / 'storage'}")
     print(f"Registry:         {default_registry_url()}")
     print(f"Dagster home:     {os.environ['DAGSTER_HOME']}")
-    print("Next: `make ui` and open http://127.0.0.1:3000 to see the asset graph, partitions")
-    print("and materializations; `assay registry history` lists the registry's event log.")
+    print("Next: `make ui` and open http://127.0.0.1:3000 for the asset graph, partitions and")
+    print("materializations; `.venv/bin/assay registry history` for the registry's event log.")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import pyarrow.compute as pc
 from dagster import AllPartitionMapping, AssetDep, AssetExecutionContext, MetadataValue, asset
 
 from assay.digests import seed_from
+from assay.metrics.directions import LOWER_IS_BETTER
 from assay.ranking import build_leaderboard
 from assets.partitions import ranking_days
 from resources import RegistryResource, StorageResource, SuiteResource
@@ -59,7 +60,11 @@ def rankings(
     # Scenarios nobody has been evaluated on yet are left off the board rather than failing it.
     primary = {key: loaded[key].metric for key in loaded.keys if key in evaluated}
     board = build_leaderboard(
-        cards, scores, primary_metrics=primary, seed=seed_from("rankings", context.partition_key)
+        cards,
+        scores,
+        primary_metrics=primary,
+        lower_is_better=LOWER_IS_BETTER,
+        seed=seed_from("rankings", context.partition_key),
     )
     table = board.to_table()
     context.add_output_metadata(

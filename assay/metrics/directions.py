@@ -1,0 +1,27 @@
+"""Which way is better for each metric: one list for rankings, gates and robustness."""
+
+# Metrics where a smaller value is better; every other metric is higher-is-better.
+LOWER_IS_BETTER = frozenset(
+    {
+        "latency_s",
+        "latency_mean_s",
+        "latency_p50_s",
+        "latency_p95_s",
+        "perplexity",
+        "bits_per_byte",
+        "failed",
+        "ece",
+        "ece_10_bin",
+        "ece_1_bin",
+        "platt_ece",
+        "toxic_fraction",
+        "expected_max_toxicity",
+        "toxicity_probability",
+        "estimated_cost",
+    }
+)
+
+
+def lower_is_better(metric: str) -> bool:
+    """True when smaller values of ``metric`` are better."""
+    return metric in LOWER_IS_BETTER
