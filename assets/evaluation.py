@@ -18,6 +18,7 @@ from assay.evaluation import (
     ProgressLog,
     check_failures,
     evaluate,
+    perturb_eval_instances,
     perturbed_from_table,
     select_instances,
 )
@@ -42,8 +43,9 @@ _FROM_SCENARIO = MultiToSingleDimensionPartitionMapping(partition_dimension_name
         "registered_models": AssetIn(partition_mapping=_FROM_MODEL_VERSION),
         "scenario_instances": AssetIn(partition_mapping=_FROM_SCENARIO),
     },
-    # Read through the storage resource rather than the IO manager: a scenario without
-    # perturbations in the suite needs no perturbed_instances partition.
+    # Read through the storage resource rather than the IO manager, so a missing partition
+    # (a scenario without perturbations, or a run of the evaluation assets alone) is not an
+    # error; see _perturbed.
     deps=[AssetDep("perturbed_instances", partition_mapping=_FROM_SCENARIO)],
     group_name="evaluation",
     kinds={"pytorch", "parquet"},
@@ -75,7 +77,7 @@ def model_outputs(
         config = loaded[scenario_of(key)]
         every = Instance.from_table(scenarios[scenario_of(key)])
         instances, train = select_instances(config, every, suite.max_instances)
-        perturbed = _perturbed(storage, config, every)
+        perturbed, source = _perturbed(context, storage, config, every, instances)
         label = f"{resolved.key} × {config.key}"
         run = evaluate(
             models.client(resolved.spec),
@@ -92,6 +94,7 @@ def model_outputs(
         metadata = {
             "num_requests": n,
             "num_perturbed_requests": n_perturbed,
+            "perturbed_inputs_from": source,
             "num_failed": run.n_failed,
             "num_cached": run.n_cached,
             "wall_s": round(run.wall_s, 3),
@@ -183,18 +186,29 @@ def scores(
 
 
 def _perturbed(
-    storage: StorageResource, config: ScenarioConfig, instances: list[Instance]
-) -> list[PerturbedInstance]:
-    """The stored perturbed inputs of a scenario; none when the suite lists no perturbation."""
+    context: AssetExecutionContext,
+    storage: StorageResource,
+    config: ScenarioConfig,
+    every: list[Instance],
+    evaluated: list[Instance],
+) -> tuple[list[PerturbedInstance], str]:
+    """The scenario's perturbed inputs and where they came from.
+
+    Read from the stored ``perturbed_instances`` partition when there is one. Without it
+    (a run that selected only the evaluation assets) they are derived here with the same
+    deterministic function the asset runs, so the outputs are the same either way.
+    """
     if not config.perturbations:
-        return []
+        return [], "none"
     store, partition = storage.store(), {SCENARIO: config.key}
-    if not store.exists("perturbed_instances", partition):
-        raise ValueError(
-            f"scenario {config.key!r} lists perturbations {list(config.perturbations)} but "
-            f"perturbed_instances has no partition {config.key!r}: materialize it first"
-        )
-    return perturbed_from_table(store.read("perturbed_instances", partition), instances)
+    if store.exists("perturbed_instances", partition):
+        table = store.read("perturbed_instances", partition)
+        return perturbed_from_table(table, every), "perturbed_instances"
+    context.log.warning(
+        f"perturbed_instances has no partition {config.key!r}; perturbing its inputs inline "
+        "(materialize perturbed_instances to see them in the UI)"
+    )
+    return perturb_eval_instances(config, evaluated).rows, "inline"
 
 
 def _toxicity_scorer(loaded: Suite) -> ToxicityScorer | None:

@@ -71,6 +71,8 @@ def run(tmp_path_factory, model_cache_dir):
         assert result.success
         evaluation = go(["model_outputs", "instance_scores", "metric_tables"], f"{key}|{SCENARIO}")
         assert evaluation.success
+        outputs_meta = evaluation.asset_materializations_for_node("model_outputs")[0].metadata
+        assert outputs_meta["perturbed_inputs_from"].value == "perturbed_instances"
         yield {
             "key": key,
             "store": ParquetStore(storage_url),
@@ -162,15 +164,19 @@ def test_instance_scores_carry_group_and_worst_case_rows(run):
     assert {s["instance_id"] for s in worst} == {s["instance_id"] for s in grouped}
 
 
-def test_missing_perturbed_partition_is_named(run, tmp_path):
+def test_without_a_perturbed_partition_the_same_inputs_are_derived_inline(run):
     store = run["store"]
     partition = {"scenario": SCENARIO}
+    before = store.read("model_outputs", _partition(run))
     saved = store.read("perturbed_instances", partition)
     store.delete("perturbed_instances", partition)
     try:
-        result = run["go"](["model_outputs"], f"{run['key']}|{SCENARIO}", raise_on_error=False)
-        assert not result.success
-        message = result.get_step_failure_events()[0].event_specific_data.error.to_string()
-        assert "perturbed_instances" in message and SCENARIO in message
+        result = run["go"](["model_outputs"], f"{run['key']}|{SCENARIO}")
+        metadata = result.asset_materializations_for_node("model_outputs")[0].metadata
+        assert metadata["perturbed_inputs_from"].value == "inline"
+        after = store.read("model_outputs", _partition(run))
+        columns = ["instance_id", "perturbation", "template_id", "prompt"]
+        assert after.select(columns).to_pylist() == before.select(columns).to_pylist()
+        assert all(after["cached"].to_pylist())  # the same requests: all from the cache
     finally:
         store.write("perturbed_instances", partition, saved)
