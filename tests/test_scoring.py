@@ -349,3 +349,24 @@ def test_every_family_has_a_row_and_absent_rows_are_nan_never_zero() -> None:
     headline = scored.headline()
     assert "acc" in headline and "estimated_cost" not in headline
     assert all(math.isfinite(v) for v in headline.values())
+
+
+def test_worst_case_covers_only_the_layouts_perturbations_ran_with() -> None:
+    item = _mc_instance(0)
+    base = AdapterSpec(method=Method.MULTIPLE_CHOICE_SEPARATE, variant="base")
+    variant = AdapterSpec(method=Method.MULTIPLE_CHOICE_SEPARATE, variant="instructed")
+    right = _choices([-1.0, -2.0], [" yes", " no"])
+    wrong = _choices([-2.0, -1.0], [" yes", " no"])
+    outputs = [ModelOutput(r, Completion(choices=right)) for r in build_requests(base, [item])]
+    outputs += [ModelOutput(r, Completion(choices=right)) for r in build_requests(variant, [item])]
+    outputs += [
+        ModelOutput(r, Completion(choices=wrong))
+        for r in build_requests(base, [item], perturbation="typos")
+    ]
+    scored = score_partition([item], outputs)
+    worst = [s for s in scored.stats if s.perturbation == "robustness" and s.metric == "acc"]
+    # One row, for the base layout, at the typo's 0; the variant (no perturbed run) adds none.
+    assert [(s.template_id, s.value) for s in worst] == [(base.template_id, 0.0)]
+    assert _card(scored.card)[("acc", "robustness", "", "robustness")].mean == 0.0
+    # The clean score averages both layouts of the instance: still 1.
+    assert _card(scored.card)[("acc", "accuracy", "", "")].mean == 1.0
