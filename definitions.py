@@ -3,6 +3,7 @@
 from dagster import Definitions
 
 from assets import all_assets
+from assets.checks import all_checks
 from resources import (
     ModelsResource,
     ParquetIOManager,
@@ -14,6 +15,7 @@ from sensors import all_schedules, all_sensors
 
 defs = Definitions(
     assets=all_assets,
+    asset_checks=all_checks,
     sensors=all_sensors,
     schedules=all_schedules,
     resources={
