@@ -30,27 +30,12 @@ import numpy as np
 import pyarrow as pa
 
 from assay.digests import seed_from
+from assay.metrics.directions import LOWER_IS_BETTER
 from assay.registry import Registry, RegistryError
 from assay.registry.errors import ErrorCode
 from assay.registry.store import GATE_FAILED, GATE_PASSED, GATE_TAG_PREFIX
 from assay.stats.paired import adjust, compare
 from assay.storage import ParquetStore
-
-# Metrics where a smaller value is better; everything else is higher-is-better.
-LOWER_IS_BETTER = frozenset(
-    {
-        "latency_s",
-        "perplexity",
-        "bits_per_byte",
-        "failed",
-        "ece",
-        "ece_1_bin",
-        "toxic_fraction",
-        "expected_max_toxicity",
-        "toxicity_probability",
-        "estimated_cost",
-    }
-)
 
 _KEY_COLUMNS = ("instance_id", "metric", "value", "perturbation", "trial", "template_id", "group")
 

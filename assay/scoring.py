@@ -47,6 +47,7 @@ from assay.metrics.bias import (
     stereotypical_association,
 )
 from assay.metrics.calibration import calibration_stats
+from assay.metrics.directions import LOWER_IS_BETTER
 from assay.metrics.efficiency import TokenPrices, efficiency_stats
 from assay.metrics.toxicity import ToxicityScorer, toxicity_stats
 from assay.perturbations import FAIRNESS, ROBUSTNESS, family_of
@@ -71,8 +72,6 @@ SCORECARD_SCHEMA = pa.schema(
 )
 
 FAMILIES = ("accuracy", "calibration", ROBUSTNESS, FAIRNESS, "bias", "toxicity", "efficiency")
-# Accuracy metrics where smaller is better (worst cases and gaps must know the direction).
-LOWER_IS_BETTER = frozenset({"perplexity", "bits_per_byte"})
 # Generation references at least this many words long (on average) are scored with text
 # overlap (BLEU, ROUGE) too; short answers are matched exactly.
 LONG_REFERENCE_WORDS = 4
