@@ -1,0 +1,314 @@
+"""MLflow interop against a real ``mlflow server`` on loopback (SQLite backend, local artifacts).
+
+The server is started once for the module (it takes tens of seconds to create its tables)
+and stopped at teardown; each test uses its own model names and a fresh assay registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dagster import SensorResult, SkipReason, build_sensor_context
+
+from assay.mlflow_interop import (
+    AliasChange,
+    MlflowRegistryWatcher,
+    ModelAliases,
+    alias_map_from_json,
+    alias_map_to_json,
+    diff_alias_maps,
+    export_evaluation,
+    mirror_changes,
+)
+from assay.promotion import PromotionPolicy
+from assay.records import InstanceStat
+from assay.registry import EventKind, Registry
+from assay.scoring import scorecard, scorecard_table
+from resources import RegistryResource
+from sensors.mlflow import build_mlflow_alias_sensor
+
+mlflow = pytest.importorskip("mlflow", reason="mlflow not installed: pip install 'assay[mlflow]'")
+
+# --------------------------------------------------------------------------- pure diffing
+
+
+def test_diff_reports_set_moved_removed_and_recreated_models() -> None:
+    old = {
+        "a": ModelAliases(100, {"champion": "1", "challenger": "2", "old": "1"}),
+        "gone": ModelAliases(200, {"champion": "3"}),
+        "reborn": ModelAliases(300, {"champion": "2", "stale": "1"}),
+    }
+    new = {
+        "a": ModelAliases(100, {"champion": "2", "challenger": "2", "fresh": "3"}),
+        "reborn": ModelAliases(301, {"champion": "2"}),
+        "newcomer": ModelAliases(400, {"prod": "1"}),
+    }
+    # Written out by hand from the two maps above.
+    assert diff_alias_maps(old, new) == [
+        AliasChange("a", "champion", "1", "2", 100),
+        AliasChange("a", "fresh", None, "3", 100),
+        AliasChange("a", "old", "1", None, 100),
+        AliasChange("gone", "champion", "3", None, 200),
+        AliasChange("newcomer", "prod", None, "1", 400),
+        # Same alias, same number, but a new model: a new version, so a fresh "set".
+        AliasChange("reborn", "champion", None, "2", 301),
+        AliasChange("reborn", "stale", "1", None, 300),
+    ]
+    assert [c.kind for c in diff_alias_maps(old, new)][:3] == ["moved", "set", "removed"]
+    assert diff_alias_maps(new, new) == []
+
+
+def test_cursor_round_trips_and_bad_cursors_name_the_fault() -> None:
+    snap = {"m": ModelAliases(5, {"champion": "1"}), "n": ModelAliases(7, {})}
+    assert alias_map_from_json(alias_map_to_json(snap)) == snap
+    assert alias_map_from_json(None) == {}
+    with pytest.raises(ValueError, match="not valid JSON"):
+        alias_map_from_json("{nope")
+    with pytest.raises(ValueError, match=r"model 'm'.*created_ms"):
+        alias_map_from_json(json.dumps({"m": {"created_ms": "x", "aliases": {}}}))
+    with pytest.raises(ValueError, match=r"model 'm'.*aliases"):
+        alias_map_from_json(json.dumps({"m": {"created_ms": 1, "aliases": {"a": 1}}}))
+
+
+# --------------------------------------------------------------------------- real server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    log = open(root / "server.log", "wb")  # noqa: SIM115 - closed at teardown
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--default-artifact-root",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240  # table creation is slow on a loaded machine
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("mlflow server did not answer /health within 240 s")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        # The server forks workers into its own session: stop the whole group it leads.
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def client(mlflow_uri: str):
+    return mlflow.MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
+
+
+@pytest.fixture
+def model_dir_run(client, tmp_path: Path) -> str:
+    """A run holding a tiny model directory as artifact ``model``; returns the run id."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    found = client.get_experiment_by_name("models")
+    experiment = found.experiment_id if found else client.create_experiment("models")
+    run = client.create_run(experiment)
+    client.log_artifacts(run.info.run_id, str(model), "model")
+    return run.info.run_id
+
+
+def _tick(sensor, cursor: str | None, registry_url: str):
+    context = build_sensor_context(
+        cursor=cursor, resources={"registry": RegistryResource(url=registry_url)}
+    )
+    return sensor(context), context
+
+
+def _alias_events(reg: Registry, model: str, after: int = 0):
+    kinds = (EventKind.ALIAS_SET, EventKind.ALIAS_MOVED, EventKind.ALIAS_REMOVED)
+    return [e for e in reg.events(after_id=after, model=model) if e.kind in kinds]
+
+
+def test_sensor_mirrors_alias_set_move_recreate_and_delete(
+    client, mlflow_uri: str, model_dir_run: str, registry_url: str
+) -> None:
+    name = "clf"
+    client.create_registered_model(name)
+    client.create_model_version(name, f"runs:/{model_dir_run}/model", run_id=model_dir_run)
+    client.create_model_version(name, "s3://bucket/clf-v2")
+    client.set_registered_model_alias(name, "champion", "1")
+    sensor = build_mlflow_alias_sensor(mlflow_uri)
+    reg = Registry.open(registry_url)
+
+    # First tick: the alias appears in assay, on a version with a servable local source.
+    result, _ = _tick(sensor, None, registry_url)
+    assert isinstance(result, SensorResult)
+    cursor = result.cursor
+    assert alias_map_from_json(cursor)[name].aliases == {"champion": "1"}
+    champion = reg.resolve(f"{name}@champion")
+    artifact_root = client.get_run(model_dir_run).info.artifact_uri
+    assert champion.source == f"hf:{Path(artifact_root) / 'model'}"
+    assert champion.tags["mlflow.version"] == "1"
+    events = _alias_events(reg, name)
+    assert [(e.kind, e.payload["alias"], e.version) for e in events] == [
+        (EventKind.ALIAS_SET, "champion", 1)
+    ]
+    # The event is what model_promotion_sensor turns into an evaluation run.
+    assert [p.key for p in PromotionPolicy().promotions(events)] == [f"{name}@v1"]
+
+    # Nothing changed: no new events, same cursor.
+    last = events[-1].id
+    result, _ = _tick(sensor, cursor, registry_url)
+    assert result.cursor == cursor and "no alias changes" in result.skip_reason.skip_message
+    assert _alias_events(reg, name, last) == []
+
+    # Move the alias to version 2 (an s3 source assay cannot load: placeholder + tag).
+    client.set_registered_model_alias(name, "champion", "2")
+    result, _ = _tick(sensor, cursor, registry_url)
+    cursor = result.cursor
+    moved = _alias_events(reg, name, last)
+    assert [(e.kind, e.payload["before"], e.payload["after"]) for e in moved] == [
+        (EventKind.ALIAS_MOVED, 1, 2)
+    ]
+    v2 = reg.resolve(f"{name}@champion")
+    assert (
+        v2.source == f"mlflow:models:/{name}/2" and v2.tags["mlflow.source"] == "s3://bucket/clf-v2"
+    )
+    assert "no servable source" in result.skip_reason.skip_message
+    last = moved[-1].id
+
+    # Delete and re-create between two ticks with the very same alias map: only the creation
+    # time tells them apart, and the new version 2 must be registered as a new assay version.
+    client.delete_registered_model(name)
+    client.create_registered_model(name)
+    client.create_model_version(name, "s3://bucket/new-v1")
+    client.create_model_version(name, "s3://bucket/new-v2")
+    client.set_registered_model_alias(name, "champion", "2")
+    result, _ = _tick(sensor, cursor, registry_url)
+    assert (
+        alias_map_from_json(result.cursor)[name].aliases
+        == alias_map_from_json(cursor)[name].aliases
+    )
+    cursor = result.cursor
+    reborn = reg.resolve(f"{name}@champion")
+    assert reborn.version == 3 and reborn.tags["mlflow.source"] == "s3://bucket/new-v2"
+    assert [e.kind for e in _alias_events(reg, name, last)] == [EventKind.ALIAS_MOVED]
+    last = _alias_events(reg, name)[-1].id
+
+    # Deleted for good: dropped from the cursor, the mirrored alias removed, no crash.
+    client.delete_registered_model(name)
+    result, _ = _tick(sensor, cursor, registry_url)
+    assert name not in alias_map_from_json(result.cursor)
+    assert [e.kind for e in _alias_events(reg, name, last)] == [EventKind.ALIAS_REMOVED]
+    assert reg.get_model(name).aliases == {}
+    assert len(reg.list_versions(name)) == 3  # history stays
+
+
+def test_unreachable_mlflow_skips_and_keeps_the_cursor(registry_url: str) -> None:
+    cursor = alias_map_to_json({"m": ModelAliases(1, {"champion": "1"})})
+    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    result, context = _tick(build_mlflow_alias_sensor(dead), cursor, registry_url)
+    assert isinstance(result, SkipReason)
+    assert "unreachable" in result.skip_message and "cursor unchanged" in result.skip_message
+    assert context.cursor == cursor
+    assert Registry.open(registry_url).events() == []
+
+
+def test_export_logs_a_run_and_links_the_mirrored_model_version(
+    client, mlflow_uri: str, registry_url: str, tmp_path: Path
+) -> None:
+    name = "exported"
+    client.create_registered_model(name)
+    client.create_model_version(name, "s3://bucket/exported-v1")
+    client.set_registered_model_alias(name, "champion", "1")
+    watcher = MlflowRegistryWatcher(mlflow_uri)
+    snap = {k: v for k, v in watcher.snapshot().items() if k == name}
+    reg = Registry.open(registry_url)
+    [result] = mirror_changes(watcher.with_targets(diff_alias_maps({}, snap)), reg)
+    version = reg.get_version(result.key)
+
+    # acc per instance 1, 0, 1, 1 → mean 0.75; latency 0.5 on one instance only.
+    stats = [
+        InstanceStat(f"i{i}", "acc", v, template_id="qa@v1") for i, v in enumerate([1, 0, 1, 1])
+    ] + [InstanceStat("i0", "latency_s", 0.5, family="efficiency", template_id="qa@v1")]
+    card = scorecard_table(scorecard(stats, seed_key="x"))
+    scores = InstanceStat.to_table(stats)
+    exported = export_evaluation(
+        mlflow_uri, version.key, "boolq", card, scores, version, dataset_digest="sha256:abc"
+    )
+
+    run = client.get_run(exported.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {
+        "model_version": f"{name}@v1",
+        "scenario": "boolq",
+        "template_id": "qa@v1",
+        "scoring_version": run.data.params["scoring_version"],
+        "dataset_digest": "sha256:abc",
+    }
+    acc = next(r for r in card.to_pylist() if r["metric"] == "acc")
+    assert run.data.metrics["acc.mean"] == pytest.approx(0.75)
+    assert run.data.metrics["acc.ci_low"] == pytest.approx(acc["ci_low"])
+    assert run.data.metrics["acc.ci_high"] == pytest.approx(acc["ci_high"])
+    assert acc["ci_low"] <= 0.75 <= acc["ci_high"]
+    assert run.data.metrics["latency_s.mean"] == pytest.approx(0.5)
+
+    local = client.download_artifacts(exported.run_id, "instance_scores.parquet", str(tmp_path))
+    assert pq.read_table(local).equals(scores)
+    assert exported.linked_version == f"{name}/1"
+    tags = client.get_model_version(name, "1").tags
+    assert tags["assay.eval.boolq.run_id"] == exported.run_id
+
+
+def test_export_refuses_a_bad_table_before_creating_a_run(mlflow_uri: str, client) -> None:
+    reg_version = type("V", (), {"key": "m@v1", "tags": {}})()
+    bad = pa.table({"metric": ["acc"], "mean": [1.0]})
+    scores = InstanceStat.to_table([InstanceStat("i", "acc", 1.0)])
+    with pytest.raises(ValueError, match="metric_table is missing column"):
+        export_evaluation(  # type: ignore[arg-type]
+            mlflow_uri, "m@v1", "boolq", bad, scores, reg_version, experiment="bad-input"
+        )
+    assert client.get_experiment_by_name("bad-input") is None
