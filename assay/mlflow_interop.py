@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from assay.records import InstanceStat
 from assay.registry import ErrorCode, ModelVersion, Registry, RegistryError
 from assay.scoring import SCORECARD_SCHEMA, SCORING_VERSION
 
@@ -175,23 +176,18 @@ def diff_alias_maps(
     reported as removed.
     """
     changes: list[AliasChange] = []
+    empty = ModelAliases(-1)
     for name in sorted(set(old) | set(new)):
-        before, after = old.get(name), new.get(name)
-        same_model = before is not None and after is not None
-        same_model = same_model and before.created_ms == after.created_ms  # type: ignore[union-attr]
-        old_aliases = before.aliases if before is not None else {}
-        new_aliases = after.aliases if after is not None else {}
-        for alias in sorted(set(old_aliases) | set(new_aliases)):
-            was, now = old_aliases.get(alias), new_aliases.get(alias)
+        before, after = old.get(name, empty), new.get(name, empty)
+        same_model = name in old and name in new and before.created_ms == after.created_ms
+        for alias in sorted(set(before.aliases) | set(after.aliases)):
+            was, now = before.aliases.get(alias), after.aliases.get(alias)
             if now is None:
-                assert before is not None and was is not None
                 changes.append(AliasChange(name, alias, was, None, before.created_ms))
-            elif same_model:
-                if was != now:
-                    changes.append(AliasChange(name, alias, was, now, after.created_ms))  # type: ignore[union-attr]
-            else:
-                assert after is not None
+            elif not same_model:
                 changes.append(AliasChange(name, alias, None, now, after.created_ms))
+            elif was != now:
+                changes.append(AliasChange(name, alias, was, now, after.created_ms))
     return changes
 
 
@@ -537,8 +533,6 @@ def export_evaluation(
     the MLflow model version gets the tag ``assay.eval.<scenario>.run_id`` = the run id.
     A failure after the run was created marks it FAILED, so no half-logged run looks finished.
     """
-    from assay.records import InstanceStat
-
     if registry_version.key != key:
         raise ValueError(f"key {key!r} does not match registry version {registry_version.key!r}")
     _check_columns(instance_scores, InstanceStat.SCHEMA, "instance_scores")

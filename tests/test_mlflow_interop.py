@@ -247,7 +247,9 @@ def test_sensor_mirrors_alias_set_move_recreate_and_delete(
     assert len(reg.list_versions(name)) == 3  # history stays
 
 
-def test_unreachable_mlflow_skips_and_keeps_the_cursor(registry_url: str) -> None:
+def test_unreachable_mlflow_skips_and_keeps_the_cursor(
+    registry_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cursor = alias_map_to_json({"m": ModelAliases(1, {"champion": "1"})})
     dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     result, context = _tick(build_mlflow_alias_sensor(dead), cursor, registry_url)
@@ -256,19 +258,34 @@ def test_unreachable_mlflow_skips_and_keeps_the_cursor(registry_url: str) -> Non
     assert context.cursor == cursor
     assert Registry.open(registry_url).events() == []
 
+    for variable in ("ASSAY_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(variable, raising=False)
+    result, context = _tick(build_mlflow_alias_sensor(), cursor, registry_url)
+    assert "MLFLOW_TRACKING_URI" in result.skip_message and context.cursor == cursor
+
 
 def test_export_logs_a_run_and_links_the_mirrored_model_version(
     client, mlflow_uri: str, registry_url: str, tmp_path: Path
 ) -> None:
     name = "exported"
     client.create_registered_model(name)
-    client.create_model_version(name, "s3://bucket/exported-v1")
+    # Tags name a servable source and serving config for artifacts assay cannot load itself.
+    client.create_model_version(
+        name,
+        "s3://bucket/exported-v1",
+        tags={
+            "assay.source": "bundled:smollm2-135m-instruct",
+            "assay.serving": '{"dtype": "bfloat16"}',
+        },
+    )
     client.set_registered_model_alias(name, "champion", "1")
     watcher = MlflowRegistryWatcher(mlflow_uri)
     snap = {k: v for k, v in watcher.snapshot().items() if k == name}
     reg = Registry.open(registry_url)
     [result] = mirror_changes(watcher.with_targets(diff_alias_maps({}, snap)), reg)
     version = reg.get_version(result.key)
+    assert version.source == "bundled:smollm2-135m-instruct"
+    assert version.serving["dtype"] == "bfloat16"
 
     # acc per instance 1, 0, 1, 1 → mean 0.75; latency 0.5 on one instance only.
     stats = [
