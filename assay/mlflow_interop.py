@@ -368,7 +368,8 @@ def _serving(version: MlflowVersion) -> dict[str, Any] | None:
 @dataclass(frozen=True, slots=True)
 class MirrorResult:
     """What ``mirror_changes`` did with one change: ``action`` is ``alias_set``,
-    ``alias_removed``, ``unchanged`` or ``skipped`` (``reason`` says why)."""
+    ``alias_removed``, ``unchanged``, ``skipped`` (for good) or ``deferred`` (to be retried
+    once the MLflow version is servable); ``reason`` says why."""
 
     change: AliasChange
     action: str
@@ -430,7 +431,11 @@ def mirror_version(
 
 
 def mirror_changes(
-    changes: Sequence[AliasChange], registry: Registry, actor: str = "mlflow-sync"
+    changes: Sequence[AliasChange],
+    registry: Registry,
+    actor: str = "mlflow-sync",
+    *,
+    register_unservable: bool = False,
 ) -> list[MirrorResult]:
     """Apply MLflow alias changes to assay's registry, one result per change.
 
@@ -438,12 +443,28 @@ def mirror_changes(
     the alias set there, which is the event ``model_promotion_sensor`` turns into an
     evaluation run. Removed: the assay alias is deleted only while it still points at the
     version mirrored from that MLflow model, so aliases assay users set are left alone.
-    Names assay refuses (see ``assay.registry.names``) are skipped with the reason; any other
-    error propagates, so a caller can retry the whole batch (every step is idempotent).
+
+    A target without a servable source (see ``assay_source``) is ``deferred``: nothing is
+    written, because the promotion sensor resolves the artifacts of every version it sees and
+    would fail on it at every tick. ``register_unservable=True`` registers it anyway, under the
+    placeholder source. Names assay refuses (see ``assay.registry.names``) are ``skipped`` with
+    the reason; any other error propagates, so a caller can retry the whole batch (every step
+    is idempotent).
     """
     results = []
     for change in changes:
         try:
+            if (
+                change.target is not None
+                and not register_unservable
+                and not assay_source(change.target)[1]
+            ):
+                reason = (
+                    f"MLflow version source {change.target.source!r} is not servable by assay; "
+                    f"tag the version {SOURCE_OVERRIDE_TAG!r} with an assay source URI"
+                )
+                results.append(MirrorResult(change, "deferred", servable=False, reason=reason))
+                continue
             results.append(_mirror_one(change, registry, actor))
         except RegistryError as exc:
             if exc.code != ErrorCode.INVALID_PARAMETER_VALUE:
@@ -473,6 +494,22 @@ def _mirror_one(change: AliasChange, registry: Registry, actor: str) -> MirrorRe
         return MirrorResult(change, "unchanged", key=version.key, servable=servable)
     registry.set_alias(change.model, change.alias, version.version, actor=actor)
     return MirrorResult(change, "alias_set", key=version.key, servable=servable)
+
+
+def cursor_after(current: Mapping[str, ModelAliases], results: Iterable[MirrorResult]) -> AliasMap:
+    """The snapshot to remember: ``current`` with every deferred change undone, so the next
+    diff reports it again (and mirrors it once the MLflow version has a servable source)."""
+    out = {name: ModelAliases(m.created_ms, dict(m.aliases)) for name, m in current.items()}
+    for result in results:
+        change = result.change
+        if result.action != "deferred" or change.model not in out:
+            continue
+        aliases = out[change.model].aliases
+        if change.before is None:
+            aliases.pop(change.alias, None)
+        else:
+            aliases[change.alias] = change.before
+    return out
 
 
 # --------------------------------------------------------------------------- exporting

@@ -4,7 +4,9 @@ Each tick reads every MLflow model's alias map, diffs it with the cursor (the pr
 as JSON, with each model's creation time so a deleted and re-created model counts as new),
 and mirrors the changes into assay's registry (``assay.mlflow_interop``). This sensor
 launches no runs: the alias events it writes are what ``model_promotion_sensor`` turns into
-evaluation runs. MLflow unreachable → SkipReason with the cause, cursor unchanged.
+evaluation runs. MLflow unreachable → SkipReason with the cause, cursor unchanged. An alias
+whose MLflow version has no source assay can serve is deferred: left out of the cursor and
+retried every tick until the version gets an ``assay.source`` tag.
 
 The tracking URI comes from ``ASSAY_MLFLOW_TRACKING_URI`` or ``MLFLOW_TRACKING_URI``, read at
 tick time; credentials go through MLflow's own variables (``MLFLOW_TRACKING_TOKEN``, ...).
@@ -47,6 +49,7 @@ def build_mlflow_alias_sensor(
             MlflowUnavailable,
             alias_map_from_json,
             alias_map_to_json,
+            cursor_after,
             diff_alias_maps,
             mirror_changes,
             redact_uri,
@@ -67,21 +70,20 @@ def build_mlflow_alias_sensor(
                 f"reading MLflow at {redact_uri(uri)} failed ({type(exc).__name__}: {exc}); "
                 "cursor unchanged"
             )
-        cursor = alias_map_to_json(current)
         if not changes:
             return SensorResult(
                 skip_reason=SkipReason(f"no alias changes in {len(current)} MLflow models"),
-                cursor=cursor,
+                cursor=alias_map_to_json(current),
             )
         # A registry failure raises here: the tick fails and the cursor stays put.
         results = mirror_changes(changes, registry.open())
+        # Deferred changes stay out of the cursor, so they are retried at the next tick.
+        cursor = alias_map_to_json(cursor_after(current, results))
         lines = []
         for r in results:
             c = r.change
             what = f"{c.model}@{c.alias}: {c.before} -> {c.after} ({r.action}"
             what += f", {r.key})" if r.key else ")"
-            if not r.servable:
-                what += " [no servable source: tag the MLflow version with assay.source]"
             if r.reason:
                 what += f" [{r.reason}]"
             lines.append(what)

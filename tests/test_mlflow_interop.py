@@ -6,6 +6,7 @@ and stopped at teardown; each test uses its own model names and a fresh assay re
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import SensorResult, SkipReason, build_sensor_context
+from dagster import SensorResult, SkipReason, build_sensor_context, instance_for_test
 
 from assay.mlflow_interop import (
     AliasChange,
@@ -30,13 +31,14 @@ from assay.mlflow_interop import (
     diff_alias_maps,
     export_evaluation,
     mirror_changes,
+    redact_uri,
 )
-from assay.promotion import PromotionPolicy
 from assay.records import InstanceStat
 from assay.registry import EventKind, Registry
 from assay.scoring import scorecard, scorecard_table
-from resources import RegistryResource
-from sensors.mlflow import build_mlflow_alias_sensor
+from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
+from sensors.mlflow import build_mlflow_alias_sensor, mlflow_sensors
+from sensors.promotion import model_promotion_sensor
 
 mlflow = pytest.importorskip("mlflow", reason="mlflow not installed: pip install 'assay[mlflow]'")
 
@@ -79,6 +81,17 @@ def test_cursor_round_trips_and_bad_cursors_name_the_fault() -> None:
         alias_map_from_json(json.dumps({"m": {"created_ms": "x", "aliases": {}}}))
     with pytest.raises(ValueError, match=r"model 'm'.*aliases"):
         alias_map_from_json(json.dumps({"m": {"created_ms": 1, "aliases": {"a": 1}}}))
+
+
+def test_credentials_are_redacted_and_sensors_need_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert redact_uri("https://alice:s3cret@mlflow.example:8443/path") == (
+        "https://mlflow.example:8443/path"
+    )
+    assert redact_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert [s.name for s in mlflow_sensors()] == ["mlflow_alias_sensor"]
+    # Simulates an install without the extra: mlflow cannot be uninstalled for one test.
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert mlflow_sensors() == []
 
 
 # --------------------------------------------------------------------------- real server
@@ -172,8 +185,22 @@ def _alias_events(reg: Registry, model: str, after: int = 0):
     return [e for e in reg.events(after_id=after, model=model) if e.kind in kinds]
 
 
+def _promotion_runs(registry_url: str, tmp_path: Path) -> list:
+    """One tick of assay's own model_promotion_sensor on a fresh Dagster instance."""
+    storage = str(tmp_path / "storage")
+    resources = {
+        "registry": RegistryResource(url=registry_url),
+        "storage": StorageResource(base_url=storage),
+        "suite": SuiteResource(max_instances=1),
+        "models": ModelsResource(cache_dir=str(tmp_path / "model-cache")),
+    }
+    with instance_for_test() as instance:
+        context = build_sensor_context(instance=instance, cursor=None, resources=resources)
+        return model_promotion_sensor(context).run_requests
+
+
 def test_sensor_mirrors_alias_set_move_recreate_and_delete(
-    client, mlflow_uri: str, model_dir_run: str, registry_url: str
+    client, mlflow_uri: str, model_dir_run: str, registry_url: str, tmp_path: Path
 ) -> None:
     name = "clf"
     client.create_registered_model(name)
@@ -196,8 +223,9 @@ def test_sensor_mirrors_alias_set_move_recreate_and_delete(
     assert [(e.kind, e.payload["alias"], e.version) for e in events] == [
         (EventKind.ALIAS_SET, "champion", 1)
     ]
-    # The event is what model_promotion_sensor turns into an evaluation run.
-    assert [p.key for p in PromotionPolicy().promotions(events)] == [f"{name}@v1"]
+    # assay's promotion sensor turns that event into one evaluation run of the version.
+    runs = _promotion_runs(registry_url, tmp_path)
+    assert [r.tags["assay/model_version"] for r in runs] == [f"{name}@v1"]
 
     # Nothing changed: no new events, same cursor.
     last = events[-1].id
@@ -205,8 +233,18 @@ def test_sensor_mirrors_alias_set_move_recreate_and_delete(
     assert result.cursor == cursor and "no alias changes" in result.skip_reason.skip_message
     assert _alias_events(reg, name, last) == []
 
-    # Move the alias to version 2 (an s3 source assay cannot load: placeholder + tag).
+    # Move the alias to version 2, an s3 source assay cannot load: deferred, nothing written,
+    # and the cursor still says "1" so the next tick tries again.
     client.set_registered_model_alias(name, "champion", "2")
+    result, _ = _tick(sensor, cursor, registry_url)
+    assert "deferred" in result.skip_reason.skip_message
+    assert alias_map_from_json(result.cursor)[name].aliases == {"champion": "1"}
+    assert _alias_events(reg, name, last) == [] and len(reg.list_versions(name)) == 1
+    cursor = result.cursor
+
+    # Naming a servable source on the MLflow version lets the retry through.
+    served = "openai:http://127.0.0.1:1/v1#clf-v2"
+    client.set_model_version_tag(name, "2", "assay.source", served)
     result, _ = _tick(sensor, cursor, registry_url)
     cursor = result.cursor
     moved = _alias_events(reg, name, last)
@@ -214,27 +252,25 @@ def test_sensor_mirrors_alias_set_move_recreate_and_delete(
         (EventKind.ALIAS_MOVED, 1, 2)
     ]
     v2 = reg.resolve(f"{name}@champion")
-    assert (
-        v2.source == f"mlflow:models:/{name}/2" and v2.tags["mlflow.source"] == "s3://bucket/clf-v2"
-    )
-    assert "no servable source" in result.skip_reason.skip_message
+    assert v2.source == served and v2.tags["mlflow.source"] == "s3://bucket/clf-v2"
     last = moved[-1].id
 
     # Delete and re-create between two ticks with the very same alias map: only the creation
     # time tells them apart, and the new version 2 must be registered as a new assay version.
     client.delete_registered_model(name)
     client.create_registered_model(name)
-    client.create_model_version(name, "s3://bucket/new-v1")
-    client.create_model_version(name, "s3://bucket/new-v2")
+    for _ in range(2):
+        client.create_model_version(name, f"runs:/{model_dir_run}/model", run_id=model_dir_run)
     client.set_registered_model_alias(name, "champion", "2")
     result, _ = _tick(sensor, cursor, registry_url)
+    assert alias_map_from_json(result.cursor)[name].aliases == {"champion": "2"}
     assert (
-        alias_map_from_json(result.cursor)[name].aliases
-        == alias_map_from_json(cursor)[name].aliases
+        alias_map_from_json(result.cursor)[name].created_ms
+        != alias_map_from_json(cursor)[name].created_ms
     )
     cursor = result.cursor
     reborn = reg.resolve(f"{name}@champion")
-    assert reborn.version == 3 and reborn.tags["mlflow.source"] == "s3://bucket/new-v2"
+    assert reborn.version == 3 and reborn.tags["mlflow.version"] == "2"
     assert [e.kind for e in _alias_events(reg, name, last)] == [EventKind.ALIAS_MOVED]
     last = _alias_events(reg, name)[-1].id
 
