@@ -12,11 +12,12 @@ from resources import (
     SuiteResource,
 )
 from sensors import all_schedules, all_sensors
+from sensors.mlflow import mlflow_sensors
 
 defs = Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    sensors=all_sensors,
+    sensors=[*all_sensors, *mlflow_sensors()],
     schedules=all_schedules,
     resources={
         "parquet_io_manager": ParquetIOManager(),
