@@ -84,13 +84,14 @@ class Expansions(Perturbation):
         return substitute(text, phrase_pattern(self._table), expand)
 
 
-class Misspellings(Perturbation):
-    """Each word with a known common misspelling is misspelled with probability ``prob``."""
+class _WordTableSwap(Perturbation):
+    """Each word listed in ``table_file`` is replaced by one of its entries with probability
+    ``prob`` (the case of the original word is kept)."""
 
-    name = "misspellings"
     family = ROBUSTNESS
+    table_file = ""
 
-    def __init__(self, prob: float = 0.1) -> None:
+    def __init__(self, prob: float) -> None:
         self.prob = check_prob("prob", prob)
 
     @property
@@ -98,15 +99,25 @@ class Misspellings(Perturbation):
         return {"prob": self.prob}
 
     def _apply(self, text: str, rng: random.Random) -> str:
-        table: dict[str, list[str]] = load_data("misspellings.json")
+        table: dict[str, list[str]] = load_data(self.table_file)
 
-        def misspell(word: str) -> str | None:
+        def swap(word: str) -> str | None:
             options = table.get(word.lower())
             if not options or rng.random() >= self.prob:
                 return None
             return match_case(word, rng.choice(options))
 
-        return substitute(text, WORD, misspell)
+        return substitute(text, WORD, swap)
+
+
+class Misspellings(_WordTableSwap):
+    """Each word with a known common misspelling is misspelled with probability ``prob``."""
+
+    name = "misspellings"
+    table_file = "misspellings.json"
+
+    def __init__(self, prob: float = 0.1) -> None:
+        super().__init__(prob)
 
 
 class Typos(Perturbation):
@@ -180,29 +191,14 @@ class FillerWords(Perturbation):
         return " ".join(out)
 
 
-class Synonyms(Perturbation):
+class Synonyms(_WordTableSwap):
     """Each word with a shipped synonym is replaced with probability ``prob``."""
 
     name = "synonyms"
-    family = ROBUSTNESS
+    table_file = "synonyms.json"
 
     def __init__(self, prob: float = 0.5) -> None:
-        self.prob = check_prob("prob", prob)
-
-    @property
-    def params(self) -> dict[str, float]:
-        return {"prob": self.prob}
-
-    def _apply(self, text: str, rng: random.Random) -> str:
-        table: dict[str, list[str]] = load_data("synonyms.json")
-
-        def swap(word: str) -> str | None:
-            options = table.get(word.lower())
-            if not options or rng.random() >= self.prob:
-                return None
-            return match_case(word, rng.choice(options))
-
-        return substitute(text, WORD, swap)
+        super().__init__(prob)
 
 
 class MildMix(Perturbation):
