@@ -296,6 +296,21 @@ class _LLRow:
         return max(len(g.context_ids) for g in self.groups)
 
 
+def _left_pad(
+    sequences: list[list[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids left-padded to one width, with the attention mask and position ids, so every
+    row ends at the last column (where the next token is predicted)."""
+    width = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, width - len(seq) :] = torch.tensor(seq)
+        mask[row, width - len(seq) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, positions
+
+
 class TransformersClient:
     """A ``ModelClient`` running a local transformers model (``bundled:``, ``gguf:``, ``hf:``).
 
@@ -508,13 +523,7 @@ class TransformersClient:
     @torch.inference_mode()
     def _generate_batch(self, lm: _LoadedModel, rows: list[_GenRow]) -> list[Completion]:
         transformers = _import_transformers()
-        width = max(len(r.prompt_ids) for r in rows)
-        ids = torch.full((len(rows), width), lm.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for b, row in enumerate(rows):
-            ids[b, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
-            mask[b, width - len(row.prompt_ids) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = _left_pad([r.prompt_ids for r in rows], lm.pad_id)
         cache = transformers.DynamicCache(config=lm.model.config)
         out = self._forward(lm, ids, mask, positions, cache, logits_to_keep=1)
         tokens: list[list[int]] = [[] for _ in rows]
@@ -568,13 +577,7 @@ class TransformersClient:
         """
         transformers = _import_transformers()
         groups = [g for row in rows for g in row.groups]
-        width = max(len(g.context_ids) for g in groups)
-        ids = torch.full((len(groups), width), lm.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(groups), width), dtype=torch.long)
-        for g, group in enumerate(groups):
-            ids[g, width - len(group.context_ids) :] = torch.tensor(group.context_ids)
-            mask[g, width - len(group.context_ids) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = _left_pad([g.context_ids for g in groups], lm.pad_id)
         cache = transformers.DynamicCache(config=lm.model.config)
         out = self._forward(lm, ids, mask, positions, cache, logits_to_keep=1)
         first_logits = out.logits[:, -1, :].float()
