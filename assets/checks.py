@@ -74,7 +74,8 @@ def regression_gate(
         for c in results[0].comparisons:
             metadata[f"{c.metric}.diff"] = MetadataValue.float(c.diff)
             metadata[f"{c.metric}.p_adjusted"] = MetadataValue.float(c.p_adjusted)
-    return AssetCheckResult(passed=not failed, metadata=metadata)
+    summary = "; ".join(f"{r.scenario}: {r.reason}" for r in failed) or results[0].reason
+    return AssetCheckResult(passed=not failed, metadata=metadata, description=summary)
 
 
 all_checks = [regression_gate]
