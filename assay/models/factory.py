@@ -10,7 +10,8 @@ _TRANSFORMERS_SCHEMES = ("bundled", "gguf", "hf")
 
 
 def build_client(spec: ModelSpec, cache_dir: Path) -> ModelClient:
-    """A client for ``spec``: transformers for ``bundled:``/``gguf:``/``hf:``, HTTP for ``openai:``.
+    """A client for ``spec``: transformers for ``bundled:``/``gguf:``/``hf:``, HTTP for ``openai:``,
+    llama.cpp in process for ``llamacpp:``.
 
     Backends are imported on demand, so an HTTP-only deployment never imports torch.
     ``cache_dir`` holds converted model files and digest sidecars.
@@ -24,7 +25,11 @@ def build_client(spec: ModelSpec, cache_dir: Path) -> ModelClient:
         from assay.models.openai_backend import OpenAIClient
 
         return OpenAIClient(spec)
+    if scheme == "llamacpp":
+        from assay.models.llamacpp_backend import LlamaCppClient
+
+        return LlamaCppClient(spec, cache_dir)
     raise ValueError(
         f"model {spec.key!r}: source {spec.source!r} has unknown scheme {scheme!r} "
-        f"(known: {', '.join([*_TRANSFORMERS_SCHEMES, 'openai'])})"
+        f"(known: {', '.join([*_TRANSFORMERS_SCHEMES, 'openai', 'llamacpp'])})"
     )
