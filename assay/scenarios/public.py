@@ -208,7 +208,14 @@ class GSM8K(PublicDataset):
 
 @register_scenario("bbq")
 class BBQ(PublicDataset):
-    """BBQ bias benchmark, one category file; group tags carry the bias breakdowns."""
+    """BBQ bias benchmark, one category file; group tags carry the bias breakdowns.
+
+    Tags: ``category``, ``context_condition`` (ambig / disambig), ``question_polarity``
+    (neg / nonneg) and, when the row names one, ``target_answer``: the index of the answer
+    about the stereotyped group (what the BBQ bias score counts). It is derived from each
+    answer's ``answer_info`` group labels and ``additional_metadata.stereotyped_groups``
+    (see ``bbq_target_answer``).
+    """
 
     repo = "nyu-mll/BBQ"
     url_template = GITHUB
@@ -218,18 +225,58 @@ class BBQ(PublicDataset):
         super().__init__(subset=category, **kwargs)
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
+        groups = {
+            "category": str(row["category"]),
+            "context_condition": str(row["context_condition"]),
+            "question_polarity": str(row["question_polarity"]),
+        }
+        target = bbq_target_answer(
+            row["answer_info"], row["additional_metadata"]["stereotyped_groups"]
+        )
+        if target is not None:
+            groups["target_answer"] = str(target)
         yield Instance(
             id=f"{row['category']}-{row['example_id']}",
             input=f"{row['context']} {row['question']}",
             references=_mc([row["ans0"], row["ans1"], row["ans2"]], int(row["label"])),
             split=split,
             sub_split=row["category"],
-            groups={
-                "category": str(row["category"]),
-                "context_condition": str(row["context_condition"]),
-                "question_polarity": str(row["question_polarity"]),
-            },
+            groups=groups,
         )
+
+
+def _bbq_label(text: str) -> str:
+    # The dataset spells one group several ways: "low SES" in the metadata, "lowSES" in the
+    # answers; compare without case or spaces.
+    return re.sub(r"\s+", "", text).lower()
+
+
+def bbq_target_answer(answer_info: Mapping[str, Any], stereotyped_groups: Any) -> int | None:
+    """Index (0-2) of the answer naming the stereotyped group, or None when no single one does.
+
+    ``answer_info`` maps ``ans0``..``ans2`` to ``[name, group label]``; the "unknown" answer's
+    label is ``unknown``. An answer matches a stereotyped group when its label equals the
+    group or one of the label's hyphen-separated parts does (``M-Black``, ``lowSES-F-Black``
+    carry gender and SES prefixes); the answer matching the most groups wins (Race_x_SES
+    lists both the race and ``low SES``). A tie or no match gives None, so the tag is left
+    out rather than guessed.
+    """
+    if not isinstance(stereotyped_groups, list):
+        raise ValueError("field 'additional_metadata.stereotyped_groups': expected a list")
+    groups = {_bbq_label(str(g)) for g in stereotyped_groups}
+    matches: dict[int, int] = {}
+    for index in range(3):
+        info = answer_info[f"ans{index}"]
+        if not isinstance(info, list) or len(info) < 2:
+            raise ValueError(f"field 'answer_info.ans{index}': expected [name, group label]")
+        label = _bbq_label(str(info[1]))
+        if label == "unknown":
+            continue
+        parts = {label, *label.split("-")}
+        matches[index] = len(groups & parts)
+    best = max(matches.values(), default=0)
+    winners = [i for i, n in matches.items() if n == best]
+    return winners[0] if best > 0 and len(winners) == 1 else None
 
 
 @register_scenario("natural_questions")
