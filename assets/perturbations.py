@@ -1,6 +1,6 @@
 """``perturbed_instances``: every configured perturbation of each scenario's eval instances."""
 
-from dagster import AssetExecutionContext, AssetIn, asset
+from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, asset
 
 from assay.evaluation import perturb_eval_instances, select_instances
 from assay.records import Instance
@@ -13,6 +13,7 @@ from resources import SuiteResource
     partitions_def=scenario_partitions,
     ins={"scenario_instances": AssetIn()},
     group_name="scenarios",
+    backfill_policy=BackfillPolicy.single_run(),
     kinds={"python", "parquet"},
     code_version="1",
     io_manager_key="parquet_io_manager",

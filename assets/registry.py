@@ -1,6 +1,6 @@
 """``registered_models``: each model version as resolved when it was materialized."""
 
-from dagster import AssetExecutionContext, MetadataValue, asset
+from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, asset
 
 from assay.models.registration import ResolvedModel, resolve_version
 from assets.partitions import MODEL_VERSION, model_version_partitions
@@ -22,6 +22,7 @@ def resolved_metadata(resolved: ResolvedModel) -> dict[str, object]:
 @asset(
     partitions_def=model_version_partitions,
     group_name="registry",
+    backfill_policy=BackfillPolicy.single_run(),
     kinds={"python", "parquet"},
     code_version="1",
     io_manager_key="parquet_io_manager",

@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from dagster import AssetExecutionContext, asset
+from dagster import AssetExecutionContext, BackfillPolicy, asset
 
 from assay.records import Instance
 from assets.common import markdown_table
@@ -13,6 +13,7 @@ from resources import SuiteResource
 @asset(
     partitions_def=scenario_partitions,
     group_name="scenarios",
+    backfill_policy=BackfillPolicy.single_run(),
     kinds={"python", "parquet"},
     code_version="1",
     io_manager_key="parquet_io_manager",
