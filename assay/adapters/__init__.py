@@ -1,5 +1,6 @@
 """Adapters: from instances and a prompt layout to model requests."""
 
+from assay.adapters.helm_prompts import from_helm_adapter_spec, helm_train_examples
 from assay.adapters.prompts import (
     LETTERS,
     UNCONDITIONED,
@@ -26,6 +27,8 @@ __all__ = [
     "build_variant_requests",
     "choice_label",
     "fit_prompt",
+    "from_helm_adapter_spec",
+    "helm_train_examples",
     "joint_answer_map",
     "language_modeling_requests",
     "render_prompt",

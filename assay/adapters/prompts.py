@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from assay.adapters.helm_prompts import helm_train_examples
 from assay.adapters.spec import AdapterSpec, Method
 from assay.digests import seed_from
 from assay.records import Instance, Request, RequestKind
@@ -67,11 +68,18 @@ def _query(spec: AdapterSpec, instance: Instance, text: str) -> str:
 
 def _example(spec: AdapterSpec, instance: Instance) -> str:
     answer = _answer_text(spec, instance)
-    return f"{_query(spec, instance, instance.input)} {answer}{spec.output_suffix}"
+    return (
+        f"{_query(spec, instance, instance.input)}{spec.answer_separator}{answer}"
+        f"{spec.output_suffix}"
+    )
 
 
 def select_train_examples(
-    train: Sequence[Instance], num_train: int, trial: int, balanced: bool = True
+    train: Sequence[Instance],
+    num_train: int,
+    trial: int,
+    balanced: bool = True,
+    scheme: str = "assay",
 ) -> list[Instance]:
     """Few-shot examples for one trial, seeded from the trial index (same every run).
 
@@ -80,7 +88,10 @@ def select_train_examples(
     taking a random unused example of each, so a 4-shot prompt over yes/no data holds two of
     each where it can. Examples without a correct answer only fill what is left. Unbalanced
     (``balanced=False``) takes consecutive blocks of the train split, one block per trial.
+    ``scheme="helm"`` draws exactly the examples HELM draws instead (``helm_train_examples``).
     """
+    if scheme == "helm":
+        return helm_train_examples(train, num_train, trial, balanced)
     if num_train <= 0 or not train:
         return []
     pool = list(train)
@@ -130,6 +141,7 @@ def _assemble(spec: AdapterSpec, examples: Sequence[Instance], query: str) -> st
         parts.append(spec.instructions + spec.instance_separator)
     parts.extend(_example(spec, example) + spec.instance_separator for example in examples)
     parts.append(query)
+    parts.append(spec.global_suffix)
     return "".join(parts)
 
 
@@ -272,7 +284,9 @@ def build_requests(
         return [r for i in instances for r in language_modeling_requests(spec, i, 0, perturbation)]
     requests = []
     for trial in range(spec.num_trials):
-        examples = select_train_examples(train, spec.num_train, trial, spec.sample_train)
+        examples = select_train_examples(
+            train, spec.num_train, trial, spec.sample_train, spec.few_shot_scheme
+        )
         for instance in instances:
             requests.extend(_instance_requests(spec, instance, examples, trial, perturbation))
     return requests

@@ -3,9 +3,9 @@
 A prompt is laid out as::
 
     {global_prefix}{instructions}{instance_separator}
-    {input_prefix}{example}{input_suffix}[choices]{output_prefix} {answer}{output_suffix}
-    {instance_separator} ... (one block per few-shot example)
-    {input_prefix}{input}{input_suffix}[choices]{output_prefix}
+    {input_prefix}{example}{input_suffix}[choices]{output_prefix}{answer_separator}{answer}
+    {output_suffix}{instance_separator} ... (one block per few-shot example)
+    {input_prefix}{input}{input_suffix}[choices]{output_prefix}{global_suffix}
 
 ``[choices]`` is one ``{reference_prefix}{text}{reference_suffix}`` line per reference, only
 for ``multiple_choice_joint``.
@@ -37,6 +37,8 @@ class Method(enum.StrEnum):
     # Log-likelihood of a whole document over sliding windows: perplexity, bits per byte.
     LANGUAGE_MODELING = "language_modeling"
 
+
+FEW_SHOT_SCHEMES = ("assay", "helm")
 
 LOGLIKELIHOOD_METHODS = frozenset(
     {
@@ -77,8 +79,21 @@ class AdapterSpec:
     lm_context_chars: int = 1000
     variant: str = "default"  # a name for this layout, e.g. "zero-shot", "5-shot", "terse"
     extra: dict[str, Any] = field(default_factory=dict)
+    # Between a few-shot example's output prefix and its answer. HELM writes its output prefix
+    # whole before an answer ("Answer: C") and right-stripped at the end of the prompt
+    # ("Answer:"): its "Answer: " is output_prefix "Answer:" with answer_separator " ".
+    answer_separator: str = " "
+    global_suffix: str = ""  # after everything, e.g. a fixed cue after the last instance
+    # How few-shot examples are drawn: "assay" (see ``select_train_examples``) or "helm"
+    # (HELM's own sampler, so the examples and their order are the ones helm-run picks).
+    few_shot_scheme: str = "assay"
 
     def __post_init__(self) -> None:
+        if self.few_shot_scheme not in FEW_SHOT_SCHEMES:
+            raise ValueError(
+                f"adapter: unknown few_shot_scheme {self.few_shot_scheme!r}; "
+                f"known: {', '.join(FEW_SHOT_SCHEMES)}"
+            )
         if self.num_train < 0 or self.num_trials < 1:
             raise ValueError("adapter: num_train must be >= 0 and num_trials >= 1")
         if self.max_prompt_chars < 0:
@@ -95,6 +110,11 @@ class AdapterSpec:
         data = asdict(self)
         data["method"] = self.method.value
         data["stop"] = list(self.stop)
+        # Fields added after template ids were first stored are left out at their defaults,
+        # so every layout that existed before keeps its template id (and its history).
+        for name, default in _LATER_FIELDS.items():
+            if data[name] == default:
+                del data[name]
         return data
 
     @classmethod
@@ -154,6 +174,9 @@ _FIELD_TYPES: dict[str, type] = {
             "reference_prefix",
             "reference_suffix",
             "variant",
+            "answer_separator",
+            "global_suffix",
+            "few_shot_scheme",
         )
     },
     **{
@@ -169,4 +192,11 @@ _FIELD_TYPES: dict[str, type] = {
     },
     "sample_train": bool,
     "extra": dict,
+}
+
+# Field → default of the fields ``to_dict`` leaves out at their default (see there).
+_LATER_FIELDS: dict[str, Any] = {
+    "answer_separator": " ",
+    "global_suffix": "",
+    "few_shot_scheme": "assay",
 }
