@@ -21,6 +21,7 @@ import re
 import time
 import types
 import typing
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -227,6 +228,13 @@ def _check_version_number(version: object, where: str) -> int:
 
 _SERVING_HINTS = typing.get_type_hints(ServingConfig)
 _POSITIVE_SERVING = {"batch_size", "max_context"}
+
+
+def _carries_credentials(source: str) -> bool:
+    """True when a source URI embeds a user/password (``scheme:http://user:pw@host/...``)."""
+    _, _, rest = source.partition(":")
+    netloc = urllib.parse.urlsplit(rest).netloc
+    return "@" in netloc
 
 
 def normalize_serving(serving: Mapping[str, Any] | None, where: str = "serving") -> dict[str, Any]:
@@ -581,6 +589,12 @@ class Registry:
         where = f"new version of model {model!r}"
         if not isinstance(source, str) or not _SOURCE.match(source) or not source.isprintable():
             raise invalid(f"{where}: source {source!r} is not a URI like 'hf:/path/to/model'")
+        if _carries_credentials(source):
+            # Sources are stored, logged and shown in the UI: secrets never go in them.
+            raise invalid(
+                f"{where}: the source URI carries credentials; pass them through an "
+                "environment variable (e.g. OPENAI_API_KEY) instead"
+            )
         normalized = normalize_serving(serving, where)
         _check_text(description, f"{where}: description")
         tags = _check_tags(tags, where)
