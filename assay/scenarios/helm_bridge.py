@@ -7,9 +7,10 @@ Every HELM call therefore runs in a child interpreter: the one named by ``venv``
 writes a JSON answer; HELM's global state (it seeds ``random`` and ``numpy`` globally,
 registers model configs) never touches this process.
 
-``helm_scenario`` (arguments ``name`` and ``args``) builds a HELM scenario by its run-spec
-name, e.g. ``synthetic_reasoning`` with ``{"mode": "pattern_match"}``, or by a scenario class
-path, and converts its instances; ids are HELM runner's (``id0``, ``id1``, … in scenario
+``helm_scenario`` builds a HELM scenario by its run-spec name (``run_spec:
+synthetic_reasoning``, ``args: {mode: pattern_match}``: a ``helm-run`` run entry's name and
+arguments) or by its class path (``scenario_class``, ``args`` for its constructor) and
+converts its instances; ids are HELM runner's (``id0``, ``id1``, … in scenario
 order) when the scenario sets none, so they match ``helm-run``'s output. Downloads go under
 ``output_dir``, ``$ASSAY_HELM_CACHE`` or ``.assay/helm``, laid out as HELM's
 ``benchmark_output/scenarios/<name>``.
@@ -165,9 +166,9 @@ from importlib.metadata import version
 def instances(job):
     from helm.benchmark.scenarios.scenario import ScenarioSpec, create_scenario
 
-    name, args, adapter_spec = job["name"], job["args"], None
-    if "." in name:
-        spec = ScenarioSpec(class_name=name, args=args)
+    name, args, adapter_spec = job["run_spec"], job["args"], None
+    if job["scenario_class"]:
+        spec = ScenarioSpec(class_name=job["scenario_class"], args=args)
     else:
         from helm.benchmark.run_spec import get_run_spec_function
 
@@ -297,29 +298,35 @@ class HelmScenarioData:
 
 
 def load_helm_scenario(
-    name: str,
+    run_spec: str | None = None,
     args: Mapping[str, Any] | None = None,
+    scenario_class: str | None = None,
     output_dir: str | os.PathLike[str] | None = None,
     venv: str | os.PathLike[str] | None = None,
     timeout_s: float | None = None,
 ) -> HelmScenarioData:
     """Build a HELM scenario in the HELM interpreter and convert its instances.
 
-    ``name`` is a run-spec name (``synthetic_reasoning``; ``args`` are the run entry's
-    arguments, e.g. ``{"mode": "pattern_match"}``) or a scenario class path
+    Name exactly one of ``run_spec`` (``synthetic_reasoning``; ``args`` are the run entry's
+    arguments, e.g. ``{"mode": "pattern_match"}``) and ``scenario_class``
     (``helm.benchmark.scenarios.boolq_scenario.BoolQScenario``; ``args`` go to its
     constructor). The revision is the HELM version, which also fixes generated data.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError("helm_scenario.name: expected a HELM run spec name or class path")
+    if (run_spec is None) == (scenario_class is None):
+        raise ValueError("helm_scenario: name exactly one of run_spec and scenario_class")
+    for where, value in (("run_spec", run_spec), ("scenario_class", scenario_class)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError(f"helm_scenario.{where}: expected a non-empty string")
     job = {
         "command": "instances",
-        "name": name,
+        "run_spec": run_spec,
+        "scenario_class": scenario_class,
         "args": _json_args(args, "helm_scenario.args"),
         "output_dir": str(cache_dir(output_dir)),
     }
+    runtime = find_helm(venv)
     Path(job["output_dir"]).mkdir(parents=True, exist_ok=True)
-    answer = _run_helm(find_helm(venv), job, Path(job["output_dir"]), timeout_s)
+    answer = _run_helm(runtime, job, Path(job["output_dir"]), timeout_s)
     instances = instances_from_helm(answer["instances"])
     version = answer["helm_version"]
     return HelmScenarioData(
@@ -337,18 +344,23 @@ class HelmScenario(Scenario):
 
     def __init__(
         self,
-        name: str,
+        run_spec: str | None = None,
         args: Mapping[str, Any] | None = None,
+        scenario_class: str | None = None,
         output_dir: str | None = None,
         venv: str | None = None,
     ) -> None:
-        self.helm_name = name
+        self.run_spec = run_spec
         self.args = _json_args(args, "helm_scenario.args")
+        self.scenario_class = scenario_class
         self.output_dir = output_dir
         self.venv = venv
 
     def load(self) -> ScenarioData:
-        return load_helm_scenario(self.helm_name, self.args, self.output_dir, self.venv).data
+        loaded = load_helm_scenario(
+            self.run_spec, self.args, self.scenario_class, self.output_dir, self.venv
+        )
+        return loaded.data
 
 
 # ---------------------------------------------------------------------------------------------
