@@ -14,7 +14,6 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ from assay.models.transformers_backend import TransformersClient, converted_mode
 from assay.records import Request, RequestKind
 from assay.serving import (
     OpenAIServer,
-    PromptLogprobs,
+    PromptScorer,
     RequestBatcher,
     asgi_in_background,
     serving_in_background,
@@ -41,39 +40,23 @@ from assay.serving import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-class ScoringClient(TransformersClient):
-    """The local client plus exact per-token prompt scores (the optional ``PromptScorer``).
+class PiecesOnlyClient:
+    """The local client without ``score_prompts``, so the server takes its word-piece path.
 
-    Written here to exercise the server's exact echo path; it reads the loaded model through
-    the client's private accessor.
+    ``TransformersClient`` is a ``PromptScorer``; this wrapper hides that to keep the fallback
+    every other backend relies on under test.
     """
 
-    def score_prompts(self, texts: Sequence[str]) -> list[PromptLogprobs]:
-        import torch
+    def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
+        self.inner = TransformersClient(spec, cache_dir)
+        self.spec = spec
 
-        lm = self._loaded()
-        out = []
-        for text in texts:
-            enc = lm.tokenizer(text, return_offsets_mapping=True)
-            ids, spans = enc.input_ids, enc.offset_mapping
-            with torch.no_grad():
-                logits = lm.model(torch.tensor([ids])).logits[0].float()
-            logp = torch.log_softmax(logits, -1)
-            values: list[float | None] = [None]
-            tops: list[dict[str, float] | None] = [None]
-            for i in range(1, len(ids)):
-                values.append(logp[i - 1, ids[i]].item())
-                best = int(logp[i - 1].argmax())
-                tops.append({lm.tokenizer.decode([best]): logp[i - 1, best].item()})
-            out.append(
-                PromptLogprobs(
-                    tokens=tuple(text[a:b] for a, b in spans),
-                    text_offset=tuple(a for a, _ in spans),
-                    token_logprobs=tuple(values),
-                    top_logprobs=tuple(tops),
-                )
-            )
-        return out
+    @property
+    def artifact_digest(self) -> str:
+        return self.inner.artifact_digest
+
+    def complete(self, requests, progress=None):
+        return self.inner.complete(requests, progress)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +67,7 @@ def cache_dir() -> Path:
     return path
 
 
-def _local(cache_dir: Path, cls=TransformersClient, **serving) -> TransformersClient:
+def _local(cache_dir: Path, cls=TransformersClient, **serving):
     spec = ModelSpec("smollm2-135m-instruct@v1", BUNDLED_SOURCE, ServingConfig(**serving))
     return cls(spec, cache_dir)
 
@@ -131,9 +114,10 @@ def test_generation_over_http_equals_local_greedy_output(cache_dir):
     assert sorted(seen) == [(1, 3), (2, 3), (3, 3)]
 
 
-@pytest.mark.parametrize("cls", [TransformersClient, ScoringClient], ids=["pieces", "exact"])
+@pytest.mark.parametrize("cls", [PiecesOnlyClient, TransformersClient], ids=["pieces", "exact"])
 def test_loglikelihood_over_http_equals_local(cache_dir, cls):
     local = _local(cache_dir, cls)
+    assert isinstance(local, PromptScorer) == (cls is TransformersClient)
     expected = local.complete(LL_REQUESTS)
     with serving_in_background(local) as running, _remote(running.base_url) as remote:
         got = remote.complete(LL_REQUESTS)
@@ -144,7 +128,7 @@ def test_loglikelihood_over_http_equals_local(cache_dir, cls):
             assert gc.text == ec.text
             assert gc.logprob == pytest.approx(ec.logprob, abs=1e-4)
             assert (gc.n_chars, gc.n_bytes, gc.is_greedy) == (ec.n_chars, ec.n_bytes, ec.is_greedy)
-            if cls is ScoringClient:  # real tokens; the piece path counts word pieces
+            if cls is TransformersClient:  # real tokens; the piece path counts word pieces
                 assert gc.n_tokens == ec.n_tokens
     # A sanity anchor independent of the backends: the likelier capital wins.
     paris, london, _ = got[0].choices

@@ -18,18 +18,30 @@ class ServingConfig:
 
     chat_template: bool = False  # wrap each prompt as a user turn with the tokenizer's template
     system_prompt: str | None = None  # only used with the chat template
-    dtype: str = "float32"
+    dtype: str = "float32"  # float32, bfloat16 or float16 (half precision needs a GPU)
     batch_size: int = 16  # upper bound; backends may pick smaller batches
     max_context: int = 2048
+    # Local backends: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", "mps".
+    device: str = "auto"
+    # Passed to transformers' ``from_pretrained`` when set (e.g. "auto" to spread a model over
+    # several GPUs); it then places the weights and ``device`` must stay "auto".
+    device_map: str | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "chat_template": self.chat_template,
             "system_prompt": self.system_prompt,
             "dtype": self.dtype,
             "batch_size": self.batch_size,
             "max_context": self.max_context,
         }
+        # Placement keys appear only when set away from their defaults, so the request-cache
+        # keys and registry entries written before they existed stay valid.
+        if self.device != "auto":
+            data["device"] = self.device
+        if self.device_map is not None:
+            data["device_map"] = self.device_map
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> ServingConfig:

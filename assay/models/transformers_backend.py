@@ -17,13 +17,24 @@ Decisions worth knowing:
   those that contain any continuation character (by offsets), so a token spanning the boundary,
   such as " Paris" after "Answer:", belongs to the continuation. The choices of one request share
   one forward pass of the prompt (its KV cache is reused for the continuations).
+- Placement: ``ServingConfig.device`` "auto" means CUDA when ``torch.cuda.is_available()``, else
+  the CPU; ``device_map`` (e.g. "auto" over several GPUs) is handed to ``from_pretrained``.
+  bfloat16/float16 on the CPU is refused, not downgraded: a downgraded run would store float32
+  numbers under the half-precision version's cache keys, and half precision on the CPU is slow.
+- Batch size: ``ServingConfig.batch_size`` is an upper bound. When a batch runs out of GPU memory
+  it is halved and retried (down to 1), and the smaller size holds for the rest of the call;
+  each ``Completion.batch_size`` says how many requests shared its batch.
+- Prompt scoring (``score_prompts``, the server's exact ``echo`` path): the text as given, with
+  the BOS the tokenizer puts before raw text, one forward pass per batch of texts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import inspect
 import json
+import logging
 import os
 import shutil
 import threading
@@ -32,16 +43,23 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from assay.digests import digest_file, digest_json
-from assay.models.base import ModelSpec, ProgressCallback
+from assay.models.base import ModelSpec, ProgressCallback, ServingConfig
 from assay.models.bundled import bundled_gguf_path
 from assay.records import ChoiceScore, Completion, Request, RequestKind
 
+if TYPE_CHECKING:
+    from assay.serving.prompt_logprobs import PromptLogprobs
+
+log = logging.getLogger(__name__)
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_HALF_DTYPES = ("bfloat16", "float16")
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
 _SCHEMES = ("bundled", "gguf", "hf")
 # Files of an HF directory that do not change what the model computes (merges.txt does, so
 # .txt files in general are kept).
@@ -79,6 +97,64 @@ def resolve_source(source: str) -> ResolvedSource:
             "(no config.json)"
         )
     return ResolvedSource("hf", path.resolve())
+
+
+def resolve_device(key: str, serving: ServingConfig) -> str:
+    """The device a model version computes on ("cpu", "cuda", "cuda:1", "mps"), checked here.
+
+    Raises ``ValueError`` naming the model version and its serving config when the device is
+    unknown or absent on this machine, when ``device_map`` is combined with an explicit device
+    or lacks the ``accelerate`` package, or when half precision would run on the CPU.
+    """
+    where = f"model {key!r}: serving config (device={serving.device!r}, dtype={serving.dtype!r})"
+    if serving.device_map is not None:
+        if serving.device != "auto":
+            raise ValueError(
+                f"{where} sets device_map={serving.device_map!r}; the map places the weights, "
+                "so device must stay 'auto'"
+            )
+        if importlib.util.find_spec("accelerate") is None:
+            raise ValueError(f"{where}: device_map needs the 'accelerate' package installed")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif serving.device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        device = _check_device(where, serving.device)
+    if serving.dtype in _HALF_DTYPES and device == "cpu":
+        raise ValueError(
+            f"{where}: {serving.dtype} needs a GPU but this model would run on the CPU; "
+            "serve it with dtype 'float32' on the CPU, or where CUDA is available"
+        )
+    return device
+
+
+def _check_device(where: str, name: str) -> str:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None or device.type not in _DEVICE_TYPES:
+        raise ValueError(
+            f"{where}: {name!r} is not a device this backend runs on "
+            "(expected 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps')"
+        )
+    if device.type == "cpu":
+        return "cpu"
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{where}: device 'mps' is not available on this machine")
+        return "mps"
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"{where}: CUDA is not available on this machine (torch {torch.__version__}); "
+            "use device 'auto' or 'cpu'"
+        )
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"{where}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"so {name!r} does not exist"
+        )
+    return str(device)
 
 
 def memoized_file_digest(path: Path, cache_dir: Path) -> str:
@@ -215,26 +291,35 @@ class _LoadedModel:
     pad_id: int
     fallback_context_id: int  # conditions a continuation whose context has no tokens
     adds_bos: bool  # the tokenizer puts BOS in front of raw text by default
+    device: torch.device  # where input tensors go (the input embeddings' device)
 
 
-# Loaded models per (directory, dtype): several clients and steps in one process load once.
-_LOADED: dict[tuple[str, str], _LoadedModel] = {}
+# Loaded models per (directory, dtype, device, device_map): several clients and steps in one
+# process load once.
+_LOADED: dict[tuple[str, str, str, str | None], _LoadedModel] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def _load(directory: Path, dtype: str) -> _LoadedModel:
-    key = (str(directory), dtype)
+def _load(
+    directory: Path, dtype: str, device: str = "cpu", device_map: str | None = None
+) -> _LoadedModel:
+    key = (str(directory), dtype, device, device_map)
     with _LOAD_LOCK:
         if key not in _LOADED:
-            _LOADED[key] = _load_uncached(directory, _DTYPES[dtype])
+            _LOADED[key] = _load_uncached(directory, _DTYPES[dtype], device, device_map)
         return _LOADED[key]
 
 
-def _load_uncached(directory: Path, dtype: torch.dtype) -> _LoadedModel:
+def _load_uncached(
+    directory: Path, dtype: torch.dtype, device: str, device_map: str | None
+) -> _LoadedModel:
     transformers = _import_transformers()
+    placement = {"device_map": device_map} if device_map is not None else {}
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        directory, dtype=dtype, local_files_only=True
+        directory, dtype=dtype, local_files_only=True, **placement
     ).eval()
+    if device_map is None:
+        model = model.to(device)
     tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
     eos: set[int] = set()
     for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
@@ -257,6 +342,7 @@ def _load_uncached(directory: Path, dtype: torch.dtype) -> _LoadedModel:
         pad_id=int(pad_id),
         fallback_context_id=int(bos if bos is not None else min(eos)),
         adds_bos=adds_bos,
+        device=model.get_input_embeddings().weight.device,
     )
 
 
@@ -270,6 +356,10 @@ class _GenRow:
     prompt_ids: list[int]
     max_new: int
     stop: tuple[str, ...]
+
+    @property
+    def weight(self) -> int:
+        return 1
 
 
 @dataclass
@@ -292,12 +382,32 @@ class _LLRow:
         return len(self.continuations)
 
     @property
+    def weight(self) -> int:
+        return self.n_choices
+
+    @property
     def prefix_len(self) -> int:
         return max(len(g.context_ids) for g in self.groups)
 
 
+@dataclass
+class _PromptRow:
+    """A text to score token by token; ``ids`` are what the model sees (BOS, truncation)."""
+
+    index: int
+    text: str
+    ids: list[int]
+    spans: list[tuple[int, int]]  # character span of each listed token of ``text``
+    n_hidden: int  # leading ids not listed as tokens (the BOS)
+    n_dropped: int  # listed tokens before the context window, left unscored
+
+    @property
+    def weight(self) -> int:
+        return 1
+
+
 def _left_pad(
-    sequences: list[list[int]], pad_id: int
+    sequences: list[list[int]], pad_id: int, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Token ids left-padded to one width, with the attention mask and position ids, so every
     row ends at the last column (where the next token is predicted)."""
@@ -308,14 +418,22 @@ def _left_pad(
         ids[row, width - len(seq) :] = torch.tensor(seq)
         mask[row, width - len(seq) :] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids, mask, positions
+    return ids.to(device), mask.to(device), positions.to(device)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an accelerator out-of-memory error (the typed one, or a RuntimeError saying so)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 class TransformersClient:
     """A ``ModelClient`` running a local transformers model (``bundled:``, ``gguf:``, ``hf:``).
 
-    Construction checks the source and the serving config but loads nothing; the model is
-    loaded (and a GGUF converted) on the first call that needs it.
+    Construction checks the source and the serving config (device and dtype included) but loads
+    nothing; the model is loaded (and a GGUF converted) on the first call that needs it. It
+    also implements ``assay.serving.PromptScorer`` (``score_prompts``).
     """
 
     def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
@@ -331,6 +449,7 @@ class TransformersClient:
         self.spec = spec
         self.cache_dir = Path(cache_dir)
         self.source = resolve_source(spec.source)
+        self.device = resolve_device(spec.key, spec.serving)
         self._digest: str | None = None
         self._dir: Path | None = None
 
@@ -360,8 +479,9 @@ class TransformersClient:
         return self._dir
 
     def _loaded(self) -> _LoadedModel:
-        loaded = _load(self.model_dir, self.spec.serving.dtype)
-        if self.spec.serving.chat_template and not loaded.tokenizer.chat_template:
+        serving = self.spec.serving
+        loaded = _load(self.model_dir, serving.dtype, self.device, serving.device_map)
+        if serving.chat_template and not loaded.tokenizer.chat_template:
             raise ValueError(
                 f"model {self.spec.key!r}: serving.chat_template is true but the tokenizer of "
                 f"{self.spec.source!r} has no chat template"
@@ -401,22 +521,58 @@ class TransformersClient:
             except _RequestFailed as exc:
                 results[i] = Completion(error=str(exc))
         done = sum(r is not None for r in results)
-        batch_size = self.spec.serving.batch_size
+
+        def finish(row: Any, completion: Completion, latency_s: float, size: int) -> None:
+            results[row.index] = dataclasses.replace(
+                completion, latency_s=latency_s, batch_size=size
+            )
+
+        def fail(row: Any, message: str) -> None:
+            results[row.index] = Completion(error=message)
+
+        def batch_done(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(done, len(requests))
+
         # Longest first: padding within a batch stays small, and memory trouble shows early.
         gen_rows.sort(key=lambda r: (-len(r.prompt_ids), r.index))
-        for start in range(0, len(gen_rows), batch_size):
-            batch = gen_rows[start : start + batch_size]
-            self._run_batch(lm, batch, self._generate_batch, results)
-            done += len(batch)
-            if progress is not None:
-                progress(done, len(requests))
+        self._run_rows(lm, gen_rows, self._generate_batch, finish, fail, batch_done)
         ll_rows.sort(key=lambda r: (-r.prefix_len, r.index))
-        for batch in _pack(ll_rows, batch_size):
-            self._run_batch(lm, batch, self._loglikelihood_batch, results)
-            done += len(batch)
-            if progress is not None:
-                progress(done, len(requests))
+        self._run_rows(lm, ll_rows, self._loglikelihood_batch, finish, fail, batch_done)
         return [r if r is not None else Completion(error="not run") for r in results]
+
+    def score_prompts(self, texts: Sequence[str]) -> list[PromptLogprobs]:
+        """Exact log-probability of every token of each text, for an OpenAI ``echo`` reply.
+
+        Each text is scored as given (never chat-wrapped), after the BOS the tokenizer puts
+        before raw text, in batches of one forward pass each. A token's value is
+        ``log P(token | the tokens before it)``; the first token's is ``None`` unless a BOS
+        precedes it. A text longer than the context window keeps its last tokens; those before
+        the window, and the first one in it, get ``None``. ``top_logprobs`` holds the top-1
+        alternative. Raises ``ValueError`` naming the text when it cannot be scored.
+        """
+        lm = self._loaded()
+        budget = min(self.spec.serving.max_context, lm.max_positions)
+        results: list[PromptLogprobs | None] = [None] * len(texts)
+        rows: list[_PromptRow] = []
+        for i, text in enumerate(texts):
+            row = self._prompt_row(lm, i, text, budget)
+            if len(row.ids) < 2:  # nothing conditions the only token: no forward pass needed
+                results[i] = _prompt_logprobs(row, [None] * len(row.spans), [None] * len(row.spans))
+            else:
+                rows.append(row)
+
+        def finish(row: _PromptRow, scored: PromptLogprobs, _latency: float, _size: int) -> None:
+            results[row.index] = scored
+
+        def fail(row: _PromptRow, message: str) -> None:
+            raise ValueError(f"could not score text {row.index} ({len(row.ids)} tokens): {message}")
+
+        rows.sort(key=lambda r: (-len(r.ids), r.index))
+        self._run_rows(lm, rows, self._prompt_batch, finish, fail, lambda n: None)
+        return [r for r in results if r is not None]
 
     # -- request preparation ------------------------------------------------------------------
 
@@ -492,23 +648,83 @@ class TransformersClient:
             ctx_ids = [lm.fallback_context_id]
         return ctx_ids, cont_ids
 
+    def _prompt_row(self, lm: _LoadedModel, index: int, text: str, budget: int) -> _PromptRow:
+        tok = lm.tokenizer
+        if tok.is_fast:
+            enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids, spans = list(enc.input_ids), [(int(a), int(b)) for a, b in enc.offset_mapping]
+        else:
+            # No offsets from a slow tokenizer: each token spans what it adds to the decoded
+            # prefix (quadratic, but slow tokenizers are rare in transformers 5).
+            ids = list(tok(text, add_special_tokens=False).input_ids)
+            ends = [len(tok.decode(ids[: k + 1])) for k in range(len(ids))]
+            spans = list(zip([0, *ends[:-1]], ends, strict=True))
+        hidden = [tok.bos_token_id] if lm.adds_bos and ids else []
+        full = hidden + ids
+        dropped = max(0, len(full) - budget)
+        return _PromptRow(
+            index=index,
+            text=text,
+            ids=full[dropped:],
+            spans=spans,
+            n_hidden=max(0, len(hidden) - dropped),
+            n_dropped=max(0, dropped - len(hidden)),
+        )
+
     # -- batches --------------------------------------------------------------------------------
 
-    def _run_batch(self, lm, batch, runner, results: list[Completion | None]) -> None:
-        """Run one batch; if it fails as a whole, run its rows alone so one bad row stays alone."""
+    def _run_rows(self, lm, rows, runner, finish, fail, batch_done) -> None:
+        """Run ``rows`` in batches whose weight (requests, or choices) stays within a limit.
+
+        The limit starts at ``serving.batch_size``. A batch that runs out of accelerator memory
+        is retried with the limit halved (the smaller limit holds for the rest of the rows);
+        a single row that still does not fit fails with the error.
+        """
+        limit = self.spec.serving.batch_size
+        start = 0
+        while start < len(rows):
+            batch = _take(rows, start, limit)
+            weight = sum(row.weight for row in batch)
+            outcome = self._run_batch(lm, batch, runner, limit, finish, fail)
+            if outcome is not None:  # out of memory
+                shrunk = min(limit, weight) // 2
+                _release_cached_memory()
+                if shrunk >= 1:
+                    log.warning(
+                        "model %s: out of memory on a batch of %d; retrying with at most %d",
+                        self.spec.key,
+                        weight,
+                        shrunk,
+                    )
+                    limit = shrunk
+                    continue
+                for row in batch:
+                    fail(row, f"out of memory even at batch size 1: {outcome}")
+            start += len(batch)
+            batch_done(len(batch))
+
+    def _run_batch(self, lm, batch, runner, limit, finish, fail) -> str | None:
+        """Run one batch; returns the message of an out-of-memory error instead of results.
+
+        Any other failure of the whole batch runs its rows alone, so one bad row stays alone.
+        """
         start = time.perf_counter()
         try:
-            outputs = runner(lm, batch)
+            outputs = runner(lm, batch, limit)
         except Exception as exc:
+            if is_out_of_memory(exc):
+                return f"{type(exc).__name__}: {exc}"
             if len(batch) == 1:
-                results[batch[0].index] = Completion(error=f"{type(exc).__name__}: {exc}")
-                return
+                fail(batch[0], f"{type(exc).__name__}: {exc}")
+                return None
             for row in batch:
-                self._run_batch(lm, [row], runner, results)
-            return
+                if self._run_batch(lm, [row], runner, limit, finish, fail) is not None:
+                    fail(row, f"out of memory running alone after the batch failed: {exc}")
+            return None
         per_row = (time.perf_counter() - start) / len(batch)
-        for row, completion in zip(batch, outputs, strict=True):
-            results[row.index] = _with_timing(completion, per_row, len(batch))
+        for row, output in zip(batch, outputs, strict=True):
+            finish(row, output, per_row, len(batch))
+        return None
 
     def _forward(self, lm: _LoadedModel, ids, mask, positions, cache, logits_to_keep: int = 0):
         return lm.model(
@@ -521,37 +737,44 @@ class TransformersClient:
         )
 
     @torch.inference_mode()
-    def _generate_batch(self, lm: _LoadedModel, rows: list[_GenRow]) -> list[Completion]:
+    def _generate_batch(self, lm: _LoadedModel, rows: list[_GenRow], _limit: int) -> list:
+        """Greedy decoding of ``rows`` together; finished rows leave the batch (and its cache)."""
         transformers = _import_transformers()
-        ids, mask, positions = _left_pad([r.prompt_ids for r in rows], lm.pad_id)
+        ids, mask, positions = _left_pad([r.prompt_ids for r in rows], lm.pad_id, lm.device)
         cache = transformers.DynamicCache(config=lm.model.config)
         out = self._forward(lm, ids, mask, positions, cache, logits_to_keep=1)
         tokens: list[list[int]] = [[] for _ in rows]
         logprobs: list[list[float]] = [[] for _ in rows]
-        finished = [False] * len(rows)
+        active = list(range(len(rows)))  # the row of ``rows`` behind each batch row
         for _ in range(max(r.max_new for r in rows)):
             logits = out.logits[:, -1, :].float()
             chosen = logits.argmax(-1)
             chosen_lp = (logits.gather(-1, chosen[:, None])[:, 0] - logits.logsumexp(-1)).tolist()
-            for b, row in enumerate(rows):
-                if finished[b]:
-                    continue
-                token = int(chosen[b])
+            keep = []
+            for b, token in enumerate(chosen.tolist()):
+                i = active[b]
                 if token in lm.eos_ids:
-                    finished[b] = True
                     continue
-                tokens[b].append(token)
-                logprobs[b].append(chosen_lp[b])
-                if len(tokens[b]) >= row.max_new or (
-                    row.stop and _find_stop(lm.tokenizer.decode(tokens[b]), row.stop) >= 0
+                tokens[i].append(token)
+                logprobs[i].append(chosen_lp[b])
+                if len(tokens[i]) < rows[i].max_new and not _stop_completed(
+                    lm.tokenizer, tokens[i], rows[i].stop
                 ):
-                    finished[b] = True
-            if all(finished):
+                    keep.append(b)
+            if not keep:
                 break
-            step = torch.tensor([[t[-1] if t else lm.pad_id] for t in tokens])
-            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
+            cache = out[lm.cache_kwarg]
+            step = chosen[:, None].to(lm.device)
+            if len(keep) < len(active):
+                # Rows that finished stop costing compute: drop them from the batch and cache.
+                # (A CPU index serves cache layers on any device, as under a device_map.)
+                cache.batch_select_indices(torch.tensor(keep))
+                index = torch.tensor(keep, device=lm.device)
+                step, mask, positions = step[index], mask[index], positions[index]
+                active = [active[b] for b in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             positions = positions[:, -1:] + 1
-            out = self._forward(lm, step, mask, positions, out[lm.cache_kwarg])
+            out = self._forward(lm, step, mask, positions, cache)
         completions = []
         for b, row in enumerate(rows):
             text = lm.tokenizer.decode(tokens[b])
@@ -567,22 +790,22 @@ class TransformersClient:
         return completions
 
     @torch.inference_mode()
-    def _loglikelihood_batch(self, lm: _LoadedModel, rows: list[_LLRow]) -> list[Completion]:
+    def _loglikelihood_batch(self, lm: _LoadedModel, rows: list[_LLRow], limit: int) -> list:
         """Score all choices of ``rows``: one forward of the distinct contexts, one of the rest.
 
         The contexts are left-padded so they all end at the same position; their KV cache is
-        then repeated per choice and the choices' remaining tokens run on top of it. The first
-        token of every choice is scored from the context pass, so single-token choices cost
-        nothing beyond it.
+        then repeated per choice and the choices' remaining tokens run on top of it, at most
+        ``limit`` choices per forward pass. The first token of every choice is scored from the
+        context pass, so single-token choices cost nothing beyond it.
         """
         transformers = _import_transformers()
         groups = [g for row in rows for g in row.groups]
-        ids, mask, positions = _left_pad([g.context_ids for g in groups], lm.pad_id)
+        ids, mask, positions = _left_pad([g.context_ids for g in groups], lm.pad_id, lm.device)
         cache = transformers.DynamicCache(config=lm.model.config)
         out = self._forward(lm, ids, mask, positions, cache, logits_to_keep=1)
         first_logits = out.logits[:, -1, :].float()
-        first_lse = first_logits.logsumexp(-1)
-        first_argmax = first_logits.argmax(-1)
+        first_lps = (first_logits - first_logits.logsumexp(-1, keepdim=True)).cpu()
+        first_argmax = first_logits.argmax(-1).tolist()
         prefix_cache = out[lm.cache_kwarg]
 
         # Per (group, choice): list of (logprob, is_argmax) for each continuation token.
@@ -593,13 +816,11 @@ class TransformersClient:
                 if not cont:
                     scored[g, k] = []
                     continue
-                lp = float(first_logits[g, cont[0]] - first_lse[g])
-                scored[g, k] = [(lp, int(first_argmax[g]) == cont[0])]
+                scored[g, k] = [(float(first_lps[g, cont[0]]), first_argmax[g] == cont[0])]
                 if len(cont) > 1:
                     tails.append((g, k, cont))
-        chunk = max(1, self.spec.serving.batch_size)
-        for start in range(0, len(tails), chunk):
-            part = tails[start : start + chunk]
+        for start in range(0, len(tails), limit):
+            part = tails[start : start + limit]
             self._score_tails(lm, part, prefix_cache, mask, positions[:, -1], scored)
 
         completions = []
@@ -630,11 +851,13 @@ class TransformersClient:
     def _score_tails(self, lm, part, prefix_cache, prefix_mask, last_positions, scored) -> None:
         """Score continuation tokens after the first, on a copy of the contexts' KV cache."""
         transformers = _import_transformers()
-        select = torch.tensor([g for g, _, _ in part])
+        select = [g for g, _, _ in part]
         cache = transformers.DynamicCache(config=lm.model.config)
         for layer_idx, layer in enumerate(prefix_cache.layers):
+            # Layers may sit on different GPUs under a device_map.
+            index = torch.tensor(select, device=layer.keys.device)
             cache.update(
-                layer.keys.index_select(0, select), layer.values.index_select(0, select), layer_idx
+                layer.keys.index_select(0, index), layer.values.index_select(0, index), layer_idx
             )
         width = max(len(cont) - 1 for _, _, cont in part)
         ids = torch.full((len(part), width), lm.pad_id, dtype=torch.long)
@@ -642,40 +865,105 @@ class TransformersClient:
         for r, (_, _, cont) in enumerate(part):
             ids[r, : len(cont) - 1] = torch.tensor(cont[:-1])
             tail_mask[r, : len(cont) - 1] = 1
-        mask = torch.cat([prefix_mask.index_select(0, select), tail_mask], dim=1)
-        positions = last_positions.index_select(0, select)[:, None] + 1 + torch.arange(width)
-        logits = self._forward(lm, ids, mask, positions, cache).logits.float()
+        index = torch.tensor(select, device=prefix_mask.device)
+        mask = torch.cat([prefix_mask.index_select(0, index), tail_mask.to(prefix_mask.device)], 1)
+        positions = (
+            last_positions.index_select(0, index)[:, None]
+            + 1
+            + torch.arange(width, device=last_positions.device)
+        )
+        logits = self._forward(lm, ids.to(lm.device), mask, positions, cache).logits.float()
         lse = logits.logsumexp(-1)
         argmax = logits.argmax(-1)
         for r, (g, k, cont) in enumerate(part):
-            targets = torch.tensor(cont[1:])
-            steps = torch.arange(len(targets))
+            targets = torch.tensor(cont[1:], device=logits.device)
+            steps = torch.arange(len(targets), device=logits.device)
             lps = (logits[r, steps, targets] - lse[r, steps]).tolist()
             greedy = (argmax[r, steps] == targets).tolist()
             scored[g, k].extend(zip(lps, greedy, strict=True))
 
+    @torch.inference_mode()
+    def _prompt_batch(self, lm: _LoadedModel, rows: list[_PromptRow], _limit: int) -> list:
+        """Per-token log-probabilities of several texts from one forward pass."""
+        ids, mask, positions = _left_pad([r.ids for r in rows], lm.pad_id, lm.device)
+        logits = lm.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
+        ).logits
+        width = ids.shape[1]
+        out = []
+        for b, row in enumerate(rows):
+            # Column c predicts the token at column c + 1; the row occupies the last columns.
+            first = width - len(row.ids)
+            row_logits = logits[b, first : width - 1].float()
+            lps = row_logits - row_logits.logsumexp(-1, keepdim=True)
+            targets = ids[b, first + 1 :]
+            values = lps.gather(-1, targets[:, None])[:, 0].tolist()
+            best_lp, best_id = lps.max(-1)
+            tops = [
+                {lm.tokenizer.decode([t]): lp}
+                for t, lp in zip(best_id.tolist(), best_lp.tolist(), strict=True)
+            ]
+            # values[k] scores ids[k + 1]. Unscored: the tokens before the window and, unless a
+            # BOS leads the window, the window's first token.
+            n_none = row.n_dropped + (0 if row.n_hidden else 1)
+            out.append(_prompt_logprobs(row, [None] * n_none + values, [None] * n_none + tops))
+        return out
 
-def _pack(rows: list[_LLRow], batch_size: int) -> list[list[_LLRow]]:
-    """Consecutive requests whose choices together fit ``batch_size`` (at least one each)."""
-    batches: list[list[_LLRow]] = []
-    current: list[_LLRow] = []
-    n_choices = 0
-    for row in rows:
-        if current and n_choices + row.n_choices > batch_size:
-            batches.append(current)
-            current, n_choices = [], 0
-        current.append(row)
-        n_choices += row.n_choices
-    if current:
-        batches.append(current)
-    return batches
+
+def _prompt_logprobs(row: _PromptRow, values: list, tops: list) -> PromptLogprobs:
+    from assay.serving.prompt_logprobs import PromptLogprobs
+
+    if len(values) != len(row.spans):  # a bookkeeping slip would misalign every offset
+        raise RuntimeError(
+            f"scored {len(values)} tokens of text {row.index}, expected {len(row.spans)}"
+        )
+    return PromptLogprobs(
+        tokens=tuple(row.text[a:b] for a, b in row.spans),
+        text_offset=tuple(a for a, _ in row.spans),
+        token_logprobs=tuple(values),
+        top_logprobs=tuple(tops),
+    )
+
+
+def _take(rows: list, start: int, limit: int) -> list:
+    """Consecutive rows from ``start`` whose weights together fit ``limit`` (at least one)."""
+    batch = [rows[start]]
+    weight = rows[start].weight
+    for row in rows[start + 1 :]:
+        if weight + row.weight > limit:
+            break
+        batch.append(row)
+        weight += row.weight
+    return batch
+
+
+def _release_cached_memory() -> None:
+    # Blocks freed by the failed batch go back to the device, so the smaller retry can use them.
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _stop_completed(tokenizer: Any, tokens: list[int], stops: Sequence[str]) -> bool:
+    """Whether the text of ``tokens`` contains a stop sequence, decoding little per step.
+
+    Called after each new token, so a stop sequence that appears now ends in the newest
+    tokens. Decoding only a tail long enough to hold the longest stop sequence (a character
+    can take up to four byte tokens, plus one token of slack for a leading space a tokenizer
+    drops when decoding) is enough to rule it out; only when the tail contains a stop is the
+    whole text decoded to confirm, so the result is that of the full decode.
+    """
+    stops = [s for s in stops if s]
+    if not stops:
+        return False
+    window = 4 * max(len(s) for s in stops) + 2
+    if len(tokens) > window:
+        tail = tokenizer.decode(tokens[-window:])
+        if not any(s in tail for s in stops):
+            return False
+    return _find_stop(tokenizer.decode(tokens), stops) >= 0
 
 
 def _find_stop(text: str, stops: Sequence[str]) -> int:
     """Index of the earliest stop sequence in ``text``, or -1."""
     hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
     return min(hits) if hits else -1
-
-
-def _with_timing(completion: Completion, latency_s: float, batch_size: int) -> Completion:
-    return dataclasses.replace(completion, latency_s=latency_s, batch_size=batch_size)
