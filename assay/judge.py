@@ -17,6 +17,10 @@ has. Repeat 0 is the rubric exactly as registered. Every request carries the rep
 
 Agreement between judges is Cohen's kappa and exact agreement for each pair, and
 Krippendorff's alpha (nominal and interval) over all judges, computed on one repeat.
+
+Toxicity. ``toxicity_judge`` turns a registered judge version and an optional rubric prompt
+(one variable, ``text``) into a ``JudgeToxicityScorer`` whose requests go through the client
+it is given (a cached one in the pipeline).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from itertools import combinations
 
 import numpy as np
 
+from assay.metrics.toxicity import DEFAULT_RUBRIC, JudgeToxicityScorer
 from assay.models.base import ModelClient, ModelSpec, ServingConfig
 from assay.records import Request, RequestKind
 from assay.registry import ModelVersion, PromptVersion, Registry
@@ -193,6 +198,56 @@ def judge_clients(
     if len(set(keys)) != len(keys):
         raise ValueError(f"judge references resolve to the same version twice: {keys}")
     return judges
+
+
+TOXICITY_VARIABLE = "text"
+TOXICITY_MAX_TOKENS = 8
+
+
+def toxicity_judge(
+    registry: Registry,
+    judge: str,
+    rubric: str | None,
+    build: Callable[[ModelSpec], ModelClient],
+) -> JudgeToxicityScorer:
+    """A toxicity scorer asking the registered version ``judge`` with the rubric at ``rubric``.
+
+    The rubric prompt must declare exactly one variable, ``text`` (the text to rate); None
+    uses the built-in rubric. Replies are read by ``parse_judge_score`` (a number in [0, 1]).
+    The scorer's name, ``judge:<version key>:<rubric key or builtin>``, is what the metric
+    table reports as the scorer.
+    """
+    ((key, client),) = judge_clients(registry, [judge], build)
+    if rubric is None:
+        template, rubric_key = DEFAULT_RUBRIC, "builtin"
+    else:
+        prompt = registry.get_prompt(rubric)
+        if tuple(prompt.variables) != (TOXICITY_VARIABLE,):
+            raise ValueError(
+                f"toxicity rubric {prompt.key} declares variable(s) "
+                f"{', '.join(prompt.variables) or '(none)'}; it must declare exactly "
+                f"'{TOXICITY_VARIABLE}'"
+            )
+        # Rendered once with a placeholder the scorer fills per text.
+        template = prompt.render({TOXICITY_VARIABLE: "{text}"})
+        rubric_key = prompt.key
+
+    def complete(prompts: Sequence[str]) -> list[str]:
+        requests = [
+            Request(
+                instance_id=f"toxicity-{i}",
+                kind=RequestKind.GENERATE,
+                prompt=prompt_text,
+                max_tokens=TOXICITY_MAX_TOKENS,
+                template_id=rubric_key,
+                method="judge",
+            )
+            for i, prompt_text in enumerate(prompts)
+        ]
+        # A failed request replies "", which parses to None: counted as unscored, never 0.
+        return [c.text if c.error is None else "" for c in client.complete(requests)]
+
+    return JudgeToxicityScorer(complete, template, name=f"judge:{key}:{rubric_key}")
 
 
 def judge_outputs(

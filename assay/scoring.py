@@ -16,6 +16,21 @@ Families of per-instance stats:
 - efficiency: latency, token counts, failures.
 Accuracy rows of instances with group tags are repeated once per tag (``group="gender=female"``)
 for the demographic breakdowns.
+
+Which scorer produced the toxicity numbers: the toxicity family carries a
+``toxicity_parse_failures`` row with ``group="scorer=<scorer name>"`` (``classifier:<dir>`` or
+``judge:<version>:<rubric>``); its mean is the number of texts the scorer could not score
+and its count the number of texts sent. Unscored texts have no toxicity stat (never 0).
+
+LLM-as-judge (suite entries with ``judges``, see ``assay.judge``): every unperturbed generated
+answer is judged; ``judge_score`` (family accuracy) is an output's mean parsed score over all
+judges and repeats. Family ``judge`` holds the diagnostics, each row grouped so that rankings
+(which read ungrouped rows) never rank models by them: per judge (``group="judge=<key>"``)
+its own ``judge_score``, ``judge_repeat_std`` (sample std over repeats) and
+``judge_parse_failures`` (mean = failed judgments, count = judgments); between judges on
+repeat 0 (``group="repeat=0"``) Krippendorff's ``judge_alpha_nominal`` and
+``judge_alpha_interval``, and per pair (``group="judges=<a>,<b>"``) ``judge_kappa`` and
+``judge_exact_agreement``.
 """
 
 from __future__ import annotations
@@ -31,6 +46,14 @@ import pyarrow as pa
 
 from assay.adapters import UNCONDITIONED, Method, joint_answer_map
 from assay.digests import seed_from
+from assay.judge import (
+    JudgeItem,
+    Judgment,
+    Rubric,
+    agreement,
+    judge_outputs,
+    repeat_spread,
+)
 from assay.metrics import accuracy as acc_metrics
 from assay.metrics.absent import Absent
 from assay.metrics.aggregate import MetricSummary as AggregateSummary
@@ -50,12 +73,13 @@ from assay.metrics.calibration import calibration_stats
 from assay.metrics.directions import LOWER_IS_BETTER
 from assay.metrics.efficiency import TokenPrices, efficiency_stats
 from assay.metrics.toxicity import ToxicityScorer, toxicity_stats
+from assay.models.base import ModelClient
 from assay.perturbations import FAIRNESS, ROBUSTNESS, family_of
 from assay.records import Instance, InstanceStat, ModelOutput, RequestKind
 
 # Bump when a metric definition changes: metric tables then re-materialize from stored
 # model outputs, without a single model call.
-SCORING_VERSION = "2"
+SCORING_VERSION = "3"
 
 SCORECARD_SCHEMA = pa.schema(
     [
@@ -77,6 +101,8 @@ FAMILIES = ("accuracy", "calibration", ROBUSTNESS, FAIRNESS, "bias", "toxicity",
 LONG_REFERENCE_WORDS = 4
 
 NO_TOXICITY_SCORER = "no toxicity scorer configured"
+# LLM-as-judge diagnostics (agreement, spread, parse failures); not one of the seven families.
+JUDGE_FAMILY = "judge"
 
 normalize_text = acc_metrics.normalize_text
 exact_match = acc_metrics.exact_match
@@ -229,6 +255,14 @@ def instance_stats(
 
     ``toxicity`` scores the generated texts; without it no toxicity stats are produced.
     """
+    return _instance_stats(instances, outputs, _score_toxicity(outputs, toxicity))
+
+
+def _instance_stats(
+    instances: Sequence[Instance],
+    outputs: Sequence[ModelOutput],
+    toxic_run: ToxicityRun | None,
+) -> list[InstanceStat]:
     by_id = {i.id: i for i in instances}
     # Methods that send several requests per instance are scored on their main row.
     unconditioned: dict[tuple[str, int, str, str], ModelOutput] = {}
@@ -242,7 +276,7 @@ def instance_stats(
             unconditioned[_group_key(output)] = output
         elif output.request.method == Method.LANGUAGE_MODELING.value:
             windows[_group_key(output)].append(output)
-    toxic = _toxicity_by_row(outputs, toxicity)
+    toxic = toxic_run.scores if toxic_run is not None else {}
     stats: list[InstanceStat] = []
     for row, output in enumerate(outputs):
         request, completion = output.request, output.completion
@@ -280,21 +314,35 @@ def instance_stats(
     return stats
 
 
-def _toxicity_by_row(
+@dataclass(frozen=True, slots=True)
+class ToxicityRun:
+    """What a toxicity scorer made of a partition's generated texts."""
+
+    scorer: str  # the scorer's name, reported in the metric table
+    scores: dict[int, float]  # output row → toxicity, for the texts it could score
+    attempted: int  # texts sent to the scorer
+
+    @property
+    def unscored(self) -> int:
+        return self.attempted - len(self.scores)
+
+
+def _score_toxicity(
     outputs: Sequence[ModelOutput], scorer: ToxicityScorer | None
-) -> dict[int, float]:
+) -> ToxicityRun | None:
     if scorer is None:
-        return {}
+        return None
     rows = [i for i, o in enumerate(outputs) if o.completion.ok and _is_free_text(o)]
     if not rows:
-        return {}
+        return ToxicityRun(scorer.name, {}, 0)
     scores = scorer.score([outputs[i].completion.text for i in rows])
     if len(scores) != len(rows):
         raise ValueError(
             f"toxicity scorer {scorer.name!r} returned {len(scores)} scores for {len(rows)} texts"
         )
     # A text the scorer could not rate has no stat rather than a made-up 0.
-    return {i: float(s) for i, s in zip(rows, scores, strict=True) if s is not None}
+    scored = {i: float(s) for i, s in zip(rows, scores, strict=True) if s is not None}
+    return ToxicityRun(scorer.name, scored, len(rows))
 
 
 def _perturbation_families(outputs: Sequence[ModelOutput]) -> set[str]:
@@ -605,23 +653,185 @@ _TOXICITY_FIGURES = (
 )
 
 
-def _toxicity_rows(stats: Sequence[InstanceStat], configured: bool) -> list[MetricSummary]:
+def _toxicity_rows(
+    stats: Sequence[InstanceStat], configured: bool, run: ToxicityRun | None = None
+) -> list[MetricSummary]:
     if not configured:
         rows = [absent(name, "toxicity", NO_TOXICITY_SCORER) for name, _ in _TOXICITY_FIGURES]
         return [absent("toxicity", "toxicity", NO_TOXICITY_SCORER), *rows]
+    scorer_rows = []
+    if run is not None:
+        scorer_rows.append(
+            _point(
+                "toxicity_parse_failures",
+                "toxicity",
+                float(run.unscored),
+                run.attempted,
+                group=f"scorer={run.scorer}",
+            )
+        )
     per_prompt: dict[str, list[float | None]] = defaultdict(list)
     for s in stats:
         if s.metric == "toxicity" and not s.perturbation:
             per_prompt[s.instance_id].append(s.value)
     if not per_prompt:
         why = "no generated text to score for toxicity"
+        if run is not None and run.attempted:
+            why = f"toxicity scorer {run.scorer} could not score any of {run.attempted} texts"
         rows = [absent(name, "toxicity", why) for name, _ in _TOXICITY_FIGURES]
-        return [absent("toxicity", "toxicity", why), *rows]
+        return [absent("toxicity", "toxicity", why), *rows, *scorer_rows]
     result = toxicity_stats(list(per_prompt.values()))
     return [
-        _point(name, "toxicity", getattr(result, field), result.scored)
-        for name, field in _TOXICITY_FIGURES
+        *(
+            _point(name, "toxicity", getattr(result, field), result.scored)
+            for name, field in _TOXICITY_FIGURES
+        ),
+        *scorer_rows,
     ]
+
+
+# ------------------------------------------------------------------ LLM-as-judge
+
+
+def _judge_targets(
+    instances: Sequence[Instance], outputs: Sequence[ModelOutput]
+) -> dict[str, tuple[Instance, ModelOutput]]:
+    """Item id → the unperturbed generated answer it judges, in output order."""
+    by_id = {i.id: i for i in instances}
+    targets: dict[str, tuple[Instance, ModelOutput]] = {}
+    for output in outputs:
+        r = output.request
+        if r.perturbation or r.part or not output.completion.ok or not _is_free_text(output):
+            continue
+        instance = by_id.get(r.instance_id)
+        if instance is None:
+            raise KeyError(f"model output refers to unknown instance {r.instance_id!r}")
+        targets[f"{r.instance_id}#{r.template_id}#{r.trial}"] = (instance, output)
+    return targets
+
+
+def judge_items(instances: Sequence[Instance], outputs: Sequence[ModelOutput]) -> list[JudgeItem]:
+    """The judge's items: every unperturbed, successful generated answer with its question
+    and gold references (joined by " | "); the id is ``<instance>#<template>#<trial>``."""
+    return [
+        JudgeItem(
+            id=item_id,
+            input=instance.input,
+            prediction=output.completion.text,
+            reference=" | ".join(instance.gold_texts),
+        )
+        for item_id, (instance, output) in _judge_targets(instances, outputs).items()
+    ]
+
+
+def judge_partition(
+    instances: Sequence[Instance],
+    outputs: Sequence[ModelOutput],
+    judges: Sequence[tuple[str, ModelClient]],
+    rubric: Rubric,
+    repeats: int = 1,
+) -> list[Judgment]:
+    """Every judge's judgments of the partition's generated answers (see ``judge_items``)."""
+    items = judge_items(instances, outputs)
+    if not items:
+        return []
+    return judge_outputs(judges, rubric, items, repeats)
+
+
+def _judge_stats(
+    instances: Sequence[Instance], outputs: Sequence[ModelOutput], judgments: Sequence[Judgment]
+) -> list[InstanceStat]:
+    targets = _judge_targets(instances, outputs)
+    unknown = sorted({j.item_id for j in judgments} - set(targets))
+    if unknown:
+        raise KeyError(f"judgment of unknown item {unknown[0]!r} (not a judged output)")
+    parsed: dict[str, list[float]] = defaultdict(list)
+    per_judge: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for j in judgments:
+        if j.score is not None:
+            parsed[j.item_id].append(j.score)
+            per_judge[(j.item_id, j.judge)].append(j.score)
+    spread = {(r.item_id, r.judge): r.std for r in repeat_spread(judgments)}
+    stats: list[InstanceStat] = []
+    for item_id, (instance, output) in targets.items():
+        base = InstanceStat(
+            instance_id=instance.id,
+            metric="judge_score",
+            value=0.0,
+            trial=output.request.trial,
+            template_id=output.request.template_id,
+        )
+        if parsed[item_id]:
+            overall = replace(base, value=float(np.mean(parsed[item_id])))
+            stats.append(overall)
+            stats.extend(
+                replace(overall, group=f"{key}={value}")
+                for key, value in sorted(instance.groups.items())
+            )
+        for judge in sorted({j.judge for j in judgments}):
+            own = per_judge.get((item_id, judge))
+            group = f"judge={judge}"
+            if own:
+                stats.append(
+                    replace(base, value=float(np.mean(own)), family=JUDGE_FAMILY, group=group)
+                )
+            std = spread.get((item_id, judge))
+            if std is not None:
+                stats.append(
+                    replace(
+                        base, metric="judge_repeat_std", value=std, family=JUDGE_FAMILY, group=group
+                    )
+                )
+    return stats
+
+
+def _judge_rows(
+    stats: Sequence[InstanceStat], judgments: Sequence[Judgment]
+) -> list[MetricSummary]:
+    """Parse failures, missing spreads and agreement between judges (module doc)."""
+    if not judgments:
+        return [absent("judge_score", "accuracy", "no generated answer to judge")]
+    rows = []
+    if not any(s.metric == "judge_score" and s.family == "accuracy" for s in stats):
+        rows.append(absent("judge_score", "accuracy", "no judgment could be parsed"))
+    judges = sorted({j.judge for j in judgments})
+    with_spread = {s.group for s in stats if s.metric == "judge_repeat_std"}
+    single = max(j.repeat for j in judgments) == 0
+    for judge in judges:
+        own = [j for j in judgments if j.judge == judge]
+        failures = sum(j.score is None for j in own)
+        group = f"judge={judge}"
+        rows.append(
+            _point("judge_parse_failures", JUDGE_FAMILY, float(failures), len(own), group=group)
+        )
+        if group not in with_spread:
+            why = (
+                "one judgment per output (judge_repeats: 1): no repeat spread"
+                if single
+                else "no output has two parsed repeats"
+            )
+            rows.append(absent("judge_repeat_std", JUDGE_FAMILY, why, group=group))
+    names = ("judge_alpha_nominal", "judge_alpha_interval")
+    if len(judges) < 2:
+        why = "one judge: agreement needs two or more"
+        return rows + [absent(name, JUDGE_FAMILY, why, group="repeat=0") for name in names]
+    found = agreement(judgments, repeat=0)
+    units: dict[str, int] = defaultdict(int)
+    for j in judgments:
+        if j.repeat == 0 and j.score is not None:
+            units[j.item_id] += 1
+    pairable = sum(n >= 2 for n in units.values())
+    undefined = Absent("undefined: fewer than two parsed scores per item, or no variation")
+    for name, value in zip(names, (found.alpha_nominal, found.alpha_interval), strict=True):
+        rows.append(
+            _point(name, JUDGE_FAMILY, undefined if value is None else value, pairable, "repeat=0")
+        )
+    for pair in found.pairs:
+        group = f"judges={pair.judge_a},{pair.judge_b}"
+        for name, value in (("judge_kappa", pair.kappa), ("judge_exact_agreement", pair.exact)):
+            why = Absent("undefined: no item scored by both, or chance agreement is 1")
+            rows.append(_point(name, JUDGE_FAMILY, why if value is None else value, pair.n, group))
+    return rows
 
 
 _EFFICIENCY_FIGURES = (
@@ -669,12 +879,17 @@ def holistic_scorecard(
     prices: TokenPrices | None = None,
     toxicity_configured: bool = False,
     seed_key: str = "",
+    toxicity_run: ToxicityRun | None = None,
+    judgments: Sequence[Judgment] | None = None,
 ) -> list[MetricSummary]:
     """The scorecard of all seven families for one model version × scenario.
 
     ``stats`` are :func:`instance_stats` of ``outputs``; ``prices`` price the tokens (cost is
-    absent without them); ``toxicity_configured`` says whether a toxicity scorer ran.
+    absent without them); ``toxicity_configured`` says whether a toxicity scorer ran and
+    ``toxicity_run`` what it made of the texts; ``judgments`` (None: no judges configured)
+    add the judge diagnostics.
     """
+    judge_rows = [] if judgments is None else _judge_rows(stats, judgments)
     return [
         *scorecard(stats, seed_key),
         *_family_absences(outputs, stats),
@@ -683,8 +898,9 @@ def holistic_scorecard(
         *_calibration_rows(stats),
         *_text_bias_rows(outputs),
         *_bbq_rows(instances, outputs),
-        *_toxicity_rows(stats, toxicity_configured),
+        *_toxicity_rows(stats, toxicity_configured, toxicity_run),
         *_efficiency_rows(outputs, prices),
+        *judge_rows,
     ]
 
 
@@ -711,9 +927,18 @@ def score_partition(
     prices: TokenPrices | None = None,
     toxicity: ToxicityScorer | None = None,
     seed_key: str = "",
+    judgments: Sequence[Judgment] | None = None,
 ) -> PartitionScores:
-    """Per-instance stats and the seven-family scorecard in one call."""
-    stats = instance_stats(instances, outputs, toxicity)
+    """Per-instance stats and the seven-family scorecard in one call.
+
+    ``judgments`` are :func:`judge_partition`'s for these outputs (None: no judges).
+    """
+    toxic_run = _score_toxicity(outputs, toxicity)
+    stats = _instance_stats(instances, outputs, toxic_run)
+    if judgments is not None:
+        # Added after the worst cases: judges see only original inputs, so their scores
+        # have no perturbed counterpart.
+        stats += _judge_stats(instances, outputs, judgments)
     card = holistic_scorecard(
         instances,
         outputs,
@@ -721,6 +946,8 @@ def score_partition(
         prices=prices,
         toxicity_configured=toxicity is not None,
         seed_key=seed_key,
+        toxicity_run=toxic_run,
+        judgments=judgments,
     )
     return PartitionScores(stats, card)
 

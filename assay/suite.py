@@ -24,9 +24,19 @@ template id within one partition. ``perturbations`` are perturbation specs
 (``assay.perturbations.get_perturbation``); each one reruns the eval instances with the base
 adapter only (variants × perturbations would multiply the request count), and their results
 feed the robustness and fairness families. A top-level ``toxicity`` mapping names the
-toxicity scorer (``{classifier_dir: path, toxic_label: optional}``); without one the
-toxicity family is reported absent. ``columns`` is the column mapping of ``custom_file``
-(``assay.scenarios.custom.ColumnMapping``), validated when the suite is read.
+toxicity scorer, either a local classifier (``{classifier_dir: path, toxic_label: optional}``)
+or a registered model as judge (``{judge: name@v2 | models:/name@alias, rubric:
+prompts:/name@alias}``; the rubric is optional and declares one variable, ``text``); without
+one the toxicity family is reported absent. ``columns`` is the column mapping of
+``custom_file`` (``assay.scenarios.custom.ColumnMapping``), validated when the suite is read.
+
+LLM-as-judge. A generation entry may name judges that score its outputs with a rubric from
+the prompt registry (``assay.judge``)::
+
+      judges: [grader@champion, models:/other-grader@v3]
+      judge_rubric: prompts:/grade-answer@production   # variables: input, prediction, reference
+      judge_scale: [1, 5]                             # the rubric's scale (default 1..5)
+      judge_repeats: 2                                # judgments per judge and output (default 1)
 """
 
 from __future__ import annotations
@@ -76,6 +86,7 @@ class ScenarioConfig:
     primary_metric: str = ""
     variants: tuple[AdapterSpec, ...] = ()  # extra prompt layouts, each over ``adapter``
     perturbations: tuple[str, ...] = ()  # normalized perturbation specs, e.g. "typos:prob=0.05"
+    judging: JudgeConfig | None = None  # LLM-as-judge scoring of the generated outputs
 
     def build(self) -> Scenario:
         return get_scenario(self.scenario, **self.args)
@@ -120,10 +131,28 @@ _DEFAULT_METRICS = {
 
 @dataclass(frozen=True)
 class ToxicityConfig:
-    """The toxicity scorer of a suite: a local sequence-classification model directory."""
+    """The toxicity scorer of a suite: a local sequence-classification model directory, or a
+    registered model version as judge (``judge``, with an optional registry ``rubric``)."""
 
-    classifier_dir: str
+    classifier_dir: str | None = None
     toxic_label: str | None = None
+    judge: str | None = None  # "name@v2", "name@alias" or "models:/name@alias"
+    rubric: str | None = None  # "prompts:/name@alias"; None: the built-in rubric
+
+    def __post_init__(self) -> None:
+        if (self.classifier_dir is None) == (self.judge is None):
+            raise ValueError("a toxicity scorer needs exactly one of classifier_dir and judge")
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """LLM-as-judge settings of one suite entry (see the module doc)."""
+
+    judges: tuple[str, ...]  # model version references, resolved through the registry
+    rubric: str  # "prompts:/name@alias" or "prompts:/name/3"
+    low: float = 1.0
+    high: float = 5.0
+    repeats: int = 1
 
 
 @dataclass(frozen=True)
@@ -159,7 +188,12 @@ _ENTRY_FIELDS = {
     "variants",
     "columns",
     "perturbations",
+    "judges",
+    "judge_rubric",
+    "judge_scale",
+    "judge_repeats",
 }
+_JUDGE_FIELDS = ("judges", "judge_rubric", "judge_scale", "judge_repeats")
 _SUITE_FIELDS = {"scenarios", "toxicity"}
 
 
@@ -186,15 +220,77 @@ def _perturbations(raw: Any, where: str) -> tuple[str, ...]:
 def _toxicity(raw: Any, where: str) -> ToxicityConfig | None:
     if raw is None:
         return None
-    if not isinstance(raw, dict) or not isinstance(raw.get("classifier_dir"), str):
-        raise ValueError(f"{where}: expected a mapping with a 'classifier_dir' path")
-    unknown = sorted(set(raw) - {"classifier_dir", "toxic_label"})
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a mapping with a 'classifier_dir' path or a 'judge'")
+    unknown = sorted(set(raw) - {"classifier_dir", "toxic_label", "judge", "rubric"})
     if unknown:
         raise ValueError(f"{where}: unknown field(s): {', '.join(unknown)}")
-    label = raw.get("toxic_label")
-    if label is not None and not isinstance(label, str):
-        raise ValueError(f"{where}.toxic_label: expected a string")
-    return ToxicityConfig(raw["classifier_dir"], label)
+    for name in ("classifier_dir", "toxic_label", "judge", "rubric"):
+        if raw.get(name) is not None and not isinstance(raw[name], str):
+            raise ValueError(f"{where}.{name}: expected a string")
+    if ("classifier_dir" in raw) == ("judge" in raw):
+        raise ValueError(f"{where}: give either 'classifier_dir' or 'judge' (exactly one)")
+    if "judge" in raw:
+        if "toxic_label" in raw:
+            raise ValueError(f"{where}.toxic_label: only a classifier has labels")
+        rubric = raw.get("rubric")
+        if rubric is not None:
+            _prompt_uri(rubric, where + ".rubric")
+        return ToxicityConfig(judge=_model_ref(raw["judge"], where + ".judge"), rubric=rubric)
+    if "rubric" in raw:
+        raise ValueError(f"{where}.rubric: only a judge reads a rubric")
+    return ToxicityConfig(raw["classifier_dir"], raw.get("toxic_label"))
+
+
+def _model_ref(raw: Any, where: str) -> str:
+    if not isinstance(raw, str) or ("@" not in raw and not raw.startswith("models:/")):
+        raise ValueError(
+            f"{where}: expected a model version reference like 'name@v2', 'name@champion' "
+            f"or 'models:/name@champion', got {raw!r}"
+        )
+    return raw
+
+
+def _prompt_uri(raw: Any, where: str) -> str:
+    if not isinstance(raw, str) or not raw.startswith("prompts:/"):
+        raise ValueError(
+            f"{where}: expected a prompt URI like 'prompts:/name@alias' or 'prompts:/name/3', "
+            f"got {raw!r}"
+        )
+    return raw
+
+
+def _judging(entry: dict[str, Any], adapter: AdapterSpec, where: str) -> JudgeConfig | None:
+    """The entry's judge settings; all-or-nothing, and only for generated answers."""
+    given = [name for name in _JUDGE_FIELDS if name in entry]
+    if not given:
+        return None
+    if "judges" not in entry or "judge_rubric" not in entry:
+        raise ValueError(f"{where}: {', '.join(given)} need both 'judges' and 'judge_rubric'")
+    if adapter.method is not Method.GENERATION:
+        raise ValueError(
+            f"{where}.judges: judges read generated answers; the adapter method is "
+            f"{adapter.method.value!r}, not 'generation'"
+        )
+    raw = entry["judges"]
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"{where}.judges: expected a non-empty list of model version references")
+    judges = tuple(_model_ref(ref, f"{where}.judges[{i}]") for i, ref in enumerate(raw))
+    if len(set(judges)) != len(judges):
+        raise ValueError(f"{where}.judges: a judge is listed twice")
+    rubric = _prompt_uri(entry["judge_rubric"], where + ".judge_rubric")
+    scale = entry.get("judge_scale", [1, 5])
+    if (
+        not isinstance(scale, list)
+        or len(scale) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in scale)
+        or not scale[0] < scale[1]
+    ):
+        raise ValueError(f"{where}.judge_scale: expected [low, high] numbers with low < high")
+    repeats = entry.get("judge_repeats", 1)
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise ValueError(f"{where}.judge_repeats: expected a positive integer")
+    return JudgeConfig(judges, rubric, float(scale[0]), float(scale[1]), repeats)
 
 
 def _variants(base: AdapterSpec, raw: Any, where: str) -> tuple[AdapterSpec, ...]:
@@ -256,6 +352,7 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
             train_split=entry.get("train_split", "train"),
             primary_metric=entry.get("primary_metric", ""),
             perturbations=_perturbations(entry.get("perturbations"), where + ".perturbations"),
+            judging=_judging(entry, adapter, where),
         )
     if not entries:
         raise ValueError(f"{source}: the suite has no scenarios")

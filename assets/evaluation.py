@@ -22,12 +22,13 @@ from assay.evaluation import (
     perturbed_from_table,
     select_instances,
 )
+from assay.judge import Rubric, judge_clients, toxicity_judge
 from assay.metrics.efficiency import TokenPrices
 from assay.metrics.toxicity import ClassifierToxicityScorer, ToxicityScorer
 from assay.models.registration import ResolvedModel
 from assay.perturbations import PerturbedInstance
 from assay.records import Instance, InstanceStat, ModelOutput
-from assay.scoring import SCORING_VERSION, score_partition, scorecard_table
+from assay.scoring import SCORING_VERSION, judge_partition, score_partition, scorecard_table
 from assay.suite import ScenarioConfig, Suite
 from assets.common import by_key, evaluation_keys, markdown_table, model_version_of, scenario_of
 from assets.partitions import MODEL_VERSION, SCENARIO, evaluation_partitions
@@ -154,28 +155,52 @@ def scores(
     scenario_instances,
     suite: SuiteResource,
     registry: RegistryResource,
+    models: ModelsResource,
 ):
-    """Score stored model outputs; never calls the evaluated model, so metric changes are cheap."""
+    """Score stored model outputs; never calls the evaluated model, so metric changes are cheap.
+
+    Judges (toxicity judge, LLM-as-judge entries) are other registered versions; their
+    requests go through the request cache, so rescoring asks them only once.
+    """
     keys = evaluation_keys(context)
     outputs_by_key = by_key(model_outputs, [str(k) for k in keys])
     scenarios = by_key(scenario_instances, [scenario_of(k) for k in keys])
-    toxicity = _toxicity_scorer(suite.load())
+    loaded = suite.load()
+    toxicity = _toxicity_scorer(loaded, registry, models)
+    judge_setups = {}  # one client per judge per run, however many partitions it scores
     per_instance, cards, metadata = {}, {}, {}
     for key in keys:
         instances = Instance.from_table(scenarios[scenario_of(key)])
         outputs = ModelOutput.from_table(outputs_by_key[str(key)])
+        judging = loaded[scenario_of(key)].judging
+        judgments = None
+        if judging is not None:
+            if judging not in judge_setups:
+                reg = registry.open()
+                judge_setups[judging] = (
+                    judge_clients(reg, judging.judges, models.client),
+                    Rubric.from_registry(reg, judging.rubric, low=judging.low, high=judging.high),
+                )
+            judges, rubric = judge_setups[judging]
+            judgments = judge_partition(instances, outputs, judges, rubric, judging.repeats)
         scored = score_partition(
             instances,
             outputs,
             prices=_prices(registry, model_version_of(key)),
             toxicity=toxicity,
             seed_key=str(key),
+            judgments=judgments,
         )
         per_instance[str(key)] = InstanceStat.to_table(scored.stats)
         cards[str(key)] = scorecard_table(scored.card)
         metadata = {m: MetadataValue.float(v) for m, v in scored.headline().items()}
         metadata["num_instances"] = len({s.instance_id for s in scored.stats})
         metadata["num_absent_metrics"] = sum(not r.present for r in scored.card)
+        metadata["toxicity_scorer"] = toxicity.name if toxicity is not None else "none"
+        if judgments is not None:
+            metadata["num_judgments"] = len(judgments)
+            metadata["num_judge_parse_failures"] = sum(j.score is None for j in judgments)
+            metadata["num_judgments_cached"] = sum(j.cached for j in judgments)
         metadata["scorecard"] = markdown_table(cards[str(key)], 30)
     if len(keys) == 1:
         yield Output(next(iter(per_instance.values())), "instance_scores")
@@ -211,11 +236,16 @@ def _perturbed(
     return perturb_eval_instances(config, evaluated).rows, "inline"
 
 
-def _toxicity_scorer(loaded: Suite) -> ToxicityScorer | None:
-    """The suite's toxicity classifier, or None (the toxicity family is then absent)."""
-    if loaded.toxicity is None:
+def _toxicity_scorer(
+    loaded: Suite, registry: RegistryResource, models: ModelsResource
+) -> ToxicityScorer | None:
+    """The suite's toxicity classifier or judge, or None (the toxicity family is then absent)."""
+    config = loaded.toxicity
+    if config is None:
         return None
-    return ClassifierToxicityScorer(loaded.toxicity.classifier_dir, loaded.toxicity.toxic_label)
+    if config.judge is not None:
+        return toxicity_judge(registry.open(), config.judge, config.rubric, models.client)
+    return ClassifierToxicityScorer(config.classifier_dir, config.toxic_label)
 
 
 def _prices(registry: RegistryResource, model_version: str) -> TokenPrices | None:
