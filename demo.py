@@ -77,7 +77,11 @@ def register_versions(registry: Registry) -> list[str]:
 
 def run(instance: DagsterInstance, selection: AssetSelection, **kwargs) -> None:
     started = time.perf_counter()
-    label = kwargs.get("partition_key") or kwargs.get("tags", {}).get("assay/model_version")
+    label = (
+        kwargs.get("partition_key")
+        or kwargs.get("tags", {}).get("assay/model_version")
+        or ", ".join(k.to_user_string() for k in selection.resolve(all_assets))
+    )
     result = materialize(
         [*all_assets, *all_checks],
         selection=selection,
@@ -195,7 +199,9 @@ def main() -> None:
         daemon.record_evaluations()
         board = leaderboard(instance, today)
 
+    run(instance, AssetSelection.assets("dashboard"))
     print(f"\nLeaderboard as of {today}\n\n{board}\n")
+    print(f"HTML report:      {HOME / 'storage' / 'dashboard' / 'index.html'}")
     print(f"Parquet tables:   {HOME / 'storage'}")
     print(f"Registry:         {default_registry_url()}")
     print(f"Dagster home:     {os.environ['DAGSTER_HOME']}")

@@ -66,14 +66,23 @@ class ParquetStore:
         """Write one partition atomically, replacing any previous version. Returns its URL."""
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
-        data = buffer.getvalue()
-        final = self.path(asset, partition)
-        directory = final.rsplit("/", 1)[0]
+        self._put_atomic(self.path(asset, partition), buffer.getvalue())
+        return self.url(asset, partition)
+
+    def write_file(self, relative_path: str, data: bytes) -> str:
+        """Write any file (a report, say) under the base, atomically. Returns its URL."""
+        final = f"{self.root}/{relative_path.strip('/')}"
+        self._put_atomic(final, data)
+        return final if self.is_local else f"{self.protocol}://{final.lstrip('/')}"
+
+    def _put_atomic(self, final: str, data: bytes) -> None:
+        directory, name = final.rsplit("/", 1)
         self.fs.makedirs(directory, exist_ok=True)
         if self.protocol in _OBJECT_STORES:
             self.fs.pipe_file(final, data)
-        elif self.is_local:
-            tmp = f"{directory}/.{PART_FILE}.{uuid.uuid4().hex}.tmp"
+            return
+        tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+        if self.is_local:
             try:
                 with open(tmp, "wb") as f:
                     f.write(data)
@@ -84,14 +93,12 @@ class ParquetStore:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
         else:
-            tmp = f"{directory}/.{PART_FILE}.{uuid.uuid4().hex}.tmp"
             try:
                 self.fs.pipe_file(tmp, data)
                 self.fs.mv(tmp, final)
             finally:
                 if self.fs.exists(tmp):
                     self.fs.rm(tmp)
-        return self.url(asset, partition)
 
     def delete(self, asset: str, partition: Mapping[str, str] | None = None) -> None:
         path = self.path(asset, partition)

@@ -1,5 +1,6 @@
 """The Dagster assets of assay: thin wrappers over the ``assay`` library."""
 
+from assets.dashboard import dashboard
 from assets.evaluation import model_outputs, scores
 from assets.perturbations import perturbed_instances
 from assets.rankings import rankings
@@ -13,10 +14,12 @@ all_assets = [
     model_outputs,
     scores,
     rankings,
+    dashboard,
 ]
 
 __all__ = [
     "all_assets",
+    "dashboard",
     "model_outputs",
     "rankings",
     "registered_models",

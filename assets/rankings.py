@@ -4,11 +4,18 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from dagster import AllPartitionMapping, AssetDep, AssetExecutionContext, MetadataValue, asset
+from dagster import (
+    AllPartitionMapping,
+    AssetDep,
+    AssetExecutionContext,
+    BackfillPolicy,
+    MetadataValue,
+    asset,
+)
 
 from assay.digests import seed_from
 from assay.metrics.directions import LOWER_IS_BETTER
-from assay.ranking import build_leaderboard
+from assay.ranking import Leaderboard, build_leaderboard
 from assets.partitions import ranking_days
 from resources import RegistryResource, StorageResource, SuiteResource
 
@@ -19,33 +26,12 @@ def _only(table: pa.Table | None, keys: set[str]) -> pa.Table | None:
     return table.filter(pc.is_in(table["model_version"], pa.array(sorted(keys), pa.string())))
 
 
-@asset(
-    partitions_def=ranking_days,
-    # Reads every metric table straight from the Parquet dataset rather than loading
-    # thousands of partitions through the IO manager.
-    deps=[
-        AssetDep("metric_tables", partition_mapping=AllPartitionMapping()),
-        AssetDep("instance_scores", partition_mapping=AllPartitionMapping()),
-    ],
-    group_name="rankings",
-    kinds={"python", "parquet"},
-    code_version="1",
-    io_manager_key="parquet_io_manager",
-    metadata={"partition_dimension": "day"},
-    description=(
-        "The leaderboard as of the partition's day over the model versions registered by "
-        "then: mean win rate, mean score, per-family scores, rank intervals and paired "
-        "significance tests."
-    ),
-)
-def rankings(
-    context: AssetExecutionContext,
-    storage: StorageResource,
-    registry: RegistryResource,
-    suite: SuiteResource,
-) -> pa.Table:
-    day = datetime.fromisoformat(context.partition_key).replace(tzinfo=UTC)
-    as_of = day + timedelta(days=1)
+def leaderboard_as_of(
+    day: str, storage: StorageResource, registry: RegistryResource, suite: SuiteResource
+) -> tuple[Leaderboard, pa.Table]:
+    """The leaderboard of ``day`` (versions registered by its end) and the metric tables
+    behind it. Deterministic: the bootstrap seed derives from the day."""
+    as_of = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
     versions = {v.key for v in registry.open().list_versions(as_of=as_of)}
     store = storage.store()
     cards = _only(store.read_all("metric_tables"), versions)
@@ -64,13 +50,47 @@ def rankings(
         scores,
         primary_metrics=primary,
         lower_is_better=LOWER_IS_BETTER,
-        seed=seed_from("rankings", context.partition_key),
+        seed=seed_from("rankings", day),
     )
-    table = board.to_table()
-    context.add_output_metadata(
-        {
-            "num_model_versions": table.num_rows,
-            "leaderboard": MetadataValue.md(board.to_markdown()),
-        }
-    )
-    return table
+    return board, cards
+
+
+@asset(
+    partitions_def=ranking_days,
+    # Reads every metric table straight from the Parquet dataset rather than loading
+    # thousands of partitions through the IO manager.
+    deps=[
+        AssetDep("metric_tables", partition_mapping=AllPartitionMapping()),
+        AssetDep("instance_scores", partition_mapping=AllPartitionMapping()),
+    ],
+    group_name="rankings",
+    kinds={"python", "parquet"},
+    code_version="1",
+    io_manager_key="parquet_io_manager",
+    backfill_policy=BackfillPolicy.single_run(),
+    metadata={"partition_dimension": "day"},
+    description=(
+        "The leaderboard as of the partition's day over the model versions registered by "
+        "then: mean win rate, mean score, per-family scores, rank intervals and paired "
+        "significance tests."
+    ),
+)
+def rankings(
+    context: AssetExecutionContext,
+    storage: StorageResource,
+    registry: RegistryResource,
+    suite: SuiteResource,
+):
+    tables = {}
+    for day in context.partition_keys:
+        board, _ = leaderboard_as_of(day, storage, registry, suite)
+        tables[day] = board.to_table()
+    if len(tables) == 1:
+        context.add_output_metadata(
+            {
+                "num_model_versions": tables[day].num_rows,
+                "leaderboard": MetadataValue.md(board.to_markdown()),
+            }
+        )
+        return tables[day]
+    return tables

@@ -30,6 +30,7 @@ def test_asset_keys_are_the_designed_ones():
         "instance_scores",
         "metric_tables",
         "rankings",
+        "dashboard",
     }
 
 
@@ -64,6 +65,7 @@ def test_lineage_and_partition_mappings():
     }
     assert parents("metric_tables") == {"model_outputs", "scenario_instances"}
     assert parents("rankings") == {"metric_tables", "instance_scores"}
+    assert parents("dashboard") == {"rankings"}
     outputs = AssetKey("model_outputs")
     to_model = graph.get_partition_mapping(outputs, AssetKey("registered_models"))
     to_scenario = graph.get_partition_mapping(outputs, AssetKey("scenario_instances"))

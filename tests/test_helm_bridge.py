@@ -135,7 +135,7 @@ def test_missing_helm_names_the_extra_and_the_variable(monkeypatch, tmp_path) ->
     monkeypatch.delenv(VENV_ENV, raising=False)
     if importlib.util.find_spec("helm") is not None:
         pytest.skip("HELM is importable here, so there is no missing-HELM error to see")
-    with pytest.raises(HelmUnavailableError, match=rf"extra 'helm'.*{VENV_ENV}"):
+    with pytest.raises(HelmUnavailableError, match=rf"{VENV_ENV}.*make helm-venv"):
         get_scenario("helm_scenario", run_spec="synthetic_reasoning").load()
     monkeypatch.setenv(VENV_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(HelmUnavailableError, match=rf"{VENV_ENV}=.*nowhere"):

@@ -2,6 +2,7 @@
 suite, rankings update and the registry records the evaluation."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
@@ -137,6 +138,15 @@ def test_promotion_launches_one_run_for_the_whole_suite(setup):
     assert ranked.success
     board = store.read("rankings", {"day": today})
     assert board["model_version"].to_pylist() == [f"{MODEL}@v1"]
+    reported = materialize(
+        all_assets,
+        selection=AssetSelection.assets("dashboard"),
+        instance=instance,
+        resources=setup["resources"],
+    )
+    assert reported.success
+    page = (Path(setup["storage"]) / "dashboard" / "index.html").read_text()
+    assert f"{MODEL}@v1" in page and f"leaderboard as of {today}" in page
 
     context = build_sensor_context(instance=instance, resources=setup["resources"])
     evaluation_recorder_sensor(context)

@@ -52,7 +52,9 @@ def test_toxicity_setting() -> None:
     assert parse_suite(_suite({})).toxicity is None
     with pytest.raises(ValueError, match=r"s\.yaml: toxicity: expected a mapping"):
         parse_suite(_suite({}, toxicity="yes"), "s.yaml")
-    with pytest.raises(ValueError, match=r"s\.yaml: toxicity: unknown field\(s\): judge"):
+    with pytest.raises(ValueError, match=r"s\.yaml: toxicity: unknown field\(s\): scorer"):
+        parse_suite(_suite({}, toxicity={"classifier_dir": "x", "scorer": "y"}), "s.yaml")
+    with pytest.raises(ValueError, match=r"toxicity: give either 'classifier_dir' or 'judge'"):
         parse_suite(_suite({}, toxicity={"classifier_dir": "x", "judge": "m@v1"}), "s.yaml")
     with pytest.raises(ValueError, match=r"s\.yaml: unknown top-level field\(s\): scenario"):
         parse_suite({**_suite({}), "scenario": {}}, "s.yaml")

@@ -1,7 +1,8 @@
 """HELM scenarios as assay scenarios, and HELM's own prompts for parity checks.
 
-HELM (``crfm-helm``, the optional extra ``helm``) pins packages assay cannot share (pandas 2,
-an older fsspec, its own torch), so it usually lives in a virtual environment of its own.
+HELM (``crfm-helm``) pins packages assay cannot share (pandas 2, an older fsspec, its own
+torch), so it lives in a virtual environment of its own (``make helm-venv`` builds one in
+``.peers/helm-venv``).
 Every HELM call therefore runs in a child interpreter: the one named by ``venv`` or
 ``$ASSAY_HELM_VENV``, else this one when ``helm`` imports here. The child gets a JSON job and
 writes a JSON answer; HELM's global state (it seeds ``random`` and ``numpy`` globally,
@@ -34,7 +35,6 @@ from assay.adapters.spec import AdapterSpec
 from assay.records import Instance, Reference
 from assay.scenarios.base import Scenario, ScenarioData, register_scenario
 
-EXTRA = "helm"
 VENV_ENV = "ASSAY_HELM_VENV"
 CACHE_ENV = "ASSAY_HELM_CACHE"
 DEFAULT_CACHE = Path(".assay") / "helm"
@@ -42,7 +42,7 @@ CORRECT_TAG = "correct"  # HELM's tag of a gold reference
 
 
 class HelmUnavailableError(ImportError):
-    """No interpreter with HELM: neither the ``helm`` extra here nor ``$ASSAY_HELM_VENV``."""
+    """No interpreter with HELM: neither ``helm`` importable here nor ``$ASSAY_HELM_VENV``."""
 
 
 class HelmError(RuntimeError):
@@ -67,9 +67,8 @@ def find_helm(venv: str | os.PathLike[str] | None = None) -> HelmRuntime:
     if importlib.util.find_spec("helm") is not None:
         return HelmRuntime(sys.executable)
     raise HelmUnavailableError(
-        f"HELM is not installed: install the optional extra '{EXTRA}' (pip install "
-        f"'assay[{EXTRA}]', i.e. crfm-helm) or point {VENV_ENV} at a virtual environment "
-        "that has crfm-helm"
+        f"HELM is not installed: point {VENV_ENV} at a virtual environment that has "
+        "crfm-helm (`make helm-venv` builds one in .peers/helm-venv)"
     )
 
 
