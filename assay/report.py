@@ -18,7 +18,8 @@ body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1200
 h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
 table { border-collapse: collapse; margin: .5rem 0 1rem; }
 th, td { border: 1px solid #d0d7de; padding: .3rem .6rem; text-align: right; }
-th:first-child, td:first-child, td.text { text-align: left; }
+th:first-child, td:first-child { text-align: left; }
+span.text { display: block; text-align: left; white-space: nowrap; }
 thead th { background: #f6f8fa; }
 .sig { font-weight: 600; color: #0a7b34; } .muted { color: #656d76; }
 """
