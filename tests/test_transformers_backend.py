@@ -282,3 +282,78 @@ def test_directory_digest_tracks_model_files_only(tmp_path: Path) -> None:
     assert second != first
     (model / "merges.txt").write_text("a b\nb c")  # BPE merges are tokenizer content
     assert directory_digest(model, cache) != second
+
+
+def reference_token_logprobs(client: TransformersClient, ids: list[int]):
+    """Unbatched log P(ids[i] | ids[:i]) for i >= 1, and the argmax token and its log-prob."""
+    lm = backend._load(client.model_dir, "float32")
+    with torch.inference_mode():
+        logprobs = lm.model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+    values = [float(logprobs[i - 1, ids[i]]) for i in range(1, len(ids))]
+    best = [
+        (int(logprobs[i - 1].argmax()), float(logprobs[i - 1].max())) for i in range(1, len(ids))
+    ]
+    return values, best
+
+
+def test_score_prompts_gives_exact_per_token_logprobs(model_cache_dir: Path) -> None:
+    client = make_client(model_cache_dir, batch_size=2)
+    lm = backend._load(client.model_dir, "float32")
+    texts = [
+        "The capital of France is Paris.",
+        "Hi",
+        "Question: What color is the sky?\nAnswer: blue",
+        "",
+    ]
+    scored = client.score_prompts(texts)
+    assert len(scored) == len(texts)
+    for text, result in zip(texts, scored, strict=True):
+        ids = lm.tokenizer(text).input_ids  # this tokenizer adds no BOS to raw text
+        assert "".join(result.tokens) == text
+        assert len(result.tokens) == len(result.text_offset) == len(ids)
+        for token, offset in zip(result.tokens, result.text_offset, strict=True):
+            assert text[offset : offset + len(token)] == token
+        if not ids:
+            assert result.token_logprobs == () and result.top_logprobs == ()
+            continue
+        assert result.token_logprobs[0] is None and result.top_logprobs[0] is None
+        values, best = reference_token_logprobs(client, ids)
+        assert list(result.token_logprobs[1:]) == pytest.approx(values, abs=1e-4)
+        for top, (best_id, best_lp) in zip(result.top_logprobs[1:], best, strict=True):
+            [(token, value)] = top.items()
+            assert token == lm.tokenizer.decode([best_id])
+            assert value == pytest.approx(best_lp, abs=1e-4)
+
+
+def test_score_prompts_left_truncates_long_texts(model_cache_dir: Path) -> None:
+    client = make_client(model_cache_dir, max_context=6)
+    lm = backend._load(client.model_dir, "float32")
+    text = "one two three four five six seven eight nine ten"
+    ids = lm.tokenizer(text).input_ids
+    assert len(ids) == 10  # one token per word
+    [result] = client.score_prompts([text])
+    # Tokens 0-3 lie before the 6-token window and token 4 opens it: none of them is scored.
+    assert result.token_logprobs[:5] == (None,) * 5
+    values, _ = reference_token_logprobs(client, ids[4:])
+    assert list(result.token_logprobs[5:]) == pytest.approx(values, abs=1e-4)
+    assert "".join(result.tokens) == text
+
+
+def test_late_stop_in_a_batch_with_a_longer_row(model_cache_dir: Path) -> None:
+    """A one-character stop met after more tokens than the stop check's decode tail covers;
+    the stopped row leaves the batch while the other keeps generating."""
+    prompt = "1, 2, 3, 4,"
+    [alone] = make_client(model_cache_dir, batch_size=1).complete([gen("free", prompt, 16)])
+    assert "9" in alone.text  # counting on reaches 9 within 16 tokens
+    free, stopped = make_client(model_cache_dir, batch_size=2).complete(
+        [gen("free", prompt, 16), gen("stop", prompt, 16, stop=("9",))]
+    )
+    assert free.batch_size == stopped.batch_size == 2
+    assert free.text == alone.text
+    assert free.token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-4)
+    assert stopped.text == alone.text[: alone.text.index("9")]
+    # " 5, 6, 7, 8, 9" takes more than the 6 tokens decoded per step for a 1-character stop.
+    assert 6 < stopped.completion_tokens < free.completion_tokens
+    assert stopped.token_logprobs == pytest.approx(
+        alone.token_logprobs[: stopped.completion_tokens], abs=1e-4
+    )
