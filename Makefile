@@ -6,7 +6,14 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test ui bench lint
+HELM_VENV := .peers/helm-venv
+LMEVAL_VENV := .peers/lmeval-venv
+# Peers run from their own virtual environments (they pin packages assay cannot share);
+# tests and benchmarks use them when they exist.
+export ASSAY_HELM_VENV := $(if $(wildcard $(HELM_VENV)/bin/python),$(CURDIR)/$(HELM_VENV),)
+export ASSAY_LMEVAL_VENV := $(if $(wildcard $(LMEVAL_VENV)/bin/python),$(CURDIR)/$(LMEVAL_VENV),)
+
+.PHONY: install demo test ui bench lint peers helm-venv lmeval-venv
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,6 +40,24 @@ ui: install  ## the Dagster UI on the demo's instance: http://127.0.0.1:3000
 
 bench: install  ## every benchmark script; each prints its figures and ratios
 	@set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script; done
+
+peers: helm-venv lmeval-venv  ## HELM and lm-evaluation-harness beside assay, for parity tests and benchmarks
+
+helm-venv: $(HELM_VENV)/.installed
+$(HELM_VENV)/.installed:
+	python3 -m venv $(HELM_VENV)
+	$(HELM_VENV)/bin/python -m pip install -q torch==2.13.0
+	echo "torch==2.13.0" > $(HELM_VENV)/constraints.txt
+	$(HELM_VENV)/bin/python -m pip install -q -c $(HELM_VENV)/constraints.txt crfm-helm==0.5.16
+	touch $@
+
+lmeval-venv: $(LMEVAL_VENV)/.installed
+$(LMEVAL_VENV)/.installed:
+	python3 -m venv $(LMEVAL_VENV)
+	$(LMEVAL_VENV)/bin/python -m pip install -q torch==2.13.0
+	echo "torch==2.13.0" > $(LMEVAL_VENV)/constraints.txt
+	$(LMEVAL_VENV)/bin/python -m pip install -q -c $(LMEVAL_VENV)/constraints.txt "lm-eval[hf]"
+	touch $@
 
 lint: install
 	$(VENV)/bin/ruff format --check .
