@@ -895,10 +895,11 @@ class TransformersClient:
             # Column c predicts the token at column c + 1; the row occupies the last columns.
             first = width - len(row.ids)
             row_logits = logits[b, first : width - 1].float()
-            lps = row_logits - row_logits.logsumexp(-1, keepdim=True)
-            targets = ids[b, first + 1 :]
-            values = lps.gather(-1, targets[:, None])[:, 0].tolist()
-            best_lp, best_id = lps.max(-1)
+            lse = row_logits.logsumexp(-1)
+            targets = ids[b, first + 1 :].to(row_logits.device)
+            values = (row_logits.gather(-1, targets[:, None])[:, 0] - lse).tolist()
+            best_logit, best_id = row_logits.max(-1)
+            best_lp = best_logit - lse
             tops = [
                 {lm.tokenizer.decode([t]): lp}
                 for t, lp in zip(best_id.tolist(), best_lp.tolist(), strict=True)

@@ -19,7 +19,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--chat-template", action="store_true", help="wrap prompts as chat turns")
     parser.add_argument("--system-prompt", default=None)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="upper bound per batch")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:<index> or mps")
+    parser.add_argument(
+        "--device-map", default=None, help="spread weights with transformers, e.g. auto"
+    )
     parser.add_argument("--batch-window-ms", type=float, default=10.0)
     parser.add_argument("--cache-dir", type=Path, default=Path(".assay/cache"))
 
@@ -30,6 +35,9 @@ def run_serve(args: argparse.Namespace) -> None:
         chat_template=args.chat_template,
         system_prompt=args.system_prompt,
         batch_size=args.batch_size,
+        dtype=args.dtype,
+        device=args.device,
+        device_map=args.device_map,
     )
     client = build_client(ModelSpec(args.key, args.source, serving), args.cache_dir)
     serve(

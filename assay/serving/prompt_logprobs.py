@@ -3,8 +3,9 @@
 ``ModelClient`` only scores continuations given a prompt, but an OpenAI ``echo`` reply lists
 every prompt token with its log-probability and character offset. Two ways to answer it:
 
-- exact: the wrapped client also implements ``PromptScorer.score_prompts`` (one forward pass
-  per text, real tokens, real top-1 alternatives); the server prefers this;
+- exact: the wrapped client also implements ``PromptScorer.score_prompts`` (real tokens, real
+  top-1 alternatives, one forward pass per batch of texts; ``TransformersClient`` does); the
+  server prefers this;
 - through ``complete``: the text is cut into word pieces (each piece is its leading whitespace
   plus the following non-space run) and piece ``k`` is scored as the continuation of pieces
   ``0..k-1`` with one ``LOGLIKELIHOOD`` request. The first piece has no context and, as in
@@ -52,7 +53,8 @@ class PromptScorer(Protocol):
     """Optional extra a ``ModelClient`` may offer: exact per-token scores of whole texts."""
 
     def score_prompts(self, texts: Sequence[str]) -> list[PromptLogprobs]:
-        """Per-token log-probabilities of each text (the first token's is ``None``)."""
+        """Per-token log-probabilities of each text (``None`` where nothing precedes a token
+        in the model's input, as for the first token when the tokenizer adds no BOS)."""
         ...
 
 
