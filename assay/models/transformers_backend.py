@@ -22,8 +22,9 @@ Decisions worth knowing:
   bfloat16/float16 on the CPU is refused, not downgraded: a downgraded run would store float32
   numbers under the half-precision version's cache keys, and half precision on the CPU is slow.
 - Batch size: ``ServingConfig.batch_size`` is an upper bound. When a batch runs out of GPU memory
-  it is halved and retried (down to 1), and the smaller size holds for the rest of the call;
-  each ``Completion.batch_size`` says how many requests shared its batch.
+  it is halved and retried (down to 1), and the smaller size holds for the rest of the call's
+  requests of that kind (generation and log-likelihood use memory differently, so each starts
+  from the bound); each ``Completion.batch_size`` says how many requests shared its batch.
 - Prompt scoring (``score_prompts``, the server's exact ``echo`` path): the text as given, with
   the BOS the tokenizer puts before raw text, one forward pass per batch of texts.
 """
