@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +33,32 @@ def digest_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
 def seed_from(*parts: Any) -> int:
     """A 64-bit seed derived from data, so randomness is the same on every run."""
     return int(digest_json([str(p) for p in parts])[:16], 16)
+
+
+def memoized_file_digest(path: Path, cache_dir: Path) -> str:
+    """SHA-256 of a file, remembered in a sidecar under ``cache_dir/digests`` by size and mtime.
+
+    Model files are hundreds of MB; hashing them on every client construction would cost
+    seconds, so the digest is recomputed only when the file's size or mtime changes.
+    """
+    path = path.resolve()
+    stat = path.stat()
+    stamp = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    sidecar = cache_dir / "digests" / f"{digest_json(str(path))}.json"
+    try:
+        memo = json.loads(sidecar.read_text())
+        if {k: memo.get(k) for k in stamp} == stamp and isinstance(memo.get("sha256"), str):
+            return memo["sha256"]
+    except (OSError, ValueError):
+        pass  # absent or unreadable sidecar: recompute
+    digest = digest_file(path)
+    write_text_atomic(sidecar, json.dumps({**stamp, "sha256": digest}))
+    return digest
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small text file through a temporary name, so readers never see half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -7,9 +7,10 @@ All in one run, on the bundled SmolLM2-135M-Instruct and the same requests:
 (b) ``OpenAIClient`` → loopback HTTP → ``assay.serving`` (batching concurrent requests) → the
     same ``TransformersClient`` instance;
 and the ratio HTTP / in process, for greedy generation and for log-likelihood. Log-likelihood
-over HTTP goes through ``echo`` + prompt log-probabilities, which the server answers by scoring
-each word piece of prompt+continuation (see ``assay.serving.prompt_logprobs``): that path does
-more model work than the in-process call, and the ratio shows how much it costs.
+over HTTP goes through ``echo`` + prompt log-probabilities, which the server answers with
+``TransformersClient.score_prompts`` (one forward pass per batch over each prompt+continuation,
+see ``assay.serving.prompt_logprobs``): every choice re-scores its whole prompt, so that path
+does more model work than the in-process call, and the ratio shows how much it costs.
 """
 
 from __future__ import annotations

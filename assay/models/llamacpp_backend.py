@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from assay.digests import digest_file, digest_json
+from assay.digests import digest_json, memoized_file_digest
 from assay.models.base import ModelSpec, ProgressCallback
 from assay.models.bundled import bundled_gguf_path
 from assay.records import ChoiceScore, Completion, Request, RequestKind
@@ -73,18 +73,6 @@ def resolve_gguf(source: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"model source {source!r}: no GGUF file at {path}")
     return path.resolve()
-
-
-# File digests per (path, size, mtime): hashing a model file takes a while, once is enough.
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def _file_digest(path: Path) -> str:
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        _DIGESTS[key] = digest_file(path)
-    return _DIGESTS[key]
 
 
 @dataclass
@@ -196,7 +184,7 @@ class LlamaCppClient:
         if spec.serving.max_context < 2:
             raise ValueError(f"model {spec.key!r}: serving max_context must be >= 2")
         self.spec = spec
-        self.cache_dir = Path(cache_dir)  # unused: GGUF files load as they are
+        self.cache_dir = Path(cache_dir)  # digest sidecars; GGUF files load as they are
         self.path = resolve_gguf(spec.source)
         self._digest: str | None = None
 
@@ -205,7 +193,11 @@ class LlamaCppClient:
         """Digest of the GGUF file (weights, tokenizer and chat template) and of the backend."""
         if self._digest is None:
             self._digest = digest_json(
-                {"format": "gguf", "sha256": _file_digest(self.path), "backend": "llama.cpp"}
+                {
+                    "format": "gguf",
+                    "sha256": memoized_file_digest(self.path, self.cache_dir),
+                    "backend": "llama.cpp",
+                }
             )
         return self._digest
 

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from assay.digests import digest_file, digest_json
+from assay.digests import digest_json, memoized_file_digest, write_text_atomic
 from assay.models.base import ModelSpec, ProgressCallback, ServingConfig
 from assay.models.bundled import bundled_gguf_path
 from assay.records import ChoiceScore, Completion, Request, RequestKind
@@ -158,27 +158,6 @@ def _check_device(where: str, name: str) -> str:
     return str(device)
 
 
-def memoized_file_digest(path: Path, cache_dir: Path) -> str:
-    """SHA-256 of a file, remembered in a sidecar under ``cache_dir/digests`` by size and mtime.
-
-    Model files are hundreds of MB; hashing them on every client construction would cost
-    seconds, so the digest is recomputed only when the file's size or mtime changes.
-    """
-    path = path.resolve()
-    stat = path.stat()
-    stamp = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    sidecar = cache_dir / "digests" / f"{digest_json(str(path))}.json"
-    try:
-        memo = json.loads(sidecar.read_text())
-        if {k: memo.get(k) for k in stamp} == stamp and isinstance(memo.get("sha256"), str):
-            return memo["sha256"]
-    except (OSError, ValueError):
-        pass  # absent or unreadable sidecar: recompute
-    digest = digest_file(path)
-    _write_text_atomic(sidecar, json.dumps({**stamp, "sha256": digest}))
-    return digest
-
-
 def directory_digest(directory: Path, cache_dir: Path) -> str:
     """Digest of an HF model directory: every top-level file that affects outputs.
 
@@ -214,7 +193,7 @@ def converted_model_dir(gguf_path: Path, cache_dir: Path) -> Path:
     partial = models_dir / f".partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         _convert_gguf(gguf_path, partial)
-        _write_text_atomic(
+        write_text_atomic(
             partial / _CONVERSION_MARKER,
             json.dumps({"gguf_file": gguf_path.name, "gguf_sha256": digest}),
         )
@@ -265,13 +244,6 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _import_transformers() -> Any:
