@@ -138,8 +138,8 @@ def test_request_errors_stay_with_their_request(clients) -> None:
 
 
 @needs_llama_cpp
-def test_artifact_digest_names_the_backend(clients) -> None:
+def test_artifact_digest_names_the_backend(clients, tmp_path) -> None:
     llama, transformers = clients
     # Same file, different arithmetic: the two backends must not share cache entries.
     assert llama.artifact_digest != transformers.artifact_digest
-    assert llama.artifact_digest == LlamaCppClient(llama.spec, Path(".")).artifact_digest
+    assert llama.artifact_digest == LlamaCppClient(llama.spec, tmp_path).artifact_digest
