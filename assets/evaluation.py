@@ -34,6 +34,7 @@ from assets.common import by_key, evaluation_keys, markdown_table, model_version
 from assets.partitions import MODEL_VERSION, SCENARIO, evaluation_partitions
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
 
+MODEL_POOL = "model-inference"
 _FROM_MODEL_VERSION = MultiToSingleDimensionPartitionMapping(partition_dimension_name=MODEL_VERSION)
 _FROM_SCENARIO = MultiToSingleDimensionPartitionMapping(partition_dimension_name=SCENARIO)
 
@@ -54,6 +55,10 @@ _FROM_SCENARIO = MultiToSingleDimensionPartitionMapping(partition_dimension_name
     io_manager_key="parquet_io_manager",
     # A promotion re-evaluates one version across the whole suite in a single run.
     backfill_policy=BackfillPolicy.single_run(),
+    # Runs that call models share the pool's limit (set per deployment, e.g.
+    # `dagster instance concurrency set model-inference 2`), so several runs never
+    # overload one endpoint or machine.
+    pool=MODEL_POOL,
     description=(
         "One row per request: prompt and template id, trial, perturbation, completion text, "
         "tokens, per-choice log-likelihoods with token/char/byte counts, latency, cache hit, "
@@ -148,6 +153,10 @@ def model_outputs(
         ),
     },
     backfill_policy=BackfillPolicy.single_run(),
+    # Runs that call models share the pool's limit (set per deployment, e.g.
+    # `dagster instance concurrency set model-inference 2`), so several runs never
+    # overload one endpoint or machine.
+    pool=MODEL_POOL,
 )
 def scores(
     context: AssetExecutionContext,

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,3 +32,64 @@ def model_cache_dir() -> Path:
 @pytest.fixture
 def registry_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'registry.db'}"
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bindir() -> Path | None:
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if (Path(candidate) / "initdb").is_file():
+            return Path(candidate)
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on loopback (initdb + pg_ctl), for the whole session."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    pytest.importorskip("psycopg", reason="the psycopg driver is not installed")
+    prefix: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="assay-pg-"))
+    if os.geteuid() == 0:  # the server refuses to run as root
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", _free_port()
+
+    def run(*args: str) -> None:
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
+
+    run(str(bindir / "initdb"), "-D", str(data), "-U", "assay", "-A", "trust", "--no-sync")
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    pg_ctl = str(bindir / "pg_ctl")
+    run(pg_ctl, "-D", str(data), "-l", str(root / "log"), "-o", options, "-w", "start")
+    try:
+        yield f"postgresql+psycopg://assay@127.0.0.1:{port}/postgres"
+    finally:
+        run(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str) -> str:
+    """A new, empty database on the session's cluster: its SQLAlchemy URL."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    server = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"

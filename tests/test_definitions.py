@@ -85,3 +85,11 @@ def test_every_asset_explains_itself():
         assert node.group_name and node.group_name != "default", node.key
         assert node.code_version, node.key
         assert node.kinds, node.key
+
+
+def test_steps_that_call_models_share_one_pool():
+    graph = _graph()
+    for key in ("model_outputs", "instance_scores", "metric_tables"):
+        assert graph.get(AssetKey(key)).pools == {"model-inference"}, key
+    for key in ("scenario_instances", "rankings", "dashboard"):
+        assert not graph.get(AssetKey(key)).pools, key

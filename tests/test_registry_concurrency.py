@@ -7,15 +7,7 @@ when the server binaries are installed.
 
 from __future__ import annotations
 
-import glob
 import multiprocessing
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -89,51 +81,6 @@ def test_concurrent_processes_on_one_sqlite_file(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- PostgreSQL
-
-
-def _pg_bindir() -> Path | None:
-    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
-        if (Path(candidate) / "initdb").is_file():
-            return Path(candidate)
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    bindir = _pg_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    pytest.importorskip("psycopg", reason="the psycopg driver is not installed")
-    prefix: list[str] = []
-    root = Path(tempfile.mkdtemp(prefix="assay-pg-"))
-    if os.geteuid() == 0:  # the server refuses to run as root
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server")
-        os.chown(root, user.pw_uid, user.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
-
-    def run(*args: str) -> None:
-        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
-
-    run(str(bindir / "initdb"), "-D", str(data), "-U", "assay", "-A", "trust", "--no-sync")
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    pg_ctl = str(bindir / "pg_ctl")
-    run(pg_ctl, "-D", str(data), "-l", str(root / "log"), "-o", options, "-w", "start")
-    try:
-        yield f"postgresql+psycopg://assay@127.0.0.1:{port}/postgres"
-    finally:
-        run(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_concurrent_processes_on_postgres(postgres_url: str) -> None:

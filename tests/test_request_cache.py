@@ -62,9 +62,17 @@ def req(prompt: str, instance_id: str = "i") -> Request:
     return Request(instance_id, RequestKind.GENERATE, prompt, max_tokens=4)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def cache_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The cache's two stores: a SQLite file, and a database on a real PostgreSQL server."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_database")
+    return f"sqlite:///{tmp_path / 'cache.db'}"
+
+
 @pytest.fixture
-def cache(tmp_path: Path) -> RequestCache:
-    return RequestCache(f"sqlite:///{tmp_path / 'cache.db'}")
+def cache(cache_url: str) -> RequestCache:
+    return RequestCache(cache_url)
 
 
 def test_hits_come_from_the_cache_without_a_model_call(cache: RequestCache) -> None:
@@ -161,8 +169,8 @@ _WRITER = textwrap.dedent(
 )
 
 
-def test_two_processes_write_concurrently(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
+def test_two_processes_write_concurrently(cache_url: str) -> None:
+    url = cache_url
     RequestCache(url)  # create the schema once, as a first run would
     # Overlapping ranges: keys 100..199 are written by both processes.
     writers = [
