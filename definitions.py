@@ -6,22 +6,16 @@ from dagster import Definitions, EnvVar
 
 from assets import all_assets
 from assets.checks import all_checks
-from resources import (
-    ModelsResource,
-    ParquetIOManager,
-    RegistryResource,
-    StorageResource,
-    SuiteResource,
-)
+from resources import ModelsResource, SuiteResource, assay_resources
 from sensors import all_schedules, all_sensors
 from sensors.mlflow import mlflow_sensors
 
 
-def _env(field: str, variable: str) -> dict[str, EnvVar]:
-    """``{field: EnvVar(variable)}`` when the variable is set: Dagster then resolves it at run
-    time and shows only its name in the UI and run config, never the value (a database URL
-    may carry a password). Unset, the resource keeps its local default."""
-    return {field: EnvVar(variable)} if os.environ.get(variable) else {}
+def _env(variable: str) -> EnvVar | None:
+    """``EnvVar(variable)`` when the variable is set: Dagster then resolves it at run time and
+    shows only its name in the UI and run config, never the value (a database URL may carry a
+    password). Unset, the resource keeps its local default."""
+    return EnvVar(variable) if os.environ.get(variable) else None
 
 
 defs = Definitions(
@@ -29,11 +23,10 @@ defs = Definitions(
     asset_checks=all_checks,
     sensors=[*all_sensors, *mlflow_sensors()],
     schedules=all_schedules,
-    resources={
-        "parquet_io_manager": ParquetIOManager(**_env("base_url", "ASSAY_STORAGE_URL")),
-        "storage": StorageResource(**_env("base_url", "ASSAY_STORAGE_URL")),
-        "registry": RegistryResource(**_env("url", "ASSAY_REGISTRY_URL")),
-        "suite": SuiteResource(**_env("path", "ASSAY_SUITE")),
-        "models": ModelsResource(**_env("request_cache_url", "ASSAY_REQUEST_CACHE_URL")),
-    },
+    resources=assay_resources(
+        storage_url=_env("ASSAY_STORAGE_URL"),
+        registry_url=_env("ASSAY_REGISTRY_URL"),
+        suite=SuiteResource(path=_env("ASSAY_SUITE")),
+        models=ModelsResource(request_cache_url=_env("ASSAY_REQUEST_CACHE_URL")),
+    ),
 )

@@ -39,10 +39,8 @@ from assets import all_assets  # noqa: E402
 from assets.partitions import scenario_partitions  # noqa: E402
 from resources import (  # noqa: E402
     ModelsResource,
-    ParquetIOManager,
-    RegistryResource,
-    StorageResource,
     SuiteResource,
+    assay_resources,
 )
 from sensors.promotion import EVALUATION_ASSETS, model_promotion_sensor  # noqa: E402
 
@@ -60,13 +58,12 @@ def main() -> None:
         registry.create_model("bench")
         for _ in range(args.rounds + 1):
             registry.create_version("bench", "bundled:smollm2-135m-instruct")
-        resources = {
-            "parquet_io_manager": ParquetIOManager(base_url=f"{tmp}/storage"),
-            "storage": StorageResource(base_url=f"{tmp}/storage"),
-            "registry": RegistryResource(url=url),
-            "suite": SuiteResource(max_instances=1),
-            "models": ModelsResource(cache_dir=str(cache)),
-        }
+        resources = assay_resources(
+            storage_url=f"{tmp}/storage",
+            registry_url=url,
+            suite=SuiteResource(max_instances=1),
+            models=ModelsResource(cache_dir=str(cache)),
+        )
 
         def tick(cursor):
             context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)

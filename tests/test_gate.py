@@ -20,10 +20,8 @@ from assets import all_assets
 from assets.checks import all_checks, regression_gate
 from resources import (
     ModelsResource,
-    ParquetIOManager,
-    RegistryResource,
-    StorageResource,
     SuiteResource,
+    assay_resources,
 )
 
 ACC = GateConfig(default_metrics=("acc",))
@@ -240,13 +238,12 @@ def pipeline(tmp_path_factory):
     reg.create_model("m")
     keys = [reg.create_version("m", "bundled:smollm2-135m-instruct").key for _ in range(3)]
     storage_url = str(tmp / "storage")
-    resources = {
-        "parquet_io_manager": ParquetIOManager(base_url=storage_url),
-        "storage": StorageResource(base_url=storage_url),
-        "registry": RegistryResource(url=url),
-        "suite": SuiteResource(max_instances=12),
-        "models": ModelsResource(cache_dir=str(tmp / "cache")),
-    }
+    resources = assay_resources(
+        storage_url=storage_url,
+        registry_url=url,
+        suite=SuiteResource(max_instances=12),
+        models=ModelsResource(cache_dir=str(tmp / "cache")),
+    )
     with instance_for_test() as instance:
         instance.add_dynamic_partitions("model_version", keys)
         result = materialize(

@@ -26,10 +26,8 @@ from assay.storage import ParquetStore
 from assets import all_assets
 from resources import (
     ModelsResource,
-    ParquetIOManager,
-    RegistryResource,
-    StorageResource,
     SuiteResource,
+    assay_resources,
 )
 
 QA, BBQ = "arithmetic", "facts-mc"
@@ -84,15 +82,14 @@ def run(tmp_path_factory, model_cache_dir):
         registry.create_prompt_version(name, template, variables)
         registry.set_prompt_alias(name, "production", 1)
     storage_url = str(tmp / "storage")
-    resources = {
-        "parquet_io_manager": ParquetIOManager(base_url=storage_url),
-        "storage": StorageResource(base_url=storage_url),
-        "registry": RegistryResource(url=registry_url),
-        "suite": SuiteResource(path=_suite(tmp / "suite.yaml")),
-        "models": ModelsResource(
+    resources = assay_resources(
+        storage_url=storage_url,
+        registry_url=registry_url,
+        suite=SuiteResource(path=_suite(tmp / "suite.yaml")),
+        models=ModelsResource(
             cache_dir=str(model_cache_dir), request_cache_url=f"sqlite:///{tmp / 'requests.db'}"
         ),
-    }
+    )
     with instance_for_test() as instance:
         instance.add_dynamic_partitions("model_version", [key])
 

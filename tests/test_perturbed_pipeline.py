@@ -21,10 +21,8 @@ from assay.suite import load_suite
 from assets import all_assets
 from resources import (
     ModelsResource,
-    ParquetIOManager,
-    RegistryResource,
-    StorageResource,
     SuiteResource,
+    assay_resources,
 )
 
 MODEL = "smollm2-135m-instruct"
@@ -44,15 +42,14 @@ def run(tmp_path_factory, model_cache_dir):
         prices={"prompt_per_1k": 0.5, "completion_per_1k": 1.5},
     ).key
     storage_url = str(tmp / "storage")
-    resources = {
-        "parquet_io_manager": ParquetIOManager(base_url=storage_url),
-        "storage": StorageResource(base_url=storage_url),
-        "registry": RegistryResource(url=registry_url),
-        "suite": SuiteResource(max_instances=N),
-        "models": ModelsResource(
+    resources = assay_resources(
+        storage_url=storage_url,
+        registry_url=registry_url,
+        suite=SuiteResource(max_instances=N),
+        models=ModelsResource(
             cache_dir=str(model_cache_dir), request_cache_url=f"sqlite:///{tmp / 'requests.db'}"
         ),
-    }
+    )
     with instance_for_test() as instance:
         instance.add_dynamic_partitions("model_version", [key])
 

@@ -14,10 +14,8 @@ from assay.storage import ParquetStore
 from assets import all_assets
 from resources import (
     ModelsResource,
-    ParquetIOManager,
-    RegistryResource,
-    StorageResource,
     SuiteResource,
+    assay_resources,
 )
 
 MODEL = "smollm2-135m-instruct"
@@ -35,15 +33,14 @@ def env(tmp_path_factory, model_cache_dir):
         MODEL, "bundled:smollm2-135m-instruct", serving={"chat_template": True}
     ).key
     storage_url = str(tmp / "storage")
-    resources = {
-        "parquet_io_manager": ParquetIOManager(base_url=storage_url),
-        "storage": StorageResource(base_url=storage_url),
-        "registry": RegistryResource(url=registry_url),
-        "suite": SuiteResource(max_instances=4),
-        "models": ModelsResource(
+    resources = assay_resources(
+        storage_url=storage_url,
+        registry_url=registry_url,
+        suite=SuiteResource(max_instances=4),
+        models=ModelsResource(
             cache_dir=str(model_cache_dir), request_cache_url=f"sqlite:///{tmp / 'requests.db'}"
         ),
-    }
+    )
     with instance_for_test() as instance:
         instance.add_dynamic_partitions("model_version", [key])
         yield {"key": key, "resources": resources, "instance": instance, "store": storage_url}

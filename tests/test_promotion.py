@@ -24,10 +24,9 @@ from assay.suite import load_suite
 from assets import all_assets
 from resources import (
     ModelsResource,
-    ParquetIOManager,
     RegistryResource,
-    StorageResource,
     SuiteResource,
+    assay_resources,
 )
 from sensors.evaluations import evaluation_recorder_sensor
 from sensors.promotion import (
@@ -48,16 +47,15 @@ def setup(tmp_path, model_cache_dir):
     registry.create_model(MODEL)
     registry.create_version(MODEL, "bundled:smollm2-135m-instruct", serving={"chat_template": True})
     storage = str(tmp_path / "storage")
-    resources = {
-        "parquet_io_manager": ParquetIOManager(base_url=storage),
-        "storage": StorageResource(base_url=storage),
-        "registry": RegistryResource(url=registry_url),
-        "suite": SuiteResource(max_instances=1),
-        "models": ModelsResource(
+    resources = assay_resources(
+        storage_url=storage,
+        registry_url=registry_url,
+        suite=SuiteResource(max_instances=1),
+        models=ModelsResource(
             cache_dir=str(model_cache_dir),
             request_cache_url=f"sqlite:///{tmp_path / 'requests.db'}",
         ),
-    }
+    )
     with instance_for_test() as instance:
         yield {
             "registry": registry,
