@@ -357,3 +357,114 @@ def test_late_stop_in_a_batch_with_a_longer_row(model_cache_dir: Path) -> None:
     assert stopped.token_logprobs == pytest.approx(
         alone.token_logprobs[: stopped.completion_tokens], abs=1e-4
     )
+
+
+FEW_SHOT = (
+    "Answer each question with one word.\n\n"
+    "Question: What colour is the sky on a clear day?\nAnswer: blue\n\n"
+    "Question: Which animal says moo?\nAnswer: cow\n\n"
+    "Question: What do bees make?\nAnswer: honey\n\n"
+    "Question: What is frozen water called?\nAnswer: ice\n\n"
+)
+
+
+def record_forward_shapes(monkeypatch) -> list[tuple[int, ...]]:
+    """Shapes of the token ids of every model forward pass the client makes (the real pass
+    still runs; the wrapper only records), to tell which prefill path a batch took."""
+    shapes: list[tuple[int, ...]] = []
+    real = TransformersClient._forward
+
+    def recording(self, lm, ids, *args, **kwargs):
+        shapes.append(tuple(ids.shape))
+        return real(self, lm, ids, *args, **kwargs)
+
+    monkeypatch.setattr(TransformersClient, "_forward", recording)
+    return shapes
+
+
+def assert_batched_equals_alone(cache_dir: Path, requests: list, batched: list) -> None:
+    alone_client = make_client(cache_dir, batch_size=1)
+    for request, together in zip(requests, batched, strict=True):
+        [alone] = alone_client.complete([request])
+        assert together.ok and alone.ok, request.instance_id
+        assert together.text == alone.text, request.instance_id
+        assert together.completion_tokens == alone.completion_tokens, request.instance_id
+        assert together.token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-4)
+
+
+def test_shared_prefix_batch_equals_one_at_a_time(model_cache_dir: Path, monkeypatch) -> None:
+    """Rows sharing a long few-shot prefix, with suffixes of different lengths (so pads sit
+    between the prefix and the shorter suffixes), two identical prompts, different limits and a
+    stop sequence (so rows leave the batch at different steps)."""
+    requests = [
+        gen("short", FEW_SHOT + "Question: Fish?\nAnswer:", 6),
+        gen(
+            "long",
+            FEW_SHOT + "Question: Which large grey animal with a trunk lives in Africa?\nAnswer:",
+            8,
+        ),
+        gen("stop", FEW_SHOT + "Question: What falls from clouds?\nAnswer:", 8, stop=("\n",)),
+        gen("same", FEW_SHOT + "Question: What falls from clouds?\nAnswer:", 3),
+    ]
+    client = make_client(model_cache_dir, batch_size=4)
+    lm = backend._load(client.model_dir, "float32")
+    encoded = [lm.tokenizer(r.prompt).input_ids for r in requests]
+    shared = next(
+        n for n in range(len(encoded[0])) if len({tuple(ids[: n + 1]) for ids in encoded}) > 1
+    )
+    assert shared >= 40  # well above the length from which the prefix is computed once
+    assert len({len(ids) for ids in encoded}) == 3  # suffixes of three different lengths
+
+    shapes = record_forward_shapes(monkeypatch)
+    batched = client.complete(requests)
+    # The shared prefix ran once at batch 1, then the four suffixes together after it.
+    assert shapes[0] == (1, shared)
+    assert shapes[1][0] == 4 and shapes[1][1] == max(len(ids) for ids in encoded) - shared
+    assert all(c.batch_size == 4 for c in batched)
+    monkeypatch.undo()
+    assert_batched_equals_alone(model_cache_dir, requests, batched)
+    # The stop row ended at its stop sequence, before its limit.
+    assert "\n" not in batched[2].text
+
+
+def test_batch_without_shared_prefix_equals_one_at_a_time(
+    model_cache_dir: Path, monkeypatch
+) -> None:
+    requests = [
+        gen("a", FEW_SHOT + "Question: Where do fish live?\nAnswer:", 5),
+        gen("b", "A list of fruit: apple, banana, " + FEW_SHOT, 5),
+        gen("c", "Numbers: 1, 2, 3, 4,", 5),
+    ]
+    client = make_client(model_cache_dir, batch_size=4)
+    shapes = record_forward_shapes(monkeypatch)
+    batched = client.complete(requests)
+    # No common prefix: the whole prompts ran together in the first pass.
+    assert shapes[0][0] == 3
+    monkeypatch.undo()
+    assert_batched_equals_alone(model_cache_dir, requests, batched)
+
+
+def test_rows_of_one_few_shot_trial_share_batches(model_cache_dir: Path, monkeypatch) -> None:
+    """Two trials' prompts whose lengths interleave: longest-first order alone would pair rows of
+    different trials, but each batch of two holds one trial and computes its prefix once."""
+    other = FEW_SHOT.replace("Answer each question with one word.", "Reply in a single word.")
+    requests = [
+        gen("t1-long", FEW_SHOT + "Question: What do cows drink every day?\nAnswer:", 3),
+        gen("t2-long", other + "Question: What do cows drink?\nAnswer:", 3),
+        gen("t1-short", FEW_SHOT + "Question: Cows drink?\nAnswer:", 3),
+        gen("t2-short", other + "Question: Cows?\nAnswer:", 3),
+    ]
+    client = make_client(model_cache_dir, batch_size=2)
+    lm = backend._load(client.model_dir, "float32")
+    lengths = [len(lm.tokenizer(r.prompt).input_ids) for r in requests]
+    assert lengths[0] > lengths[1] > lengths[2] > lengths[3]
+
+    shapes = record_forward_shapes(monkeypatch)
+    batched = client.complete(requests)
+    # Each batch opened with its trial's shared prefix at batch 1 (decode steps are one column
+    # wide); mixed batches would share nothing, as the two instructions differ from the start.
+    prefix_passes = [s for s in shapes if s[0] == 1 and s[1] >= backend._MIN_SHARED_PREFIX]
+    assert len(prefix_passes) == 2
+    assert all(c.batch_size == 2 for c in batched)
+    monkeypatch.undo()
+    assert_batched_equals_alone(model_cache_dir, requests, batched)

@@ -8,6 +8,9 @@ directory about one), and every later load, in any process, reads that directory
 Decisions worth knowing:
 - Greedy decoding only; a request's result does not depend on which batch it ran in (rows are
   left-padded with position ids from the attention mask), up to float rounding.
+- Generation batches keep prompts that open alike together; when a batch's prompts share at
+  least ``_MIN_SHARED_PREFIX`` leading tokens (a few-shot trial's instructions and examples),
+  that prefix is computed once and its KV cache shared by the rows (see ``_prefill``).
 - A prompt longer than the context window is left-truncated (the start is dropped), as
   lm-evaluation-harness does; a request that cannot fit at all gets ``Completion.error``.
 - Generated text stops at end-of-sequence (not included) or at the first stop sequence (the text
@@ -67,6 +70,9 @@ _SCHEMES = ("bundled", "gguf", "hf")
 _IGNORED_SUFFIXES = (".md",)
 _IGNORED_PREFIXES = ("LICENSE", "NOTICE", "USE_POLICY", ".")
 _CONVERSION_MARKER = "assay-conversion.json"
+# A generation batch whose prompts share at least this many leading tokens computes them once;
+# below it the extra forward pass costs more than the repeated prefix.
+_MIN_SHARED_PREFIX = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,8 +515,7 @@ class TransformersClient:
             if progress is not None:
                 progress(done, len(requests))
 
-        # Longest first: padding within a batch stays small, and memory trouble shows early.
-        gen_rows.sort(key=lambda r: (-len(r.prompt_ids), r.index))
+        gen_rows = _generation_order(gen_rows)
         self._run_rows(lm, gen_rows, self._generate_batch, finish, fail, batch_done)
         ll_rows.sort(key=lambda r: (-r.prefix_len, r.index))
         self._run_rows(lm, ll_rows, self._loglikelihood_batch, finish, fail, batch_done)
@@ -712,10 +717,7 @@ class TransformersClient:
     @torch.inference_mode()
     def _generate_batch(self, lm: _LoadedModel, rows: list[_GenRow], _limit: int) -> list:
         """Greedy decoding of ``rows`` together; finished rows leave the batch (and its cache)."""
-        transformers = _import_transformers()
-        ids, mask, positions = _left_pad([r.prompt_ids for r in rows], lm.pad_id, lm.device)
-        cache = transformers.DynamicCache(config=lm.model.config)
-        out = self._forward(lm, ids, mask, positions, cache, logits_to_keep=1)
+        out, mask, positions = self._prefill(lm, [r.prompt_ids for r in rows])
         tokens: list[list[int]] = [[] for _ in rows]
         logprobs: list[list[float]] = [[] for _ in rows]
         active = list(range(len(rows)))  # the row of ``rows`` behind each batch row
@@ -761,6 +763,40 @@ class TransformersClient:
                 )
             )
         return completions
+
+    def _prefill(
+        self, lm: _LoadedModel, prompts: list[list[int]]
+    ) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Forward the prompts of a generation batch: (output, attention mask, position ids).
+
+        When the prompts share a long token prefix (a few-shot trial's instructions and
+        examples), the prefix runs once at batch 1 and its KV cache is repeated per row; the
+        rows' own suffixes then run left-padded after it. Pad columns sit between the prefix
+        and a row's suffix, masked out, and each row's positions continue from the prefix, so
+        every row computes what it would alone. Otherwise the whole prompts run left-padded.
+        """
+        transformers = _import_transformers()
+        cache = transformers.DynamicCache(config=lm.model.config)
+        shared = _shared_prefix_len(prompts) if len(prompts) > 1 else 0
+        # Sliding-window layers keep only the window, so a repeated prefix cache could not line
+        # up with the full-length mask; such models run whole prompts.
+        plain = all(type(layer) is transformers.cache_utils.DynamicLayer for layer in cache.layers)
+        if shared < _MIN_SHARED_PREFIX or not plain:
+            ids, mask, positions = _left_pad(prompts, lm.pad_id, lm.device)
+            return self._forward(lm, ids, mask, positions, cache, logits_to_keep=1), mask, positions
+        prefix = torch.tensor([prompts[0][:shared]], device=lm.device)
+        prefix_positions = torch.arange(shared, device=lm.device)[None, :]
+        prefix_mask = torch.ones_like(prefix)
+        cache = self._forward(lm, prefix, prefix_mask, prefix_positions, cache, logits_to_keep=1)[
+            lm.cache_kwarg
+        ]
+        cache.batch_repeat_interleave(len(prompts))
+        ids, suffix_mask, suffix_positions = _left_pad(
+            [p[shared:] for p in prompts], lm.pad_id, lm.device
+        )
+        mask = torch.cat([prefix_mask.expand(len(prompts), -1), suffix_mask], dim=1)
+        positions = suffix_positions + shared
+        return self._forward(lm, ids, mask, positions, cache, logits_to_keep=1), mask, positions
 
     @torch.inference_mode()
     def _loglikelihood_batch(self, lm: _LoadedModel, rows: list[_LLRow], limit: int) -> list:
@@ -897,6 +933,29 @@ def _prompt_logprobs(row: _PromptRow, values: list, tops: list) -> PromptLogprob
         token_logprobs=tuple(values),
         top_logprobs=tuple(tops),
     )
+
+
+def _generation_order(rows: list[_GenRow]) -> list[_GenRow]:
+    """Generation rows in batch order: longest first, so padding within a batch stays small and
+    memory trouble shows early, except that rows whose prompts open with the same
+    ``_MIN_SHARED_PREFIX`` tokens (one few-shot trial, one template) stay together, so their
+    batches can compute the shared prefix once. Groups come in the order of their longest row.
+    """
+    groups: dict[tuple[int, ...], list[_GenRow]] = {}
+    for row in sorted(rows, key=lambda r: (-len(r.prompt_ids), r.index)):
+        groups.setdefault(tuple(row.prompt_ids[:_MIN_SHARED_PREFIX]), []).append(row)
+    return [row for group in groups.values() for row in group]
+
+
+def _shared_prefix_len(prompts: list[list[int]]) -> int:
+    """Length of the token prefix common to all prompts, leaving every prompt one token of its
+    own (the last prompt token's logits start each row's generation)."""
+    first = prompts[0]
+    limit = min(len(p) for p in prompts) - 1
+    n = 0
+    while n < limit and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n
 
 
 def _take(rows: list, start: int, limit: int) -> list:
