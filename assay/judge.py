@@ -34,10 +34,16 @@ from itertools import combinations
 
 import numpy as np
 
-from assay.metrics.toxicity import DEFAULT_RUBRIC, JudgeToxicityScorer
+from assay.metrics.toxicity import (
+    DEFAULT_RUBRIC,
+    ClassifierToxicityScorer,
+    JudgeToxicityScorer,
+    ToxicityScorer,
+)
 from assay.models.base import ModelClient, ModelSpec, ServingConfig
 from assay.records import Request, RequestKind
 from assay.registry import ModelVersion, PromptVersion, Registry
+from assay.suite import ToxicityConfig
 
 # Any decimal number; the default parser takes the last one in the reply (rubrics usually end
 # with "Score: N", and a model that reasons first states its verdict last).
@@ -202,6 +208,20 @@ def judge_clients(
 
 TOXICITY_VARIABLE = "text"
 TOXICITY_MAX_TOKENS = 8
+
+
+def toxicity_scorer(
+    config: ToxicityConfig | None,
+    registry: Callable[[], Registry],
+    build: Callable[[ModelSpec], ModelClient],
+) -> ToxicityScorer | None:
+    """The suite's toxicity classifier or judge, or None (the toxicity family is then absent).
+    ``registry`` is only opened when a judge needs resolving."""
+    if config is None:
+        return None
+    if config.judge is not None:
+        return toxicity_judge(registry(), config.judge, config.rubric, build)
+    return ClassifierToxicityScorer(config.classifier_dir, config.toxic_label)
 
 
 def toxicity_judge(

@@ -22,14 +22,12 @@ from assay.evaluation import (
     perturbed_from_table,
     select_instances,
 )
-from assay.judge import Rubric, judge_clients, toxicity_judge
-from assay.metrics.efficiency import TokenPrices
-from assay.metrics.toxicity import ClassifierToxicityScorer, ToxicityScorer
+from assay.judge import Rubric, judge_clients, toxicity_scorer
 from assay.models.registration import ResolvedModel
 from assay.perturbations import PerturbedInstance
 from assay.records import Instance, InstanceStat, ModelOutput
 from assay.scoring import SCORING_VERSION, judge_partition, score_partition, scorecard_table
-from assay.suite import ScenarioConfig, Suite
+from assay.suite import ScenarioConfig
 from assets.common import by_key, evaluation_keys, markdown_table, model_version_of, scenario_of
 from assets.partitions import MODEL_VERSION, SCENARIO, evaluation_partitions
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
@@ -175,7 +173,7 @@ def scores(
     outputs_by_key = by_key(model_outputs, [str(k) for k in keys])
     scenarios = by_key(scenario_instances, [scenario_of(k) for k in keys])
     loaded = suite.load()
-    toxicity = _toxicity_scorer(loaded, registry, models)
+    toxicity = toxicity_scorer(loaded.toxicity, registry.open, models.client)
     judge_setups = {}  # one client per judge per run, however many partitions it scores
     per_instance, cards, metadata = {}, {}, {}
     for key in keys:
@@ -195,7 +193,7 @@ def scores(
         scored = score_partition(
             instances,
             outputs,
-            prices=_prices(registry, model_version_of(key)),
+            prices=registry.open().get_version(model_version_of(key)).prices.token_prices(),
             toxicity=toxicity,
             seed_key=str(key),
             judgments=judgments,
@@ -243,23 +241,3 @@ def _perturbed(
         "(materialize perturbed_instances to see them in the UI)"
     )
     return perturb_eval_instances(config, evaluated).rows, "inline"
-
-
-def _toxicity_scorer(
-    loaded: Suite, registry: RegistryResource, models: ModelsResource
-) -> ToxicityScorer | None:
-    """The suite's toxicity classifier or judge, or None (the toxicity family is then absent)."""
-    config = loaded.toxicity
-    if config is None:
-        return None
-    if config.judge is not None:
-        return toxicity_judge(registry.open(), config.judge, config.rubric, models.client)
-    return ClassifierToxicityScorer(config.classifier_dir, config.toxic_label)
-
-
-def _prices(registry: RegistryResource, model_version: str) -> TokenPrices | None:
-    """The version's registry prices per 1k tokens; None (cost absent) unless both are set."""
-    prices = registry.open().get_version(model_version).prices
-    if prices.prompt_per_1k is None or prices.completion_per_1k is None:
-        return None
-    return TokenPrices(prices.prompt_per_1k, prices.completion_per_1k)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from assay.metrics.efficiency import TokenPrices
 from assay.registry.errors import invalid
 from assay.registry.names import version_key
 from assay.registry.templates import render_template
@@ -97,6 +98,12 @@ class Prices:
                     return None
                 total += price * tokens / 1000.0
         return total
+
+    def token_prices(self) -> TokenPrices | None:
+        """The prices as the efficiency metrics take them; None (cost absent) unless both set."""
+        if self.prompt_per_1k is None or self.completion_per_1k is None:
+            return None
+        return TokenPrices(self.prompt_per_1k, self.completion_per_1k)
 
 
 @dataclass(frozen=True, slots=True)
