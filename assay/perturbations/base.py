@@ -67,6 +67,18 @@ def check_prob(name: str, value: float) -> float:
     return value
 
 
+class ProbabilityPerturbation(Perturbation):
+    """A perturbation with one parameter: the probability ``prob`` of changing each place it
+    could change. Subclasses give ``prob`` its default in their own ``__init__``."""
+
+    def __init__(self, prob: float) -> None:
+        self.prob = check_prob("prob", prob)
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"prob": self.prob}
+
+
 @cache
 def load_data(filename: str) -> Any:
     """A JSON data file shipped in ``assay/perturbations/data``."""

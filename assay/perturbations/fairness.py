@@ -9,7 +9,7 @@ from functools import cached_property
 from assay.perturbations.base import (
     FAIRNESS,
     Perturbation,
-    check_prob,
+    ProbabilityPerturbation,
     load_data,
     match_case,
     phrase_pattern,
@@ -17,7 +17,7 @@ from assay.perturbations.base import (
 )
 
 
-class Dialect(Perturbation):
+class Dialect(ProbabilityPerturbation):
     """Standard American English words and phrases rewritten in African American English.
 
     Each occurrence of a mapped word is rewritten with probability ``prob`` (default: all),
@@ -28,11 +28,7 @@ class Dialect(Perturbation):
     family = FAIRNESS
 
     def __init__(self, prob: float = 1.0) -> None:
-        self.prob = check_prob("prob", prob)
-
-    @property
-    def params(self) -> dict[str, float]:
-        return {"prob": self.prob}
+        super().__init__(prob)
 
     @cached_property
     def _table(self) -> dict[str, str]:

@@ -9,7 +9,7 @@ from assay.perturbations.base import (
     ROBUSTNESS,
     WORD,
     Perturbation,
-    check_prob,
+    ProbabilityPerturbation,
     load_data,
     match_case,
     phrase_pattern,
@@ -84,19 +84,12 @@ class Expansions(Perturbation):
         return substitute(text, phrase_pattern(self._table), expand)
 
 
-class _WordTableSwap(Perturbation):
+class _WordTableSwap(ProbabilityPerturbation):
     """Each word listed in ``table_file`` is replaced by one of its entries with probability
     ``prob`` (the case of the original word is kept)."""
 
     family = ROBUSTNESS
     table_file = ""
-
-    def __init__(self, prob: float) -> None:
-        self.prob = check_prob("prob", prob)
-
-    @property
-    def params(self) -> dict[str, float]:
-        return {"prob": self.prob}
 
     def _apply(self, text: str, rng: random.Random) -> str:
         table: dict[str, list[str]] = load_data(self.table_file)
@@ -120,18 +113,14 @@ class Misspellings(_WordTableSwap):
         super().__init__(prob)
 
 
-class Typos(Perturbation):
+class Typos(ProbabilityPerturbation):
     """Each letter is swapped for a neighbouring keyboard key with probability ``prob``."""
 
     name = "typos"
     family = ROBUSTNESS
 
     def __init__(self, prob: float = 0.05) -> None:
-        self.prob = check_prob("prob", prob)
-
-    @property
-    def params(self) -> dict[str, float]:
-        return {"prob": self.prob}
+        super().__init__(prob)
 
     def _apply(self, text: str, rng: random.Random) -> str:
         out = []
@@ -167,18 +156,14 @@ class ExtraSpaces(Perturbation):
 _FILLERS = ("uh", "um", "like", "you know", "I mean", "so", "well", "basically")
 
 
-class FillerWords(Perturbation):
+class FillerWords(ProbabilityPerturbation):
     """A filler ("um", "you know", ...) is inserted before each word with probability ``prob``."""
 
     name = "filler_words"
     family = ROBUSTNESS
 
     def __init__(self, prob: float = 0.1) -> None:
-        self.prob = check_prob("prob", prob)
-
-    @property
-    def params(self) -> dict[str, float]:
-        return {"prob": self.prob}
+        super().__init__(prob)
 
     def _apply(self, text: str, rng: random.Random) -> str:
         words = text.split(" ")
