@@ -468,3 +468,36 @@ def test_rows_of_one_few_shot_trial_share_batches(model_cache_dir: Path, monkeyp
     assert all(c.batch_size == 2 for c in batched)
     monkeypatch.undo()
     assert_batched_equals_alone(model_cache_dir, requests, batched)
+
+
+def test_single_continuations_run_whole_and_match_the_reference(
+    model_cache_dir: Path, monkeypatch
+) -> None:
+    """Requests with one continuation each (language-modeling windows) run as one forward pass
+    of prompt plus continuation, in the same batch as a request whose choices share a prompt."""
+    singles = [
+        ll("w1", "Once upon a time, in a small village by the sea,", " there lived a fisherman"),
+        ll("w2", "The capital of France is", " Paris"),  # a single-token continuation
+        ll("w3", "Red, green and", " blue are the colours of light"),
+    ]
+    requests = [*singles, ll("mc", "The sky is", " blue", " a shade of green"), ll("e", "Hi", "")]
+    client = make_client(model_cache_dir, batch_size=8)
+    shapes = record_forward_shapes(monkeypatch)
+    results = client.complete(requests)
+    monkeypatch.undo()
+    # The choices' prompt and their tails (two passes of one row), then the three single
+    # continuations together; each fed without its last token, which predicts nothing scored.
+    lm = backend._load(client.model_dir, "float32")
+    whole = max(len(lm.tokenizer(r.prompt + r.continuations[0]).input_ids) for r in singles)
+    assert [s[0] for s in shapes] == [1, 1, 3]
+    assert shapes[2][1] == whole - 1
+    assert {c.batch_size for c in results} == {5}
+    for request, completion in zip(requests[:4], results[:4], strict=True):
+        assert completion.ok
+        for choice in completion.choices:
+            logprob, n_tokens, greedy = reference_loglikelihood(client, request.prompt, choice.text)
+            assert choice.logprob == pytest.approx(logprob, abs=1e-4), choice.text
+            assert (choice.n_tokens, choice.is_greedy) == (n_tokens, greedy), choice.text
+    # An empty continuation has nothing to predict: probability one, no forward pass.
+    [empty] = results[4].choices
+    assert (empty.logprob, empty.n_tokens, empty.is_greedy) == (0.0, 0, True)

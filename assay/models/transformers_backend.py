@@ -19,7 +19,9 @@ Decisions worth knowing:
 - Log-likelihood: context and continuation are tokenized together; the continuation's tokens are
   those that contain any continuation character (by offsets), so a token spanning the boundary,
   such as " Paris" after "Answer:", belongs to the continuation. The choices of one request share
-  one forward pass of the prompt (its KV cache is reused for the continuations).
+  one forward pass of the prompt (its KV cache is reused for the continuations); a prompt with
+  a single continuation (language-modeling windows) runs as one forward pass of prompt plus
+  continuation instead, with logits computed only where continuation tokens are predicted.
 - Placement: ``ServingConfig.device`` "auto" means CUDA when ``torch.cuda.is_available()``, else
   the CPU; ``device_map`` (e.g. "auto" over several GPUs) is handed to ``from_pretrained``.
   bfloat16/float16 on the CPU is refused, not downgraded: a downgraded run would store float32
@@ -705,13 +707,15 @@ class TransformersClient:
         return None
 
     def _forward(self, lm: _LoadedModel, ids, mask, positions, cache, logits_to_keep: int = 0):
+        """One forward pass; ``cache`` None runs without a KV cache (none kept or built)."""
+        cache_args = {} if cache is None else {lm.cache_kwarg: cache}
         return lm.model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            use_cache=True,
+            use_cache=cache is not None,
             logits_to_keep=logits_to_keep,
-            **{lm.cache_kwarg: cache},
+            **cache_args,
         )
 
     @torch.inference_mode()
@@ -800,37 +804,29 @@ class TransformersClient:
 
     @torch.inference_mode()
     def _loglikelihood_batch(self, lm: _LoadedModel, rows: list[_LLRow], limit: int) -> list:
-        """Score all choices of ``rows``: one forward of the distinct contexts, one of the rest.
+        """Score all choices of ``rows``, at most ``limit`` choices per forward pass.
 
-        The contexts are left-padded so they all end at the same position; their KV cache is
-        then repeated per choice and the choices' remaining tokens run on top of it, at most
-        ``limit`` choices per forward pass. The first token of every choice is scored from the
-        context pass, so single-token choices cost nothing beyond it.
+        A context with several choices is computed once (see ``_score_shared``); a context
+        with one choice (a language-modeling window, or a choice whose first token merged
+        with the context's end differently from its siblings') runs whole with its choice
+        (see ``_score_whole``): sharing saves nothing there and would cost a second pass.
         """
-        transformers = _import_transformers()
         groups = [g for row in rows for g in row.groups]
-        ids, mask, positions = _left_pad([g.context_ids for g in groups], lm.pad_id, lm.device)
-        cache = transformers.DynamicCache(config=lm.model.config)
-        out = self._forward(lm, ids, mask, positions, cache, logits_to_keep=1)
-        first_logits = out.logits[:, -1, :].float()
-        first_lps = (first_logits - first_logits.logsumexp(-1, keepdim=True)).cpu()
-        first_argmax = first_logits.argmax(-1).tolist()
-        prefix_cache = out[lm.cache_kwarg]
-
         # Per (group, choice): list of (logprob, is_argmax) for each continuation token.
         scored: dict[tuple[int, int], list[tuple[float, bool]]] = {}
-        tails: list[tuple[int, int, list[int]]] = []  # (group, choice slot, tokens after first)
+        shared: list[tuple[int, _LLGroup]] = []
+        whole: list[tuple[int, list[int]]] = []  # (group, its one continuation)
         for g, group in enumerate(groups):
-            for k, cont in enumerate(group.continuation_ids):
-                if not cont:
-                    scored[g, k] = []
-                    continue
-                scored[g, k] = [(float(first_lps[g, cont[0]]), first_argmax[g] == cont[0])]
-                if len(cont) > 1:
-                    tails.append((g, k, cont))
-        for start in range(0, len(tails), limit):
-            part = tails[start : start + limit]
-            self._score_tails(lm, part, prefix_cache, mask, positions[:, -1], scored)
+            if len(group.continuation_ids) > 1:
+                shared.append((g, group))
+            elif group.continuation_ids[0]:
+                whole.append((g, group.continuation_ids[0]))
+            else:
+                scored[g, 0] = []  # an empty continuation: log-likelihood 0, nothing to run
+        if shared:
+            self._score_shared(lm, shared, limit, scored)
+        for start in range(0, len(whole), limit):
+            self._score_whole(lm, groups, whole[start : start + limit], scored)
 
         completions = []
         offset = 0
@@ -857,10 +853,74 @@ class TransformersClient:
             )
         return completions
 
+    def _score_shared(
+        self,
+        lm: _LoadedModel,
+        groups: list[tuple[int, _LLGroup]],
+        limit: int,
+        scored: dict[tuple[int, int], list[tuple[float, bool]]],
+    ) -> None:
+        """Score groups of several choices: one forward of the contexts, one of the rest.
+
+        The contexts are left-padded so they all end at the same position; their KV cache is
+        then repeated per choice and the choices' remaining tokens run on top of it, at most
+        ``limit`` choices per forward pass. The first token of every choice is scored from the
+        context pass, so single-token choices cost nothing beyond it.
+        """
+        transformers = _import_transformers()
+        ids, mask, positions = _left_pad([g.context_ids for _, g in groups], lm.pad_id, lm.device)
+        cache = transformers.DynamicCache(config=lm.model.config)
+        out = self._forward(lm, ids, mask, positions, cache, logits_to_keep=1)
+        first_logits = out.logits[:, -1, :].float()
+        first_lps = (first_logits - first_logits.logsumexp(-1, keepdim=True)).cpu()
+        first_argmax = first_logits.argmax(-1).tolist()
+        prefix_cache = out[lm.cache_kwarg]
+
+        tails: list[tuple[int, int, int, list[int]]] = []  # (group, batch row, choice, tokens)
+        for b, (g, group) in enumerate(groups):
+            for k, cont in enumerate(group.continuation_ids):
+                if not cont:
+                    scored[g, k] = []
+                    continue
+                scored[g, k] = [(float(first_lps[b, cont[0]]), first_argmax[b] == cont[0])]
+                if len(cont) > 1:
+                    tails.append((g, b, k, cont))
+        for start in range(0, len(tails), limit):
+            part = tails[start : start + limit]
+            self._score_tails(lm, part, prefix_cache, mask, positions[:, -1], scored)
+
+    def _score_whole(
+        self,
+        lm: _LoadedModel,
+        groups: list[_LLGroup],
+        part: list[tuple[int, list[int]]],
+        scored: dict[tuple[int, int], list[tuple[float, bool]]],
+    ) -> None:
+        """Score one-choice groups with one forward pass of context + continuation each.
+
+        Rows are left-padded, so every continuation's tokens are predicted in the last
+        columns; the continuation's last token is not fed (nothing it predicts is scored), and
+        logits are computed only for the columns that predict continuation tokens.
+        """
+        seqs = [groups[g].context_ids + cont[:-1] for g, cont in part]
+        ids, mask, positions = _left_pad(seqs, lm.pad_id, lm.device)
+        keep = max(len(cont) for _, cont in part)
+        logits = self._forward(lm, ids, mask, positions, None, logits_to_keep=keep).logits.float()
+        # Targets right-aligned like the rows; unused columns point at token 0 and are dropped.
+        targets = torch.zeros((len(part), keep), dtype=torch.long)
+        for r, (_, cont) in enumerate(part):
+            targets[r, keep - len(cont) :] = torch.tensor(cont)
+        targets = targets.to(logits.device)
+        lps = (logits.gather(-1, targets[..., None])[..., 0] - logits.logsumexp(-1)).tolist()
+        greedy = (logits.argmax(-1) == targets).tolist()
+        for r, (g, cont) in enumerate(part):
+            first = keep - len(cont)
+            scored[g, 0] = list(zip(lps[r][first:], greedy[r][first:], strict=True))
+
     def _score_tails(self, lm, part, prefix_cache, prefix_mask, last_positions, scored) -> None:
         """Score continuation tokens after the first, on a copy of the contexts' KV cache."""
         transformers = _import_transformers()
-        select = [g for g, _, _ in part]
+        select = [b for _, b, _, _ in part]
         cache = transformers.DynamicCache(config=lm.model.config)
         for layer_idx, layer in enumerate(prefix_cache.layers):
             # Layers may sit on different GPUs under a device_map.
@@ -868,10 +928,10 @@ class TransformersClient:
             cache.update(
                 layer.keys.index_select(0, index), layer.values.index_select(0, index), layer_idx
             )
-        width = max(len(cont) - 1 for _, _, cont in part)
+        width = max(len(cont) - 1 for *_, cont in part)
         ids = torch.full((len(part), width), lm.pad_id, dtype=torch.long)
         tail_mask = torch.zeros((len(part), width), dtype=torch.long)
-        for r, (_, _, cont) in enumerate(part):
+        for r, (*_, cont) in enumerate(part):
             ids[r, : len(cont) - 1] = torch.tensor(cont[:-1])
             tail_mask[r, : len(cont) - 1] = 1
         index = torch.tensor(select, device=prefix_mask.device)
@@ -884,7 +944,7 @@ class TransformersClient:
         logits = self._forward(lm, ids.to(lm.device), mask, positions, cache).logits.float()
         lse = logits.logsumexp(-1)
         argmax = logits.argmax(-1)
-        for r, (g, k, cont) in enumerate(part):
+        for r, (g, _, k, cont) in enumerate(part):
             targets = torch.tensor(cont[1:], device=logits.device)
             steps = torch.arange(len(targets), device=logits.device)
             lps = (logits[r, steps, targets] - lse[r, steps]).tolist()
