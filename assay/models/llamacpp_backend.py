@@ -12,13 +12,17 @@ Decisions worth knowing:
 - Results differ slightly from the transformers client on the same file: llama.cpp multiplies
   with the quantized weights (and quantized activations), transformers with dequantized fp32
   weights. The cache key therefore names this backend (``artifact_digest``).
-- One sequence at a time, but no prompt is evaluated twice: requests run in lexicographic
-  order of their token ids and the KV cache keeps the longest common prefix with the previous
-  sequence, so shared few-shot prefixes, and a question's context across its choices, are
-  evaluated once. With ``logits_all`` the logits of every evaluated position stay available,
-  which is what log-likelihood scoring reads.
-- ``serving.dtype`` and ``serving.batch_size`` do not apply (the GGUF fixes the weight types;
-  sequences run one by one); ``serving.max_context`` sets the context size.
+- Requests run in waves of up to ``serving.batch_size`` sequences (a generation request is one
+  sequence, a log-likelihood request one per choice) in one llama.cpp context whose KV cache
+  is shared by all sequences. Sequences are sorted by token ids and every token position they
+  have in common with their predecessor (a few-shot prefix, a question's context across its
+  choices) is evaluated once and belongs to all of them; logits are computed only where a
+  result needs them. A wave's prompts go through the model in one call, then its generations
+  decode together, one token per sequence per call, until each stops.
+- Results can differ in the last digits from a sequence run alone: llama.cpp's matrix kernels
+  depend on how many tokens a call holds.
+- ``serving.dtype`` does not apply (the GGUF fixes the weight types); ``serving.max_context``
+  bounds one sequence (and never exceeds the model's training context).
 """
 
 from __future__ import annotations
@@ -77,10 +81,15 @@ def resolve_gguf(source: str) -> Path:
 
 @dataclass
 class _LoadedModel:
-    llm: Any  # llama_cpp.Llama
-    lock: threading.Lock  # a llama.cpp context runs one sequence at a time
+    llm: Any  # llama_cpp.Llama: the weights, the tokenizer and the GGUF metadata
+    ctx: Any  # a llama_context whose KV cache all sequences of a wave share
+    batch: Any  # a llama_batch with room for ``kv_cells`` tokens of ``max_sequences`` each
+    lock: threading.Lock  # one wave at a time per context
     vocab: Any
-    n_ctx: int
+    n_vocab: int
+    seq_budget: int  # tokens one sequence may hold (prompt and generated)
+    kv_cells: int  # tokens the shared KV cache holds, all sequences of a wave together
+    max_sequences: int
     adds_bos: bool
     fallback_context_id: int  # conditions a continuation whose context has no tokens
     chat_template: str | None
@@ -88,15 +97,20 @@ class _LoadedModel:
     eos_text: str
 
 
-_LOADED: dict[tuple[str, int], _LoadedModel] = {}
+_LOADED: dict[tuple[str, int, int], _LoadedModel] = {}
 _LOAD_LOCK = threading.Lock()
+# The shared KV cache holds at least this many tokens, so a wave has room for several long
+# prompts (about 190 MB for the bundled model; a 7B model's cells take about six times more).
+_MIN_KV_CELLS = 8192
+# Logit rows one wave may ask for (each is a vocabulary of floats: 0.2 MB for 49k tokens).
+_MAX_OUTPUTS = 1024
 
 
-def _load(path: Path, max_context: int) -> _LoadedModel:
-    key = (str(path), max_context)
+def _load(path: Path, max_context: int, max_sequences: int) -> _LoadedModel:
+    key = (str(path), max_context, max_sequences)
     with _LOAD_LOCK:
         if key not in _LOADED:
-            _LOADED[key] = _load_uncached(path, max_context)
+            _LOADED[key] = _load_uncached(path, max_context, max_sequences)
         return _LOADED[key]
 
 
@@ -115,36 +129,43 @@ def _threads() -> int:
     return int(value)
 
 
-def _load_uncached(path: Path, max_context: int) -> _LoadedModel:
+def _load_uncached(path: Path, max_context: int, max_sequences: int) -> _LoadedModel:
     llama_cpp = import_llama_cpp()
     threads = _threads()
-
-    def load(n_ctx: int) -> Any:
-        return llama_cpp.Llama(
-            str(path),
-            n_ctx=n_ctx,
-            n_batch=min(n_ctx, 512),
-            n_ubatch=min(n_ctx, 512),
-            n_threads=threads,
-            n_threads_batch=threads,
-            logits_all=True,
-            verbose=False,
-        )
-
-    llm = load(max_context)
+    # The Llama object's own context is only used for tokenizing; a small one will do.
+    llm = llama_cpp.Llama(
+        str(path), n_ctx=64, n_batch=64, n_threads=threads, n_threads_batch=threads, verbose=False
+    )
     n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(llm.model))
-    if 0 < n_ctx_train < max_context:
-        # Never attend beyond what the model was trained on (loading again takes ~0.1 s).
-        llm.close()
-        llm = load(n_ctx_train)
-    n_ctx = llm.n_ctx()
+    # Never attend beyond what the model was trained on.
+    seq_budget = min(max_context, n_ctx_train) if n_ctx_train > 0 else max_context
+    max_sequences = min(max_sequences, int(llama_cpp.llama_max_parallel_sequences()))
+    kv_cells = max(seq_budget, _MIN_KV_CELLS)
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = kv_cells
+    params.n_batch = kv_cells  # a wave's prompts go in one call; llama.cpp splits it itself
+    params.n_ubatch = min(kv_cells, 512)
+    params.n_seq_max = max_sequences
+    params.kv_unified = True  # one cache, so a token can belong to several sequences
+    # Flash attention skips the cells a sequence does not see, which in a shared cache are most.
+    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    params.n_threads = threads
+    params.n_threads_batch = threads
+    ctx = llama_cpp.llama_init_from_model(llm.model, params)
+    if not ctx:
+        raise RuntimeError(f"llama.cpp could not create a context for {path}")
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     bos, eos = llm.token_bos(), llm.token_eos()
     return _LoadedModel(
         llm=llm,
+        ctx=ctx,
+        batch=llama_cpp.llama_batch_init(kv_cells, 0, max_sequences),
         lock=threading.Lock(),
         vocab=vocab,
-        n_ctx=n_ctx,
+        n_vocab=int(llama_cpp.llama_vocab_n_tokens(vocab)),
+        seq_budget=seq_budget,
+        kv_cells=kv_cells,
+        max_sequences=max_sequences,
         adds_bos=bool(llama_cpp.llama_vocab_get_add_bos(vocab)) and bos >= 0,
         fallback_context_id=bos if bos >= 0 else eos,
         chat_template=llm.metadata.get("tokenizer.chat_template"),
@@ -167,10 +188,66 @@ class _RequestFailed(Exception):
 class _Prepared:
     index: int
     request: Request
-    key: tuple[int, ...]  # token ids the request starts with; requests run sorted by it
     prompt_ids: list[int]  # generation: the (truncated) prompt
     # log-likelihood: per choice, (context ids, continuation ids)
     choice_ids: list[tuple[list[int], list[int]]]
+
+
+@dataclass
+class _Sequence:
+    """One sequence of a wave: a generation request, or one choice of a log-likelihood one."""
+
+    item: _Prepared
+    choice: int  # the choice it scores; -1 for a generation
+    ids: list[int]  # tokens it puts in the KV cache before any generated ones
+
+    @property
+    def n_context(self) -> int:
+        return len(self.item.choice_ids[self.choice][0]) if self.choice >= 0 else len(self.ids)
+
+    @property
+    def logit_positions(self) -> range:
+        """Positions whose next-token logits the result needs, from the prompt pass."""
+        return range(self.n_context - 1, len(self.ids) - (self.choice >= 0))
+
+    @property
+    def reserve(self) -> int:
+        """KV cells kept free for the tokens it generates."""
+        return self.item.request.max_tokens if self.choice < 0 else 0
+
+
+@dataclass
+class _Wave:
+    sequences: list[_Sequence]
+    entries: int  # distinct token positions of the sequences (shared prefixes counted once)
+    outputs: int
+
+
+def _waves(sequences: list[_Sequence], lm: _LoadedModel) -> list[_Wave]:
+    """Sorted sequences cut into waves that fit the context's sequences, cells and outputs."""
+    waves: list[_Wave] = []
+    current: list[_Sequence] = []
+    entries = outputs = reserve = 0
+    for seq in sequences:
+        shared = _common_prefix(current[-1].ids, seq.ids) if current else 0
+        new_entries = len(seq.ids) - shared
+        new_outputs = len(seq.logit_positions)
+        fits = (
+            len(current) < lm.max_sequences
+            and entries + new_entries + reserve + seq.reserve <= lm.kv_cells
+            and outputs + new_outputs <= _MAX_OUTPUTS
+        )
+        if current and not fits:
+            waves.append(_Wave(current, entries, outputs))
+            current, entries, outputs, reserve = [], 0, 0, 0
+            new_entries = len(seq.ids)
+        current.append(seq)
+        entries += new_entries
+        outputs += new_outputs
+        reserve += seq.reserve
+    if current:
+        waves.append(_Wave(current, entries, outputs))
+    return waves
 
 
 class LlamaCppClient:
@@ -202,7 +279,8 @@ class LlamaCppClient:
         return self._digest
 
     def _loaded(self) -> _LoadedModel:
-        lm = _load(self.path, self.spec.serving.max_context)
+        serving = self.spec.serving
+        lm = _load(self.path, serving.max_context, serving.batch_size)
         if self.spec.serving.chat_template and not lm.chat_template:
             raise ValueError(
                 f"model {self.spec.key!r}: serving.chat_template is true but {self.path} "
@@ -228,35 +306,92 @@ class LlamaCppClient:
     def complete(
         self, requests: Sequence[Request], progress: ProgressCallback | None = None
     ) -> list[Completion]:
-        """Run requests in shared-prefix order, one sequence at a time; results align."""
+        """Run requests in waves of shared-prefix batches; results align with ``requests``."""
         if not requests:
             return []
         lm = self._loaded()
         results: list[Completion | None] = [None] * len(requests)
-        prepared: list[_Prepared] = []
+        sequences: list[_Sequence] = []
+        pending: dict[int, int] = {}  # request index -> its sequences not yet run
+        scores: dict[int, list[tuple[float, bool] | None]] = {}
+        items: dict[int, _Prepared] = {}
         for i, request in enumerate(requests):
             try:
-                prepared.append(self._prepare(lm, i, request))
+                item = self._prepare(lm, i, request)
             except _RequestFailed as exc:
                 results[i] = Completion(error=str(exc))
-        done = len(requests) - len(prepared)
-        prepared.sort(key=lambda p: (p.key, p.index))
+                continue
+            items[i] = item
+            if request.kind == RequestKind.GENERATE:
+                sequences.append(_Sequence(item, -1, item.prompt_ids))
+            else:
+                # An empty continuation scores 0 and needs no sequence.
+                scores[i] = [None if cont else (0.0, True) for _, cont in item.choice_ids]
+                sequences += [
+                    _Sequence(item, k, ctx + cont)
+                    for k, (ctx, cont) in enumerate(item.choice_ids)
+                    if cont
+                ]
+            pending[i] = sum(1 for s in sequences if s.item.index == i)
+        done = len(requests) - len(pending)
+        latency = dict.fromkeys(pending, 0.0)
+        for i in [i for i, n in pending.items() if n == 0]:  # only empty continuations
+            results[i] = self._scored(items[i], scores[i])
+        sequences.sort(key=lambda s: (s.ids, s.item.index, s.choice))
         with lm.lock:
-            for item in prepared:
+            for wave in _waves(sequences, lm):
                 start = time.perf_counter()
                 try:
-                    if item.request.kind == RequestKind.GENERATE:
-                        completion = self._generate(lm, item)
-                    else:
-                        completion = self._score(lm, item)
+                    outcome = _run_wave(lm, wave)
+                    error = None
                 except Exception as exc:
-                    lm.llm.reset()  # the KV cache may hold a half-evaluated sequence
-                    completion = Completion(error=f"{type(exc).__name__}: {exc}")
-                results[item.index] = _timed(completion, time.perf_counter() - start)
-                done += 1
+                    outcome, error = {}, f"{type(exc).__name__}: {exc}"
+                finally:
+                    llama_cpp = import_llama_cpp()
+                    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(lm.ctx), True)
+                share = (time.perf_counter() - start) / len({s.item.index for s in wave.sequences})
+                for seq in wave.sequences:
+                    i = seq.item.index
+                    latency[i] += share / sum(1 for s in wave.sequences if s.item.index == i)
+                    if error is not None:
+                        results[i] = Completion(error=error)
+                    elif seq.choice < 0:
+                        results[i] = outcome[id(seq)]
+                    else:
+                        scores[i][seq.choice] = outcome[id(seq)]
+                    pending[i] -= 1
+                    if pending[i] == 0:
+                        if results[i] is None:
+                            results[i] = self._scored(seq.item, scores[i])
+                        results[i] = dataclasses.replace(
+                            results[i], latency_s=latency[i], batch_size=len(wave.sequences)
+                        )
+                        done += 1
                 if progress is not None:
                     progress(done, len(requests))
         return [r if r is not None else Completion(error="not run") for r in results]
+
+    @staticmethod
+    def _scored(item: _Prepared, scores: list[tuple[float, bool] | None]) -> Completion:
+        """A log-likelihood request's completion from its choices' (logprob, is_greedy)."""
+        choices = []
+        for text, (_, cont), score in zip(
+            item.request.continuations, item.choice_ids, scores, strict=True
+        ):
+            logprob, greedy = score if score is not None else (0.0, True)
+            choices.append(
+                ChoiceScore(
+                    text=text,
+                    logprob=logprob,
+                    n_tokens=len(cont),
+                    n_chars=len(text),
+                    n_bytes=len(text.encode("utf-8")),
+                    is_greedy=greedy,
+                )
+            )
+        return Completion(
+            prompt_tokens=max(len(ctx) for ctx, _ in item.choice_ids), choices=tuple(choices)
+        )
 
     # -- request preparation ------------------------------------------------------------------
 
@@ -267,7 +402,7 @@ class LlamaCppClient:
         return list(lm.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
 
     def _prepare(self, lm: _LoadedModel, index: int, request: Request) -> _Prepared:
-        budget = lm.n_ctx
+        budget = lm.seq_budget
         context = self.render_prompt(request.prompt)
         if request.kind == RequestKind.GENERATE:
             if request.max_tokens < 1:
@@ -282,7 +417,7 @@ class LlamaCppClient:
                 )
             ids = self._tokenize(lm, context) or [lm.fallback_context_id]
             ids = ids[-(budget - request.max_tokens) :]
-            return _Prepared(index, request, tuple(ids), ids, [])
+            return _Prepared(index, request, ids, [])
         if not request.continuations:
             raise _RequestFailed(
                 f"request {request.instance_id!r}: a loglikelihood request needs continuations"
@@ -301,77 +436,138 @@ class LlamaCppClient:
             choices.append((ctx, cont))
         longest = max(len(cont) for _, cont in choices)
         choices = [(ctx[-(budget - longest) :], cont) for ctx, cont in choices]
-        return _Prepared(index, request, tuple(choices[0][0]), [], choices)
+        return _Prepared(index, request, [], choices)
 
-    # -- evaluation -----------------------------------------------------------------------------
 
-    def _evaluate(self, lm: _LoadedModel, ids: list[int]) -> None:
-        """Make the KV cache hold exactly ``ids``, evaluating only what is not already there.
+# -- waves ----------------------------------------------------------------------------------------
 
-        Afterwards ``llm.scores[p]`` holds the logits after position ``p`` for every
-        ``p < len(ids)``: rows of the kept prefix were computed on the same tokens before.
-        """
-        llm = lm.llm
-        keep = min(llm.n_tokens, len(ids))
-        if keep:
-            current = llm.input_ids[:keep]
-            differ = np.flatnonzero(current != np.asarray(ids[:keep], dtype=current.dtype))
-            keep = int(differ[0]) if differ.size else keep
-        llm.n_tokens = keep  # eval() drops the KV cache beyond n_tokens first
-        if keep < len(ids):
-            llm.eval(ids[keep:])
 
-    def _generate(self, lm: _LoadedModel, item: _Prepared) -> Completion:
-        llama_cpp = import_llama_cpp()
-        llm, request = lm.llm, item.request
-        self._evaluate(lm, item.prompt_ids)
-        tokens: list[int] = []
-        logprobs: list[float] = []
-        while len(tokens) < request.max_tokens:
-            logits = llm.scores[llm.n_tokens - 1]
-            token = int(np.argmax(logits))
-            if llama_cpp.llama_vocab_is_eog(lm.vocab, token):
-                break
-            tokens.append(token)
-            logprobs.append(float(logits[token] - _logsumexp(logits)))
-            if request.stop and _find_stop(_decode(llm, tokens), request.stop) >= 0:
-                break
-            if len(tokens) < request.max_tokens:
-                llm.eval([token])
-        text = _decode(llm, tokens)
+@dataclass
+class _Generation:
+    """A generation sequence being decoded."""
+
+    slot: int  # its sequence id in the context
+    seq: _Sequence
+    position: int  # where its next token goes
+    next_token: int = -1
+    next_logprob: float = 0.0
+    tokens: list[int] = dataclasses.field(default_factory=list)
+    logprobs: list[float] = dataclasses.field(default_factory=list)
+
+
+def _run_wave(lm: _LoadedModel, wave: _Wave) -> dict[int, Any]:
+    """Run a wave: its prompts in one call, then its generations token by token.
+
+    Returns, by ``id`` of each sequence, a ``Completion`` for a generation and a
+    ``(logprob, is_greedy)`` pair for a scored choice.
+    """
+    batch = lm.batch
+    n = 0
+    entry_of: list[list[int]] = []  # per sequence, the batch entry of each of its positions
+    for j, seq in enumerate(wave.sequences):
+        shared = _common_prefix(wave.sequences[j - 1].ids, seq.ids) if j else 0
+        entries = entry_of[j - 1][:shared] if j else []
+        for e in entries:  # positions in common with the previous sequence: also ours
+            k = batch.n_seq_id[e]
+            batch.seq_id[e][k] = j
+            batch.n_seq_id[e] = k + 1
+        for position in range(shared, len(seq.ids)):
+            _set_entry(batch, n, seq.ids[position], position, j, False)
+            entries.append(n)
+            n += 1
+        entry_of.append(entries)
+    for j, seq in enumerate(wave.sequences):
+        for position in seq.logit_positions:
+            batch.logits[entry_of[j][position]] = 1
+    flagged = [e for e in range(n) if batch.logits[e]]  # llama.cpp returns rows in this order
+    row_of = {e: r for r, e in enumerate(flagged)}
+    rows, lse, argmax = _decode(lm, n, len(flagged))
+
+    results: dict[int, Any] = {}
+    generations = []
+    for j, seq in enumerate(wave.sequences):
+        picked = [row_of[entry_of[j][p]] for p in seq.logit_positions]
+        if seq.choice >= 0:
+            targets = np.asarray(seq.item.choice_ids[seq.choice][1])
+            logprob = float(np.sum(rows[picked, targets] - lse[picked]))
+            results[id(seq)] = (logprob, bool(np.all(argmax[picked] == targets)))
+        else:
+            state = _Generation(j, seq, len(seq.ids))
+            _choose(state, rows, lse, argmax, picked[0])
+            generations.append(state)
+    for state in _decode_generations(lm, generations):
+        request = state.seq.item.request
+        text = _detokenize(lm.llm, state.tokens)
         cut = _find_stop(text, request.stop)
-        return Completion(
+        results[id(state.seq)] = Completion(
             text=text if cut < 0 else text[:cut],
-            prompt_tokens=len(item.prompt_ids),
-            completion_tokens=len(tokens),
-            token_logprobs=tuple(logprobs),
+            prompt_tokens=len(state.seq.ids),
+            completion_tokens=len(state.tokens),
+            token_logprobs=tuple(state.logprobs),
         )
+    return results
 
-    def _score(self, lm: _LoadedModel, item: _Prepared) -> Completion:
-        llm = lm.llm
-        choices = []
-        for text, (ctx, cont) in zip(item.request.continuations, item.choice_ids, strict=True):
-            logprob, greedy = 0.0, True
-            if cont:
-                self._evaluate(lm, ctx + cont)
-                rows = llm.scores[len(ctx) - 1 : len(ctx) + len(cont) - 1]
-                targets = np.asarray(cont)
-                picked = rows[np.arange(len(cont)), targets]
-                logprob = float(np.sum(picked - _logsumexp(rows)))
-                greedy = bool(np.all(rows.argmax(-1) == targets))
-            choices.append(
-                ChoiceScore(
-                    text=text,
-                    logprob=logprob,
-                    n_tokens=len(cont),
-                    n_chars=len(text),
-                    n_bytes=len(text.encode("utf-8")),
-                    is_greedy=greedy,
-                )
-            )
-        return Completion(
-            prompt_tokens=max(len(ctx) for ctx, _ in item.choice_ids), choices=tuple(choices)
-        )
+
+def _decode_generations(lm: _LoadedModel, generations: list[_Generation]) -> list[_Generation]:
+    """Greedy decoding of a wave's generations together, one token each per call."""
+    llama_cpp = import_llama_cpp()
+    active = generations
+    while active:
+        step = []
+        for state in active:
+            token = state.next_token
+            if llama_cpp.llama_vocab_is_eog(lm.vocab, token):
+                continue
+            state.tokens.append(token)
+            state.logprobs.append(state.next_logprob)
+            request = state.seq.item.request
+            if len(state.tokens) >= request.max_tokens:
+                continue
+            if request.stop and _find_stop(_detokenize(lm.llm, state.tokens), request.stop) >= 0:
+                continue
+            step.append(state)
+        if not step:
+            break
+        for b, state in enumerate(step):
+            _set_entry(lm.batch, b, state.tokens[-1], state.position, state.slot, True)
+            state.position += 1
+        rows, lse, argmax = _decode(lm, len(step), len(step))
+        for b, state in enumerate(step):
+            _choose(state, rows, lse, argmax, b)
+        active = step
+    return generations
+
+
+def _set_entry(batch: Any, e: int, token: int, position: int, seq_id: int, logits: bool) -> None:
+    batch.token[e] = token
+    batch.pos[e] = position
+    batch.n_seq_id[e] = 1
+    batch.seq_id[e][0] = seq_id
+    batch.logits[e] = logits
+
+
+def _decode(lm: _LoadedModel, n_tokens: int, n_outputs: int) -> tuple[np.ndarray, ...]:
+    """Run the first ``n_tokens`` entries of the batch: (logit rows, their log-sum-exp, argmax).
+
+    The rows are a view of llama.cpp's buffer, valid until the next call.
+    """
+    llama_cpp = import_llama_cpp()
+    lm.batch.n_tokens = n_tokens
+    code = llama_cpp.llama_decode(lm.ctx, lm.batch)
+    if code != 0:
+        meaning = {1: "no room in the KV cache", 2: "aborted"}.get(code, "invalid batch or error")
+        raise RuntimeError(f"llama_decode failed with code {code} ({meaning})")
+    pointer = llama_cpp.llama_get_logits(lm.ctx)
+    rows = np.ctypeslib.as_array(pointer, shape=(n_outputs, lm.n_vocab))
+    top = rows.max(axis=1, keepdims=True)
+    # Sums in float64, so long vocabularies lose no precision.
+    lse = top[:, 0] + np.log(np.exp(rows - top).sum(axis=1, dtype=np.float64))
+    return rows, lse, rows.argmax(axis=1)
+
+
+def _choose(state: _Generation, rows: np.ndarray, lse: np.ndarray, argmax, row: int) -> None:
+    state.next_token = int(argmax[row])
+    state.next_logprob = float(rows[row, state.next_token] - lse[row])
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -383,14 +579,7 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _logsumexp(logits: np.ndarray) -> np.ndarray:
-    """Log-sum-exp over the last axis, in float64 so long vocabularies lose no precision."""
-    values = logits.astype(np.float64)
-    top = values.max(axis=-1, keepdims=True)
-    return (top + np.log(np.exp(values - top).sum(axis=-1, keepdims=True))).squeeze(-1)
-
-
-def _decode(llm: Any, tokens: list[int]) -> str:
+def _detokenize(llm: Any, tokens: list[int]) -> str:
     return llm.detokenize(tokens).decode("utf-8", errors="replace")
 
 
@@ -398,7 +587,3 @@ def _find_stop(text: str, stops: Sequence[str]) -> int:
     """Index of the earliest stop sequence in ``text``, or -1."""
     hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
     return min(hits) if hits else -1
-
-
-def _timed(completion: Completion, latency_s: float) -> Completion:
-    return dataclasses.replace(completion, latency_s=latency_s, batch_size=1)
