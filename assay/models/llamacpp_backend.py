@@ -19,8 +19,9 @@ Decisions worth knowing:
   choices) is evaluated once and belongs to all of them; logits are computed only where a
   result needs them. A wave's prompts go through the model in one call, then its generations
   decode together, one token per sequence per call, until each stops.
-- Results can differ in the last digits from a sequence run alone: llama.cpp's matrix kernels
-  depend on how many tokens a call holds.
+- Results can differ from a sequence run alone by about as much as quantization moves them
+  (tenths of a nat in a log-likelihood): llama.cpp's quantized kernels take another path once a
+  call holds more tokens.
 - ``serving.dtype`` does not apply (the GGUF fixes the weight types); ``serving.max_context``
   bounds one sequence (and never exceeds the model's training context).
 """
