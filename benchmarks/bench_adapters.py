@@ -8,12 +8,15 @@ instances go through ``assay.evaluation.evaluate`` with the bundled model (built
 model doing the same token work with nothing around it: the exact token ids the client fed
 the model, in the same batches (same length-sorted order, same batch size), through a
 minimal ``model(input_ids, attention_mask)`` loop under ``torch.inference_mode()``:
-- generation: one prefill of the batch's prompts, then as many greedy decode steps on the
-  KV cache as the longest completion the client produced in that batch;
+- generation: one prefill of the batch's prompts (it predicts the first token), then one
+  greedy decode step on the KV cache per further token of the longest completion the client
+  produced in that batch (a completion of n tokens takes n - 1 decode steps; one that ended at
+  end-of-sequence took one more in the client, which the reference leaves out);
 - log-likelihood methods: one right-padded forward of every context+choice row of the batch
-  (a scorer without the client's prompt sharing), log-probabilities of the choice tokens
-  gathered. A pipeline/forward ratio below 1 means the client's prompt sharing saves more
-  than its bookkeeping costs.
+  (a plain scorer: logits and log-softmax at every position, no prompt sharing),
+  log-probabilities of the choice tokens gathered. The client shares a prompt among several
+  choices, and for a single continuation computes logits only where continuation tokens are
+  predicted; a pipeline/forward ratio below 1 means such savings exceed its bookkeeping.
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ def forward_generation(
     start = time.perf_counter()
     for first in range(0, len(rows), batch_size):
         batch = rows[first : first + batch_size]
-        steps = max(completions[r.index].completion_tokens for r in batch)
+        # The prefill predicts the first token, each decode step one more.
+        steps = max(completions[r.index].completion_tokens for r in batch) - 1
         width = max(len(r.prompt_ids) for r in batch)
         pads = [width - len(r.prompt_ids) for r in batch]
         ids = torch.tensor(
