@@ -501,3 +501,41 @@ def test_single_continuations_run_whole_and_match_the_reference(
     # An empty continuation has nothing to predict: probability one, no forward pass.
     [empty] = results[4].choices
     assert (empty.logprob, empty.n_tokens, empty.is_greedy) == (0.0, 0, True)
+
+
+def test_cpu_shares_a_short_prefix_only_across_enough_rows(
+    model_cache_dir: Path, monkeypatch
+) -> None:
+    """On the CPU a prefix pass pays off by the tokens it saves: eight rows opening with a short
+    instruction compute it once; two rows opening alike run whole."""
+    head = "Answer with one word.\nQuestion: "
+    questions = [
+        "Fish?",
+        "What do cows drink?",
+        "Where do birds live?",
+        "Sky colour?",
+        "What is ice?",
+        "Bees make?",
+        "Which animal barks?",
+        "Opposite of hot?",
+    ]
+    requests = [gen(f"q{i}", f"{head}{q}\nAnswer:", 3) for i, q in enumerate(questions)]
+    client = make_client(model_cache_dir, batch_size=8, device="cpu")
+    lm = backend._load(client.model_dir, "float32")
+    encoded = [lm.tokenizer(r.prompt).input_ids for r in requests]
+    shared = next(
+        n for n in range(len(encoded[0])) if len({tuple(ids[: n + 1]) for ids in encoded}) > 1
+    )
+    # Too short for the length rule and for two rows, enough for eight.
+    assert shared < backend._MIN_SHARED_PREFIX
+    assert shared < backend._CPU_MIN_SAVED_TOKENS <= 7 * shared
+
+    shapes = record_forward_shapes(monkeypatch)
+    batched = client.complete(requests)
+    assert shapes[0] == (1, shared)
+    assert shapes[1][0] == 8
+    shapes.clear()
+    client.complete(requests[:2])
+    assert shapes[0][0] == 2
+    monkeypatch.undo()
+    assert_batched_equals_alone(model_cache_dir, requests, batched)

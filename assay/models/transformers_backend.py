@@ -8,9 +8,12 @@ directory about one), and every later load, in any process, reads that directory
 Decisions worth knowing:
 - Greedy decoding only; a request's result does not depend on which batch it ran in (rows are
   left-padded with position ids from the attention mask), up to float rounding.
-- Generation batches keep prompts that open alike together; when a batch's prompts share at
-  least ``_MIN_SHARED_PREFIX`` leading tokens (a few-shot trial's instructions and examples),
-  that prefix is computed once and its KV cache shared by the rows (see ``_prefill``).
+- Generation batches keep prompts that open alike together; when a batch's prompts share enough
+  leading tokens (a few-shot trial's instructions and examples), that prefix is computed once
+  and its KV cache shared by the rows (see ``_prefill``). Enough is ``_MIN_SHARED_PREFIX``
+  tokens on a GPU; on the CPU, where a forward pass costs mostly its tokens, it is enough that
+  the tokens saved, (rows - 1) x prefix, reach ``_CPU_MIN_SAVED_TOKENS`` (so a 16-row batch of
+  zero-shot prompts sharing only their instructions computes those once).
 - A prompt longer than the context window is left-truncated (the start is dropped), as
   lm-evaluation-harness does; a request that cannot fit at all gets ``Completion.error``.
 - Generated text stops at end-of-sequence (not included) or at the first stop sequence (the text
@@ -73,8 +76,16 @@ _IGNORED_SUFFIXES = (".md",)
 _IGNORED_PREFIXES = ("LICENSE", "NOTICE", "USE_POLICY", ".")
 _CONVERSION_MARKER = "assay-conversion.json"
 # A generation batch whose prompts share at least this many leading tokens computes them once;
-# below it the extra forward pass costs more than the repeated prefix.
+# below it the extra forward pass costs more than the repeated prefix. Rows opening with this
+# many equal tokens are also kept in one batch (see ``_generation_order``).
 _MIN_SHARED_PREFIX = 32
+# On the CPU a forward pass costs about its tokens plus a fixed part (every weight is read once)
+# worth some 40 token positions of a batch, so a shared prefix pays off as soon as the tokens it
+# saves, (rows - 1) x prefix length, reach this many: a 16-row batch sharing 12 tokens of
+# instructions gains, a 2-row batch sharing 32 tokens does not (measured with the bundled
+# model, benchmarks/bench_adapters.py). Not measured on a GPU, where tokens are cheap against
+# the fixed part: the length rule above stays there.
+_CPU_MIN_SAVED_TOKENS = 48
 
 
 @dataclass(frozen=True, slots=True)
@@ -785,7 +796,7 @@ class TransformersClient:
         # Sliding-window layers keep only the window, so a repeated prefix cache could not line
         # up with the full-length mask; such models run whole prompts.
         plain = all(type(layer) is transformers.cache_utils.DynamicLayer for layer in cache.layers)
-        if shared < _MIN_SHARED_PREFIX or not plain:
+        if not _worth_sharing(shared, len(prompts), lm.device) or not plain:
             ids, mask, positions = _left_pad(prompts, lm.pad_id, lm.device)
             return self._forward(lm, ids, mask, positions, cache, logits_to_keep=1), mask, positions
         prefix = torch.tensor([prompts[0][:shared]], device=lm.device)
@@ -1005,6 +1016,15 @@ def _generation_order(rows: list[_GenRow]) -> list[_GenRow]:
     for row in sorted(rows, key=lambda r: (-len(r.prompt_ids), r.index)):
         groups.setdefault(tuple(row.prompt_ids[:_MIN_SHARED_PREFIX]), []).append(row)
     return [row for group in groups.values() for row in group]
+
+
+def _worth_sharing(shared: int, n_rows: int, device: torch.device) -> bool:
+    """Whether computing ``shared`` leading tokens once for ``n_rows`` prompts saves time."""
+    if shared < 1:
+        return False
+    if device.type == "cpu":
+        return (n_rows - 1) * shared >= _CPU_MIN_SAVED_TOKENS
+    return shared >= _MIN_SHARED_PREFIX
 
 
 def _shared_prefix_len(prompts: list[list[int]]) -> int:
