@@ -39,6 +39,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import inspect
@@ -720,14 +721,15 @@ class TransformersClient:
     def _forward(self, lm: _LoadedModel, ids, mask, positions, cache, logits_to_keep: int = 0):
         """One forward pass; ``cache`` None runs without a KV cache (none kept or built)."""
         cache_args = {} if cache is None else {lm.cache_kwarg: cache}
-        return lm.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=cache is not None,
-            logits_to_keep=logits_to_keep,
-            **cache_args,
-        )
+        with _attention_kernels(lm):
+            return lm.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=cache is not None,
+                logits_to_keep=logits_to_keep,
+                **cache_args,
+            )
 
     @torch.inference_mode()
     def _generate_batch(self, lm: _LoadedModel, rows: list[_GenRow], _limit: int) -> list:
@@ -966,9 +968,10 @@ class TransformersClient:
     def _prompt_batch(self, lm: _LoadedModel, rows: list[_PromptRow], _limit: int) -> list:
         """Per-token log-probabilities of several texts from one forward pass."""
         ids, mask, positions = _left_pad([r.ids for r in rows], lm.pad_id, lm.device)
-        logits = lm.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
-        ).logits
+        with _attention_kernels(lm):
+            logits = lm.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
+            ).logits
         width = ids.shape[1]
         out = []
         for b, row in enumerate(rows):
@@ -1048,6 +1051,23 @@ def _take(rows: list, start: int, limit: int) -> list:
         batch.append(row)
         weight += row.weight
     return batch
+
+
+def _attention_kernels(lm: _LoadedModel) -> contextlib.AbstractContextManager:
+    """The attention kernels a forward pass may use: on CUDA, every fused kernel but cuDNN's.
+
+    cuDNN's kernel (PyTorch's first choice for half precision on recent GPUs) builds a plan for
+    each new sequence length, about 1.4 ms of CPU time per layer call on an H200 with torch
+    2.11; decoding changes the length at every step, which made bfloat16 generation six times
+    slower than float32 there (``benchmarks/bench_gpu.py``).
+    """
+    if lm.device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(
+        [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    )
 
 
 def _release_cached_memory() -> None:
