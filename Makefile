@@ -13,7 +13,7 @@ LMEVAL_VENV := .peers/lmeval-venv
 export ASSAY_HELM_VENV := $(if $(wildcard $(HELM_VENV)/bin/python),$(CURDIR)/$(HELM_VENV),)
 export ASSAY_LMEVAL_VENV := $(if $(wildcard $(LMEVAL_VENV)/bin/python),$(CURDIR)/$(LMEVAL_VENV),)
 
-.PHONY: install demo test ui bench lint peers helm-venv lmeval-venv
+.PHONY: install demo test ui bench lint peers helm-venv lmeval-venv llamacpp
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,6 +40,11 @@ ui: install  ## the Dagster UI on the demo's instance: http://127.0.0.1:3000
 
 bench: install  ## every benchmark script; each prints its figures and ratios
 	@set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script; done
+
+llamacpp: install  ## the optional llama.cpp backend (compiles llama.cpp: 20-30 minutes on 2 cores)
+	# Not native: the CPUs of this project's machines report AMX, which their virtual
+	# machines do not enable, and a native build dies there with an illegal instruction.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install -q -e '.[llamacpp]'
 
 peers: helm-venv lmeval-venv  ## HELM and lm-evaluation-harness beside assay, for parity tests and benchmarks
 
