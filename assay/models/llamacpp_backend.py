@@ -28,6 +28,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import threading
@@ -111,8 +112,26 @@ def _load(path: Path, max_context: int, max_sequences: int) -> _LoadedModel:
     key = (str(path), max_context, max_sequences)
     with _LOAD_LOCK:
         if key not in _LOADED:
+            if not _LOADED:
+                atexit.register(_close_all)
             _LOADED[key] = _load_uncached(path, max_context, max_sequences)
         return _LOADED[key]
+
+
+def _close_all() -> None:
+    """Free every context before its model, while the interpreter can still call llama.cpp.
+
+    Left to garbage collection at exit, the model could go first (the context points into it),
+    or llama-cpp-python's own finalizers could run after its module was torn down.
+    """
+    llama_cpp = import_llama_cpp()
+    with _LOAD_LOCK:
+        for lm in _LOADED.values():
+            with lm.lock:
+                llama_cpp.llama_batch_free(lm.batch)
+                llama_cpp.llama_free(lm.ctx)
+                lm.llm.close()
+        _LOADED.clear()
 
 
 def _threads() -> int:
