@@ -135,15 +135,17 @@ def _close_all() -> None:
 
 
 def _threads() -> int:
-    """Threads from ``$ASSAY_LLAMACPP_THREADS``, else half the cores.
+    """Threads from ``$ASSAY_LLAMACPP_THREADS``, else all cores.
 
-    Half is llama-cpp-python's own default for generation. More is not better on a busy
-    machine: llama.cpp's worker threads spin while they wait, and with two cores shared by
-    other processes two threads ran several times slower than one.
+    Every call is a batch (a wave's prompts, or one token of each of its sequences), and
+    batches are compute-bound: on an idle 2-core machine two threads ran the HELM benchmark's
+    wave in 13-17 s against 26-37 s for one. On a busy machine set fewer: llama.cpp's worker
+    threads spin while they wait, and with the two cores shared by another process two threads
+    ran two to three times slower than one.
     """
     value = os.environ.get(THREADS_ENV, "").strip()
     if not value:
-        return max(1, (os.cpu_count() or 2) // 2)
+        return max(1, os.cpu_count() or 1)
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"${THREADS_ENV} must be a positive integer, got {value!r}")
     return int(value)
