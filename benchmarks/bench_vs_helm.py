@@ -22,6 +22,7 @@ text, and ends at a stop token by treating it as end-of-sequence).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import time
@@ -93,6 +94,41 @@ def timed_complete(client: ModelClient, requests: list[Request]) -> tuple[float,
     start = time.perf_counter()
     completions = client.complete(requests)
     return load_s, time.perf_counter() - start, completions
+
+
+def llama_cpp_floor(client, requests: list[Request], completions: list[Completion]) -> str:
+    """The token work the llama.cpp client did and the time llama.cpp alone needs for it.
+
+    Work: every prompt position once (shared prefixes count once, as the client runs them)
+    plus every generated token. Rate: one bare ``llama_decode`` of 512 prompt tokens on the
+    client's own context, the fastest way llama.cpp evaluates tokens here.
+    """
+    import llama_cpp
+    import numpy as np
+
+    from assay.models.llamacpp_backend import _common_prefix, _set_entry
+
+    lm = client._loaded()
+    prompts = sorted(client._prepare(lm, i, r).prompt_ids for i, r in enumerate(requests))
+    positions = len(prompts[0]) + sum(
+        len(b) - _common_prefix(a, b) for a, b in itertools.pairwise(prompts)
+    )
+    generated = sum(c.completion_tokens for c in completions)
+    tokens = np.random.default_rng(0).integers(100, 30000, 512)
+    with lm.lock:
+        for position, token in enumerate(tokens):
+            _set_entry(lm.batch, position, int(token), position, 0, position == len(tokens) - 1)
+        lm.batch.n_tokens = len(tokens)
+        start = time.perf_counter()
+        llama_cpp.llama_decode(lm.ctx, lm.batch)
+        rate = len(tokens) / (time.perf_counter() - start)
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(lm.ctx), True)
+    work = positions + generated
+    return (
+        f"{positions} prompt positions (shared prefixes once) + {generated} generated tokens = "
+        f"{work} token evaluations; bare llama_decode runs {rate:.0f} tokens/s here, so "
+        f"llama.cpp alone needs >= {work / rate:.1f} s for them"
+    )
 
 
 def main() -> None:
@@ -177,6 +213,8 @@ def main() -> None:
         f"llama.cpp complete          {llama_s:7.2f} s   (load+warm-up {load_s:.2f} s)   "
         f"HELM / llama.cpp = {ratio:.2f} (target >= 10: {'met' if ratio >= 10 else 'NOT met'})"
     )
+    print(f"llama.cpp token work: {llama_cpp_floor(llama, requests, llama_out)}")
+    print(f"  (10x HELM would be {helm_s / 10:.1f} s)")
     print(f"llama.cpp vs HELM: {agreement(llama_out, answers, requests)}")
     print(
         f"llama.cpp vs assay transformers: {agreement(llama_out, [c.text for c in ours], requests)}"
