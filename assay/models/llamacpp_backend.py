@@ -336,29 +336,29 @@ class LlamaCppClient:
         sequences: list[_Sequence] = []
         pending: dict[int, int] = {}  # request index -> its sequences not yet run
         scores: dict[int, list[tuple[float, bool] | None]] = {}
-        items: dict[int, _Prepared] = {}
         for i, request in enumerate(requests):
             try:
                 item = self._prepare(lm, i, request)
             except _RequestFailed as exc:
                 results[i] = Completion(error=str(exc))
                 continue
-            items[i] = item
             if request.kind == RequestKind.GENERATE:
-                sequences.append(_Sequence(item, -1, item.prompt_ids))
+                own = [_Sequence(item, -1, item.prompt_ids)]
             else:
                 # An empty continuation scores 0 and needs no sequence.
                 scores[i] = [None if cont else (0.0, True) for _, cont in item.choice_ids]
-                sequences += [
+                own = [
                     _Sequence(item, k, ctx + cont)
                     for k, (ctx, cont) in enumerate(item.choice_ids)
                     if cont
                 ]
-            pending[i] = sum(1 for s in sequences if s.item.index == i)
+            if own:
+                sequences += own
+                pending[i] = len(own)
+            else:
+                results[i] = self._scored(item, scores[i])
         done = len(requests) - len(pending)
         latency = dict.fromkeys(pending, 0.0)
-        for i in [i for i, n in pending.items() if n == 0]:  # only empty continuations
-            results[i] = self._scored(items[i], scores[i])
         sequences.sort(key=lambda s: (s.ids, s.item.index, s.choice))
         with lm.lock:
             for wave in _waves(sequences, lm):
@@ -371,10 +371,11 @@ class LlamaCppClient:
                 finally:
                     llama_cpp = import_llama_cpp()
                     llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(lm.ctx), True)
-                share = (time.perf_counter() - start) / len({s.item.index for s in wave.sequences})
+                # A request's latency: its share of each wave it ran in.
+                per_sequence = (time.perf_counter() - start) / len(wave.sequences)
                 for seq in wave.sequences:
                     i = seq.item.index
-                    latency[i] += share / sum(1 for s in wave.sequences if s.item.index == i)
+                    latency[i] += per_sequence
                     if error is not None:
                         results[i] = Completion(error=error)
                     elif seq.choice < 0:
