@@ -173,3 +173,15 @@ def test_wave_size_does_not_change_results() -> None:
     assert max(deltas) <= 0.6 and sum(deltas) / len(deltas) <= MAX_MEAN_ABS_DELTA
     same = sum(x.text == y.text for x, y in zip(a[len(scored) :], b[len(scored) :], strict=True))
     assert same >= len(generated) - 1
+
+
+@needs_llama_cpp
+def test_progress_counts_every_request(clients) -> None:
+    llama, _ = clients
+    seen: list[tuple[int, int]] = []
+    # Only an empty continuation: scored 0 without running a sequence, still counted as done.
+    empty = Request("e", RequestKind.LOGLIKELIHOOD, "Hi", continuations=("",))
+    out = llama.complete([empty, *_facts_requests(2)], progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (3, 3)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert (out[0].choices[0].logprob, out[0].choices[0].n_tokens) == (0.0, 0)
