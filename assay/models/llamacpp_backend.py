@@ -102,7 +102,7 @@ class _LoadedModel:
 _LOADED: dict[tuple[str, int, int], _LoadedModel] = {}
 _LOAD_LOCK = threading.Lock()
 # The shared KV cache holds at least this many tokens, so a wave has room for several long
-# prompts (about 190 MB for the bundled model; a 7B model's cells take about six times more).
+# prompts: about 190 MB for the bundled model, 1 GB for a 7B model with grouped-query attention.
 _MIN_KV_CELLS = 8192
 # Logit rows one wave may ask for (each is a vocabulary of floats: 0.2 MB for 49k tokens).
 _MAX_OUTPUTS = 1024
