@@ -41,7 +41,7 @@ ui: install  ## the Dagster UI on the demo's instance: http://127.0.0.1:3000
 bench: install  ## every benchmark script; each prints its figures and ratios
 	@set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script; done
 
-llamacpp: install  ## the optional llama.cpp backend (compiles llama.cpp: 20-30 minutes on 2 cores)
+llamacpp: install  ## the optional llama.cpp backend (compiles llama.cpp: 7 minutes on 2 idle cores)
 	# Not native: the CPUs of this project's machines report AMX, which their virtual
 	# machines do not enable, and a native build dies there with an illegal instruction.
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install -q -e '.[llamacpp]'
