@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Engine, Select, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
@@ -69,6 +69,7 @@ from assay.registry.schema import (
 from assay.registry.templates import check_template
 
 T = TypeVar("T")
+R = TypeVar("R")
 Clock = Callable[[], datetime]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -272,6 +273,16 @@ def _runtime_type(hint: Any) -> Any:
 # --------------------------------------------------------------------------- the store
 
 
+def _one(session: Session, query: Select[tuple[R]], lock: bool, what: str) -> R:
+    """The single row ``query`` selects (row-locked when ``lock``), or RESOURCE_DOES_NOT_EXIST."""
+    if lock:
+        query = query.with_for_update()
+    row = session.scalars(query).one_or_none()
+    if row is None:
+        raise not_found(f"{what} does not exist")
+    return row
+
+
 class Registry:
     """Model and prompt registry over a SQLAlchemy URL. Open it with ``Registry.open(url)``."""
 
@@ -400,21 +411,14 @@ class Registry:
     @staticmethod
     def _model_row(session: Session, name: str, *, lock: bool = False) -> ModelRow:
         query = select(ModelRow).where(ModelRow.name == name)
-        if lock:
-            query = query.with_for_update()
-        row = session.scalars(query).one_or_none()
-        if row is None:
-            raise not_found(f"registered model {name!r} does not exist")
-        return row
+        return _one(session, query, lock, f"registered model {name!r}")
 
     @staticmethod
     def _version_row(session: Session, model: ModelRow, version: int) -> VersionRow:
-        row = session.scalars(
-            select(VersionRow).where(VersionRow.model_id == model.id, VersionRow.version == version)
-        ).one_or_none()
-        if row is None:
-            raise not_found(f"model version {version_key(model.name, version)!r} does not exist")
-        return row
+        query = select(VersionRow).where(
+            VersionRow.model_id == model.id, VersionRow.version == version
+        )
+        return _one(session, query, False, f"model version {version_key(model.name, version)!r}")
 
     def _resolve_row(self, session: Session, ref: Reference) -> tuple[ModelRow, VersionRow]:
         model = self._model_row(session, ref.name)
@@ -1212,23 +1216,14 @@ class Registry:
     @staticmethod
     def _prompt_row(session: Session, name: str, *, lock: bool = False) -> PromptRow:
         query = select(PromptRow).where(PromptRow.name == name)
-        if lock:
-            query = query.with_for_update()
-        row = session.scalars(query).one_or_none()
-        if row is None:
-            raise not_found(f"prompt {name!r} does not exist")
-        return row
+        return _one(session, query, lock, f"prompt {name!r}")
 
     @staticmethod
     def _prompt_version_row(session: Session, prompt: PromptRow, version: int) -> PromptVersionRow:
-        row = session.scalars(
-            select(PromptVersionRow).where(
-                PromptVersionRow.prompt_id == prompt.id, PromptVersionRow.version == version
-            )
-        ).one_or_none()
-        if row is None:
-            raise not_found(f"prompt version {version_key(prompt.name, version)!r} does not exist")
-        return row
+        query = select(PromptVersionRow).where(
+            PromptVersionRow.prompt_id == prompt.id, PromptVersionRow.version == version
+        )
+        return _one(session, query, False, f"prompt version {version_key(prompt.name, version)!r}")
 
     @staticmethod
     def _prompt_record(session: Session, row: PromptRow) -> PromptTemplate:
