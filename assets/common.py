@@ -30,9 +30,19 @@ def by_key(value: pa.Table | Mapping[str, pa.Table], keys: list[str]) -> dict[st
     return dict(value)
 
 
-def single_or_mapping(results: dict[str, object]) -> object:
-    """What an asset returns: the table for a one-partition run, else the mapping."""
-    return next(iter(results.values())) if len(results) == 1 else results
+def partitioned_output(
+    context: AssetExecutionContext, results: dict[str, object], metadata: Mapping[str, object]
+) -> object:
+    """What an asset returns for its run's partitions, with the output metadata.
+
+    One partition: its table, with ``metadata`` (the last partition's, which is that one).
+    Several (a backfill in one run): the mapping by key, with the partition count.
+    """
+    if len(results) == 1:
+        context.add_output_metadata(dict(metadata))
+        return next(iter(results.values()))
+    context.add_output_metadata({"num_partitions": len(results)})
+    return results
 
 
 def markdown_table(table: pa.Table, limit: int = 20) -> MetadataValue:

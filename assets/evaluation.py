@@ -28,7 +28,14 @@ from assay.perturbations import PerturbedInstance
 from assay.records import Instance, InstanceStat, ModelOutput
 from assay.scoring import SCORING_VERSION, judge_partition, score_partition, scorecard_table
 from assay.suite import ScenarioConfig
-from assets.common import by_key, evaluation_keys, markdown_table, model_version_of, scenario_of
+from assets.common import (
+    by_key,
+    evaluation_keys,
+    markdown_table,
+    model_version_of,
+    partitioned_output,
+    scenario_of,
+)
 from assets.partitions import MODEL_VERSION, SCENARIO, evaluation_partitions
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
 
@@ -117,11 +124,7 @@ def model_outputs(
             f"{label}: {n} requests ({n_perturbed} perturbed), {run.n_cached} cached, "
             f"{run.n_failed} failed, {run.wall_s:.1f}s"
         )
-    if len(results) == 1:
-        context.add_output_metadata(metadata)
-        return next(iter(results.values()))
-    context.add_output_metadata({"num_partitions": len(results)})
-    return results
+    return partitioned_output(context, results, metadata)
 
 
 @multi_asset(

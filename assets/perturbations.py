@@ -4,7 +4,7 @@ from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, asset
 
 from assay.evaluation import perturb_eval_instances, select_instances
 from assay.records import Instance
-from assets.common import by_key, markdown_table
+from assets.common import by_key, markdown_table, partitioned_output
 from assets.partitions import SCENARIO, scenario_partitions
 from resources import SuiteResource
 
@@ -54,8 +54,4 @@ def perturbed_instances(context: AssetExecutionContext, scenario_instances, suit
             f"{key}: {len(perturbed.rows)} perturbed inputs from {len(evaluated)} instances, "
             f"{sum(perturbed.unchanged.values())} unchanged dropped"
         )
-    if len(tables) == 1:
-        context.add_output_metadata(metadata)
-        return next(iter(tables.values()))
-    context.add_output_metadata({"num_partitions": len(tables)})
-    return tables
+    return partitioned_output(context, tables, metadata)

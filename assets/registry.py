@@ -3,6 +3,7 @@
 from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, asset
 
 from assay.models.registration import ResolvedModel, resolve_version
+from assets.common import partitioned_output
 from assets.partitions import MODEL_VERSION, model_version_partitions
 from resources import ModelsResource, RegistryResource
 
@@ -36,12 +37,10 @@ def resolved_metadata(resolved: ResolvedModel) -> dict[str, object]:
 def registered_models(
     context: AssetExecutionContext, registry: RegistryResource, models: ModelsResource
 ):
-    tables = {}
+    tables, metadata = {}, {}
     for key in context.partition_keys:
         resolved = resolve_version(registry.open().get_version(key), models.artifact_digest)
         tables[key] = resolved.to_table()
+        metadata = resolved_metadata(resolved)
         context.log.info(f"{key}: {resolved.source} artifact {resolved.artifact_digest[:12]}")
-    if len(tables) == 1:
-        context.add_output_metadata(resolved_metadata(resolved))
-        return tables[key]
-    return tables
+    return partitioned_output(context, tables, metadata)

@@ -5,7 +5,7 @@ from collections import Counter
 from dagster import AssetExecutionContext, BackfillPolicy, asset
 
 from assay.records import Instance
-from assets.common import markdown_table
+from assets.common import markdown_table, partitioned_output
 from assets.partitions import SCENARIO, scenario_partitions
 from resources import SuiteResource
 
@@ -25,7 +25,7 @@ from resources import SuiteResource
 )
 def scenario_instances(context: AssetExecutionContext, suite: SuiteResource):
     loaded = suite.load()
-    tables = {}
+    tables, metadata = {}, {}
     for key in context.partition_keys:
         config = loaded[key]
         data = config.build().load()
@@ -34,16 +34,12 @@ def scenario_instances(context: AssetExecutionContext, suite: SuiteResource):
         tables[key] = Instance.to_table(data.instances)
         splits = Counter(i.split for i in data.instances)
         context.log.info(f"{key}: {len(data.instances)} instances {dict(splits)}")
-    if len(tables) == 1:
-        context.add_output_metadata(
-            {
-                "scenario": config.scenario,
-                "dataset_digest": data.digest,
-                "dataset_revision": data.revision,
-                "num_instances": len(data.instances),
-                **{f"split_{name}": count for name, count in sorted(splits.items())},
-                "preview": markdown_table(tables[key].select(["id", "split", "input"]), 10),
-            }
-        )
-        return tables[key]
-    return tables
+        metadata = {
+            "scenario": config.scenario,
+            "dataset_digest": data.digest,
+            "dataset_revision": data.revision,
+            "num_instances": len(data.instances),
+            **{f"split_{name}": count for name, count in sorted(splits.items())},
+            "preview": markdown_table(tables[key].select(["id", "split", "input"]), 10),
+        }
+    return partitioned_output(context, tables, metadata)
