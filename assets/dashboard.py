@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from dagster import AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from assay.report import render_dashboard
-from assets.rankings import leaderboard_as_of
+from assay.standings import StoredResults, leaderboard_as_of
 from resources import RegistryResource, StorageResource, SuiteResource
 
 DASHBOARD_FILE = "dashboard/index.html"
@@ -32,7 +32,7 @@ def dashboard(
     if history is None or history.num_rows == 0:
         raise ValueError("no rankings partition has been materialized; materialize rankings first")
     day = max(history["day"].to_pylist())
-    board, cards = leaderboard_as_of(day, storage, registry, suite)
+    board, cards = leaderboard_as_of(day, StoredResults.read(store), registry.open(), suite.load())
     page = render_dashboard(board, cards, history, day=day, generated_at=datetime.now(UTC))
     url = store.write_file(DASHBOARD_FILE, page.encode("utf-8"))
     context.log.info(f"dashboard for {day} written to {url}")
