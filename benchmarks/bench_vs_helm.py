@@ -106,12 +106,13 @@ def llama_cpp_floor(client, requests: list[Request], completions: list[Completio
     import llama_cpp
     import numpy as np
 
-    from assay.models.llamacpp_backend import _common_prefix, _set_entry
+    from assay.models.llamacpp_backend import _set_entry
+    from assay.models.local_requests import common_prefix_len
 
     lm = client._loaded()
     prompts = sorted(client._prepare(lm, i, r).prompt_ids for i, r in enumerate(requests))
     positions = len(prompts[0]) + sum(
-        len(b) - _common_prefix(a, b) for a, b in itertools.pairwise(prompts)
+        len(b) - common_prefix_len(a, b) for a, b in itertools.pairwise(prompts)
     )
     generated = sum(c.completion_tokens for c in completions)
     tokens = np.random.default_rng(0).integers(100, 30000, 512)

@@ -43,6 +43,14 @@ import numpy as np
 from assay.digests import digest_json, memoized_file_digest
 from assay.models.base import ModelSpec, ProgressCallback
 from assay.models.bundled import bundled_gguf_path
+from assay.models.local_requests import (
+    RequestFailed,
+    check_continuation_fits,
+    check_generate,
+    check_loglikelihood,
+    common_prefix_len,
+    find_stop,
+)
 from assay.records import ChoiceScore, Completion, Request, RequestKind
 
 SCHEME = "llamacpp"
@@ -202,10 +210,6 @@ def _token_text(llm: Any, token: int) -> str:
     return llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
 
-class _RequestFailed(Exception):
-    """A request that cannot run (too long, malformed); becomes ``Completion.error``."""
-
-
 @dataclass
 class _Prepared:
     index: int
@@ -251,7 +255,7 @@ def _waves(sequences: list[_Sequence], lm: _LoadedModel) -> list[_Wave]:
     current: list[_Sequence] = []
     entries = outputs = reserve = 0
     for seq in sequences:
-        shared = _common_prefix(current[-1].ids, seq.ids) if current else 0
+        shared = common_prefix_len(current[-1].ids, seq.ids) if current else 0
         new_entries = len(seq.ids) - shared
         new_outputs = len(seq.logit_positions)
         fits = (
@@ -339,7 +343,7 @@ class LlamaCppClient:
         for i, request in enumerate(requests):
             try:
                 item = self._prepare(lm, i, request)
-            except _RequestFailed as exc:
+            except RequestFailed as exc:
                 results[i] = Completion(error=str(exc))
                 continue
             if request.kind == RequestKind.GENERATE:
@@ -428,34 +432,18 @@ class LlamaCppClient:
         budget = lm.seq_budget
         context = self.render_prompt(request.prompt)
         if request.kind == RequestKind.GENERATE:
-            if request.max_tokens < 1:
-                raise _RequestFailed(
-                    f"request {request.instance_id!r}: a generate request needs max_tokens >= 1, "
-                    f"got {request.max_tokens}"
-                )
-            if request.max_tokens >= budget:
-                raise _RequestFailed(
-                    f"request {request.instance_id!r}: max_tokens={request.max_tokens} leaves no "
-                    f"room for the prompt in a context of {budget} tokens"
-                )
+            check_generate(request, budget)
             ids = self._tokenize(lm, context) or [lm.fallback_context_id]
             ids = ids[-(budget - request.max_tokens) :]
             return _Prepared(index, request, ids, [])
-        if not request.continuations:
-            raise _RequestFailed(
-                f"request {request.instance_id!r}: a loglikelihood request needs continuations"
-            )
+        check_loglikelihood(request)
         context_ids = self._tokenize(lm, context)
         choices = []
         for continuation in request.continuations:
             full = self._tokenize(lm, context + continuation)
-            n_ctx = _common_prefix(context_ids, full)
+            n_ctx = common_prefix_len(context_ids, full)
             ctx, cont = full[:n_ctx] or [lm.fallback_context_id], full[n_ctx:]
-            if len(cont) >= budget:
-                raise _RequestFailed(
-                    f"request {request.instance_id!r}: a continuation of {len(cont)} tokens does "
-                    f"not fit a context of {budget} tokens"
-                )
+            check_continuation_fits(request, len(cont), budget)
             choices.append((ctx, cont))
         longest = max(len(cont) for _, cont in choices)
         choices = [(ctx[-(budget - longest) :], cont) for ctx, cont in choices]
@@ -488,7 +476,7 @@ def _run_wave(lm: _LoadedModel, wave: _Wave) -> dict[int, Any]:
     n = 0
     entry_of: list[list[int]] = []  # per sequence, the batch entry of each of its positions
     for j, seq in enumerate(wave.sequences):
-        shared = _common_prefix(wave.sequences[j - 1].ids, seq.ids) if j else 0
+        shared = common_prefix_len(wave.sequences[j - 1].ids, seq.ids) if j else 0
         entries = entry_of[j - 1][:shared] if j else []
         for e in entries:  # positions in common with the previous sequence: also ours
             k = batch.n_seq_id[e]
@@ -521,7 +509,7 @@ def _run_wave(lm: _LoadedModel, wave: _Wave) -> dict[int, Any]:
     for state in _decode_generations(lm, generations):
         request = state.seq.item.request
         text = _detokenize(lm.llm, state.tokens)
-        cut = _find_stop(text, request.stop)
+        cut = find_stop(text, request.stop)
         results[id(state.seq)] = Completion(
             text=text if cut < 0 else text[:cut],
             prompt_tokens=len(state.seq.ids),
@@ -546,7 +534,7 @@ def _decode_generations(lm: _LoadedModel, generations: list[_Generation]) -> lis
             request = state.seq.item.request
             if len(state.tokens) >= request.max_tokens:
                 continue
-            if request.stop and _find_stop(_detokenize(lm.llm, state.tokens), request.stop) >= 0:
+            if request.stop and find_stop(_detokenize(lm.llm, state.tokens), request.stop) >= 0:
                 continue
             step.append(state)
         if not step:
@@ -593,20 +581,5 @@ def _choose(state: _Generation, rows: np.ndarray, lse: np.ndarray, argmax, row: 
     state.next_logprob = float(rows[row, state.next_token] - lse[row])
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def _detokenize(llm: Any, tokens: list[int]) -> str:
     return llm.detokenize(tokens).decode("utf-8", errors="replace")
-
-
-def _find_stop(text: str, stops: Sequence[str]) -> int:
-    """Index of the earliest stop sequence in ``text``, or -1."""
-    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    return min(hits) if hits else -1

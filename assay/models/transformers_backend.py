@@ -60,6 +60,13 @@ import torch
 from assay.digests import digest_json, memoized_file_digest, write_text_atomic
 from assay.models.base import ModelSpec, ProgressCallback, ServingConfig
 from assay.models.bundled import bundled_gguf_path
+from assay.models.local_requests import (
+    RequestFailed,
+    check_continuation_fits,
+    check_generate,
+    check_loglikelihood,
+    find_stop,
+)
 from assay.records import ChoiceScore, Completion, Request, RequestKind
 
 if TYPE_CHECKING:
@@ -339,10 +346,6 @@ def _load_uncached(
     )
 
 
-class _RequestFailed(Exception):
-    """A request that cannot run (too long, malformed); becomes ``Completion.error``."""
-
-
 @dataclass
 class _GenRow:
     index: int  # position in the caller's request list
@@ -511,7 +514,7 @@ class TransformersClient:
                     gen_rows.append(self._gen_row(lm, i, request, budget))
                 else:
                     ll_rows.append(self._ll_row(lm, i, request, budget))
-            except _RequestFailed as exc:
+            except RequestFailed as exc:
                 results[i] = Completion(error=str(exc))
         done = sum(r is not None for r in results)
 
@@ -582,16 +585,7 @@ class TransformersClient:
         return ids, spans
 
     def _gen_row(self, lm: _LoadedModel, index: int, request: Request, budget: int) -> _GenRow:
-        if request.max_tokens < 1:
-            raise _RequestFailed(
-                f"request {request.instance_id!r}: a generate request needs max_tokens >= 1, "
-                f"got {request.max_tokens}"
-            )
-        if request.max_tokens >= budget:
-            raise _RequestFailed(
-                f"request {request.instance_id!r}: max_tokens={request.max_tokens} leaves no room "
-                f"for the prompt in a context of {budget} tokens"
-            )
+        check_generate(request, budget)
         ids, _ = self._encode(lm, self.render_prompt(request.prompt))
         if not ids:
             ids = [lm.fallback_context_id]
@@ -599,10 +593,7 @@ class TransformersClient:
         return _GenRow(index, ids[-keep:], request.max_tokens, request.stop)
 
     def _ll_row(self, lm: _LoadedModel, index: int, request: Request, budget: int) -> _LLRow:
-        if not request.continuations:
-            raise _RequestFailed(
-                f"request {request.instance_id!r}: a loglikelihood request needs continuations"
-            )
+        check_loglikelihood(request)
         context = self.render_prompt(request.prompt)
         groups: dict[tuple[int, ...], _LLGroup] = {}
         for j, continuation in enumerate(request.continuations):
@@ -612,11 +603,7 @@ class TransformersClient:
             group.continuation_ids.append(cont_ids)
         for group in groups.values():
             longest = max(len(c) for c in group.continuation_ids)
-            if longest >= budget:
-                raise _RequestFailed(
-                    f"request {request.instance_id!r}: a continuation of {longest} tokens does "
-                    f"not fit a context of {budget} tokens"
-                )
+            check_continuation_fits(request, longest, budget)
             # Every choice of a group conditions on the same (possibly truncated) context.
             group.context_ids = group.context_ids[-(budget - longest) :]
         return _LLRow(index, list(groups.values()), request.continuations)
@@ -770,7 +757,7 @@ class TransformersClient:
         completions = []
         for b, row in enumerate(rows):
             text = lm.tokenizer.decode(tokens[b])
-            cut = _find_stop(text, row.stop)
+            cut = find_stop(text, row.stop)
             completions.append(
                 Completion(
                     text=text if cut < 0 else text[:cut],
@@ -1093,10 +1080,4 @@ def _stop_completed(tokenizer: Any, tokens: list[int], stops: Sequence[str]) -> 
         tail = tokenizer.decode(tokens[-window:])
         if not any(s in tail for s in stops):
             return False
-    return _find_stop(tokenizer.decode(tokens), stops) >= 0
-
-
-def _find_stop(text: str, stops: Sequence[str]) -> int:
-    """Index of the earliest stop sequence in ``text``, or -1."""
-    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    return min(hits) if hits else -1
+    return find_stop(tokenizer.decode(tokens), stops) >= 0
