@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from assay.ranking import Leaderboard
+from assay.compare.ranking import Leaderboard
 
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px;

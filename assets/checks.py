@@ -11,7 +11,7 @@ the ``champion`` alias.
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, Config, MetadataValue, asset_check
 
-from assay.gate import GateConfig, gate_partition
+from assay.compare.gate import GateConfig, gate_partition
 from assets.common import evaluation_keys, model_version_of, scenario_of
 from assets.partitions import evaluation_partitions
 from resources import RegistryResource, StorageResource, SuiteResource
@@ -31,7 +31,7 @@ class RegressionGateConfig(Config):
     partitions_def=evaluation_partitions,
     description=(
         "The candidate is not significantly worse than the champion on the scenario's primary "
-        "metric (paired, instance-clustered test, Holm-corrected; see assay.gate)."
+        "metric (paired, instance-clustered test, Holm-corrected; see assay.compare.gate)."
     ),
 )
 def regression_gate(

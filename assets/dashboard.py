@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 from dagster import AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from assay.compare.standings import StoredResults, leaderboard_as_of
 from assay.report import render_dashboard
-from assay.standings import StoredResults, leaderboard_as_of
 from resources import RegistryResource, StorageResource, SuiteResource
 
 DASHBOARD_FILE = "dashboard/index.html"

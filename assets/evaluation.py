@@ -13,8 +13,9 @@ from dagster import (
     multi_asset,
 )
 
-from assay.digests import digest_json
-from assay.evaluation import (
+from assay.core.digests import digest_json
+from assay.core.records import Instance, InstanceStat, ModelOutput
+from assay.evaluate.run import (
     ProgressLog,
     check_failures,
     evaluate,
@@ -22,12 +23,16 @@ from assay.evaluation import (
     perturbed_from_table,
     select_instances,
 )
-from assay.judge import Rubric, judge_clients, toxicity_scorer
-from assay.models.registration import ResolvedModel
+from assay.evaluate.suite import ScenarioConfig
 from assay.perturbations import PerturbedInstance
-from assay.records import Instance, InstanceStat, ModelOutput
-from assay.scoring import SCORING_VERSION, judge_partition, score_partition, scorecard_table
-from assay.suite import ScenarioConfig
+from assay.registry.resolved import ResolvedModel
+from assay.scoring.judge import Rubric, judge_clients, toxicity_scorer
+from assay.scoring.scorecard import (
+    SCORING_VERSION,
+    judge_partition,
+    score_partition,
+    scorecard_table,
+)
 from assets.common import (
     by_key,
     evaluation_keys,

@@ -13,7 +13,7 @@ from dagster import (
     StaticPartitionsDefinition,
 )
 
-from assay.suite import load_suite
+from assay.evaluate.suite import load_suite
 
 MODEL_VERSION = "model_version"
 SCENARIO = "scenario"

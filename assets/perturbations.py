@@ -2,8 +2,8 @@
 
 from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, asset
 
-from assay.evaluation import perturb_eval_instances, select_instances
-from assay.records import Instance
+from assay.core.records import Instance
+from assay.evaluate.run import perturb_eval_instances, select_instances
 from assets.common import by_key, markdown_table, partitioned_output
 from assets.partitions import SCENARIO, scenario_partitions
 from resources import SuiteResource

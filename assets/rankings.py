@@ -9,7 +9,7 @@ from dagster import (
     asset,
 )
 
-from assay.standings import StoredResults, leaderboard_as_of
+from assay.compare.standings import StoredResults, leaderboard_as_of
 from assets.common import partitioned_output
 from assets.partitions import ranking_days
 from resources import RegistryResource, StorageResource, SuiteResource

@@ -2,7 +2,7 @@
 
 from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, asset
 
-from assay.models.registration import ResolvedModel, resolve_version
+from assay.registry.resolved import ResolvedModel, resolve_version
 from assets.common import partitioned_output
 from assets.partitions import MODEL_VERSION, model_version_partitions
 from resources import ModelsResource, RegistryResource

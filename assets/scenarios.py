@@ -4,7 +4,7 @@ from collections import Counter
 
 from dagster import AssetExecutionContext, BackfillPolicy, asset
 
-from assay.records import Instance
+from assay.core.records import Instance
 from assets.common import markdown_table, partitioned_output
 from assets.partitions import SCENARIO, scenario_partitions
 from resources import SuiteResource

@@ -3,7 +3,7 @@
 Run from the repository root:  python benchmarks/bench_adapters.py [--n 32]
 
 For each adapter method the default suite uses, its first scenario's first ``--n`` eval
-instances go through ``assay.evaluation.evaluate`` with the bundled model (built by
+instances go through ``assay.evaluate.run.evaluate`` with the bundled model (built by
 ``build_client``, no request cache). The reference, measured in the same run, is the bare
 model doing the same token work with nothing around it: the exact token ids the client fed
 the model, in the same batches (same length-sorted order, same batch size), through a
@@ -30,13 +30,13 @@ from pathlib import Path
 import torch
 from peers import DEFAULT_CACHE, print_header
 
-from assay.evaluation import evaluate, select_instances
+from assay.core.records import Completion, Request, RequestKind
+from assay.evaluate.run import evaluate, select_instances
+from assay.evaluate.suite import ScenarioConfig, load_suite
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE
 from assay.models.factory import build_client
 from assay.models.transformers_backend import TransformersClient, _load
-from assay.records import Completion, Request, RequestKind
-from assay.suite import ScenarioConfig, load_suite
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +168,7 @@ def main() -> None:
     assert isinstance(client, TransformersClient)
     start = time.perf_counter()
     client.complete([Request("warm-up", RequestKind.GENERATE, "Hello", max_tokens=1)])
-    print_header("adapter methods through assay.evaluation.evaluate, bundled model, no cache")
+    print_header("adapter methods through assay.evaluate.run.evaluate, bundled model, no cache")
     print(
         f"model load + warm-up {time.perf_counter() - start:.2f} s, torch threads "
         f"{torch.get_num_threads()}, batch size {client.spec.serving.batch_size}"

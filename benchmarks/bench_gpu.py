@@ -33,10 +33,10 @@ from pathlib import Path
 
 import torch
 
+from assay.core.records import Completion, Request, RequestKind
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE
 from assay.models.transformers_backend import TransformersClient, _release_cached_memory
-from assay.records import Completion, Request, RequestKind
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ All in one run, on the bundled SmolLM2-135M-Instruct and the same requests:
 and the ratio HTTP / in process, for greedy generation and for log-likelihood. Log-likelihood
 over HTTP goes through ``echo`` + prompt log-probabilities, which the server answers with
 ``TransformersClient.score_prompts`` (one forward pass per batch over each prompt+continuation,
-see ``assay.serving.prompt_logprobs``): every choice re-scores its whole prompt, so that path
+see ``assay.models.prompt_logprobs``): every choice re-scores its whole prompt, so that path
 does more model work than the in-process call, and the ratio shows how much it costs.
 """
 
@@ -19,11 +19,11 @@ import argparse
 import time
 from pathlib import Path
 
+from assay.core.records import Request, RequestKind
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE
 from assay.models.openai_backend import OpenAIClient
 from assay.models.transformers_backend import TransformersClient
-from assay.records import Request, RequestKind
 from assay.serving import serving_in_background
 
 REPO = Path(__file__).resolve().parents[1]

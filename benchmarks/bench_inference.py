@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from assay.cache import CachedClient, RequestCache
+from assay.core.records import Request, RequestKind
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE
+from assay.models.cache import CachedClient, RequestCache
 from assay.models.transformers_backend import TransformersClient, _load
-from assay.records import Request, RequestKind
 
 REPO = Path(__file__).resolve().parents[1]
 SUBJECTS = ["The river", "My neighbour's old dog", "A small red kite", "Every winter the lake"]

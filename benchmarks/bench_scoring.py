@@ -23,10 +23,10 @@ import tracemalloc
 
 import numpy as np
 
-from assay.metrics import accuracy
-from assay.metrics.aggregate import bootstrap_ci
-from assay.metrics.calibration import calibration_stats
-from assay.records import ChoiceScore
+from assay.core.records import ChoiceScore
+from assay.scoring.metrics import accuracy
+from assay.scoring.metrics.aggregate import bootstrap_ci
+from assay.scoring.metrics.calibration import calibration_stats
 
 WORDS = [
     "the",

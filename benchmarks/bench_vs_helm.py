@@ -31,10 +31,10 @@ from pathlib import Path
 
 from peers import DEFAULT_CACHE, PEER_MODEL_NAME, find_peer, peer_model_dir, print_header, run_peer
 
+from assay.core.records import Completion, Request, RequestKind
 from assay.models.base import ModelClient, ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE
 from assay.models.factory import build_client
-from assay.records import Completion, Request, RequestKind
 
 RUN_ENTRY = f"synthetic_reasoning:mode=pattern_match,model=huggingface/{PEER_MODEL_NAME}"
 SUITE = "assay-bench"

@@ -26,12 +26,12 @@ from pathlib import Path
 
 from peers import DEFAULT_CACHE, find_peer, peer_model_dir, print_header, run_peer
 
-from assay.evaluation import select_instances
+from assay.core.records import Request
+from assay.evaluate.run import select_instances
+from assay.evaluate.suite import load_suite
 from assay.models.base import ModelClient, ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE
 from assay.models.factory import build_client
-from assay.records import Request
-from assay.suite import load_suite
 
 TASK = "assay_facts_mc"
 BATCH_SIZE = 16

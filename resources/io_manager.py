@@ -19,7 +19,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from assay.storage import ParquetStore, default_base_url
+from assay.storage.parquet import ParquetStore, default_base_url
 
 
 def partition_dims(

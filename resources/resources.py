@@ -9,12 +9,12 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from assay.cache import CachedClient, RequestCache
+from assay.evaluate.suite import Suite, load_suite
 from assay.models.base import ModelClient, ModelSpec
+from assay.models.cache import CachedClient, RequestCache
 from assay.models.factory import build_client
 from assay.registry import Registry, default_registry_url
-from assay.storage import ParquetStore, default_base_url
-from assay.suite import Suite, load_suite
+from assay.storage.parquet import ParquetStore, default_base_url
 
 
 def _assay_home() -> Path:

@@ -2,7 +2,7 @@
 
 Each tick reads every MLflow model's alias map, diffs it with the cursor (the previous map
 as JSON, with each model's creation time so a deleted and re-created model counts as new),
-and mirrors the changes into assay's registry (``assay.mlflow_interop``). This sensor
+and mirrors the changes into assay's registry (``assay.integrations.mlflow``). This sensor
 launches no runs: the alias events it writes are what ``model_promotion_sensor`` turns into
 evaluation runs. MLflow unreachable → SkipReason with the cause, cursor unchanged. An alias
 whose MLflow version has no source assay can serve is deferred: left out of the cursor and
@@ -44,7 +44,7 @@ def build_mlflow_alias_sensor(
         "model_promotion_sensor then evaluates the promoted versions.",
     )
     def _mlflow_alias_sensor(context: SensorEvaluationContext, registry: RegistryResource):
-        from assay.mlflow_interop import (
+        from assay.integrations.mlflow import (
             MlflowRegistryWatcher,
             MlflowUnavailable,
             alias_map_from_json,
@@ -102,6 +102,6 @@ def build_mlflow_alias_sensor(
 
 def mlflow_sensors() -> list:
     """``[mlflow_alias_sensor]`` when mlflow is importable, else ``[]``."""
-    from assay.mlflow_interop import mlflow_available
+    from assay.integrations.mlflow import mlflow_available
 
     return [build_mlflow_alias_sensor()] if mlflow_available() else []

@@ -20,8 +20,8 @@ from dagster import (
     sensor,
 )
 
-from assay.models.registration import resolve_version
-from assay.promotion import Promotion, PromotionPolicy, new_version_keys
+from assay.registry.promotion import Promotion, PromotionPolicy, new_version_keys
+from assay.registry.resolved import resolve_version
 from assets.partitions import MODEL_VERSION, model_version_partitions
 from assets.registry import resolved_metadata
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource

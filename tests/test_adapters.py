@@ -19,7 +19,7 @@ from assay.adapters import (
     joint_answer_map,
     select_train_examples,
 )
-from assay.records import Instance, Reference, RequestKind
+from assay.core.records import Instance, Reference, RequestKind
 
 
 def _mc(id_: str, question: str, choices: list[str], correct: int, split: str = "test"):

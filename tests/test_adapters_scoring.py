@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 
 from assay.adapters import AdapterSpec, Method, build_requests
-from assay.records import ChoiceScore, Completion, Instance, ModelOutput, Reference
-from assay.scoring import instance_stats
+from assay.core.records import ChoiceScore, Completion, Instance, ModelOutput, Reference
+from assay.scoring.scorecard import instance_stats
 
 
 def _stats(instances, outputs) -> dict[tuple[str, str], float]:

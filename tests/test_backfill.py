@@ -10,7 +10,7 @@ import pytest
 from dagster import DagsterInstance
 
 from assay.registry import Registry
-from assay.storage import ParquetStore
+from assay.storage.parquet import ParquetStore
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "smollm2-135m-instruct"

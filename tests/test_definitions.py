@@ -12,7 +12,7 @@ from dagster import (
     StaticPartitionsDefinition,
 )
 
-from assay.suite import load_suite
+from assay.evaluate.suite import load_suite
 from definitions import defs
 
 

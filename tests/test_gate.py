@@ -10,12 +10,12 @@ from dagster import AssetSelection, instance_for_test, materialize
 from scipy.stats import binom
 
 from assay.cli import main as cli_main
-from assay.evaluation import select_instances
-from assay.gate import GateConfig, evaluate_gate, failed_gates, gate_partition
-from assay.records import Completion, Instance, InstanceStat, ModelOutput
+from assay.compare.gate import GateConfig, evaluate_gate, failed_gates, gate_partition
+from assay.core.records import Completion, Instance, InstanceStat, ModelOutput
+from assay.evaluate.run import select_instances
+from assay.evaluate.suite import load_suite
 from assay.registry import EventKind, Registry, RegistryError
-from assay.storage import ParquetStore
-from assay.suite import load_suite
+from assay.storage.parquet import ParquetStore
 from assets import all_assets
 from assets.checks import all_checks, regression_gate
 from resources import (

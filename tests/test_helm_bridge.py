@@ -27,7 +27,7 @@ from assay.adapters import (
     helm_train_examples,
 )
 from assay.adapters.helm_prompts import HELM_ADAPTER_DEFAULTS
-from assay.records import Instance, Reference
+from assay.core.records import Instance, Reference
 from assay.scenarios import get_scenario
 from assay.scenarios.helm_bridge import (
     VENV_ENV,

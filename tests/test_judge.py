@@ -8,8 +8,10 @@ import math
 
 import pytest
 
-from assay.cache import CachedClient, RequestCache
-from assay.judge import (
+from assay.models.cache import CachedClient, RequestCache
+from assay.models.factory import build_client
+from assay.registry import Registry
+from assay.scoring.judge import (
     JudgeItem,
     Judgment,
     Rubric,
@@ -20,8 +22,6 @@ from assay.judge import (
     krippendorff_alpha,
     repeat_spread,
 )
-from assay.models.factory import build_client
-from assay.registry import Registry
 
 TEMPLATE = (
     "Rate the answer from 1 (wrong) to 5 (correct). Reply with one digit.\n"

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 import pytest
 
 from assay.adapters import AdapterSpec, Method, build_requests
-from assay.judge import Rubric
-from assay.records import Completion, Instance, ModelOutput, Reference, Request
+from assay.core.records import Completion, Instance, ModelOutput, Reference, Request
+from assay.evaluate.suite import parse_suite
 from assay.registry import Registry
-from assay.scoring import JUDGE_FAMILY, judge_items, judge_partition, score_partition
-from assay.suite import parse_suite
+from assay.scoring.judge import Rubric
+from assay.scoring.scorecard import JUDGE_FAMILY, judge_items, judge_partition, score_partition
 
 GEN = AdapterSpec(method=Method.GENERATION, max_tokens=8)
 TEMPLATE = "Q: {{input}}\nGold: {{reference}}\nAnswer: {{prediction}}\nScore 1-5:"

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from assay.core.records import Request, RequestKind
+from assay.evaluate.suite import load_suite
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE, bundled_gguf_path
 from assay.models.factory import build_client
 from assay.models.llamacpp_backend import LlamaCppClient, import_llama_cpp, resolve_gguf
-from assay.records import Request, RequestKind
-from assay.suite import load_suite
 
 HAVE_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
 needs_llama_cpp = pytest.mark.skipif(

@@ -8,7 +8,8 @@ import sacrebleu
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assay.metrics.accuracy import (
+from assay.core.records import ChoiceScore
+from assay.scoring.metrics.accuracy import (
     bleu_1,
     bleu_4,
     chrf,
@@ -26,7 +27,6 @@ from assay.metrics.accuracy import (
     rouge_2,
     rouge_l,
 )
-from assay.records import ChoiceScore
 
 
 def test_normalize_text_drops_case_punctuation_articles_and_spaces():

@@ -6,15 +6,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from assay.metrics.absent import Absent
-from assay.metrics.aggregate import (
+from assay.core.records import InstanceStat
+from assay.scoring.metrics.absent import Absent
+from assay.scoring.metrics.aggregate import (
     bootstrap_ci,
     group_breakdown,
     perturbation_deltas,
     summarize,
     worst_case,
 )
-from assay.records import InstanceStat
 
 FAMILIES = {"typos": "robustness", "lowercase": "robustness", "dialect": "fairness"}
 

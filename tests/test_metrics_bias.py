@@ -8,8 +8,8 @@ the lists contain the words the cases use.
 
 import pytest
 
-from assay.metrics.absent import Absent
-from assay.metrics.bias import (
+from assay.scoring.metrics.absent import Absent
+from assay.scoring.metrics.bias import (
     BBQAnswer,
     BBQAnswerKind,
     adjectives,

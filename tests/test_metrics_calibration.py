@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from assay.metrics.absent import Absent
-from assay.metrics.calibration import (
+from assay.scoring.metrics.absent import Absent
+from assay.scoring.metrics.calibration import (
     calibration_stats,
     ece_one_bin,
     expected_calibration_error,

@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-from assay.metrics.absent import Absent
-from assay.metrics.toxicity import (
+from assay.scoring.metrics.absent import Absent
+from assay.scoring.metrics.toxicity import (
     ClassifierToxicityScorer,
     JudgeToxicityScorer,
     ToxicityScorer,

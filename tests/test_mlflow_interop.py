@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import SensorResult, SkipReason, build_sensor_context, instance_for_test
 
-from assay.mlflow_interop import (
+from assay.core.records import InstanceStat
+from assay.integrations.mlflow import (
     AliasChange,
     MlflowRegistryWatcher,
     ModelAliases,
@@ -33,9 +34,8 @@ from assay.mlflow_interop import (
     mirror_changes,
     redact_uri,
 )
-from assay.records import InstanceStat
 from assay.registry import EventKind, Registry
-from assay.scoring import scorecard, scorecard_table
+from assay.scoring.scorecard import scorecard, scorecard_table
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
 from sensors.mlflow import build_mlflow_alias_sensor, mlflow_sensors
 from sensors.promotion import model_promotion_sensor

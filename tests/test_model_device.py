@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from assay.core.records import Request, RequestKind
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE, bundled_gguf_path
 from assay.models.transformers_backend import TransformersClient, converted_model_dir
-from assay.records import Request, RequestKind
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "smollm2-135m-instruct@v1"

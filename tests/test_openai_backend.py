@@ -22,11 +22,11 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from assay.core.records import Request, RequestKind
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE, bundled_gguf_path
 from assay.models.openai_backend import NO_PROMPT_LOGPROBS, OpenAIClient, OpenAISource
 from assay.models.transformers_backend import TransformersClient, converted_model_dir
-from assay.records import Request, RequestKind
 from assay.serving import (
     OpenAIServer,
     PromptScorer,

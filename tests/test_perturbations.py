@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from assay.core.records import Instance, Reference
 from assay.perturbations import (
     FAIRNESS,
     PERTURBATIONS,
@@ -14,7 +15,6 @@ from assay.perturbations import (
     get_perturbation,
     perturb_instances,
 )
-from assay.records import Instance, Reference
 
 TEXT = "He said that I do not know about his friend Greg, because she is with her mother."
 

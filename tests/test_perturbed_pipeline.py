@@ -12,12 +12,12 @@ import pyarrow.compute as pc
 import pytest
 from dagster import AssetSelection, instance_for_test, materialize
 
-from assay.evaluation import perturb_eval_instances, select_instances
-from assay.records import Instance
+from assay.core.records import Instance
+from assay.evaluate.run import perturb_eval_instances, select_instances
+from assay.evaluate.suite import load_suite
 from assay.registry import Registry
-from assay.scoring import FAMILIES, NO_TOXICITY_SCORER
-from assay.storage import ParquetStore
-from assay.suite import load_suite
+from assay.scoring.scorecard import FAMILIES, NO_TOXICITY_SCORER
+from assay.storage.parquet import ParquetStore
 from assets import all_assets
 from resources import (
     ModelsResource,

@@ -10,7 +10,7 @@ from dagster import AssetSelection, instance_for_test, materialize
 
 import resources.resources as resource_module
 from assay.registry import Registry
-from assay.storage import ParquetStore
+from assay.storage.parquet import ParquetStore
 from assets import all_assets
 from resources import (
     ModelsResource,
@@ -163,7 +163,7 @@ def test_corrupt_stored_partition_is_named(evaluated, tmp_path):
 
 
 def test_unknown_scenario_key_is_named():
-    from assay.suite import load_suite
+    from assay.evaluate.suite import load_suite
 
     with pytest.raises(KeyError, match="no-such-scenario"):
         load_suite()["no-such-scenario"]

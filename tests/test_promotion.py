@@ -18,9 +18,9 @@ from dagster import (
 )
 
 from assay.cli import main as assay_main
+from assay.evaluate.suite import load_suite
 from assay.registry import EventKind, Registry
-from assay.storage import ParquetStore
-from assay.suite import load_suite
+from assay.storage.parquet import ParquetStore
 from assets import all_assets
 from resources import (
     ModelsResource,

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 import scipy.stats
 
-from assay.ranking import (
+from assay.compare.ranking import (
     INSTANCE_SCORE_COLUMNS,
     SCORECARD_COLUMNS,
     ScoreColumn,

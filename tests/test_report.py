@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from assay.ranking import Leaderboard, LeaderboardRow
+from assay.compare.ranking import Leaderboard, LeaderboardRow
 from assay.report import render_dashboard
 from assay.stats.paired import Comparison
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from assay.cache import CachedClient, RequestCache, cache_key
+from assay.core.records import ChoiceScore, Completion, Request, RequestKind
 from assay.models.base import ModelClient, ModelSpec, ProgressCallback, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE
+from assay.models.cache import CachedClient, RequestCache, cache_key
 from assay.models.transformers_backend import TransformersClient
-from assay.records import ChoiceScore, Completion, Request, RequestKind
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,8 +156,8 @@ def test_killed_run_resumes_without_recomputing_finished_chunks(cache: RequestCa
 _WRITER = textwrap.dedent(
     """
     import sys
-    from assay.cache import RequestCache
-    from assay.records import Completion
+    from assay.models.cache import RequestCache
+    from assay.core.records import Completion
 
     url, start, stop = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     cache = RequestCache(url)

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from assay.records import Instance
+from assay.core.records import Instance
 from assay.scenarios import (
     ColumnMapping,
     DataFileError,
@@ -35,7 +35,7 @@ def test_third_party_scenario_registers_through_an_installed_entry_point(
     (tmp_path / "acme_quiz.py").write_text(
         textwrap.dedent(
             """
-            from assay.records import Instance, Reference
+            from assay.core.records import Instance, Reference
             from assay.scenarios import Scenario, ScenarioData
 
             class AcmeQuiz(Scenario):

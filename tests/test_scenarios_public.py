@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from assay.adapters import AdapterSpec, Method, build_requests
-from assay.records import ChoiceScore, Completion, ModelOutput
+from assay.core.records import ChoiceScore, Completion, ModelOutput
 from assay.scenarios import DataFileError, DataSourceError, get_scenario
 from assay.scenarios.public import bbq_target_answer
-from assay.scoring import score_partition
+from assay.scoring.scorecard import score_partition
 
 FIXTURES = Path(__file__).parent / "fixtures" / "scenarios"
 

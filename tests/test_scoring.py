@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from assay.adapters import AdapterSpec, Method, build_requests
-from assay.metrics.efficiency import TokenPrices
-from assay.records import ChoiceScore, Completion, Instance, ModelOutput, Reference
-from assay.scoring import (
+from assay.core.records import ChoiceScore, Completion, Instance, ModelOutput, Reference
+from assay.scoring.metrics.efficiency import TokenPrices
+from assay.scoring.scorecard import (
     FAMILIES,
     NO_TOXICITY_SCORER,
     MetricSummary,

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from assay.evaluation import (
+from assay.core.records import Instance, Reference
+from assay.evaluate.run import (
     PERTURBED_SCHEMA,
     perturb_eval_instances,
     perturbed_from_table,
     perturbed_requests,
 )
-from assay.records import Instance, Reference
-from assay.suite import load_suite, parse_suite
+from assay.evaluate.suite import load_suite, parse_suite
 
 
 def _suite(entry: dict, **top) -> dict:

@@ -7,7 +7,7 @@ import uuid
 import pyarrow as pa
 import pytest
 
-from assay.storage import CorruptPartitionError, ParquetStore, PartitionNotFoundError
+from assay.storage.parquet import CorruptPartitionError, ParquetStore, PartitionNotFoundError
 
 
 def _table(n: int = 3) -> pa.Table:
@@ -63,7 +63,7 @@ def test_failed_write_leaves_old_partition_and_no_temp_file(tmp_path, monkeypatc
     key = {"scenario": "x"}
     store.write("a", key, _table(2))
 
-    import assay.storage as storage_module
+    import assay.storage.parquet as storage_module
 
     def explode(src, dst):
         raise OSError("disk full")

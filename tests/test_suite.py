@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from assay.adapters import Method
+from assay.evaluate.suite import load_suite, parse_suite
 from assay.scenarios import split
-from assay.suite import load_suite, parse_suite
 
 
 def test_default_suite_keeps_its_keys_and_exercises_every_method_within_limits() -> None:

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 import pytest
 
 from assay.adapters import AdapterSpec, Method, build_requests
-from assay.cache import CachedClient, RequestCache
-from assay.judge import toxicity_judge
+from assay.core.records import Completion, Instance, ModelOutput, Request
+from assay.evaluate.suite import ToxicityConfig, parse_suite
 from assay.models.base import ModelSpec, ServingConfig
-from assay.records import Completion, Instance, ModelOutput, Request
+from assay.models.cache import CachedClient, RequestCache
 from assay.registry import Registry
-from assay.scoring import score_partition
-from assay.suite import ToxicityConfig, parse_suite
+from assay.scoring.judge import toxicity_judge
+from assay.scoring.scorecard import score_partition
 
 GEN = AdapterSpec(method=Method.GENERATION, max_tokens=8)
 RUBRIC = "How toxic is this, 0 to 1?\n{{text}}\nToxicity:"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from assay.core.records import Request, RequestKind
 from assay.models import transformers_backend as backend
 from assay.models.base import ModelClient, ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE, bundled_gguf_path
@@ -21,7 +22,6 @@ from assay.models.transformers_backend import (
     converted_model_dir,
     directory_digest,
 )
-from assay.records import Request, RequestKind
 
 REPO = Path(__file__).resolve().parents[1]
 

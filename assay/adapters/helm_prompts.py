@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from assay.adapters.spec import AdapterSpec, Method
-from assay.records import Instance
+from assay.core.records import Instance
 
 # HELM's AdapterSpec defaults (crfm-helm 0.5) for the fields read here; a mapping such as a
 # run_spec.json's "adapter_spec" may leave these out. tests/test_helm_bridge.py checks them

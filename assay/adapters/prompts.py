@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from assay.adapters.helm_prompts import helm_train_examples
 from assay.adapters.spec import AdapterSpec, Method
-from assay.digests import seed_from
-from assay.records import Instance, Request, RequestKind
+from assay.core.digests import seed_from
+from assay.core.records import Instance, Request, RequestKind
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 UNCONDITIONED = "unconditioned"

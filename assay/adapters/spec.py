@@ -22,7 +22,7 @@ import enum
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from assay.digests import digest_json
+from assay.core.digests import digest_json
 
 
 class Method(enum.StrEnum):

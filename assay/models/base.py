@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from assay.records import Completion, Request
+from assay.core.records import Completion, Request
 
 # Called by long-running backends as work completes: (done, total).
 ProgressCallback = Callable[[int, int], None]

@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from assay.digests import digest_json, memoized_file_digest
+from assay.core.digests import digest_json, memoized_file_digest
+from assay.core.records import ChoiceScore, Completion, Request, RequestKind
 from assay.models.base import ModelSpec, ProgressCallback
 from assay.models.bundled import bundled_gguf_path
 from assay.models.local_requests import (
@@ -51,7 +52,6 @@ from assay.models.local_requests import (
     common_prefix_len,
     find_stop,
 )
-from assay.records import ChoiceScore, Completion, Request, RequestKind
 
 SCHEME = "llamacpp"
 THREADS_ENV = "ASSAY_LLAMACPP_THREADS"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from assay.records import Request
+from assay.core.records import Request
 
 
 class RequestFailed(Exception):

@@ -30,9 +30,9 @@ from typing import Any
 
 import httpx
 
-from assay.digests import digest_json
+from assay.core.digests import digest_json
+from assay.core.records import ChoiceScore, Completion, Request, RequestKind
 from assay.models.base import ModelSpec, ProgressCallback
-from assay.records import ChoiceScore, Completion, Request, RequestKind
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from assay.digests import digest_json, memoized_file_digest, write_text_atomic
+from assay.core.digests import digest_json, memoized_file_digest, write_text_atomic
+from assay.core.records import ChoiceScore, Completion, Request, RequestKind
 from assay.models.base import ModelSpec, ProgressCallback, ServingConfig
 from assay.models.bundled import bundled_gguf_path
 from assay.models.local_requests import (
@@ -67,10 +68,9 @@ from assay.models.local_requests import (
     check_loglikelihood,
     find_stop,
 )
-from assay.records import ChoiceScore, Completion, Request, RequestKind
 
 if TYPE_CHECKING:
-    from assay.serving.prompt_logprobs import PromptLogprobs
+    from assay.models.prompt_logprobs import PromptLogprobs
 
 log = logging.getLogger(__name__)
 
@@ -982,7 +982,7 @@ class TransformersClient:
 
 
 def _prompt_logprobs(row: _PromptRow, values: list, tops: list) -> PromptLogprobs:
-    from assay.serving.prompt_logprobs import PromptLogprobs
+    from assay.models.prompt_logprobs import PromptLogprobs
 
     if len(values) != len(row.spans):  # a bookkeeping slip would misalign every offset
         raise RuntimeError(

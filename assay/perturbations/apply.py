@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from assay.core.records import Instance
 from assay.perturbations.base import Perturbation
-from assay.records import Instance
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,7 @@
 """Model and prompt registry: versions, aliases, stages, tags, prompt templates and an
 append-only event log, stored through SQLAlchemy (SQLite by default, Postgres by URL)."""
 
-from assay.registry.errors import ErrorCode, RegistryError
-from assay.registry.records import (
+from assay.registry.entities import (
     Event,
     EventKind,
     ModelVersion,
@@ -12,6 +11,7 @@ from assay.registry.records import (
     RegisteredModel,
     Stage,
 )
+from assay.registry.errors import ErrorCode, RegistryError
 from assay.registry.store import Registry, default_actor, default_registry_url, normalize_serving
 
 __all__ = [

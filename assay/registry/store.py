@@ -36,15 +36,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from assay.models.base import ServingConfig
-from assay.registry.errors import RegistryError, exists, invalid, not_found
-from assay.registry.names import (
-    Reference,
-    check_alias,
-    check_name,
-    parse_reference,
-    version_key,
-)
-from assay.registry.records import (
+from assay.registry.entities import (
     Event,
     EventKind,
     ModelVersion,
@@ -53,6 +45,14 @@ from assay.registry.records import (
     PromptVersion,
     RegisteredModel,
     Stage,
+)
+from assay.registry.errors import RegistryError, exists, invalid, not_found
+from assay.registry.names import (
+    Reference,
+    check_alias,
+    check_name,
+    parse_reference,
+    version_key,
 )
 from assay.registry.schema import (
     TAG_VALUE_LEN,
@@ -80,7 +80,7 @@ _SOURCE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:\S")
 _ALIAS_KINDS = (EventKind.ALIAS_SET, EventKind.ALIAS_MOVED, EventKind.ALIAS_REMOVED)
 
 # Regression gate verdicts live in version tags ``gate.<scenario>`` = passed/failed (written by
-# ``assay.gate`` callers); a version with a failed gate may not take a gated alias unforced.
+# ``assay.compare.gate`` callers); a version with a failed gate may not take a gated alias unforced.
 GATE_TAG_PREFIX = "gate."
 GATE_PASSED = "passed"
 GATE_FAILED = "failed"

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from assay.digests import digest_json
-from assay.records import Instance
+from assay.core.digests import digest_json
+from assay.core.records import Instance
 
 ENTRY_POINT_GROUP = "assay.scenarios"
 

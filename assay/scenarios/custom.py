@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
-from assay.records import Instance, Reference
+from assay.core.records import Instance, Reference
 from assay.scenarios.base import Scenario, ScenarioData, register_scenario
 from assay.scenarios.download import fetch
 from assay.scenarios.files import DataFileError, iter_rows

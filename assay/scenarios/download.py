@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from assay.digests import digest_file, digest_json
+from assay.core.digests import digest_file, digest_json
 
 DEFAULT_CACHE = Path(".assay") / "datasets"
 

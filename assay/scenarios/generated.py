@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import random
 
-from assay.digests import seed_from
-from assay.records import Instance, Reference
+from assay.core.digests import seed_from
+from assay.core.records import Instance, Reference
 from assay.scenarios.base import Scenario, ScenarioData, register_scenario
 
 _WORDS = [

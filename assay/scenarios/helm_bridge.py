@@ -32,7 +32,7 @@ from typing import Any
 
 from assay.adapters.helm_prompts import from_helm_adapter_spec
 from assay.adapters.spec import AdapterSpec
-from assay.records import Instance, Reference
+from assay.core.records import Instance, Reference
 from assay.scenarios.base import Scenario, ScenarioData, register_scenario
 
 VENV_ENV = "ASSAY_HELM_VENV"

@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
-from assay.digests import digest_json
-from assay.records import Instance, Reference
+from assay.core.digests import digest_json
+from assay.core.records import Instance, Reference
 from assay.scenarios.base import Scenario, ScenarioData, register_scenario
 from assay.scenarios.download import fetch
 from assay.scenarios.files import DataFileError, iter_rows

@@ -6,8 +6,8 @@ import json
 import random
 from importlib import resources
 
-from assay.digests import digest_bytes, seed_from
-from assay.records import Instance, Reference
+from assay.core.digests import digest_bytes, seed_from
+from assay.core.records import Instance, Reference
 from assay.scenarios.base import Scenario, ScenarioData, register_scenario
 
 

@@ -1,5 +1,6 @@
 """Serving any ``ModelClient`` behind an OpenAI-compatible HTTP API."""
 
+from assay.models.prompt_logprobs import PromptLogprobs, PromptScorer
 from assay.serving.batcher import BatchStats, RequestBatcher
 from assay.serving.openai_server import (
     BackgroundApp,
@@ -9,7 +10,6 @@ from assay.serving.openai_server import (
     serve,
     serving_in_background,
 )
-from assay.serving.prompt_logprobs import PromptLogprobs, PromptScorer
 
 __all__ = [
     "BackgroundApp",

@@ -18,9 +18,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from assay.core.records import Completion, Request
 from assay.models.base import ModelClient
-from assay.records import Completion, Request
-from assay.serving.prompt_logprobs import PromptLogprobs, PromptScorer
+from assay.models.prompt_logprobs import PromptLogprobs, PromptScorer
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ which is what makes a local model worth serving. Decisions a caller should know:
   ``n`` must be 1 and ``stream`` false.
 - ``echo=true`` with ``logprobs`` returns per-token prompt log-probabilities: exact model
   tokens when the client implements ``PromptScorer``, word pieces scored through the client's
-  log-likelihood path otherwise (see ``assay.serving.prompt_logprobs``). Generated tokens
+  log-likelihood path otherwise (see ``assay.models.prompt_logprobs``). Generated tokens
   (``max_tokens > 0``) are appended to ``text`` but not listed in the echoed ``logprobs``.
 - A ``ModelClient`` reports per-token log-probabilities of generated text without the token
   strings, so a generation's ``logprobs`` has ``token_logprobs`` and ``tokens: null``.
@@ -39,16 +39,16 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from assay.digests import digest_json
+from assay.core.digests import digest_json
+from assay.core.records import Completion, Request, RequestKind
 from assay.models.base import ModelClient
-from assay.records import Completion, Request, RequestKind
-from assay.serving.batcher import BatchStats, RequestBatcher
-from assay.serving.prompt_logprobs import (
+from assay.models.prompt_logprobs import (
     PromptLogprobs,
     PromptScorer,
     assemble_pieces,
     piece_requests,
 )
+from assay.serving.batcher import BatchStats, RequestBatcher
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assay.records import InstanceStat
+from assay.core.records import InstanceStat
 from assay.registry import ErrorCode, ModelVersion, Registry, RegistryError
-from assay.scoring import SCORECARD_SCHEMA, SCORING_VERSION
+from assay.scoring.scorecard import SCORECARD_SCHEMA, SCORING_VERSION
 
 # Tags assay puts on a version mirrored from MLflow; (model, version, created) identify the
 # MLflow version across ticks, including a model deleted and re-created under the same name.

@@ -22,13 +22,13 @@ Which scorer produced the toxicity numbers: the toxicity family carries a
 ``judge:<version>:<rubric>``); its mean is the number of texts the scorer could not score
 and its count the number of texts sent. Unscored texts have no toxicity stat (never 0).
 
-LLM-as-judge (suite entries with ``judges``, see ``assay.judge``): every unperturbed generated
-answer is judged; ``judge_score`` (family accuracy) is an output's mean parsed score over all
-judges and repeats. Family ``judge`` holds the diagnostics, each row grouped so that rankings
-(which read ungrouped rows) never rank models by them: per judge (``group="judge=<key>"``)
-its own ``judge_score``, ``judge_repeat_std`` (sample std over repeats) and
-``judge_parse_failures`` (mean = failed judgments, count = judgments); between judges on
-repeat 0 (``group="repeat=0"``) Krippendorff's ``judge_alpha_nominal`` and
+LLM-as-judge (suite entries with ``judges``, see ``assay.scoring.judge``): every unperturbed
+generated answer is judged; ``judge_score`` (family accuracy) is an output's mean parsed score
+over all judges and repeats. Family ``judge`` holds the diagnostics, each row grouped so that
+rankings (which read ungrouped rows) never rank models by them: per judge
+(``group="judge=<key>"``) its own ``judge_score``, ``judge_repeat_std`` (sample std over
+repeats) and ``judge_parse_failures`` (mean = failed judgments, count = judgments); between
+judges on repeat 0 (``group="repeat=0"``) Krippendorff's ``judge_alpha_nominal`` and
 ``judge_alpha_interval``, and per pair (``group="judges=<a>,<b>"``) ``judge_kappa`` and
 ``judge_exact_agreement``.
 """
@@ -45,8 +45,11 @@ import numpy as np
 import pyarrow as pa
 
 from assay.adapters import UNCONDITIONED, Method, joint_answer_map
-from assay.digests import seed_from
-from assay.judge import (
+from assay.core.digests import seed_from
+from assay.core.records import Instance, InstanceStat, ModelOutput, RequestKind
+from assay.models.base import ModelClient
+from assay.perturbations import FAIRNESS, ROBUSTNESS, family_of
+from assay.scoring.judge import (
     JudgeItem,
     Judgment,
     Rubric,
@@ -54,11 +57,11 @@ from assay.judge import (
     judge_outputs,
     repeat_spread,
 )
-from assay.metrics import accuracy as acc_metrics
-from assay.metrics.absent import Absent
-from assay.metrics.aggregate import MetricSummary as AggregateSummary
-from assay.metrics.aggregate import group_breakdown, perturbation_deltas, worst_case
-from assay.metrics.bias import (
+from assay.scoring.metrics import accuracy as acc_metrics
+from assay.scoring.metrics.absent import Absent
+from assay.scoring.metrics.aggregate import MetricSummary as AggregateSummary
+from assay.scoring.metrics.aggregate import group_breakdown, perturbation_deltas, worst_case
+from assay.scoring.metrics.bias import (
     BBQAnswer,
     BBQAnswerKind,
     adjectives,
@@ -69,13 +72,10 @@ from assay.metrics.bias import (
     race_names,
     stereotypical_association,
 )
-from assay.metrics.calibration import calibration_stats
-from assay.metrics.directions import LOWER_IS_BETTER
-from assay.metrics.efficiency import TokenPrices, efficiency_stats
-from assay.metrics.toxicity import ToxicityScorer, toxicity_stats
-from assay.models.base import ModelClient
-from assay.perturbations import FAIRNESS, ROBUSTNESS, family_of
-from assay.records import Instance, InstanceStat, ModelOutput, RequestKind
+from assay.scoring.metrics.calibration import calibration_stats
+from assay.scoring.metrics.directions import LOWER_IS_BETTER
+from assay.scoring.metrics.efficiency import TokenPrices, efficiency_stats
+from assay.scoring.metrics.toxicity import ToxicityScorer, toxicity_stats
 
 # Bump when a metric definition changes: metric tables then re-materialize from stored
 # model outputs, without a single model call.

@@ -31,7 +31,7 @@ one the toxicity family is reported absent. ``columns`` is the column mapping of
 ``custom_file`` (``assay.scenarios.custom.ColumnMapping``), validated when the suite is read.
 
 LLM-as-judge. A generation entry may name judges that score its outputs with a rubric from
-the prompt registry (``assay.judge``)::
+the prompt registry (``assay.scoring.judge``)::
 
       judges: [grader@champion, models:/other-grader@v3]
       judge_rubric: prompts:/grade-answer@production   # variables: input, prediction, reference
@@ -52,8 +52,8 @@ from typing import Any
 import yaml
 
 from assay.adapters import AdapterSpec, Method, build_requests, build_variant_requests
+from assay.core.records import Instance, Request
 from assay.perturbations import Perturbation, get_perturbation
-from assay.records import Instance, Request
 from assay.scenarios import ColumnMapping, Scenario, get_scenario
 
 # Characters Dagster partition keys cannot hold, plus anything outside a conservative set.
@@ -368,8 +368,8 @@ def load_suite(path: str | os.PathLike[str] | None = None) -> Suite:
         text = Path(path).read_text(encoding="utf-8")
         source = str(path)
     else:
-        text = resources.files("assay.suites").joinpath(DEFAULT_SUITE).read_text("utf-8")
-        source = f"assay/suites/{DEFAULT_SUITE}"
+        text = resources.files("assay.evaluate.suites").joinpath(DEFAULT_SUITE).read_text("utf-8")
+        source = f"assay/evaluate/suites/{DEFAULT_SUITE}"
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from assay.metrics.absent import Absent
-from assay.records import Completion
+from assay.core.records import Completion
+from assay.scoring.metrics.absent import Absent
 
 
 @dataclass(frozen=True, slots=True)

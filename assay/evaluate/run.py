@@ -12,11 +12,11 @@ from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
+from assay.core.records import Instance, ModelOutput, Request
+from assay.evaluate.suite import ScenarioConfig
 from assay.models.base import ModelClient
 from assay.perturbations import PerturbedInstance, perturb_instances
-from assay.records import Instance, ModelOutput, Request
 from assay.scenarios import split
-from assay.suite import ScenarioConfig
 
 # One row of ``perturbed_instances``: the original id, the perturbation spec and its family,
 # and the perturbed input. References and group tags are the original's (read them from

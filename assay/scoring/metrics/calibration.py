@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from assay.metrics.absent import Absent
+from assay.scoring.metrics.absent import Absent
 
 _CLIP = 1e-12  # keeps logit() finite for probabilities of exactly 0 or 1
 # The reference library fits sklearn's LogisticRegression(C=1e10): an L2 penalty on the slope

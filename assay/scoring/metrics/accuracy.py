@@ -21,8 +21,8 @@ import sacrebleu
 from nltk.translate.bleu_score import sentence_bleu
 from rouge_score import rouge_scorer
 
-from assay.metrics.tokenize import word_tokenize
-from assay.records import ChoiceScore
+from assay.core.records import ChoiceScore
+from assay.scoring.metrics.tokenize import word_tokenize
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = frozenset(string.punctuation)

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assay.digests import seed_from
-from assay.metrics.directions import LOWER_IS_BETTER
-from assay.ranking import Leaderboard, build_leaderboard
+from assay.compare.ranking import Leaderboard, build_leaderboard
+from assay.core.digests import seed_from
+from assay.evaluate.suite import Suite
 from assay.registry import Registry
-from assay.storage import ParquetStore
-from assay.suite import Suite
+from assay.scoring.metrics.directions import LOWER_IS_BETTER
+from assay.storage.parquet import ParquetStore
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from assay.metrics.absent import Absent
+from assay.scoring.metrics.absent import Absent
 
 TOXIC_THRESHOLD = 0.5
 

@@ -18,9 +18,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from assay.digests import digest_json
+from assay.core.digests import digest_json
+from assay.core.records import ChoiceScore, Completion, Request
 from assay.models.base import ModelClient, ProgressCallback, ServingConfig
-from assay.records import ChoiceScore, Completion, Request
 
 # Bumped when the stored JSON changes shape; entries of another version read as misses.
 _FORMAT = 1

@@ -6,8 +6,8 @@ divide each count by the size of that group's word list, turn the result into a
 distribution, and report its total variation distance to the uniform distribution
 (0 = even, ``1 - 1/k`` = one group only). Texts with no group word give Absent, not 0.
 
-The word lists ship in ``assay/metrics/data/bias/`` (one word a line). Group list sizes equal
-HELM's (female/male 20/20; asian/hispanic/white surnames 20/16/20) because the sizes enter the
+The word lists ship in ``assay/scoring/metrics/data/bias/`` (one word a line). Group list sizes
+equal HELM's (female/male 20/20; asian/hispanic/white surnames 20/16/20) because the sizes enter the
 formula; the adjective and profession target lists are the project's own common words.
 
 BBQ scores follow Parrish et al. 2022 (https://arxiv.org/abs/2110.08193, p. 6).
@@ -24,14 +24,14 @@ from importlib import resources
 
 import numpy as np
 
-from assay.metrics.absent import Absent
-from assay.metrics.tokenize import word_tokenize
+from assay.scoring.metrics.absent import Absent
+from assay.scoring.metrics.tokenize import word_tokenize
 
 WordLists = Mapping[str, Sequence[str]]
 
 
 def _read_list(name: str) -> tuple[str, ...]:
-    path = resources.files("assay.metrics") / "data" / "bias" / f"{name}.txt"
+    path = resources.files("assay.scoring.metrics") / "data" / "bias" / f"{name}.txt"
     words = tuple(w.strip().lower() for w in path.read_text(encoding="utf-8").splitlines())
     words = tuple(w for w in words if w)
     if len(set(words)) != len(words):

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assay.digests import seed_from
+from assay.core.digests import seed_from
 from assay.stats.paired import Comparison, adjust, compare
 from assay.stats.resampling import bootstrap_collapsed, collapse
 

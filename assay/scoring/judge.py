@@ -34,16 +34,16 @@ from itertools import combinations
 
 import numpy as np
 
-from assay.metrics.toxicity import (
+from assay.core.records import Request, RequestKind
+from assay.evaluate.suite import ToxicityConfig
+from assay.models.base import ModelClient, ModelSpec, ServingConfig
+from assay.registry import ModelVersion, PromptVersion, Registry
+from assay.scoring.metrics.toxicity import (
     DEFAULT_RUBRIC,
     ClassifierToxicityScorer,
     JudgeToxicityScorer,
     ToxicityScorer,
 )
-from assay.models.base import ModelClient, ModelSpec, ServingConfig
-from assay.records import Request, RequestKind
-from assay.registry import ModelVersion, PromptVersion, Registry
-from assay.suite import ToxicityConfig
 
 # Any decimal number; the default parser takes the last one in the reply (rubrics usually end
 # with "Score: N", and a model that reasons first states its verdict last).

@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from assay.digests import seed_from
-from assay.metrics.directions import LOWER_IS_BETTER
+from assay.core.digests import seed_from
 from assay.registry import Registry, RegistryError
 from assay.registry.errors import ErrorCode
 from assay.registry.store import GATE_FAILED, GATE_PASSED, GATE_TAG_PREFIX
+from assay.scoring.metrics.directions import LOWER_IS_BETTER
 from assay.stats.paired import adjust, compare
-from assay.storage import ParquetStore
+from assay.storage.parquet import ParquetStore
 
 _KEY_COLUMNS = ("instance_id", "metric", "value", "perturbation", "trial", "template_id", "group")
 
@@ -73,10 +73,11 @@ class GateConfig:
 
     @classmethod
     def from_suite(cls, suite: object, **overrides: object) -> GateConfig:
-        """Gate each scenario of ``suite`` (an ``assay.suite.Suite``) on its primary metric."""
+        """Gate each scenario of ``suite`` (an ``assay.evaluate.suite.Suite``) on its primary
+        metric."""
         scenarios = getattr(suite, "scenarios", None)
         if not isinstance(scenarios, Mapping):
-            raise TypeError(f"expected an assay.suite.Suite, got {type(suite).__name__}")
+            raise TypeError(f"expected an assay.evaluate.suite.Suite, got {type(suite).__name__}")
         metrics = {key: (config.metric,) for key, config in scenarios.items()}
         return cls(metrics=metrics, **overrides)  # type: ignore[arg-type]
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import ArrayLike
 
-from assay.metrics.absent import Absent
-from assay.records import InstanceStat
+from assay.core.records import InstanceStat
+from assay.scoring.metrics.absent import Absent
 
 ORIGINAL = ""  # InstanceStat.perturbation of the unperturbed input
 _MAX_DRAWS_PER_CHUNK = 4_000_000  # bounds bootstrap memory (resamples × values per chunk)

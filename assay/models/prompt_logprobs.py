@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from assay.records import Completion, Request, RequestKind
+from assay.core.records import Completion, Request, RequestKind
 
 _PIECE = re.compile(r"\s*\S+|\s+$")
 

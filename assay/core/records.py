@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from assay.digests import digest_json
+from assay.core.digests import digest_json
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""One evaluation: the suite file and a scenario's instances through an adapter and a model."""

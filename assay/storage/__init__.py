@@ -1,0 +1,1 @@
+"""Where results live: Parquet partitions on any fsspec URL."""
