@@ -27,12 +27,9 @@ from assay.evaluate.suite import ScenarioConfig
 from assay.perturbations import PerturbedInstance
 from assay.registry.resolved import ResolvedModel
 from assay.scoring.judge import Rubric, judge_clients, toxicity_scorer
-from assay.scoring.scorecard import (
-    SCORING_VERSION,
-    judge_partition,
-    score_partition,
-    scorecard_table,
-)
+from assay.scoring.judge_scores import judge_partition
+from assay.scoring.scorecard import SCORING_VERSION, score_partition
+from assay.scoring.summary import scorecard_table
 from assets.common import (
     by_key,
     evaluation_keys,

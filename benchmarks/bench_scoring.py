@@ -25,8 +25,8 @@ import numpy as np
 
 from assay.core.records import ChoiceScore
 from assay.scoring.metrics import accuracy
-from assay.scoring.metrics.aggregate import bootstrap_ci
 from assay.scoring.metrics.calibration import calibration_stats
+from assay.stats.resampling import bootstrap_interval
 
 WORDS = [
     "the",
@@ -127,8 +127,8 @@ def bench_mc(rows: int, loop_rows: int, rng: np.random.Generator) -> np.ndarray:
     stats = calibration_stats(batch.chosen_prob, batch.acc.astype(int))
     _rate("calibration_stats (ECE, selective, Platt)", rows, time.perf_counter() - start)
     start = time.perf_counter()
-    low, high = bootstrap_ci(batch.acc, n_resamples=1000, seed=1)
-    _rate("bootstrap_ci, 1000 resamples", rows, time.perf_counter() - start)
+    low, high = bootstrap_interval(batch.acc, n_resamples=1000, seed=1)
+    _rate("bootstrap_interval, 1000 resamples", rows, time.perf_counter() - start)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     print(

@@ -1,24 +1,10 @@
 """Write evaluation results back to the registry, so it shows how each version scored."""
 
-import math
-
 from dagster import AssetKey, AssetRecordsFilter, SensorEvaluationContext, SkipReason, sensor
 
+from assay.core.records import headline_means
 from assets.partitions import evaluation_partitions
 from resources import RegistryResource, StorageResource
-
-
-def headline_metrics(scorecard_rows: list[dict]) -> dict[str, float]:
-    """The ungrouped, unperturbed means that were computed (absent metrics left out)."""
-    return {
-        row["metric"]: float(row["mean"])
-        for row in scorecard_rows
-        if not row["group"]
-        and not row["perturbation"]
-        and not row.get("reason")
-        and row["mean"] is not None
-        and math.isfinite(row["mean"])
-    }
 
 
 @sensor(
@@ -48,7 +34,7 @@ def evaluation_recorder_sensor(
         if key is None:
             continue
         dims = evaluation_partitions.get_partition_key_from_str(key).keys_by_dimension
-        metrics = headline_metrics(store.read("metric_tables", dims).to_pylist())
+        metrics = headline_means(store.read("metric_tables", dims).to_pylist())
         if metrics:
             reg.record_evaluation(
                 dims["model_version"], dims["scenario"], metrics, run_id=record.run_id

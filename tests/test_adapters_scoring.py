@@ -10,7 +10,7 @@ import math
 
 from assay.adapters import AdapterSpec, Method, build_requests
 from assay.core.records import ChoiceScore, Completion, Instance, ModelOutput, Reference
-from assay.scoring.scorecard import instance_stats
+from assay.scoring.instance_stats import instance_stats
 
 
 def _stats(instances, outputs) -> dict[tuple[str, str], float]:

@@ -21,7 +21,7 @@ import yaml
 from dagster import AssetSelection, instance_for_test, materialize
 
 from assay.registry import Registry
-from assay.scoring.scorecard import JUDGE_FAMILY
+from assay.scoring.judge_scores import JUDGE_FAMILY
 from assay.storage.parquet import ParquetStore
 from assets import all_assets
 from resources import (

@@ -18,7 +18,8 @@ from assay.core.records import Completion, Instance, ModelOutput, Reference, Req
 from assay.evaluate.suite import parse_suite
 from assay.registry import Registry
 from assay.scoring.judge import Rubric
-from assay.scoring.scorecard import JUDGE_FAMILY, judge_items, judge_partition, score_partition
+from assay.scoring.judge_scores import JUDGE_FAMILY, judge_items, judge_partition
+from assay.scoring.scorecard import score_partition
 
 GEN = AdapterSpec(method=Method.GENERATION, max_tokens=8)
 TEMPLATE = "Q: {{input}}\nGold: {{reference}}\nAnswer: {{prediction}}\nScore 1-5:"

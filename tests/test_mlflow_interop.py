@@ -35,7 +35,7 @@ from assay.integrations.mlflow import (
     redact_uri,
 )
 from assay.registry import EventKind, Registry
-from assay.scoring.scorecard import scorecard, scorecard_table
+from assay.scoring.summary import scorecard, scorecard_table
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
 from sensors.mlflow import build_mlflow_alias_sensor, mlflow_sensors
 from sensors.promotion import model_promotion_sensor

@@ -16,7 +16,8 @@ from assay.core.records import Instance
 from assay.evaluate.run import perturb_eval_instances, select_instances
 from assay.evaluate.suite import load_suite
 from assay.registry import Registry
-from assay.scoring.scorecard import FAMILIES, NO_TOXICITY_SCORER
+from assay.scoring.families import NO_TOXICITY_SCORER
+from assay.scoring.scorecard import FAMILIES
 from assay.storage.parquet import ParquetStore
 from assets import all_assets
 from resources import (

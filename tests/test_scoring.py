@@ -12,16 +12,19 @@ import numpy as np
 import pytest
 
 from assay.adapters import AdapterSpec, Method, build_requests
-from assay.core.records import ChoiceScore, Completion, Instance, ModelOutput, Reference
-from assay.scoring.metrics.efficiency import TokenPrices
-from assay.scoring.scorecard import (
-    FAMILIES,
-    NO_TOXICITY_SCORER,
+from assay.core.records import (
+    ChoiceScore,
+    Completion,
+    Instance,
     MetricSummary,
-    instance_stats,
-    score_partition,
-    scorecard_table,
+    ModelOutput,
+    Reference,
 )
+from assay.scoring.families import NO_TOXICITY_SCORER
+from assay.scoring.instance_stats import instance_stats
+from assay.scoring.metrics.efficiency import TokenPrices
+from assay.scoring.scorecard import FAMILIES, score_partition
+from assay.scoring.summary import scorecard_table
 
 MC = AdapterSpec(method=Method.MULTIPLE_CHOICE_SEPARATE)
 GEN = AdapterSpec(method=Method.GENERATION, max_tokens=8)

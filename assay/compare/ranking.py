@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from assay.core.digests import seed_from
+from assay.core.records import is_headline
 from assay.stats.paired import Comparison, adjust, compare
 from assay.stats.resampling import bootstrap_collapsed, collapse
 
@@ -368,7 +369,7 @@ def _headline_scorecards(scorecards: pa.Table) -> dict[tuple[str, str, str], dic
     """(model, scenario, metric) → the unperturbed, ungrouped scorecard row."""
     rows: dict[tuple[str, str, str], dict] = {}
     for i, row in enumerate(scorecards.select(list(SCORECARD_COLUMNS)).to_pylist()):
-        if row["group"] or row["perturbation"]:
+        if not is_headline(row):
             continue
         key = (row["model_version"], row["scenario"], row["metric"])
         if key in rows:

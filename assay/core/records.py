@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -315,3 +316,45 @@ class InstanceStat:
 
 def _as_dict(record: Any) -> dict[str, Any]:
     return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSummary:
+    """One scorecard row (``metric_tables``): a mean with its bootstrap interval per (metric,
+    family, group, perturbation). An absent metric has ``reason`` set and ``mean`` NaN; a
+    figure without per-instance values to resample has a NaN interval."""
+
+    metric: str
+    family: str
+    group: str
+    perturbation: str
+    mean: float
+    count: int
+    ci_low: float
+    ci_high: float
+    reason: str = ""
+
+    @property
+    def present(self) -> bool:
+        return not self.reason
+
+
+def is_headline(row: MetricSummary | Mapping[str, Any]) -> bool:
+    """Whether a scorecard row is a headline figure: neither broken down by group nor measured
+    on perturbed inputs. Rankings, the registry's eval tags and the UI read only these."""
+    if isinstance(row, MetricSummary):
+        return not row.group and not row.perturbation
+    return not row["group"] and not row["perturbation"]
+
+
+def headline_means(rows: Iterable[MetricSummary | Mapping[str, Any]]) -> dict[str, float]:
+    """Metric → mean of the headline rows that have a value (absent metrics left out)."""
+    out: dict[str, float] = {}
+    for row in rows:
+        if isinstance(row, MetricSummary):
+            mean, reason = row.mean, row.reason
+        else:
+            mean, reason = row["mean"], row.get("reason")
+        if is_headline(row) and not reason and mean is not None and math.isfinite(mean):
+            out[row.metric if isinstance(row, MetricSummary) else row["metric"]] = float(mean)
+    return out

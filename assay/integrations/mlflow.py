@@ -30,9 +30,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assay.core.records import InstanceStat
+from assay.core.records import InstanceStat, is_headline
 from assay.registry import ErrorCode, ModelVersion, Registry, RegistryError
-from assay.scoring.scorecard import SCORECARD_SCHEMA, SCORING_VERSION
+from assay.scoring.scorecard import SCORING_VERSION
+from assay.scoring.summary import SCORECARD_SCHEMA
 
 # Tags assay puts on a version mirrored from MLflow; (model, version, created) identify the
 # MLflow version across ticks, including a model deleted and re-created under the same name.
@@ -539,7 +540,7 @@ def headline_metrics(metric_table: pa.Table) -> dict[str, float]:
     _check_columns(metric_table, SCORECARD_SCHEMA, "metric_table")
     out: dict[str, float] = {}
     for row in metric_table.select(SCORECARD_SCHEMA.names).to_pylist():
-        if row["group"] or row["perturbation"] or row["reason"]:
+        if not is_headline(row) or row["reason"]:
             continue
         for part in ("mean", "ci_low", "ci_high"):
             value = row[part]

@@ -10,13 +10,14 @@ from assay.stats.paired import (
     paired_bootstrap,
     paired_permutation_test,
 )
-from assay.stats.resampling import bootstrap_means, percentile_interval
+from assay.stats.resampling import bootstrap_interval, bootstrap_means, percentile_interval
 
 __all__ = [
     "Comparison",
     "PairedResult",
     "adjust",
     "benjamini_hochberg",
+    "bootstrap_interval",
     "bootstrap_means",
     "compare",
     "holm",

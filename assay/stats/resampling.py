@@ -140,3 +140,20 @@ def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, 
     tail = (1.0 - confidence) / 2.0
     low, high = np.nanquantile(samples, [tail, 1.0 - tail])
     return float(low), float(high)
+
+
+def bootstrap_interval(
+    values: np.ndarray | list,
+    *,
+    seed: int,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval for the mean of ``values`` (one value: zero width)."""
+    data = np.asarray(values, dtype=np.float64).ravel()
+    if data.size == 0:
+        raise ValueError("a bootstrap interval needs at least one value")
+    if not np.all(np.isfinite(data)):
+        raise ValueError("bootstrap values must be finite (drop absent values first)")
+    means = bootstrap_means(data, n_resamples=n_resamples, seed=seed)[:, 0]
+    return percentile_interval(means, confidence)

@@ -6,116 +6,25 @@ trial, template), take the worst value over the original input and every perturb
 that family; a perturbation that left the input unchanged is dropped (it measures nothing,
 and HELM never runs it). Lower-is-better metrics pass ``higher_is_better=False``.
 
-Everything here is deterministic: bootstrap draws come from an explicit seed, and
-:func:`seed_from` derives one from names (metric, group, ...), so reruns agree.
+Everything here is deterministic: bootstrap seeds derive from names (metric, group, ...)
+with :func:`assay.core.digests.seed_from`, so reruns agree.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
-from numpy.typing import ArrayLike
 
-from assay.core.records import InstanceStat
+from assay.core.digests import seed_from
+from assay.core.records import InstanceStat, MetricSummary
 from assay.scoring.metrics.absent import Absent
+from assay.scoring.summary import summarize
+from assay.stats.resampling import bootstrap_means
 
 ORIGINAL = ""  # InstanceStat.perturbation of the unperturbed input
-_MAX_DRAWS_PER_CHUNK = 4_000_000  # bounds bootstrap memory (resamples × values per chunk)
-
-
-def seed_from(*parts: object) -> int:
-    """A 63-bit seed derived from the string form of ``parts`` (stable across runs)."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
-def _resampled_means(values: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    n = values.size
-    per_chunk = max(1, _MAX_DRAWS_PER_CHUNK // n)
-    means = np.empty(n_resamples)
-    for start in range(0, n_resamples, per_chunk):
-        stop = min(n_resamples, start + per_chunk)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        means[start:stop] = values[idx].mean(axis=1)
-    return means
-
-
-def bootstrap_ci(
-    values: ArrayLike,
-    n_resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int | str = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval for the mean of ``values``.
-
-    ``seed`` may be a string (hashed with :func:`seed_from`). One value gives a zero-width
-    interval at that value.
-    """
-    data = np.asarray(values, dtype=np.float64).ravel()
-    if data.size == 0:
-        raise ValueError("bootstrap_ci needs at least one value")
-    if not np.all(np.isfinite(data)):
-        raise ValueError("bootstrap_ci values must be finite (drop absent values first)")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError("confidence must be between 0 and 1")
-    if n_resamples < 1:
-        raise ValueError("n_resamples must be positive")
-    rng = np.random.default_rng(seed_from(seed) if isinstance(seed, str) else seed)
-    means = _resampled_means(data, n_resamples, rng)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(low), float(high)
-
-
-@dataclass(frozen=True, slots=True)
-class MetricSummary:
-    """One row of a metric table: a mean with its interval, or absent with a reason."""
-
-    metric: str
-    family: str
-    group: str = ""
-    perturbation: str = ""
-    mean: float | None = None
-    count: int = 0
-    ci_low: float | None = None
-    ci_high: float | None = None
-    reason: str = ""  # why ``mean`` is None; "" when present
-
-    @property
-    def present(self) -> bool:
-        return self.mean is not None
-
-
-def summarize(
-    values: Iterable[float | Absent | None],
-    metric: str,
-    family: str,
-    group: str = "",
-    perturbation: str = "",
-    n_resamples: int = 1000,
-    confidence: float = 0.95,
-) -> MetricSummary:
-    """Mean and bootstrap interval of the present values; absent when there are none.
-
-    The bootstrap seed is derived from (metric, family, group, perturbation).
-    """
-    kept = [float(v) for v in values if v is not None and not isinstance(v, Absent)]
-    base = MetricSummary(metric=metric, family=family, group=group, perturbation=perturbation)
-    if not kept:
-        return replace(base, reason=f"no instance has a value for {metric}")
-    low, high = bootstrap_ci(
-        kept, n_resamples, confidence, seed=seed_from(metric, family, group, perturbation)
-    )
-    return replace(base, mean=float(np.mean(kept)), count=len(kept), ci_low=low, ci_high=high)
-
-
-def absent_summary(metric: str, family: str, reason: str, **context: str) -> MetricSummary:
-    """A summary row for a metric that cannot be computed at all (e.g. no log-probs)."""
-    return MetricSummary(metric=metric, family=family, reason=reason, **context)
 
 
 _Key = tuple[str, str, int, str]  # instance_id, metric, trial, template_id
@@ -187,7 +96,9 @@ def perturbation_deltas(
     out = []
     for (metric, name), rows in sorted(perturbed.items()):
         diffs = [value - clean[key] for key, value in rows if key in clean]
-        summary = summarize(diffs, metric, "delta", "", name, n_resamples, confidence)
+        summary = summarize(
+            diffs, metric, "delta", "", name, n_resamples=n_resamples, confidence=confidence
+        )
         if not summary.present:
             summary = replace(summary, reason=f"no clean counterpart for {metric} under {name}")
         out.append(summary)
@@ -224,7 +135,7 @@ def group_breakdown(
         if stat.metric == metric and stat.group and stat.perturbation == ORIGINAL:
             per_group[stat.group].append(stat.value)
     summaries = tuple(
-        summarize(v, metric, family, g, "", n_resamples, confidence)
+        summarize(v, metric, family, g, "", n_resamples=n_resamples, confidence=confidence)
         for g, v in sorted(per_group.items())
     )
     if len(per_group) < 2:
@@ -232,11 +143,13 @@ def group_breakdown(
         return GroupComparison(metric, summaries, why, why, why, why)
 
     means = np.array([np.mean(v) for _, v in sorted(per_group.items())])
-    rng = np.random.default_rng(seed_from("group_breakdown", metric, family))
+    # Each group is resampled on its own (stratified), from a seed named after it.
     draws = np.column_stack(
         [
-            _resampled_means(np.asarray(v, dtype=np.float64), n_resamples, rng)
-            for _, v in sorted(per_group.items())
+            bootstrap_means(
+                v, n_resamples=n_resamples, seed=seed_from("group_breakdown", metric, family, g)
+            )[:, 0]
+            for g, v in sorted(per_group.items())
         ]
     )
     alpha = (1.0 - confidence) / 2.0

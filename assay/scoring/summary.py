@@ -1,0 +1,129 @@
+"""Scorecard rows: a bootstrap mean per (metric, family, group, perturbation), rows for
+figures that are computed once per partition, and the table they are stored as.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from assay.core.digests import seed_from
+from assay.core.records import InstanceStat, MetricSummary
+from assay.scoring.metrics.absent import Absent
+from assay.stats.resampling import bootstrap_interval
+
+SCORECARD_SCHEMA = pa.schema(
+    [
+        ("metric", pa.string()),
+        ("family", pa.string()),
+        ("group", pa.string()),
+        ("perturbation", pa.string()),
+        ("mean", pa.float64()),
+        ("count", pa.int64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("reason", pa.string()),  # why a metric is absent; "" when computed
+    ]
+)
+
+
+def absent(
+    metric: str, family: str, reason: str, group: str = "", perturbation: str = ""
+) -> MetricSummary:
+    """The row of a metric that cannot be computed: NaN mean, the reason why."""
+    return MetricSummary(
+        metric, family, group, perturbation, math.nan, 0, math.nan, math.nan, reason
+    )
+
+
+def point(
+    metric: str, family: str, value: float | Absent, count: int, group: str = ""
+) -> MetricSummary:
+    """A partition-level figure (no per-instance values to resample: the interval is NaN)."""
+    if isinstance(value, Absent):
+        return absent(metric, family, value.reason, group)
+    return MetricSummary(metric, family, group, "", float(value), count, math.nan, math.nan)
+
+
+def summarize(
+    values: Iterable[float | Absent | None],
+    metric: str,
+    family: str,
+    group: str = "",
+    perturbation: str = "",
+    *,
+    seed_key: str = "",
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+) -> MetricSummary:
+    """Mean and bootstrap interval of the present values; absent when there are none.
+
+    The bootstrap seed derives from ``seed_key`` and the row's names, so reruns agree. One
+    value, or a value that is not finite, gives a NaN interval: there is no spread to estimate.
+    """
+    kept = np.array(
+        [float(v) for v in values if v is not None and not isinstance(v, Absent)], dtype=float
+    )
+    if kept.size == 0:
+        why = f"no instance has a value for {metric}"
+        return absent(metric, family, why, group, perturbation)
+    low = high = math.nan
+    if kept.size >= 2 and np.all(np.isfinite(kept)):
+        low, high = bootstrap_interval(
+            kept,
+            seed=seed_from(seed_key, metric, family, group, perturbation),
+            n_resamples=n_resamples,
+            confidence=confidence,
+        )
+    return MetricSummary(
+        metric, family, group, perturbation, float(kept.mean()), int(kept.size), low, high
+    )
+
+
+def scorecard(stats: Sequence[InstanceStat], seed_key: str = "") -> list[MetricSummary]:
+    """Mean, count and a bootstrap 95% interval per (metric, family, group, perturbation).
+
+    Rows that share an instance (trials) are averaged per instance first, so the interval
+    resamples instances, not correlated rows.
+    """
+    cells: dict[tuple[str, str, str, str], dict[str, list[float]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for s in stats:
+        cells[(s.metric, s.family, s.group, s.perturbation)][s.instance_id].append(s.value)
+    return [
+        summarize(
+            [float(np.mean(v)) for v in per_instance.values()],
+            metric,
+            family,
+            group,
+            perturbation,
+            seed_key=seed_key,
+        )
+        for (metric, family, group, perturbation), per_instance in sorted(cells.items())
+    ]
+
+
+def scorecard_table(rows: Sequence[MetricSummary]) -> pa.Table:
+    """The rows as a ``metric_tables`` partition."""
+    return pa.Table.from_pylist(
+        [
+            {
+                "metric": r.metric,
+                "family": r.family,
+                "group": r.group,
+                "perturbation": r.perturbation,
+                "mean": r.mean,
+                "count": r.count,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "reason": r.reason,
+            }
+            for r in rows
+        ],
+        schema=SCORECARD_SCHEMA,
+    )
