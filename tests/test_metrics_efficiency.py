@@ -2,9 +2,9 @@
 
 import pytest
 
-from assay.core.records import Completion
+from assay.core.records import Completion, TokenPrices
 from assay.scoring.metrics.absent import Absent
-from assay.scoring.metrics.efficiency import TokenPrices, efficiency_stats
+from assay.scoring.metrics.efficiency import efficiency_stats
 
 
 def _c(latency, prompt, completion, batch=1, cached=False, error=None):

@@ -19,10 +19,10 @@ from assay.core.records import (
     MetricSummary,
     ModelOutput,
     Reference,
+    TokenPrices,
 )
 from assay.scoring.families import NO_TOXICITY_SCORER
 from assay.scoring.instance_stats import instance_stats
-from assay.scoring.metrics.efficiency import TokenPrices
 from assay.scoring.scorecard import FAMILIES, score_partition
 from assay.scoring.summary import scorecard_table
 

@@ -358,3 +358,15 @@ def headline_means(rows: Iterable[MetricSummary | Mapping[str, Any]]) -> dict[st
         if is_headline(row) and not reason and mean is not None and math.isfinite(mean):
             out[row.metric if isinstance(row, MetricSummary) else row["metric"]] = float(mean)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPrices:
+    """Prices in any one currency per 1,000 tokens."""
+
+    prompt_per_1k: float
+    completion_per_1k: float
+
+    def __post_init__(self) -> None:
+        if self.prompt_per_1k < 0 or self.completion_per_1k < 0:
+            raise ValueError("token prices must not be negative")

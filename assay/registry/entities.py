@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from assay.core.records import TokenPrices
 from assay.registry.errors import invalid
 from assay.registry.names import version_key
 from assay.registry.templates import render_template
-from assay.scoring.metrics.efficiency import TokenPrices
 
 
 class Stage(enum.StrEnum):

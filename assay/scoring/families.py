@@ -10,8 +10,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from assay.adapters import Method
-from assay.core.records import Instance, InstanceStat, MetricSummary, ModelOutput, RequestKind
+from assay.core.records import (
+    Instance,
+    InstanceStat,
+    MetricSummary,
+    ModelOutput,
+    RequestKind,
+    TokenPrices,
+)
 from assay.perturbations import FAIRNESS, ROBUSTNESS, family_of
+from assay.scoring.aggregate import group_breakdown, perturbation_deltas
 from assay.scoring.instance_stats import (
     ToxicityRun,
     accuracy_metrics,
@@ -21,7 +29,6 @@ from assay.scoring.instance_stats import (
     perturbation_families,
 )
 from assay.scoring.metrics.absent import Absent
-from assay.scoring.metrics.aggregate import group_breakdown, perturbation_deltas
 from assay.scoring.metrics.bias import (
     BBQAnswer,
     BBQAnswerKind,
@@ -34,7 +41,7 @@ from assay.scoring.metrics.bias import (
     stereotypical_association,
 )
 from assay.scoring.metrics.calibration import calibration_stats
-from assay.scoring.metrics.efficiency import TokenPrices, efficiency_stats
+from assay.scoring.metrics.efficiency import efficiency_stats
 from assay.scoring.metrics.toxicity import toxicity_stats
 from assay.scoring.summary import absent, point
 

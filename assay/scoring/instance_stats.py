@@ -30,8 +30,8 @@ import numpy as np
 from assay.adapters import UNCONDITIONED, Method, joint_answer_map
 from assay.core.records import Instance, InstanceStat, ModelOutput, RequestKind
 from assay.perturbations import family_of
+from assay.scoring.aggregate import worst_case
 from assay.scoring.metrics import accuracy as acc_metrics
-from assay.scoring.metrics.aggregate import worst_case
 from assay.scoring.metrics.directions import LOWER_IS_BETTER
 from assay.scoring.metrics.toxicity import ToxicityScorer
 

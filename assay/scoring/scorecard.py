@@ -21,6 +21,7 @@ from assay.core.records import (
     InstanceStat,
     MetricSummary,
     ModelOutput,
+    TokenPrices,
     headline_means,
 )
 from assay.perturbations import FAIRNESS, ROBUSTNESS
@@ -37,7 +38,6 @@ from assay.scoring.families import (
 from assay.scoring.instance_stats import ToxicityRun, instance_stats_of, score_toxicity
 from assay.scoring.judge import Judgment
 from assay.scoring.judge_scores import judge_rows, judge_stats
-from assay.scoring.metrics.efficiency import TokenPrices
 from assay.scoring.metrics.toxicity import ToxicityScorer
 from assay.scoring.summary import scorecard
 

@@ -13,20 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from assay.core.records import Completion
+from assay.core.records import Completion, TokenPrices
 from assay.scoring.metrics.absent import Absent
-
-
-@dataclass(frozen=True, slots=True)
-class TokenPrices:
-    """Prices in any one currency per 1,000 tokens."""
-
-    prompt_per_1k: float
-    completion_per_1k: float
-
-    def __post_init__(self) -> None:
-        if self.prompt_per_1k < 0 or self.completion_per_1k < 0:
-            raise ValueError("token prices must not be negative")
 
 
 @dataclass(frozen=True, slots=True)

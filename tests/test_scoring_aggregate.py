@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
 from assay.core.records import InstanceStat
+from assay.scoring.aggregate import group_breakdown, perturbation_deltas, worst_case
 from assay.scoring.metrics.absent import Absent
-from assay.scoring.metrics.aggregate import group_breakdown, perturbation_deltas, worst_case
 from assay.scoring.summary import summarize
 from assay.stats.resampling import bootstrap_interval
 
