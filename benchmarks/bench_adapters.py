@@ -36,7 +36,8 @@ from assay.evaluate.suite import ScenarioConfig, load_suite
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE
 from assay.models.factory import build_client
-from assay.models.transformers_backend import TransformersClient, _load
+from assay.models.transformers_backend import TransformersClient
+from assay.models.transformers_loading import load_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,7 @@ def forward_generation(
     """Seconds of prefill + greedy decode on the client's prompt ids, batched like the client."""
     from transformers import DynamicCache
 
-    lm = _load(client.model_dir, client.spec.serving.dtype)
+    lm = load_model(client.model_dir, client.spec.serving.dtype)
     # The client's own request preparation gives the exact (truncated) prompt ids it ran.
     rows = [client._gen_row(lm, i, r, _budget(client, lm)) for i, r in enumerate(requests)]
     rows.sort(key=lambda r: (-len(r.prompt_ids), r.index))
@@ -111,7 +112,7 @@ def forward_generation(
 @torch.inference_mode()
 def forward_loglikelihood(client: TransformersClient, requests: Sequence[Request]) -> float:
     """Seconds of one padded forward per batch of context+choice rows, batched like the client."""
-    lm = _load(client.model_dir, client.spec.serving.dtype)
+    lm = load_model(client.model_dir, client.spec.serving.dtype)
     rows = [client._ll_row(lm, i, r, _budget(client, lm)) for i, r in enumerate(requests)]
     rows.sort(key=lambda r: (-r.prefix_len, r.index))
     batch_size = client.spec.serving.batch_size

@@ -36,7 +36,8 @@ import torch
 from assay.core.records import Completion, Request, RequestKind
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE
-from assay.models.transformers_backend import TransformersClient, _release_cached_memory
+from assay.models.transformers_backend import TransformersClient
+from assay.models.transformers_batching import release_cached_memory
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -179,7 +180,7 @@ def main() -> None:
     long_gen = generation_requests(args.n // 2, shots=90, max_tokens=4)
     reference = client("fp32", batch_size=8)
     _, ref_out = timed(reference, long_gen)
-    _release_cached_memory()
+    release_cached_memory()
     fraction = args.memory_fraction
     torch.cuda.set_per_process_memory_fraction(fraction, 0)
     capped = client("fp32", batch_size=len(long_gen))

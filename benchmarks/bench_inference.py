@@ -25,7 +25,8 @@ from assay.core.records import Request, RequestKind
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE
 from assay.models.cache import CachedClient, RequestCache
-from assay.models.transformers_backend import TransformersClient, _load
+from assay.models.transformers_backend import TransformersClient
+from assay.models.transformers_loading import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 SUBJECTS = ["The river", "My neighbour's old dog", "A small red kite", "Every winter the lake"]
@@ -51,7 +52,7 @@ def timed(fn):
 @torch.inference_mode()
 def bare_generation(client: TransformersClient, texts: list[str], steps: int, batch: int):
     """Prefill + ``steps`` greedy decode steps per batch, straight on the model."""
-    lm = _load(client.model_dir, client.spec.serving.dtype)
+    lm = load_model(client.model_dir, client.spec.serving.dtype)
     from transformers import DynamicCache
 
     encoded = sorted((lm.tokenizer(t).input_ids for t in texts), key=len, reverse=True)
@@ -86,7 +87,7 @@ def bare_generation(client: TransformersClient, texts: list[str], steps: int, ba
 @torch.inference_mode()
 def bare_loglikelihood(client: TransformersClient, texts: list[str], batch: int):
     """One right-padded forward per batch of prompt+choice rows, log-probs gathered."""
-    lm = _load(client.model_dir, client.spec.serving.dtype)
+    lm = load_model(client.model_dir, client.spec.serving.dtype)
     rows = [lm.tokenizer(t + c).input_ids for t in texts for c in CHOICES]
     rows.sort(key=len, reverse=True)
     for start in range(0, len(rows), batch):
@@ -108,7 +109,7 @@ def main() -> None:
 
     serving = ServingConfig(batch_size=args.batch_size)
     client = TransformersClient(ModelSpec("bench@v1", BUNDLED_SOURCE, serving), args.cache_dir)
-    load_s, _ = timed(lambda: _load(client.model_dir, serving.dtype))
+    load_s, _ = timed(lambda: load_model(client.model_dir, serving.dtype))
     texts = prompts(args.n)
     gen_requests = [
         Request(f"g{i}", RequestKind.GENERATE, t, max_tokens=args.max_tokens)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assay.models.bundled import bundled_gguf_path
-from assay.models.transformers_backend import converted_model_dir
+from assay.models.transformers_loading import converted_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = REPO / ".assay" / "bench-cache"

@@ -17,7 +17,8 @@ import torch
 from assay.core.records import Request, RequestKind
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE, bundled_gguf_path
-from assay.models.transformers_backend import TransformersClient, converted_model_dir
+from assay.models.transformers_backend import TransformersClient
+from assay.models.transformers_loading import converted_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "smollm2-135m-instruct@v1"

@@ -26,7 +26,8 @@ from assay.core.records import Request, RequestKind
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE, bundled_gguf_path
 from assay.models.openai_backend import NO_PROMPT_LOGPROBS, OpenAIClient, OpenAISource
-from assay.models.transformers_backend import TransformersClient, converted_model_dir
+from assay.models.transformers_backend import TransformersClient
+from assay.models.transformers_loading import converted_model_dir
 from assay.serving import (
     OpenAIServer,
     PromptScorer,

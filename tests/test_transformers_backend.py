@@ -13,15 +13,13 @@ import pytest
 import torch
 
 from assay.core.records import Request, RequestKind
-from assay.models import transformers_backend as backend
+from assay.models import transformers_batching as batching
+from assay.models import transformers_loading as loading
 from assay.models.base import ModelClient, ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE, bundled_gguf_path
 from assay.models.factory import build_client
-from assay.models.transformers_backend import (
-    TransformersClient,
-    converted_model_dir,
-    directory_digest,
-)
+from assay.models.transformers_backend import TransformersClient
+from assay.models.transformers_loading import converted_model_dir, directory_digest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +51,7 @@ def reference_loglikelihood(client: TransformersClient, context: str, continuati
     The continuation tokens are the tail of the joint encoding beyond the context's own
     encoding (the examples below are chosen so that this split is unambiguous).
     """
-    lm = backend._load(client.model_dir, "float32")
+    lm = loading.load_model(client.model_dir, "float32")
     ctx = lm.tokenizer(context, add_special_tokens=False).input_ids
     whole = lm.tokenizer(context + continuation, add_special_tokens=False).input_ids
     assert whole[: len(ctx)] == ctx, "example must split cleanly at the context boundary"
@@ -165,7 +163,7 @@ def test_chat_template_changes_prompt_and_outputs(model_cache_dir: Path) -> None
     assert "<|im_start|>system\nAnswer tersely.<|im_end|>" in rendered_custom
     assert "You are a helpful AI assistant" not in rendered_custom
 
-    lm = backend._load(chat.model_dir, "float32")
+    lm = loading.load_model(chat.model_dir, "float32")
     requests = [gen("g", question, 8), ll("l", question, " Paris")]
     raw_gen, raw_ll = raw.complete(requests)
     chat_gen, chat_ll = chat.complete(requests)
@@ -246,7 +244,7 @@ def test_failed_conversion_leaves_nothing_behind(tmp_path: Path, monkeypatch) ->
         (out_dir / "model.safetensors").write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(backend, "_convert_gguf", half_convert)
+    monkeypatch.setattr(loading, "_convert_gguf", half_convert)
     with pytest.raises(OSError, match="disk full"):
         converted_model_dir(gguf, tmp_path / "cache")
     models = tmp_path / "cache" / "models"
@@ -256,7 +254,7 @@ def test_failed_conversion_leaves_nothing_behind(tmp_path: Path, monkeypatch) ->
         out_dir.mkdir(parents=True)
         (out_dir / "config.json").write_text("{}")
 
-    monkeypatch.setattr(backend, "_convert_gguf", full_convert)
+    monkeypatch.setattr(loading, "_convert_gguf", full_convert)
     target = converted_model_dir(gguf, tmp_path / "cache")
     assert target.parent == models
     assert (target / "config.json").is_file()
@@ -286,7 +284,7 @@ def test_directory_digest_tracks_model_files_only(tmp_path: Path) -> None:
 
 def reference_token_logprobs(client: TransformersClient, ids: list[int]):
     """Unbatched log P(ids[i] | ids[:i]) for i >= 1, and the argmax token and its log-prob."""
-    lm = backend._load(client.model_dir, "float32")
+    lm = loading.load_model(client.model_dir, "float32")
     with torch.inference_mode():
         logprobs = lm.model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
     values = [float(logprobs[i - 1, ids[i]]) for i in range(1, len(ids))]
@@ -298,7 +296,7 @@ def reference_token_logprobs(client: TransformersClient, ids: list[int]):
 
 def test_score_prompts_gives_exact_per_token_logprobs(model_cache_dir: Path) -> None:
     client = make_client(model_cache_dir, batch_size=2)
-    lm = backend._load(client.model_dir, "float32")
+    lm = loading.load_model(client.model_dir, "float32")
     texts = [
         "The capital of France is Paris.",
         "Hi",
@@ -327,7 +325,7 @@ def test_score_prompts_gives_exact_per_token_logprobs(model_cache_dir: Path) -> 
 
 def test_score_prompts_left_truncates_long_texts(model_cache_dir: Path) -> None:
     client = make_client(model_cache_dir, max_context=6)
-    lm = backend._load(client.model_dir, "float32")
+    lm = loading.load_model(client.model_dir, "float32")
     text = "one two three four five six seven eight nine ten"
     ids = lm.tokenizer(text).input_ids
     assert len(ids) == 10  # one token per word
@@ -407,7 +405,7 @@ def test_shared_prefix_batch_equals_one_at_a_time(model_cache_dir: Path, monkeyp
         gen("same", FEW_SHOT + "Question: What falls from clouds?\nAnswer:", 3),
     ]
     client = make_client(model_cache_dir, batch_size=4)
-    lm = backend._load(client.model_dir, "float32")
+    lm = loading.load_model(client.model_dir, "float32")
     encoded = [lm.tokenizer(r.prompt).input_ids for r in requests]
     shared = next(
         n for n in range(len(encoded[0])) if len({tuple(ids[: n + 1]) for ids in encoded}) > 1
@@ -455,7 +453,7 @@ def test_rows_of_one_few_shot_trial_share_batches(model_cache_dir: Path, monkeyp
         gen("t2-short", other + "Question: Cows?\nAnswer:", 3),
     ]
     client = make_client(model_cache_dir, batch_size=2)
-    lm = backend._load(client.model_dir, "float32")
+    lm = loading.load_model(client.model_dir, "float32")
     lengths = [len(lm.tokenizer(r.prompt).input_ids) for r in requests]
     assert lengths[0] > lengths[1] > lengths[2] > lengths[3]
 
@@ -463,7 +461,7 @@ def test_rows_of_one_few_shot_trial_share_batches(model_cache_dir: Path, monkeyp
     batched = client.complete(requests)
     # Each batch opened with its trial's shared prefix at batch 1 (decode steps are one column
     # wide); mixed batches would share nothing, as the two instructions differ from the start.
-    prefix_passes = [s for s in shapes if s[0] == 1 and s[1] >= backend._MIN_SHARED_PREFIX]
+    prefix_passes = [s for s in shapes if s[0] == 1 and s[1] >= batching.MIN_SHARED_PREFIX]
     assert len(prefix_passes) == 2
     assert all(c.batch_size == 2 for c in batched)
     monkeypatch.undo()
@@ -487,7 +485,7 @@ def test_single_continuations_run_whole_and_match_the_reference(
     monkeypatch.undo()
     # The choices' prompt and their tails (two passes of one row), then the three single
     # continuations together; each fed without its last token, which predicts nothing scored.
-    lm = backend._load(client.model_dir, "float32")
+    lm = loading.load_model(client.model_dir, "float32")
     whole = max(len(lm.tokenizer(r.prompt + r.continuations[0]).input_ids) for r in singles)
     assert [s[0] for s in shapes] == [1, 1, 3]
     assert shapes[2][1] == whole - 1
@@ -521,14 +519,14 @@ def test_cpu_shares_a_short_prefix_only_across_enough_rows(
     ]
     requests = [gen(f"q{i}", f"{head}{q}\nAnswer:", 3) for i, q in enumerate(questions)]
     client = make_client(model_cache_dir, batch_size=8, device="cpu")
-    lm = backend._load(client.model_dir, "float32")
+    lm = loading.load_model(client.model_dir, "float32")
     encoded = [lm.tokenizer(r.prompt).input_ids for r in requests]
     shared = next(
         n for n in range(len(encoded[0])) if len({tuple(ids[: n + 1]) for ids in encoded}) > 1
     )
     # Too short for the length rule and for two rows, enough for eight.
-    assert shared < backend._MIN_SHARED_PREFIX
-    assert shared < backend._CPU_MIN_SAVED_TOKENS <= 7 * shared
+    assert shared < batching.MIN_SHARED_PREFIX
+    assert shared < batching.CPU_MIN_SAVED_TOKENS <= 7 * shared
 
     shapes = record_forward_shapes(monkeypatch)
     batched = client.complete(requests)

@@ -31,8 +31,8 @@ import pyarrow as pa
 
 from assay.core.digests import seed_from
 from assay.registry import Registry, RegistryError
+from assay.registry.aliases import GATE_FAILED, GATE_PASSED, GATE_TAG_PREFIX
 from assay.registry.errors import ErrorCode
-from assay.registry.store import GATE_FAILED, GATE_PASSED, GATE_TAG_PREFIX
 from assay.scoring.metrics.directions import LOWER_IS_BETTER
 from assay.stats.paired import adjust, compare
 from assay.storage.parquet import ParquetStore

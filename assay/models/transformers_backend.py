@@ -10,9 +10,9 @@ Decisions worth knowing:
   left-padded with position ids from the attention mask), up to float rounding.
 - Generation batches keep prompts that open alike together; when a batch's prompts share enough
   leading tokens (a few-shot trial's instructions and examples), that prefix is computed once
-  and its KV cache shared by the rows (see ``_prefill``). Enough is ``_MIN_SHARED_PREFIX``
+  and its KV cache shared by the rows (see ``_prefill``). Enough is ``MIN_SHARED_PREFIX``
   tokens on a GPU; on the CPU, where a forward pass costs mostly its tokens, it is enough that
-  the tokens saved, (rows - 1) x prefix, reach ``_CPU_MIN_SAVED_TOKENS`` (so a 16-row batch of
+  the tokens saved, (rows - 1) x prefix, reach ``CPU_MIN_SAVED_TOKENS`` (so a 16-row batch of
   zero-shot prompts sharing only their instructions computes those once).
 - A prompt longer than the context window is left-truncated (the start is dropped), as
   lm-evaluation-harness does; a request that cannot fit at all gets ``Completion.error``.
@@ -39,28 +39,18 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import importlib.util
-import inspect
-import json
 import logging
-import os
-import shutil
-import threading
 import time
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from assay.core.digests import digest_json, memoized_file_digest, write_text_atomic
+from assay.core.digests import digest_json, memoized_file_digest
 from assay.core.records import ChoiceScore, Completion, Request, RequestKind
-from assay.models.base import ModelSpec, ProgressCallback, ServingConfig
-from assay.models.bundled import bundled_gguf_path
+from assay.models.base import ModelSpec, ProgressCallback
 from assay.models.local_requests import (
     RequestFailed,
     check_continuation_fits,
@@ -68,360 +58,37 @@ from assay.models.local_requests import (
     check_loglikelihood,
     find_stop,
 )
+from assay.models.transformers_batching import (
+    GenRow,
+    LLGroup,
+    LLRow,
+    PromptRow,
+    attention_kernels,
+    generation_order,
+    is_out_of_memory,
+    left_pad,
+    prompt_logprobs_of,
+    release_cached_memory,
+    shared_prefix_len,
+    stop_completed,
+    take_batch,
+    worth_sharing,
+)
+from assay.models.transformers_loading import (
+    DTYPES,
+    LoadedModel,
+    converted_model_dir,
+    directory_digest,
+    import_transformers,
+    load_model,
+    resolve_device,
+    resolve_source,
+)
 
 if TYPE_CHECKING:
     from assay.models.prompt_logprobs import PromptLogprobs
 
 log = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_HALF_DTYPES = ("bfloat16", "float16")
-_DEVICE_TYPES = ("cpu", "cuda", "mps")
-_SCHEMES = ("bundled", "gguf", "hf")
-# Files of an HF directory that do not change what the model computes (merges.txt does, so
-# .txt files in general are kept).
-_IGNORED_SUFFIXES = (".md",)
-_IGNORED_PREFIXES = ("LICENSE", "NOTICE", "USE_POLICY", ".")
-_CONVERSION_MARKER = "assay-conversion.json"
-# A generation batch whose prompts share at least this many leading tokens computes them once;
-# below it the extra forward pass costs more than the repeated prefix. Rows opening with this
-# many equal tokens are also kept in one batch (see ``_generation_order``).
-_MIN_SHARED_PREFIX = 32
-# On the CPU a forward pass costs about its tokens plus a fixed part (every weight is read once)
-# worth some 40 token positions of a batch, so a shared prefix pays off as soon as the tokens it
-# saves, (rows - 1) x prefix length, reach this many: a 16-row batch sharing 12 tokens of
-# instructions gains, a 2-row batch sharing 32 tokens does not (measured with the bundled
-# model, benchmarks/bench_adapters.py). Not measured on a GPU, where tokens are cheap against
-# the fixed part: the length rule above stays there.
-_CPU_MIN_SAVED_TOKENS = 48
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedSource:
-    """Where a model source's files are: a GGUF file, or an HF directory."""
-
-    kind: str  # "gguf" or "hf"
-    path: Path
-
-
-def resolve_source(source: str) -> ResolvedSource:
-    """Check a ``bundled:``/``gguf:``/``hf:`` source URI and return the file or directory."""
-    scheme, sep, rest = source.partition(":")
-    if not sep or scheme not in _SCHEMES:
-        raise ValueError(
-            f"model source {source!r} is not a transformers source "
-            f"(expected one of {', '.join(s + ':' for s in _SCHEMES)})"
-        )
-    if scheme == "bundled":
-        return ResolvedSource("gguf", bundled_gguf_path(rest))
-    path = Path(rest).expanduser()
-    if scheme == "gguf":
-        if not path.is_file():
-            raise FileNotFoundError(f"model source {source!r}: no GGUF file at {path}")
-        return ResolvedSource("gguf", path.resolve())
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"model source {source!r}: {path} is not a Hugging Face model directory "
-            "(no config.json)"
-        )
-    return ResolvedSource("hf", path.resolve())
-
-
-def resolve_device(key: str, serving: ServingConfig) -> str:
-    """The device a model version computes on ("cpu", "cuda", "cuda:1", "mps"), checked here.
-
-    Raises ``ValueError`` naming the model version and its serving config when the device is
-    unknown or absent on this machine, when ``device_map`` is combined with an explicit device
-    or lacks the ``accelerate`` package, or when half precision would run on the CPU.
-    """
-    where = f"model {key!r}: serving config (device={serving.device!r}, dtype={serving.dtype!r})"
-    if serving.device_map is not None:
-        if serving.device != "auto":
-            raise ValueError(
-                f"{where} sets device_map={serving.device_map!r}; the map places the weights, "
-                "so device must stay 'auto'"
-            )
-        if importlib.util.find_spec("accelerate") is None:
-            raise ValueError(f"{where}: device_map needs the 'accelerate' package installed")
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif serving.device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    else:
-        device = _check_device(where, serving.device)
-    if serving.dtype in _HALF_DTYPES and device == "cpu":
-        raise ValueError(
-            f"{where}: {serving.dtype} needs a GPU but this model would run on the CPU; "
-            "serve it with dtype 'float32' on the CPU, or where CUDA is available"
-        )
-    return device
-
-
-def _check_device(where: str, name: str) -> str:
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        device = None
-    if device is None or device.type not in _DEVICE_TYPES:
-        raise ValueError(
-            f"{where}: {name!r} is not a device this backend runs on "
-            "(expected 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps')"
-        )
-    if device.type == "cpu":
-        return "cpu"
-    if device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"{where}: device 'mps' is not available on this machine")
-        return "mps"
-    if not torch.cuda.is_available():
-        raise ValueError(
-            f"{where}: CUDA is not available on this machine (torch {torch.__version__}); "
-            "use device 'auto' or 'cpu'"
-        )
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(
-            f"{where}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-            f"so {name!r} does not exist"
-        )
-    return str(device)
-
-
-def directory_digest(directory: Path, cache_dir: Path) -> str:
-    """Digest of an HF model directory: every top-level file that affects outputs.
-
-    That is weights, config, tokenizer files and the chat template (``chat_template.jinja`` or
-    inside ``tokenizer_config.json``); READMEs and licences are left out.
-    """
-    files = sorted(
-        p
-        for p in directory.iterdir()
-        if p.is_file()
-        and not p.name.startswith(_IGNORED_PREFIXES)
-        and not p.name.endswith(_IGNORED_SUFFIXES)
-        and p.name != _CONVERSION_MARKER
-    )
-    return digest_json(
-        {"format": "hf", "files": {p.name: memoized_file_digest(p, cache_dir) for p in files}}
-    )
-
-
-def converted_model_dir(gguf_path: Path, cache_dir: Path) -> Path:
-    """The HF directory a GGUF file is converted into, converting it on first use.
-
-    The conversion is written to a temporary sibling directory and renamed into place, so a
-    killed conversion never leaves a half-written model where loaders look.
-    """
-    digest = memoized_file_digest(gguf_path, cache_dir)
-    models_dir = cache_dir / "models"
-    target = models_dir / digest
-    if (target / _CONVERSION_MARKER).is_file():
-        return target
-    models_dir.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_partials(models_dir)
-    partial = models_dir / f".partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        _convert_gguf(gguf_path, partial)
-        write_text_atomic(
-            partial / _CONVERSION_MARKER,
-            json.dumps({"gguf_file": gguf_path.name, "gguf_sha256": digest}),
-        )
-        try:
-            partial.rename(target)
-        except OSError:
-            # Another process finished the same conversion first; its copy is as good.
-            if not (target / _CONVERSION_MARKER).is_file():
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return target
-
-
-def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
-    transformers = _import_transformers()
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32, local_files_only=True
-    )
-    tokenizer = transformers.AutoTokenizer.from_pretrained(
-        gguf_path.parent, gguf_file=gguf_path.name, local_files_only=True
-    )
-    # A model loaded from GGUF refuses save_pretrained (it carries a quantization config), so
-    # the dequantized weights move into a fresh model built from the config without it.
-    config = model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(model.state_dict(), strict=True)
-    out_dir.mkdir(parents=True)
-    plain.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-
-
-def _remove_abandoned_partials(models_dir: Path) -> None:
-    """Delete temporary directories of conversions whose process no longer exists."""
-    for partial in models_dir.glob(".partial-*"):
-        pid_text = partial.name.split("-")[1]
-        if pid_text.isdigit() and not _process_alive(int(pid_text)):
-            shutil.rmtree(partial, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _import_transformers() -> Any:
-    # Evaluation never downloads: every source is a local file or directory.
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    import transformers
-
-    return transformers
-
-
-@dataclass
-class _LoadedModel:
-    model: Any
-    tokenizer: Any
-    cache_kwarg: str  # name of the forward() argument taking the KV cache
-    max_positions: int
-    eos_ids: frozenset[int]
-    pad_id: int
-    fallback_context_id: int  # conditions a continuation whose context has no tokens
-    adds_bos: bool  # the tokenizer puts BOS in front of raw text by default
-    device: torch.device  # where input tensors go (the input embeddings' device)
-
-
-# Loaded models per (directory, dtype, device, device_map): several clients and steps in one
-# process load once.
-_LOADED: dict[tuple[str, str, str, str | None], _LoadedModel] = {}
-_LOAD_LOCK = threading.Lock()
-
-
-def _load(
-    directory: Path, dtype: str, device: str = "cpu", device_map: str | None = None
-) -> _LoadedModel:
-    key = (str(directory), dtype, device, device_map)
-    with _LOAD_LOCK:
-        if key not in _LOADED:
-            _LOADED[key] = _load_uncached(directory, _DTYPES[dtype], device, device_map)
-        return _LOADED[key]
-
-
-def _load_uncached(
-    directory: Path, dtype: torch.dtype, device: str, device_map: str | None
-) -> _LoadedModel:
-    transformers = _import_transformers()
-    placement = {"device_map": device_map} if device_map is not None else {}
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        directory, dtype=dtype, local_files_only=True, **placement
-    ).eval()
-    if device_map is None:
-        model = model.to(device)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    eos: set[int] = set()
-    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
-        if isinstance(source, int):
-            eos.add(source)
-        elif source:
-            eos.update(int(i) for i in source)
-    if not eos:
-        raise ValueError(f"model at {directory} defines no end-of-sequence token")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
-    bos = tokenizer.bos_token_id
-    adds_bos = bos is not None and tokenizer("a").input_ids[:1] == [bos]
-    params = inspect.signature(model.forward).parameters
-    return _LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        cache_kwarg="cache" if "cache" in params else "past_key_values",
-        max_positions=int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30),
-        eos_ids=frozenset(eos),
-        pad_id=int(pad_id),
-        fallback_context_id=int(bos if bos is not None else min(eos)),
-        adds_bos=adds_bos,
-        device=model.get_input_embeddings().weight.device,
-    )
-
-
-@dataclass
-class _GenRow:
-    index: int  # position in the caller's request list
-    prompt_ids: list[int]
-    max_new: int
-    stop: tuple[str, ...]
-
-    @property
-    def weight(self) -> int:
-        return 1
-
-
-@dataclass
-class _LLGroup:
-    """Continuations of one request that share the same context tokens."""
-
-    context_ids: list[int]
-    choice_indices: list[int]
-    continuation_ids: list[list[int]]
-
-
-@dataclass
-class _LLRow:
-    index: int
-    groups: list[_LLGroup]
-    continuations: tuple[str, ...]
-
-    @property
-    def n_choices(self) -> int:
-        return len(self.continuations)
-
-    @property
-    def weight(self) -> int:
-        return self.n_choices
-
-    @property
-    def prefix_len(self) -> int:
-        return max(len(g.context_ids) for g in self.groups)
-
-
-@dataclass
-class _PromptRow:
-    """A text to score token by token; ``ids`` are what the model sees (BOS, truncation)."""
-
-    index: int
-    text: str
-    ids: list[int]
-    spans: list[tuple[int, int]]  # character span of each listed token of ``text``
-    n_hidden: int  # leading ids not listed as tokens (the BOS)
-    n_dropped: int  # listed tokens before the context window, left unscored
-
-    @property
-    def weight(self) -> int:
-        return 1
-
-
-def _left_pad(
-    sequences: list[list[int]], pad_id: int, device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Token ids left-padded to one width, with the attention mask and position ids, so every
-    row ends at the last column (where the next token is predicted)."""
-    width = max(len(seq) for seq in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, width - len(seq) :] = torch.tensor(seq)
-        mask[row, width - len(seq) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids.to(device), mask.to(device), positions.to(device)
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for an accelerator out-of-memory error (the typed one, or a RuntimeError saying so)."""
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 class TransformersClient:
@@ -433,10 +100,10 @@ class TransformersClient:
     """
 
     def __init__(self, spec: ModelSpec, cache_dir: Path) -> None:
-        if spec.serving.dtype not in _DTYPES:
+        if spec.serving.dtype not in DTYPES:
             raise ValueError(
                 f"model {spec.key!r}: serving dtype {spec.serving.dtype!r} is not one of "
-                f"{', '.join(_DTYPES)}"
+                f"{', '.join(DTYPES)}"
             )
         if spec.serving.batch_size < 1 or spec.serving.max_context < 2:
             raise ValueError(
@@ -474,9 +141,9 @@ class TransformersClient:
                 self._dir = self.source.path
         return self._dir
 
-    def _loaded(self) -> _LoadedModel:
+    def _loaded(self) -> LoadedModel:
         serving = self.spec.serving
-        loaded = _load(self.model_dir, serving.dtype, self.device, serving.device_map)
+        loaded = load_model(self.model_dir, serving.dtype, self.device, serving.device_map)
         if serving.chat_template and not loaded.tokenizer.chat_template:
             raise ValueError(
                 f"model {self.spec.key!r}: serving.chat_template is true but the tokenizer of "
@@ -506,8 +173,8 @@ class TransformersClient:
             return []
         lm = self._loaded()
         budget = min(self.spec.serving.max_context, lm.max_positions)
-        gen_rows: list[_GenRow] = []
-        ll_rows: list[_LLRow] = []
+        gen_rows: list[GenRow] = []
+        ll_rows: list[LLRow] = []
         for i, request in enumerate(requests):
             try:
                 if request.kind == RequestKind.GENERATE:
@@ -532,7 +199,7 @@ class TransformersClient:
             if progress is not None:
                 progress(done, len(requests))
 
-        gen_rows = _generation_order(gen_rows)
+        gen_rows = generation_order(gen_rows)
         self._run_rows(lm, gen_rows, self._generate_batch, finish, fail, batch_done)
         ll_rows.sort(key=lambda r: (-r.prefix_len, r.index))
         self._run_rows(lm, ll_rows, self._loglikelihood_batch, finish, fail, batch_done)
@@ -551,18 +218,20 @@ class TransformersClient:
         lm = self._loaded()
         budget = min(self.spec.serving.max_context, lm.max_positions)
         results: list[PromptLogprobs | None] = [None] * len(texts)
-        rows: list[_PromptRow] = []
+        rows: list[PromptRow] = []
         for i, text in enumerate(texts):
             row = self._prompt_row(lm, i, text, budget)
             if len(row.ids) < 2:  # nothing conditions the only token: no forward pass needed
-                results[i] = _prompt_logprobs(row, [None] * len(row.spans), [None] * len(row.spans))
+                results[i] = prompt_logprobs_of(
+                    row, [None] * len(row.spans), [None] * len(row.spans)
+                )
             else:
                 rows.append(row)
 
-        def finish(row: _PromptRow, scored: PromptLogprobs, _latency: float, _size: int) -> None:
+        def finish(row: PromptRow, scored: PromptLogprobs, _latency: float, _size: int) -> None:
             results[row.index] = scored
 
-        def fail(row: _PromptRow, message: str) -> None:
+        def fail(row: PromptRow, message: str) -> None:
             raise ValueError(f"could not score text {row.index} ({len(row.ids)} tokens): {message}")
 
         rows.sort(key=lambda r: (-len(r.ids), r.index))
@@ -571,7 +240,7 @@ class TransformersClient:
 
     # -- request preparation ------------------------------------------------------------------
 
-    def _encode(self, lm: _LoadedModel, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    def _encode(self, lm: LoadedModel, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Token ids of model-ready text and each token's character span (BOS spans nothing)."""
         tok = lm.tokenizer
         if tok.is_fast:
@@ -584,21 +253,21 @@ class TransformersClient:
             ids, spans = [lm.tokenizer.bos_token_id, *ids], [(0, 0), *spans]
         return ids, spans
 
-    def _gen_row(self, lm: _LoadedModel, index: int, request: Request, budget: int) -> _GenRow:
+    def _gen_row(self, lm: LoadedModel, index: int, request: Request, budget: int) -> GenRow:
         check_generate(request, budget)
         ids, _ = self._encode(lm, self.render_prompt(request.prompt))
         if not ids:
             ids = [lm.fallback_context_id]
         keep = budget - request.max_tokens
-        return _GenRow(index, ids[-keep:], request.max_tokens, request.stop)
+        return GenRow(index, ids[-keep:], request.max_tokens, request.stop)
 
-    def _ll_row(self, lm: _LoadedModel, index: int, request: Request, budget: int) -> _LLRow:
+    def _ll_row(self, lm: LoadedModel, index: int, request: Request, budget: int) -> LLRow:
         check_loglikelihood(request)
         context = self.render_prompt(request.prompt)
-        groups: dict[tuple[int, ...], _LLGroup] = {}
+        groups: dict[tuple[int, ...], LLGroup] = {}
         for j, continuation in enumerate(request.continuations):
             ctx_ids, cont_ids = self._split(lm, context, continuation)
-            group = groups.setdefault(tuple(ctx_ids), _LLGroup(ctx_ids, [], []))
+            group = groups.setdefault(tuple(ctx_ids), LLGroup(ctx_ids, [], []))
             group.choice_indices.append(j)
             group.continuation_ids.append(cont_ids)
         for group in groups.values():
@@ -606,9 +275,9 @@ class TransformersClient:
             check_continuation_fits(request, longest, budget)
             # Every choice of a group conditions on the same (possibly truncated) context.
             group.context_ids = group.context_ids[-(budget - longest) :]
-        return _LLRow(index, list(groups.values()), request.continuations)
+        return LLRow(index, list(groups.values()), request.continuations)
 
-    def _split(self, lm: _LoadedModel, context: str, continuation: str) -> tuple[list, list]:
+    def _split(self, lm: LoadedModel, context: str, continuation: str) -> tuple[list, list]:
         """Context tokens and continuation tokens of ``context + continuation``."""
         ids, spans = self._encode(lm, context + continuation)
         if spans:
@@ -627,7 +296,7 @@ class TransformersClient:
             ctx_ids = [lm.fallback_context_id]
         return ctx_ids, cont_ids
 
-    def _prompt_row(self, lm: _LoadedModel, index: int, text: str, budget: int) -> _PromptRow:
+    def _prompt_row(self, lm: LoadedModel, index: int, text: str, budget: int) -> PromptRow:
         tok = lm.tokenizer
         if tok.is_fast:
             enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -641,7 +310,7 @@ class TransformersClient:
         hidden = [tok.bos_token_id] if lm.adds_bos and ids else []
         full = hidden + ids
         dropped = max(0, len(full) - budget)
-        return _PromptRow(
+        return PromptRow(
             index=index,
             text=text,
             ids=full[dropped:],
@@ -662,12 +331,12 @@ class TransformersClient:
         limit = self.spec.serving.batch_size
         start = 0
         while start < len(rows):
-            batch = _take(rows, start, limit)
+            batch = take_batch(rows, start, limit)
             weight = sum(row.weight for row in batch)
             outcome = self._run_batch(lm, batch, runner, limit, finish, fail)
             if outcome is not None:  # out of memory
                 shrunk = min(limit, weight) // 2
-                _release_cached_memory()
+                release_cached_memory()
                 if shrunk >= 1:
                     log.warning(
                         "model %s: out of memory on a batch of %d; retrying with at most %d",
@@ -705,10 +374,10 @@ class TransformersClient:
             finish(row, output, per_row, len(batch))
         return None
 
-    def _forward(self, lm: _LoadedModel, ids, mask, positions, cache, logits_to_keep: int = 0):
+    def _forward(self, lm: LoadedModel, ids, mask, positions, cache, logits_to_keep: int = 0):
         """One forward pass; ``cache`` None runs without a KV cache (none kept or built)."""
         cache_args = {} if cache is None else {lm.cache_kwarg: cache}
-        with _attention_kernels(lm):
+        with attention_kernels(lm):
             return lm.model(
                 input_ids=ids,
                 attention_mask=mask,
@@ -719,7 +388,7 @@ class TransformersClient:
             )
 
     @torch.inference_mode()
-    def _generate_batch(self, lm: _LoadedModel, rows: list[_GenRow], _limit: int) -> list:
+    def _generate_batch(self, lm: LoadedModel, rows: list[GenRow], _limit: int) -> list:
         """Greedy decoding of ``rows`` together; finished rows leave the batch (and its cache)."""
         out, mask, positions = self._prefill(lm, [r.prompt_ids for r in rows])
         tokens: list[list[int]] = [[] for _ in rows]
@@ -736,7 +405,7 @@ class TransformersClient:
                     continue
                 tokens[i].append(token)
                 logprobs[i].append(chosen_lp[b])
-                if len(tokens[i]) < rows[i].max_new and not _stop_completed(
+                if len(tokens[i]) < rows[i].max_new and not stop_completed(
                     lm.tokenizer, tokens[i], rows[i].stop
                 ):
                     keep.append(b)
@@ -769,7 +438,7 @@ class TransformersClient:
         return completions
 
     def _prefill(
-        self, lm: _LoadedModel, prompts: list[list[int]]
+        self, lm: LoadedModel, prompts: list[list[int]]
     ) -> tuple[Any, torch.Tensor, torch.Tensor]:
         """Forward the prompts of a generation batch: (output, attention mask, position ids).
 
@@ -779,14 +448,14 @@ class TransformersClient:
         and a row's suffix, masked out, and each row's positions continue from the prefix, so
         every row computes what it would alone. Otherwise the whole prompts run left-padded.
         """
-        transformers = _import_transformers()
+        transformers = import_transformers()
         cache = transformers.DynamicCache(config=lm.model.config)
-        shared = _shared_prefix_len(prompts) if len(prompts) > 1 else 0
+        shared = shared_prefix_len(prompts) if len(prompts) > 1 else 0
         # Sliding-window layers keep only the window, so a repeated prefix cache could not line
         # up with the full-length mask; such models run whole prompts.
         plain = all(type(layer) is transformers.cache_utils.DynamicLayer for layer in cache.layers)
-        if not _worth_sharing(shared, len(prompts), lm.device) or not plain:
-            ids, mask, positions = _left_pad(prompts, lm.pad_id, lm.device)
+        if not worth_sharing(shared, len(prompts), lm.device) or not plain:
+            ids, mask, positions = left_pad(prompts, lm.pad_id, lm.device)
             return self._forward(lm, ids, mask, positions, cache, logits_to_keep=1), mask, positions
         prefix = torch.tensor([prompts[0][:shared]], device=lm.device)
         prefix_positions = torch.arange(shared, device=lm.device)[None, :]
@@ -795,7 +464,7 @@ class TransformersClient:
             lm.cache_kwarg
         ]
         cache.batch_repeat_interleave(len(prompts))
-        ids, suffix_mask, suffix_positions = _left_pad(
+        ids, suffix_mask, suffix_positions = left_pad(
             [p[shared:] for p in prompts], lm.pad_id, lm.device
         )
         mask = torch.cat([prefix_mask.expand(len(prompts), -1), suffix_mask], dim=1)
@@ -803,7 +472,7 @@ class TransformersClient:
         return self._forward(lm, ids, mask, positions, cache, logits_to_keep=1), mask, positions
 
     @torch.inference_mode()
-    def _loglikelihood_batch(self, lm: _LoadedModel, rows: list[_LLRow], limit: int) -> list:
+    def _loglikelihood_batch(self, lm: LoadedModel, rows: list[LLRow], limit: int) -> list:
         """Score all choices of ``rows``, at most ``limit`` choices per forward pass.
 
         A context with several choices is computed once (see ``_score_shared``); a context
@@ -814,7 +483,7 @@ class TransformersClient:
         groups = [g for row in rows for g in row.groups]
         # Per (group, choice): list of (logprob, is_argmax) for each continuation token.
         scored: dict[tuple[int, int], list[tuple[float, bool]]] = {}
-        shared: list[tuple[int, _LLGroup]] = []
+        shared: list[tuple[int, LLGroup]] = []
         whole: list[tuple[int, list[int]]] = []  # (group, its one continuation)
         for g, group in enumerate(groups):
             if len(group.continuation_ids) > 1:
@@ -855,8 +524,8 @@ class TransformersClient:
 
     def _score_shared(
         self,
-        lm: _LoadedModel,
-        groups: list[tuple[int, _LLGroup]],
+        lm: LoadedModel,
+        groups: list[tuple[int, LLGroup]],
         limit: int,
         scored: dict[tuple[int, int], list[tuple[float, bool]]],
     ) -> None:
@@ -867,8 +536,8 @@ class TransformersClient:
         ``limit`` choices per forward pass. The first token of every choice is scored from the
         context pass, so single-token choices cost nothing beyond it.
         """
-        transformers = _import_transformers()
-        ids, mask, positions = _left_pad([g.context_ids for _, g in groups], lm.pad_id, lm.device)
+        transformers = import_transformers()
+        ids, mask, positions = left_pad([g.context_ids for _, g in groups], lm.pad_id, lm.device)
         cache = transformers.DynamicCache(config=lm.model.config)
         out = self._forward(lm, ids, mask, positions, cache, logits_to_keep=1)
         first_logits = out.logits[:, -1, :].float()
@@ -891,8 +560,8 @@ class TransformersClient:
 
     def _score_whole(
         self,
-        lm: _LoadedModel,
-        groups: list[_LLGroup],
+        lm: LoadedModel,
+        groups: list[LLGroup],
         part: list[tuple[int, list[int]]],
         scored: dict[tuple[int, int], list[tuple[float, bool]]],
     ) -> None:
@@ -903,7 +572,7 @@ class TransformersClient:
         logits are computed only for the columns that predict continuation tokens.
         """
         seqs = [groups[g].context_ids + cont[:-1] for g, cont in part]
-        ids, mask, positions = _left_pad(seqs, lm.pad_id, lm.device)
+        ids, mask, positions = left_pad(seqs, lm.pad_id, lm.device)
         keep = max(len(cont) for _, cont in part)
         logits = self._forward(lm, ids, mask, positions, None, logits_to_keep=keep).logits.float()
         # Targets right-aligned like the rows; unused columns point at token 0 and are dropped.
@@ -919,7 +588,7 @@ class TransformersClient:
 
     def _score_tails(self, lm, part, prefix_cache, prefix_mask, last_positions, scored) -> None:
         """Score continuation tokens after the first, on a copy of the contexts' KV cache."""
-        transformers = _import_transformers()
+        transformers = import_transformers()
         select = [b for _, b, _, _ in part]
         cache = transformers.DynamicCache(config=lm.model.config)
         for layer_idx, layer in enumerate(prefix_cache.layers):
@@ -952,10 +621,10 @@ class TransformersClient:
             scored[g, k].extend(zip(lps, greedy, strict=True))
 
     @torch.inference_mode()
-    def _prompt_batch(self, lm: _LoadedModel, rows: list[_PromptRow], _limit: int) -> list:
+    def _prompt_batch(self, lm: LoadedModel, rows: list[PromptRow], _limit: int) -> list:
         """Per-token log-probabilities of several texts from one forward pass."""
-        ids, mask, positions = _left_pad([r.ids for r in rows], lm.pad_id, lm.device)
-        with _attention_kernels(lm):
+        ids, mask, positions = left_pad([r.ids for r in rows], lm.pad_id, lm.device)
+        with attention_kernels(lm):
             logits = lm.model(
                 input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
             ).logits
@@ -977,107 +646,5 @@ class TransformersClient:
             # values[k] scores ids[k + 1]. Unscored: the tokens before the window and, unless a
             # BOS leads the window, the window's first token.
             n_none = row.n_dropped + (0 if row.n_hidden else 1)
-            out.append(_prompt_logprobs(row, [None] * n_none + values, [None] * n_none + tops))
+            out.append(prompt_logprobs_of(row, [None] * n_none + values, [None] * n_none + tops))
         return out
-
-
-def _prompt_logprobs(row: _PromptRow, values: list, tops: list) -> PromptLogprobs:
-    from assay.models.prompt_logprobs import PromptLogprobs
-
-    if len(values) != len(row.spans):  # a bookkeeping slip would misalign every offset
-        raise RuntimeError(
-            f"scored {len(values)} tokens of text {row.index}, expected {len(row.spans)}"
-        )
-    return PromptLogprobs(
-        tokens=tuple(row.text[a:b] for a, b in row.spans),
-        text_offset=tuple(a for a, _ in row.spans),
-        token_logprobs=tuple(values),
-        top_logprobs=tuple(tops),
-    )
-
-
-def _generation_order(rows: list[_GenRow]) -> list[_GenRow]:
-    """Generation rows in batch order: longest first, so padding within a batch stays small and
-    memory trouble shows early, except that rows whose prompts open with the same
-    ``_MIN_SHARED_PREFIX`` tokens (one few-shot trial, one template) stay together, so their
-    batches can compute the shared prefix once. Groups come in the order of their longest row.
-    """
-    groups: dict[tuple[int, ...], list[_GenRow]] = {}
-    for row in sorted(rows, key=lambda r: (-len(r.prompt_ids), r.index)):
-        groups.setdefault(tuple(row.prompt_ids[:_MIN_SHARED_PREFIX]), []).append(row)
-    return [row for group in groups.values() for row in group]
-
-
-def _worth_sharing(shared: int, n_rows: int, device: torch.device) -> bool:
-    """Whether computing ``shared`` leading tokens once for ``n_rows`` prompts saves time."""
-    if shared < 1:
-        return False
-    if device.type == "cpu":
-        return (n_rows - 1) * shared >= _CPU_MIN_SAVED_TOKENS
-    return shared >= _MIN_SHARED_PREFIX
-
-
-def _shared_prefix_len(prompts: list[list[int]]) -> int:
-    """Length of the token prefix common to all prompts, leaving every prompt one token of its
-    own (the last prompt token's logits start each row's generation)."""
-    first = prompts[0]
-    limit = min(len(p) for p in prompts) - 1
-    n = 0
-    while n < limit and all(p[n] == first[n] for p in prompts):
-        n += 1
-    return n
-
-
-def _take(rows: list, start: int, limit: int) -> list:
-    """Consecutive rows from ``start`` whose weights together fit ``limit`` (at least one)."""
-    batch = [rows[start]]
-    weight = rows[start].weight
-    for row in rows[start + 1 :]:
-        if weight + row.weight > limit:
-            break
-        batch.append(row)
-        weight += row.weight
-    return batch
-
-
-def _attention_kernels(lm: _LoadedModel) -> contextlib.AbstractContextManager:
-    """The attention kernels a forward pass may use: on CUDA, every fused kernel but cuDNN's.
-
-    cuDNN's kernel (PyTorch's first choice for half precision on recent GPUs) builds a plan for
-    each new sequence length, about 1.4 ms of CPU time per layer call on an H200 with torch
-    2.11; decoding changes the length at every step, which made bfloat16 generation six times
-    slower than float32 there (``benchmarks/bench_gpu.py``).
-    """
-    if lm.device.type != "cuda":
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel(
-        [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-    )
-
-
-def _release_cached_memory() -> None:
-    # Blocks freed by the failed batch go back to the device, so the smaller retry can use them.
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _stop_completed(tokenizer: Any, tokens: list[int], stops: Sequence[str]) -> bool:
-    """Whether the text of ``tokens`` contains a stop sequence, decoding little per step.
-
-    Called after each new token, so a stop sequence that appears now ends in the newest
-    tokens. Decoding only a tail long enough to hold the longest stop sequence (a character
-    can take up to four byte tokens, plus one token of slack for a leading space a tokenizer
-    drops when decoding) is enough to rule it out; only when the tail contains a stop is the
-    whole text decoded to confirm, so the result is that of the full decode.
-    """
-    stops = [s for s in stops if s]
-    if not stops:
-        return False
-    window = 4 * max(len(s) for s in stops) + 2
-    if len(tokens) > window:
-        tail = tokenizer.decode(tokens[-window:])
-        if not any(s in tail for s in stops):
-            return False
-    return find_stop(tokenizer.decode(tokens), stops) >= 0

@@ -1,6 +1,8 @@
 """Model and prompt registry: versions, aliases, stages, tags, prompt templates and an
 append-only event log, stored through SQLAlchemy (SQLite by default, Postgres by URL)."""
 
+from assay.registry.checks import normalize_serving
+from assay.registry.engine import default_actor, default_registry_url
 from assay.registry.entities import (
     Event,
     EventKind,
@@ -12,7 +14,7 @@ from assay.registry.entities import (
     Stage,
 )
 from assay.registry.errors import ErrorCode, RegistryError
-from assay.registry.store import Registry, default_actor, default_registry_url, normalize_serving
+from assay.registry.store import Registry
 
 __all__ = [
     "ErrorCode",
