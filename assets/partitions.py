@@ -14,9 +14,7 @@ from dagster import (
 )
 
 from assay.evaluate.suite import load_suite
-
-MODEL_VERSION = "model_version"
-SCENARIO = "scenario"
+from assay.storage.contract import MODEL_VERSION, SCENARIO
 
 # Keys come from the registry ("smollm2-135m-instruct@v3"); the promotion sensor adds them.
 model_version_partitions = DynamicPartitionsDefinition(name=MODEL_VERSION)

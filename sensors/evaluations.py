@@ -3,6 +3,7 @@
 from dagster import AssetKey, AssetRecordsFilter, SensorEvaluationContext, SkipReason, sensor
 
 from assay.core.records import headline_means
+from assay.storage.contract import METRIC_TABLES, MODEL_VERSION, SCENARIO
 from assets.partitions import evaluation_partitions
 from resources import RegistryResource, StorageResource
 
@@ -18,7 +19,7 @@ def evaluation_recorder_sensor(
 ):
     after = int(context.cursor or 0)
     records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey("metric_tables"), after_storage_id=after),
+        AssetRecordsFilter(asset_key=AssetKey(METRIC_TABLES), after_storage_id=after),
         limit=100,
         ascending=True,
     ).records
@@ -34,10 +35,10 @@ def evaluation_recorder_sensor(
         if key is None:
             continue
         dims = evaluation_partitions.get_partition_key_from_str(key).keys_by_dimension
-        metrics = headline_means(store.read("metric_tables", dims).to_pylist())
+        metrics = headline_means(store.read(METRIC_TABLES, dims).to_pylist())
         if metrics:
             reg.record_evaluation(
-                dims["model_version"], dims["scenario"], metrics, run_id=record.run_id
+                dims[MODEL_VERSION], dims[SCENARIO], metrics, run_id=record.run_id
             )
             recorded += 1
         context.update_cursor(str(record.storage_id))

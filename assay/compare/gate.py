@@ -35,6 +35,7 @@ from assay.registry.aliases import GATE_FAILED, GATE_PASSED, GATE_TAG_PREFIX
 from assay.registry.errors import ErrorCode
 from assay.scoring.metrics.directions import LOWER_IS_BETTER
 from assay.stats.paired import adjust, compare
+from assay.storage.contract import INSTANCE_SCORES, evaluation_partition
 from assay.storage.parquet import ParquetStore
 
 _KEY_COLUMNS = ("instance_id", "metric", "value", "perturbation", "trial", "template_id", "group")
@@ -342,13 +343,13 @@ def gate_partition(
         )
     elif champion == candidate:
         result = no_champion(scenario, candidate, f"{candidate} is the champion")
-    elif not store.exists("instance_scores", {"model_version": champion, "scenario": scenario}):
+    elif not store.exists(INSTANCE_SCORES, evaluation_partition(champion, scenario)):
         result = no_champion(
             scenario, candidate, f"champion {champion} has no instance_scores on {scenario}"
         )
     else:
-        cand = store.read("instance_scores", {"model_version": candidate, "scenario": scenario})
-        champ = store.read("instance_scores", {"model_version": champion, "scenario": scenario})
+        cand = store.read(INSTANCE_SCORES, evaluation_partition(candidate, scenario))
+        champ = store.read(INSTANCE_SCORES, evaluation_partition(champion, scenario))
         try:
             result = evaluate_gate(
                 cand, champ, config, scenario=scenario, candidate=candidate, champion=champion

@@ -13,6 +13,7 @@ from assay.core.digests import seed_from
 from assay.evaluate.suite import Suite
 from assay.registry import Registry
 from assay.scoring.metrics.directions import LOWER_IS_BETTER
+from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, MODEL_VERSION, RANKINGS, SCENARIO
 from assay.storage.parquet import ParquetStore
 
 
@@ -25,7 +26,7 @@ class StoredResults:
 
     @classmethod
     def read(cls, store: ParquetStore) -> StoredResults:
-        return cls(store.read_all("metric_tables"), store.read_all("instance_scores"))
+        return cls(store.read_all(METRIC_TABLES), store.read_all(INSTANCE_SCORES))
 
 
 def leaderboard_as_of(
@@ -42,7 +43,7 @@ def leaderboard_as_of(
             f"no metric tables for the {len(versions)} model versions registered by "
             f"{as_of:%Y-%m-%d}; materialize model_outputs and metric_tables first"
         )
-    evaluated = set(cards["scenario"].to_pylist())
+    evaluated = set(cards[SCENARIO].to_pylist())
     # Scenarios nobody has been evaluated on yet are left off the board rather than failing it.
     primary = {key: suite[key].metric for key in suite.keys if key in evaluated}
     board = build_leaderboard(
@@ -50,7 +51,7 @@ def leaderboard_as_of(
         scores,
         primary_metrics=primary,
         lower_is_better=LOWER_IS_BETTER,
-        seed=seed_from("rankings", day),
+        seed=seed_from(RANKINGS, day),
     )
     return board, cards
 
@@ -59,4 +60,4 @@ def _only(table: pa.Table | None, versions: set[str]) -> pa.Table | None:
     """The rows of ``table`` that belong to ``versions``."""
     if table is None:
         return None
-    return table.filter(pc.is_in(table["model_version"], pa.array(sorted(versions), pa.string())))
+    return table.filter(pc.is_in(table[MODEL_VERSION], pa.array(sorted(versions), pa.string())))

@@ -1,0 +1,44 @@
+"""The storage contract: the names the library, the assets and the sensors agree on.
+
+A table in storage is named after the asset that writes it, and partitioned along the
+dimensions below. Keep every such name here, so that a reader (the gate, the standings, the
+evaluation recorder) and the writer cannot drift apart.
+
+Partition keys:
+- ``model_version``: a registry version key, ``<model>@v<N>``
+  (:func:`assay.registry.names.version_key` builds and checks it);
+- ``scenario``: a suite file's scenario key;
+- the two together, as Dagster spells a multi-partition key: ``<version>|<scenario>``
+  (dimensions in name order), see :func:`evaluation_key`.
+"""
+
+from __future__ import annotations
+
+# Assets, and the tables they store.
+REGISTERED_MODELS = "registered_models"
+SCENARIO_INSTANCES = "scenario_instances"
+PERTURBED_INSTANCES = "perturbed_instances"
+MODEL_OUTPUTS = "model_outputs"
+INSTANCE_SCORES = "instance_scores"
+METRIC_TABLES = "metric_tables"
+RANKINGS = "rankings"
+DASHBOARD = "dashboard"
+
+# The outputs of one evaluation of a model version on a scenario.
+EVALUATION_ASSETS = (MODEL_OUTPUTS, INSTANCE_SCORES, METRIC_TABLES)
+
+# Partition dimensions.
+MODEL_VERSION = "model_version"
+SCENARIO = "scenario"
+# Separator of a multi-partition key's dimensions (Dagster's).
+KEY_SEPARATOR = "|"
+
+
+def evaluation_partition(version: str, scenario: str) -> dict[str, str]:
+    """The storage partition of one model version × scenario."""
+    return {MODEL_VERSION: version, SCENARIO: scenario}
+
+
+def evaluation_key(version: str, scenario: str) -> str:
+    """The multi-partition key of one model version × scenario: ``<version>|<scenario>``."""
+    return f"{version}{KEY_SEPARATOR}{scenario}"
