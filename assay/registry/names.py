@@ -56,7 +56,7 @@ def version_key(name: str, version: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Reference:
+class VersionPointer:
     """A parsed pointer to one version: by number, by alias, or the latest (both None)."""
 
     name: str
@@ -64,7 +64,7 @@ class Reference:
     alias: str | None = None
 
 
-def parse_reference(text: str, scheme: str) -> Reference:
+def parse_reference(text: str, scheme: str) -> VersionPointer:
     """Parse ``name@v3``, ``name@alias``, ``name@latest``, ``<scheme>:/name/3``,
     ``<scheme>:/name@alias`` or ``<scheme>:/name`` (the latest version)."""
     if not isinstance(text, str) or not text:
@@ -77,19 +77,19 @@ def parse_reference(text: str, scheme: str) -> Reference:
             name, _, number = body.partition("/")
             if not number.isdigit() or int(number) < 1:
                 raise invalid(f"{text!r}: version must be a positive integer, got {number!r}")
-            return Reference(check_name(name, f"{scheme} name"), version=int(number))
+            return VersionPointer(check_name(name, f"{scheme} name"), version=int(number))
     elif ":" in text.partition("@")[0]:
         raise invalid(f"{text!r}: expected '{prefix}name@alias', '{prefix}name/N' or 'name@vN'")
     name, sep, tail = body.partition("@")
     check_name(name, f"{scheme} name")
     if not sep:
-        return Reference(name)
+        return VersionPointer(name)
     if tail == "latest":
-        return Reference(name)
+        return VersionPointer(name)
     match = _VERSION_WORD.match(tail)
     if match:
         number = int(match.group(1))
         if number < 1:
             raise invalid(f"{text!r}: versions start at 1")
-        return Reference(name, version=number)
-    return Reference(name, alias=check_name(tail, "alias"))
+        return VersionPointer(name, version=number)
+    return VersionPointer(name, alias=check_name(tail, "alias"))

@@ -33,7 +33,7 @@ from assay.registry.entities import (
 )
 from assay.registry.errors import exists, invalid, not_found
 from assay.registry.names import (
-    Reference,
+    VersionPointer,
     check_name,
     parse_reference,
     version_key,
@@ -65,7 +65,7 @@ class ModelRegistry(RegistryBase):
         )
         return one(session, query, False, f"model version {version_key(model.name, version)!r}")
 
-    def _resolve_row(self, session: Session, ref: Reference) -> tuple[ModelRow, VersionRow]:
+    def _resolve_row(self, session: Session, ref: VersionPointer) -> tuple[ModelRow, VersionRow]:
         model = self._model_row(session, ref.name)
         if ref.alias is not None:
             alias = session.get(AliasRow, (model.id, ref.alias))
