@@ -13,23 +13,20 @@ from dagster import (
     multi_asset,
 )
 
-from assay.core.digests import digest_json
-from assay.core.records import Instance, InstanceStat, ModelOutput
-from assay.evaluate.run import (
-    ProgressLog,
-    check_failures,
-    evaluate,
-    perturb_eval_instances,
-    perturbed_from_table,
-    select_instances,
-)
-from assay.evaluate.suite import ScenarioConfig
-from assay.perturbations import PerturbedInstance
+from assay.evaluate.partition import run_partition
 from assay.registry.resolved import ResolvedModel
-from assay.scoring.judge import Rubric, judge_clients, toxicity_scorer
-from assay.scoring.judge_scores import judge_partition
-from assay.scoring.scorecard import SCORING_VERSION, score_partition
-from assay.scoring.summary import scorecard_table
+from assay.scoring.partition import SuiteScorer
+from assay.scoring.scorecard import SCORING_VERSION
+from assay.storage.contract import (
+    INSTANCE_SCORES,
+    METRIC_TABLES,
+    MODEL_OUTPUTS,
+    MODEL_VERSION,
+    PERTURBED_INSTANCES,
+    REGISTERED_MODELS,
+    SCENARIO,
+    SCENARIO_INSTANCES,
+)
 from assets.common import (
     by_key,
     evaluation_keys,
@@ -38,10 +35,11 @@ from assets.common import (
     partitioned_output,
     scenario_of,
 )
-from assets.partitions import MODEL_VERSION, SCENARIO, evaluation_partitions
+from assets.partitions import evaluation_partitions
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
 
 MODEL_POOL = "model-inference"
+_PREVIEW_COLUMNS = ["instance_id", "perturbation", "trial", "text", "latency_s", "cached"]
 _FROM_MODEL_VERSION = MultiToSingleDimensionPartitionMapping(partition_dimension_name=MODEL_VERSION)
 _FROM_SCENARIO = MultiToSingleDimensionPartitionMapping(partition_dimension_name=SCENARIO)
 
@@ -49,13 +47,13 @@ _FROM_SCENARIO = MultiToSingleDimensionPartitionMapping(partition_dimension_name
 @asset(
     partitions_def=evaluation_partitions,
     ins={
-        "registered_models": AssetIn(partition_mapping=_FROM_MODEL_VERSION),
-        "scenario_instances": AssetIn(partition_mapping=_FROM_SCENARIO),
+        REGISTERED_MODELS: AssetIn(partition_mapping=_FROM_MODEL_VERSION),
+        SCENARIO_INSTANCES: AssetIn(partition_mapping=_FROM_SCENARIO),
     },
     # Read through the storage resource rather than the IO manager, so a missing partition
     # (a scenario without perturbations, or a run of the evaluation assets alone) is not an
-    # error; see _perturbed.
-    deps=[AssetDep("perturbed_instances", partition_mapping=_FROM_SCENARIO)],
+    # error; see assay.evaluate.partition.perturbed_inputs.
+    deps=[AssetDep(PERTURBED_INSTANCES, partition_mapping=_FROM_SCENARIO)],
     group_name="evaluation",
     kinds={"pytorch", "parquet"},
     code_version="2",
@@ -88,55 +86,35 @@ def model_outputs(
     for key in keys:
         resolved = ResolvedModel.from_table(versions[model_version_of(key)])
         config = loaded[scenario_of(key)]
-        every = Instance.from_table(scenarios[scenario_of(key)])
-        instances, train = select_instances(config, every, suite.max_instances)
-        perturbed, source = _perturbed(context, storage, config, every, instances)
-        label = f"{resolved.key} × {config.key}"
-        run = evaluate(
+        done = run_partition(
             models.client(resolved.spec),
             config,
-            instances,
-            train,
-            progress=ProgressLog(context.log.info, label),
-            perturbed=perturbed,
+            scenarios[scenario_of(key)],
+            store=storage.store(),
+            label=f"{resolved.key} × {config.key}",
+            max_instances=suite.max_instances,
+            max_failure_fraction=models.max_failure_fraction,
+            log=context.log.info,
+            warn=context.log.warning,
         )
-        check_failures(run, models.max_failure_fraction, label)
-        results[str(key)] = ModelOutput.to_table(run.outputs)
-        n = len(run.outputs)
-        n_perturbed = sum(bool(o.request.perturbation) for o in run.outputs)
+        results[str(key)] = done.table
         metadata = {
-            "num_requests": n,
-            "num_perturbed_requests": n_perturbed,
-            "perturbed_inputs_from": source,
-            "num_failed": run.n_failed,
-            "num_cached": run.n_cached,
-            "wall_s": round(run.wall_s, 3),
-            "requests_per_s": round(n / run.wall_s, 3) if run.wall_s > 0 else None,
-            "template_id": config.adapter.template_id,
-            "prompts_digest": digest_json([o.request.prompt_digest for o in run.outputs]),
+            **done.figures(),
             "model_artifact_digest": resolved.artifact_digest,
-            "preview": markdown_table(
-                results[str(key)].select(
-                    ["instance_id", "perturbation", "trial", "text", "latency_s", "cached"]
-                ),
-                10,
-            ),
+            "preview": markdown_table(done.table.select(_PREVIEW_COLUMNS), 10),
         }
-        context.log.info(
-            f"{label}: {n} requests ({n_perturbed} perturbed), {run.n_cached} cached, "
-            f"{run.n_failed} failed, {run.wall_s:.1f}s"
-        )
+        context.log.info(done.summary())
     return partitioned_output(context, results, metadata)
 
 
 @multi_asset(
     partitions_def=evaluation_partitions,
     ins={
-        "model_outputs": AssetIn(),
-        "scenario_instances": AssetIn(partition_mapping=_FROM_SCENARIO),
+        MODEL_OUTPUTS: AssetIn(),
+        SCENARIO_INSTANCES: AssetIn(partition_mapping=_FROM_SCENARIO),
     },
     outs={
-        "instance_scores": AssetOut(
+        INSTANCE_SCORES: AssetOut(
             group_name="evaluation",
             kinds={"python", "parquet"},
             code_version=SCORING_VERSION,
@@ -144,7 +122,7 @@ def model_outputs(
             description="Per-instance stats in long format (instance, perturbation, trial, "
             "template, metric, family, group, value).",
         ),
-        "metric_tables": AssetOut(
+        METRIC_TABLES: AssetOut(
             group_name="evaluation",
             kinds={"python", "parquet"},
             code_version=SCORING_VERSION,
@@ -177,72 +155,22 @@ def scores(
     keys = evaluation_keys(context)
     outputs_by_key = by_key(model_outputs, [str(k) for k in keys])
     scenarios = by_key(scenario_instances, [scenario_of(k) for k in keys])
-    loaded = suite.load()
-    toxicity = toxicity_scorer(loaded.toxicity, registry.open, models.client)
-    judge_setups = {}  # one client per judge per run, however many partitions it scores
+    scorer = SuiteScorer(suite.load(), registry.open, models.client)
     per_instance, cards, metadata = {}, {}, {}
     for key in keys:
-        instances = Instance.from_table(scenarios[scenario_of(key)])
-        outputs = ModelOutput.from_table(outputs_by_key[str(key)])
-        judging = loaded[scenario_of(key)].judging
-        judgments = None
-        if judging is not None:
-            if judging not in judge_setups:
-                reg = registry.open()
-                judge_setups[judging] = (
-                    judge_clients(reg, judging.judges, models.client),
-                    Rubric.from_registry(reg, judging.rubric, low=judging.low, high=judging.high),
-                )
-            judges, rubric = judge_setups[judging]
-            judgments = judge_partition(instances, outputs, judges, rubric, judging.repeats)
-        scored = score_partition(
-            instances,
-            outputs,
-            prices=registry.open().get_version(model_version_of(key)).prices.token_prices(),
-            toxicity=toxicity,
+        scored = scorer.score(
+            model_version_of(key),
+            scenario_of(key),
+            scenarios[scenario_of(key)],
+            outputs_by_key[str(key)],
             seed_key=str(key),
-            judgments=judgments,
         )
-        per_instance[str(key)] = InstanceStat.to_table(scored.stats)
-        cards[str(key)] = scorecard_table(scored.card)
+        per_instance[str(key)], cards[str(key)] = scored.stats_table, scored.card_table
         metadata = {m: MetadataValue.float(v) for m, v in scored.headline().items()}
-        metadata["num_instances"] = len({s.instance_id for s in scored.stats})
-        metadata["num_absent_metrics"] = sum(not r.present for r in scored.card)
-        metadata["toxicity_scorer"] = toxicity.name if toxicity is not None else "none"
-        if judgments is not None:
-            metadata["num_judgments"] = len(judgments)
-            metadata["num_judge_parse_failures"] = sum(j.score is None for j in judgments)
-            metadata["num_judgments_cached"] = sum(j.cached for j in judgments)
-        metadata["scorecard"] = markdown_table(cards[str(key)], 30)
+        metadata |= {**scored.figures(), "scorecard": markdown_table(cards[str(key)], 30)}
     if len(keys) == 1:
-        yield Output(next(iter(per_instance.values())), "instance_scores")
-        yield Output(next(iter(cards.values())), "metric_tables", metadata=metadata)
+        yield Output(next(iter(per_instance.values())), INSTANCE_SCORES)
+        yield Output(next(iter(cards.values())), METRIC_TABLES, metadata=metadata)
     else:
-        yield Output(per_instance, "instance_scores")
-        yield Output(cards, "metric_tables", metadata={"num_partitions": len(keys)})
-
-
-def _perturbed(
-    context: AssetExecutionContext,
-    storage: StorageResource,
-    config: ScenarioConfig,
-    every: list[Instance],
-    evaluated: list[Instance],
-) -> tuple[list[PerturbedInstance], str]:
-    """The scenario's perturbed inputs and where they came from.
-
-    Read from the stored ``perturbed_instances`` partition when there is one. Without it
-    (a run that selected only the evaluation assets) they are derived here with the same
-    deterministic function the asset runs, so the outputs are the same either way.
-    """
-    if not config.perturbations:
-        return [], "none"
-    store, partition = storage.store(), {SCENARIO: config.key}
-    if store.exists("perturbed_instances", partition):
-        table = store.read("perturbed_instances", partition)
-        return perturbed_from_table(table, every), "perturbed_instances"
-    context.log.warning(
-        f"perturbed_instances has no partition {config.key!r}; perturbing its inputs inline "
-        "(materialize perturbed_instances to see them in the UI)"
-    )
-    return perturb_eval_instances(config, evaluated).rows, "inline"
+        yield Output(per_instance, INSTANCE_SCORES)
+        yield Output(cards, METRIC_TABLES, metadata={"num_partitions": len(keys)})

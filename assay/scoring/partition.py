@@ -1,0 +1,105 @@
+"""A suite's partitions scored from stored outputs: what the ``instance_scores`` and
+``metric_tables`` assets call. Never calls the evaluated model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from assay.core.records import Instance, InstanceStat, ModelOutput
+from assay.evaluate.suite import JudgeConfig, Suite
+from assay.models.base import ModelClient, ModelSpec
+from assay.registry import Registry
+from assay.scoring.judge import Judgment, Rubric, judge_clients, toxicity_scorer
+from assay.scoring.judge_scores import judge_partition
+from assay.scoring.scorecard import PartitionScores, score_partition
+from assay.scoring.summary import scorecard_table
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredPartition:
+    """One partition's per-instance stats and scorecard, with what judged it."""
+
+    scores: PartitionScores
+    judgments: list[Judgment] | None  # None: the scenario has no judges
+    toxicity_scorer: str  # "none" without one
+
+    @property
+    def stats_table(self) -> pa.Table:
+        return InstanceStat.to_table(self.scores.stats)
+
+    @property
+    def card_table(self) -> pa.Table:
+        return scorecard_table(self.scores.card)
+
+    def headline(self) -> dict[str, float]:
+        return self.scores.headline()
+
+    def figures(self) -> dict[str, Any]:
+        """Counts for the UI: instances, absent metrics, the scorer and judge bookkeeping."""
+        out: dict[str, Any] = {
+            "num_instances": len({s.instance_id for s in self.scores.stats}),
+            "num_absent_metrics": sum(not r.present for r in self.scores.card),
+            "toxicity_scorer": self.toxicity_scorer,
+        }
+        if self.judgments is not None:
+            out["num_judgments"] = len(self.judgments)
+            out["num_judge_parse_failures"] = sum(j.score is None for j in self.judgments)
+            out["num_judgments_cached"] = sum(j.cached for j in self.judgments)
+        return out
+
+
+class SuiteScorer:
+    """Scores the partitions of one suite. The toxicity scorer is built once, and each
+    judging setup (judge clients and rubric) once, however many partitions a run scores;
+    judges' requests go through the request cache, so rescoring asks them only once."""
+
+    def __init__(
+        self,
+        suite: Suite,
+        registry: Callable[[], Registry],
+        client: Callable[[ModelSpec], ModelClient],
+    ) -> None:
+        self.suite, self._registry, self._client = suite, registry, client
+        self.toxicity = toxicity_scorer(suite.toxicity, registry, client)
+        self._judging: dict[JudgeConfig, tuple[list[tuple[str, ModelClient]], Rubric]] = {}
+
+    def _judges(self, judging: JudgeConfig) -> tuple[list[tuple[str, ModelClient]], Rubric]:
+        if judging not in self._judging:
+            reg = self._registry()
+            self._judging[judging] = (
+                judge_clients(reg, judging.judges, self._client),
+                Rubric.from_registry(reg, judging.rubric, low=judging.low, high=judging.high),
+            )
+        return self._judging[judging]
+
+    def score(
+        self,
+        version: str,
+        scenario: str,
+        scenario_instances: pa.Table,
+        model_outputs: pa.Table,
+        seed_key: str,
+    ) -> ScoredPartition:
+        """Score ``version``'s stored outputs on ``scenario``, with the version's token prices
+        from the registry and the suite's toxicity scorer and judges."""
+        instances = Instance.from_table(scenario_instances)
+        outputs = ModelOutput.from_table(model_outputs)
+        judging = self.suite[scenario].judging
+        judgments = None
+        if judging is not None:
+            judges, rubric = self._judges(judging)
+            judgments = judge_partition(instances, outputs, judges, rubric, judging.repeats)
+        scores = score_partition(
+            instances,
+            outputs,
+            prices=self._registry().get_version(version).prices.token_prices(),
+            toxicity=self.toxicity,
+            seed_key=seed_key,
+            judgments=judgments,
+        )
+        name = self.toxicity.name if self.toxicity is not None else "none"
+        return ScoredPartition(scores, judgments, name)
