@@ -104,3 +104,35 @@ def test_bad_column_mapping_is_refused_when_the_suite_is_read() -> None:
     entry = {"scenario": "custom_file", "args": {"path": "x.jsonl"}, "columns": {"text": "q"}}
     with pytest.raises(ValueError, match=r"s\.yaml: scenarios\.quiz\.columns: unknown key"):
         parse_suite(_suite(entry), "s.yaml")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (["not", "a", "mapping"], r"^s\.yaml: expected a mapping with a 'scenarios' mapping$"),
+        ({"scenarios": []}, r"^s\.yaml: expected a mapping with a 'scenarios' mapping$"),
+        (_suite(3), r"^s\.yaml: scenarios\.quiz: expected a mapping with a 'scenario' name$"),
+        (_suite({"args": {}}), r"^s\.yaml: scenarios\.quiz: expected a mapping with a 'scenario'"),
+        (_suite({"scenario": 5}), r"^s\.yaml: scenarios\.quiz\.scenario: expected a string$"),
+        (
+            _suite({"scenario": "facts_mc", "max_instances": "3"}),
+            r"^s\.yaml: scenarios\.quiz\.max_instances: expected a positive integer$",
+        ),
+        (
+            _suite({"scenario": "facts_mc", "max_instances": 0}),
+            r"^s\.yaml: scenarios\.quiz\.max_instances: expected a positive integer$",
+        ),
+        (_suite({"scenario": "facts_mc", "args": [1]}), r"scenarios\.quiz\.args: expected a map"),
+        (
+            _suite({"scenario": "facts_mc", "eval_split": 1}),
+            r"^s\.yaml: scenarios\.quiz\.eval_split: expected a string$",
+        ),
+        (
+            _suite({"scenario": "facts_mc", "zz": 1, "aa": 2}),
+            r"^s\.yaml: scenarios\.quiz: unknown field\(s\): aa, zz$",
+        ),
+    ],
+)
+def test_malformed_suite_files_name_the_file_and_key(data: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_suite(data, "s.yaml")

@@ -50,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from assay.adapters import AdapterSpec, Method, build_requests, build_variant_requests
 from assay.core.records import Instance, Request
@@ -130,21 +132,6 @@ _DEFAULT_METRICS = {
 
 
 @dataclass(frozen=True)
-class ToxicityConfig:
-    """The toxicity scorer of a suite: a local sequence-classification model directory, or a
-    registered model version as judge (``judge``, with an optional registry ``rubric``)."""
-
-    classifier_dir: str | None = None
-    toxic_label: str | None = None
-    judge: str | None = None  # "name@v2", "name@alias" or "models:/name@alias"
-    rubric: str | None = None  # "prompts:/name@alias"; None: the built-in rubric
-
-    def __post_init__(self) -> None:
-        if (self.classifier_dir is None) == (self.judge is None):
-            raise ValueError("a toxicity scorer needs exactly one of classifier_dir and judge")
-
-
-@dataclass(frozen=True)
 class JudgeConfig:
     """LLM-as-judge settings of one suite entry (see the module doc)."""
 
@@ -177,127 +164,207 @@ class Suite:
             ) from None
 
 
-_ENTRY_FIELDS = {
-    "scenario",
-    "args",
-    "adapter",
-    "max_instances",
-    "eval_split",
-    "train_split",
-    "primary_metric",
-    "variants",
-    "columns",
-    "perturbations",
-    "judges",
-    "judge_rubric",
-    "judge_scale",
-    "judge_repeats",
+# --------------------------------------------------------------------------- the file schema
+#
+# The suite file is validated by the pydantic models below. Their errors are rewritten into
+# one sentence that names the file and the key at fault (``s.yaml: scenarios.quiz.judges[0]:
+# expected ...``); a field's type error reads as the sentence in ``_EXPECTED``.
+
+
+class _Invalid(ValueError):
+    """A validator's error about a part of the value: ``at`` is appended to the key path
+    (``"[2]"`` for a list item, a field name for a model-level rule)."""
+
+    def __init__(self, message: str, at: str = "") -> None:
+        super().__init__(message)
+        self.at = at
+
+
+_MODEL_REF = (
+    "expected a model version reference like 'name@v2', 'name@champion' or 'models:/name@champion'"
+)
+_PROMPT_URI = "expected a prompt URI like 'prompts:/name@alias' or 'prompts:/name/3'"
+_STRING = "expected a string"
+_POSITIVE = "expected a positive integer"
+_EXPECTED = {
+    "": "expected a mapping with a 'scenarios' mapping",
+    "scenarios.*": "expected a mapping with a 'scenario' name",
+    "scenario": _STRING,
+    "args": "expected a mapping",
+    "adapter": "expected a mapping of adapter fields",
+    "max_instances": _POSITIVE,
+    "eval_split": _STRING,
+    "train_split": _STRING,
+    "primary_metric": _STRING,
+    "variants": "expected a list of adapter overrides",
+    "perturbations": "expected a list of perturbation specs",
+    "perturbations[]": "expected a spec string like 'typos:prob=0.05'",
+    "judges": "expected a non-empty list of model version references",
+    "judges[]": _MODEL_REF,
+    "judge_rubric": _PROMPT_URI,
+    "judge_scale": "expected [low, high] numbers with low < high",
+    "judge_repeats": _POSITIVE,
+    "toxicity": "expected a mapping with a 'classifier_dir' path or a 'judge'",
 }
+
+
+def _model_ref(value: str) -> str:
+    if "@" not in value and not value.startswith("models:/"):
+        raise _Invalid(f"{_MODEL_REF}, got {value!r}")
+    return value
+
+
+def _prompt_uri(value: str | None) -> str | None:
+    if value is not None and not value.startswith("prompts:/"):
+        raise _Invalid(f"{_PROMPT_URI}, got {value!r}")
+    return value
+
+
+class _FileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ToxicityConfig(_FileModel):
+    """The toxicity scorer of a suite: a local sequence-classification model directory, or a
+    registered model version as judge (``judge``, with an optional registry ``rubric``)."""
+
+    classifier_dir: str | None = None
+    toxic_label: str | None = None
+    judge: str | None = None  # "name@v2", "name@alias" or "models:/name@alias"
+    rubric: str | None = None  # "prompts:/name@alias"; None: the built-in rubric
+
+    _judge = field_validator("judge")(lambda v: v if v is None else _model_ref(v))
+    _rubric = field_validator("rubric")(_prompt_uri)
+
+    @model_validator(mode="after")
+    def _one_scorer(self) -> ToxicityConfig:
+        if (self.classifier_dir is None) == (self.judge is None):
+            raise _Invalid("give either 'classifier_dir' or 'judge' (exactly one)")
+        if self.judge is not None and self.toxic_label is not None:
+            raise _Invalid("only a classifier has labels", "toxic_label")
+        if self.classifier_dir is not None and self.rubric is not None:
+            raise _Invalid("only a judge reads a rubric", "rubric")
+        return self
+
+
+class ScenarioEntry(_FileModel):
+    """One ``scenarios`` entry of the file, checked field by field (see the module doc)."""
+
+    scenario: str
+    args: dict[str, Any] | None = None
+    adapter: dict[str, Any] | None = None
+    max_instances: int | None = Field(default=None, ge=1)
+    eval_split: str = "test"
+    train_split: str = "train"
+    primary_metric: str = ""
+    variants: list[Any] | None = None
+    columns: Any = None  # checked by ColumnMapping.from_dict, which names its own keys
+    perturbations: list[str] | None = None
+    judges: list[str] | None = Field(default=None, min_length=1)
+    judge_rubric: str | None = None
+    judge_scale: tuple[int | float, int | float] = (1, 5)
+    judge_repeats: int = Field(default=1, ge=1)
+
+    @field_validator("perturbations")
+    @classmethod
+    def _normalized_perturbations(cls, specs: list[str] | None) -> list[str] | None:
+        """Perturbation specs are checked now, so a typo fails at load and not mid-run."""
+        if specs is None:
+            return None
+        normalized: list[str] = []
+        for index, spec in enumerate(specs):
+            try:
+                name = get_perturbation(spec).spec
+            except ValueError as exc:
+                raise _Invalid(str(exc), f"[{index}]") from None
+            if name in normalized:
+                raise _Invalid(f"duplicate perturbation {name!r}", f"[{index}]")
+            normalized.append(name)
+        return normalized
+
+    @field_validator("judges")
+    @classmethod
+    def _judge_refs(cls, refs: list[str] | None) -> list[str] | None:
+        for index, ref in enumerate(refs or ()):
+            try:
+                _model_ref(ref)
+            except _Invalid as exc:
+                raise _Invalid(str(exc), f"[{index}]") from None
+        if refs is not None and len(set(refs)) != len(refs):
+            raise _Invalid("a judge is listed twice")
+        return refs
+
+    _rubric = field_validator("judge_rubric")(_prompt_uri)
+
+    @field_validator("judge_scale", mode="before")
+    @classmethod
+    def _scale(cls, scale: Any) -> Any:
+        # A YAML list is the natural spelling; bool is an int subclass and no scale bound.
+        if not isinstance(scale, list | tuple) or len(scale) != 2:
+            raise _Invalid(_EXPECTED["judge_scale"])
+        if any(isinstance(v, bool) or not isinstance(v, int | float) for v in scale):
+            raise _Invalid(_EXPECTED["judge_scale"])
+        if not scale[0] < scale[1]:
+            raise _Invalid(_EXPECTED["judge_scale"])
+        return tuple(scale)
+
+    @model_validator(mode="after")
+    def _judging_and_columns(self) -> ScenarioEntry:
+        given = [f for f in _JUDGE_FIELDS if f in self.model_fields_set]
+        if given and (self.judges is None or self.judge_rubric is None):
+            raise _Invalid(f"{', '.join(given)} need both 'judges' and 'judge_rubric'")
+        if "columns" in self.model_fields_set and "columns" in (self.args or {}):
+            raise _Invalid("give columns once, not also in args")
+        return self
+
+    def config(self, key: str, where: str) -> ScenarioConfig:
+        """The runtime record; the adapter, variants and columns are checked by their own
+        modules, with ``where`` naming the entry."""
+        args = dict(self.args or {})
+        if "columns" in self.model_fields_set:
+            # Validated now, kept as plain data so args stay JSON-serializable.
+            ColumnMapping.from_dict(self.columns, where + ".columns")
+            args["columns"] = dict(self.columns)
+        adapter = AdapterSpec.from_dict(dict(self.adapter or {}), where + ".adapter")
+        return ScenarioConfig(
+            key=key,
+            scenario=self.scenario,
+            args=args,
+            adapter=adapter,
+            variants=_variants(adapter, self.variants or [], where + ".variants"),
+            max_instances=self.max_instances,
+            eval_split=self.eval_split,
+            train_split=self.train_split,
+            primary_metric=self.primary_metric,
+            perturbations=tuple(self.perturbations or ()),
+            judging=self._judging(adapter, where),
+        )
+
+    def _judging(self, adapter: AdapterSpec, where: str) -> JudgeConfig | None:
+        if self.judges is None or self.judge_rubric is None:
+            return None
+        if adapter.method is not Method.GENERATION:
+            raise ValueError(
+                f"{where}.judges: judges read generated answers; the adapter method is "
+                f"{adapter.method.value!r}, not 'generation'"
+            )
+        low, high = self.judge_scale
+        return JudgeConfig(
+            tuple(self.judges), self.judge_rubric, float(low), float(high), self.judge_repeats
+        )
+
+
 _JUDGE_FIELDS = ("judges", "judge_rubric", "judge_scale", "judge_repeats")
-_SUITE_FIELDS = {"scenarios", "toxicity"}
 
 
-def _perturbations(raw: Any, where: str) -> tuple[str, ...]:
-    """Validate perturbation specs now, so a typo fails at load and not mid-run."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise ValueError(f"{where}: expected a list of perturbation specs")
-    specs: list[str] = []
-    for index, spec in enumerate(raw):
-        if not isinstance(spec, str):
-            raise ValueError(f"{where}[{index}]: expected a spec string like 'typos:prob=0.05'")
-        try:
-            normalized = get_perturbation(spec).spec
-        except ValueError as exc:
-            raise ValueError(f"{where}[{index}]: {exc}") from None
-        if normalized in specs:
-            raise ValueError(f"{where}[{index}]: duplicate perturbation {normalized!r}")
-        specs.append(normalized)
-    return tuple(specs)
+class SuiteFile(_FileModel):
+    """The whole file: the scenario entries in order, and the optional toxicity scorer."""
+
+    scenarios: dict[str, ScenarioEntry]
+    toxicity: ToxicityConfig | None = None
 
 
-def _toxicity(raw: Any, where: str) -> ToxicityConfig | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where}: expected a mapping with a 'classifier_dir' path or a 'judge'")
-    unknown = sorted(set(raw) - {"classifier_dir", "toxic_label", "judge", "rubric"})
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s): {', '.join(unknown)}")
-    for name in ("classifier_dir", "toxic_label", "judge", "rubric"):
-        if raw.get(name) is not None and not isinstance(raw[name], str):
-            raise ValueError(f"{where}.{name}: expected a string")
-    if ("classifier_dir" in raw) == ("judge" in raw):
-        raise ValueError(f"{where}: give either 'classifier_dir' or 'judge' (exactly one)")
-    if "judge" in raw:
-        if "toxic_label" in raw:
-            raise ValueError(f"{where}.toxic_label: only a classifier has labels")
-        rubric = raw.get("rubric")
-        if rubric is not None:
-            _prompt_uri(rubric, where + ".rubric")
-        return ToxicityConfig(judge=_model_ref(raw["judge"], where + ".judge"), rubric=rubric)
-    if "rubric" in raw:
-        raise ValueError(f"{where}.rubric: only a judge reads a rubric")
-    return ToxicityConfig(raw["classifier_dir"], raw.get("toxic_label"))
-
-
-def _model_ref(raw: Any, where: str) -> str:
-    if not isinstance(raw, str) or ("@" not in raw and not raw.startswith("models:/")):
-        raise ValueError(
-            f"{where}: expected a model version reference like 'name@v2', 'name@champion' "
-            f"or 'models:/name@champion', got {raw!r}"
-        )
-    return raw
-
-
-def _prompt_uri(raw: Any, where: str) -> str:
-    if not isinstance(raw, str) or not raw.startswith("prompts:/"):
-        raise ValueError(
-            f"{where}: expected a prompt URI like 'prompts:/name@alias' or 'prompts:/name/3', "
-            f"got {raw!r}"
-        )
-    return raw
-
-
-def _judging(entry: dict[str, Any], adapter: AdapterSpec, where: str) -> JudgeConfig | None:
-    """The entry's judge settings; all-or-nothing, and only for generated answers."""
-    given = [name for name in _JUDGE_FIELDS if name in entry]
-    if not given:
-        return None
-    if "judges" not in entry or "judge_rubric" not in entry:
-        raise ValueError(f"{where}: {', '.join(given)} need both 'judges' and 'judge_rubric'")
-    if adapter.method is not Method.GENERATION:
-        raise ValueError(
-            f"{where}.judges: judges read generated answers; the adapter method is "
-            f"{adapter.method.value!r}, not 'generation'"
-        )
-    raw = entry["judges"]
-    if not isinstance(raw, list) or not raw:
-        raise ValueError(f"{where}.judges: expected a non-empty list of model version references")
-    judges = tuple(_model_ref(ref, f"{where}.judges[{i}]") for i, ref in enumerate(raw))
-    if len(set(judges)) != len(judges):
-        raise ValueError(f"{where}.judges: a judge is listed twice")
-    rubric = _prompt_uri(entry["judge_rubric"], where + ".judge_rubric")
-    scale = entry.get("judge_scale", [1, 5])
-    if (
-        not isinstance(scale, list)
-        or len(scale) != 2
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in scale)
-        or not scale[0] < scale[1]
-    ):
-        raise ValueError(f"{where}.judge_scale: expected [low, high] numbers with low < high")
-    repeats = entry.get("judge_repeats", 1)
-    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
-        raise ValueError(f"{where}.judge_repeats: expected a positive integer")
-    return JudgeConfig(judges, rubric, float(scale[0]), float(scale[1]), repeats)
-
-
-def _variants(base: AdapterSpec, raw: Any, where: str) -> tuple[AdapterSpec, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise ValueError(f"{where}: expected a list of adapter overrides")
+def _variants(base: AdapterSpec, raw: list[Any], where: str) -> tuple[AdapterSpec, ...]:
     variants = []
     names = {base.variant}
     for index, override in enumerate(raw):
@@ -311,54 +378,64 @@ def _variants(base: AdapterSpec, raw: Any, where: str) -> tuple[AdapterSpec, ...
     return tuple(variants)
 
 
+def _path(loc: tuple[int | str, ...]) -> str:
+    """``("scenarios", "quiz", "judges", 0)`` → ``scenarios.quiz.judges[0]``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _sentence(errors: list[ErrorDetails], source: str) -> str:
+    """The first of pydantic's errors as one sentence naming the file and the key."""
+    # Unknown keys are reported together, per mapping, as the hand-written checks did.
+    extra = [e for e in errors if e["type"] == "extra_forbidden"]
+    first = extra[0] if extra else errors[0]
+    loc = tuple(first["loc"])
+    if first["type"] == "extra_forbidden":
+        parent = loc[:-1]
+        names = sorted(str(e["loc"][-1]) for e in extra if e["loc"][:-1] == first["loc"][:-1])
+        what = "unknown top-level field(s)" if not parent else "unknown field(s)"
+        return _at(source, parent, f"{what}: {', '.join(names)}")
+    error = (first.get("ctx") or {}).get("error")
+    if isinstance(error, _Invalid):
+        at = ("." + error.at) if error.at and not error.at.startswith("[") else error.at
+        return _at(source, loc, str(error), at)
+    # A type error: the sentence the field's table entry gives.
+    if loc == ("scenarios",) or (first["type"] == "missing" and loc[-1:] == ("scenario",)):
+        loc = loc[:-1]  # a missing or malformed part is reported at the mapping that lacks it
+    if len(loc) == 2 and loc[0] == "scenarios":
+        return _at(source, loc, _EXPECTED["scenarios.*"])
+    name = next((str(p) for p in reversed(loc) if isinstance(p, str)), "")
+    key = f"{name}[]" if loc and isinstance(loc[-1], int) else name
+    if loc[:1] == ("toxicity",) and len(loc) > 1:
+        return _at(source, loc, _STRING)
+    return _at(source, loc, _EXPECTED.get(key, first["msg"]))
+
+
+def _at(source: str, loc: tuple[int | str, ...], message: str, tail: str = "") -> str:
+    where = _path(loc) + tail
+    return f"{source}: {where}: {message}" if where else f"{source}: {message}"
+
+
 def parse_suite(data: Any, source: str = "<suite>") -> Suite:
     """Validate a parsed YAML document; every error names the file and key at fault."""
-    if not isinstance(data, dict) or not isinstance(data.get("scenarios"), dict):
-        raise ValueError(f"{source}: expected a mapping with a 'scenarios' mapping")
-    unknown_top = sorted(set(data) - _SUITE_FIELDS)
-    if unknown_top:
-        raise ValueError(f"{source}: unknown top-level field(s): {', '.join(unknown_top)}")
-    entries = {}
-    for key, entry in data["scenarios"].items():
-        where = f"{source}: scenarios.{key}"
-        validate_key(str(key), f"scenario key in {source}")
-        if not isinstance(entry, dict) or "scenario" not in entry:
-            raise ValueError(f"{where}: expected a mapping with a 'scenario' name")
-        unknown = sorted(set(entry) - _ENTRY_FIELDS)
-        if unknown:
-            raise ValueError(f"{where}: unknown field(s): {', '.join(unknown)}")
-        max_instances = entry.get("max_instances")
-        if max_instances is not None and (not isinstance(max_instances, int) or max_instances < 1):
-            raise ValueError(f"{where}.max_instances: expected a positive integer")
-        args = entry.get("args") or {}
-        if not isinstance(args, dict):
-            raise ValueError(f"{where}.args: expected a mapping")
-        args = dict(args)
-        if "columns" in entry:
-            if "columns" in args:
-                raise ValueError(f"{where}: give columns once, not also in args")
-            # Validated now, kept as plain data so args stay JSON-serializable.
-            ColumnMapping.from_dict(entry["columns"], where + ".columns")
-            args["columns"] = dict(entry["columns"])
-        adapter = AdapterSpec.from_dict(dict(entry.get("adapter") or {}), where + ".adapter")
-        entries[str(key)] = ScenarioConfig(
-            key=str(key),
-            scenario=entry["scenario"],
-            args=args,
-            adapter=adapter,
-            variants=_variants(adapter, entry.get("variants"), where + ".variants"),
-            max_instances=max_instances,
-            eval_split=entry.get("eval_split", "test"),
-            train_split=entry.get("train_split", "train"),
-            primary_metric=entry.get("primary_metric", ""),
-            perturbations=_perturbations(entry.get("perturbations"), where + ".perturbations"),
-            judging=_judging(entry, adapter, where),
-        )
-    if not entries:
+    if isinstance(data, dict) and isinstance(data.get("scenarios"), dict):
+        # Partition keys follow the one key rule; YAML may have read them as numbers.
+        for key in data["scenarios"]:
+            validate_key(str(key), f"scenario key in {source}")
+        data = {**data, "scenarios": {str(k): v for k, v in data["scenarios"].items()}}
+    try:
+        parsed = SuiteFile.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(_sentence(exc.errors(), source)) from None
+    if not parsed.scenarios:
         raise ValueError(f"{source}: the suite has no scenarios")
-    return Suite(
-        entries, source=source, toxicity=_toxicity(data.get("toxicity"), source + ": toxicity")
-    )
+    entries = {
+        key: entry.config(key, f"{source}: scenarios.{key}")
+        for key, entry in parsed.scenarios.items()
+    }
+    return Suite(entries, source=source, toxicity=parsed.toxicity)
 
 
 def load_suite(path: str | os.PathLike[str] | None = None) -> Suite:
