@@ -12,6 +12,7 @@ the ``champion`` alias.
 from dagster import AssetCheckExecutionContext, AssetCheckResult, Config, MetadataValue, asset_check
 
 from assay.compare.gate import GateConfig, gate_partition
+from assay.storage.contract import METRIC_TABLES
 from assets.common import evaluation_keys, model_version_of, scenario_of
 from assets.partitions import evaluation_partitions
 from resources import RegistryResource, StorageResource, SuiteResource
@@ -26,7 +27,7 @@ class RegressionGateConfig(Config):
 
 
 @asset_check(
-    asset="metric_tables",
+    asset=METRIC_TABLES,
     blocking=True,
     partitions_def=evaluation_partitions,
     description=(

@@ -5,7 +5,8 @@ from collections.abc import Mapping
 import pyarrow as pa
 from dagster import AssetExecutionContext, MetadataValue, MultiPartitionKey
 
-from assets.partitions import MODEL_VERSION, SCENARIO, evaluation_partitions
+from assay.storage.contract import MODEL_VERSION, SCENARIO
+from assets.partitions import evaluation_partitions
 
 
 def evaluation_keys(context: AssetExecutionContext) -> list[MultiPartitionKey]:

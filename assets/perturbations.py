@@ -4,14 +4,15 @@ from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, asset
 
 from assay.core.records import Instance
 from assay.evaluate.run import perturb_eval_instances, select_instances
+from assay.storage.contract import SCENARIO, SCENARIO_INSTANCES
 from assets.common import by_key, markdown_table, partitioned_output
-from assets.partitions import SCENARIO, scenario_partitions
+from assets.partitions import scenario_partitions
 from resources import SuiteResource
 
 
 @asset(
     partitions_def=scenario_partitions,
-    ins={"scenario_instances": AssetIn()},
+    ins={SCENARIO_INSTANCES: AssetIn()},
     group_name="scenarios",
     backfill_policy=BackfillPolicy.single_run(),
     kinds={"python", "parquet"},

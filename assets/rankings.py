@@ -10,6 +10,7 @@ from dagster import (
 )
 
 from assay.compare.standings import StoredResults, leaderboard_as_of
+from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES
 from assets.common import partitioned_output
 from assets.partitions import ranking_days
 from resources import RegistryResource, StorageResource, SuiteResource
@@ -20,8 +21,8 @@ from resources import RegistryResource, StorageResource, SuiteResource
     # Reads every metric table straight from the Parquet dataset rather than loading
     # thousands of partitions through the IO manager.
     deps=[
-        AssetDep("metric_tables", partition_mapping=AllPartitionMapping()),
-        AssetDep("instance_scores", partition_mapping=AllPartitionMapping()),
+        AssetDep(METRIC_TABLES, partition_mapping=AllPartitionMapping()),
+        AssetDep(INSTANCE_SCORES, partition_mapping=AllPartitionMapping()),
     ],
     group_name="rankings",
     kinds={"python", "parquet"},

@@ -3,8 +3,9 @@
 from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, asset
 
 from assay.registry.resolved import ResolvedModel, resolve_version
+from assay.storage.contract import MODEL_VERSION
 from assets.common import partitioned_output
-from assets.partitions import MODEL_VERSION, model_version_partitions
+from assets.partitions import model_version_partitions
 from resources import ModelsResource, RegistryResource
 
 

@@ -5,8 +5,9 @@ from collections import Counter
 from dagster import AssetExecutionContext, BackfillPolicy, asset
 
 from assay.core.records import Instance
+from assay.storage.contract import SCENARIO
 from assets.common import markdown_table, partitioned_output
-from assets.partitions import SCENARIO, scenario_partitions
+from assets.partitions import scenario_partitions
 from resources import SuiteResource
 
 
