@@ -107,6 +107,17 @@ def model_outputs(
     return partitioned_output(context, results, metadata)
 
 
+def _scored(description: str) -> AssetOut:
+    """An output of the scoring step: its code version is the scoring version."""
+    return AssetOut(
+        group_name="evaluation",
+        kinds={"python", "parquet"},
+        code_version=SCORING_VERSION,
+        io_manager_key="parquet_io_manager",
+        description=description,
+    )
+
+
 @multi_asset(
     partitions_def=evaluation_partitions,
     ins={
@@ -114,23 +125,15 @@ def model_outputs(
         SCENARIO_INSTANCES: AssetIn(partition_mapping=_FROM_SCENARIO),
     },
     outs={
-        INSTANCE_SCORES: AssetOut(
-            group_name="evaluation",
-            kinds={"python", "parquet"},
-            code_version=SCORING_VERSION,
-            io_manager_key="parquet_io_manager",
-            description="Per-instance stats in long format (instance, perturbation, trial, "
-            "template, metric, family, group, value).",
+        INSTANCE_SCORES: _scored(
+            "Per-instance stats in long format (instance, perturbation, trial, "
+            "template, metric, family, group, value)."
         ),
-        METRIC_TABLES: AssetOut(
-            group_name="evaluation",
-            kinds={"python", "parquet"},
-            code_version=SCORING_VERSION,
-            io_manager_key="parquet_io_manager",
-            description="The scorecard of the seven families (accuracy, calibration, "
+        METRIC_TABLES: _scored(
+            "The scorecard of the seven families (accuracy, calibration, "
             "robustness, fairness, bias, toxicity, efficiency): mean, count and 95% interval "
             "per metric, family, group and perturbation; a metric that cannot be computed is "
-            "a row with its reason and a NaN mean.",
+            "a row with its reason and a NaN mean."
         ),
     },
     backfill_policy=BackfillPolicy.single_run(),

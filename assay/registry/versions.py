@@ -149,14 +149,38 @@ class ModelRegistry(RegistryBase):
         actor: str | None = None,
     ) -> RegisteredModel:
         """Register a new model name; RESOURCE_ALREADY_EXISTS if it is taken."""
+        return self._create_model(name, description, tags, actor, existing_ok=False)
+
+    def get_or_create_model(
+        self,
+        name: str,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+        actor: str | None = None,
+    ) -> RegisteredModel:
+        """The model called ``name``, created (with this description and tags) if absent."""
+        return self._create_model(name, description, tags, actor, existing_ok=True)
+
+    def _create_model(
+        self,
+        name: str,
+        description: str,
+        tags: Mapping[str, str] | None,
+        actor: str | None,
+        *,
+        existing_ok: bool,
+    ) -> RegisteredModel:
         check_name(name, "model name")
         check_text(description, f"model {name!r}: description")
-        tags = check_tags(tags, f"model {name!r}")
+        checked = check_tags(tags, f"model {name!r}")
 
         def work(session: Session) -> RegisteredModel:
-            if session.scalars(select(ModelRow.id).where(ModelRow.name == name)).first():
-                raise exists(f"registered model {name!r} already exists")
-            return self._insert_model(session, name, description, tags, actor)
+            row = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
+            if row is not None:
+                if not existing_ok:
+                    raise exists(f"registered model {name!r} already exists")
+                return self._model_record(session, row)
+            return self._insert_model(session, name, description, checked, actor)
 
         return self._write(work)
 
@@ -185,26 +209,6 @@ class ModelRegistry(RegistryBase):
         )
         session.flush()
         return self._model_record(session, row)
-
-    def get_or_create_model(
-        self,
-        name: str,
-        description: str = "",
-        tags: Mapping[str, str] | None = None,
-        actor: str | None = None,
-    ) -> RegisteredModel:
-        """The model called ``name``, created (with this description and tags) if absent."""
-        check_name(name, "model name")
-        check_text(description, f"model {name!r}: description")
-        tags = check_tags(tags, f"model {name!r}")
-
-        def work(session: Session) -> RegisteredModel:
-            row = session.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
-            if row is not None:
-                return self._model_record(session, row)
-            return self._insert_model(session, name, description, tags, actor)
-
-        return self._write(work)
 
     def get_model(self, name: str) -> RegisteredModel:
         return self._read(lambda s: self._model_record(s, self._model_row(s, name)))
