@@ -1,0 +1,223 @@
+"""The deployment of deploy/ on one machine, nothing simulated (``make test-deploy``).
+
+PostgreSQL, Redis, an S3 API server (moto), two ``assay serve`` replicas, two Celery workers,
+``dagster-daemon`` and ``dagster-webserver`` run as real processes on loopback
+(deploy/stack.py). A version is registered and promoted with the ``assay`` CLI; the daemon's
+sensor launches the evaluation, the Celery workers execute it against the replicas, the
+tables land in S3, the registry records the evaluation, the leaderboard refreshes, and the
+webserver's GraphQL shows the run and the lineage. The fault tests break one part of that
+deployment in the middle of a run.
+
+Slow (minutes): marked ``deploy``, excluded from ``make test``, run by ``make test-deploy``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from deploy.stack import BUCKET, LocalDeployment, missing_parts
+
+pytestmark = pytest.mark.deploy
+
+REPO = Path(__file__).resolve().parent.parent
+EVALUATION_STEPS = {"model_outputs", "instance_scores", "metric_tables"}
+ARITHMETIC_N = 40
+
+# Two scenarios (a generation and a multiple-choice one, so both request kinds cross the
+# replicas), few instances. The arithmetic one has enough requests for a run to be caught
+# mid-step by the fault tests.
+SUITE = f"""
+scenarios:
+  arithmetic:
+    scenario: arithmetic_qa
+    args: {{n_test: {ARITHMETIC_N}, n_train: 0}}
+    adapter: {{method: generation, max_tokens: 3}}
+    max_instances: {ARITHMETIC_N}
+  facts-mc:
+    scenario: facts_mc
+    adapter: {{method: multiple_choice_separate}}
+    max_instances: 2
+"""
+SCENARIOS = ["arithmetic", "facts-mc"]
+
+RUNS_QUERY = """
+query Runs($tag: String!, $value: String!) {
+  runsOrError(filter: {tags: [{key: $tag, value: $value}]}) {
+    ... on Runs { results { runId status tags { key value } } }
+  }
+}
+"""
+RUN_LOGS_QUERY = """
+query Logs($runId: ID!) {
+  logsForRun(runId: $runId, limit: 5000) {
+    ... on EventConnection { events { __typename ... on MessageEvent { message stepKey } } }
+  }
+}
+"""
+LINEAGE_QUERY = """
+query Lineage {
+  assetNodes { assetKey { path } dependencyKeys { path } }
+}
+"""
+MATERIALIZATIONS_QUERY = """
+query Materializations($path: [String!]!) {
+  assetOrError(assetKey: {path: $path}) {
+    ... on Asset { assetMaterializations(limit: 50) { runId partition } }
+  }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, model_cache_dir) -> LocalDeployment:
+    missing = missing_parts()
+    if missing:
+        pytest.skip("the deployment needs " + "; ".join(missing))
+    from assay.models.bundled import bundled_gguf_path
+    from assay.models.transformers_backend import converted_model_dir
+
+    converted_model_dir(bundled_gguf_path(), model_cache_dir)  # once, before two replicas race
+    stack = LocalDeployment(
+        root=tmp_path_factory.mktemp("deployment"),
+        suite_yaml=SUITE,
+        model_cache=model_cache_dir,
+        # A killed worker's step goes back to the queue after this long (see deploy/README).
+        visibility_timeout_s=30,
+    )
+    with stack:
+        # The scenarios' instances, once: the evaluation runs read them (through the workers).
+        for scenario in SCENARIOS:
+            stack.dagster(
+                *("asset", "materialize", "-f", "definitions.py"),
+                *("--select", "scenario_instances,perturbed_instances", "--partition", scenario),
+            )
+        stack.dagster("sensor", "start", "-w", "workspace.yaml", "--start-all")
+        yield stack
+
+
+def _promote(stack: LocalDeployment, model: str, alias: str, *, replicas: int | None = None):
+    """Register a version of ``model`` served by the replicas and point ``alias`` at it."""
+    out = stack.assay(
+        *("registry", "register", "--create-model", model, stack.model_source(replicas))
+    )
+    key = out.strip().splitlines()[-1]
+    stack.assay("registry", "alias", "set", model, alias, key.rsplit("@v", 1)[1])
+    return key
+
+
+def _runs(stack: LocalDeployment, tag: str, value: str) -> list[dict]:
+    data = stack.graphql(RUNS_QUERY, {"tag": tag, "value": value})
+    return data["runsOrError"]["results"]
+
+
+def _wait_for_run(stack: LocalDeployment, key: str, timeout_s: float = 600) -> dict:
+    """The promotion run of ``key``, once it has ended (the last one, after retries)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = _runs(stack, "assay/model_version", key)
+        ended = [r for r in runs if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
+        active = [r for r in runs if r not in ended]
+        if ended and not active:
+            return runs[0]  # newest first
+        time.sleep(3)
+    raise AssertionError(f"no finished run for {key} within {timeout_s} s\n{stack.logs()}")
+
+
+def _s3_table(stack: LocalDeployment, key: str):
+    body = stack.s3_client().get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    return pq.read_table(io.BytesIO(body))
+
+
+def _partition_key(asset: str, version: str, scenario: str) -> str:
+    return f"assay/{asset}/model_version={version}/scenario={scenario}/part.parquet"
+
+
+def _wait(what: str, check, stack: LocalDeployment, timeout_s: float = 240):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(3)
+    raise AssertionError(f"{what} within {timeout_s} s\n{stack.logs()}")
+
+
+def test_promotion_runs_on_the_workers_and_lands_in_s3(deployment):
+    stack = deployment
+    key = _promote(stack, "smollm2", "challenger")
+
+    run = _wait_for_run(stack, key)
+    assert run["status"] == "SUCCESS", stack.logs()
+
+    # Every evaluation step ran in a Celery worker (the executor's engine events say which).
+    events = stack.graphql(RUN_LOGS_QUERY, {"runId": run["runId"]})["logsForRun"]["events"]
+    in_worker = {e["stepKey"] for e in events if "in celery worker" in (e.get("message") or "")}
+    assert in_worker == EVALUATION_STEPS
+    handled = [s for s in stack.services if s.startswith("worker")]
+    assert any("execute_plan" in stack.services[w].tail(200000) for w in handled)
+
+    # The tables are in S3, one object per partition, and read back complete.
+    for scenario in SCENARIOS:
+        outputs = _s3_table(stack, _partition_key("model_outputs", key, scenario))
+        expected_rows = ARITHMETIC_N if scenario == "arithmetic" else 2
+        assert outputs.num_rows == expected_rows
+        assert outputs["error"].null_count == outputs.num_rows  # every request answered
+        scorecard = _s3_table(stack, _partition_key("metric_tables", key, scenario))
+        assert scorecard.num_rows > 0
+    # Both replicas served requests.
+    for i in range(stack.replicas):
+        assert "POST /v1/completions" in stack.services[f"replica{i}"].tail(10**7)
+
+    # The recorder sensor writes the evaluation into the registry (on Postgres).
+    from assay.registry import Registry
+
+    registry = Registry.open(stack.pg_url("assay"))
+    recorded = _wait(
+        "evaluations recorded in the registry",
+        lambda: (
+            {
+                e.payload.get("scenario")
+                for e in registry.events(model="smollm2")
+                if e.kind.value == "evaluation_recorded" and e.key == key
+            }
+            >= set(SCENARIOS)
+            or None
+        ),
+        stack,
+    )
+    assert recorded
+
+    # The rankings sensor rebuilds today's leaderboard from the tables in S3.
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    _wait(
+        "today's leaderboard in S3",
+        lambda: any(k.startswith("assay/rankings/") and today in k for k in stack.s3_keys()),
+        stack,
+    )
+    # The explorer is written to the same object storage.
+    stack.dagster("asset", "materialize", "-f", "definitions.py", "--select", "dashboard")
+    page = stack.s3_client().get_object(Bucket=BUCKET, Key="assay/dashboard/index.html")
+    assert key in page["Body"].read().decode()
+
+    # The webserver shows the lineage and which run materialized each partition.
+    nodes = stack.graphql(LINEAGE_QUERY)["assetNodes"]
+    deps = {
+        tuple(n["assetKey"]["path"]): {tuple(d["path"]) for d in n["dependencyKeys"]} for n in nodes
+    }
+    assert ("model_outputs",) in deps[("instance_scores",)]
+    assert ("model_outputs",) in deps[("metric_tables",)] or ("instance_scores",) in deps[
+        ("metric_tables",)
+    ]
+    materialized = stack.graphql(MATERIALIZATIONS_QUERY, {"path": ["metric_tables"]})
+    partitions = {
+        m["partition"]
+        for m in materialized["assetOrError"]["assetMaterializations"]
+        if m["runId"] == run["runId"]
+    }
+    assert partitions == {f"{key}|{s}" for s in SCENARIOS}
