@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -138,6 +139,7 @@ class LocalDeployment:
     services: dict[str, Service] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    pg_dir: Path | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -163,8 +165,9 @@ class LocalDeployment:
     def stop(self) -> None:
         for name in reversed(list(self.services)):
             self.services[name].stop()
-        if "postgres" in self.ports:
+        if self.pg_dir is not None:
             self._pg_ctl("stop", "-m", "immediate", check=False)
+            shutil.rmtree(self.pg_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalDeployment:
         return self.start()
@@ -197,20 +200,24 @@ class LocalDeployment:
     def _pg_ctl(self, *args: str, check: bool = True) -> None:
         bindir = pg_bindir()
         assert bindir is not None
-        data = self.root / "pg" / "data"
-        subprocess.run(
+        data = self.pg_dir / "data"
+        done = subprocess.run(
             [*self._pg_prefix(), str(bindir / "pg_ctl"), "-D", str(data), "-w", *args],
-            check=check,
+            check=False,
             capture_output=True,
+            text=True,
             timeout=120,
         )
+        if check and done.returncode != 0:
+            raise ServiceError(f"pg_ctl {' '.join(args)} failed: {done.stdout}{done.stderr}")
 
     def _start_postgres(self) -> None:
         bindir = pg_bindir()
         if bindir is None:
             raise ServiceError("PostgreSQL server binaries are not installed")
-        pg = self.root / "pg"
-        pg.mkdir()
+        # Its own directory under /tmp: the server's user must be able to reach it, and a test's
+        # temporary directory is private to root.
+        pg = self.pg_dir = Path(tempfile.mkdtemp(prefix="assay-deploy-pg-"))
         if os.geteuid() == 0:  # the server refuses to run as root
             user = pwd.getpwnam("postgres")
             os.chown(pg, user.pw_uid, user.pw_gid)
@@ -232,7 +239,7 @@ class LocalDeployment:
 
     def start_postgres(self) -> None:
         """Start (or restart, same data and port) the cluster."""
-        pg, port = self.root / "pg", self.ports["postgres"]
+        pg, port = self.pg_dir, self.ports["postgres"]
         options = (
             f"-p {port} -k {pg} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
         )
@@ -324,7 +331,11 @@ class LocalDeployment:
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "deploy" / "celery")]),
             "DAGSTER_HOME": str(home),
-            "ASSAY_DAGSTER_PG_URL": self.pg_url("dagster", driver=False),
+            # dagster-postgres speaks psycopg2; SQLAlchemy 2.1 would pick psycopg 3 for a bare
+            # postgresql:// URL, whose server-side parameters break its NOTIFY statements.
+            "ASSAY_DAGSTER_PG_URL": self.pg_url("dagster", driver=False).replace(
+                "postgresql://", "postgresql+psycopg2://"
+            ),
             "ASSAY_REGISTRY_URL": self.pg_url("assay"),
             "ASSAY_REQUEST_CACHE_URL": self.pg_url("assay"),
             "ASSAY_STORAGE_URL": f"s3://{BUCKET}/assay",

@@ -14,6 +14,8 @@ Slow (minutes): marked ``deploy``, excluded from ``make test``, run by ``make te
 from __future__ import annotations
 
 import io
+import json
+import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +28,8 @@ from deploy.stack import BUCKET, LocalDeployment, missing_parts
 pytestmark = pytest.mark.deploy
 
 REPO = Path(__file__).resolve().parent.parent
-EVALUATION_STEPS = {"model_outputs", "instance_scores", "metric_tables"}
+# The evaluation graph's steps: model_outputs, then one multi-asset step for both score tables.
+EVALUATION_STEPS = {"model_outputs", "scores"}
 ARITHMETIC_N = 40
 
 # Two scenarios (a generation and a multiple-choice one, so both request kinds cross the
@@ -101,10 +104,15 @@ def deployment(tmp_path_factory, model_cache_dir) -> LocalDeployment:
         yield stack
 
 
-def _promote(stack: LocalDeployment, model: str, alias: str, *, replicas: int | None = None):
-    """Register a version of ``model`` served by the replicas and point ``alias`` at it."""
+def _promote(stack: LocalDeployment, model: str, alias: str, *, max_context: int = 2048):
+    """Register a version of ``model`` served by the replicas and point ``alias`` at it.
+
+    A ``max_context`` of its own makes the version's requests new to the request cache.
+    """
+    serving = json.dumps({"max_context": max_context})
     out = stack.assay(
-        *("registry", "register", "--create-model", model, stack.model_source(replicas))
+        *("registry", "register", "--create-model", model, stack.model_source()),
+        *("--serving", serving),
     )
     key = out.strip().splitlines()[-1]
     stack.assay("registry", "alias", "set", model, alias, key.rsplit("@v", 1)[1])
@@ -157,8 +165,10 @@ def test_promotion_runs_on_the_workers_and_lands_in_s3(deployment):
 
     # Every evaluation step ran in a Celery worker (the executor's engine events say which).
     events = stack.graphql(RUN_LOGS_QUERY, {"runId": run["runId"]})["logsForRun"]["events"]
+    steps = {e["stepKey"] for e in events if e.get("stepKey")}
     in_worker = {e["stepKey"] for e in events if "in celery worker" in (e.get("message") or "")}
-    assert in_worker == EVALUATION_STEPS
+    assert steps >= EVALUATION_STEPS
+    assert in_worker == steps
     handled = [s for s in stack.services if s.startswith("worker")]
     assert any("execute_plan" in stack.services[w].tail(200000) for w in handled)
 
@@ -221,3 +231,108 @@ def test_promotion_runs_on_the_workers_and_lands_in_s3(deployment):
         if m["runId"] == run["runId"]
     }
     assert partitions == {f"{key}|{s}" for s in SCENARIOS}
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def _posts(stack: LocalDeployment) -> int:
+    """Model calls the replicas have answered so far (their access logs)."""
+    return sum(
+        stack.services[f"replica{i}"].tail(10**8).count('"POST /v1/completions')
+        for i in range(stack.replicas)
+    )
+
+
+def _worker_running(stack: LocalDeployment, step: str, before: dict[str, int]) -> str | None:
+    """The worker that started ``step`` since ``before`` (its log's count of such starts)."""
+    for name in [n for n in stack.services if n.startswith("worker")]:
+        log = stack.services[name].tail(10**8)
+        if log.count(f"Executing steps {step} in celery worker") > before.get(name, 0):
+            return name
+    return None
+
+
+def _step_starts(stack: LocalDeployment, step: str) -> dict[str, int]:
+    return {
+        n: s.tail(10**8).count(f"Executing steps {step} in celery worker")
+        for n, s in stack.services.items()
+        if n.startswith("worker")
+    }
+
+
+def _texts(stack: LocalDeployment, key: str, scenario: str) -> list:
+    table = _s3_table(stack, _partition_key("model_outputs", key, scenario))
+    rows = sorted(table.to_pylist(), key=lambda r: r["request_id"])
+    return [(r["request_id"], r["text"], r["error"]) for r in rows]
+
+
+def test_a_worker_killed_mid_model_outputs_is_replaced_and_nothing_is_recomputed(deployment):
+    stack = deployment
+    baseline_posts = _posts(stack)
+    starts = _step_starts(stack, "model_outputs")
+    key = _promote(stack, "smollm2", "candidate", max_context=2049)
+
+    victim = _wait(
+        "model_outputs started in a worker",
+        lambda: _worker_running(stack, "model_outputs", starts),
+        stack,
+    )
+    # Let the first scenario's requests finish (one committed chunk of the request cache)...
+    _wait(
+        "the first scenario's requests answered",
+        lambda: _posts(stack) - baseline_posts >= ARITHMETIC_N + 2,
+        stack,
+    )
+    # ... then kill the worker running the step, and its step with it (the solo pool).
+    stack.services[victim].signal(signal.SIGKILL)
+    stack.services[victim].process.wait(10)
+    posts_at_kill = _posts(stack) - baseline_posts
+    # Nothing of this version is in S3 yet: a partition is written only when the step ends.
+    assert not [k for k in stack.s3_keys("assay/model_outputs/") if key in k]
+    # A supervisor restarts the worker; the step's message comes back after the visibility
+    # timeout and runs again on a worker.
+    stack.start_worker(int(victim.removeprefix("worker")))
+
+    run = _wait_for_run(stack, key)
+    assert run["status"] == "SUCCESS", stack.logs()
+    arithmetic = _s3_table(stack, _partition_key("model_outputs", key, "arithmetic"))
+    assert arithmetic.num_rows == ARITHMETIC_N
+    # The requests answered before the kill came from the request cache, not the model.
+    assert all(arithmetic["cached"].to_pylist())
+    recomputed = _posts(stack) - baseline_posts - posts_at_kill
+    assert recomputed < ARITHMETIC_N  # at most the other scenario's few calls
+    # The same completions as the undisturbed promotion of the same model.
+    first = [k for k in stack.s3_keys("assay/model_outputs/") if "smollm2@v1/" in k]
+    assert first
+    assert [t[1] for t in _texts(stack, key, "arithmetic")] == [
+        t[1] for t in _texts(stack, "smollm2@v1", "arithmetic")
+    ]
+
+
+def test_a_replica_killed_mid_run_hands_its_requests_to_the_other(deployment):
+    stack = deployment
+    baseline = [
+        stack.services[f"replica{i}"].tail(10**8).count('"POST /v1/completions') for i in (0, 1)
+    ]
+    key = _promote(stack, "smollm2", "canary", max_context=2050)
+    _wait(
+        "both replicas serving this run",
+        lambda: all(
+            stack.services[f"replica{i}"].tail(10**8).count('"POST /v1/completions')
+            > baseline[i] + 2
+            for i in (0, 1)
+        ),
+        stack,
+    )
+    stack.services["replica1"].signal(signal.SIGKILL)
+    try:
+        run = _wait_for_run(stack, key)
+    finally:
+        stack.start_replica(1)
+    assert run["status"] == "SUCCESS", stack.logs()
+    for scenario in SCENARIOS:
+        got = _texts(stack, key, scenario)
+        assert all(error is None for _, _, error in got)
+        # Equal to the undisturbed promotion of the same model (greedy decoding).
+        assert [t[1] for t in got] == [t[1] for t in _texts(stack, "smollm2@v1", scenario)]
