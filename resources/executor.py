@@ -30,11 +30,18 @@ def celery_settings() -> dict[str, Any]:
     still runs it.
     """
     visibility = int(os.environ.get("ASSAY_CELERY_VISIBILITY_TIMEOUT", "3600"))
+    # Workers look for messages past their visibility timeout every few seconds (kombu's
+    # default is every 100 s), so a dead worker's step is picked up soon after the timeout.
+    transport = {
+        "visibility_timeout": visibility,
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+    }
     return {
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": {"visibility_timeout": visibility},
+        "broker_transport_options": transport,
         "result_backend_transport_options": {"visibility_timeout": visibility},
         "broker_connection_retry_on_startup": True,
     }
