@@ -354,7 +354,6 @@ class LocalDeployment:
             "DAGSTER_DISABLE_TELEMETRY": "1",
             **self.extra_env,
         }
-        self.env.pop("ASSAY_SUITE_MAX_INSTANCES", None)
         # Create the instance's tables once, then give the model pool its limit.
         self.dagster("instance", "migrate")
         self.dagster("instance", "concurrency", "set", "model-inference", "2")
