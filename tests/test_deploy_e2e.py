@@ -245,18 +245,24 @@ def _posts(stack: LocalDeployment) -> int:
     )
 
 
+def _started(step: str) -> str:
+    # Dagster's step-start line in the worker's log (the executor's own "Executing steps"
+    # event reaches the log only with the task's result, when the step has ended).
+    return f'STEP_START - Started execution of step "{step}"'
+
+
 def _worker_running(stack: LocalDeployment, step: str, before: dict[str, int]) -> str | None:
     """The worker that started ``step`` since ``before`` (its log's count of such starts)."""
     for name in [n for n in stack.services if n.startswith("worker")]:
         log = stack.services[name].tail(10**8)
-        if log.count(f"Executing steps {step} in celery worker") > before.get(name, 0):
+        if log.count(_started(step)) > before.get(name, 0):
             return name
     return None
 
 
 def _step_starts(stack: LocalDeployment, step: str) -> dict[str, int]:
     return {
-        n: s.tail(10**8).count(f"Executing steps {step} in celery worker")
+        n: s.tail(10**8).count(_started(step))
         for n, s in stack.services.items()
         if n.startswith("worker")
     }
