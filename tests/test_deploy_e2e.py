@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from deploy.stack import BUCKET, LocalDeployment, missing_parts
+from deploy.stack import BUCKET, LocalDeployment, ServiceError, missing_parts
 
 pytestmark = pytest.mark.deploy
 
@@ -129,7 +129,11 @@ def _wait_for_run(stack: LocalDeployment, key: str, timeout_s: float = 600) -> d
     """The promotion run of ``key``, once it has ended (the last one, after retries)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        runs = _runs(stack, "assay/model_version", key)
+        try:
+            runs = _runs(stack, "assay/model_version", key)
+        except (OSError, ServiceError):  # the webserver's database restarting under it
+            time.sleep(3)
+            continue
         ended = [r for r in runs if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
         active = [r for r in runs if r not in ended]
         if ended and not active:
@@ -270,8 +274,20 @@ def _step_starts(stack: LocalDeployment, step: str) -> dict[str, int]:
 
 def _texts(stack: LocalDeployment, key: str, scenario: str) -> list:
     table = _s3_table(stack, _partition_key("model_outputs", key, scenario))
-    rows = sorted(table.to_pylist(), key=lambda r: r["request_id"])
-    return [(r["request_id"], r["text"], r["error"]) for r in rows]
+    rows = sorted(
+        table.to_pylist(),
+        key=lambda r: (r["instance_id"], r["trial"], r["perturbation"] or "", r["part"] or ""),
+    )
+    # The text, or the continuations' log-likelihoods (rounded: batches may differ in the
+    # last bits), with the error.
+    return [
+        (
+            r["instance_id"],
+            (r["text"], [round(c["logprob"], 3) for c in r["choices"] or []]),
+            r["error"],
+        )
+        for r in rows
+    ]
 
 
 def test_a_worker_killed_mid_model_outputs_is_replaced_and_nothing_is_recomputed(deployment):
