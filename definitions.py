@@ -7,6 +7,7 @@ from dagster import Definitions, EnvVar
 from assets import all_assets
 from assets.checks import all_checks
 from resources import ModelsResource, SuiteResource, assay_resources
+from resources.executor import executor_from_env
 from sensors import all_schedules, all_sensors
 from sensors.mlflow import mlflow_sensors
 
@@ -23,6 +24,8 @@ defs = Definitions(
     asset_checks=all_checks,
     sensors=[*all_sensors, *mlflow_sensors()],
     schedules=all_schedules,
+    # ASSAY_EXECUTOR: unset keeps Dagster's default; `celery` spreads steps over workers.
+    executor=executor_from_env(),
     resources=assay_resources(
         storage_url=_env("ASSAY_STORAGE_URL"),
         registry_url=_env("ASSAY_REGISTRY_URL"),

@@ -61,6 +61,7 @@ class ModelSpec:
     - ``hf:/path/to/dir`` — any local Hugging Face model directory;
     - ``gguf:/path/to/file.gguf`` — a GGUF file, loaded through transformers;
     - ``openai:http://host:port/v1#model-id`` — an OpenAI-compatible endpoint;
+      ``openai:http://a:8000/v1,http://b:8000/v1#model-id`` — several replicas of it;
     - ``llamacpp:/path/to/file.gguf`` or ``llamacpp:bundled:<name>`` — a GGUF file run by
       llama.cpp in process (the ``llamacpp`` extra).
     """

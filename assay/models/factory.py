@@ -23,6 +23,10 @@ def build_client(spec: ModelSpec, cache_dir: Path) -> ModelClient:
         return TransformersClient(spec, cache_dir)
     if scheme == "openai":
         from assay.models.openai_backend import OpenAIClient
+        from assay.models.replicas import ReplicatedOpenAIClient, is_replicated_source
+
+        if is_replicated_source(spec.source):
+            return ReplicatedOpenAIClient(spec)
 
         return OpenAIClient(spec)
     if scheme == "llamacpp":

@@ -32,6 +32,10 @@ class CorruptPartitionError(ValueError):
     """The stored file exists but is not a readable Parquet table."""
 
 
+class StorageWriteError(OSError):
+    """A partition could not be written (the storage is down or refuses the write)."""
+
+
 class ParquetStore:
     """Reads and writes partitioned Parquet tables under one fsspec base URL."""
 
@@ -66,7 +70,16 @@ class ParquetStore:
         """Write one partition atomically, replacing any previous version. Returns its URL."""
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
-        self._put_atomic(self.path(asset, partition), buffer.getvalue())
+        try:
+            self._put_atomic(self.path(asset, partition), buffer.getvalue())
+        except Exception as exc:  # s3fs/botocore errors are not all OSErrors
+            # The filesystem has already retried (s3fs: connection errors, throttling); say
+            # which partition was not written. Nothing was published: the PUT or rename is
+            # the commit.
+            raise StorageWriteError(
+                f"{_label(asset, partition)} could not be written to "
+                f"{self.url(asset, partition)}: {type(exc).__name__}: {exc}"
+            ) from exc
         return self.url(asset, partition)
 
     def write_file(self, relative_path: str, data: bytes) -> str:
@@ -130,6 +143,10 @@ class ParquetStore:
     def partitions(self, asset: str) -> list[dict[str, str]]:
         """Every stored partition of an asset, as its dimension → value mapping."""
         base = f"{self.root}/{asset}"
+        if not self.is_local:
+            # fsspec shares one filesystem object per URL in a process and caches listings in
+            # it; other processes (workers) write here too, so list afresh.
+            self.fs.invalidate_cache(base)
         if not self.fs.exists(base):
             return []
         found = []

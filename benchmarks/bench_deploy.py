@@ -1,0 +1,249 @@
+"""The deployment of deploy/ on this machine (deploy/stack.py): what Postgres + Celery cost and
+what more workers and replicas buy.
+
+1. Rescoring backfill (a metric change: ``instance_scores``/``metric_tables`` rebuilt from
+   stored ``model_outputs``, zero model calls) over versions × scenarios partitions, as one
+   range run through the ``dagster`` CLI:
+   - Postgres instance + Celery executor (2 workers), storage in S3 (moto);
+   - the embedded default: a SQLite instance and the in-process executor, same S3 storage,
+     same registry;
+   - reference: the same scoring done by the library alone (read, score, write each
+     partition) in this process, so "Dagster overhead per partition" is (run − reference) / N.
+2. A promotion run (model_outputs + scores over the suite, requests not cached) with 1 vs 2
+   Celery workers and 1 vs 2 model replicas.
+
+Figures depend on the machine's load (the project's machines are shared): compare the ratios
+within one run, not absolute numbers across runs.
+
+    .venv/bin/python benchmarks/bench_deploy.py [--versions 50 --scenarios 10] [--skip-promotion]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+warnings.filterwarnings("ignore")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from deploy.stack import LocalDeployment, missing_parts  # noqa: E402
+
+MODEL = "bench"
+
+
+def suite_yaml(scenarios: int, instances: int) -> str:
+    lines = ["scenarios:"]
+    for i in range(scenarios):
+        lines += [
+            f"  s{i:02d}:",
+            "    scenario: arithmetic_qa",
+            f"    args: {{n_test: {instances + i}, n_train: 0}}",
+            "    adapter: {method: generation, max_tokens: 3}",
+            f"    max_instances: {instances}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def materialize(stack: LocalDeployment, select: str, first: str, last: str, **env: str) -> float:
+    """One range run through the CLI; returns its wall time in seconds."""
+    saved = dict(stack.env)
+    stack.env.update(env)
+    try:
+        start = time.perf_counter()
+        stack.dagster(
+            *("asset", "materialize", "-f", "definitions.py", "--select", select),
+            *("--partition-range", f"{first}...{last}"),
+        )
+        return time.perf_counter() - start
+    finally:
+        stack.env = saved
+
+
+def library_rescore(stack: LocalDeployment, versions: list[str], scenarios: list[str]) -> float:
+    """The backfill's work without Dagster: read, score and write every partition."""
+    from assay.records import Instance, InstanceStat, ModelOutput
+    from assay.registry import Registry
+    from assay.scoring import score_partition, scorecard_table
+    from assay.storage import ParquetStore
+
+    os.environ.update({k: v for k, v in stack.env.items() if k.startswith("AWS_")})
+    store = ParquetStore(stack.env["ASSAY_STORAGE_URL"])
+    registry = Registry.open(stack.env["ASSAY_REGISTRY_URL"])
+    start = time.perf_counter()
+    instances = {
+        s: Instance.from_table(store.read("scenario_instances", {"scenario": s})) for s in scenarios
+    }
+    for version in versions:
+        prices = registry.get_version(version).prices.token_prices()
+        for scenario in scenarios:
+            dims = {"model_version": version, "scenario": scenario}
+            outputs = ModelOutput.from_table(store.read("model_outputs", dims))
+            scored = score_partition(
+                instances[scenario],
+                outputs,
+                prices=prices,
+                toxicity=None,
+                seed_key=f"{version}|{scenario}",
+            )
+            store.write("bench_instance_scores", dims, InstanceStat.to_table(scored.stats))
+            store.write("bench_metric_tables", dims, scorecard_table(scored.card))
+    return time.perf_counter() - start
+
+
+def last_run_seconds(env: dict[str, str]) -> float:
+    """RUN_START to RUN_SUCCESS of the newest run on the instance ``env`` names (the CLI's
+    own start-up and code loading left out)."""
+    from dagster import DagsterInstance
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        with DagsterInstance.get() as instance:
+            run = instance.get_runs(limit=1)[0]
+            stats = instance.get_run_stats(run.run_id)
+            return float(stats.end_time - stats.start_time)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def add_partitions(env: dict[str, str], versions: list[str]) -> None:
+    from dagster import DagsterInstance
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        with DagsterInstance.get() as instance:
+            instance.add_dynamic_partitions("model_version", versions)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def rescoring(stack: LocalDeployment, n_versions: int, n_scenarios: int) -> None:
+    from assay.registry import Registry
+
+    scenarios = [f"s{i:02d}" for i in range(n_scenarios)]
+    registry = Registry.open(stack.pg_url("assay"))
+    registry.create_model(MODEL)
+    # Every version is the same served model: after the first, the request cache answers.
+    versions = [registry.create_version(MODEL, stack.model_source()).key for _ in range(n_versions)]
+    add_partitions(stack.env, versions)
+    n = n_versions * n_scenarios
+    print(f"setup: {n_versions} versions x {n_scenarios} scenarios = {n} partitions", flush=True)
+    materialize(stack, "scenario_instances,perturbed_instances", scenarios[0], scenarios[-1])
+    materialize(stack, "registered_models", versions[0], versions[-1])
+    first, last = f"{versions[0]}|{scenarios[0]}", f"{versions[-1]}|{scenarios[-1]}"
+    materialize(stack, "model_outputs", first, last)
+
+    celery = materialize(stack, "instance_scores,metric_tables", first, last)
+    celery_run = last_run_seconds(stack.env)
+    # The embedded default on the same storage and registry: a SQLite instance, in process.
+    home = Path(tempfile.mkdtemp(prefix="bench-deploy-home-"))
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    default_env = {"DAGSTER_HOME": str(home), "ASSAY_EXECUTOR": "in_process"}
+    add_partitions({**stack.env, **default_env}, versions)
+    default = materialize(stack, "instance_scores,metric_tables", first, last, **default_env)
+    default_run = last_run_seconds({**stack.env, **default_env})
+    reference = library_rescore(stack, versions, scenarios)
+
+    print(f"\nrescoring backfill, {n} partitions, 0 model calls (one range run via the CLI)")
+    print("  CLI = the `dagster asset materialize` command; run = RUN_START..RUN_SUCCESS")
+    head = f"{'setup':32s} {'CLI s':>7s} {'run s':>7s} {'partitions/min':>15s}"
+    print(f"{head} {'overhead ms/partition (run - reference)':>40s}")
+    print(
+        f"{'library alone (reference)':32s} {reference:7.1f} {reference:7.1f} "
+        f"{n / reference * 60:15.0f} {0.0:40.1f}"
+    )
+    for name, wall, run in [
+        ("SQLite + in-process (default)", default, default_run),
+        ("Postgres + Celery (2 workers)", celery, celery_run),
+    ]:
+        overhead = (run - reference) / n * 1000
+        print(f"{name:32s} {wall:7.1f} {run:7.1f} {n / run * 60:15.0f} {overhead:40.1f}")
+    print(f"ratio Postgres+Celery / default: {celery_run / default_run:.2f}x run time")
+
+
+def promotion(stack: LocalDeployment, replicas: int, salt: int) -> float:
+    """Register a version whose requests are not cached yet and run its evaluation."""
+    from assay.registry import Registry
+
+    registry = Registry.open(stack.pg_url("assay"))
+    if MODEL not in {m.name for m in registry.list_models()}:
+        registry.create_model(MODEL)
+    # A serving setting no other version has: its requests are new to the cache.
+    serving = {"max_context": 2048 + salt}
+    key = registry.create_version(MODEL, stack.model_source(replicas), serving=serving).key
+    add_partitions(stack.env, [key])
+    materialize(stack, "registered_models", key, key)
+    materialize(stack, "model_outputs,instance_scores,metric_tables", f"{key}|s00", f"{key}|s01")
+    return last_run_seconds(stack.env)
+
+
+def promotions(stack: LocalDeployment) -> None:
+    materialize(stack, "scenario_instances,perturbed_instances", "s00", "s01")
+    promotion(stack, 2, 0)  # warm-up: the workers import the code location once (not reported)
+    rows = []
+    for salt, (workers, replicas) in enumerate([(2, 2), (2, 1), (1, 2)], start=1):
+        # Stop the second worker for the one-worker case.
+        if workers == 1 and stack.services["worker1"].alive():
+            stack.services["worker1"].stop()
+        rows.append((workers, replicas, promotion(stack, replicas, salt)))
+    print("\npromotion run (model_outputs + scores, 2 scenarios, uncached requests)")
+    print(f"{'celery workers':>15s} {'replicas':>9s} {'run s':>8s}")
+    for workers, replicas, wall in rows:
+        print(f"{workers:15d} {replicas:9d} {wall:8.1f}")
+    base = rows[0][2]
+    print(
+        f"1 replica / 2 replicas: {rows[1][2] / base:.2f}x; "
+        f"1 worker / 2 workers: {rows[2][2] / base:.2f}x"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--versions", type=int, default=50)
+    parser.add_argument("--scenarios", type=int, default=10)
+    parser.add_argument("--promotion-instances", type=int, default=24)
+    parser.add_argument("--skip-promotion", action="store_true")
+    parser.add_argument("--skip-rescoring", action="store_true")
+    args = parser.parse_args()
+    missing = missing_parts()
+    if missing:
+        sys.exit("bench_deploy needs " + "; ".join(missing))
+    cache = REPO / ".assay" / "test-cache"
+    if not args.skip_rescoring:
+        with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp:
+            stack = LocalDeployment(
+                root=Path(tmp),
+                suite_yaml=suite_yaml(args.scenarios, 1),
+                model_cache=cache,
+                daemon=False,
+                webserver=False,
+            )
+            with stack:
+                rescoring(stack, args.versions, args.scenarios)
+    if not args.skip_promotion:
+        with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp:
+            stack = LocalDeployment(
+                root=Path(tmp),
+                suite_yaml=suite_yaml(2, args.promotion_instances),
+                model_cache=cache,
+                daemon=False,
+                webserver=False,
+            )
+            with stack:
+                promotions(stack)
+    print("\n(one machine, shared with other jobs: compare ratios within this run)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The deployment on one machine (deploy/stack.py); configuration files beside it."""

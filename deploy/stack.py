@@ -1,0 +1,445 @@
+"""The deployment of deploy/README.md on one machine: every service a real process on loopback.
+
+PostgreSQL (a throwaway cluster: Dagster instance, registry, request cache), Redis (the Celery
+broker), an S3 API server (moto in server mode; Parquet partitions and the dashboard), model
+replicas (``assay serve``), Celery workers, ``dagster-daemon`` and ``dagster-webserver``. Used by
+tests/test_deploy_e2e.py and benchmarks/bench_deploy.py; each service is started on a free port
+with its data under one temporary directory and stopped (its process group) at the end.
+
+Not imported by the library or the code location.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+BUCKET = "assay-deploy"
+MODEL = "smollm2-135m-instruct"
+
+
+class ServiceError(RuntimeError):
+    """A service did not start, or stopped answering; the message quotes its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(what: str, check, timeout_s: float, log: Path | None = None) -> None:
+    """Poll ``check`` (truthy = ready) every 0.25 s, at most ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.25)
+    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+    raise ServiceError(f"{what} not ready after {timeout_s:.0f} s\n{tail}")
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:  # loopback only
+        return response.status < 400
+
+
+def port_open(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+def pg_bindir() -> Path | None:
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if (Path(candidate) / "initdb").is_file():
+            return Path(candidate)
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def missing_parts() -> list[str]:
+    """What this machine lacks to run the deployment (empty: everything is there)."""
+    missing = []
+    if pg_bindir() is None:
+        missing.append("PostgreSQL server binaries (apt-get install postgresql)")
+    if shutil.which("redis-server") is None:
+        missing.append("redis-server (apt-get install redis-server)")
+    for module in ("dagster_postgres", "dagster_celery", "redis", "s3fs", "moto", "boto3"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(f"python package {module} (pip install -e '.[deploy]')")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            missing.append("a 'postgres' user to run the server as (running as root)")
+    return missing
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Signal the service's whole process group (it leads its own session)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+
+    def stop(self, timeout_s: float = 20) -> None:
+        if not self.alive():
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+@dataclass
+class LocalDeployment:
+    """One deployment under ``root``; ``start()`` brings it up, ``stop()`` takes it down."""
+
+    root: Path
+    suite_yaml: str
+    model_cache: Path  # where the bundled GGUF is converted once (shared with the tests)
+    workers: int = 2
+    replicas: int = 2
+    executor: str = "celery"
+    daemon: bool = True
+    webserver: bool = True
+    visibility_timeout_s: int = 3600
+    extra_env: dict[str, str] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    pg_dir: Path | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> LocalDeployment:
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_postgres()
+            self._start_redis()
+            self._start_s3()
+            self._start_replicas()
+            self._write_instance()
+            for i in range(self.workers):
+                self.start_worker(i)
+            if self.daemon:
+                self.start_daemon()
+            if self.webserver:
+                self._start_webserver()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for name in reversed(list(self.services)):
+            self.services[name].stop()
+        if self.pg_dir is not None:
+            self._pg_ctl("stop", "-m", "immediate", check=False)
+            shutil.rmtree(self.pg_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalDeployment:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Service:
+        log = self.root / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            process = subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=env or self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group, stopped as one
+            )
+        service = Service(name, process, log)
+        self.services[name] = service
+        return service
+
+    # -- PostgreSQL: the Dagster instance, the registry and the request cache ----------------
+
+    def _pg_prefix(self) -> list[str]:
+        return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def _pg_ctl(self, *args: str, check: bool = True) -> None:
+        bindir = pg_bindir()
+        assert bindir is not None
+        data = self.pg_dir / "data"
+        done = subprocess.run(
+            [*self._pg_prefix(), str(bindir / "pg_ctl"), "-D", str(data), "-w", *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and done.returncode != 0:
+            raise ServiceError(f"pg_ctl {' '.join(args)} failed: {done.stdout}{done.stderr}")
+
+    def _start_postgres(self) -> None:
+        bindir = pg_bindir()
+        if bindir is None:
+            raise ServiceError("PostgreSQL server binaries are not installed")
+        # Its own directory under /tmp: the server's user must be able to reach it, and a test's
+        # temporary directory is private to root.
+        pg = self.pg_dir = Path(tempfile.mkdtemp(prefix="assay-deploy-pg-"))
+        if os.geteuid() == 0:  # the server refuses to run as root
+            user = pwd.getpwnam("postgres")
+            os.chown(pg, user.pw_uid, user.pw_gid)
+        port = self.ports.setdefault("postgres", free_port())
+        initdb = [str(bindir / "initdb"), "-D", str(pg / "data"), "-U", "assay", "-A", "trust"]
+        subprocess.run(
+            [*self._pg_prefix(), *initdb, "--no-sync"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        self.start_postgres()
+        import psycopg
+
+        with psycopg.connect(self.pg_url("postgres", driver=False), autocommit=True) as conn:
+            for name in ("dagster", "assay"):
+                conn.execute(f'CREATE DATABASE "{name}"')
+        assert port
+
+    def start_postgres(self) -> None:
+        """Start (or restart, same data and port) the cluster."""
+        pg, port = self.pg_dir, self.ports["postgres"]
+        options = (
+            f"-p {port} -k {pg} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        )
+        self._pg_ctl("-l", str(pg / "log"), "-o", options, "start")
+
+    def stop_postgres(self) -> None:
+        self._pg_ctl("stop", "-m", "fast")
+
+    def pg_url(self, database: str, *, driver: bool = True) -> str:
+        scheme = "postgresql+psycopg" if driver else "postgresql"
+        return f"{scheme}://assay@127.0.0.1:{self.ports['postgres']}/{database}"
+
+    # -- Redis, S3 -------------------------------------------------------------------------
+
+    def _start_redis(self) -> None:
+        port = self.ports.setdefault("redis", free_port())
+        (self.root / "redis").mkdir()
+        command = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+        command += ["--appendonly", "no", "--dir", str(self.root / "redis")]
+        service = self._spawn("redis", command, env=dict(os.environ))
+        wait_until("redis", lambda: port_open(port), 30, service.log)
+
+    def start_s3(self) -> None:
+        """Start (or restart, same port) the S3 API server."""
+        port = self.ports.setdefault("s3", free_port())
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        service = self._spawn("s3", command, env=dict(os.environ))
+        wait_until(
+            "moto S3 server", lambda: http_ok(f"{self.s3_endpoint}/moto-api/"), 60, service.log
+        )
+
+    def _start_s3(self) -> None:
+        self.start_s3()
+        self.s3_client().create_bucket(Bucket=BUCKET)
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3']}"
+
+    def s3_client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            aws_access_key_id="deploy-test",
+            aws_secret_access_key="deploy-test",
+            region_name="us-east-1",
+        )
+
+    def s3_keys(self, prefix: str = "") -> list[str]:
+        listing = self.s3_client().list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+        return sorted(o["Key"] for o in listing.get("Contents", []))
+
+    # -- model replicas --------------------------------------------------------------------
+
+    def _start_replicas(self) -> None:
+        for i in range(self.replicas):
+            self.start_replica(i)
+        for i in range(self.replicas):
+            port = self.ports[f"replica{i}"]
+            wait_until(
+                f"replica {i}",
+                lambda port=port: http_ok(f"http://127.0.0.1:{port}/v1/models"),
+                300,
+                self.services[f"replica{i}"].log,
+            )
+
+    def start_replica(self, i: int) -> Service:
+        port = self.ports.setdefault(f"replica{i}", free_port())
+        command = [str(VENV_BIN / "assay"), "serve", f"bundled:{MODEL}", "--name", MODEL]
+        command += ["--port", str(port), "--device", "cpu", "--cache-dir", str(self.model_cache)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+        return self._spawn(f"replica{i}", command, env=env)
+
+    def model_source(self, replicas: int | None = None) -> str:
+        n = self.replicas if replicas is None else replicas
+        urls = ",".join(f"http://127.0.0.1:{self.ports[f'replica{i}']}/v1" for i in range(n))
+        return f"openai:{urls}#{MODEL}"
+
+    # -- the Dagster instance and its processes --------------------------------------------
+
+    def _write_instance(self) -> None:
+        home = self.root / "dagster_home"
+        home.mkdir()
+        shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
+        (self.root / "suite.yaml").write_text(self.suite_yaml)
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "deploy" / "celery")]),
+            "DAGSTER_HOME": str(home),
+            # dagster-postgres speaks psycopg2; SQLAlchemy 2.1 would pick psycopg 3 for a bare
+            # postgresql:// URL, whose server-side parameters break its NOTIFY statements.
+            "ASSAY_DAGSTER_PG_URL": self.pg_url("dagster", driver=False).replace(
+                "postgresql://", "postgresql+psycopg2://"
+            ),
+            "ASSAY_REGISTRY_URL": self.pg_url("assay"),
+            "ASSAY_REQUEST_CACHE_URL": self.pg_url("assay"),
+            "ASSAY_STORAGE_URL": f"s3://{BUCKET}/assay",
+            "ASSAY_SUITE": str(self.root / "suite.yaml"),
+            "ASSAY_HOME": str(self.root / "assay_home"),
+            "ASSAY_EXECUTOR": self.executor,
+            "ASSAY_CELERY_BROKER": f"redis://127.0.0.1:{self.ports['redis']}/0",
+            "ASSAY_CELERY_BACKEND": f"redis://127.0.0.1:{self.ports['redis']}/1",
+            "ASSAY_CELERY_VISIBILITY_TIMEOUT": str(self.visibility_timeout_s),
+            "AWS_ENDPOINT_URL": self.s3_endpoint,
+            "AWS_ACCESS_KEY_ID": "deploy-test",
+            "AWS_SECRET_ACCESS_KEY": "deploy-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "DAGSTER_DISABLE_TELEMETRY": "1",
+            **self.extra_env,
+        }
+        # Create the instance's tables once, then give the model pool its limit.
+        self.dagster("instance", "migrate")
+        self.dagster("instance", "concurrency", "set", "model-inference", "2")
+
+    def dagster(self, *args: str, timeout_s: float = 600) -> subprocess.CompletedProcess:
+        """Run the ``dagster`` CLI against this deployment; raises with its output on failure."""
+        done = subprocess.run(
+            [str(VENV_BIN / "dagster"), *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        if done.returncode != 0:
+            raise ServiceError(
+                f"dagster {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            )
+        return done
+
+    def assay(self, *args: str) -> str:
+        """Run the ``assay`` CLI (registry commands) against this deployment."""
+        done = subprocess.run(
+            [str(VENV_BIN / "assay"), *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise ServiceError(f"assay {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def start_worker(self, i: int) -> Service:
+        """One Celery worker process (the solo pool: a step runs in the worker's own process,
+        so killing the worker kills the step)."""
+        command = [str(VENV_BIN / "celery"), "-A", "dagster_celery.app", "worker", "-Q", "dagster"]
+        command += ["--pool", "solo", "-n", f"w{i}-{uuid.uuid4().hex[:6]}@%h", "-l", "INFO"]
+        service = self._spawn(f"worker{i}", command)
+        wait_until(f"celery worker {i}", lambda: "ready." in service.tail(100000), 120, service.log)
+        return service
+
+    def start_daemon(self) -> Service:
+        command = [str(VENV_BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]
+        service = self._spawn("daemon", command)
+        wait_until("dagster-daemon", lambda: self._daemon_healthy(), 180, service.log)
+        return service
+
+    def _daemon_healthy(self) -> bool:
+        done = subprocess.run(
+            [str(VENV_BIN / "dagster-daemon"), "liveness-check"],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.returncode == 0
+
+    def _start_webserver(self) -> None:
+        port = self.ports.setdefault("webserver", free_port())
+        command = [str(VENV_BIN / "dagster-webserver"), "-w", "workspace.yaml"]
+        command += ["-h", "127.0.0.1", "-p", str(port)]
+        service = self._spawn("webserver", command)
+        wait_until(
+            "dagster-webserver",
+            lambda: http_ok(f"http://127.0.0.1:{port}/server_info"),
+            180,
+            service.log,
+        )
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        """One query to the webserver's GraphQL endpoint."""
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.ports['webserver']}/graphql",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            payload = json.loads(response.read())
+        if payload.get("errors"):
+            raise ServiceError(f"GraphQL errors: {payload['errors']}")
+        return payload["data"]
+
+    def logs(self) -> str:
+        """The end of every service's log, for a failing test's message."""
+        return "\n".join(f"== {n}\n{s.tail(1500)}" for n, s in self.services.items())

@@ -1,0 +1,77 @@
+"""Which executor runs the steps: chosen by ``ASSAY_EXECUTOR`` when the code location loads.
+
+- unset or ``multiprocess``: Dagster's default (one process per step, or in process when a run
+  asks for it in its config), as on a laptop;
+- ``in_process``: every step in the run worker's process;
+- ``celery``: steps go to Celery workers over a broker (the ``deploy`` extra), so a run's
+  steps execute on as many worker processes or machines as listen on the queue.
+
+The Celery settings live here, once, for both sides: the executor that submits steps and
+the workers that run them (deploy/celery/dagster_celery_config.py imports ``celery_settings``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from dagster import ExecutorDefinition, in_process_executor, multiprocess_executor
+
+EXECUTORS = ("multiprocess", "in_process", "celery")
+
+
+def celery_settings() -> dict[str, Any]:
+    """Celery's own settings (its lowercase names) for a deployment's broker.
+
+    A step's message is acknowledged only when the step ends and is handed back when its
+    worker dies, so a killed worker's step runs again on another worker. With Redis that
+    happens after ``ASSAY_CELERY_VISIBILITY_TIMEOUT`` seconds (default one hour), which must
+    exceed the longest step, or a slow step would be handed to a second worker while the first
+    still runs it.
+    """
+    visibility = int(os.environ.get("ASSAY_CELERY_VISIBILITY_TIMEOUT", "3600"))
+    # Workers look for messages past their visibility timeout every few seconds (kombu's
+    # default is every 100 s), so a dead worker's step is picked up soon after the timeout.
+    transport = {
+        "visibility_timeout": visibility,
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+    }
+    return {
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {"visibility_timeout": visibility},
+        "broker_connection_retry_on_startup": True,
+    }
+
+
+def executor_from_env() -> ExecutorDefinition | None:
+    """The executor ``ASSAY_EXECUTOR`` names; ``None`` keeps Dagster's default."""
+    kind = os.environ.get("ASSAY_EXECUTOR", "").strip().lower() or "multiprocess"
+    if kind == "multiprocess":
+        return None
+    if kind == "in_process":
+        return in_process_executor
+    if kind == "celery":
+        if not os.environ.get("ASSAY_CELERY_BROKER"):
+            raise ValueError(
+                "ASSAY_EXECUTOR=celery needs ASSAY_CELERY_BROKER (e.g. redis://host/0)"
+            )
+        from dagster_celery import celery_executor
+
+        config: dict[str, Any] = {
+            # Resolved from the environment where the run starts; the UI shows only the names.
+            "broker": {"env": "ASSAY_CELERY_BROKER"},
+            "config_source": celery_settings(),
+        }
+        if os.environ.get("ASSAY_CELERY_BACKEND"):
+            config["backend"] = {"env": "ASSAY_CELERY_BACKEND"}
+        return celery_executor.configured(config, name="celery")
+    raise ValueError(
+        f"ASSAY_EXECUTOR={kind!r} is not an executor; use one of {', '.join(EXECUTORS)}"
+    )
+
+
+__all__ = ["EXECUTORS", "celery_settings", "executor_from_env", "multiprocess_executor"]

@@ -1,0 +1,122 @@
+"""Parquet partitions on S3 through s3fs, against a real S3 API server (moto) on loopback.
+
+The server is frozen (SIGSTOP) to play an outage: it accepts connections and never answers,
+as a hung or partitioned object store does. A short outage is ridden out by the client's
+retries; a long one ends in an error that names the partition, with the previous version of
+the partition left whole.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+pytest.importorskip("s3fs", reason="the deploy extra (s3fs) is not installed")
+pytest.importorskip("moto", reason="the deploy extra (moto[server]) is not installed")
+
+from assay.storage import ParquetStore, StorageWriteError
+from deploy.stack import free_port, http_ok, wait_until
+
+PARTITION = {"model_version": "m@v1", "scenario": "boolq"}
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_until("moto", lambda: http_ok(f"{endpoint}/moto-api/"), 60, Path(log))
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="t",
+            aws_secret_access_key="t",
+            region_name="us-east-1",
+        ).create_bucket(Bucket="assay-storage-test")
+        yield endpoint, server
+    finally:
+        server.send_signal(signal.SIGCONT)
+        server.terminate()
+        server.wait(20)
+
+
+def _store(endpoint: str, *, timeout_s: float, attempts: int) -> ParquetStore:
+    options = {
+        "key": "t",
+        "secret": "t",
+        "endpoint_url": endpoint,
+        "skip_instance_cache": True,
+        "config_kwargs": {
+            "connect_timeout": timeout_s,
+            "read_timeout": timeout_s,
+            "retries": {"max_attempts": attempts, "mode": "standard"},
+        },
+    }
+    return ParquetStore("s3://assay-storage-test/assay", storage_options=options)
+
+
+def test_partitions_round_trip_and_are_listed(s3):
+    endpoint, _ = s3
+    store = _store(endpoint, timeout_s=10, attempts=3)
+    table = pa.table({"x": [1, 2, 3]})
+    url = store.write("model_outputs", PARTITION, table)
+    assert (
+        url
+        == "s3://assay-storage-test/assay/model_outputs/model_version=m@v1/scenario=boolq/part.parquet"
+    )
+    assert store.read("model_outputs", PARTITION).equals(table)
+    # Another process's write is seen by a store that listed before (no stale listing).
+    other = _store(endpoint, timeout_s=10, attempts=3)
+    assert other.partitions("model_outputs") == [PARTITION]
+    second = {"model_version": "m@v2", "scenario": "boolq"}
+    store.write("model_outputs", second, table)
+    assert sorted(p["model_version"] for p in other.partitions("model_outputs")) == ["m@v1", "m@v2"]
+
+
+def test_a_short_outage_is_ridden_out(s3):
+    endpoint, server = s3
+    store = _store(endpoint, timeout_s=2, attempts=8)
+    server.send_signal(signal.SIGSTOP)
+    resume = threading.Timer(3.0, server.send_signal, args=(signal.SIGCONT,))
+    resume.start()
+    try:
+        store.write("metric_tables", PARTITION, pa.table({"x": [42]}))
+    finally:
+        resume.join()
+        server.send_signal(signal.SIGCONT)
+    assert store.read("metric_tables", PARTITION).column("x").to_pylist() == [42]
+
+
+def test_a_long_outage_names_the_partition_and_leaves_the_old_one_whole(s3):
+    endpoint, server = s3
+    store = _store(endpoint, timeout_s=1, attempts=2)
+    old = pa.table({"x": list(range(1000))})
+    store.write("instance_scores", PARTITION, old)
+    server.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(StorageWriteError) as caught:
+            store.write("instance_scores", PARTITION, pa.table({"x": [0]}))
+    finally:
+        server.send_signal(signal.SIGCONT)
+    message = str(caught.value)
+    assert "instance_scores" in message and "model_version=m@v1" in message
+    assert "scenario=boolq" in message and "s3://assay-storage-test/" in message
+    time.sleep(0.5)  # the thawed server finishes what it had accepted
+    assert store.read("instance_scores", PARTITION).equals(old)
