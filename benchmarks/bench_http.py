@@ -6,7 +6,9 @@ All in one run, on the bundled SmolLM2-135M-Instruct and the same requests:
 (a) ``TransformersClient.complete`` called in process (the reference);
 (b) ``OpenAIClient`` → loopback HTTP → ``assay.serving`` (batching concurrent requests) → the
     same ``TransformersClient`` instance;
-and the ratio HTTP / in process, for greedy generation and for log-likelihood. Log-likelihood
+and the ratio HTTP / in process, for greedy generation and for log-likelihood; then the same
+HTTP runs against a server with every request limit, the Host check and an API key on, and
+one with them all off (``ServerLimits.off()``), with the ratio on / off. Log-likelihood
 over HTTP goes through ``echo`` + prompt log-probabilities, which the server answers with
 ``TransformersClient.score_prompts`` (one forward pass per batch over each prompt+continuation,
 see ``assay.serving.prompt_logprobs``): every choice re-scores its whole prompt, so that path
@@ -16,6 +18,7 @@ does more model work than the in-process call, and the ratio shows how much it c
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from assay.models.openai_backend import OpenAIClient
 from assay.models.transformers_backend import TransformersClient
 from assay.records import Request, RequestKind
 from assay.serving import serving_in_background
+from assay.serving.policy import ServerAccess, ServerLimits
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,21 +79,37 @@ def main() -> None:
     gen, ll = _requests(args.n, args.max_tokens)
     local.complete(gen[:1] + ll[:1])  # load (and convert) the model outside the timings
 
-    with serving_in_background(local) as running:
-        remote_spec = ModelSpec("remote@v1", f"openai:{running.base_url}#{spec.key}")
-        with OpenAIClient(remote_spec, max_concurrency=args.concurrency) as remote:
-            remote.complete(gen[:1])  # open connections outside the timings
-            for kind, requests in (("generate", gen), ("loglikelihood", ll)):
-                print(f"{kind}: {len(requests)} requests")
-                n = len(requests)
-                ref = _rate("in process (reference)", lambda r=requests: local.complete(r), n)
-                http = _rate("HTTP via assay.serving", lambda r=requests: remote.complete(r), n)
-                print(f"  ratio HTTP / in process     {http / ref:7.2f}x")
-        stats = running.stats
-        print(
-            f"server batches: {stats.calls} complete() calls for {stats.requests} requests, "
-            f"largest {stats.largest}"
-        )
+    policies = {
+        # The shipped defaults plus an API key: every check a request goes through.
+        "limits on": (ServerLimits(), ServerAccess(api_key="bench-key")),
+        "limits off": (ServerLimits.off(), ServerAccess(allowed_hosts=("*",))),
+    }
+    rates: dict[tuple[str, str], float] = {}
+    for policy, (limits, access) in policies.items():
+        with serving_in_background(local, limits=limits, access=access) as running:
+            remote_spec = ModelSpec("remote@v1", f"openai:{running.base_url}#{spec.key}")
+            # The key goes only to a host it is bound to (assay.security).
+            os.environ["ASSAY_BENCH_KEY"] = "bench-key"
+            os.environ["ASSAY_BENCH_KEY_HOSTS"] = f"127.0.0.1:{running.port}"
+            with OpenAIClient(
+                remote_spec, max_concurrency=args.concurrency, api_key_env="ASSAY_BENCH_KEY"
+            ) as remote:
+                remote.complete(gen[:1])  # open connections outside the timings
+                for kind, requests in (("generate", gen), ("loglikelihood", ll)):
+                    print(f"{kind}: {len(requests)} requests, server with {policy}")
+                    n = len(requests)
+                    ref = _rate("in process (reference)", lambda r=requests: local.complete(r), n)
+                    http = _rate("HTTP via assay.serving", lambda r=requests: remote.complete(r), n)
+                    rates[(policy, kind)] = http
+                    print(f"  ratio HTTP / in process     {http / ref:7.2f}x")
+            stats = running.stats
+            print(
+                f"server batches ({policy}): {stats.calls} complete() calls for "
+                f"{stats.requests} requests, largest {stats.largest}"
+            )
+    for kind in ("generate", "loglikelihood"):
+        on, off = rates[("limits on", kind)], rates[("limits off", kind)]
+        print(f"{kind}: limits on / off  {on:.2f} / {off:.2f} req/s = {on / off:.2f}x")
 
 
 if __name__ == "__main__":
