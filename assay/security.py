@@ -10,6 +10,8 @@ Three rules every network-facing part of the library shares:
 - **Link-local and cloud metadata addresses are never contacted** (169.254.0.0/16, fe80::/10,
   the metadata names and addresses of the big clouds), whatever a source or a suite says.
   Host names are resolved and every address they resolve to is checked.
+- **Suites name data only where the deployment allows** (``check_data_url``): local files
+  under the data roots, allow-listed schemes and hosts.
 - **Error text is scrubbed before it is cut short**: the key values themselves in any letter
   case, ``Bearer <token>`` and well-known key shapes (``sk-…``, ``hf_…``, ``ghp_…``,
   ``AKIA…``) become ``***``.
@@ -153,3 +155,78 @@ def redact_then_cut(text: str, limit: int, secrets: Iterable[str | None] = ()) -
     """Scrub first, then shorten: cutting first could leave a key's head uncovered."""
     cleaned = redact(text, secrets)
     return cleaned if len(cleaned) <= limit else cleaned[:limit] + "…"
+
+
+# -- data URLs in suites ------------------------------------------------------------------------
+
+DATA_ROOTS_ENV = "ASSAY_DATA_ROOTS"
+DATA_SCHEMES_ENV = "ASSAY_DATA_SCHEMES"
+DATA_HOSTS_ENV = "ASSAY_DATA_HOSTS"
+DEFAULT_DATA_SCHEMES = frozenset({"http", "https", "s3", "gs", "gcs", "az", "abfs", "hf"})
+
+
+def check_data_url(
+    url: str,
+    where: str,
+    extra_roots: Iterable[str | os.PathLike[str]] = (),
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse a data file URL a suite may not name; the error names ``where`` and the reason.
+
+    - local paths (plain or ``file://``) must lie, after resolving links, under a data root:
+      ``$ASSAY_DATA_ROOTS`` (``os.pathsep``-separated), else the working directory and
+      ``extra_roots`` (the suite file's folder);
+    - other schemes must be listed in ``$ASSAY_DATA_SCHEMES`` (default: http, https, s3, gs,
+      gcs, az, abfs, hf); chained URLs (``a::b``) are refused;
+    - an HTTP(S) host must not be link-local or a metadata service, and must be listed in
+      ``$ASSAY_DATA_HOSTS`` when that is set.
+    """
+    env = os.environ if environ is None else environ
+    if not isinstance(url, str) or not url:
+        raise ValueError(f"{where}: expected a non-empty path or URL")
+    if "::" in re.sub(r"\[[^\]]*\]", "", url):  # IPv6 literals aside, "::" chains fsspec URLs
+        raise ValueError(f"{where}: chained fsspec URLs are not allowed in a suite ({url!r})")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() in ("file", "local"):
+        path = rest if sep else url
+        _check_local_path(path, where, extra_roots, env)
+        return
+    scheme = scheme.lower()
+    allowed = env.get(DATA_SCHEMES_ENV)
+    schemes = (
+        frozenset(s.strip().lower() for s in allowed.split(",") if s.strip())
+        if allowed
+        else DEFAULT_DATA_SCHEMES
+    )
+    if scheme not in schemes:
+        raise ValueError(
+            f"{where}: scheme {scheme!r} is not allowed for data files (allowed: "
+            f"{', '.join(sorted(schemes))}; set ${DATA_SCHEMES_ENV} to change)"
+        )
+    if scheme in ("http", "https"):
+        import httpx  # local: only HTTP sources need URL parsing
+
+        host = httpx.URL(url).host
+        check_host_allowed(host, where)
+        hosts = env.get(DATA_HOSTS_ENV)
+        if hosts and host.lower() not in _host_list(hosts):
+            raise ValueError(f"{where}: host {host!r} is not in ${DATA_HOSTS_ENV} ({hosts})")
+
+
+def _check_local_path(
+    path: str, where: str, extra_roots: Iterable[str | os.PathLike[str]], env: Mapping[str, str]
+) -> None:
+    configured = env.get(DATA_ROOTS_ENV)
+    if configured:
+        roots = [r for r in configured.split(os.pathsep) if r]
+    else:
+        roots = [os.getcwd(), *(os.fspath(r) for r in extra_roots)]
+    real = os.path.realpath(path)
+    for root in roots:
+        base = os.path.realpath(root)
+        if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
+            return
+    raise ValueError(
+        f"{where}: local file {path!r} is outside the data roots ({', '.join(roots)}); "
+        f"set ${DATA_ROOTS_ENV} to allow another folder"
+    )

@@ -37,6 +37,14 @@ the prompt registry (``assay.judge``)::
       judge_rubric: prompts:/grade-answer@production   # variables: input, prediction, reference
       judge_scale: [1, 5]                             # the rubric's scale (default 1..5)
       judge_repeats: 2                                # judgments per judge and output (default 1)
+
+Trust. A suite is operator-written configuration, deployed with the code location like code
+(``$ASSAY_SUITE``); registry users never write one. Even so, what a suite may reach is
+bounded, so a suite copied from elsewhere cannot read the machine or run programs:
+``custom_file`` paths pass ``assay.security.check_data_url`` (local files under the data
+roots, allow-listed schemes and hosts, no metadata addresses), and ``helm_scenario``'s
+``venv`` (runs that folder's Python) and ``scenario_class`` (imports any class) are refused
+unless ``$ASSAY_SUITE_ALLOW_HELM_VENV=1`` and ``$ASSAY_SUITE_ALLOW_SCENARIO_CLASS=1``.
 """
 
 from __future__ import annotations
@@ -55,11 +63,36 @@ from assay.adapters import AdapterSpec, Method, build_requests, build_variant_re
 from assay.perturbations import Perturbation, get_perturbation
 from assay.records import Instance, Request
 from assay.scenarios import ColumnMapping, Scenario, get_scenario
+from assay.security import check_data_url
 
 # Characters Dagster partition keys cannot hold, plus anything outside a conservative set.
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
 DEFAULT_SUITE = "default.yaml"
+ALLOW_HELM_VENV_ENV = "ASSAY_SUITE_ALLOW_HELM_VENV"
+ALLOW_SCENARIO_CLASS_ENV = "ASSAY_SUITE_ALLOW_SCENARIO_CLASS"
+_TRUE = ("1", "true", "yes")
+_WHY_REFUSED = {
+    "venv": "it runs that folder's Python",
+    "scenario_class": "it imports any class",
+}
+
+
+def _check_reach(scenario: str, args: dict[str, Any], where: str, base_dir: Path | None) -> None:
+    """Refuse arguments that would read outside the data roots or run arbitrary code."""
+    if scenario == "custom_file" and "path" in args:
+        check_data_url(args["path"], f"{where}.args.path", [base_dir] if base_dir else [])
+    if scenario == "helm_scenario":
+        for name, env in (
+            ("venv", ALLOW_HELM_VENV_ENV),
+            ("scenario_class", ALLOW_SCENARIO_CLASS_ENV),
+        ):
+            if args.get(name) is not None and os.environ.get(env, "").lower() not in _TRUE:
+                why = _WHY_REFUSED[name]
+                raise ValueError(
+                    f"{where}.args.{name}: not allowed in a suite unless the deployment sets "
+                    f"${env}=1 ({why})"
+                )
 
 
 def validate_key(key: str, what: str = "partition key") -> str:
@@ -311,8 +344,12 @@ def _variants(base: AdapterSpec, raw: Any, where: str) -> tuple[AdapterSpec, ...
     return tuple(variants)
 
 
-def parse_suite(data: Any, source: str = "<suite>") -> Suite:
-    """Validate a parsed YAML document; every error names the file and key at fault."""
+def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None) -> Suite:
+    """Validate a parsed YAML document; every error names the file and key at fault.
+
+    ``base_dir`` (the suite file's folder) is a data root for ``custom_file`` paths besides
+    the working directory (see ``check_data_url``).
+    """
     if not isinstance(data, dict) or not isinstance(data.get("scenarios"), dict):
         raise ValueError(f"{source}: expected a mapping with a 'scenarios' mapping")
     unknown_top = sorted(set(data) - _SUITE_FIELDS)
@@ -334,6 +371,7 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
         if not isinstance(args, dict):
             raise ValueError(f"{where}.args: expected a mapping")
         args = dict(args)
+        _check_reach(str(entry["scenario"]), args, where, base_dir)
         if "columns" in entry:
             if "columns" in args:
                 raise ValueError(f"{where}: give columns once, not also in args")
@@ -364,9 +402,11 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
 def load_suite(path: str | os.PathLike[str] | None = None) -> Suite:
     """Read a suite file; ``None`` means ``$ASSAY_SUITE`` or the shipped default suite."""
     path = path or os.environ.get("ASSAY_SUITE")
+    base_dir = None
     if path:
         text = Path(path).read_text(encoding="utf-8")
         source = str(path)
+        base_dir = Path(path).resolve().parent
     else:
         text = resources.files("assay.suites").joinpath(DEFAULT_SUITE).read_text("utf-8")
         source = f"assay/suites/{DEFAULT_SUITE}"
@@ -374,4 +414,4 @@ def load_suite(path: str | os.PathLike[str] | None = None) -> Suite:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"{source}: not valid YAML: {exc}") from None
-    return parse_suite(data, source)
+    return parse_suite(data, source, base_dir)
