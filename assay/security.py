@@ -91,7 +91,7 @@ def forbidden_host_reason(host: str, resolve: bool = True) -> str | None:
         except ValueError:
             continue
         if problem:
-            return f"{name} resolves to {problem}"
+            return f"{name} resolves to {problem.replace(' is ', ', which is ', 1)}"
     return None
 
 

@@ -118,6 +118,7 @@ def test_the_shared_table_binds_keys_too(monkeypatch):
         "http://[fe80::1]:8000/v1",
         "http://metadata.google.internal/v1",
         "http://[::ffff:169.254.169.254]/v1",
+        "http://2852039166/v1",  # 169.254.169.254 as one decimal number, found by resolving
     ],
 )
 def test_link_local_and_metadata_addresses_are_refused(url):
