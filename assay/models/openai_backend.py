@@ -384,7 +384,7 @@ class OpenAIClient:
     @property
     def _secrets(self) -> tuple[str, ...]:
         url = httpx.URL(self.source.base_url)
-        return tuple(s for s in (self._api_key, url.password, url.username) if s)
+        return tuple(s for s in (self._api_key, url.password) if s)
 
     def _scrub(self, text: str) -> str:
         """Remove credentials from text that may echo them (a server may quote our headers)."""
