@@ -138,6 +138,13 @@ def test_max_tokens_over_the_limit_is_refused(served):
     assert chat.status_code == 400 and client.seen == 0
 
 
+def test_a_flood_of_stop_sequences_is_refused(served):
+    running, client = served
+    response = _post(running.base_url, "completions", {"prompt": "hi", "stop": ["x"] * 10_000})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "stop"
+    assert client.seen == 0
+
+
 def test_echo_logprobs_word_blowup_is_bounded(served):
     # 4,000 one-letter words: 3,999 piece requests holding ~16M characters of context.
     running, client = served
