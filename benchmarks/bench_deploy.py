@@ -69,10 +69,10 @@ def materialize(stack: LocalDeployment, select: str, first: str, last: str, **en
 
 def library_rescore(stack: LocalDeployment, versions: list[str], scenarios: list[str]) -> float:
     """The backfill's work without Dagster: read, score and write every partition."""
-    from assay.records import Instance, InstanceStat, ModelOutput
+    from assay.core.records import Instance, InstanceStat, ModelOutput
     from assay.registry import Registry
     from assay.scoring import score_partition, scorecard_table
-    from assay.storage import ParquetStore
+    from assay.storage.parquet import ParquetStore
 
     os.environ.update({k: v for k, v in stack.env.items() if k.startswith("AWS_")})
     store = ParquetStore(stack.env["ASSAY_STORAGE_URL"])

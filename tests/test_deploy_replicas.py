@@ -18,12 +18,12 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from assay.core.records import Request, RequestKind
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE, bundled_gguf_path
 from assay.models.factory import build_client
 from assay.models.replicas import ReplicatedOpenAIClient, replica_sources
 from assay.models.transformers_backend import TransformersClient, converted_model_dir
-from assay.records import Request, RequestKind
 from assay.serving import OpenAIServer, asgi_in_background, serving_in_background
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("s3fs", reason="the deploy extra (s3fs) is not installed")
 pytest.importorskip("moto", reason="the deploy extra (moto[server]) is not installed")
 
-from assay.storage import ParquetStore, StorageWriteError
+from assay.storage.parquet import ParquetStore, StorageWriteError
 from deploy.stack import free_port, http_ok, wait_until
 
 PARTITION = {"model_version": "m@v1", "scenario": "boolq"}

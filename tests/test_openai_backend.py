@@ -257,6 +257,7 @@ def test_503_twice_then_200_is_retried_and_succeeds():
 def test_permanent_failure_reports_status_without_the_api_key(monkeypatch, caplog):
     secret = "sk-test-0123456789-secret"
     monkeypatch.setenv("ASSAY_TEST_KEY", secret)
+    monkeypatch.setenv("ASSAY_TEST_KEY_HOSTS", "127.0.0.1")  # the key may go to this server
 
     async def completions(request: HttpRequest) -> JSONResponse:
         # A hostile server quoting our credentials back must not leak them either.

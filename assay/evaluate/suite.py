@@ -55,6 +55,7 @@ from pydantic_core import ErrorDetails
 
 from assay.adapters import AdapterSpec, Method, build_requests, build_variant_requests
 from assay.core.records import Instance, Request
+from assay.core.security import check_data_url
 from assay.perturbations import Perturbation, get_perturbation
 from assay.scenarios import ColumnMapping, Scenario, get_scenario
 
@@ -62,6 +63,30 @@ from assay.scenarios import ColumnMapping, Scenario, get_scenario
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
 DEFAULT_SUITE = "default.yaml"
+ALLOW_HELM_VENV_ENV = "ASSAY_SUITE_ALLOW_HELM_VENV"
+ALLOW_SCENARIO_CLASS_ENV = "ASSAY_SUITE_ALLOW_SCENARIO_CLASS"
+_TRUE = ("1", "true", "yes")
+_WHY_REFUSED = {
+    "venv": "it runs that folder's Python",
+    "scenario_class": "it imports any class",
+}
+
+
+def _check_reach(scenario: str, args: dict[str, Any], where: str, base_dir: Path | None) -> None:
+    """Refuse arguments that would read outside the data roots or run arbitrary code."""
+    if scenario == "custom_file" and "path" in args:
+        check_data_url(args["path"], f"{where}.args.path", [base_dir] if base_dir else [])
+    if scenario == "helm_scenario":
+        for name, env in (
+            ("venv", ALLOW_HELM_VENV_ENV),
+            ("scenario_class", ALLOW_SCENARIO_CLASS_ENV),
+        ):
+            if args.get(name) is not None and os.environ.get(env, "").lower() not in _TRUE:
+                why = _WHY_REFUSED[name]
+                raise ValueError(
+                    f"{where}.args.{name}: not allowed in a suite unless the deployment sets "
+                    f"${env}=1 ({why})"
+                )
 
 
 def validate_key(key: str, what: str = "partition key") -> str:
@@ -317,10 +342,12 @@ class ScenarioEntry(_FileModel):
             raise _Invalid("give columns once, not also in args")
         return self
 
-    def config(self, key: str, where: str) -> ScenarioConfig:
+    def config(self, key: str, where: str, base_dir: Path | None = None) -> ScenarioConfig:
         """The runtime record; the adapter, variants and columns are checked by their own
-        modules, with ``where`` naming the entry."""
+        modules, with ``where`` naming the entry; what the arguments may reach is checked
+        against the data roots (``base_dir``: the suite file's folder)."""
         args = dict(self.args or {})
+        _check_reach(self.scenario, args, where, base_dir)
         if "columns" in self.model_fields_set:
             # Validated now, kept as plain data so args stay JSON-serializable.
             ColumnMapping.from_dict(self.columns, where + ".columns")
@@ -418,8 +445,12 @@ def _at(source: str, loc: tuple[int | str, ...], message: str, tail: str = "") -
     return f"{source}: {where}: {message}" if where else f"{source}: {message}"
 
 
-def parse_suite(data: Any, source: str = "<suite>") -> Suite:
-    """Validate a parsed YAML document; every error names the file and key at fault."""
+def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None) -> Suite:
+    """Validate a parsed YAML document; every error names the file and key at fault.
+
+    ``base_dir`` (the suite file's folder) is a data root for ``custom_file`` paths besides
+    the working directory (see ``check_data_url``).
+    """
     if isinstance(data, dict) and isinstance(data.get("scenarios"), dict):
         # Partition keys follow the one key rule; YAML may have read them as numbers.
         for key in data["scenarios"]:
@@ -432,7 +463,7 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
     if not parsed.scenarios:
         raise ValueError(f"{source}: the suite has no scenarios")
     entries = {
-        key: entry.config(key, f"{source}: scenarios.{key}")
+        key: entry.config(key, f"{source}: scenarios.{key}", base_dir)
         for key, entry in parsed.scenarios.items()
     }
     return Suite(entries, source=source, toxicity=parsed.toxicity)
@@ -441,9 +472,11 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
 def load_suite(path: str | os.PathLike[str] | None = None) -> Suite:
     """Read a suite file; ``None`` means ``$ASSAY_SUITE`` or the shipped default suite."""
     path = path or os.environ.get("ASSAY_SUITE")
+    base_dir = None
     if path:
         text = Path(path).read_text(encoding="utf-8")
         source = str(path)
+        base_dir = Path(path).resolve().parent
     else:
         text = resources.files("assay.evaluate.suites").joinpath(DEFAULT_SUITE).read_text("utf-8")
         source = f"assay/evaluate/suites/{DEFAULT_SUITE}"
@@ -451,4 +484,4 @@ def load_suite(path: str | os.PathLike[str] | None = None) -> Suite:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"{source}: not valid YAML: {exc}") from None
-    return parse_suite(data, source)
+    return parse_suite(data, source, base_dir)

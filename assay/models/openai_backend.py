@@ -13,11 +13,14 @@ Source URI: ``openai:http://host:port/v1#model-id``.
 
 HTTP calls run on a bounded thread pool and are retried with exponential backoff and full
 jitter on 429, 5xx, timeouts and connection errors. The API key is read from an environment
-variable whose *name* is configured; it never appears in reprs, logs or error messages.
+variable whose *name* is configured; it never appears in reprs, logs or error messages, and it
+is sent only to the hosts the operator bound it to (``<NAME>_HOSTS``, see ``assay.core.security``).
+Link-local and cloud metadata addresses are refused before any call.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -26,12 +29,21 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from assay.core.digests import digest_json
 from assay.core.records import ChoiceScore, Completion, Request, RequestKind
+from assay.core.security import (
+    HOSTS_SUFFIX,
+    check_host_allowed,
+    credential_hosts,
+    host_may_receive,
+    redact,
+    redact_then_cut,
+)
 from assay.models.base import ModelSpec, ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -79,6 +91,12 @@ class OpenAISource:
         return _redact_url(self.base_url)
 
 
+def endpoint_identity_digest(source: str) -> str:
+    """A digest of an ``openai:`` source's credential-free URL and model id, offline."""
+    parsed = OpenAISource.parse(source)
+    return digest_json({"backend": "openai", "base_url": parsed.public_url, "model": parsed.model})
+
+
 def _redact_url(url: str) -> str:
     try:
         return str(httpx.URL(url).copy_with(username=None, password=None))
@@ -124,9 +142,24 @@ class OpenAIClient:
         self.backoff_max_s = backoff_max_s
         self.request_logprobs = request_logprobs
         self._api_key_env = api_key_env
+        url = httpx.URL(self.source.base_url)
+        check_host_allowed(url.host, f"model source {self.source.public_url!r}")
         # Read once; an absent key is fine for local servers. Kept private and out of repr.
         self._api_key = os.environ.get(api_key_env) or None
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        # The key travels only to the hosts the operator bound it to; anywhere else the
+        # request goes without credentials (a registry user chooses the URL, not the key).
+        self._key_sent = bool(self._api_key) and host_may_receive(
+            url.host, url.port, url.scheme, credential_hosts(api_key_env)
+        )
+        if self._api_key and not self._key_sent:
+            log.warning(
+                "$%s is not sent to %s: the host is not listed in $%s%s",
+                api_key_env,
+                self.source.public_url,
+                api_key_env,
+                HOSTS_SUFFIX,
+            )
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._key_sent else {}
         self._http = httpx.Client(
             base_url=self.source.base_url + "/",
             headers=headers,
@@ -143,7 +176,10 @@ class OpenAIClient:
         self._digest_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        key = f"${self._api_key_env} set" if self._api_key else f"${self._api_key_env} unset"
+        if not self._api_key:
+            key = f"${self._api_key_env} unset"
+        else:
+            key = f"${self._api_key_env} {'sent' if self._key_sent else 'withheld'}"
         return (
             f"OpenAIClient(url={self.source.public_url!r}, model={self.source.model!r}, "
             f"key={key}, max_concurrency={self.max_concurrency})"
@@ -285,6 +321,8 @@ class OpenAIClient:
             reply: dict[str, Any] | str = self._send("POST", call.path, call.body)
         except EndpointError as exc:
             reply = str(exc)
+        except Exception as exc:  # one bad exchange must not lose the other requests
+            reply = self._scrub(f"{call.path}: {type(exc).__name__}: {exc}")
         return reply, time.perf_counter() - start
 
     def _send(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
@@ -304,15 +342,22 @@ class OpenAIClient:
                 if status < 400:
                     try:
                         payload = response.json()
-                    except ValueError as exc:
+                    except (ValueError, RecursionError) as exc:
                         raise EndpointError(
                             self._scrub(f"{where}: HTTP {status} with a body that is not JSON")
                         ) from exc
                     if not isinstance(payload, dict):
                         raise EndpointError(f"{where}: HTTP {status} with a non-object JSON body")
                     return payload
-                last = f"HTTP {status} {response.reason_phrase}: {_error_detail(response)}"
+                # Scrubbed before it is cut short: a cut first could leave part of a key.
+                detail = redact_then_cut(_error_detail(response), 200, self._secrets)
+                last = f"HTTP {status} {response.reason_phrase}: {detail}"
                 if status != 429 and status < 500:
+                    if status in (401, 403) and self._api_key and not self._key_sent:
+                        last += (
+                            f" (${self._api_key_env} was withheld from this host; list it in "
+                            f"${self._api_key_env}{HOSTS_SUFFIX} to send it)"
+                        )
                     raise EndpointError(self._scrub(f"{where} failed: {last}"))
                 retry_after = _retry_after_s(response)
             if attempt == self.max_retries:
@@ -336,9 +381,14 @@ class OpenAIClient:
             self._scrub(f"{where} failed after {self.max_retries + 1} attempt(s): {last}")
         )
 
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        url = httpx.URL(self.source.base_url)
+        return tuple(s for s in (self._api_key, url.password) if s)
+
     def _scrub(self, text: str) -> str:
-        """Remove the API key from text that may echo it (a server may quote our headers)."""
-        return text.replace(self._api_key, "***") if self._api_key else text
+        """Remove credentials from text that may echo them (a server may quote our headers)."""
+        return redact(text, self._secrets)
 
     # -- responses --------------------------------------------------------------------------
 
@@ -355,6 +405,10 @@ class OpenAIClient:
                 completion = self._parse_loglikelihood(request, replies)
         except ValueError as exc:
             return Completion(error=self._scrub(str(exc)), latency_s=latency_s)
+        except (TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+            # A reply shape the checks did not foresee fails this request only.
+            reason = f"malformed endpoint reply ({type(exc).__name__}: {exc})"
+            return Completion(error=self._scrub(reason), latency_s=latency_s)
         return _with_latency(completion, latency_s)
 
     def _parse_loglikelihood(
@@ -395,29 +449,90 @@ def _with_latency(completion: Completion, latency_s: float) -> Completion:
     )
 
 
-def _first_choice(reply: dict[str, Any]) -> dict[str, Any]:
-    choices = reply.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise ValueError("endpoint reply has no 'choices'")
-    return choices[0]
+class _Reply(BaseModel):
+    """The parts of a reply the client reads; anything else in it is ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class _CompletionLogprobs(_Reply):
+    tokens: list[str] | None = None
+    token_logprobs: list[float | None] | None = None
+    text_offset: list[int] | None = None
+    top_logprobs: list[dict[str, float] | None] | None = None
+
+
+class _ChatTokenLogprob(_Reply):
+    token: str | None = None
+    logprob: float | None = None
+
+
+class _ChatLogprobs(_Reply):
+    content: list[_ChatTokenLogprob] | None = None
+
+
+class _Message(_Reply):
+    content: str | None = None
+
+
+class _CompletionChoice(_Reply):
+    text: str | None = None
+    logprobs: _CompletionLogprobs | None = None
+
+
+class _ChatChoice(_Reply):
+    message: _Message | None = None
+    logprobs: _ChatLogprobs | None = None
+
+
+class _Usage(_Reply):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _CompletionReply(_Reply):
+    choices: list[_CompletionChoice] = Field(min_length=1)
+    usage: _Usage | None = None
+
+
+class _ChatReply(_Reply):
+    choices: list[_ChatChoice] = Field(min_length=1)
+    usage: _Usage | None = None
+
+
+_R = TypeVar("_R", bound=_Reply)
+
+
+def _validated(shape: type[_R], reply: dict[str, Any]) -> _R:
+    """``reply`` checked against ``shape``; a ``ValueError`` saying where it is malformed."""
+    try:
+        return shape.model_validate(reply)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'reply'}: {err['msg']}"
+            for err in exc.errors()[:3]
+        ]
+        raise ValueError(f"malformed endpoint reply: {'; '.join(problems)}") from None
 
 
 def _parse_generation(reply: dict[str, Any], stop: Sequence[str], chat: bool) -> Completion:
-    choice = _first_choice(reply)
-    usage = reply.get("usage") or {}
-    logprobs = choice.get("logprobs") or {}
     tokens: list[str] = []
-    values: list[float] = []
+    values: list[float | None] = []
     if chat:
-        message = choice.get("message") or {}
-        text = message.get("content") or ""
-        for entry in logprobs.get("content") or []:
-            tokens.append(entry.get("token", ""))
-            values.append(entry.get("logprob"))
+        chat_reply = _validated(_ChatReply, reply)
+        chat_choice, usage = chat_reply.choices[0], chat_reply.usage
+        text = (chat_choice.message.content if chat_choice.message else None) or ""
+        if chat_choice.logprobs is not None:
+            for entry in chat_choice.logprobs.content or []:
+                tokens.append(entry.token or "")
+                values.append(entry.logprob)
     else:
-        text = choice.get("text") or ""
-        tokens = list(logprobs.get("tokens") or [])
-        values = list(logprobs.get("token_logprobs") or [])
+        plain_reply = _validated(_CompletionReply, reply)
+        choice, usage = plain_reply.choices[0], plain_reply.usage
+        text = choice.text or ""
+        if choice.logprobs is not None:
+            tokens = list(choice.logprobs.tokens or [])
+            values = list(choice.logprobs.token_logprobs or [])
     # Stops beyond the server's limit (or ignored by a lax server) are applied here.
     cut = min((i for s in stop if (i := text.find(s)) >= 0), default=-1)
     if cut >= 0:
@@ -431,12 +546,13 @@ def _parse_generation(reply: dict[str, Any], stop: Sequence[str], chat: bool) ->
         values = values[:kept]
     if any(v is None for v in values):
         values = []  # partial logprobs would misalign with tokens; report none
-    completion_tokens = usage.get("completion_tokens")
+    usage = usage or _Usage()
+    completion_tokens = usage.completion_tokens
     return Completion(
         text=text,
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        prompt_tokens=int(usage.prompt_tokens or 0),
         completion_tokens=int(completion_tokens if completion_tokens is not None else len(values)),
-        token_logprobs=tuple(float(v) for v in values),
+        token_logprobs=tuple(float(v) for v in values if v is not None),
     )
 
 
@@ -447,13 +563,13 @@ def _score_continuation(
 
     Returns the score and the number of tokens before the continuation.
     """
-    choice = _first_choice(reply)
-    logprobs = choice.get("logprobs")
-    if not isinstance(logprobs, dict):
+    choice = _validated(_CompletionReply, reply).choices[0]
+    logprobs = choice.logprobs
+    if logprobs is None:
         raise ValueError(f"{NO_PROMPT_LOGPROBS} (no 'logprobs' in the reply)")
-    tokens = logprobs.get("tokens")
-    values = logprobs.get("token_logprobs")
-    offsets = logprobs.get("text_offset")
+    tokens = logprobs.tokens
+    values = logprobs.token_logprobs
+    offsets = logprobs.text_offset
     if not tokens or not values or not offsets:
         raise ValueError(f"{NO_PROMPT_LOGPROBS} (no tokens, token_logprobs or text_offset)")
     if not (len(tokens) == len(values) == len(offsets)):
@@ -461,16 +577,19 @@ def _score_continuation(
             "endpoint reply has tokens, token_logprobs and text_offset of unequal length"
         )
     full = prompt + continuation
-    echoed = choice.get("text") or ""
+    echoed = choice.text or ""
     if not echoed.startswith(full):
         raise ValueError(f"{NO_PROMPT_LOGPROBS} (the reply does not echo the prompt)")
     # Tokens at offset >= len(full) were generated, not echoed.
     n_echoed = sum(1 for off in offsets if off < len(full))
     if n_echoed == 0:
         raise ValueError(f"{NO_PROMPT_LOGPROBS} (no echoed tokens)")
+    boundary = [i for i in range(n_echoed) if offsets[i] <= len(prompt)]
+    if not boundary:
+        raise ValueError("endpoint reply has text offsets that do not cover the prompt")
     # First continuation token: the last one starting at or before the boundary, so a token
     # straddling it counts towards the continuation.
-    start = max(i for i in range(n_echoed) if offsets[i] <= len(prompt))
+    start = max(boundary)
     span = range(start, n_echoed)
     picked = [values[i] for i in span]
     if any(v is None for v in picked):
@@ -478,13 +597,13 @@ def _score_continuation(
             f"{NO_PROMPT_LOGPROBS} (no log-probability for a continuation token; "
             "an empty prompt leaves the first token unscored)"
         )
-    top = logprobs.get("top_logprobs")
+    top = logprobs.top_logprobs
     is_greedy = False
-    if isinstance(top, list) and len(top) >= n_echoed:
-        is_greedy = all(_is_argmax(tokens[i], values[i], top[i]) for i in span)
+    if top is not None and len(top) >= n_echoed:
+        is_greedy = all(_is_argmax(values[i], top[i]) for i in span)
     score = ChoiceScore(
         text=continuation,
-        logprob=float(sum(picked)),
+        logprob=float(sum(v for v in picked if v is not None)),
         n_tokens=len(span),
         n_chars=len(continuation),
         n_bytes=len(continuation.encode("utf-8")),
@@ -493,29 +612,34 @@ def _score_continuation(
     return score, start
 
 
-def _is_argmax(token: str, value: float, top: Any) -> bool:
-    if not isinstance(top, dict) or not top:
+def _is_argmax(value: float | None, top: dict[str, float] | None) -> bool:
+    if not top or value is None:
         return False
-    best = max(float(v) for v in top.values())
+    best = max(top.values())
     # The served token may be absent from a top-1 list when another token wins.
     return float(value) >= best - 1e-6
 
 
+# Enough of an error body to find the reason in; the caller scrubs it, then cuts it to size.
+_ERROR_BODY_CHARS = 65_536
+
+
 def _error_detail(response: httpx.Response) -> str:
-    """A short reason from an error body: OpenAI's ``error.message`` or the first bytes."""
+    """The reason in an error body (OpenAI's ``error.message``, or the text), uncut."""
+    text = response.text[:_ERROR_BODY_CHARS]
     try:
-        payload = response.json()
-    except ValueError:
-        return response.text[:200].strip() or "(empty body)"
+        payload = json.loads(text)
+    except (ValueError, RecursionError):
+        return text.strip() or "(empty body)"
     if isinstance(payload, dict):
         err = payload.get("error")
         if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:200]
+            return str(err["message"])
         if isinstance(err, str):
-            return err[:200]
+            return err
         if payload.get("detail"):
-            return str(payload["detail"])[:200]
-    return str(payload)[:200]
+            return str(payload["detail"])
+    return str(payload)
 
 
 def _retry_after_s(response: httpx.Response) -> float | None:

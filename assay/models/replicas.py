@@ -21,10 +21,10 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
-from assay.digests import digest_json
+from assay.core.digests import digest_json
+from assay.core.records import Completion, Request
 from assay.models.base import ModelSpec, ProgressCallback
 from assay.models.openai_backend import OpenAIClient, OpenAISource
-from assay.records import Completion, Request
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from importlib import metadata
 import pyarrow as pa
 
 from assay.models.base import ModelSpec, ServingConfig
+from assay.models.openai_backend import endpoint_identity_digest
 from assay.registry import ModelVersion
 
 # Packages whose versions can change a model's outputs.
@@ -103,16 +104,26 @@ class ResolvedModel:
 def resolve_version(
     version: ModelVersion, artifact_digest: Callable[[ModelSpec], str]
 ) -> ResolvedModel:
-    """Resolve a registry version into what ``registered_models`` records for it."""
+    """Resolve a registry version into what ``registered_models`` records for it.
+
+    An ``openai:`` endpoint is not contacted here: resolution runs in the sensor for every
+    newly registered version, and the URL is whatever a registry user wrote. Its digest is
+    the endpoint's identity (credential-free URL and model id); the served model's own
+    ``/models`` entry is digested by the evaluation's client, under the credential rules.
+    """
     serving = ServingConfig.from_dict(dict(version.serving or {}))
     spec = ModelSpec(key=version.key, source=version.source, serving=serving)
+    if version.source.startswith("openai:"):
+        digest = endpoint_identity_digest(version.source)
+    else:
+        digest = artifact_digest(spec)
     return ResolvedModel(
         key=version.key,
         model=version.model,
         version=version.version,
         source=version.source,
         serving=serving,
-        artifact_digest=artifact_digest(spec),
+        artifact_digest=digest,
         aliases=tuple(sorted(version.aliases)),
         stage=str(version.stage),
         tags=dict(version.tags or {}),

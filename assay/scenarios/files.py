@@ -16,6 +16,10 @@ from typing import Any
 import fsspec
 
 FORMATS = ("jsonl", "csv", "parquet", "json")
+# Python's csv module refuses fields over 131,072 characters by default; documents and
+# few-shot contexts can be longer. The limit is process-wide, so it is only ever raised.
+CSV_FIELD_LIMIT = 16 * 1024 * 1024
+csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
 
 
 class DataFileError(ValueError):
@@ -78,7 +82,19 @@ def _jsonl(path: str, handle: Any) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def _csv(path: str, handle: Any) -> Iterator[tuple[int, dict[str, Any]]]:
     reader = csv.DictReader(_decoded_lines(path, handle))
-    for number, row in enumerate(reader, start=1):
+    number = 0
+    while True:
+        number += 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if "field larger than field limit" in str(exc):
+                raise DataFileError(
+                    f"{path}: row {number}: a field is over {csv.field_size_limit():,} characters"
+                ) from None
+            raise DataFileError(f"{path}: row {number}: not valid CSV ({exc})") from None
         if None in row:  # more cells than header columns
             raise DataFileError(f"{path}: row {number}: more values than header columns")
         yield number, dict(row)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 from pathlib import Path
 
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.factory import build_client
 from assay.serving.openai_server import serve
+from assay.serving.policy import API_KEY_ENV, ServerAccess, ServerLimits
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +30,26 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-window-ms", type=float, default=10.0)
     parser.add_argument("--cache-dir", type=Path, default=Path(".assay/cache"))
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require 'Authorization: Bearer <key>' (prefer ${API_KEY_ENV}: flags show in ps)",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        help="a Host name clients may use (repeatable; default: loopback names, "
+        "or $ASSAY_SERVE_ALLOWED_HOSTS; '*' for any)",
+    )
+    for field in dataclasses.fields(ServerLimits):
+        flag = "--" + field.name.replace("_", "-")
+        parser.add_argument(
+            flag,
+            type=int,
+            default=None,
+            help=f"limit (default {field.default}, or $ASSAY_SERVE_{field.name.upper()})",
+        )
 
 
 def run_serve(args: argparse.Namespace) -> None:
@@ -39,6 +62,19 @@ def run_serve(args: argparse.Namespace) -> None:
         device=args.device,
         device_map=args.device_map,
     )
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(ServerLimits)
+        if getattr(args, f.name) is not None
+    }
+    limits = dataclasses.replace(ServerLimits.from_env(), **overrides)
+    access = ServerAccess.from_env()
+    if args.allowed_host:
+        access = dataclasses.replace(
+            access, allowed_hosts=tuple(h.lower() for h in args.allowed_host)
+        )
+    if args.api_key or os.environ.get(API_KEY_ENV):
+        access = dataclasses.replace(access, api_key=args.api_key or os.environ[API_KEY_ENV])
     client = build_client(ModelSpec(args.key, args.source, serving), args.cache_dir)
     serve(
         client,
@@ -47,4 +83,6 @@ def run_serve(args: argparse.Namespace) -> None:
         model_name=args.name,
         batch_window_s=args.batch_window_ms / 1000,
         max_batch=max(args.batch_size * 4, 1),
+        limits=limits,
+        access=access,
     )

@@ -18,12 +18,17 @@ which is what makes a local model worth serving. Decisions a caller should know:
   refused for chat requests.
 - A request the model fails on answers 422 (retrying the same input will not help); a model
   client that raises answers 500.
+- Limits, the Host allow-list, JSON-only bodies and the optional API key are described in
+  ``assay.serving.policy``; a request over a limit answers 400 (413 for the body size) and
+  never reaches the model. A client that disconnects cancels its work still waiting for the
+  model.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import threading
@@ -47,8 +52,10 @@ from assay.models.prompt_logprobs import (
     PromptScorer,
     assemble_pieces,
     piece_requests,
+    split_pieces,
 )
 from assay.serving.batcher import BatchStats, RequestBatcher
+from assay.serving.policy import AccessGuard, ServerAccess, ServerLimits, json_depth_exceeds
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +96,12 @@ class OpenAIServer:
         model_name: str | None = None,
         batch_window_s: float = 0.01,
         max_batch: int = 64,
+        limits: ServerLimits | None = None,
+        access: ServerAccess | None = None,
     ) -> None:
         spec = getattr(client, "spec", None)
+        self.limits = limits if limits is not None else ServerLimits.from_env()
+        self.access = access if access is not None else ServerAccess.from_env()
         self.client = client
         self.model_name = model_name or getattr(spec, "key", None) or "assay-model"
         serving = getattr(spec, "serving", None)
@@ -98,13 +109,14 @@ class OpenAIServer:
         self.system_prompt: str | None = getattr(serving, "system_prompt", None)
         self.batcher = RequestBatcher(client, window_s=batch_window_s, max_batch=max_batch)
         self._digest: str | None = None
-        self.app = Starlette(
+        routes = Starlette(
             routes=[
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/v1/completions", self._completions, methods=["POST"]),
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
             ]
         )
+        self.app = AccessGuard(routes, self.access, self.limits)
 
     def close(self) -> None:
         self.batcher.close()
@@ -126,11 +138,11 @@ class OpenAIServer:
 
     async def _completions(self, http: HttpRequest) -> JSONResponse:
         try:
-            body = await _json_body(http)
+            body = await _json_body(http, self.limits)
             self._check_common(body)
-            prompts = _prompts(body)
-            max_tokens = _int_field(body, "max_tokens", DEFAULT_MAX_TOKENS)
-            stop = _stop(body)
+            prompts = _prompts(body, self.limits)
+            max_tokens = _int_field(body, "max_tokens", DEFAULT_MAX_TOKENS, self.limits.max_tokens)
+            stop = _stop(body, self.limits)
             echo = _bool_field(body, "echo", False)
             logprobs = body.get("logprobs")
             if logprobs is not None and (
@@ -139,14 +151,21 @@ class OpenAIServer:
                 or not 0 <= logprobs <= 5
             ):
                 raise ApiError(400, "'logprobs' must be an integer from 0 to 5", param="logprobs")
-            choices = await asyncio.gather(
-                *(
-                    self._one_completion(p, max_tokens, stop, echo, logprobs is not None)
-                    for p in prompts
-                )
+            if echo and logprobs is not None and not isinstance(self.client, PromptScorer):
+                self._check_echo_cost(prompts)
+            choices = await _unless_disconnected(
+                http,
+                asyncio.gather(
+                    *(
+                        self._one_completion(p, max_tokens, stop, echo, logprobs is not None)
+                        for p in prompts
+                    )
+                ),
             )
         except ApiError as err:
             return err.response()
+        except ClientGone:
+            return JSONResponse({}, status_code=499)
         for i, choice in enumerate(choices):
             choice["index"] = i
         usage = {
@@ -210,19 +229,22 @@ class OpenAIServer:
 
     async def _chat(self, http: HttpRequest) -> JSONResponse:
         try:
-            body = await _json_body(http)
+            body = await _json_body(http, self.limits)
             self._check_common(body)
             prompt = self._chat_prompt(body.get("messages"))
-            default = body.get("max_completion_tokens", DEFAULT_CHAT_MAX_TOKENS)
-            max_tokens = _int_field(body, "max_tokens", default)
-            stop = _stop(body)
+            limit = self.limits.max_tokens
+            default = _int_field(body, "max_completion_tokens", DEFAULT_CHAT_MAX_TOKENS, limit)
+            max_tokens = _int_field(body, "max_tokens", min(default, limit), limit)
+            stop = _stop(body, self.limits)
             want_logprobs = _bool_field(body, "logprobs", False)
             request = Request(
                 "http", RequestKind.GENERATE, prompt, max_tokens=max_tokens, stop=stop
             )
-            completion = await self._complete_one(request)
+            completion = await _unless_disconnected(http, self._complete_one(request))
         except ApiError as err:
             return err.response()
+        except ClientGone:
+            return JSONResponse({}, status_code=499)
         logprobs = None
         if want_logprobs:
             logprobs = {
@@ -284,6 +306,12 @@ class OpenAIServer:
                 raise ApiError(
                     400, f"messages[{i}] needs a 'role' and a string 'content'", param="messages"
                 )
+            if len(m["content"]) > self.limits.max_prompt_chars:
+                raise ApiError(
+                    400,
+                    f"messages[{i}].content is over {self.limits.max_prompt_chars} characters",
+                    param="messages",
+                )
         roles = [m.get("role") for m in messages]
         if roles not in (["user"], ["system", "user"]):
             raise ApiError(
@@ -299,6 +327,20 @@ class OpenAIServer:
                 param="messages",
             )
         return messages[-1]["content"]
+
+    def _check_echo_cost(self, prompts: list[str]) -> None:
+        # Word-piece scoring sends each piece with all the text before it: bound the total.
+        cost = sum(
+            offset + len(piece) for text in prompts for offset, piece in split_pieces(text)[1:]
+        )
+        if cost > self.limits.max_echo_chars:
+            raise ApiError(
+                400,
+                f"echo with logprobs over these prompts would score {cost} characters of "
+                f"word-piece context, over the limit of {self.limits.max_echo_chars}; "
+                "send shorter prompts",
+                param="prompt",
+            )
 
     async def _complete_one(self, request: Request) -> Completion:
         try:
@@ -326,35 +368,95 @@ class OpenAIServer:
             raise ApiError(422, f"model error: {exc}", kind="model_error") from exc
 
 
-async def _json_body(http: HttpRequest) -> dict[str, Any]:
+class ClientGone(Exception):
+    """The HTTP client disconnected before its answer was ready."""
+
+
+async def _unless_disconnected(http: HttpRequest, work: Any) -> Any:
+    """Await ``work`` unless the client disconnects first; then cancel it.
+
+    Cancelling the awaited futures cancels the batcher's jobs still queued, so the model never
+    runs them and the next caller does not wait behind abandoned work.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(http))
     try:
-        body = await http.json()
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    log.info("client disconnected; its pending work was cancelled")
+    raise ClientGone
+
+
+async def _disconnected(http: HttpRequest) -> None:
+    # The body has been read, so the next message the server hands over is the disconnect.
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _json_body(http: HttpRequest, limits: ServerLimits) -> dict[str, Any]:
+    chunks, size = [], 0
+    async for chunk in http.stream():
+        size += len(chunk)
+        if size > limits.max_body_bytes:
+            raise ApiError(413, f"request body over {limits.max_body_bytes} bytes")
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks))
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply") from None
     except ValueError as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object")
+    if json_depth_exceeds(body, limits.max_json_depth):
+        raise ApiError(400, f"request body is nested deeper than {limits.max_json_depth} levels")
     return body
 
 
-def _prompts(body: dict[str, Any]) -> list[str]:
+def _prompts(body: dict[str, Any], limits: ServerLimits) -> list[str]:
     prompt = body.get("prompt")
     if isinstance(prompt, str):
-        return [prompt]
-    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        return prompt
-    raise ApiError(
-        400,
-        "'prompt' must be a string or a non-empty list of strings (token ids are not supported)",
-        param="prompt",
-    )
+        prompts = [prompt]
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        prompts = prompt
+    else:
+        raise ApiError(
+            400,
+            "'prompt' must be a string or a non-empty list of strings "
+            "(token ids are not supported)",
+            param="prompt",
+        )
+    if len(prompts) > limits.max_prompts:
+        raise ApiError(
+            400,
+            f"at most {limits.max_prompts} prompts per request, got {len(prompts)}",
+            param="prompt",
+        )
+    for i, text in enumerate(prompts):
+        if len(text) > limits.max_prompt_chars:
+            raise ApiError(
+                400,
+                f"prompt {i} has {len(text)} characters, over the limit of "
+                f"{limits.max_prompt_chars}",
+                param="prompt",
+            )
+    return prompts
 
 
-def _int_field(body: dict[str, Any], name: str, default: int) -> int:
+def _int_field(body: dict[str, Any], name: str, default: int, limit: int) -> int:
     value = body.get(name)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ApiError(400, f"{name!r} must be a non-negative integer, got {value!r}", param=name)
+    if value > limit:
+        raise ApiError(400, f"{name!r} is over this server's limit of {limit}", param=name)
     return value
 
 
@@ -367,15 +469,24 @@ def _bool_field(body: dict[str, Any], name: str, default: bool) -> bool:
     return value
 
 
-def _stop(body: dict[str, Any]) -> tuple[str, ...]:
+def _stop(body: dict[str, Any], limits: ServerLimits) -> tuple[str, ...]:
     stop = body.get("stop")
     if stop is None:
         return ()
     if isinstance(stop, str):
-        return (stop,)
-    if isinstance(stop, list) and all(isinstance(s, str) and s for s in stop):
-        return tuple(stop)
-    raise ApiError(400, "'stop' must be a string or a list of non-empty strings", param="stop")
+        stops: tuple[str, ...] = (stop,)
+    elif isinstance(stop, list) and all(isinstance(s, str) and s for s in stop):
+        stops = tuple(stop)
+    else:
+        raise ApiError(400, "'stop' must be a string or a list of non-empty strings", param="stop")
+    if len(stops) > limits.max_stops or any(len(s) > limits.max_prompt_chars for s in stops):
+        raise ApiError(
+            400,
+            f"at most {limits.max_stops} stop sequences of at most "
+            f"{limits.max_prompt_chars} characters",
+            param="stop",
+        )
+    return stops
 
 
 # -- running it -----------------------------------------------------------------------------
@@ -384,6 +495,12 @@ def _stop(body: dict[str, Any]) -> tuple[str, ...]:
 def serve(client: ModelClient, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
     """Serve ``client`` until interrupted (``options`` go to ``OpenAIServer``)."""
     server = OpenAIServer(client, **options)
+    if server.access.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning(
+            "serving on %s without an API key: anyone who can reach the port can use the model "
+            "(set $ASSAY_SERVE_API_KEY)",
+            host,
+        )
     try:
         uvicorn.run(server.app, host=host, port=port, log_level="info")
     finally:

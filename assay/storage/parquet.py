@@ -83,8 +83,22 @@ class ParquetStore:
         return self.url(asset, partition)
 
     def write_file(self, relative_path: str, data: bytes) -> str:
-        """Write any file (a report, say) under the base, atomically. Returns its URL."""
-        final = f"{self.root}/{relative_path.strip('/')}"
+        """Write any file (a report, say) under the base, atomically. Returns its URL.
+
+        ``relative_path`` stays under the base: ``..``, ``.`` and empty segments, backslashes
+        and absolute paths are refused.
+        """
+        parts = relative_path.split("/")
+        if (
+            relative_path.startswith("/")
+            or "\\" in relative_path
+            or any(part in ("", ".", "..") for part in parts)
+        ):
+            raise ValueError(
+                f"write_file: {relative_path!r} must be a relative path of plain names "
+                "under the storage base (no '..', '.', empty segments, backslashes or leading '/')"
+            )
+        final = f"{self.root}/{relative_path}"
         self._put_atomic(final, data)
         return final if self.is_local else f"{self.protocol}://{final.lstrip('/')}"
 

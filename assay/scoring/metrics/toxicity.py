@@ -99,8 +99,11 @@ class ClassifierToxicityScorer:
         if self._loaded is None:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-            model = AutoModelForSequenceClassification.from_pretrained(self.model_dir)
+            # A local directory only: a name that is not one must never reach the hub.
+            tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                self.model_dir, local_files_only=True
+            )
             model.to(self.device).eval()
             index = self._toxic_index(model.config.id2label, model.config.num_labels)
             self._loaded = (tokenizer, model, index)
