@@ -37,6 +37,14 @@ from sqlalchemy.pool import StaticPool
 
 from assay.models.base import ServingConfig
 from assay.registry.errors import RegistryError, exists, invalid, not_found
+from assay.registry.limits import (
+    ACTOR_MAX_CHARS,
+    DESCRIPTION_MAX_BYTES,
+    SOURCE_MAX_BYTES,
+    check_line,
+    check_prose,
+    unsafe_characters,
+)
 from assay.registry.names import (
     Reference,
     check_alias,
@@ -198,7 +206,7 @@ def _retryable(exc: DBAPIError) -> bool:
 def _check_text(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise invalid(f"{what} must be a string, got {type(value).__name__}")
-    return value
+    return check_prose(value, what, DESCRIPTION_MAX_BYTES)
 
 
 def _check_tags(tags: Mapping[str, object] | None, where: str) -> dict[str, str]:
@@ -218,7 +226,7 @@ def _check_tag_value(value: object, what: str) -> str:
         raise invalid(f"{what} value must be a string, got {type(value).__name__}")
     if len(value) > TAG_VALUE_LEN:
         raise invalid(f"{what} value is longer than {TAG_VALUE_LEN} characters")
-    return value
+    return check_line(value, f"{what} value")
 
 
 def _check_version_number(version: object, where: str) -> int:
@@ -392,8 +400,9 @@ class Registry:
         payload: Mapping[str, Any] | None = None,
     ) -> EventRow:
         who = actor if actor is not None else default_actor()
-        if not isinstance(who, str) or not who or len(who) > 256:
+        if not isinstance(who, str) or not who or len(who) > ACTOR_MAX_CHARS:
             raise invalid(f"actor must be a non-empty string of at most 256 characters: {who!r}")
+        check_line(who, f"actor {who!r}")
         row = EventRow(
             ts=now,
             kind=kind.value,
@@ -591,7 +600,14 @@ class Registry:
         """
         check_name(model, "model name")
         where = f"new version of model {model!r}"
-        if not isinstance(source, str) or not _SOURCE.match(source) or not source.isprintable():
+        if isinstance(source, str) and len(source.encode()) > SOURCE_MAX_BYTES:
+            raise invalid(f"{where}: source is longer than {SOURCE_MAX_BYTES} bytes")
+        if (
+            not isinstance(source, str)
+            or not _SOURCE.match(source)
+            or not source.isprintable()
+            or unsafe_characters(source)
+        ):
             raise invalid(f"{where}: source {source!r} is not a URI like 'hf:/path/to/model'")
         if _carries_credentials(source):
             # Sources are stored, logged and shown in the UI: secrets never go in them.
@@ -1255,6 +1271,77 @@ class Registry:
             created_at=row.created_at,
             aliases=tuple(sorted(aliases)),
         )
+
+    # -- descriptions and tag removal (what MLflow's update and delete-tag calls need)
+
+    def set_description(
+        self, model: str, description: str, version: int | None = None, actor: str | None = None
+    ) -> None:
+        """Replace the description of a model, or of one of its versions."""
+        check_name(model, "model name")
+        _check_text(description, f"model {model!r}: description")
+        if version is not None:
+            _check_version_number(version, f"description of model {model!r}")
+
+        def work(session: Session) -> None:
+            now = self._now()
+            model_row = self._model_row(session, model)
+            target: ModelRow | VersionRow = model_row
+            if version is not None:
+                target = self._version_row(session, model_row, version)
+            before = target.description
+            if before == description:
+                return
+            target.description = description
+            model_row.updated_at = now
+            self._emit(
+                session,
+                EventKind.DESCRIPTION_SET,
+                actor,
+                now,
+                model=model,
+                version=version,
+                payload={"before": before, "after": description},
+            )
+
+        self._write(work)
+
+    def delete_tag(
+        self, model: str, key: str, version: int | None = None, actor: str | None = None
+    ) -> None:
+        """Remove a tag from a model or version; RESOURCE_DOES_NOT_EXIST if it is not set."""
+        check_name(model, "model name")
+        check_name(key, "tag key", allow_at=True)
+        if version is not None:
+            _check_version_number(version, f"tag {key!r} of model {model!r}")
+
+        def work(session: Session) -> None:
+            now = self._now()
+            model_row = self._model_row(session, model)
+            tag: ModelTagRow | VersionTagRow | None
+            if version is None:
+                tag = session.get(ModelTagRow, (model_row.id, key))
+                where = f"registered model {model!r}"
+            else:
+                version_row = self._version_row(session, model_row, version)
+                tag = session.get(VersionTagRow, (version_row.id, key))
+                where = f"model version {version_key(model, version)!r}"
+            if tag is None:
+                raise not_found(f"tag {key!r} of {where} does not exist")
+            before = tag.value
+            session.delete(tag)
+            model_row.updated_at = now
+            self._emit(
+                session,
+                EventKind.TAG_DELETED,
+                actor,
+                now,
+                model=model,
+                version=version,
+                payload={"key": key, "before": before},
+            )
+
+        self._write(work)
 
 
 def _event_record(row: EventRow) -> Event:
