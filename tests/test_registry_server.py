@@ -345,3 +345,39 @@ def test_assay_endpoints_history_prompts_verdicts_and_openapi(
     assert "/api/assay/v1/events" in document["paths"]
     missing = http.get("/no-such-endpoint")
     assert missing.status_code == 404 and missing.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+
+
+def test_alias_moved_over_http_is_a_promotion(
+    server: Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_cache_dir: Path
+) -> None:
+    """MlflowClient → server → registry → the promotion sensor's run request (one sensor
+    evaluation against a test instance, as tests/test_promotion.py does)."""
+    from dagster import SensorResult, build_sensor_context, instance_for_test
+
+    from resources import ModelsResource, SuiteResource, assay_resources
+    from sensors.promotion import RANGE_START, model_promotion_sensor
+
+    walt = _client(server, monkeypatch, "walt")
+    walt.create_registered_model("smol")
+    walt.create_model_version("smol", "bundled:smollm2-135m-instruct")
+    pat = _client(server, monkeypatch, "pat")
+    pat.set_registered_model_alias("smol", "champion", "1")
+
+    resources = assay_resources(
+        storage_url=str(tmp_path / "storage"),
+        registry_url=server.registry.url,
+        suite=SuiteResource(max_instances=1),
+        models=ModelsResource(
+            cache_dir=str(model_cache_dir),
+            request_cache_url=f"sqlite:///{tmp_path / 'requests.db'}",
+        ),
+    )
+    with instance_for_test() as instance:
+        context = build_sensor_context(instance=instance, resources=resources)
+        result = model_promotion_sensor(context)
+    assert isinstance(result, SensorResult)
+    [request] = result.run_requests
+    assert request.tags[RANGE_START].startswith("smol@v1|")
+    assert "champion" in request.tags["assay/reason"]
+    moved = [e for e in server.registry.events(model="smol") if e.kind.value == "alias_set"]
+    assert [(e.actor, e.payload["after"]) for e in moved] == [("pat", 1)]

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, Select, create_engine, event, select, text
+from sqlalchemy import Engine, Select, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
@@ -1342,6 +1342,30 @@ class Registry:
             )
 
         self._write(work)
+
+    def latest_versions(
+        self, model: str, stages: Iterable[Stage | str] | None = None
+    ) -> list[ModelVersion]:
+        """The highest-numbered version in each stage (every stage when None), by stage order."""
+        wanted = list(Stage) if stages is None else [Stage.parse(s) for s in stages]
+
+        def work(session: Session) -> list[ModelVersion]:
+            model_row = self._model_row(session, model)
+            numbers = dict(
+                session.execute(
+                    select(VersionRow.stage, func.max(VersionRow.version))
+                    .where(VersionRow.model_id == model_row.id)
+                    .group_by(VersionRow.stage)
+                ).all()
+            )
+            rows = [
+                (model, self._version_row(session, model_row, numbers[stage.value]))
+                for stage in wanted
+                if stage.value in numbers
+            ]
+            return self._version_records(session, rows)
+
+        return self._read(work)
 
 
 def _event_record(row: EventRow) -> Event:

@@ -20,7 +20,6 @@ Decisions where the two registries differ:
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,22 +74,14 @@ def version_json(version: ModelVersion, user_id: str = "") -> dict[str, Any]:
     }
 
 
-def _latest_per_stage(versions: list[ModelVersion], stages: list[Stage]) -> list[ModelVersion]:
-    latest: dict[Stage, ModelVersion] = {}
-    for version in versions:
-        held = latest.get(version.stage)
-        if held is None or version.version > held.version:
-            latest[version.stage] = version
-    return [latest[s] for s in stages if s in latest]
-
-
-def model_json(model: RegisteredModel, versions: list[ModelVersion]) -> dict[str, Any]:
+def model_json(model: RegisteredModel, latest: list[ModelVersion]) -> dict[str, Any]:
+    """``latest``: the newest version in each stage, as ``Registry.latest_versions`` gives."""
     return {
         "name": model.name,
         "creation_timestamp": millis(model.created_at),
         "last_updated_timestamp": millis(model.updated_at),
         "description": model.description,
-        "latest_versions": [version_json(v) for v in _latest_per_stage(versions, list(Stage))],
+        "latest_versions": [version_json(v) for v in latest],
         "tags": _tags(model.tags),
         "aliases": [{"alias": a, "version": str(v)} for a, v in sorted(model.aliases.items())],
     }
@@ -104,11 +95,8 @@ def _version_number(call: Call) -> int:
 
 
 def _model_payload(call: Call, name: str) -> dict[str, Any]:
-    return {"registered_model": model_json(call.registry.get_model(name), _versions(call, name))}
-
-
-def _versions(call: Call, name: str) -> list[ModelVersion]:
-    return call.registry.list_versions(name)
+    model = call.registry.get_model(name)
+    return {"registered_model": model_json(model, call.registry.latest_versions(name))}
 
 
 def _version_payload(call: Call, name: str, number: int) -> dict[str, Any]:
@@ -192,11 +180,9 @@ def search_registered_models(call: Call) -> dict[str, Any]:
     for key, descending in reversed(order):  # stable sorts, last clause first
         models.sort(key=keys[key], reverse=descending)
     page = models[offset : offset + limit]
-    by_model: dict[str, list[ModelVersion]] = defaultdict(list)
-    if page:
-        for version in call.registry.list_versions():
-            by_model[version.model].append(version)
-    out: dict[str, Any] = {"registered_models": [model_json(m, by_model[m.name]) for m in page]}
+    out: dict[str, Any] = {
+        "registered_models": [model_json(m, call.registry.latest_versions(m.name)) for m in page]
+    }
     if offset + limit < len(models):
         out["next_page_token"] = encode_page_token(offset + limit)
     return out
@@ -204,8 +190,8 @@ def search_registered_models(call: Call) -> dict[str, Any]:
 
 def get_latest_versions(call: Call) -> dict[str, Any]:
     name = call.text("name")
-    stages = [Stage.parse(s) for s in call.strings("stages")] or list(Stage)
-    versions = _latest_per_stage(_versions(call, name), stages)
+    stages = [Stage.parse(s) for s in call.strings("stages")] or None
+    versions = call.registry.latest_versions(name, stages)
     return {"model_versions": [version_json(v) for v in versions]}
 
 
