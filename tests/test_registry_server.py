@@ -49,6 +49,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         ("walt", "writer", ()),
         ("pat", "promoter", ()),
         ("gina", "writer", ("granted",)),
+        ("ada", "admin", ()),
     ):
         tokens[principal] = store.create(principal, role, grants, created_by="setup")[1]
     port = _free_port()
@@ -333,6 +334,25 @@ def test_assay_endpoints_history_prompts_verdicts_and_openapi(
     gated = http.post("/prompts/qa/aliases", json={"alias": "champion", "version": 1})
     assert gated.status_code == 403
     assert server.registry.events(prompt="qa")[-1].actor == "walt"
+
+    # Tokens over HTTP: admin only; the secret comes back once and works at once.
+    assert http.get("/tokens").status_code == 403
+    admin = {"Authorization": f"Bearer {server.tokens['ada']}"}
+    made = httpx.post(
+        f"{server.url}/api/assay/v1/tokens",
+        json={"principal": "newbie", "role": "reader"},
+        headers=admin,
+    ).json()
+    assert made["token"]["created_by"] == "ada" and "secret" not in made["token"]
+    newbie = {"Authorization": f"Bearer {made['secret']}"}
+    assert httpx.get(f"{server.url}/api/assay/v1/whoami", headers=newbie).json()["role"] == (
+        "reader"
+    )
+    listed = httpx.get(f"{server.url}/api/assay/v1/tokens", headers=admin).text
+    assert made["secret"] not in listed and "newbie" in listed
+    revoke = f"{server.url}/api/assay/v1/tokens/{made['token']['id']}/revoke"
+    assert httpx.post(revoke, headers=admin).json()["token"]["revoked_by"] == "ada"
+    assert httpx.get(f"{server.url}/api/assay/v1/whoami", headers=newbie).status_code == 401
 
     document = httpx.get(f"{server.url}/openapi.json").json()
     assert document["openapi"].startswith("3.")
