@@ -232,12 +232,14 @@ def check_assay_history(registry_url: str, tally: Tally) -> None:
 
 
 def start_postgres(root: Path) -> tuple[str, list[str], Path]:
+    """A throwaway cluster in ``root`` (its own temporary directory, which the server's user
+    must be able to enter), on loopback."""
     import glob
     import pwd
 
     bindir = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
     prefix: list[str] = []
-    if os.geteuid() == 0:
+    if os.geteuid() == 0:  # the server refuses to run as root
         user = pwd.getpwnam("postgres")
         os.chown(root, user.pw_uid, user.pw_gid)
         prefix = ["runuser", "-u", "postgres", "--"]
@@ -272,8 +274,7 @@ def main() -> None:
         check_assay_history(registry_url, tally)
 
         if args.postgres:
-            pg_root = root / "postgres"
-            pg_root.mkdir()
+            pg_root = Path(tempfile.mkdtemp(prefix="assay-bench-pg-"))
             pg_url, stop, _ = start_postgres(pg_root)
             try:
                 url, proc, token = start_assay(pg_url, root)
@@ -285,6 +286,7 @@ def main() -> None:
                 check_assay_history(pg_url, tally)
             finally:
                 subprocess.run(stop, capture_output=True)
+                shutil.rmtree(pg_root, ignore_errors=True)
 
         mlflow_root = root / "mlflow"
         mlflow_root.mkdir()

@@ -137,6 +137,11 @@ def test_mlflow_client_drives_the_registry(server: Server, monkeypatch: pytest.M
     assert sorted(v.version for v in found) == ["2", "3"]
     by_version = pat.search_model_versions("name='m'", order_by=["version_number ASC"])
     assert [v.version for v in by_version] == ["1", "2", "3"]
+    first = pat.search_model_versions("name='m'", max_results=2)
+    assert [v.version for v in first] == ["3", "2"] and first.token
+    second = pat.search_model_versions("name='m'", max_results=2, page_token=first.token)
+    assert [v.version for v in second] == ["1"] and not second.token
+    assert list(pat.search_model_versions("name='absent'")) == []
     with pytest.raises(MlflowException) as exc:
         pat.search_model_versions("name = 'm' OR name = 'other'")
     assert _code(exc) == "INVALID_PARAMETER_VALUE"

@@ -1367,6 +1367,32 @@ class Registry:
 
         return self._read(work)
 
+    def versions_page(
+        self, model: str, offset: int, limit: int, *, descending: bool = True
+    ) -> tuple[list[ModelVersion], int]:
+        """One page of a model's versions by number, and how many versions it has in all."""
+        if offset < 0 or limit < 0:
+            raise invalid(f"offset and limit must be non-negative, got {offset}, {limit}")
+
+        def work(session: Session) -> tuple[list[ModelVersion], int]:
+            model_row = self._model_row(session, model)
+            total = session.scalar(
+                select(func.count())
+                .select_from(VersionRow)
+                .where(VersionRow.model_id == model_row.id)
+            )
+            order = VersionRow.version.desc() if descending else VersionRow.version.asc()
+            rows = session.scalars(
+                select(VersionRow)
+                .where(VersionRow.model_id == model_row.id)
+                .order_by(order)
+                .offset(offset)
+                .limit(limit)
+            ).all()
+            return self._version_records(session, [(model, r) for r in rows]), int(total or 0)
+
+        return self._read(work)
+
 
 def _event_record(row: EventRow) -> Event:
     return Event(

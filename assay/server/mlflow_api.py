@@ -294,6 +294,23 @@ def search_model_versions(call: Call) -> dict[str, Any]:
     if limit > VERSIONS_MAX_RESULTS:
         raise invalid(f"max_results must be at most {VERSIONS_MAX_RESULTS}, got {limit}")
     offset = decode_page_token(call.optional_text("page_token"))
+    by_number = all(key in ("version_number", "creation_timestamp") for key, _ in order)
+    if len(terms) == 1 and terms[0].key == "name" and terms[0].op == "=" and by_number:
+        # The common question, one model's versions by number (creation order is the same),
+        # is answered a page at a time by the database.
+        descending = order[0][1] if order else True
+        try:
+            page, total = call.registry.versions_page(
+                str(terms[0].value), offset, limit, descending=descending
+            )
+        except RegistryError as exc:
+            if exc.code.value != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            page, total = [], 0
+        answer: dict[str, Any] = {"model_versions": [version_json(v) for v in page]}
+        if offset + limit < total:
+            answer["next_page_token"] = encode_page_token(offset + limit)
+        return answer
     # One model named exactly: read only its versions.
     named = [t.value for t in terms if t.key == "name" and t.op == "="]
     try:
