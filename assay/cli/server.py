@@ -7,6 +7,7 @@ travel in the Authorization header. Tokens are managed with ``assay tokens``.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from assay.registry import Registry
@@ -29,8 +30,15 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from assay.registry.tokens import TokenStore
     from assay.server import create_app
 
     with Registry.open(args.registry_url) as registry:
+        if not TokenStore(registry).list():
+            print(
+                "no active API tokens: every request will be refused (401) until one is "
+                "created with `assay tokens create <principal> --role <role>`",
+                file=sys.stderr,
+            )
         uvicorn.run(create_app(registry), host=args.host, port=args.port, log_level="info")
     return 0
