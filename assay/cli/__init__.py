@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from assay.cli import prompts, registry
+from assay.cli import prompts, registry, server, tokens
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     registry.add_parser(subparsers)
     prompts.add_parser(subparsers)
+    server.add_parser(subparsers)
+    tokens.add_parser(subparsers)
     serve = subparsers.add_parser(
         "serve", help="serve a model version over an OpenAI-compatible HTTP API"
     )

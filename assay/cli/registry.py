@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from assay.registry import Event, ModelVersion, Registry, RegistryError
 from assay.registry.errors import invalid
+from assay.registry.limits import check_public_tag_key, escape
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -68,7 +69,10 @@ def parse_pairs(pairs: Sequence[str] | None, what: str) -> dict[str, str]:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """An aligned plain-text table (last column left ragged)."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    # Stored text is escaped: a newline or an escape sequence in a tag must not forge a row.
+    cells = [[str(h) for h in headers]] + [
+        ["" if c is None else escape(c) for c in r] for r in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:
@@ -204,7 +208,7 @@ def _print_version(version: ModelVersion) -> None:
     fields += [(f"tag {k}", v) for k, v in sorted(version.tags.items())]
     width = max(len(name) for name, _ in fields)
     for name, value in fields:
-        print(f"{name.ljust(width)}  {value}")
+        print(f"{escape(name).ljust(width)}  {escape(value)}")
 
 
 def _show(args: argparse.Namespace, registry: Registry) -> int:
@@ -212,11 +216,11 @@ def _show(args: argparse.Namespace, registry: Registry) -> int:
     if "@" not in ref and not ref.startswith("models:/"):
         model = registry.get_model(ref)
         print(f"model        {model.name}")
-        print(f"description  {model.description or '-'}")
+        print(f"description  {escape(model.description or '-')}")
         print(f"created      {format_time(model.created_at)}")
         print(f"updated      {format_time(model.updated_at)}")
         for key, value in sorted(model.tags.items()):
-            print(f"tag {key}  {value}")
+            print(f"tag {escape(key)}  {escape(value)}")
         print()
         versions = registry.list_versions(model.name)
         print(table(["VERSION", "SOURCE", "STAGE", "ALIASES", "CREATED"], _version_rows(versions)))
@@ -253,6 +257,7 @@ def _stage(args: argparse.Namespace, registry: Registry) -> int:
 
 def _tag(args: argparse.Namespace, registry: Registry) -> int:
     target = args.target
+    check_public_tag_key(args.key)
     if "@" in target or target.startswith("models:/"):
         version = registry.resolve(target)
         registry.set_tag(version.model, args.key, args.value, version.version, actor=args.actor)
@@ -278,6 +283,10 @@ def describe_event(ev: Event) -> str:
         return f"{p['before']} -> {p['after']}"
     if ev.kind == "tag_set":
         return f"{p['key']}={p['value']}"
+    if ev.kind == "tag_deleted":
+        return f"{p['key']} removed (was {p['before']})"
+    if ev.kind == "description_set":
+        return f"description: {p['after']}"
     if ev.kind == "evaluation_recorded":
         metrics = " ".join(f"{k}={v:g}" for k, v in sorted(p["metrics"].items()))
         run = f" run={p['run_id']}" if p.get("run_id") else ""

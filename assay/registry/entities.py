@@ -46,6 +46,8 @@ class EventKind(enum.StrEnum):
     ALIAS_REFUSED = "alias_refused"  # a gated alias refused to a version whose gate failed
     STAGE_CHANGED = "stage_changed"
     TAG_SET = "tag_set"
+    TAG_DELETED = "tag_deleted"
+    DESCRIPTION_SET = "description_set"
     PROMPT_CREATED = "prompt_created"
     PROMPT_VERSION_CREATED = "prompt_version_created"
     PROMPT_ALIAS_SET = "prompt_alias_set"

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from assay.registry.errors import invalid
+from assay.registry.limits import unsafe_characters
 
 MAX_NAME_LEN = 128
 _FORBIDDEN_CHARS = "/|,[]"
@@ -31,7 +32,7 @@ def check_name(value: object, what: str, *, allow_at: bool = False) -> str:
         raise invalid(f"{what} {value!r} contains {' '.join(bad)} (not allowed in partition keys)")
     if "..." in value:
         raise invalid(f"{what} {value!r} contains '...' (not allowed in partition keys)")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if unsafe_characters(value):  # controls and bidirectional overrides
         raise invalid(f"{what} {value!r} contains control characters")
     if value != value.strip():
         raise invalid(f"{what} {value!r} has leading or trailing whitespace")

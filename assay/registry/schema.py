@@ -155,3 +155,20 @@ class EventRow(Base):
     prompt: Mapped[str | None] = mapped_column(String(NAME_LEN), nullable=True, index=True)
     version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     payload: Mapped[str] = mapped_column(Text)  # JSON object
+
+
+class TokenRow(Base):
+    """An API token of ``assay server``: only the SHA-256 of the secret is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # shown in listings to tell tokens apart
+    principal: Mapped[str] = mapped_column(String(256), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    grants: Mapped[str] = mapped_column(Text)  # JSON list of model names; [] means every model
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(256))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(256), nullable=True)

@@ -27,6 +27,7 @@ from jinja2 import meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from assay.registry.errors import invalid
+from assay.registry.limits import TEMPLATE_MAX_BYTES, check_prose
 
 MAX_OUTPUT_CHARS = 1_000_000
 MAX_RANGE = 10_000
@@ -174,6 +175,7 @@ def check_template(template: object, variables: Iterable[object], where: str) ->
     """
     if not isinstance(template, str) or not template:
         raise invalid(f"{where}: template must be a non-empty string")
+    check_prose(template, f"{where}: template", TEMPLATE_MAX_BYTES)
     declared: set[str] = set()
     for var in variables:
         if not isinstance(var, str) or not var.isidentifier():

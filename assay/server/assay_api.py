@@ -1,0 +1,256 @@
+"""assay's own endpoints (``/api/assay/v1/...``) for what MLflow's API lacks: the event log
+with "as of" questions, prompt templates and their aliases, gate verdicts and evaluations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from assay.registry.limits import RESERVED_TAG_PREFIXES
+from assay.registry.records import Event, EventKind, PromptTemplate, PromptVersion
+from assay.registry.store import GATE_TAG_PREFIX
+from assay.registry.tokens import Role, TokenInfo, TokenStore
+from assay.server.http import Call, invalid, millis
+from assay.server.mlflow_api import Endpoint, version_json
+
+EVENTS_MAX = 10_000
+_V1 = "/api/assay/v1"
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "timestamp": millis(event.ts),
+        "time": event.ts.isoformat(),
+        "kind": event.kind.value,
+        "actor": event.actor,
+        "model": event.model,
+        "prompt": event.prompt,
+        "version": event.version,
+        "payload": event.payload,
+    }
+
+
+def list_events(call: Call) -> dict[str, Any]:
+    """Events after ``after`` (an id), oldest first; ``as_of`` keeps those up to that time."""
+    after = call.integer("after", default=0, minimum=0)
+    limit = call.integer("limit", default=1000)
+    if limit > EVENTS_MAX:
+        raise invalid(f"limit must be at most {EVENTS_MAX}, got {limit}")
+    as_of = call.moment("as_of")
+    kind = call.optional_text("kind")
+    if kind is not None and kind not in {k.value for k in EventKind}:
+        raise invalid(f"kind {kind!r} is not an event kind")
+    events = call.registry.events(
+        after,
+        None if as_of or kind else limit,
+        model=call.optional_text("model"),
+        prompt=call.optional_text("prompt"),
+    )
+    if as_of is not None:
+        events = [e for e in events if e.ts <= as_of]
+    if kind is not None:
+        events = [e for e in events if e.kind.value == kind]
+    events = events[:limit]
+    out: dict[str, Any] = {"events": [event_json(e) for e in events]}
+    if events:
+        out["last_id"] = events[-1].id
+    return out
+
+
+def alias_as_of(call: Call) -> dict[str, Any]:
+    """Which version an alias pointed at, at a given time (from the event log)."""
+    name, alias = call.path["name"], call.path["alias"]
+    as_of = call.moment("as_of")
+    if as_of is None:
+        raise invalid("missing value for required parameter 'as_of'")
+    version = call.registry.alias_holder(name, alias, as_of)
+    return {"model_version": None if version is None else version_json(version)}
+
+
+def versions_as_of(call: Call) -> dict[str, Any]:
+    """The versions of a model registered by ``as_of`` (all when absent)."""
+    versions = call.registry.list_versions(call.path["name"], as_of=call.moment("as_of"))
+    return {"model_versions": [version_json(v) for v in versions]}
+
+
+def version_verdicts(call: Call) -> dict[str, Any]:
+    """Gate verdicts (``gate.<scenario>`` tags) and every recorded evaluation of a version."""
+    name = call.path["name"]
+    number = _path_version(call)
+    version = call.registry.resolve(f"models:/{name}/{number}")
+    gates = {
+        key[len(GATE_TAG_PREFIX) :]: value
+        for key, value in sorted(version.tags.items())
+        if key.startswith(GATE_TAG_PREFIX)
+    }
+    evaluations = [
+        event_json(e)
+        for e in call.registry.events(model=name)
+        if e.kind is EventKind.EVALUATION_RECORDED and e.version == number
+    ]
+    return {"version": version_json(version), "gates": gates, "evaluations": evaluations}
+
+
+def _path_version(call: Call) -> int:
+    raw = call.path["version"]
+    if not raw.isdigit() or int(raw) < 1:
+        raise invalid(f"version must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def prompt_json(prompt: PromptTemplate) -> dict[str, Any]:
+    return {
+        "name": prompt.name,
+        "description": prompt.description,
+        "creation_timestamp": millis(prompt.created_at),
+        "last_updated_timestamp": millis(prompt.updated_at),
+        "latest_version": prompt.latest_version,
+        "aliases": prompt.aliases,
+    }
+
+
+def prompt_version_json(version: PromptVersion) -> dict[str, Any]:
+    return {
+        "name": version.name,
+        "version": version.version,
+        "uri": version.uri,
+        "template": version.template,
+        "variables": list(version.variables),
+        "description": version.description,
+        "creation_timestamp": millis(version.created_at),
+        "aliases": list(version.aliases),
+    }
+
+
+def list_prompts(call: Call) -> dict[str, Any]:
+    return {"prompts": [prompt_json(p) for p in call.registry.list_prompts()]}
+
+
+def create_prompt(call: Call) -> dict[str, Any]:
+    name = call.text("name")
+    call.require(Role.WRITER, name)
+    prompt = call.registry.create_prompt(
+        name, call.text("description", required=False), actor=call.actor
+    )
+    return {"prompt": prompt_json(prompt)}
+
+
+def get_prompt_versions(call: Call) -> dict[str, Any]:
+    name = call.path["name"]
+    return {"versions": [prompt_version_json(v) for v in call.registry.list_prompt_versions(name)]}
+
+
+def create_prompt_version(call: Call) -> dict[str, Any]:
+    name = call.path["name"]
+    call.require(Role.WRITER, name)
+    version = call.registry.create_prompt_version(
+        name,
+        call.text("template"),
+        call.strings("variables"),
+        call.text("description", required=False),
+        actor=call.actor,
+    )
+    return {"version": prompt_version_json(version)}
+
+
+def resolve_prompt(call: Call) -> dict[str, Any]:
+    """``uri`` is ``prompts:/name@alias``, ``prompts:/name/3`` or ``name@v3``."""
+    return {"version": prompt_version_json(call.registry.get_prompt(call.text("uri")))}
+
+
+def set_prompt_alias(call: Call) -> dict[str, Any]:
+    name = call.path["name"]
+    alias = call.text("alias")
+    role = Role.PROMOTER if alias in call.registry.gated_aliases else Role.WRITER
+    call.require(role, name)
+    version = call.registry.set_prompt_alias(name, alias, call.integer("version"), actor=call.actor)
+    return {"version": prompt_version_json(version)}
+
+
+def whoami(call: Call) -> dict[str, Any]:
+    return {
+        "principal": call.principal.name,
+        "role": call.principal.role.label,
+        "grants": sorted(call.principal.grants),
+        "reserved_tag_prefixes": list(RESERVED_TAG_PREFIXES),
+    }
+
+
+# --------------------------------------------------------------------------- tokens (admin)
+
+
+def token_json(info: TokenInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "prefix": info.prefix,
+        "principal": info.principal,
+        "role": info.role.label,
+        "grants": list(info.grants),
+        "creation_timestamp": millis(info.created_at),
+        "created_by": info.created_by,
+        "revoked": info.revoked_at is not None,
+        "revoked_by": info.revoked_by,
+    }
+
+
+def list_tokens(call: Call) -> dict[str, Any]:
+    call.require(Role.ADMIN)
+    tokens = TokenStore(call.registry).list(include_revoked=call.boolean("all"))
+    return {"tokens": [token_json(t) for t in tokens]}
+
+
+def create_token(call: Call) -> dict[str, Any]:
+    """The answer carries the secret: the only time it is shown."""
+    call.require(Role.ADMIN)
+    info, secret = TokenStore(call.registry).create(
+        call.text("principal"),
+        call.text("role"),
+        call.strings("grants"),
+        created_by=call.actor,
+    )
+    return {"token": token_json(info), "secret": secret}
+
+
+def revoke_token(call: Call) -> dict[str, Any]:
+    call.require(Role.ADMIN)
+    raw = call.path["id"]
+    if not raw.isdigit():
+        raise invalid(f"token id must be a number, got {raw!r}")
+    info = TokenStore(call.registry).revoke(int(raw), revoked_by=call.actor)
+    return {"token": token_json(info)}
+
+
+R, W, A = Role.READER, Role.WRITER, Role.ADMIN
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("GET", f"{_V1}/whoami", whoami, "The calling principal and its role", R),
+    Endpoint("GET", f"{_V1}/events", list_events, "The event log (after, limit, as_of, ...)", R),
+    Endpoint("GET", f"{_V1}/models/{{name}}/versions", versions_as_of, "Versions as of a time", R),
+    Endpoint(
+        "GET",
+        f"{_V1}/models/{{name}}/versions/{{version}}/verdicts",
+        version_verdicts,
+        "Gate verdicts and recorded evaluations of a version",
+        R,
+    ),
+    Endpoint(
+        "GET", f"{_V1}/models/{{name}}/aliases/{{alias}}", alias_as_of, "Alias holder as of", R
+    ),
+    Endpoint("GET", f"{_V1}/prompts", list_prompts, "Prompt templates", R),
+    Endpoint("POST", f"{_V1}/prompts", create_prompt, "Register a prompt name", W),
+    Endpoint("GET", f"{_V1}/prompts/resolve", resolve_prompt, "Resolve a prompt URI", R),
+    Endpoint("GET", f"{_V1}/prompts/{{name}}/versions", get_prompt_versions, "Prompt versions", R),
+    Endpoint("POST", f"{_V1}/prompts/{{name}}/versions", create_prompt_version, "New template", W),
+    Endpoint(
+        "POST",
+        f"{_V1}/prompts/{{name}}/aliases",
+        set_prompt_alias,
+        "Point a prompt alias at a version (gated: promoter)",
+        W,
+    ),
+    Endpoint("GET", f"{_V1}/tokens", list_tokens, "API tokens (never their secrets)", A),
+    Endpoint("POST", f"{_V1}/tokens", create_token, "Create a token; the secret once", A),
+    Endpoint("POST", f"{_V1}/tokens/{{id}}/revoke", revoke_token, "Revoke a token", A),
+)

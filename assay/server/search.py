@@ -1,0 +1,218 @@
+"""MLflow's search grammar for registered models and versions, evaluated over records.
+
+Supported, as MLflow documents it: comparisons joined by ``AND``; ``name`` with ``=``, ``!=``,
+``LIKE``, ``ILIKE`` and ``IN (...)``; ``tags.<key>``/``tag.<key>`` (key optionally in
+backticks or quotes) with ``=``, ``!=``, ``LIKE``, ``ILIKE``; for versions also
+``version_number`` (numeric comparisons), ``run_id``, ``source_path``. ``tag.k != 'v'`` also
+matches records without the tag, which is how MLflow's client asks for "not a prompt".
+Ordering: ``name``, ``creation_timestamp``, ``last_updated_timestamp`` (and ``version_number``
+for versions), each ``ASC`` or ``DESC``. Pagination tokens are opaque offsets.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import operator
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from assay.registry.errors import invalid
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
+      | (?P<number>-?\d+(?:\.\d+)?)
+      | (?P<op><=|>=|!=|<>|=|<|>)
+      | (?P<lparen>\()
+      | (?P<rparen>\))
+      | (?P<comma>,)
+      | (?P<ident>[A-Za-z_][A-Za-z0-9_]*(?:\.(?:`[^`]+`|"[^"]+"|'[^']+'|[A-Za-z0-9_.\-]+))?)
+    )""",
+    re.VERBOSE,
+)
+
+_NUMERIC_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<>": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_STRING_OPS = ("=", "!=", "LIKE", "ILIKE")
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """One ``key op value`` term: ``key`` is an attribute name or ``tags.<name>``."""
+
+    key: str
+    op: str
+    value: Any
+
+    @property
+    def tag(self) -> str | None:
+        return self.key[5:] if self.key.startswith("tags.") else None
+
+
+def _unquote(text: str) -> str:
+    quote = text[0]
+    return re.sub(r"\\(.)", r"\1", text[1:-1]) if quote in "'\"" else text
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out = []
+    pos = 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        match = _TOKEN.match(text, pos)
+        if match is None or match.end() == pos:
+            raise invalid(f"invalid filter {text!r}: cannot parse near {text[pos : pos + 20]!r}")
+        kind = match.lastgroup or ""
+        out.append((kind, match.group(kind)))
+        pos = match.end()
+    return out
+
+
+def _key(ident: str, attributes: Sequence[str]) -> str:
+    head, dot, rest = ident.partition(".")
+    if dot and head.lower() in ("tag", "tags"):
+        name = rest
+        if name[:1] in "`'\"" and name[-1:] == name[:1]:
+            name = name[1:-1]
+        return f"tags.{name}"
+    if dot and head.lower() == "attribute":
+        ident = rest
+    if ident not in attributes:
+        raise invalid(
+            f"invalid filter key {ident!r}: expected one of {', '.join(attributes)} or tags.<key>"
+        )
+    return ident
+
+
+def parse_filter(text: str | None, attributes: Sequence[str]) -> list[Comparison]:
+    """Parse ``a = 'x' AND tags.k LIKE 'y%'``; INVALID_PARAMETER_VALUE names what is wrong."""
+    if not text or not text.strip():
+        return []
+    tokens = _tokens(text)
+    terms: list[Comparison] = []
+    i = 0
+
+    def take(kind: str | None = None) -> tuple[str, str]:
+        nonlocal i
+        if i >= len(tokens):
+            raise invalid(f"invalid filter {text!r}: ends too early")
+        token = tokens[i]
+        if kind is not None and token[0] != kind:
+            raise invalid(f"invalid filter {text!r}: expected {kind}, got {token[1]!r}")
+        i += 1
+        return token
+
+    while True:
+        _, ident = take("ident")
+        key = _key(ident, attributes)
+        kind, op = take()
+        if kind == "ident" and op.upper() in ("LIKE", "ILIKE", "IN"):
+            op = op.upper()
+        elif kind == "ident" and op.upper() == "NOT" and i < len(tokens):
+            if tokens[i][1].upper() != "IN":
+                raise invalid(f"invalid filter {text!r}: NOT must be followed by IN")
+            i += 1
+            op = "NOT IN"
+        elif kind != "op":
+            raise invalid(f"invalid filter {text!r}: expected a comparison after {ident!r}")
+        value: Any
+        if op in ("IN", "NOT IN"):
+            take("lparen")
+            items = []
+            while True:
+                vkind, raw = take()
+                if vkind not in ("string", "number"):
+                    raise invalid(f"invalid filter {text!r}: IN takes quoted values")
+                items.append(_unquote(raw))
+                sep, _ = take()
+                if sep == "rparen":
+                    break
+                if sep != "comma":
+                    raise invalid(f"invalid filter {text!r}: expected ',' or ')' in IN (...)")
+            value = tuple(items)
+        else:
+            vkind, raw = take()
+            if vkind == "string":
+                value = _unquote(raw)
+            elif vkind == "number":
+                value = float(raw) if "." in raw else int(raw)
+            else:
+                raise invalid(f"invalid filter {text!r}: {raw!r} is not a value")
+        terms.append(Comparison(key, op, value))
+        if i == len(tokens):
+            return terms
+        kind, word = take()
+        if kind != "ident" or word.upper() != "AND":
+            raise invalid(f"invalid filter {text!r}: only AND joins comparisons, got {word!r}")
+
+
+def _like(pattern: str, value: str, *, fold: bool) -> bool:
+    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    flags = re.DOTALL | (re.IGNORECASE if fold else 0)
+    return re.fullmatch(regex, value, flags) is not None
+
+
+def matches(term: Comparison, value: Any, numeric: bool) -> bool:
+    """Whether a record's ``value`` for ``term.key`` (None when absent) satisfies ``term``."""
+    if term.op == "!=" and value is None:
+        return True  # a missing tag differs from every value
+    if value is None:
+        return False
+    if term.op in ("IN", "NOT IN"):
+        found = str(value) in term.value
+        return found if term.op == "IN" else not found
+    if numeric:
+        try:
+            return _NUMERIC_OPS[term.op](int(value), int(term.value))
+        except (KeyError, TypeError, ValueError):
+            raise invalid(f"invalid comparison {term.op!r} on {term.key!r}") from None
+    if term.op not in _STRING_OPS:
+        raise invalid(f"invalid comparison {term.op!r} on {term.key!r}: use =, !=, LIKE or ILIKE")
+    if term.op in ("LIKE", "ILIKE"):
+        return _like(str(term.value), str(value), fold=term.op == "ILIKE")
+    equal = str(value) == str(term.value)
+    return equal if term.op == "=" else not equal
+
+
+def parse_order_by(clauses: Sequence[str], allowed: Sequence[str]) -> list[tuple[str, bool]]:
+    """``["name ASC", "creation_timestamp DESC"]`` → ``[("name", False), (..., True)]``."""
+    out = []
+    for clause in clauses:
+        parts = clause.split()
+        if not parts or len(parts) > 2:
+            raise invalid(f"invalid order_by clause {clause!r}")
+        key = parts[0].removeprefix("attribute.")
+        if key not in allowed:
+            raise invalid(f"invalid order_by key {key!r}: expected one of {', '.join(allowed)}")
+        direction = parts[1].upper() if len(parts) == 2 else "ASC"
+        if direction not in ("ASC", "DESC"):
+            raise invalid(f"invalid order_by direction {parts[1]!r} in {clause!r}")
+        out.append((key, direction == "DESC"))
+    return out
+
+
+def encode_page_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def decode_page_token(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
+    except Exception:
+        raise invalid(f"invalid page_token {token[:40]!r}") from None
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise invalid(f"invalid page_token {token[:40]!r}")
+    return offset
