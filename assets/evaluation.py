@@ -26,11 +26,13 @@ from assay.judge import Rubric, judge_clients, toxicity_scorer
 from assay.models.registration import ResolvedModel
 from assay.perturbations import PerturbedInstance
 from assay.records import Instance, InstanceStat, ModelOutput
+from assay.report import scenario_page
 from assay.scoring import SCORING_VERSION, judge_partition, score_partition, scorecard_table
 from assay.suite import ScenarioConfig
 from assets.common import (
     by_key,
     evaluation_keys,
+    explorer_link,
     markdown_table,
     model_version_of,
     partitioned_output,
@@ -166,6 +168,7 @@ def scores(
     suite: SuiteResource,
     registry: RegistryResource,
     models: ModelsResource,
+    storage: StorageResource,
 ):
     """Score stored model outputs; never calls the evaluated model, so metric changes are cheap.
 
@@ -212,6 +215,7 @@ def scores(
             metadata["num_judge_parse_failures"] = sum(j.score is None for j in judgments)
             metadata["num_judgments_cached"] = sum(j.cached for j in judgments)
         metadata["scorecard"] = markdown_table(cards[str(key)], 30)
+        metadata["explorer"] = explorer_link(storage.store(), scenario_page(scenario_of(key)))
     if len(keys) == 1:
         yield Output(next(iter(per_instance.values())), "instance_scores")
         yield Output(next(iter(cards.values())), "metric_tables", metadata=metadata)
