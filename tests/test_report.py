@@ -13,15 +13,25 @@ import io
 import json
 import re
 import shutil
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pyarrow.compute as pc
 import pytest
 
 from assay.registry import Registry
-from assay.report import ExplorerData, build_site, directory_writer, scenario_page
+from assay.report import (
+    EXPLORER_DIR,
+    ExplorerData,
+    build_site,
+    directory_writer,
+    explorer_url,
+    scenario_page,
+    store_writer,
+)
 from assay.report.sample import HOSTILE_MODEL, SCRIPT_PAYLOAD, board_of, write_sample
 from assay.report.site import _html_safe_json, compare_page, slug
 from assay.storage import ParquetStore
@@ -68,7 +78,14 @@ def explorer(tmp_path_factory: pytest.TempPathFactory) -> dict:
         n_resamples=200,
     )
     registry.close()
-    return {"site": site, "sample": sample, "board": board, "scores": scores, "summary": summary}
+    return {
+        "site": site,
+        "sample": sample,
+        "board": board,
+        "scores": scores,
+        "summary": summary,
+        "data": data,
+    }
 
 
 def test_json_in_pages_cannot_close_a_script_element():
@@ -95,6 +112,21 @@ def test_pages_escape_every_data_text(explorer):
     assert "evil&lt;img src=x onerror=alert(1)&gt;@v3" in index
     data = next((site / "data").rglob("*.js")).read_text()
     assert "<script>" not in data  # data files too: \u003c, not <
+
+
+def test_the_same_site_is_written_to_an_object_store(explorer):
+    store = ParquetStore(f"memory://explorer-{uuid.uuid4().hex}")
+    summary = build_site(
+        explorer["data"],
+        store_writer(store, EXPLORER_DIR),
+        generated_at=datetime(2026, 11, 4, tzinfo=UTC),
+        n_resamples=200,
+    )
+    assert summary.files == explorer["summary"].files
+    url = explorer_url(store)
+    assert url.startswith("memory://") and url.endswith("/explorer/index.html")
+    with fsspec.open(url, "rb") as f:
+        assert f.read() == (explorer["site"] / "index.html").read_bytes()
 
 
 def test_exports_hold_the_leaderboard_and_every_instance(explorer):

@@ -350,6 +350,7 @@ class _Context:
     answers: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     manifest: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     pairs: list[tuple[str, str]] = field(default_factory=list)
+    columns: dict[str, Any] | None = None  # scenario → ScoreColumn, built on first use
 
     def render(self, template: str, path: str, **values: Any) -> None:
         nav = [{"title": s, "href": scenario_page(s)} for s in self.scenarios]
@@ -467,9 +468,8 @@ def _pairs(versions: Sequence[str]) -> list[tuple[str, str]]:
 
 def _columns(ctx: _Context) -> dict[str, Any]:
     """Each scenario's per-instance primary-metric column over every board version."""
-    cached = getattr(ctx, "_column_cache", None)
-    if cached is not None:
-        return cached
+    if ctx.columns is not None:
+        return ctx.columns
     data = ctx.data
     keep = pa.array(ctx.versions, pa.string())
     scores = data.instance_scores.filter(pc.is_in(data.instance_scores["model_version"], keep))
@@ -485,7 +485,7 @@ def _columns(ctx: _Context) -> dict[str, Any]:
             )
         except ValueError:
             continue  # no unperturbed rows: the scenario has nothing to pair
-    ctx._column_cache = columns  # type: ignore[attr-defined]
+    ctx.columns = columns
     return columns
 
 
@@ -1086,6 +1086,11 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
 # --------------------------------------------------------------------------- history
 
 
+def _day_end(day: str) -> str:
+    """Where a day's board sits on a time axis: its end, since it holds that whole day."""
+    return f"{day} 23:59:59"
+
+
 def _history(ctx: _Context) -> None:
     data = ctx.data
     days = data.days()
@@ -1115,7 +1120,7 @@ def _history(ctx: _Context) -> None:
                 "mode": "lines+markers",
                 "name": v,
                 "meta": v,
-                "x": [d for d in days if v in per_day[d]],
+                "x": [_day_end(d) for d in days if v in per_day[d]],
                 "y": [_finite(per_day[d][v]["mean_score"]) for d in days if v in per_day[d]],
             }
         )
@@ -1136,7 +1141,7 @@ def _history(ctx: _Context) -> None:
             if holder is None:
                 continue
             row = per_day[d].get(holder)
-            xs.append(d)
+            xs.append(_day_end(d))
             ys.append(None if row is None else _finite(row["mean_score"]))
             holders.append(holder)
             alias_rows.append(
@@ -1197,7 +1202,11 @@ def _history(ctx: _Context) -> None:
     }
     version_chart = {
         "data": version_traces,
-        "layout": {**chart_layout, "title": {"text": "mean score per day"}, "shapes": shapes},
+        "layout": {
+            **chart_layout,
+            "title": {"text": "mean score per day (each point: the board at the day's end)"},
+            "shapes": shapes,
+        },
     }
     alias_chart = {
         "data": alias_traces,
