@@ -9,6 +9,7 @@ one model's name is an ``<img onerror>``: pages must show them as text and run n
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import re
@@ -138,9 +139,11 @@ def test_exports_hold_the_leaderboard_and_every_instance(explorer):
     as_json = json.loads((site / f"export/leaderboard-{day}.json").read_text())
     assert [r["mean_win_rate"] for r in as_json] == [r.mean_win_rate for r in board.rows]
     version = board.rows[0].model_version
-    lines = (site / f"export/instances/mc-quiz/{slug(version)}.jsonl").read_text().splitlines()
+    jsonl = site / f"export/instances/mc-quiz/{slug(version)}.jsonl.gz"
+    lines = gzip.decompress(jsonl.read_bytes()).decode().splitlines()
     records = [json.loads(line) for line in lines]
     assert len(records) == 24 and {r["model_version"] for r in records} == {version}
+    assert records[0]["input"].endswith(SCRIPT_PAYLOAD)  # self-contained rows
     scores = explorer["scores"]
     acc = scores.filter(
         pc.and_(

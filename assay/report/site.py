@@ -21,6 +21,7 @@ into the page with ``textContent``, never as markup.
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import html
 import io
@@ -100,8 +101,14 @@ def data_file(scenario: str, version: str) -> str:
     return f"data/{slug(scenario)}/{slug(version)}.js"
 
 
+def instances_file(scenario: str) -> str:
+    """The scenario's inputs and references, shared by every version's data file."""
+    return f"data/{slug(scenario)}/_instances.js"
+
+
 def jsonl_file(scenario: str, version: str) -> str:
-    return f"export/instances/{slug(scenario)}/{slug(version)}.jsonl"
+    # Gzipped: a partition's rows repeat the prompts and references, and compress ~10×.
+    return f"export/instances/{slug(scenario)}/{slug(version)}.jsonl.gz"
 
 
 # --------------------------------------------------------------------------- rendering helpers
@@ -281,7 +288,7 @@ def partition_records(
             .to_pylist()
         ):
             extra[r["instance_id"]].append(
-                [r["family"], r["metric"], r["group"], r["trial"], r["value"]]
+                [r["family"], r["metric"], r["group"], r["trial"], _finite(r["value"])]
             )
     records: dict[str, dict[str, Any]] = {}
     for row in outputs.to_pylist():
@@ -300,7 +307,7 @@ def partition_records(
                 "requests": [],
                 "scores": extra.get(iid, []),
             }
-        value = values.get((iid, row["perturbation"], row["trial"], row["template_id"]))
+        value = _finite(values.get((iid, row["perturbation"], row["trial"], row["template_id"])))
         answer = _answer(row)
         main = row["perturbation"] == "" and row.get("part") in ("", None)
         if main and record["answer"] is None:
@@ -320,10 +327,10 @@ def partition_records(
                 "text": row["text"],
                 "answer": answer,
                 "choices": [
-                    [c["text"], c["logprob"], c["n_tokens"], c["is_greedy"]]
+                    [c["text"], _finite(c["logprob"]), c["n_tokens"], c["is_greedy"]]
                     for c in row["choices"] or []
                 ],
-                "latency_s": row["latency_s"],
+                "latency_s": _finite(row["latency_s"]),
                 "prompt_tokens": row["prompt_tokens"],
                 "completion_tokens": row["completion_tokens"],
                 "batch_size": row["batch_size"],
@@ -412,6 +419,7 @@ def _partitions(ctx: _Context) -> None:
     scores_by_version = split_by(data.instance_scores, "model_version")
     primary = data.board.primary_metrics
     instances_cache: dict[str, pa.Table | None] = {}
+    written: set[str] = set()  # scenarios whose shared instance file is written
     for version in ctx.versions:
         by_scenario = (
             split_by(scores_by_version[version], "scenario")
@@ -428,35 +436,47 @@ def _partitions(ctx: _Context) -> None:
                 instances_cache[scenario], outputs, by_scenario.get(scenario), primary[scenario]
             )
             key = f"{scenario}\x1f{version}"
+            shared = ("input", "references", "groups")
             payload = {
                 "key": key,
                 "scenario": scenario,
                 "version": version,
                 "metric": primary[scenario],
-                "instances": records,
+                "instances": [{k: v for k, v in r.items() if k not in shared} for r in records],
             }
-            js = (
-                "(window.ASSAY_PARTITIONS = window.ASSAY_PARTITIONS || {})["
-                + _html_safe_json(key)
-                + "] = "
-                + _html_safe_json(_clean(payload))
-                + ";\n"
-            )
-            ctx.site.put(data_file(scenario, version), js.encode("utf-8"))
-            lines = "".join(
-                json.dumps(
-                    _clean({"model_version": version, "scenario": scenario, **r}),
-                    ensure_ascii=False,
+            ctx.site.put(data_file(scenario, version), _data_script(key, payload))
+            if scenario not in written:
+                texts = {r["id"]: [r["input"], r["references"], r["groups"]] for r in records}
+                ctx.site.put(
+                    instances_file(scenario),
+                    _data_script(f"{scenario}\x1f", {"scenario": scenario, "instances": texts}),
                 )
-                + "\n"
+                written.add(scenario)
+            head = {"model_version": version, "scenario": scenario}
+            lines = "".join(
+                json.dumps({**head, **r}, ensure_ascii=False, allow_nan=False) + "\n"
                 for r in records
             )
-            ctx.site.put(jsonl_file(scenario, version), lines.encode("utf-8"))
+            ctx.site.put(
+                jsonl_file(scenario, version), gzip.compress(lines.encode("utf-8"), 6, mtime=0)
+            )
             ctx.manifest.setdefault(scenario, {})[version] = {
                 "data": data_file(scenario, version),
+                "instances": instances_file(scenario),
                 "jsonl": jsonl_file(scenario, version),
             }
             ctx.answers[(version, scenario)] = {r["id"]: r["answer"] or "" for r in records}
+
+
+def _data_script(key: str, payload: Any) -> bytes:
+    """A script that files ``payload`` under ``key`` for the page that loads it."""
+    return (
+        "(window.ASSAY_PARTITIONS = window.ASSAY_PARTITIONS || {})["
+        + _html_safe_json(key)
+        + "] = "
+        + _html_safe_json(payload)
+        + ";\n"
+    ).encode("utf-8")
 
 
 def _pairs(versions: Sequence[str]) -> list[tuple[str, str]]:

@@ -161,6 +161,23 @@
     document.head.appendChild(script);
   }
 
+  // A partition's data with the scenario's shared inputs, references and groups merged in.
+  function loadInstances(entry, scenario, version, done) {
+    loadPartition(entry.instances, scenario + "\u001f", function (shared) {
+      loadPartition(entry.data, scenario + "\u001f" + version, function (data) {
+        if (!data || !shared) return done(null);
+        if (!data.merged) {
+          for (const rec of data.instances) {
+            const texts = shared.instances[rec.id] || [null, [], {}];
+            rec.input = texts[0]; rec.references = texts[1]; rec.groups = texts[2];
+          }
+          data.merged = true;
+        }
+        done(data);
+      });
+    });
+  }
+
   function instanceHref(scenario, version, id) {
     const params = new URLSearchParams({ s: scenario, v: version, id: id });
     return "instance.html#" + params.toString();
@@ -208,10 +225,10 @@
         const entry = manifest.partitions[select.value];
         if (!entry) return;
         status.textContent = "Loading " + select.value + "…";
-        loadPartition(entry.data, manifest.scenario + "\u001f" + select.value, function (data) {
+        loadInstances(entry, manifest.scenario, select.value, function (data) {
           current = data;
           exportSpan.textContent = "";
-          exportSpan.appendChild(el("a", { href: entry.jsonl, download: "", text: "these rows as JSONL" }));
+          exportSpan.appendChild(el("a", { href: entry.jsonl, download: "", text: "these rows as JSONL (gzipped)" }));
           if (!data) status.textContent = "Could not load " + entry.data;
           render();
         });
@@ -234,7 +251,7 @@
       document.getElementById("instance-id").textContent = id || "";
       document.getElementById("instance-where").textContent = (scenario || "?") + " · " + (version || "?");
       if (!entry) { status.textContent = "No stored outputs for this scenario and version."; return; }
-      loadPartition(entry.data, scenario + "\u001f" + version, function (data) {
+      loadInstances(entry, scenario, version, function (data) {
         const rec = data && data.instances.find((r) => r.id === id);
         if (!rec) { status.textContent = "Instance " + id + " is not in " + entry.data + "."; return; }
         status.hidden = true;
@@ -321,7 +338,7 @@
       list.appendChild(el("li", {}, [el("a", { href: instanceHref(scenario, other, rec.id), text: other })]));
     });
     const exp = document.getElementById("instance-export");
-    exp.appendChild(el("a", { href: entry.jsonl, download: "", text: "This partition's per-instance rows (JSONL)" }));
+    exp.appendChild(el("a", { href: entry.jsonl, download: "", text: "This partition's per-instance rows (JSONL, gzipped)" }));
   }
 
   // ---------------------------------------------------------------- history
