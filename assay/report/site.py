@@ -516,6 +516,7 @@ def pair_comparisons(ctx: _Context, a: str, b: str) -> tuple[list[Comparison], d
     index = {v: i for i, v in enumerate(ctx.versions)}
     results: list[Comparison] = []
     flips: dict[str, list[dict]] = {}
+    board_tests = {(c.model_a, c.model_b, c.scenario): c for c in ctx.data.board.comparisons}
     for scenario, metric in ctx.data.board.primary_metrics.items():
         column = columns.get(scenario)
         if column is None:
@@ -525,8 +526,12 @@ def pair_comparisons(ctx: _Context, a: str, b: str) -> tuple[list[Comparison], d
         if not shared.any():
             continue
         clusters = column.clusters[shared] if column.clusters is not None else None
+        # Neighbours on the board were compared when it was built: the same test, reused.
+        known = board_tests.get((a, b, scenario))
         results.append(
-            compare(
+            known
+            if known is not None
+            else compare(
                 va[shared],
                 vb[shared],
                 model_a=a,
