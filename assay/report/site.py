@@ -442,7 +442,8 @@ def _partitions(ctx: _Context) -> None:
                 "scenario": scenario,
                 "version": version,
                 "metric": primary[scenario],
-                "instances": [{k: v for k, v in r.items() if k not in shared} for r in records],
+                "request_fields": REQUEST_FIELDS,
+                "instances": [_compact(r, shared) for r in records],
             }
             ctx.site.put(data_file(scenario, version), _data_script(key, payload))
             if scenario not in written:
@@ -466,6 +467,50 @@ def _partitions(ctx: _Context) -> None:
                 "jsonl": jsonl_file(scenario, version),
             }
             ctx.answers[(version, scenario)] = {r["id"]: r["answer"] or "" for r in records}
+
+
+# The fields of a request in a page's data file, which holds each request as a list in this
+# order (names once per file, not once per request: the file is about half the size).
+REQUEST_FIELDS = (
+    "perturbation",
+    "trial",
+    "template_id",
+    "kind",
+    "method",
+    "part",
+    "prompt",
+    "prompt_digest",
+    "truncated",
+    "text",
+    "answer",
+    "choices",
+    "latency_s",
+    "prompt_tokens",
+    "completion_tokens",
+    "batch_size",
+    "cached",
+    "error",
+    "value",
+)
+
+
+def _compact(record: dict[str, Any], leave_out: Sequence[str]) -> dict[str, Any]:
+    """A record as a page's data file holds it: requests as lists, display precision
+    (latency to 0.01 ms, log-probabilities to 1e-4; the JSONL export keeps every digit)."""
+    out = {k: v for k, v in record.items() if k not in leave_out and k != "requests"}
+    requests = []
+    for q in record["requests"]:
+        q = dict(q)
+        if q["latency_s"] is not None:
+            q["latency_s"] = round(q["latency_s"], 5)
+        q["choices"] = [
+            [t, None if lp is None else round(lp, 4), n, g] for t, lp, n, g in q["choices"]
+        ]
+        if q["answer"] == q["text"]:
+            q["answer"] = None  # the page shows the text
+        requests.append([q[f] for f in REQUEST_FIELDS])
+    out["requests"] = requests
+    return out
 
 
 def _data_script(key: str, payload: Any) -> bytes:

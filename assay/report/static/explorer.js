@@ -167,9 +167,17 @@
       loadPartition(entry.data, scenario + "\u001f" + version, function (data) {
         if (!data || !shared) return done(null);
         if (!data.merged) {
+          const fields = data.request_fields;
           for (const rec of data.instances) {
             const texts = shared.instances[rec.id] || [null, [], {}];
             rec.input = texts[0]; rec.references = texts[1]; rec.groups = texts[2];
+            // Requests come as lists in the order of request_fields.
+            rec.requests = rec.requests.map(function (values) {
+              const q = {};
+              fields.forEach((f, i) => { q[f] = values[i]; });
+              if (q.answer === null) q.answer = q.text;
+              return q;
+            });
           }
           data.merged = true;
         }
