@@ -187,6 +187,8 @@ def test_explorer_in_chromium(explorer):
             assert (
                 first.nth(2).inner_text() == f"{board.rows[0].rank_low}–{board.rows[0].rank_high}"
             )
+            # The registry's description, hostile as it is, reads as text.
+            assert f"version 3 {SCRIPT_PAYLOAD}" in first.nth(1).inner_text()
             page.wait_for_selector("#primary-chart .main-svg")
             page.screenshot(path=ARTIFACTS / "leaderboard.png", full_page=True)
             # The alias filter keeps the version champion pointed at on that day (v3).

@@ -1035,6 +1035,7 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
     pairs = set(ctx.pairs)
     order = [r["model_version"] for r in rows]
     nxt = dict(pairwise(order))
+    registered = {v.key: v for v in data.versions}
     table = []
     for r in rows:
         v = r["model_version"]
@@ -1042,6 +1043,7 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
         table.append(
             {
                 **r,
+                "description": registered[v].description if v in registered else "",
                 "aliases": held.get(v, []),
                 "compare_next": compare_page(v, n) if n and (v, n) in pairs else None,
             }
