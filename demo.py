@@ -201,7 +201,7 @@ def main() -> None:
 
     run(instance, AssetSelection.assets("dashboard"))
     print(f"\nLeaderboard as of {today}\n\n{board}\n")
-    print(f"HTML report:      {HOME / 'storage' / 'dashboard' / 'index.html'}")
+    print(f"Results explorer: {HOME / 'storage' / 'explorer' / 'index.html'}")
     print(f"Parquet tables:   {HOME / 'storage'}")
     print(f"Registry:         {default_registry_url()}")
     print(f"Dagster home:     {os.environ['DAGSTER_HOME']}")

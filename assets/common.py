@@ -5,7 +5,9 @@ from collections.abc import Mapping
 import pyarrow as pa
 from dagster import AssetExecutionContext, MetadataValue, MultiPartitionKey
 
+from assay.report import explorer_url
 from assay.storage.contract import MODEL_VERSION, SCENARIO
+from assay.storage.parquet import ParquetStore
 from assets.partitions import evaluation_partitions
 
 
@@ -63,3 +65,10 @@ def markdown_table(table: pa.Table, limit: int = 20) -> MetadataValue:
     if table.num_rows > limit:
         lines.append(f"\n_{table.num_rows - limit} more rows_")
     return MetadataValue.md("\n".join(lines))
+
+
+def explorer_link(store: ParquetStore, page: str = "index.html") -> MetadataValue:
+    """A link to a page of the results explorer (written by the ``dashboard`` asset): a path
+    for local storage, a URL on an object store."""
+    url = explorer_url(store, page)
+    return MetadataValue.path(url) if store.is_local else MetadataValue.url(url)

@@ -1,24 +1,26 @@
-"""``dashboard``: a static HTML report of the latest leaderboard, built from the tables."""
+"""``dashboard``: the results explorer, a static site written next to the stored tables."""
 
 from datetime import UTC, datetime
 
-from dagster import AssetDep, AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetDep, AssetExecutionContext, MaterializeResult, asset
 
 from assay.compare.standings import StoredResults, leaderboard_as_of
-from assay.report import render_dashboard
+from assay.report import EXPLORER_DIR, ExplorerData, build_site, store_writer
+from assay.scoring.metrics.directions import LOWER_IS_BETTER
+from assets.common import explorer_link
 from resources import RegistryResource, StorageResource, SuiteResource
-
-DASHBOARD_FILE = "dashboard/index.html"
 
 
 @asset(
     deps=[AssetDep("rankings")],
     group_name="rankings",
     kinds={"html"},
-    code_version="1",
+    code_version="2",
     description=(
-        "An offline HTML report: the latest leaderboard with rank intervals, its paired "
-        "comparisons, every headline scorecard with intervals, and the leaderboard history."
+        "The results explorer, a static site (works from a file or an object store, no "
+        "server): leaderboard with filters and rank intervals, comparisons with flipped "
+        "instances, scenario pages (scorecards, groups, robustness, calibration), every "
+        "prediction, history with alias moves, and CSV/JSON/JSONL exports."
     ),
 )
 def dashboard(
@@ -32,10 +34,29 @@ def dashboard(
     if history is None or history.num_rows == 0:
         raise ValueError("no rankings partition has been materialized; materialize rankings first")
     day = max(history["day"].to_pylist())
-    board, cards = leaderboard_as_of(day, StoredResults.read(store), registry.open(), suite.load())
-    page = render_dashboard(board, cards, history, day=day, generated_at=datetime.now(UTC))
-    url = store.write_file(DASHBOARD_FILE, page.encode("utf-8"))
-    context.log.info(f"dashboard for {day} written to {url}")
+    results = StoredResults.read(store)
+    opened = registry.open()
+    board, _ = leaderboard_as_of(day, results, opened, suite.load())
+    data = ExplorerData(
+        day=day,
+        board=board,
+        metric_tables=results.metric_tables,
+        instance_scores=results.instance_scores,
+        rankings=history,
+        events=opened.events(),
+        versions=opened.versions(),
+        store=store,
+        lower_is_better=frozenset(LOWER_IS_BETTER),
+    )
+    summary = build_site(data, store_writer(store, EXPLORER_DIR), generated_at=datetime.now(UTC))
+    link = explorer_link(store)
+    context.log.info(f"explorer for {day} written to {link.value} ({summary.files} files)")
     return MaterializeResult(
-        metadata={"path": MetadataValue.path(url), "day": day, "bytes": len(page)}
+        metadata={
+            "explorer": link,
+            "day": day,
+            "num_files": summary.files,
+            "bytes": summary.bytes,
+            "num_pages": len(summary.pages),
+        }
     )

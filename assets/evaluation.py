@@ -15,6 +15,7 @@ from dagster import (
 
 from assay.evaluate.partition import run_partition
 from assay.registry.resolved import ResolvedModel
+from assay.report import scenario_page
 from assay.scoring.partition import SuiteScorer
 from assay.scoring.scorecard import SCORING_VERSION
 from assay.storage.contract import (
@@ -30,6 +31,7 @@ from assay.storage.contract import (
 from assets.common import (
     by_key,
     evaluation_keys,
+    explorer_link,
     markdown_table,
     model_version_of,
     partitioned_output,
@@ -149,6 +151,7 @@ def scores(
     suite: SuiteResource,
     registry: RegistryResource,
     models: ModelsResource,
+    storage: StorageResource,
 ):
     """Score stored model outputs; never calls the evaluated model, so metric changes are cheap.
 
@@ -171,6 +174,7 @@ def scores(
         per_instance[str(key)], cards[str(key)] = scored.stats_table, scored.card_table
         metadata = {m: MetadataValue.float(v) for m, v in scored.headline().items()}
         metadata |= {**scored.figures(), "scorecard": markdown_table(cards[str(key)], 30)}
+        metadata["explorer"] = explorer_link(storage.store(), scenario_page(scenario_of(key)))
     if len(keys) == 1:
         yield Output(next(iter(per_instance.values())), INSTANCE_SCORES)
         yield Output(next(iter(cards.values())), METRIC_TABLES, metadata=metadata)

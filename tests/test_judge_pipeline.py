@@ -21,6 +21,7 @@ import yaml
 from dagster import AssetSelection, instance_for_test, materialize
 
 from assay.registry import Registry
+from assay.report import scenario_page
 from assay.scoring.judge_scores import JUDGE_FAMILY
 from assay.storage.parquet import ParquetStore
 from assets import all_assets
@@ -172,6 +173,7 @@ def test_rescoring_asks_the_judges_through_the_cache(run):
     assert metadata["num_judgments"].value == 6
     assert metadata["num_judgments_cached"].value == 6
     assert metadata["toxicity_scorer"].value == "judge:judge@v1:tox@v1"
+    assert metadata["explorer"].value.endswith(f"/explorer/{scenario_page(QA)}")
     after = _card(run, QA)
     for key in [k for k in before if k[1] == JUDGE_FAMILY or k[0] == "judge_score"]:
         a, b = before[key]["mean"], after[key]["mean"]

@@ -143,8 +143,10 @@ def test_promotion_launches_one_run_for_the_whole_suite(setup):
         resources=setup["resources"],
     )
     assert reported.success
-    page = (Path(setup["storage"]) / "dashboard" / "index.html").read_text()
-    assert f"{MODEL}@v1" in page and f"leaderboard as of {today}" in page
+    page = (Path(setup["storage"]) / "explorer" / "index.html").read_text()
+    assert f"{MODEL}@v1" in page and f"Leaderboard {today}" in page
+    link = reported.asset_materializations_for_node("dashboard")[0].metadata["explorer"]
+    assert Path(link.value) == Path(setup["storage"]).resolve() / "explorer" / "index.html"
 
     context = build_sensor_context(instance=instance, resources=setup["resources"])
     evaluation_recorder_sensor(context)

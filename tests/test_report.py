@@ -1,60 +1,301 @@
-"""The offline HTML report shows the leaderboard, comparisons and scorecards faithfully."""
+"""The results explorer, built from a realistic store and clicked through in Chromium.
 
-import math
+The store is written by the library's own records (``assay.report.sample``: instances,
+model outputs, ``score_partition`` scores, rankings partitions, a registry whose alias
+moves). Texts in the dataset, the outputs and the registry carry ``<script>`` payloads and
+one model's name is an ``<img onerror>``: pages must show them as text and run nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+import shutil
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
-import pyarrow as pa
+import fsspec
+import numpy as np
+import pyarrow.compute as pc
+import pytest
 
-from assay.compare.ranking import Leaderboard, LeaderboardRow
-from assay.report import render_dashboard
-from assay.stats.paired import Comparison
+from assay.registry import Registry
+from assay.report import (
+    EXPLORER_DIR,
+    ExplorerData,
+    build_site,
+    directory_writer,
+    explorer_url,
+    scenario_page,
+    store_writer,
+)
+from assay.report.sample import HOSTILE_MODEL, SCRIPT_PAYLOAD, board_of, write_sample
+from assay.report.site import _html_safe_json, compare_page, slug
+from assay.storage.parquet import ParquetStore
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / ".assay" / "test-artifacts" / "explorer"
 
 
-def _board() -> Leaderboard:
-    rows = (
-        LeaderboardRow("m@v2", 1, 1, 2, 0.75, 0.61, {"qa": 0.61}, {"accuracy": 0.75}),
-        LeaderboardRow("m@v1", 2, 1, 2, 0.25, 0.40, {"qa": 0.40}, {"accuracy": 0.25}),
+class _Clock:
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def set(self, when: datetime) -> None:
+        self.now = when
+
+
+@pytest.fixture(scope="module")
+def explorer(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("explorer")
+    clock = _Clock()
+    registry = Registry.open(f"sqlite:///{root / 'registry.db'}", clock=clock)
+    store = ParquetStore(str(root / "storage"))
+    sample = write_sample(store, registry, clock=clock.set, n_versions=3, n_instances=24)
+    cards, scores = store.read_all("metric_tables"), store.read_all("instance_scores")
+    day = sample.days[-1]
+    board = board_of(cards, scores, sample.versions, sample.primary_metrics, day)
+    data = ExplorerData(
+        day=day,
+        board=board,
+        metric_tables=cards,
+        instance_scores=scores,
+        rankings=store.read_all("rankings"),
+        events=registry.events(),
+        versions=registry.versions(),
+        store=store,
     )
-    comparison = Comparison(
-        "m@v2",
-        "m@v1",
-        "exact_match",
-        50,
-        0.21,
-        0.08,
-        0.33,
-        0.001,
-        0.002,
-        "mcnemar_exact",
-        True,
-        scenario="qa",
+    site = root / "site"
+    summary = build_site(
+        data,
+        directory_writer(site),
+        generated_at=datetime(2026, 11, 4, tzinfo=UTC),
+        n_resamples=200,
     )
-    return Leaderboard(rows, (comparison,), {"qa": "exact_match"}, ("accuracy",))
+    registry.close()
+    return {
+        "site": site,
+        "sample": sample,
+        "board": board,
+        "scores": scores,
+        "summary": summary,
+        "data": data,
+    }
 
 
-def _cards() -> pa.Table:
-    rows = [
-        ("m@v1", "qa", "exact_match", "accuracy", 0.40, 0.30, 0.50, ""),
-        ("m@v2", "qa", "exact_match", "accuracy", 0.61, 0.52, 0.70, ""),
-        ("m@v1", "qa", "toxic_fraction", "toxicity", math.nan, math.nan, math.nan, "no <scorer>"),
-    ]
-    names = ["model_version", "scenario", "metric", "family", "mean", "ci_low", "ci_high"]
-    columns = {n: [r[i] for r in rows] for i, n in enumerate(names)}
-    columns["reason"] = [r[7] for r in rows]
-    columns["group"] = ["", "", ""]
-    columns["perturbation"] = ["", "", ""]
-    return pa.table(columns)
+def test_json_in_pages_cannot_close_a_script_element():
+    text = _html_safe_json({"x": "</script><script>alert(1)</script>\u2028&"})
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text) == {"x": "</script><script>alert(1)</script>\u2028&"}
 
 
-def test_dashboard_renders_board_comparisons_and_scorecards():
-    page = render_dashboard(
-        _board(), _cards(), None, day="2026-11-28", generated_at=datetime(2026, 11, 28, tzinfo=UTC)
+def test_file_names_are_safe_and_distinct():
+    assert slug("mmlu-anatomy") == "mmlu-anatomy"
+    hostile = slug(f"{HOSTILE_MODEL}@v1")
+    assert re.fullmatch(r"[A-Za-z0-9._@-]+", hostile)
+    assert slug("a b") != slug("a_b") and slug("../x") != slug("x")
+    assert compare_page("a--b", "c") != compare_page("a", "b--c")
+
+
+def test_pages_escape_every_data_text(explorer):
+    site = explorer["site"]
+    for page in site.glob("*.html"):
+        text = page.read_text()
+        assert SCRIPT_PAYLOAD not in text, page.name  # never raw markup
+        assert "<img src=x" not in text, page.name
+    index = (site / "index.html").read_text()
+    assert "evil&lt;img src=x onerror=alert(1)&gt;@v3" in index
+    data = next((site / "data").rglob("*.js")).read_text()
+    assert "<script>" not in data  # data files too: \u003c, not <
+
+
+def test_the_same_site_is_written_to_an_object_store(explorer):
+    store = ParquetStore(f"memory://explorer-{uuid.uuid4().hex}")
+    summary = build_site(
+        explorer["data"],
+        store_writer(store, EXPLORER_DIR),
+        generated_at=datetime(2026, 11, 4, tzinfo=UTC),
+        n_resamples=200,
     )
-    assert "leaderboard as of 2026-11-28" in page
-    assert page.index("m@v2") < page.index("m@v1")  # ranked order
-    assert "1–2" in page  # rank interval
-    assert '<span class="sig">+0.210</span>' in page  # the significant difference stands out
-    assert "[+0.080, +0.330]" in page
-    assert "0.610 [0.520, 0.700]" in page  # scorecard mean with its interval
-    assert "absent: no &lt;scorer&gt;" in page  # reasons shown, and escaped
-    assert "No earlier leaderboards" in page
+    assert summary.files == explorer["summary"].files
+    url = explorer_url(store)
+    assert url.startswith("memory://") and url.endswith("/explorer/index.html")
+    with fsspec.open(url, "rb") as f:
+        assert f.read() == (explorer["site"] / "index.html").read_bytes()
+
+
+def test_exports_hold_the_leaderboard_and_every_instance(explorer):
+    site, board = explorer["site"], explorer["board"]
+    day = explorer["sample"].days[-1]
+    rows = list(csv.DictReader(io.StringIO((site / f"export/leaderboard-{day}.csv").read_text())))
+    assert [r["model_version"] for r in rows] == [r.model_version for r in board.rows]
+    assert [int(r["rank_low"]) for r in rows] == [r.rank_low for r in board.rows]
+    as_json = json.loads((site / f"export/leaderboard-{day}.json").read_text())
+    assert [r["mean_win_rate"] for r in as_json] == [r.mean_win_rate for r in board.rows]
+    version = board.rows[0].model_version
+    jsonl = site / f"export/instances/mc-quiz/{slug(version)}.jsonl.gz"
+    lines = gzip.decompress(jsonl.read_bytes()).decode().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 24 and {r["model_version"] for r in records} == {version}
+    assert records[0]["input"].endswith(SCRIPT_PAYLOAD)  # self-contained rows
+    scores = explorer["scores"]
+    acc = scores.filter(
+        pc.and_(
+            pc.and_(pc.equal(scores["model_version"], version), pc.equal(scores["metric"], "acc")),
+            pc.and_(pc.equal(scores["perturbation"], ""), pc.equal(scores["group"], "")),
+        )
+    )
+    expected = dict(zip(acc["instance_id"].to_pylist(), acc["value"].to_pylist(), strict=True))
+    assert {r["id"]: r["correct"] for r in records} == expected
+    # Every request of the instance is there: the original and its two perturbations.
+    assert {q["perturbation"] for q in records[0]["requests"]} == {"", "typos", "dialect"}
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None and Path("/usr/bin/chromium").exists():
+        path = "/usr/bin/chromium"
+    if path is None:
+        pytest.skip("Chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
+    return path
+
+
+def test_explorer_in_chromium(explorer):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    site, board, sample = explorer["site"], explorer["board"], explorer["sample"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    dialogs, errors = [], []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 900}, accept_downloads=True)
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+
+            # Leaderboard: ranked rows, rank intervals, the chart, filters.
+            page.goto((site / "index.html").as_uri())
+            table = page.locator("#leaderboard tbody tr")
+            shown = [table.nth(i).get_attribute("data-version") for i in range(table.count())]
+            assert shown == [r.model_version for r in board.rows]
+            first = table.nth(0).locator("td")
+            assert (
+                first.nth(2).inner_text() == f"{board.rows[0].rank_low}–{board.rows[0].rank_high}"
+            )
+            # The registry's description, hostile as it is, reads as text.
+            assert f"version 3 {SCRIPT_PAYLOAD}" in first.nth(1).inner_text()
+            page.wait_for_selector("#primary-chart .main-svg")
+            page.screenshot(path=ARTIFACTS / "leaderboard.png", full_page=True)
+            # The alias filter keeps the version champion pointed at on that day (v3).
+            page.select_option("#filter-alias", "champion")
+            visible = page.locator("#leaderboard tbody tr:visible")
+            assert visible.count() == 1
+            assert visible.first.get_attribute("data-version") == f"{HOSTILE_MODEL}@v3"
+            assert "1 of 3 versions shown" in page.inner_text("#shown-count")
+            page.select_option("#filter-alias", "")
+            # Unticking a scenario hides its column.
+            page.uncheck(".filter-scenario[value='short-qa']")
+            assert page.locator("#leaderboard th[data-scenario='short-qa']").is_hidden()
+            page.check(".filter-scenario[value='short-qa']")
+            # The CSV export link downloads the table.
+            with page.expect_download() as download:
+                page.click("text=CSV >> nth=0")
+            rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+            assert [r["model_version"] for r in rows] == shown
+            # An earlier day: its own board, from its rankings partition (two versions then).
+            page.select_option("#filter-day", label=sample.days[1])
+            page.wait_for_url(re.compile(r"day-2026-11-02\.html$"))
+            assert page.locator("#leaderboard tbody tr").count() == 2
+            page.go_back()
+
+            # Scenario page: scorecards, absent families folded into one line each.
+            page.click(f"#leaderboard th a[href='{scenario_page('short-qa')}']")
+            folded = page.inner_text("#folded")
+            assert (
+                "toxicity: not applicable" in folded and "no toxicity scorer configured" in folded
+            )
+            assert "robustness: not applicable" in folded
+            assert page.locator("table.scorecard[data-family='toxicity']").count() == 0
+            page.screenshot(path=ARTIFACTS / "scenario-short-qa.png", full_page=True)
+            page.goto((site / scenario_page("mc-quiz")).as_uri())
+            for chart in ("groups", "robust", "calibration"):
+                page.wait_for_selector(f"[data-chart='chart-{chart}'] .main-svg")
+            page.wait_for_selector("#instances tbody tr")
+            assert page.locator("#instances tbody tr").count() == 24
+            page.check("#instance-wrong")
+            wrong = page.locator("#instances tbody tr").count()
+            assert 0 < wrong < 24 and "wrong" in page.inner_text("#instances tbody")
+            page.uncheck("#instance-wrong")
+            page.screenshot(path=ARTIFACTS / "scenario-mc-quiz.png", full_page=True)
+
+            # Comparison of the two best versions: the paired difference as computed here.
+            page.goto((site / "index.html").as_uri())
+            page.click("#leaderboard tbody tr >> nth=0 >> a.compare-link")
+            a, b = board.rows[0].model_version, board.rows[1].model_version
+            assert page.inner_text("#version-a") == a and page.inner_text("#version-b") == b
+            diff = float(page.locator("#pair-table tbody tr >> nth=0 >> td >> nth=3").inner_text())
+            assert diff == pytest.approx(_mean_diff(explorer["scores"], a, b), abs=5e-4)
+            flips = page.locator("table.flips[data-scenario='mc-quiz'] tbody tr")
+            assert flips.count() == len(_flipped(explorer["scores"], a, b))
+            page.screenshot(path=ARTIFACTS / "comparison.png", full_page=True)
+
+            # Instance page: the hostile input shown as text, nothing executed.
+            page.locator("table.flips a.instance-link").first.click()
+            page.wait_for_selector("#instance:not([hidden])")
+            assert page.url.startswith((site / "instance.html").as_uri())
+            page.goto((site / "instance.html").as_uri() + _hash("mc-quiz", a, "mc-quiz-00000"))
+            page.reload()
+            page.wait_for_selector("#instance:not([hidden])")
+            assert SCRIPT_PAYLOAD in page.inner_text("#instance-input")
+            assert SCRIPT_PAYLOAD in page.inner_text("#prompt")
+            assert page.locator("#references li").count() == 4
+            assert page.locator("#variants tbody tr").count() == 2  # typos, dialect
+            page.wait_for_selector("#choices-chart .main-svg")
+            assert page.inner_text("#verdict") in ("right", "wrong")
+            assert "template mc-quiz-template@v1" in page.inner_text("#prompt-meta")
+            # No element was injected from the data: the only <b> would be the payload's.
+            assert page.locator("#references b, #instance-input script").count() == 0
+            page.screenshot(path=ARTIFACTS / "instance.png", full_page=True)
+
+            # History: scores per day and the alias moves on the time axis.
+            page.click("nav.top >> text=History")
+            page.wait_for_selector("[data-chart='chart-aliases'] .main-svg")
+            events = page.locator("#alias-events tbody tr")
+            assert events.count() == 2  # set on day 1, moved on day 3
+            assert "alias_moved" in events.nth(1).inner_text()
+            page.screenshot(path=ARTIFACTS / "history.png", full_page=True)
+        finally:
+            browser.close()
+    assert dialogs == [], f"a data text ran as script: {dialogs}"
+    assert errors == [], errors
+
+
+def _hash(scenario: str, version: str, instance: str) -> str:
+    from urllib.parse import quote, urlencode
+
+    return "#" + urlencode({"s": scenario, "v": version, "id": instance}, quote_via=quote)
+
+
+def _acc(scores, version: str) -> dict[str, float]:
+    rows = scores.filter(
+        pc.and_(
+            pc.and_(pc.equal(scores["model_version"], version), pc.equal(scores["metric"], "acc")),
+            pc.and_(pc.equal(scores["perturbation"], ""), pc.equal(scores["group"], "")),
+        )
+    )
+    return dict(zip(rows["instance_id"].to_pylist(), rows["value"].to_pylist(), strict=True))
+
+
+def _mean_diff(scores, a: str, b: str) -> float:
+    x, y = _acc(scores, a), _acc(scores, b)
+    return float(np.mean([x[k] - y[k] for k in sorted(x)]))
+
+
+def _flipped(scores, a: str, b: str) -> list[str]:
+    x, y = _acc(scores, a), _acc(scores, b)
+    return [k for k in sorted(x) if x[k] != y[k]]

@@ -462,6 +462,19 @@ def _instance_column(
     return ScoreColumn(f"{scenario}/{metric}", values, lower_is_better, clusters)
 
 
+def instance_column(
+    instance_scores: pa.Table,
+    scenario: str,
+    metric: str,
+    models: Sequence[str],
+    lower_is_better: bool = False,
+) -> ScoreColumn:
+    """The per-instance scores behind the board's rank intervals and paired tests: the
+    unperturbed rows of one scenario's metric, one column per model in ``models`` (every
+    model in ``instance_scores`` must be one of them), NaN where a model has no score."""
+    return _instance_column(instance_scores, scenario, metric, models, lower_is_better)
+
+
 def build_leaderboard(
     scorecards: pa.Table,
     instance_scores: pa.Table,

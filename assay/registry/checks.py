@@ -13,6 +13,7 @@ from typing import Any
 
 from assay.models.base import ServingConfig
 from assay.registry.errors import invalid
+from assay.registry.limits import DESCRIPTION_MAX_BYTES, check_line, check_prose
 from assay.registry.names import check_name
 from assay.registry.schema import TAG_VALUE_LEN
 
@@ -22,7 +23,7 @@ SOURCE_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:\S")
 def check_text(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise invalid(f"{what} must be a string, got {type(value).__name__}")
-    return value
+    return check_prose(value, what, DESCRIPTION_MAX_BYTES)
 
 
 def check_tags(tags: Mapping[str, object] | None, where: str) -> dict[str, str]:
@@ -42,7 +43,7 @@ def check_tag_value(value: object, what: str) -> str:
         raise invalid(f"{what} value must be a string, got {type(value).__name__}")
     if len(value) > TAG_VALUE_LEN:
         raise invalid(f"{what} value is longer than {TAG_VALUE_LEN} characters")
-    return value
+    return check_line(value, f"{what} value")
 
 
 def check_version_number(version: object, where: str) -> int:

@@ -36,6 +36,7 @@ from assay.registry.entities import (
     EventKind,
 )
 from assay.registry.errors import invalid, not_found
+from assay.registry.limits import ACTOR_MAX_CHARS, check_line
 from assay.registry.schema import EventRow
 
 T = TypeVar("T")
@@ -273,8 +274,9 @@ class RegistryBase:
         payload: Mapping[str, Any] | None = None,
     ) -> EventRow:
         who = actor if actor is not None else default_actor()
-        if not isinstance(who, str) or not who or len(who) > 256:
+        if not isinstance(who, str) or not who or len(who) > ACTOR_MAX_CHARS:
             raise invalid(f"actor must be a non-empty string of at most 256 characters: {who!r}")
+        check_line(who, f"actor {who!r}")
         row = EventRow(
             ts=now,
             kind=kind.value,

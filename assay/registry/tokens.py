@@ -24,11 +24,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from assay.registry import Registry, default_actor
 from assay.registry.errors import invalid, not_found
 from assay.registry.limits import ACTOR_MAX_CHARS, check_line
 from assay.registry.names import check_name
 from assay.registry.schema import TokenRow
-from assay.registry.store import Registry, default_actor
 
 TOKEN_PREFIX = "assay_"
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from assay.registry.checks import (
@@ -32,6 +32,7 @@ from assay.registry.entities import (
     Stage,
 )
 from assay.registry.errors import exists, invalid, not_found
+from assay.registry.limits import SOURCE_MAX_BYTES, unsafe_characters
 from assay.registry.names import (
     VersionPointer,
     check_name,
@@ -240,7 +241,14 @@ class ModelRegistry(RegistryBase):
         """
         check_name(model, "model name")
         where = f"new version of model {model!r}"
-        if not isinstance(source, str) or not SOURCE_URI.match(source) or not source.isprintable():
+        if isinstance(source, str) and len(source.encode()) > SOURCE_MAX_BYTES:
+            raise invalid(f"{where}: source is longer than {SOURCE_MAX_BYTES} bytes")
+        if (
+            not isinstance(source, str)
+            or not SOURCE_URI.match(source)
+            or not source.isprintable()
+            or unsafe_characters(source)
+        ):
             raise invalid(f"{where}: source {source!r} is not a URI like 'hf:/path/to/model'")
         if carries_credentials(source):
             # Sources are stored, logged and shown in the UI: secrets never go in them.
@@ -516,5 +524,126 @@ class ModelRegistry(RegistryBase):
             if limit is not None:
                 query = query.limit(limit)
             return [event_record(row) for row in session.scalars(query)]
+
+        return self._read(work)
+
+    # -- descriptions and tag removal (what MLflow's update and delete-tag calls need)
+
+    def set_description(
+        self, model: str, description: str, version: int | None = None, actor: str | None = None
+    ) -> None:
+        """Replace the description of a model, or of one of its versions."""
+        check_name(model, "model name")
+        check_text(description, f"model {model!r}: description")
+        if version is not None:
+            check_version_number(version, f"description of model {model!r}")
+
+        def work(session: Session) -> None:
+            now = self._now()
+            model_row = self._model_row(session, model)
+            target: ModelRow | VersionRow = model_row
+            if version is not None:
+                target = self._version_row(session, model_row, version)
+            before = target.description
+            if before == description:
+                return
+            target.description = description
+            model_row.updated_at = now
+            self._emit(
+                session,
+                EventKind.DESCRIPTION_SET,
+                actor,
+                now,
+                model=model,
+                version=version,
+                payload={"before": before, "after": description},
+            )
+
+        self._write(work)
+
+    def delete_tag(
+        self, model: str, key: str, version: int | None = None, actor: str | None = None
+    ) -> None:
+        """Remove a tag from a model or version; RESOURCE_DOES_NOT_EXIST if it is not set."""
+        check_name(model, "model name")
+        check_name(key, "tag key", allow_at=True)
+        if version is not None:
+            check_version_number(version, f"tag {key!r} of model {model!r}")
+
+        def work(session: Session) -> None:
+            now = self._now()
+            model_row = self._model_row(session, model)
+            tag: ModelTagRow | VersionTagRow | None
+            if version is None:
+                tag = session.get(ModelTagRow, (model_row.id, key))
+                where = f"registered model {model!r}"
+            else:
+                version_row = self._version_row(session, model_row, version)
+                tag = session.get(VersionTagRow, (version_row.id, key))
+                where = f"model version {version_key(model, version)!r}"
+            if tag is None:
+                raise not_found(f"tag {key!r} of {where} does not exist")
+            before = tag.value
+            session.delete(tag)
+            model_row.updated_at = now
+            self._emit(
+                session,
+                EventKind.TAG_DELETED,
+                actor,
+                now,
+                model=model,
+                version=version,
+                payload={"key": key, "before": before},
+            )
+
+        self._write(work)
+
+    def latest_versions(
+        self, model: str, stages: Iterable[Stage | str] | None = None
+    ) -> list[ModelVersion]:
+        """The highest-numbered version in each stage (every stage when None), by stage order."""
+        wanted = list(Stage) if stages is None else [Stage.parse(s) for s in stages]
+
+        def work(session: Session) -> list[ModelVersion]:
+            model_row = self._model_row(session, model)
+            numbers = dict(
+                session.execute(
+                    select(VersionRow.stage, func.max(VersionRow.version))
+                    .where(VersionRow.model_id == model_row.id)
+                    .group_by(VersionRow.stage)
+                ).all()
+            )
+            rows = [
+                (model, self._version_row(session, model_row, numbers[stage.value]))
+                for stage in wanted
+                if stage.value in numbers
+            ]
+            return self._version_records(session, rows)
+
+        return self._read(work)
+
+    def versions_page(
+        self, model: str, offset: int, limit: int, *, descending: bool = True
+    ) -> tuple[list[ModelVersion], int]:
+        """One page of a model's versions by number, and how many versions it has in all."""
+        if offset < 0 or limit < 0:
+            raise invalid(f"offset and limit must be non-negative, got {offset}, {limit}")
+
+        def work(session: Session) -> tuple[list[ModelVersion], int]:
+            model_row = self._model_row(session, model)
+            total = session.scalar(
+                select(func.count())
+                .select_from(VersionRow)
+                .where(VersionRow.model_id == model_row.id)
+            )
+            order = VersionRow.version.desc() if descending else VersionRow.version.asc()
+            rows = session.scalars(
+                select(VersionRow)
+                .where(VersionRow.model_id == model_row.id)
+                .order_by(order)
+                .offset(offset)
+                .limit(limit)
+            ).all()
+            return self._version_records(session, [(model, r) for r in rows]), int(total or 0)
 
         return self._read(work)

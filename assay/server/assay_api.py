@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from assay.registry.aliases import GATE_TAG_PREFIX
+from assay.registry.entities import Event, EventKind, PromptTemplate, PromptVersion
 from assay.registry.limits import RESERVED_TAG_PREFIXES
-from assay.registry.records import Event, EventKind, PromptTemplate, PromptVersion
-from assay.registry.store import GATE_TAG_PREFIX
 from assay.registry.tokens import Role, TokenInfo, TokenStore
 from assay.server.http import Call, invalid, millis
 from assay.server.mlflow_api import Endpoint, version_json

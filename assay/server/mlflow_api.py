@@ -23,9 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from assay.registry.entities import ModelVersion, RegisteredModel, Stage
 from assay.registry.errors import RegistryError
 from assay.registry.limits import check_public_tag_key
-from assay.registry.records import ModelVersion, RegisteredModel, Stage
 from assay.registry.tokens import Role
 from assay.server.http import ApiError, Call, Handler, invalid, millis
 from assay.server.search import (

@@ -175,3 +175,21 @@ def calibration_stats(probs: Sequence[float] | ArrayLike, correct: ArrayLike) ->
         platt_intercept=scaler.intercept,
         count=int(p.size),
     )
+
+
+def reliability_bins(
+    probs: ArrayLike, correct: ArrayLike, num_bins: int = 10
+) -> list[tuple[int, float, float]]:
+    """The reliability diagram behind ``expected_calibration_error``: per non-empty
+    equal-mass bin, (count, mean probability, accuracy)."""
+    p, y = _validate(probs, correct)
+    edges = equal_mass_bin_edges(p, num_bins)
+    which = np.searchsorted(edges, p, side="left")
+    counts = np.bincount(which, minlength=edges.size)
+    prob_sums = np.bincount(which, weights=p, minlength=edges.size)
+    label_sums = np.bincount(which, weights=y.astype(np.float64), minlength=edges.size)
+    return [
+        (int(n), float(ps / n), float(ls / n))
+        for n, ps, ls in zip(counts, prob_sums, label_sums, strict=True)
+        if n > 0
+    ]

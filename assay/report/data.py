@@ -1,0 +1,131 @@
+"""What the explorer is built from: the stored tables, the registry's history, the board.
+
+Everything here is read once per build, except the model outputs and scenario instances,
+which are read one partition at a time while that partition's page data is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from assay.compare.ranking import Leaderboard
+from assay.registry.entities import Event, EventKind, ModelVersion
+from assay.storage.parquet import ParquetStore
+
+ALIAS_EVENTS = (EventKind.ALIAS_SET, EventKind.ALIAS_MOVED, EventKind.ALIAS_REMOVED)
+
+
+@dataclass(frozen=True)
+class ExplorerData:
+    """The inputs of one explorer build.
+
+    ``board`` is the full leaderboard of ``day`` (with its paired comparisons) and
+    ``metric_tables`` / ``instance_scores`` the stored tables behind it; ``rankings`` holds
+    every stored rankings partition (a ``day`` column), the leaderboards of earlier days.
+    ``events`` is the registry's log (alias moves, registrations) and ``versions`` the
+    registered versions as they are now. Model outputs and scenario instances are read per
+    partition from ``store``.
+    """
+
+    day: str
+    board: Leaderboard
+    metric_tables: pa.Table
+    instance_scores: pa.Table
+    rankings: pa.Table | None
+    events: Sequence[Event]
+    versions: Sequence[ModelVersion]
+    store: ParquetStore
+    lower_is_better: frozenset[str] = frozenset()
+
+    @property
+    def board_versions(self) -> list[str]:
+        return [r.model_version for r in self.board.rows]
+
+    def days(self) -> list[str]:
+        """Every day with a stored leaderboard, oldest first (the build's day included)."""
+        stored = set() if self.rankings is None else set(self.rankings["day"].to_pylist())
+        return sorted(stored | {self.day})
+
+    def ranking_rows(self, day: str) -> list[dict]:
+        """The stored leaderboard of ``day``, best first (the build's day: its full board)."""
+        if day == self.day or self.rankings is None:
+            return self.board.to_table().to_pylist()
+        table = self.rankings.filter(pc.equal(self.rankings["day"], day))
+        return sorted(table.to_pylist(), key=lambda r: (r["rank"], r["model_version"]))
+
+    def outputs(self, version: str, scenario: str) -> pa.Table | None:
+        where = {"model_version": version, "scenario": scenario}
+        return (
+            self.store.read("model_outputs", where)
+            if self.store.exists("model_outputs", where)
+            else None
+        )
+
+    def instances(self, scenario: str) -> pa.Table | None:
+        where = {"scenario": scenario}
+        if not self.store.exists("scenario_instances", where):
+            return None
+        return self.store.read("scenario_instances", where)
+
+
+def end_of(day: str) -> datetime:
+    """The first instant after ``day`` (UTC): what "as of day" means for the registry."""
+    return datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
+
+
+def alias_holders(events: Sequence[Event], as_of: datetime) -> dict[str, list[str]]:
+    """version key → the aliases it held at ``as_of``, replayed from the event log."""
+    holder: dict[tuple[str, str], str | None] = {}
+    for event in sorted(events, key=lambda e: e.id):
+        if event.kind not in ALIAS_EVENTS or event.ts > as_of or event.model is None:
+            continue
+        alias = str(event.payload.get("alias"))
+        after = event.payload.get("after")
+        holder[(event.model, alias)] = None if after is None else f"{event.model}@v{after}"
+    held: dict[str, list[str]] = {}
+    for (_model, alias), key in sorted(holder.items()):
+        if key is not None:
+            held.setdefault(key, []).append(alias)
+    return held
+
+
+def alias_moves(events: Sequence[Event]) -> list[dict]:
+    """Every alias event as a row: when, which model's alias, from and to which version."""
+    rows = []
+    for e in sorted(events, key=lambda e: e.id):
+        if e.kind not in ALIAS_EVENTS or e.model is None:
+            continue
+        before, after = e.payload.get("before"), e.payload.get("after")
+        rows.append(
+            {
+                "ts": e.ts.isoformat(),
+                "kind": e.kind.value,
+                "model": e.model,
+                "alias": str(e.payload.get("alias")),
+                "before": None if before is None else f"{e.model}@v{before}",
+                "after": None if after is None else f"{e.model}@v{after}",
+                "actor": e.actor,
+            }
+        )
+    return rows
+
+
+def split_by(table: pa.Table, column: str) -> Mapping[str, pa.Table]:
+    """``table`` split into one table per value of ``column`` (one pass, sorted by value)."""
+    if table.num_rows == 0:
+        return {}
+    order = pc.sort_indices(table, [(column, "ascending")])
+    table = table.take(order)
+    values = table[column].combine_chunks()
+    out, start = {}, 0
+    runs = pc.run_end_encode(values)
+    ends = runs.run_ends.to_pylist()
+    for end, value in zip(ends, runs.values.to_pylist(), strict=True):
+        out[value] = table.slice(start, end - start)
+        start = end
+    return out

@@ -1,0 +1,364 @@
+// The explorer's browser code. Every text from the data goes in with textContent (never as
+// markup), so dataset, model and registry strings are shown, not run.
+(function () {
+  "use strict";
+  const ready = [];
+  const assay = (window.assay = {});
+
+  assay.ready = function (fn) { ready.push(fn); };
+
+  function el(tag, attrs, children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "text") node.textContent = v == null ? "" : String(v);
+      else if (k === "cls") node.className = v;
+      else node.setAttribute(k, v);
+    }
+    for (const child of children || []) node.appendChild(child);
+    return node;
+  }
+  assay.el = el;
+
+  function fmt(v, digits) {
+    if (v === null || v === undefined || Number.isNaN(v)) return "–";
+    return typeof v === "number" ? v.toFixed(digits === undefined ? 3 : digits) : String(v);
+  }
+
+  // Plotly reads a few HTML tags in its labels: escape data texts so they show as written.
+  function plotText(s) {
+    return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  }
+
+  function json(id) {
+    const node = document.getElementById(id);
+    return node ? JSON.parse(node.textContent) : null;
+  }
+  assay.json = json;
+
+  function drawCharts() {
+    if (!window.Plotly) return;
+    document.querySelectorAll("[data-chart]").forEach(function (div) {
+      const spec = json(div.getAttribute("data-chart"));
+      if (spec) Plotly.newPlot(div, spec.data, spec.layout, { responsive: true, displaylogo: false });
+    });
+  }
+
+  function cellValue(row, index) {
+    const cell = row.cells[index];
+    return cell.hasAttribute("data-value") ? cell.getAttribute("data-value") : cell.textContent.trim();
+  }
+
+  function sortable(table) {
+    const heads = table.tHead ? Array.from(table.tHead.rows[0].cells) : [];
+    heads.forEach(function (th, index) {
+      th.classList.add("sort");
+      th.addEventListener("click", function (event) {
+        if (event.target.closest("a")) return;
+        const numeric = th.getAttribute("data-type") === "num";
+        const ascending = th.getAttribute("aria-sort") !== "ascending";
+        heads.forEach((h) => h.removeAttribute("aria-sort"));
+        th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+        const body = table.tBodies[0];
+        const rows = Array.from(body.rows);
+        rows.sort(function (a, b) {
+          let x = cellValue(a, index), y = cellValue(b, index);
+          if (numeric) {
+            x = parseFloat(x); y = parseFloat(y);
+            // Missing values sort last either way.
+            if (Number.isNaN(x)) return Number.isNaN(y) ? 0 : 1;
+            if (Number.isNaN(y)) return -1;
+            return ascending ? x - y : y - x;
+          }
+          return ascending ? x.localeCompare(y) : y.localeCompare(x);
+        });
+        rows.forEach((r) => body.appendChild(r));
+      });
+    });
+  }
+
+  function navigation() {
+    document.querySelectorAll("select[data-navigate]").forEach(function (select) {
+      select.addEventListener("change", function () {
+        // Only the site's own pages: the options are written by the build.
+        if (/^[A-Za-z0-9._@-]+\.html$/.test(select.value)) window.location.href = select.value;
+      });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    drawCharts();
+    document.querySelectorAll("table.sortable").forEach(sortable);
+    navigation();
+    ready.forEach((fn) => fn());
+  });
+
+  // ---------------------------------------------------------------- leaderboard filters
+  assay.leaderboard = function () {
+    assay.ready(function () {
+      const table = document.getElementById("leaderboard");
+      const text = document.getElementById("filter-text");
+      const alias = document.getElementById("filter-alias");
+      const count = document.getElementById("shown-count");
+      const scenarioBoxes = Array.from(document.querySelectorAll(".filter-scenario"));
+      const familyBoxes = Array.from(document.querySelectorAll(".filter-family"));
+      const chart = document.getElementById("primary-chart");
+      function apply() {
+        const needle = text.value.trim().toLowerCase();
+        const wanted = alias.value;
+        let shown = 0;
+        Array.from(table.tBodies[0].rows).forEach(function (row) {
+          const version = row.getAttribute("data-version").toLowerCase();
+          const aliases = row.getAttribute("data-aliases").split(" ");
+          const ok = (!needle || version.includes(needle)) && (!wanted || aliases.includes(wanted));
+          row.hidden = !ok;
+          if (ok) shown += 1;
+        });
+        count.textContent = "(" + shown + " of " + table.tBodies[0].rows.length + " versions shown)";
+        const scenarios = new Set(scenarioBoxes.filter((b) => b.checked).map((b) => b.value));
+        const families = new Set(familyBoxes.filter((b) => b.checked).map((b) => b.value));
+        table.querySelectorAll("[data-scenario]").forEach(function (cell) {
+          cell.hidden = !scenarios.has(cell.getAttribute("data-scenario"));
+        });
+        table.querySelectorAll("[data-family]").forEach(function (cell) {
+          cell.hidden = !families.has(cell.getAttribute("data-family"));
+        });
+        document.querySelectorAll("[data-scenario-row]").forEach(function (row) {
+          row.hidden = !scenarios.has(row.getAttribute("data-scenario-row"));
+        });
+        if (window.Plotly && chart && chart.data) {
+          const visible = chart.data.map((t) => scenarios.has(t.meta));
+          Plotly.restyle(chart, { visible: visible });
+        }
+      }
+      [text, alias].forEach((n) => n.addEventListener("input", apply));
+      alias.addEventListener("change", apply);
+      scenarioBoxes.concat(familyBoxes).forEach((b) => b.addEventListener("change", apply));
+      apply();
+    });
+  };
+
+  assay.textFilter = function (inputId, tableId) {
+    assay.ready(function () {
+      const input = document.getElementById(inputId);
+      const table = document.getElementById(tableId);
+      input.addEventListener("input", function () {
+        const needle = input.value.trim().toLowerCase();
+        Array.from(table.tBodies[0].rows).forEach(function (row) {
+          row.hidden = needle && !row.textContent.toLowerCase().includes(needle);
+        });
+      });
+    });
+  };
+
+  // ---------------------------------------------------------------- per-partition data
+  function loadPartition(path, key, done) {
+    const store = (window.ASSAY_PARTITIONS = window.ASSAY_PARTITIONS || {});
+    if (store[key]) return done(store[key]);
+    const script = document.createElement("script");
+    script.src = path;
+    script.onload = function () { done(store[key] || null); };
+    script.onerror = function () { done(null); };
+    document.head.appendChild(script);
+  }
+
+  // A partition's data with the scenario's shared inputs, references and groups merged in.
+  function loadInstances(entry, scenario, version, done) {
+    loadPartition(entry.instances, scenario + "\u001f", function (shared) {
+      loadPartition(entry.data, scenario + "\u001f" + version, function (data) {
+        if (!data || !shared) return done(null);
+        if (!data.merged) {
+          const fields = data.request_fields;
+          for (const rec of data.instances) {
+            const texts = shared.instances[rec.id] || [null, [], {}];
+            rec.input = texts[0]; rec.references = texts[1]; rec.groups = texts[2];
+            // Requests come as lists in the order of request_fields.
+            rec.requests = rec.requests.map(function (values) {
+              const q = {};
+              fields.forEach((f, i) => { q[f] = values[i]; });
+              if (q.answer === null) q.answer = q.text;
+              return q;
+            });
+          }
+          data.merged = true;
+        }
+        done(data);
+      });
+    });
+  }
+
+  function instanceHref(scenario, version, id) {
+    const params = new URLSearchParams({ s: scenario, v: version, id: id });
+    return "instance.html#" + params.toString();
+  }
+
+  function verdict(value) {
+    if (value === null || value === undefined) return ["–", ""];
+    if (value === 1) return ["right", "right"];
+    if (value === 0) return ["wrong", "wrong"];
+    return [fmt(value), ""];
+  }
+
+  assay.scenarioInstances = function () {
+    assay.ready(function () {
+      const manifest = json("manifest");
+      const select = document.getElementById("instance-version");
+      const filter = document.getElementById("instance-filter");
+      const wrong = document.getElementById("instance-wrong");
+      const status = document.getElementById("instance-status");
+      const exportSpan = document.getElementById("instance-export");
+      const body = document.querySelector("#instances tbody");
+      let current = null;
+      function render() {
+        body.textContent = "";
+        if (!current) return;
+        const needle = filter.value.trim().toLowerCase();
+        let shown = 0;
+        for (const rec of current.instances) {
+          if (wrong.checked && rec.correct !== 0) continue;
+          const hay = (rec.id + " " + (rec.input || "") + " " + (rec.answer || "")).toLowerCase();
+          if (needle && !hay.includes(needle)) continue;
+          shown += 1;
+          if (shown > 500) continue;  // the rest stay one filter away
+          const [word, cls] = verdict(rec.correct);
+          body.appendChild(el("tr", {}, [
+            el("td", { cls: "text" }, [el("a", { href: instanceHref(current.scenario, current.version, rec.id), text: rec.id, cls: "instance-link" })]),
+            el("td", { cls: "text snippet", text: (rec.input || "").slice(0, 160) }),
+            el("td", { cls: "text snippet", text: (rec.answer || "").slice(0, 120) }),
+            el("td", { cls: cls, text: word }),
+          ]));
+        }
+        status.textContent = shown + " of " + current.instances.length + " instances" + (shown > 500 ? " (first 500 listed)" : "");
+      }
+      function load() {
+        const entry = manifest.partitions[select.value];
+        if (!entry) return;
+        status.textContent = "Loading " + select.value + "…";
+        loadInstances(entry, manifest.scenario, select.value, function (data) {
+          current = data;
+          exportSpan.textContent = "";
+          exportSpan.appendChild(el("a", { href: entry.jsonl, download: "", text: "these rows as JSONL (gzipped)" }));
+          if (!data) status.textContent = "Could not load " + entry.data;
+          render();
+        });
+      }
+      select.addEventListener("change", load);
+      filter.addEventListener("input", render);
+      wrong.addEventListener("change", render);
+      if (select.value) load();
+    });
+  };
+
+  // ---------------------------------------------------------------- instance page
+  assay.instancePage = function () {
+    assay.ready(function () {
+      const manifest = json("manifest");
+      const params = new URLSearchParams(window.location.hash.slice(1));
+      const scenario = params.get("s"), version = params.get("v"), id = params.get("id");
+      const status = document.getElementById("instance-status");
+      const entry = manifest[scenario] && manifest[scenario][version];
+      document.getElementById("instance-id").textContent = id || "";
+      document.getElementById("instance-where").textContent = (scenario || "?") + " · " + (version || "?");
+      if (!entry) { status.textContent = "No stored outputs for this scenario and version."; return; }
+      loadInstances(entry, scenario, version, function (data) {
+        const rec = data && data.instances.find((r) => r.id === id);
+        if (!rec) { status.textContent = "Instance " + id + " is not in " + entry.data + "."; return; }
+        status.hidden = true;
+        document.getElementById("instance").hidden = false;
+        showInstance(data, rec, manifest[scenario], scenario, version, entry);
+      });
+    });
+    window.addEventListener("hashchange", function () { window.location.reload(); });
+  };
+
+  function showInstance(data, rec, versions, scenario, version, entry) {
+    document.getElementById("instance-input").textContent = rec.input == null ? "(instance not stored)" : rec.input;
+    const refs = document.getElementById("references");
+    rec.references.forEach(function ([text, correct]) {
+      refs.appendChild(el("li", { cls: correct ? "right" : "" }, [
+        el("span", { text: text }), el("span", { cls: "muted", text: correct ? "  ✓ correct" : "" }),
+      ]));
+    });
+    const groups = Object.entries(rec.groups || {}).map(([k, v]) => k + "=" + v).join(", ");
+    document.getElementById("groups").textContent = groups ? "groups: " + groups : "";
+    const main = rec.requests.find((r) => !r.perturbation && !r.part) || rec.requests[0];
+    document.getElementById("prompt-meta").textContent =
+      "template " + (main.template_id || "–") + " · trial " + main.trial + " · " + main.kind +
+      (main.method ? " (" + main.method + ")" : "") + " · prompt digest " + main.prompt_digest +
+      (main.truncated ? " · truncated to fit" : "");
+    document.getElementById("prompt").textContent = main.prompt;
+    const [word, cls] = verdict(main.value);
+    const v = document.getElementById("verdict");
+    v.textContent = word; v.className = "verdict " + cls;
+    document.getElementById("primary-value").textContent = data.metric + " = " + fmt(main.value);
+    document.getElementById("completion").textContent = main.error ? "error: " + main.error : (main.text || main.answer || "");
+    const choiceBody = document.querySelector("#choices tbody");
+    if (main.choices.length) {
+      const correct = new Set(rec.references.filter((r) => r[1]).map((r) => r[0]));
+      main.choices.forEach(function ([text, logprob, tokens, greedy]) {
+        choiceBody.appendChild(el("tr", {}, [
+          el("td", { cls: "text", text: text }), el("td", { text: fmt(logprob) }),
+          el("td", { text: tokens }), el("td", { text: greedy ? "yes" : "no" }),
+          el("td", { text: correct.has(text) ? "correct" : "" }),
+        ]));
+      });
+      if (window.Plotly) {
+        Plotly.newPlot("choices-chart", [{
+          type: "bar", orientation: "h", y: main.choices.map((c, i) => "choice " + (i + 1)),
+          x: main.choices.map((c) => c[1]), text: main.choices.map((c) => plotText(c[0])),
+          hovertemplate: "%{text}: %{x:.3f}<extra></extra>",
+          marker: { color: main.choices.map((c) => (correct.has(c[0]) ? "#0a7b34" : "#8c959f")) },
+        }], { title: { text: "log-probability per choice (green: correct)" }, height: 120 + 40 * main.choices.length,
+              yaxis: { autorange: "reversed" }, margin: { t: 40 } }, { displaylogo: false });
+      }
+    } else {
+      document.getElementById("choices").hidden = true;
+    }
+    const cost = document.querySelector("#cost tbody");
+    [["latency", fmt(main.latency_s, 3) + " s"], ["prompt tokens", main.prompt_tokens],
+     ["completion tokens", main.completion_tokens], ["batch size", main.batch_size],
+     ["from the request cache", main.cached ? "yes" : "no"], ["error", main.error || "none"]]
+      .forEach(([k, val]) => cost.appendChild(el("tr", {}, [el("th", { text: k }), el("td", { text: val })])));
+    const variants = document.querySelector("#variants tbody");
+    const others = rec.requests.filter((r) => r !== main);
+    if (!others.length) variants.appendChild(el("tr", {}, [el("td", { colspan: "4", cls: "muted", text: "No perturbed variant or other request." })]));
+    others.forEach(function (r) {
+      const [w, c] = verdict(r.value);
+      variants.appendChild(el("tr", {}, [
+        el("td", { cls: "text", text: (r.perturbation || "original") + (r.part ? " · " + r.part : "") + (r.trial ? " · trial " + r.trial : "") }),
+        el("td", {}, [el("pre", { cls: "text-block small", text: r.prompt })]),
+        el("td", { cls: "text", text: r.answer }),
+        el("td", { cls: c, text: w }),
+      ]));
+    });
+    const scores = document.querySelector("#scores tbody");
+    let judged = false;
+    rec.scores.forEach(function ([family, metric, group, trial, value]) {
+      if (family === "judge" || metric === "judge_score") judged = true;
+      scores.appendChild(el("tr", {}, [el("td", { text: family }), el("td", { text: metric }),
+        el("td", { text: group }), el("td", { text: trial }), el("td", { text: fmt(value) })]));
+    });
+    document.getElementById("judge").textContent = judged
+      ? "Judged: the judge's scores are the judge rows above (per judge in the group column)."
+      : "No judge scored this scenario.";
+    const list = document.getElementById("others");
+    Object.keys(versions).forEach(function (other) {
+      if (other === version) return;
+      list.appendChild(el("li", {}, [el("a", { href: instanceHref(scenario, other, rec.id), text: other })]));
+    });
+    const exp = document.getElementById("instance-export");
+    exp.appendChild(el("a", { href: entry.jsonl, download: "", text: "This partition's per-instance rows (JSONL, gzipped)" }));
+  }
+
+  // ---------------------------------------------------------------- history
+  assay.history = function () {
+    assay.ready(function () {
+      const select = document.getElementById("history-version");
+      const chart = document.getElementById("versions-chart");
+      select.addEventListener("change", function () {
+        if (!window.Plotly || !chart.data) return;
+        const visible = chart.data.map((t) => !select.value || t.meta === select.value);
+        Plotly.restyle(chart, { visible: visible });
+      });
+    });
+  };
+})();
