@@ -83,6 +83,7 @@ _CONTRACTIONS3 = (
 )
 
 Rule = tuple[Any, str, tuple[str, ...] | None]
+_UNGUARDED_CHARS = 2000
 
 
 @lru_cache(maxsize=1)
@@ -122,7 +123,13 @@ def _rules() -> tuple[list[Rule], list[Rule]] | None:
 
 
 def _apply(rules: list[Rule], text: str, probe: str | None = None) -> str:
-    for pattern, repl, triggers in rules:
+    # nltk wraps its patterns with a wall-clock timeout against catastrophic backtracking,
+    # and arming it costs about ten times a match on a sentence. Texts up to _UNGUARDED_CHARS
+    # run the same compiled pattern without the timer (its backtracking is bounded by the
+    # length); longer ones keep nltk's guard.
+    unguarded = len(text) <= _UNGUARDED_CHARS
+    for guarded, repl, triggers in rules:
+        pattern = getattr(guarded, "_rx", guarded) if unguarded else guarded
         if triggers is None:
             text = pattern.sub(repl, text)
             continue
