@@ -164,8 +164,8 @@ def generated_text(rng: random.Random) -> str:
         return rng.choice(["", " ", "\n\t ", ".", "!!!", "?!", "...", ",,", "''", '"', "--"])
     if kind < 0.06:
         return " ".join([rng.choice(WORDS[:6])] * rng.randint(2, 12))  # repeated tokens
-    if kind < 0.07:  # very long
-        return " ".join(rng.choice(WORDS) + rng.choice(GAPS) for _ in range(rng.randint(300, 600)))
+    if kind < 0.063:  # very long
+        return " ".join(rng.choice(WORDS) + rng.choice(GAPS) for _ in range(rng.randint(200, 400)))
     k = rng.choice([1, 2, 3, 4, 5, 6, 8, 10, 14, 20, 30])
     text = "".join(rng.choice(WORDS) + rng.choice(GAPS) for _ in range(k))
     return text.strip() if rng.random() < 0.6 else text
