@@ -189,8 +189,8 @@ def _chrf_from_counts(matched, n_hyp, n_ref):
             avg_prec /= effective
             avg_rec /= effective
         if avg_prec + avg_rec != 0.0:
-            score = (1 + 4) * avg_prec * avg_rec
-            score /= (4 * avg_prec) + avg_rec
+            score = (1 + _CHRF_FACTOR) * avg_prec * avg_rec
+            score /= (_CHRF_FACTOR * avg_prec) + avg_rec
             out[p] = 100 * score / 100.0
     return out
 
