@@ -57,6 +57,12 @@ $(HELM_VENV)/.installed:
 	$(HELM_VENV)/bin/python -m pip install -q torch==2.13.0
 	echo "torch==2.13.0" > $(HELM_VENV)/constraints.txt
 	$(HELM_VENV)/bin/python -m pip install -q -c $(HELM_VENV)/constraints.txt crfm-helm==0.5.16
+	# crfm-helm requires torchvision, and pip brings one whose compiled operators do not match
+	# the CPU torch (transformers then fails to import LlamaConfig: "operator torchvision::nms
+	# does not exist"). HELM's text scenarios never use it, and transformers skips image
+	# support when it is absent.
+	$(HELM_VENV)/bin/python -m pip uninstall -q -y torchvision
+	$(HELM_VENV)/bin/python -c "import helm.benchmark.run; from transformers import LlamaConfig, LlamaForCausalLM"
 	touch $@
 
 lmeval-venv: $(LMEVAL_VENV)/.installed

@@ -14,6 +14,8 @@ off-by-one position, a wrong token) moves log-likelihoods by several nats.
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -185,3 +187,33 @@ def test_progress_counts_every_request(clients) -> None:
     assert seen[-1] == (3, 3)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert (out[0].choices[0].logprob, out[0].choices[0].n_tokens) == (0.0, 0)
+
+
+def test_without_the_package_a_process_exits_cleanly(tmp_path: Path) -> None:
+    """A failed load leaves no exit hook behind: no traceback when the interpreter exits."""
+    script = f"""
+import sys
+sys.modules["llama_cpp"] = None  # as if llama-cpp-python were not installed
+from pathlib import Path
+from assay.models.base import ModelSpec
+from assay.models.factory import build_client
+from assay.core.records import Request, RequestKind
+client = build_client(ModelSpec("lc@v1", {LLAMACPP_SOURCE!r}), Path({str(tmp_path)!r}))
+for _ in range(2):
+    try:
+        client.complete([Request("q", RequestKind.GENERATE, "Hi", max_tokens=1)])
+    except ImportError as exc:
+        print("refused:", "llama-cpp-python" in str(exc))
+"""
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["refused: True", "refused: True"]
+    assert done.stderr == ""

@@ -17,6 +17,7 @@ from assay.models import transformers_batching as batching
 from assay.models import transformers_loading as loading
 from assay.models.base import ModelClient, ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE, bundled_gguf_path
+from assay.models.cache import CachedClient, RequestCache
 from assay.models.factory import build_client
 from assay.models.transformers_backend import TransformersClient
 from assay.models.transformers_loading import converted_model_dir, directory_digest
@@ -537,3 +538,58 @@ def test_cpu_shares_a_short_prefix_only_across_enough_rows(
     assert shapes[0][0] == 2
     monkeypatch.undo()
     assert_batched_equals_alone(model_cache_dir, requests, batched)
+
+
+class RecordingClient:
+    """The real client, recording what a caller hands it (plans and calls)."""
+
+    def __init__(self, client: TransformersClient) -> None:
+        self.client = client
+        self.plans: list[list[Request]] = []
+        self.calls: list[list[Request]] = []
+
+    @property
+    def artifact_digest(self) -> str:
+        return self.client.artifact_digest
+
+    def plan(self, requests):
+        self.plans.append(list(requests))
+        return self.client.plan(requests)
+
+    def complete(self, requests, progress=None):
+        self.calls.append(list(requests))
+        return self.client.complete(requests, progress)
+
+
+def test_cached_client_plans_one_length_sort_over_all_misses(model_cache_dir, tmp_path):
+    client = make_client(model_cache_dir, batch_size=4, device="cpu")
+    word_counts = (3, 40, 7, 25, 1, 33, 12, 18, 5, 29, 2, 21)
+    requests = [
+        gen(f"i{k}", " ".join(["river"] * n), max_tokens=2) for k, n in enumerate(word_counts)
+    ]
+    cache = RequestCache(f"sqlite:///{tmp_path / 'cache.db'}")
+    CachedClient(client, cache, client.spec.serving).complete(requests[:2])  # two hits
+    recording = RecordingClient(client)
+    cached = CachedClient(recording, cache, client.spec.serving, chunk_size=4)
+
+    out = cached.complete(requests)
+
+    assert recording.plans == [requests[2:]]  # one plan, over every miss and nothing else
+    assert [len(call) for call in recording.calls] == [4, 4, 2]
+    sent = [len(r.prompt.split()) for call in recording.calls for r in call]
+    assert sent == sorted(word_counts[2:], reverse=True)  # longest first across all chunks
+    assert [c.cached for c in out] == [True, True] + [False] * 10
+    assert [c.text for c in out] == [c.text for c in client.complete(requests)]
+    cache.close()
+
+
+def test_plan_is_the_order_complete_runs_and_failures_come_first(model_cache_dir):
+    client = make_client(model_cache_dir, device="cpu")
+    requests = [
+        gen("short", "Hi", 1),
+        gen("bad", "x", max_tokens=0),
+        ll("choice", "A much longer prompt about rivers and bridges", " yes", " no"),
+        gen("long", "A much longer prompt about rivers, hills and bridges", 1),
+    ]
+    assert client.plan(requests) == [1, 3, 0, 2]
+    assert client.plan([]) == []

@@ -96,3 +96,12 @@ class ModelClient(Protocol):
     ) -> list[Completion]:
         """Run generation and log-likelihood requests; results align with ``requests``."""
         ...
+
+
+@runtime_checkable
+class BatchPlanner(Protocol):
+    """A client that can say in which order it would batch a set of requests given at once."""
+
+    def plan(self, requests: Sequence[Request]) -> list[int]:
+        """A permutation of ``range(len(requests))``: the order ``complete`` would run them."""
+        ...

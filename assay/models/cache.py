@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from assay.core.digests import digest_json
 from assay.core.records import ChoiceScore, Completion, Request
-from assay.models.base import ModelClient, ProgressCallback, ServingConfig
+from assay.models.base import BatchPlanner, ModelClient, ProgressCallback, ServingConfig
 
 # Bumped when the stored JSON changes shape; entries of another version read as misses.
 _FORMAT = 1
@@ -162,7 +162,10 @@ class CachedClient:
     Misses go to the wrapped client in chunks of ``chunk_size`` requests, and each chunk's
     results are committed in one transaction as soon as it finishes: a run killed halfway
     keeps every finished chunk, and its rerun computes only the rest. Errored completions are
-    returned but not stored, so a rerun retries them.
+    returned but not stored, so a rerun retries them. A client that plans its batches
+    (:class:`~assay.models.base.BatchPlanner`) plans once over all the misses, and the chunks
+    follow that plan: batches are formed over the whole call (one length sort over every
+    miss), not within each chunk.
     """
 
     def __init__(
@@ -201,6 +204,14 @@ class CachedClient:
         if progress is not None and done:
             progress(done, total)
         pending = list(todo.items())
+        if isinstance(self.client, BatchPlanner) and len(pending) > 1:
+            order = self.client.plan([r for _, r in pending])
+            if sorted(order) != list(range(len(pending))):
+                raise RuntimeError(
+                    f"model client planned {len(order)} indices that are not a permutation "
+                    f"of its {len(pending)} requests"
+                )
+            pending = [pending[i] for i in order]
         for start in range(0, len(pending), self.chunk_size):
             chunk = pending[start : start + self.chunk_size]
 

@@ -109,6 +109,7 @@ class _LoadedModel:
 
 _LOADED: dict[tuple[str, int, int], _LoadedModel] = {}
 _LOAD_LOCK = threading.Lock()
+_CLOSE_AT_EXIT = False  # whether _close_all is registered with atexit
 # The shared KV cache holds at least this many tokens, so a wave has room for several long
 # prompts: about 190 MB for the bundled model, 1 GB for a 7B model with grouped-query attention.
 _MIN_KV_CELLS = 8192
@@ -118,11 +119,15 @@ _MAX_OUTPUTS = 1024
 
 def _load(path: Path, max_context: int, max_sequences: int) -> _LoadedModel:
     key = (str(path), max_context, max_sequences)
+    global _CLOSE_AT_EXIT
     with _LOAD_LOCK:
         if key not in _LOADED:
-            if not _LOADED:
-                atexit.register(_close_all)
             _LOADED[key] = _load_uncached(path, max_context, max_sequences)
+            # Only once llama.cpp has loaded something is there anything to free at exit: a
+            # failed load (llama-cpp-python missing) must leave no hook that fails at exit.
+            if not _CLOSE_AT_EXIT:
+                atexit.register(_close_all)
+                _CLOSE_AT_EXIT = True
         return _LOADED[key]
 
 
@@ -132,8 +137,10 @@ def _close_all() -> None:
     Left to garbage collection at exit, the model could go first (the context points into it),
     or llama-cpp-python's own finalizers could run after its module was torn down.
     """
-    llama_cpp = import_llama_cpp()
     with _LOAD_LOCK:
+        if not _LOADED:
+            return
+        llama_cpp = import_llama_cpp()
         for lm in _LOADED.values():
             with lm.lock:
                 llama_cpp.llama_batch_free(lm.batch)

@@ -172,18 +172,10 @@ class TransformersClient:
         if not requests:
             return []
         lm = self._loaded()
-        budget = min(self.spec.serving.max_context, lm.max_positions)
-        gen_rows: list[GenRow] = []
-        ll_rows: list[LLRow] = []
-        for i, request in enumerate(requests):
-            try:
-                if request.kind == RequestKind.GENERATE:
-                    gen_rows.append(self._gen_row(lm, i, request, budget))
-                else:
-                    ll_rows.append(self._ll_row(lm, i, request, budget))
-            except RequestFailed as exc:
-                results[i] = Completion(error=str(exc))
-        done = sum(r is not None for r in results)
+        gen_rows, ll_rows, failures = self._rows(lm, requests)
+        for i, message in failures.items():
+            results[i] = Completion(error=message)
+        done = len(failures)
 
         def finish(row: Any, completion: Completion, latency_s: float, size: int) -> None:
             results[row.index] = dataclasses.replace(
@@ -199,11 +191,40 @@ class TransformersClient:
             if progress is not None:
                 progress(done, len(requests))
 
-        gen_rows = generation_order(gen_rows)
         self._run_rows(lm, gen_rows, self._generate_batch, finish, fail, batch_done)
-        ll_rows.sort(key=lambda r: (-r.prefix_len, r.index))
         self._run_rows(lm, ll_rows, self._loglikelihood_batch, finish, fail, batch_done)
         return [r if r is not None else Completion(error="not run") for r in results]
+
+    def plan(self, requests: Sequence[Request]) -> list[int]:
+        """Indices of ``requests`` in the order :meth:`complete` batches them when given all.
+
+        A caller that hands requests over in parts (``CachedClient`` commits one chunk at a
+        time) sends them in this order, so each part holds neighbours of one length sort over
+        the whole set, not of a sort within the part. Requests that would fail come first.
+        """
+        if not requests:
+            return []
+        gen_rows, ll_rows, failures = self._rows(self._loaded(), requests)
+        return [*failures, *(r.index for r in gen_rows), *(r.index for r in ll_rows)]
+
+    def _rows(
+        self, lm: LoadedModel, requests: Sequence[Request]
+    ) -> tuple[list[GenRow], list[LLRow], dict[int, str]]:
+        """Generation and log-likelihood rows in batch order, and the failures by index."""
+        budget = min(self.spec.serving.max_context, lm.max_positions)
+        gen_rows: list[GenRow] = []
+        ll_rows: list[LLRow] = []
+        failures: dict[int, str] = {}
+        for i, request in enumerate(requests):
+            try:
+                if request.kind == RequestKind.GENERATE:
+                    gen_rows.append(self._gen_row(lm, i, request, budget))
+                else:
+                    ll_rows.append(self._ll_row(lm, i, request, budget))
+            except RequestFailed as exc:
+                failures[i] = str(exc)
+        ll_rows.sort(key=lambda r: (-r.prefix_len, r.index))
+        return generation_order(gen_rows), ll_rows, failures
 
     def score_prompts(self, texts: Sequence[str]) -> list[PromptLogprobs]:
         """Exact log-probability of every token of each text, for an OpenAI ``echo`` reply.

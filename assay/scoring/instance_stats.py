@@ -22,17 +22,18 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from assay.adapters import UNCONDITIONED, Method, joint_answer_map
-from assay.core.records import Instance, InstanceStat, ModelOutput, RequestKind
+from assay.core.records import Instance, InstanceStat, ModelOutput, Request, RequestKind
 from assay.perturbations import family_of
 from assay.scoring.aggregate import worst_case
 from assay.scoring.metrics import accuracy as acc_metrics
 from assay.scoring.metrics.directions import LOWER_IS_BETTER
+from assay.scoring.metrics.text_scores import iter_text_scores
 from assay.scoring.metrics.toxicity import ToxicityScorer
 
 # Generation references at least this many words long (on average) are scored with text
@@ -46,27 +47,58 @@ def _long_references(golds: Sequence[str]) -> bool:
     return bool(golds) and np.mean([len(g.split()) for g in golds]) >= LONG_REFERENCE_WORDS
 
 
-_GENERATION_METRICS: tuple[tuple[str, Callable[[str, Sequence[str]], float]], ...] = (
-    ("exact_match", acc_metrics.exact_match),
-    ("quasi_exact_match", acc_metrics.quasi_exact_match),
-    ("prefix_exact_match", acc_metrics.prefix_exact_match),
-    ("quasi_prefix_exact_match", acc_metrics.quasi_prefix_exact_match),
-    ("f1_score", acc_metrics.f1_score),
+_GENERATION_METRICS = (
+    "exact_match",
+    "quasi_exact_match",
+    "prefix_exact_match",
+    "quasi_prefix_exact_match",
+    "f1_score",
 )
-_OVERLAP_METRICS: tuple[tuple[str, Callable[[str, Sequence[str]], float]], ...] = (
-    ("bleu_1", acc_metrics.bleu_1),
-    ("bleu_4", acc_metrics.bleu_4),
-    ("rouge_l", acc_metrics.rouge_l),
-)
+_OVERLAP_METRICS = ("bleu_1", "bleu_4", "rouge_l")
+# Generation rows are scored in chunks of this many rows (memory stays flat on big partitions).
+_TEXT_CHUNK_ROWS = 4096
 
 
-def _generation_stats(output: ModelOutput, instance: Instance) -> Values:
-    golds = instance.gold_texts
-    if not golds:  # open-ended prompts (toxicity, bias) have nothing to match
-        return {}
-    prediction = output.completion.text
-    scorers = _GENERATION_METRICS + (_OVERLAP_METRICS if _long_references(golds) else ())
-    return {name: ("accuracy", fn(prediction, golds)) for name, fn in scorers}
+def _scored_as_generation(request: Request) -> bool:
+    """Whether ``_accuracy_values`` scores this request's text against the gold references."""
+    return (
+        request.kind is RequestKind.GENERATE
+        and request.part != UNCONDITIONED
+        and request.method
+        not in (
+            Method.LANGUAGE_MODELING.value,
+            Method.MULTIPLE_CHOICE_JOINT.value,
+            Method.MULTIPLE_CHOICE_CALIBRATED.value,
+        )
+    )
+
+
+def _generation_values(
+    outputs: Sequence[ModelOutput], by_id: dict[str, Instance]
+) -> dict[int, Values]:
+    """Text-match (and, for long references, overlap) values of every scored generation row.
+
+    Rows sharing a metric set are scored together (:mod:`assay.metrics.text_scores`), each
+    distinct text analysed once; open-ended prompts without gold texts get nothing.
+    """
+    groups: dict[tuple[str, ...], list[tuple[int, str, Sequence[str]]]] = {}
+    for row, output in enumerate(outputs):
+        if not output.completion.ok or not _scored_as_generation(output.request):
+            continue
+        golds = by_id[output.request.instance_id].gold_texts
+        if not golds:
+            continue
+        metrics = _GENERATION_METRICS + (_OVERLAP_METRICS if _long_references(golds) else ())
+        groups.setdefault(metrics, []).append((row, output.completion.text, golds))
+    values: dict[int, Values] = {}
+    for metrics, rows in groups.items():
+        scores = iter_text_scores(
+            ((text, golds) for _, text, golds in rows), metrics, chunk_rows=_TEXT_CHUNK_ROWS
+        )
+        lines = (line for chunk in scores for line in chunk.tolist())
+        for (row, _, _), line in zip(rows, lines, strict=True):
+            values[row] = {m: ("accuracy", v) for m, v in zip(metrics, line, strict=True)}
+    return values
 
 
 def choice_scores(output: ModelOutput, instance: Instance) -> acc_metrics.MultipleChoiceScores:
@@ -160,7 +192,9 @@ def _accuracy_values(
     instance: Instance,
     unconditioned: dict[tuple[str, int, str, str], ModelOutput],
     windows: dict[tuple[str, int, str, str], list[ModelOutput]],
+    generation: Values | None,
 ) -> Values:
+    """``generation``: the row's precomputed text values when it is a scored generation."""
     request = output.request
     if request.method == Method.LANGUAGE_MODELING.value:
         if request.part == "window-0":
@@ -172,8 +206,8 @@ def _accuracy_values(
         return _joint_stats(output, instance)
     if request.method == Method.MULTIPLE_CHOICE_CALIBRATED.value:
         return _calibrated_stats(output, unconditioned.get(group_key(output)), instance)
-    if request.kind is RequestKind.GENERATE:
-        return _generation_stats(output, instance)
+    if _scored_as_generation(request):
+        return dict(generation or {})  # open-ended prompts (toxicity, bias): nothing to match
     return _choice_stats(output, instance)
 
 
@@ -208,13 +242,16 @@ def instance_stats_of(
         elif output.request.method == Method.LANGUAGE_MODELING.value:
             windows[group_key(output)].append(output)
     toxic = toxic_run.scores if toxic_run is not None else {}
+    generation = _generation_values(outputs, by_id)
     stats: list[InstanceStat] = []
     for row, output in enumerate(outputs):
         request, completion = output.request, output.completion
         instance = by_id[request.instance_id]
         values: Values = {}
         if completion.ok:
-            values.update(_accuracy_values(output, instance, unconditioned, windows))
+            values.update(
+                _accuracy_values(output, instance, unconditioned, windows, generation.get(row))
+            )
         if request.perturbation:
             # On a perturbed input the accuracy metrics measure robustness or fairness.
             family = family_of(request.perturbation)

@@ -69,7 +69,7 @@ def _f1(gold: str, pred: str) -> float:
         return 0.0
     precision = common / len(pred_tokens)
     recall = common / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
+    return 1.0 / (0.5 / precision + 0.5 / recall)  # nltk's f_measure, as HELM calls it
 
 
 def exact_match(prediction: str, references: Sequence[str]) -> float:
