@@ -42,7 +42,6 @@ the prompt registry (``assay.judge``)::
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -54,21 +53,18 @@ import yaml
 from assay.adapters import AdapterSpec, Method, build_requests, build_variant_requests
 from assay.perturbations import Perturbation, get_perturbation
 from assay.records import Instance, Request
+from assay.registry.names import name_problem
 from assay.scenarios import ColumnMapping, Scenario, get_scenario
-
-# Characters Dagster partition keys cannot hold, plus anything outside a conservative set.
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
 DEFAULT_SUITE = "default.yaml"
 
 
 def validate_key(key: str, what: str = "partition key") -> str:
-    """Refuse keys that would break a partition key (``/ | , [ ]``, ``...``, spaces, …)."""
-    if not isinstance(key, str) or not _KEY_RE.match(key) or "..." in key:
-        raise ValueError(
-            f"invalid {what} {key!r}: use 1-128 letters, digits, '_', '-', '.', '@' "
-            "(no '...'), starting with a letter or digit"
-        )
+    """Refuse keys that break the registry's name rule (``assay.registry.names``), which
+    keeps partition keys parseable: no ``/ | , [ ] :``, ``...``, spaces, …"""
+    problem = name_problem(key, allow_at=True)
+    if problem is not None:
+        raise ValueError(f"invalid {what}: {problem}")
     return key
 
 
