@@ -52,6 +52,7 @@ ACTIVE_STATUSES = [
     DagsterRunStatus.STARTING,
     DagsterRunStatus.STARTED,
 ]
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 SENSOR_ACTOR = "dagster:model_promotion_sensor"
 
 
@@ -76,10 +77,15 @@ def promotion_policy() -> PromotionPolicy:
 
 
 def evaluation_run_request(key: str, scenarios: list[str], run_key: str, reason: str) -> RunRequest:
-    """One run evaluating version ``key`` on every scenario: a partition-range run."""
+    """One run evaluating version ``key`` on every scenario: a partition-range run.
+
+    In one process: the steps depend on each other in a chain, so separate step processes
+    would only add a start-up (and a model load) each.
+    """
     return RunRequest(
         run_key=run_key,
         asset_selection=EVALUATION_KEYS,
+        run_config=IN_PROCESS,
         tags={
             RANGE_START: f"{key}|{scenarios[0]}",
             RANGE_END: f"{key}|{scenarios[-1]}",
