@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent
 HOME = ROOT / ".assay"
 os.environ.setdefault("DAGSTER_HOME", str(HOME / "dagster"))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Also for the code server the demo starts to find the sensors' stored state.
+os.environ.setdefault("PYTHONWARNINGS", "ignore")
 DAGSTER_YAML = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
 if not DAGSTER_YAML.exists():
     DAGSTER_YAML.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ from dagster import (
 from assay.models.registration import REGISTERED_MODELS, record_registered_model
 from assay.promotion import Promotion, PromotionPolicy
 from assay.registry import Event, EventKind, Registry
+from assay.storage import ParquetStore
 from assets.partitions import MODEL_VERSION, model_version_partitions
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
 
@@ -116,7 +117,13 @@ def _is_outage(exc: Exception) -> bool:
 class _Tick:
     """One evaluation of the sensor: the events it handled and what it asks Dagster to do."""
 
-    def __init__(self, context: SensorEvaluationContext, reg: Registry, store, models) -> None:
+    def __init__(
+        self,
+        context: SensorEvaluationContext,
+        reg: Registry,
+        store: ParquetStore,
+        models: ModelsResource,
+    ) -> None:
         self.context, self.reg, self.store, self.models = context, reg, store, models
         self.known = set(context.instance.get_dynamic_partitions(MODEL_VERSION))
         self.recorded: dict[str, AssetMaterialization] = {}
@@ -177,7 +184,10 @@ class _Tick:
                 f"{self.runs[promotion.key].event_id}"
             )
             return
-        running = active_evaluation(self.context.instance, promotion.key)
+        try:
+            running = active_evaluation(self.context.instance, promotion.key)
+        except Exception as exc:  # the instance's run storage, not the event, failed
+            raise Outage(f"Dagster run storage: {type(exc).__name__}") from exc
         if running is not None:
             self.note(
                 f"event {event.id} ({promotion.reason}) skipped: run {running} already "

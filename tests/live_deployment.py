@@ -8,6 +8,7 @@ server and any run it launched), which is the only group it ever signals.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -52,27 +53,36 @@ def _answer(prompt: str, model: str) -> str:
     return f" {int(a) + int(b) if op == '+' else int(a) - int(b)}"
 
 
-async def _completions(request: Request) -> JSONResponse:
-    body = await request.json()
-    prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
-    choices = [
-        {"text": _answer(p, body["model"]), "index": i, "logprobs": None, "finish_reason": "stop"}
-        for i, p in enumerate(prompts)
-    ]
-    usage = {"prompt_tokens": 10 * len(prompts), "completion_tokens": len(prompts)}
-    return JSONResponse({"choices": choices, "usage": usage})
+def arithmetic_app(calls: list[str] | None = None, delay_s: float = 0.0) -> Starlette:
+    """An OpenAI-compatible server with two models, ``right`` and ``wrong``. Each completion
+    call appends its model to ``calls`` and takes ``delay_s`` (a stand-in for model time)."""
 
+    async def completions(request: Request) -> JSONResponse:
+        body = await request.json()
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        if calls is not None:
+            calls.append(body["model"])
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        choices = [
+            {
+                "text": _answer(p, body["model"]),
+                "index": i,
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+            for i, p in enumerate(prompts)
+        ]
+        usage = {"prompt_tokens": 10 * len(prompts), "completion_tokens": len(prompts)}
+        return JSONResponse({"choices": choices, "usage": usage})
 
-async def _models(request: Request) -> JSONResponse:
-    return JSONResponse({"data": [{"id": "right"}, {"id": "wrong"}]})
+    async def models(request: Request) -> JSONResponse:
+        return JSONResponse({"data": [{"id": "right"}, {"id": "wrong"}]})
 
-
-def arithmetic_app() -> Starlette:
-    """An OpenAI-compatible server with two models, ``right`` and ``wrong``."""
     return Starlette(
         routes=[
-            Route("/v1/completions", _completions, methods=["POST"]),
-            Route("/v1/models", _models, methods=["GET"]),
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
         ]
     )
 
