@@ -3,8 +3,8 @@ evaluation run starting, and how much model time two promotions of one version c
 
 A temporary Dagster home, the repository's workspace.yaml and ``dagster-daemon run``; aliases
 are moved with the ``assay`` CLI; the model is an OpenAI-compatible server on loopback that
-answers each completion call after ``--model-delay`` seconds (a stand-in for model time) and
-counts the calls.
+answers each completion call after ``--model-delay`` seconds, one call at a time (a stand-in
+for model time on one accelerator), and counts the calls.
 
 1. Latency: ``--rounds`` promotions, each of a new version, one after the other. For each,
    the time from the registry's event (the move) to the run's creation (the sensor's tick)
@@ -16,6 +16,7 @@ counts the calls.
    cache. Model time is the number of completion calls times the server's delay.
 
     .venv/bin/python benchmarks/bench_promotion_daemon.py [--rounds 10] [--interval 5]
+        [--model-delay 1.0] [--only latency|twice]
 """
 
 import argparse
@@ -123,6 +124,8 @@ def two_promotions(root: Path, cache: Path, delay: float) -> None:
                     time.sleep(12)
                     n_runs = len(wait_for(finished, 600, "the evaluation", deployed.log))
                 else:
+                    # What the sensor did before: the partition, then a run per promotion.
+                    deployed.instance.add_dynamic_partitions("model_version", [key])
                     materialize(deployed, "registered_models", key)
                     both = [materialize(deployed, EVALUATION, f"{key}|arithmetic", wait=False)]
                     both.append(materialize(deployed, EVALUATION, f"{key}|arithmetic", wait=False))
@@ -144,13 +147,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--interval", type=int, default=5)
-    parser.add_argument("--model-delay", type=float, default=0.25)
+    parser.add_argument("--model-delay", type=float, default=1.0)
+    parser.add_argument("--only", choices=("latency", "twice"), default=None)
     args = parser.parse_args()
     cache = REPO / ".assay" / "test-cache"
     with tempfile.TemporaryDirectory() as tmp:
-        with asgi_in_background(arithmetic_app()) as server:
-            latency(Path(tmp) / "latency", cache, server.base_url, args.rounds, args.interval)
-        two_promotions(Path(tmp) / "twice", cache, args.model_delay)
+        if args.only != "twice":
+            with asgi_in_background(arithmetic_app()) as server:
+                latency(Path(tmp) / "latency", cache, server.base_url, args.rounds, args.interval)
+        if args.only != "latency":
+            two_promotions(Path(tmp) / "twice", cache, args.model_delay)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,9 @@ def _answer(prompt: str, model: str) -> str:
 
 def arithmetic_app(calls: list[str] | None = None, delay_s: float = 0.0) -> Starlette:
     """An OpenAI-compatible server with two models, ``right`` and ``wrong``. Each completion
-    call appends its model to ``calls`` and takes ``delay_s`` (a stand-in for model time)."""
+    call appends its model to ``calls`` and takes ``delay_s`` (a stand-in for model time),
+    one call at a time, as one accelerator without batching would serve them."""
+    busy = asyncio.Lock()
 
     async def completions(request: Request) -> JSONResponse:
         body = await request.json()
@@ -63,7 +65,8 @@ def arithmetic_app(calls: list[str] | None = None, delay_s: float = 0.0) -> Star
         if calls is not None:
             calls.append(body["model"])
         if delay_s:
-            await asyncio.sleep(delay_s)
+            async with busy:
+                await asyncio.sleep(delay_s)
         choices = [
             {
                 "text": _answer(p, body["model"]),

@@ -194,10 +194,13 @@ def test_the_demo_then_the_sensor_launches_nothing_twice(tmp_path, model_cache_d
         assert evaluated == {"smollm2-135m-instruct@v1", "smollm2-135m-instruct@v2"}
 
         deployed.start()
-        deployed.dagster("sensor", "start", SENSOR)
+        deployed.dagster("sensor", "start", "--start-all")  # as a user turns them on in the UI
         wait_for(lambda: _handled_all_events(deployed), 120, "the sensor's tick", deployed.log)
+        for sensor in ("rankings_refresh_sensor", "evaluation_recorder_sensor"):
+            wait_for(lambda s=sensor: deployed.ticks(s), 60, f"a tick of {sensor}", deployed.log)
         assert {r.run_id for r in deployed.runs()} == before
-        assert all(not t.run_ids for t in deployed.ticks(SENSOR))
+        for sensor in (SENSOR, "rankings_refresh_sensor"):
+            assert all(not t.run_ids for t in deployed.ticks(sensor)), sensor
 
 
 def test_a_name_registered_before_the_rule_is_refused_not_wedging(
