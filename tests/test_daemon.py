@@ -89,6 +89,8 @@ def test_a_bad_registration_does_not_stop_a_later_promotion(queued, model_server
         ("broken@v1", "alias_set"),
     }
     assert all("not a Hugging Face model directory" in e.payload["reason"] for e in refusals)
+    history = queued.assay("history", "--model", "broken").stdout
+    assert "promotion_refused" in history and "not a Hugging Face model directory" in history
     assert not [t for t in queued.ticks(SENSOR) if t.status.value == "FAILURE"]
 
 
