@@ -46,6 +46,7 @@ from dagster import (  # noqa: E402
 )
 
 from assay.registry import Registry, RegistryError, default_registry_url  # noqa: E402
+from assay.storage import default_base_url  # noqa: E402
 from assets import all_assets  # noqa: E402
 from assets.checks import all_checks  # noqa: E402
 from assets.partitions import scenario_partitions  # noqa: E402
@@ -216,8 +217,8 @@ def demo(instance: DagsterInstance, daemon: Daemon) -> None:
 
     run(instance, AssetSelection.assets("dashboard"))
     print(f"\nLeaderboard as of {today}\n\n{board}\n")
-    print(f"HTML report:      {HOME / 'storage' / 'dashboard' / 'index.html'}")
-    print(f"Parquet tables:   {HOME / 'storage'}")
+    print(f"HTML report:      {Path(default_base_url()) / 'dashboard' / 'index.html'}")
+    print(f"Parquet tables:   {default_base_url()}")
     print(f"Registry:         {default_registry_url()}")
     print(f"Dagster home:     {os.environ['DAGSTER_HOME']}")
     print("Next: `make ui` and open http://127.0.0.1:3000 for the asset graph, partitions and")
