@@ -9,11 +9,11 @@
    ``champion`` to v2, which triggers v2's re-evaluation (answered by the request cache).
 
 Run it with ``make demo``. Running it again is safe: registrations and aliases are
-idempotent, sensor cursors persist in ``.assay/demo-cursors.json``, and every request that
-already ran is answered by the request cache.
+idempotent, the sensors' cursors are the ones the Dagster instance stores for the real
+sensors (so turning them on in ``make ui`` afterwards launches nothing the demo already ran),
+and every request that already ran is answered by the request cache.
 """
 
-import json
 import os
 import sys
 import time
@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent
 HOME = ROOT / ".assay"
 os.environ.setdefault("DAGSTER_HOME", str(HOME / "dagster"))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Also for the code server the demo starts to find the sensors' stored state.
+os.environ.setdefault("PYTHONWARNINGS", "ignore")
 DAGSTER_YAML = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
 if not DAGSTER_YAML.exists():
     DAGSTER_YAML.parent.mkdir(parents=True, exist_ok=True)
@@ -35,6 +37,7 @@ warnings.filterwarnings("ignore", module="dagster")
 warnings.filterwarnings("ignore", message=".*(beta|preview).*")
 
 from dagster import (  # noqa: E402
+    AssetKey,
     AssetSelection,
     DagsterInstance,
     SensorResult,
@@ -43,12 +46,15 @@ from dagster import (  # noqa: E402
 )
 
 from assay.registry import Registry, RegistryError, default_registry_url  # noqa: E402
+from assay.storage.parquet import default_base_url  # noqa: E402
 from assets import all_assets  # noqa: E402
 from assets.checks import all_checks  # noqa: E402
 from assets.partitions import scenario_partitions  # noqa: E402
 from definitions import defs  # noqa: E402
 from sensors.evaluations import evaluation_recorder_sensor  # noqa: E402
 from sensors.promotion import EVALUATION_ASSETS, model_promotion_sensor  # noqa: E402
+from sensors.schedules import rankings_refresh_sensor  # noqa: E402
+from sensors.state import SensorCursors, sensor_cursors  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 SOURCE = "bundled:smollm2-135m-instruct"
@@ -56,7 +62,6 @@ VERSIONS = [
     ({"chat_template": False}, "raw prompt, no chat template"),
     ({"chat_template": True}, "prompt wrapped in the model's chat template"),
 ]
-CURSORS = HOME / "demo-cursors.json"
 # Framework step events (DEBUG) stay in the run's event log for the UI; the terminal shows the
 # assets' own progress lines.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -101,25 +106,25 @@ def run(instance: DagsterInstance, selection: AssetSelection, **kwargs) -> None:
 
 
 class Daemon:
-    """Evaluates the sensors once and executes what they request, as the daemon would."""
+    """Evaluates the sensors once and executes what they request, as the daemon would, with
+    the cursors the instance stores for the real sensors."""
 
-    def __init__(self, instance: DagsterInstance) -> None:
+    def __init__(self, instance: DagsterInstance, cursors: SensorCursors) -> None:
         self.instance = instance
-        self.cursors = json.loads(CURSORS.read_text()) if CURSORS.exists() else {}
-
-    def _save(self) -> None:
-        CURSORS.write_text(json.dumps(self.cursors))
+        self.cursors = cursors
 
     def promotion_tick(self) -> None:
         context = build_sensor_context(
             instance=self.instance,
-            cursor=self.cursors.get("promotion"),
+            cursor=self.cursors.get(model_promotion_sensor.name),
             resources=defs.resources,
         )
         result = model_promotion_sensor(context)
         if not isinstance(result, SensorResult):
             print(f"  promotion sensor: {result.skip_message}")
             return
+        if result.skip_reason:
+            print(f"  promotion sensor: {result.skip_reason.skip_message}")
         for request in result.dynamic_partitions_requests:
             self.instance.add_dynamic_partitions(
                 request.partitions_def_name, request.partition_keys
@@ -130,19 +135,24 @@ class Daemon:
         for request in result.run_requests:
             print(f"  run {request.run_key}: {request.tags['assay/reason']}")
             run(self.instance, EVALUATION_ASSETS, tags=request.tags)
-        self.cursors["promotion"] = result.cursor
-        self._save()
+        self.cursors.set(model_promotion_sensor.name, result.cursor)
+
+    def leaderboard_built(self) -> None:
+        """What rankings_refresh_sensor would have done: today's board covers every metric
+        table so far, so the sensor, once on, waits for newer ones."""
+        latest = self.instance.fetch_materializations(AssetKey("metric_tables"), limit=1)
+        if latest.records:
+            self.cursors.set(rankings_refresh_sensor.name, str(latest.records[0].storage_id))
 
     def record_evaluations(self) -> None:
         context = build_sensor_context(
             instance=self.instance,
-            cursor=self.cursors.get("evaluations"),
+            cursor=self.cursors.get(evaluation_recorder_sensor.name),
             resources=defs.resources,
         )
         result = evaluation_recorder_sensor(context)
         print(f"  evaluation recorder: {result.skip_message}")
-        self.cursors["evaluations"] = context.cursor
-        self._save()
+        self.cursors.set(evaluation_recorder_sensor.name, context.cursor)
 
 
 def promote(registry: Registry, alias: str, key: str, force: bool = False) -> bool:
@@ -165,9 +175,13 @@ def leaderboard(instance: DagsterInstance, day: str) -> str:
 
 
 def main() -> None:
-    registry = Registry.open(default_registry_url())
     instance = DagsterInstance.get()
-    daemon = Daemon(instance)
+    with sensor_cursors(instance) as cursors:
+        demo(instance, Daemon(instance, cursors))
+
+
+def demo(instance: DagsterInstance, daemon: Daemon) -> None:
+    registry = Registry.open(default_registry_url())
     today = datetime.now(UTC).strftime("%Y-%m-%d")
 
     v1, v2 = register_versions(registry)
@@ -188,6 +202,7 @@ def main() -> None:
     daemon.record_evaluations()
     print("\nbuilding the leaderboard")
     board = leaderboard(instance, today)
+    daemon.leaderboard_built()
 
     if registry.get_model(MODEL).aliases.get("champion") != registry.get_version(v2).version:
         print("\nmoving champion to the challenger, v2")
@@ -198,11 +213,12 @@ def main() -> None:
         daemon.promotion_tick()
         daemon.record_evaluations()
         board = leaderboard(instance, today)
+        daemon.leaderboard_built()
 
     run(instance, AssetSelection.assets("dashboard"))
     print(f"\nLeaderboard as of {today}\n\n{board}\n")
-    print(f"Results explorer: {HOME / 'storage' / 'explorer' / 'index.html'}")
-    print(f"Parquet tables:   {HOME / 'storage'}")
+    print(f"Results explorer: {Path(default_base_url()) / 'explorer' / 'index.html'}")
+    print(f"Parquet tables:   {default_base_url()}")
     print(f"Registry:         {default_registry_url()}")
     print(f"Dagster home:     {os.environ['DAGSTER_HOME']}")
     print("Next: `make ui` and open http://127.0.0.1:3000 for the asset graph, partitions and")

@@ -1,17 +1,30 @@
 """Asset checks: the regression gate on ``metric_tables``, per model version × scenario.
 
-The check is blocking, so a run that evaluates a candidate stops before anything downstream
-when the candidate regresses against the champion. It is partitioned like the asset (Dagster
-1.13 supports partitioned checks), so the UI shows one verdict per ``model_version|scenario``;
-in a range run (a promotion re-evaluating a version across the suite in one step) it gates
-every partition of the range and reports them together. Each verdict is also written to the
-registry as the version tag ``gate.<scenario>``, which the registry consults before moving
-the ``champion`` alias.
+The gate gates promotions, not evaluations. The check is not blocking and a failed verdict has
+severity WARN: evaluating a version (a promotion, the nightly re-evaluation of alias holders,
+a backfill, the champion itself) never fails the run because the version trails the champion.
+The verdict stays visible per ``model_version|scenario`` partition in the UI; in a range run
+(a promotion re-evaluating a version across the suite in one step) one evaluation is reported
+per partition of the range. Each verdict is also written to the registry as the version tag
+``gate.<scenario>``, and that is what enforces it: the registry refuses to move a gated alias
+(``champion`` by default, ``$ASSAY_GATED_ALIASES``) to a version with a failed gate.
 """
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, Config, MetadataValue, asset_check
+from collections.abc import Iterator
 
-from assay.compare.gate import GateConfig, gate_partition
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetKey,
+    Config,
+    MetadataValue,
+    Output,
+    asset_check,
+)
+
+from assay.compare.gate import GateConfig, GateResult, gate_partition
 from assay.storage.contract import METRIC_TABLES
 from assets.common import evaluation_keys, model_version_of, scenario_of
 from assets.partitions import evaluation_partitions
@@ -28,7 +41,7 @@ class RegressionGateConfig(Config):
 
 @asset_check(
     asset=METRIC_TABLES,
-    blocking=True,
+    blocking=False,
     partitions_def=evaluation_partitions,
     description=(
         "The candidate is not significantly worse than the champion on the scenario's primary "
@@ -41,7 +54,7 @@ def regression_gate(
     storage: StorageResource,
     registry: RegistryResource,
     suite: SuiteResource,
-) -> AssetCheckResult:
+) -> Iterator[AssetCheckResult | AssetCheckEvaluation | Output]:
     gate_config = GateConfig.from_suite(
         suite.load(),
         champion_alias=config.champion_alias,
@@ -60,23 +73,46 @@ def regression_gate(
         )
         for key in evaluation_keys(context)
     ]
-    failed = [r for r in results if not r.passed]
     for result in results:
         log = context.log.warning if not result.passed else context.log.info
         log(f"regression gate {result.candidate}|{result.scenario}: {result.reason}")
+    if context.op_execution_context.has_partition_key:  # a run of one partition
+        (result,) = results
+        yield AssetCheckResult(
+            passed=result.passed,
+            severity=AssetCheckSeverity.WARN,
+            metadata=_metadata(result),
+            description=result.reason,
+        )
+        return
+    # A range run has no single partition for an AssetCheckResult to name (Dagster would
+    # record it unpartitioned): report each partition's verdict as its own evaluation, then
+    # close the check's output.
+    for key, result in zip(evaluation_keys(context), results, strict=True):
+        yield AssetCheckEvaluation(
+            asset_key=AssetKey("metric_tables"),
+            check_name="regression_gate",
+            passed=result.passed,
+            metadata=_metadata(result),
+            severity=AssetCheckSeverity.WARN,
+            description=result.reason,
+            blocking=False,
+            partition=str(key),
+        )
+    (output,) = context.op_execution_context.selected_output_names
+    yield Output(None, output_name=output)
+
+
+def _metadata(result: GateResult) -> dict[str, object]:
     metadata: dict[str, object] = {
-        "champion": results[0].champion or "-",
-        "reason": (failed or results)[0].reason,
-        "num_partitions": len(results),
-        "num_failed": len(failed),
-        "report": MetadataValue.md("\n\n".join(r.to_markdown() for r in results)),
+        "champion": result.champion or "-",
+        "reason": result.reason,
+        "report": MetadataValue.md(result.to_markdown()),
     }
-    if len(results) == 1:
-        for c in results[0].comparisons:
-            metadata[f"{c.metric}.diff"] = MetadataValue.float(c.diff)
-            metadata[f"{c.metric}.p_adjusted"] = MetadataValue.float(c.p_adjusted)
-    summary = "; ".join(f"{r.scenario}: {r.reason}" for r in failed) or results[0].reason
-    return AssetCheckResult(passed=not failed, metadata=metadata, description=summary)
+    for c in result.comparisons:
+        metadata[f"{c.metric}.diff"] = MetadataValue.float(c.diff)
+        metadata[f"{c.metric}.p_adjusted"] = MetadataValue.float(c.p_adjusted)
+    return metadata
 
 
 all_checks = [regression_gate]

@@ -1,24 +1,11 @@
 """``registered_models``: each model version as resolved when it was materialized."""
 
-from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, asset
+from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, asset
 
-from assay.registry.resolved import ResolvedModel, resolve_version
+from assay.registry.resolved import record_registered_model
 from assay.storage.contract import MODEL_VERSION
-from assets.common import partitioned_output
 from assets.partitions import model_version_partitions
-from resources import ModelsResource, RegistryResource
-
-
-def resolved_metadata(resolved: ResolvedModel) -> dict[str, object]:
-    """What the UI shows for one registered_models partition."""
-    return {
-        "source": resolved.source,
-        "artifact_digest": resolved.artifact_digest,
-        "aliases": ", ".join(resolved.aliases) or "-",
-        "stage": resolved.stage,
-        "serving": MetadataValue.json(resolved.serving.to_dict()),
-        "environment": MetadataValue.json(resolved.environment),
-    }
+from resources import ModelsResource, RegistryResource, StorageResource
 
 
 @asset(
@@ -27,6 +14,9 @@ def resolved_metadata(resolved: ResolvedModel) -> dict[str, object]:
     backfill_policy=BackfillPolicy.single_run(),
     kinds={"python", "parquet"},
     code_version="1",
+    # Written by assay.registry.resolved.record_registered_model (shared with the promotion
+    # sensor); downstream assets load it through the Parquet IO manager, which reads the same
+    # path.
     io_manager_key="parquet_io_manager",
     metadata={"partition_dimension": MODEL_VERSION},
     description=(
@@ -36,12 +26,17 @@ def resolved_metadata(resolved: ResolvedModel) -> dict[str, object]:
     ),
 )
 def registered_models(
-    context: AssetExecutionContext, registry: RegistryResource, models: ModelsResource
-):
-    tables, metadata = {}, {}
+    context: AssetExecutionContext,
+    registry: RegistryResource,
+    models: ModelsResource,
+    storage: StorageResource,
+) -> MaterializeResult:
+    store, reg, metadata = storage.store(), registry.open(), {}
     for key in context.partition_keys:
-        resolved = resolve_version(registry.open().get_version(key), models.artifact_digest)
-        tables[key] = resolved.to_table()
-        metadata = resolved_metadata(resolved)
+        recorded = record_registered_model(store, reg.get_version(key), models.artifact_digest)
+        metadata = recorded.metadata()
+        resolved = recorded.resolved
         context.log.info(f"{key}: {resolved.source} artifact {resolved.artifact_digest[:12]}")
-    return partitioned_output(context, tables, metadata)
+    if len(context.partition_keys) > 1:
+        metadata = {"num_partitions": len(context.partition_keys)}
+    return MaterializeResult(metadata=metadata)

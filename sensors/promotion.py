@@ -4,6 +4,17 @@
 handled), adds ``model_version`` partitions for new versions, records their
 ``registered_models`` partitions, and launches one run per promoted version that evaluates
 it across the whole suite (a partition-range run over ``<key>|<first>`` … ``<key>|<last>``).
+
+It never wedges: each event is handled on its own. An event that cannot be handled (a source
+that does not resolve, a name that does not parse) is refused: the reason goes to the tick's
+log and to the registry's history as a ``promotion_refused`` event, and the cursor moves past
+it. Only an outage (the registry's database or the storage unreachable) stops a tick early;
+the cursor then stays before the first event not handled, and the next tick retries it.
+
+One run per version at a time: a promotion of a version that already has an evaluation run
+queued or running (runs tagged ``assay/model_version``) joins that run instead of launching
+another, and the tick says so. Versions are immutable, so that run evaluates exactly what the
+later promotion asks for.
 """
 
 import os
@@ -13,27 +24,47 @@ from dagster import (
     AssetKey,
     AssetMaterialization,
     AssetSelection,
+    DagsterInstance,
+    DagsterRunStatus,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
     sensor,
 )
 
-from assay.registry.promotion import Promotion, PromotionPolicy, new_version_keys
-from assay.registry.resolved import resolve_version
-from assets.partitions import MODEL_VERSION, model_version_partitions
-from assets.registry import resolved_metadata
+from assay.registry import Event, EventKind, Registry
+from assay.registry.promotion import Promotion, PromotionPolicy
+from assay.registry.resolved import record_registered_model
+from assay.storage.contract import MODEL_VERSION, REGISTERED_MODELS
+from assay.storage.parquet import ParquetStore
+from assets.partitions import model_version_partitions
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
 
 EVALUATION_KEYS = [AssetKey(k) for k in ("model_outputs", "instance_scores", "metric_tables")]
 EVALUATION_ASSETS = AssetSelection.assets(*EVALUATION_KEYS)
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
+MODEL_VERSION_TAG = "assay/model_version"
+REASON_TAG = "assay/reason"
+ACTIVE_STATUSES = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+SENSOR_ACTOR = "dagster:model_promotion_sensor"
 
 
 def max_events_per_tick() -> int:
     return int(os.environ.get("ASSAY_SENSOR_MAX_EVENTS", "100"))
+
+
+def sensor_interval_s(default: int = 30) -> int:
+    """``$ASSAY_SENSOR_INTERVAL_S``: seconds between the promotion sensor's ticks."""
+    return int(os.environ.get("ASSAY_SENSOR_INTERVAL_S", str(default)))
 
 
 def promotion_policy() -> PromotionPolicy:
@@ -48,25 +79,142 @@ def promotion_policy() -> PromotionPolicy:
 
 
 def evaluation_run_request(key: str, scenarios: list[str], run_key: str, reason: str) -> RunRequest:
-    """One run evaluating version ``key`` on every scenario: a partition-range run."""
+    """One run evaluating version ``key`` on every scenario: a partition-range run.
+
+    In one process: the steps depend on each other in a chain, so separate step processes
+    would only add a start-up (and a model load) each.
+    """
     return RunRequest(
         run_key=run_key,
         asset_selection=EVALUATION_KEYS,
+        run_config=IN_PROCESS,
         tags={
             RANGE_START: f"{key}|{scenarios[0]}",
             RANGE_END: f"{key}|{scenarios[-1]}",
-            "assay/model_version": key,
-            "assay/reason": reason[:200],
+            MODEL_VERSION_TAG: key,
+            REASON_TAG: reason[:200],
         },
     )
 
 
+def active_evaluation(instance: DagsterInstance, key: str) -> str | None:
+    """The id of a queued or running evaluation run of version ``key``, if there is one."""
+    records = instance.get_run_records(
+        RunsFilter(tags={MODEL_VERSION_TAG: key}, statuses=ACTIVE_STATUSES), limit=1
+    )
+    return records[0].dagster_run.run_id if records else None
+
+
+class Outage(Exception):
+    """The registry or the storage failed: stop the tick here and retry at the next one."""
+
+
+def _is_outage(exc: Exception) -> bool:
+    # The registry's database failing (SQLAlchemy's DBAPIError) is an outage, not a fact about
+    # the event; checked by class name so this layer needs no SQLAlchemy import.
+    return any(cls.__name__ == "DBAPIError" for cls in type(exc).__mro__)
+
+
+class _Tick:
+    """One evaluation of the sensor: the events it handled and what it asks Dagster to do."""
+
+    def __init__(
+        self,
+        context: SensorEvaluationContext,
+        reg: Registry,
+        store: ParquetStore,
+        models: ModelsResource,
+    ) -> None:
+        self.context, self.reg, self.store, self.models = context, reg, store, models
+        self.known = set(context.instance.get_dynamic_partitions(MODEL_VERSION))
+        self.recorded: dict[str, AssetMaterialization] = {}
+        self.to_add: list[str] = []
+        self.runs: dict[str, Promotion] = {}  # version key → the promotion that launches it
+        self.lines: list[str] = []
+
+    def note(self, line: str) -> None:
+        self.lines.append(line)
+        self.context.log.info(line)
+
+    def record(self, key: str) -> None:
+        """Resolve version ``key`` and record its registered_models partition (once a tick)."""
+        if key in self.recorded:
+            return
+        try:
+            version = self.reg.get_version(key)
+        except Exception as exc:
+            if _is_outage(exc):
+                raise Outage(f"registry: {type(exc).__name__}") from exc
+            raise
+        try:
+            recorded = record_registered_model(self.store, version, self.models.artifact_digest)
+        except OSError as exc:
+            # Resolution errors (offline hub, missing file) are OSErrors too; a storage outage
+            # is told apart by the store being unreachable right now.
+            if not self._storage_ok():
+                raise Outage(f"storage: {type(exc).__name__}: {exc}") from exc
+            raise
+        self.recorded[key] = AssetMaterialization(
+            asset_key=AssetKey(REGISTERED_MODELS),
+            partition=key,
+            metadata=recorded.metadata(),
+            description="recorded by model_promotion_sensor",
+        )
+        if key not in self.known:
+            self.known.add(key)
+            self.to_add.append(key)
+
+    def _storage_ok(self) -> bool:
+        try:
+            self.store.fs.ls(self.store.root)
+        except FileNotFoundError:
+            return True
+        except Exception:
+            return False
+        return True
+
+    def handle(self, event: Event, promotion: Promotion | None) -> None:
+        if event.kind is EventKind.VERSION_CREATED and event.key:
+            self.record(event.key)
+        if promotion is None:
+            return
+        self.record(promotion.key)
+        if promotion.key in self.runs:
+            self.note(
+                f"event {event.id} ({promotion.reason}) joins the run requested by event "
+                f"{self.runs[promotion.key].event_id}"
+            )
+            return
+        try:
+            running = active_evaluation(self.context.instance, promotion.key)
+        except Exception as exc:  # the instance's run storage, not the event, failed
+            raise Outage(f"Dagster run storage: {type(exc).__name__}") from exc
+        if running is not None:
+            self.note(
+                f"event {event.id} ({promotion.reason}) skipped: run {running} already "
+                f"evaluates {promotion.key}"
+            )
+            return
+        self.runs[promotion.key] = promotion
+
+    def refuse(self, event: Event, exc: Exception) -> None:
+        reason = f"{type(exc).__name__}: {exc}"
+        self.note(f"event {event.id} ({event.kind.value} {event.key or '-'}) refused: {reason}")
+        try:
+            self.reg.refuse_promotion(event, reason, actor=SENSOR_ACTOR)
+        except Exception as again:
+            if _is_outage(again):
+                raise Outage(f"registry: {type(again).__name__}") from again
+            raise
+
+
 @sensor(
     name="model_promotion_sensor",
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=sensor_interval_s(),
     asset_selection=EVALUATION_ASSETS,
     description="Re-evaluates a model version across the suite when it is promoted "
-    "(an alias set or moved, or a move to Staging/Production).",
+    "(an alias set or moved, or a move to Staging/Production); one run per version at a "
+    "time; events it cannot handle are refused in the registry's history.",
 )
 def model_promotion_sensor(
     context: SensorEvaluationContext,
@@ -86,40 +234,45 @@ def model_promotion_sensor(
     if not events:
         return SkipReason(f"no registry events after id {after}")
 
-    promotions: list[Promotion] = promotion_policy().promotions(events)
-    wanted = list(dict.fromkeys(new_version_keys(events) + [p.key for p in promotions]))
-    known = set(context.instance.get_dynamic_partitions(MODEL_VERSION))
-    to_add = [k for k in wanted if k not in known]
-
-    # Record registered_models for every new or promoted version (cheap: a digest lookup),
-    # so the evaluation run finds its upstream partition.
-    store, materializations = storage.store(), []
-    for key in wanted:
-        resolved = resolve_version(reg.get_version(key), models.artifact_digest)
-        path = store.write("registered_models", {MODEL_VERSION: key}, resolved.to_table())
-        materializations.append(
-            AssetMaterialization(
-                asset_key=AssetKey("registered_models"),
-                partition=key,
-                metadata={**resolved_metadata(resolved), "path": path},
-                description="recorded by model_promotion_sensor",
-            )
-        )
+    policy, tick, cursor, stopped = (
+        promotion_policy(),
+        _Tick(context, reg, storage.store(), models),
+        after,
+        None,
+    )
+    for event in events:
+        try:
+            try:
+                tick.handle(event, policy.promotion(event))
+            except Outage:
+                raise
+            except Exception as exc:  # this event cannot be handled: refuse it, move on
+                tick.refuse(event, exc)
+        except Outage as outage:
+            stopped = f"stopped before event {event.id}: {outage}; retried at the next tick"
+            context.log.warning(stopped)
+            break
+        cursor = event.id
 
     scenarios = suite.load().keys
     run_requests = [
-        evaluation_run_request(p.key, scenarios, f"promotion-{p.event_id}", p.reason)
-        for p in promotions
+        evaluation_run_request(key, scenarios, f"promotion-{p.event_id}", p.reason)
+        for key, p in tick.runs.items()
     ]
-    context.log.info(
-        f"events {events[0].id}..{events[-1].id}: {len(to_add)} new partitions, "
+    summary = (
+        f"events {after + 1}..{cursor}: {len(tick.to_add)} new partitions, "
         f"{len(run_requests)} evaluation runs"
     )
+    context.log.info(summary)
+    details = "; ".join([*tick.lines, *([stopped] if stopped else [])])
     return SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=(
-            [AddDynamicPartitionsRequest(model_version_partitions.name, to_add)] if to_add else []
+            [AddDynamicPartitionsRequest(model_version_partitions.name, tick.to_add)]
+            if tick.to_add
+            else []
         ),
-        asset_events=materializations,
-        cursor=str(events[-1].id),
+        asset_events=list(tick.recorded.values()),
+        cursor=str(cursor),
+        skip_reason=None if run_requests else SkipReason(f"{summary}. {details}"[:1000]),
     )

@@ -13,16 +13,18 @@ from dagster import (
     sensor,
 )
 
+from assay.registry.names import version_key
 from assets.partitions import MODEL_VERSION
 from resources import RegistryResource, SuiteResource
-from sensors.promotion import EVALUATION_ASSETS, evaluation_run_request
+from sensors.promotion import EVALUATION_ASSETS, active_evaluation, evaluation_run_request
 
 
 @schedule(
     name="nightly_alias_reevaluation",
     cron_schedule=os.environ.get("ASSAY_REEVALUATION_CRON", "0 2 * * *"),
     target=EVALUATION_ASSETS,
-    description="Re-evaluates every version that currently holds an alias, one run each.",
+    description="Re-evaluates every version that currently holds an alias, one run each; a "
+    "version whose evaluation is already queued or running is skipped.",
 )
 def nightly_alias_reevaluation(
     context: ScheduleEvaluationContext, registry: RegistryResource, suite: SuiteResource
@@ -31,7 +33,7 @@ def nightly_alias_reevaluation(
     known = set(context.instance.get_dynamic_partitions(MODEL_VERSION))
     holders = sorted(
         {
-            f"{model.name}@v{version}"
+            version_key(model.name, version)
             for model in reg.list_models()
             for version in model.aliases.values()
         }
@@ -41,10 +43,22 @@ def nightly_alias_reevaluation(
         return SkipReason("no alias holder is a known model_version partition")
     scenarios = suite.load().keys
     stamp = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
-    return [
-        evaluation_run_request(key, scenarios, f"nightly-{stamp}-{key}", "nightly re-evaluation")
-        for key in holders
-    ]
+    requests, skipped = [], []
+    for key in holders:
+        running = active_evaluation(context.instance, key)
+        if running is not None:
+            skipped.append(f"{key}: run {running} already evaluates it")
+            continue
+        requests.append(
+            evaluation_run_request(
+                key, scenarios, f"nightly-{stamp}-{key}", "nightly re-evaluation"
+            )
+        )
+    for line in skipped:
+        context.log.info(f"skipped {line}")
+    if not requests:
+        return SkipReason("every alias holder is being evaluated: " + "; ".join(skipped))
+    return requests
 
 
 @sensor(

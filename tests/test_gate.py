@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from dagster import AssetSelection, instance_for_test, materialize
+from dagster import AssetCheckSeverity, AssetSelection, instance_for_test, materialize
 from scipy.stats import binom
 
 from assay.cli import main as cli_main
@@ -23,6 +23,7 @@ from resources import (
     SuiteResource,
     assay_resources,
 )
+from sensors.promotion import RANGE_END, RANGE_START
 
 ACC = GateConfig(default_metrics=("acc",))
 
@@ -278,7 +279,7 @@ def _score(env, key: str):
     )
 
 
-def test_dagster_check_blocks_a_regressed_candidate(pipeline):
+def test_dagster_check_warns_and_the_registry_refuses_the_alias(pipeline):
     reg = Registry.open(pipeline["registry"].url, gated_aliases=["champion"])
     champion, worse, equal = pipeline["keys"]
 
@@ -290,9 +291,12 @@ def test_dagster_check_blocks_a_regressed_candidate(pipeline):
     assert reg.resolve("m@champion").key == champion
 
     blocked = _score(pipeline, worse)  # right on 2 of 12 where the champion is right on all
-    assert not blocked.success
+    # The gate gates promotions, not evaluations: the run succeeds, the verdict is a warning
+    # on the partition, and the registry is what refuses the alias.
+    assert blocked.success
     (evaluation,) = blocked.get_asset_check_evaluations()
-    assert not evaluation.passed
+    assert not evaluation.passed and evaluation.severity is AssetCheckSeverity.WARN
+    assert evaluation.partition == f"{worse}|{SCENARIO}"
     assert "failed" in evaluation.metadata["reason"].value
     assert reg.get_version(worse).tags[f"gate.{SCENARIO}"] == "failed"
     with pytest.raises(RegistryError, match="regression gate failed"):
@@ -303,6 +307,25 @@ def test_dagster_check_blocks_a_regressed_candidate(pipeline):
     (evaluation,) = same.get_asset_check_evaluations()
     assert evaluation.passed
     assert reg.get_version(equal).tags[f"gate.{SCENARIO}"] == "passed"
+    reg.close()
+
+
+def test_range_run_reports_one_verdict_per_partition(pipeline):
+    reg = Registry.open(pipeline["registry"].url, gated_aliases=["champion"])
+    reg.set_alias("m", "champion", 1)
+    _, worse, equal = pipeline["keys"]
+    result = materialize(
+        [*all_assets, *all_checks],
+        selection=AssetSelection.assets("instance_scores", "metric_tables")
+        | AssetSelection.checks(regression_gate),
+        instance=pipeline["instance"],
+        resources=pipeline["resources"],
+        tags={RANGE_START: f"{worse}|{SCENARIO}", RANGE_END: f"{equal}|{SCENARIO}"},
+        raise_on_error=False,
+    )
+    assert result.success
+    verdicts = {e.partition: e.passed for e in result.get_asset_check_evaluations()}
+    assert verdicts == {f"{worse}|{SCENARIO}": False, f"{equal}|{SCENARIO}": True}
     reg.close()
 
 

@@ -19,6 +19,7 @@ from assay.registry import (
     Stage,
     default_registry_url,
 )
+from assay.registry.names import check_name
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -152,6 +153,10 @@ def test_get_or_create_model_is_idempotent(reg: Registry) -> None:
         "a@b",
         " lead",
         "x" * 129,
+        "a:b",  # once accepted here and unparseable afterwards (looked like a URI scheme)
+        "a b",
+        "café",
+        "-lead",
     ],
 )
 def test_names_that_would_break_partition_keys_are_refused(
@@ -161,6 +166,28 @@ def test_names_that_would_break_partition_keys_are_refused(
     with expect_error(ErrorCode.INVALID_PARAMETER_VALUE, "model name"):
         reg.create_model(bad)
     assert snapshot(db_path) == before
+
+
+def test_every_accepted_name_parses_back(reg: Registry) -> None:
+    # One rule for registration and parsing: what create_model accepts, resolve can read.
+    for name in ("m", "a.b", "a-b_c", "A1", "x" * 128):
+        reg.create_model(name)
+        reg.create_version(name, "hf:/a")
+        reg.set_alias(name, "champion", 1)
+        assert reg.resolve(f"{name}@v1").key == f"{name}@v1"
+        assert reg.resolve(f"models:/{name}@champion").key == f"{name}@v1"
+        assert reg.resolve(f"models:/{name}/1").key == f"{name}@v1"
+
+
+def test_suite_keys_follow_the_registry_name_rule() -> None:
+    from assay.evaluate.suite import validate_key
+
+    for bad in ("a:b", "a b", "a/b", "a|b", "a...b", "-a"):
+        with pytest.raises(ValueError, match="invalid scenario key"):
+            validate_key(bad, "scenario key")
+        with pytest.raises(RegistryError, match="model name"):
+            check_name(bad, "model name")
+    assert validate_key("mmlu-anatomy") == check_name("mmlu-anatomy", "model name")
 
 
 def test_aliases_and_tag_keys_are_checked_too(reg: Registry, db_path: Path) -> None:

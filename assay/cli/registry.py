@@ -275,6 +275,8 @@ def describe_event(ev: Event) -> str:
         return (
             f"{p['alias']}: refused v{p['refused']} (gate failed: {', '.join(p['failed_gates'])})"
         )
+    if ev.kind == "promotion_refused":
+        return f"event {p['event_id']} ({p['event_kind']}) refused: {p['reason']}"
     if "alias" in p:
         before = "-" if p.get("before") is None else f"v{p['before']}"
         after = "-" if p.get("after") is None else f"v{p['after']}"

@@ -42,7 +42,6 @@ the prompt registry (``assay.scoring.judge``)::
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -57,10 +56,8 @@ from assay.adapters import AdapterSpec, Method, build_requests, build_variant_re
 from assay.core.records import Instance, Request
 from assay.core.security import check_data_url
 from assay.perturbations import Perturbation, get_perturbation
+from assay.registry.names import name_problem
 from assay.scenarios import ColumnMapping, Scenario, get_scenario
-
-# Characters Dagster partition keys cannot hold, plus anything outside a conservative set.
-_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
 DEFAULT_SUITE = "default.yaml"
 ALLOW_HELM_VENV_ENV = "ASSAY_SUITE_ALLOW_HELM_VENV"
@@ -90,12 +87,11 @@ def _check_reach(scenario: str, args: dict[str, Any], where: str, base_dir: Path
 
 
 def validate_key(key: str, what: str = "partition key") -> str:
-    """Refuse keys that would break a partition key (``/ | , [ ]``, ``...``, spaces, …)."""
-    if not isinstance(key, str) or not _KEY_RE.match(key) or "..." in key:
-        raise ValueError(
-            f"invalid {what} {key!r}: use 1-128 letters, digits, '_', '-', '.', '@' "
-            "(no '...'), starting with a letter or digit"
-        )
+    """Refuse keys that break the registry's name rule (``assay.registry.names``), which
+    keeps partition keys parseable: no ``/ | , [ ] :``, ``...``, spaces, …"""
+    problem = name_problem(key, allow_at=True)
+    if problem is not None:
+        raise ValueError(f"invalid {what}: {problem}")
     return key
 
 

@@ -52,6 +52,9 @@ class EventKind(enum.StrEnum):
     PROMPT_VERSION_CREATED = "prompt_version_created"
     PROMPT_ALIAS_SET = "prompt_alias_set"
     EVALUATION_RECORDED = "evaluation_recorded"
+    # An event the promotion sensor could not act on (bad source, unparseable name): recorded
+    # with the reason, and the sensor moves past it.
+    PROMOTION_REFUSED = "promotion_refused"
 
 
 @dataclass(frozen=True, slots=True)

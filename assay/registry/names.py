@@ -1,10 +1,12 @@
-"""Rules for names that end up in Dagster partition keys, and parsing of keys and URIs.
+"""The one name rule for every key, and parsing of keys and URIs.
 
 A model version's key ``<model>@v<n>`` is a ``model_version`` partition key and becomes one
-half of a multi-partition key joined by ``|``; partition ranges are written with ``...`` and
-lists with ``,`` and ``[ ]``. So names, aliases, tag keys and prompt names may not contain
-those, nor ``/`` (URI separator). ``@`` is refused in model and prompt names because it
-separates the name from the version or alias.
+half of a multi-partition key joined by ``|``; partition ranges are written with ``...``, lists
+with ``,`` and ``[ ]``, URIs with ``:`` and ``/``. Rather than deny those one by one (and miss
+one: a model named ``a:b`` was once accepted and then could not be parsed back), every name
+is held to an allow-list: model names, aliases, prompt names, tag keys, metric names and the
+suite's scenario keys all use :func:`name_problem`. ``@`` is allowed only where ``allow_at``
+says so (tag keys, scenario keys), because it separates a name from its version or alias.
 """
 
 from __future__ import annotations
@@ -16,29 +18,44 @@ from assay.registry.errors import invalid
 from assay.registry.limits import unsafe_characters
 
 MAX_NAME_LEN = 128
-_FORBIDDEN_CHARS = "/|,[]"
+NAME_RULE = (
+    f"1-{MAX_NAME_LEN} letters, digits, '_', '-' or '.', starting with a letter or digit, "
+    "without '...'"
+)
+_ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 _VERSION_WORD = re.compile(r"^v(\d+)$")
 RESERVED_ALIASES = frozenset({"latest"})
 
 
-def check_name(value: object, what: str, *, allow_at: bool = False) -> str:
-    """Return ``value`` if it is safe inside a partition key, else raise INVALID_PARAMETER_VALUE."""
+def name_problem(value: object, *, allow_at: bool = False) -> str | None:
+    """Why ``value`` cannot be a name or key (one short clause), or None when it can."""
     if not isinstance(value, str) or not value:
-        raise invalid(f"{what} must be a non-empty string, got {value!r}")
+        return f"must be a non-empty string, got {value!r}"
     if len(value) > MAX_NAME_LEN:
-        raise invalid(f"{what} {value[:40]!r}... is longer than {MAX_NAME_LEN} characters")
-    bad = sorted({c for c in value if c in _FORBIDDEN_CHARS})
-    if bad:
-        raise invalid(f"{what} {value!r} contains {' '.join(bad)} (not allowed in partition keys)")
-    if "..." in value:
-        raise invalid(f"{what} {value!r} contains '...' (not allowed in partition keys)")
+        return f"{value[:40]!r}... is longer than {MAX_NAME_LEN} characters"
     if unsafe_characters(value):  # controls and bidirectional overrides
-        raise invalid(f"{what} {value!r} contains control characters")
+        return f"{value!r} contains control characters"
     if value != value.strip():
-        raise invalid(f"{what} {value!r} has leading or trailing whitespace")
-    if not allow_at and "@" in value:
-        raise invalid(f"{what} {value!r} contains '@' (it separates name and version)")
-    return value
+        return f"{value!r} has leading or trailing whitespace"
+    if "@" in value and not allow_at:
+        return f"{value!r} contains '@' (it separates name and version)"
+    allowed = _ALLOWED | {"@"} if allow_at else _ALLOWED
+    bad = sorted({c for c in value if c not in allowed})
+    if bad:
+        return f"{value!r} contains {' '.join(repr(c) for c in bad)} (use {NAME_RULE})"
+    if "..." in value:
+        return f"{value!r} contains '...' (it writes partition ranges)"
+    if not value[0].isalnum():
+        return f"{value!r} must start with a letter or digit"
+    return None
+
+
+def check_name(value: object, what: str, *, allow_at: bool = False) -> str:
+    """Return ``value`` if it follows the name rule, else raise INVALID_PARAMETER_VALUE."""
+    problem = name_problem(value, allow_at=allow_at)
+    if problem is not None:
+        raise invalid(f"{what} {problem}")
+    return value  # type: ignore[return-value]
 
 
 def check_alias(value: object, what: str = "alias") -> str:

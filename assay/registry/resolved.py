@@ -13,6 +13,8 @@ import pyarrow as pa
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.openai_backend import endpoint_identity_digest
 from assay.registry import ModelVersion
+from assay.storage.contract import MODEL_VERSION, REGISTERED_MODELS
+from assay.storage.parquet import ParquetStore
 
 # Packages whose versions can change a model's outputs.
 _ENVIRONMENT_PACKAGES = ("assay", "torch", "transformers", "tokenizers", "gguf", "numpy", "httpx")
@@ -129,3 +131,38 @@ def resolve_version(
         tags=dict(version.tags or {}),
         environment=environment(),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedModel:
+    """A ``registered_models`` partition as written: what was resolved and where it lives."""
+
+    resolved: ResolvedModel
+    url: str
+
+    def metadata(self) -> dict[str, object]:
+        """What the Dagster UI shows for the partition (plain values; dicts render as JSON)."""
+        r = self.resolved
+        return {
+            "source": r.source,
+            "artifact_digest": r.artifact_digest,
+            "aliases": ", ".join(r.aliases) or "-",
+            "stage": r.stage,
+            "serving": r.serving.to_dict(),
+            "environment": dict(r.environment),
+            "path": self.url,
+        }
+
+
+def record_registered_model(
+    store: ParquetStore, version: ModelVersion, artifact_digest: Callable[[ModelSpec], str]
+) -> RecordedModel:
+    """Resolve ``version`` and write its ``registered_models`` partition.
+
+    The one write path of that asset: the ``registered_models`` asset and the promotion sensor
+    both call it. Resolution (the artifact digest) runs before anything is written, so a
+    version whose source cannot be resolved raises and leaves the store untouched.
+    """
+    resolved = resolve_version(version, artifact_digest)
+    url = store.write(REGISTERED_MODELS, {MODEL_VERSION: resolved.key}, resolved.to_table())
+    return RecordedModel(resolved, url)

@@ -527,6 +527,34 @@ class ModelRegistry(RegistryBase):
 
         return self._read(work)
 
+    def refuse_promotion(self, event: Event, reason: str, actor: str | None = None) -> Event:
+        """Log that ``event`` could not be acted on (a ``promotion_refused`` event).
+
+        The model name is copied from ``event`` unchecked: the refusal of a version whose name
+        later rules refuse must still be recordable. ``reason`` is cut to 1000 characters.
+        """
+        check_text(reason, "reason")
+
+        def work(session: Session) -> Event:
+            row = self._emit(
+                session,
+                EventKind.PROMOTION_REFUSED,
+                actor,
+                self._now(),
+                model=event.model,
+                prompt=event.prompt,
+                version=event.version,
+                payload={
+                    "event_id": event.id,
+                    "event_kind": event.kind.value,
+                    "reason": reason[:1000],
+                },
+            )
+            session.flush()
+            return event_record(row)
+
+        return self._write(work)
+
     # -- descriptions and tag removal (what MLflow's update and delete-tag calls need)
 
     def set_description(

@@ -1,0 +1,237 @@
+"""The promotion sensor and the nightly schedule under the real ``dagster-daemon``.
+
+Aliases are moved with the ``assay`` CLI, sensors and schedules are started with the
+``dagster`` CLI, and what ran is read from the Dagster instance and the registry. The model is
+an OpenAI-compatible server on loopback whose answers are known (``right`` computes the
+arithmetic, ``wrong`` never does), except for the demo, which runs the bundled model.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import pytest
+from dagster import AssetSelection, DagsterEventType, DagsterRunStatus, materialize
+from live_deployment import REPO, Deployment, arithmetic_app, deployment, wait_for
+
+from assay.registry import EventKind, Registry, RegistryError
+from assay.serving import asgi_in_background
+from resources import ModelsResource, SuiteResource, assay_resources
+from sensors.promotion import MODEL_VERSION_TAG
+
+SENSOR = "model_promotion_sensor"
+SCHEDULE = "nightly_alias_reevaluation"
+TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+@pytest.fixture(scope="module")
+def model_server() -> Iterator[str]:
+    with asgi_in_background(arithmetic_app()) as running:
+        yield running.base_url
+
+
+@pytest.fixture(scope="module")
+def queued(tmp_path_factory, model_cache_dir) -> Iterator[Deployment]:
+    """A daemon whose runs stay queued (max_concurrent_runs 0): what the sensor requested is
+    visible, nothing spends model time, and a queued run is an active one."""
+    root = tmp_path_factory.mktemp("queued")
+    with deployment(root, model_cache_dir, max_concurrent_runs=0) as deployed:
+        deployed.start()
+        deployed.dagster("sensor", "start", SENSOR)
+        yield deployed
+
+
+def _registry(deployed: Deployment) -> Registry:
+    return Registry.open(deployed.env["ASSAY_REGISTRY_URL"])
+
+
+def _handled_all_events(deployed: Deployment) -> bool:
+    registry = _registry(deployed)
+    try:
+        last = registry.events()[-1].id
+    finally:
+        registry.close()
+    # The sensor's own promotion_refused events come after the cursor; they need no handling.
+    return deployed.sensor_cursor(SENSOR) >= last or None
+
+
+def test_a_bad_registration_does_not_stop_a_later_promotion(queued, model_server):
+    # A name that would not parse back is refused at registration, with the rule.
+    refused = queued.assay("create", "a:b", ok=False)
+    assert refused.returncode != 0 and "model name 'a:b'" in refused.stderr
+
+    # A version whose source cannot be resolved, promoted; then a good one.
+    queued.assay("create", "broken")
+    queued.assay("register", "broken", "hf:/does/not/exist")
+    queued.assay("alias", "set", "broken", "champion", "1")
+    queued.assay("create", "good")
+    queued.assay("register", "good", f"openai:{model_server}#right")
+    queued.assay("alias", "set", "good", "champion", "1")
+
+    runs = wait_for(
+        lambda: queued.runs(**{MODEL_VERSION_TAG: "good@v1"}),
+        120,
+        "the promotion of good@v1 to launch a run",
+        queued.log,
+    )
+    assert len(runs) == 1
+    assert queued.runs(**{MODEL_VERSION_TAG: "broken@v1"}) == []
+    assert "good@v1" in queued.instance.get_dynamic_partitions("model_version")
+    assert "broken@v1" not in queued.instance.get_dynamic_partitions("model_version")
+
+    registry = _registry(queued)
+    refusals = [e for e in registry.events() if e.kind is EventKind.PROMOTION_REFUSED]
+    registry.close()
+    # Both events about broken@v1 (its creation and its promotion) are refused with the reason.
+    assert {(e.key, e.payload["event_kind"]) for e in refusals} == {
+        ("broken@v1", "version_created"),
+        ("broken@v1", "alias_set"),
+    }
+    assert all("not a Hugging Face model directory" in e.payload["reason"] for e in refusals)
+    history = queued.assay("history", "--model", "broken").stdout
+    assert "promotion_refused" in history and "not a Hugging Face model directory" in history
+    assert not [t for t in queued.ticks(SENSOR) if t.status.value == "FAILURE"]
+
+
+def test_promotions_of_one_version_share_one_run(queued, model_server):
+    queued.assay("create", "twice")
+    queued.assay("register", "twice", f"openai:{model_server}#right")
+    queued.assay("alias", "set", "twice", "challenger", "1")
+    queued.assay("alias", "set", "twice", "canary", "1")
+    wait_for(lambda: _handled_all_events(queued), 120, "the sensor to pass both moves", queued.log)
+    (run,) = queued.runs(**{MODEL_VERSION_TAG: "twice@v1"})
+    assert run.status is DagsterRunStatus.QUEUED
+
+    # Promoted again while its run is still queued: joins that run, and the tick says so.
+    queued.assay("stage", "twice", "1", "Staging")
+    wait_for(lambda: _handled_all_events(queued), 120, "the sensor to pass the stage move")
+    assert len(queued.runs(**{MODEL_VERSION_TAG: "twice@v1"})) == 1
+    reasons = [t.skip_reason or "" for t in queued.ticks(SENSOR)]
+    assert any(f"run {run.run_id} already evaluates twice@v1" in r for r in reasons), reasons
+
+
+def test_nightly_reevaluation_of_a_trailing_holder_succeeds(
+    tmp_path, model_cache_dir, model_server, monkeypatch
+):
+    with deployment(tmp_path, model_cache_dir, max_concurrent_runs=2) as deployed:
+        deployed.env["ASSAY_REEVALUATION_CRON"] = "* * * * *"
+        deployed.assay("create", "n")
+        deployed.assay("register", "n", f"openai:{model_server}#wrong")  # v1 trails
+        deployed.assay("register", "n", f"openai:{model_server}#right")  # v2, the champion
+        deployed.assay("alias", "set", "n", "champion", "2")
+        deployed.assay("alias", "set", "n", "challenger", "1")
+
+        # What the promotion sensor would have done, and the champion's evaluation, in
+        # process on the same instance (ASSAY_SUITE names the same single scenario).
+        monkeypatch.setenv("ASSAY_SUITE", deployed.env["ASSAY_SUITE"])
+        from assets import all_assets
+        from assets.checks import all_checks
+
+        resources = assay_resources(
+            storage_url=deployed.env["ASSAY_STORAGE_URL"],
+            registry_url=deployed.env["ASSAY_REGISTRY_URL"],
+            suite=SuiteResource(path=deployed.env["ASSAY_SUITE"]),
+            models=ModelsResource(cache_dir=deployed.env["ASSAY_HOME"] + "/cache"),
+        )
+        instance = deployed.instance
+        instance.add_dynamic_partitions("model_version", ["n@v1", "n@v2"])
+        for selection, key in [
+            ("registered_models", "n@v1"),
+            ("registered_models", "n@v2"),
+            ("scenario_instances", "arithmetic"),
+        ]:
+            assert materialize(
+                all_assets,
+                selection=AssetSelection.assets(selection),
+                partition_key=key,
+                instance=instance,
+                resources=resources,
+            ).success
+        assert materialize(
+            [*all_assets, *all_checks],
+            selection=AssetSelection.assets("model_outputs", "instance_scores", "metric_tables"),
+            partition_key="n@v2|arithmetic",
+            instance=instance,
+            resources=resources,
+        ).success
+
+        deployed.start()
+        deployed.dagster("schedule", "start", SCHEDULE)
+
+        def finished():
+            runs = deployed.runs(**{"assay/reason": "nightly re-evaluation"})
+            return runs if len(runs) == 2 and {r.status for r in runs} <= TERMINAL else None
+
+        runs = wait_for(finished, 420, "both nightly runs to finish", deployed.log)
+        assert {r.tags[MODEL_VERSION_TAG] for r in runs} == {"n@v1", "n@v2"}
+        assert {r.status for r in runs} == {DagsterRunStatus.SUCCESS}
+
+        (trailing,) = [r for r in runs if r.tags[MODEL_VERSION_TAG] == "n@v1"]
+        verdicts = [
+            e.dagster_event.event_specific_data
+            for e in instance.all_logs(
+                trailing.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+            )
+        ]
+        assert [(v.partition, v.passed, v.severity.value) for v in verdicts] == [
+            ("n@v1|arithmetic", False, "WARN")
+        ]
+        # The verdict still gates the promotion: champion may not move to n@v1.
+        registry = _registry(deployed)
+        assert registry.get_version("n@v1").tags["gate.arithmetic"] == "failed"
+        with pytest.raises(RegistryError, match="regression gate failed"):
+            registry.set_alias("n", "champion", 1)
+        registry.close()
+        refused = deployed.assay("alias", "set", "n", "champion", "1", ok=False)
+        assert refused.returncode != 0 and "regression gate failed" in refused.stderr
+
+
+def test_the_demo_then_the_sensor_launches_nothing_twice(tmp_path, model_cache_dir):
+    with deployment(tmp_path, model_cache_dir, max_concurrent_runs=0) as deployed:
+        demo = deployed.run(sys.executable, str(REPO / "demo.py"), timeout_s=900)
+        assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+        before = {r.run_id for r in deployed.runs()}
+        evaluated = {r.tags.get(MODEL_VERSION_TAG) for r in deployed.runs()} - {None}
+        assert evaluated == {"smollm2-135m-instruct@v1", "smollm2-135m-instruct@v2"}
+
+        deployed.start()
+        deployed.dagster("sensor", "start", "--start-all")  # as a user turns them on in the UI
+        wait_for(lambda: _handled_all_events(deployed), 120, "the sensor's tick", deployed.log)
+        for sensor in ("rankings_refresh_sensor", "evaluation_recorder_sensor"):
+            wait_for(lambda s=sensor: deployed.ticks(s), 60, f"a tick of {sensor}", deployed.log)
+        assert {r.run_id for r in deployed.runs()} == before
+        for sensor in (SENSOR, "rankings_refresh_sensor"):
+            assert all(not t.run_ids for t in deployed.ticks(sensor)), sensor
+
+
+def test_a_name_registered_before_the_rule_is_refused_not_wedging(
+    queued, model_server, monkeypatch
+):
+    # Rows written before registration and parsing shared one name rule: "le:gacy" was
+    # accepted then and cannot be parsed now. The sensor refuses its events and moves on.
+    monkeypatch.setattr("assay.registry.store.check_name", lambda value, *_, **__: value)
+    registry = _registry(queued)
+    registry.create_model("le:gacy")
+    registry.create_version("le:gacy", f"openai:{model_server}#right")
+    registry.set_alias("le:gacy", "champion", 1)
+    registry.close()
+    monkeypatch.undo()
+
+    queued.assay("create", "after")
+    queued.assay("register", "after", f"openai:{model_server}#right")
+    queued.assay("alias", "set", "after", "champion", "1")
+    wait_for(
+        lambda: queued.runs(**{MODEL_VERSION_TAG: "after@v1"}),
+        120,
+        "the promotion after the unparseable one",
+        queued.log,
+    )
+    registry = _registry(queued)
+    refused = [e for e in registry.events() if e.kind is EventKind.PROMOTION_REFUSED]
+    registry.close()
+    assert {e.payload["event_kind"] for e in refused if e.model == "le:gacy"} == {
+        "version_created",
+        "alias_set",
+    }
+    assert queued.runs(**{MODEL_VERSION_TAG: "le:gacy@v1"}) == []
