@@ -90,7 +90,7 @@ def regression_gate(
     # close the check's output.
     for key, result in zip(evaluation_keys(context), results, strict=True):
         yield AssetCheckEvaluation(
-            asset_key=AssetKey("metric_tables"),
+            asset_key=AssetKey(METRIC_TABLES),
             check_name="regression_gate",
             passed=result.passed,
             metadata=_metadata(result),

@@ -7,12 +7,13 @@ from dagster import AssetDep, AssetExecutionContext, MaterializeResult, asset
 from assay.compare.standings import StoredResults, leaderboard_as_of
 from assay.report import EXPLORER_DIR, ExplorerData, build_site, store_writer
 from assay.scoring.metrics.directions import LOWER_IS_BETTER
+from assay.storage.contract import RANKINGS
 from assets.common import explorer_link
 from resources import RegistryResource, StorageResource, SuiteResource
 
 
 @asset(
-    deps=[AssetDep("rankings")],
+    deps=[AssetDep(RANKINGS)],
     group_name="rankings",
     kinds={"html"},
     code_version="2",
@@ -30,7 +31,7 @@ def dashboard(
     suite: SuiteResource,
 ) -> MaterializeResult:
     store = storage.store()
-    history = store.read_all("rankings")
+    history = store.read_all(RANKINGS)
     if history is None or history.num_rows == 0:
         raise ValueError("no rankings partition has been materialized; materialize rankings first")
     day = max(history["day"].to_pylist())

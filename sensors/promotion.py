@@ -37,12 +37,13 @@ from dagster import (
 from assay.registry import Event, EventKind, Registry
 from assay.registry.promotion import Promotion, PromotionPolicy
 from assay.registry.resolved import record_registered_model
+from assay.storage.contract import EVALUATION_ASSETS as EVALUATION_ASSET_NAMES
 from assay.storage.contract import MODEL_VERSION, REGISTERED_MODELS
 from assay.storage.parquet import ParquetStore
 from assets.partitions import model_version_partitions
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
 
-EVALUATION_KEYS = [AssetKey(k) for k in ("model_outputs", "instance_scores", "metric_tables")]
+EVALUATION_KEYS = [AssetKey(k) for k in EVALUATION_ASSET_NAMES]
 EVALUATION_ASSETS = AssetSelection.assets(*EVALUATION_KEYS)
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"

@@ -14,7 +14,7 @@ from dagster import (
 )
 
 from assay.registry.names import version_key
-from assets.partitions import MODEL_VERSION
+from assay.storage.contract import METRIC_TABLES, MODEL_VERSION, RANKINGS
 from resources import RegistryResource, SuiteResource
 from sensors.promotion import EVALUATION_ASSETS, active_evaluation, evaluation_run_request
 
@@ -64,11 +64,11 @@ def nightly_alias_reevaluation(
 @sensor(
     name="rankings_refresh_sensor",
     minimum_interval_seconds=60,
-    asset_selection=[AssetKey("rankings")],
+    asset_selection=[AssetKey(RANKINGS)],
     description="Rebuilds today's leaderboard after new metric tables are materialized.",
 )
 def rankings_refresh_sensor(context: SensorEvaluationContext):
-    latest = context.instance.fetch_materializations(AssetKey("metric_tables"), limit=1)
+    latest = context.instance.fetch_materializations(AssetKey(METRIC_TABLES), limit=1)
     if not latest.records:
         return SkipReason("no metric tables materialized yet")
     storage_id = latest.records[0].storage_id
