@@ -47,9 +47,24 @@ def celery_settings() -> dict[str, Any]:
     }
 
 
+def executor_kind() -> str:
+    """``$ASSAY_EXECUTOR``, normalised; unset means ``multiprocess`` (Dagster's default)."""
+    return os.environ.get("ASSAY_EXECUTOR", "").strip().lower() or "multiprocess"
+
+
+def chained_run_config() -> dict[str, Any]:
+    """Run config for a run whose steps form one chain (an evaluation): in one process under
+    Dagster's default executor, where separate step processes would only add a start-up and a
+    model load each; a named executor (``in_process``, ``celery``) takes no such choice, so
+    its runs get no execution config."""
+    return (
+        {"execution": {"config": {"in_process": {}}}} if executor_kind() == "multiprocess" else {}
+    )
+
+
 def executor_from_env() -> ExecutorDefinition | None:
     """The executor ``ASSAY_EXECUTOR`` names; ``None`` keeps Dagster's default."""
-    kind = os.environ.get("ASSAY_EXECUTOR", "").strip().lower() or "multiprocess"
+    kind = executor_kind()
     if kind == "multiprocess":
         return None
     if kind == "in_process":
@@ -74,4 +89,11 @@ def executor_from_env() -> ExecutorDefinition | None:
     )
 
 
-__all__ = ["EXECUTORS", "celery_settings", "executor_from_env", "multiprocess_executor"]
+__all__ = [
+    "EXECUTORS",
+    "celery_settings",
+    "chained_run_config",
+    "executor_from_env",
+    "executor_kind",
+    "multiprocess_executor",
+]

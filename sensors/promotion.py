@@ -42,6 +42,7 @@ from assay.storage.contract import MODEL_VERSION, REGISTERED_MODELS
 from assay.storage.parquet import ParquetStore
 from assets.partitions import model_version_partitions
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
+from resources.executor import chained_run_config
 
 EVALUATION_KEYS = [AssetKey(k) for k in EVALUATION_ASSET_NAMES]
 EVALUATION_ASSETS = AssetSelection.assets(*EVALUATION_KEYS)
@@ -55,7 +56,6 @@ ACTIVE_STATUSES = [
     DagsterRunStatus.STARTING,
     DagsterRunStatus.STARTED,
 ]
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 SENSOR_ACTOR = "dagster:model_promotion_sensor"
 
 
@@ -82,13 +82,13 @@ def promotion_policy() -> PromotionPolicy:
 def evaluation_run_request(key: str, scenarios: list[str], run_key: str, reason: str) -> RunRequest:
     """One run evaluating version ``key`` on every scenario: a partition-range run.
 
-    In one process: the steps depend on each other in a chain, so separate step processes
-    would only add a start-up (and a model load) each.
+    Its steps form a chain, so under Dagster's default executor they run in one process
+    (``chained_run_config``); a Celery deployment hands them to its workers.
     """
     return RunRequest(
         run_key=run_key,
         asset_selection=EVALUATION_KEYS,
-        run_config=IN_PROCESS,
+        run_config=chained_run_config(),
         tags={
             RANGE_START: f"{key}|{scenarios[0]}",
             RANGE_END: f"{key}|{scenarios[-1]}",
