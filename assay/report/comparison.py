@@ -3,7 +3,7 @@ where they disagree."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -11,12 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assay.compare.ranking import instance_column
-from assay.core.digests import seed_from
+from assay.compare.ranking import compare_pair, comparison_rows, instance_column, paired_rows
 from assay.report.data import split_by
 from assay.report.links import compare_page
 from assay.report.render import _Context
-from assay.stats.paired import Comparison, adjust, compare
+from assay.stats.paired import Comparison, adjust
 
 # Flipped instances listed per scenario on a comparison page (all are in its export).
 MAX_FLIPS_SHOWN = 100
@@ -64,33 +63,31 @@ def pair_comparisons(ctx: _Context, a: str, b: str) -> tuple[list[Comparison], d
         column = columns.get(scenario)
         if column is None:
             continue
-        va, vb = column.values[:, index[a]], column.values[:, index[b]]
-        shared = ~np.isnan(va) & ~np.isnan(vb)
-        if not shared.any():
+        va, vb, clusters = paired_rows(column, index[a], index[b])
+        if not len(va):
             continue
-        clusters = column.clusters[shared] if column.clusters is not None else None
         # Neighbours on the board were compared when it was built: the same test, reused.
         known = board_tests.get((a, b, scenario))
         results.append(
             known
             if known is not None
-            else compare(
-                va[shared],
-                vb[shared],
+            else compare_pair(
+                va,
+                vb,
                 model_a=a,
                 model_b=b,
                 metric=metric,
                 scenario=scenario,
                 clusters=clusters,
-                seed=seed_from("explorer", scenario, metric, a, b),
+                salt=("explorer",),
                 n_resamples=ctx.n_resamples,
                 confidence=ctx.data.board.confidence,
             )
         )
-        binary = np.isin(va[shared], (0.0, 1.0)).all() and np.isin(vb[shared], (0.0, 1.0)).all()
+        binary = np.isin(va, (0.0, 1.0)).all() and np.isin(vb, (0.0, 1.0)).all()
         rows = []
-        ids = column.clusters[shared] if column.clusters is not None else np.arange(shared.sum())
-        for iid, x, y in zip(ids, va[shared], vb[shared], strict=True):
+        ids = clusters if clusters is not None else np.arange(len(va))
+        for iid, x, y in zip(ids, va, vb, strict=True):
             if (binary and x != y) or (not binary and abs(x - y) > 1e-12):
                 rows.append({"instance_id": str(iid), "a": float(x), "b": float(y)})
         if not binary:
@@ -100,30 +97,9 @@ def pair_comparisons(ctx: _Context, a: str, b: str) -> tuple[list[Comparison], d
     return adjusted, flips
 
 
-def _comparison_rows(comparisons: Iterable[Comparison]) -> list[dict]:
-    return [
-        {
-            "scenario": c.scenario,
-            "metric": c.metric,
-            "model_a": c.model_a,
-            "model_b": c.model_b,
-            "n": c.n,
-            "n_clusters": c.n_clusters,
-            "mean_diff": c.mean_diff,
-            "ci_low": c.ci_low,
-            "ci_high": c.ci_high,
-            "p_value": c.p_value,
-            "p_adjusted": c.p_adjusted,
-            "test": c.test,
-            "significant": c.significant,
-        }
-        for c in comparisons
-    ]
-
-
 def _comparison(ctx: _Context, a: str, b: str) -> None:
     comparisons, flips = pair_comparisons(ctx, a, b)
-    rows = _comparison_rows(comparisons)
+    rows = comparison_rows(comparisons)
     name = compare_page(a, b)[: -len(".html")]
     exports = ctx.site.export(name, rows)
     flip_rows = []

@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import pyarrow.compute as pc
 
-from assay.report.comparison import _comparison_rows
+from assay.compare.ranking import comparison_rows
 from assay.report.data import alias_holders, end_of
 from assay.report.links import compare_page, day_page, scenario_page, slug
 from assay.report.render import _Context, _finite
@@ -63,11 +63,11 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
                 if (c["model_a"], c["model_b"]) in pairs
                 else None,
             }
-            for c in _comparison_rows(data.board.comparisons)
+            for c in comparison_rows(data.board.comparisons)
         ]
         if path != "index.html":
             comparison_exports = ctx.site.export(
-                f"comparisons-{slug(day)}", _comparison_rows(data.board.comparisons)
+                f"comparisons-{slug(day)}", comparison_rows(data.board.comparisons)
             )
         else:
             comparison_exports = {
