@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from assay.compare.ranking import SCORECARD_COLUMNS
 from assay.report.links import scenario_page, slug
 from assay.report.render import _Context, _finite
 from assay.scoring.metrics.calibration import reliability_bins
@@ -73,22 +74,7 @@ def _scenario(ctx: _Context, scenario: str) -> None:
     card_export = ctx.site.export(
         f"scorecards-{slug(scenario)}",
         [
-            {
-                k: r[k]
-                for k in (
-                    "model_version",
-                    "scenario",
-                    "metric",
-                    "family",
-                    "group",
-                    "perturbation",
-                    "mean",
-                    "count",
-                    "ci_low",
-                    "ci_high",
-                    "reason",
-                )
-            }
+            {k: r[k] for k in (*SCORECARD_COLUMNS, "reason")}
             for r in sorted(
                 rows,
                 key=lambda r: (
