@@ -22,13 +22,14 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from assay.core.records import Completion, Request, RequestKind
-from assay.models.base import ModelSpec, ProgressCallback, ServingConfig
+from assay.models.base import ModelSpec, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE
 from assay.models.cache import CachedClient, RequestCache
 from assay.models.transformers_backend import TransformersClient
@@ -52,20 +53,12 @@ WORDS = [
 ]
 
 
+@dataclass(frozen=True)
 class ChunkOnly:
     """The client without its ``plan``: CachedClient then batches within each chunk."""
 
-    def __init__(self, client: TransformersClient) -> None:
-        self.client = client
-
-    @property
-    def artifact_digest(self) -> str:
-        return self.client.artifact_digest
-
-    def complete(
-        self, requests: Sequence[Request], progress: ProgressCallback | None = None
-    ) -> list[Completion]:
-        return self.client.complete(requests, progress)
+    artifact_digest: str
+    complete: Callable[..., list[Completion]]
 
 
 def partition(n: int, max_tokens: int, seed: int = 0) -> list[Request]:
@@ -131,7 +124,9 @@ def main() -> None:
     chunks_after = [
         planned[i : i + args.chunk_size] for i in range(0, len(planned), args.chunk_size)
     ]
-    before_s, before = run(ChunkOnly(client), serving, requests, args.chunk_size)
+    before_s, before = run(
+        ChunkOnly(client.artifact_digest, client.complete), serving, requests, args.chunk_size
+    )
     after_s, after = run(client, serving, requests, args.chunk_size)
     same = sum(a.text == b.text for a, b in zip(before, after, strict=True))
     errors = sum(c.error is not None for c in before + after)

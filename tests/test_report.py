@@ -33,7 +33,13 @@ from assay.report import (
     scenario_page,
     store_writer,
 )
-from assay.report.sample import HOSTILE_MODEL, SCRIPT_PAYLOAD, board_of, write_sample
+from assay.report.sample import (
+    HOSTILE_NAME,
+    SAMPLE_MODEL,
+    SCRIPT_PAYLOAD,
+    board_of,
+    write_sample,
+)
 from assay.report.site import _html_safe_json, compare_page, slug
 from assay.storage.parquet import ParquetStore
 
@@ -97,7 +103,7 @@ def test_json_in_pages_cannot_close_a_script_element():
 
 def test_file_names_are_safe_and_distinct():
     assert slug("mmlu-anatomy") == "mmlu-anatomy"
-    hostile = slug(f"{HOSTILE_MODEL}@v1")
+    hostile = slug(f"{HOSTILE_NAME}@v1")
     assert re.fullmatch(r"[A-Za-z0-9._@-]+", hostile)
     assert slug("a b") != slug("a_b") and slug("../x") != slug("x")
     assert compare_page("a--b", "c") != compare_page("a", "b--c")
@@ -110,7 +116,8 @@ def test_pages_escape_every_data_text(explorer):
         assert SCRIPT_PAYLOAD not in text, page.name  # never raw markup
         assert "<img src=x" not in text, page.name
     index = (site / "index.html").read_text()
-    assert "evil&lt;img src=x onerror=alert(1)&gt;@v3" in index
+    # The registry refuses markup in names; a hostile description is shown escaped.
+    assert "version 3 &lt;script&gt;alert(" in index
     data = next((site / "data").rglob("*.js")).read_text()
     assert "<script>" not in data  # data files too: \u003c, not <
 
@@ -195,7 +202,7 @@ def test_explorer_in_chromium(explorer):
             page.select_option("#filter-alias", "champion")
             visible = page.locator("#leaderboard tbody tr:visible")
             assert visible.count() == 1
-            assert visible.first.get_attribute("data-version") == f"{HOSTILE_MODEL}@v3"
+            assert visible.first.get_attribute("data-version") == f"{SAMPLE_MODEL}@v3"
             assert "1 of 3 versions shown" in page.inner_text("#shown-count")
             page.select_option("#filter-alias", "")
             # Unticking a scenario hides its column.

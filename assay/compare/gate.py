@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from assay.core.digests import seed_from
+from assay.compare.ranking import compare_pair
 from assay.registry import Registry, RegistryError
 from assay.registry.aliases import GATE_FAILED, GATE_PASSED, GATE_TAG_PREFIX
 from assay.registry.errors import ErrorCode
 from assay.scoring.metrics.directions import LOWER_IS_BETTER
-from assay.stats.paired import adjust, compare
+from assay.stats.paired import adjust
 from assay.storage.contract import INSTANCE_SCORES, evaluation_partition
 from assay.storage.parquet import ParquetStore
 
@@ -239,7 +239,7 @@ def evaluate_gate(
         b = np.array([champ[k] for k in shared])
         clusters = np.array([k[0] for k in shared], dtype=object)
         # Shifting the candidate by the margin turns "d = -margin" into "d = 0".
-        comparison = compare(
+        comparison = compare_pair(
             sign * a + config.margin,
             sign * b,
             model_a=candidate,
@@ -247,7 +247,7 @@ def evaluate_gate(
             metric=metric,
             scenario=scenario,
             clusters=clusters,
-            seed=seed_from("gate", scenario, metric, candidate, champion),
+            salt=("gate",),
             n_resamples=config.n_resamples,
             confidence=1.0 - config.alpha,
         )

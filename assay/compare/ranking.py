@@ -9,9 +9,10 @@ paired tests (Holm-corrected) between neighbours on each scenario.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations, pairwise
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -142,6 +143,51 @@ class ScoreColumn:
     clusters: np.ndarray | None = None
 
 
+def paired_rows(
+    column: ScoreColumn, a: int, b: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The rows of ``column`` that both models ``a`` and ``b`` (model indices) have: their two
+    value arrays and the rows' clusters (None when the column has none)."""
+    va, vb = column.values[:, a], column.values[:, b]
+    shared = ~np.isnan(va) & ~np.isnan(vb)
+    clusters = column.clusters[shared] if column.clusters is not None else None
+    return va[shared], vb[shared], clusters
+
+
+def compare_pair(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    model_a: str,
+    model_b: str,
+    metric: str,
+    scenario: str,
+    clusters: np.ndarray | None,
+    salt: Sequence[object],
+    n_resamples: int,
+    confidence: float,
+) -> Comparison:
+    """:func:`~assay.stats.paired.compare` of two models' paired rows, seeded from ``salt``,
+    the scenario, the metric and the two models: the same pair resamples alike on every run."""
+    return compare(
+        a,
+        b,
+        model_a=model_a,
+        model_b=model_b,
+        metric=metric,
+        scenario=scenario,
+        clusters=clusters,
+        seed=seed_from(*salt, scenario, metric, model_a, model_b),
+        n_resamples=n_resamples,
+        confidence=confidence,
+    )
+
+
+def comparison_rows(comparisons: Iterable[Comparison]) -> list[dict[str, Any]]:
+    """Comparisons as plain rows, with the columns of :meth:`Leaderboard.comparisons_table`."""
+    return [{name: getattr(c, name) for name in _COMPARISON_SCHEMA.names} for c in comparisons]
+
+
 @dataclass(frozen=True, slots=True)
 class RankInterval:
     """A model's rank (1 = best) on the data and its bootstrap percentile interval."""
@@ -253,27 +299,7 @@ class Leaderboard:
 
     def comparisons_table(self) -> pa.Table:
         """One row per paired comparison."""
-        return pa.Table.from_pylist(
-            [
-                {
-                    "scenario": c.scenario,
-                    "metric": c.metric,
-                    "model_a": c.model_a,
-                    "model_b": c.model_b,
-                    "n": c.n,
-                    "n_clusters": c.n_clusters,
-                    "mean_diff": c.mean_diff,
-                    "ci_low": c.ci_low,
-                    "ci_high": c.ci_high,
-                    "p_value": c.p_value,
-                    "p_adjusted": c.p_adjusted,
-                    "test": c.test,
-                    "significant": c.significant,
-                }
-                for c in self.comparisons
-            ],
-            schema=_COMPARISON_SCHEMA,
-        )
+        return pa.Table.from_pylist(comparison_rows(self.comparisons), schema=_COMPARISON_SCHEMA)
 
     def to_markdown(self) -> str:
         """A compact table for a terminal; ``*`` marks a score significantly different from the
@@ -561,22 +587,20 @@ def build_leaderboard(
     index = {m: i for i, m in enumerate(models)}
     for column, (scenario, metric) in zip(columns, primary_metrics.items(), strict=True):
         for model_a, model_b in pair_list:
-            a = column.values[:, index[model_a]]
-            b = column.values[:, index[model_b]]
-            shared = ~np.isnan(a) & ~np.isnan(b)
-            if not shared.any():
+            a, b, clusters = paired_rows(column, index[model_a], index[model_b])
+            if not len(a):
                 notes.append(f"{model_a} and {model_b} share no instances on {scenario}")
                 continue
             comparisons.append(
-                compare(
-                    a[shared],
-                    b[shared],
+                compare_pair(
+                    a,
+                    b,
                     model_a=model_a,
                     model_b=model_b,
                     metric=metric,
                     scenario=scenario,
-                    clusters=column.clusters[shared] if column.clusters is not None else None,
-                    seed=seed_from(seed, "compare", scenario, metric, model_a, model_b),
+                    clusters=clusters,
+                    salt=(seed, "compare"),
                     n_resamples=n_resamples,
                     confidence=confidence,
                 )

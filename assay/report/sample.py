@@ -36,9 +36,12 @@ from assay.scoring.summary import scorecard_table
 from assay.storage.parquet import ParquetStore
 
 # Texts a hostile dataset, model or registry user could send; the explorer must show them
-# as text. Names may not contain "/" (registry rule), so the model name uses an event handler.
+# as text. The registry's name rule refuses markup in names, so the hostile texts go into
+# descriptions, inputs and outputs; HOSTILE_NAME is for the file-name rules, which must hold
+# for any text all the same.
 SCRIPT_PAYLOAD = "<script>alert('xss')</script>"
-HOSTILE_MODEL = "evil<img src=x onerror=alert(1)>"
+HOSTILE_NAME = "evil<img src=x onerror=alert(1)>"
+SAMPLE_MODEL = "sample-model"
 _WORDS = tuple(
     "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()  # noqa: SIM905
 )
@@ -188,7 +191,7 @@ def write_sample(
     """
     versions: list[str] = []
     days: list[str] = []
-    model = HOSTILE_MODEL if hostile else "sample-model"
+    model = SAMPLE_MODEL
     registry.create_model(model, description=f"a model {SCRIPT_PAYLOAD}" if hostile else "")
     instances = {s.key: _instances(s, n_instances, hostile) for s in scenarios}
     for s in scenarios:

@@ -1,0 +1,178 @@
+"""The comparison pages: two versions' paired tests on every scenario and the instances
+where they disagree."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from assay.compare.ranking import compare_pair, comparison_rows, instance_column, paired_rows
+from assay.report.data import split_by
+from assay.report.links import compare_page
+from assay.report.render import _Context
+from assay.stats.paired import Comparison, adjust
+
+# Flipped instances listed per scenario on a comparison page (all are in its export).
+MAX_FLIPS_SHOWN = 100
+
+
+def _pairs(versions: Sequence[str]) -> list[tuple[str, str]]:
+    """The comparisons that get a page: neighbours on the board and the leader against
+    everyone (2n at most, instead of every one of n² pairs)."""
+    pairs = list(pairwise(versions)) + [(versions[0], v) for v in versions[1:]]
+    return list(dict.fromkeys(pairs))
+
+
+def _columns(ctx: _Context) -> dict[str, Any]:
+    """Each scenario's per-instance primary-metric column over every board version."""
+    if ctx.columns is not None:
+        return ctx.columns
+    data = ctx.data
+    keep = pa.array(ctx.versions, pa.string())
+    scores = data.instance_scores.filter(pc.is_in(data.instance_scores["model_version"], keep))
+    by_scenario = split_by(scores, "scenario")
+    columns = {}
+    for scenario, metric in data.board.primary_metrics.items():
+        table = by_scenario.get(scenario)
+        if table is None:
+            continue
+        try:
+            columns[scenario] = instance_column(
+                table, scenario, metric, ctx.versions, metric in data.lower_is_better
+            )
+        except ValueError:
+            continue  # no unperturbed rows: the scenario has nothing to pair
+    ctx.columns = columns
+    return columns
+
+
+def pair_comparisons(ctx: _Context, a: str, b: str) -> tuple[list[Comparison], dict]:
+    """Paired tests of ``a`` against ``b`` on every scenario (Holm across the scenarios)
+    and, per scenario, the rows where one was right and the other wrong."""
+    columns = _columns(ctx)
+    index = {v: i for i, v in enumerate(ctx.versions)}
+    results: list[Comparison] = []
+    flips: dict[str, list[dict]] = {}
+    board_tests = {(c.model_a, c.model_b, c.scenario): c for c in ctx.data.board.comparisons}
+    for scenario, metric in ctx.data.board.primary_metrics.items():
+        column = columns.get(scenario)
+        if column is None:
+            continue
+        va, vb, clusters = paired_rows(column, index[a], index[b])
+        if not len(va):
+            continue
+        # Neighbours on the board were compared when it was built: the same test, reused.
+        known = board_tests.get((a, b, scenario))
+        results.append(
+            known
+            if known is not None
+            else compare_pair(
+                va,
+                vb,
+                model_a=a,
+                model_b=b,
+                metric=metric,
+                scenario=scenario,
+                clusters=clusters,
+                salt=("explorer",),
+                n_resamples=ctx.n_resamples,
+                confidence=ctx.data.board.confidence,
+            )
+        )
+        binary = np.isin(va, (0.0, 1.0)).all() and np.isin(vb, (0.0, 1.0)).all()
+        rows = []
+        ids = clusters if clusters is not None else np.arange(len(va))
+        for iid, x, y in zip(ids, va, vb, strict=True):
+            if (binary and x != y) or (not binary and abs(x - y) > 1e-12):
+                rows.append({"instance_id": str(iid), "a": float(x), "b": float(y)})
+        if not binary:
+            rows.sort(key=lambda r: -abs(r["a"] - r["b"]))
+        flips[scenario] = rows
+    adjusted = adjust(results, method="holm", alpha=1.0 - ctx.data.board.confidence)
+    return adjusted, flips
+
+
+def _comparison(ctx: _Context, a: str, b: str) -> None:
+    comparisons, flips = pair_comparisons(ctx, a, b)
+    rows = comparison_rows(comparisons)
+    name = compare_page(a, b)[: -len(".html")]
+    exports = ctx.site.export(name, rows)
+    flip_rows = []
+    sections = []
+    for scenario, found in flips.items():
+        shown = []
+        answers_a = ctx.answers.get((a, scenario), {})
+        answers_b = ctx.answers.get((b, scenario), {})
+        for f in found:
+            row = {
+                "scenario": scenario,
+                **f,
+                "answer_a": answers_a.get(f["instance_id"], ""),
+                "answer_b": answers_b.get(f["instance_id"], ""),
+            }
+            flip_rows.append(row)
+            if len(shown) < MAX_FLIPS_SHOWN:
+                shown.append(row)
+        a_wins = sum(1 for f in found if f["a"] > f["b"])
+        sections.append(
+            {
+                "scenario": scenario,
+                "metric": ctx.data.board.primary_metrics[scenario],
+                "rows": shown,
+                "total": len(found),
+                "a_better": a_wins,
+                "b_better": len(found) - a_wins,
+                "binary": all(f["a"] in (0.0, 1.0) and f["b"] in (0.0, 1.0) for f in found),
+            }
+        )
+    flip_exports = ctx.site.export(f"{name}-flips", flip_rows)
+    chart = {
+        "data": [
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": [r["mean_diff"] for r in rows],
+                "y": [f"{r['scenario']} ({r['metric']})" for r in rows],
+                "error_x": {
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [r["ci_high"] - r["mean_diff"] for r in rows],
+                    "arrayminus": [r["mean_diff"] - r["ci_low"] for r in rows],
+                },
+                "marker": {"color": ["#0a7b34" if r["significant"] else "#57606a" for r in rows]},
+                "name": "difference",
+            }
+        ],
+        "layout": {
+            "title": {"text": "mean difference (first − second) with 95% interval"},
+            "xaxis": {"zeroline": True, "zerolinecolor": "#cf222e"},
+            "yaxis": {"automargin": True, "type": "category"},
+            "height": 140 + 28 * len(rows),
+            "margin": {"l": 10, "r": 10, "t": 40, "b": 40},
+        },
+    }
+    ctx.render(
+        "compare.html",
+        compare_page(a, b),
+        title=f"{a} vs {b}",
+        a=a,
+        b=b,
+        rows=rows,
+        sections=sections,
+        chart=chart,
+        exports=exports,
+        flip_exports=flip_exports,
+        manifest=ctx.manifest,
+        max_flips=MAX_FLIPS_SHOWN,
+        pairs=[{"a": x, "b": y, "href": compare_page(x, y)} for x, y in ctx.pairs],
+    )
+
+
+def _comparison_index(ctx: _Context) -> None:
+    rows = [{"model_a": a, "model_b": b, "href": compare_page(a, b)} for a, b in ctx.pairs]
+    ctx.render("comparisons.html", "comparisons.html", title="Comparisons", pairs=rows)

@@ -1,0 +1,53 @@
+"""The explorer's file names and links: every page, data file and export path."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from urllib.parse import quote, urlencode
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._@-]+")
+
+
+def slug(key: str) -> str:
+    """A file-name-safe form of a key; keys with other characters get a digest suffix, so
+    two keys never share a file."""
+    if _SAFE_NAME.fullmatch(key) and not key.startswith("."):
+        return key
+    cleaned = re.sub(r"[^A-Za-z0-9._@-]+", "_", key).strip("._")[:60]
+    return f"{cleaned}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def day_page(day: str) -> str:
+    return f"day-{slug(day)}.html"
+
+
+def scenario_page(scenario: str) -> str:
+    """The scenario page's path within the site."""
+    return f"scenario-{slug(scenario)}.html"
+
+
+def compare_page(a: str, b: str) -> str:
+    pair = hashlib.sha256(f"{a}\x00{b}".encode()).hexdigest()[:8]
+    return f"compare-{slug(a)}--{slug(b)}-{pair}.html"
+
+
+def instance_href(scenario: str, version: str, instance_id: str) -> str:
+    """The instance page's link for one prediction (parameters in the fragment)."""
+    return "instance.html#" + urlencode(
+        {"s": scenario, "v": version, "id": instance_id}, quote_via=quote
+    )
+
+
+def data_file(scenario: str, version: str) -> str:
+    return f"data/{slug(scenario)}/{slug(version)}.js"
+
+
+def instances_file(scenario: str) -> str:
+    """The scenario's inputs and references, shared by every version's data file."""
+    return f"data/{slug(scenario)}/_instances.js"
+
+
+def jsonl_file(scenario: str, version: str) -> str:
+    # Gzipped: a partition's rows repeat the prompts and references, and compress ~10×.
+    return f"export/instances/{slug(scenario)}/{slug(version)}.jsonl.gz"

@@ -1,0 +1,315 @@
+"""The scenario page: scorecards, group breakdowns, robustness, calibration and instances."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from assay.compare.ranking import SCORECARD_COLUMNS
+from assay.report.links import scenario_page, slug
+from assay.report.render import _Context, _finite
+from assay.scoring.metrics.calibration import reliability_bins
+
+# Versions drawn in the per-version charts of a scenario page (the best ones on the board).
+MAX_CHART_VERSIONS = 12
+
+
+def _scenario(ctx: _Context, scenario: str) -> None:
+    data = ctx.data
+    metric = data.board.primary_metrics[scenario]
+    cards = data.metric_tables.filter(pc.equal(data.metric_tables["scenario"], scenario))
+    cards = cards.filter(pc.is_in(cards["model_version"], pa.array(ctx.versions, pa.string())))
+    rows = cards.to_pylist()
+    order = {v: i for i, v in enumerate(ctx.versions)}
+    versions = [v for v in ctx.versions if any(r["model_version"] == v for r in rows)]
+    charted = versions[:MAX_CHART_VERSIONS]
+
+    # Scorecards: one table per family (rows = versions, columns = metric × perturbation);
+    # a family whose every metric is absent for every version folds into one line.
+    families: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["group"]:
+            continue
+        families[r["family"]].append(r)
+    scorecards, folded = [], []
+    for family in sorted(families, key=_family_order):
+        fam_rows = families[family]
+        if all(r["reason"] for r in fam_rows):
+            reasons = sorted({r["reason"] for r in fam_rows})
+            folded.append(
+                {
+                    "family": family,
+                    "reasons": reasons,
+                    "metrics": len({r["metric"] for r in fam_rows}),
+                }
+            )
+            continue
+        columns = sorted(
+            {(r["metric"], r["perturbation"]) for r in fam_rows if not r["reason"]},
+            key=lambda c: (c[1] != "", c[1], c[0] != metric, c[0]),
+        )
+        absent = sorted({(r["metric"], r["reason"]) for r in fam_rows if r["reason"]})
+        cells = {(r["model_version"], r["metric"], r["perturbation"]): r for r in fam_rows}
+        table = []
+        for v in versions:
+            line = []
+            for m, p in columns:
+                r = cells.get((v, m, p))
+                line.append(
+                    None
+                    if r is None
+                    else {
+                        "mean": r["mean"],
+                        "low": r["ci_low"],
+                        "high": r["ci_high"],
+                        "reason": r["reason"],
+                        "count": r["count"],
+                    }
+                )
+            table.append({"version": v, "cells": line})
+        scorecards.append({"family": family, "columns": columns, "rows": table, "absent": absent})
+    card_export = ctx.site.export(
+        f"scorecards-{slug(scenario)}",
+        [
+            {k: r[k] for k in (*SCORECARD_COLUMNS, "reason")}
+            for r in sorted(
+                rows,
+                key=lambda r: (
+                    order[r["model_version"]],
+                    r["family"],
+                    r["metric"],
+                    r["group"],
+                    r["perturbation"],
+                ),
+            )
+        ],
+    )
+
+    # Group breakdowns of the primary metric and the gap between groups.
+    grouped = [
+        r
+        for r in rows
+        if r["group"]
+        and r["family"] == "accuracy"
+        and r["metric"] == metric
+        and not r["perturbation"]
+    ]
+    groups = sorted({r["group"] for r in grouped})
+    group_chart = None
+    if groups:
+        group_chart = _bars(
+            [(v, groups, [_cell(grouped, v, group=g) for g in groups]) for v in charted],
+            f"{metric} by group (95% intervals)",
+        )
+    gaps = [
+        r
+        for r in rows
+        if r["metric"] in (f"{metric}_group_gap", f"{metric}_group_ratio") and not r["reason"]
+    ]
+    gaps.sort(key=lambda r: (order[r["model_version"]], r["group"], r["metric"]))
+    group_export = ctx.site.export(
+        f"groups-{slug(scenario)}",
+        [
+            {
+                k: r[k]
+                for k in ("model_version", "metric", "group", "mean", "count", "ci_low", "ci_high")
+            }
+            for r in grouped + gaps
+        ],
+    )
+
+    # Robustness and fairness: clean against each perturbation, and the worst case.
+    perturbed = [
+        r
+        for r in rows
+        if r["perturbation"]
+        and r["metric"] == metric
+        and not r["group"]
+        and r["family"] in ("robustness", "fairness")
+        and not r["reason"]
+    ]
+    specs = sorted(
+        {r["perturbation"] for r in perturbed}, key=lambda p: (p in ("robustness", "fairness"), p)
+    )
+    robust_chart, robust_rows = None, []
+    if specs:
+        labels = ["clean", *specs]
+        series = []
+        for v in charted:
+            values = [_cell(rows, v, metric=metric, family="accuracy")]
+            values += [_cell(perturbed, v, perturbation=p) for p in specs]
+            series.append((v, labels, values))
+        robust_chart = _bars(series, f"{metric}: clean vs perturbed (95% intervals)")
+        for v in versions:
+            clean = _cell(rows, v, metric=metric, family="accuracy")
+            for p in specs:
+                cell = _cell(perturbed, v, perturbation=p)
+                robust_rows.append(
+                    {
+                        "model_version": v,
+                        "perturbation": p,
+                        "clean": clean["mean"] if clean else None,
+                        "perturbed": cell["mean"] if cell else None,
+                        "ci_low": cell["low"] if cell else None,
+                        "ci_high": cell["high"] if cell else None,
+                    }
+                )
+    robust_export = ctx.site.export(f"robustness-{slug(scenario)}", robust_rows)
+
+    # Calibration: the reliability diagram from the per-instance chosen probabilities.
+    bins = _reliability(ctx, scenario, versions)
+    calibration_chart = None
+    if bins:
+        traces = [
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": [0, 1],
+                "y": [0, 1],
+                "name": "perfect",
+                "line": {"dash": "dot", "color": "#8c959f"},
+            }
+        ]
+        for v in charted:
+            if v in bins:
+                traces.append(
+                    {
+                        "type": "scatter",
+                        "mode": "lines+markers",
+                        "name": v,
+                        "x": [b["confidence"] for b in bins[v]],
+                        "y": [b["accuracy"] for b in bins[v]],
+                        "text": [f"n={b['count']}" for b in bins[v]],
+                    }
+                )
+        calibration_chart = {
+            "data": traces,
+            "layout": {
+                "title": {"text": "reliability: accuracy against confidence (10 equal-mass bins)"},
+                "xaxis": {"title": {"text": "mean chosen probability"}, "range": [0, 1]},
+                "yaxis": {"title": {"text": "accuracy"}, "range": [0, 1]},
+                "height": 420,
+                "margin": {"t": 50},
+            },
+        }
+    calibration_export = ctx.site.export(
+        f"calibration-{slug(scenario)}",
+        [{"model_version": v, **b} for v in versions for b in bins.get(v, [])],
+    )
+    ctx.render(
+        "scenario.html",
+        scenario_page(scenario),
+        title=scenario,
+        scenario=scenario,
+        metric=metric,
+        versions=versions,
+        charted=charted,
+        scorecards=scorecards,
+        folded=folded,
+        card_export=card_export,
+        group_chart=group_chart,
+        gaps=gaps,
+        group_export=group_export,
+        robust_chart=robust_chart,
+        robust_export=robust_export,
+        calibration_chart=calibration_chart,
+        calibration_export=calibration_export,
+        manifest=ctx.manifest.get(scenario, {}),
+    )
+
+
+_FAMILY_ORDER = (
+    "accuracy",
+    "calibration",
+    "robustness",
+    "fairness",
+    "bias",
+    "toxicity",
+    "efficiency",
+)
+
+
+def _family_order(family: str) -> tuple[int, str]:
+    return (_FAMILY_ORDER.index(family) if family in _FAMILY_ORDER else len(_FAMILY_ORDER), family)
+
+
+def _cell(rows: Iterable[dict], version: str, **match: str) -> dict | None:
+    for r in rows:
+        if r["model_version"] != version:
+            continue
+        if "group" not in match and r["group"]:
+            continue
+        if "perturbation" not in match and r["perturbation"]:
+            continue
+        if all(r[k] == v for k, v in match.items()):
+            return {"mean": r["mean"], "low": r["ci_low"], "high": r["ci_high"]}
+    return None
+
+
+def _bars(series: Sequence[tuple[str, list[str], list[dict | None]]], title: str) -> dict:
+    traces = []
+    for name, labels, cells in series:
+        ys = [None if c is None else _finite(c["mean"]) for c in cells]
+        hi = [
+            None if c is None or _finite(c["high"]) is None or y is None else c["high"] - y
+            for c, y in zip(cells, ys, strict=True)
+        ]
+        lo = [
+            None if c is None or _finite(c["low"]) is None or y is None else y - c["low"]
+            for c, y in zip(cells, ys, strict=True)
+        ]
+        traces.append(
+            {
+                "type": "bar",
+                "name": name,
+                "x": labels,
+                "y": ys,
+                "error_y": {"type": "data", "symmetric": False, "array": hi, "arrayminus": lo},
+            }
+        )
+    return {
+        "data": traces,
+        "layout": {
+            "title": {"text": title},
+            "barmode": "group",
+            "height": 420,
+            "margin": {"t": 50},
+            "xaxis": {"type": "category"},
+        },
+    }
+
+
+def _reliability(ctx: _Context, scenario: str, versions: Sequence[str]) -> dict[str, list]:
+    scores = ctx.data.instance_scores
+    mask = pc.and_(
+        pc.and_(pc.equal(scores["scenario"], scenario), pc.equal(scores["perturbation"], "")),
+        pc.and_(
+            pc.equal(scores["group"], ""),
+            pc.is_in(scores["metric"], pa.array(["chosen_prob", "acc"])),
+        ),
+    )
+    table = scores.filter(mask).select(
+        ["model_version", "instance_id", "trial", "template_id", "metric", "family", "value"]
+    )
+    pairs: dict[str, dict[tuple, list]] = defaultdict(dict)
+    for r in table.to_pylist():
+        if r["metric"] == "acc" and r["family"] != "accuracy":
+            continue
+        cell = pairs[r["model_version"]].setdefault(
+            (r["instance_id"], r["trial"], r["template_id"]), [None, None]
+        )
+        cell[0 if r["metric"] == "chosen_prob" else 1] = r["value"]
+    out = {}
+    for v in versions:
+        got = [(p, y) for p, y in pairs.get(v, {}).values() if p is not None and y is not None]
+        if not got:
+            continue
+        probs, correct = zip(*got, strict=True)
+        out[v] = [
+            {"count": n, "confidence": conf, "accuracy": acc}
+            for n, conf, acc in reliability_bins(probs, [int(c) for c in correct])
+        ]
+    return out
