@@ -23,6 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from assay.report import EXPLORER_DIR
 from deploy.stack import BUCKET, LocalDeployment, ServiceError, missing_parts
 
 pytestmark = pytest.mark.deploy
@@ -217,7 +218,7 @@ def test_promotion_runs_on_the_workers_and_lands_in_s3(deployment):
     )
     # The explorer is written to the same object storage.
     stack.dagster("asset", "materialize", "-f", "definitions.py", "--select", "dashboard")
-    page = stack.s3_client().get_object(Bucket=BUCKET, Key="assay/dashboard/index.html")
+    page = stack.s3_client().get_object(Bucket=BUCKET, Key=f"assay/{EXPLORER_DIR}/index.html")
     assert key in page["Body"].read().decode()
 
     # The webserver shows the lineage and which run materialized each partition.
