@@ -56,6 +56,13 @@ def _handled_all_events(deployed: Deployment) -> bool:
     return deployed.sensor_cursor(SENSOR) >= last or None
 
 
+def _submitted(runs: list) -> list | None:
+    """``runs`` once none of them is still waiting to be submitted to the queue."""
+    return (
+        runs if runs and all(r.status is not DagsterRunStatus.NOT_STARTED for r in runs) else None
+    )
+
+
 def test_a_bad_registration_does_not_stop_a_later_promotion(queued, model_server):
     # A name that would not parse back is refused at registration, with the rule.
     refused = queued.assay("create", "a:b", ok=False)
@@ -100,7 +107,14 @@ def test_promotions_of_one_version_share_one_run(queued, model_server):
     queued.assay("alias", "set", "twice", "challenger", "1")
     queued.assay("alias", "set", "twice", "canary", "1")
     wait_for(lambda: _handled_all_events(queued), 120, "the sensor to pass both moves", queued.log)
-    (run,) = queued.runs(**{MODEL_VERSION_TAG: "twice@v1"})
+    # The daemon stores the tick's cursor before it submits the tick's run to the queue.
+    runs = wait_for(
+        lambda: _submitted(queued.runs(**{MODEL_VERSION_TAG: "twice@v1"})),
+        60,
+        "the run to be queued",
+        queued.log,
+    )
+    (run,) = runs
     assert run.status is DagsterRunStatus.QUEUED
 
     # Promoted again while its run is still queued: joins that run, and the tick says so.
@@ -210,7 +224,8 @@ def test_a_name_registered_before_the_rule_is_refused_not_wedging(
 ):
     # Rows written before registration and parsing shared one name rule: "le:gacy" was
     # accepted then and cannot be parsed now. The sensor refuses its events and moves on.
-    monkeypatch.setattr("assay.registry.store.check_name", lambda value, *_, **__: value)
+    for module in ("versions", "aliases"):  # where models, versions and aliases are written
+        monkeypatch.setattr(f"assay.registry.{module}.check_name", lambda value, *_, **__: value)
     registry = _registry(queued)
     registry.create_model("le:gacy")
     registry.create_version("le:gacy", f"openai:{model_server}#right")
