@@ -171,18 +171,7 @@ def _synthetic(root: Path, n_versions: int, n_scenarios: int, n_instances: int) 
     day = days[-1]
     board = board_of(cards, scores, versions, primary, day, n_resamples=200)
     store.write("rankings", {"day": day}, board.to_table())
-    data = ExplorerData(
-        day,
-        board,
-        cards,
-        scores,
-        store.read_all("rankings"),
-        registry.events(),
-        registry.versions(),
-        store,
-    )
-    registry.close()
-    return data
+    return _explorer_data(day, board, cards, scores, store, registry)
 
 
 def _small(root: Path) -> ExplorerData:
@@ -192,18 +181,24 @@ def _small(root: Path) -> ExplorerData:
     sample = write_sample(store, registry, clock=clock.set, n_versions=3, n_instances=24)
     cards, scores = store.read_all("metric_tables"), store.read_all("instance_scores")
     board = board_of(cards, scores, sample.versions, sample.primary_metrics, sample.days[-1])
-    data = ExplorerData(
-        sample.days[-1],
-        board,
-        cards,
-        scores,
-        store.read_all("rankings"),
-        registry.events(),
-        registry.versions(),
-        store,
-    )
-    registry.close()
-    return data
+    return _explorer_data(sample.days[-1], board, cards, scores, store, registry)
+
+
+def _explorer_data(day, board, cards, scores, store: ParquetStore, registry: Registry):
+    """What the site is built from, read from the store and the registry (then closed)."""
+    try:
+        return ExplorerData(
+            day,
+            board,
+            cards,
+            scores,
+            store.read_all("rankings"),
+            registry.events(),
+            registry.versions(),
+            store,
+        )
+    finally:
+        registry.close()
 
 
 def _size(site: Path) -> dict[str, int]:
