@@ -417,3 +417,38 @@ def test_postgres_restarted_during_a_run_fails_clearly_or_recovers_and_writes_no
         )
     # The deployment still works: the daemon and the workers survived the restart.
     assert stack.services["daemon"].alive()
+
+
+def test_an_s3_outage_of_30_s_mid_run_is_ridden_out_and_nothing_is_partial(deployment):
+    stack = deployment
+    before = _posts(stack)
+    key = _promote(stack, "smollm2", "s3-outage", max_context=2052)
+    _wait("the run calling the replicas", lambda: _posts(stack) > before, stack, every_s=0.5)
+    # Frozen, the server accepts connections and never answers, as a hung object store does.
+    stack.services["s3"].signal(signal.SIGSTOP)
+    try:
+        # At least 30 s, and until the model work has ended, so the step's writes meet it.
+        outage_end, calls_in_outage, steady_since = time.monotonic() + 30, -1, time.monotonic()
+        while time.monotonic() < outage_end or time.monotonic() - steady_since < 5:
+            assert time.monotonic() < outage_end + 300, "the model work never ended"
+            calls = _posts(stack)
+            if calls != calls_in_outage:
+                calls_in_outage, steady_since = calls, time.monotonic()
+            time.sleep(1)
+    finally:
+        stack.services["s3"].signal(signal.SIGCONT)
+    run = _wait_for_run(stack, key)
+    assert run["status"] == "SUCCESS", stack.logs()
+    # The model work ended inside the outage, so the step's writes waited for the store.
+    assert _posts(stack) == calls_in_outage
+    written = [
+        line
+        for line in stack.services["s3"].tail(10**8).splitlines()
+        if '"PUT ' in line and f"model_version={key}" in line.replace("%40", "@")
+    ]
+    assert written, stack.services["s3"].tail()
+    for scenario in SCENARIOS:
+        table = _s3_table(stack, _partition_key("model_outputs", key, scenario))
+        assert table.num_rows == (ARITHMETIC_N if scenario == "arithmetic" else FACTS_N)
+        assert _same_outputs(_texts(stack, key, scenario), _texts(stack, "smollm2@v1", scenario))
+        assert _s3_table(stack, _partition_key("metric_tables", key, scenario)).num_rows > 0
