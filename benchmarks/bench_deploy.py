@@ -9,8 +9,9 @@ what more workers and replicas buy.
      same registry;
    - reference: the same scoring done by the library alone (read, score, write each
      partition) in this process, so "Dagster overhead per partition" is (run − reference) / N.
-2. A promotion run (model_outputs + scores over the suite, requests not cached) with 1 vs 2
-   Celery workers and 1 vs 2 model replicas.
+2. A promotion (model_outputs + scores over the suite, requests not cached) with 1 vs 2
+   Celery workers and 1 vs 2 model replicas, as one range run (``ASSAY_EVALUATION_RUNS``
+   ``version``) and as one run per scenario launched together (``scenario``).
 
 Figures depend on the machine's load (the project's machines are shared): compare the ratios
 within one run, not absolute numbers across runs.
@@ -173,38 +174,81 @@ def rescoring(stack: LocalDeployment, n_versions: int, n_scenarios: int) -> None
 
 
 def promotion(stack: LocalDeployment, replicas: int, salt: int) -> float:
-    """Register a version whose requests are not cached yet and run its evaluation."""
+    """The version shape: one range run over the suite; its run time."""
+    key = new_version(stack, replicas, salt)
+    materialize(stack, "model_outputs,instance_scores,metric_tables", f"{key}|s00", f"{key}|s01")
+    return last_run_seconds(stack.env)
+
+
+def new_version(stack: LocalDeployment, replicas: int, salt: int) -> str:
+    """A registered version whose requests are not cached yet (a serving setting of its own)."""
     from assay.registry import Registry
 
     registry = Registry.open(stack.pg_url("assay"))
     if MODEL not in {m.name for m in registry.list_models()}:
         registry.create_model(MODEL)
-    # A serving setting no other version has: its requests are new to the cache.
     serving = {"max_context": 2048 + salt}
     key = registry.create_version(MODEL, stack.model_source(replicas), serving=serving).key
     add_partitions(stack.env, [key])
     materialize(stack, "registered_models", key, key)
-    materialize(stack, "model_outputs,instance_scores,metric_tables", f"{key}|s00", f"{key}|s01")
-    return last_run_seconds(stack.env)
+    return key
+
+
+def promotion_by_scenario(stack: LocalDeployment, replicas: int, salt: int) -> float:
+    """The scenario shape: one run per scenario, launched together; first start to last end."""
+    import subprocess
+
+    from dagster import DagsterInstance
+
+    key = new_version(stack, replicas, salt)
+    select = "model_outputs,instance_scores,metric_tables"
+    command = [str(REPO / ".venv" / "bin" / "dagster"), "asset", "materialize"]
+    command += ["-f", "definitions.py", "--select", select, "--partition"]
+    runs = [
+        subprocess.Popen(
+            [*command, f"{key}|{scenario}"],
+            cwd=REPO,
+            env=stack.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for scenario in ("s00", "s01")
+    ]
+    for run in runs:
+        _, err = run.communicate(timeout=1800)
+        if run.returncode != 0:
+            raise RuntimeError(err.decode()[-3000:])
+    saved = dict(os.environ)
+    os.environ.update(stack.env)
+    try:
+        with DagsterInstance.get() as instance:
+            stats = [instance.get_run_stats(r.run_id) for r in instance.get_runs(limit=2)]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return float(max(s.end_time for s in stats) - min(s.start_time for s in stats))
 
 
 def promotions(stack: LocalDeployment) -> None:
     materialize(stack, "scenario_instances,perturbed_instances", "s00", "s01")
     promotion(stack, 2, 0)  # warm-up: the workers import the code location once (not reported)
     rows = []
-    for salt, (workers, replicas) in enumerate([(2, 2), (2, 1), (1, 2)], start=1):
+    cases = [(2, 2, "scenario"), (2, 2, "version"), (2, 1, "scenario"), (1, 2, "scenario")]
+    for salt, (workers, replicas, shape) in enumerate(cases, start=1):
         # Stop the second worker for the one-worker case.
         if workers == 1 and stack.services["worker1"].alive():
             stack.services["worker1"].stop()
-        rows.append((workers, replicas, promotion(stack, replicas, salt)))
-    print("\npromotion run (model_outputs + scores, 2 scenarios, uncached requests)")
-    print(f"{'celery workers':>15s} {'replicas':>9s} {'run s':>8s}")
-    for workers, replicas, wall in rows:
-        print(f"{workers:15d} {replicas:9d} {wall:8.1f}")
-    base = rows[0][2]
+        run = promotion_by_scenario if shape == "scenario" else promotion
+        rows.append((workers, replicas, shape, run(stack, replicas, salt)))
+    print("\npromotion (model_outputs + scores, 2 scenarios, uncached requests)")
+    print(f"{'celery workers':>15s} {'replicas':>9s} {'runs':>9s} {'wall s':>8s}")
+    for workers, replicas, shape, wall in rows:
+        print(f"{workers:15d} {replicas:9d} {shape:>9s} {wall:8.1f}")
+    base = rows[0][3]
     print(
-        f"1 replica / 2 replicas: {rows[1][2] / base:.2f}x; "
-        f"1 worker / 2 workers: {rows[2][2] / base:.2f}x"
+        f"one range run / one run per scenario: {rows[1][3] / base:.2f}x; "
+        f"1 replica / 2 replicas: {rows[2][3] / base:.2f}x; "
+        f"1 worker / 2 workers: {rows[3][3] / base:.2f}x"
     )
 
 

@@ -4,7 +4,10 @@
   asks for it in its config), as on a laptop;
 - ``in_process``: every step in the run worker's process;
 - ``celery``: steps go to Celery workers over a broker (the ``deploy`` extra), so a run's
-  steps execute on as many worker processes or machines as listen on the queue.
+  steps execute on as many worker processes or machines as listen on the queue;
+- ``k8s``: each step in its own Kubernetes Job (``dagster_k8s.k8s_job_executor``, the ``k8s``
+  extra), in ``ASSAY_K8S_NAMESPACE`` with the run pod's image unless ``ASSAY_K8S_IMAGE`` names
+  one, and ``ASSAY_K8S_ENV_SECRETS`` (comma list) mounted as the step pods' environment.
 
 The Celery settings live here, once, for both sides: the executor that submits steps and
 the workers that run them (deploy/celery/dagster_celery_config.py imports ``celery_settings``).
@@ -17,7 +20,7 @@ from typing import Any
 
 from dagster import ExecutorDefinition, in_process_executor, multiprocess_executor
 
-EXECUTORS = ("multiprocess", "in_process", "celery")
+EXECUTORS = ("multiprocess", "in_process", "celery", "k8s")
 
 
 def celery_settings() -> dict[str, Any]:
@@ -84,9 +87,28 @@ def executor_from_env() -> ExecutorDefinition | None:
         if os.environ.get("ASSAY_CELERY_BACKEND"):
             config["backend"] = {"env": "ASSAY_CELERY_BACKEND"}
         return celery_executor.configured(config, name="celery")
+    if kind == "k8s":
+        return k8s_executor()
     raise ValueError(
         f"ASSAY_EXECUTOR={kind!r} is not an executor; use one of {', '.join(EXECUTORS)}"
     )
+
+
+def k8s_executor() -> ExecutorDefinition:
+    """One Kubernetes Job per step. Secrets reach the step pods only as Kubernetes Secrets
+    named in ``ASSAY_K8S_ENV_SECRETS``; nothing secret is written into the run config."""
+    from dagster_k8s import k8s_job_executor
+
+    config: dict[str, Any] = {
+        "job_namespace": os.environ.get("ASSAY_K8S_NAMESPACE", "default"),
+        "max_concurrent": int(os.environ.get("ASSAY_K8S_MAX_CONCURRENT", "4")),
+    }
+    if os.environ.get("ASSAY_K8S_IMAGE"):
+        config["job_image"] = os.environ["ASSAY_K8S_IMAGE"]
+    secrets = [s.strip() for s in os.environ.get("ASSAY_K8S_ENV_SECRETS", "").split(",")]
+    if any(secrets):
+        config["env_secrets"] = [s for s in secrets if s]
+    return k8s_job_executor.configured(config, name="k8s")
 
 
 __all__ = [
@@ -95,5 +117,6 @@ __all__ = [
     "chained_run_config",
     "executor_from_env",
     "executor_kind",
+    "k8s_executor",
     "multiprocess_executor",
 ]

@@ -11,10 +11,15 @@ log and to the registry's history as a ``promotion_refused`` event, and the curs
 it. Only an outage (the registry's database or the storage unreachable) stops a tick early;
 the cursor then stays before the first event not handled, and the next tick retries it.
 
-One run per version at a time: a promotion of a version that already has an evaluation run
-queued or running (runs tagged ``assay/model_version``) joins that run instead of launching
-another, and the tick says so. Versions are immutable, so that run evaluates exactly what the
+One evaluation per version at a time: a promotion of a version that already has evaluation
+runs queued or running (runs tagged ``assay/model_version``) joins them instead of launching
+more, and the tick says so. Versions are immutable, so those runs evaluate exactly what the
 later promotion asks for.
+
+The shape of that evaluation is ``$ASSAY_EVALUATION_RUNS``: ``version`` (the default) is one
+partition-range run, whose steps run one after another in one process, the cheapest on one
+machine; ``scenario`` is one run per (version, scenario) partition, so an executor that spreads
+steps over workers (Celery) evaluates the scenarios side by side.
 """
 
 import os
@@ -26,6 +31,7 @@ from dagster import (
     AssetSelection,
     DagsterInstance,
     DagsterRunStatus,
+    MultiPartitionKey,
     RunRequest,
     RunsFilter,
     SensorEvaluationContext,
@@ -38,7 +44,7 @@ from assay.registry import Event, EventKind, Registry
 from assay.registry.promotion import Promotion, PromotionPolicy
 from assay.registry.resolved import record_registered_model
 from assay.storage.contract import EVALUATION_ASSETS as EVALUATION_ASSET_NAMES
-from assay.storage.contract import MODEL_VERSION, REGISTERED_MODELS
+from assay.storage.contract import MODEL_VERSION, REGISTERED_MODELS, SCENARIO
 from assay.storage.parquet import ParquetStore
 from assets.partitions import model_version_partitions
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
@@ -49,6 +55,10 @@ EVALUATION_ASSETS = AssetSelection.assets(*EVALUATION_KEYS)
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 MODEL_VERSION_TAG = "assay/model_version"
+# The partitions a run evaluates ("<version>|<scenario>", or "<version>|*" for the whole
+# suite): the deployment's run queue admits one run per value (deploy/dagster.yaml).
+PARTITIONS_TAG = "assay/partitions"
+RUN_SHAPES = ("version", "scenario")
 REASON_TAG = "assay/reason"
 ACTIVE_STATUSES = [
     DagsterRunStatus.QUEUED,
@@ -79,23 +89,46 @@ def promotion_policy() -> PromotionPolicy:
     )
 
 
-def evaluation_run_request(key: str, scenarios: list[str], run_key: str, reason: str) -> RunRequest:
-    """One run evaluating version ``key`` on every scenario: a partition-range run.
+def run_shape() -> str:
+    """``$ASSAY_EVALUATION_RUNS``: ``version`` (default) or ``scenario`` (see the module doc)."""
+    shape = os.environ.get("ASSAY_EVALUATION_RUNS", "").strip().lower() or "version"
+    if shape not in RUN_SHAPES:
+        raise ValueError(
+            f"ASSAY_EVALUATION_RUNS={shape!r} is not a run shape; "
+            f"use one of {', '.join(RUN_SHAPES)}"
+        )
+    return shape
 
-    Its steps form a chain, so under Dagster's default executor they run in one process
-    (``chained_run_config``); a Celery deployment hands them to its workers.
+
+def evaluation_run_requests(
+    key: str, scenarios: list[str], run_key: str, reason: str
+) -> list[RunRequest]:
+    """The runs evaluating version ``key`` on every scenario, in the configured shape.
+
+    Each run's steps form a chain, so under Dagster's default executor they run in one
+    process (``chained_run_config``); a Celery deployment hands them to its workers.
     """
-    return RunRequest(
-        run_key=run_key,
-        asset_selection=EVALUATION_KEYS,
-        run_config=chained_run_config(),
-        tags={
-            RANGE_START: f"{key}|{scenarios[0]}",
-            RANGE_END: f"{key}|{scenarios[-1]}",
-            MODEL_VERSION_TAG: key,
-            REASON_TAG: reason[:200],
-        },
-    )
+    tags = {MODEL_VERSION_TAG: key, REASON_TAG: reason[:200]}
+    if run_shape() == "version":  # one partition-range run
+        range_tags = {RANGE_START: f"{key}|{scenarios[0]}", RANGE_END: f"{key}|{scenarios[-1]}"}
+        return [
+            RunRequest(
+                run_key=run_key,
+                asset_selection=EVALUATION_KEYS,
+                run_config=chained_run_config(),
+                tags={**range_tags, **tags, PARTITIONS_TAG: f"{key}|*"},
+            )
+        ]
+    return [
+        RunRequest(
+            run_key=f"{run_key}:{scenario}",
+            asset_selection=EVALUATION_KEYS,
+            partition_key=MultiPartitionKey({MODEL_VERSION: key, SCENARIO: scenario}),
+            run_config=chained_run_config(),
+            tags={**tags, PARTITIONS_TAG: f"{key}|{scenario}"},
+        )
+        for scenario in scenarios
+    ]
 
 
 def active_evaluation(instance: DagsterInstance, key: str) -> str | None:
@@ -225,6 +258,7 @@ def model_promotion_sensor(
     suite: SuiteResource,
 ):
     after = int(context.cursor or 0)
+    run_shape()  # a misconfigured shape fails the tick before it changes anything
     try:
         reg = registry.open()
         events = reg.events(after_id=after, limit=max_events_per_tick())
@@ -257,8 +291,9 @@ def model_promotion_sensor(
 
     scenarios = suite.load().keys
     run_requests = [
-        evaluation_run_request(key, scenarios, f"promotion-{p.event_id}", p.reason)
+        request
         for key, p in tick.runs.items()
+        for request in evaluation_run_requests(key, scenarios, f"promotion-{p.event_id}", p.reason)
     ]
     summary = (
         f"events {after + 1}..{cursor}: {len(tick.to_add)} new partitions, "

@@ -16,14 +16,14 @@ from dagster import (
 from assay.registry.names import version_key
 from assay.storage.contract import METRIC_TABLES, MODEL_VERSION, RANKINGS
 from resources import RegistryResource, SuiteResource
-from sensors.promotion import EVALUATION_ASSETS, active_evaluation, evaluation_run_request
+from sensors.promotion import EVALUATION_ASSETS, active_evaluation, evaluation_run_requests
 
 
 @schedule(
     name="nightly_alias_reevaluation",
     cron_schedule=os.environ.get("ASSAY_REEVALUATION_CRON", "0 2 * * *"),
     target=EVALUATION_ASSETS,
-    description="Re-evaluates every version that currently holds an alias, one run each; a "
+    description="Re-evaluates every version that currently holds an alias; a "
     "version whose evaluation is already queued or running is skipped.",
 )
 def nightly_alias_reevaluation(
@@ -49,10 +49,8 @@ def nightly_alias_reevaluation(
         if running is not None:
             skipped.append(f"{key}: run {running} already evaluates it")
             continue
-        requests.append(
-            evaluation_run_request(
-                key, scenarios, f"nightly-{stamp}-{key}", "nightly re-evaluation"
-            )
+        requests += evaluation_run_requests(
+            key, scenarios, f"nightly-{stamp}-{key}", "nightly re-evaluation"
         )
     for line in skipped:
         context.log.info(f"skipped {line}")

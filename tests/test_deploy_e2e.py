@@ -54,7 +54,7 @@ SCENARIOS = ["arithmetic", "facts-mc"]
 RUNS_QUERY = """
 query Runs($tag: String!, $value: String!) {
   runsOrError(filter: {tags: [{key: $tag, value: $value}]}) {
-    ... on Runs { results { runId status tags { key value } } }
+    ... on Runs { results { runId status startTime endTime tags { key value } } }
   }
 }
 """
@@ -452,3 +452,36 @@ def test_an_s3_outage_of_30_s_mid_run_is_ridden_out_and_nothing_is_partial(deplo
         assert table.num_rows == (ARITHMETIC_N if scenario == "arithmetic" else FACTS_N)
         assert _same_outputs(_texts(stack, key, scenario), _texts(stack, "smollm2@v1", scenario))
         assert _s3_table(stack, _partition_key("metric_tables", key, scenario)).num_rows > 0
+
+
+def test_scenario_shaped_runs_evaluate_a_version_s_scenarios_side_by_side(deployment):
+    stack = deployment
+    # The daemon (and the code server it starts, where sensors and runs begin) reads the shape.
+    stack.services["daemon"].stop()
+    stack.env["ASSAY_EVALUATION_RUNS"] = "scenario"
+    try:
+        stack.start_daemon()
+        key = _promote(stack, "smollm2", "side-by-side", max_context=2053)
+        _wait_for_run(stack, key)
+        runs = _runs(stack, "assay/model_version", key)
+        tags = [{t["key"]: t["value"] for t in run["tags"]} for run in runs]
+        assert sorted(t["assay/partitions"] for t in tags) == [f"{key}|{s}" for s in SCENARIOS]
+        assert all(run["status"] == "SUCCESS" for run in runs), stack.logs()
+        # The scenarios' runs overlapped in time, each with its steps in the Celery workers.
+        (a_start, a_end), (b_start, b_end) = [(r["startTime"], r["endTime"]) for r in runs]
+        assert a_start < b_end and b_start < a_end
+        for run in runs:
+            events = stack.graphql(RUN_LOGS_QUERY, {"runId": run["runId"]})["logsForRun"]
+            messages = [
+                e for e in events["events"] if "in celery worker" in (e.get("message") or "")
+            ]
+            assert {e["stepKey"] for e in messages} >= EVALUATION_STEPS
+        for scenario in SCENARIOS:
+            assert _same_outputs(
+                _texts(stack, key, scenario), _texts(stack, "smollm2@v1", scenario)
+            )
+            assert _s3_table(stack, _partition_key("metric_tables", key, scenario)).num_rows > 0
+    finally:
+        stack.services["daemon"].stop()
+        stack.env.pop("ASSAY_EVALUATION_RUNS")
+        stack.start_daemon()

@@ -201,3 +201,28 @@ def test_events_per_tick_are_capped(setup, monkeypatch):
     second = tick(setup, first.cursor)
     assert second.cursor == "2"
     assert setup["instance"].get_dynamic_partitions("model_version") == [f"{MODEL}@v1"]
+
+
+def test_scenario_shaped_runs_cover_the_suite_one_partition_each(setup, monkeypatch):
+    monkeypatch.setenv("ASSAY_EVALUATION_RUNS", "scenario")
+    first = tick(setup, None)
+    setup["registry"].set_alias(MODEL, "champion", 1)
+    result = tick(setup, first.cursor)
+    scenarios = load_suite().keys
+    assert [r.partition_key for r in result.run_requests] == [
+        f"{MODEL}@v1|{scenario}" for scenario in scenarios
+    ]
+    for request in result.run_requests:
+        assert RANGE_START not in request.tags and RANGE_END not in request.tags
+        assert request.tags["assay/model_version"] == f"{MODEL}@v1"
+        assert request.tags["assay/partitions"] == request.partition_key
+        assert set(request.asset_selection) == set(EVALUATION_KEYS)
+    assert len({r.run_key for r in result.run_requests}) == len(scenarios)
+
+
+def test_an_unknown_run_shape_is_named(setup, monkeypatch):
+    monkeypatch.setenv("ASSAY_EVALUATION_RUNS", "per-gpu")
+    first = tick(setup, None)
+    setup["registry"].set_alias(MODEL, "champion", 1)
+    with pytest.raises(ValueError, match="ASSAY_EVALUATION_RUNS='per-gpu'"):
+        tick(setup, first.cursor)
