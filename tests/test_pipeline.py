@@ -126,13 +126,27 @@ def test_rescoring_never_calls_the_model(evaluated, monkeypatch):
     assert _headline(store, key, "facts-mc")["acc"]["mean"] == before
 
 
+_MEASURED = ("latency_mean_s", "latency_p50_s", "latency_p95_s", "tokens_per_s")
+_MEASURED += ("batch_size_mean", "model_time_s", "latency_s", "completion_tokens")
+
+
 def test_rerun_is_answered_by_the_request_cache(evaluated):
-    key = evaluated["key"]
+    """A rerun from the cache reports the efficiency measured when the answers were computed."""
+    store, key = ParquetStore(evaluated["store"]), evaluated["key"]
+    first = _headline(store, key, "arithmetic")
+    assert first["cached_requests"]["mean"] == 0
+    assert first["run_model_time_s"]["mean"] == pytest.approx(first["model_time_s"]["mean"])
+    assert first["run_model_time_s"]["mean"] > 0
     assert _run(evaluated, EVALUATION, f"{key}|arithmetic").success
-    outputs = ParquetStore(evaluated["store"]).read(
-        "model_outputs", {"model_version": key, "scenario": "arithmetic"}
-    )
+    outputs = store.read("model_outputs", {"model_version": key, "scenario": "arithmetic"})
     assert all(outputs["cached"].to_pylist())
+    again = _headline(store, key, "arithmetic")
+    for metric in _MEASURED:
+        assert not again[metric]["reason"], metric
+        for column in ("mean", "count", "ci_low", "ci_high"):
+            assert again[metric][column] == pytest.approx(first[metric][column], nan_ok=True)
+    assert again["cached_requests"]["mean"] == outputs.num_rows == 4
+    assert again["run_model_time_s"]["mean"] == 0.0
 
 
 def test_unknown_model_version_is_named(env):

@@ -313,21 +313,24 @@ def test_efficiency_figures_and_cost_from_prices() -> None:
                 completion_tokens=i + 1,
                 latency_s=latencies[i],
                 batch_size=2 if i < 2 else 4,
-                cached=i == 4,  # a cache hit ran no model: out of latency and throughput
+                cached=i == 4,  # answered by the cache: measured when it was computed
             ),
         )
         for i, r in enumerate(requests)
     ]
     card = _card(score_partition(items, outputs, prices=TokenPrices(1.0, 2.0)).card)
-    live = np.array([0.1, 0.2, 0.3, 0.4])
-    assert card[("latency_mean_s", "efficiency", "", "")].mean == pytest.approx(0.25)
-    assert card[("latency_p50_s", "efficiency", "", "")].mean == pytest.approx(0.25)
-    # Linear interpolation: position 0.95 * 3 = 2.85 between 0.3 and 0.4.
-    assert card[("latency_p95_s", "efficiency", "", "")].mean == pytest.approx(0.385)
+    # The cache hit keeps the 9 s measured when its answer was computed.
+    measured = np.array(latencies)
+    assert card[("latency_mean_s", "efficiency", "", "")].mean == pytest.approx(measured.mean())
+    assert card[("latency_p50_s", "efficiency", "", "")].mean == pytest.approx(0.3)
+    # Linear interpolation: position 0.95 * 4 = 3.8 between 0.4 and 9.0.
+    assert card[("latency_p95_s", "efficiency", "", "")].mean == pytest.approx(0.4 + 0.8 * 8.6)
     assert card[("tokens_per_s", "efficiency", "", "")].mean == pytest.approx(
-        (1 + 2 + 3 + 4) / live.sum()
+        (1 + 2 + 3 + 4 + 5) / measured.sum()
     )
-    assert card[("batch_size_mean", "efficiency", "", "")].mean == pytest.approx(3.0)
+    assert card[("batch_size_mean", "efficiency", "", "")].mean == pytest.approx(16 / 5)
+    assert card[("cached_requests", "efficiency", "", "")].mean == 1
+    assert card[("run_model_time_s", "efficiency", "", "")].mean == pytest.approx(1.0)
     # All five count toward cost: 150 prompt tokens at 1/1k, 15 completion tokens at 2/1k.
     assert card[("estimated_cost", "efficiency", "", "")].mean == pytest.approx(
         150 / 1000 * 1.0 + 15 / 1000 * 2.0
