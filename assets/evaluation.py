@@ -69,7 +69,8 @@ _FROM_SCENARIO = MultiToSingleDimensionPartitionMapping(partition_dimension_name
     description=(
         "One row per request: prompt and template id, trial, perturbation, completion text, "
         "tokens, per-choice log-likelihoods with token/char/byte counts, latency, cache hit, "
-        "error. Perturbed inputs run with the base prompt layout."
+        "error, and the version's token prices when it was evaluated (cost is priced from "
+        "these). Perturbed inputs run with the base prompt layout."
     ),
 )
 def model_outputs(
@@ -79,9 +80,11 @@ def model_outputs(
     suite: SuiteResource,
     models: ModelsResource,
     storage: StorageResource,
+    registry: RegistryResource,
 ):
     keys = evaluation_keys(context)
     versions = by_key(registered_models, [model_version_of(k) for k in keys])
+    reg = registry.open()
     scenarios = by_key(scenario_instances, [scenario_of(k) for k in keys])
     loaded = suite.load()
     results, metadata = {}, {}
@@ -98,6 +101,8 @@ def model_outputs(
             max_failure_fraction=models.max_failure_fraction,
             log=context.log.info,
             warn=context.log.warning,
+            # Pinned with the outputs: cost changes only when the version is evaluated again.
+            prices=reg.get_version(resolved.key).prices.token_prices(),
         )
         results[str(key)] = done.table
         metadata = {

@@ -376,3 +376,20 @@ def test_worst_case_covers_only_the_layouts_perturbations_ran_with() -> None:
     assert _card(scored.card)[("acc", "robustness", "", "robustness")].mean == 0.0
     # The clean score averages both layouts of the instance: still 1.
     assert _card(scored.card)[("acc", "accuracy", "", "")].mean == 1.0
+
+
+def test_prices_pinned_in_outputs_read_back_and_disagreeing_rows_are_refused() -> None:
+    import pyarrow as pa
+
+    from assay.core.pinned_prices import pin_prices, pinned_prices
+
+    table = pa.table({"instance_id": ["a", "b"]})
+    assert pinned_prices(table).pinned is False  # written before prices were pinned
+    pinned = pinned_prices(pin_prices(table, TokenPrices(0.25, 1.0)))
+    assert pinned.pinned and pinned.prices == TokenPrices(0.25, 1.0)
+    unpriced = pinned_prices(pin_prices(table, None))
+    assert unpriced.pinned and unpriced.prices is None
+    mixed = table.append_column("price_prompt_per_1k", pa.array([0.25, 0.5]))
+    mixed = mixed.append_column("price_completion_per_1k", pa.array([1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"m@v1 × s.*price_prompt_per_1k"):
+        pinned_prices(mixed, "m@v1 × s")
