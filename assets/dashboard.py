@@ -35,7 +35,7 @@ def dashboard(
     if history is None or history.num_rows == 0:
         raise ValueError("no rankings partition has been materialized; materialize rankings first")
     day = max(history["day"].to_pylist())
-    results = StoredResults.read(store)
+    results = StoredResults.of_day(store, day)
     opened = registry.open()
     board, _ = leaderboard_as_of(day, results, opened, suite.load())
     data = ExplorerData(

@@ -1,4 +1,5 @@
-"""``rankings``: the leaderboard as of each day, over the versions registered by then."""
+"""``rankings``: the leaderboard as of each day, over the versions registered and the results
+written by its end."""
 
 from dagster import (
     AllPartitionMapping,
@@ -31,8 +32,9 @@ from resources import RegistryResource, StorageResource, SuiteResource
     backfill_policy=BackfillPolicy.single_run(),
     metadata={"partition_dimension": "day"},
     description=(
-        "The leaderboard as of the partition's day over the model versions registered by "
-        "then: mean win rate, mean score, per-family scores, rank intervals and paired "
+        "The leaderboard as of the partition's day: the model versions registered by its end, "
+        "ranked on their results as they stood at its end (rebuilding a past day gives the "
+        "same board): mean win rate, mean score, per-family scores, rank intervals and paired "
         "significance tests."
     ),
 )
@@ -42,11 +44,12 @@ def rankings(
     registry: RegistryResource,
     suite: SuiteResource,
 ):
-    # Read once: a backfill ranks many days on the same stored tables.
-    results = StoredResults.read(storage.store())
-    opened, loaded = registry.open(), suite.load()
+    store, opened, loaded = storage.store(), registry.open(), suite.load()
+    # A backfill ranks many days: each stored copy is read once however many days use it.
+    copies: dict = {}
     tables, metadata = {}, {}
     for day in context.partition_keys:
+        results = StoredResults.of_day(store, day, copies)
         board, _ = leaderboard_as_of(day, results, opened, loaded)
         tables[day] = board.to_table()
         metadata = {
