@@ -11,7 +11,8 @@ from dagster import (
 )
 
 from assay.compare.standings import StoredResults, leaderboard_as_of
-from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES
+from assay.storage.code_versions import code_version
+from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, RANKINGS
 from assets.common import partitioned_output
 from assets.partitions import ranking_days
 from resources import RegistryResource, StorageResource, SuiteResource
@@ -27,7 +28,7 @@ from resources import RegistryResource, StorageResource, SuiteResource
     ],
     group_name="rankings",
     kinds={"python", "parquet"},
-    code_version="1",
+    code_version=code_version(RANKINGS),
     io_manager_key="parquet_io_manager",
     backfill_policy=BackfillPolicy.single_run(),
     metadata={"partition_dimension": "day"},
