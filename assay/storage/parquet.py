@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -288,6 +288,7 @@ class ParquetStore:
             modified = self._modified(path)
             if modified is None or modified < as_of:
                 chosen.append((partition, path))
+        chosen.sort(key=lambda item: tuple(item[0].items()))
         tables = []
         for partition, path in chosen:
             if path not in cache:
@@ -312,7 +313,7 @@ class ParquetStore:
             ) from None
 
 
-def _concat(parts) -> pa.Table | None:
+def _concat(parts: Iterable[tuple[Mapping[str, str], pa.Table]]) -> pa.Table | None:
     """Partitions' tables concatenated, each with a column per partition dimension."""
     tables = []
     for partition, table in parts:
