@@ -7,7 +7,8 @@ from dagster import AssetDep, AssetExecutionContext, MaterializeResult, asset
 from assay.compare.standings import StoredResults, leaderboard_as_of
 from assay.report import EXPLORER_DIR, ExplorerData, build_site, store_writer
 from assay.scoring.metrics.directions import LOWER_IS_BETTER
-from assay.storage.contract import RANKINGS
+from assay.storage.code_versions import code_version
+from assay.storage.contract import DASHBOARD, RANKINGS
 from assets.common import explorer_link
 from resources import RegistryResource, StorageResource, SuiteResource
 
@@ -16,7 +17,7 @@ from resources import RegistryResource, StorageResource, SuiteResource
     deps=[AssetDep(RANKINGS)],
     group_name="rankings",
     kinds={"html"},
-    code_version="2",
+    code_version=code_version(DASHBOARD),
     description=(
         "The results explorer, a static site (works from a file or an object store, no "
         "server): leaderboard with filters and rank intervals, comparisons with flipped "
@@ -35,7 +36,7 @@ def dashboard(
     if history is None or history.num_rows == 0:
         raise ValueError("no rankings partition has been materialized; materialize rankings first")
     day = max(history["day"].to_pylist())
-    results = StoredResults.read(store)
+    results = StoredResults.of_day(store, day)
     opened = registry.open()
     board, _ = leaderboard_as_of(day, results, opened, suite.load())
     data = ExplorerData(

@@ -17,7 +17,7 @@ from assay.evaluate.partition import run_partition
 from assay.registry.resolved import ResolvedModel
 from assay.report import scenario_page
 from assay.scoring.partition import SuiteScorer
-from assay.scoring.scorecard import SCORING_VERSION
+from assay.storage.code_versions import code_version
 from assay.storage.contract import (
     INSTANCE_SCORES,
     METRIC_TABLES,
@@ -58,7 +58,7 @@ _FROM_SCENARIO = MultiToSingleDimensionPartitionMapping(partition_dimension_name
     deps=[AssetDep(PERTURBED_INSTANCES, partition_mapping=_FROM_SCENARIO)],
     group_name="evaluation",
     kinds={"pytorch", "parquet"},
-    code_version="2",
+    code_version=code_version(MODEL_OUTPUTS),
     io_manager_key="parquet_io_manager",
     # A promotion re-evaluates one version across the whole suite in a single run.
     backfill_policy=BackfillPolicy.single_run(),
@@ -69,7 +69,8 @@ _FROM_SCENARIO = MultiToSingleDimensionPartitionMapping(partition_dimension_name
     description=(
         "One row per request: prompt and template id, trial, perturbation, completion text, "
         "tokens, per-choice log-likelihoods with token/char/byte counts, latency, cache hit, "
-        "error. Perturbed inputs run with the base prompt layout."
+        "error, and the version's token prices when it was evaluated (cost is priced from "
+        "these). Perturbed inputs run with the base prompt layout."
     ),
 )
 def model_outputs(
@@ -79,9 +80,11 @@ def model_outputs(
     suite: SuiteResource,
     models: ModelsResource,
     storage: StorageResource,
+    registry: RegistryResource,
 ):
     keys = evaluation_keys(context)
     versions = by_key(registered_models, [model_version_of(k) for k in keys])
+    reg = registry.open()
     scenarios = by_key(scenario_instances, [scenario_of(k) for k in keys])
     loaded = suite.load()
     results, metadata = {}, {}
@@ -98,6 +101,8 @@ def model_outputs(
             max_failure_fraction=models.max_failure_fraction,
             log=context.log.info,
             warn=context.log.warning,
+            # Pinned with the outputs: cost changes only when the version is evaluated again.
+            prices=reg.get_version(resolved.key).prices.token_prices(),
         )
         results[str(key)] = done.table
         metadata = {
@@ -109,12 +114,12 @@ def model_outputs(
     return partitioned_output(context, results, metadata)
 
 
-def _scored(description: str) -> AssetOut:
-    """An output of the scoring step: its code version is the scoring version."""
+def _scored(asset: str, description: str) -> AssetOut:
+    """An output of the scoring step, versioned by the sources that define its table."""
     return AssetOut(
         group_name="evaluation",
         kinds={"python", "parquet"},
-        code_version=SCORING_VERSION,
+        code_version=code_version(asset),
         io_manager_key="parquet_io_manager",
         description=description,
     )
@@ -128,14 +133,16 @@ def _scored(description: str) -> AssetOut:
     },
     outs={
         INSTANCE_SCORES: _scored(
+            INSTANCE_SCORES,
             "Per-instance stats in long format (instance, perturbation, trial, "
-            "template, metric, family, group, value)."
+            "template, metric, family, group, value).",
         ),
         METRIC_TABLES: _scored(
+            METRIC_TABLES,
             "The scorecard of the seven families (accuracy, calibration, "
             "robustness, fairness, bias, toxicity, efficiency): mean, count and 95% interval "
             "per metric, family, group and perturbation; a metric that cannot be computed is "
-            "a row with its reason and a NaN mean."
+            "a row with its reason and a NaN mean.",
         ),
     },
     backfill_policy=BackfillPolicy.single_run(),

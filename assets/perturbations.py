@@ -4,7 +4,8 @@ from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, asset
 
 from assay.core.records import Instance
 from assay.evaluate.run import perturb_eval_instances, select_instances
-from assay.storage.contract import SCENARIO, SCENARIO_INSTANCES
+from assay.storage.code_versions import code_version
+from assay.storage.contract import PERTURBED_INSTANCES, SCENARIO, SCENARIO_INSTANCES
 from assets.common import by_key, markdown_table, partitioned_output
 from assets.partitions import scenario_partitions
 from resources import SuiteResource
@@ -16,7 +17,7 @@ from resources import SuiteResource
     group_name="scenarios",
     backfill_policy=BackfillPolicy.single_run(),
     kinds={"python", "parquet"},
-    code_version="1",
+    code_version=code_version(PERTURBED_INSTANCES),
     io_manager_key="parquet_io_manager",
     metadata={"partition_dimension": SCENARIO},
     description=(

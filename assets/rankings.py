@@ -1,4 +1,5 @@
-"""``rankings``: the leaderboard as of each day, over the versions registered by then."""
+"""``rankings``: the leaderboard as of each day, over the versions registered and the results
+written by its end."""
 
 from dagster import (
     AllPartitionMapping,
@@ -10,7 +11,8 @@ from dagster import (
 )
 
 from assay.compare.standings import StoredResults, leaderboard_as_of
-from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES
+from assay.storage.code_versions import code_version
+from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, RANKINGS
 from assets.common import partitioned_output
 from assets.partitions import ranking_days
 from resources import RegistryResource, StorageResource, SuiteResource
@@ -26,13 +28,14 @@ from resources import RegistryResource, StorageResource, SuiteResource
     ],
     group_name="rankings",
     kinds={"python", "parquet"},
-    code_version="1",
+    code_version=code_version(RANKINGS),
     io_manager_key="parquet_io_manager",
     backfill_policy=BackfillPolicy.single_run(),
     metadata={"partition_dimension": "day"},
     description=(
-        "The leaderboard as of the partition's day over the model versions registered by "
-        "then: mean win rate, mean score, per-family scores, rank intervals and paired "
+        "The leaderboard as of the partition's day: the model versions registered by its end, "
+        "ranked on their results as they stood at its end (rebuilding a past day gives the "
+        "same board): mean win rate, mean score, per-family scores, rank intervals and paired "
         "significance tests."
     ),
 )
@@ -42,11 +45,12 @@ def rankings(
     registry: RegistryResource,
     suite: SuiteResource,
 ):
-    # Read once: a backfill ranks many days on the same stored tables.
-    results = StoredResults.read(storage.store())
-    opened, loaded = registry.open(), suite.load()
+    store, opened, loaded = storage.store(), registry.open(), suite.load()
+    # A backfill ranks many days: each stored copy is read once however many days use it.
+    copies: dict = {}
     tables, metadata = {}, {}
     for day in context.partition_keys:
+        results = StoredResults.of_day(store, day, copies)
         board, _ = leaderboard_as_of(day, results, opened, loaded)
         tables[day] = board.to_table()
         metadata = {

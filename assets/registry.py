@@ -3,7 +3,8 @@
 from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, asset
 
 from assay.registry.resolved import record_registered_model
-from assay.storage.contract import MODEL_VERSION
+from assay.storage.code_versions import code_version
+from assay.storage.contract import MODEL_VERSION, REGISTERED_MODELS
 from assets.partitions import model_version_partitions
 from resources import ModelsResource, RegistryResource, StorageResource
 
@@ -13,7 +14,7 @@ from resources import ModelsResource, RegistryResource, StorageResource
     group_name="registry",
     backfill_policy=BackfillPolicy.single_run(),
     kinds={"python", "parquet"},
-    code_version="1",
+    code_version=code_version(REGISTERED_MODELS),
     # Written by assay.registry.resolved.record_registered_model (shared with the promotion
     # sensor); downstream assets load it through the Parquet IO manager, which reads the same
     # path.

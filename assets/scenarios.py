@@ -5,7 +5,8 @@ from collections import Counter
 from dagster import AssetExecutionContext, BackfillPolicy, asset
 
 from assay.core.records import Instance
-from assay.storage.contract import SCENARIO
+from assay.storage.code_versions import code_version
+from assay.storage.contract import SCENARIO, SCENARIO_INSTANCES
 from assets.common import markdown_table, partitioned_output
 from assets.partitions import scenario_partitions
 from resources import SuiteResource
@@ -16,7 +17,7 @@ from resources import SuiteResource
     group_name="scenarios",
     backfill_policy=BackfillPolicy.single_run(),
     kinds={"python", "parquet"},
-    code_version="1",
+    code_version=code_version(SCENARIO_INSTANCES),
     io_manager_key="parquet_io_manager",
     metadata={"partition_dimension": SCENARIO},
     description=(

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -57,7 +58,7 @@ def s3(tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen]]:
         server.wait(20)
 
 
-def _store(endpoint: str, *, timeout_s: float, attempts: int) -> ParquetStore:
+def _store(endpoint: str, *, timeout_s: float, attempts: int, clock=None) -> ParquetStore:
     options = {
         "key": "t",
         "secret": "t",
@@ -69,7 +70,7 @@ def _store(endpoint: str, *, timeout_s: float, attempts: int) -> ParquetStore:
             "retries": {"max_attempts": attempts, "mode": "standard"},
         },
     }
-    return ParquetStore("s3://assay-storage-test/assay", storage_options=options)
+    return ParquetStore("s3://assay-storage-test/assay", storage_options=options, clock=clock)
 
 
 def test_partitions_round_trip_and_are_listed(s3):
@@ -88,6 +89,20 @@ def test_partitions_round_trip_and_are_listed(s3):
     second = {"model_version": "m@v2", "scenario": "boolq"}
     store.write("model_outputs", second, table)
     assert sorted(p["model_version"] for p in other.partitions("model_outputs")) == ["m@v1", "m@v2"]
+
+
+def test_metric_tables_as_they_stood_at_an_instant_on_s3(s3):
+    endpoint, _ = s3
+    times = iter(datetime(2026, 11, d, 12, tzinfo=UTC) for d in (10, 12))
+    store = _store(endpoint, timeout_s=10, attempts=3, clock=lambda: next(times))
+    store.write("metric_tables", PARTITION, pa.table({"mean": [0.25]}))
+    store.write("metric_tables", PARTITION, pa.table({"mean": [0.75]}))
+    other = _store(endpoint, timeout_s=10, attempts=3)
+    then = other.read_all_as_of("metric_tables", datetime(2026, 11, 11, tzinfo=UTC))
+    assert then["mean"].to_pylist() == [0.25] and then["scenario"].to_pylist() == ["boolq"]
+    now = other.read_all_as_of("metric_tables", datetime(2026, 11, 13, tzinfo=UTC))
+    assert now["mean"].to_pylist() == [0.75] == other.read_all("metric_tables")["mean"].to_pylist()
+    assert other.read_all_as_of("metric_tables", datetime(2026, 11, 9, tzinfo=UTC)) is None
 
 
 def test_a_short_outage_is_ridden_out(s3):

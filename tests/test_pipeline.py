@@ -43,7 +43,13 @@ def env(tmp_path_factory, model_cache_dir):
     )
     with instance_for_test() as instance:
         instance.add_dynamic_partitions("model_version", [key])
-        yield {"key": key, "resources": resources, "instance": instance, "store": storage_url}
+        yield {
+            "key": key,
+            "resources": resources,
+            "instance": instance,
+            "store": storage_url,
+            "registry_url": registry_url,
+        }
 
 
 def _run(env, selection, partition_key, raise_on_error=True):
@@ -126,13 +132,52 @@ def test_rescoring_never_calls_the_model(evaluated, monkeypatch):
     assert _headline(store, key, "facts-mc")["acc"]["mean"] == before
 
 
+_MEASURED = ("latency_mean_s", "latency_p50_s", "latency_p95_s", "tokens_per_s")
+_MEASURED += ("batch_size_mean", "model_time_s", "latency_s", "completion_tokens")
+
+
 def test_rerun_is_answered_by_the_request_cache(evaluated):
-    key = evaluated["key"]
+    """A rerun from the cache reports the efficiency measured when the answers were computed."""
+    store, key = ParquetStore(evaluated["store"]), evaluated["key"]
+    first = _headline(store, key, "arithmetic")
+    assert first["cached_requests"]["mean"] == 0
+    assert first["run_model_time_s"]["mean"] == pytest.approx(first["model_time_s"]["mean"])
+    assert first["run_model_time_s"]["mean"] > 0
     assert _run(evaluated, EVALUATION, f"{key}|arithmetic").success
-    outputs = ParquetStore(evaluated["store"]).read(
-        "model_outputs", {"model_version": key, "scenario": "arithmetic"}
-    )
+    outputs = store.read("model_outputs", {"model_version": key, "scenario": "arithmetic"})
     assert all(outputs["cached"].to_pylist())
+    again = _headline(store, key, "arithmetic")
+    for metric in _MEASURED:
+        assert not again[metric]["reason"], metric
+        for column in ("mean", "count", "ci_low", "ci_high"):
+            assert again[metric][column] == pytest.approx(first[metric][column], nan_ok=True)
+    assert again["cached_requests"]["mean"] == outputs.num_rows == 4
+    assert again["run_model_time_s"]["mean"] == 0.0
+
+
+def test_cost_uses_the_prices_pinned_when_the_version_was_evaluated(evaluated):
+    store, key = ParquetStore(evaluated["store"]), evaluated["key"]
+    registry = Registry.open(evaluated["registry_url"])
+    partition = f"{key}|arithmetic"
+    registry.set_prices(key, {"prompt_per_1k": 1.0, "completion_per_1k": 3.0})
+    assert _run(evaluated, EVALUATION, partition).success
+    outputs = store.read("model_outputs", {"model_version": key, "scenario": "arithmetic"})
+    prompt, completion = (
+        sum(outputs["prompt_tokens"].to_pylist()),
+        sum(outputs["completion_tokens"].to_pylist()),
+    )
+    first = prompt / 1000 * 1.0 + completion / 1000 * 3.0
+    assert _headline(store, key, "arithmetic")["estimated_cost"]["mean"] == pytest.approx(first)
+
+    # A price change alone rewrites no history: rescoring keeps the pinned prices.
+    registry.set_prices(key, {"prompt_per_1k": 10.0, "completion_per_1k": 30.0})
+    assert _run(evaluated, AssetSelection.assets("instance_scores", "metric_tables"), partition)
+    assert _headline(store, key, "arithmetic")["estimated_cost"]["mean"] == pytest.approx(first)
+
+    # Evaluating the version again (answered by the cache) pins the new prices.
+    assert _run(evaluated, EVALUATION, partition).success
+    again = _headline(store, key, "arithmetic")["estimated_cost"]["mean"]
+    assert again == pytest.approx(prompt / 1000 * 10.0 + completion / 1000 * 30.0)
 
 
 def test_unknown_model_version_is_named(env):

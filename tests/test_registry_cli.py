@@ -8,7 +8,7 @@ import pytest
 
 from assay.cli import prompts as prompts_cli
 from assay.cli import registry as registry_cli
-from assay.registry import Registry, Stage
+from assay.registry import Prices, Registry, Stage
 
 
 @pytest.fixture
@@ -54,6 +54,20 @@ def test_register_alias_stage_and_show(url: str, capsys) -> None:
     # Aligned: every row's STAGE cell starts where the header's does.
     column = lines[0].index("STAGE")
     assert lines[1][column:].startswith("Production") and lines[2][column:].startswith("None")
+
+
+def test_prices_command_sets_prices_and_history_shows_the_change(url: str, capsys) -> None:
+    assert reg(url, "create", "smol") == 0
+    assert reg(url, "register", "smol", "hf:/s", "--price-prompt", "0.5") == 0
+    args = ["--price-prompt", "1", "--price-completion", "2.5"]
+    assert reg(url, "prices", "smol@v1", *args) == 0
+    with Registry.open(url) as registry:
+        assert registry.get_version("smol@v1").prices == Prices(1.0, 2.5)
+    capsys.readouterr()
+    assert reg(url, "history", "--model", "smol") == 0
+    assert "prices per 1k prompt/completion: 0.5/- -> 1/2.5" in capsys.readouterr().out
+    assert reg(url, "prices", "smol@v1", "--price-prompt", "-1") == 2
+    assert "prompt_per_1k" in capsys.readouterr().err
 
 
 def test_history_is_an_aligned_table_filterable_by_model(url: str, capsys) -> None:

@@ -120,6 +120,30 @@ def test_price_cost_estimate() -> None:
     assert Prices(0.5, None).cost(1200, 0) == pytest.approx(0.6)
 
 
+def test_set_prices_replaces_them_and_logs_the_change(reg: Registry, db_path: Path) -> None:
+    reg.create_model("m")
+    reg.create_version("m", "hf:/1", prices={"prompt_per_1k": 0.5, "completion_per_1k": 1.5})
+    last = reg.events()[-1].id
+    changed = reg.set_prices("m@v1", {"prompt_per_1k": 2.0, "completion_per_1k": 4.0}, "ops")
+    assert changed.prices == reg.get_version("m@v1").prices == Prices(2.0, 4.0)
+    (event,) = reg.events(after_id=last)
+    assert event.kind is EventKind.PRICES_SET and event.key == "m@v1" and event.actor == "ops"
+    assert event.payload == {
+        "before": {"prompt_per_1k": 0.5, "completion_per_1k": 1.5},
+        "after": {"prompt_per_1k": 2.0, "completion_per_1k": 4.0},
+    }
+    reg.set_prices("m@v1", Prices(2.0, 4.0))  # unchanged: no event
+    assert reg.events()[-1].id == event.id
+    before = snapshot(db_path)
+    with expect_error(ErrorCode.INVALID_PARAMETER_VALUE, "prompt_per_1k"):
+        reg.set_prices("m@v1", {"prompt_per_1k": -1.0})
+    with expect_error(ErrorCode.INVALID_PARAMETER_VALUE, "m@champion"):
+        reg.set_prices("m@champion", {"prompt_per_1k": 1.0})
+    with expect_error(ErrorCode.RESOURCE_DOES_NOT_EXIST, "m@v9"):
+        reg.set_prices("m@v9", {"prompt_per_1k": 1.0})
+    assert snapshot(db_path) == before
+
+
 def test_find_version_matches_normalized_serving(reg: Registry) -> None:
     reg.create_model("m")
     v1 = reg.create_version("m", "hf:/a", {"batch_size": 8})

@@ -313,21 +313,24 @@ def test_efficiency_figures_and_cost_from_prices() -> None:
                 completion_tokens=i + 1,
                 latency_s=latencies[i],
                 batch_size=2 if i < 2 else 4,
-                cached=i == 4,  # a cache hit ran no model: out of latency and throughput
+                cached=i == 4,  # answered by the cache: measured when it was computed
             ),
         )
         for i, r in enumerate(requests)
     ]
     card = _card(score_partition(items, outputs, prices=TokenPrices(1.0, 2.0)).card)
-    live = np.array([0.1, 0.2, 0.3, 0.4])
-    assert card[("latency_mean_s", "efficiency", "", "")].mean == pytest.approx(0.25)
-    assert card[("latency_p50_s", "efficiency", "", "")].mean == pytest.approx(0.25)
-    # Linear interpolation: position 0.95 * 3 = 2.85 between 0.3 and 0.4.
-    assert card[("latency_p95_s", "efficiency", "", "")].mean == pytest.approx(0.385)
+    # The cache hit keeps the 9 s measured when its answer was computed.
+    measured = np.array(latencies)
+    assert card[("latency_mean_s", "efficiency", "", "")].mean == pytest.approx(measured.mean())
+    assert card[("latency_p50_s", "efficiency", "", "")].mean == pytest.approx(0.3)
+    # Linear interpolation: position 0.95 * 4 = 3.8 between 0.4 and 9.0.
+    assert card[("latency_p95_s", "efficiency", "", "")].mean == pytest.approx(0.4 + 0.8 * 8.6)
     assert card[("tokens_per_s", "efficiency", "", "")].mean == pytest.approx(
-        (1 + 2 + 3 + 4) / live.sum()
+        (1 + 2 + 3 + 4 + 5) / measured.sum()
     )
-    assert card[("batch_size_mean", "efficiency", "", "")].mean == pytest.approx(3.0)
+    assert card[("batch_size_mean", "efficiency", "", "")].mean == pytest.approx(16 / 5)
+    assert card[("cached_requests", "efficiency", "", "")].mean == 1
+    assert card[("run_model_time_s", "efficiency", "", "")].mean == pytest.approx(1.0)
     # All five count toward cost: 150 prompt tokens at 1/1k, 15 completion tokens at 2/1k.
     assert card[("estimated_cost", "efficiency", "", "")].mean == pytest.approx(
         150 / 1000 * 1.0 + 15 / 1000 * 2.0
@@ -373,3 +376,20 @@ def test_worst_case_covers_only_the_layouts_perturbations_ran_with() -> None:
     assert _card(scored.card)[("acc", "robustness", "", "robustness")].mean == 0.0
     # The clean score averages both layouts of the instance: still 1.
     assert _card(scored.card)[("acc", "accuracy", "", "")].mean == 1.0
+
+
+def test_prices_pinned_in_outputs_read_back_and_disagreeing_rows_are_refused() -> None:
+    import pyarrow as pa
+
+    from assay.core.pinned_prices import pin_prices, pinned_prices
+
+    table = pa.table({"instance_id": ["a", "b"]})
+    assert pinned_prices(table).pinned is False  # written before prices were pinned
+    pinned = pinned_prices(pin_prices(table, TokenPrices(0.25, 1.0)))
+    assert pinned.pinned and pinned.prices == TokenPrices(0.25, 1.0)
+    unpriced = pinned_prices(pin_prices(table, None))
+    assert unpriced.pinned and unpriced.prices is None
+    mixed = table.append_column("price_prompt_per_1k", pa.array([0.25, 0.5]))
+    mixed = mixed.append_column("price_completion_per_1k", pa.array([1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"m@v1 × s.*price_prompt_per_1k"):
+        pinned_prices(mixed, "m@v1 × s")

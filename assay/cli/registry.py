@@ -154,6 +154,13 @@ def _register(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
+def _prices(args: argparse.Namespace, registry: Registry) -> int:
+    prices = {"prompt_per_1k": args.price_prompt, "completion_per_1k": args.price_completion}
+    version = registry.set_prices(args.version, prices, actor=args.actor)
+    print(f"prices of {version.key} set; its cost changes from its next evaluation")
+    return 0
+
+
 def _version_rows(versions: Sequence[ModelVersion]) -> list[list[object]]:
     return [
         [
@@ -289,6 +296,15 @@ def describe_event(ev: Event) -> str:
         return f"{p['key']} removed (was {p['before']})"
     if ev.kind == "description_set":
         return f"description: {p['after']}"
+    if ev.kind == "prices_set":
+
+        def per_1k(prices: dict[str, Any]) -> str:
+            return "/".join(
+                "-" if prices[k] is None else f"{prices[k]:g}"
+                for k in ("prompt_per_1k", "completion_per_1k")
+            )
+
+        return f"prices per 1k prompt/completion: {per_1k(p['before'])} -> {per_1k(p['after'])}"
     if ev.kind == "evaluation_recorded":
         metrics = " ".join(f"{k}={v:g}" for k, v in sorted(p["metrics"].items()))
         run = f" run={p['run_id']}" if p.get("run_id") else ""
@@ -395,6 +411,16 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("stage", help="None, Staging, Production or Archived")
     p.add_argument("--archive-existing", action="store_true")
     p.set_defaults(func=command(_stage))
+
+    p = sub.add_parser(
+        "prices",
+        parents=[common],
+        help="set a version's token prices (costs already scored keep the prices they pinned)",
+    )
+    p.add_argument("version", help="MODEL@vN")
+    p.add_argument("--price-prompt", type=float, default=None, help="price per 1k prompt tokens")
+    p.add_argument("--price-completion", type=float, default=None, help="per 1k completion tokens")
+    p.set_defaults(func=command(_prices))
 
     p = sub.add_parser("tag", parents=[common], help="set a tag on a model or a version")
     p.add_argument("target", help="MODEL or MODEL@vN")

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from assay.core.digests import seed_from
 from assay.core.records import is_headline
+from assay.scoring.metrics.directions import NOT_RANKED
 from assay.stats.paired import Comparison, adjust, compare
 from assay.stats.resampling import bootstrap_collapsed, collapse
 
@@ -410,11 +411,13 @@ def _headline_scorecards(scorecards: pa.Table) -> dict[tuple[str, str, str], dic
 def _family_columns(
     scorecards: pa.Table, models: Sequence[str], lower_is_better: Collection[str]
 ) -> dict[str, tuple[list[np.ndarray], list[bool]]]:
-    """family → its win-rate columns: one per (scenario, metric, perturbation), ungrouped."""
+    """family → its win-rate columns: one per (scenario, metric, perturbation), ungrouped.
+
+    Figures of the run rather than the model (``NOT_RANKED``) have no column."""
     index = {m: i for i, m in enumerate(models)}
     cells: dict[str, dict[tuple[str, str, str], np.ndarray]] = {}
     for row in scorecards.select(list(SCORECARD_COLUMNS)).to_pylist():
-        if row["group"]:
+        if row["group"] or row["metric"] in NOT_RANKED:
             continue
         key = (row["scenario"], row["metric"], row["perturbation"])
         column = cells.setdefault(row["family"], {}).setdefault(key, np.full(len(models), np.nan))

@@ -1,4 +1,10 @@
-"""The leaderboard of a day: the versions registered by its end, ranked on their stored tables."""
+"""The leaderboard of a day: the versions registered by its end, ranked on their results as they
+stood at its end.
+
+Rebuilding a past day gives the board shown that day: the registry answers which versions were
+registered by then, and the store's history (:meth:`ParquetStore.read_all_as_of`) which metric
+tables and instance scores had been written by then. A day ends at midnight UTC.
+"""
 
 from __future__ import annotations
 
@@ -17,24 +23,53 @@ from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, MODEL_VERSION
 from assay.storage.parquet import ParquetStore
 
 
+def end_of_day(day: str) -> datetime:
+    """The instant a ``YYYY-MM-DD`` day ends (midnight UTC after it)."""
+    try:
+        start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"day {day!r} is not a date like 2026-11-30") from None
+    return start + timedelta(days=1)
+
+
 @dataclass(frozen=True)
 class StoredResults:
-    """Every stored metric table and instance score (None where nothing is stored yet)."""
+    """Stored metric tables and instance scores (None where nothing is stored yet)."""
 
     metric_tables: pa.Table | None
     instance_scores: pa.Table | None
 
     @classmethod
-    def read(cls, store: ParquetStore) -> StoredResults:
-        return cls(store.read_all(METRIC_TABLES), store.read_all(INSTANCE_SCORES))
+    def read(
+        cls,
+        store: ParquetStore,
+        as_of: datetime | None = None,
+        cache: dict[str, pa.Table] | None = None,
+    ) -> StoredResults:
+        """The latest tables, or with ``as_of`` the tables as they stood just before it
+        (``cache`` saves rereading a stored copy when several instants are read)."""
+        if as_of is None:
+            return cls(store.read_all(METRIC_TABLES), store.read_all(INSTANCE_SCORES))
+        return cls(
+            store.read_all_as_of(METRIC_TABLES, as_of, cache),
+            store.read_all_as_of(INSTANCE_SCORES, as_of, cache),
+        )
+
+    @classmethod
+    def of_day(
+        cls, store: ParquetStore, day: str, cache: dict[str, pa.Table] | None = None
+    ) -> StoredResults:
+        """The tables as they stood at the end of ``day``."""
+        return cls.read(store, end_of_day(day), cache)
 
 
 def leaderboard_as_of(
     day: str, results: StoredResults, registry: Registry, suite: Suite
 ) -> tuple[Leaderboard, pa.Table]:
     """The leaderboard of ``day`` (versions registered by its end) and the metric tables
-    behind it. Deterministic: the bootstrap seed derives from the day."""
-    as_of = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
+    behind it. ``results`` should be :meth:`StoredResults.of_day` for the board to be that
+    day's. Deterministic: the bootstrap seed derives from the day."""
+    as_of = end_of_day(day)
     versions = {v.key for v in registry.list_versions(as_of=as_of)}
     cards = _only(results.metric_tables, versions)
     scores = _only(results.instance_scores, versions)

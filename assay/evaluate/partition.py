@@ -10,7 +10,8 @@ from typing import Any
 import pyarrow as pa
 
 from assay.core.digests import digest_json
-from assay.core.records import Instance, ModelOutput
+from assay.core.pinned_prices import pin_prices
+from assay.core.records import Instance, ModelOutput, TokenPrices
 from assay.evaluate.run import (
     EvaluationRun,
     ProgressLog,
@@ -98,9 +99,13 @@ def run_partition(
     max_failure_fraction: float = 0.0,
     log: Callable[[str], None] = print,
     warn: Callable[[str], None] = print,
+    prices: TokenPrices | None = None,
 ) -> PartitionOutputs:
     """Select the eval instances, add their perturbed inputs, run every request through
-    ``client`` and refuse the partition when too many requests failed."""
+    ``client`` and refuse the partition when too many requests failed.
+
+    ``prices`` (the version's prices in the registry now) are pinned on every row, so the
+    cost scored from this partition stays what it was when the evaluation ran."""
     every = Instance.from_table(scenario_instances)
     instances, train = select_instances(config, every, max_instances)
     perturbed, source = perturbed_inputs(store, config, every, instances, warn)
@@ -108,5 +113,5 @@ def run_partition(
         client, config, instances, train, progress=ProgressLog(log, label), perturbed=perturbed
     )
     check_failures(run, max_failure_fraction, label)
-    table = ModelOutput.to_table(run.outputs)
+    table = pin_prices(ModelOutput.to_table(run.outputs), prices)
     return PartitionOutputs(label, table, run, source, config.adapter.template_id)

@@ -32,8 +32,9 @@ import pyarrow.parquet as pq
 
 from assay.core.records import InstanceStat, is_headline
 from assay.registry import ErrorCode, ModelVersion, Registry, RegistryError
-from assay.scoring.scorecard import SCORING_VERSION
 from assay.scoring.summary import SCORECARD_SCHEMA
+from assay.storage.code_versions import code_version
+from assay.storage.contract import METRIC_TABLES
 
 # Tags assay puts on a version mirrored from MLflow; (model, version, created) identify the
 # MLflow version across ticks, including a model deleted and re-created under the same name.
@@ -582,7 +583,7 @@ def export_evaluation(
         "model_version": key,
         "scenario": scenario,
         "template_id": template_id,
-        "scoring_version": SCORING_VERSION,
+        "scoring_version": code_version(METRIC_TABLES),
     }
     if dataset_digest:
         params["dataset_digest"] = dataset_digest

@@ -48,6 +48,8 @@ class EventKind(enum.StrEnum):
     TAG_SET = "tag_set"
     TAG_DELETED = "tag_deleted"
     DESCRIPTION_SET = "description_set"
+    # A version's token prices changed; evaluations already run keep the prices they pinned.
+    PRICES_SET = "prices_set"
     PROMPT_CREATED = "prompt_created"
     PROMPT_VERSION_CREATED = "prompt_version_created"
     PROMPT_ALIAS_SET = "prompt_alias_set"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -588,6 +589,41 @@ class ModelRegistry(RegistryBase):
             )
 
         self._write(work)
+
+    def set_prices(
+        self, key: str, prices: Prices | Mapping[str, Any] | None, actor: str | None = None
+    ) -> ModelVersion:
+        """Replace the token prices of version ``key`` (``<model>@v<n>``).
+
+        Costs already scored keep the prices pinned when their evaluation ran; the new prices
+        apply from the version's next evaluation.
+        """
+        ref = parse_reference(key, "models")
+        if ref.version is None or key.startswith("models:/"):
+            raise invalid(f"{key!r} is not a version key like 'name@v3'")
+        price = Prices.coerce(prices)
+
+        def work(session: Session) -> ModelVersion:
+            now = self._now()
+            model_row, row = self._resolve_row(session, ref)
+            before = Prices(row.price_prompt_per_1k, row.price_completion_per_1k)
+            if before != price:
+                row.price_prompt_per_1k = price.prompt_per_1k
+                row.price_completion_per_1k = price.completion_per_1k
+                model_row.updated_at = now
+                self._emit(
+                    session,
+                    EventKind.PRICES_SET,
+                    actor,
+                    now,
+                    model=model_row.name,
+                    version=row.version,
+                    payload={"before": asdict(before), "after": asdict(price)},
+                )
+                session.flush()
+            return self._version_record(session, model_row.name, row)
+
+        return self._write(work)
 
     def delete_tag(
         self, model: str, key: str, version: int | None = None, actor: str | None = None

@@ -279,18 +279,25 @@ _EFFICIENCY_FIGURES = (
     ("tokens_per_s", "tokens_per_second"),
     ("batch_size_mean", "batch_size_mean"),
     ("estimated_cost", "estimated_cost"),
+    ("model_time_s", "model_time_s"),
 )
 
 
 def efficiency_rows(
     outputs: Sequence[ModelOutput], prices: TokenPrices | None
 ) -> list[MetricSummary]:
+    """Efficiency as measured when each answer was computed (cache hits keep the latency
+    measured then), how many answers came from the cache, and this run's own model time."""
     result = efficiency_stats([o.completion for o in outputs], prices)
-    live = result.requests - result.errors - result.cached
-    counts = {"estimated_cost": result.requests - result.errors}
+    ok = result.requests - result.errors
+    live = ok - result.cached
     return [
-        point(name, "efficiency", getattr(result, field), counts.get(name, live))
-        for name, field in _EFFICIENCY_FIGURES
+        *(
+            point(name, "efficiency", getattr(result, field), ok)
+            for name, field in _EFFICIENCY_FIGURES
+        ),
+        point("cached_requests", "efficiency", float(result.cached), ok),
+        point("run_model_time_s", "efficiency", result.run_model_time_s, live),
     ]
 
 

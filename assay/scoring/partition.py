@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from assay.core.pinned_prices import pinned_prices
 from assay.core.records import Instance, InstanceStat, ModelOutput
 from assay.evaluate.suite import JudgeConfig, Suite
 from assay.models.base import ModelClient, ModelSpec
@@ -26,6 +27,7 @@ class ScoredPartition:
     scores: PartitionScores
     judgments: list[Judgment] | None  # None: the scenario has no judges
     toxicity_scorer: str  # "none" without one
+    prices_from: str  # "evaluation" (pinned in model_outputs) or "registry" (older partitions)
 
     @property
     def stats_table(self) -> pa.Table:
@@ -44,6 +46,7 @@ class ScoredPartition:
             "num_instances": len({s.instance_id for s in self.scores.stats}),
             "num_absent_metrics": sum(not r.present for r in self.scores.card),
             "toxicity_scorer": self.toxicity_scorer,
+            "prices_from": self.prices_from,
         }
         if self.judgments is not None:
             out["num_judgments"] = len(self.judgments)
@@ -84,8 +87,11 @@ class SuiteScorer:
         model_outputs: pa.Table,
         seed_key: str,
     ) -> ScoredPartition:
-        """Score ``version``'s stored outputs on ``scenario``, with the version's token prices
-        from the registry and the suite's toxicity scorer and judges."""
+        """Score ``version``'s stored outputs on ``scenario``, with the token prices pinned
+        when the outputs were evaluated and the suite's toxicity scorer and judges.
+
+        Outputs written before prices were pinned are priced from the registry's current
+        prices until the version is evaluated again."""
         instances = Instance.from_table(scenario_instances)
         outputs = ModelOutput.from_table(model_outputs)
         judging = self.suite[scenario].judging
@@ -93,13 +99,19 @@ class SuiteScorer:
         if judging is not None:
             judges, rubric = self._judges(judging)
             judgments = judge_partition(instances, outputs, judges, rubric, judging.repeats)
+        pinned = pinned_prices(model_outputs, f"model_outputs {version} × {scenario}")
+        prices = pinned.prices
+        if not pinned.pinned:
+            prices = self._registry().get_version(version).prices.token_prices()
         scores = score_partition(
             instances,
             outputs,
-            prices=self._registry().get_version(version).prices.token_prices(),
+            prices=prices,
             toxicity=self.toxicity,
             seed_key=seed_key,
             judgments=judgments,
         )
         name = self.toxicity.name if self.toxicity is not None else "none"
-        return ScoredPartition(scores, judgments, name)
+        return ScoredPartition(
+            scores, judgments, name, "evaluation" if pinned.pinned else "registry"
+        )

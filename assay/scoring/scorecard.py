@@ -41,10 +41,6 @@ from assay.scoring.judge_scores import judge_rows, judge_stats
 from assay.scoring.metrics.toxicity import ToxicityScorer
 from assay.scoring.summary import scorecard
 
-# Bump when a metric definition changes: metric tables then re-materialize from stored
-# model outputs, without a single model call.
-SCORING_VERSION = "4"
-
 FAMILIES = ("accuracy", "calibration", ROBUSTNESS, FAIRNESS, "bias", "toxicity", "efficiency")
 
 

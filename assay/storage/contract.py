@@ -27,6 +27,10 @@ DASHBOARD = "dashboard"
 # The outputs of one evaluation of a model version on a scenario.
 EVALUATION_ASSETS = (MODEL_OUTPUTS, INSTANCE_SCORES, METRIC_TABLES)
 
+# Tables whose every write is also kept, immutable, in the store's history: the rankings of a
+# past day read them as they stood at the end of that day (see ParquetStore.read_all_as_of).
+HISTORY_ASSETS = (INSTANCE_SCORES, METRIC_TABLES)
+
 # Partition dimensions.
 MODEL_VERSION = "model_version"
 SCENARIO = "scenario"

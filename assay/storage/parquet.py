@@ -4,6 +4,15 @@ Layout: ``<base>/<asset>/<dim>=<value>[/<dim>=<value>]/part.parquet`` (hive styl
 asset can be read back as one table with its partition columns, by pyarrow or anything else.
 A write goes to a temporary name and is then renamed (local files, memory://) or committed as a
 single object PUT (object stores), so readers see the old partition or the new one, never half.
+
+History. The tables in ``history_assets`` (metric tables and instance scores by default) are
+also kept as they were written: each write first stores an immutable copy under
+``<base>/_history/<asset>/<dim>=<value>/.../<written_at>-<id>.parquet``, stamped with the
+writer's UTC clock, then replaces ``part.parquet`` (the latest copy, for ordinary reads).
+:meth:`ParquetStore.read_all_as_of` reads, for each partition, the latest copy written before
+a given instant, so a table "as it stood at the end of day D" can be rebuilt at any later time.
+A partition written before history was kept has no copies: its ``part.parquet`` counts from
+its file's modification time when the filesystem reports one, and from the beginning otherwise.
 """
 
 from __future__ import annotations
@@ -11,7 +20,8 @@ from __future__ import annotations
 import io
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -19,7 +29,12 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from assay.storage.contract import HISTORY_ASSETS
+
 PART_FILE = "part.parquet"
+HISTORY_DIR = "_history"
+# A history file's name starts with its write time; this format sorts as it reads.
+_STAMP = "%Y%m%dT%H%M%S.%fZ"
 # Object stores publish an object only when its upload completes: a single PUT is atomic.
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 
@@ -36,10 +51,27 @@ class StorageWriteError(OSError):
     """A partition could not be written (the storage is down or refuses the write)."""
 
 
-class ParquetStore:
-    """Reads and writes partitioned Parquet tables under one fsspec base URL."""
+def utc_now() -> datetime:
+    """The clock that stamps history copies (the writer's UTC time)."""
+    return datetime.now(UTC)
 
-    def __init__(self, base_url: str, storage_options: Mapping[str, object] | None = None):
+
+class ParquetStore:
+    """Reads and writes partitioned Parquet tables under one fsspec base URL.
+
+    ``history_assets`` keep every write (see the module docstring); ``clock`` stamps them.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        storage_options: Mapping[str, object] | None = None,
+        *,
+        history_assets: Collection[str] = HISTORY_ASSETS,
+        clock: Callable[[], datetime] | None = None,
+    ):
+        self.history_assets = frozenset(history_assets)
+        self._clock = clock
         self.base_url = base_url.rstrip("/")
         self.fs, self.root = fsspec.core.url_to_fs(self.base_url, **(storage_options or {}))
         self.protocol = (
@@ -66,11 +98,27 @@ class ParquetStore:
         return path if self.is_local else f"{self.protocol}://{path.lstrip('/')}"
 
     # -- writes --------------------------------------------------------------------------------
+    def history_dir(self, asset: str, partition: Mapping[str, str] | None = None) -> str:
+        """Where the history copies of one partition live."""
+        return self.partition_dir(f"{HISTORY_DIR}/{asset}", partition)
+
+    def _now(self) -> datetime:
+        now = (self._clock or utc_now)()
+        if now.tzinfo is None:
+            raise ValueError("the store's clock must return timezone-aware datetimes")
+        return now.astimezone(UTC)
+
     def write(self, asset: str, partition: Mapping[str, str] | None, table: pa.Table) -> str:
-        """Write one partition atomically, replacing any previous version. Returns its URL."""
+        """Write one partition atomically, replacing any previous version. Returns its URL.
+
+        For a table with history the immutable copy is stored first: a write that fails
+        halfway leaves a copy that no ``part.parquet`` shows yet, never the reverse."""
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
         try:
+            if asset in self.history_assets:
+                name = f"{self._now().strftime(_STAMP)}-{uuid.uuid4().hex[:8]}.parquet"
+                self._put_atomic(f"{self.history_dir(asset, partition)}/{name}", buffer.getvalue())
             self._put_atomic(self.path(asset, partition), buffer.getvalue())
         except Exception as exc:  # s3fs/botocore errors are not all OSErrors
             # The filesystem has already retried (s3fs: connection errors, throttling); say
@@ -181,18 +229,101 @@ class ParquetStore:
 
     def read_all(self, asset: str) -> pa.Table | None:
         """Every partition of an asset concatenated, with one column per partition dimension."""
-        tables = []
+        return _concat(
+            (partition, self.read(asset, partition)) for partition in self.partitions(asset)
+        )
+
+    def history(self, asset: str) -> dict[tuple[tuple[str, str], ...], list[tuple[datetime, str]]]:
+        """Each partition's history copies, oldest first: partition items → (written at, path)."""
+        base = f"{self.root}/{HISTORY_DIR}/{asset}"
+        if not self.is_local:
+            self.fs.invalidate_cache(base)
+        if not self.fs.exists(base):
+            return {}
+        found: dict[tuple[tuple[str, str], ...], list[tuple[datetime, str]]] = {}
+        for path in sorted(str(p) for p in self.fs.find(base)):
+            segments = path[len(base) :].strip("/").split("/")
+            name = segments[-1]
+            if name.startswith(".") or not name.endswith(".parquet"):
+                continue  # a temporary file of a write in progress
+            partition = []
+            for segment in segments[:-1]:
+                dim, sep, value = segment.partition("=")
+                if not sep:
+                    raise CorruptPartitionError(f"history of asset {asset!r}: stray path {path}")
+                partition.append((dim, unquote(value)))
+            try:
+                written = datetime.strptime(name.split("-", 1)[0], _STAMP).replace(tzinfo=UTC)
+            except ValueError:
+                raise CorruptPartitionError(
+                    f"history of asset {asset!r}: {path} is not named <written_at>-<id>.parquet"
+                ) from None
+            found.setdefault(tuple(partition), []).append((written, path))
+        for copies in found.values():
+            copies.sort()
+        return found
+
+    def read_all_as_of(
+        self, asset: str, as_of: datetime, cache: dict[str, pa.Table] | None = None
+    ) -> pa.Table | None:
+        """Every partition of ``asset`` as it stood just before ``as_of`` (timezone-aware).
+
+        A partition with history reads its latest copy written before ``as_of`` and is left
+        out if it had none then; one without history reads ``part.parquet`` (see the module
+        docstring). ``cache`` (path → table) saves rereading a copy for several instants.
+        """
+        if as_of.tzinfo is None:
+            raise ValueError("as_of must be timezone-aware")
+        cache = {} if cache is None else cache
+        history = self.history(asset)
+        chosen: list[tuple[dict[str, str], str]] = []
+        for key, copies in sorted(history.items()):
+            before = [path for written, path in copies if written < as_of]
+            if before:
+                chosen.append((dict(key), before[-1]))
         for partition in self.partitions(asset):
-            table = self.read(asset, partition)
-            for dim, value in partition.items():
-                if dim not in table.column_names:
-                    table = table.append_column(
-                        dim, pa.array([value] * table.num_rows, pa.string())
-                    )
-            tables.append(table)
-        if not tables:
+            if tuple(partition.items()) in history:
+                continue
+            path = self.path(asset, partition)
+            modified = self._modified(path)
+            if modified is None or modified < as_of:
+                chosen.append((partition, path))
+        chosen.sort(key=lambda item: tuple(item[0].items()))
+        tables = []
+        for partition, path in chosen:
+            if path not in cache:
+                cache[path] = self._read_path(path, _label(asset, partition))
+            tables.append((partition, cache[path]))
+        return _concat(tables)
+
+    def _modified(self, path: str) -> datetime | None:
+        try:
+            modified = self.fs.modified(path)
+        except (NotImplementedError, AttributeError, OSError):
             return None
-        return pa.concat_tables(tables, promote_options="default")
+        return modified.replace(tzinfo=UTC) if modified.tzinfo is None else modified
+
+    def _read_path(self, path: str, label: str) -> pa.Table:
+        url = path if self.is_local else f"{self.protocol}://{path.lstrip('/')}"
+        try:
+            return pq.read_table(pa.BufferReader(self.fs.cat_file(path)))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CorruptPartitionError(
+                f"{label} at {url} is not a readable Parquet file: {exc}"
+            ) from None
+
+
+def _concat(parts: Iterable[tuple[Mapping[str, str], pa.Table]]) -> pa.Table | None:
+    """Partitions' tables concatenated, each with a column per partition dimension."""
+    tables = []
+    for partition, table in parts:
+        for dim, value in partition.items():
+            if dim not in table.column_names:
+                table = table.append_column(dim, pa.array([value] * table.num_rows, pa.string()))
+        tables.append(table)
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="default")
 
 
 def _label(asset: str, partition: Mapping[str, str] | None) -> str:

@@ -22,6 +22,12 @@ LOWER_IS_BETTER = frozenset(
 )
 
 
+# Figures that describe one run rather than the model (how many answers the request cache gave,
+# the model time this run spent): shown on the scorecard, never ranked, since a rerun answered
+# by the cache must not change a board.
+NOT_RANKED = frozenset({"cached_requests", "model_time_s", "run_model_time_s"})
+
+
 def lower_is_better(metric: str) -> bool:
     """True when smaller values of ``metric`` are better."""
     return metric in LOWER_IS_BETTER

@@ -1,0 +1,132 @@
+"""Each stored table's code version: a digest of the library sources that define it.
+
+Dagster marks a table stale when its asset's ``code_version`` differs from the one its last
+materialization recorded, and a backfill of stale partitions rebuilds it. Typed version
+numbers drift (a metric changed without a bump leaves tables marked fresh); here the version
+is derived from the bytes of the listed sources, so changing any of them marks exactly the
+tables whose list names it.
+
+``SOURCES`` is the one place that says what defines each table: paths under the ``assay``
+package, a folder standing for every file below it (code and data: lexicons, templates).
+A listed path that does not exist is an error, so a rename cannot silently drop a source.
+The Dagster layer (``assets/``) is left out: changing an asset's wiring or metadata does not
+change its data.
+
+Any byte counts, a comment included: a needless rescoring is cheap (scoring never calls a
+model) and a needless re-evaluation is answered by the request cache, while a missed change
+would leave stale numbers marked fresh. The suite file and the datasets are data per
+partition, not code: they are not part of these digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from functools import cache
+from pathlib import Path
+
+from assay.storage.contract import (
+    DASHBOARD,
+    INSTANCE_SCORES,
+    METRIC_TABLES,
+    MODEL_OUTPUTS,
+    PERTURBED_INSTANCES,
+    RANKINGS,
+    REGISTERED_MODELS,
+    SCENARIO_INSTANCES,
+)
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the ``assay`` package
+
+_RECORDS = ("core/records.py", "core/digests.py")
+# Per-instance stats: the metrics and the judges that produce them.
+_INSTANCE_STATS = (
+    *_RECORDS,
+    "scoring/instance_stats.py",
+    "scoring/metrics",
+    "scoring/judge.py",
+    "scoring/judge_scores.py",
+    "scoring/scorecard.py",
+    "scoring/partition.py",
+    "perturbations/__init__.py",
+)
+
+SOURCES: Mapping[str, tuple[str, ...]] = {
+    REGISTERED_MODELS: (
+        *_RECORDS,
+        "registry/resolved.py",
+        "models/transformers_loading.py",
+        "models/openai_backend.py",
+    ),
+    SCENARIO_INSTANCES: (*_RECORDS, "scenarios"),
+    PERTURBED_INSTANCES: (*_RECORDS, "perturbations", "evaluate/run.py"),
+    MODEL_OUTPUTS: (
+        *_RECORDS,
+        "core/pinned_prices.py",
+        "adapters",
+        "perturbations",
+        "models",
+        "evaluate/run.py",
+        "evaluate/partition.py",
+    ),
+    INSTANCE_SCORES: _INSTANCE_STATS,
+    # The scorecard: the stats above, summarized with intervals, plus partition-level figures.
+    METRIC_TABLES: (
+        *_INSTANCE_STATS,
+        "core/pinned_prices.py",
+        "scoring/summary.py",
+        "scoring/families.py",
+        "scoring/aggregate.py",
+        "stats",
+    ),
+    RANKINGS: (
+        *_RECORDS,
+        "compare/ranking.py",
+        "compare/standings.py",
+        "scoring/metrics/directions.py",
+        "stats",
+        "storage/parquet.py",
+    ),
+    DASHBOARD: (
+        *_RECORDS,
+        "report",
+        "compare",
+        "scoring/metrics/directions.py",
+        "scoring/metrics/calibration.py",
+        "stats",
+    ),
+}
+
+
+def _files(entry: str, root: Path) -> list[Path]:
+    path = root / entry
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and "__pycache__" not in p.parts
+            and not p.name.startswith(".")
+            and p.suffix not in (".pyc", ".pyo")
+        )
+    raise ValueError(f"code version source {entry!r} does not exist under {root}")
+
+
+def source_digest(entries: Iterable[str], root: Path = PACKAGE_ROOT) -> str:
+    """A digest of the listed sources' paths and bytes (16 hex digits)."""
+    digest = hashlib.sha256()
+    files = {p for entry in entries for p in _files(entry, root)}
+    for path in sorted(files):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+@cache
+def code_version(asset: str) -> str:
+    """The code version of ``asset``'s table, from the sources ``SOURCES`` lists for it."""
+    if asset not in SOURCES:
+        raise KeyError(f"no code version sources are listed for asset {asset!r}")
+    return source_digest(SOURCES[asset])

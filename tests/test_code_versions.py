@@ -1,0 +1,122 @@
+"""Code versions derived from the sources that define each table, and Dagster's view of them."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from dagster import AssetKey, AssetsDefinition, AssetSelection, instance_for_test, materialize
+from dagster._core.definitions.data_version import StaleCauseCategory, StaleStatus
+from dagster._utils.test.data_versions import get_stale_status_resolver
+
+from assay.storage.code_versions import PACKAGE_ROOT, SOURCES, code_version, source_digest
+from assay.storage.contract import (
+    DASHBOARD,
+    INSTANCE_SCORES,
+    METRIC_TABLES,
+    MODEL_OUTPUTS,
+    SCENARIO_INSTANCES,
+)
+from assets import all_assets
+from resources import SuiteResource, assay_resources
+
+
+@pytest.fixture
+def package(tmp_path):
+    """A copy of the assay package's sources to edit."""
+    root = tmp_path / "assay"
+    shutil.copytree(PACKAGE_ROOT, root, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def _versions(root) -> dict[str, str]:
+    return {asset: source_digest(entries, root) for asset, entries in SOURCES.items()}
+
+
+def _edit(path) -> None:
+    path.write_text(path.read_text() + "\n# edited\n")
+
+
+def test_the_copy_digests_like_the_package(package):
+    assert _versions(package) == {asset: code_version(asset) for asset in SOURCES}
+
+
+@pytest.mark.parametrize(
+    ("edited", "changed"),
+    [
+        # A summary change (intervals) touches the scorecard, not the per-instance stats.
+        ("scoring/summary.py", {METRIC_TABLES}),
+        # A metric's code changes both scoring tables and nothing upstream of them.
+        ("scoring/metrics/accuracy.py", {INSTANCE_SCORES, METRIC_TABLES}),
+        # A lexicon is data that defines the bias metrics.
+        ("scoring/metrics/data/bias/female.txt", {INSTANCE_SCORES, METRIC_TABLES}),
+        ("report/templates/leaderboard.html", {DASHBOARD}),
+        ("adapters/prompts.py", {MODEL_OUTPUTS}),
+        # Modules that define no stored table change no version.
+        ("cli/registry.py", set()),
+        ("server/http.py", set()),
+    ],
+)
+def test_an_edit_changes_exactly_the_versions_of_the_tables_it_defines(package, edited, changed):
+    before = _versions(package)
+    _edit(package / edited)
+    after = _versions(package)
+    assert {asset for asset in SOURCES if after[asset] != before[asset]} == changed
+
+
+def test_a_new_file_in_a_listed_folder_counts_and_a_missing_source_is_named(package):
+    before = source_digest(["scoring/metrics"], package)
+    (package / "scoring" / "metrics" / "new_metric.py").write_text("X = 1\n")
+    assert source_digest(["scoring/metrics"], package) != before
+    with pytest.raises(ValueError, match=r"scoring/gone\.py"):
+        source_digest(["scoring/gone.py"], package)
+    with pytest.raises(KeyError, match="no_such_asset"):
+        code_version("no_such_asset")
+
+
+def _assets_by_key():
+    return {key: a for a in all_assets if isinstance(a, AssetsDefinition) for key in a.keys}
+
+
+def test_every_asset_carries_its_derived_code_version():
+    for asset in SOURCES:
+        definition = _assets_by_key()[AssetKey(asset)]
+        assert definition.code_versions_by_key[AssetKey(asset)] == code_version(asset), asset
+
+
+def test_dagster_reports_a_table_stale_when_its_sources_change(tmp_path, package):
+    """Materialize scenario_instances under today's code version, then load the definitions
+    as they would be after an edit of a scenario module: Dagster calls the partition stale,
+    for its code version."""
+    key = AssetKey(SCENARIO_INSTANCES)
+    resources = assay_resources(
+        storage_url=str(tmp_path / "storage"),
+        registry_url=f"sqlite:///{tmp_path / 'registry.db'}",
+        suite=SuiteResource(),
+    )
+    _edit(package / "scenarios" / "generated.py")
+    edited = source_digest(SOURCES[SCENARIO_INSTANCES], package)
+    assert edited != code_version(SCENARIO_INSTANCES)
+    after_edit = [
+        a.map_asset_specs(
+            lambda spec: spec.replace_attributes(code_version=edited) if spec.key == key else spec
+        )
+        if isinstance(a, AssetsDefinition) and key in a.keys
+        else a
+        for a in all_assets
+    ]
+    with instance_for_test() as instance:
+        result = materialize(
+            all_assets,
+            selection=AssetSelection.assets(SCENARIO_INSTANCES),
+            partition_key="arithmetic",
+            instance=instance,
+            resources=resources,
+        )
+        assert result.success
+        now = get_stale_status_resolver(instance, all_assets)
+        assert now.get_status(key, "arithmetic") == StaleStatus.FRESH
+        later = get_stale_status_resolver(instance, after_edit)
+        assert later.get_status(key, "arithmetic") == StaleStatus.STALE
+        causes = later.get_stale_causes(key, "arithmetic")
+        assert [c.category for c in causes] == [StaleCauseCategory.CODE]
