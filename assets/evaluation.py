@@ -79,6 +79,7 @@ def model_outputs(
     suite: SuiteResource,
     models: ModelsResource,
     storage: StorageResource,
+    registry: RegistryResource,
 ):
     keys = evaluation_keys(context)
     versions = by_key(registered_models, [model_version_of(k) for k in keys])
@@ -98,6 +99,7 @@ def model_outputs(
             max_failure_fraction=models.max_failure_fraction,
             log=context.log.info,
             warn=context.log.warning,
+            registry=registry.open,
         )
         results[str(key)] = done.table
         metadata = {
