@@ -22,6 +22,7 @@ from sensors.promotion import MODEL_VERSION_TAG
 
 SENSOR = "model_promotion_sensor"
 SCHEDULE = "nightly_alias_reevaluation"
+EXPORT_SENSOR = "mlflow_export_sensor"
 TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 
@@ -250,3 +251,77 @@ def test_a_name_registered_before_the_rule_is_refused_not_wedging(
         "alias_set",
     }
     assert queued.runs(**{MODEL_VERSION_TAG: "le:gacy@v1"}) == []
+
+
+def test_each_evaluation_reaches_mlflow_once_under_the_daemon(
+    tmp_path, model_cache_dir, model_server, mlflow_uri, monkeypatch
+):
+    mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    with deployment(tmp_path, model_cache_dir, max_concurrent_runs=0) as deployed:
+        # A tracking URI in the environment turns the export sensor on by default.
+        deployed.env["ASSAY_MLFLOW_TRACKING_URI"] = mlflow_uri
+        deployed.assay("create", "exported")
+        deployed.assay("register", "exported", f"openai:{model_server}#right")
+
+        # The evaluation, in process on the same instance (as the nightly test does).
+        monkeypatch.setenv("ASSAY_SUITE", deployed.env["ASSAY_SUITE"])
+        from assets import all_assets
+
+        resources = assay_resources(
+            storage_url=deployed.env["ASSAY_STORAGE_URL"],
+            registry_url=deployed.env["ASSAY_REGISTRY_URL"],
+            suite=SuiteResource(path=deployed.env["ASSAY_SUITE"]),
+            models=ModelsResource(cache_dir=deployed.env["ASSAY_HOME"] + "/cache"),
+        )
+        instance = deployed.instance
+        instance.add_dynamic_partitions("model_version", ["exported@v1"])
+        for selection, key in [
+            ("registered_models", "exported@v1"),
+            ("scenario_instances", "arithmetic"),
+            (["model_outputs", "instance_scores", "metric_tables"], "exported@v1|arithmetic"),
+        ]:
+            names = [selection] if isinstance(selection, str) else selection
+            assert materialize(
+                all_assets,
+                selection=AssetSelection.assets(*names),
+                partition_key=key,
+                instance=instance,
+                resources=resources,
+            ).success
+
+        deployed.start()
+        client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+
+        def exported_runs() -> list:
+            experiment = client.get_experiment_by_name("assay-evaluations")
+            if experiment is None:
+                return []
+            return client.search_runs(
+                [experiment.experiment_id],
+                filter_string="tags.`assay.model_version` = 'exported@v1'",
+            )
+
+        def ended() -> list | None:
+            runs = exported_runs()
+            return runs if runs and all(r.info.status != "RUNNING" for r in runs) else None
+
+        (run,) = wait_for(ended, 180, "the evaluation to reach MLflow", deployed.log)
+        assert run.info.status == "FINISHED"
+        assert run.data.params["scenario"] == "arithmetic"
+        assert run.data.metrics["exact_match.mean"] == pytest.approx(1.0)  # `right` is right
+
+        # The cursor lost: the next tick finds the run by its tag and logs nothing twice.
+        deployed.dagster("sensor", "cursor", EXPORT_SENSOR, "--delete")
+        wait_for(
+            lambda: (
+                any(
+                    "1 already logged" in (t.skip_reason or "")
+                    for t in deployed.ticks(EXPORT_SENSOR)
+                )
+                or None
+            ),
+            120,
+            "a tick after the cursor was deleted",
+            deployed.log,
+        )
+        assert len(exported_runs()) == 1
