@@ -8,12 +8,16 @@ arithmetic, ``wrong`` never does), except for the demo, which runs the bundled m
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from dagster import AssetSelection, DagsterEventType, DagsterRunStatus, materialize
-from live_deployment import REPO, Deployment, arithmetic_app, deployment, wait_for
+from live_deployment import BIN, REPO, Deployment, arithmetic_app, deployment, wait_for
 
 from assay.registry import EventKind, Registry, RegistryError
 from assay.serving import asgi_in_background
@@ -251,6 +255,81 @@ def test_a_name_registered_before_the_rule_is_refused_not_wedging(
         "alias_set",
     }
     assert queued.runs(**{MODEL_VERSION_TAG: "le:gacy@v1"}) == []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _assay_server(deployed: Deployment) -> Iterator[str]:
+    """``assay server`` as its own process over the deployment's registry, on loopback."""
+    port = _free_port()
+    log = (deployed.root / "server.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "assay"), "server", "--port", str(port)],
+        cwd=REPO,
+        env=deployed.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool | None:
+        assert proc.poll() is None, (deployed.root / "server.log").read_text()
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code < 500 or None
+        except httpx.HTTPError:
+            return None
+
+    try:
+        wait_for(answers, 60, "assay server to answer", deployed.root / "server.log")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _token(deployed: Deployment, principal: str, role: str) -> str:
+    done = deployed.run(str(BIN / "assay"), "tokens", "create", principal, "--role", role)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()[1].strip()
+
+
+def test_an_alias_moved_over_http_launches_an_evaluation_run(queued, model_server, monkeypatch):
+    """MlflowClient → ``assay server`` → registry → the promotion sensor in the daemon → run."""
+    mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    writer, promoter = _token(queued, "wendy", "writer"), _token(queued, "paul", "promoter")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with _assay_server(queued) as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", writer)
+        client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
+        client.create_registered_model("over-http")
+        client.create_model_version("over-http", f"openai:{model_server}#right")
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", promoter)
+        client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
+        client.set_registered_model_alias("over-http", "champion", "1")
+
+    runs = wait_for(
+        lambda: _submitted(queued.runs(**{MODEL_VERSION_TAG: "over-http@v1"})),
+        120,
+        "the promotion over HTTP to queue a run",
+        queued.log,
+    )
+    (run,) = runs
+    assert "champion" in run.tags["assay/reason"]
+    assert run.tags["dagster/asset_partition_range_start"] == "over-http@v1|arithmetic"
+    registry = _registry(queued)
+    moved = [e for e in registry.events(model="over-http") if e.kind is EventKind.ALIAS_SET]
+    registry.close()
+    assert [e.actor for e in moved] == ["paul"]  # the token's principal, not the OS user
 
 
 def test_each_evaluation_reaches_mlflow_once_under_the_daemon(

@@ -376,7 +376,8 @@ def test_alias_moved_over_http_is_a_promotion(
     server: Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_cache_dir: Path
 ) -> None:
     """MlflowClient → server → registry → the promotion sensor's run request (one sensor
-    evaluation against a test instance, as tests/test_promotion.py does)."""
+    evaluation against a test instance); the same path under the real daemon is
+    tests/test_daemon.py::test_an_alias_moved_over_http_launches_an_evaluation_run."""
     from dagster import SensorResult, build_sensor_context, instance_for_test
 
     from resources import ModelsResource, SuiteResource, assay_resources
