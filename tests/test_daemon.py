@@ -17,10 +17,19 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from dagster import AssetSelection, DagsterEventType, DagsterRunStatus, materialize
-from live_deployment import BIN, REPO, Deployment, arithmetic_app, deployment, wait_for
+from live_deployment import (
+    BIN,
+    REPO,
+    TINY_SUITE,
+    Deployment,
+    arithmetic_app,
+    deployment,
+    wait_for,
+)
 
 from assay.registry import EventKind, Registry, RegistryError
 from assay.serving import asgi_in_background
+from assay.storage.parquet import ParquetStore
 from resources import ModelsResource, SuiteResource, assay_resources
 from sensors.promotion import MODEL_VERSION_TAG
 
@@ -404,3 +413,74 @@ def test_each_evaluation_reaches_mlflow_once_under_the_daemon(
             deployed.log,
         )
         assert len(exported_runs()) == 1
+
+
+def test_a_prompt_alias_moved_with_the_cli_reevaluates_its_entries(
+    tmp_path, model_cache_dir, model_server, monkeypatch
+):
+    """A prompt promotion under the daemon: the run it launches resolves the moved alias."""
+    first, second = "Answer with digits only.", "Reply with the number alone."
+    with deployment(tmp_path, model_cache_dir, max_concurrent_runs=1) as deployed:
+        suite = tmp_path / "suite.yaml"
+        suite.write_text(
+            TINY_SUITE.replace(
+                "adapter: {method: generation,",
+                'adapter: {method: generation, instructions: "prompts:/terse@production",',
+            )
+        )
+
+        def prompts(*args: str) -> None:
+            done = deployed.run(str(BIN / "assay"), "prompts", *args)
+            assert done.returncode == 0, done.stderr
+
+        prompts("create", "terse")
+        prompts("register", "terse", "--template", first)
+        prompts("register", "terse", "--template", second)
+        prompts("alias", "terse", "production", "1")
+        deployed.assay("create", "p")
+        deployed.assay("register", "p", f"openai:{model_server}#right")
+        deployed.assay("alias", "set", "p", "champion", "1")
+
+        # The suite's instances, in process on the same instance (as the nightly test does).
+        monkeypatch.setenv("ASSAY_SUITE", str(suite))
+        from assets import all_assets
+
+        resources = assay_resources(
+            storage_url=deployed.env["ASSAY_STORAGE_URL"],
+            registry_url=deployed.env["ASSAY_REGISTRY_URL"],
+            suite=SuiteResource(path=str(suite)),
+            models=ModelsResource(cache_dir=deployed.env["ASSAY_HOME"] + "/cache"),
+        )
+        assert materialize(
+            all_assets,
+            selection=AssetSelection.assets("scenario_instances"),
+            partition_key="arithmetic",
+            instance=deployed.instance,
+            resources=resources,
+        ).success
+
+        # The events so far stand for what was evaluated before: the sensor starts after them.
+        registry = _registry(deployed)
+        last = registry.events()[-1].id
+        registry.close()
+        deployed.start()
+        deployed.dagster("sensor", "cursor", SENSOR, "--set", str(last))
+        deployed.dagster("sensor", "start", SENSOR)
+        prompts("alias", "terse", "production", "2")
+
+        def finished():
+            runs = deployed.runs(**{MODEL_VERSION_TAG: "p@v1"})
+            return runs if runs and {r.status for r in runs} <= TERMINAL else None
+
+        (run,) = wait_for(finished, 420, "the prompt promotion's run to finish", deployed.log)
+        assert run.status is DagsterRunStatus.SUCCESS
+        assert "prompt alias terse@production" in run.tags["assay/reason"]
+        outputs = ParquetStore(deployed.env["ASSAY_STORAGE_URL"]).read(
+            "model_outputs", {"model_version": "p@v1", "scenario": "arithmetic"}
+        )
+        assert outputs.num_rows == 8
+        assert all(p.startswith(second) for p in outputs["prompt"].to_pylist())
+        recorded = {
+            (t["name"], t["version"]) for ts in outputs["prompt_templates"].to_pylist() for t in ts
+        }
+        assert recorded == {("terse", 2)}
