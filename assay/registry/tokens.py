@@ -17,6 +17,7 @@ import enum
 import hashlib
 import json
 import secrets
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -127,6 +128,10 @@ class TokenStore:
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
+        # Token id → the last stamp this store wrote or claimed, so concurrent requests of one
+        # process do not all queue for the write lock to find the stamp already fresh.
+        self._stamped: dict[int, datetime] = {}
+        self._stamping = threading.Lock()
 
     def create(
         self,
@@ -218,9 +223,12 @@ class TokenStore:
         bookkeeping, and the next request past the resolution tries again.
         """
         now = self._registry._now()
-        if row.last_used_at is not None and now - row.last_used_at < LAST_USED_RESOLUTION:
-            return
         stale = now - LAST_USED_RESOLUTION
+        with self._stamping:
+            known = [t for t in (row.last_used_at, self._stamped.get(row.id)) if t is not None]
+            if known and max(known) > stale:
+                return
+            self._stamped[row.id] = now
 
         def work(session: Session) -> None:
             session.execute(
