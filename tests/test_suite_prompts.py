@@ -270,3 +270,23 @@ def test_suite_file_paths_stay_in_the_error(tmp_path: Path):
     path.write_text(yaml.safe_dump(_suite({"instructions": "prompts:/terse"})))
     with pytest.raises(ValueError, match=f"{path}: scenarios.quiz.adapter.instructions"):
         load_suite(path)
+
+
+def test_a_holder_that_cannot_be_evaluated_is_refused_alone(deployed):
+    instance, resources, registry, _ = deployed
+    registry.create_model("broken")
+    registry.create_version("broken", "hf:/does/not/exist")
+    registry.set_alias("broken", "champion", 1)
+    first = _tick(instance, resources, None)
+    registry.set_prompt_alias("terse", "production", 2)
+    moved = registry.events()[-1]
+    result = _tick(instance, resources, first.cursor)
+    assert [r.tags["assay/model_version"] for r in result.run_requests] == [f"{MODEL}@v1"]
+    refused = [
+        e
+        for e in registry.events(after_id=moved.id)
+        if e.kind is EventKind.PROMOTION_REFUSED and e.payload["event_id"] == moved.id
+    ]
+    assert len(refused) == 1
+    assert refused[0].payload["reason"].startswith("broken@v1: ")
+    assert int(result.cursor) >= moved.id  # the cursor moved past the event
