@@ -103,6 +103,7 @@ def model_outputs(
             warn=context.log.warning,
             # Pinned with the outputs: cost changes only when the version is evaluated again.
             prices=reg.get_version(resolved.key).prices.token_prices(),
+            registry=registry.open,
         )
         results[str(key)] = done.table
         metadata = {

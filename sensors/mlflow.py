@@ -1,4 +1,16 @@
-"""MLflow alias sync: a real MLflow registry's aliases mirrored into assay's registry.
+"""MLflow: aliases mirrored into assay's registry, and evaluations logged back as runs.
+
+``mlflow_export_sensor`` logs every new ``metric_tables`` partition (each evaluation) as an
+MLflow run in the ``assay-evaluations`` experiment, tagged with its model version and linked to
+the MLflow model version when the version was mirrored from MLflow. Its cursor is the last
+materialization exported; each run carries the tag ``assay.evaluation`` = ``<partition
+key>#<storage id>`` and is looked up before logging, so a repeated tick logs nothing twice.
+MLflow unreachable → SkipReason with the cause, cursor left before the first evaluation not
+logged, retried at the next tick. An evaluation that cannot be exported (its version gone from
+the registry, its tables unreadable) is skipped with a warning. It starts running by default
+when a tracking URI is configured at load time.
+
+``mlflow_alias_sensor``:
 
 Each tick reads every MLflow model's alias map, diffs it with the cursor (the previous map
 as JSON, with each model's creation time so a deleted and re-created model counts as new),
@@ -14,9 +26,20 @@ tick time; credentials go through MLflow's own variables (``MLFLOW_TRACKING_TOKE
 
 import os
 
-from dagster import SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DefaultSensorStatus,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
 
-from resources import RegistryResource
+from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, MODEL_VERSION, SCENARIO
+from assets.partitions import evaluation_partitions
+from resources import RegistryResource, StorageResource
+from sensors.promotion import sensor_interval_s
 
 URI_VARIABLES = ("ASSAY_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
 
@@ -100,8 +123,103 @@ def build_mlflow_alias_sensor(
     return _mlflow_alias_sensor
 
 
+def _is_registry_outage(exc: Exception) -> bool:
+    # SQLAlchemy's DBAPIError, by class name so this layer needs no SQLAlchemy import.
+    return any(cls.__name__ == "DBAPIError" for cls in type(exc).__mro__)
+
+
+def build_mlflow_export_sensor(
+    tracking_uri: str | None = None,
+    name: str = "mlflow_export_sensor",
+    minimum_interval_seconds: int | None = None,
+    max_per_tick: int = 50,
+    experiment: str | None = None,
+):
+    """The export sensor for ``tracking_uri`` (None: read from the environment each tick)."""
+    configured = tracking_uri or tracking_uri_from_env()
+    interval = minimum_interval_seconds or sensor_interval_s()
+
+    @sensor(
+        name=name,
+        minimum_interval_seconds=interval,
+        default_status=DefaultSensorStatus.RUNNING if configured else DefaultSensorStatus.STOPPED,
+        description="Logs each new evaluation (metric_tables partition) as an MLflow run "
+        "linked to its model version, once.",
+    )
+    def _mlflow_export_sensor(
+        context: SensorEvaluationContext, registry: RegistryResource, storage: StorageResource
+    ):
+        from assay.integrations.mlflow import (
+            MlflowUnavailable,
+            export_stored_evaluation,
+            redact_uri,
+        )
+
+        uri = tracking_uri or tracking_uri_from_env()
+        if uri is None:
+            return SkipReason(f"no MLflow tracking URI: set {' or '.join(URI_VARIABLES)}")
+        after = int(context.cursor or 0)
+        records = context.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey(METRIC_TABLES), after_storage_id=after),
+            limit=max_per_tick,
+            ascending=True,
+        ).records
+        if not records:
+            return SkipReason(f"no evaluations after storage id {after}")
+        store, logged, found, skipped = storage.store(), [], 0, 0
+        cursor = after
+        for record in records:
+            key = record.partition_key
+            if key is not None:
+                dims = evaluation_partitions.get_partition_key_from_str(key).keys_by_dimension
+                evaluation = f"{key}#{record.storage_id}"
+                try:
+                    version = registry.open().get_version(dims[MODEL_VERSION])
+                    done = export_stored_evaluation(
+                        uri,
+                        evaluation,
+                        store.read(METRIC_TABLES, dims),
+                        store.read(INSTANCE_SCORES, dims),
+                        version,
+                        dims[SCENARIO],
+                        **({"experiment": experiment} if experiment else {}),
+                    )
+                except MlflowUnavailable as exc:
+                    return SkipReason(
+                        f"{exc}; {len(logged)} logged this tick; cursor stays at storage id "
+                        f"{cursor}, retried at the next tick"
+                    )
+                except Exception as exc:
+                    if _is_registry_outage(exc):
+                        return SkipReason(
+                            f"registry unreachable ({type(exc).__name__}); cursor stays at "
+                            f"storage id {cursor}, retried at the next tick"
+                        )
+                    # This evaluation cannot be exported; later ones still are.
+                    skipped += 1
+                    context.log.warning(f"{evaluation} not exported: {type(exc).__name__}: {exc}")
+                else:
+                    if done.logged:
+                        logged.append(done.run_id)
+                        context.log.info(
+                            f"{evaluation} logged to {redact_uri(uri)} as run {done.run_id}"
+                        )
+                    else:
+                        found += 1
+            cursor = record.storage_id
+            context.update_cursor(str(cursor))
+        return SkipReason(
+            f"logged {len(logged)} evaluations to MLflow ({found} already logged, "
+            f"{skipped} not exportable); nothing to launch"
+        )
+
+    return _mlflow_export_sensor
+
+
 def mlflow_sensors() -> list:
-    """``[mlflow_alias_sensor]`` when mlflow is importable, else ``[]``."""
+    """``[mlflow_alias_sensor, mlflow_export_sensor]`` when mlflow is importable, else ``[]``."""
     from assay.integrations.mlflow import mlflow_available
 
-    return [build_mlflow_alias_sensor()] if mlflow_available() else []
+    if not mlflow_available():
+        return []
+    return [build_mlflow_alias_sensor(), build_mlflow_export_sensor()]

@@ -2,8 +2,9 @@
 
 ``model_promotion_sensor`` reads registry events after its cursor (the last event id it
 handled), adds ``model_version`` partitions for new versions, records their
-``registered_models`` partitions, and launches one run per promoted version that evaluates
-it across the whole suite (a partition-range run over ``<key>|<first>`` … ``<key>|<last>``).
+``registered_models`` partitions, and launches the evaluation of each promoted version across
+the whole suite (one partition-range run over ``<key>|<first>`` … ``<key>|<last>``, or one run
+per scenario: the shape below).
 
 It never wedges: each event is handled on its own. An event that cannot be handled (a source
 that does not resolve, a name that does not parse) is refused: the reason goes to the tick's
@@ -20,6 +21,15 @@ The shape of that evaluation is ``$ASSAY_EVALUATION_RUNS``: ``version`` (the def
 partition-range run, whose steps run one after another in one process, the cheapest on one
 machine; ``scenario`` is one run per (version, scenario) partition, so an executor that spreads
 steps over workers (Celery) evaluates the scenarios side by side.
+
+A prompt promotion is a promotion: moving a prompt alias that suite entries read
+(``prompts:/name@alias``, see ``assay.evaluate.registry_prompts``) re-evaluates those entries
+for every model version holding a promotion alias, under the same rules (refusals, cursor,
+one run per version). Its run covers the suite keys from the first to the last entry that
+reads the prompt in the ``version`` shape (a range run; entries in between hit the request
+cache), and exactly those entries in the ``scenario`` shape. A run it joins resolves prompts
+as each partition starts, so partitions it already evaluated keep the earlier prompt version
+until the next promotion or the nightly re-evaluation.
 """
 
 import os
@@ -40,6 +50,8 @@ from dagster import (
     sensor,
 )
 
+from assay.evaluate.registry_prompts import prompt_promotions
+from assay.evaluate.suite import Suite
 from assay.registry import Event, EventKind, Registry
 from assay.registry.promotion import Promotion, PromotionPolicy
 from assay.registry.resolved import record_registered_model
@@ -207,16 +219,30 @@ class _Tick:
             return False
         return True
 
-    def handle(self, event: Event, promotion: Promotion | None) -> None:
+    def handle(self, event: Event, promotions: list[Promotion]) -> None:
         if event.kind is EventKind.VERSION_CREATED and event.key:
             self.record(event.key)
-        if promotion is None:
-            return
+        for promotion in promotions:
+            if len(promotions) == 1:
+                self.promote(event, promotion)
+                continue
+            # A prompt promotion asks for several versions: one that cannot be handled is
+            # refused on its own and the others still run.
+            try:
+                self.promote(event, promotion)
+            except Outage:
+                raise
+            except Exception as exc:
+                self.refuse(event, exc, about=promotion.key)
+
+    def promote(self, event: Event, promotion: Promotion) -> None:
         self.record(promotion.key)
         if promotion.key in self.runs:
+            first = self.runs[promotion.key]
+            self.runs[promotion.key] = first.joined(promotion)
             self.note(
                 f"event {event.id} ({promotion.reason}) joins the run requested by event "
-                f"{self.runs[promotion.key].event_id}"
+                f"{first.event_id}"
             )
             return
         try:
@@ -231,8 +257,8 @@ class _Tick:
             return
         self.runs[promotion.key] = promotion
 
-    def refuse(self, event: Event, exc: Exception) -> None:
-        reason = f"{type(exc).__name__}: {exc}"
+    def refuse(self, event: Event, exc: Exception, about: str = "") -> None:
+        reason = f"{about + ': ' if about else ''}{type(exc).__name__}: {exc}"
         self.note(f"event {event.id} ({event.kind.value} {event.key or '-'}) refused: {reason}")
         try:
             self.reg.refuse_promotion(event, reason, actor=SENSOR_ACTOR)
@@ -242,13 +268,35 @@ class _Tick:
             raise
 
 
+def _promotions(
+    event: Event, policy: PromotionPolicy, loaded: Suite, reg: Registry
+) -> list[Promotion]:
+    """The model promotion an event is, or the prompt promotions it asks for."""
+    promotion = policy.promotion(event)
+    if promotion is not None:
+        return [promotion]
+    try:
+        return prompt_promotions(event, loaded, reg, policy)
+    except Exception as exc:
+        if _is_outage(exc):
+            raise Outage(f"registry: {type(exc).__name__}") from exc
+        raise
+
+
+def _in_suite_order(loaded: Suite, promotion: Promotion) -> list[str]:
+    if promotion.scenarios is None:
+        return loaded.keys
+    return [k for k in loaded.keys if k in promotion.scenarios]
+
+
 @sensor(
     name="model_promotion_sensor",
     minimum_interval_seconds=sensor_interval_s(),
     asset_selection=EVALUATION_ASSETS,
     description="Re-evaluates a model version across the suite when it is promoted "
-    "(an alias set or moved, or a move to Staging/Production); one run per version at a "
-    "time; events it cannot handle are refused in the registry's history.",
+    "(an alias set or moved, or a move to Staging/Production), and the suite entries that read "
+    "a prompt alias when it moves, for every version holding a promotion alias; one run per "
+    "version at a time; events it cannot handle are refused in the registry's history.",
 )
 def model_promotion_sensor(
     context: SensorEvaluationContext,
@@ -275,10 +323,11 @@ def model_promotion_sensor(
         after,
         None,
     )
+    loaded = suite.load()
     for event in events:
         try:
             try:
-                tick.handle(event, policy.promotion(event))
+                tick.handle(event, _promotions(event, policy, loaded, reg))
             except Outage:
                 raise
             except Exception as exc:  # this event cannot be handled: refuse it, move on
@@ -289,11 +338,13 @@ def model_promotion_sensor(
             break
         cursor = event.id
 
-    scenarios = suite.load().keys
     run_requests = [
+        # A prompt promotion asks for several versions in one event: the key names both.
         request
         for key, p in tick.runs.items()
-        for request in evaluation_run_requests(key, scenarios, f"promotion-{p.event_id}", p.reason)
+        for request in evaluation_run_requests(
+            key, _in_suite_order(loaded, p), f"promotion-{p.event_id}-{key}", p.reason
+        )
     ]
     summary = (
         f"events {after + 1}..{cursor}: {len(tick.to_add)} new partitions, "

@@ -8,20 +8,34 @@ arithmetic, ``wrong`` never does), except for the demo, which runs the bundled m
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from dagster import AssetSelection, DagsterEventType, DagsterRunStatus, materialize
-from live_deployment import REPO, Deployment, arithmetic_app, deployment, wait_for
+from live_deployment import (
+    BIN,
+    REPO,
+    TINY_SUITE,
+    Deployment,
+    arithmetic_app,
+    deployment,
+    wait_for,
+)
 
 from assay.registry import EventKind, Registry, RegistryError
 from assay.serving import asgi_in_background
+from assay.storage.parquet import ParquetStore
 from resources import ModelsResource, SuiteResource, assay_resources
 from sensors.promotion import MODEL_VERSION_TAG
 
 SENSOR = "model_promotion_sensor"
 SCHEDULE = "nightly_alias_reevaluation"
+EXPORT_SENSOR = "mlflow_export_sensor"
 TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 
@@ -250,3 +264,223 @@ def test_a_name_registered_before_the_rule_is_refused_not_wedging(
         "alias_set",
     }
     assert queued.runs(**{MODEL_VERSION_TAG: "le:gacy@v1"}) == []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _assay_server(deployed: Deployment) -> Iterator[str]:
+    """``assay server`` as its own process over the deployment's registry, on loopback."""
+    port = _free_port()
+    log = (deployed.root / "server.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "assay"), "server", "--port", str(port)],
+        cwd=REPO,
+        env=deployed.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool | None:
+        assert proc.poll() is None, (deployed.root / "server.log").read_text()
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code < 500 or None
+        except httpx.HTTPError:
+            return None
+
+    try:
+        wait_for(answers, 60, "assay server to answer", deployed.root / "server.log")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _token(deployed: Deployment, principal: str, role: str) -> str:
+    done = deployed.run(str(BIN / "assay"), "tokens", "create", principal, "--role", role)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()[1].strip()
+
+
+def test_an_alias_moved_over_http_launches_an_evaluation_run(queued, model_server, monkeypatch):
+    """MlflowClient → ``assay server`` → registry → the promotion sensor in the daemon → run."""
+    mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    writer, promoter = _token(queued, "wendy", "writer"), _token(queued, "paul", "promoter")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with _assay_server(queued) as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", writer)
+        client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
+        client.create_registered_model("over-http")
+        client.create_model_version("over-http", f"openai:{model_server}#right")
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", promoter)
+        client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
+        client.set_registered_model_alias("over-http", "champion", "1")
+
+    runs = wait_for(
+        lambda: _submitted(queued.runs(**{MODEL_VERSION_TAG: "over-http@v1"})),
+        120,
+        "the promotion over HTTP to queue a run",
+        queued.log,
+    )
+    (run,) = runs
+    assert "champion" in run.tags["assay/reason"]
+    assert run.tags["dagster/asset_partition_range_start"] == "over-http@v1|arithmetic"
+    registry = _registry(queued)
+    moved = [e for e in registry.events(model="over-http") if e.kind is EventKind.ALIAS_SET]
+    registry.close()
+    assert [e.actor for e in moved] == ["paul"]  # the token's principal, not the OS user
+
+
+def test_each_evaluation_reaches_mlflow_once_under_the_daemon(
+    tmp_path, model_cache_dir, model_server, mlflow_uri, monkeypatch
+):
+    mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    with deployment(tmp_path, model_cache_dir, max_concurrent_runs=0) as deployed:
+        # A tracking URI in the environment turns the export sensor on by default.
+        deployed.env["ASSAY_MLFLOW_TRACKING_URI"] = mlflow_uri
+        deployed.assay("create", "exported")
+        deployed.assay("register", "exported", f"openai:{model_server}#right")
+
+        # The evaluation, in process on the same instance (as the nightly test does).
+        monkeypatch.setenv("ASSAY_SUITE", deployed.env["ASSAY_SUITE"])
+        from assets import all_assets
+
+        resources = assay_resources(
+            storage_url=deployed.env["ASSAY_STORAGE_URL"],
+            registry_url=deployed.env["ASSAY_REGISTRY_URL"],
+            suite=SuiteResource(path=deployed.env["ASSAY_SUITE"]),
+            models=ModelsResource(cache_dir=deployed.env["ASSAY_HOME"] + "/cache"),
+        )
+        instance = deployed.instance
+        instance.add_dynamic_partitions("model_version", ["exported@v1"])
+        for selection, key in [
+            ("registered_models", "exported@v1"),
+            ("scenario_instances", "arithmetic"),
+            (["model_outputs", "instance_scores", "metric_tables"], "exported@v1|arithmetic"),
+        ]:
+            names = [selection] if isinstance(selection, str) else selection
+            assert materialize(
+                all_assets,
+                selection=AssetSelection.assets(*names),
+                partition_key=key,
+                instance=instance,
+                resources=resources,
+            ).success
+
+        deployed.start()
+        client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+
+        def exported_runs() -> list:
+            experiment = client.get_experiment_by_name("assay-evaluations")
+            if experiment is None:
+                return []
+            return client.search_runs(
+                [experiment.experiment_id],
+                filter_string="tags.`assay.model_version` = 'exported@v1'",
+            )
+
+        def ended() -> list | None:
+            runs = exported_runs()
+            return runs if runs and all(r.info.status != "RUNNING" for r in runs) else None
+
+        (run,) = wait_for(ended, 180, "the evaluation to reach MLflow", deployed.log)
+        assert run.info.status == "FINISHED"
+        assert run.data.params["scenario"] == "arithmetic"
+        assert run.data.metrics["exact_match.mean"] == pytest.approx(1.0)  # `right` is right
+
+        # The cursor lost: the next tick finds the run by its tag and logs nothing twice.
+        deployed.dagster("sensor", "cursor", EXPORT_SENSOR, "--delete")
+        wait_for(
+            lambda: (
+                any(
+                    "1 already logged" in (t.skip_reason or "")
+                    for t in deployed.ticks(EXPORT_SENSOR)
+                )
+                or None
+            ),
+            120,
+            "a tick after the cursor was deleted",
+            deployed.log,
+        )
+        assert len(exported_runs()) == 1
+
+
+def test_a_prompt_alias_moved_with_the_cli_reevaluates_its_entries(
+    tmp_path, model_cache_dir, model_server, monkeypatch
+):
+    """A prompt promotion under the daemon: the run it launches resolves the moved alias."""
+    first, second = "Answer with digits only.", "Reply with the number alone."
+    with deployment(tmp_path, model_cache_dir, max_concurrent_runs=1) as deployed:
+        suite = tmp_path / "suite.yaml"
+        suite.write_text(
+            TINY_SUITE.replace(
+                "adapter: {method: generation,",
+                'adapter: {method: generation, instructions: "prompts:/terse@production",',
+            )
+        )
+
+        def prompts(*args: str) -> None:
+            done = deployed.run(str(BIN / "assay"), "prompts", *args)
+            assert done.returncode == 0, done.stderr
+
+        prompts("create", "terse")
+        prompts("register", "terse", "--template", first)
+        prompts("register", "terse", "--template", second)
+        prompts("alias", "terse", "production", "1")
+        deployed.assay("create", "p")
+        deployed.assay("register", "p", f"openai:{model_server}#right")
+        deployed.assay("alias", "set", "p", "champion", "1")
+
+        # The suite's instances, in process on the same instance (as the nightly test does).
+        monkeypatch.setenv("ASSAY_SUITE", str(suite))
+        from assets import all_assets
+
+        resources = assay_resources(
+            storage_url=deployed.env["ASSAY_STORAGE_URL"],
+            registry_url=deployed.env["ASSAY_REGISTRY_URL"],
+            suite=SuiteResource(path=str(suite)),
+            models=ModelsResource(cache_dir=deployed.env["ASSAY_HOME"] + "/cache"),
+        )
+        assert materialize(
+            all_assets,
+            selection=AssetSelection.assets("scenario_instances"),
+            partition_key="arithmetic",
+            instance=deployed.instance,
+            resources=resources,
+        ).success
+
+        # The events so far stand for what was evaluated before: the sensor starts after them.
+        registry = _registry(deployed)
+        last = registry.events()[-1].id
+        registry.close()
+        deployed.start()
+        deployed.dagster("sensor", "cursor", SENSOR, "--set", str(last))
+        deployed.dagster("sensor", "start", SENSOR)
+        prompts("alias", "terse", "production", "2")
+
+        def finished():
+            runs = deployed.runs(**{MODEL_VERSION_TAG: "p@v1"})
+            return runs if runs and {r.status for r in runs} <= TERMINAL else None
+
+        (run,) = wait_for(finished, 420, "the prompt promotion's run to finish", deployed.log)
+        assert run.status is DagsterRunStatus.SUCCESS
+        assert "prompt alias terse@production" in run.tags["assay/reason"]
+        outputs = ParquetStore(deployed.env["ASSAY_STORAGE_URL"]).read(
+            "model_outputs", {"model_version": "p@v1", "scenario": "arithmetic"}
+        )
+        assert outputs.num_rows == 8
+        assert all(p.startswith(second) for p in outputs["prompt"].to_pylist())
+        recorded = {
+            (t["name"], t["version"]) for ts in outputs["prompt_templates"].to_pylist() for t in ts
+        }
+        assert recorded == {("terse", 2)}

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import SensorResult, SkipReason, build_sensor_context, instance_for_test
+from dagster import (
+    AssetMaterialization,
+    SensorResult,
+    SkipReason,
+    build_sensor_context,
+    instance_for_test,
+)
 
 from assay.core.records import InstanceStat
 from assay.integrations.mlflow import (
@@ -36,8 +36,9 @@ from assay.integrations.mlflow import (
 )
 from assay.registry import EventKind, Registry
 from assay.scoring.summary import scorecard, scorecard_table
+from assay.storage.parquet import ParquetStore
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
-from sensors.mlflow import build_mlflow_alias_sensor, mlflow_sensors
+from sensors.mlflow import build_mlflow_alias_sensor, build_mlflow_export_sensor, mlflow_sensors
 from sensors.promotion import model_promotion_sensor
 
 mlflow = pytest.importorskip("mlflow", reason="mlflow not installed: pip install 'assay[mlflow]'")
@@ -88,7 +89,7 @@ def test_credentials_are_redacted_and_sensors_need_mlflow(monkeypatch: pytest.Mo
         "https://mlflow.example:8443/path"
     )
     assert redact_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
-    assert [s.name for s in mlflow_sensors()] == ["mlflow_alias_sensor"]
+    assert [s.name for s in mlflow_sensors()] == ["mlflow_alias_sensor", "mlflow_export_sensor"]
     # Simulates an install without the extra: mlflow cannot be uninstalled for one test.
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert mlflow_sensors() == []
@@ -101,58 +102,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    log = open(root / "server.log", "wb")  # noqa: SIM115 - closed at teardown
-    cmd = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--default-artifact-root",
-        str(root / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240  # table creation is slow on a loaded machine
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}"
-                )
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("mlflow server did not answer /health within 240 s")
-            time.sleep(0.5)
-        yield uri
-    finally:
-        # The server forks workers into its own session: stop the whole group it leads.
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture
@@ -365,3 +314,81 @@ def test_export_refuses_a_bad_table_before_creating_a_run(mlflow_uri: str, clien
             mlflow_uri, "m@v1", "boolq", bad, scores, reg_version, experiment="bad-input"
         )
     assert client.get_experiment_by_name("bad-input") is None
+
+
+# --------------------------------------------------------------------------- automatic export
+
+
+def _evaluation(store: ParquetStore, key: str, scenario: str, values: list[float]) -> None:
+    """Store one evaluation's tables as the scoring assets write them."""
+    stats = [InstanceStat(f"i{i}", "acc", v, template_id="t@v1") for i, v in enumerate(values)]
+    partition = {"model_version": key, "scenario": scenario}
+    store.write("instance_scores", partition, InstanceStat.to_table(stats))
+    store.write("metric_tables", partition, scorecard_table(scorecard(stats, seed_key=key)))
+
+
+def _materialized(instance, key: str, scenario: str) -> None:
+    instance.add_dynamic_partitions("model_version", [key])
+    instance.report_runless_asset_event(
+        AssetMaterialization("metric_tables", partition=f"{key}|{scenario}")
+    )
+
+
+def _export_tick(sensor, instance, cursor, registry_url: str, storage: str):
+    resources = {
+        "registry": RegistryResource(url=registry_url),
+        "storage": StorageResource(base_url=storage),
+    }
+    context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+    return sensor(context), context
+
+
+def test_export_sensor_logs_each_evaluation_once(
+    client, mlflow_uri: str, registry_url: str, tmp_path: Path
+) -> None:
+    reg = Registry.open(registry_url)
+    reg.create_model("exp")
+    reg.create_version("exp", "bundled:smollm2-135m-instruct")
+    store = ParquetStore(str(tmp_path / "storage"))
+    _evaluation(store, "exp@v1", "arithmetic", [1, 0, 1, 1])
+    sensor = build_mlflow_export_sensor(mlflow_uri, experiment="export-once")
+    with instance_for_test() as instance:
+        _materialized(instance, "exp@v1", "arithmetic")
+        _materialized(instance, "gone@v1", "arithmetic")  # not in the registry
+        first, context = _export_tick(sensor, instance, None, registry_url, store.base_url)
+        assert "logged 1 evaluations" in first.skip_message
+        assert "1 not exportable" in first.skip_message
+        last = int(context.cursor)
+        # The same tick again (a lost cursor): the tagged run is found, nothing is logged.
+        again, _ = _export_tick(sensor, instance, None, registry_url, store.base_url)
+        assert "logged 0 evaluations to MLflow (1 already logged" in again.skip_message
+        later, _ = _export_tick(sensor, instance, str(last), registry_url, store.base_url)
+        assert "no evaluations after" in later.skip_message
+
+    experiment = client.get_experiment_by_name("export-once")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    (run,) = runs
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["assay.model_version"] == "exp@v1"
+    assert run.data.tags["assay.evaluation"].startswith("exp@v1|arithmetic#")
+    assert run.data.params["scenario"] == "arithmetic"
+    assert run.data.metrics["acc.mean"] == pytest.approx(0.75)
+
+
+def test_export_sensor_waits_out_an_mlflow_outage(registry_url: str, tmp_path: Path) -> None:
+    reg = Registry.open(registry_url)
+    reg.create_model("down")
+    reg.create_version("down", "bundled:smollm2-135m-instruct")
+    store = ParquetStore(str(tmp_path / "storage"))
+    _evaluation(store, "down@v1", "arithmetic", [1, 1])
+    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    with instance_for_test() as instance:
+        _materialized(instance, "down@v1", "arithmetic")
+        result, context = _export_tick(
+            build_mlflow_export_sensor(dead), instance, "0", registry_url, store.base_url
+        )
+    assert isinstance(result, SkipReason)
+    assert "unreachable" in result.skip_message
+    assert "cursor stays at storage id 0, retried at the next tick" in result.skip_message
+    assert context.cursor == "0"

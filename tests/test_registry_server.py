@@ -353,8 +353,12 @@ def test_assay_endpoints_history_prompts_verdicts_and_openapi(
     assert httpx.get(f"{server.url}/api/assay/v1/whoami", headers=newbie).json()["role"] == (
         "reader"
     )
-    listed = httpx.get(f"{server.url}/api/assay/v1/tokens", headers=admin).text
-    assert made["secret"] not in listed and "newbie" in listed
+    listed = httpx.get(f"{server.url}/api/assay/v1/tokens", headers=admin)
+    assert made["secret"] not in listed.text and "newbie" in listed.text
+    # Tokens that made requests show when; gina's has not been used in this test.
+    used = {t["principal"]: t["last_used_timestamp"] for t in listed.json()["tokens"]}
+    assert used["gina"] is None
+    assert used["newbie"] is not None and used["ada"] >= used["newbie"] - 60_000
     revoke = f"{server.url}/api/assay/v1/tokens/{made['token']['id']}/revoke"
     assert httpx.post(revoke, headers=admin).json()["token"]["revoked_by"] == "ada"
     assert httpx.get(f"{server.url}/api/assay/v1/whoami", headers=newbie).status_code == 401
@@ -376,7 +380,8 @@ def test_alias_moved_over_http_is_a_promotion(
     server: Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_cache_dir: Path
 ) -> None:
     """MlflowClient → server → registry → the promotion sensor's run request (one sensor
-    evaluation against a test instance, as tests/test_promotion.py does)."""
+    evaluation against a test instance); the same path under the real daemon is
+    tests/test_daemon.py::test_an_alias_moved_over_http_launches_an_evaluation_run."""
     from dagster import SensorResult, build_sensor_context, instance_for_test
 
     from resources import ModelsResource, SuiteResource, assay_resources

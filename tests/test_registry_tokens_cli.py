@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,40 @@ def test_tokens_create_list_revoke(url: str, tmp_path: Path, capsys) -> None:
     assert "ci-bot" not in capsys.readouterr().out
     assert main(["tokens", "create", "x\x1b[31m", "--registry-url", url]) == 2
     assert "control characters" in capsys.readouterr().err
+
+
+def test_tokens_record_their_last_use_at_most_once_a_minute(url: str, capsys) -> None:
+    now = [datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)]
+    with Registry.open(url, clock=lambda: now[0]) as registry:
+        store = TokenStore(registry)
+        info, secret = store.create("ci-bot", "reader", created_by="setup")
+        assert info.last_used_at is None
+
+        def last_used() -> datetime | None:
+            return store.list(include_revoked=True)[0].last_used_at
+
+        start = now[0]
+        assert store.authenticate(secret) is not None
+        assert last_used() == start
+        # Within the resolution nothing is written: the stamp keeps the first use.
+        now[0] = start + timedelta(seconds=59)
+        assert store.authenticate(secret) is not None
+        assert last_used() == start
+        now[0] = start + timedelta(seconds=61)
+        assert store.authenticate(secret) is not None
+        assert last_used() == now[0]
+        # A wrong or revoked token stamps nothing.
+        now[0] = start + timedelta(minutes=5)
+        assert store.authenticate(secret + "x") is None
+        store.revoke(info.id, revoked_by="admin")
+        assert store.authenticate(secret) is None
+        assert last_used() == start + timedelta(seconds=61)
+        assert main(["tokens", "create", "idle", "--registry-url", url]) == 0
+    capsys.readouterr()
+    assert main(["tokens", "list", "--all", "--registry-url", url]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert "LAST USED" in listing[0]
+    assert "2026-11-30T12:01:01Z" in listing[1] and "never" in listing[2]
 
 
 def test_history_escapes_stored_text_and_reserved_tags_are_refused(url: str, capsys) -> None:

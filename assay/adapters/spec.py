@@ -87,6 +87,12 @@ class AdapterSpec:
     # How few-shot examples are drawn: "assay" (see ``select_train_examples``) or "helm"
     # (HELM's own sampler, so the examples and their order are the ones helm-run picks).
     few_shot_scheme: str = "assay"
+    # A prompt-registry reference (``prompts:/name@alias`` or ``prompts:/name/3``) whose
+    # template lays out the input, declaring the one variable ``input``; it is resolved into
+    # ``input_prefix``/``input_suffix`` when a partition is evaluated. ``instructions`` may
+    # be such a reference too (a template without variables). See
+    # ``assay.evaluate.registry_prompts``.
+    input_template: str = ""
 
     def __post_init__(self) -> None:
         if self.few_shot_scheme not in FEW_SHOT_SCHEMES:
@@ -177,6 +183,7 @@ _FIELD_TYPES: dict[str, type] = {
             "answer_separator",
             "global_suffix",
             "few_shot_scheme",
+            "input_template",
         )
     },
     **{
@@ -199,4 +206,5 @@ _LATER_FIELDS: dict[str, Any] = {
     "answer_separator": " ",
     "global_suffix": "",
     "few_shot_scheme": "assay",
+    "input_template": "",
 }

@@ -35,11 +35,15 @@ def _list(args: argparse.Namespace, registry: Registry) -> int:
             ", ".join(t.grants) or "*",
             format_time(t.created_at),
             t.created_by,
+            "never" if t.last_used_at is None else format_time(t.last_used_at),
             "-" if t.revoked_at is None else f"{format_time(t.revoked_at)} by {t.revoked_by}",
         ]
         for t in TokenStore(registry).list(include_revoked=args.all)
     ]
-    headers = ["ID", "PREFIX", "PRINCIPAL", "ROLE", "MODELS", "CREATED", "BY", "REVOKED"]
+    headers = [
+        *("ID", "PREFIX", "PRINCIPAL", "ROLE", "MODELS", "CREATED", "BY"),
+        *("LAST USED", "REVOKED"),
+    ]
     print(table(headers, rows))
     return 0
 

@@ -102,6 +102,22 @@ class RequestKind(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class TemplateVersion:
+    """A prompt-registry version a request's layout was resolved from: the adapter field it
+    filled (``instructions`` or ``input_template``), the prompt's name and version, and the
+    SHA-256 of the template text."""
+
+    field: str
+    name: str
+    version: int
+    digest: str
+
+    @property
+    def uri(self) -> str:
+        return f"prompts:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
 class Request:
     """One call to a model, fully determined by its fields (so it can be cached by digest)."""
 
@@ -120,6 +136,9 @@ class Request:
     method: str = ""
     part: str = ""
     truncated: bool = False
+    # The prompt-registry versions the layout came from (empty for a layout written in the
+    # suite). Their text is in the prompt, so the digest already tells versions apart.
+    prompt_templates: tuple[TemplateVersion, ...] = ()
 
     @property
     def prompt_digest(self) -> str:
@@ -181,6 +200,15 @@ _CHOICE_TYPE = pa.struct(
     ]
 )
 
+_TEMPLATE_VERSION_TYPE = pa.struct(
+    [
+        ("field", pa.string()),
+        ("name", pa.string()),
+        ("version", pa.int32()),
+        ("digest", pa.string()),
+    ]
+)
+
 OUTPUT_SCHEMA = pa.schema(
     [
         ("instance_id", pa.string()),
@@ -203,6 +231,7 @@ OUTPUT_SCHEMA = pa.schema(
         ("batch_size", pa.int32()),
         ("cached", pa.bool_()),
         ("error", pa.string()),
+        ("prompt_templates", pa.list_(_TEMPLATE_VERSION_TYPE)),
     ]
 )
 
@@ -239,6 +268,7 @@ class ModelOutput:
                     "batch_size": r.completion.batch_size,
                     "cached": r.completion.cached,
                     "error": r.completion.error,
+                    "prompt_templates": [_as_dict(t) for t in r.request.prompt_templates],
                 }
                 for r in rows
             ],
@@ -250,7 +280,7 @@ class ModelOutput:
         """Rebuild outputs from a stored partition (continuations come from the choices)."""
         out = []
         # Partitions written before the bookkeeping columns existed read them as defaults.
-        for name in ("method", "part", "truncated"):
+        for name in ("method", "part", "truncated", "prompt_templates"):
             if name not in table.column_names:
                 field_ = OUTPUT_SCHEMA.field(name)
                 table = table.append_column(field_, pa.nulls(len(table), field_.type))
@@ -267,6 +297,7 @@ class ModelOutput:
                 method=row["method"] or "",
                 part=row["part"] or "",
                 truncated=bool(row["truncated"]),
+                prompt_templates=tuple(TemplateVersion(**t) for t in row["prompt_templates"] or ()),
             )
             completion = Completion(
                 text=row["text"],

@@ -12,6 +12,7 @@ import pyarrow as pa
 from assay.core.digests import digest_json
 from assay.core.pinned_prices import pin_prices
 from assay.core.records import Instance, ModelOutput, TokenPrices
+from assay.evaluate.registry_prompts import prompt_uses, resolve_prompts
 from assay.evaluate.run import (
     EvaluationRun,
     ProgressLog,
@@ -24,6 +25,7 @@ from assay.evaluate.run import (
 from assay.evaluate.suite import ScenarioConfig
 from assay.models.base import ModelClient
 from assay.perturbations import PerturbedInstance
+from assay.registry import Registry
 from assay.storage.contract import PERTURBED_INSTANCES, SCENARIO
 from assay.storage.parquet import ParquetStore
 
@@ -63,6 +65,7 @@ class PartitionOutputs:
     run: EvaluationRun
     perturbed_from: str  # "perturbed_instances", "inline" or "none"
     template_id: str
+    prompt_templates: tuple[str, ...] = ()  # "prompts:/name/N" the layouts were resolved from
 
     def figures(self) -> dict[str, Any]:
         """Counts, rates and digests for the UI and the logs."""
@@ -77,6 +80,7 @@ class PartitionOutputs:
             "requests_per_s": round(n / run.wall_s, 3) if run.wall_s > 0 else None,
             "template_id": self.template_id,
             "prompts_digest": digest_json([o.request.prompt_digest for o in run.outputs]),
+            "prompt_templates": ", ".join(self.prompt_templates) or "none",
         }
 
     def summary(self) -> str:
@@ -100,12 +104,26 @@ def run_partition(
     log: Callable[[str], None] = print,
     warn: Callable[[str], None] = print,
     prices: TokenPrices | None = None,
+    registry: Callable[[], Registry] | None = None,
 ) -> PartitionOutputs:
     """Select the eval instances, add their perturbed inputs, run every request through
     ``client`` and refuse the partition when too many requests failed.
 
     ``prices`` (the version's prices in the registry now) are pinned on every row, so the
-    cost scored from this partition stays what it was when the evaluation ran."""
+    cost scored from this partition stays what it was when the evaluation ran.
+
+    Prompt-registry references in the entry's layouts are resolved first, through
+    ``registry`` (opened only when the entry has references), so the partition uses the
+    versions their aliases point at now.
+    """
+    uses = prompt_uses(config)
+    if uses:
+        if registry is None:
+            raise ValueError(f"{uses[0].where}: {uses[0].uri!r} needs a registry to resolve")
+        config = resolve_prompts(config, registry())
+        for versions in config.prompt_templates.values():
+            for v in versions:
+                log(f"{label}: {v.field} from {v.uri} (sha256 {v.digest[:12]})")
     every = Instance.from_table(scenario_instances)
     instances, train = select_instances(config, every, max_instances)
     perturbed, source = perturbed_inputs(store, config, every, instances, warn)
@@ -114,4 +132,5 @@ def run_partition(
     )
     check_failures(run, max_failure_fraction, label)
     table = pin_prices(ModelOutput.to_table(run.outputs), prices)
-    return PartitionOutputs(label, table, run, source, config.adapter.template_id)
+    templates = sorted({v.uri for vs in config.prompt_templates.values() for v in vs})
+    return PartitionOutputs(label, table, run, source, config.adapter.template_id, tuple(templates))

@@ -30,6 +30,15 @@ prompts:/name@alias}``; the rubric is optional and declares one variable, ``text
 one the toxicity family is reported absent. ``columns`` is the column mapping of
 ``custom_file`` (``assay.scenarios.custom.ColumnMapping``), validated when the suite is read.
 
+Prompts from the registry. An adapter's (or a variant's) ``instructions`` may be a pinned
+prompt reference, and ``input_template`` one whose template places ``{{ input }}``::
+
+      adapter: {instructions: "prompts:/terse@production", input_template: "prompts:/qa/3"}
+
+They are resolved when a partition is evaluated and every request records the registry
+version it used; moving the alias re-evaluates the entries that read it
+(``assay.evaluate.registry_prompts``).
+
 LLM-as-judge. A generation entry may name judges that score its outputs with a rubric from
 the prompt registry (``assay.scoring.judge``)::
 
@@ -43,7 +52,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -53,8 +62,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from assay.adapters import AdapterSpec, Method, build_requests, build_variant_requests
-from assay.core.records import Instance, Request
+from assay.core.records import Instance, Request, TemplateVersion
 from assay.core.security import check_data_url
+from assay.evaluate.registry_prompts import adapter_uses, prompt_uses
 from assay.perturbations import Perturbation, get_perturbation
 from assay.registry.names import name_problem
 from assay.scenarios import ColumnMapping, Scenario, get_scenario
@@ -110,6 +120,10 @@ class ScenarioConfig:
     variants: tuple[AdapterSpec, ...] = ()  # extra prompt layouts, each over ``adapter``
     perturbations: tuple[str, ...] = ()  # normalized perturbation specs, e.g. "typos:prob=0.05"
     judging: JudgeConfig | None = None  # LLM-as-judge scoring of the generated outputs
+    source: str = ""  # the suite file, for error messages
+    # Filled by ``registry_prompts.resolve_prompts``: resolved template id → the registry
+    # versions that layout came from, recorded with each of its requests.
+    prompt_templates: dict[str, tuple[TemplateVersion, ...]] = field(default_factory=dict)
 
     def build(self) -> Scenario:
         return get_scenario(self.scenario, **self.args)
@@ -123,7 +137,25 @@ class ScenarioConfig:
         self, instances: Sequence[Instance], train: Sequence[Instance] = (), perturbation: str = ""
     ) -> list[Request]:
         """Requests of every prompt variant (base first) for these instances."""
-        return build_variant_requests(self.adapters, instances, train, perturbation)
+        self._check_resolved()
+        requests = build_variant_requests(self.adapters, instances, train, perturbation)
+        return self._with_templates(requests)
+
+    def _check_resolved(self) -> None:
+        uses = prompt_uses(self)
+        if uses:
+            raise ValueError(
+                f"{uses[0].where}: prompt reference {uses[0].uri!r} is not resolved; "
+                "resolve the entry with assay.evaluate.registry_prompts.resolve_prompts"
+            )
+
+    def _with_templates(self, requests: list[Request]) -> list[Request]:
+        if not self.prompt_templates:
+            return requests
+        return [
+            replace(r, prompt_templates=self.prompt_templates.get(r.template_id, ()))
+            for r in requests
+        ]
 
     def build_perturbations(self) -> list[Perturbation]:
         """The configured perturbations, in suite order."""
@@ -133,7 +165,8 @@ class ScenarioConfig:
         self, instances: Sequence[Instance], train: Sequence[Instance], perturbation: str
     ) -> list[Request]:
         """Requests of the base adapter for perturbed copies of instances (ids kept)."""
-        return build_requests(self.adapter, instances, train, perturbation)
+        self._check_resolved()
+        return self._with_templates(build_requests(self.adapter, instances, train, perturbation))
 
     @property
     def metric(self) -> str:
@@ -349,12 +382,19 @@ class ScenarioEntry(_FileModel):
             ColumnMapping.from_dict(self.columns, where + ".columns")
             args["columns"] = dict(self.columns)
         adapter = AdapterSpec.from_dict(dict(self.adapter or {}), where + ".adapter")
+        variants = _variants(adapter, self.variants or [], where + ".variants")
+        # Registry references are checked for shape now and resolved at evaluation time.
+        adapter_uses(adapter, 0, where + ".adapter")
+        for index, variant in enumerate(variants):
+            adapter_uses(variant, index + 1, f"{where}.variants[{index}]")
+        source, _, _ = where.partition(": scenarios.")
         return ScenarioConfig(
             key=key,
             scenario=self.scenario,
             args=args,
             adapter=adapter,
-            variants=_variants(adapter, self.variants or [], where + ".variants"),
+            variants=variants,
+            source=source,
             max_instances=self.max_instances,
             eval_split=self.eval_split,
             train_split=self.train_split,

@@ -562,9 +562,11 @@ def export_evaluation(
     template_id: str | None = None,
     experiment: str = "assay-evaluations",
     registry_uri: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> ExportedRun:
     """Log one evaluation (version ``key`` on ``scenario``) to MLflow as a finished run.
 
+    Run tags name the version (``assay.model_version``) and scenario, plus ``tags``.
     Params: model version key, scenario, template id (default: the template ids found in
     ``instance_scores``), scoring version and, if given, the dataset digest. Metrics: each
     headline metric's mean and interval bounds. Artifact: ``instance_scores.parquet``. When
@@ -593,7 +595,7 @@ def export_evaluation(
     )
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    tags = {"assay.model_version": key, "assay.scenario": scenario}
+    tags = {**(tags or {}), "assay.model_version": key, "assay.scenario": scenario}
     mirrored = registry_version.tags.get(TAG_MODEL), registry_version.tags.get(TAG_VERSION)
     if all(mirrored):
         tags["assay.mlflow_model_version"] = f"{mirrored[0]}/{mirrored[1]}"
@@ -634,3 +636,77 @@ def _link_model_version(
         return None  # re-created: the same number names a different version now
     client.set_model_version_tag(name, number, f"assay.eval.{scenario}.run_id", run_id)
     return f"{name}/{number}"
+
+
+# --------------------------------------------------------------------------- automatic export
+
+DEFAULT_EXPERIMENT = "assay-evaluations"
+# The run tag naming the evaluation a run exports (``<partition key>#<storage id>``): looked up
+# before exporting, so an evaluation is logged once even if a tick is repeated.
+EVALUATION_TAG = "assay.evaluation"
+
+
+def exported_run(client: Any, experiment: str, evaluation: str) -> str | None:
+    """The id of a finished run exporting ``evaluation`` in ``experiment``, if there is one."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    # Partition keys follow the registry's name rule, so they hold no quote to escape.
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.`{EVALUATION_TAG}` = '{evaluation}' "
+        "and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredExport:
+    """What ``export_stored_evaluation`` did: the run, and whether it logged it now."""
+
+    evaluation: str
+    run_id: str
+    logged: bool  # False: an earlier tick had already logged it
+
+
+def export_stored_evaluation(
+    tracking_uri: str,
+    evaluation: str,
+    metric_table: pa.Table,
+    instance_scores: pa.Table,
+    registry_version: ModelVersion,
+    scenario: str,
+    *,
+    experiment: str = DEFAULT_EXPERIMENT,
+    timeout_s: float = 5.0,
+) -> StoredExport:
+    """Log one stored evaluation unless a finished run already exports it.
+
+    The server is probed first (MLflow's client retries a dead server for minutes); any
+    failure talking to MLflow is ``MlflowUnavailable`` with the cause, so the caller can retry
+    later. A bad table is a ValueError before any run is created.
+    """
+    watcher = MlflowRegistryWatcher(tracking_uri, timeout_s=timeout_s)
+    watcher.check_reachable()
+    mlflow = _mlflow()
+    try:
+        existing = exported_run(watcher.client, experiment, evaluation)
+        if existing is not None:
+            return StoredExport(evaluation, existing, False)
+        run = export_evaluation(
+            tracking_uri,
+            registry_version.key,
+            scenario,
+            metric_table,
+            instance_scores,
+            registry_version,
+            experiment=experiment,
+            tags={EVALUATION_TAG: evaluation},
+        )
+    except (mlflow.exceptions.MlflowException, OSError) as exc:
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        raise MlflowUnavailable(
+            f"MLflow at {redact_uri(tracking_uri)} failed: {str(message)[:300]}"
+        ) from exc
+    return StoredExport(evaluation, run.run_id, True)

@@ -10,11 +10,21 @@ from assay.registry import Event, EventKind, Stage
 
 @dataclass(frozen=True, slots=True)
 class Promotion:
-    """A version to re-evaluate across the whole suite, and the event that asked for it."""
+    """A version to re-evaluate, and the event that asked for it: across the whole suite
+    (``scenarios`` None, a model promotion) or on the listed suite keys (a prompt promotion:
+    the entries that read the moved prompt alias)."""
 
     event_id: int
     key: str
     reason: str
+    scenarios: tuple[str, ...] | None = None
+
+    def joined(self, other: Promotion) -> Promotion:
+        """One promotion asking for what both ask for (the earlier event keeps the run)."""
+        if self.scenarios is None or other.scenarios is None:
+            return Promotion(self.event_id, self.key, self.reason, None)
+        keys = self.scenarios + tuple(k for k in other.scenarios if k not in self.scenarios)
+        return Promotion(self.event_id, self.key, self.reason, keys)
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,10 @@ class PromotionPolicy:
             if stage in self.stages:
                 return Promotion(event.id, event.key, f"stage {stage} → {event.key}")
         return None
+
+    def holds_promotion_alias(self, aliases: Iterable[str]) -> bool:
+        """Whether a version holding ``aliases`` is a promoted version under this policy."""
+        return any(self.aliases is None or a in self.aliases for a in aliases)
 
     def promotions(self, events: Iterable[Event]) -> list[Promotion]:
         """Promotions in event order; a version promoted twice in the batch appears once."""

@@ -172,3 +172,5 @@ class TokenRow(Base):
     created_by: Mapped[str] = mapped_column(String(256))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    # Stamped on authentication at most every ``tokens.LAST_USED_RESOLUTION`` (migration 0003).
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

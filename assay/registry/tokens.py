@@ -17,11 +17,12 @@ import enum
 import hashlib
 import json
 import secrets
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from assay.registry import Registry, default_actor
@@ -31,6 +32,10 @@ from assay.registry.names import check_name
 from assay.registry.schema import TokenRow
 
 TOKEN_PREFIX = "assay_"
+# A token's last-used time is written at most this often: a stamp per request would turn every
+# read into a write (and serialize readers on SQLite's write lock); a minute is precise enough
+# to tell a token in use from a forgotten one.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 class Role(enum.IntEnum):
@@ -84,6 +89,7 @@ class TokenInfo:
     created_by: str
     revoked_at: datetime | None
     revoked_by: str | None
+    last_used_at: datetime | None = None  # to within LAST_USED_RESOLUTION; None: never used
 
     @property
     def active(self) -> bool:
@@ -105,6 +111,7 @@ def _info(row: TokenRow) -> TokenInfo:
         created_by=row.created_by,
         revoked_at=row.revoked_at,
         revoked_by=row.revoked_by,
+        last_used_at=row.last_used_at,
     )
 
 
@@ -121,6 +128,10 @@ class TokenStore:
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
+        # Token id → the last stamp this store wrote or claimed, so concurrent requests of one
+        # process do not all queue for the write lock to find the stamp already fresh.
+        self._stamped: dict[int, datetime] = {}
+        self._stamping = threading.Lock()
 
     def create(
         self,
@@ -196,9 +207,38 @@ class TokenStore:
         row = self._registry._read(work)
         if row is None or row.revoked_at is not None:
             return None
+        self._touch(row)
         return Principal(
             name=row.principal,
             role=Role.parse(row.role),
             grants=frozenset(json.loads(row.grants)),
             token_id=row.id,
         )
+
+    def _touch(self, row: TokenRow) -> None:
+        """Stamp the token as used now, unless it was stamped less than a resolution ago.
+
+        The condition is also in the UPDATE, so concurrent requests write at most one stamp.
+        A failed stamp (a locked or read-only database) does not refuse the request: it is
+        bookkeeping, and the next request past the resolution tries again.
+        """
+        now = self._registry._now()
+        stale = now - LAST_USED_RESOLUTION
+        with self._stamping:
+            known = [t for t in (row.last_used_at, self._stamped.get(row.id)) if t is not None]
+            if known and max(known) > stale:
+                return
+            self._stamped[row.id] = now
+
+        def work(session: Session) -> None:
+            session.execute(
+                update(TokenRow)
+                .where(TokenRow.id == row.id)
+                .where(or_(TokenRow.last_used_at.is_(None), TokenRow.last_used_at <= stale))
+                .values(last_used_at=now)
+            )
+
+        try:
+            self._registry._write(work)
+        except Exception:
+            return

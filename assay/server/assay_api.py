@@ -193,6 +193,7 @@ def token_json(info: TokenInfo) -> dict[str, Any]:
         "created_by": info.created_by,
         "revoked": info.revoked_at is not None,
         "revoked_by": info.revoked_by,
+        "last_used_timestamp": None if info.last_used_at is None else millis(info.last_used_at),
     }
 
 
