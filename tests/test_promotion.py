@@ -221,8 +221,11 @@ def test_scenario_shaped_runs_cover_the_suite_one_partition_each(setup, monkeypa
 
 
 def test_an_unknown_run_shape_is_named(setup, monkeypatch):
-    monkeypatch.setenv("ASSAY_EVALUATION_RUNS", "per-gpu")
     first = tick(setup, None)
     setup["registry"].set_alias(MODEL, "champion", 1)
+    monkeypatch.setenv("ASSAY_EVALUATION_RUNS", "per-gpu")
+    # The tick fails before it handles an event: no refusal is written, nothing is launched.
+    events = len(setup["registry"].events())
     with pytest.raises(ValueError, match="ASSAY_EVALUATION_RUNS='per-gpu'"):
         tick(setup, first.cursor)
+    assert len(setup["registry"].events()) == events
