@@ -50,13 +50,16 @@ def _judge_targets(
         instance = by_id.get(r.instance_id)
         if instance is None:
             raise KeyError(f"model output refers to unknown instance {r.instance_id!r}")
-        targets[f"{r.instance_id}#{r.template_id}#{r.trial}"] = (instance, output)
+        # Each sample of a sampled request is judged on its own (``#s<k>`` after the first).
+        sample = f"#s{r.sample}" if r.sample else ""
+        targets[f"{r.instance_id}#{r.template_id}#{r.trial}{sample}"] = (instance, output)
     return targets
 
 
 def judge_items(instances: Sequence[Instance], outputs: Sequence[ModelOutput]) -> list[JudgeItem]:
     """The judge's items: every unperturbed, successful generated answer with its question
-    and gold references (joined by " | "); the id is ``<instance>#<template>#<trial>``."""
+    and gold references (joined by " | "); the id is ``<instance>#<template>#<trial>``, with
+    ``#s<k>`` appended for sample k > 0 of a sampled request."""
     return [
         JudgeItem(
             id=item_id,
