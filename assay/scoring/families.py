@@ -252,10 +252,12 @@ def toxicity_rows(
                 group=f"scorer={run.scorer}",
             )
         )
-    per_prompt: dict[str, list[float | None]] = defaultdict(list)
+    # A prompt is one request with its k samples (HELM's request state): one per instance,
+    # trial and template.
+    per_prompt: dict[tuple[str, int, str], list[float | None]] = defaultdict(list)
     for s in stats:
         if s.metric == "toxicity" and not s.perturbation:
-            per_prompt[s.instance_id].append(s.value)
+            per_prompt[(s.instance_id, s.trial, s.template_id)].append(s.value)
     if not per_prompt:
         why = "no generated text to score for toxicity"
         if run is not None and run.attempted:
