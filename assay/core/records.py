@@ -379,7 +379,7 @@ def _as_dict(record: Any) -> dict[str, Any]:
 class MetricSummary:
     """One scorecard row (``metric_tables``): a mean with its bootstrap interval per (metric,
     family, group, perturbation). An absent metric has ``reason`` set and ``mean`` NaN; a
-    figure without per-instance values to resample has a NaN interval."""
+    present figure without an interval has NaN bounds and ``ci_note`` saying why."""
 
     metric: str
     family: str
@@ -390,6 +390,7 @@ class MetricSummary:
     ci_low: float
     ci_high: float
     reason: str = ""
+    ci_note: str = ""  # why a present figure has no interval ("" when it has one)
 
     @property
     def present(self) -> bool:

@@ -9,7 +9,10 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+import numpy as np
+
 from assay.adapters import Method
+from assay.core.digests import seed_from
 from assay.core.records import (
     Instance,
     InstanceStat,
@@ -28,21 +31,26 @@ from assay.scoring.instance_stats import (
     joint_choice,
     perturbation_families,
 )
+from assay.scoring.intervals import bootstrap_figures, with_interval
 from assay.scoring.metrics.absent import Absent
 from assay.scoring.metrics.bias import (
     BBQAnswer,
     BBQAnswerKind,
     adjectives,
+    association_batch,
+    association_counts,
+    association_from_counts,
     bbq_scores,
-    demographic_representation,
     gender_words,
     professions,
     race_names,
-    stereotypical_association,
+    representation_batch,
+    representation_counts,
+    representation_from_counts,
 )
 from assay.scoring.metrics.calibration import calibration_stats
 from assay.scoring.metrics.efficiency import efficiency_stats
-from assay.scoring.metrics.toxicity import toxicity_stats
+from assay.scoring.metrics.toxicity import prompt_toxicity, toxicity_stats
 from assay.scoring.summary import absent, point
 
 NO_TOXICITY_SCORER = "no toxicity scorer configured"
@@ -80,6 +88,8 @@ def group_rows(stats: Sequence[InstanceStat]) -> list[MetricSummary]:
                 row = point(f"{metric}_{name}", FAIRNESS, value, n, group=key)
                 if row.present and not isinstance(ci, Absent):
                     row = replace(row, ci_low=float(ci[0]), ci_high=float(ci[1]))
+                elif row.present:
+                    row = replace(row, ci_note=ci.reason)
                 rows.append(row)
     return rows
 
@@ -94,8 +104,9 @@ _CALIBRATION_METRICS = (
 )
 
 
-def calibration_rows(stats: Sequence[InstanceStat]) -> list[MetricSummary]:
-    """HELM's calibration metrics over the original inputs' (chosen_prob, acc) pairs."""
+def calibration_rows(stats: Sequence[InstanceStat], seed_key: str = "") -> list[MetricSummary]:
+    """HELM's calibration metrics over the original inputs' (chosen_prob, acc) pairs, with
+    instance-bootstrap intervals (every pair of a drawn instance recomputed together)."""
     probs: dict[tuple[str, int, str], float] = {}
     correct: dict[tuple[str, int, str], float] = {}
     for s in stats:
@@ -110,45 +121,82 @@ def calibration_rows(stats: Sequence[InstanceStat]) -> list[MetricSummary]:
     if not keys:
         why = "no multiple-choice outputs with per-choice log-likelihoods"
         return [absent(name, "calibration", why) for name, _ in _CALIBRATION_METRICS]
-    result = calibration_stats([probs[k] for k in keys], [int(correct[k]) for k in keys])
+    p = np.array([probs[k] for k in keys])
+    y = np.array([int(correct[k]) for k in keys])
+    result = calibration_stats(p, y)
+
+    def statistic(weights: np.ndarray) -> dict[str, float | Absent]:
+        again = calibration_stats(np.repeat(p, weights), np.repeat(y, weights))
+        return {name: getattr(again, field) for name, field in _CALIBRATION_METRICS}
+
+    names = [name for name, _ in _CALIBRATION_METRICS]
+    intervals = bootstrap_figures(
+        [k[0] for k in keys], statistic, names, seed=seed_from(seed_key, "calibration")
+    )
     return [
-        point(name, "calibration", getattr(result, field), result.count)
+        with_interval(
+            point(name, "calibration", getattr(result, field), result.count), intervals[name]
+        )
         for name, field in _CALIBRATION_METRICS
     ]
 
 
-_BIAS_FIGURES: tuple[tuple[str, Callable[[Sequence[str]], float | Absent]], ...] = (
-    ("bias_gender_representation", lambda t: demographic_representation(t, gender_words())),
-    ("bias_race_representation", lambda t: demographic_representation(t, race_names())),
-    (
-        "bias_gender_adjective_association",
-        lambda t: stereotypical_association(t, gender_words(), adjectives()),
-    ),
-    (
-        "bias_gender_profession_association",
-        lambda t: stereotypical_association(t, gender_words(), professions()),
-    ),
-    (
-        "bias_race_adjective_association",
-        lambda t: stereotypical_association(t, race_names(), adjectives()),
-    ),
-    (
-        "bias_race_profession_association",
-        lambda t: stereotypical_association(t, race_names(), professions()),
-    ),
+# Each text bias figure: (name, the word lists, the target words or None for representation).
+_BIAS_FIGURES: tuple[tuple[str, Callable[[], object], Callable[[], object] | None], ...] = (
+    ("bias_gender_representation", gender_words, None),
+    ("bias_race_representation", race_names, None),
+    ("bias_gender_adjective_association", gender_words, adjectives),
+    ("bias_gender_profession_association", gender_words, professions),
+    ("bias_race_adjective_association", race_names, adjectives),
+    ("bias_race_profession_association", race_names, professions),
 )
 
 
-def text_bias_rows(outputs: Sequence[ModelOutput]) -> list[MetricSummary]:
-    texts = [
-        o.completion.text
-        for o in outputs
-        if o.completion.ok and not o.request.perturbation and is_free_text(o)
+def text_bias_rows(outputs: Sequence[ModelOutput], seed_key: str = "") -> list[MetricSummary]:
+    """HELM's text bias figures over the generated texts of the original inputs, with
+    instance-bootstrap intervals (word counts per text, summed over a resample's texts)."""
+    kept = [
+        o for o in outputs if o.completion.ok and not o.request.perturbation and is_free_text(o)
     ]
-    if not texts:
+    if not kept:
         why = "no generated text: the scenario's outputs are choices or log-likelihoods"
-        return [absent(name, "bias", why) for name, _ in _BIAS_FIGURES]
-    return [point(name, "bias", fn(texts), len(texts)) for name, fn in _BIAS_FIGURES]
+        return [absent(name, "bias", why) for name, *_ in _BIAS_FIGURES]
+    texts = [o.completion.text for o in kept]
+    per_text = {}
+    for name, groups, targets in _BIAS_FIGURES:
+        if targets is None:
+            per_text[name] = (representation_counts(texts, groups()), groups())
+        else:
+            per_text[name] = (association_counts(texts, groups(), targets()), groups())
+
+    values: dict[str, float | Absent] = {}
+    for name, _, targets in _BIAS_FIGURES:
+        counts, groups = per_text[name]
+        from_counts = representation_from_counts if targets is None else association_from_counts
+        values[name] = from_counts(counts.sum(axis=0), groups)
+
+    def batch(weights: np.ndarray) -> dict[str, np.ndarray]:
+        out = {}
+        for name, _, targets in _BIAS_FIGURES:
+            counts, groups = per_text[name]
+            # (resamples, texts) @ (texts, ...): every resample's summed counts in one product.
+            totals = (weights @ counts.reshape(len(texts), -1)).reshape(-1, *counts.shape[1:])
+            by_counts = representation_batch if targets is None else association_batch
+            out[name] = by_counts(totals, groups)
+        return out
+
+    names = [name for name, *_ in _BIAS_FIGURES]
+    intervals = bootstrap_figures(
+        [o.request.instance_id for o in kept],
+        batch,
+        names,
+        seed=seed_from(seed_key, "bias"),
+        batched=True,
+    )
+    return [
+        with_interval(point(name, "bias", values[name], len(texts)), intervals[name])
+        for name in names
+    ]
 
 
 _BBQ_FIGURES = (
@@ -186,7 +234,9 @@ def _chosen_index(output: ModelOutput, instance: Instance) -> int | None:
     return None
 
 
-def bbq_rows(instances: Sequence[Instance], outputs: Sequence[ModelOutput]) -> list[MetricSummary]:
+def bbq_rows(
+    instances: Sequence[Instance], outputs: Sequence[ModelOutput], seed_key: str = ""
+) -> list[MetricSummary]:
     """BBQ bias scores, for instances tagged with context_condition, question_polarity and
     target_answer (the index of the reference naming the stereotyped group)."""
     by_id = {i.id: i for i in instances}
@@ -199,6 +249,7 @@ def bbq_rows(instances: Sequence[Instance], outputs: Sequence[ModelOutput]) -> l
     if why:
         return [absent(name, "bias", why) for name, _ in _BBQ_FIGURES]
     answers = []
+    answered: list[str] = []  # the instance of each answer (the bootstrap's clusters)
     for output in outputs:
         r = output.request
         instance = by_id[r.instance_id]
@@ -222,9 +273,25 @@ def bbq_rows(instances: Sequence[Instance], outputs: Sequence[ModelOutput]) -> l
                 correct=chosen in set(instance.correct_indices),
             )
         )
+        answered.append(instance.id)
     result = bbq_scores(answers)
+
+    def statistic(weights: np.ndarray) -> dict[str, float | Absent]:
+        drawn = [a for a, w in zip(answers, weights, strict=True) for _ in range(w)]
+        again = bbq_scores(drawn)
+        return {name: getattr(again, field) for name, field in _BBQ_FIGURES}
+
+    names = [name for name, _ in _BBQ_FIGURES]
+    intervals = (
+        bootstrap_figures(answered, statistic, names, seed=seed_from(seed_key, "bbq"))
+        if answers
+        else {}
+    )
     return [
-        point(name, "bias", getattr(result, field), len(answers)) for name, field in _BBQ_FIGURES
+        with_interval(
+            point(name, "bias", getattr(result, field), len(answers)), intervals.get(name)
+        )
+        for name, field in _BBQ_FIGURES
     ]
 
 
@@ -236,8 +303,13 @@ _TOXICITY_FIGURES = (
 
 
 def toxicity_rows(
-    stats: Sequence[InstanceStat], configured: bool, run: ToxicityRun | None = None
+    stats: Sequence[InstanceStat],
+    configured: bool,
+    run: ToxicityRun | None = None,
+    seed_key: str = "",
 ) -> list[MetricSummary]:
+    """HELM's toxicity aggregates over prompts of k samples, with instance-bootstrap
+    intervals; the scorer's parse-failure count has none (it counts this run's texts)."""
     if not configured:
         rows = [absent(name, "toxicity", NO_TOXICITY_SCORER) for name, _ in _TOXICITY_FIGURES]
         return [absent("toxicity", "toxicity", NO_TOXICITY_SCORER), *rows]
@@ -250,6 +322,8 @@ def toxicity_rows(
                 float(run.unscored),
                 run.attempted,
                 group=f"scorer={run.scorer}",
+                no_interval="a count of this run's texts the scorer could not rate, not an "
+                "estimate",
             )
         )
     # A prompt is one request with its k samples (HELM's request state): one per instance,
@@ -265,9 +339,30 @@ def toxicity_rows(
         rows = [absent(name, "toxicity", why) for name, _ in _TOXICITY_FIGURES]
         return [absent("toxicity", "toxicity", why), *rows, *scorer_rows]
     result = toxicity_stats(list(per_prompt.values()))
+    prompts = [(key[0], prompt_toxicity(scores)) for key, scores in per_prompt.items()]
+    rated = [(instance, p) for instance, p in prompts if p is not None]
+    table = np.array(
+        [[p.toxic_fraction, p.max_toxicity, p.toxic] for _, p in rated], dtype=np.float64
+    ).reshape(-1, 3)
+
+    def statistic(weights: np.ndarray) -> dict[str, float]:
+        means = weights @ table / weights.sum()
+        return dict(zip([name for name, _ in _TOXICITY_FIGURES], means.tolist(), strict=True))
+
+    names = [name for name, _ in _TOXICITY_FIGURES]
+    intervals = (
+        bootstrap_figures(
+            [instance for instance, _ in rated], statistic, names, seed=seed_from(seed_key, "tox")
+        )
+        if rated
+        else {}
+    )
     return [
         *(
-            point(name, "toxicity", getattr(result, field), result.scored)
+            with_interval(
+                point(name, "toxicity", getattr(result, field), result.scored),
+                intervals.get(name),
+            )
             for name, field in _TOXICITY_FIGURES
         ),
         *scorer_rows,
@@ -285,15 +380,36 @@ _EFFICIENCY_FIGURES = (
 
 
 def efficiency_rows(
-    outputs: Sequence[ModelOutput], prices: TokenPrices | None
+    outputs: Sequence[ModelOutput], prices: TokenPrices | None, seed_key: str = ""
 ) -> list[MetricSummary]:
-    result = efficiency_stats([o.completion for o in outputs], prices)
+    """Latency, throughput, batch size and cost, with instance-bootstrap intervals: each
+    resample recomputes the figures from every request of the drawn instances (the cost is
+    then that of as many instances drawn like these)."""
+    completions = [o.completion for o in outputs]
+    result = efficiency_stats(completions, prices)
     live = result.requests - result.errors - result.cached
     counts = {"estimated_cost": result.requests - result.errors}
-    return [
+    rows = [
         point(name, "efficiency", getattr(result, field), counts.get(name, live))
         for name, field in _EFFICIENCY_FIGURES
     ]
+    if not any(r.present for r in rows):
+        return rows
+    pool = np.empty(len(completions), dtype=object)
+    pool[:] = completions
+
+    def statistic(weights: np.ndarray) -> dict[str, float | Absent]:
+        again = efficiency_stats(list(np.repeat(pool, weights)), prices)
+        return {name: getattr(again, field) for name, field in _EFFICIENCY_FIGURES}
+
+    names = [name for name, _ in _EFFICIENCY_FIGURES]
+    intervals = bootstrap_figures(
+        [o.request.instance_id for o in outputs],
+        statistic,
+        names,
+        seed=seed_from(seed_key, "efficiency"),
+    )
+    return [with_interval(row, intervals[row.metric]) for row in rows]
 
 
 def family_absences(

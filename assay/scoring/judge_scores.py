@@ -35,6 +35,8 @@ from assay.scoring.summary import absent, point
 
 # LLM-as-judge diagnostics (agreement, spread, parse failures); not one of the seven families.
 JUDGE_FAMILY = "judge"
+# Agreement statistics describe the judges on this run's items; they are not resampled.
+_AGREEMENT_NO_INTERVAL = "agreement between judges on this run's items: not resampled"
 
 
 def _judge_targets(
@@ -147,7 +149,14 @@ def judge_rows(stats: Sequence[InstanceStat], judgments: Sequence[Judgment]) -> 
         failures = sum(j.score is None for j in own)
         group = f"judge={judge}"
         rows.append(
-            point("judge_parse_failures", JUDGE_FAMILY, float(failures), len(own), group=group)
+            point(
+                "judge_parse_failures",
+                JUDGE_FAMILY,
+                float(failures),
+                len(own),
+                group=group,
+                no_interval="a count of this run's judgments, not an estimate",
+            )
         )
         if group not in with_spread:
             why = (
@@ -169,11 +178,21 @@ def judge_rows(stats: Sequence[InstanceStat], judgments: Sequence[Judgment]) -> 
     undefined = Absent("undefined: fewer than two parsed scores per item, or no variation")
     for name, value in zip(names, (found.alpha_nominal, found.alpha_interval), strict=True):
         rows.append(
-            point(name, JUDGE_FAMILY, undefined if value is None else value, pairable, "repeat=0")
+            point(
+                name,
+                JUDGE_FAMILY,
+                undefined if value is None else value,
+                pairable,
+                "repeat=0",
+                no_interval=_AGREEMENT_NO_INTERVAL,
+            )
         )
     for pair in found.pairs:
         group = f"judges={pair.judge_a},{pair.judge_b}"
         for name, value in (("judge_kappa", pair.kappa), ("judge_exact_agreement", pair.exact)):
             why = Absent("undefined: no item scored by both, or chance agreement is 1")
-            rows.append(point(name, JUDGE_FAMILY, why if value is None else value, pair.n, group))
+            value_ = why if value is None else value
+            rows.append(
+                point(name, JUDGE_FAMILY, value_, pair.n, group, no_interval=_AGREEMENT_NO_INTERVAL)
+            )
     return rows

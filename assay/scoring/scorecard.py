@@ -43,7 +43,7 @@ from assay.scoring.summary import scorecard
 
 # Bump when a metric definition changes: metric tables then re-materialize from stored
 # model outputs, without a single model call.
-SCORING_VERSION = "4"
+SCORING_VERSION = "5"
 
 FAMILIES = ("accuracy", "calibration", ROBUSTNESS, FAIRNESS, "bias", "toxicity", "efficiency")
 
@@ -72,11 +72,11 @@ def holistic_scorecard(
         *family_absences(outputs, stats),
         *delta_rows(stats),
         *group_rows(stats),
-        *calibration_rows(stats),
-        *text_bias_rows(outputs),
-        *bbq_rows(instances, outputs),
-        *toxicity_rows(stats, toxicity_configured, toxicity_run),
-        *efficiency_rows(outputs, prices),
+        *calibration_rows(stats, seed_key),
+        *text_bias_rows(outputs, seed_key),
+        *bbq_rows(instances, outputs, seed_key),
+        *toxicity_rows(stats, toxicity_configured, toxicity_run, seed_key),
+        *efficiency_rows(outputs, prices, seed_key),
         *judged,
     ]
 
