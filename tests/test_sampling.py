@@ -256,3 +256,47 @@ def test_llamacpp_samples_are_seeded_and_batch_independent(model_cache_dir):
     assert [c.text for c in together] == [c.text for c in alone]
     assert [c.text for c in client.complete(requests)] == [c.text for c in together]
     assert any(together[2 * j].text != together[2 * j + 1].text for j in range(len(PROMPTS)))
+
+
+def test_a_sampled_scenario_scores_and_reruns_identically_from_the_cache(model_cache_dir, tmp_path):
+    from assay.evaluate.run import evaluate
+    from assay.evaluate.suite import load_suite
+    from assay.scoring.scorecard import score_partition
+
+    suite_file = tmp_path / "s.yaml"
+    suite_file.write_text(
+        "scenarios:\n"
+        "  arith:\n"
+        "    scenario: arithmetic_qa\n"
+        "    adapter: {num_train: 1, max_tokens: 4, temperature: 0.8, num_samples: 3, seed: 1}\n"
+    )
+    config = load_suite(suite_file)["arith"]
+    scenario = config.build().load()
+    instances = [i for i in scenario.instances if i.split == "test"][:4]
+    train = [i for i in scenario.instances if i.split == "train"]
+    client = _tf(model_cache_dir, batch_size=16)
+    cache = RequestCache(str(tmp_path / "cache.db"))
+
+    def run() -> tuple[list[ModelOutput], list]:
+        done = evaluate(CachedClient(client, cache, client.spec.serving), config, instances, train)
+        outputs = ModelOutput.from_table(ModelOutput.to_table(done.outputs))  # as stored
+        return outputs, score_partition(instances, outputs, seed_key="m@v1|arith").card
+
+    first, card = run()
+    assert len(first) == 12 and len(cache) == 12
+    assert sorted({o.request.sample for o in first}) == [0, 1, 2]
+    again, card_again = run()
+    assert all(o.completion.cached for o in again)
+    assert [o.completion.text for o in again] == [o.completion.text for o in first]
+    # Efficiency describes this run (cache hits ran no model); everything else is identical.
+    rows = [r for r in card if r.family != "efficiency"]
+    rows_again = [r for r in card_again if r.family != "efficiency"]
+    assert rows == rows_again or all(
+        (a.metric, a.group, a.count) == (b.metric, b.group, b.count)
+        and np.allclose(
+            [a.mean, a.ci_low, a.ci_high], [b.mean, b.ci_low, b.ci_high], equal_nan=True
+        )
+        for a, b in zip(rows, rows_again, strict=True)
+    )
+    metrics = {r.metric for r in card}
+    assert {"pass@1", "pass@3", "exact_match"} <= metrics
