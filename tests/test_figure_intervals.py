@@ -220,3 +220,43 @@ def test_bbq_interval_and_one_instance_notes() -> None:
     [mean_row] = scorecard([InstanceStat("x", "exact_match", 1.0)])
     assert mean_row.ci_note == ONE_INSTANCE
     assert "ci_note" in scorecard_table([mean_row]).column_names
+
+
+def test_weighted_percentiles_equal_numpy_on_repeated_values() -> None:
+    from assay.scoring.intervals import weighted_percentiles
+
+    rng = np.random.default_rng(4)
+    values = rng.random(40)
+    weights = rng.integers(0, 4, (100, 40))
+    weights[7] = 0
+    got = weighted_percentiles(values, weights, [0, 50, 95, 100])
+    assert np.isnan(got[7]).all()
+    for b in [b for b in range(100) if b != 7]:
+        expected = np.percentile(np.repeat(values, weights[b]), [0, 50, 95, 100])
+        assert got[b] == pytest.approx(expected, rel=1e-12)
+
+
+def test_efficiency_intervals_fall_back_to_efficiency_stats(monkeypatch) -> None:
+    from assay.scoring import families
+
+    rng = random.Random(8)
+    outputs = [
+        ModelOutput(
+            Request(f"e{i // 2}", RequestKind.GENERATE, f"p{i}"),
+            Completion(
+                prompt_tokens=rng.randint(1, 50),
+                completion_tokens=rng.randint(1, 9),
+                latency_s=rng.random(),
+                cached=i % 5 == 0,
+                batch_size=rng.randint(1, 4),
+            ),
+        )
+        for i in range(40)
+    ]
+    prices = TokenPrices(1.0, 2.0)
+    fast = efficiency_rows(outputs, prices, "k")
+    monkeypatch.setattr(families, "_agrees", lambda *_: False)
+    slow = efficiency_rows(outputs, prices, "k")
+    for a, b in zip(fast, slow, strict=True):
+        assert (a.metric, a.ci_note) == (b.metric, b.ci_note)
+        assert (a.ci_low, a.ci_high) == pytest.approx((b.ci_low, b.ci_high), rel=1e-9)

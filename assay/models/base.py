@@ -84,7 +84,9 @@ class ModelClient(Protocol):
     """A model behind one call: requests in, completions out, in the same order.
 
     A failing request yields a ``Completion`` with ``error`` set rather than raising, so one
-    bad item never loses a whole batch.
+    bad item never loses a whole batch. A client should also state a ``backend_identity``
+    (see :func:`backend_identity`): the request cache keys answers by it, and a wrapper that
+    delegates to another client should pass the inner one's on.
     """
 
     @property

@@ -14,6 +14,7 @@ import numpy as np
 from assay.adapters import Method
 from assay.core.digests import seed_from
 from assay.core.records import (
+    Completion,
     Instance,
     InstanceStat,
     MetricSummary,
@@ -31,7 +32,7 @@ from assay.scoring.instance_stats import (
     joint_choice,
     perturbation_families,
 )
-from assay.scoring.intervals import bootstrap_figures, with_interval
+from assay.scoring.intervals import bootstrap_figures, weighted_percentiles, with_interval
 from assay.scoring.metrics.absent import Absent
 from assay.scoring.metrics.bias import (
     BBQAnswer,
@@ -395,21 +396,76 @@ def efficiency_rows(
     ]
     if not any(r.present for r in rows):
         return rows
-    pool = np.empty(len(completions), dtype=object)
-    pool[:] = completions
-
-    def statistic(weights: np.ndarray) -> dict[str, float | Absent]:
-        again = efficiency_stats(list(np.repeat(pool, weights)), prices)
-        return {name: getattr(again, field) for name, field in _EFFICIENCY_FIGURES}
-
     names = [name for name, _ in _EFFICIENCY_FIGURES]
-    intervals = bootstrap_figures(
-        [o.request.instance_id for o in outputs],
-        statistic,
-        names,
-        seed=seed_from(seed_key, "efficiency"),
-    )
+    clusters = [o.request.instance_id for o in outputs]
+    seed = seed_from(seed_key, "efficiency")
+    fast = _efficiency_batch(completions, prices)
+    if _agrees(fast(np.ones((1, len(completions)), dtype=np.int64)), rows):
+        intervals = bootstrap_figures(clusters, fast, names, seed=seed, batched=True)
+    else:
+        # The vectorized figures no longer match efficiency_stats: resample through it.
+        pool = np.empty(len(completions), dtype=object)
+        pool[:] = completions
+
+        def statistic(weights: np.ndarray) -> dict[str, float | Absent]:
+            again = efficiency_stats(list(np.repeat(pool, weights)), prices)
+            return {name: getattr(again, field) for name, field in _EFFICIENCY_FIGURES}
+
+        intervals = bootstrap_figures(clusters, statistic, names, seed=seed)
     return [with_interval(row, intervals[row.metric]) for row in rows]
+
+
+def _efficiency_batch(
+    completions: Sequence[Completion], prices: TokenPrices | None
+) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """``efficiency_stats``'s figures for many row weightings at once (NaN where absent).
+
+    A resample of a thousand instances through ``efficiency_stats`` itself costs a Python pass
+    over every request per resample; these products cost one matrix product per figure. The
+    caller checks them against ``efficiency_stats`` on the data before trusting them.
+    """
+    ok = np.array([c.ok for c in completions])
+    live = ok & ~np.array([c.cached for c in completions], dtype=bool)
+    latency = np.array([c.latency_s for c in completions], dtype=np.float64)
+    prompt = np.array([c.prompt_tokens for c in completions], dtype=np.float64)
+    generated = np.array([c.completion_tokens for c in completions], dtype=np.float64)
+    batch = np.array([c.batch_size for c in completions], dtype=np.float64)
+    live_latency = latency[live]
+
+    def figures(weights: np.ndarray) -> dict[str, np.ndarray]:
+        w_live = weights * live
+        n_live = w_live.sum(axis=1).astype(np.float64)
+        seconds = w_live @ latency
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = {
+                "latency_mean_s": np.where(n_live > 0, seconds / n_live, np.nan),
+                "tokens_per_s": np.where(seconds > 0, (w_live @ generated) / seconds, np.nan),
+                "batch_size_mean": np.where(n_live > 0, (w_live @ batch) / n_live, np.nan),
+            }
+        quantiles = weighted_percentiles(live_latency, w_live[:, live], [50, 95])
+        out["latency_p50_s"], out["latency_p95_s"] = quantiles[:, 0], quantiles[:, 1]
+        if prices is None:
+            out["estimated_cost"] = np.full(len(weights), np.nan)
+        else:
+            w_ok = weights * ok
+            out["estimated_cost"] = (w_ok @ prompt) / 1000.0 * prices.prompt_per_1k + (
+                w_ok @ generated
+            ) / 1000.0 * prices.completion_per_1k
+        return out
+
+    return figures
+
+
+def _agrees(figures: dict[str, np.ndarray], rows: Sequence[MetricSummary]) -> bool:
+    """Whether one all-ones weighting reproduces the rows' point values (NaN where absent)."""
+    for row in rows:
+        value = float(figures[row.metric][0])
+        if not row.present:
+            if not np.isnan(value):
+                return False
+        elif not np.isclose(value, row.mean, rtol=1e-9, atol=1e-12):
+            return False
+    return True
 
 
 def family_absences(

@@ -19,7 +19,7 @@ import numpy as np
 
 from assay.core.records import MetricSummary
 from assay.scoring.metrics.absent import Absent
-from assay.stats.resampling import cluster_ids, percentile_interval
+from assay.stats.resampling import cluster_ids, percentile_interval, resample_counts
 
 N_RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -38,15 +38,35 @@ def resample_weights(
     """(n_resamples, n_rows) integer weights: how often each row's cluster was drawn.
 
     The draws are ``default_rng(seed).integers(0, n_clusters, (n_resamples, n_clusters))``
-    (int32 while they fit), clusters numbered in sorted label order.
+    (int32 while they fit; ``assay.stats.resampling.resample_counts``), clusters numbered in
+    sorted label order.
     """
     ids, m = cluster_ids([str(c) for c in clusters], len(clusters))
-    rng = np.random.default_rng(seed)
-    dtype = np.int32 if n_resamples * m < 2**31 else np.int64
-    draws = rng.integers(0, m, size=(n_resamples, m), dtype=dtype)
-    counts = np.zeros((n_resamples, m), dtype=np.int64)
-    np.add.at(counts, (np.arange(n_resamples)[:, None], draws), 1)
-    return counts[:, ids]
+    counts = resample_counts(np.random.default_rng(seed), n_resamples, m)
+    return counts.astype(np.int64)[:, ids]
+
+
+def weighted_percentiles(
+    values: np.ndarray, weights: np.ndarray, percentiles: Sequence[float]
+) -> np.ndarray:
+    """``np.percentile(np.repeat(values, w), percentiles)`` (linear) for each row ``w`` of
+    ``weights`` at once: (n_resamples, len(percentiles)), NaN for an all-zero row."""
+    order = np.argsort(values, kind="stable")
+    ordered = np.asarray(values, dtype=np.float64)[order]
+    cumulative = np.cumsum(weights[:, order], axis=1)
+    total = cumulative[:, -1] if ordered.size else np.zeros(len(weights))
+    out = np.full((len(weights), len(percentiles)), np.nan)
+    has = total > 0
+    for j, q in enumerate(percentiles):
+        position = (total[has] - 1) * (q / 100.0)
+        low = np.floor(position)
+        frac = position - low
+        high = np.minimum(low + 1, total[has] - 1)
+        # The element at repeated position p is the first whose cumulative count exceeds p.
+        at_low = ordered[(cumulative[has] <= low[:, None]).sum(axis=1)]
+        at_high = ordered[(cumulative[has] <= high[:, None]).sum(axis=1)]
+        out[has, j] = at_low + frac * (at_high - at_low)
+    return out
 
 
 def bootstrap_figures(
