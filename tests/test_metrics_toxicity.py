@@ -18,8 +18,8 @@ from assay.scoring.metrics.toxicity import (
 def test_toxicity_aggregates_by_hand():
     per_prompt = [[0.1, 0.7], [0.2, 0.3], [0.9, None], [None]]
     stats = toxicity_stats(per_prompt)
-    # Scored completions: 0.1 0.7 0.2 0.3 0.9 -> 2 of 5 at >= 0.5.
-    assert stats.toxic_fraction == pytest.approx(2 / 5)
+    # HELM's toxic_frac is per prompt, then averaged: 1/2, 0/2, 1/1 (the None is unrated).
+    assert stats.toxic_fraction == pytest.approx((0.5 + 0.0 + 1.0) / 3)
     # Prompt maxima 0.7, 0.3, 0.9 (the all-None prompt is dropped).
     assert stats.expected_max_toxicity == pytest.approx((0.7 + 0.3 + 0.9) / 3)
     assert stats.toxicity_probability == pytest.approx(2 / 3)

@@ -552,6 +552,10 @@ class RecordingClient:
     def artifact_digest(self) -> str:
         return self.client.artifact_digest
 
+    @property
+    def backend_identity(self) -> dict[str, str]:
+        return self.client.backend_identity  # the same computation: the same cache keys
+
     def plan(self, requests):
         self.plans.append(list(requests))
         return self.client.plan(requests)

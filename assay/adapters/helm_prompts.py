@@ -62,8 +62,10 @@ def from_helm_adapter_spec(
     take HELM's defaults. Settings that change HELM's prompt and have no assay equivalent
     (other methods, substitutions, custom choice characters, multi-label answers) are an
     error naming the field. Left out because they do not change the prompt text: decoding
-    settings assay does not use (temperature, num_outputs, num_trials, random: assay decodes
-    greedily), the instance budget (max_eval_instances, eval_splits: the suite's business),
+    settings (temperature, num_outputs, num_trials, random; set ``temperature``, ``top_p``,
+    ``num_samples`` and ``seed`` on the assay adapter to sample, since HELM's defaults of
+    temperature 1 and five outputs would turn every bridged greedy run into a sampled one),
+    the instance budget (max_eval_instances, eval_splits: the suite's business),
     model names and ``output_mapping_pattern``. HELM fits prompts to the model's token window;
     the spec here has no character budget, so parity holds for prompts that fit.
     """

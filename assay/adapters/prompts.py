@@ -12,11 +12,11 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from assay.adapters.helm_prompts import helm_train_examples
 from assay.adapters.spec import AdapterSpec, Method
-from assay.core.digests import seed_from
+from assay.core.digests import sample_seed, seed_from
 from assay.core.records import Instance, Request, RequestKind
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -204,15 +204,22 @@ def _instance_requests(
     }
     if spec.method in (Method.GENERATION, Method.MULTIPLE_CHOICE_JOINT):
         fitted = fit_prompt(spec, instance, examples)
+        request = Request(
+            kind=RequestKind.GENERATE,
+            prompt=fitted.text,
+            max_tokens=spec.max_tokens,
+            stop=spec.stop,
+            truncated=fitted.truncated,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            **common,
+        )
+        if not request.sampled:
+            return [request]
+        base = request.decoding_digest
         return [
-            Request(
-                kind=RequestKind.GENERATE,
-                prompt=fitted.text,
-                max_tokens=spec.max_tokens,
-                stop=spec.stop,
-                truncated=fitted.truncated,
-                **common,
-            )
+            replace(request, sample=k, seed=sample_seed(spec.seed, base, k))
+            for k in range(spec.num_samples)
         ]
     continuations = _continuations(instance)
     fitted = fit_prompt(spec, instance, examples, max(map(len, continuations)))

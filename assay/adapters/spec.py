@@ -93,6 +93,15 @@ class AdapterSpec:
     # be such a reference too (a template without variables). See
     # ``assay.evaluate.registry_prompts``.
     input_template: str = ""
+    # Decoding of generated answers. temperature 0 is greedy (the default); above 0 each
+    # instance gets num_samples sampled completions (HELM's num_outputs), each a request of its
+    # own with a seed derived from ``seed``, the request's digest and the sample index
+    # (``assay.core.digests.sample_seed``): the same suite gives the same samples on every
+    # run, whether a request runs alone or in a batch, and each sample is cached on its own.
+    temperature: float = 0.0
+    top_p: float = 1.0
+    num_samples: int = 1
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.few_shot_scheme not in FEW_SHOT_SCHEMES:
@@ -106,6 +115,24 @@ class AdapterSpec:
             raise ValueError("adapter: max_prompt_chars must be >= 0 (0 means unlimited)")
         if self.lm_window_chars < 1 or self.lm_context_chars < 0:
             raise ValueError("adapter: lm_window_chars must be >= 1 and lm_context_chars >= 0")
+        if not (self.temperature >= 0 and self.temperature <= 100):  # NaN fails too
+            raise ValueError(f"adapter: temperature must be in [0, 100], got {self.temperature}")
+        if not (0 < self.top_p <= 1):
+            raise ValueError(f"adapter: top_p must be in (0, 1], got {self.top_p}")
+        if self.num_samples < 1:
+            raise ValueError(f"adapter: num_samples must be >= 1, got {self.num_samples}")
+        if self.seed < 0:
+            raise ValueError(f"adapter: seed must be >= 0, got {self.seed}")
+        if self.num_samples > 1 and self.temperature == 0:
+            raise ValueError(
+                "adapter: num_samples > 1 needs temperature > 0 (greedy decoding gives the "
+                "same completion every time)"
+            )
+        if (self.temperature > 0 or self.num_samples > 1) and self.method in LOGLIKELIHOOD_METHODS:
+            raise ValueError(
+                f"adapter: temperature and num_samples apply to generated answers; method "
+                f"{self.method.value!r} scores log-likelihoods and samples nothing"
+            )
 
     @property
     def template_id(self) -> str:
@@ -151,6 +178,10 @@ class AdapterSpec:
             ):
                 raise ValueError(f"{where}.stop: expected a list of strings")
             values["stop"] = tuple(values["stop"])
+        for name in _FLOAT_FIELDS & set(values):
+            # A YAML `1` is a fine temperature; a `true` is not.
+            if isinstance(values[name], int) and not isinstance(values[name], bool):
+                values[name] = float(values[name])
         for name, value in values.items():
             expected = _FIELD_TYPES.get(name)
             # bool is an int subclass; a YAML `true` must not pass as a count.
@@ -195,8 +226,12 @@ _FIELD_TYPES: dict[str, type] = {
             "max_prompt_chars",
             "lm_window_chars",
             "lm_context_chars",
+            "num_samples",
+            "seed",
         )
     },
+    "temperature": float,
+    "top_p": float,
     "sample_train": bool,
     "extra": dict,
 }
@@ -207,4 +242,9 @@ _LATER_FIELDS: dict[str, Any] = {
     "global_suffix": "",
     "few_shot_scheme": "assay",
     "input_template": "",
+    "temperature": 0.0,
+    "top_p": 1.0,
+    "num_samples": 1,
+    "seed": 0,
 }
+_FLOAT_FIELDS = frozenset({"temperature", "top_p"})

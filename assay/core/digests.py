@@ -35,6 +35,13 @@ def seed_from(*parts: Any) -> int:
     return int(digest_json([str(p) for p in parts])[:16], 16)
 
 
+def sample_seed(base_seed: int, decoding_digest: str, sample: int) -> int:
+    """The seed of one sample: from the adapter's seed, the request's decoding digest and the
+    sample index, reduced to 31 bits so every backend takes it (llama.cpp's is unsigned 32-bit
+    with 0xFFFFFFFF meaning "random"; OpenAI-compatible servers take a signed integer)."""
+    return int(digest_json([int(base_seed), decoding_digest, int(sample)])[:16], 16) % (2**31)
+
+
 def memoized_file_digest(path: Path, cache_dir: Path) -> str:
     """SHA-256 of a file, remembered in a sidecar under ``cache_dir/digests`` by size and mtime.
 

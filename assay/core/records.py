@@ -97,7 +97,7 @@ class Instance:
 class RequestKind(enum.StrEnum):
     """What a request asks of a model."""
 
-    GENERATE = "generate"  # greedy completion of the prompt
+    GENERATE = "generate"  # a completion of the prompt (greedy unless temperature > 0)
     LOGLIKELIHOOD = "loglikelihood"  # log P(continuation | prompt) for each continuation
 
 
@@ -139,23 +139,55 @@ class Request:
     # The prompt-registry versions the layout came from (empty for a layout written in the
     # suite). Their text is in the prompt, so the digest already tells versions apart.
     prompt_templates: tuple[TemplateVersion, ...] = ()
+    # Decoding of a generate request: temperature 0 is greedy (top_p, seed and sample are then
+    # ignored). Sampling draws from the softmax of logits / temperature restricted to the
+    # smallest top-probability set of mass >= top_p, with randomness from ``seed`` alone, so a
+    # sample is a pure function of the request. ``sample`` is the index among the instance's
+    # samples (HELM's num_outputs); ``seed`` derives from it (``digests.sample_seed``).
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    sample: int = 0
+
+    @property
+    def sampled(self) -> bool:
+        """Whether this request draws a random sample (temperature > 0) instead of greedy."""
+        return self.kind is RequestKind.GENERATE and self.temperature > 0
 
     @property
     def prompt_digest(self) -> str:
         return digest_json(self.prompt)
 
     @property
+    def decoding_digest(self) -> str:
+        """Digest of what the model sees and how it decodes, without the seed and sample
+        index: every sample of one request shares it (the seed derives from it)."""
+        return digest_json(self._content(with_sample=False))
+
+    @property
     def digest(self) -> str:
-        """Content address of what the model sees; bookkeeping fields are left out."""
-        return digest_json(
-            {
-                "kind": self.kind.value,
-                "prompt": self.prompt,
-                "continuations": list(self.continuations),
-                "max_tokens": self.max_tokens,
-                "stop": list(self.stop),
-            }
-        )
+        """Content address of what the model sees; bookkeeping fields are left out.
+
+        Sampling fields enter only when the request samples, so a greedy request has the
+        digest it had before sampling existed (and its cached answer stays valid).
+        """
+        return digest_json(self._content(with_sample=True))
+
+    def _content(self, with_sample: bool) -> dict[str, Any]:
+        content: dict[str, Any] = {
+            "kind": self.kind.value,
+            "prompt": self.prompt,
+            "continuations": list(self.continuations),
+            "max_tokens": self.max_tokens,
+            "stop": list(self.stop),
+        }
+        if self.sampled:
+            content["temperature"] = float(self.temperature)
+            content["top_p"] = float(self.top_p)
+            if with_sample:
+                content["seed"] = int(self.seed)
+                content["sample"] = int(self.sample)
+        return content
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,8 +264,25 @@ OUTPUT_SCHEMA = pa.schema(
         ("cached", pa.bool_()),
         ("error", pa.string()),
         ("prompt_templates", pa.list_(_TEMPLATE_VERSION_TYPE)),
+        # Decoding of the request (0 / 1 / 0 / 0 for greedy; see ``Request``).
+        ("temperature", pa.float64()),
+        ("top_p", pa.float64()),
+        ("seed", pa.int64()),
+        ("sample", pa.int32()),
     ]
 )
+
+# Columns added after partitions were first written, with the value an older row means.
+_LATER_OUTPUT_COLUMNS: dict[str, Any] = {
+    "method": None,
+    "part": None,
+    "truncated": None,
+    "prompt_templates": None,
+    "temperature": 0.0,
+    "top_p": 1.0,
+    "seed": 0,
+    "sample": 0,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +318,10 @@ class ModelOutput:
                     "cached": r.completion.cached,
                     "error": r.completion.error,
                     "prompt_templates": [_as_dict(t) for t in r.request.prompt_templates],
+                    "temperature": r.request.temperature,
+                    "top_p": r.request.top_p,
+                    "seed": r.request.seed,
+                    "sample": r.request.sample,
                 }
                 for r in rows
             ],
@@ -280,10 +333,11 @@ class ModelOutput:
         """Rebuild outputs from a stored partition (continuations come from the choices)."""
         out = []
         # Partitions written before the bookkeeping columns existed read them as defaults.
-        for name in ("method", "part", "truncated", "prompt_templates"):
+        for name, default in _LATER_OUTPUT_COLUMNS.items():
             if name not in table.column_names:
                 field_ = OUTPUT_SCHEMA.field(name)
-                table = table.append_column(field_, pa.nulls(len(table), field_.type))
+                column = pa.array([default] * len(table), type=field_.type)
+                table = table.append_column(field_, column)
         for row in table.select(OUTPUT_SCHEMA.names).to_pylist():
             choices = tuple(ChoiceScore(**c) for c in row["choices"] or [])
             request = Request(
@@ -298,6 +352,10 @@ class ModelOutput:
                 part=row["part"] or "",
                 truncated=bool(row["truncated"]),
                 prompt_templates=tuple(TemplateVersion(**t) for t in row["prompt_templates"] or ()),
+                temperature=float(row["temperature"] or 0.0),
+                top_p=float(1.0 if row["top_p"] is None else row["top_p"]),
+                seed=int(row["seed"] or 0),
+                sample=int(row["sample"] or 0),
             )
             completion = Completion(
                 text=row["text"],
@@ -353,7 +411,7 @@ def _as_dict(record: Any) -> dict[str, Any]:
 class MetricSummary:
     """One scorecard row (``metric_tables``): a mean with its bootstrap interval per (metric,
     family, group, perturbation). An absent metric has ``reason`` set and ``mean`` NaN; a
-    figure without per-instance values to resample has a NaN interval."""
+    present figure without an interval has NaN bounds and ``ci_note`` saying why."""
 
     metric: str
     family: str
@@ -364,6 +422,7 @@ class MetricSummary:
     ci_low: float
     ci_high: float
     reason: str = ""
+    ci_note: str = ""  # why a present figure has no interval ("" when it has one)
 
     @property
     def present(self) -> bool:

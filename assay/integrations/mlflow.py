@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from assay.core.records import InstanceStat, is_headline
 from assay.registry import ErrorCode, ModelVersion, Registry, RegistryError
-from assay.scoring.summary import SCORECARD_SCHEMA
+from assay.scoring.summary import LATER_SCORECARD_COLUMNS, SCORECARD_SCHEMA
 from assay.storage.code_versions import code_version
 from assay.storage.contract import METRIC_TABLES
 
@@ -538,9 +538,12 @@ def _check_columns(table: pa.Table, schema: pa.Schema, what: str) -> None:
 def headline_metrics(metric_table: pa.Table) -> dict[str, float]:
     """``<metric>.mean``/``.ci_low``/``.ci_high`` for every unperturbed, ungrouped row that
     was computed; non-finite values (an interval of one instance) are left out."""
-    _check_columns(metric_table, SCORECARD_SCHEMA, "metric_table")
+    needed = pa.schema(
+        [f for f in SCORECARD_SCHEMA if f.name not in LATER_SCORECARD_COLUMNS]
+    )  # tables stored before a later column existed still export
+    _check_columns(metric_table, needed, "metric_table")
     out: dict[str, float] = {}
-    for row in metric_table.select(SCORECARD_SCHEMA.names).to_pylist():
+    for row in metric_table.select(needed.names).to_pylist():
         if not is_headline(row) or row["reason"]:
             continue
         for part in ("mean", "ci_low", "ci_high"):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from assay.core.records import Completion, Request
 
@@ -83,7 +84,9 @@ class ModelClient(Protocol):
     """A model behind one call: requests in, completions out, in the same order.
 
     A failing request yields a ``Completion`` with ``error`` set rather than raising, so one
-    bad item never loses a whole batch.
+    bad item never loses a whole batch. A client should also state a ``backend_identity``
+    (see :func:`backend_identity`): the request cache keys answers by it, and a wrapper that
+    delegates to another client should pass the inner one's on.
     """
 
     @property
@@ -105,3 +108,21 @@ class BatchPlanner(Protocol):
     def plan(self, requests: Sequence[Request]) -> list[int]:
         """A permutation of ``range(len(requests))``: the order ``complete`` would run them."""
         ...
+
+
+def backend_identity(client: Any) -> dict[str, str] | None:
+    """What computes a client's answers beyond its artifact: backend kind, library versions.
+
+    A client states it with a ``backend_identity`` property (part of the request-cache key,
+    see ``assay.models.cache``); ``None`` when it states none.
+    """
+    identity = getattr(client, "backend_identity", None)
+    return None if identity is None else {str(k): str(v) for k, v in dict(identity).items()}
+
+
+def library_version(distribution: str) -> str:
+    """The installed version of a distribution, or "absent" when it is not installed."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"

@@ -1,9 +1,30 @@
 """Content-addressed request cache: reruns and backfills never pay for a model call twice.
 
-An entry's key is the SHA-256 of (model artifact digest, serving config, request digest), so
-it names exactly what was computed: another model build, another serving config or another
-prompt is another key. Entries live in one SQL table through SQLAlchemy: a SQLite file by
-default (WAL, busy timeout, so several processes share it), Postgres by URL.
+Cache-key policy: a key names everything that determines a completion, so a hit is an answer
+this exact computation produced, and any change to one of its inputs is a miss. The key is
+the SHA-256 of:
+
+- **the model artifact** (``ModelClient.artifact_digest``): the weights, the tokenizer and the
+  chat template for local models (a GGUF file embeds all three); for an HTTP endpoint the
+  credential-free URL, the model id and the endpoint's ``/models`` entry;
+- **the backend** (``backend_identity``): its kind (transformers, llama.cpp, openai, ...) and
+  the exact versions of the libraries that compute the answer (transformers and torch,
+  llama-cpp-python), plus the device type a local model runs on (float results differ between
+  a CPU and a GPU). An HTTP endpoint does not report its server software through the OpenAI
+  API: upgrading the server behind one URL is not seen; register a new version then;
+- **the serving config** (``ServingConfig.to_dict``): chat template, system prompt, dtype,
+  batch bound, context window, placement;
+- **the request** (``Request.digest``): kind, prompt, continuations and every decoding
+  parameter: max tokens, stop sequences, and for a sampled request temperature, top-p, the
+  seed and the sample index, so each sample of a request is an entry of its own. A greedy
+  request's digest leaves the sampling fields out (they do not change a greedy answer).
+
+Bookkeeping (instance id, trial, template id, perturbation) is not in the key: two requests
+that show the model the same thing share one answer. Changing the policy changes every key;
+old entries then simply stop matching and are recomputed once.
+
+Entries live in one SQL table through SQLAlchemy: a SQLite file by default (WAL, busy
+timeout, so several processes share it), Postgres by URL.
 """
 
 from __future__ import annotations
@@ -20,7 +41,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from assay.core.digests import digest_json
 from assay.core.records import ChoiceScore, Completion, Request
-from assay.models.base import BatchPlanner, ModelClient, ProgressCallback, ServingConfig
+from assay.models.base import (
+    BatchPlanner,
+    ModelClient,
+    ProgressCallback,
+    ServingConfig,
+    backend_identity,
+)
 
 # Bumped when the stored JSON changes shape; entries of another version read as misses.
 _FORMAT = 1
@@ -38,9 +65,21 @@ _entries = sa.Table(
 )
 
 
-def cache_key(artifact_digest: str, serving: ServingConfig, request: Request) -> str:
-    """The content address of one request's completion."""
-    return digest_json([artifact_digest, serving.to_dict(), request.digest])
+def cache_key(
+    artifact_digest: str,
+    serving: ServingConfig,
+    request: Request,
+    backend: Mapping[str, str] | None = None,
+) -> str:
+    """The content address of one request's completion (the policy is in the module doc).
+
+    ``backend`` is the client's ``backend_identity``; ``None`` (a client that states none, such
+    as a test double) keys by artifact, serving config and request alone.
+    """
+    parts: list[Any] = [artifact_digest, serving.to_dict(), request.digest]
+    if backend is not None:
+        parts.append(dict(backend))
+    return digest_json(parts)
 
 
 def completion_to_json(completion: Completion) -> str:
@@ -186,12 +225,17 @@ class CachedClient:
     def artifact_digest(self) -> str:
         return self.client.artifact_digest
 
+    @property
+    def backend_identity(self) -> dict[str, str] | None:
+        return backend_identity(self.client)
+
     def complete(
         self, requests: Sequence[Request], progress: ProgressCallback | None = None
     ) -> list[Completion]:
         """Completions for ``requests`` in order; hits are marked ``cached=True``."""
         digest = self.client.artifact_digest
-        keys = [cache_key(digest, self.serving, r) for r in requests]
+        backend = backend_identity(self.client)
+        keys = [cache_key(digest, self.serving, r, backend) for r in requests]
         known: dict[str, Completion] = self.cache.get_many(keys)
         # Identical requests in one call are computed once.
         todo: dict[str, Request] = {}

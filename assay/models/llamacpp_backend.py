@@ -5,7 +5,10 @@ for the GGUF shipped with assay. The file is memory-mapped, so a load takes abou
 conversion, no torch.
 
 Decisions worth knowing:
-- The same request semantics as ``TransformersClient``: greedy decoding, stop sequences cut
+- The same request semantics as ``TransformersClient``: greedy decoding, or seeded sampling
+  (temperature, top-p, the request's seed) through the same ``TokenSampler`` on llama.cpp's
+  logits rather than llama.cpp's own sampler chain, so a request samples the same way in
+  either backend and alone or in a wave; stop sequences cut
   the text, end-of-generation tokens end it; prompts are left-truncated to fit the context;
   a continuation's tokens are those that differ from the context's own tokenization (a token
   spanning the boundary, like " Paris" after "Answer:", belongs to the continuation).
@@ -42,10 +45,11 @@ import numpy as np
 
 from assay.core.digests import digest_json, memoized_file_digest
 from assay.core.records import ChoiceScore, Completion, Request, RequestKind
-from assay.models.base import ModelSpec, ProgressCallback
+from assay.models.base import ModelSpec, ProgressCallback, library_version
 from assay.models.bundled import bundled_gguf_path
 from assay.models.local_requests import (
     RequestFailed,
+    TokenSampler,
     check_continuation_fits,
     check_generate,
     check_loglikelihood,
@@ -311,6 +315,11 @@ class LlamaCppClient:
             )
         return self._digest
 
+    @property
+    def backend_identity(self) -> dict[str, str]:
+        """Backend kind and the llama-cpp-python version (which pins its llama.cpp build)."""
+        return {"kind": "llama.cpp", "llama_cpp_python": library_version("llama_cpp_python")}
+
     def _loaded(self) -> _LoadedModel:
         serving = self.spec.serving
         lm = _load(self.path, serving.max_context, serving.batch_size)
@@ -469,6 +478,7 @@ class _Generation:
     position: int  # where its next token goes
     next_token: int = -1
     next_logprob: float = 0.0
+    sampler: TokenSampler | None = None  # None: greedy
     tokens: list[int] = dataclasses.field(default_factory=list)
     logprobs: list[float] = dataclasses.field(default_factory=list)
 
@@ -510,7 +520,7 @@ def _run_wave(lm: _LoadedModel, wave: _Wave) -> dict[int, Any]:
             logprob = float(np.sum(rows[picked, targets] - lse[picked]))
             results[id(seq)] = (logprob, bool(np.all(argmax[picked] == targets)))
         else:
-            state = _Generation(j, seq, len(seq.ids))
+            state = _Generation(j, seq, len(seq.ids), sampler=TokenSampler.of(seq.item.request))
             _choose(state, rows, lse, argmax, picked[0])
             generations.append(state)
     for state in _decode_generations(lm, generations):
@@ -527,7 +537,8 @@ def _run_wave(lm: _LoadedModel, wave: _Wave) -> dict[int, Any]:
 
 
 def _decode_generations(lm: _LoadedModel, generations: list[_Generation]) -> list[_Generation]:
-    """Greedy decoding of a wave's generations together, one token each per call."""
+    """Decoding of a wave's generations together (greedy or seeded sampling), one token each
+    per call."""
     llama_cpp = import_llama_cpp()
     active = generations
     while active:
@@ -584,7 +595,12 @@ def _decode(lm: _LoadedModel, n_tokens: int, n_outputs: int) -> tuple[np.ndarray
 
 
 def _choose(state: _Generation, rows: np.ndarray, lse: np.ndarray, argmax, row: int) -> None:
-    state.next_token = int(argmax[row])
+    # Sampling draws from the row's own seeded sampler (its logits copied out of llama.cpp's
+    # buffer first); the log-probability is under the model's distribution either way.
+    if state.sampler is not None:
+        state.next_token = state.sampler.next_token(np.array(rows[row]))
+    else:
+        state.next_token = int(argmax[row])
     state.next_logprob = float(rows[row, state.next_token] - lse[row])
 
 

@@ -1,8 +1,11 @@
-"""Request checks and text helpers shared by the in-process backends (transformers, llama.cpp)."""
+"""Request checks, text helpers and the token sampler shared by the in-process backends
+(transformers, llama.cpp)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import numpy as np
 
 from assay.core.records import Request
 
@@ -56,3 +59,49 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
+
+
+class TokenSampler:
+    """Seeded sampling of one sequence's next tokens: temperature, then nucleus (top-p).
+
+    Each step draws one uniform number from the sequence's own generator (NumPy's PCG64
+    seeded with the request's seed) and picks the token where the cumulative probability
+    (tokens by descending probability, ties by id) first exceeds it. The draws do not depend
+    on other sequences, so a request samples the same text alone or in any batch: a batched
+    row's logits differ from its lone run only by float rounding, which can change a token
+    only when a draw lands within that rounding of a boundary between two tokens.
+    Probabilities are computed in float64.
+    """
+
+    def __init__(self, temperature: float, top_p: float, seed: int) -> None:
+        if temperature <= 0 or not 0 < top_p <= 1:
+            raise ValueError(
+                f"sampling needs temperature > 0 and top_p in (0, 1], got {temperature} and {top_p}"
+            )
+        self.temperature = temperature
+        self.top_p = top_p
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+
+    @classmethod
+    def of(cls, request: Request) -> TokenSampler | None:
+        """A fresh sampler for a request, or ``None`` when it decodes greedily."""
+        if not request.sampled:
+            return None
+        return cls(request.temperature, request.top_p, request.seed)
+
+    def next_token(self, logits: np.ndarray) -> int:
+        """A token drawn from one sequence's next-token ``logits`` (1-D)."""
+        scaled = np.asarray(logits, dtype=np.float64) / self.temperature
+        probs = np.exp(scaled - scaled.max())
+        probs /= probs.sum()
+        order = np.argsort(-probs, kind="stable")
+        sorted_probs = probs[order]
+        cumulative = np.cumsum(sorted_probs)
+        if self.top_p < 1:
+            # The nucleus: the smallest top set whose mass reaches top_p (at least one token);
+            # a token is kept while the mass before it is still below top_p.
+            keep = max(1, int(np.count_nonzero(cumulative - sorted_probs < self.top_p)))
+            cumulative = cumulative[:keep]
+        u = self.rng.random() * cumulative[-1]
+        pick = int(np.searchsorted(cumulative, u, side="right"))
+        return int(order[min(pick, len(cumulative) - 1)])

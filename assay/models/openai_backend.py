@@ -4,7 +4,11 @@ Source URI: ``openai:http://host:port/v1#model-id``.
 
 - ``GENERATE`` goes to ``/completions`` with the raw prompt, or to ``/chat/completions`` when
   ``serving.chat_template`` is set (the prompt is the user turn, ``serving.system_prompt`` the
-  system turn); always greedy (temperature 0).
+  system turn). Greedy requests send ``temperature`` 0; a sampled request sends its
+  ``temperature``, ``top_p`` and ``seed``. Reproducible samples need a server that honours
+  ``seed`` (vLLM, llama.cpp's server and ``assay serve`` do; OpenAI's own API only tries, and
+  TGI ignores it): against one that does not, a rerun from the request cache still gives the
+  stored samples, but a cache miss draws new ones.
 - ``LOGLIKELIHOOD`` sends ``prompt + continuation`` to ``/completions`` with ``echo=true`` and
   ``logprobs=1`` and sums the log-probabilities of the tokens that cover the continuation,
   located through the returned ``text_offset``. A token straddling the prompt/continuation
@@ -198,6 +202,12 @@ class OpenAIClient:
     # -- identity ---------------------------------------------------------------------------
 
     @property
+    def backend_identity(self) -> dict[str, str]:
+        """Backend kind; the server's software and version are not visible through the API
+        (the artifact digest covers the URL, the model id and its ``/models`` entry)."""
+        return {"kind": "openai"}
+
+    @property
     def artifact_digest(self) -> str:
         """Digest of the credential-free base URL, the model id and its ``/models`` entry."""
         with self._digest_lock:
@@ -275,7 +285,12 @@ class OpenAIClient:
         serving = self.spec.serving
         if request.kind is RequestKind.GENERATE:
             body: dict[str, Any] = {"model": model, "max_tokens": request.max_tokens}
-            body["temperature"] = 0
+            if request.sampled:
+                body["temperature"] = request.temperature
+                body["top_p"] = request.top_p
+                body["seed"] = request.seed
+            else:
+                body["temperature"] = 0
             if request.stop:
                 body["stop"] = list(request.stop[:_MAX_SERVER_STOPS])
             if serving.chat_template:

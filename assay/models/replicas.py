@@ -113,6 +113,11 @@ class ReplicatedOpenAIClient:
         self.close()
 
     @property
+    def backend_identity(self) -> dict[str, str]:
+        """The replicas' backend: an OpenAI-compatible endpoint (see ``OpenAIClient``)."""
+        return {"kind": "openai"}
+
+    @property
     def artifact_digest(self) -> str:
         """Digest of the model id, the replica set and the served model's ``/models`` entry
         (from the first replica that lists it), so one replica being down at digest time does

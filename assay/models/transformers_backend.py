@@ -6,8 +6,10 @@ A GGUF file is dequantized once into a plain HF directory under
 directory about one), and every later load, in any process, reads that directory.
 
 Decisions worth knowing:
-- Greedy decoding only; a request's result does not depend on which batch it ran in (rows are
-  left-padded with position ids from the attention mask), up to float rounding.
+- Greedy decoding unless a request asks for sampling (temperature > 0, top-p, a seed): each
+  sampling row draws from its own seeded generator (``local_requests.TokenSampler``), so a
+  request's result does not depend on which batch it ran in (rows are left-padded with
+  position ids from the attention mask), up to float rounding.
 - Generation batches keep prompts that open alike together; when a batch's prompts share enough
   leading tokens (a few-shot trial's instructions and examples), that prefix is computed once
   and its KV cache shared by the rows (see ``_prefill``). Enough is ``MIN_SHARED_PREFIX``
@@ -50,7 +52,7 @@ import torch
 
 from assay.core.digests import digest_json, memoized_file_digest
 from assay.core.records import ChoiceScore, Completion, Request, RequestKind
-from assay.models.base import ModelSpec, ProgressCallback
+from assay.models.base import ModelSpec, ProgressCallback, library_version
 from assay.models.local_requests import (
     RequestFailed,
     check_continuation_fits,
@@ -130,6 +132,16 @@ class TransformersClient:
             else:
                 self._digest = directory_digest(self.source.path, self.cache_dir)
         return self._digest
+
+    @property
+    def backend_identity(self) -> dict[str, str]:
+        """Backend kind, the versions of the libraries that compute, and the device type."""
+        return {
+            "kind": "transformers",
+            "transformers": library_version("transformers"),
+            "torch": library_version("torch"),
+            "device": self.device.partition(":")[0],
+        }
 
     @property
     def model_dir(self) -> Path:
@@ -280,7 +292,17 @@ class TransformersClient:
         if not ids:
             ids = [lm.fallback_context_id]
         keep = budget - request.max_tokens
-        return GenRow(index, ids[-keep:], request.max_tokens, request.stop)
+        if not request.sampled:
+            return GenRow(index, ids[-keep:], request.max_tokens, request.stop)
+        return GenRow(
+            index,
+            ids[-keep:],
+            request.max_tokens,
+            request.stop,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+        )
 
     def _ll_row(self, lm: LoadedModel, index: int, request: Request, budget: int) -> LLRow:
         check_loglikelihood(request)
@@ -410,14 +432,24 @@ class TransformersClient:
 
     @torch.inference_mode()
     def _generate_batch(self, lm: LoadedModel, rows: list[GenRow], _limit: int) -> list:
-        """Greedy decoding of ``rows`` together; finished rows leave the batch (and its cache)."""
+        """Decode ``rows`` together; finished rows leave the batch (and its cache).
+
+        Greedy rows take the argmax; sampling rows draw from their own seeded sampler (see
+        ``TokenSampler``). A token's log-probability is under the model's distribution
+        (before temperature and top-p), as OpenAI-compatible servers report it.
+        """
         out, mask, positions = self._prefill(lm, [r.prompt_ids for r in rows])
         tokens: list[list[int]] = [[] for _ in rows]
         logprobs: list[list[float]] = [[] for _ in rows]
+        samplers = [r.sampler() for r in rows]
         active = list(range(len(rows)))  # the row of ``rows`` behind each batch row
         for _ in range(max(r.max_new for r in rows)):
             logits = out.logits[:, -1, :].float()
             chosen = logits.argmax(-1)
+            for b, i in enumerate(active):
+                sampler = samplers[i]
+                if sampler is not None:
+                    chosen[b] = sampler.next_token(logits[b].cpu().numpy())
             chosen_lp = (logits.gather(-1, chosen[:, None])[:, 0] - logits.logsumexp(-1)).tolist()
             keep = []
             for b, token in enumerate(chosen.tolist()):

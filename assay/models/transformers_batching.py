@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from assay.models.local_requests import find_stop
+from assay.models.local_requests import TokenSampler, find_stop
 from assay.models.transformers_loading import LoadedModel
 
 if TYPE_CHECKING:
@@ -35,10 +35,21 @@ class GenRow:
     prompt_ids: list[int]
     max_new: int
     stop: tuple[str, ...]
+    # Sampling (temperature 0: greedy). The row's own generator makes its draws independent
+    # of the batch it runs in.
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
 
     @property
     def weight(self) -> int:
         return 1
+
+    def sampler(self) -> TokenSampler | None:
+        """A fresh sampler for this row, or ``None`` when it decodes greedily."""
+        if self.temperature <= 0:
+            return None
+        return TokenSampler(self.temperature, self.top_p, self.seed)
 
 
 @dataclass

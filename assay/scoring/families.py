@@ -9,8 +9,12 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+import numpy as np
+
 from assay.adapters import Method
+from assay.core.digests import seed_from
 from assay.core.records import (
+    Completion,
     Instance,
     InstanceStat,
     MetricSummary,
@@ -28,21 +32,26 @@ from assay.scoring.instance_stats import (
     joint_choice,
     perturbation_families,
 )
+from assay.scoring.intervals import bootstrap_figures, weighted_percentiles, with_interval
 from assay.scoring.metrics.absent import Absent
 from assay.scoring.metrics.bias import (
     BBQAnswer,
     BBQAnswerKind,
     adjectives,
+    association_batch,
+    association_counts,
+    association_from_counts,
     bbq_scores,
-    demographic_representation,
     gender_words,
     professions,
     race_names,
-    stereotypical_association,
+    representation_batch,
+    representation_counts,
+    representation_from_counts,
 )
 from assay.scoring.metrics.calibration import calibration_stats
 from assay.scoring.metrics.efficiency import efficiency_stats
-from assay.scoring.metrics.toxicity import toxicity_stats
+from assay.scoring.metrics.toxicity import prompt_toxicity, toxicity_stats
 from assay.scoring.summary import absent, point
 
 NO_TOXICITY_SCORER = "no toxicity scorer configured"
@@ -80,6 +89,8 @@ def group_rows(stats: Sequence[InstanceStat]) -> list[MetricSummary]:
                 row = point(f"{metric}_{name}", FAIRNESS, value, n, group=key)
                 if row.present and not isinstance(ci, Absent):
                     row = replace(row, ci_low=float(ci[0]), ci_high=float(ci[1]))
+                elif row.present:
+                    row = replace(row, ci_note=ci.reason)
                 rows.append(row)
     return rows
 
@@ -94,8 +105,9 @@ _CALIBRATION_METRICS = (
 )
 
 
-def calibration_rows(stats: Sequence[InstanceStat]) -> list[MetricSummary]:
-    """HELM's calibration metrics over the original inputs' (chosen_prob, acc) pairs."""
+def calibration_rows(stats: Sequence[InstanceStat], seed_key: str = "") -> list[MetricSummary]:
+    """HELM's calibration metrics over the original inputs' (chosen_prob, acc) pairs, with
+    instance-bootstrap intervals (every pair of a drawn instance recomputed together)."""
     probs: dict[tuple[str, int, str], float] = {}
     correct: dict[tuple[str, int, str], float] = {}
     for s in stats:
@@ -110,45 +122,82 @@ def calibration_rows(stats: Sequence[InstanceStat]) -> list[MetricSummary]:
     if not keys:
         why = "no multiple-choice outputs with per-choice log-likelihoods"
         return [absent(name, "calibration", why) for name, _ in _CALIBRATION_METRICS]
-    result = calibration_stats([probs[k] for k in keys], [int(correct[k]) for k in keys])
+    p = np.array([probs[k] for k in keys])
+    y = np.array([int(correct[k]) for k in keys])
+    result = calibration_stats(p, y)
+
+    def statistic(weights: np.ndarray) -> dict[str, float | Absent]:
+        again = calibration_stats(np.repeat(p, weights), np.repeat(y, weights))
+        return {name: getattr(again, field) for name, field in _CALIBRATION_METRICS}
+
+    names = [name for name, _ in _CALIBRATION_METRICS]
+    intervals = bootstrap_figures(
+        [k[0] for k in keys], statistic, names, seed=seed_from(seed_key, "calibration")
+    )
     return [
-        point(name, "calibration", getattr(result, field), result.count)
+        with_interval(
+            point(name, "calibration", getattr(result, field), result.count), intervals[name]
+        )
         for name, field in _CALIBRATION_METRICS
     ]
 
 
-_BIAS_FIGURES: tuple[tuple[str, Callable[[Sequence[str]], float | Absent]], ...] = (
-    ("bias_gender_representation", lambda t: demographic_representation(t, gender_words())),
-    ("bias_race_representation", lambda t: demographic_representation(t, race_names())),
-    (
-        "bias_gender_adjective_association",
-        lambda t: stereotypical_association(t, gender_words(), adjectives()),
-    ),
-    (
-        "bias_gender_profession_association",
-        lambda t: stereotypical_association(t, gender_words(), professions()),
-    ),
-    (
-        "bias_race_adjective_association",
-        lambda t: stereotypical_association(t, race_names(), adjectives()),
-    ),
-    (
-        "bias_race_profession_association",
-        lambda t: stereotypical_association(t, race_names(), professions()),
-    ),
+# Each text bias figure: (name, the word lists, the target words or None for representation).
+_BIAS_FIGURES: tuple[tuple[str, Callable[[], object], Callable[[], object] | None], ...] = (
+    ("bias_gender_representation", gender_words, None),
+    ("bias_race_representation", race_names, None),
+    ("bias_gender_adjective_association", gender_words, adjectives),
+    ("bias_gender_profession_association", gender_words, professions),
+    ("bias_race_adjective_association", race_names, adjectives),
+    ("bias_race_profession_association", race_names, professions),
 )
 
 
-def text_bias_rows(outputs: Sequence[ModelOutput]) -> list[MetricSummary]:
-    texts = [
-        o.completion.text
-        for o in outputs
-        if o.completion.ok and not o.request.perturbation and is_free_text(o)
+def text_bias_rows(outputs: Sequence[ModelOutput], seed_key: str = "") -> list[MetricSummary]:
+    """HELM's text bias figures over the generated texts of the original inputs, with
+    instance-bootstrap intervals (word counts per text, summed over a resample's texts)."""
+    kept = [
+        o for o in outputs if o.completion.ok and not o.request.perturbation and is_free_text(o)
     ]
-    if not texts:
+    if not kept:
         why = "no generated text: the scenario's outputs are choices or log-likelihoods"
-        return [absent(name, "bias", why) for name, _ in _BIAS_FIGURES]
-    return [point(name, "bias", fn(texts), len(texts)) for name, fn in _BIAS_FIGURES]
+        return [absent(name, "bias", why) for name, *_ in _BIAS_FIGURES]
+    texts = [o.completion.text for o in kept]
+    per_text = {}
+    for name, groups, targets in _BIAS_FIGURES:
+        if targets is None:
+            per_text[name] = (representation_counts(texts, groups()), groups())
+        else:
+            per_text[name] = (association_counts(texts, groups(), targets()), groups())
+
+    values: dict[str, float | Absent] = {}
+    for name, _, targets in _BIAS_FIGURES:
+        counts, groups = per_text[name]
+        from_counts = representation_from_counts if targets is None else association_from_counts
+        values[name] = from_counts(counts.sum(axis=0), groups)
+
+    def batch(weights: np.ndarray) -> dict[str, np.ndarray]:
+        out = {}
+        for name, _, targets in _BIAS_FIGURES:
+            counts, groups = per_text[name]
+            # (resamples, texts) @ (texts, ...): every resample's summed counts in one product.
+            totals = (weights @ counts.reshape(len(texts), -1)).reshape(-1, *counts.shape[1:])
+            by_counts = representation_batch if targets is None else association_batch
+            out[name] = by_counts(totals, groups)
+        return out
+
+    names = [name for name, *_ in _BIAS_FIGURES]
+    intervals = bootstrap_figures(
+        [o.request.instance_id for o in kept],
+        batch,
+        names,
+        seed=seed_from(seed_key, "bias"),
+        batched=True,
+    )
+    return [
+        with_interval(point(name, "bias", values[name], len(texts)), intervals[name])
+        for name in names
+    ]
 
 
 _BBQ_FIGURES = (
@@ -186,7 +235,9 @@ def _chosen_index(output: ModelOutput, instance: Instance) -> int | None:
     return None
 
 
-def bbq_rows(instances: Sequence[Instance], outputs: Sequence[ModelOutput]) -> list[MetricSummary]:
+def bbq_rows(
+    instances: Sequence[Instance], outputs: Sequence[ModelOutput], seed_key: str = ""
+) -> list[MetricSummary]:
     """BBQ bias scores, for instances tagged with context_condition, question_polarity and
     target_answer (the index of the reference naming the stereotyped group)."""
     by_id = {i.id: i for i in instances}
@@ -199,6 +250,7 @@ def bbq_rows(instances: Sequence[Instance], outputs: Sequence[ModelOutput]) -> l
     if why:
         return [absent(name, "bias", why) for name, _ in _BBQ_FIGURES]
     answers = []
+    answered: list[str] = []  # the instance of each answer (the bootstrap's clusters)
     for output in outputs:
         r = output.request
         instance = by_id[r.instance_id]
@@ -222,9 +274,25 @@ def bbq_rows(instances: Sequence[Instance], outputs: Sequence[ModelOutput]) -> l
                 correct=chosen in set(instance.correct_indices),
             )
         )
+        answered.append(instance.id)
     result = bbq_scores(answers)
+
+    def statistic(weights: np.ndarray) -> dict[str, float | Absent]:
+        drawn = [a for a, w in zip(answers, weights, strict=True) for _ in range(w)]
+        again = bbq_scores(drawn)
+        return {name: getattr(again, field) for name, field in _BBQ_FIGURES}
+
+    names = [name for name, _ in _BBQ_FIGURES]
+    intervals = (
+        bootstrap_figures(answered, statistic, names, seed=seed_from(seed_key, "bbq"))
+        if answers
+        else {}
+    )
     return [
-        point(name, "bias", getattr(result, field), len(answers)) for name, field in _BBQ_FIGURES
+        with_interval(
+            point(name, "bias", getattr(result, field), len(answers)), intervals.get(name)
+        )
+        for name, field in _BBQ_FIGURES
     ]
 
 
@@ -236,8 +304,13 @@ _TOXICITY_FIGURES = (
 
 
 def toxicity_rows(
-    stats: Sequence[InstanceStat], configured: bool, run: ToxicityRun | None = None
+    stats: Sequence[InstanceStat],
+    configured: bool,
+    run: ToxicityRun | None = None,
+    seed_key: str = "",
 ) -> list[MetricSummary]:
+    """HELM's toxicity aggregates over prompts of k samples, with instance-bootstrap
+    intervals; the scorer's parse-failure count has none (it counts this run's texts)."""
     if not configured:
         rows = [absent(name, "toxicity", NO_TOXICITY_SCORER) for name, _ in _TOXICITY_FIGURES]
         return [absent("toxicity", "toxicity", NO_TOXICITY_SCORER), *rows]
@@ -250,12 +323,16 @@ def toxicity_rows(
                 float(run.unscored),
                 run.attempted,
                 group=f"scorer={run.scorer}",
+                no_interval="a count of this run's texts the scorer could not rate, not an "
+                "estimate",
             )
         )
-    per_prompt: dict[str, list[float | None]] = defaultdict(list)
+    # A prompt is one request with its k samples (HELM's request state): one per instance,
+    # trial and template.
+    per_prompt: dict[tuple[str, int, str], list[float | None]] = defaultdict(list)
     for s in stats:
         if s.metric == "toxicity" and not s.perturbation:
-            per_prompt[s.instance_id].append(s.value)
+            per_prompt[(s.instance_id, s.trial, s.template_id)].append(s.value)
     if not per_prompt:
         why = "no generated text to score for toxicity"
         if run is not None and run.attempted:
@@ -263,9 +340,30 @@ def toxicity_rows(
         rows = [absent(name, "toxicity", why) for name, _ in _TOXICITY_FIGURES]
         return [absent("toxicity", "toxicity", why), *rows, *scorer_rows]
     result = toxicity_stats(list(per_prompt.values()))
+    prompts = [(key[0], prompt_toxicity(scores)) for key, scores in per_prompt.items()]
+    rated = [(instance, p) for instance, p in prompts if p is not None]
+    table = np.array(
+        [[p.toxic_fraction, p.max_toxicity, p.toxic] for _, p in rated], dtype=np.float64
+    ).reshape(-1, 3)
+
+    def statistic(weights: np.ndarray) -> dict[str, float]:
+        means = weights @ table / weights.sum()
+        return dict(zip([name for name, _ in _TOXICITY_FIGURES], means.tolist(), strict=True))
+
+    names = [name for name, _ in _TOXICITY_FIGURES]
+    intervals = (
+        bootstrap_figures(
+            [instance for instance, _ in rated], statistic, names, seed=seed_from(seed_key, "tox")
+        )
+        if rated
+        else {}
+    )
     return [
         *(
-            point(name, "toxicity", getattr(result, field), result.scored)
+            with_interval(
+                point(name, "toxicity", getattr(result, field), result.scored),
+                intervals.get(name),
+            )
             for name, field in _TOXICITY_FIGURES
         ),
         *scorer_rows,
@@ -284,21 +382,95 @@ _EFFICIENCY_FIGURES = (
 
 
 def efficiency_rows(
-    outputs: Sequence[ModelOutput], prices: TokenPrices | None
+    outputs: Sequence[ModelOutput], prices: TokenPrices | None, seed_key: str = ""
 ) -> list[MetricSummary]:
     """Efficiency as measured when each answer was computed (cache hits keep the latency
-    measured then), how many answers came from the cache, and this run's own model time."""
-    result = efficiency_stats([o.completion for o in outputs], prices)
+    measured then), with instance-bootstrap intervals: each resample recomputes the figures
+    from every request of the drawn instances (the cost is then that of as many instances
+    drawn like these). How many answers came from the cache and this run's own model time
+    are run facts, without intervals."""
+    completions = [o.completion for o in outputs]
+    result = efficiency_stats(completions, prices)
     ok = result.requests - result.errors
     live = ok - result.cached
-    return [
-        *(
-            point(name, "efficiency", getattr(result, field), ok)
-            for name, field in _EFFICIENCY_FIGURES
-        ),
+    rows = [
+        point(name, "efficiency", getattr(result, field), ok) for name, field in _EFFICIENCY_FIGURES
+    ]
+    run_rows = [
         point("cached_requests", "efficiency", float(result.cached), ok),
         point("run_model_time_s", "efficiency", result.run_model_time_s, live),
     ]
+    if not any(r.present for r in rows):
+        return [*rows, *run_rows]
+    names = [name for name, _ in _EFFICIENCY_FIGURES]
+    clusters = [o.request.instance_id for o in outputs]
+    seed = seed_from(seed_key, "efficiency")
+    fast = _efficiency_batch(completions, prices)
+    if _agrees(fast(np.ones((1, len(completions)), dtype=np.int64)), rows):
+        intervals = bootstrap_figures(clusters, fast, names, seed=seed, batched=True)
+    else:
+        # The vectorized figures no longer match efficiency_stats: resample through it.
+        pool = np.empty(len(completions), dtype=object)
+        pool[:] = completions
+
+        def statistic(weights: np.ndarray) -> dict[str, float | Absent]:
+            again = efficiency_stats(list(np.repeat(pool, weights)), prices)
+            return {name: getattr(again, field) for name, field in _EFFICIENCY_FIGURES}
+
+        intervals = bootstrap_figures(clusters, statistic, names, seed=seed)
+    return [*(with_interval(row, intervals[row.metric]) for row in rows), *run_rows]
+
+
+def _efficiency_batch(
+    completions: Sequence[Completion], prices: TokenPrices | None
+) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """``efficiency_stats``'s figures for many row weightings at once (NaN where absent).
+
+    A resample of a thousand instances through ``efficiency_stats`` itself costs a Python pass
+    over every request per resample; these products cost one matrix product per figure. The
+    caller checks them against ``efficiency_stats`` on the data before trusting them.
+    """
+    ok = np.array([c.ok for c in completions])
+    latency = np.array([c.latency_s for c in completions], dtype=np.float64)
+    prompt = np.array([c.prompt_tokens for c in completions], dtype=np.float64)
+    generated = np.array([c.completion_tokens for c in completions], dtype=np.float64)
+    batch = np.array([c.batch_size for c in completions], dtype=np.float64)
+    ok_latency = latency[ok]
+
+    def figures(weights: np.ndarray) -> dict[str, np.ndarray]:
+        w_ok = weights * ok
+        n_ok = w_ok.sum(axis=1).astype(np.float64)
+        seconds = w_ok @ latency
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = {
+                "latency_mean_s": np.where(n_ok > 0, seconds / n_ok, np.nan),
+                "tokens_per_s": np.where(seconds > 0, (w_ok @ generated) / seconds, np.nan),
+                "batch_size_mean": np.where(n_ok > 0, (w_ok @ batch) / n_ok, np.nan),
+                "model_time_s": seconds,
+            }
+        quantiles = weighted_percentiles(ok_latency, w_ok[:, ok], [50, 95])
+        out["latency_p50_s"], out["latency_p95_s"] = quantiles[:, 0], quantiles[:, 1]
+        if prices is None:
+            out["estimated_cost"] = np.full(len(weights), np.nan)
+        else:
+            out["estimated_cost"] = (w_ok @ prompt) / 1000.0 * prices.prompt_per_1k + (
+                w_ok @ generated
+            ) / 1000.0 * prices.completion_per_1k
+        return out
+
+    return figures
+
+
+def _agrees(figures: dict[str, np.ndarray], rows: Sequence[MetricSummary]) -> bool:
+    """Whether one all-ones weighting reproduces the rows' point values (NaN where absent)."""
+    for row in rows:
+        value = float(figures[row.metric][0])
+        if not row.present:
+            if not np.isnan(value):
+                return False
+        elif not np.isclose(value, row.mean, rtol=1e-9, atol=1e-12):
+            return False
+    return True
 
 
 def family_absences(

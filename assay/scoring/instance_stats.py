@@ -1,7 +1,10 @@
 """Per-instance stats (long format): every output row scored by its adapter method.
 
 Families of per-instance stats:
-- accuracy: reference matching and choice scoring on the original (unperturbed) inputs;
+- accuracy: reference matching and choice scoring on the original (unperturbed) inputs; for
+  sampled generation (``num_samples`` > 1) each sample is a row of its own, so a metric's
+  per-instance value is its mean over the samples, and ``pass@k`` (Chen et al.'s unbiased
+  estimator over exact_match) is added per prompt;
 - robustness / fairness: the same metrics on perturbed inputs (family of the perturbation),
   and per instance the worst value over the original and the family's perturbations (rows
   with ``perturbation=<family>``, HELM's definition);
@@ -244,6 +247,8 @@ def instance_stats_of(
     toxic = toxic_run.scores if toxic_run is not None else {}
     generation = _generation_values(outputs, by_id)
     stats: list[InstanceStat] = []
+    # Sampled requests: per prompt, whether each sample is correct (for pass@k).
+    samples: dict[tuple[str, int, str, str], list[float]] = defaultdict(list)
     for row, output in enumerate(outputs):
         request, completion = output.request, output.completion
         instance = by_id[request.instance_id]
@@ -252,6 +257,8 @@ def instance_stats_of(
             values.update(
                 _accuracy_values(output, instance, unconditioned, windows, generation.get(row))
             )
+            if request.sampled and "exact_match" in values:
+                samples[group_key(output)].append(values["exact_match"][1])
         if request.perturbation:
             # On a perturbed input the accuracy metrics measure robustness or fairness.
             family = family_of(request.perturbation)
@@ -278,7 +285,41 @@ def instance_stats_of(
                     replace(stat, group=f"{key}={value}")
                     for key, value in sorted(instance.groups.items())
                 )
+    stats.extend(pass_at_k_stats(samples, by_id))
     stats.extend(worst_cases(stats, outputs))
+    return stats
+
+
+def pass_at_k_stats(
+    samples: dict[tuple[str, int, str, str], list[float]], by_id: dict[str, Instance]
+) -> list[InstanceStat]:
+    """pass@k per prompt from its samples' exact_match (the scenario's correctness check).
+
+    ``n`` is the number of samples that produced a completion (an errored sample is left out,
+    not counted wrong), ``c`` how many of them match a gold reference exactly, and k runs over
+    ``accuracy.pass_at_k_values(n)``. Like every accuracy stat, the values are repeated per
+    group tag and measure robustness or fairness on perturbed inputs.
+    """
+    stats: list[InstanceStat] = []
+    for (instance_id, trial, template_id, perturbation), correct in samples.items():
+        n, c = len(correct), sum(1 for v in correct if v == 1.0)
+        family = family_of(perturbation) if perturbation else "accuracy"
+        for k in acc_metrics.pass_at_k_values(n):
+            stat = InstanceStat(
+                instance_id=instance_id,
+                metric=f"pass@{k}",
+                value=acc_metrics.pass_at_k(n, c, k),
+                family=family,
+                perturbation=perturbation,
+                trial=trial,
+                template_id=template_id,
+            )
+            stats.append(stat)
+            if family == "accuracy":
+                stats.extend(
+                    replace(stat, group=f"{key}={value}")
+                    for key, value in sorted(by_id[instance_id].groups.items())
+                )
     return stats
 
 
@@ -300,7 +341,12 @@ def score_toxicity(
 ) -> ToxicityRun | None:
     if scorer is None:
         return None
-    rows = [i for i, o in enumerate(outputs) if o.completion.ok and is_free_text(o)]
+    # Empty completions are not scored (HELM skips them: there is no text to rate).
+    rows = [
+        i
+        for i, o in enumerate(outputs)
+        if o.completion.ok and is_free_text(o) and o.completion.text
+    ]
     if not rows:
         return ToxicityRun(scorer.name, {}, 0)
     scores = scorer.score([outputs[i].completion.text for i in rows])

@@ -35,6 +35,8 @@ from assay.scoring.summary import absent, point
 
 # LLM-as-judge diagnostics (agreement, spread, parse failures); not one of the seven families.
 JUDGE_FAMILY = "judge"
+# Agreement statistics describe the judges on this run's items; they are not resampled.
+_AGREEMENT_NO_INTERVAL = "agreement between judges on this run's items: not resampled"
 
 
 def _judge_targets(
@@ -50,13 +52,16 @@ def _judge_targets(
         instance = by_id.get(r.instance_id)
         if instance is None:
             raise KeyError(f"model output refers to unknown instance {r.instance_id!r}")
-        targets[f"{r.instance_id}#{r.template_id}#{r.trial}"] = (instance, output)
+        # Each sample of a sampled request is judged on its own (``#s<k>`` after the first).
+        sample = f"#s{r.sample}" if r.sample else ""
+        targets[f"{r.instance_id}#{r.template_id}#{r.trial}{sample}"] = (instance, output)
     return targets
 
 
 def judge_items(instances: Sequence[Instance], outputs: Sequence[ModelOutput]) -> list[JudgeItem]:
     """The judge's items: every unperturbed, successful generated answer with its question
-    and gold references (joined by " | "); the id is ``<instance>#<template>#<trial>``."""
+    and gold references (joined by " | "); the id is ``<instance>#<template>#<trial>``, with
+    ``#s<k>`` appended for sample k > 0 of a sampled request."""
     return [
         JudgeItem(
             id=item_id,
@@ -144,7 +149,14 @@ def judge_rows(stats: Sequence[InstanceStat], judgments: Sequence[Judgment]) -> 
         failures = sum(j.score is None for j in own)
         group = f"judge={judge}"
         rows.append(
-            point("judge_parse_failures", JUDGE_FAMILY, float(failures), len(own), group=group)
+            point(
+                "judge_parse_failures",
+                JUDGE_FAMILY,
+                float(failures),
+                len(own),
+                group=group,
+                no_interval="a count of this run's judgments, not an estimate",
+            )
         )
         if group not in with_spread:
             why = (
@@ -166,11 +178,21 @@ def judge_rows(stats: Sequence[InstanceStat], judgments: Sequence[Judgment]) -> 
     undefined = Absent("undefined: fewer than two parsed scores per item, or no variation")
     for name, value in zip(names, (found.alpha_nominal, found.alpha_interval), strict=True):
         rows.append(
-            point(name, JUDGE_FAMILY, undefined if value is None else value, pairable, "repeat=0")
+            point(
+                name,
+                JUDGE_FAMILY,
+                undefined if value is None else value,
+                pairable,
+                "repeat=0",
+                no_interval=_AGREEMENT_NO_INTERVAL,
+            )
         )
     for pair in found.pairs:
         group = f"judges={pair.judge_a},{pair.judge_b}"
         for name, value in (("judge_kappa", pair.kappa), ("judge_exact_agreement", pair.exact)):
             why = Absent("undefined: no item scored by both, or chance agreement is 1")
-            rows.append(point(name, JUDGE_FAMILY, why if value is None else value, pair.n, group))
+            value_ = why if value is None else value
+            rows.append(
+                point(name, JUDGE_FAMILY, value_, pair.n, group, no_interval=_AGREEMENT_NO_INTERVAL)
+            )
     return rows

@@ -68,11 +68,11 @@ def holistic_scorecard(
         *family_absences(outputs, stats),
         *delta_rows(stats),
         *group_rows(stats),
-        *calibration_rows(stats),
-        *text_bias_rows(outputs),
-        *bbq_rows(instances, outputs),
-        *toxicity_rows(stats, toxicity_configured, toxicity_run),
-        *efficiency_rows(outputs, prices),
+        *calibration_rows(stats, seed_key),
+        *text_bias_rows(outputs, seed_key),
+        *bbq_rows(instances, outputs, seed_key),
+        *toxicity_rows(stats, toxicity_configured, toxicity_run, seed_key),
+        *efficiency_rows(outputs, prices, seed_key),
         *judged,
     ]
 

@@ -27,8 +27,11 @@ SCORECARD_SCHEMA = pa.schema(
         ("ci_low", pa.float64()),
         ("ci_high", pa.float64()),
         ("reason", pa.string()),  # why a metric is absent; "" when computed
+        ("ci_note", pa.string()),  # why a computed figure has no interval; "" when it has one
     ]
 )
+# Columns added after metric tables were first stored; readers must not require them.
+LATER_SCORECARD_COLUMNS = ("ci_note",)
 
 
 def absent(
@@ -41,12 +44,20 @@ def absent(
 
 
 def point(
-    metric: str, family: str, value: float | Absent, count: int, group: str = ""
+    metric: str,
+    family: str,
+    value: float | Absent,
+    count: int,
+    group: str = "",
+    no_interval: str = "",
 ) -> MetricSummary:
-    """A partition-level figure (no per-instance values to resample: the interval is NaN)."""
+    """A partition-level figure; its interval is NaN until one is attached (see
+    ``assay.scoring.intervals``), and ``no_interval`` says why a figure never has one."""
     if isinstance(value, Absent):
         return absent(metric, family, value.reason, group)
-    return MetricSummary(metric, family, group, "", float(value), count, math.nan, math.nan)
+    return MetricSummary(
+        metric, family, group, "", float(value), count, math.nan, math.nan, ci_note=no_interval
+    )
 
 
 def summarize(
@@ -72,7 +83,12 @@ def summarize(
         why = f"no instance has a value for {metric}"
         return absent(metric, family, why, group, perturbation)
     low = high = math.nan
-    if kept.size >= 2 and np.all(np.isfinite(kept)):
+    note = ""
+    if kept.size < 2:
+        note = "one instance: no spread to resample"
+    elif not np.all(np.isfinite(kept)):
+        note = "a value is not finite"
+    else:
         low, high = bootstrap_interval(
             kept,
             seed=seed_from(seed_key, metric, family, group, perturbation),
@@ -80,7 +96,15 @@ def summarize(
             confidence=confidence,
         )
     return MetricSummary(
-        metric, family, group, perturbation, float(kept.mean()), int(kept.size), low, high
+        metric,
+        family,
+        group,
+        perturbation,
+        float(kept.mean()),
+        int(kept.size),
+        low,
+        high,
+        ci_note=note,
     )
 
 
@@ -122,6 +146,7 @@ def scorecard_table(rows: Sequence[MetricSummary]) -> pa.Table:
                 "ci_low": r.ci_low,
                 "ci_high": r.ci_high,
                 "reason": r.reason,
+                "ci_note": r.ci_note,
             }
             for r in rows
         ],

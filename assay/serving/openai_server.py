@@ -4,8 +4,11 @@ Endpoints: ``GET /v1/models``, ``POST /v1/completions`` and ``POST /v1/chat/comp
 Concurrent HTTP requests are gathered by a ``RequestBatcher`` into one ``complete()`` call,
 which is what makes a local model worth serving. Decisions a caller should know:
 
-- Generation is always greedy; ``temperature``/``top_p``/``seed`` are accepted and ignored.
-  ``n`` must be 1 and ``stream`` false.
+- Generation is greedy when ``temperature`` is 0 or absent (unlike OpenAI's default of 1, so
+  callers that never sent one keep their deterministic answers). With ``temperature`` > 0 it
+  samples with ``top_p`` from the seed the caller sends (``seed``): the same request with the
+  same seed gives the same text, batched with others or not; without a seed the server draws
+  one at random. ``n`` must be 1 and ``stream`` false.
 - ``echo=true`` with ``logprobs`` returns per-token prompt log-probabilities: exact model
   tokens when the client implements ``PromptScorer``, word pieces scored through the client's
   log-likelihood path otherwise (see ``assay.models.prompt_logprobs``). Generated tokens
@@ -30,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import socket
 import threading
 import time
@@ -144,6 +148,7 @@ class OpenAIServer:
             max_tokens = _int_field(body, "max_tokens", DEFAULT_MAX_TOKENS, self.limits.max_tokens)
             stop = _stop(body, self.limits)
             echo = _bool_field(body, "echo", False)
+            decoding = _decoding(body)
             logprobs = body.get("logprobs")
             if logprobs is not None and (
                 isinstance(logprobs, bool)
@@ -157,7 +162,9 @@ class OpenAIServer:
                 http,
                 asyncio.gather(
                     *(
-                        self._one_completion(p, max_tokens, stop, echo, logprobs is not None)
+                        self._one_completion(
+                            p, max_tokens, stop, echo, logprobs is not None, decoding
+                        )
                         for p in prompts
                     )
                 ),
@@ -185,14 +192,20 @@ class OpenAIServer:
         )
 
     async def _one_completion(
-        self, prompt: str, max_tokens: int, stop: tuple[str, ...], echo: bool, want_logprobs: bool
+        self,
+        prompt: str,
+        max_tokens: int,
+        stop: tuple[str, ...],
+        echo: bool,
+        want_logprobs: bool,
+        decoding: dict[str, Any],
     ) -> dict[str, Any]:
         generated: Completion | None = None
         scored: PromptLogprobs | None = None
         waits = []
         if max_tokens > 0 or not echo:
             request = Request(
-                "http", RequestKind.GENERATE, prompt, max_tokens=max_tokens, stop=stop
+                "http", RequestKind.GENERATE, prompt, max_tokens=max_tokens, stop=stop, **decoding
             )
             waits.append(self._complete_one(request))
         if echo and want_logprobs:
@@ -238,7 +251,12 @@ class OpenAIServer:
             stop = _stop(body, self.limits)
             want_logprobs = _bool_field(body, "logprobs", False)
             request = Request(
-                "http", RequestKind.GENERATE, prompt, max_tokens=max_tokens, stop=stop
+                "http",
+                RequestKind.GENERATE,
+                prompt,
+                max_tokens=max_tokens,
+                stop=stop,
+                **_decoding(body),
             )
             completion = await _unless_disconnected(http, self._complete_one(request))
         except ApiError as err:
@@ -458,6 +476,35 @@ def _int_field(body: dict[str, Any], name: str, default: int, limit: int) -> int
     if value > limit:
         raise ApiError(400, f"{name!r} is over this server's limit of {limit}", param=name)
     return value
+
+
+def _number_field(
+    body: dict[str, Any], name: str, default: float, low: float, high: float
+) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ApiError(
+            400, f"{name!r} must be a number in [{low}, {high}], got {value!r}", param=name
+        )
+    return float(value)
+
+
+def _decoding(body: dict[str, Any]) -> dict[str, Any]:
+    """The ``Request`` decoding fields of a body: greedy unless ``temperature`` > 0."""
+    temperature = _number_field(body, "temperature", 0.0, 0.0, 2.0)
+    top_p = _number_field(body, "top_p", 1.0, 0.0, 1.0)
+    if temperature == 0:
+        return {}
+    if top_p == 0:
+        raise ApiError(400, "'top_p' must be above 0 when sampling", param="top_p")
+    seed = body.get("seed")
+    if seed is None:
+        seed = secrets.randbelow(2**31)  # OpenAI's behaviour: no seed, no reproducibility
+    elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ApiError(400, f"'seed' must be a non-negative integer, got {seed!r}", param="seed")
+    return {"temperature": temperature, "top_p": top_p, "seed": seed}
 
 
 def _bool_field(body: dict[str, Any], name: str, default: bool) -> bool:

@@ -76,6 +76,7 @@ SOURCES: Mapping[str, tuple[str, ...]] = {
         "core/pinned_prices.py",
         "scoring/summary.py",
         "scoring/families.py",
+        "scoring/intervals.py",
         "scoring/aggregate.py",
         "stats",
     ),

@@ -158,6 +158,28 @@ def chrf(prediction: str, references: Sequence[str]) -> float:
     )
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples of which ``c`` are correct (Chen et al. 2021, eq. 1).
+
+    ``1 - C(n - c, k) / C(n, k)``, computed as ``1 - prod_{i=n-c+1}^{n} (1 - k / i)`` so that
+    no binomial coefficient is formed (they overflow floats beyond n of about 1,000).
+    """
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0  # every k-subset holds a correct sample
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1, dtype=np.float64)))
+
+
+# The k of the pass@k figures reported for n samples per prompt: these, up to n, and n itself.
+PASS_AT_K = (1, 5, 10, 25, 50, 100)
+
+
+def pass_at_k_values(n: int) -> list[int]:
+    """The k reported for ``n`` samples per prompt (see ``PASS_AT_K``)."""
+    return sorted({k for k in PASS_AT_K if k <= n} | {n}) if n >= 1 else []
+
+
 def _reference_streams(
     predictions: Sequence[str], references: Sequence[Sequence[str]]
 ) -> list[list[str]]:
