@@ -27,6 +27,7 @@ import math
 import re
 import string
 import sys
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from functools import lru_cache
@@ -572,7 +573,8 @@ def iter_text_scores(
 
     Yields one ``(rows_in_chunk, len(metrics))`` array per chunk of ``chunk_rows`` rows, so
     memory stays flat however many rows come. With ``workers > 1`` chunks are scored in that
-    many processes, at most two chunks per process in flight.
+    many processes: this one and ``workers - 1`` spawned ones, each with at most two chunks in
+    flight; this process scores a chunk whenever the others have their fill.
     """
     names = _metric_names(metrics)
     source = iter(rows)
@@ -584,13 +586,24 @@ def iter_text_scores(
             first += len(chunk)
         return
     # spawn: the caller may hold threads (Dagster does), which fork would copy half-locked.
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        pending: list[Future[np.ndarray]] = []
+    # This process scores too: a spawned one first spends a second or more importing.
+    with ProcessPoolExecutor(workers - 1, mp_context=get_context("spawn")) as pool:
+        pending: deque[Future[np.ndarray] | np.ndarray] = deque()
         first = 0
         for chunk in chunks:
-            pending.append(pool.submit(_score_chunk, chunk, names, first))
+            busy = sum(isinstance(p, Future) and not p.done() for p in pending)
+            if busy < 2 * (workers - 1):
+                pending.append(pool.submit(_score_chunk, chunk, names, first))
+            else:
+                pending.append(score_rows(chunk, names, first))
             first += len(chunk)
-            if len(pending) >= 2 * workers:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
+            # Hand out what is ready in order; wait for the oldest once 4 per process queue.
+            while pending and (
+                not isinstance(pending[0], Future)
+                or pending[0].done()
+                or len(pending) >= 4 * workers
+            ):
+                head = pending.popleft()
+                yield head.result() if isinstance(head, Future) else head
+        for head in pending:
+            yield head.result() if isinstance(head, Future) else head
