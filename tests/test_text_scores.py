@@ -282,3 +282,17 @@ def test_texts_that_touch_the_chunk_wide_analysis():
         np.concatenate(list(iter_text_scores(rows, chunk_rows=3))), expected
     )
     np.testing.assert_array_equal(score_rows(rows[1:]), expected[1:])
+
+
+_WORD = st.lists(_ALPHABET.filter(lambda piece: not piece.isspace()), min_size=1, max_size=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_WORD.map("".join), min_size=2, max_size=8).map(" ".join))
+def test_word_by_word_tokenization_is_nltks(text):
+    # Sentences of words joined by single spaces are tokenized word by word (see tokenize.py),
+    # including those ending in closing marks only, which are tokenized whole.
+    text = text.replace("\t", "").replace("\n", "") or "x"
+    assert word_tokenize(text) == nltk_tokens(text)
+    assert word_tokenize(text + ' ."') == nltk_tokens(text + ' ."')
+    assert word_tokenize(text + " x.) '") == nltk_tokens(text + " x.) '")
