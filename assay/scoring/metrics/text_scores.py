@@ -597,11 +597,12 @@ def iter_text_scores(
             else:
                 pending.append(score_rows(chunk, names, first))
             first += len(chunk)
-            # Hand out what is ready in order; wait for the oldest once 4 per process queue.
+            # Hand out what is ready in order; wait for the oldest only once 16 chunks per
+            # process queue (a spawned process takes seconds to start; results are small).
             while pending and (
                 not isinstance(pending[0], Future)
                 or pending[0].done()
-                or len(pending) >= 4 * workers
+                or len(pending) >= 16 * workers
             ):
                 head = pending.popleft()
                 yield head.result() if isinstance(head, Future) else head
