@@ -13,9 +13,11 @@ without them:
   from one stemmed tokenization per text;
 - sentence chrF with sacrebleu's defaults (6 character orders, beta 2, effective order).
 
-Rows are scored a chunk at a time. Within a chunk every distinct text is tokenized once in
-Python and turned into integer ids (characters, words, stems); n-gram matching and the longest
-common subsequence then run compiled (numba) over those ids. The arithmetic that makes the
+Rows are scored a chunk at a time. Within a chunk every distinct text is tokenized once and
+turned into integer ids (characters, words, normalized words, stems), the lowercasing,
+normalization and ROUGE tokenization in one pass over the whole chunk; n-gram matching (all
+orders from one sort per text), set F1 and the longest common subsequence then run compiled
+(numba) over those ids. The arithmetic that makes the
 final numbers is the reference implementations', operation for operation, so values agree to
 the last bit. :func:`iter_text_scores` streams rows with flat memory, optionally over several
 processes.
@@ -487,7 +489,9 @@ def score_rows(
     ref = np.array(ref_list, dtype=np.int64)
     pairs: dict[str, np.ndarray] = {}
 
-    norms, norm_words, stems = _normalized_and_stemmed(texts)
+    rouge = ("rouge_1", "rouge_2", "rouge_l")
+    if not want.isdisjoint(MATCH_METRICS + rouge):  # one pass over the chunk serves both
+        norms, norm_words, stems = _normalized_and_stemmed(texts)
     if not want.isdisjoint(MATCH_METRICS):
         strips = [t.strip() for t in texts]
         nonempty = np.fromiter(map(bool, texts), dtype=bool, count=len(texts))[hyp]
@@ -515,7 +519,7 @@ def score_rows(
         scores = _bleu(matched[:, 0], matched[:, 1], words.lengths[hyp], words.lengths[ref])
         pairs["bleu_1"], pairs["bleu_4"] = scores[:, 0], scores[:, 1]
 
-    if not want.isdisjoint(("rouge_1", "rouge_2", "rouge_l")):
+    if not want.isdisjoint(rouge):
         n_pred, n_target = stems.lengths[hyp], stems.lengths[ref]
         matched = stems.clipped((1, 2), hyp, ref)
         for name, n in (("rouge_1", 1), ("rouge_2", 2)):
