@@ -167,7 +167,7 @@ def _nltk_sentence(text: str) -> list[str]:
 # rule, whose run of closing marks and spaces to the end can start in an earlier word when the
 # last word is only such marks: those sentences are tokenized whole.
 _CLOSERS = frozenset("])}>\"'»”’")
-_WORD_CACHE_LIMIT = 100_000
+_WORD_CACHE_LIMIT = 50_000  # per place: tens of MiB at most
 _word_tokens: tuple[dict[str, list[str]], ...] = ({}, {}, {})  # first, middle and last word
 _CONTEXTS = (("", " x", 0, -1), ("x ", " x", 1, -1), ("x ", "", 1, None))
 
