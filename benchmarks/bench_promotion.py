@@ -9,7 +9,12 @@ request cache answers the evaluation itself; its time is another benchmark's sub
 evaluates the sensor every ``minimum_interval_seconds`` (30 s), so a deployment adds up to
 that interval on top of these figures.
 
-    .venv/bin/python benchmarks/bench_promotion.py [--rounds 10]
+It also prints the run's wall time split by step (``model_outputs``: prompts, model and the
+request cache; ``scores``: every metric family) for the first round, whose requests reach the
+model, and for the cached rounds: what overlapping one scenario's scoring with the next one's
+model work could save at most.
+
+    .venv/bin/python benchmarks/bench_promotion.py [--rounds 10] [--max-instances 1]
 """
 
 import argparse
@@ -47,9 +52,22 @@ from sensors.promotion import EVALUATION_ASSETS, model_promotion_sensor  # noqa:
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
+def _step_seconds(instance, run_id: str) -> dict[str, float]:
+    """Seconds from each step's start to its success, by step key."""
+    started, seconds = {}, {}
+    for event in instance.all_logs(run_id):
+        kind = event.dagster_event.event_type if event.dagster_event else None
+        if kind == DagsterEventType.STEP_START:
+            started[event.step_key] = event.timestamp
+        elif kind == DagsterEventType.STEP_SUCCESS:
+            seconds[event.step_key] = event.timestamp - started[event.step_key]
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--max-instances", type=int, default=1, help="eval instances a scenario")
     args = parser.parse_args()
     cache = Path(__file__).resolve().parent.parent / ".assay" / "test-cache"
     with tempfile.TemporaryDirectory() as tmp, instance_for_test() as instance:
@@ -61,7 +79,7 @@ def main() -> None:
         resources = assay_resources(
             storage_url=f"{tmp}/storage",
             registry_url=url,
-            suite=SuiteResource(max_instances=1),
+            suite=SuiteResource(max_instances=args.max_instances),
             models=ModelsResource(cache_dir=str(cache)),
         )
 
@@ -83,7 +101,7 @@ def main() -> None:
                 resources=resources,
                 run_config=QUIET,
             )
-        ticks, starts = [], []
+        ticks, starts, walls = [], [], []
         for version in range(1, args.rounds + 1):
             registry.set_alias("bench", "champion", version)
             moved = time.perf_counter()
@@ -92,6 +110,7 @@ def main() -> None:
             cursor = result.cursor
             (request,) = result.run_requests
             launched = time.time()
+            begun = time.perf_counter()
             done = materialize(
                 all_assets,
                 selection=EVALUATION_ASSETS,
@@ -104,6 +123,7 @@ def main() -> None:
                 e.timestamp
                 for e in instance.all_logs(done.run_id, of_type=DagsterEventType.STEP_START)
             )
+            walls.append((time.perf_counter() - begun, _step_seconds(instance, done.run_id)))
             ticks.append(ticked - moved)
             starts.append(first_step - launched)
     print(f"rounds: {args.rounds}")
@@ -115,6 +135,12 @@ def main() -> None:
         f"run launch to first step:        median {statistics.median(starts) * 1000:.1f} ms, "
         f"max {max(starts) * 1000:.1f} ms"
     )
+    for label, rounds in (("first round (model)", walls[:1]), ("cached rounds", walls[1:])):
+        if rounds:
+            wall = statistics.median(w for w, _ in rounds)
+            steps = {k: statistics.median(s[k] for _, s in rounds) for k in rounds[0][1]}
+            split = ", ".join(f"{k} {v:.2f} s ({v / wall:.1%})" for k, v in steps.items())
+            print(f"run wall time, {label}: median {wall:.2f} s; steps: {split}")
     total = statistics.median(ticks) + statistics.median(starts)
     print(
         f"alias move → evaluation running: median {total:.2f} s "

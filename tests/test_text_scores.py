@@ -264,3 +264,35 @@ _ALPHABET = st.sampled_from(
 @given(st.lists(_ALPHABET, max_size=40).map("".join))
 def test_word_tokenize_is_nltks_on_arbitrary_text(text):
     assert word_tokenize(text) == nltk_tokens(text)
+
+
+def test_texts_that_touch_the_chunk_wide_analysis():
+    # Texts are lowercased, normalized and split for ROUGE as one string joined by "\x00": a
+    # text holding "\x00" itself, a final sigma next to the joint, a letter whose lowercase
+    # grows ("İ"), and the stem cache carried over between chunks must not change a value.
+    rows = [
+        ("ΟΔΟΣ a\x00b the cat", ["ΟΔΟΣ ab", "the\x00cat"]),
+        ("ΟΔΟΣ", ["ΟΔΟΣ", "ΟΔΟς"]),
+        ("İstanbul studies", ["istanbul studying", "İSTANBUL"]),
+        ("running connection", ["runs connected", "ΑΣ"]),
+    ]
+    rows += [(gold[0], [pred]) for pred, gold in rows]
+    expected = np.array([reference_row(pred, golds) for pred, golds in rows])
+    np.testing.assert_array_equal(
+        np.concatenate(list(iter_text_scores(rows, chunk_rows=3))), expected
+    )
+    np.testing.assert_array_equal(score_rows(rows[1:]), expected[1:])
+
+
+_WORD = st.lists(_ALPHABET.filter(lambda piece: not piece.isspace()), min_size=1, max_size=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_WORD.map("".join), min_size=2, max_size=8).map(" ".join))
+def test_word_by_word_tokenization_is_nltks(text):
+    # Sentences of words joined by single spaces are tokenized word by word (see tokenize.py),
+    # including those ending in closing marks only, which are tokenized whole.
+    text = text.replace("\t", "").replace("\n", "") or "x"
+    assert word_tokenize(text) == nltk_tokens(text)
+    assert word_tokenize(text + ' ."') == nltk_tokens(text + ' ."')
+    assert word_tokenize(text + " x.) '") == nltk_tokens(text + " x.) '")

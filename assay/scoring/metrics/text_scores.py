@@ -13,9 +13,11 @@ without them:
   from one stemmed tokenization per text;
 - sentence chrF with sacrebleu's defaults (6 character orders, beta 2, effective order).
 
-Rows are scored a chunk at a time. Within a chunk every distinct text is tokenized once in
-Python and turned into integer ids (characters, words, stems); n-gram matching and the longest
-common subsequence then run compiled (numba) over those ids. The arithmetic that makes the
+Rows are scored a chunk at a time. Within a chunk every distinct text is tokenized once and
+turned into integer ids (characters, words, normalized words, stems), the lowercasing,
+normalization and ROUGE tokenization in one pass over the whole chunk; n-gram matching (all
+orders from one sort per text), set F1 and the longest common subsequence then run compiled
+(numba) over those ids. The arithmetic that makes the
 final numbers is the reference implementations', operation for operation, so values agree to
 the last bit. :func:`iter_text_scores` streams rows with flat memory, optionally over several
 processes.
@@ -27,11 +29,13 @@ import math
 import re
 import string
 import sys
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from functools import lru_cache
-from itertools import chain, islice
+from itertools import chain, count, islice, pairwise
 from multiprocessing import get_context
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -59,7 +63,8 @@ _VALID_TOKEN = re.compile(r"^[a-z0-9]+$")
 _STEM_CACHE_LIMIT = 200_000
 _CHRF_ORDER = 6
 _CHRF_FACTOR = 2**2  # beta squared
-_KEY_LIMIT = 2**62  # n-gram keys are base-V numbers in int64
+_KEY_BITS = 62  # n-gram keys pack ids into an int64
+_FLOAT_MIN = sys.float_info.min
 
 
 def normalize_text(text: str) -> str:
@@ -67,7 +72,8 @@ def normalize_text(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text.lower().translate(_DROP_PUNCTUATION)).split())
 
 
-_stems: dict[str, str] = {}
+_END = "\x00"  # see _normalized_and_stemmed
+_stems: dict[str, str] = {_END: _END}
 
 
 @lru_cache(maxsize=1)
@@ -83,6 +89,7 @@ def _stem(word: str) -> str:
     if stem is None:
         if len(_stems) >= _STEM_CACHE_LIMIT:  # bounded: the vocabulary of a corpus can be huge
             _stems.clear()
+            _stems[_END] = _END
         stem = _porter_stem()(word) if len(word) > 3 else word
         stem = _stems[word] = stem if _VALID_TOKEN.match(stem) else ""
     return stem
@@ -99,56 +106,182 @@ def rouge_tokens(text: str) -> list[str]:
     return tokens  # type: ignore[return-value]
 
 
+# A chunk's distinct texts are lowercased, normalized and split for ROUGE as one string, each
+# text ended by _END (neither whitespace, punctuation, a word character nor cased, so every step
+# treats it as a text boundary); a chunk with a text holding _END takes them one by one.
+_NON_ALPHANUM_OR_END = re.compile(r"[^a-z0-9\x00]+")
+
+
+def _stemmed(words: list[str]) -> list[str]:
+    """:func:`_stem` of each of ``words``, _END kept."""
+    stems = list(map(_stems.get, words))  # known words at C speed
+    if None in stems:
+        lookup = {word: _stem(word) for word in set(words) if word != _END}
+        lookup[_END] = _END
+        stems = list(map(lookup.__getitem__, words))
+    return stems  # type: ignore[return-value]
+
+
+def _normalized_and_stemmed(texts: list[str]) -> tuple[list[str], _Sequences, _Sequences]:
+    """Each text's :func:`normalize_text`, and the sequences of its normalized words and of its
+    :func:`rouge_tokens`."""
+    joined = _END.join(texts)
+    if joined.count(_END) != len(texts) - 1:
+        norms = [normalize_text(t) for t in texts]
+        return (
+            norms,
+            _Sequences.of_tokens([n.split() for n in norms], 1),
+            _Sequences.of_tokens([rouge_tokens(t) for t in texts], 2),
+        )
+    lowered = joined.lower()
+    normalized = _ARTICLES.sub(" ", lowered.translate(_DROP_PUNCTUATION))
+    norms = [" ".join(part.split()) for part in normalized.split(_END)]
+    norm_words = normalized.replace(_END, f" {_END} ").split()
+    rouge_words = _NON_ALPHANUM_OR_END.sub(" ", lowered).replace(_END, f" {_END} ").split()
+    return (
+        norms,
+        _Sequences.of_flat(norm_words, len(texts), 1),
+        _Sequences.of_flat(_stemmed(rouge_words), len(texts), 2),
+    )
+
+
 # --- compiled kernels over integer ids -------------------------------------------------------
-# A text's sequence is ids[starts[t]:starts[t + 1]]; an n-gram is the base-`base` number of its
-# ids, so equal n-grams have equal keys.
+# A text's sequence is ids[starts[t]:starts[t + 1]], ids from 1; the key of the suffix starting
+# at a position packs its first `orders` ids, `bits` bits each, padded with 0 past the text's end.
+# Sorting a text's suffix keys once sorts its n-grams of every order n <= `orders` too: the
+# order-n key is the suffix key's top n digits (a shift), and a suffix shorter than n shows as a
+# 0 in its n-th digit.
 
 
 @njit(cache=True)
-def _sorted_keys(ids, starts, max_n, base):
-    """Each text's n-gram keys for n = 1..max_n, sorted; row n - 1 of both outputs is order n."""
+def _dense_ids(raw, table_size):
+    """Ids from 1 for the distinct values (0 <= value < table_size) of ``raw``, in order of
+    first appearance, and how many there are."""
+    table = np.zeros(table_size, dtype=np.int64)
+    ids = np.empty(raw.shape[0], dtype=np.int64)
+    n = 0
+    for i in range(raw.shape[0]):
+        value = raw[i]
+        if table[value] == 0:
+            n += 1
+            table[value] = n
+        ids[i] = table[value]
+    return ids, n
+
+
+@njit(cache=True)
+def _split_flat(raw, n_texts):
+    """Texts' dense ids and starts from one flat run: 0 ends a text, a negative value is
+    dropped, the rest are token numbers below ``raw.shape[0] + 1``."""
+    table = np.zeros(raw.shape[0] + 1, dtype=np.int64)
+    ids = np.empty(raw.shape[0], dtype=np.int64)
+    starts = np.zeros(n_texts + 1, dtype=np.int64)
+    n = 0
+    k = 0
+    t = 0
+    for i in range(raw.shape[0]):
+        value = raw[i]
+        if value == 0:
+            t += 1
+            starts[t] = k
+        elif value > 0:
+            if table[value] == 0:
+                n += 1
+                table[value] = n
+            ids[k] = table[value]
+            k += 1
+    starts[t + 1 :] = k
+    return ids[:k].copy(), starts, n
+
+
+@njit(cache=True)
+def _set_f1(ids, starts, hyp, ref):
+    """HELM's F1 (nltk's ``f_measure`` on token sets, 0 for an empty side) per pair."""
     n_texts = starts.shape[0] - 1
-    keys = np.empty((max_n, starts[n_texts]), dtype=np.int64)
-    key_starts = np.zeros((max_n, n_texts + 1), dtype=np.int64)
-    current = ids.copy()  # order-n keys at their first position, unsorted
-    for n in range(1, max_n + 1):
-        for t in range(n_texts):
-            first, count = starts[t], max(0, starts[t + 1] - starts[t] - n + 1)
-            k = key_starts[n - 1, t]
-            key_starts[n - 1, t + 1] = k + count
-            for i in range(first, first + count):
-                if n > 1:
-                    current[i] = current[i] * base + ids[i + n - 1]
-                keys[n - 1, k + i - first] = current[i]
-            keys[n - 1, k : k + count].sort()
-    return keys, key_starts
-
-
-@njit(cache=True)
-def _clipped_counts(keys, key_starts, hyp, ref):
-    """Per pair: sum over shared n-grams of the smaller count (sorted-merge of two key runs)."""
-    out = np.zeros(hyp.shape[0], dtype=np.int64)
+    distinct = np.empty(ids.shape[0], dtype=np.int64)
+    set_starts = np.zeros(n_texts + 1, dtype=np.int64)
+    k = 0
+    for t in range(n_texts):
+        run = np.sort(ids[starts[t] : starts[t + 1]])
+        for i in range(run.shape[0]):
+            if i == 0 or run[i] != run[i - 1]:
+                distinct[k] = run[i]
+                k += 1
+        set_starts[t + 1] = k
+    out = np.zeros(hyp.shape[0], dtype=np.float64)
     for p in range(hyp.shape[0]):
-        i, i_end = key_starts[hyp[p]], key_starts[hyp[p] + 1]
-        j, j_end = key_starts[ref[p]], key_starts[ref[p] + 1]
-        matched = 0
+        i, i_end = set_starts[hyp[p]], set_starts[hyp[p] + 1]
+        j, j_end = set_starts[ref[p]], set_starts[ref[p] + 1]
+        n_pred, n_gold = i_end - i, j_end - j
+        common = 0
         while i < i_end and j < j_end:
-            a, b = keys[i], keys[j]
-            if a < b:
+            if distinct[i] < distinct[j]:
                 i += 1
-            elif a > b:
+            elif distinct[i] > distinct[j]:
                 j += 1
             else:
-                count_a = 0
-                while i < i_end and keys[i] == a:
-                    count_a += 1
+                common += 1
+                i += 1
+                j += 1
+        if common > 0:
+            out[p] = 1.0 / (0.5 / (common / n_pred) + 0.5 / (common / n_gold))
+    return out
+
+
+@njit(cache=True)
+def _suffix_keys(ids, starts, orders, bits):
+    """Each text's suffix keys (first ``orders`` ids, 0-padded), sorted within the text."""
+    keys = np.empty(ids.shape[0], dtype=np.int64)
+    for t in range(starts.shape[0] - 1):
+        first, end = starts[t], starts[t + 1]
+        for i in range(first, end):
+            key = 0
+            for j in range(i, i + orders):
+                key = (key << bits) | (ids[j] if j < end else 0)
+            keys[i] = key
+        keys[first:end].sort()
+    return keys
+
+
+@njit(cache=True)
+def _clipped_counts(keys, starts, hyp, ref, wanted, orders, bits):
+    """Per pair and wanted order n: sum over shared n-grams of the smaller count.
+
+    A sorted-merge of the two texts' suffix keys cut to n digits, skipping suffixes shorter
+    than n (column ``w`` of the output is order ``wanted[w]``).
+    """
+    out = np.zeros((hyp.shape[0], wanted.shape[0]), dtype=np.int64)
+    for w in range(wanted.shape[0]):
+        shift = bits * (orders - wanted[w])
+        mask = (1 << bits) - 1
+        for p in range(hyp.shape[0]):
+            i, i_end = starts[hyp[p]], starts[hyp[p] + 1]
+            j, j_end = starts[ref[p]], starts[ref[p] + 1]
+            matched = 0
+            while i < i_end and j < j_end:
+                a = keys[i] >> shift
+                if a & mask == 0:  # a suffix shorter than the order
                     i += 1
-                count_b = 0
-                while j < j_end and keys[j] == a:
-                    count_b += 1
+                    continue
+                b = keys[j] >> shift
+                if b & mask == 0:
                     j += 1
-                matched += min(count_a, count_b)
-        out[p] = matched
+                    continue
+                if a < b:
+                    i += 1
+                elif a > b:
+                    j += 1
+                else:
+                    count_a = 0
+                    while i < i_end and keys[i] >> shift == a:
+                        count_a += 1
+                        i += 1
+                    count_b = 0
+                    while j < j_end and keys[j] >> shift == a:
+                        count_b += 1
+                        j += 1
+                    matched += min(count_a, count_b)
+            out[p, w] = matched
     return out
 
 
@@ -212,47 +345,66 @@ def _fmeasures(matched, n_pred, n_target):
 
 
 class _Sequences:
-    """Integer-id sequences of the distinct texts of a chunk, one kind of token."""
+    """Integer-id sequences (ids from 1) of the distinct texts of a chunk, one kind of token."""
 
-    def __init__(self, token_lists: Sequence[Sequence[str]], max_order: int) -> None:
-        if token_lists and isinstance(token_lists[0], str):  # characters: ids from code points
-            codes = np.frombuffer(
-                "".join(token_lists).encode("utf-32-le", "surrogatepass"), dtype=np.uint32
-            )
-            distinct, inverse = np.unique(codes, return_inverse=True)
-            self.ids = inverse.astype(np.int64).ravel()
-            vocab_size = len(distinct)
-        else:
-            vocab: dict[str, int] = {}
-            setdefault = vocab.setdefault
-            self.ids = np.array(
-                [setdefault(t, len(vocab)) for t in chain.from_iterable(token_lists)],
-                dtype=np.int64,
-            )
-            vocab_size = len(vocab)
-        self.starts = np.zeros(len(token_lists) + 1, dtype=np.int64)
-        np.cumsum([len(tokens) for tokens in token_lists], out=self.starts[1:])
-        self.lengths = np.diff(self.starts)
-        self.base = max(vocab_size, 1)
-        self.token_lists = token_lists
-        # The highest order (up to the one asked) whose keys fit in an int64.
-        self._key_orders = 0
-        while self._key_orders < max_order and self.base ** (self._key_orders + 1) < _KEY_LIMIT:
-            self._key_orders += 1
-        self._keys: tuple[np.ndarray, np.ndarray] | None = None
+    def __init__(self, ids: np.ndarray, starts: np.ndarray, vocab_size: int, max_order: int):
+        self.ids = ids
+        self.starts = starts
+        self.lengths = np.diff(starts)
+        # Bits per id (0 pads a suffix past its text's end), and the highest order (up to the
+        # one asked) whose keys fit in an int64.
+        self._bits = max(int(vocab_size).bit_length(), 1)
+        self._key_orders = min(max_order, _KEY_BITS // self._bits)
+        self._keys: np.ndarray | None = None
 
-    def clipped(self, n: int, hyp: np.ndarray, ref: np.ndarray) -> np.ndarray:
-        if n <= self._key_orders:
+    @classmethod
+    def of_tokens(cls, token_lists: Sequence[Sequence[str]], max_order: int) -> _Sequences:
+        # Each token's number is the position of its first occurrence (setdefault at C speed),
+        # made dense in compiled code.
+        flat = list(chain.from_iterable(token_lists))
+        first = np.fromiter(map({}.setdefault, flat, count()), dtype=np.int64, count=len(flat))
+        ids, vocab_size = _dense_ids(first, len(flat))
+        starts = np.zeros(len(token_lists) + 1, dtype=np.int64)
+        np.cumsum([len(tokens) for tokens in token_lists], out=starts[1:])
+        return cls(ids, starts, vocab_size, max_order)
+
+    @classmethod
+    def of_flat(cls, tokens: list[Any], n_texts: int, max_order: int) -> _Sequences:
+        """From all texts' tokens in one list, each text ended by ``_END``, ``""`` dropped."""
+        numbers = {_END: 0, "": -1}
+        first = np.fromiter(
+            map(numbers.setdefault, tokens, count(1)), dtype=np.int64, count=len(tokens)
+        )
+        return cls(*_split_flat(first, n_texts), max_order)
+
+    @classmethod
+    def of_chars(cls, texts: Sequence[str], max_order: int) -> _Sequences:
+        codes = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), np.uint32)
+        ids, vocab_size = _dense_ids(codes, 0x110000)
+        starts = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum([len(text) for text in texts], out=starts[1:])
+        return cls(ids, starts, vocab_size, max_order)
+
+    def clipped(self, orders: Sequence[int], hyp: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """Clipped n-gram matches per pair (rows) for each of ``orders`` (columns)."""
+        out = np.zeros((hyp.shape[0], len(orders)), dtype=np.int64)
+        keyed = [w for w, n in enumerate(orders) if n <= self._key_orders]
+        if keyed:
             if self._keys is None:
-                self._keys = _sorted_keys(self.ids, self.starts, self._key_orders, self.base)
-            keys, key_starts = self._keys
-            return _clipped_counts(keys[n - 1], key_starts[n - 1], hyp, ref)
+                self._keys = _suffix_keys(self.ids, self.starts, self._key_orders, self._bits)
+            wanted = np.array([orders[w] for w in keyed], dtype=np.int64)
+            out[:, keyed] = _clipped_counts(
+                self._keys, self.starts, hyp, ref, wanted, self._key_orders, self._bits
+            )
         # Too many distinct tokens in this chunk for an int64 key: count n-gram tuples.
-        out = np.zeros(hyp.shape[0], dtype=np.int64)
-        grams = [_tuple_counts(tokens, n) for tokens in self.token_lists]
-        for p, (h, r) in enumerate(zip(hyp.tolist(), ref.tolist(), strict=True)):
-            a, b = grams[h], grams[r]
-            out[p] = sum(min(count, b[g]) for g, count in a.items() if g in b)
+        for w, n in enumerate(orders):
+            if n > self._key_orders:
+                ids = self.ids.tolist()
+                starts = self.starts.tolist()
+                grams = [_tuple_counts(ids[first:end], n) for first, end in pairwise(starts)]
+                for p, (h, r) in enumerate(zip(hyp.tolist(), ref.tolist(), strict=True)):
+                    a, b = grams[h], grams[r]
+                    out[p, w] = sum(min(count, b[g]) for g, count in a.items() if g in b)
         return out
 
     def n_grams(self, n: int) -> np.ndarray:
@@ -278,29 +430,25 @@ def _check_row(row: int, prediction: str, references: Sequence[str]) -> None:
             raise TypeError(f"row {row}: reference {gold!r} is not a string")
 
 
-def _bleu(matched_1: int, matched_4: int, hyp_len: int, ref_len: int) -> tuple[float, float]:
-    """(BLEU-1, BLEU-4) of nltk's ``sentence_bleu`` with weights (1,0,0,0) and (0,0,0,1)."""
-    if matched_1 == 0:
-        return 0.0, 0.0
-    # nltk's brevity penalty; hyp_len > 0 here, since something matched.
-    penalty = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
-    # nltk's method0 puts float_info.min where an order has no match; the other orders carry
-    # weight 0, so the fsum of weighted logs is this order's log alone.
-    p_4 = matched_4 / max(1, hyp_len - 3) if matched_4 else sys.float_info.min
-    return (
-        penalty * math.exp(math.log(matched_1 / hyp_len)),
-        penalty * math.exp(math.log(p_4)),
-    )
-
-
-def _f1(gold_tokens: frozenset[str], pred_tokens: frozenset[str]) -> float:
-    # HELM: nltk's f_measure on token sets; an empty side (None there) scores 0.
-    if not gold_tokens or not pred_tokens:
-        return 0.0
-    common = len(gold_tokens & pred_tokens)
-    if common == 0:
-        return 0.0
-    return 1.0 / (0.5 / (common / len(pred_tokens)) + 0.5 / (common / len(gold_tokens)))
+@njit(cache=True)
+def _bleu(matched_1, matched_4, hyp_len, ref_len):
+    """(BLEU-1, BLEU-4) per pair of nltk's ``sentence_bleu`` with weights (1,0,0,0), (0,0,0,1)."""
+    out = np.zeros((matched_1.shape[0], 2), dtype=np.float64)
+    for p in range(matched_1.shape[0]):
+        if matched_1[p] == 0:
+            continue
+        # nltk's brevity penalty; hyp_len > 0 here, since something matched.
+        penalty = 1.0
+        if hyp_len[p] <= ref_len[p]:
+            penalty = math.exp(1 - ref_len[p] / hyp_len[p])
+        # nltk's method0 puts float_info.min where an order has no match; the other orders
+        # carry weight 0, so the fsum of weighted logs is this order's log alone.
+        p_4 = _FLOAT_MIN
+        if matched_4[p]:
+            p_4 = matched_4[p] / max(1, hyp_len[p] - 3)
+        out[p, 0] = penalty * math.exp(math.log(matched_1[p] / hyp_len[p]))
+        out[p, 1] = penalty * math.exp(math.log(p_4))
+    return out
 
 
 def _metric_names(metrics: Collection[str]) -> tuple[str, ...]:
@@ -341,40 +489,43 @@ def score_rows(
     ref = np.array(ref_list, dtype=np.int64)
     pairs: dict[str, np.ndarray] = {}
 
+    rouge = ("rouge_1", "rouge_2", "rouge_l")
+    if not want.isdisjoint(MATCH_METRICS + rouge):  # one pass over the chunk serves both
+        norms, norm_words, stems = _normalized_and_stemmed(texts)
     if not want.isdisjoint(MATCH_METRICS):
-        views = [(t.strip(), normalize_text(t)) for t in texts]
-        token_sets = [frozenset(norm.split()) for _, norm in views]
-        em, qem, pem, qpem, f1 = [], [], [], [], []
-        for h, r in zip(hyp_list, ref_list, strict=True):
-            (h_strip, h_norm), (r_strip, r_norm) = views[h], views[r]
-            nonempty = bool(texts[h])
-            em.append(nonempty and r_strip == h_strip)
-            qem.append(nonempty and r_norm == h_norm)
-            pem.append(nonempty and h_strip.startswith(r_strip))
-            qpem.append(nonempty and h_norm.startswith(r_norm))
-            f1.append(_f1(token_sets[r], token_sets[h]))
-        for name, values in zip(MATCH_METRICS, (em, qem, pem, qpem, f1), strict=True):
-            pairs[name] = np.array(values, dtype=np.float64)
+        strips = [t.strip() for t in texts]
+        nonempty = np.fromiter(map(bool, texts), dtype=bool, count=len(texts))[hyp]
+        for name, views, test in (
+            ("exact_match", strips, None),
+            ("quasi_exact_match", norms, None),
+            ("prefix_exact_match", strips, str.startswith),
+            ("quasi_prefix_exact_match", norms, str.startswith),
+        ):
+            if test is None:  # equal views have equal numbers
+                number = np.fromiter(map({}.setdefault, views, count()), np.int64, len(views))
+                hit = number[hyp] == number[ref]
+            else:
+                hit = np.fromiter(
+                    map(test, map(views.__getitem__, hyp_list), map(views.__getitem__, ref_list)),
+                    dtype=bool,
+                    count=len(hyp_list),
+                )
+            pairs[name] = (nonempty & hit).astype(np.float64)
+        pairs["f1_score"] = _set_f1(norm_words.ids, norm_words.starts, hyp, ref)
 
     if "bleu_1" in want or "bleu_4" in want:
-        words = _Sequences([word_tokenize(t) for t in texts], 4)
-        m1 = words.clipped(1, hyp, ref).tolist()
-        m4 = words.clipped(4, hyp, ref).tolist()
-        lengths = words.lengths.tolist()
-        scores = [
-            _bleu(a, b, lengths[h], lengths[r])
-            for a, b, h, r in zip(m1, m4, hyp_list, ref_list, strict=True)
-        ]
-        pairs["bleu_1"] = np.array([s[0] for s in scores], dtype=np.float64)
-        pairs["bleu_4"] = np.array([s[1] for s in scores], dtype=np.float64)
+        words = _Sequences.of_tokens([word_tokenize(t) for t in texts], 4)
+        matched = words.clipped((1, 4), hyp, ref)
+        scores = _bleu(matched[:, 0], matched[:, 1], words.lengths[hyp], words.lengths[ref])
+        pairs["bleu_1"], pairs["bleu_4"] = scores[:, 0], scores[:, 1]
 
-    if not want.isdisjoint(("rouge_1", "rouge_2", "rouge_l")):
-        stems = _Sequences([rouge_tokens(t) for t in texts], 2)
+    if not want.isdisjoint(rouge):
         n_pred, n_target = stems.lengths[hyp], stems.lengths[ref]
+        matched = stems.clipped((1, 2), hyp, ref)
         for name, n in (("rouge_1", 1), ("rouge_2", 2)):
             if name in want:
                 grams = stems.n_grams(n)
-                pairs[name] = _fmeasures(stems.clipped(n, hyp, ref), grams[hyp], grams[ref])
+                pairs[name] = _fmeasures(matched[:, n - 1], grams[hyp], grams[ref])
         if "rouge_l" in want:
             lcs = _lcs_lengths(stems.ids, stems.starts, hyp, ref)
             both = (n_pred > 0) & (n_target > 0)  # rouge-score scores 0 when a side is empty
@@ -383,10 +534,10 @@ def score_rows(
             )  # lcs <= both lengths, so the max(.., 1) guards are inert where both > 0
 
     if "chrf" in want:
-        chars = _Sequences(
+        chars = _Sequences.of_chars(
             ["".join(t.split()) for t in texts], _CHRF_ORDER
         )  # sacrebleu drops whitespace
-        matched = np.empty((len(hyp_list), _CHRF_ORDER), dtype=np.int64)
+        matched = chars.clipped(range(1, _CHRF_ORDER + 1), hyp, ref)
         n_hyp = np.empty_like(matched)
         n_ref = np.empty_like(matched)
         for i in range(_CHRF_ORDER):
@@ -394,7 +545,6 @@ def score_rows(
             n_ref[:, i] = grams[ref]
             # sacrebleu counts no hypothesis n-grams when the reference has none of the order
             n_hyp[:, i] = np.where(n_ref[:, i] > 0, grams[hyp], 0)
-            matched[:, i] = chars.clipped(i + 1, hyp, ref)
         pairs["chrf"] = _chrf_from_counts(matched, n_hyp, n_ref)
 
     out = np.empty((len(rows), len(names)), dtype=np.float64)
@@ -427,7 +577,8 @@ def iter_text_scores(
 
     Yields one ``(rows_in_chunk, len(metrics))`` array per chunk of ``chunk_rows`` rows, so
     memory stays flat however many rows come. With ``workers > 1`` chunks are scored in that
-    many processes, at most two chunks per process in flight.
+    many processes: this one and ``workers - 1`` spawned ones, each with at most two chunks in
+    flight; this process scores a chunk whenever the others have their fill.
     """
     names = _metric_names(metrics)
     source = iter(rows)
@@ -439,13 +590,25 @@ def iter_text_scores(
             first += len(chunk)
         return
     # spawn: the caller may hold threads (Dagster does), which fork would copy half-locked.
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        pending: list[Future[np.ndarray]] = []
+    # This process scores too: a spawned one first spends a second or more importing.
+    with ProcessPoolExecutor(workers - 1, mp_context=get_context("spawn")) as pool:
+        pending: deque[Future[np.ndarray] | np.ndarray] = deque()
         first = 0
         for chunk in chunks:
-            pending.append(pool.submit(_score_chunk, chunk, names, first))
+            busy = sum(isinstance(p, Future) and not p.done() for p in pending)
+            if busy < 2 * (workers - 1):
+                pending.append(pool.submit(_score_chunk, chunk, names, first))
+            else:
+                pending.append(score_rows(chunk, names, first))
             first += len(chunk)
-            if len(pending) >= 2 * workers:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
+            # Hand out what is ready in order; wait for the oldest only once 16 chunks per
+            # process queue (a spawned process takes seconds to start; results are small).
+            while pending and (
+                not isinstance(pending[0], Future)
+                or pending[0].done()
+                or len(pending) >= 16 * workers
+            ):
+                head = pending.popleft()
+                yield head.result() if isinstance(head, Future) else head
+        for head in pending:
+            yield head.result() if isinstance(head, Future) else head
