@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from assay.compare.ranking import compare_pair, comparison_rows, instance_column, paired_rows
 from assay.report.data import split_by
 from assay.report.links import compare_page
+from assay.report.partitions import partition_answers
 from assay.report.render import _Context
 from assay.stats.paired import Comparison, adjust
 
@@ -97,6 +98,15 @@ def pair_comparisons(ctx: _Context, a: str, b: str) -> tuple[list[Comparison], d
     return adjusted, flips
 
 
+def _answers(ctx: _Context, version: str, scenario: str) -> dict[str, str]:
+    """What ``version`` answered per instance of ``scenario``: from this build's partition
+    data, or (a partition left as the last build wrote it) read from its outputs."""
+    if (version, scenario) not in ctx.answers:
+        outputs = ctx.data.outputs(version, scenario)
+        ctx.answers[(version, scenario)] = {} if outputs is None else partition_answers(outputs)
+    return ctx.answers[(version, scenario)]
+
+
 def _comparison(ctx: _Context, a: str, b: str) -> None:
     comparisons, flips = pair_comparisons(ctx, a, b)
     rows = comparison_rows(comparisons)
@@ -106,8 +116,8 @@ def _comparison(ctx: _Context, a: str, b: str) -> None:
     sections = []
     for scenario, found in flips.items():
         shown = []
-        answers_a = ctx.answers.get((a, scenario), {})
-        answers_b = ctx.answers.get((b, scenario), {})
+        answers_a = _answers(ctx, a, scenario) if found else {}
+        answers_b = _answers(ctx, b, scenario) if found else {}
         for f in found:
             row = {
                 "scenario": scenario,

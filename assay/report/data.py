@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from assay.compare.ranking import Leaderboard
 from assay.registry.entities import Event, EventKind, ModelVersion
+from assay.storage.contract import JUDGE_REPLIES
 from assay.storage.parquet import ParquetStore
 
 ALIAS_EVENTS = (EventKind.ALIAS_SET, EventKind.ALIAS_MOVED, EventKind.ALIAS_REMOVED)
@@ -65,6 +66,13 @@ class ExplorerData:
             if self.store.exists("model_outputs", where)
             else None
         )
+
+    def judge_replies(self, version: str, scenario: str) -> pa.Table | None:
+        """The judges' replies on a partition (None: no judge scored it)."""
+        where = {"model_version": version, "scenario": scenario}
+        if not self.store.exists(JUDGE_REPLIES, where):
+            return None
+        return self.store.read(JUDGE_REPLIES, where)
 
     def instances(self, scenario: str) -> pa.Table | None:
         where = {"scenario": scenario}

@@ -19,6 +19,9 @@ from assay.report.links import compare_page, day_page, instance_href, scenario_p
 if TYPE_CHECKING:  # writing.py uses this module's JSON helpers
     from assay.report.writing import _Site
 
+# Stands for the build time while a page is rendered: its digest leaves the time out.
+BUILD_TIME_MARK = "\x00assay-build-time\x00"
+
 
 def _num(value: object, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -109,9 +112,10 @@ class _Context:
     def render(self, template: str, path: str, **values: Any) -> None:
         nav = [{"title": s, "href": scenario_page(s)} for s in self.scenarios]
         page = self.env.get_template(template).render(
-            generated_at=f"{self.generated_at:%Y-%m-%d %H:%M} UTC",
+            generated_at=BUILD_TIME_MARK,
             latest_day=self.data.day,
             scenario_nav=nav,
             **values,
         )
-        self.site.put(path, page.encode("utf-8"))
+        when = f"{self.generated_at:%Y-%m-%d %H:%M} UTC"
+        self.site.put(path, page.encode("utf-8"), build_time=when)
