@@ -55,7 +55,8 @@ def _csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    # RFC 4180's CRLF: the writer then quotes every field holding a CR or an LF.
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\r\n")
     writer.writerow({c: csv_cell(c) for c in columns})
     for row in rows:
         writer.writerow({k: csv_cell(v) for k, v in _clean(dict(row)).items()})

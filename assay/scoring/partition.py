@@ -14,7 +14,7 @@ from assay.evaluate.suite import JudgeConfig, Suite
 from assay.models.base import ModelClient, ModelSpec
 from assay.registry import Registry
 from assay.scoring.judge import Judgment, Rubric, judge_clients, toxicity_scorer
-from assay.scoring.judge_scores import judge_partition
+from assay.scoring.judge_scores import judge_partition, judge_reply_table
 from assay.scoring.scorecard import PartitionScores, score_partition
 from assay.scoring.summary import scorecard_table
 
@@ -26,6 +26,7 @@ class ScoredPartition:
     scores: PartitionScores
     judgments: list[Judgment] | None  # None: the scenario has no judges
     toxicity_scorer: str  # "none" without one
+    replies: pa.Table | None = None  # the judges' replies (judge_scores.JUDGE_REPLY_SCHEMA)
 
     @property
     def stats_table(self) -> pa.Table:
@@ -102,4 +103,5 @@ class SuiteScorer:
             judgments=judgments,
         )
         name = self.toxicity.name if self.toxicity is not None else "none"
-        return ScoredPartition(scores, judgments, name)
+        replies = judge_reply_table(instances, outputs, judgments, scores.toxicity_run)
+        return ScoredPartition(scores, judgments, name, replies)
