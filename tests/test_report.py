@@ -295,6 +295,28 @@ def test_rebuilds_write_what_changed_and_delete_stale_files_only_inside(explorer
     assert not (site / "link-out").is_symlink()
 
 
+def test_worker_processes_build_the_same_site(explorer, tmp_path, monkeypatch):
+    from assay.report import partitions
+
+    monkeypatch.setattr(partitions, "_MIN_JOBS_PER_WORKER", 1)  # a pool even for 6 partitions
+    site = tmp_path / "site"
+    summary = build_site(
+        explorer["data"],
+        directory_writer(site),
+        generated_at=datetime(2026, 11, 4, tzinfo=UTC),
+        n_resamples=200,
+        workers=2,
+    )
+    assert summary.partitions_built == 6
+    expected = explorer["site"]
+    files = sorted(p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file())
+    assert files == sorted(
+        p.relative_to(expected).as_posix() for p in expected.rglob("*") if p.is_file()
+    )
+    for name in files:
+        assert (site / name).read_bytes() == (expected / name).read_bytes(), name
+
+
 def test_stale_files_on_an_object_store(explorer):
     store = ParquetStore(f"memory://stale-{uuid.uuid4().hex}")
     kwargs = {"generated_at": datetime(2026, 11, 4, tzinfo=UTC), "n_resamples": 200}

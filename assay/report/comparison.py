@@ -3,6 +3,8 @@ where they disagree."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
@@ -16,6 +18,7 @@ from assay.report.data import split_by
 from assay.report.links import compare_page
 from assay.report.partitions import partition_answers
 from assay.report.render import _Context
+from assay.report.writing import code_digest
 from assay.stats.paired import Comparison, adjust
 
 # Flipped instances listed per scenario on a comparison page (all are in its export).
@@ -107,10 +110,48 @@ def _answers(ctx: _Context, version: str, scenario: str) -> dict[str, str]:
     return ctx.answers[(version, scenario)]
 
 
+def _comparison_inputs(ctx: _Context, a: str, b: str) -> str:
+    """A digest of what the page of ``a`` vs ``b`` is made of: both versions' partitions
+    (scores, outputs, instances), the board's tests of the pair, the list of pairs in its
+    menu, the build's settings and the code."""
+    board = ctx.data.board
+    tests = {(c.model_a, c.model_b, c.scenario): c for c in board.comparisons}
+    parts: list[Any] = [
+        code_digest(),
+        a,
+        b,
+        ctx.data.day,
+        ctx.scenarios,
+        [list(p) for p in ctx.pairs],
+        ctx.n_resamples,
+        board.confidence,
+        sorted(ctx.data.lower_is_better),
+    ]
+    for scenario, metric in board.primary_metrics.items():
+        parts.append(
+            [
+                scenario,
+                metric,
+                ctx.partition_inputs.get((a, scenario)),
+                ctx.partition_inputs.get((b, scenario)),
+                repr(tests.get((a, b, scenario))),
+            ]
+        )
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _comparison(ctx: _Context, a: str, b: str) -> None:
+    name = compare_page(a, b)[: -len(".html")]
+    unit, inputs = f"compare\x1f{a}\x1f{b}", _comparison_inputs(ctx, a, b)
+    if ctx.site.unchanged_unit(unit, inputs):
+        return  # the page and its exports are as the last build wrote them
+    files = [compare_page(a, b)] + [
+        f"export/{name}{suffix}" for suffix in (".csv", ".json", "-flips.csv", "-flips.json")
+    ]
+    ctx.site.record_unit(unit, inputs, files)
     comparisons, flips = pair_comparisons(ctx, a, b)
     rows = comparison_rows(comparisons)
-    name = compare_page(a, b)[: -len(".html")]
     exports = ctx.site.export(name, rows)
     flip_rows = []
     sections = []

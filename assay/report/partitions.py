@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from assay.report.data import split_by
 from assay.report.links import data_file, instances_file, jsonl_file
 from assay.report.render import _Context, _finite, _html_safe_json
-from assay.report.writing import BUILD_FORMAT
+from assay.report.writing import code_digest
 from assay.storage.contract import JUDGE_REPLIES, MODEL_OUTPUTS, SCENARIO_INSTANCES
 from assay.storage.parquet import ParquetStore
 
@@ -103,7 +103,8 @@ def partition_records(
                 [r["family"], r["metric"], r["group"], r["trial"], _finite(r["value"])]
             )
     records: dict[str, dict[str, Any]] = {}
-    for row in outputs.to_pylist():
+    unused = ("token_logprobs", "request_digest")  # the most costly columns to read, unshown
+    for row in outputs.select([c for c in outputs.column_names if c not in unused]).to_pylist():
         iid = row["instance_id"]
         record = records.get(iid)
         if record is None:
@@ -168,6 +169,7 @@ class PartitionJob:
     store: ParquetStore
     folder: Any  # a writing.SiteFolder, or a plain writer callable in this process only
     previous: str | None
+    code: str  # writing.code_digest() of the building process
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,7 @@ def build_partition(job: PartitionJob) -> PartitionResult:
     replies_raw = job.store.read_bytes(JUDGE_REPLIES, where)
     hasher = hashlib.sha256()
     for part in (
-        BUILD_FORMAT.encode(),
+        job.code.encode(),
         job.scenario.encode(),
         job.version.encode(),
         job.metric.encode(),
@@ -287,27 +289,27 @@ def _partitions(ctx: _Context, workers: int) -> None:
         )
     folder = site.folder if site.folder is not None else site._write
     jobs = []
-    for version in ctx.versions:
-        by_scenario = (
-            split_by(scores_by_version[version], "scenario") if version in scores_by_version else {}
-        )
-        for scenario in ctx.scenarios:
+    by_version = {
+        v: split_by(scores_by_version[v], "scenario") if v in scores_by_version else {}
+        for v in ctx.versions
+    }
+    # Scenario by scenario: a worker reads a scenario's instances once for its versions.
+    for scenario in ctx.scenarios:
+        for version in ctx.versions:
             key = f"{scenario}\x1f{version}"
             before = site.previous["partitions"].get(key) or {}
-            files = before.get("files") or []
-            kept = bool(files) and all(
-                f in site.existing and f in site.previous["files"] for f in files
-            )
+            kept = site._all_there(before.get("files") or [])
             jobs.append(
                 PartitionJob(
                     scenario,
                     version,
                     primary[scenario],
-                    by_scenario.get(scenario),
+                    by_version[version].get(scenario),
                     instances_digest[scenario],
                     data.store,
                     folder,
                     before.get("inputs") if kept else None,
+                    code_digest(),
                 )
             )
     for result in _run(jobs, workers if _poolable(site) else 1):
@@ -326,10 +328,8 @@ def _partitions(ctx: _Context, workers: int) -> None:
                 site.wrote(path, key, size)
             ctx.answers[(result.version, result.scenario)] = result.answers
             site.summary.partitions_built += 1
-        site.partitions[f"{result.scenario}\x1f{result.version}"] = {
-            "inputs": result.inputs,
-            "files": paths,
-        }
+        site.record_unit(f"{result.scenario}\x1f{result.version}", result.inputs, paths)
+        ctx.partition_inputs[(result.version, result.scenario)] = result.inputs
         ctx.manifest.setdefault(result.scenario, {})[result.version] = {
             "data": paths[0],
             "instances": instances_file(result.scenario),
@@ -426,17 +426,20 @@ def _compact(record: dict[str, Any], leave_out: Sequence[str]) -> dict[str, Any]
     out = {k: v for k, v in record.items() if k not in leave_out and k != "requests"}
     requests = []
     for q in record["requests"]:
-        q = dict(q)
+        values = [q[f] for f in REQUEST_FIELDS]
         if q["latency_s"] is not None:
-            q["latency_s"] = round(q["latency_s"], 5)
-        q["choices"] = [
+            values[_LATENCY] = round(q["latency_s"], 5)
+        values[_CHOICES] = [
             [t, None if lp is None else round(lp, 4), n, g] for t, lp, n, g in q["choices"]
         ]
         if q["answer"] == q["text"]:
-            q["answer"] = None  # the page shows the text
-        requests.append([q[f] for f in REQUEST_FIELDS])
+            values[_ANSWER] = None  # the page shows the text
+        requests.append(values)
     out["requests"] = requests
     return out
+
+
+_LATENCY, _CHOICES, _ANSWER = (REQUEST_FIELDS.index(f) for f in ("latency_s", "choices", "answer"))
 
 
 def _data_script(key: str, payload: Any) -> bytes:

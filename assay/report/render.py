@@ -105,6 +105,8 @@ class _Context:
     scenarios: list[str]
     versions: list[str]
     answers: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    # (version, scenario) → digest of the partition's inputs (what its pages derive from)
+    partition_inputs: dict[tuple[str, str], str] = field(default_factory=dict)
     manifest: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     pairs: list[tuple[str, str]] = field(default_factory=list)
     columns: dict[str, Any] | None = None  # scenario → ScoreColumn, built on first use

@@ -76,13 +76,16 @@ def build_site(
     Into a site folder the build is incremental (see :mod:`.writing`): it writes the files
     whose content changed, skips partitions whose inputs did not, and then deletes the files
     of an earlier build that it no longer produces, only inside that folder. Partitions are
-    built by up to ``workers`` processes (default: ``ASSAY_EXPLORER_WORKERS``, else the CPU
-    count, at most 8) when the folder is local.
+    built by up to ``workers`` processes (default: ``ASSAY_EXPLORER_WORKERS``, else one less
+    than the CPU count, at most 8) when the folder is local.
     """
     from plotly.offline import get_plotlyjs
 
     if workers is None:
-        workers = int(os.environ.get("ASSAY_EXPLORER_WORKERS") or min(os.cpu_count() or 1, 8))
+        # One core stays with this process (and whatever else the machine runs): on two
+        # cores, worker processes only add their start-up.
+        default = min((os.cpu_count() or 1) - 1, 8)
+        workers = int(os.environ.get("ASSAY_EXPLORER_WORKERS") or max(default, 1))
 
     site = _Site(write)
     ctx = _Context(

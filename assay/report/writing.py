@@ -13,6 +13,7 @@ halfway leaves none and the next build writes everything.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -27,8 +28,25 @@ from assay.report.render import BUILD_TIME_MARK, _clean
 Writer = Callable[[str, bytes], object]
 
 MANIFEST = "_build.json"
-# Bump when the files a partition's inputs produce change shape: every partition is rebuilt.
+# Bump when what a build writes changes in a way the code digest below does not see.
 BUILD_FORMAT = "3"
+# The code a page or a partition's files are made by: when it changes, all are rebuilt.
+_CODE = ("report", "compare", "stats")
+
+
+@functools.cache
+def code_digest() -> str:
+    """A digest of the explorer's code, templates and static files, and of the statistics
+    behind its pages, with :data:`BUILD_FORMAT`."""
+    root = Path(__file__).resolve().parent.parent
+    hasher = hashlib.sha256(BUILD_FORMAT.encode())
+    for package in _CODE:
+        for path in sorted((root / package).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".html", ".js", ".css"):
+                hasher.update(path.relative_to(root).as_posix().encode() + b"\0")
+                hasher.update(hashlib.sha256(path.read_bytes()).digest())
+    return hasher.hexdigest()
+
 
 # OWASP's CSV injection rule: a spreadsheet reads a cell starting with one of these as a
 # formula (tab and carriage return too, since some programs strip them first).
@@ -220,6 +238,26 @@ class _Site:
         """A file another process wrote for this build."""
         self.summary.written += 1
         self._record(path, key, size)
+
+    def unchanged_unit(self, key: str, inputs: str) -> bool:
+        """Whether the unit ``key`` (a partition, a comparison) had these inputs at the last
+        build and its files are all still there; if so, they are kept as they are."""
+        before = self.previous["partitions"].get(key) or {}
+        files = before.get("files") or []
+        if before.get("inputs") != inputs or not self._all_there(files):
+            return False
+        for path in files:
+            self.keep(path)
+        self.partitions[key] = {"inputs": inputs, "files": list(files)}
+        return True
+
+    def _all_there(self, files: Sequence[str]) -> bool:
+        return bool(files) and all(
+            isinstance(f, str) and f in self.existing and f in self.previous["files"] for f in files
+        )
+
+    def record_unit(self, key: str, inputs: str, files: Sequence[str]) -> None:
+        self.partitions[key] = {"inputs": inputs, "files": list(files)}
 
     def keep(self, path: str) -> bool:
         """Keep ``path`` from the previous build as it is; False if it is not there."""
