@@ -266,6 +266,7 @@ def test_rebuilds_write_what_changed_and_delete_stale_files_only_inside(explorer
         (site / name).parent.mkdir(parents=True, exist_ok=True)
         (site / name).write_text("stale")
     (site / "link-out").symlink_to(root / "outside.txt")
+    (site / "data" / "dir-out").symlink_to(root / "explorerx", target_is_directory=True)
     manifest = json.loads((site / MANIFEST).read_text())
     manifest["files"]["../outside.txt"] = manifest["files"]["index.html"]
     manifest["partitions"]["x"] = {"inputs": "0", "files": ["../outside.txt"]}
@@ -293,6 +294,7 @@ def test_rebuilds_write_what_changed_and_delete_stale_files_only_inside(explorer
         assert path.read_text() == "not the explorer's"
     # A link inside the folder is a stale file itself: it goes, what it points at stays.
     assert not (site / "link-out").is_symlink()
+    assert not (site / "data" / "dir-out").is_symlink()
 
 
 def test_worker_processes_build_the_same_site(explorer, tmp_path, monkeypatch):
