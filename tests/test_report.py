@@ -33,6 +33,7 @@ from assay.report import (
     scenario_page,
     store_writer,
 )
+from assay.report.comparison import _pairs
 from assay.report.sample import (
     FORMULA_PAYLOAD,
     HOSTILE_NAME,
@@ -425,6 +426,9 @@ def test_explorer_in_chromium(explorer):
             assert page.inner_text("#version-a") == a and page.inner_text("#version-b") == b
             diff = float(page.locator("#pair-table tbody tr >> nth=0 >> td >> nth=3").inner_text())
             assert diff == pytest.approx(_mean_diff(explorer["scores"], a, b), abs=5e-4)
+            menu = page.locator("#other-pairs option")
+            assert menu.count() == len(_pairs([r.model_version for r in board.rows]))
+            assert page.locator("#other-pairs option:checked").inner_text() == f"{a} vs {b}"
             flips = page.locator("table.flips[data-scenario='mc-quiz'] tbody tr")
             assert flips.count() == len(_flipped(explorer["scores"], a, b))
             page.screenshot(path=ARTIFACTS / "comparison.png", full_page=True)

@@ -17,7 +17,7 @@ from assay.compare.ranking import compare_pair, comparison_rows, instance_column
 from assay.report.data import split_by
 from assay.report.links import compare_page
 from assay.report.partitions import partition_answers
-from assay.report.render import _Context
+from assay.report.render import _Context, _html_safe_json
 from assay.report.writing import code_digest
 from assay.stats.paired import Comparison, adjust
 
@@ -112,8 +112,8 @@ def _answers(ctx: _Context, version: str, scenario: str) -> dict[str, str]:
 
 def _comparison_inputs(ctx: _Context, a: str, b: str) -> str:
     """A digest of what the page of ``a`` vs ``b`` is made of: both versions' partitions
-    (scores, outputs, instances), the board's tests of the pair, the list of pairs in its
-    menu, the build's settings and the code."""
+    (scores, outputs, instances), the board's tests of the pair, the build's settings and
+    the code. (Its menu of other pairs is read from a shared file.)"""
     board = ctx.data.board
     tests = {(c.model_a, c.model_b, c.scenario): c for c in board.comparisons}
     parts: list[Any] = [
@@ -122,7 +122,6 @@ def _comparison_inputs(ctx: _Context, a: str, b: str) -> str:
         b,
         ctx.data.day,
         ctx.scenarios,
-        [list(p) for p in ctx.pairs],
         ctx.n_resamples,
         board.confidence,
         sorted(ctx.data.lower_is_better),
@@ -220,10 +219,15 @@ def _comparison(ctx: _Context, a: str, b: str) -> None:
         flip_exports=flip_exports,
         manifest=ctx.manifest,
         max_flips=MAX_FLIPS_SHOWN,
-        pairs=[{"a": x, "b": y, "href": compare_page(x, y)} for x, y in ctx.pairs],
+        pairs_file=PAIRS_FILE,
     )
 
 
+PAIRS_FILE = "data/pairs.js"
+
+
 def _comparison_index(ctx: _Context) -> None:
+    menu = [[a, b, compare_page(a, b)] for a, b in ctx.pairs]
+    ctx.site.put(PAIRS_FILE, f"window.ASSAY_PAIRS = {_html_safe_json(menu)};\n".encode())
     rows = [{"model_a": a, "model_b": b, "href": compare_page(a, b)} for a, b in ctx.pairs]
     ctx.render("comparisons.html", "comparisons.html", title="Comparisons", pairs=rows)

@@ -85,7 +85,20 @@
     });
   }
 
+  // A comparison page's menu of the other comparisons (data/pairs.js, one file per build).
+  function pairMenu() {
+    const select = document.getElementById("other-pairs");
+    if (!select || !window.ASSAY_PAIRS) return;
+    const current = select.getAttribute("data-current");
+    window.ASSAY_PAIRS.forEach(function ([a, b, href]) {
+      const option = el("option", { value: href, text: a + " vs " + b });
+      option.selected = href === current;
+      select.appendChild(option);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    pairMenu();
     drawCharts();
     document.querySelectorAll("table.sortable").forEach(sortable);
     navigation();
