@@ -1,7 +1,8 @@
 """What the explorer is built from: the stored tables, the registry's history, the board.
 
-Everything here is read once per build, except the model outputs and scenario instances,
-which are read one partition at a time while that partition's page data is written.
+Everything here is read once per build, except the model outputs, the judges' replies and
+the scenario instances, which are read one partition at a time while that partition's page
+data is written.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import pyarrow.compute as pc
 
 from assay.compare.ranking import Leaderboard
 from assay.registry.entities import Event, EventKind, ModelVersion
-from assay.storage.contract import JUDGE_REPLIES
 from assay.storage.parquet import ParquetStore
 
 ALIAS_EVENTS = (EventKind.ALIAS_SET, EventKind.ALIAS_MOVED, EventKind.ALIAS_REMOVED)
@@ -66,13 +66,6 @@ class ExplorerData:
             if self.store.exists("model_outputs", where)
             else None
         )
-
-    def judge_replies(self, version: str, scenario: str) -> pa.Table | None:
-        """The judges' replies on a partition (None: no judge scored it)."""
-        where = {"model_version": version, "scenario": scenario}
-        if not self.store.exists(JUDGE_REPLIES, where):
-            return None
-        return self.store.read(JUDGE_REPLIES, where)
 
     def instances(self, scenario: str) -> pa.Table | None:
         where = {"scenario": scenario}

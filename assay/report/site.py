@@ -8,7 +8,8 @@ an object store alike):
 - ``scenario-<key>.html``: scorecards, group breakdowns, robustness, calibration, instances;
 - ``instance.html#s=<scenario>&v=<version>&id=<instance>``: one prediction;
 - ``history.html``: scores over days, alias moves;
-- ``export/``: every table as CSV and JSON, each partition's per-instance rows as JSONL.
+- ``export/``: every table as CSV and JSON, each partition's per-instance rows as JSONL;
+- ``_build.json``: the manifest that makes the next build incremental (:mod:`.writing`).
 
 Pages are jinja2 templates with autoescaping; data for charts sits in
 ``<script type="application/json">`` blocks (HTML-safe JSON) and is drawn by plotly, whose
