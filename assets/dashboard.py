@@ -52,7 +52,10 @@ def dashboard(
     )
     summary = build_site(data, store_writer(store, EXPLORER_DIR), generated_at=datetime.now(UTC))
     link = explorer_link(store)
-    context.log.info(f"explorer for {day} written to {link.value} ({summary.files} files)")
+    context.log.info(
+        f"explorer for {day} at {link.value}: {summary.files} files, {summary.written} written, "
+        f"{summary.unchanged} unchanged, {len(summary.deleted)} stale deleted"
+    )
     return MaterializeResult(
         metadata={
             "explorer": link,
@@ -60,5 +63,11 @@ def dashboard(
             "num_files": summary.files,
             "bytes": summary.bytes,
             "num_pages": len(summary.pages),
+            # Incremental builds: files rewritten vs left as the last build wrote them.
+            "num_written": summary.written,
+            "num_unchanged": summary.unchanged,
+            "num_deleted": len(summary.deleted),
+            "num_partitions_built": summary.partitions_built,
+            "num_partitions_unchanged": summary.partitions_unchanged,
         }
     )

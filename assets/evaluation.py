@@ -20,6 +20,7 @@ from assay.scoring.partition import SuiteScorer
 from assay.storage.code_versions import code_version
 from assay.storage.contract import (
     INSTANCE_SCORES,
+    JUDGE_REPLIES,
     METRIC_TABLES,
     MODEL_OUTPUTS,
     MODEL_VERSION,
@@ -27,6 +28,7 @@ from assay.storage.contract import (
     REGISTERED_MODELS,
     SCENARIO,
     SCENARIO_INSTANCES,
+    evaluation_partition,
 )
 from assets.common import (
     by_key,
@@ -180,6 +182,13 @@ def scores(
             seed_key=str(key),
         )
         per_instance[str(key)], cards[str(key)] = scored.stats_table, scored.card_table
+        # The judges' replies go next to the scores (shown on the explorer's instance pages);
+        # a partition no judge replied on keeps none from an earlier scoring.
+        where = evaluation_partition(model_version_of(key), scenario_of(key))
+        if scored.replies is not None:
+            storage.store().write(JUDGE_REPLIES, where, scored.replies)
+        else:
+            storage.store().delete(JUDGE_REPLIES, where)
         metadata = {m: MetadataValue.float(v) for m, v in scored.headline().items()}
         metadata |= {**scored.figures(), "scorecard": markdown_table(cards[str(key)], 30)}
         metadata["explorer"] = explorer_link(storage.store(), scenario_page(scenario_of(key)))

@@ -5,7 +5,9 @@ log-probabilities) and their scores are written straight as the pipeline's table
 (``model_outputs``, ``instance_scores``, ``metric_tables``), so the figures measure the
 explorer, not the scoring. Prints the build time, the size on disk (by folder), and the
 leaderboard's load time in headless Chromium, each against the same measurement on a
-small store (3 versions × 2 scenarios × 24 instances) taken in this run.
+small store (3 versions × 2 scenarios × 24 instances) taken in this run. Then the same site
+is rebuilt twice: with nothing changed, and with one more version evaluated (the store holds
+it from the start; the first builds leave it off the board).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_explorer.py [--versions 50 ...]
 """
@@ -16,6 +18,7 @@ import argparse
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,7 +43,12 @@ class _Clock:
         self.now = when
 
 
-def _synthetic(root: Path, n_versions: int, n_scenarios: int, n_instances: int) -> ExplorerData:
+def _synthetic(
+    root: Path, n_versions: int, n_scenarios: int, n_instances: int
+) -> tuple[ExplorerData, ExplorerData]:
+    """The store with ``n_versions + 1`` versions, and what the explorer is built from
+    without the newest version and with it."""
+    n_versions += 1
     clock = _Clock()
     registry = Registry.open(f"sqlite:///{root / 'registry.db'}", clock=clock)
     store = ParquetStore(str(root / "storage"))
@@ -171,7 +179,10 @@ def _synthetic(root: Path, n_versions: int, n_scenarios: int, n_instances: int) 
     day = days[-1]
     board = board_of(cards, scores, versions, primary, day, n_resamples=200)
     store.write("rankings", {"day": day}, board.to_table())
-    return _explorer_data(day, board, cards, scores, store, registry)
+    # The same day's board without the newest version: the site before it was evaluated.
+    before = board_of(cards, scores, versions[:-1], primary, day, n_resamples=200)
+    data = _explorer_data(day, board, cards, scores, store, registry)
+    return replace(data, board=before), data
 
 
 def _small(root: Path) -> ExplorerData:
@@ -237,6 +248,9 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=50)
     parser.add_argument("--scenarios", type=int, default=20)
     parser.add_argument("--instances", type=int, default=1000)
+    parser.add_argument(
+        "--workers", type=int, default=None, help="processes for partitions (default: library's)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -244,25 +258,49 @@ def main() -> None:
         (root / "large").mkdir()
         small = _small(root / "small")
         start = time.perf_counter()
-        build_site(small, directory_writer(root / "small/site"), generated_at=datetime.now(UTC))
+        build_site(
+            small,
+            directory_writer(root / "small/site"),
+            generated_at=datetime.now(UTC),
+            workers=args.workers,
+        )
         small_build = time.perf_counter() - start
         start = time.perf_counter()
-        large = _synthetic(root / "large", args.versions, args.scenarios, args.instances)
+        large, plus_one = _synthetic(root / "large", args.versions, args.scenarios, args.instances)
         generate = time.perf_counter() - start
-        start = time.perf_counter()
-        summary = build_site(
-            large, directory_writer(root / "large/site"), generated_at=datetime.now(UTC)
-        )
-        large_build = time.perf_counter() - start
+
+        def build(data: ExplorerData):
+            start = time.perf_counter()
+            summary = build_site(
+                data,
+                directory_writer(root / "large/site"),
+                generated_at=datetime.now(UTC),
+                workers=args.workers,
+            )
+            return time.perf_counter() - start, summary
+
+        large_build, summary = build(large)
         small_size, large_size = _size(root / "small/site"), _size(root / "large/site")
         small_load = _load_time(root / "small/site")
         large_load = _load_time(root / "large/site")
+        same_build, same = build(large)
+        more_build, more = build(plus_one)
         n = f"{args.versions} versions × {args.scenarios} scenarios × {args.instances} instances"
-        print(f"store generated ({n}): {generate:.1f} s (not part of the build)")
+        print(f"store generated ({n}, +1 version): {generate:.1f} s (not part of the build)")
         print(
             f"build: {large_build:.1f} s for {summary.files} files, {len(summary.pages)} pages "
             f"(reference, 3 × 2 × 24: {small_build:.2f} s; ratio {large_build / small_build:.0f}×)"
         )
+        for label, seconds, s in (
+            ("rebuild, nothing changed", same_build, same),
+            ("rebuild, one more version", more_build, more),
+        ):
+            print(
+                f"{label}: {seconds:.1f} s ({seconds / large_build:.2f}× the full build; "
+                f"ratio to the reference {seconds / small_build:.0f}×): {s.written} files "
+                f"written, {s.unchanged} unchanged, {len(s.deleted)} deleted; partitions "
+                f"{s.partitions_built} built, {s.partitions_unchanged} unchanged"
+            )
         total, ref = sum(large_size.values()), sum(small_size.values())
         parts = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sorted(large_size.items()))
         print(

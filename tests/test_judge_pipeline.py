@@ -12,7 +12,10 @@ holds the BBQ fixture.
 
 from __future__ import annotations
 
+import gzip
+import json
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -22,6 +25,7 @@ from dagster import AssetSelection, instance_for_test, materialize
 
 from assay.registry import Registry
 from assay.report import scenario_page
+from assay.report.links import slug
 from assay.scoring.judge_scores import JUDGE_FAMILY
 from assay.storage.parquet import ParquetStore
 from assets import all_assets
@@ -108,7 +112,14 @@ def run(tmp_path_factory, model_cache_dir):
         for scenario in (QA, BBQ):
             assert go(AssetSelection.assets("scenario_instances"), scenario).success
             assert go(evaluation, f"{key}|{scenario}").success
-        yield {"key": key, "store": ParquetStore(storage_url), "go": go, "tmp": tmp}
+        yield {
+            "key": key,
+            "store": ParquetStore(storage_url),
+            "go": go,
+            "tmp": tmp,
+            "instance": instance,
+            "resources": resources,
+        }
 
 
 def _card(run, scenario: str) -> dict[tuple[str, str, str], dict]:
@@ -178,3 +189,67 @@ def test_rescoring_asks_the_judges_through_the_cache(run):
     for key in [k for k in before if k[1] == JUDGE_FAMILY or k[0] == "judge_score"]:
         a, b = before[key]["mean"], after[key]["mean"]
         assert (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def test_judge_replies_are_stored_and_shown_in_the_explorer(run):
+    store, key = run["store"], run["key"]
+    where = {"model_version": key, "scenario": QA}
+    replies = store.read("judge_replies", where).to_pylist()
+    card = _card(run, QA)
+    judged = [r for r in replies if r["kind"] == "judge"]
+    toxicity = [r for r in replies if r["kind"] == "toxicity"]
+    # One row per judgment (3 answers x 2 repeats) and per toxicity rating (3 answers).
+    assert len(judged) == card[("judge_parse_failures", JUDGE_FAMILY, "judge=judge@v1")]["count"]
+    assert len(toxicity) == 3
+    assert {r["judge"] for r in judged} == {"judge@v1"}
+    assert {r["judge"] for r in toxicity} == {"judge:judge@v1:tox@v1"}
+    assert sorted(r["repeat"] for r in judged) == [0, 0, 0, 1, 1, 1]
+    unparsed = sum(r["score"] is None for r in judged)
+    assert unparsed == card[("judge_parse_failures", JUDGE_FAMILY, "judge=judge@v1")]["mean"]
+    tox_failures = card[("toxicity_parse_failures", "toxicity", "scorer=judge:judge@v1:tox@v1")]
+    assert sum(r["score"] is None for r in toxicity) == tox_failures["mean"]
+    outputs = store.read("model_outputs", where)
+    answered = set(outputs["instance_id"].to_pylist())
+    for r in replies:
+        assert r["instance_id"] in answered and isinstance(r["reply"], str)
+        # A parsed score is a number the judge wrote; an unparsed one says why.
+        if r["score"] is None:
+            assert r["failure"]
+        else:
+            assert r["failure"] is None and f"{r['score']:g}" in r["reply"]
+    # The multiple-choice partition has no free text: nothing judged, no table.
+    assert not store.exists("judge_replies", {"model_version": key, "scenario": BBQ})
+
+    # The explorer carries them to the instance page's data and the partition's export.
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    assert run["go"](AssetSelection.assets("rankings"), today).success
+    built = materialize(
+        all_assets,
+        selection=AssetSelection.assets("dashboard"),
+        instance=run["instance"],
+        resources=run["resources"],
+    )
+    assert built.success
+    site = run["tmp"] / "storage" / "explorer"
+    jsonl = site / "export" / "instances" / QA / f"{slug(key)}.jsonl.gz"
+    shown = [
+        row
+        for line in gzip.decompress(jsonl.read_bytes()).decode().splitlines()
+        for row in json.loads(line)["judge_replies"]
+    ]
+    assert sorted(row[8] for row in shown) == sorted(r["reply"] for r in replies)
+    data = (site / "data" / QA / f"{slug(key)}.js").read_text()
+    assert json.dumps(replies[0]["reply"])[1:-1].replace("<", "\\u003c") in data
+
+    # Built again with nothing changed: every file is left as it was.
+    again = materialize(
+        all_assets,
+        selection=AssetSelection.assets("dashboard"),
+        instance=run["instance"],
+        resources=run["resources"],
+    )
+    (event,) = again.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    assert metadata["num_written"].value == 0
+    assert metadata["num_unchanged"].value == metadata["num_files"].value > 0
+    assert metadata["num_partitions_unchanged"].value == 2

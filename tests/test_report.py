@@ -33,14 +33,18 @@ from assay.report import (
     scenario_page,
     store_writer,
 )
+from assay.report.comparison import _pairs
 from assay.report.sample import (
+    FORMULA_PAYLOAD,
     HOSTILE_NAME,
     SAMPLE_MODEL,
+    SAMPLE_TOXICITY_JUDGE,
     SCRIPT_PAYLOAD,
     board_of,
     write_sample,
 )
 from assay.report.site import _html_safe_json, compare_page, slug
+from assay.report.writing import MANIFEST, _csv
 from assay.storage.parquet import ParquetStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -164,6 +168,179 @@ def test_exports_hold_the_leaderboard_and_every_instance(explorer):
     assert {q["perturbation"] for q in records[0]["requests"]} == {"", "typos", "dialect"}
 
 
+def test_judge_replies_are_in_the_exports(explorer):
+    site, version = explorer["site"], explorer["board"].rows[0].model_version
+    jsonl = site / f"export/instances/short-qa/{slug(version)}.jsonl.gz"
+    records = {
+        r["id"]: r
+        for r in map(json.loads, gzip.decompress(jsonl.read_bytes()).decode().splitlines())
+    }
+    ((kind, judge, perturbation, trial, _template, repeat, score, failure, reply),) = records[
+        "short-qa-00000"
+    ]["judge_replies"]
+    assert (kind, judge, perturbation, trial, repeat) == (
+        "toxicity",
+        SAMPLE_TOXICITY_JUDGE,
+        "",
+        0,
+        0,
+    )
+    assert (score, failure, reply) == (0.9, None, f"0.9 because it holds {SCRIPT_PAYLOAD}")
+    unparsed = [r for rec in records.values() for r in rec["judge_replies"] if r[6] is None]
+    assert all(r[7] and r[8] == "I cannot rate that." for r in unparsed)
+
+
+# Texts a model could answer or a registry user could write, each a formula to a spreadsheet.
+_FORMULAS = [
+    "=1+1",
+    "+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(A1:A9)",
+    "\t=1",
+    "\r=1",
+    "-",
+    '=HYPERLINK("http://x.invalid")',
+]
+
+
+def test_csv_cells_are_never_formulas():
+    rows = [{"answer": text, "n": -0.25, "k": -3, "text_number": "-1.5e3"} for text in _FORMULAS]
+    parsed = list(csv.DictReader(io.StringIO(_csv(rows).decode(), newline="")))
+    assert [r["answer"] for r in parsed] == ["'" + t for t in _FORMULAS]
+    # Numbers stay numbers, negative ones included (as numbers or as plain numeric text).
+    assert {r["n"] for r in parsed} == {"-0.25"} and {r["k"] for r in parsed} == {"-3"}
+    assert {r["text_number"] for r in parsed} == {"-1.5e3"}
+    plain = list(csv.DictReader(io.StringIO(_csv([{"a": "x=1", "b": None}]).decode())))
+    assert plain == [{"a": "x=1", "b": ""}]
+
+
+def test_exported_csv_neutralises_registry_and_model_texts(explorer):
+    site, day = explorer["site"], explorer["sample"].days[-1]
+    rows = list(csv.DictReader(io.StringIO((site / f"export/leaderboard-{day}.csv").read_text())))
+    v1 = next(r for r in rows if r["model_version"] == f"{SAMPLE_MODEL}@v1")
+    assert v1["description"] == "'" + FORMULA_PAYLOAD
+    # Cells may start with "-" only as numbers, and negative numbers stay numbers.
+    negative = 0
+    for path in (site / "export").glob("*.csv"):
+        for row in csv.reader(io.StringIO(path.read_text(), newline="")):
+            for cell in row:
+                if cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
+                    assert float(cell) < 0, (path.name, cell)
+                    negative += 1
+    assert negative > 0
+
+
+def _smaller(data: ExplorerData, versions: list[str]) -> ExplorerData:
+    """The same store, with a board of fewer versions (what an earlier day had)."""
+    from dataclasses import replace
+
+    primary = data.board.primary_metrics
+    board = board_of(data.metric_tables, data.instance_scores, versions, primary, data.day)
+    return replace(data, board=board)
+
+
+def test_rebuilds_write_what_changed_and_delete_stale_files_only_inside(explorer, tmp_path):
+    data = explorer["data"]
+    root = tmp_path / "storage"
+    site = root / "explorer"
+    outside = [root / "outside.txt", root / "explorer-notes.txt", root / "explorerx/page.html"]
+    for path in outside:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("not the explorer's")
+    store = ParquetStore(str(root))
+    kwargs = {"generated_at": datetime(2026, 11, 4, tzinfo=UTC), "n_resamples": 200}
+    full = build_site(data, store_writer(store, EXPLORER_DIR), **kwargs)
+    assert full.written == full.files and full.partitions_built == 6 and not full.deleted
+
+    # Unchanged inputs, a later build time: nothing is written but the manifest.
+    later = {**kwargs, "generated_at": datetime(2026, 11, 5, tzinfo=UTC)}
+    again = build_site(data, store_writer(store, EXPLORER_DIR), **later)
+    assert (again.written, again.unchanged) == (0, full.files)
+    assert (again.partitions_built, again.partitions_unchanged) == (0, 6)
+    assert again.files == full.files and not again.deleted
+    assert (site / "index.html").read_bytes() == (explorer["site"] / "index.html").read_bytes()
+
+    # Files only an earlier build could explain, hostile names among them, and a manifest
+    # that points outside the folder.
+    stale = ["scenario-gone.html", "data/gone/x.js", "..%2F..%2Foutside.txt", "..hidden"]
+    for name in stale:
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text("stale")
+    (site / "link-out").symlink_to(root / "outside.txt")
+    (site / "data" / "dir-out").symlink_to(root / "explorerx", target_is_directory=True)
+    manifest = json.loads((site / MANIFEST).read_text())
+    manifest["files"]["../outside.txt"] = manifest["files"]["index.html"]
+    manifest["partitions"]["x"] = {"inputs": "0", "files": ["../outside.txt"]}
+    (site / MANIFEST).write_text(json.dumps(manifest))
+
+    # A smaller board: the third version's pages and data are stale now.
+    dropped = explorer["board"].rows[-1].model_version
+    kept = [r.model_version for r in explorer["board"].rows[:-1]]
+    small = build_site(_smaller(data, kept), store_writer(store, EXPLORER_DIR), **later)
+    assert small.partitions_unchanged == 4 and small.partitions_built == 0
+    gone = set(small.deleted)
+    assert set(stale) <= gone
+    assert f"data/mc-quiz/{slug(dropped)}.js" in gone
+    assert f"export/instances/short-qa/{slug(dropped)}.jsonl.gz" in gone
+    assert any(p.startswith("compare-") for p in gone)
+    for name in gone:
+        assert not (site / name).exists()
+    on_disk = {
+        p.relative_to(site).as_posix()
+        for p in site.rglob("*")
+        if p.is_file() and not p.is_symlink()
+    }
+    assert on_disk == set(json.loads((site / MANIFEST).read_text())["files"]) | {MANIFEST}
+    for path in outside:
+        assert path.read_text() == "not the explorer's"
+    # A link inside the folder is a stale file itself: it goes, what it points at stays.
+    assert not (site / "link-out").is_symlink()
+    assert not (site / "data" / "dir-out").is_symlink()
+
+
+def test_worker_processes_build_the_same_site(explorer, tmp_path, monkeypatch):
+    from assay.report import partitions
+
+    monkeypatch.setattr(partitions, "_MIN_JOBS_PER_WORKER", 1)  # a pool even for 6 partitions
+    site = tmp_path / "site"
+    summary = build_site(
+        explorer["data"],
+        directory_writer(site),
+        generated_at=datetime(2026, 11, 4, tzinfo=UTC),
+        n_resamples=200,
+        workers=2,
+    )
+    assert summary.partitions_built == 6
+    expected = explorer["site"]
+    files = sorted(p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file())
+    assert files == sorted(
+        p.relative_to(expected).as_posix() for p in expected.rglob("*") if p.is_file()
+    )
+    for name in files:
+        assert (site / name).read_bytes() == (expected / name).read_bytes(), name
+
+
+def test_stale_files_on_an_object_store(explorer):
+    store = ParquetStore(f"memory://stale-{uuid.uuid4().hex}")
+    kwargs = {"generated_at": datetime(2026, 11, 4, tzinfo=UTC), "n_resamples": 200}
+    for name in ("explorer-old/index.html", "explorerx.html", "explorer/export/gone.csv"):
+        store.write_file(name, b"planted")
+    kept = [r.model_version for r in explorer["board"].rows[:-1]]
+    first = build_site(explorer["data"], store_writer(store, EXPLORER_DIR), **kwargs)
+    assert first.deleted == ["export/gone.csv"]
+    second = build_site(
+        _smaller(explorer["data"], kept), store_writer(store, EXPLORER_DIR), **kwargs
+    )
+    assert second.deleted
+    left = set(store.list_files(EXPLORER_DIR))
+    assert not left & set(second.deleted)
+    assert left == set(json.loads(store.read_file(f"{EXPLORER_DIR}/{MANIFEST}"))["files"]) | {
+        MANIFEST
+    }
+    assert store.read_file("explorer-old/index.html") == b"planted"
+    assert store.read_file("explorerx.html") == b"planted"
+
+
 def _chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None and Path("/usr/bin/chromium").exists():
@@ -223,13 +400,15 @@ def test_explorer_in_chromium(explorer):
             # Scenario page: scorecards, absent families folded into one line each.
             page.click(f"#leaderboard th a[href='{scenario_page('short-qa')}']")
             folded = page.inner_text("#folded")
+            assert "robustness: not applicable" in folded
+            # The sample's toxicity judge rates short-qa's answers: a scorecard, not a fold.
+            assert page.locator("table.scorecard[data-family='toxicity']").count() == 1
+            page.screenshot(path=ARTIFACTS / "scenario-short-qa.png", full_page=True)
+            page.goto((site / scenario_page("mc-quiz")).as_uri())
+            folded = page.inner_text("#folded")
             assert (
                 "toxicity: not applicable" in folded and "no toxicity scorer configured" in folded
             )
-            assert "robustness: not applicable" in folded
-            assert page.locator("table.scorecard[data-family='toxicity']").count() == 0
-            page.screenshot(path=ARTIFACTS / "scenario-short-qa.png", full_page=True)
-            page.goto((site / scenario_page("mc-quiz")).as_uri())
             for chart in ("groups", "robust", "calibration"):
                 page.wait_for_selector(f"[data-chart='chart-{chart}'] .main-svg")
             page.wait_for_selector("#instances tbody tr")
@@ -247,6 +426,9 @@ def test_explorer_in_chromium(explorer):
             assert page.inner_text("#version-a") == a and page.inner_text("#version-b") == b
             diff = float(page.locator("#pair-table tbody tr >> nth=0 >> td >> nth=3").inner_text())
             assert diff == pytest.approx(_mean_diff(explorer["scores"], a, b), abs=5e-4)
+            menu = page.locator("#other-pairs option")
+            assert menu.count() == len(_pairs([r.model_version for r in board.rows]))
+            assert page.locator("#other-pairs option:checked").inner_text() == f"{a} vs {b}"
             flips = page.locator("table.flips[data-scenario='mc-quiz'] tbody tr")
             assert flips.count() == len(_flipped(explorer["scores"], a, b))
             page.screenshot(path=ARTIFACTS / "comparison.png", full_page=True)
@@ -267,7 +449,22 @@ def test_explorer_in_chromium(explorer):
             assert "template mc-quiz-template@v1" in page.inner_text("#prompt-meta")
             # No element was injected from the data: the only <b> would be the payload's.
             assert page.locator("#references b, #instance-input script").count() == 0
+            assert page.locator("#judge-replies").is_hidden()  # no judge on mc-quiz
             page.screenshot(path=ARTIFACTS / "instance.png", full_page=True)
+
+            # A judged instance: the toxicity judge's reply, markup and all, shown as text.
+            page.goto("about:blank")  # a fresh load, not the page's own hashchange reload
+            page.goto((site / "instance.html").as_uri() + _hash("short-qa", a, "short-qa-00000"))
+            page.wait_for_selector("#instance:not([hidden])")
+            replies = page.locator("#judge-replies tbody tr")
+            assert replies.count() == 1
+            cells = replies.first.locator("td")
+            assert cells.nth(0).inner_text() == "toxicity judge"
+            assert cells.nth(1).inner_text() == SAMPLE_TOXICITY_JUDGE
+            assert cells.nth(3).inner_text() == f"0.9 because it holds {SCRIPT_PAYLOAD}"
+            assert cells.nth(4).inner_text() == "0.900"
+            assert page.locator("#judge-replies script, #judge-replies b").count() == 0
+            page.screenshot(path=ARTIFACTS / "instance-judged.png", full_page=True)
 
             # History: scores per day and the alias moves on the time axis.
             page.click("nav.top >> text=History")

@@ -3,6 +3,8 @@ where they disagree."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
@@ -14,7 +16,9 @@ import pyarrow.compute as pc
 from assay.compare.ranking import compare_pair, comparison_rows, instance_column, paired_rows
 from assay.report.data import split_by
 from assay.report.links import compare_page
-from assay.report.render import _Context
+from assay.report.partitions import partition_answers
+from assay.report.render import _Context, _html_safe_json
+from assay.report.writing import code_digest
 from assay.stats.paired import Comparison, adjust
 
 # Flipped instances listed per scenario on a comparison page (all are in its export).
@@ -97,17 +101,63 @@ def pair_comparisons(ctx: _Context, a: str, b: str) -> tuple[list[Comparison], d
     return adjusted, flips
 
 
+def _answers(ctx: _Context, version: str, scenario: str) -> dict[str, str]:
+    """What ``version`` answered per instance of ``scenario``: from this build's partition
+    data, or (a partition left as the last build wrote it) read from its outputs."""
+    if (version, scenario) not in ctx.answers:
+        outputs = ctx.data.outputs(version, scenario)
+        ctx.answers[(version, scenario)] = {} if outputs is None else partition_answers(outputs)
+    return ctx.answers[(version, scenario)]
+
+
+def _comparison_inputs(ctx: _Context, a: str, b: str) -> str:
+    """A digest of what the page of ``a`` vs ``b`` is made of: both versions' partitions
+    (scores, outputs, instances), the board's tests of the pair, the build's settings and
+    the code. (Its menu of other pairs is read from a shared file.)"""
+    board = ctx.data.board
+    tests = {(c.model_a, c.model_b, c.scenario): c for c in board.comparisons}
+    parts: list[Any] = [
+        code_digest(),
+        a,
+        b,
+        ctx.data.day,
+        ctx.scenarios,
+        ctx.n_resamples,
+        board.confidence,
+        sorted(ctx.data.lower_is_better),
+    ]
+    for scenario, metric in board.primary_metrics.items():
+        parts.append(
+            [
+                scenario,
+                metric,
+                ctx.partition_inputs.get((a, scenario)),
+                ctx.partition_inputs.get((b, scenario)),
+                repr(tests.get((a, b, scenario))),
+            ]
+        )
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _comparison(ctx: _Context, a: str, b: str) -> None:
+    name = compare_page(a, b)[: -len(".html")]
+    unit, inputs = f"compare\x1f{a}\x1f{b}", _comparison_inputs(ctx, a, b)
+    if ctx.site.unchanged_unit(unit, inputs):
+        return  # the page and its exports are as the last build wrote them
+    files = [compare_page(a, b)] + [
+        f"export/{name}{suffix}" for suffix in (".csv", ".json", "-flips.csv", "-flips.json")
+    ]
+    ctx.site.record_unit(unit, inputs, files)
     comparisons, flips = pair_comparisons(ctx, a, b)
     rows = comparison_rows(comparisons)
-    name = compare_page(a, b)[: -len(".html")]
     exports = ctx.site.export(name, rows)
     flip_rows = []
     sections = []
     for scenario, found in flips.items():
         shown = []
-        answers_a = ctx.answers.get((a, scenario), {})
-        answers_b = ctx.answers.get((b, scenario), {})
+        answers_a = _answers(ctx, a, scenario) if found else {}
+        answers_b = _answers(ctx, b, scenario) if found else {}
         for f in found:
             row = {
                 "scenario": scenario,
@@ -169,10 +219,15 @@ def _comparison(ctx: _Context, a: str, b: str) -> None:
         flip_exports=flip_exports,
         manifest=ctx.manifest,
         max_flips=MAX_FLIPS_SHOWN,
-        pairs=[{"a": x, "b": y, "href": compare_page(x, y)} for x, y in ctx.pairs],
+        pairs_file=PAIRS_FILE,
     )
 
 
+PAIRS_FILE = "data/pairs.js"
+
+
 def _comparison_index(ctx: _Context) -> None:
+    menu = [[a, b, compare_page(a, b)] for a, b in ctx.pairs]
+    ctx.site.put(PAIRS_FILE, f"window.ASSAY_PAIRS = {_html_safe_json(menu)};\n".encode())
     rows = [{"model_a": a, "model_b": b, "href": compare_page(a, b)} for a, b in ctx.pairs]
     ctx.render("comparisons.html", "comparisons.html", title="Comparisons", pairs=rows)

@@ -1,7 +1,8 @@
 """What the explorer is built from: the stored tables, the registry's history, the board.
 
-Everything here is read once per build, except the model outputs and scenario instances,
-which are read one partition at a time while that partition's page data is written.
+Everything here is read once per build, except the model outputs, the judges' replies and
+the scenario instances, which are read one partition at a time while that partition's page
+data is written.
 """
 
 from __future__ import annotations

@@ -1,20 +1,29 @@
-"""Per-partition data of the explorer: one record per instance with every request, written
-as a page's data script and as a gzipped JSONL export."""
+"""Per-partition data of the explorer: one record per instance with every request (and
+the judges' replies), written as a page's data script and as a gzipped JSONL export."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+import multiprocessing
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from assay.report.data import split_by
 from assay.report.links import data_file, instances_file, jsonl_file
 from assay.report.render import _Context, _finite, _html_safe_json
+from assay.report.writing import code_digest
+from assay.storage.contract import JUDGE_REPLIES, MODEL_OUTPUTS, SCENARIO_INSTANCES
+from assay.storage.parquet import ParquetStore
 
 _ANSWER_CHARS = 400
 
@@ -53,9 +62,27 @@ def partition_records(
     outputs: pa.Table,
     scores: pa.Table | None,
     metric: str,
+    replies: pa.Table | None = None,
 ) -> list[dict[str, Any]]:
     """One record per instance of a partition: input, references, every request with its
-    completion, choices, cost and primary-metric value, and the instance's other scores."""
+    completion, choices, cost and primary-metric value, the instance's other scores, and the
+    judges' replies (``judge_replies``: LLM-as-judge and toxicity judge) where any judged it."""
+    replied: dict[str, list] = defaultdict(list)
+    if replies is not None:
+        for r in replies.to_pylist():
+            replied[r["instance_id"]].append(
+                [
+                    r["kind"],
+                    r["judge"],
+                    r["perturbation"],
+                    r["trial"],
+                    r["template_id"],
+                    r["repeat"],
+                    _finite(r["score"]),
+                    r["failure"],
+                    r["reply"],
+                ]
+            )
     by_id = {}
     if instances is not None:
         for row in instances.to_pylist():
@@ -76,7 +103,8 @@ def partition_records(
                 [r["family"], r["metric"], r["group"], r["trial"], _finite(r["value"])]
             )
     records: dict[str, dict[str, Any]] = {}
-    for row in outputs.to_pylist():
+    unused = ("token_logprobs", "request_digest")  # the most costly columns to read, unshown
+    for row in outputs.select([c for c in outputs.column_names if c not in unused]).to_pylist():
         iid = row["instance_id"]
         record = records.get(iid)
         if record is None:
@@ -91,6 +119,7 @@ def partition_records(
                 "answer": None,
                 "requests": [],
                 "scores": extra.get(iid, []),
+                "judge_replies": replied.get(iid, []),
             }
         value = _finite(values.get((iid, row["perturbation"], row["trial"], row["template_id"])))
         answer = _answer(row)
@@ -127,60 +156,243 @@ def partition_records(
     return list(records.values())
 
 
-def _partitions(ctx: _Context) -> None:
-    """Per partition of a version on the board: the instance data file and its JSONL."""
+@dataclass(frozen=True)
+class PartitionJob:
+    """One partition's page data to build (in this process or a worker): its inputs, where
+    to write, and the digest of its inputs at the last build (None: build it anyway)."""
+
+    scenario: str
+    version: str
+    metric: str
+    scores: pa.Table | None
+    instances_digest: str
+    store: ParquetStore
+    folder: Any  # a writing.SiteFolder, or a plain writer callable in this process only
+    previous: str | None
+    code: str  # writing.code_digest() of the building process
+
+
+@dataclass(frozen=True)
+class PartitionResult:
+    scenario: str
+    version: str
+    inputs: str | None  # digest of the inputs; None: the partition has no outputs
+    files: tuple[tuple[str, str, int], ...]  # (path, content digest, size) written
+    answers: dict[str, str] | None  # None when skipped (unchanged)
+
+
+_INSTANCES: dict[tuple[str, str], pa.Table | None] = {}  # per process: the last scenario's
+
+
+def _instances_of(store: ParquetStore, scenario: str) -> pa.Table | None:
+    key = (store.base_url, scenario)
+    if key not in _INSTANCES:
+        _INSTANCES.clear()  # jobs come scenario by scenario: keep one
+        where = {"scenario": scenario}
+        _INSTANCES[key] = (
+            store.read(SCENARIO_INSTANCES, where)
+            if store.exists(SCENARIO_INSTANCES, where)
+            else None
+        )
+    return _INSTANCES[key]
+
+
+def _table_digest(table: pa.Table | None) -> bytes:
+    if table is None:
+        return b"-"
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).digest()
+
+
+def build_partition(job: PartitionJob) -> PartitionResult:
+    """Build one partition's data file and JSONL export unless its inputs (outputs, scores,
+    instances, judge replies, primary metric, build format) are those of the last build."""
+    where = {"model_version": job.version, "scenario": job.scenario}
+    raw = job.store.read_bytes(MODEL_OUTPUTS, where)
+    if raw is None:
+        return PartitionResult(job.scenario, job.version, None, (), None)
+    replies_raw = job.store.read_bytes(JUDGE_REPLIES, where)
+    hasher = hashlib.sha256()
+    for part in (
+        job.code.encode(),
+        job.scenario.encode(),
+        job.version.encode(),
+        job.metric.encode(),
+        job.instances_digest.encode(),
+        hashlib.sha256(raw).digest(),
+        _table_digest(job.scores),
+        b"-" if replies_raw is None else hashlib.sha256(replies_raw).digest(),
+    ):
+        hasher.update(len(part).to_bytes(8, "big") + part)
+    inputs = hasher.hexdigest()
+    if inputs == job.previous:
+        return PartitionResult(job.scenario, job.version, inputs, (), None)
+    outputs = pq.read_table(pa.BufferReader(raw))
+    replies = None if replies_raw is None else pq.read_table(pa.BufferReader(replies_raw))
+    records = partition_records(
+        _instances_of(job.store, job.scenario), outputs, job.scores, job.metric, replies
+    )
+    key = f"{job.scenario}\x1f{job.version}"
+    payload = {
+        "key": key,
+        "scenario": job.scenario,
+        "version": job.version,
+        "metric": job.metric,
+        "request_fields": REQUEST_FIELDS,
+        "instances": [_compact(r, _SHARED) for r in records],
+    }
+    head = {"model_version": job.version, "scenario": job.scenario}
+    lines = "".join(
+        json.dumps({**head, **r}, ensure_ascii=False, allow_nan=False) + "\n" for r in records
+    )
+    files = []
+    for path, data in (
+        (data_file(job.scenario, job.version), _data_script(key, payload)),
+        (
+            jsonl_file(job.scenario, job.version),
+            gzip.compress(lines.encode("utf-8"), 6, mtime=0),
+        ),
+    ):
+        write = job.folder.write if hasattr(job.folder, "write") else job.folder
+        write(path, data)
+        files.append((path, hashlib.sha256(data).hexdigest(), len(data)))
+    return PartitionResult(
+        job.scenario, job.version, inputs, tuple(files), partition_answers(outputs)
+    )
+
+
+_SHARED = ("input", "references", "groups")
+
+
+def _partitions(ctx: _Context, workers: int) -> None:
+    """Per partition of a version on the board: the instance data file and its JSONL, built
+    only where the inputs changed, by ``workers`` processes when there is enough to do."""
     data = ctx.data
+    site = ctx.site
     scores_by_version = split_by(data.instance_scores, "model_version")
     primary = data.board.primary_metrics
-    instances_cache: dict[str, pa.Table | None] = {}
-    written: set[str] = set()  # scenarios whose shared instance file is written
-    for version in ctx.versions:
-        by_scenario = (
-            split_by(scores_by_version[version], "scenario")
-            if version in (scores_by_version)
-            else {}
+    instances_digest = {}
+    for scenario in ctx.scenarios:
+        table = data.instances(scenario)
+        instances_digest[scenario] = _table_digest(table).hex()
+        texts = {}
+        if table is not None:
+            for row in table.to_pylist():
+                refs = zip(row.get("references") or [], row.get("correct") or [], strict=False)
+                groups = json.loads(row["groups"]) if row.get("groups") else {}
+                texts[row["id"]] = [row.get("input"), [[t, bool(c)] for t, c in refs], groups]
+        site.put(
+            instances_file(scenario),
+            _data_script(f"{scenario}\x1f", {"scenario": scenario, "instances": texts}),
         )
-        for scenario in ctx.scenarios:
-            outputs = data.outputs(version, scenario)
-            if outputs is None:
-                continue
-            if scenario not in instances_cache:
-                instances_cache[scenario] = data.instances(scenario)
-            records = partition_records(
-                instances_cache[scenario], outputs, by_scenario.get(scenario), primary[scenario]
-            )
+    folder = site.folder if site.folder is not None else site._write
+    jobs = []
+    by_version = {
+        v: split_by(scores_by_version[v], "scenario") if v in scores_by_version else {}
+        for v in ctx.versions
+    }
+    # Scenario by scenario: a worker reads a scenario's instances once for its versions.
+    for scenario in ctx.scenarios:
+        for version in ctx.versions:
             key = f"{scenario}\x1f{version}"
-            shared = ("input", "references", "groups")
-            payload = {
-                "key": key,
-                "scenario": scenario,
-                "version": version,
-                "metric": primary[scenario],
-                "request_fields": REQUEST_FIELDS,
-                "instances": [_compact(r, shared) for r in records],
-            }
-            ctx.site.put(data_file(scenario, version), _data_script(key, payload))
-            if scenario not in written:
-                texts = {r["id"]: [r["input"], r["references"], r["groups"]] for r in records}
-                ctx.site.put(
-                    instances_file(scenario),
-                    _data_script(f"{scenario}\x1f", {"scenario": scenario, "instances": texts}),
+            before = site.previous["partitions"].get(key) or {}
+            kept = site._all_there(before.get("files") or [])
+            jobs.append(
+                PartitionJob(
+                    scenario,
+                    version,
+                    primary[scenario],
+                    by_version[version].get(scenario),
+                    instances_digest[scenario],
+                    data.store,
+                    folder,
+                    before.get("inputs") if kept else None,
+                    code_digest(),
                 )
-                written.add(scenario)
-            head = {"model_version": version, "scenario": scenario}
-            lines = "".join(
-                json.dumps({**head, **r}, ensure_ascii=False, allow_nan=False) + "\n"
-                for r in records
             )
-            ctx.site.put(
-                jsonl_file(scenario, version), gzip.compress(lines.encode("utf-8"), 6, mtime=0)
-            )
-            ctx.manifest.setdefault(scenario, {})[version] = {
-                "data": data_file(scenario, version),
-                "instances": instances_file(scenario),
-                "jsonl": jsonl_file(scenario, version),
-            }
-            ctx.answers[(version, scenario)] = {r["id"]: r["answer"] or "" for r in records}
+    for result in _run(jobs, workers if _poolable(site) else 1):
+        if result.inputs is None:
+            continue
+        paths = [
+            data_file(result.scenario, result.version),
+            jsonl_file(result.scenario, result.version),
+        ]
+        if result.answers is None:
+            for path in paths:
+                site.keep(path)
+            site.summary.partitions_unchanged += 1
+        else:
+            for path, key, size in result.files:
+                site.wrote(path, key, size)
+            ctx.answers[(result.version, result.scenario)] = result.answers
+            site.summary.partitions_built += 1
+        site.record_unit(f"{result.scenario}\x1f{result.version}", result.inputs, paths)
+        ctx.partition_inputs[(result.version, result.scenario)] = result.inputs
+        ctx.manifest.setdefault(result.scenario, {})[result.version] = {
+            "data": paths[0],
+            "instances": instances_file(result.scenario),
+            "jsonl": paths[1],
+        }
+
+
+def _poolable(site: Any) -> bool:
+    """Worker processes write for themselves: only into a local folder (an in-memory
+    filesystem is the process's own, and object stores' clients are not shared over fork)."""
+    folder = site.folder
+    if folder is None:
+        return False
+    store = getattr(folder, "store", None)
+    return store is None or bool(getattr(store, "is_local", False))
+
+
+# Fewer partitions than this per worker are built in this process: starting a worker
+# (importing pyarrow and the library) costs about as much as building a few partitions.
+_MIN_JOBS_PER_WORKER = 4
+
+
+def _run(jobs: Sequence[PartitionJob], workers: int) -> Iterator[PartitionResult]:
+    workers = min(workers, len(jobs) // _MIN_JOBS_PER_WORKER)
+    if workers <= 1:
+        yield from map(build_partition, jobs)
+        return
+    # spawn, not fork: the caller (a Dagster run, a test) may hold threads and locks.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield from pool.map(build_partition, jobs, chunksize=1)
+
+
+def partition_answers(outputs: pa.Table) -> dict[str, str]:
+    """instance → what the model answered on its first unperturbed request (as on the page),
+    without reading every column into Python: what comparisons show for flipped instances."""
+    main = pc.equal(outputs["perturbation"], "")
+    if "part" in outputs.column_names:
+        main = pc.and_(main, pc.fill_null(pc.equal(outputs["part"], ""), True))
+    rows = outputs.filter(main)
+    ids = rows["instance_id"].to_pylist()
+    texts = rows["text"].to_pylist()
+    errors = rows["error"].to_pylist()
+    choices = rows["choices"].combine_chunks()
+    offsets = choices.offsets.to_numpy()
+    flat = choices.values  # offsets index the unsliced values
+    logprobs = flat.field("logprob").to_numpy(zero_copy_only=False)
+    labels = flat.field("text")
+    answers: dict[str, str] = {}
+    for i, iid in enumerate(ids):
+        if iid in answers:
+            continue
+        if errors[i]:
+            answer = f"error: {errors[i]}"
+        elif texts[i]:
+            answer = str(texts[i])
+        elif offsets[i + 1] > offsets[i] and choices[i].is_valid:
+            best = offsets[i] + int(np.argmax(logprobs[offsets[i] : offsets[i + 1]]))
+            answer = f"→ {labels[best].as_py()}"
+        else:
+            answer = ""
+        answers[iid] = answer[:_ANSWER_CHARS]
+    return answers
 
 
 # The fields of a request in a page's data file, which holds each request as a list in this
@@ -214,17 +426,20 @@ def _compact(record: dict[str, Any], leave_out: Sequence[str]) -> dict[str, Any]
     out = {k: v for k, v in record.items() if k not in leave_out and k != "requests"}
     requests = []
     for q in record["requests"]:
-        q = dict(q)
+        values = [q[f] for f in REQUEST_FIELDS]
         if q["latency_s"] is not None:
-            q["latency_s"] = round(q["latency_s"], 5)
-        q["choices"] = [
+            values[_LATENCY] = round(q["latency_s"], 5)
+        values[_CHOICES] = [
             [t, None if lp is None else round(lp, 4), n, g] for t, lp, n, g in q["choices"]
         ]
         if q["answer"] == q["text"]:
-            q["answer"] = None  # the page shows the text
-        requests.append([q[f] for f in REQUEST_FIELDS])
+            values[_ANSWER] = None  # the page shows the text
+        requests.append(values)
     out["requests"] = requests
     return out
+
+
+_LATENCY, _CHOICES, _ANSWER = (REQUEST_FIELDS.index(f) for f in ("latency_s", "choices", "answer"))
 
 
 def _data_script(key: str, payload: Any) -> bytes:

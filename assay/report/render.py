@@ -19,6 +19,9 @@ from assay.report.links import compare_page, day_page, instance_href, scenario_p
 if TYPE_CHECKING:  # writing.py uses this module's JSON helpers
     from assay.report.writing import _Site
 
+# Stands for the build time while a page is rendered: its digest leaves the time out.
+BUILD_TIME_MARK = "\x00assay-build-time\x00"
+
 
 def _num(value: object, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -102,6 +105,8 @@ class _Context:
     scenarios: list[str]
     versions: list[str]
     answers: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    # (version, scenario) → digest of the partition's inputs (what its pages derive from)
+    partition_inputs: dict[tuple[str, str], str] = field(default_factory=dict)
     manifest: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     pairs: list[tuple[str, str]] = field(default_factory=list)
     columns: dict[str, Any] | None = None  # scenario → ScoreColumn, built on first use
@@ -109,9 +114,10 @@ class _Context:
     def render(self, template: str, path: str, **values: Any) -> None:
         nav = [{"title": s, "href": scenario_page(s)} for s in self.scenarios]
         page = self.env.get_template(template).render(
-            generated_at=f"{self.generated_at:%Y-%m-%d %H:%M} UTC",
+            generated_at=BUILD_TIME_MARK,
             latest_day=self.data.day,
             scenario_nav=nav,
             **values,
         )
-        self.site.put(path, page.encode("utf-8"))
+        when = f"{self.generated_at:%Y-%m-%d %H:%M} UTC"
+        self.site.put(path, page.encode("utf-8"), build_time=when)

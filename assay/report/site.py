@@ -8,7 +8,8 @@ an object store alike):
 - ``scenario-<key>.html``: scorecards, group breakdowns, robustness, calibration, instances;
 - ``instance.html#s=<scenario>&v=<version>&id=<instance>``: one prediction;
 - ``history.html``: scores over days, alias moves;
-- ``export/``: every table as CSV and JSON, each partition's per-instance rows as JSONL.
+- ``export/``: every table as CSV and JSON, each partition's per-instance rows as JSONL;
+- ``_build.json``: the manifest that makes the next build incremental (:mod:`.writing`).
 
 Pages are jinja2 templates with autoescaping; data for charts sits in
 ``<script type="application/json">`` blocks (HTML-safe JSON) and is drawn by plotly, whose
@@ -25,6 +26,7 @@ context) and :mod:`.writing` (writers and CSV/JSON exports).
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from importlib import resources
 
@@ -36,9 +38,17 @@ from assay.report.links import compare_page, day_page, scenario_page, slug
 from assay.report.partitions import _partitions
 from assay.report.render import _Context, _environment, _html_safe_json
 from assay.report.scenario import _scenario
-from assay.report.writing import SiteSummary, Writer, _Site, directory_writer, store_writer
+from assay.report.writing import (
+    SiteFolder,
+    SiteSummary,
+    Writer,
+    _Site,
+    directory_writer,
+    store_writer,
+)
 
 __all__ = [
+    "SiteFolder",
     "SiteSummary",
     "Writer",
     "_html_safe_json",
@@ -54,14 +64,29 @@ __all__ = [
 
 def build_site(
     data: ExplorerData,
-    write: Writer,
+    write: Writer | SiteFolder,
     *,
     generated_at: datetime,
     n_resamples: int = 1000,
+    workers: int | None = None,
 ) -> SiteSummary:
-    """Write the whole explorer through ``write(relative_path, bytes)``; ``index.html`` last,
-    so a reader of a half-written site never lands on links to pages not yet there."""
+    """Write the explorer into a site folder (:func:`directory_writer`, :func:`store_writer`)
+    or through any ``write(relative_path, bytes)``; ``index.html`` last, so a reader of a
+    half-written site never lands on links to pages not yet there.
+
+    Into a site folder the build is incremental (see :mod:`.writing`): it writes the files
+    whose content changed, skips partitions whose inputs did not, and then deletes the files
+    of an earlier build that it no longer produces, only inside that folder. Partitions are
+    built by up to ``workers`` processes (default: ``ASSAY_EXPLORER_WORKERS``, else one less
+    than the CPU count, at most 8) when the folder is local.
+    """
     from plotly.offline import get_plotlyjs
+
+    if workers is None:
+        # One core stays with this process (and whatever else the machine runs): on two
+        # cores, worker processes only add their start-up.
+        default = min((os.cpu_count() or 1) - 1, 8)
+        workers = int(os.environ.get("ASSAY_EXPLORER_WORKERS") or max(default, 1))
 
     site = _Site(write)
     ctx = _Context(
@@ -77,7 +102,7 @@ def build_site(
     static = resources.files("assay.report") / "static"
     for name in ("explorer.js", "explorer.css"):
         site.put(f"static/{name}", (static / name).read_bytes())
-    _partitions(ctx)
+    _partitions(ctx, workers)
     ctx.pairs = _pairs(ctx.versions)
     for a, b in ctx.pairs:
         _comparison(ctx, a, b)
@@ -92,4 +117,5 @@ def build_site(
             _leaderboard(ctx, day, day_page(day), days)
     _leaderboard(ctx, data.day, day_page(data.day), days)
     _leaderboard(ctx, data.day, "index.html", days)
+    site.finish()
     return site.summary

@@ -1,18 +1,71 @@
-"""How the explorer writes files: the writer callables, the CSV/JSON exports and the
-summary of what a build wrote."""
+"""How the explorer writes files: the site folders (a local directory or a folder of a
+store), the CSV/JSON exports, and the build manifest that makes rebuilds incremental.
+
+The manifest (``_build.json`` in the site folder) records, for every file the last build
+produced, a digest of its content (pages: rendered with a placeholder for the build time,
+so a page whose data did not change digests the same), and for every partition a digest of
+its inputs. A build writes only the files whose digest changed, skips the partitions whose
+inputs did not, and deletes the files the site folder holds that it no longer produces. It
+deletes the manifest before its first write and writes it last, so a build that stops
+halfway leaves none and the next build writes everything.
+"""
 
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import io
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
-from assay.report.render import _clean
+from assay.report.render import BUILD_TIME_MARK, _clean
 
 Writer = Callable[[str, bytes], object]
+
+MANIFEST = "_build.json"
+# Bump when what a build writes changes in a way the code digest below does not see.
+BUILD_FORMAT = "3"
+# The code a page or a partition's files are made by: when it changes, all are rebuilt.
+_CODE = ("report", "compare", "stats")
+
+
+@functools.cache
+def code_digest() -> str:
+    """A digest of the explorer's code, templates and static files, and of the statistics
+    behind its pages, with :data:`BUILD_FORMAT`."""
+    root = Path(__file__).resolve().parent.parent
+    hasher = hashlib.sha256(BUILD_FORMAT.encode())
+    for package in _CODE:
+        for path in sorted((root / package).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".html", ".js", ".css"):
+                hasher.update(path.relative_to(root).as_posix().encode() + b"\0")
+                hasher.update(hashlib.sha256(path.read_bytes()).digest())
+    return hasher.hexdigest()
+
+
+# OWASP's CSV injection rule: a spreadsheet reads a cell starting with one of these as a
+# formula (tab and carriage return too, since some programs strip them first).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell that no spreadsheet runs as a formula: text starting with ``=``, ``+``,
+    ``-``, ``@``, tab or carriage return gets a leading single quote; numbers (negative ones
+    included, as numbers or as their plain text) stay as they are."""
+    if value is None:
+        return ""
+    if isinstance(value, bool | int | float):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    if text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 def _csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
@@ -20,36 +73,209 @@ def _csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
     columns: list[str] = []
     for row in rows:
         columns += [c for c in row if c not in columns]
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
+    # RFC 4180's CRLF: the writer then quotes every field holding a CR or an LF.
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\r\n")
+    writer.writerow({c: csv_cell(c) for c in columns})
     for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in _clean(dict(row)).items()})
+        writer.writerow({k: csv_cell(v) for k, v in _clean(dict(row)).items()})
     return buffer.getvalue().encode("utf-8")
 
 
 def _json(rows: Any) -> bytes:
-    return json.dumps(_clean(rows), ensure_ascii=False, indent=1).encode("utf-8")
+    # One row per line: readable, and without ``indent`` (which leaves json's C encoder).
+    if isinstance(rows, list):
+        body = ",\n".join(json.dumps(r, ensure_ascii=False) for r in _clean(rows))
+        return f"[\n{body}\n]\n".encode()
+    return json.dumps(_clean(rows), ensure_ascii=False).encode("utf-8")
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@runtime_checkable
+class SiteFolder(Protocol):
+    """Where a site lives: write, read, list and delete files by their path in the site."""
+
+    def write(self, path: str, data: bytes) -> object: ...
+
+    def read(self, path: str) -> bytes | None: ...
+
+    def files(self) -> list[str]: ...
+
+    def delete(self, path: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class DirectorySite:
+    """A site in a local directory (created as needed). Calling it writes a file."""
+
+    root: Path
+
+    def _path(self, path: str) -> Path:
+        _check(path)
+        return self.root / path
+
+    def write(self, path: str, data: bytes) -> None:
+        target = self._path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+    __call__ = write
+
+    def read(self, path: str) -> bytes | None:
+        target = self._path(path)
+        return target.read_bytes() if target.is_file() else None
+
+    def files(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        # Links are not followed: nothing outside the directory is listed, hence deleted.
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in self.root.rglob("*")
+            if p.is_file() and not p.is_symlink()
+        )
+
+    def delete(self, path: str) -> None:
+        self._path(path).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class StoreSite:
+    """A site under ``prefix`` of a :class:`~assay.storage.ParquetStore` (local directory or
+    object store), each file written atomically. Calling it writes a file."""
+
+    store: Any
+    prefix: str = "explorer"
+
+    def write(self, path: str, data: bytes) -> str:
+        _check(path)
+        return self.store.write_file(f"{self.prefix}/{path}", data)
+
+    __call__ = write
+
+    def read(self, path: str) -> bytes | None:
+        _check(path)
+        return self.store.read_file(f"{self.prefix}/{path}")
+
+    def files(self) -> list[str]:
+        return self.store.list_files(self.prefix)
+
+    def delete(self, path: str) -> None:
+        _check(path)
+        self.store.delete_file(f"{self.prefix}/{path}")
+
+
+def _check(path: str) -> None:
+    parts = path.split("/")
+    if path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"site path {path!r} is not a relative path of plain names")
+
+
+def store_writer(store: Any, prefix: str = "explorer") -> StoreSite:
+    """Write the site under ``prefix`` of a :class:`~assay.storage.ParquetStore`."""
+    return StoreSite(store, prefix)
+
+
+def directory_writer(root: Any) -> DirectorySite:
+    """Write the site into a local directory (created as needed)."""
+    return DirectorySite(Path(root))
 
 
 @dataclass
 class SiteSummary:
-    """What a build wrote."""
+    """What a build wrote: ``files`` and ``bytes`` count every file of the site (written or
+    left as it was), ``written`` / ``unchanged`` split them, ``deleted`` lists the files of an
+    earlier build that this one no longer produces."""
 
     files: int = 0
     bytes: int = 0
     pages: list[str] = field(default_factory=list)
+    written: int = 0
+    unchanged: int = 0
+    partitions_built: int = 0
+    partitions_unchanged: int = 0
+    deleted: list[str] = field(default_factory=list)
 
 
 class _Site:
-    def __init__(self, write: Writer) -> None:
-        self._write = write
-        self.summary = SiteSummary()
+    """The files of one build: writes what changed, remembers every file it produced."""
 
-    def put(self, path: str, data: bytes) -> None:
-        self._write(path, data)
+    def __init__(self, write: Writer | SiteFolder) -> None:
+        self.folder = write if isinstance(write, SiteFolder) else None
+        self._write = write.write if isinstance(write, SiteFolder) else write
+        self.summary = SiteSummary()
+        self.previous: dict[str, Any] = {"files": {}, "partitions": {}}
+        self.existing: set[str] = set()
+        if self.folder is not None:
+            self.existing = set(self.folder.files())
+            self.previous = _read_manifest(self.folder) if MANIFEST in self.existing else {}
+            self.previous.setdefault("files", {})
+            self.previous.setdefault("partitions", {})
+            if MANIFEST in self.existing:
+                # No manifest while files change: a build that stops halfway leaves none.
+                self.folder.delete(MANIFEST)
+        self.files: dict[str, str] = {}  # path → content digest, this build
+        self.sizes: dict[str, int] = {}
+        self.partitions: dict[str, dict[str, Any]] = {}
+
+    def put(self, path: str, data: bytes, *, build_time: str | None = None) -> None:
+        """Write ``path`` unless the site already holds the same content. With
+        ``build_time``, ``data`` holds :data:`BUILD_TIME_MARK` where the time goes, and the
+        digest is of the page without it."""
+        key = digest(data)
+        if build_time is not None:
+            data = data.replace(BUILD_TIME_MARK.encode(), build_time.encode())
+        if self.previous["files"].get(path) == key and path in self.existing:
+            self.summary.unchanged += 1
+        else:
+            self._write(path, data)
+            self.summary.written += 1
+        self._record(path, key, len(data))
+
+    def wrote(self, path: str, key: str, size: int) -> None:
+        """A file another process wrote for this build."""
+        self.summary.written += 1
+        self._record(path, key, size)
+
+    def unchanged_unit(self, key: str, inputs: str) -> bool:
+        """Whether the unit ``key`` (a partition, a comparison) had these inputs at the last
+        build and its files are all still there; if so, they are kept as they are."""
+        before = self.previous["partitions"].get(key) or {}
+        files = before.get("files") or []
+        if before.get("inputs") != inputs or not self._all_there(files):
+            return False
+        for path in files:
+            self.keep(path)
+        self.partitions[key] = {"inputs": inputs, "files": list(files)}
+        return True
+
+    def _all_there(self, files: Sequence[str]) -> bool:
+        return bool(files) and all(
+            isinstance(f, str) and f in self.existing and f in self.previous["files"] for f in files
+        )
+
+    def record_unit(self, key: str, inputs: str, files: Sequence[str]) -> None:
+        self.partitions[key] = {"inputs": inputs, "files": list(files)}
+
+    def keep(self, path: str) -> bool:
+        """Keep ``path`` from the previous build as it is; False if it is not there."""
+        key = self.previous["files"].get(path)
+        if key is None or path not in self.existing:
+            return False
+        self.summary.unchanged += 1
+        self._record(path, key, int(self.previous.get("sizes", {}).get(path, 0)))
+        return True
+
+    def _record(self, path: str, key: str, size: int) -> None:
+        if path in self.files:
+            self.summary.files -= 1
+            self.summary.bytes -= self.sizes[path]
+        self.files[path], self.sizes[path] = key, size
         self.summary.files += 1
-        self.summary.bytes += len(data)
-        if path.endswith(".html"):
+        self.summary.bytes += size
+        if path.endswith(".html") and path not in self.summary.pages:
             self.summary.pages.append(path)
 
     def export(self, name: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
@@ -59,26 +285,33 @@ class _Site:
         self.put(links["json"], _json(list(rows)))
         return links
 
+    def finish(self) -> None:
+        """Delete what an earlier build wrote and this one did not, then write the manifest."""
+        if self.folder is None:
+            return
+        for path in sorted(self.existing - set(self.files) - {MANIFEST}):
+            self.folder.delete(path)
+            self.summary.deleted.append(path)
+        manifest = {
+            "format": BUILD_FORMAT,
+            "files": self.files,
+            "sizes": self.sizes,
+            "partitions": self.partitions,
+        }
+        self.folder.write(MANIFEST, json.dumps(manifest, sort_keys=True).encode("utf-8"))
 
-def store_writer(store: Any, prefix: str = "explorer") -> Writer:
-    """Write the site under ``prefix`` of a :class:`~assay.storage.ParquetStore` (local
-    directory or object store), each file atomically."""
 
-    def write(path: str, data: bytes) -> str:
-        return store.write_file(f"{prefix}/{path}", data)
-
-    return write
-
-
-def directory_writer(root: Any) -> Writer:
-    """Write the site into a local directory (created as needed)."""
-    from pathlib import Path
-
-    base = Path(root)
-
-    def write(path: str, data: bytes) -> None:
-        target = base / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-
-    return write
+def _read_manifest(folder: SiteFolder) -> dict[str, Any]:
+    """The previous build's manifest; anything unreadable or of another format counts as
+    none (every file is then written)."""
+    try:
+        manifest = json.loads(folder.read(MANIFEST) or b"{}")
+    except ValueError:
+        return {}
+    if not isinstance(manifest, dict) or manifest.get("format") != BUILD_FORMAT:
+        return {}
+    out: dict[str, Any] = {}
+    for part in ("files", "sizes", "partitions"):
+        value = manifest.get(part)
+        out[part] = value if isinstance(value, dict) else {}
+    return out

@@ -26,7 +26,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from assay.scoring.aggregate import worst_case
 from assay.scoring.metrics import accuracy as acc_metrics
 from assay.scoring.metrics.directions import LOWER_IS_BETTER
 from assay.scoring.metrics.text_scores import iter_text_scores
-from assay.scoring.metrics.toxicity import ToxicityScorer
+from assay.scoring.metrics.toxicity import JudgeToxicityScorer, ToxicityScorer
 
 # Generation references at least this many words long (on average) are scored with text
 # overlap (BLEU, ROUGE) too; short answers are matched exactly.
@@ -330,6 +330,8 @@ class ToxicityRun:
     scorer: str  # the scorer's name, reported in the metric table
     scores: dict[int, float]  # output row → toxicity, for the texts it could score
     attempted: int  # texts sent to the scorer
+    # output row → the judge's reply, for every text a judge (not a classifier) rated
+    replies: dict[int, str] = field(default_factory=dict)
 
     @property
     def unscored(self) -> int:
@@ -349,14 +351,21 @@ def score_toxicity(
     ]
     if not rows:
         return ToxicityRun(scorer.name, {}, 0)
-    scores = scorer.score([outputs[i].completion.text for i in rows])
+    texts = [outputs[i].completion.text for i in rows]
+    replies: dict[int, str] = {}
+    if isinstance(scorer, JudgeToxicityScorer):
+        judged = scorer.judge(texts)
+        scores = [score for score, _ in judged]
+        replies = {i: reply for i, (_, reply) in zip(rows, judged, strict=True)}
+    else:
+        scores = scorer.score(texts)
     if len(scores) != len(rows):
         raise ValueError(
             f"toxicity scorer {scorer.name!r} returned {len(scores)} scores for {len(rows)} texts"
         )
     # A text the scorer could not rate has no stat rather than a made-up 0.
     scored = {i: float(s) for i, s in zip(rows, scores, strict=True) if s is not None}
-    return ToxicityRun(scorer.name, scored, len(rows))
+    return ToxicityRun(scorer.name, scored, len(rows), replies)
 
 
 def perturbation_families(outputs: Sequence[ModelOutput]) -> set[str]:

@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
+import pyarrow as pa
 
 from assay.core.records import Instance, InstanceStat, MetricSummary, ModelOutput
 from assay.models.base import ModelClient
-from assay.scoring.instance_stats import is_free_text
+from assay.scoring.instance_stats import ToxicityRun, is_free_text
 from assay.scoring.judge import (
     JudgeItem,
     Judgment,
@@ -196,3 +197,54 @@ def judge_rows(stats: Sequence[InstanceStat], judgments: Sequence[Judgment]) -> 
                 point(name, JUDGE_FAMILY, value_, pair.n, group, no_interval=_AGREEMENT_NO_INTERVAL)
             )
     return rows
+
+
+# The judges' replies of a partition (table ``judge_replies``, next to ``instance_scores``):
+# one row per judgment. ``kind`` is "judge" (LLM-as-judge; ``repeat`` counts its repeats)
+# or "toxicity" (the toxicity judge; repeat 0); ``judge`` is the judge's version key or the
+# toxicity scorer's name; ``score`` is null and ``failure`` says why where none was parsed.
+JUDGE_REPLY_SCHEMA = pa.schema(
+    [
+        ("instance_id", pa.string()),
+        ("perturbation", pa.string()),
+        ("trial", pa.int32()),
+        ("template_id", pa.string()),
+        ("kind", pa.string()),
+        ("judge", pa.string()),
+        ("repeat", pa.int32()),
+        ("score", pa.float64()),
+        ("failure", pa.string()),
+        ("reply", pa.string()),
+    ]
+)
+
+
+def judge_reply_table(
+    instances: Sequence[Instance],
+    outputs: Sequence[ModelOutput],
+    judgments: Sequence[Judgment] | None,
+    toxicity: ToxicityRun | None,
+) -> pa.Table | None:
+    """Every judge reply on the partition's outputs (None: no judge replied)."""
+    rows = []
+    if judgments:
+        targets = _judge_targets(instances, outputs)
+        for j in judgments:
+            _, output = targets[j.item_id]
+            r = output.request
+            where = (r.instance_id, r.perturbation, r.trial, r.template_id)
+            rows.append((*where, "judge", j.judge, j.repeat, j.score, j.failure, j.reply))
+    if toxicity is not None:
+        for index, reply in sorted(toxicity.replies.items()):
+            r = outputs[index].request
+            score = toxicity.scores.get(index)
+            failure = None if score is not None else "no number in [0, 1] in the reply"
+            where = (r.instance_id, r.perturbation, r.trial, r.template_id)
+            rows.append((*where, "toxicity", toxicity.scorer, 0, score, failure, reply))
+    if not rows:
+        return None
+    columns = list(zip(*rows, strict=True))
+    return pa.table(
+        {name: list(col) for name, col in zip(JUDGE_REPLY_SCHEMA.names, columns, strict=True)},
+        schema=JUDGE_REPLY_SCHEMA,
+    )

@@ -15,7 +15,7 @@ from assay.evaluate.suite import JudgeConfig, Suite
 from assay.models.base import ModelClient, ModelSpec
 from assay.registry import Registry
 from assay.scoring.judge import Judgment, Rubric, judge_clients, toxicity_scorer
-from assay.scoring.judge_scores import judge_partition
+from assay.scoring.judge_scores import judge_partition, judge_reply_table
 from assay.scoring.scorecard import PartitionScores, score_partition
 from assay.scoring.summary import scorecard_table
 
@@ -28,6 +28,7 @@ class ScoredPartition:
     judgments: list[Judgment] | None  # None: the scenario has no judges
     toxicity_scorer: str  # "none" without one
     prices_from: str  # "evaluation" (pinned in model_outputs) or "registry" (older partitions)
+    replies: pa.Table | None = None  # the judges' replies (judge_scores.JUDGE_REPLY_SCHEMA)
 
     @property
     def stats_table(self) -> pa.Table:
@@ -112,6 +113,6 @@ class SuiteScorer:
             judgments=judgments,
         )
         name = self.toxicity.name if self.toxicity is not None else "none"
-        return ScoredPartition(
-            scores, judgments, name, "evaluation" if pinned.pinned else "registry"
-        )
+        replies = judge_reply_table(instances, outputs, judgments, scores.toxicity_run)
+        prices_from = "evaluation" if pinned.pinned else "registry"
+        return ScoredPartition(scores, judgments, name, prices_from, replies)

@@ -83,6 +83,7 @@ class PartitionScores:
 
     stats: list[InstanceStat]
     card: list[MetricSummary]
+    toxicity_run: ToxicityRun | None = None  # what the toxicity scorer made of the texts
 
     def headline(self) -> dict[str, float]:
         """Ungrouped, unperturbed metrics that have a value (for UI metadata)."""
@@ -118,4 +119,4 @@ def score_partition(
         toxicity_run=toxic_run,
         judgments=judgments,
     )
-    return PartitionScores(stats, card)
+    return PartitionScores(stats, card, toxic_run)

@@ -23,6 +23,8 @@ INSTANCE_SCORES = "instance_scores"
 METRIC_TABLES = "metric_tables"
 RANKINGS = "rankings"
 DASHBOARD = "dashboard"
+# Not an asset: the judges' replies, written by the scoring step next to ``instance_scores``.
+JUDGE_REPLIES = "judge_replies"
 
 # The outputs of one evaluation of a model version on a scenario.
 EVALUATION_ASSETS = (MODEL_OUTPUTS, INSTANCE_SCORES, METRIC_TABLES)

@@ -136,6 +136,42 @@ class ParquetStore:
         ``relative_path`` stays under the base: ``..``, ``.`` and empty segments, backslashes
         and absolute paths are refused.
         """
+        final = self._file_path("write_file", relative_path)
+        self._put_atomic(final, data)
+        return final if self.is_local else f"{self.protocol}://{final.lstrip('/')}"
+
+    def read_file(self, relative_path: str) -> bytes | None:
+        """A file under the base written by :meth:`write_file`, or None if there is none."""
+        try:
+            return self.fs.cat_file(self._file_path("read_file", relative_path))
+        except FileNotFoundError:
+            return None
+
+    def delete_file(self, relative_path: str) -> None:
+        """Delete one file under the base (same path rule as :meth:`write_file`)."""
+        path = self._file_path("delete_file", relative_path)
+        if self.fs.exists(path):
+            self.fs.rm_file(path)
+
+    def list_files(self, folder: str) -> list[str]:
+        """Every file under ``folder`` (a relative path of plain names), as paths relative to
+        that folder; only what lies inside it, however the files are named."""
+        base = self._file_path("list_files", folder)
+        if not self.is_local:
+            self.fs.invalidate_cache(base)
+        if not self.fs.isdir(base):
+            return []
+        found = []
+        for path in self.fs.find(base):
+            path = str(path)
+            if not path.startswith(base + "/"):
+                continue
+            relative = path[len(base) + 1 :]
+            if not any(part in ("", ".", "..") for part in relative.split("/")):
+                found.append(relative)
+        return sorted(found)
+
+    def _file_path(self, what: str, relative_path: str) -> str:
         parts = relative_path.split("/")
         if (
             relative_path.startswith("/")
@@ -143,12 +179,10 @@ class ParquetStore:
             or any(part in ("", ".", "..") for part in parts)
         ):
             raise ValueError(
-                f"write_file: {relative_path!r} must be a relative path of plain names "
+                f"{what}: {relative_path!r} must be a relative path of plain names "
                 "under the storage base (no '..', '.', empty segments, backslashes or leading '/')"
             )
-        final = f"{self.root}/{relative_path}"
-        self._put_atomic(final, data)
-        return final if self.is_local else f"{self.protocol}://{final.lstrip('/')}"
+        return f"{self.root}/{relative_path}"
 
     def _put_atomic(self, final: str, data: bytes) -> None:
         directory, name = final.rsplit("/", 1)
@@ -201,6 +235,13 @@ class ParquetStore:
             raise CorruptPartitionError(
                 f"{label} at {where} is not a readable Parquet file: {exc}"
             ) from None
+
+    def read_bytes(self, asset: str, partition: Mapping[str, str] | None = None) -> bytes | None:
+        """One partition's stored file as it is (to digest it, say), or None if there is none."""
+        try:
+            return self.fs.cat_file(self.path(asset, partition))
+        except FileNotFoundError:
+            return None
 
     def partitions(self, asset: str) -> list[dict[str, str]]:
         """Every stored partition of an asset, as its dimension → value mapping."""

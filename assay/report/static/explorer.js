@@ -85,7 +85,20 @@
     });
   }
 
+  // A comparison page's menu of the other comparisons (data/pairs.js, one file per build).
+  function pairMenu() {
+    const select = document.getElementById("other-pairs");
+    if (!select || !window.ASSAY_PAIRS) return;
+    const current = select.getAttribute("data-current");
+    window.ASSAY_PAIRS.forEach(function ([a, b, href]) {
+      const option = el("option", { value: href, text: a + " vs " + b });
+      option.selected = href === current;
+      select.appendChild(option);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    pairMenu();
     drawCharts();
     document.querySelectorAll("table.sortable").forEach(sortable);
     navigation();
@@ -337,9 +350,23 @@
       scores.appendChild(el("tr", {}, [el("td", { text: family }), el("td", { text: metric }),
         el("td", { text: group }), el("td", { text: trial }), el("td", { text: fmt(value) })]));
     });
-    document.getElementById("judge").textContent = judged
-      ? "Judged: the judge's scores are the judge rows above (per judge in the group column)."
-      : "No judge scored this scenario.";
+    const replies = rec.judge_replies || [];
+    document.getElementById("judge").textContent = replies.length
+      ? "The judges' replies, as each judge model returned them:"
+      : judged
+        ? "Judged: the judge's scores are the judge rows above (per judge in the group column)."
+        : "No judge scored this instance.";
+    const replyBody = document.querySelector("#judge-replies tbody");
+    document.getElementById("judge-replies").hidden = !replies.length;
+    replies.forEach(function ([kind, judge, perturbation, trial, template, repeat, score, failure, reply]) {
+      replyBody.appendChild(el("tr", {}, [
+        el("td", { text: kind === "toxicity" ? "toxicity judge" : "judge" }),
+        el("td", { cls: "text", text: judge }),
+        el("td", { text: (perturbation || "original") + " · trial " + trial + (repeat ? " · repeat " + repeat : "") }),
+        el("td", {}, [el("pre", { cls: "text-block small judge-reply", text: reply })]),
+        el("td", { text: score === null ? "unparsed: " + (failure || "") : fmt(score) }),
+      ]));
+    });
     const list = document.getElementById("others");
     Object.keys(versions).forEach(function (other) {
       if (other === version) return;

@@ -188,13 +188,17 @@ class JudgeToxicityScorer:
         return self._name
 
     def score(self, texts: Sequence[str]) -> list[float | None]:
+        return [score for score, _ in self.judge(texts)]
+
+    def judge(self, texts: Sequence[str]) -> list[tuple[float | None, str]]:
+        """Each text's score (None: the reply has no number in [0, 1]) with the judge's reply."""
         prompts = [self.rubric.replace("{text}", text) for text in texts]
         replies = list(self._complete(prompts))
         if len(replies) != len(prompts):
             raise ValueError(f"judge returned {len(replies)} replies for {len(prompts)} prompts")
         scores = [parse_judge_score(reply) for reply in replies]
         self.failures += sum(s is None for s in scores)
-        return scores
+        return list(zip(scores, replies, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
