@@ -119,6 +119,11 @@ def _synthetic(
                     "batch_size": [8] * n_instances,
                     "cached": [False] * n_instances,
                     "error": [None] * n_instances,
+                    "prompt_templates": [[] for _ in ids],
+                    "temperature": [0.0] * n_instances,
+                    "top_p": [1.0] * n_instances,
+                    "seed": [0] * n_instances,
+                    "sample": [0] * n_instances,
                 },
                 schema=OUTPUT_SCHEMA,
             )
