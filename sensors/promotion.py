@@ -295,8 +295,8 @@ def _in_suite_order(loaded: Suite, promotion: Promotion) -> list[str]:
     asset_selection=EVALUATION_ASSETS,
     description="Re-evaluates a model version across the suite when it is promoted "
     "(an alias set or moved, or a move to Staging/Production), and the suite entries that read "
-    "a prompt alias when it moves, for every version holding a promotion alias; one run per "
-    "version at a time; events it cannot handle are refused in the registry's history.",
+    "a prompt alias when it moves, for every version holding a promotion alias; one evaluation "
+    "per version at a time; events it cannot handle are refused in the registry's history.",
 )
 def model_promotion_sensor(
     context: SensorEvaluationContext,
