@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -434,8 +435,17 @@ class LocalDeployment:
             data=body,
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            payload = json.loads(response.read())
+        # The webserver answers 500 for a moment after its database restarts (its pooled
+        # connections are dropped on first use); a few tries ride that out.
+        for attempt in range(5):
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    payload = json.loads(response.read())
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 or attempt == 4:
+                    raise
+                time.sleep(3)
         if payload.get("errors"):
             raise ServiceError(f"GraphQL errors: {payload['errors']}")
         return payload["data"]
