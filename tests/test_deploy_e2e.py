@@ -58,6 +58,13 @@ query Runs($tag: String!, $value: String!) {
   }
 }
 """
+ACTIVE_RUNS_QUERY = """
+query Active {
+  runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED, CANCELING]}) {
+    ... on Runs { results { runId } }
+  }
+}
+"""
 RUN_LOGS_QUERY = """
 query Logs($runId: ID!) {
   logsForRun(runId: $runId, limit: 5000) {
@@ -421,9 +428,27 @@ def test_postgres_restarted_during_a_run_fails_clearly_or_recovers_and_writes_no
 
 def test_an_s3_outage_of_30_s_mid_run_is_ridden_out_and_nothing_is_partial(deployment):
     stack = deployment
-    before = _posts(stack)
+    # Earlier faults may leave a retried run going; this one must be the only run.
+    _wait(
+        "no run in flight",
+        lambda: not stack.graphql(ACTIVE_RUNS_QUERY)["runsOrError"]["results"],
+        stack,
+        timeout_s=600,
+    )
     key = _promote(stack, "smollm2", "s3-outage", max_context=2052)
-    _wait("the run calling the replicas", lambda: _posts(stack) > before, stack, every_s=0.5)
+    _wait(
+        "the run's model_outputs step reading its inputs",
+        lambda: (
+            f'registered_models/model_version={key}/part.parquet HTTP/1.1" 200'
+            in "".join(
+                line
+                for line in stack.services["s3"].tail(10**8).splitlines(True)
+                if '"GET ' in line
+            )
+        ),
+        stack,
+        every_s=0.5,
+    )
     # Frozen, the server accepts connections and never answers, as a hung object store does.
     # The run reads each scenario's inputs and writes each step's tables there meanwhile.
     frozen_at = time.time()
