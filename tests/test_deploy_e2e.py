@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +70,9 @@ LINEAGE_QUERY = """
 query Lineage {
   assetNodes { assetKey { path } dependencyKeys { path } }
 }
+"""
+ALL_RUNS_QUERY = """
+query { runsOrError { ... on Runs { results { runId status tags { key value } } } } }
 """
 MATERIALIZATIONS_QUERY = """
 query Materializations($path: [String!]!) {
@@ -393,6 +397,69 @@ def test_the_daemon_killed_mid_tick_loses_no_promotion_and_launches_none_twice(d
         assert len(_runs(stack, "assay/model_version", key)) == 1
 
 
+def _pool_slots_of_ended_runs(stack: LocalDeployment) -> list[str]:
+    """Runs that have ended but still hold a slot of a pool (``model-inference``)."""
+    import psycopg
+
+    with psycopg.connect(stack.pg_url("dagster", driver=False)) as conn:
+        holders = {
+            run_id
+            for (run_id,) in conn.execute(
+                "SELECT run_id FROM concurrency_slots WHERE run_id IS NOT NULL"
+            )
+        }
+    ended = {r["runId"] for r in stack.graphql(ALL_RUNS_QUERY)["runsOrError"]["results"]}
+    ended -= {r["runId"] for r in _active_runs(stack)}
+    return sorted(holders & ended)
+
+
+def _active_runs(stack: LocalDeployment) -> list[dict]:
+    runs = stack.graphql(ALL_RUNS_QUERY)["runsOrError"]["results"]
+    return [r for r in runs if r["status"] not in ("SUCCESS", "FAILURE", "CANCELED")]
+
+
+def test_a_run_killed_with_the_daemon_is_failed_by_monitoring_and_retried(deployment):
+    """The daemon's code server runs each run in a process of its own: killing the daemon's
+    process group (a lost machine or container) kills the run in the middle of a step. The
+    restarted daemon's run monitoring finds the process gone and fails the run, run retries
+    relaunch it, and the pool slot the dead run held is given back."""
+    stack = deployment
+    starts = _step_starts(stack, "model_outputs")
+    key = _promote(stack, "smollm2", "orphaned", max_context=2054)
+    _wait("model_outputs started", lambda: _worker_running(stack, "model_outputs", starts), stack)
+    (killed,) = _runs(stack, "assay/model_version", key)
+    assert killed["status"] == "STARTED"
+    tags = {t["key"]: t["value"] for t in killed["tags"]}
+    assert tags["assay/run_worker_host"] == socket.gethostname()
+
+    daemon = stack.services["daemon"]
+    daemon.signal(signal.SIGKILL)  # the daemon, its code server and the run's process
+    daemon.process.wait(10)
+    stack.start_daemon()
+
+    def retried() -> dict | None:
+        runs = _runs(stack, "assay/model_version", key)
+        done = [r for r in runs if r["status"] == "SUCCESS"]
+        return done[0] if done else None
+
+    retry = _wait("the killed run failed and retried", retried, stack, timeout_s=600)
+    (first,) = [
+        r for r in _runs(stack, "assay/model_version", key) if r["runId"] == killed["runId"]
+    ]
+    assert first["status"] == "FAILURE"
+    events = stack.graphql(RUN_LOGS_QUERY, {"runId": first["runId"]})["logsForRun"]["events"]
+    verdicts = [
+        e["message"] for e in events if "Detected run worker status" in (e.get("message") or "")
+    ]
+    assert verdicts and "has exited" in verdicts[0], verdicts
+    assert {t["key"]: t["value"] for t in retry["tags"]}["dagster/parent_run_id"] == first["runId"]
+    for scenario in SCENARIOS:
+        got = _texts(stack, key, scenario)
+        assert _same_outputs(got, _texts(stack, "smollm2@v1", scenario))
+    # The slot the dead run's model step held goes back to the pool (a minute after it ended).
+    _wait("no pool slot held by an ended run", lambda: not _pool_slots_of_ended_runs(stack), stack)
+
+
 def test_postgres_restarted_during_a_run_fails_clearly_or_recovers_and_writes_nothing_half(
     deployment,
 ):
@@ -493,3 +560,11 @@ def test_scenario_shaped_runs_evaluate_a_version_s_scenarios_side_by_side(deploy
         stack.services["daemon"].stop()
         stack.env.pop("ASSAY_EVALUATION_RUNS")
         stack.start_daemon()
+
+
+def test_after_every_fault_every_run_has_ended_and_given_back_its_pool_slots(deployment):
+    """Last: whatever the faults above left behind, no run stays in flight and no ended run
+    keeps a slot of the ``model-inference`` pool (either would block later evaluations)."""
+    stack = deployment
+    _wait("every run ended", lambda: not _active_runs(stack), stack, timeout_s=600, every_s=5)
+    _wait("no pool slot held by an ended run", lambda: not _pool_slots_of_ended_runs(stack), stack)
