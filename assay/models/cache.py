@@ -24,17 +24,21 @@ that show the model the same thing share one answer. Changing the policy changes
 old entries then simply stop matching and are recomputed once.
 
 Entries live in one SQL table through SQLAlchemy: a SQLite file by default (WAL, busy
-timeout, so several processes share it), Postgres by URL.
+timeout, so several processes share it), Postgres by URL. On Postgres a pooled connection is
+checked before use, and a lookup or write that loses the server (a restart, a failover) is
+tried again for about 15 s before the run fails with :class:`RequestCacheUnavailable`; both
+are idempotent, so a retried write cannot store anything twice.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -54,6 +58,15 @@ _FORMAT = 1
 _SQLITE_BUSY_TIMEOUT_MS = 60_000
 # SQLite caps bound parameters per statement; lookups go in slices this long.
 _LOOKUP_SLICE = 500
+# Pauses between tries of an operation that lost its Postgres server (about 15 s in all).
+_RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+T = TypeVar("T")
+
+
+class RequestCacheUnavailable(RuntimeError):
+    """The cache's database stayed unreachable; the message names it (without a password)."""
+
 
 _metadata = sa.MetaData()
 _entries = sa.Table(
@@ -129,26 +142,53 @@ class RequestCache:
         connect_args = (
             {"timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000} if self._dialect == "sqlite" else {}
         )
-        self._engine = sa.create_engine(engine_url, connect_args=connect_args)
+        self._where = engine_url.render_as_string(hide_password=True)
+        # A server restart leaves dead connections in the pool: each is checked on checkout.
+        self._engine = sa.create_engine(
+            engine_url, connect_args=connect_args, pool_pre_ping=self._dialect != "sqlite"
+        )
         if self._dialect == "sqlite":
             sa.event.listen(self._engine, "connect", _configure_sqlite)
-        _metadata.create_all(self._engine)
+        self.reconnects = 0  # tries repeated after an operation lost the server
+        self._reconnecting(lambda: _metadata.create_all(self._engine))
+
+    def _reconnecting(self, operation: Callable[[], T]) -> T:
+        """Run an idempotent ``operation``, again while the Postgres server is unreachable."""
+        delays = iter(_RECONNECT_DELAYS_S)
+        while True:
+            try:
+                return operation()
+            except sa.exc.OperationalError as exc:
+                if self._dialect != "postgresql":
+                    raise  # SQLite: its busy timeout has already waited for the lock
+                delay = next(delays, None)
+                if delay is None:
+                    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc)
+                    raise RequestCacheUnavailable(
+                        f"request cache {self._where} unavailable "
+                        f"({len(_RECONNECT_DELAYS_S) + 1} tries over "
+                        f"{sum(_RECONNECT_DELAYS_S):.0f} s): {reason}"
+                    ) from None
+                self.reconnects += 1
+                time.sleep(delay)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Completion]:
         """The cached completions among ``keys`` (absent keys are simply missing)."""
         wanted = list(dict.fromkeys(keys))
-        found: dict[str, Completion] = {}
-        with self._engine.connect() as conn:
-            for start in range(0, len(wanted), _LOOKUP_SLICE):
-                part = wanted[start : start + _LOOKUP_SLICE]
-                rows = conn.execute(
-                    sa.select(_entries.c.key, _entries.c.completion).where(_entries.c.key.in_(part))
-                )
-                for key, text in rows:
-                    completion = completion_from_json(text)
-                    if completion is not None:
-                        found[key] = completion
-        return found
+
+        def lookup() -> dict[str, Completion]:
+            found: dict[str, Completion] = {}
+            with self._engine.connect() as conn:
+                for start in range(0, len(wanted), _LOOKUP_SLICE):
+                    part = wanted[start : start + _LOOKUP_SLICE]
+                    query = sa.select(_entries.c.key, _entries.c.completion)
+                    for key, text in conn.execute(query.where(_entries.c.key.in_(part))):
+                        completion = completion_from_json(text)
+                        if completion is not None:
+                            found[key] = completion
+            return found
+
+        return self._reconnecting(lookup)
 
     def put_many(self, entries: Mapping[str, Completion]) -> int:
         """Store completions in one transaction (all or none); errors are refused.
@@ -162,8 +202,13 @@ class RequestCache:
         if not entries:
             return 0
         rows = [{"key": k, "completion": completion_to_json(c)} for k, c in entries.items()]
-        with self._engine.begin() as conn:
-            conn.execute(self._insert_ignoring_duplicates(), rows)
+        insert = self._insert_ignoring_duplicates()
+
+        def write() -> None:
+            with self._engine.begin() as conn:
+                conn.execute(insert, rows)
+
+        self._reconnecting(write)
         return len(rows)
 
     def __len__(self) -> int:
