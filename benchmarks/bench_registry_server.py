@@ -22,7 +22,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,13 +36,11 @@ import httpx
 from peers import print_header
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from deploy.stack import PostgresServer, free_port  # noqa: E402
+
 MODEL = "bench"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
@@ -76,7 +73,7 @@ def start_assay(registry_url: str, root: Path) -> tuple[str, subprocess.Popen, s
 
     with Registry.open(registry_url) as registry:
         _, secret = TokenStore(registry).create("bench", "promoter", created_by="bench")
-    port = _free_port()
+    port = free_port()
     log = root / "assay-server.log"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
@@ -90,7 +87,7 @@ def start_assay(registry_url: str, root: Path) -> tuple[str, subprocess.Popen, s
 
 
 def start_mlflow(root: Path) -> tuple[str, subprocess.Popen]:
-    port = _free_port()
+    port = free_port()
     log = root / "mlflow-server.log"
     env = {**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.Popen(
@@ -231,28 +228,6 @@ def check_assay_history(registry_url: str, tally: Tally) -> None:
     )
 
 
-def start_postgres(root: Path) -> tuple[str, list[str], Path]:
-    """A throwaway cluster in ``root`` (its own temporary directory, which the server's user
-    must be able to enter), on loopback."""
-    import glob
-    import pwd
-
-    bindir = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root
-        user = pwd.getpwnam("postgres")
-        os.chown(root, user.pw_uid, user.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "pg", _free_port()
-    subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "assay", "-A",
-                    "trust", "--no-sync"], check=True, capture_output=True)  # fmt: skip
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "pg.log"),
-                    "-o", options, "-w", "start"], check=True, capture_output=True)  # fmt: skip
-    stop = [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
-    return f"postgresql+psycopg://assay@127.0.0.1:{port}/postgres", stop, data
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
@@ -274,8 +249,8 @@ def main() -> None:
         check_assay_history(registry_url, tally)
 
         if args.postgres:
-            pg_root = Path(tempfile.mkdtemp(prefix="assay-bench-pg-"))
-            pg_url, stop, _ = start_postgres(pg_root)
+            postgres = PostgresServer()
+            pg_url = postgres.url()
             try:
                 url, proc, token = start_assay(pg_url, root)
                 try:
@@ -285,8 +260,7 @@ def main() -> None:
                 report("assay server (Postgres)", tally, elapsed)
                 check_assay_history(pg_url, tally)
             finally:
-                subprocess.run(stop, capture_output=True)
-                shutil.rmtree(pg_root, ignore_errors=True)
+                postgres.remove()
 
         mlflow_root = root / "mlflow"
         mlflow_root.mkdir()

@@ -95,6 +95,67 @@ def missing_parts() -> list[str]:
     return missing
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (initdb + pg_ctl, trust authentication for
+    the ``assay`` user), under its own directory in /tmp, which the server's user can enter. It
+    can be stopped and started again on the same port and data; ``remove()`` ends it."""
+
+    def __init__(self, *, max_connections: int = 100) -> None:
+        bindir = pg_bindir()
+        if bindir is None:
+            raise ServiceError("PostgreSQL server binaries are not installed")
+        self._pg_ctl = str(bindir / "pg_ctl")
+        self._prefix: list[str] = []
+        self.root = Path(tempfile.mkdtemp(prefix="assay-pg-"))
+        if os.geteuid() == 0:  # the server refuses to run as root
+            user = pwd.getpwnam("postgres")
+            os.chown(self.root, user.pw_uid, user.pw_gid)
+            self._prefix = ["runuser", "-u", "postgres", "--"]
+        self.port = free_port()
+        self._max_connections = max_connections
+        initdb = [str(bindir / "initdb"), "-D", str(self.root / "data"), "-U", "assay"]
+        self._run(*initdb, "-A", "trust", "--no-sync")
+        self.start()
+
+    def url(self, database: str = "postgres", *, driver: bool = True) -> str:
+        """The database's URL: SQLAlchemy's (psycopg 3), or libpq's with ``driver=False``."""
+        scheme = "postgresql+psycopg" if driver else "postgresql"
+        return f"{scheme}://assay@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url(driver=False), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def start(self) -> None:
+        """Start (or restart, same data and port) the cluster."""
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options += f" -c max_connections={self._max_connections}"
+        self._ctl("-l", str(self.root / "log"), "-o", options, "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._ctl("stop", "-m", mode)
+
+    def remove(self) -> None:
+        """Stop the server at once and delete its data."""
+        with contextlib.suppress(ServiceError, subprocess.SubprocessError):
+            self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _ctl(self, *args: str) -> None:
+        self._run(self._pg_ctl, "-D", str(self.root / "data"), "-w", *args)
+
+    def _run(self, *command: str) -> None:
+        done = subprocess.run(
+            [*self._prefix, *command], capture_output=True, text=True, timeout=120, check=False
+        )
+        if done.returncode != 0:
+            name = " ".join([Path(command[0]).name, *command[3:]])
+            raise ServiceError(f"{name} failed: {done.stdout}{done.stderr}")
+
+
 @dataclass
 class Service:
     name: str
@@ -140,7 +201,7 @@ class LocalDeployment:
     services: dict[str, Service] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
-    pg_dir: Path | None = None
+    postgres: PostgresServer | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -166,9 +227,8 @@ class LocalDeployment:
     def stop(self) -> None:
         for name in reversed(list(self.services)):
             self.services[name].stop()
-        if self.pg_dir is not None:
-            self._pg_ctl("stop", "-m", "immediate", check=False)
-            shutil.rmtree(self.pg_dir, ignore_errors=True)
+        if self.postgres is not None:
+            self.postgres.remove()
 
     def __enter__(self) -> LocalDeployment:
         return self.start()
@@ -195,63 +255,24 @@ class LocalDeployment:
 
     # -- PostgreSQL: the Dagster instance, the registry and the request cache ----------------
 
-    def _pg_prefix(self) -> list[str]:
-        return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-    def _pg_ctl(self, *args: str, check: bool = True) -> None:
-        bindir = pg_bindir()
-        assert bindir is not None
-        data = self.pg_dir / "data"
-        done = subprocess.run(
-            [*self._pg_prefix(), str(bindir / "pg_ctl"), "-D", str(data), "-w", *args],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if check and done.returncode != 0:
-            raise ServiceError(f"pg_ctl {' '.join(args)} failed: {done.stdout}{done.stderr}")
-
     def _start_postgres(self) -> None:
-        bindir = pg_bindir()
-        if bindir is None:
-            raise ServiceError("PostgreSQL server binaries are not installed")
-        # Its own directory under /tmp: the server's user must be able to reach it, and a test's
-        # temporary directory is private to root.
-        pg = self.pg_dir = Path(tempfile.mkdtemp(prefix="assay-deploy-pg-"))
-        if os.geteuid() == 0:  # the server refuses to run as root
-            user = pwd.getpwnam("postgres")
-            os.chown(pg, user.pw_uid, user.pw_gid)
-        port = self.ports.setdefault("postgres", free_port())
-        initdb = [str(bindir / "initdb"), "-D", str(pg / "data"), "-U", "assay", "-A", "trust"]
-        subprocess.run(
-            [*self._pg_prefix(), *initdb, "--no-sync"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        self.start_postgres()
-        import psycopg
-
-        with psycopg.connect(self.pg_url("postgres", driver=False), autocommit=True) as conn:
-            for name in ("dagster", "assay"):
-                conn.execute(f'CREATE DATABASE "{name}"')
-        assert port
+        self.postgres = PostgresServer(max_connections=200)
+        self.ports["postgres"] = self.postgres.port
+        for name in ("dagster", "assay"):
+            self.postgres.create_database(name)
 
     def start_postgres(self) -> None:
-        """Start (or restart, same data and port) the cluster."""
-        pg, port = self.pg_dir, self.ports["postgres"]
-        options = (
-            f"-p {port} -k {pg} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        )
-        self._pg_ctl("-l", str(pg / "log"), "-o", options, "start")
+        """Start the cluster again (same data and port) after ``stop_postgres``."""
+        assert self.postgres is not None
+        self.postgres.start()
 
     def stop_postgres(self) -> None:
-        self._pg_ctl("stop", "-m", "fast")
+        assert self.postgres is not None
+        self.postgres.stop()
 
     def pg_url(self, database: str, *, driver: bool = True) -> str:
-        scheme = "postgresql+psycopg" if driver else "postgresql"
-        return f"{scheme}://assay@127.0.0.1:{self.ports['postgres']}/{database}"
+        assert self.postgres is not None
+        return self.postgres.url(database, driver=driver)
 
     # -- Redis, S3 -------------------------------------------------------------------------
 

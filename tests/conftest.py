@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -18,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from deploy.stack import PostgresServer, free_port, pg_bindir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -41,50 +39,38 @@ def registry_url(tmp_path: Path) -> str:
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-def _pg_bindir() -> Path | None:
-    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
-        if (Path(candidate) / "initdb").is_file():
-            return Path(candidate)
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _postgres_server() -> PostgresServer:
+    """A throwaway cluster (deploy/stack.py), or a skip naming what this machine lacks."""
+    if pg_bindir() is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    pytest.importorskip("psycopg", reason="the psycopg driver is not installed")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server")
+    return PostgresServer()
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on loopback (initdb + pg_ctl), for the whole session."""
-    bindir = _pg_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    pytest.importorskip("psycopg", reason="the psycopg driver is not installed")
-    prefix: list[str] = []
-    root = Path(tempfile.mkdtemp(prefix="assay-pg-"))
-    if os.geteuid() == 0:  # the server refuses to run as root
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server")
-        os.chown(root, user.pw_uid, user.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
-
-    def run(*args: str) -> None:
-        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
-
-    run(str(bindir / "initdb"), "-D", str(data), "-U", "assay", "-A", "trust", "--no-sync")
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    pg_ctl = str(bindir / "pg_ctl")
-    run(pg_ctl, "-D", str(data), "-l", str(root / "log"), "-o", options, "-w", "start")
+    """A throwaway PostgreSQL cluster on loopback for the whole session: its ``postgres``
+    database's SQLAlchemy URL."""
+    server = _postgres_server()
     try:
-        yield f"postgresql+psycopg://assay@127.0.0.1:{port}/postgres"
+        yield server.url()
     finally:
-        run(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+        server.remove()
+
+
+@pytest.fixture
+def postgres_server() -> Iterator[PostgresServer]:
+    """A cluster of the test's own, which it may stop and start again."""
+    server = _postgres_server()
+    try:
+        yield server
+    finally:
+        server.remove()
 
 
 @pytest.fixture
@@ -108,7 +94,7 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     it takes tens of seconds to create its tables."""
     pytest.importorskip("mlflow", reason="mlflow not installed: pip install 'assay[mlflow]'")
     root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     log = open(root / "server.log", "wb")  # noqa: SIM115 - closed at teardown
     cmd = [
         str(Path(sys.executable).parent / "mlflow"),

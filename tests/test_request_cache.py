@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from assay.core.records import ChoiceScore, Completion, Request, RequestKind
 from assay.models.base import ModelClient, ModelSpec, ProgressCallback, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE
-from assay.models.cache import CachedClient, RequestCache, cache_key
+from assay.models.cache import CachedClient, RequestCache, RequestCacheUnavailable, cache_key
 from assay.models.transformers_backend import TransformersClient
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,6 +192,61 @@ def test_two_processes_write_concurrently(cache_url: str) -> None:
     assert len(cache) == 300
     found = cache.get_many(f"key{j}" for j in range(300))
     assert all(found[f"key{j}"].text == f"v{j}" for j in range(300))
+
+
+def test_connections_the_server_dropped_are_replaced_before_use(postgres_database: str) -> None:
+    import psycopg
+
+    cache = RequestCache(postgres_database)
+    cache.put_many({"before": Completion(text="a")})  # leaves a connection in the pool
+    # The server ends every session of the cache's database, as a restart would.
+    server = postgres_database.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(server, autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert ended >= 1
+    cache.put_many({"after": Completion(text="b")})
+    assert {k: c.text for k, c in cache.get_many(["before", "after"]).items()} == {
+        "before": "a",
+        "after": "b",
+    }
+    assert cache.reconnects == 0  # the pool's check replaced the connection: nothing failed
+
+
+def test_a_write_rides_out_a_server_restart(postgres_server) -> None:
+    cache = RequestCache(postgres_server.url())
+    cache.put_many({"before": Completion(text="a")})
+    postgres_server.stop()
+    restart = threading.Timer(2.0, postgres_server.start)
+    restart.start()
+    try:
+        # Tried while the server is down, again until it is back; stored once.
+        cache.put_many({"during": Completion(text="b"), "before": Completion(text="a")})
+    finally:
+        restart.join()
+    assert cache.reconnects >= 1
+    assert len(cache) == 2
+    assert cache.get_many(["during"])["during"].text == "b"
+
+
+def test_a_server_that_stays_down_is_a_clear_error_without_the_password(
+    postgres_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("assay.models.cache._RECONNECT_DELAYS_S", (0.1, 0.2))
+    # The server trusts loopback, so the password is accepted and must never be shown.
+    url = postgres_server.url().replace("assay@", "assay:s3cret-pw@")
+    cache = RequestCache(url)
+    postgres_server.stop()
+    with pytest.raises(RequestCacheUnavailable) as caught:
+        cache.put_many({"k": Completion(text="t")})
+    message = str(caught.value)
+    assert message.startswith("request cache postgresql+psycopg://assay:***@127.0.0.1:")
+    assert "(3 tries over 0 s)" in message and "s3cret-pw" not in message
+    assert caught.value.__cause__ is None and cache.reconnects == 2
+    postgres_server.start()
+    assert cache.get_many(["k"]) == {}  # nothing was half-written
 
 
 def test_bare_path_means_a_sqlite_file(tmp_path: Path) -> None:
