@@ -152,8 +152,8 @@ class PostgresServer:
             [*self._prefix, *command], capture_output=True, text=True, timeout=120, check=False
         )
         if done.returncode != 0:
-            name = " ".join([Path(command[0]).name, *command[3:]])
-            raise ServiceError(f"{name} failed: {done.stdout}{done.stderr}")
+            shown = " ".join([Path(command[0]).name, *command[1:]])
+            raise ServiceError(f"{shown} failed: {done.stdout}{done.stderr}")
 
 
 @dataclass
