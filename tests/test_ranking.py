@@ -234,6 +234,41 @@ def test_leaderboard_ranks_and_win_rates(tables):
     assert {r.family_win_rates["robustness"] for r in board.rows} == {0.5}
 
 
+def test_token_counts_and_batch_sizes_do_not_rank_efficiency(tables):
+    """Efficiency is ranked on latency here: big is the slowest, so it wins nothing, though it
+    writes the most tokens and was served in the largest batches."""
+    scorecards, instance_scores = tables
+    base = scorecards.to_pylist()[0]
+    figures = {  # model: (latency_mean_s, completion_tokens, prompt_tokens, batch_size_mean)
+        "big@v1": (3.0, 90.0, 900.0, 16.0),
+        "mid@v1": (1.0, 10.0, 100.0, 1.0),
+        "small@v1": (2.0, 50.0, 500.0, 8.0),
+    }
+    extra = [
+        {**base, "model_version": model, "metric": metric, "family": "efficiency", "mean": value}
+        for model, values in figures.items()
+        for metric, value in zip(
+            ("latency_mean_s", "completion_tokens", "prompt_tokens", "batch_size_mean"),
+            values,
+            strict=True,
+        )
+    ]
+    with_efficiency = pa.concat_tables(
+        [scorecards, pa.Table.from_pylist(extra, schema=scorecards.schema)]
+    )
+    board = build_leaderboard(
+        with_efficiency,
+        instance_scores,
+        primary_metrics={"boolq": "exact_match", "mmlu": "exact_match"},
+        lower_is_better={"ece", "latency_mean_s"},
+        seed=7,
+        n_resamples=400,
+    )
+    efficiency = {r.model_version: r.family_win_rates["efficiency"] for r in board.rows}
+    # One column (latency, lower is better): mid 1.0 < small 2.0 < big 3.0.
+    assert efficiency == pytest.approx({"mid@v1": 1.0, "small@v1": 0.5, "big@v1": 0.0})
+
+
 def test_leaderboard_comparisons_are_paired_and_holm_corrected(tables):
     board = _board(tables)
     got = {(c.scenario, c.model_a, c.model_b): c for c in board.comparisons}

@@ -22,10 +22,22 @@ LOWER_IS_BETTER = frozenset(
 )
 
 
-# Figures that describe one run rather than the model (how many answers the request cache gave,
-# the model time this run spent): shown on the scorecard, never ranked, since a rerun answered
-# by the cache must not change a board.
-NOT_RANKED = frozenset({"cached_requests", "model_time_s", "run_model_time_s"})
+# Figures shown on the scorecard but never ranked:
+# - of one run rather than the model (how many answers the request cache gave, the model time
+#   this run spent), since a rerun answered by the cache must not change a board;
+# - of the workload or the serving rather than the model's quality: how many tokens a request
+#   read and wrote (more is neither better nor worse; their price is ranked as
+#   ``estimated_cost`` and their speed as ``tokens_per_s``) and the batch size it was served in.
+NOT_RANKED = frozenset(
+    {
+        "cached_requests",
+        "model_time_s",
+        "run_model_time_s",
+        "prompt_tokens",
+        "completion_tokens",
+        "batch_size_mean",
+    }
+)
 
 
 def lower_is_better(metric: str) -> bool:
