@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import html
 import io
 import json
 import re
@@ -124,6 +125,28 @@ def test_pages_escape_every_data_text(explorer):
     assert "version 3 &lt;script&gt;alert(" in index
     data = next((site / "data").rglob("*.js")).read_text()
     assert "<script>" not in data  # data files too: \u003c, not <
+
+
+def test_a_figure_without_an_interval_says_why(explorer):
+    """The scorecard rows whose figure has no interval (run counts, judge agreements) carry a
+    note in the store; the scenario page shows each such figure with its note when hovered."""
+    cards = explorer["data"].metric_tables.to_pylist()
+    shown = {r.model_version for r in explorer["board"].rows}
+    for scenario in sorted({r["scenario"] for r in cards}):
+        expected = {
+            (r["model_version"], r["metric"], r["ci_note"])
+            for r in cards
+            if r["scenario"] == scenario
+            and r["model_version"] in shown
+            and r["ci_note"]
+            and not r["reason"]
+            and not r["group"]
+        }
+        page = (explorer["site"] / scenario_page(scenario)).read_text()
+        notes = {html.unescape(t) for t in re.findall(r'title="no interval: ([^"]*)"', page)}
+        assert notes == {note for _, _, note in expected}, scenario
+        assert page.count("(no interval)") == len(expected), scenario
+    assert any(r["ci_note"] for r in cards)  # the sample has such figures
 
 
 def test_the_same_site_is_written_to_an_object_store(explorer):

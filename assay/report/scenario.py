@@ -66,6 +66,7 @@ def _scenario(ctx: _Context, scenario: str) -> None:
                         "low": r["ci_low"],
                         "high": r["ci_high"],
                         "reason": r["reason"],
+                        "note": r.get("ci_note") or "",  # why it has no interval
                         "count": r["count"],
                     }
                 )
@@ -74,7 +75,7 @@ def _scenario(ctx: _Context, scenario: str) -> None:
     card_export = ctx.site.export(
         f"scorecards-{slug(scenario)}",
         [
-            {k: r[k] for k in (*SCORECARD_COLUMNS, "reason")}
+            {**{k: r[k] for k in (*SCORECARD_COLUMNS, "reason")}, "ci_note": r.get("ci_note") or ""}
             for r in sorted(
                 rows,
                 key=lambda r: (
