@@ -376,6 +376,44 @@ def test_assay_endpoints_history_prompts_verdicts_and_openapi(
     assert missing.status_code == 404 and missing.json()["error_code"] == "ENDPOINT_NOT_FOUND"
 
 
+def test_prices_over_http_need_a_writer_and_valid_numbers(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    walt = _client(server, monkeypatch, "walt")
+    walt.create_registered_model("m")
+    walt.create_model_version("m", "hf:/a")
+
+    def as_(principal: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"{server.url}/api/assay/v1/models/m/versions",
+            headers={"Authorization": f"Bearer {server.tokens[principal]}"},
+        )
+
+    price = {"prompt_per_1k": 0.5, "completion_per_1k": 1.5}
+    assert as_("rita").post("/1/prices", json=price).status_code == 403
+    assert as_("gina").post("/1/prices", json=price).status_code == 403  # writer elsewhere only
+    done = as_("walt").post("/1/prices", json=price)
+    assert done.status_code == 200 and done.json()["prices"] == price
+    assert as_("rita").get("/1/prices").json()["prices"] == price
+    assert server.registry.get_version("m@v1").prices.token_prices().prompt_per_1k == 0.5
+    (event,) = [e for e in server.registry.events(model="m") if e.kind.value == "prices_set"]
+    assert event.actor == "walt" and event.payload["after"] == price
+
+    for body, why in (
+        ({"prompt_per_1k": -1}, "finite non-negative"),
+        ({"prompt_per_1k": "cheap"}, "must be a number"),
+        ({"prompt_per_1k": 1, "discount": 0.1}, "unknown price key(s): discount"),
+    ):
+        refused = as_("walt").post("/1/prices", json=body)
+        assert refused.status_code == 400 and why in refused.json()["message"], refused.text
+    assert as_("walt").get("/1/prices").json()["prices"] == price  # nothing half-changed
+    assert as_("walt").post("/9/prices", json=price).status_code == 404
+    cleared = as_("walt").post("/1/prices", json={}).json()["prices"]
+    assert cleared == {"prompt_per_1k": None, "completion_per_1k": None}
+    kinds = [e.kind.value for e in server.registry.events(model="m")]
+    assert kinds.count("prices_set") == 2
+
+
 def test_alias_moved_over_http_is_a_promotion(
     server: Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_cache_dir: Path
 ) -> None:

@@ -3,6 +3,7 @@ with "as of" questions, prompt templates and their aliases, gate verdicts and ev
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from assay.registry.aliases import GATE_TAG_PREFIX
@@ -89,6 +90,25 @@ def version_verdicts(call: Call) -> dict[str, Any]:
         if e.kind is EventKind.EVALUATION_RECORDED and e.version == number
     ]
     return {"version": version_json(version), "gates": gates, "evaluations": evaluations}
+
+
+def _path_version_key(call: Call) -> str:
+    return f"{call.path['name']}@v{_path_version(call)}"
+
+
+def version_prices(call: Call) -> dict[str, Any]:
+    """The version's token prices per 1k tokens (``null`` where unset)."""
+    version = call.registry.get_version(_path_version_key(call))
+    return {"model_version": version_json(version), "prices": asdict(version.prices)}
+
+
+def set_version_prices(call: Call) -> dict[str, Any]:
+    """Replace the version's prices with the JSON body's ``prompt_per_1k`` and
+    ``completion_per_1k`` (a missing one is unset). Evaluations already run keep the prices
+    they pinned; the new ones apply from the next."""
+    call.require(Role.WRITER, call.path["name"])
+    version = call.registry.set_prices(_path_version_key(call), call.params, actor=call.actor)
+    return {"model_version": version_json(version), "prices": asdict(version.prices)}
 
 
 def _path_version(call: Call) -> int:
@@ -238,6 +258,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint(
         "GET", f"{_V1}/models/{{name}}/aliases/{{alias}}", alias_as_of, "Alias holder as of", R
+    ),
+    Endpoint(
+        "GET",
+        f"{_V1}/models/{{name}}/versions/{{version}}/prices",
+        version_prices,
+        "A version's token prices",
+        R,
+    ),
+    Endpoint(
+        "POST",
+        f"{_V1}/models/{{name}}/versions/{{version}}/prices",
+        set_version_prices,
+        "Replace a version's token prices (from its next evaluation)",
+        W,
     ),
     Endpoint("GET", f"{_V1}/prompts", list_prompts, "Prompt templates", R),
     Endpoint("POST", f"{_V1}/prompts", create_prompt, "Register a prompt name", W),
