@@ -511,8 +511,14 @@ class ModelRegistry(RegistryBase):
         *,
         model: str | None = None,
         prompt: str | None = None,
+        kind: EventKind | None = None,
+        until: datetime | None = None,
     ) -> list[Event]:
-        """Events with id greater than ``after_id``, oldest first (at most ``limit``)."""
+        """Events with id greater than ``after_id``, oldest first (at most ``limit``).
+
+        ``model``, ``prompt``, ``kind`` and ``until`` (a time, inclusive) filter in the
+        database, so ``limit`` bounds what is read whatever the filters.
+        """
         if limit is not None and (isinstance(limit, bool) or limit < 0):
             raise invalid(f"limit must be a non-negative integer, got {limit!r}")
 
@@ -522,6 +528,10 @@ class ModelRegistry(RegistryBase):
                 query = query.where(EventRow.model == model)
             if prompt is not None:
                 query = query.where(EventRow.prompt == prompt)
+            if kind is not None:
+                query = query.where(EventRow.kind == kind.value)
+            if until is not None:
+                query = query.where(EventRow.ts <= as_utc(until, "until"))
             if limit is not None:
                 query = query.limit(limit)
             return [event_record(row) for row in session.scalars(query)]

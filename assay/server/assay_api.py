@@ -13,7 +13,7 @@ from assay.registry.tokens import Role, TokenInfo, TokenStore
 from assay.server.http import Call, invalid, millis
 from assay.server.mlflow_api import Endpoint, version_json
 
-EVENTS_MAX = 10_000
+EVENTS_MAX = 1_000  # events per page; page on with `after`
 _V1 = "/api/assay/v1"
 
 
@@ -39,19 +39,17 @@ def list_events(call: Call) -> dict[str, Any]:
         raise invalid(f"limit must be at most {EVENTS_MAX}, got {limit}")
     as_of = call.moment("as_of")
     kind = call.optional_text("kind")
-    if kind is not None and kind not in {k.value for k in EventKind}:
+    kinds = {k.value: k for k in EventKind}
+    if kind is not None and kind not in kinds:
         raise invalid(f"kind {kind!r} is not an event kind")
     events = call.registry.events(
         after,
-        None if as_of or kind else limit,
+        limit,
         model=call.optional_text("model"),
         prompt=call.optional_text("prompt"),
+        kind=kinds[kind] if kind is not None else None,
+        until=as_of,
     )
-    if as_of is not None:
-        events = [e for e in events if e.ts <= as_of]
-    if kind is not None:
-        events = [e for e in events if e.kind.value == kind]
-    events = events[:limit]
     out: dict[str, Any] = {"events": [event_json(e) for e in events]}
     if events:
         out["last_id"] = events[-1].id

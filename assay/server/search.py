@@ -7,6 +7,10 @@ backticks or quotes) with ``=``, ``!=``, ``LIKE``, ``ILIKE``; for versions also
 matches records without the tag, which is how MLflow's client asks for "not a prompt".
 Ordering: ``name``, ``creation_timestamp``, ``last_updated_timestamp`` (and ``version_number``
 for versions), each ``ASC`` or ``DESC``. Pagination tokens are opaque offsets.
+
+A filter is untrusted text from any reader: it is at most ``MAX_FILTER_CHARS`` long, a LIKE
+pattern at most ``MAX_LIKE_PATTERN_CHARS``, and LIKE is matched piece by piece without
+backtracking (``like_matches``), so no filter costs more than a scan of the records.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ _NUMERIC_OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
 }
 _STRING_OPS = ("=", "!=", "LIKE", "ILIKE")
+# A filter is a request's text: bounded so that parsing and matching stay cheap per record.
+MAX_FILTER_CHARS = 16_384
+MAX_LIKE_PATTERN_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,8 @@ def parse_filter(text: str | None, attributes: Sequence[str]) -> list[Comparison
     """Parse ``a = 'x' AND tags.k LIKE 'y%'``; INVALID_PARAMETER_VALUE names what is wrong."""
     if not text or not text.strip():
         return []
+    if len(text) > MAX_FILTER_CHARS:
+        raise invalid(f"invalid filter: {len(text)} characters, over {MAX_FILTER_CHARS}")
     tokens = _tokens(text)
     terms: list[Comparison] = []
     i = 0
@@ -149,6 +158,11 @@ def parse_filter(text: str | None, attributes: Sequence[str]) -> list[Comparison
                 value = float(raw) if "." in raw else int(raw)
             else:
                 raise invalid(f"invalid filter {text!r}: {raw!r} is not a value")
+            if op in ("LIKE", "ILIKE") and len(str(value)) > MAX_LIKE_PATTERN_CHARS:
+                raise invalid(
+                    f"invalid filter: the {op} pattern for {key!r} has {len(str(value))} "
+                    f"characters, over {MAX_LIKE_PATTERN_CHARS}"
+                )
         terms.append(Comparison(key, op, value))
         if i == len(tokens):
             return terms
@@ -157,10 +171,38 @@ def parse_filter(text: str | None, attributes: Sequence[str]) -> list[Comparison
             raise invalid(f"invalid filter {text!r}: only AND joins comparisons, got {word!r}")
 
 
-def _like(pattern: str, value: str, *, fold: bool) -> bool:
-    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-    flags = re.DOTALL | (re.IGNORECASE if fold else 0)
-    return re.fullmatch(regex, value, flags) is not None
+def _segment_regex(segment: str, fold: bool) -> re.Pattern[str]:
+    """A fixed-length regex for one ``%``-free piece of a LIKE pattern (``_`` is any char)."""
+    body = "".join("." if c == "_" else re.escape(c) for c in segment)
+    return re.compile(body, re.DOTALL | (re.IGNORECASE if fold else 0))
+
+
+def like_matches(pattern: str, value: str, *, fold: bool) -> bool:
+    """SQL ``LIKE`` (``%`` any run, ``_`` any one character) in time linear in the pattern.
+
+    A LIKE pattern is a row of fixed-length pieces joined by ``%``. The first piece must match
+    at the start, the last at the end, and each middle piece at its leftmost place after the
+    one before: if any placement works, the leftmost one does, so nothing is ever retried.
+    (Translating ``%`` to ``.*`` in one regex backtracks exponentially on ``%a%a%…%!``.)
+    """
+    pieces = [_segment_regex(p, fold) for p in pattern.split("%")]
+    lengths = [len(p) for p in pattern.split("%")]
+    if len(pieces) == 1:
+        return pieces[0].fullmatch(value) is not None
+    head, *middle, tail = pieces
+    start, end = lengths[0], len(value) - lengths[-1]
+    if end < start or head.fullmatch(value, 0, start) is None:
+        return False
+    if tail.fullmatch(value, end) is None:
+        return False
+    for piece, length in zip(middle, lengths[1:-1], strict=True):
+        if length == 0:
+            continue
+        found = piece.search(value, start, end)
+        if found is None:
+            return False
+        start = found.end()
+    return True
 
 
 def matches(term: Comparison, value: Any, numeric: bool) -> bool:
@@ -180,7 +222,7 @@ def matches(term: Comparison, value: Any, numeric: bool) -> bool:
     if term.op not in _STRING_OPS:
         raise invalid(f"invalid comparison {term.op!r} on {term.key!r}: use =, !=, LIKE or ILIKE")
     if term.op in ("LIKE", "ILIKE"):
-        return _like(str(term.value), str(value), fold=term.op == "ILIKE")
+        return like_matches(str(term.value), str(value), fold=term.op == "ILIKE")
     equal = str(value) == str(term.value)
     return equal if term.op == "=" else not equal
 
