@@ -257,7 +257,6 @@ def test_503_twice_then_200_is_retried_and_succeeds():
 def test_permanent_failure_reports_status_without_the_api_key(monkeypatch, caplog):
     secret = "sk-test-0123456789-secret"
     monkeypatch.setenv("ASSAY_TEST_KEY", secret)
-    monkeypatch.setenv("ASSAY_TEST_KEY_HOSTS", "127.0.0.1")  # the key may go to this server
 
     async def completions(request: HttpRequest) -> JSONResponse:
         # A hostile server quoting our credentials back must not leak them either.
@@ -267,6 +266,8 @@ def test_permanent_failure_reports_status_without_the_api_key(monkeypatch, caplo
     app = Starlette(routes=[Route("/v1/completions", completions, methods=["POST"])])
     caplog.set_level(logging.DEBUG)
     with asgi_in_background(app) as running:
+        # The key may go to this server.
+        monkeypatch.setenv("ASSAY_TEST_KEY_HOSTS", f"127.0.0.1:{running.port}")
         remote = _remote(running.base_url, model="m", api_key_env="ASSAY_TEST_KEY", max_retries=2)
         got = remote.complete(
             [

@@ -155,7 +155,7 @@ def _failing_call(monkeypatch, caplog, shape) -> str:
     monkeypatch.setenv("ASSAY_TEST_KEY", SECRET)
     caplog.set_level(logging.DEBUG)
     with asgi_in_background(_echoing_app(shape)) as running:
-        monkeypatch.setenv("ASSAY_TEST_KEY_HOSTS", "127.0.0.1")
+        monkeypatch.setenv("ASSAY_TEST_KEY_HOSTS", f"127.0.0.1:{running.port}")
         with _client(running.base_url, max_retries=1) as client:
             got = client.complete([GENERATE])
     assert got[0].error is not None and "HTTP 500" in got[0].error
@@ -264,3 +264,97 @@ def test_a_dict_inside_token_logprobs_fails_only_that_request():
     assert good.ok and good.choices[0].logprob == pytest.approx(-0.5)
     assert broken.error is not None
     assert "malformed endpoint reply" in broken.error and "token_logprobs" in broken.error
+
+
+# -- credentials bound to scheme and port; addresses checked per connection ----------------------
+
+
+class _Resolver:
+    """A resolver the test controls: ``socket.getaddrinfo`` answers these names in turn."""
+
+    def __init__(self, monkeypatch, answers: dict[str, list[str]]) -> None:
+        import socket
+
+        self.asked: list[str] = []
+        self.connected: list[str] = []
+        real_getaddrinfo, real_connect = socket.getaddrinfo, socket.create_connection
+
+        def getaddrinfo(host, port, *args, **kwargs):
+            if host in answers:
+                self.asked.append(host)
+                address = answers[host].pop(0) if len(answers[host]) > 1 else answers[host][0]
+                return real_getaddrinfo(address, port, *args, **kwargs)
+            return real_getaddrinfo(host, port, *args, **kwargs)
+
+        def create_connection(address, *args, **kwargs):
+            self.connected.append(address[0])
+            if not address[0].startswith("127."):  # nothing leaves this machine, whatever runs
+                raise ConnectionRefusedError(f"test resolver: {address[0]} is not loopback")
+            return real_connect(address, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        monkeypatch.setattr(socket, "create_connection", create_connection)
+
+
+def test_a_key_bound_to_https_is_not_sent_over_plain_http(monkeypatch):
+    # OPENAI_API_KEY is bound to https://api.openai.com:443 by default. A registry user writes
+    # http://api.openai.com:<port>; here the name resolves to a receiver on loopback.
+    seen: list[dict[str, str]] = []
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.delenv("OPENAI_API_KEY_HOSTS", raising=False)
+    monkeypatch.delenv("ASSAY_CREDENTIAL_HOSTS", raising=False)
+    with asgi_in_background(_recording_app(seen)) as running:
+        _Resolver(monkeypatch, {"api.openai.com": ["127.0.0.1"]})
+        url = f"http://api.openai.com:{running.port}/v1"
+        with _client(url, api_key_env="OPENAI_API_KEY") as client:
+            assert client.complete([GENERATE])[0].ok
+    assert seen and all("authorization" not in headers for headers in seen)
+    assert all(not _leaked(SECRET, str(headers)) for headers in seen)
+
+
+def test_a_binding_names_scheme_host_and_port():
+    from assay.core.security import credential_may_go, credential_targets
+
+    env = {"K_HOSTS": "api.example.com,127.0.0.1:8000,http://localhost:9000"}
+    targets = credential_targets("K", env)
+    assert credential_may_go("https", "API.example.com", None, targets)
+    assert not credential_may_go("http", "api.example.com", None, targets)  # cleartext
+    assert not credential_may_go("https", "api.example.com", 8443, targets)  # another port
+    assert credential_may_go("http", "127.0.0.1", 8000, targets)  # loopback: either scheme
+    assert credential_may_go("https", "127.0.0.1", 8000, targets)
+    assert not credential_may_go("http", "127.0.0.1", 8001, targets)
+    assert credential_may_go("http", "localhost", 9000, targets)
+    assert not credential_may_go("https", "localhost", 9000, targets)  # the scheme was named
+
+
+@pytest.mark.parametrize("entry", ["http://vllm.internal:8000", "ftp://host", "host:99999"])
+def test_a_binding_that_would_send_a_key_in_cleartext_is_refused(monkeypatch, entry):
+    monkeypatch.setenv("ASSAY_TEST_KEY", SECRET)
+    monkeypatch.setenv("ASSAY_TEST_KEY_HOSTS", entry)
+    with pytest.raises(ValueError, match=re.escape(f"ASSAY_TEST_KEY_HOSTS entry {entry!r}")):
+        _client("https://vllm.internal:8000/v1")
+
+
+def test_a_name_rebound_to_metadata_after_the_check_is_refused_at_connection(monkeypatch):
+    # The name passes the check when the client is built (loopback), then resolves to the
+    # metadata address when the connection is opened.
+    seen: list[dict[str, str]] = []
+    with asgi_in_background(_recording_app(seen)) as running:
+        resolver = _Resolver(monkeypatch, {"rebind.test": ["127.0.0.1", "169.254.169.254"]})
+        with _client(f"http://rebind.test:{running.port}/v1", max_retries=3) as client:
+            got = client.complete([GENERATE])[0]
+    assert resolver.asked == ["rebind.test", "rebind.test"]  # built, then one connection
+    assert got.error is not None and "169.254.169.254" in got.error
+    assert "link-local" in got.error
+    assert not any(a.startswith("169.254.") for a in resolver.connected)
+    assert seen == []
+
+
+def test_each_connection_goes_to_the_address_that_was_checked(monkeypatch):
+    seen: list[dict[str, str]] = []
+    with asgi_in_background(_recording_app(seen)) as running:
+        resolver = _Resolver(monkeypatch, {"pinned.test": ["127.0.0.1"]})
+        with _client(f"http://pinned.test:{running.port}/v1") as client:
+            assert client.complete([GENERATE])[0].ok
+    assert resolver.connected == ["127.0.0.1"]
+    assert seen and seen[0]["host"] == f"pinned.test:{running.port}"

@@ -2,11 +2,14 @@
 
 Three rules every network-facing part of the library shares:
 
-- **Credentials are bound to hosts.** A key read from the environment variable ``NAME`` is
-  sent only to the hosts listed in ``NAME_HOSTS`` (comma-separated ``host`` or ``host:port``,
-  case-insensitive), or in ``ASSAY_CREDENTIAL_HOSTS`` as ``NAME=host1,host2;OTHER=host3``.
-  With neither set, ``OPENAI_API_KEY`` goes to ``api.openai.com`` only and any other key to
-  no host at all: a request elsewhere carries no credentials.
+- **Credentials are bound to scheme, host and port.** A key read from the environment
+  variable ``NAME`` is sent only to the targets listed in ``NAME_HOSTS`` (comma-separated
+  ``host``, ``host:port`` or ``https://host:port``, case-insensitive), or in
+  ``ASSAY_CREDENTIAL_HOSTS`` as ``NAME=host1,host2;OTHER=host3``. An entry without a scheme
+  means https on the given port (443 when none is given); plain http is allowed on loopback
+  hosts only, where an entry without a scheme covers both. With neither variable set,
+  ``OPENAI_API_KEY`` goes to ``https://api.openai.com:443`` only and any other key nowhere: a
+  request elsewhere carries no credentials.
 - **Link-local and cloud metadata addresses are never contacted** (169.254.0.0/16, fe80::/10,
   the metadata names and addresses of the big clouds), whatever a source or a suite says.
   Host names are resolved and every address they resolve to is checked.
@@ -23,7 +26,9 @@ import ipaddress
 import os
 import re
 import socket
+import urllib.parse
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 CREDENTIAL_HOSTS_ENV = "ASSAY_CREDENTIAL_HOSTS"
 HOSTS_SUFFIX = "_HOSTS"
@@ -82,17 +87,49 @@ def forbidden_host_reason(host: str, resolve: bool = True) -> str | None:
     if not resolve:
         return None
     try:
-        infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+        addresses = _resolve(name, None)
     except (OSError, UnicodeError):
         return None
-    for info in infos:
+    return _addresses_problem(name, addresses)
+
+
+def _resolve(name: str, port: int | None) -> list[str]:
+    infos = socket.getaddrinfo(name, port, proto=socket.IPPROTO_TCP)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _addresses_problem(name: str, addresses: Iterable[str]) -> str | None:
+    for text in addresses:
         try:
-            problem = _address_problem(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
+            problem = _address_problem(ipaddress.ip_address(text.split("%")[0]))
         except ValueError:
             continue
         if problem:
             return f"{name} resolves to {problem.replace(' is ', ', which is ', 1)}"
     return None
+
+
+def connectable_addresses(host: str, port: int) -> list[str]:
+    """Resolve ``host`` for one connection and return its addresses, all of them allowed.
+
+    Called for every new connection (not once per client), so a name that resolves to a
+    public address when a client is built and to a metadata address later (DNS rebinding)
+    is refused at the connection that would reach it. Raises ``ForbiddenAddressError``.
+    """
+    name = _normal_host(host)
+    reason = forbidden_host_reason(name, resolve=False)
+    if reason:
+        raise ForbiddenAddressError(f"connection to {name}: refused, {reason}")
+    try:
+        ipaddress.ip_address(name.split("%")[0])
+        return [name]
+    except ValueError:
+        pass
+    addresses = _resolve(name, port)
+    reason = _addresses_problem(name, addresses)
+    if reason:
+        raise ForbiddenAddressError(f"connection to {name}: refused, {reason}")
+    return addresses
 
 
 def check_host_allowed(host: str, what: str) -> None:
@@ -102,33 +139,103 @@ def check_host_allowed(host: str, what: str) -> None:
         raise ForbiddenAddressError(f"{what}: refused, {reason}")
 
 
-def credential_hosts(key_env: str, environ: Mapping[str, str] | None = None) -> frozenset[str]:
-    """The hosts (``host`` or ``host:port``, lower case) the key in ``key_env`` may go to."""
+@dataclass(frozen=True, slots=True)
+class CredentialTarget:
+    """Where a key may be sent: one scheme, host and port."""
+
+    scheme: str
+    host: str
+    port: int
+
+
+def credential_targets(
+    key_env: str, environ: Mapping[str, str] | None = None
+) -> frozenset[CredentialTarget]:
+    """The scheme, host and port triples the key in ``key_env`` may go to.
+
+    Entries are ``host``, ``host:port`` or ``scheme://host[:port]``. Without a scheme an entry
+    means ``https`` (and also ``http`` on a loopback host); without a port, the scheme's
+    default. Plain ``http`` to any other host is refused: a ``ValueError`` names the entry.
+    """
     env = os.environ if environ is None else environ
     own = env.get(key_env + HOSTS_SUFFIX)
-    if own is not None:
-        return _host_list(own)
-    table = env.get(CREDENTIAL_HOSTS_ENV)
-    if table:
-        for part in table.split(";"):
-            name, sep, hosts = part.partition("=")
-            if sep and name.strip() == key_env:
-                return _host_list(hosts)
-    return DEFAULT_CREDENTIAL_HOSTS.get(key_env, frozenset())
+    where = f"${key_env}{HOSTS_SUFFIX}"
+    if own is None:
+        own, where = (
+            _table_entry(env.get(CREDENTIAL_HOSTS_ENV), key_env),
+            f"${CREDENTIAL_HOSTS_ENV}",
+        )
+    if own is None:
+        return frozenset(
+            CredentialTarget("https", host, 443)
+            for host in DEFAULT_CREDENTIAL_HOSTS.get(key_env, ())
+        )
+    targets: set[CredentialTarget] = set()
+    for entry in (e.strip() for e in own.split(",")):
+        if entry:
+            targets.update(_targets_of(entry, f"{where} entry {entry!r}"))
+    return frozenset(targets)
+
+
+def _table_entry(table: str | None, key_env: str) -> str | None:
+    for part in (table or "").split(";"):
+        name, sep, hosts = part.partition("=")
+        if sep and name.strip() == key_env:
+            return hosts
+    return None
+
+
+def _targets_of(entry: str, where: str) -> list[CredentialTarget]:
+    scheme, sep, rest = entry.partition("://")
+    explicit = bool(sep)
+    if not explicit:
+        scheme, rest = "https", entry
+    scheme = scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"{where}: scheme {scheme!r} is not http or https")
+    parsed = urllib.parse.urlsplit(f"{scheme}://{rest.rstrip('/')}")
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ValueError(f"{where}: the port is not a number from 0 to 65535") from None
+    if not parsed.hostname or parsed.path or parsed.query or parsed.username:
+        raise ValueError(f"{where}: expected host, host:port or scheme://host:port")
+    host = _normal_host(parsed.hostname)
+    loopback = is_loopback(host)
+    if scheme == "http" and not loopback:
+        raise ValueError(
+            f"{where}: a key would travel in cleartext; plain http is allowed for loopback "
+            "hosts only, use https"
+        )
+    schemes = ("https", "http") if loopback and not explicit else (scheme,)
+    return [CredentialTarget(s, host, port or _DEFAULT_PORTS[s]) for s in schemes]
+
+
+_DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 def _host_list(text: str) -> frozenset[str]:
     return frozenset(h.strip().lower().rstrip("/") for h in text.split(",") if h.strip())
 
 
-def host_may_receive(host: str, port: int | None, scheme: str, allowed: Iterable[str]) -> bool:
-    """Whether a URL with this host and port is one of ``allowed`` (``host`` or ``host:port``)."""
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
     name = _normal_host(host)
-    if port is None:
-        port = 443 if scheme == "https" else 80
-    shown = f"[{name}]" if ":" in name else name
-    candidates = {name, shown, f"{shown}:{port}"}
-    return any(entry in candidates for entry in allowed)
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def credential_may_go(
+    scheme: str, host: str, port: int | None, targets: Iterable[CredentialTarget]
+) -> bool:
+    """Whether a URL with this scheme, host and port is one of the key's ``targets``."""
+    scheme = scheme.lower()
+    wanted = CredentialTarget(scheme, _normal_host(host), port or _DEFAULT_PORTS.get(scheme, 0))
+    return wanted in set(targets)
 
 
 _BEARER = re.compile(r"(?i)\b(bearer)(\s+|%20|\+)[^\s\"',;&}\]\\]+")

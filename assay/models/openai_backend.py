@@ -42,13 +42,15 @@ from assay.core.digests import digest_json
 from assay.core.records import ChoiceScore, Completion, Request, RequestKind
 from assay.core.security import (
     HOSTS_SUFFIX,
+    ForbiddenAddressError,
     check_host_allowed,
-    credential_hosts,
-    host_may_receive,
+    credential_may_go,
+    credential_targets,
     redact,
     redact_then_cut,
 )
 from assay.models.base import ModelSpec, ProgressCallback
+from assay.models.guarded_transport import checked_transport
 
 log = logging.getLogger(__name__)
 
@@ -152,26 +154,30 @@ class OpenAIClient:
         self._api_key = os.environ.get(api_key_env) or None
         # The key travels only to the hosts the operator bound it to; anywhere else the
         # request goes without credentials (a registry user chooses the URL, not the key).
-        self._key_sent = bool(self._api_key) and host_may_receive(
-            url.host, url.port, url.scheme, credential_hosts(api_key_env)
+        # Scheme, host and port must all match: the same host over plain http, or on another
+        # port, gets no key.
+        self._key_sent = bool(self._api_key) and credential_may_go(
+            url.scheme, url.host, url.port, credential_targets(api_key_env)
         )
         if self._api_key and not self._key_sent:
             log.warning(
-                "$%s is not sent to %s: the host is not listed in $%s%s",
+                "$%s is not sent to %s: its scheme, host and port are not listed in $%s%s",
                 api_key_env,
                 self.source.public_url,
                 api_key_env,
                 HOSTS_SUFFIX,
             )
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._key_sent else {}
+        limits = httpx.Limits(
+            max_connections=max_concurrency, max_keepalive_connections=max_concurrency
+        )
         self._http = httpx.Client(
             base_url=self.source.base_url + "/",
             headers=headers,
             timeout=timeout_s,
-            limits=httpx.Limits(
-                max_connections=max_concurrency, max_keepalive_connections=max_concurrency
-            ),
-            transport=transport,
+            limits=limits,
+            # Each new connection's address is checked again (DNS rebinding).
+            transport=transport or checked_transport(limits),
         )
         # Jitter only spreads retries in time; it never changes a result, so it need not be
         # derived from data.
@@ -348,6 +354,8 @@ class OpenAIClient:
             retry_after: float | None = None
             try:
                 response = self._http.request(method, path, json=body)
+            except ForbiddenAddressError as exc:  # never retried: the answer will not change
+                raise EndpointError(self._scrub(f"{where}: {exc}")) from exc
             except httpx.TimeoutException as exc:
                 last = f"timeout ({type(exc).__name__})"
             except httpx.TransportError as exc:
