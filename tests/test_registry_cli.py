@@ -202,3 +202,32 @@ def test_add_parser_plugs_into_a_parent_parser(url: str) -> None:
     with Registry.open(url) as registry:
         assert [m.name for m in registry.list_models()] == ["plugged"]
         assert [p.name for p in registry.list_prompts()] == ["p"]
+
+
+@pytest.mark.parametrize("key", ["gate.qa", "eval.accuracy", "GATE.qa", "Eval.x"])
+def test_reserved_tags_are_refused_by_every_command_in_any_case(url: str, capsys, key) -> None:
+    reg(url, "create", "m")
+    reg(url, "register", "m", "hf:/a")
+    capsys.readouterr()
+    for argv in (
+        ["create", "other", "--tag", f"{key}=passed"],
+        ["register", "m", "hf:/b", "--tag", f"{key}=passed"],
+        ["tag", "m@v1", key, "failed"],
+    ):
+        assert reg(url, *argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("ERROR INVALID_PARAMETER_VALUE") and "is reserved" in err, argv
+    with Registry.open(url) as registry:
+        assert [m.name for m in registry.list_models()] == ["m"]
+        assert registry.get_model("m").latest_version == 1
+        assert registry.get_version("m@v1").tags == {}
+
+
+def test_a_gate_tag_in_another_case_is_not_a_verdict(url: str) -> None:
+    # Written past the checks (an old row, or a direct database write): the gate reads only
+    # its own spelling, so this neither blocks the alias nor stands in for a verdict.
+    with Registry.open(url) as registry:
+        registry.create_model("m")
+        registry.create_version("m", "hf:/a")
+        registry.set_tag("m", "GATE.qa", "failed", version=1)
+        assert registry.set_alias("m", "champion", 1).aliases == ("champion",)

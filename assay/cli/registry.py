@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from assay.registry import Event, ModelVersion, Registry, RegistryError
 from assay.registry.errors import invalid
-from assay.registry.limits import check_public_tag_key, escape
+from assay.registry.limits import check_public_tag_key, check_public_tags, escape
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -130,6 +130,7 @@ def _serving(values: Sequence[str] | None) -> dict[str, Any] | None:
 
 def _create(args: argparse.Namespace, registry: Registry) -> int:
     tags = parse_pairs(args.tag, "--tag")
+    check_public_tags(tags, "--tag")
     model = registry.create_model(args.name, args.description, tags, actor=args.actor)
     print(f"created model {model.name}")
     return 0
@@ -138,6 +139,7 @@ def _create(args: argparse.Namespace, registry: Registry) -> int:
 def _register(args: argparse.Namespace, registry: Registry) -> int:
     serving = _serving(args.serving)
     tags = parse_pairs(args.tag, "--tag")
+    check_public_tags(tags, "--tag")
     prices = {"prompt_per_1k": args.price_prompt, "completion_per_1k": args.price_completion}
     if args.create_model:
         registry.get_or_create_model(args.model, actor=args.actor)

@@ -122,7 +122,12 @@ class AliasRegistry(ModelRegistry):
                 VersionTagRow.key.startswith(GATE_TAG_PREFIX, autoescape=True),
             )
         )
-        return sorted(t.key[len(GATE_TAG_PREFIX) :] for t in tags if t.value == GATE_FAILED)
+        # LIKE ignores case on SQLite: only the gate's own spelling of the key counts.
+        return sorted(
+            t.key[len(GATE_TAG_PREFIX) :]
+            for t in tags
+            if t.key.startswith(GATE_TAG_PREFIX) and t.value == GATE_FAILED
+        )
 
     def delete_alias(self, model: str, alias: str, actor: str | None = None) -> None:
         """Remove ``alias`` from ``model``; RESOURCE_DOES_NOT_EXIST if it is not set."""

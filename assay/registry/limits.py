@@ -10,6 +10,7 @@ keys and values, and actors are one line.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 
 from assay.registry.errors import invalid
 
@@ -64,8 +65,12 @@ def check_prose(value: str, what: str, max_bytes: int) -> str:
 
 
 def is_reserved_tag(key: str) -> bool:
-    """True for tag keys only the gate and the evaluation recorder may write."""
-    return key.startswith(RESERVED_TAG_PREFIXES)
+    """True for tag keys only the gate and the evaluation recorder may write.
+
+    In any letter case: ``GATE.qa`` is refused too, since a database that compares text
+    without case (SQLite's LIKE) would otherwise read it as the gate's verdict.
+    """
+    return key.casefold().startswith(RESERVED_TAG_PREFIXES)
 
 
 def check_public_tag_key(key: str, what: str = "tag key") -> str:
@@ -77,6 +82,12 @@ def check_public_tag_key(key: str, what: str = "tag key") -> str:
             "and the evaluation recorder)"
         )
     return key
+
+
+def check_public_tags(tags: Mapping[str, object] | None, what: str = "tag key") -> None:
+    """``check_public_tag_key`` for every key of ``tags``."""
+    for key in tags or {}:
+        check_public_tag_key(key, what)
 
 
 def escape(value: object) -> str:

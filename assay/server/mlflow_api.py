@@ -25,7 +25,7 @@ from typing import Any
 
 from assay.registry.entities import ModelVersion, RegisteredModel, Stage
 from assay.registry.errors import RegistryError
-from assay.registry.limits import check_public_tag_key
+from assay.registry.limits import check_public_tag_key, check_public_tags
 from assay.registry.tokens import Role
 from assay.server.http import ApiError, Call, Handler, invalid, millis
 from assay.server.search import (
@@ -105,8 +105,7 @@ def _version_payload(call: Call, name: str, number: int) -> dict[str, Any]:
 
 
 def _public_tags(tags: dict[str, str]) -> dict[str, str]:
-    for key in tags:
-        check_public_tag_key(key)
+    check_public_tags(tags)
     return tags
 
 
