@@ -18,7 +18,9 @@ and mirrors the changes into assay's registry (``assay.integrations.mlflow``). T
 launches no runs: the alias events it writes are what ``model_promotion_sensor`` turns into
 evaluation runs. MLflow unreachable → SkipReason with the cause, cursor unchanged. An alias
 whose MLflow version has no source assay can serve is deferred: left out of the cursor and
-retried every tick until the version gets an ``assay.source`` tag.
+retried every tick until the version gets an ``assay.source`` tag. A gated alias
+(``champion``) is not moved by the sync unless ``ASSAY_MLFLOW_SYNC_MOVES_GATED=1``: in assay
+only a promoter moves it.
 
 The tracking URI comes from ``ASSAY_MLFLOW_TRACKING_URI`` or ``MLFLOW_TRACKING_URI``, read at
 tick time; credentials go through MLflow's own variables (``MLFLOW_TRACKING_TOKEN``, ...).
@@ -53,12 +55,20 @@ def tracking_uri_from_env() -> str | None:
     return None
 
 
+MOVES_GATED_VARIABLE = "ASSAY_MLFLOW_SYNC_MOVES_GATED"
+
+
 def build_mlflow_alias_sensor(
     tracking_uri: str | None = None,
     name: str = "mlflow_alias_sensor",
     minimum_interval_seconds: int = 60,
+    move_gated_aliases: bool | None = None,
 ):
-    """The sync sensor for ``tracking_uri`` (None: read from the environment at each tick)."""
+    """The sync sensor for ``tracking_uri`` (None: read from the environment at each tick).
+
+    ``move_gated_aliases`` (None: ``ASSAY_MLFLOW_SYNC_MOVES_GATED=1``, read at each tick) lets
+    MLflow's writers move gated aliases such as ``champion``; by default they cannot.
+    """
 
     @sensor(
         name=name,
@@ -99,7 +109,12 @@ def build_mlflow_alias_sensor(
                 cursor=alias_map_to_json(current),
             )
         # A registry failure raises here: the tick fails and the cursor stays put.
-        results = mirror_changes(changes, registry.open())
+        move_gated = (
+            os.environ.get(MOVES_GATED_VARIABLE) == "1"
+            if move_gated_aliases is None
+            else move_gated_aliases
+        )
+        results = mirror_changes(changes, registry.open(), move_gated=move_gated)
         # Deferred changes stay out of the cursor, so they are retried at the next tick.
         cursor = alias_map_to_json(cursor_after(current, results))
         lines = []

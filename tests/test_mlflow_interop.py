@@ -156,7 +156,7 @@ def test_sensor_mirrors_alias_set_move_recreate_and_delete(
     client.create_model_version(name, f"runs:/{model_dir_run}/model", run_id=model_dir_run)
     client.create_model_version(name, "s3://bucket/clf-v2")
     client.set_registered_model_alias(name, "champion", "1")
-    sensor = build_mlflow_alias_sensor(mlflow_uri)
+    sensor = build_mlflow_alias_sensor(mlflow_uri, move_gated_aliases=True)
     reg = Registry.open(registry_url)
 
     # First tick: the alias appears in assay, on a version with a servable local source.
@@ -232,6 +232,33 @@ def test_sensor_mirrors_alias_set_move_recreate_and_delete(
     assert len(reg.list_versions(name)) == 3  # history stays
 
 
+def test_mlflow_writers_do_not_move_a_gated_alias_by_default(
+    client, mlflow_uri: str, model_dir_run: str, registry_url: str, monkeypatch
+) -> None:
+    # Anyone who may write to MLflow's registry is not an assay promoter.
+    monkeypatch.delenv("ASSAY_MLFLOW_SYNC_MOVES_GATED", raising=False)
+    name = "guarded"
+    client.create_registered_model(name)
+    client.create_model_version(name, f"runs:/{model_dir_run}/model", run_id=model_dir_run)
+    client.set_registered_model_alias(name, "champion", "1")
+    client.set_registered_model_alias(name, "challenger", "1")
+    reg = Registry.open(registry_url)
+    result, _ = _tick(build_mlflow_alias_sensor(mlflow_uri), None, registry_url)
+    assert "champion" in result.skip_reason.skip_message
+    assert "gated alias" in result.skip_reason.skip_message
+    # The version is registered (so it can be evaluated), challenger mirrored, champion not.
+    assert reg.get_model(name).aliases == {"challenger": 1}
+    assert [(e.kind, e.payload["alias"]) for e in _alias_events(reg, name)] == [
+        (EventKind.ALIAS_SET, "challenger")
+    ]
+    # The operator may let the sync promote; the next change of champion then goes through.
+    monkeypatch.setenv("ASSAY_MLFLOW_SYNC_MOVES_GATED", "1")
+    client.create_model_version(name, f"runs:/{model_dir_run}/model", run_id=model_dir_run)
+    client.set_registered_model_alias(name, "champion", "2")
+    result, _ = _tick(build_mlflow_alias_sensor(mlflow_uri), result.cursor, registry_url)
+    assert reg.get_model(name).aliases == {"challenger": 1, "champion": 2}
+
+
 def test_unreachable_mlflow_skips_and_keeps_the_cursor(
     registry_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -267,7 +294,7 @@ def test_export_logs_a_run_and_links_the_mirrored_model_version(
     watcher = MlflowRegistryWatcher(mlflow_uri)
     snap = {k: v for k, v in watcher.snapshot().items() if k == name}
     reg = Registry.open(registry_url)
-    [result] = mirror_changes(watcher.with_targets(diff_alias_maps({}, snap)), reg)
+    [result] = mirror_changes(watcher.with_targets(diff_alias_maps({}, snap)), reg, move_gated=True)
     version = reg.get_version(result.key)
     assert version.source == "bundled:smollm2-135m-instruct"
     assert version.serving["dtype"] == "bfloat16"

@@ -438,8 +438,15 @@ def mirror_changes(
     actor: str = "mlflow-sync",
     *,
     register_unservable: bool = False,
+    move_gated: bool = False,
 ) -> list[MirrorResult]:
     """Apply MLflow alias changes to assay's registry, one result per change.
+
+    A gated alias (``champion`` by default; ``Registry.gated_aliases``) is moved in assay only
+    by a promoter, and anyone who may write to the MLflow registry is not one: its changes
+    are ``skipped`` unless the operator passes ``move_gated=True``. The target version is
+    still registered, so it can be evaluated and then promoted in assay. Even then the gate's
+    refusal of a version with a failed verdict holds.
 
     Set or moved: the MLflow version is registered in assay (once; later changes reuse it) and
     the alias set there, which is the event ``model_promotion_sensor`` turns into an
@@ -467,7 +474,7 @@ def mirror_changes(
                 )
                 results.append(MirrorResult(change, "deferred", servable=False, reason=reason))
                 continue
-            results.append(_mirror_one(change, registry, actor))
+            results.append(_mirror_one(change, registry, actor, move_gated))
         except RegistryError as exc:
             if exc.code != ErrorCode.INVALID_PARAMETER_VALUE:
                 raise
@@ -475,7 +482,17 @@ def mirror_changes(
     return results
 
 
-def _mirror_one(change: AliasChange, registry: Registry, actor: str) -> MirrorResult:
+def _mirror_one(
+    change: AliasChange, registry: Registry, actor: str, move_gated: bool
+) -> MirrorResult:
+    if change.alias in registry.gated_aliases and not move_gated:
+        key = mirror_version(registry, change.target, actor)[0].key if change.target else None
+        reason = (
+            f"{change.alias!r} is a gated alias: the MLflow sync does not move it (a promoter "
+            "moves it in assay, where the gate decides; the operator may allow the sync with "
+            "ASSAY_MLFLOW_SYNC_MOVES_GATED=1)"
+        )
+        return MirrorResult(change, "skipped", key=key, reason=reason)
     if change.after is None:
         mirrored = (
             _mirrored_version(registry, change.model, change.before, change.model_created_ms)
