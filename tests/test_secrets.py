@@ -12,11 +12,22 @@ from assay.registry import Registry, RegistryError
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_source_with_credentials_is_refused_and_nothing_written(registry_url):
+@pytest.mark.parametrize(
+    ("source", "named"),
+    [
+        ("openai:https://user:hunter2@api.example/v1#m", "a user or password"),
+        ("openai:https://api.example/v1?api_key=hunter2#m", "'api_key'"),
+        ("openai:https://api.example/v1?x=1&access_token=hunter2#m", "'access_token'"),
+        ("hf:/models/m?X-Amz-Signature=hunter2", "'X-Amz-Signature'"),
+        ("openai:https://api.example/v1?org=sk-hunter2hunter2#m", "key-shaped"),
+    ],
+)
+def test_source_with_credentials_is_refused_and_nothing_written(registry_url, source, named):
     registry = Registry.open(registry_url)
     registry.create_model("m")
     with pytest.raises(RegistryError, match="credentials") as caught:
-        registry.create_version("m", "openai:https://user:hunter2@api.example/v1#m")
+        registry.create_version("m", source)
+    assert named in str(caught.value)
     assert "hunter2" not in str(caught.value)
     assert registry.list_versions("m") == []
     assert all("hunter2" not in str(e.payload) for e in registry.events())

@@ -248,6 +248,11 @@ _KEY_SHAPES = re.compile(
 )
 
 
+def contains_key_shape(text: str) -> bool:
+    """Whether ``text`` holds a word shaped like a well-known key (``sk-…``, ``hf_…``, …)."""
+    return _KEY_SHAPES.search(text) is not None
+
+
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     """``text`` with every secret (any letter case), bearer token and key-shaped word hidden."""
     for secret in secrets:

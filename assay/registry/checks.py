@@ -11,6 +11,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
+from assay.core.security import contains_key_shape
 from assay.models.base import ServingConfig
 from assay.registry.errors import invalid
 from assay.registry.limits import DESCRIPTION_MAX_BYTES, check_line, check_prose
@@ -56,11 +57,29 @@ _SERVING_HINTS = typing.get_type_hints(ServingConfig)
 _POSITIVE_SERVING = {"batch_size", "max_context"}
 
 
-def carries_credentials(source: str) -> bool:
-    """True when a source URI embeds a user/password (``scheme:http://user:pw@host/...``)."""
+# Query parameter names that carry secrets (``api_key``, ``access_token``, ``X-Amz-Signature``…).
+_CREDENTIAL_PARAMETER = re.compile(
+    r"(?i)key|token|secret|passw|pwd|auth|signature|^sig$|credential|session"
+)
+
+
+def credentials_in_source(source: str) -> str | None:
+    """What in a source URI looks like a credential, or None.
+
+    A user or password in the authority (``scheme:http://user:pw@host/...``), a query
+    parameter named like a secret (``?api_key=…``, ``?token=…``, ``?X-Amz-Signature=…``), or
+    a key-shaped word anywhere (``sk-…``, ``hf_…``).
+    """
     _, _, rest = source.partition(":")
-    netloc = urllib.parse.urlsplit(rest).netloc
-    return "@" in netloc
+    parts = urllib.parse.urlsplit(rest)
+    if "@" in parts.netloc:
+        return "a user or password in the URL"
+    for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        if _CREDENTIAL_PARAMETER.search(name):
+            return f"the query parameter {name!r}"
+    if contains_key_shape(source):
+        return "a key-shaped word"
+    return None
 
 
 def normalize_serving(serving: Mapping[str, Any] | None, where: str = "serving") -> dict[str, Any]:

@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 
 from assay.registry.checks import (
     SOURCE_URI,
-    carries_credentials,
     check_tag_value,
     check_tags,
     check_text,
     check_version_number,
+    credentials_in_source,
     normalize_serving,
 )
 from assay.registry.engine import RegistryBase, as_utc, event_record, one
@@ -251,11 +251,13 @@ class ModelRegistry(RegistryBase):
             or unsafe_characters(source)
         ):
             raise invalid(f"{where}: source {source!r} is not a URI like 'hf:/path/to/model'")
-        if carries_credentials(source):
-            # Sources are stored, logged and shown in the UI: secrets never go in them.
+        found = credentials_in_source(source)
+        if found:
+            # Sources are stored, logged and shown in the UI: secrets never go in them. The
+            # message names what was found, never its value.
             raise invalid(
-                f"{where}: the source URI carries credentials; pass them through an "
-                "environment variable (e.g. OPENAI_API_KEY) instead"
+                f"{where}: the source URI carries credentials ({found}); pass them through "
+                "an environment variable (e.g. OPENAI_API_KEY) instead"
             )
         normalized = normalize_serving(serving, where)
         check_text(description, f"{where}: description")
