@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -128,6 +129,9 @@ def main() -> None:
     source = args.source
     if args.random_weights is not None:
         source = f"hf:{random_weights_model(args.random_weights, work / 'model')}"
+        # Local model files must lie under the model roots; the random model is written here.
+        roots = [r for r in (os.environ.get("ASSAY_MODEL_ROOTS"), str(work)) if r]
+        os.environ["ASSAY_MODEL_ROOTS"] = os.pathsep.join(roots)
     props = torch.cuda.get_device_properties(0)
     print(
         f"== GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB; torch {torch.__version__}; "

@@ -40,7 +40,9 @@ MAX_MEAN_ABS_DELTA = 0.5
 LLAMACPP_SOURCE = "llamacpp:" + BUNDLED_SOURCE
 
 
-def test_source_resolution_and_factory(tmp_path: Path) -> None:
+def test_source_resolution_and_factory(tmp_path: Path, monkeypatch) -> None:
+    roots = os.pathsep.join([str(tmp_path), str(bundled_gguf_path().parent)])
+    monkeypatch.setenv("ASSAY_MODEL_ROOTS", roots)
     assert resolve_gguf(LLAMACPP_SOURCE) == bundled_gguf_path()
     assert resolve_gguf(f"llamacpp:{bundled_gguf_path()}") == bundled_gguf_path()
     with pytest.raises(FileNotFoundError, match="no GGUF file at"):

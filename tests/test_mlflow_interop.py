@@ -149,8 +149,10 @@ def _promotion_runs(registry_url: str, tmp_path: Path) -> list:
 
 
 def test_sensor_mirrors_alias_set_move_recreate_and_delete(
-    client, mlflow_uri: str, model_dir_run: str, registry_url: str, tmp_path: Path
+    client, mlflow_uri: str, model_dir_run: str, registry_url: str, tmp_path: Path, monkeypatch
 ) -> None:
+    # MLflow's local artifact store is where the mirrored versions' files are.
+    monkeypatch.setenv("ASSAY_MODEL_ROOTS", client.get_run(model_dir_run).info.artifact_uri)
     name = "clf"
     client.create_registered_model(name)
     client.create_model_version(name, f"runs:/{model_dir_run}/model", run_id=model_dir_run)

@@ -178,7 +178,8 @@ def test_chat_template_changes_prompt_and_outputs(model_cache_dir: Path) -> None
     assert chat_ll.choices[0].logprob != pytest.approx(raw_ll.choices[0].logprob, abs=1e-3)
 
 
-def test_hf_directory_source_loads_the_converted_model(model_cache_dir: Path) -> None:
+def test_hf_directory_source_loads_the_converted_model(model_cache_dir: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ASSAY_MODEL_ROOTS", str(model_cache_dir))
     bundled = make_client(model_cache_dir)
     spec = ModelSpec("converted@v1", f"hf:{bundled.model_dir}", ServingConfig())
     hf = build_client(spec, model_cache_dir)
@@ -221,7 +222,8 @@ def test_progress_is_reported_per_batch(model_cache_dir: Path) -> None:
     assert calls == [(2, 4), (3, 4), (4, 4)]
 
 
-def test_bad_sources_fail_with_clear_errors(tmp_path: Path) -> None:
+def test_bad_sources_fail_with_clear_errors(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ASSAY_MODEL_ROOTS", str(tmp_path))
     with pytest.raises(ValueError, match="'ftp://x'"):
         build_client(ModelSpec("m@v1", "ftp://x"), tmp_path)
     with pytest.raises(FileNotFoundError, match=r"missing\.gguf"):
@@ -597,3 +599,26 @@ def test_plan_is_the_order_complete_runs_and_failures_come_first(model_cache_dir
     ]
     assert client.plan(requests) == [1, 3, 0, 2]
     assert client.plan([]) == []
+
+
+@pytest.mark.parametrize("scheme", ["gguf", "hf", "llamacpp"])
+def test_local_sources_outside_the_model_roots_are_refused_alike(tmp_path, monkeypatch, scheme):
+    # A registry writer must not learn which files exist on the daemon's host, nor have a
+    # readable file digested: inside or outside the roots, existing or not, one answer.
+    from assay.models.llamacpp_backend import resolve_gguf
+    from assay.models.transformers_loading import resolve_source
+
+    resolve = resolve_gguf if scheme == "llamacpp" else resolve_source
+    root = tmp_path / "models"
+    root.mkdir()
+    (root / "escape").symlink_to("/etc")
+    monkeypatch.setenv("ASSAY_MODEL_ROOTS", str(root))
+    messages = []
+    for path in ("/etc/passwd", "/etc/no-such-file", f"{root}/escape/passwd", f"{root}/../x"):
+        with pytest.raises(ValueError, match="outside the allowed roots") as caught:
+            resolve(f"{scheme}:{path}")
+        messages.append(str(caught.value).replace(path, "PATH"))
+    assert len(set(messages)) == 1 and "ASSAY_MODEL_ROOTS" in messages[0]
+    # Inside the roots the path is looked at as before.
+    with pytest.raises(FileNotFoundError):
+        resolve(f"{scheme}:{root}/absent")

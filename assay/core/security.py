@@ -333,12 +333,53 @@ def _check_local_path(
         roots = [r for r in configured.split(os.pathsep) if r]
     else:
         roots = [os.getcwd(), *(os.fspath(r) for r in extra_roots)]
+    _check_under_roots(path, roots, f"{where}: local file {path!r}", DATA_ROOTS_ENV)
+
+
+def _check_under_roots(path: str, roots: Iterable[str], what: str, variable: str) -> None:
+    """Refuse ``path`` (named ``what`` in the error) unless, links resolved, it lies under one
+    of ``roots``.
+
+    The answer depends on the path's text and links alone, never on whether the file exists,
+    so the refusal tells a caller nothing about the files of this machine.
+    """
+    roots = list(roots)
     real = os.path.realpath(path)
     for root in roots:
         base = os.path.realpath(root)
         if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
             return
     raise ValueError(
-        f"{where}: local file {path!r} is outside the data roots ({', '.join(roots)}); "
-        f"set ${DATA_ROOTS_ENV} to allow another folder"
+        f"{what} is outside the allowed roots ({', '.join(roots)}); "
+        f"set ${variable} to allow another folder"
+    )
+
+
+# -- local model files named by registered versions ----------------------------------------------
+
+MODEL_ROOTS_ENV = "ASSAY_MODEL_ROOTS"
+
+
+def model_roots(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Folders whose files ``gguf:``, ``hf:`` and ``llamacpp:`` sources may name.
+
+    ``$ASSAY_MODEL_ROOTS`` (``os.pathsep``-separated) when set; else the working directory
+    and the Hugging Face cache (``$HF_HOME``, default ``~/.cache/huggingface``).
+    """
+    env = os.environ if environ is None else environ
+    configured = env.get(MODEL_ROOTS_ENV)
+    if configured:
+        return [r for r in configured.split(os.pathsep) if r]
+    hf_home = env.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return [os.getcwd(), hf_home]
+
+
+def check_model_path(path: str, source: str, environ: Mapping[str, str] | None = None) -> None:
+    """Refuse a local model path outside ``model_roots``; the error names the source.
+
+    A registry writer chooses the path: unchecked, the daemon would tell them which files
+    exist on its host and record the digest of any file it can read.
+    """
+    _check_under_roots(
+        path, model_roots(environ), f"model source {source!r}: path", MODEL_ROOTS_ENV
     )

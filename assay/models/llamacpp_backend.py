@@ -45,6 +45,7 @@ import numpy as np
 
 from assay.core.digests import digest_json, memoized_file_digest
 from assay.core.records import ChoiceScore, Completion, Request, RequestKind
+from assay.core.security import check_model_path
 from assay.models.base import ModelSpec, ProgressCallback, library_version
 from assay.models.bundled import bundled_gguf_path
 from assay.models.local_requests import (
@@ -88,6 +89,7 @@ def resolve_gguf(source: str) -> Path:
     if rest.startswith("bundled:"):
         return bundled_gguf_path(rest.removeprefix("bundled:"))
     path = Path(rest).expanduser()
+    check_model_path(str(path), source)  # before the path is looked at
     if not path.is_file():
         raise FileNotFoundError(f"model source {source!r}: no GGUF file at {path}")
     return path.resolve()

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from assay.core.digests import digest_json, memoized_file_digest, write_text_atomic
+from assay.core.security import check_model_path
 from assay.models.base import ServingConfig
 from assay.models.bundled import bundled_gguf_path
 
@@ -50,6 +51,7 @@ def resolve_source(source: str) -> ResolvedSource:
     if scheme == "bundled":
         return ResolvedSource("gguf", bundled_gguf_path(rest))
     path = Path(rest).expanduser()
+    check_model_path(str(path), source)  # before the path is looked at
     if scheme == "gguf":
         if not path.is_file():
             raise FileNotFoundError(f"model source {source!r}: no GGUF file at {path}")
