@@ -182,9 +182,14 @@ def test_promotion_runs_on_the_workers_and_lands_in_s3(deployment):
     handled = [s for s in stack.services if s.startswith("worker")]
     assert any("execute_plan" in stack.services[w].tail(200000) for w in handled)
 
-    # The tables are in S3, one object per partition, and read back complete.
+    # The tables are in S3, one object per partition, and read back complete; each names the
+    # worker process that ran the model (the solo pool runs a step in the worker itself).
+    from assay.core.environment import environment_of
+
+    worker_pids = {stack.services[w].process.pid for w in handled}
     for scenario in SCENARIOS:
         outputs = _s3_table(stack, _partition_key("model_outputs", key, scenario))
+        assert environment_of(outputs)["pid"] in worker_pids
         expected_rows = ARITHMETIC_N if scenario == "arithmetic" else FACTS_N
         assert outputs.num_rows == expected_rows
         assert outputs["error"].null_count == outputs.num_rows  # every request answered

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
-from dagster import AssetSelection, instance_for_test, materialize
+from dagster import AssetKey, AssetSelection, instance_for_test, materialize
 
 import resources.resources as resource_module
 from assay.registry import Registry
@@ -116,6 +116,30 @@ def test_registered_model_records_digest_and_environment(evaluated):
     assert row["source"] == "bundled:smollm2-135m-instruct"
     assert len(row["artifact_digest"]) == 64
     assert '"torch"' in row["environment"] and '"chat_template": true' in row["serving"]
+
+
+def test_model_outputs_record_the_process_that_ran_the_model(evaluated):
+    import os
+    import socket
+    from importlib import metadata
+
+    from assay.core.environment import environment_of
+
+    store, key = ParquetStore(evaluated["store"]), evaluated["key"]
+    outputs = store.read("model_outputs", {"model_version": key, "scenario": "arithmetic"})
+    recorded = environment_of(outputs)
+    # materialize() runs the step in this process.
+    assert recorded["host"] == socket.gethostname() and recorded["pid"] == os.getpid()
+    assert recorded["packages"]["torch"] == metadata.version("torch")
+    assert recorded["packages"]["transformers"] == metadata.version("transformers")
+    assert recorded["cpu_count"] == os.cpu_count() and recorded["memory_gib"] > 0
+    assert recorded["accelerators"] == []  # no GPU on this machine kind
+    shown = (
+        evaluated["instance"]
+        .get_latest_materialization_event(AssetKey("model_outputs"))
+        .asset_materialization.metadata["environment"]
+    )
+    assert shown.value["host"] == recorded["host"]
 
 
 def test_rescoring_never_calls_the_model(evaluated, monkeypatch):

@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from assay.core.digests import digest_json
+from assay.core.environment import runtime_environment, with_environment
 from assay.core.pinned_prices import pin_prices
 from assay.core.records import Instance, ModelOutput, TokenPrices
 from assay.evaluate.registry_prompts import prompt_uses, resolve_prompts
@@ -66,6 +67,7 @@ class PartitionOutputs:
     perturbed_from: str  # "perturbed_instances", "inline" or "none"
     template_id: str
     prompt_templates: tuple[str, ...] = ()  # "prompts:/name/N" the layouts were resolved from
+    environment: dict[str, Any] | None = None  # the process that called the model
 
     def figures(self) -> dict[str, Any]:
         """Counts, rates and digests for the UI and the logs."""
@@ -81,6 +83,7 @@ class PartitionOutputs:
             "template_id": self.template_id,
             "prompts_digest": digest_json([o.request.prompt_digest for o in run.outputs]),
             "prompt_templates": ", ".join(self.prompt_templates) or "none",
+            "environment": self.environment or {},
         }
 
     def summary(self) -> str:
@@ -131,6 +134,9 @@ def run_partition(
         client, config, instances, train, progress=ProgressLog(log, label), perturbed=perturbed
     )
     check_failures(run, max_failure_fraction, label)
-    table = pin_prices(ModelOutput.to_table(run.outputs), prices)
+    environment = runtime_environment()
+    table = with_environment(pin_prices(ModelOutput.to_table(run.outputs), prices), environment)
     templates = sorted({v.uri for vs in config.prompt_templates.values() for v in vs})
-    return PartitionOutputs(label, table, run, source, config.adapter.template_id, tuple(templates))
+    return PartitionOutputs(
+        label, table, run, source, config.adapter.template_id, tuple(templates), environment
+    )

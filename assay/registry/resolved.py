@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 
 import pyarrow as pa
 
+from assay.core.environment import package_versions
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.openai_backend import endpoint_identity_digest
 from assay.registry import ModelVersion
 from assay.storage.contract import MODEL_VERSION, REGISTERED_MODELS
 from assay.storage.parquet import ParquetStore
-
-# Packages whose versions can change a model's outputs.
-_ENVIRONMENT_PACKAGES = ("assay", "torch", "transformers", "tokenizers", "gguf", "numpy", "httpx")
-
-
-def environment() -> dict[str, str]:
-    """Python and the versions of the packages that shape model outputs."""
-    env = {"python": platform.python_version()}
-    for name in _ENVIRONMENT_PACKAGES:
-        try:
-            env[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return env
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +114,7 @@ def resolve_version(
         aliases=tuple(sorted(version.aliases)),
         stage=str(version.stage),
         tags=dict(version.tags or {}),
-        environment=environment(),
+        environment=package_versions(),
     )
 
 
