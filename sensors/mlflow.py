@@ -30,6 +30,7 @@ import os
 
 from dagster import (
     AssetKey,
+    AssetObservation,
     AssetRecordsFilter,
     DefaultSensorStatus,
     SensorEvaluationContext,
@@ -165,9 +166,11 @@ def build_mlflow_export_sensor(
         context: SensorEvaluationContext, registry: RegistryResource, storage: StorageResource
     ):
         from assay.integrations.mlflow import (
+            MlflowRejected,
             MlflowUnavailable,
             export_stored_evaluation,
             redact_uri,
+            stored_provenance,
         )
 
         uri = tracking_uri or tracking_uri_from_env()
@@ -182,6 +185,7 @@ def build_mlflow_export_sensor(
         if not records:
             return SkipReason(f"no evaluations after storage id {after}")
         store, logged, found, skipped = storage.store(), [], 0, 0
+        refusals: list[AssetObservation] = []
         cursor = after
         for record in records:
             key = record.partition_key
@@ -197,18 +201,37 @@ def build_mlflow_export_sensor(
                         store.read(INSTANCE_SCORES, dims),
                         version,
                         dims[SCENARIO],
+                        provenance=stored_provenance(store, dims),
                         **({"experiment": experiment} if experiment else {}),
                     )
+                except MlflowRejected as exc:
+                    # Recorded against the evaluation, where its page shows it; later ones
+                    # still go.
+                    skipped += 1
+                    context.log.warning(f"{evaluation} not exported: {exc}")
+                    refusals.append(
+                        AssetObservation(
+                            AssetKey(METRIC_TABLES),
+                            partition=key,
+                            metadata={"mlflow_export": f"refused: {exc}"[:1000]},
+                        )
+                    )
                 except MlflowUnavailable as exc:
-                    return SkipReason(
-                        f"{exc}; {len(logged)} logged this tick; cursor stays at storage id "
-                        f"{cursor}, retried at the next tick"
+                    return SensorResult(
+                        skip_reason=SkipReason(
+                            f"{exc}; {len(logged)} logged this tick; cursor stays at storage "
+                            f"id {cursor}, retried at the next tick"
+                        ),
+                        asset_events=refusals,
                     )
                 except Exception as exc:
                     if _is_registry_outage(exc):
-                        return SkipReason(
-                            f"registry unreachable ({type(exc).__name__}); cursor stays at "
-                            f"storage id {cursor}, retried at the next tick"
+                        return SensorResult(
+                            skip_reason=SkipReason(
+                                f"registry unreachable ({type(exc).__name__}); cursor stays "
+                                f"at storage id {cursor}, retried at the next tick"
+                            ),
+                            asset_events=refusals,
                         )
                     # This evaluation cannot be exported; later ones still are.
                     skipped += 1
@@ -223,9 +246,12 @@ def build_mlflow_export_sensor(
                         found += 1
             cursor = record.storage_id
             context.update_cursor(str(cursor))
-        return SkipReason(
-            f"logged {len(logged)} evaluations to MLflow ({found} already logged, "
-            f"{skipped} not exportable); nothing to launch"
+        return SensorResult(
+            skip_reason=SkipReason(
+                f"logged {len(logged)} evaluations to MLflow ({found} already logged, "
+                f"{skipped} not exportable); nothing to launch"
+            ),
+            asset_events=refusals,
         )
 
     return _mlflow_export_sensor

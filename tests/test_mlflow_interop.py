@@ -385,12 +385,12 @@ def test_export_sensor_logs_each_evaluation_once(
         _materialized(instance, "exp@v1", "arithmetic")
         _materialized(instance, "gone@v1", "arithmetic")  # not in the registry
         first, context = _export_tick(sensor, instance, None, registry_url, store.base_url)
-        assert "logged 1 evaluations" in first.skip_message
-        assert "1 not exportable" in first.skip_message
+        assert "logged 1 evaluations" in first.skip_reason.skip_message
+        assert "1 not exportable" in first.skip_reason.skip_message
         last = int(context.cursor)
         # The same tick again (a lost cursor): the tagged run is found, nothing is logged.
         again, _ = _export_tick(sensor, instance, None, registry_url, store.base_url)
-        assert "logged 0 evaluations to MLflow (1 already logged" in again.skip_message
+        assert "(1 already logged" in again.skip_reason.skip_message
         later, _ = _export_tick(sensor, instance, str(last), registry_url, store.base_url)
         assert "no evaluations after" in later.skip_message
 
@@ -417,7 +417,66 @@ def test_export_sensor_waits_out_an_mlflow_outage(registry_url: str, tmp_path: P
         result, context = _export_tick(
             build_mlflow_export_sensor(dead), instance, "0", registry_url, store.base_url
         )
-    assert isinstance(result, SkipReason)
-    assert "unreachable" in result.skip_message
-    assert "cursor stays at storage id 0, retried at the next tick" in result.skip_message
+    message = result.skip_reason.skip_message
+    assert "unreachable" in message
+    assert "cursor stays at storage id 0, retried at the next tick" in message
     assert context.cursor == "0"
+
+
+def test_export_carries_prompt_versions_and_dataset_digest_and_moves_past_a_refusal(
+    client, mlflow_uri: str, registry_url: str, tmp_path: Path
+) -> None:
+    from assay.core.records import (
+        Completion,
+        Instance,
+        ModelOutput,
+        Request,
+        RequestKind,
+        TemplateVersion,
+    )
+    from assay.scenarios.synthetic import ArithmeticQA
+
+    reg = Registry.open(registry_url)
+    reg.create_model("prov")
+    reg.create_version("prov", "bundled:smollm2-135m-instruct")
+    store = ParquetStore(str(tmp_path / "storage"))
+    data = ArithmeticQA(n_test=3, n_train=0).load()
+    store.write("scenario_instances", {"scenario": "arithmetic"}, Instance.to_table(data.instances))
+    terse = TemplateVersion("instructions", "terse", 2, "0" * 64)
+    request = Request(
+        data.instances[0].id, RequestKind.GENERATE, "2+2=", max_tokens=1, prompt_templates=(terse,)
+    )
+    outputs = ModelOutput.to_table([ModelOutput(request, Completion("4"))])
+    partition = {"model_version": "prov@v1", "scenario": "arithmetic"}
+    store.write("model_outputs", partition, outputs)
+    _evaluation(store, "prov@v1", "arithmetic", [1, 0, 1])
+    # A deleted experiment: MLflow refuses runs in it (400), however often it is asked.
+    client.delete_experiment(client.create_experiment("refusing"))
+    with instance_for_test() as instance:
+        _materialized(instance, "prov@v1", "arithmetic")
+        result, context = _export_tick(
+            build_mlflow_export_sensor(mlflow_uri, experiment="refusing"),
+            instance,
+            None,
+            registry_url,
+            store.base_url,
+        )
+        # Recorded against the evaluation, and the cursor moved past it.
+        assert "1 not exportable" in result.skip_reason.skip_message
+        (observation,) = result.asset_events
+        assert observation.partition == "prov@v1|arithmetic"
+        assert "INVALID_PARAMETER_VALUE" in observation.metadata["mlflow_export"].value
+        assert int(context.cursor) > 0
+
+        result, _ = _export_tick(
+            build_mlflow_export_sensor(mlflow_uri, experiment="provenance"),
+            instance,
+            None,
+            registry_url,
+            store.base_url,
+        )
+    assert "logged 1 evaluations" in result.skip_reason.skip_message
+    experiment = client.get_experiment_by_name("provenance")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.params["prompt_versions"] == "prompts:/terse/2"
+    assert run.data.params["dataset_digest"] == data.digest

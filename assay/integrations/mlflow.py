@@ -32,9 +32,16 @@ import pyarrow.parquet as pq
 
 from assay.core.records import InstanceStat, is_headline
 from assay.registry import ErrorCode, ModelVersion, Registry, RegistryError
+from assay.scenarios.base import instances_digest
 from assay.scoring.summary import LATER_SCORECARD_COLUMNS, SCORECARD_SCHEMA
 from assay.storage.code_versions import code_version
-from assay.storage.contract import METRIC_TABLES
+from assay.storage.contract import (
+    METRIC_TABLES,
+    MODEL_OUTPUTS,
+    SCENARIO,
+    SCENARIO_INSTANCES,
+)
+from assay.storage.parquet import ParquetStore
 
 # Tags assay puts on a version mirrored from MLflow; (model, version, created) identify the
 # MLflow version across ticks, including a model deleted and re-created under the same name.
@@ -198,6 +205,11 @@ def diff_alias_maps(
 
 class MlflowUnavailable(RuntimeError):
     """The MLflow tracking server could not be reached or answered with an error."""
+
+
+class MlflowRejected(RuntimeError):
+    """MLflow refused the request itself (a 4xx other than throttling or authentication):
+    asking again gives the same answer, so the caller records it and moves on."""
 
 
 def _local_path(uri: str) -> str | None:
@@ -579,6 +591,7 @@ def export_evaluation(
     registry_version: ModelVersion,
     *,
     dataset_digest: str | None = None,
+    prompt_versions: Sequence[str] = (),
     template_id: str | None = None,
     experiment: str = "assay-evaluations",
     registry_uri: str | None = None,
@@ -588,7 +601,8 @@ def export_evaluation(
 
     Run tags name the version (``assay.model_version``) and scenario, plus ``tags``.
     Params: model version key, scenario, template id (default: the template ids found in
-    ``instance_scores``), scoring version and, if given, the dataset digest. Metrics: each
+    ``instance_scores``), scoring version and, if given, the dataset digest and the
+    prompt-registry versions (``prompts:/name/N``) the requests were built from. Metrics: each
     headline metric's mean and interval bounds. Artifact: ``instance_scores.parquet``. When
     the version was mirrored from MLflow (and that model still exists, same incarnation),
     the MLflow model version gets the tag ``assay.eval.<scenario>.run_id`` = the run id.
@@ -609,6 +623,8 @@ def export_evaluation(
     }
     if dataset_digest:
         params["dataset_digest"] = dataset_digest
+    if prompt_versions:
+        params["prompt_versions"] = ",".join(prompt_versions)
     mlflow = _mlflow()
     client = mlflow.MlflowClient(
         tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri
@@ -690,6 +706,32 @@ class StoredExport:
     logged: bool  # False: an earlier tick had already logged it
 
 
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """What an evaluation was computed from, beyond its model version and scenario."""
+
+    prompt_versions: tuple[str, ...] = ()  # "prompts:/name/N" its requests were built from
+    dataset_digest: str | None = None  # of the scenario's stored instances
+
+
+def stored_provenance(store: ParquetStore, partition: Mapping[str, str]) -> Provenance:
+    """The prompt versions in a partition's ``model_outputs`` and the digest of its scenario's
+    stored ``scenario_instances`` (each left out when that table is not stored)."""
+    prompts: set[str] = set()
+    if store.exists(MODEL_OUTPUTS, partition):
+        column = store.read(MODEL_OUTPUTS, partition).column("prompt_templates").to_pylist()
+        prompts = {f"prompts:/{t['name']}/{t['version']}" for used in column for t in used or ()}
+    scenario = {SCENARIO: partition[SCENARIO]}
+    digest = None
+    if store.exists(SCENARIO_INSTANCES, scenario):
+        digest = instances_digest(store.read(SCENARIO_INSTANCES, scenario))
+    return Provenance(tuple(sorted(prompts)), digest)
+
+
+# Refusals that may pass once an operator acts (a token, a permission): held, not skipped.
+_HELD_STATUSES = frozenset({401, 403, 429})
+
+
 def export_stored_evaluation(
     tracking_uri: str,
     evaluation: str,
@@ -698,18 +740,22 @@ def export_stored_evaluation(
     registry_version: ModelVersion,
     scenario: str,
     *,
+    provenance: Provenance | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
     timeout_s: float = 5.0,
 ) -> StoredExport:
     """Log one stored evaluation unless a finished run already exports it.
 
-    The server is probed first (MLflow's client retries a dead server for minutes); any
-    failure talking to MLflow is ``MlflowUnavailable`` with the cause, so the caller can retry
-    later. A bad table is a ValueError before any run is created.
+    The server is probed first (MLflow's client retries a dead server for minutes). MLflow
+    refusing the request itself (a 4xx other than 401, 403 and 429) is ``MlflowRejected``:
+    asking again would change nothing. Any other failure talking to MLflow (unreachable, 5xx,
+    throttled, not authorized) is ``MlflowUnavailable`` with the cause, so the caller can
+    retry later. A bad table is a ValueError before any run is created.
     """
     watcher = MlflowRegistryWatcher(tracking_uri, timeout_s=timeout_s)
     watcher.check_reachable()
     mlflow = _mlflow()
+    provenance = provenance or Provenance()
     try:
         existing = exported_run(watcher.client, experiment, evaluation)
         if existing is not None:
@@ -721,12 +767,21 @@ def export_stored_evaluation(
             metric_table,
             instance_scores,
             registry_version,
+            dataset_digest=provenance.dataset_digest,
+            prompt_versions=provenance.prompt_versions,
             experiment=experiment,
             tags={EVALUATION_TAG: evaluation},
         )
     except (mlflow.exceptions.MlflowException, OSError) as exc:
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        raise MlflowUnavailable(
-            f"MLflow at {redact_uri(tracking_uri)} failed: {str(message)[:300]}"
-        ) from exc
+        where = f"MLflow at {redact_uri(tracking_uri)}"
+        status = (
+            exc.get_http_status_code()
+            if isinstance(exc, mlflow.exceptions.MlflowException)
+            else 503
+        )
+        if 400 <= status < 500 and status not in _HELD_STATUSES:
+            code = getattr(exc, "error_code", "")
+            raise MlflowRejected(f"{where} refused it ({code}): {str(message)[:300]}") from exc
+        raise MlflowUnavailable(f"{where} failed: {str(message)[:300]}") from exc
     return StoredExport(evaluation, run.run_id, True)

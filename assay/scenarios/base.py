@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+import pyarrow as pa
+
 from assay.core.digests import digest_json
 from assay.core.records import Instance
 
@@ -24,7 +26,12 @@ class ScenarioData:
     @property
     def digest(self) -> str:
         """Digest of the normalized instances themselves, whatever the source."""
-        return digest_json(Instance.to_table(self.instances).to_pylist())
+        return instances_digest(Instance.to_table(self.instances))
+
+
+def instances_digest(table: pa.Table) -> str:
+    """Digest of a scenario's instances table (as stored in ``scenario_instances``)."""
+    return digest_json(table.to_pylist())
 
 
 class Scenario(abc.ABC):
