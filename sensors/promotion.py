@@ -29,7 +29,10 @@ one run per version). Its run covers the suite keys from the first to the last e
 reads the prompt in the ``version`` shape (a range run; entries in between hit the request
 cache), and exactly those entries in the ``scenario`` shape. A run it joins resolves prompts
 as each partition starts, so partitions it already evaluated keep the earlier prompt version
-until the next promotion or the nightly re-evaluation.
+until the next promotion or the nightly re-evaluation. Moving the alias of a judge's rubric
+(``judge_rubric``, or the suite's toxicity judge ``rubric``) re-scores the entries it scores:
+the run materializes only ``instance_scores`` and ``metric_tables`` from the stored outputs,
+so only the judges are called (a partition with no stored outputs is evaluated whole).
 """
 
 import os
@@ -56,13 +59,22 @@ from assay.registry import Event, EventKind, Registry
 from assay.registry.promotion import Promotion, PromotionPolicy
 from assay.registry.resolved import record_registered_model
 from assay.storage.contract import EVALUATION_ASSETS as EVALUATION_ASSET_NAMES
-from assay.storage.contract import MODEL_VERSION, REGISTERED_MODELS, SCENARIO
+from assay.storage.contract import (
+    INSTANCE_SCORES,
+    METRIC_TABLES,
+    MODEL_OUTPUTS,
+    MODEL_VERSION,
+    REGISTERED_MODELS,
+    SCENARIO,
+)
 from assay.storage.parquet import ParquetStore
 from assets.partitions import model_version_partitions
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
 from resources.executor import chained_run_config
 
 EVALUATION_KEYS = [AssetKey(k) for k in EVALUATION_ASSET_NAMES]
+# What a judge-rubric promotion runs: the scoring step over the stored outputs.
+SCORING_KEYS = [AssetKey(INSTANCE_SCORES), AssetKey(METRIC_TABLES)]
 EVALUATION_ASSETS = AssetSelection.assets(*EVALUATION_KEYS)
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -113,12 +125,17 @@ def run_shape() -> str:
 
 
 def evaluation_run_requests(
-    key: str, scenarios: list[str], run_key: str, reason: str
+    key: str,
+    scenarios: list[str],
+    run_key: str,
+    reason: str,
+    assets: list[AssetKey] = EVALUATION_KEYS,
 ) -> list[RunRequest]:
     """The runs evaluating version ``key`` on every scenario, in the configured shape.
 
     Each run's steps form a chain, so under Dagster's default executor they run in one
     process (``chained_run_config``); a Celery deployment hands them to its workers.
+    ``assets``: ``SCORING_KEYS`` re-scores the stored outputs without calling the model.
     """
     tags = {MODEL_VERSION_TAG: key, REASON_TAG: reason[:200]}
     if run_shape() == "version":  # one partition-range run
@@ -126,7 +143,7 @@ def evaluation_run_requests(
         return [
             RunRequest(
                 run_key=run_key,
-                asset_selection=EVALUATION_KEYS,
+                asset_selection=assets,
                 run_config=chained_run_config(),
                 tags={**range_tags, **tags, PARTITIONS_TAG: f"{key}|*"},
             )
@@ -134,7 +151,7 @@ def evaluation_run_requests(
     return [
         RunRequest(
             run_key=f"{run_key}:{scenario}",
-            asset_selection=EVALUATION_KEYS,
+            asset_selection=assets,
             partition_key=MultiPartitionKey({MODEL_VERSION: key, SCENARIO: scenario}),
             run_config=chained_run_config(),
             tags={**tags, PARTITIONS_TAG: f"{key}|{scenario}"},
@@ -257,6 +274,19 @@ class _Tick:
             return
         self.runs[promotion.key] = promotion
 
+    def rescorable(self, promotion: Promotion, scenarios: list[str]) -> bool:
+        """Whether a judge-rubric promotion can score stored outputs: every partition it
+        covers has them (one never evaluated is evaluated whole)."""
+        if not promotion.rescore_only:
+            return False
+        try:
+            return all(
+                self.store.exists(MODEL_OUTPUTS, {MODEL_VERSION: promotion.key, SCENARIO: s})
+                for s in scenarios
+            )
+        except Exception:  # the storage cannot say: evaluate, which needs no stored outputs
+            return False
+
     def refuse(self, event: Event, exc: Exception, about: str = "") -> None:
         reason = f"{about + ': ' if about else ''}{type(exc).__name__}: {exc}"
         self.note(f"event {event.id} ({event.kind.value} {event.key or '-'}) refused: {reason}")
@@ -343,7 +373,11 @@ def model_promotion_sensor(
         request
         for key, p in tick.runs.items()
         for request in evaluation_run_requests(
-            key, _in_suite_order(loaded, p), f"promotion-{p.event_id}-{key}", p.reason
+            key,
+            _in_suite_order(loaded, p),
+            f"promotion-{p.event_id}-{key}",
+            p.reason,
+            SCORING_KEYS if tick.rescorable(p, _in_suite_order(loaded, p)) else EVALUATION_KEYS,
         )
     ]
     summary = (

@@ -253,3 +253,48 @@ def test_judge_replies_are_stored_and_shown_in_the_explorer(run):
     assert metadata["num_written"].value == 0
     assert metadata["num_unchanged"].value == metadata["num_files"].value > 0
     assert metadata["num_partitions_unchanged"].value == 2
+
+
+def test_moving_a_rubric_alias_rescores_with_the_judges_only(run):
+    from dagster import AssetKey, SensorResult, build_sensor_context
+
+    from sensors.promotion import RANGE_END, RANGE_START, model_promotion_sensor
+
+    instance, resources = run["instance"], run["resources"]
+    registry = resources["registry"].open()
+    registry.set_alias("model", "champion", 1)  # a holder of a promotion alias
+    context = build_sensor_context(instance=instance, cursor=None, resources=resources)
+    # The backlog (model@v1's own promotion) is not this test's: read past it.
+    cursor = model_promotion_sensor(context).cursor
+
+    def outputs_written() -> int:
+        return len(instance.fetch_materializations(AssetKey("model_outputs"), limit=100).records)
+
+    outputs_before = outputs_written()
+    strict = GRADE.replace("Grade the student", "Grade strictly the student")
+    registry.create_prompt_version("grade", strict, ["input", "prediction", "reference"])
+    registry.set_prompt_alias("grade", "production", 2)
+    context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+    result = model_promotion_sensor(context)
+    assert isinstance(result, SensorResult)
+    by_version = {r.tags["assay/model_version"]: r for r in result.run_requests}
+    # judge@v1 holds an alias too, and has no stored outputs: it is evaluated whole.
+    assert by_version["judge@v1"].asset_selection[0] == AssetKey("model_outputs")
+    request = by_version[run["key"]]
+    # The judged entry only, and only its scoring step: the outputs are already stored.
+    assert request.tags[RANGE_START] == request.tags[RANGE_END] == f"{run['key']}|{QA}"
+    assert set(request.asset_selection) == {AssetKey("instance_scores"), AssetKey("metric_tables")}
+    assert "judge rubric alias grade@production" in request.tags["assay/reason"]
+
+    rescored = run["go"](AssetSelection.assets(*request.asset_selection), f"{run['key']}|{QA}")
+    assert rescored.success
+    (event,) = [
+        e
+        for e in rescored.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "metric_tables"
+    ]
+    # Six new judgments under the new rubric (none from the cache, which answered all six
+    # under the old one: test_rescoring_asks_the_judges_through_the_cache), no model call.
+    assert event.materialization.metadata["num_judgments"].value == 6
+    assert event.materialization.metadata["num_judgments_cached"].value == 0
+    assert outputs_written() == outputs_before

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from assay.adapters import AdapterSpec
+from assay.adapters import AdapterSpec, Method
 from assay.core.digests import digest_bytes
 from assay.core.records import TemplateVersion
 from assay.registry.entities import Event, EventKind, PromptVersion
@@ -112,6 +112,24 @@ def prompt_uses(config: ScenarioConfig) -> list[PromptUse]:
 def uses_prompt_alias(config: ScenarioConfig, name: str, alias: str) -> bool:
     """Whether the entry reads prompt ``name`` through ``alias`` (so a move re-evaluates it)."""
     return any(u.name == name and u.alias == alias for u in prompt_uses(config))
+
+
+def rubric_uses(config: ScenarioConfig, suite: Suite) -> list[PromptUse]:
+    """The judge rubrics that score an entry's outputs: its own judges' rubric, and the
+    suite's toxicity judge rubric when the entry generates text."""
+    uses = []
+    if config.judging is not None:
+        uses.append(check_reference(config.judging.rubric, f"{config.key}.judge_rubric"))
+    toxicity = suite.toxicity
+    generates = any(a.method is Method.GENERATION for a in config.adapters)
+    if toxicity is not None and toxicity.rubric and generates:
+        uses.append(check_reference(toxicity.rubric, "toxicity.rubric"))
+    return uses
+
+
+def reads_rubric_alias(config: ScenarioConfig, suite: Suite, name: str, alias: str) -> bool:
+    """Whether a judge scores the entry with prompt ``name`` read through ``alias``."""
+    return any(u.name == name and u.alias == alias for u in rubric_uses(config, suite))
 
 
 def template_digest(template: str) -> str:
@@ -211,13 +229,22 @@ def prompt_promotions(
     """A prompt promotion: moving a prompt alias the suite reads re-evaluates the entries that
     read it, for every model version that holds a promotion alias now (``policy``).
 
-    Empty when the event moves no prompt alias, or one no suite entry reads.
+    A judge's rubric is read when outputs are scored, not when they are produced: entries
+    whose only use of the prompt is a rubric are re-scored (``rescore_only``), with judge
+    calls and no call to the evaluated model. Empty when the event moves no prompt alias, or
+    one no suite entry reads.
     """
     moved = prompt_alias_move(event)
     if moved is None:
         return []
     name, alias = moved
-    entries = tuple(key for key, c in suite.scenarios.items() if uses_prompt_alias(c, name, alias))
+    prompted = [key for key, c in suite.scenarios.items() if uses_prompt_alias(c, name, alias)]
+    judged = [
+        key
+        for key, c in suite.scenarios.items()
+        if key not in prompted and reads_rubric_alias(c, suite, name, alias)
+    ]
+    entries = tuple(prompted + judged)
     if not entries:
         return []
     holders = sorted(
@@ -228,5 +255,6 @@ def prompt_promotions(
             if policy.holds_promotion_alias([a])
         }
     )
-    reason = f"prompt alias {name}@{alias} → v{event.version} ({', '.join(entries)})"
-    return [Promotion(event.id, key, reason, entries) for key in holders]
+    what = "judge rubric" if not prompted else "prompt"
+    reason = f"{what} alias {name}@{alias} → v{event.version} ({', '.join(entries)})"
+    return [Promotion(event.id, key, reason, entries, rescore_only=not prompted) for key in holders]

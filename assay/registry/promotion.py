@@ -12,19 +12,22 @@ from assay.registry import Event, EventKind, Stage
 class Promotion:
     """A version to re-evaluate, and the event that asked for it: across the whole suite
     (``scenarios`` None, a model promotion) or on the listed suite keys (a prompt promotion:
-    the entries that read the moved prompt alias)."""
+    the entries that read the moved prompt alias). ``rescore_only``: the moved prompt is a
+    judge's rubric, so the stored outputs are scored again and the model is not called."""
 
     event_id: int
     key: str
     reason: str
     scenarios: tuple[str, ...] | None = None
+    rescore_only: bool = False
 
     def joined(self, other: Promotion) -> Promotion:
         """One promotion asking for what both ask for (the earlier event keeps the run)."""
+        rescore_only = self.rescore_only and other.rescore_only
         if self.scenarios is None or other.scenarios is None:
-            return Promotion(self.event_id, self.key, self.reason, None)
+            return Promotion(self.event_id, self.key, self.reason, None, rescore_only)
         keys = self.scenarios + tuple(k for k in other.scenarios if k not in self.scenarios)
-        return Promotion(self.event_id, self.key, self.reason, keys)
+        return Promotion(self.event_id, self.key, self.reason, keys, rescore_only)
 
 
 @dataclass(frozen=True)
