@@ -10,7 +10,9 @@ import argparse
 import sys
 from typing import Any
 
+from assay.core.http_server import add_connection_arguments, connection_limits_from_args
 from assay.registry import Registry
+from assay.server.app import CONNECTIONS_ENV_PREFIX
 
 
 def add_parser(subparsers: Any) -> None:
@@ -24,15 +26,16 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
+    add_connection_arguments(parser, CONNECTIONS_ENV_PREFIX)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from assay.core.http_server import run_app
     from assay.registry.tokens import TokenStore
     from assay.server import create_app
 
+    limits = connection_limits_from_args(args, CONNECTIONS_ENV_PREFIX)
     with Registry.open(args.registry_url) as registry:
         if not TokenStore(registry).list():
             print(
@@ -40,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
                 "created with `assay tokens create <principal> --role <role>`",
                 file=sys.stderr,
             )
-        uvicorn.run(create_app(registry), host=args.host, port=args.port, log_level="info")
+        run_app(create_app(registry), args.host, args.port, limits)
     return 0

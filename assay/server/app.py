@@ -34,6 +34,7 @@ from assay.server.mlflow_api import Endpoint
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024  # a 256 KiB template, escaped as JSON, fits with room to spare
+CONNECTIONS_ENV_PREFIX = "ASSAY_SERVER_"  # ASSAY_SERVER_REQUEST_TIMEOUT_S, _MAX_CONNECTIONS
 ENDPOINTS: tuple[Endpoint, ...] = mlflow_api.ENDPOINTS + assay_api.ENDPOINTS
 
 

@@ -22,7 +22,8 @@ which is what makes a local model worth serving. Decisions a caller should know:
 - A request the model fails on answers 422 (retrying the same input will not help); a model
   client that raises answers 500.
 - Limits, the Host allow-list, JSON-only bodies and the optional API key are described in
-  ``assay.serving.policy``; a request over a limit answers 400 (413 for the body size) and
+  ``assay.serving.policy``, the request timeout and connection cap in
+  ``assay.core.http_server``; a request over a limit answers 400 (413 for the body size) and
   never reaches the model. A client that disconnects cancels its work still waiting for the
   model.
 """
@@ -34,14 +35,11 @@ import contextlib
 import json
 import logging
 import secrets
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as HttpRequest
@@ -49,6 +47,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from assay.core.digests import digest_json
+from assay.core.http_server import (
+    BackgroundApp,
+    ConnectionLimits,
+    asgi_in_background,
+    run_app,
+)
 from assay.core.records import Completion, Request, RequestKind
 from assay.models.base import ModelClient
 from assay.models.prompt_logprobs import (
@@ -59,7 +63,13 @@ from assay.models.prompt_logprobs import (
     split_pieces,
 )
 from assay.serving.batcher import BatchStats, RequestBatcher
-from assay.serving.policy import AccessGuard, ServerAccess, ServerLimits, json_depth_exceeds
+from assay.serving.policy import (
+    CONNECTIONS_ENV_PREFIX,
+    AccessGuard,
+    ServerAccess,
+    ServerLimits,
+    json_depth_exceeds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -539,8 +549,15 @@ def _stop(body: dict[str, Any], limits: ServerLimits) -> tuple[str, ...]:
 # -- running it -----------------------------------------------------------------------------
 
 
-def serve(client: ModelClient, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
-    """Serve ``client`` until interrupted (``options`` go to ``OpenAIServer``)."""
+def serve(
+    client: ModelClient,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    connection_limits: ConnectionLimits | None = None,
+    **options: Any,
+) -> None:
+    """Serve ``client`` until interrupted (``options`` go to ``OpenAIServer``; connection
+    limits default to ``ASSAY_SERVE_REQUEST_TIMEOUT_S`` and ``ASSAY_SERVE_MAX_CONNECTIONS``)."""
     server = OpenAIServer(client, **options)
     if server.access.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(
@@ -548,31 +565,12 @@ def serve(client: ModelClient, host: str = "127.0.0.1", port: int = 8000, **opti
             "(set $ASSAY_SERVE_API_KEY)",
             host,
         )
+    if connection_limits is None:
+        connection_limits = ConnectionLimits.from_env(CONNECTIONS_ENV_PREFIX)
     try:
-        uvicorn.run(server.app, host=host, port=port, log_level="info")
+        run_app(server.app, host, port, connection_limits)
     finally:
         server.close()
-
-
-@dataclass
-class BackgroundApp:
-    """An ASGI app running on a background thread (see ``asgi_in_background``)."""
-
-    host: str
-    port: int
-    _uvicorn: uvicorn.Server
-    _thread: threading.Thread
-
-    @property
-    def base_url(self) -> str:
-        """The ``/v1`` URL, as an ``openai:`` source expects it."""
-        return f"http://{self.host}:{self.port}/v1"
-
-    def stop(self, force: bool = False) -> None:
-        """Stop listening; ``force`` drops requests in flight instead of finishing them."""
-        self._uvicorn.should_exit = True
-        self._uvicorn.force_exit = force
-        self._thread.join(30)
 
 
 @dataclass
@@ -600,7 +598,11 @@ class RunningServer:
 
 @contextlib.contextmanager
 def serving_in_background(
-    client: ModelClient | OpenAIServer, host: str = "127.0.0.1", port: int = 0, **options: Any
+    client: ModelClient | OpenAIServer,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    connection_limits: ConnectionLimits | None = None,
+    **options: Any,
 ) -> Iterator[RunningServer]:
     """Serve on a background thread; ``port=0`` picks a free port.
 
@@ -610,34 +612,8 @@ def serving_in_background(
     owned = not isinstance(client, OpenAIServer)
     server = OpenAIServer(client, **options) if owned else client
     try:
-        with asgi_in_background(server.app, host, port) as app:
+        with asgi_in_background(server.app, host, port, connection_limits) as app:
             yield RunningServer(server, app)
     finally:
         if owned:
             server.close()
-
-
-@contextlib.contextmanager
-def asgi_in_background(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[BackgroundApp]:
-    """Run any ASGI app with uvicorn on a background thread until the block ends."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
-    runner = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=runner.run, kwargs={"sockets": [sock]}, name="assay-http-server", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not runner.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
-            raise RuntimeError(f"the HTTP server did not start on {host}:{port}")
-        time.sleep(0.01)
-    running = BackgroundApp(host, sock.getsockname()[1], runner, thread)
-    try:
-        yield running
-    finally:
-        running.stop()
-        sock.close()

@@ -22,6 +22,7 @@ whose name resolves to 127.0.0.1 still sends its own name); by default only loop
 ``application/json`` (415 otherwise), so a web page cannot send one without a CORS preflight,
 which this server never grants. With an API key (``ASSAY_SERVE_API_KEY`` or ``--api-key``)
 every request needs ``Authorization: Bearer <key>``, compared in constant time; 401 otherwise.
+Connection limits (request timeout, open connections) are ``assay.core.http_server``'s.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 
 _UNLIMITED = sys.maxsize
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+CONNECTIONS_ENV_PREFIX = "ASSAY_SERVE_"
 ALLOWED_HOSTS_ENV = "ASSAY_SERVE_ALLOWED_HOSTS"
 API_KEY_ENV = "ASSAY_SERVE_API_KEY"
 
