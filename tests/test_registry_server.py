@@ -232,7 +232,7 @@ def test_reserved_tags_the_gate_and_refusals(
     huge = httpx.post(
         f"{base}/registered-models/create",
         content=b"{" + b" " * (2 << 20) + b"}",
-        headers=headers,
+        headers={**headers, "Content-Type": "application/json"},
     )
     assert huge.status_code == 400 and huge.json()["error_code"] == "INVALID_PARAMETER_VALUE"
     assert server.registry.get_model("m").tags == {}

@@ -21,8 +21,8 @@ which is what makes a local model worth serving. Decisions a caller should know:
   refused for chat requests.
 - A request the model fails on answers 422 (retrying the same input will not help); a model
   client that raises answers 500.
-- Limits, the Host allow-list, JSON-only bodies and the optional API key are described in
-  ``assay.serving.policy``, the request timeout and connection cap in
+- Limits, the Host and Origin allow-list, JSON-only bodies and the optional API key are
+  described in ``assay.serving.policy``, the request timeout and connection cap in
   ``assay.core.http_server``; a request over a limit answers 400 (413 for the body size) and
   never reaches the model. A client that disconnects cancels its work still waiting for the
   model.
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import time
@@ -47,6 +46,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from assay.core.digests import digest_json
+from assay.core.http_rules import LOOPBACK_HOSTS, BodyError, parse_json_object
 from assay.core.http_server import (
     BackgroundApp,
     ConnectionLimits,
@@ -68,7 +68,6 @@ from assay.serving.policy import (
     AccessGuard,
     ServerAccess,
     ServerLimits,
-    json_depth_exceeds,
 )
 
 log = logging.getLogger(__name__)
@@ -435,16 +434,9 @@ async def _json_body(http: HttpRequest, limits: ServerLimits) -> dict[str, Any]:
             raise ApiError(413, f"request body over {limits.max_body_bytes} bytes")
         chunks.append(chunk)
     try:
-        body = json.loads(b"".join(chunks))
-    except RecursionError:
-        raise ApiError(400, "request body is nested too deeply") from None
-    except ValueError as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object")
-    if json_depth_exceeds(body, limits.max_json_depth):
-        raise ApiError(400, f"request body is nested deeper than {limits.max_json_depth} levels")
-    return body
+        return parse_json_object(b"".join(chunks), limits.max_json_depth)
+    except BodyError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _prompts(body: dict[str, Any], limits: ServerLimits) -> list[str]:
@@ -559,7 +551,7 @@ def serve(
     """Serve ``client`` until interrupted (``options`` go to ``OpenAIServer``; connection
     limits default to ``ASSAY_SERVE_REQUEST_TIMEOUT_S`` and ``ASSAY_SERVE_MAX_CONNECTIONS``)."""
     server = OpenAIServer(client, **options)
-    if server.access.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+    if server.access.api_key is None and host not in LOOPBACK_HOSTS:
         log.warning(
             "serving on %s without an API key: anyone who can reach the port can use the model "
             "(set $ASSAY_SERVE_API_KEY)",
