@@ -158,6 +158,33 @@ def test_echo_logprobs_word_blowup_is_bounded(served):
     assert client.seen == 0
 
 
+def test_echo_logprobs_model_calls_are_bounded(served):
+    # 32 prompts of 350 one-letter words: a 22 KB body under every other limit (3.9M characters
+    # of word-piece context) that would make 32 x 350 = 11,200 model calls (a call per word
+    # piece after the first, the trailing space included).
+    running, client = served
+    body = {"prompt": ["a " * 350] * 32, "echo": True, "logprobs": 0, "max_tokens": 0}
+    assert len(json.dumps(body)) < 23_000
+    response = _post(running.base_url, "completions", body)
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert "11200 model calls" in message and "limit of 2048" in message
+    assert client.seen == 0
+    # Within the bound, echo scoring works as before: one call per word piece after the first.
+    fine = _post(running.base_url, "completions", {**body, "prompt": "a " * 100})
+    assert fine.status_code == 200 and client.seen == 100
+
+
+def test_the_model_call_bound_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("ASSAY_SERVE_MAX_MODEL_CALLS", "10")
+    client = CountingClient()
+    with serving_in_background(client) as running:
+        body = {"prompt": "a " * 10, "echo": True, "logprobs": 0, "max_tokens": 0}
+        assert _post(running.base_url, "completions", body).status_code == 200  # 10 calls
+        assert _post(running.base_url, "completions", {**body, "max_tokens": 1}).status_code == 400
+    assert client.seen == 10
+
+
 @pytest.mark.parametrize(
     ("body", "why"),
     [

@@ -167,6 +167,7 @@ class OpenAIServer:
                 raise ApiError(400, "'logprobs' must be an integer from 0 to 5", param="logprobs")
             if echo and logprobs is not None and not isinstance(self.client, PromptScorer):
                 self._check_echo_cost(prompts)
+            self._check_model_calls(prompts, max_tokens, echo, logprobs is not None)
             choices = await _unless_disconnected(
                 http,
                 asyncio.gather(
@@ -354,6 +355,27 @@ class OpenAIServer:
                 param="messages",
             )
         return messages[-1]["content"]
+
+    def _check_model_calls(
+        self, prompts: list[str], max_tokens: int, echo: bool, want_logprobs: bool
+    ) -> None:
+        # One call per generation; echo with logprobs scores each prompt in one call when the
+        # client scores prompts exactly, and each word piece in a call of its own otherwise.
+        generating = max_tokens > 0 or not echo
+        calls = len(prompts) if generating else 0
+        if echo and want_logprobs:
+            if isinstance(self.client, PromptScorer):
+                calls += len(prompts)
+            else:
+                calls += sum(max(len(split_pieces(text)) - 1, 0) for text in prompts)
+        if calls > self.limits.max_model_calls:
+            raise ApiError(
+                400,
+                f"this request would make {calls} model calls (echo with logprobs scores each "
+                f"word piece of a prompt in a call of its own), over the limit of "
+                f"{self.limits.max_model_calls} per request; send fewer or shorter prompts",
+                param="prompt",
+            )
 
     def _check_echo_cost(self, prompts: list[str]) -> None:
         # Word-piece scoring sends each piece with all the text before it: bound the total.

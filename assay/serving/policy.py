@@ -12,9 +12,11 @@ flag of ``assay serve``); ``ServerLimits.off()`` lifts them all, for benchmarks 
 | JSON nesting depth | 32 | ``ASSAY_SERVE_MAX_JSON_DEPTH`` |
 | stop sequences | 16 | ``ASSAY_SERVE_MAX_STOPS`` |
 | echo word-piece characters per request | 4,000,000 | ``ASSAY_SERVE_MAX_ECHO_CHARS`` |
+| model calls per request | 2,048 | ``ASSAY_SERVE_MAX_MODEL_CALLS`` |
 
-The last one bounds ``echo`` + ``logprobs`` for clients without exact prompt scoring, where
-each word of a prompt becomes one request holding the text before it (quadratic in length).
+The echo limits bound ``echo`` + ``logprobs`` for clients without exact prompt scoring, where
+each word of a prompt becomes one model call holding the text before it: the characters
+(quadratic in length) and the calls themselves (which an ``openai:`` source bills).
 
 Access (``assay.core.http_rules``, shared with ``assay server``): requests whose ``Host`` is
 not an allowed name get 400 (DNS rebinding: a hostile page whose name resolves to 127.0.0.1
@@ -62,6 +64,7 @@ class ServerLimits:
     max_json_depth: int = 32
     max_stops: int = 16
     max_echo_chars: int = 4_000_000
+    max_model_calls: int = 2048
 
     def __post_init__(self) -> None:
         for f in fields(self):
