@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -10,12 +11,18 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from deploy.stack import PostgresServer, free_port, pg_bindir
+
+if TYPE_CHECKING:
+    from assay.core.http_server import ConnectionLimits
+    from assay.registry import Registry
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -141,3 +148,64 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+# --------------------------------------------------------------------------- assay server
+
+# One token per role; gina writes only to the model "granted".
+REGISTRY_PRINCIPALS = (
+    ("rita", "reader", ()),
+    ("walt", "writer", ()),
+    ("pat", "promoter", ()),
+    ("gina", "writer", ("granted",)),
+    ("ada", "admin", ()),
+)
+
+
+@dataclass
+class RegistryServer:
+    """``assay server`` running on loopback over a fresh SQLite registry."""
+
+    url: str
+    registry: Registry
+    tokens: dict[str, str]  # principal → secret
+    port: int
+
+
+@pytest.fixture
+def start_registry_server(tmp_path: Path) -> Iterator[Callable[..., RegistryServer]]:
+    """Starts ``assay server`` on a background thread (the app and the uvicorn settings the
+    command uses), each over a registry of its own with a token per principal; keyword
+    arguments go to ``create_app`` and ``connection_limits`` to the connection guard. All are
+    stopped when the test ends."""
+    from assay.core.http_server import asgi_in_background
+    from assay.registry import Registry
+    from assay.registry.tokens import TokenStore
+    from assay.server import create_app
+
+    with contextlib.ExitStack() as stack:
+
+        def start(connection_limits: ConnectionLimits | None = None, **options) -> RegistryServer:
+            path = tmp_path / f"registry-{len(started)}.db"
+            registry = stack.enter_context(Registry.open(f"sqlite:///{path}"))
+            store = TokenStore(registry)
+            tokens = {
+                principal: store.create(principal, role, grants, created_by="setup")[1]
+                for principal, role, grants in REGISTRY_PRINCIPALS
+            }
+            app = create_app(registry, **options)
+            running = stack.enter_context(
+                asgi_in_background(app, connection_limits=connection_limits)
+            )
+            server = RegistryServer(running.url, registry, tokens, running.port)
+            started.append(server)
+            return server
+
+        started: list[RegistryServer] = []
+        yield start
+
+
+@pytest.fixture
+def registry_server(start_registry_server: Callable[..., RegistryServer]) -> RegistryServer:
+    """``assay server`` with its default settings (see ``start_registry_server``)."""
+    return start_registry_server()

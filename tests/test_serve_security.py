@@ -158,6 +158,56 @@ def test_echo_logprobs_word_blowup_is_bounded(served):
     assert client.seen == 0
 
 
+def test_echo_logprobs_model_calls_are_bounded(served):
+    # 32 prompts of 350 one-letter words: a 22 KB body under every other limit (3.9M characters
+    # of word-piece context) that would make 32 x 350 = 11,200 model calls (a call per word
+    # piece after the first, the trailing space included).
+    running, client = served
+    body = {"prompt": ["a " * 350] * 32, "echo": True, "logprobs": 0, "max_tokens": 0}
+    assert len(json.dumps(body)) < 23_000
+    response = _post(running.base_url, "completions", body)
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert "11200 model calls" in message and "limit of 2048" in message
+    assert client.seen == 0
+    # Within the bound, echo scoring works as before: one call per word piece after the first.
+    fine = _post(running.base_url, "completions", {**body, "prompt": "a " * 100})
+    assert fine.status_code == 200 and client.seen == 100
+
+
+def test_the_model_call_bound_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("ASSAY_SERVE_MAX_MODEL_CALLS", "10")
+    client = CountingClient()
+    with serving_in_background(client) as running:
+        body = {"prompt": "a " * 10, "echo": True, "logprobs": 0, "max_tokens": 0}
+        assert _post(running.base_url, "completions", body).status_code == 200  # 10 calls
+        assert _post(running.base_url, "completions", {**body, "max_tokens": 1}).status_code == 400
+    assert client.seen == 10
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b'{"prompt": "hi \ud800", "echo": true, "max_tokens": 1}', "lone UTF-16 surrogate"),
+        (b'{"prompt": "hi", "max_tokens": ' + b"9" * 5000 + b"}", "integer of 5000 digits"),
+    ],
+    ids=["surrogate", "5000-digits"],
+)
+def test_hostile_json_is_a_400_before_the_model(served, body: bytes, why: str):
+    # Before: the prompt reached the model and its echo failed to encode (500); Python's own
+    # message for the integer told the caller to call sys.set_int_max_str_digits().
+    running, client = served
+    response = httpx.post(
+        f"{running.base_url}/completions",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    assert why in response.json()["error"]["message"]
+    assert client.seen == 0
+
+
 def test_limits_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("ASSAY_SERVE_MAX_PROMPTS", "2")
     client = CountingClient()
@@ -180,6 +230,17 @@ def test_a_foreign_host_header_is_refused(served):
     assert models.status_code == 400 and client.seen == 0
     named = httpx.get(f"{running.base_url}/models", headers={"host": f"localhost:{running.port}"})
     assert named.status_code == 200
+
+
+def test_a_request_from_a_foreign_page_is_refused(served):
+    running, client = served
+    evil = {"origin": "https://evil.example"}
+    response = _post(running.base_url, "completions", {"prompt": "hi"}, headers=evil)
+    assert response.status_code == 403
+    assert httpx.get(f"{running.base_url}/models", headers=evil).status_code == 403
+    assert client.seen == 0
+    local = {"origin": f"http://127.0.0.1:{running.port}"}
+    assert _post(running.base_url, "completions", {"prompt": "hi"}, headers=local).is_success
 
 
 def test_a_form_or_text_body_is_refused_with_415(served):

@@ -6,24 +6,37 @@ Every endpoint but ``/health`` and ``/openapi.json`` needs a token
 only know ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``). No or an unknown token: 401
 UNAUTHENTICATED; a role too small: 403 PERMISSION_DENIED. The registry's calls block, so they
 run in Starlette's thread pool.
+
+Before any route, a request must name an allowed ``Host`` (``ASSAY_SERVER_ALLOWED_HOSTS``,
+default loopback names; 400 otherwise), come from no browser page elsewhere (``Origin``; 403)
+and declare ``application/json`` for any body it carries (415); a body must be a JSON object
+of valid Unicode text (400 INVALID_PARAMETER_VALUE otherwise). These rules are
+``assay.core.http_rules``', shared with ``assay serve``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
+import os
 from collections import defaultdict
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from assay.core.http_rules import (
+    BodyError,
+    allowed_hosts_from_env,
+    parse_json_object,
+    request_refusal,
+)
 from assay.registry.errors import RegistryError
 from assay.registry.store import Registry
 from assay.registry.tokens import Principal, TokenStore
@@ -34,6 +47,9 @@ from assay.server.mlflow_api import Endpoint
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024  # a 256 KiB template, escaped as JSON, fits with room to spare
+MAX_JSON_DEPTH = 32  # MLflow's and assay's bodies nest 3 levels at most
+ALLOWED_HOSTS_ENV = "ASSAY_SERVER_ALLOWED_HOSTS"
+CONNECTIONS_ENV_PREFIX = "ASSAY_SERVER_"  # ASSAY_SERVER_REQUEST_TIMEOUT_S, _MAX_CONNECTIONS
 ENDPOINTS: tuple[Endpoint, ...] = mlflow_api.ENDPOINTS + assay_api.ENDPOINTS
 
 
@@ -75,13 +91,33 @@ async def _params(request: Request) -> dict[str, Any]:
             raise ApiError("INVALID_PARAMETER_VALUE", f"request body over {MAX_BODY_BYTES} bytes")
     if body.strip():
         try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError("INVALID_PARAMETER_VALUE", f"request body is not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ApiError("INVALID_PARAMETER_VALUE", "request body must be a JSON object")
-        params.update(data)
+            params.update(parse_json_object(body, MAX_JSON_DEPTH))
+        except BodyError as exc:
+            raise ApiError("INVALID_PARAMETER_VALUE", str(exc)) from None
     return params
+
+
+_REFUSAL_CODES = {400: "BAD_REQUEST", 403: "PERMISSION_DENIED", 415: "BAD_REQUEST"}
+
+
+class RequestGuard:
+    """ASGI middleware: the Host, Origin and JSON-body rules, answered in MLflow's error shape."""
+
+    def __init__(self, app: Any, allowed_hosts: tuple[str, ...]) -> None:
+        self.app = app
+        self.allowed_hosts = allowed_hosts
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+            }
+            refused = request_refusal(scope["method"], headers, self.allowed_hosts)
+            if refused is not None:
+                body = {"error_code": _REFUSAL_CODES[refused.status], "message": refused.message}
+                await JSONResponse(body, status_code=refused.status)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _run(endpoint: Endpoint, call: Call) -> dict[str, Any]:
@@ -91,8 +127,18 @@ def _run(endpoint: Endpoint, call: Call) -> dict[str, Any]:
         raise ApiError.from_registry(exc) from exc
 
 
-def create_app(registry: Registry, tokens: TokenStore | None = None) -> Starlette:
-    """The server's application over an open registry (tokens in the same database)."""
+def create_app(
+    registry: Registry,
+    tokens: TokenStore | None = None,
+    allowed_hosts: tuple[str, ...] | None = None,
+) -> Starlette:
+    """The server's application over an open registry (tokens in the same database).
+
+    ``allowed_hosts``: the ``Host`` names served (``*``: any); by default
+    ``$ASSAY_SERVER_ALLOWED_HOSTS`` or the loopback names.
+    """
+    if allowed_hosts is None:
+        allowed_hosts = allowed_hosts_from_env(ALLOWED_HOSTS_ENV, os.environ)
     store = tokens or TokenStore(registry)
     by_path: dict[str, dict[str, Endpoint]] = defaultdict(dict)
     for endpoint in ENDPOINTS:
@@ -137,7 +183,11 @@ def create_app(registry: Registry, tokens: TokenStore | None = None) -> Starlett
         message = f"no endpoint {request.method} {request.url.path}"
         return JSONResponse({"error_code": code, "message": message}, status_code=status)
 
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: http_error},
+        middleware=[Middleware(RequestGuard, allowed_hosts=tuple(allowed_hosts))],
+    )
 
 
 def openapi_document() -> dict[str, Any]:

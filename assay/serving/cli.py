@@ -7,10 +7,11 @@ import dataclasses
 import os
 from pathlib import Path
 
+from assay.core.http_server import add_connection_arguments, connection_limits_from_args
 from assay.models.base import ModelSpec, ServingConfig
 from assay.models.factory import build_client
 from assay.serving.openai_server import serve
-from assay.serving.policy import API_KEY_ENV, ServerAccess, ServerLimits
+from assay.serving.policy import API_KEY_ENV, CONNECTIONS_ENV_PREFIX, ServerAccess, ServerLimits
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +51,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
             default=None,
             help=f"limit (default {field.default}, or $ASSAY_SERVE_{field.name.upper()})",
         )
+    add_connection_arguments(parser, CONNECTIONS_ENV_PREFIX)
 
 
 def run_serve(args: argparse.Namespace) -> None:
@@ -68,6 +70,7 @@ def run_serve(args: argparse.Namespace) -> None:
         if getattr(args, f.name) is not None
     }
     limits = dataclasses.replace(ServerLimits.from_env(), **overrides)
+    connection_limits = connection_limits_from_args(args, CONNECTIONS_ENV_PREFIX)
     access = ServerAccess.from_env()
     if args.allowed_host:
         access = dataclasses.replace(
@@ -83,6 +86,7 @@ def run_serve(args: argparse.Namespace) -> None:
         model_name=args.name,
         batch_window_s=args.batch_window_ms / 1000,
         max_batch=max(args.batch_size * 4, 1),
+        connection_limits=connection_limits,
         limits=limits,
         access=access,
     )

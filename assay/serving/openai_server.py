@@ -21,8 +21,9 @@ which is what makes a local model worth serving. Decisions a caller should know:
   refused for chat requests.
 - A request the model fails on answers 422 (retrying the same input will not help); a model
   client that raises answers 500.
-- Limits, the Host allow-list, JSON-only bodies and the optional API key are described in
-  ``assay.serving.policy``; a request over a limit answers 400 (413 for the body size) and
+- Limits, the Host and Origin allow-list, JSON-only bodies and the optional API key are
+  described in ``assay.serving.policy``, the request timeout and connection cap in
+  ``assay.core.http_server``; a request over a limit answers 400 (413 for the body size) and
   never reaches the model. A client that disconnects cancels its work still waiting for the
   model.
 """
@@ -31,17 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as HttpRequest
@@ -49,6 +46,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from assay.core.digests import digest_json
+from assay.core.http_rules import LOOPBACK_HOSTS, BodyError, parse_json_object
+from assay.core.http_server import (
+    BackgroundApp,
+    ConnectionLimits,
+    asgi_in_background,
+    run_app,
+)
 from assay.core.records import Completion, Request, RequestKind
 from assay.models.base import ModelClient
 from assay.models.prompt_logprobs import (
@@ -59,7 +63,12 @@ from assay.models.prompt_logprobs import (
     split_pieces,
 )
 from assay.serving.batcher import BatchStats, RequestBatcher
-from assay.serving.policy import AccessGuard, ServerAccess, ServerLimits, json_depth_exceeds
+from assay.serving.policy import (
+    CONNECTIONS_ENV_PREFIX,
+    AccessGuard,
+    ServerAccess,
+    ServerLimits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +167,7 @@ class OpenAIServer:
                 raise ApiError(400, "'logprobs' must be an integer from 0 to 5", param="logprobs")
             if echo and logprobs is not None and not isinstance(self.client, PromptScorer):
                 self._check_echo_cost(prompts)
+            self._check_model_calls(prompts, max_tokens, echo, logprobs is not None)
             choices = await _unless_disconnected(
                 http,
                 asyncio.gather(
@@ -346,6 +356,27 @@ class OpenAIServer:
             )
         return messages[-1]["content"]
 
+    def _check_model_calls(
+        self, prompts: list[str], max_tokens: int, echo: bool, want_logprobs: bool
+    ) -> None:
+        # One call per generation; echo with logprobs scores each prompt in one call when the
+        # client scores prompts exactly, and each word piece in a call of its own otherwise.
+        generating = max_tokens > 0 or not echo
+        calls = len(prompts) if generating else 0
+        if echo and want_logprobs:
+            if isinstance(self.client, PromptScorer):
+                calls += len(prompts)
+            else:
+                calls += sum(max(len(split_pieces(text)) - 1, 0) for text in prompts)
+        if calls > self.limits.max_model_calls:
+            raise ApiError(
+                400,
+                f"this request would make {calls} model calls (echo with logprobs scores each "
+                f"word piece of a prompt in a call of its own), over the limit of "
+                f"{self.limits.max_model_calls} per request; send fewer or shorter prompts",
+                param="prompt",
+            )
+
     def _check_echo_cost(self, prompts: list[str]) -> None:
         # Word-piece scoring sends each piece with all the text before it: bound the total.
         cost = sum(
@@ -425,16 +456,9 @@ async def _json_body(http: HttpRequest, limits: ServerLimits) -> dict[str, Any]:
             raise ApiError(413, f"request body over {limits.max_body_bytes} bytes")
         chunks.append(chunk)
     try:
-        body = json.loads(b"".join(chunks))
-    except RecursionError:
-        raise ApiError(400, "request body is nested too deeply") from None
-    except ValueError as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object")
-    if json_depth_exceeds(body, limits.max_json_depth):
-        raise ApiError(400, f"request body is nested deeper than {limits.max_json_depth} levels")
-    return body
+        return parse_json_object(b"".join(chunks), limits.max_json_depth)
+    except BodyError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _prompts(body: dict[str, Any], limits: ServerLimits) -> list[str]:
@@ -539,40 +563,28 @@ def _stop(body: dict[str, Any], limits: ServerLimits) -> tuple[str, ...]:
 # -- running it -----------------------------------------------------------------------------
 
 
-def serve(client: ModelClient, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
-    """Serve ``client`` until interrupted (``options`` go to ``OpenAIServer``)."""
+def serve(
+    client: ModelClient,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    connection_limits: ConnectionLimits | None = None,
+    **options: Any,
+) -> None:
+    """Serve ``client`` until interrupted (``options`` go to ``OpenAIServer``; connection
+    limits default to ``ASSAY_SERVE_REQUEST_TIMEOUT_S`` and ``ASSAY_SERVE_MAX_CONNECTIONS``)."""
     server = OpenAIServer(client, **options)
-    if server.access.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+    if server.access.api_key is None and host not in LOOPBACK_HOSTS:
         log.warning(
             "serving on %s without an API key: anyone who can reach the port can use the model "
             "(set $ASSAY_SERVE_API_KEY)",
             host,
         )
+    if connection_limits is None:
+        connection_limits = ConnectionLimits.from_env(CONNECTIONS_ENV_PREFIX)
     try:
-        uvicorn.run(server.app, host=host, port=port, log_level="info")
+        run_app(server.app, host, port, connection_limits)
     finally:
         server.close()
-
-
-@dataclass
-class BackgroundApp:
-    """An ASGI app running on a background thread (see ``asgi_in_background``)."""
-
-    host: str
-    port: int
-    _uvicorn: uvicorn.Server
-    _thread: threading.Thread
-
-    @property
-    def base_url(self) -> str:
-        """The ``/v1`` URL, as an ``openai:`` source expects it."""
-        return f"http://{self.host}:{self.port}/v1"
-
-    def stop(self, force: bool = False) -> None:
-        """Stop listening; ``force`` drops requests in flight instead of finishing them."""
-        self._uvicorn.should_exit = True
-        self._uvicorn.force_exit = force
-        self._thread.join(30)
 
 
 @dataclass
@@ -600,7 +612,11 @@ class RunningServer:
 
 @contextlib.contextmanager
 def serving_in_background(
-    client: ModelClient | OpenAIServer, host: str = "127.0.0.1", port: int = 0, **options: Any
+    client: ModelClient | OpenAIServer,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    connection_limits: ConnectionLimits | None = None,
+    **options: Any,
 ) -> Iterator[RunningServer]:
     """Serve on a background thread; ``port=0`` picks a free port.
 
@@ -610,34 +626,8 @@ def serving_in_background(
     owned = not isinstance(client, OpenAIServer)
     server = OpenAIServer(client, **options) if owned else client
     try:
-        with asgi_in_background(server.app, host, port) as app:
+        with asgi_in_background(server.app, host, port, connection_limits) as app:
             yield RunningServer(server, app)
     finally:
         if owned:
             server.close()
-
-
-@contextlib.contextmanager
-def asgi_in_background(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[BackgroundApp]:
-    """Run any ASGI app with uvicorn on a background thread until the block ends."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
-    runner = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=runner.run, kwargs={"sockets": [sock]}, name="assay-http-server", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not runner.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
-            raise RuntimeError(f"the HTTP server did not start on {host}:{port}")
-        time.sleep(0.01)
-    running = BackgroundApp(host, sock.getsockname()[1], runner, thread)
-    try:
-        yield running
-    finally:
-        running.stop()
-        sock.close()

@@ -12,16 +12,21 @@ flag of ``assay serve``); ``ServerLimits.off()`` lifts them all, for benchmarks 
 | JSON nesting depth | 32 | ``ASSAY_SERVE_MAX_JSON_DEPTH`` |
 | stop sequences | 16 | ``ASSAY_SERVE_MAX_STOPS`` |
 | echo word-piece characters per request | 4,000,000 | ``ASSAY_SERVE_MAX_ECHO_CHARS`` |
+| model calls per request | 2,048 | ``ASSAY_SERVE_MAX_MODEL_CALLS`` |
 
-The last one bounds ``echo`` + ``logprobs`` for clients without exact prompt scoring, where
-each word of a prompt becomes one request holding the text before it (quadratic in length).
+The echo limits bound ``echo`` + ``logprobs`` for clients without exact prompt scoring, where
+each word of a prompt becomes one model call holding the text before it: the characters
+(quadratic in length) and the calls themselves (which an ``openai:`` source bills).
 
-Access: requests whose ``Host`` is not an allowed name get 400 (DNS rebinding: a hostile page
-whose name resolves to 127.0.0.1 still sends its own name); by default only loopback names
-(``ASSAY_SERVE_ALLOWED_HOSTS``, comma-separated, ``*`` for any). POST bodies must be
-``application/json`` (415 otherwise), so a web page cannot send one without a CORS preflight,
-which this server never grants. With an API key (``ASSAY_SERVE_API_KEY`` or ``--api-key``)
-every request needs ``Authorization: Bearer <key>``, compared in constant time; 401 otherwise.
+Access (``assay.core.http_rules``, shared with ``assay server``): requests whose ``Host`` is
+not an allowed name get 400 (DNS rebinding: a hostile page whose name resolves to 127.0.0.1
+still sends its own name), and those from a browser page elsewhere (``Origin``) 403; by
+default only loopback names (``ASSAY_SERVE_ALLOWED_HOSTS``, comma-separated, ``*`` for any).
+Bodies must be ``application/json`` (415 otherwise), so a web page cannot send one without a
+CORS preflight, which this server never grants. With an API key (``ASSAY_SERVE_API_KEY`` or
+``--api-key``) every request needs ``Authorization: Bearer <key>``, compared in constant time;
+401 otherwise. Connection limits (request timeout, open connections) are
+``assay.core.http_server``'s.
 """
 
 from __future__ import annotations
@@ -34,8 +39,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from assay.core.http_rules import (
+    LOOPBACK_HOSTS,
+    access_refusal,
+    allowed_hosts_from_env,
+    body_type_refusal,
+    host_allowed,
+)
+
 _UNLIMITED = sys.maxsize
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+CONNECTIONS_ENV_PREFIX = "ASSAY_SERVE_"
 ALLOWED_HOSTS_ENV = "ASSAY_SERVE_ALLOWED_HOSTS"
 API_KEY_ENV = "ASSAY_SERVE_API_KEY"
 
@@ -51,6 +64,7 @@ class ServerLimits:
     max_json_depth: int = 32
     max_stops: int = 16
     max_echo_chars: int = 4_000_000
+    max_model_calls: int = 2048
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -94,25 +108,11 @@ class ServerAccess:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerAccess:
         env = os.environ if environ is None else environ
-        hosts = env.get(ALLOWED_HOSTS_ENV)
-        allowed = (
-            tuple(h.strip().lower() for h in hosts.split(",") if h.strip())
-            if hosts
-            else LOOPBACK_HOSTS
-        )
+        allowed = allowed_hosts_from_env(ALLOWED_HOSTS_ENV, env)
         return cls(allowed_hosts=allowed, api_key=env.get(API_KEY_ENV) or None)
 
     def host_allowed(self, host_header: str | None) -> bool:
-        if "*" in self.allowed_hosts:
-            return True
-        if not host_header:
-            return False
-        name = host_header.strip().lower()
-        if name.startswith("["):  # [::1]:8000
-            name = name[1 : name.find("]")] if "]" in name else name
-        elif name.count(":") == 1:
-            name = name.split(":", 1)[0]
-        return name.rstrip(".") in self.allowed_hosts
+        return host_allowed(host_header, self.allowed_hosts)
 
     def key_matches(self, authorization: str | None) -> bool:
         if self.api_key is None:
@@ -124,30 +124,14 @@ class ServerAccess:
         return hmac.compare_digest(given.strip().encode(), self.api_key.encode())
 
 
-def json_depth_exceeds(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests lists/objects deeper than ``limit`` (iterative, no recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
-
-
 def _json_error(status: int, message: str, kind: str) -> tuple[int, bytes]:
     body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
     return status, json.dumps(body).encode()
 
 
 class AccessGuard:
-    """ASGI middleware: Host allow-list, API key and JSON-only POST bodies, before any route."""
+    """ASGI middleware: Host and Origin allow-list, API key and JSON-only bodies, before any
+    route."""
 
     def __init__(self, app: Any, access: ServerAccess, limits: ServerLimits) -> None:
         self.app = app
@@ -179,16 +163,15 @@ class AccessGuard:
         await send({"type": "http.response.body", "body": body})
 
     def _refusal(self, method: str, headers: dict[str, str]) -> tuple[int, bytes] | None:
-        if not self.access.host_allowed(headers.get("host")):
-            return _json_error(400, "this Host is not served here", "invalid_request_error")
+        refused = access_refusal(headers, self.access.allowed_hosts)
+        if refused is not None:
+            return _json_error(refused.status, refused.message, "invalid_request_error")
         if not self.access.key_matches(headers.get("authorization")):
             return _json_error(401, "a valid API key is required", "authentication_error")
+        refused = body_type_refusal(method, headers)
+        if refused is not None:
+            return _json_error(refused.status, refused.message, "invalid_request_error")
         if method == "POST":
-            media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-            if media != "application/json":
-                return _json_error(
-                    415, "request bodies must be application/json", "invalid_request_error"
-                )
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
                 return _json_error(
