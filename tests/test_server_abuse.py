@@ -121,8 +121,7 @@ def test_an_overlong_like_pattern_or_filter_is_refused(server_process):
     long_like = httpx.get(search, params={"filter": f"name LIKE '{'a' * 300}'"}, headers=headers)
     assert long_like.status_code == 400
     assert "LIKE pattern for 'name' has 300 characters" in long_like.json()["message"]
-    names = ", ".join(f"'n{i}'" for i in range(3000))
-    long_filter = httpx.get(search, params={"filter": f"name IN ({names})"}, headers=headers)
+    long_filter = httpx.get(search, params={"filter": f"name = '{'a' * 17_000}'"}, headers=headers)
     assert long_filter.status_code == 400
     assert "characters, over" in long_filter.json()["message"]
 
@@ -171,7 +170,7 @@ def test_event_filters_and_limit_run_in_the_database(tmp_path: Path):
 
     event.listen(Engine, "before_cursor_execute", record)
     try:
-        with TestClient(app) as client:
+        with TestClient(app, base_url="http://127.0.0.1") as client:
             headers = {"Authorization": f"Bearer {secret}"}
             got = client.get(
                 "/api/assay/v1/events", params={"kind": "alias_set", "limit": 1}, headers=headers
