@@ -1,4 +1,5 @@
-"""Shared fixtures: a persistent model conversion cache, temp registries and stores."""
+"""Shared fixtures: a persistent model conversion cache, temp registries and stores, and the
+servers on loopback (``assay server``, a real ``mlflow server``)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,21 @@ import pwd
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from deploy.stack import PostgresServer, free_port, pg_bindir
+
+if TYPE_CHECKING:
+    from assay.registry import Registry
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -141,3 +148,58 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+# --------------------------------------------------------------------------- assay server
+
+
+@dataclass
+class AssayServer:
+    url: str
+    registry: Registry
+    tokens: dict[str, str]  # principal → secret
+
+
+@pytest.fixture
+def assay_server(tmp_path: Path) -> Iterator[AssayServer]:
+    """``assay server`` under uvicorn in a thread on a free loopback port, over a fresh SQLite
+    registry, with a token for each role: rita (reader), walt (writer), pat (promoter), gina
+    (writer on the model ``granted`` only) and ada (admin)."""
+    import uvicorn
+
+    from assay.registry import Registry
+    from assay.registry.tokens import TokenStore
+    from assay.server import create_app
+
+    registry = Registry.open(f"sqlite:///{tmp_path / 'registry.db'}")
+    store = TokenStore(registry)
+    tokens = {}
+    for principal, role, grants in (
+        ("rita", "reader", ()),
+        ("walt", "writer", ()),
+        ("pat", "promoter", ()),
+        ("gina", "writer", ("granted",)),
+        ("ada", "admin", ()),
+    ):
+        tokens[principal] = store.create(principal, role, grants, created_by="setup")[1]
+    config = uvicorn.Config(
+        create_app(registry),
+        host="127.0.0.1",
+        port=free_port(),
+        log_level="warning",
+        lifespan="off",
+    )
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not uv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("assay server did not start")
+        time.sleep(0.02)
+    try:
+        yield AssayServer(f"http://127.0.0.1:{config.port}", registry, tokens)
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+        registry.close()

@@ -1,75 +1,28 @@
 """``assay server`` driven by the real MLflow client (and plain HTTP) on loopback.
 
-The server runs in a thread under uvicorn on a free port over a fresh SQLite registry; MLflow's
-client reads its token from ``MLFLOW_TRACKING_TOKEN`` and sends it as a Bearer token.
+The server (conftest's ``assay_server``) runs in a thread under uvicorn on a free port over a
+fresh SQLite registry; MLflow's client reads its token from ``MLFLOW_TRACKING_TOKEN`` and sends
+it as a Bearer token.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import AssayServer as Server
 
-from assay.registry import Registry
 from assay.registry.tokens import TokenStore
-from assay.server import create_app
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 
-@dataclass
-class Server:
-    url: str
-    registry: Registry
-    tokens: dict[str, str]  # principal → secret
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    import uvicorn
-
-    registry = Registry.open(f"sqlite:///{tmp_path / 'registry.db'}")
-    store = TokenStore(registry)
-    tokens = {}
-    for principal, role, grants in (
-        ("rita", "reader", ()),
-        ("walt", "writer", ()),
-        ("pat", "promoter", ()),
-        ("gina", "writer", ("granted",)),
-        ("ada", "admin", ()),
-    ):
-        tokens[principal] = store.create(principal, role, grants, created_by="setup")[1]
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(registry), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("assay server did not start")
-        time.sleep(0.02)
-    try:
-        yield Server(f"http://127.0.0.1:{port}", registry, tokens)
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=10)
-        registry.close()
+def server(assay_server: Server) -> Server:
+    return assay_server
 
 
 def _client(server: Server, monkeypatch: pytest.MonkeyPatch, principal: str | None):
