@@ -3,8 +3,9 @@
 Supported, as MLflow documents it: comparisons joined by ``AND``; ``name`` with ``=``, ``!=``,
 ``LIKE``, ``ILIKE`` and ``IN (...)``; ``tags.<key>``/``tag.<key>`` (key optionally in
 backticks or quotes) with ``=``, ``!=``, ``LIKE``, ``ILIKE``; for versions also
-``version_number`` (numeric comparisons), ``run_id``, ``source_path``. ``tag.k != 'v'`` also
-matches records without the tag, which is how MLflow's client asks for "not a prompt".
+``version_number`` (numeric comparisons), ``run_id``, ``source_path``. No comparison, ``!=``
+included, holds for a tag the record does not have: MLflow's SQL store joins the tags it
+compares.
 Ordering: ``name``, ``creation_timestamp``, ``last_updated_timestamp`` (and ``version_number``
 for versions), each ``ASC`` or ``DESC``. Pagination tokens are opaque offsets.
 
@@ -205,12 +206,10 @@ def like_matches(pattern: str, value: str, *, fold: bool) -> bool:
     return True
 
 
-def matches(term: Comparison, value: Any, numeric: bool) -> bool:
+def matches(term: Comparison, value: Any, numeric: bool = False) -> bool:
     """Whether a record's ``value`` for ``term.key`` (None when absent) satisfies ``term``."""
-    if term.op == "!=" and value is None:
-        return True  # a missing tag differs from every value
     if value is None:
-        return False
+        return False  # as in MLflow, a record without the tag matches no comparison on it
     if term.op in ("IN", "NOT IN"):
         found = str(value) in term.value
         return found if term.op == "IN" else not found
