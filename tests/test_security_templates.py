@@ -23,7 +23,9 @@ def _render_fails(reg: Registry, template: str, reason: str) -> None:
     with pytest.raises(RegistryError) as caught:
         version.render({})
     assert caught.value.code is ErrorCode.INVALID_PARAMETER_VALUE
-    assert version.uri in caught.value.message and reason in caught.value.message
+    message = caught.value.message
+    assert f"prompt 'p' version {version.version}" in message and version.uri in message
+    assert reason in message
 
 
 @pytest.mark.parametrize("tag", ['{% include "x" %}', '{% import "x" as y %}', '{% extends "x" %}'])
@@ -62,6 +64,18 @@ def test_runaway_integers_are_capped(reg):
 def test_any_render_error_is_a_registry_error_naming_the_template(reg):
     # A type error inside the template, not a limit: still the template's fault, still named.
     _render_fails(reg, "{{ 1 + 'a' }}", "TypeError")
+
+
+def test_a_render_failure_names_the_prompt_and_its_version(reg):
+    reg.create_prompt_version("p", "ok", [])
+    reg.set_prompt_alias("p", "production", 1)
+    moved = reg.create_prompt_version("p", "{{ 1 + 'a' }}", [])
+    reg.set_prompt_alias("p", "production", moved.version)
+    held = reg.get_prompt("prompts:/p@production")
+    with pytest.raises(RegistryError) as caught:
+        held.render({})
+    assert caught.value.message.startswith("prompt 'p' version 2 (prompts:/p/2): ")
+    assert "rendering failed: TypeError" in caught.value.message
 
 
 def test_ordinary_templates_still_render(reg):
