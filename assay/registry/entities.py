@@ -180,8 +180,11 @@ class PromptVersion:
         return f"prompts:/{self.name}/{self.version}"
 
     def render(self, variables: Mapping[str, object]) -> str:
-        """Fill the placeholders; unknown or missing variables raise INVALID_PARAMETER_VALUE."""
-        return render_template(self.template, self.variables, variables, self.uri)
+        """Fill the placeholders; unknown or missing variables, or a render that fails or runs
+        past a limit of ``assay.registry.templates``, raise INVALID_PARAMETER_VALUE naming the
+        prompt and its version."""
+        where = f"prompt {self.name!r} version {self.version} ({self.uri})"
+        return render_template(self.template, self.variables, variables, where)
 
 
 @dataclass(frozen=True, slots=True)
