@@ -174,7 +174,7 @@ def test_prompts_commands(url: str, tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().out == "Context: Sky\nQ: Why?\n"
     assert run("render", "prompts:/qa/2", "--var", "question=Why?") == 2
     assert capsys.readouterr().err.startswith(
-        "ERROR INVALID_PARAMETER_VALUE: prompts:/qa/2: missing"
+        "ERROR INVALID_PARAMETER_VALUE: prompt 'qa' version 2 (prompts:/qa/2): missing"
     )
 
     assert run("list", "qa") == 0
