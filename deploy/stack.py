@@ -156,11 +156,80 @@ class PostgresServer:
             raise ServiceError(f"{shown} failed: {done.stdout}{done.stderr}")
 
 
+# Every process the stack starts carries these in its environment, and so does everything it
+# starts in turn (code servers, run workers, step processes): the stop finds them by it, also
+# those that left the service's process group or were re-parented when their parent died.
+STACK_ID_VAR = "ASSAY_STACK_ID"
+SERVICE_ID_VAR = "ASSAY_STACK_SERVICE"
+
+
+def _environment_var(process, name: str) -> str | None:
+    try:
+        return process.environ().get(name)
+    except Exception:  # gone, a zombie, or not ours to read: psutil's errors
+        return None
+
+
+def processes_marked(name: str, value: str) -> list:
+    """Every live process (psutil) whose environment has ``name=value``, this one excepted."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter():
+        if process.pid != os.getpid() and _environment_var(process, name) == value:
+            found.append(process)
+    return found
+
+
+def _running(process) -> bool:
+    """Alive and not a zombie (a zombie has exited; its parent has yet to collect it)."""
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def end_processes(processes: list, timeout_s: float, also=None) -> list:
+    """SIGTERM to ``processes`` (psutil), at most ``timeout_s`` for them to exit, then SIGKILL
+    to the survivors and at most 10 s more. ``also`` (called again and again) returns processes
+    found since (descendants started during the shutdown), which get the same. Returns those
+    still alive at the end (none, unless a process cannot be killed). Collects no exit status:
+    a child of the caller is left for its ``Popen`` to reap."""
+    import psutil
+
+    pending = {p.pid: p for p in processes}
+    signalled: dict[int, int] = {}
+
+    def look_again() -> None:
+        for process in also() if also else []:
+            pending.setdefault(process.pid, process)
+
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
+        deadline = time.monotonic() + wait_s
+        while True:
+            look_again()
+            pending = {pid: p for pid, p in pending.items() if _running(p)}
+            for pid, process in pending.items():
+                if signalled.get(pid) != sig:
+                    with contextlib.suppress(psutil.Error):
+                        process.send_signal(sig)  # psutil checks the pid is still this process
+                    signalled[pid] = sig
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
+        if not pending:
+            break
+    return list(pending.values())
+
+
 @dataclass
 class Service:
     name: str
     process: subprocess.Popen
     log: Path
+    marker: str = ""  # the value of SERVICE_ID_VAR in its processes' environment
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -170,15 +239,35 @@ class Service:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, sig)
 
+    def processes(self) -> list:
+        """The service's process and every descendant (psutil), wherever their process group:
+        its children, theirs, and those carrying its marker that are no longer in its tree."""
+        import psutil
+
+        found = {}
+        if self.alive():  # else its pid, collected, may be another process's now
+            with contextlib.suppress(psutil.Error):
+                leader = psutil.Process(self.process.pid)
+                for process in [leader, *leader.children(recursive=True)]:
+                    found[process.pid] = process
+        if self.marker:
+            for process in processes_marked(SERVICE_ID_VAR, self.marker):
+                found.setdefault(process.pid, process)
+                with contextlib.suppress(psutil.Error):
+                    for child in process.children(recursive=True):
+                        found.setdefault(child.pid, child)
+        return list(found.values())
+
     def stop(self, timeout_s: float = 20) -> None:
-        if not self.alive():
-            return
-        self.signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.process.wait(10)
+        """SIGTERM to every process of the service's tree (a code server, a run's process and
+        its step processes included), at most ``timeout_s`` for all of them to exit, then
+        SIGKILL to what is left. Not only the leader is waited for: a code server with a run
+        in flight outlived ``dagster-daemon`` by minutes."""
+        left = end_processes(self.processes(), timeout_s, also=self.processes)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(10)  # collect the leader's exit status
+        if left:
+            raise ServiceError(f"{self.name}: processes {[p.pid for p in left]} survived SIGKILL")
 
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
@@ -202,6 +291,7 @@ class LocalDeployment:
     ports: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     postgres: PostgresServer | None = None
+    stack_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -225,10 +315,23 @@ class LocalDeployment:
         return self
 
     def stop(self) -> None:
-        for name in reversed(list(self.services)):
-            self.services[name].stop()
-        if self.postgres is not None:
-            self.postgres.remove()
+        """Stop every service and whatever they started (see ``Service.stop``), then whatever
+        else carries this deployment's marker (the orphans of a service killed and started
+        again), then PostgreSQL."""
+        failures = []
+        try:
+            for name in reversed(list(self.services)):
+                try:
+                    self.services[name].stop()
+                except ServiceError as exc:
+                    failures.append(str(exc))
+            left = end_processes(processes_marked(STACK_ID_VAR, self.stack_id), 20)
+            failures += [f"processes {[p.pid for p in left]} survived SIGKILL"] if left else []
+        finally:
+            if self.postgres is not None:
+                self.postgres.remove()
+        if failures:
+            raise ServiceError("; ".join(failures))
 
     def __enter__(self) -> LocalDeployment:
         return self.start()
@@ -239,17 +342,19 @@ class LocalDeployment:
     def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Service:
         log = self.root / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        marker = f"{self.stack_id}/{name}/{uuid.uuid4().hex[:8]}"
+        env = {**(env or self.env), STACK_ID_VAR: self.stack_id, SERVICE_ID_VAR: marker}
         with open(log, "ab") as out:
             process = subprocess.Popen(
                 command,
                 cwd=REPO,
-                env=env or self.env,
+                env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group, stopped as one
             )
-        service = Service(name, process, log)
+        service = Service(name, process, log, marker)
         self.services[name] = service
         return service
 
