@@ -29,6 +29,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy.registry_roles import OWNER, SERVICE, prepare_registry_database
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 BUCKET = "assay-deploy"
@@ -117,10 +119,11 @@ class PostgresServer:
         self._run(*initdb, "-A", "trust", "--no-sync")
         self.start()
 
-    def url(self, database: str = "postgres", *, driver: bool = True) -> str:
-        """The database's URL: SQLAlchemy's (psycopg 3), or libpq's with ``driver=False``."""
+    def url(self, database: str = "postgres", *, driver: bool = True, user: str = "assay") -> str:
+        """The database's URL: SQLAlchemy's (psycopg 3), or libpq's with ``driver=False``; as
+        ``user`` (default: the cluster's superuser)."""
         scheme = "postgresql+psycopg" if driver else "postgresql"
-        return f"{scheme}://assay@127.0.0.1:{self.port}/{database}"
+        return f"{scheme}://{user}@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
         import psycopg
@@ -365,6 +368,9 @@ class LocalDeployment:
         self.ports["postgres"] = self.postgres.port
         for name in ("dagster", "assay"):
             self.postgres.create_database(name)
+        # The registry's tables and triggers belong to the owner role, which migrates them;
+        # the deployment's processes connect as the service role (deploy/README.md).
+        prepare_registry_database(self.pg_url("assay"), self.pg_url("assay", user=OWNER))
 
     def start_postgres(self) -> None:
         """Start the cluster again (same data and port) after ``stop_postgres``."""
@@ -375,9 +381,10 @@ class LocalDeployment:
         assert self.postgres is not None
         self.postgres.stop()
 
-    def pg_url(self, database: str, *, driver: bool = True) -> str:
+    def pg_url(self, database: str, *, driver: bool = True, user: str = "assay") -> str:
+        """A database's URL, as the cluster's superuser unless ``user`` says otherwise."""
         assert self.postgres is not None
-        return self.postgres.url(database, driver=driver)
+        return self.postgres.url(database, driver=driver, user=user)
 
     # -- Redis, S3 -------------------------------------------------------------------------
 
@@ -463,8 +470,8 @@ class LocalDeployment:
             "ASSAY_DAGSTER_PG_URL": self.pg_url("dagster", driver=False).replace(
                 "postgresql://", "postgresql+psycopg2://"
             ),
-            "ASSAY_REGISTRY_URL": self.pg_url("assay"),
-            "ASSAY_REQUEST_CACHE_URL": self.pg_url("assay"),
+            "ASSAY_REGISTRY_URL": self.pg_url("assay", user=SERVICE),
+            "ASSAY_REQUEST_CACHE_URL": self.pg_url("assay", user=SERVICE),
             "ASSAY_STORAGE_URL": f"s3://{BUCKET}/assay",
             "ASSAY_SUITE": str(self.root / "suite.yaml"),
             "ASSAY_HOME": str(self.root / "assay_home"),
@@ -542,6 +549,8 @@ class LocalDeployment:
         return done.returncode == 0
 
     def _start_webserver(self) -> None:
+        # No authentication of its own: loopback only, as every service here. A team reaches
+        # it through deploy/nginx/assay.conf (TLS and a sign-in) on the same machine.
         port = self.ports.setdefault("webserver", free_port())
         command = [str(VENV_BIN / "dagster-webserver"), "-w", "workspace.yaml"]
         command += ["-h", "127.0.0.1", "-p", str(port)]

@@ -12,11 +12,17 @@ import ipaddress
 import time
 from collections.abc import Iterator
 
+import httpx
 import psutil
 import pytest
+import reverse_proxy
 from live_deployment import TINY_SUITE, arithmetic_app
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from assay.serving import asgi_in_background
+from deploy.registry_roles import SERVICE
 from deploy.stack import (
     STACK_ID_VAR,
     LocalDeployment,
@@ -89,6 +95,35 @@ def test_the_webserver_and_every_service_listen_on_loopback_only(stack):
     assert postgres and all(ipaddress.ip_address(ip).is_loopback for ip in postgres)
     exposed = {a for a in everything if not ipaddress.ip_address(a[0]).is_loopback}
     assert not exposed, f"listening beyond loopback: {sorted(exposed)}"
+
+
+def test_the_proxy_signs_users_in_to_the_real_webserver(stack, tmp_path):
+    reason = reverse_proxy.missing()
+    if reason:
+        pytest.skip(reason)
+    with (
+        reverse_proxy.reverse_proxy(tmp_path / "nginx", stack.ports["webserver"]) as proxy,
+        httpx.Client(verify=proxy.tls, timeout=60) as client,
+    ):
+        assert client.get(f"{proxy.url}/server_info").status_code == 401
+        signed_in = client.get(
+            f"{proxy.url}/server_info", auth=(reverse_proxy.USER, reverse_proxy.PASSWORD)
+        )
+        assert signed_in.status_code == 200
+        assert "dagster_webserver_version" in signed_in.json()
+
+
+def test_the_deployment_uses_the_registry_as_the_service_role(stack):
+    url = stack.env["ASSAY_REGISTRY_URL"]
+    assert make_url(url).username == SERVICE
+    assert make_url(stack.env["ASSAY_REQUEST_CACHE_URL"]).username == SERVICE
+    stack.assay("registry", "create", "roles-check")  # the CLI works as the service role
+    engine = create_engine(url)
+    try:
+        with pytest.raises(DBAPIError, match="must be owner"), engine.begin() as conn:
+            conn.execute(text("ALTER TABLE events DISABLE TRIGGER events_append_only"))
+    finally:
+        engine.dispose()
 
 
 def _describe(process: psutil.Process) -> str:
