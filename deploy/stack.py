@@ -3,8 +3,9 @@
 PostgreSQL (a throwaway cluster: Dagster instance, registry, request cache), Redis (the Celery
 broker), an S3 API server (moto in server mode; Parquet partitions and the dashboard), model
 replicas (``assay serve``), Celery workers, ``dagster-daemon`` and ``dagster-webserver``. Used by
-tests/test_deploy_e2e.py and benchmarks/bench_deploy.py; each service is started on a free port
-with its data under one temporary directory and stopped (its process group) at the end.
+tests/test_deploy_e2e.py, tests/test_deploy_stack.py and benchmarks/bench_deploy.py; each service
+is started on a free port with its data under one temporary directory and stopped (its whole
+process tree) at the end.
 
 Not imported by the library or the code location.
 """
