@@ -35,7 +35,7 @@ test: install  ## the test suite (without the deployment tests)
 	$(PY) -m pytest -q
 
 test-deploy: install  ## the deployment of deploy/ on this machine: Postgres, Redis, S3, Celery, daemon
-	$(PY) -m pytest -q -m deploy tests/test_deploy_e2e.py
+	$(PY) -m pytest -q -m deploy tests/test_deploy_e2e.py tests/test_deploy_stack.py
 
 ui: install  ## the Dagster UI on the demo's instance: http://127.0.0.1:3000
 	mkdir -p .assay/dagster

@@ -3,8 +3,9 @@
 PostgreSQL (a throwaway cluster: Dagster instance, registry, request cache), Redis (the Celery
 broker), an S3 API server (moto in server mode; Parquet partitions and the dashboard), model
 replicas (``assay serve``), Celery workers, ``dagster-daemon`` and ``dagster-webserver``. Used by
-tests/test_deploy_e2e.py and benchmarks/bench_deploy.py; each service is started on a free port
-with its data under one temporary directory and stopped (its process group) at the end.
+tests/test_deploy_e2e.py, tests/test_deploy_stack.py and benchmarks/bench_deploy.py; each service
+is started on a free port with its data under one temporary directory and stopped (its whole
+process tree) at the end.
 
 Not imported by the library or the code location.
 """
@@ -28,6 +29,8 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from deploy.registry_roles import OWNER, SERVICE, prepare_registry_database
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -117,10 +120,11 @@ class PostgresServer:
         self._run(*initdb, "-A", "trust", "--no-sync")
         self.start()
 
-    def url(self, database: str = "postgres", *, driver: bool = True) -> str:
-        """The database's URL: SQLAlchemy's (psycopg 3), or libpq's with ``driver=False``."""
+    def url(self, database: str = "postgres", *, driver: bool = True, user: str = "assay") -> str:
+        """The database's URL: SQLAlchemy's (psycopg 3), or libpq's with ``driver=False``; as
+        ``user`` (default: the cluster's superuser)."""
         scheme = "postgresql+psycopg" if driver else "postgresql"
-        return f"{scheme}://assay@127.0.0.1:{self.port}/{database}"
+        return f"{scheme}://{user}@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
         import psycopg
@@ -156,11 +160,80 @@ class PostgresServer:
             raise ServiceError(f"{shown} failed: {done.stdout}{done.stderr}")
 
 
+# Every process the stack starts carries these in its environment, and so does everything it
+# starts in turn (code servers, run workers, step processes): the stop finds them by it, also
+# those that left the service's process group or were re-parented when their parent died.
+STACK_ID_VAR = "ASSAY_STACK_ID"
+SERVICE_ID_VAR = "ASSAY_STACK_SERVICE"
+
+
+def _environment_var(process, name: str) -> str | None:
+    try:
+        return process.environ().get(name)
+    except Exception:  # gone, a zombie, or not ours to read: psutil's errors
+        return None
+
+
+def processes_marked(name: str, value: str) -> list:
+    """Every live process (psutil) whose environment has ``name=value``, this one excepted."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter():
+        if process.pid != os.getpid() and _environment_var(process, name) == value:
+            found.append(process)
+    return found
+
+
+def _running(process) -> bool:
+    """Alive and not a zombie (a zombie has exited; its parent has yet to collect it)."""
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def end_processes(processes: list, timeout_s: float, also=None) -> list:
+    """SIGTERM to ``processes`` (psutil), at most ``timeout_s`` for them to exit, then SIGKILL
+    to the survivors and at most 10 s more. ``also`` (called again and again) returns processes
+    found since (descendants started during the shutdown), which get the same. Returns those
+    still alive at the end (none, unless a process cannot be killed). Collects no exit status:
+    a child of the caller is left for its ``Popen`` to reap."""
+    import psutil
+
+    pending = {p.pid: p for p in processes}
+    signalled: dict[int, int] = {}
+
+    def look_again() -> None:
+        for process in also() if also else []:
+            pending.setdefault(process.pid, process)
+
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
+        deadline = time.monotonic() + wait_s
+        while True:
+            look_again()
+            pending = {pid: p for pid, p in pending.items() if _running(p)}
+            for pid, process in pending.items():
+                if signalled.get(pid) != sig:
+                    with contextlib.suppress(psutil.Error):
+                        process.send_signal(sig)  # psutil checks the pid is still this process
+                    signalled[pid] = sig
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
+        if not pending:
+            break
+    return list(pending.values())
+
+
 @dataclass
 class Service:
     name: str
     process: subprocess.Popen
     log: Path
+    marker: str = ""  # the value of SERVICE_ID_VAR in its processes' environment
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -170,15 +243,35 @@ class Service:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, sig)
 
+    def processes(self) -> list:
+        """The service's process and every descendant (psutil), wherever their process group:
+        its children, theirs, and those carrying its marker that are no longer in its tree."""
+        import psutil
+
+        found = {}
+        if self.alive():  # else its pid, collected, may be another process's now
+            with contextlib.suppress(psutil.Error):
+                leader = psutil.Process(self.process.pid)
+                for process in [leader, *leader.children(recursive=True)]:
+                    found[process.pid] = process
+        if self.marker:
+            for process in processes_marked(SERVICE_ID_VAR, self.marker):
+                found.setdefault(process.pid, process)
+                with contextlib.suppress(psutil.Error):
+                    for child in process.children(recursive=True):
+                        found.setdefault(child.pid, child)
+        return list(found.values())
+
     def stop(self, timeout_s: float = 20) -> None:
-        if not self.alive():
-            return
-        self.signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.process.wait(10)
+        """SIGTERM to every process of the service's tree (a code server, a run's process and
+        its step processes included), at most ``timeout_s`` for all of them to exit, then
+        SIGKILL to what is left. Not only the leader is waited for: a code server with a run
+        in flight outlived ``dagster-daemon`` by minutes."""
+        left = end_processes(self.processes(), timeout_s, also=self.processes)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(10)  # collect the leader's exit status
+        if left:
+            raise ServiceError(f"{self.name}: processes {[p.pid for p in left]} survived SIGKILL")
 
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
@@ -202,6 +295,7 @@ class LocalDeployment:
     ports: dict[str, int] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     postgres: PostgresServer | None = None
+    stack_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -225,10 +319,23 @@ class LocalDeployment:
         return self
 
     def stop(self) -> None:
-        for name in reversed(list(self.services)):
-            self.services[name].stop()
-        if self.postgres is not None:
-            self.postgres.remove()
+        """Stop every service and whatever they started (see ``Service.stop``), then whatever
+        else carries this deployment's marker (the orphans of a service killed and started
+        again), then PostgreSQL."""
+        failures = []
+        try:
+            for name in reversed(list(self.services)):
+                try:
+                    self.services[name].stop()
+                except ServiceError as exc:
+                    failures.append(str(exc))
+            left = end_processes(processes_marked(STACK_ID_VAR, self.stack_id), 20)
+            failures += [f"processes {[p.pid for p in left]} survived SIGKILL"] if left else []
+        finally:
+            if self.postgres is not None:
+                self.postgres.remove()
+        if failures:
+            raise ServiceError("; ".join(failures))
 
     def __enter__(self) -> LocalDeployment:
         return self.start()
@@ -239,17 +346,19 @@ class LocalDeployment:
     def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Service:
         log = self.root / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        marker = f"{self.stack_id}/{name}/{uuid.uuid4().hex[:8]}"
+        env = {**(env or self.env), STACK_ID_VAR: self.stack_id, SERVICE_ID_VAR: marker}
         with open(log, "ab") as out:
             process = subprocess.Popen(
                 command,
                 cwd=REPO,
-                env=env or self.env,
+                env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group, stopped as one
             )
-        service = Service(name, process, log)
+        service = Service(name, process, log, marker)
         self.services[name] = service
         return service
 
@@ -260,6 +369,9 @@ class LocalDeployment:
         self.ports["postgres"] = self.postgres.port
         for name in ("dagster", "assay"):
             self.postgres.create_database(name)
+        # The registry's tables and triggers belong to the owner role, which migrates them;
+        # the deployment's processes connect as the service role (deploy/README.md).
+        prepare_registry_database(self.pg_url("assay"), self.pg_url("assay", user=OWNER))
 
     def start_postgres(self) -> None:
         """Start the cluster again (same data and port) after ``stop_postgres``."""
@@ -270,9 +382,10 @@ class LocalDeployment:
         assert self.postgres is not None
         self.postgres.stop()
 
-    def pg_url(self, database: str, *, driver: bool = True) -> str:
+    def pg_url(self, database: str, *, driver: bool = True, user: str = "assay") -> str:
+        """A database's URL, as the cluster's superuser unless ``user`` says otherwise."""
         assert self.postgres is not None
-        return self.postgres.url(database, driver=driver)
+        return self.postgres.url(database, driver=driver, user=user)
 
     # -- Redis, S3 -------------------------------------------------------------------------
 
@@ -358,8 +471,8 @@ class LocalDeployment:
             "ASSAY_DAGSTER_PG_URL": self.pg_url("dagster", driver=False).replace(
                 "postgresql://", "postgresql+psycopg2://"
             ),
-            "ASSAY_REGISTRY_URL": self.pg_url("assay"),
-            "ASSAY_REQUEST_CACHE_URL": self.pg_url("assay"),
+            "ASSAY_REGISTRY_URL": self.pg_url("assay", user=SERVICE),
+            "ASSAY_REQUEST_CACHE_URL": self.pg_url("assay", user=SERVICE),
             "ASSAY_STORAGE_URL": f"s3://{BUCKET}/assay",
             "ASSAY_SUITE": str(self.root / "suite.yaml"),
             "ASSAY_HOME": str(self.root / "assay_home"),
@@ -437,6 +550,8 @@ class LocalDeployment:
         return done.returncode == 0
 
     def _start_webserver(self) -> None:
+        # No authentication of its own: loopback only, as every service here. A team reaches
+        # it through deploy/nginx/assay.conf (TLS and a sign-in) on the same machine.
         port = self.ports.setdefault("webserver", free_port())
         command = [str(VENV_BIN / "dagster-webserver"), "-w", "workspace.yaml"]
         command += ["-h", "127.0.0.1", "-p", str(port)]
