@@ -46,6 +46,18 @@ the prompt registry (``assay.scoring.judge``)::
       judge_rubric: prompts:/grade-answer@production   # variables: input, prediction, reference
       judge_scale: [1, 5]                             # the rubric's scale (default 1..5)
       judge_repeats: 2                                # judgments per judge and output (default 1)
+
+Functional correctness by execution. A generation entry whose references are test code
+(``humaneval``, or a ``custom_file`` whose answer column holds the tests) may be scored by
+running each completion with its tests in the sandbox (``assay.scoring.code_execution``)
+instead of matching it against the references::
+
+      scorer: code_execution
+      scorer_args: {timeout_s: 3, memory_mb: 512, program: prompt+completion}
+
+Each answer scores ``pass`` (the entry's default headline metric); sampled answers
+(``num_samples`` > 1) give pass@k. Where the sandbox (bubblewrap) cannot run, scoring the
+entry fails with the reason; the programs never run another way.
 """
 
 from __future__ import annotations
@@ -68,6 +80,8 @@ from assay.evaluate.registry_prompts import adapter_uses, prompt_uses
 from assay.perturbations import Perturbation, get_perturbation
 from assay.registry.names import name_problem
 from assay.scenarios import ColumnMapping, Scenario, get_scenario
+from assay.scoring import code_execution
+from assay.scoring.code_execution import CodeExecutionConfig
 
 DEFAULT_SUITE = "default.yaml"
 ALLOW_HELM_VENV_ENV = "ASSAY_SUITE_ALLOW_HELM_VENV"
@@ -120,6 +134,8 @@ class ScenarioConfig:
     variants: tuple[AdapterSpec, ...] = ()  # extra prompt layouts, each over ``adapter``
     perturbations: tuple[str, ...] = ()  # normalized perturbation specs, e.g. "typos:prob=0.05"
     judging: JudgeConfig | None = None  # LLM-as-judge scoring of the generated outputs
+    # ``scorer: code_execution``: generated programs run with their tests in the sandbox.
+    execution: CodeExecutionConfig | None = None
     source: str = ""  # the suite file, for error messages
     # Filled by ``registry_prompts.resolve_prompts``: resolved template id → the registry
     # versions that layout came from, recorded with each of its requests.
@@ -173,6 +189,8 @@ class ScenarioConfig:
         """The headline metric: given, or the natural one for the adapter's method."""
         if self.primary_metric:
             return self.primary_metric
+        if self.execution is not None:
+            return "pass"  # per instance, the mean over its samples: pass@1
         return _DEFAULT_METRICS[self.adapter.method]
 
 
@@ -258,6 +276,8 @@ _EXPECTED = {
     "judge_rubric": _PROMPT_URI,
     "judge_scale": "expected [low, high] numbers with low < high",
     "judge_repeats": _POSITIVE,
+    "scorer": _STRING,
+    "scorer_args": "expected a mapping",
     "toxicity": "expected a mapping with a 'classifier_dir' path or a 'judge'",
 }
 
@@ -318,6 +338,8 @@ class ScenarioEntry(_FileModel):
     judge_rubric: str | None = None
     judge_scale: tuple[int | float, int | float] = (1, 5)
     judge_repeats: int = Field(default=1, ge=1)
+    scorer: str | None = None  # None: reference matching; "code_execution"
+    scorer_args: dict[str, Any] | None = None
 
     @field_validator("perturbations")
     @classmethod
@@ -369,6 +391,10 @@ class ScenarioEntry(_FileModel):
             raise _Invalid(f"{', '.join(given)} need both 'judges' and 'judge_rubric'")
         if "columns" in self.model_fields_set and "columns" in (self.args or {}):
             raise _Invalid("give columns once, not also in args")
+        if self.scorer is not None and self.scorer not in SCORERS:
+            raise _Invalid(f"unknown scorer {self.scorer!r}; known: {', '.join(SCORERS)}", "scorer")
+        if self.scorer_args is not None and self.scorer is None:
+            raise _Invalid("scorer_args need a 'scorer'", "scorer_args")
         return self
 
     def config(self, key: str, where: str, base_dir: Path | None = None) -> ScenarioConfig:
@@ -401,7 +427,18 @@ class ScenarioEntry(_FileModel):
             primary_metric=self.primary_metric,
             perturbations=tuple(self.perturbations or ()),
             judging=self._judging(adapter, where),
+            execution=self._execution(adapter, where),
         )
+
+    def _execution(self, adapter: AdapterSpec, where: str) -> CodeExecutionConfig | None:
+        if self.scorer != code_execution.NAME:
+            return None
+        if adapter.method is not Method.GENERATION:
+            raise ValueError(
+                f"{where}.scorer: {code_execution.NAME} runs generated programs; the adapter "
+                f"method is {adapter.method.value!r}, not 'generation'"
+            )
+        return CodeExecutionConfig.from_dict(self.scorer_args, where + ".scorer_args")
 
     def _judging(self, adapter: AdapterSpec, where: str) -> JudgeConfig | None:
         if self.judges is None or self.judge_rubric is None:
@@ -418,6 +455,8 @@ class ScenarioEntry(_FileModel):
 
 
 _JUDGE_FIELDS = ("judges", "judge_rubric", "judge_scale", "judge_repeats")
+# Scorers an entry may name instead of reference matching.
+SCORERS = (code_execution.NAME,)
 
 
 class SuiteFile(_FileModel):

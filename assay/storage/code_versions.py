@@ -48,6 +48,8 @@ _INSTANCE_STATS = (
     "scoring/judge_scores.py",
     "scoring/scorecard.py",
     "scoring/partition.py",
+    "scoring/code_execution.py",
+    "core/sandbox.py",
     "perturbations/__init__.py",
 )
 
