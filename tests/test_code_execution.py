@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,9 @@ from assay.core.records import (
     RequestKind,
 )
 from assay.core.sandbox import Limits, Sandbox, SandboxUnavailable
-from assay.evaluate.suite import parse_suite
+from assay.evaluate.suite import CodeExecutionConfig, parse_suite
 from assay.scenarios import get_scenario
-from assay.scoring.code_execution import CodeExecutionConfig, execute, execute_outputs
+from assay.scoring.code_execution import execute, execute_outputs
 from assay.scoring.partition import ScoredPartition
 from assay.scoring.scorecard import score_partition
 
@@ -468,7 +469,13 @@ def test_a_suite_entry_asks_for_code_execution() -> None:
 
     suite = parse_suite(
         entry(
-            adapter={"input_prefix": "", "output_prefix": "", "temperature": 0.8, "num_samples": 5},
+            adapter={
+                "input_prefix": "",
+                "input_suffix": "",
+                "output_prefix": "",
+                "temperature": 0.8,
+                "num_samples": 5,
+            },
             scorer="code_execution",
             scorer_args={"timeout_s": 5, "memory_mb": 256, "program": "completion"},
         )
@@ -476,6 +483,11 @@ def test_a_suite_entry_asks_for_code_execution() -> None:
     config = suite["he"]
     assert config.execution == CodeExecutionConfig(timeout_s=5, memory_mb=256, program="completion")
     assert config.metric == "pass"
+    # HumanEval's layout: the model sees the bare prompt and continues it.
+    humaneval = _humaneval()
+    laid_out = replace(config, args={"data_files": {"test": str(HUMANEVAL)}})
+    (request, *_) = laid_out.build_requests(humaneval[:1])
+    assert request.prompt == humaneval[0].input and request.sampled
     assert parse_suite(entry())["he"].execution is None
     for fields, message in [
         (

