@@ -50,6 +50,8 @@ _INSTANCE_STATS = (
     "scoring/partition.py",
     "scoring/code_execution.py",
     "core/sandbox.py",
+    # The defaults of an entry's scorer settings (code execution, judges) live here.
+    "evaluate/suite.py",
     "perturbations/__init__.py",
 )
 
