@@ -301,6 +301,30 @@ class NaturalQuestionsOpen(PublicDataset):
         )
 
 
+@register_scenario("humaneval")
+class HumanEval(PublicDataset):
+    """HumanEval (Chen et al. 2021): complete a Python function from its signature and
+    docstring.
+
+    The input is the task's prompt; the one correct reference is its test code followed by
+    ``check(<entry point>)`` (lm-evaluation-harness's target), which a suite entry with
+    ``scorer: code_execution`` runs after the prompt and the completion
+    (``assay.scoring.code_execution``). Reference matching means nothing here.
+    """
+
+    repo = "openai/openai_humaneval"
+    files: ClassVar[dict[str, str]] = {"test": "openai_humaneval/test-00000-of-00001.parquet"}
+
+    def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
+        tests = f"{row['test']}\n\ncheck({row['entry_point']})\n"
+        yield Instance(
+            id=str(row["task_id"]),
+            input=row["prompt"],
+            references=(Reference(tests, True),),
+            split=split,
+        )
+
+
 @register_scenario("cnn_dailymail")
 class CNNDailyMail(PublicDataset):
     """CNN/DailyMail 3.0.0 summarization: article → highlights."""

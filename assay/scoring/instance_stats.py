@@ -4,7 +4,10 @@ Families of per-instance stats:
 - accuracy: reference matching and choice scoring on the original (unperturbed) inputs; for
   sampled generation (``num_samples`` > 1) each sample is a row of its own, so a metric's
   per-instance value is its mean over the samples, and ``pass@k`` (Chen et al.'s unbiased
-  estimator over exact_match) is added per prompt;
+  estimator over exact_match) is added per prompt; an entry scored by execution
+  (``scorer: code_execution``, :mod:`~assay.scoring.code_execution`) scores each generated
+  program ``pass`` (it ran with the task's tests and passed) instead of matching it against
+  the references, and its pass@k counts the samples that pass;
 - robustness / fairness: the same metrics on perturbed inputs (family of the perturbation),
   and per instance the worst value over the original and the family's perturbations (rows
   with ``perturbation=<family>``, HELM's definition);
@@ -34,6 +37,7 @@ from assay.adapters import UNCONDITIONED, Method, joint_answer_map
 from assay.core.records import Instance, InstanceStat, ModelOutput, Request, RequestKind
 from assay.perturbations import family_of
 from assay.scoring.aggregate import worst_case
+from assay.scoring.code_execution import ExecutionRun
 from assay.scoring.metrics import accuracy as acc_metrics
 from assay.scoring.metrics.directions import LOWER_IS_BETTER
 from assay.scoring.metrics.text_scores import iter_text_scores
@@ -77,23 +81,27 @@ def _scored_as_generation(request: Request) -> bool:
 
 
 def _generation_values(
-    outputs: Sequence[ModelOutput], by_id: dict[str, Instance]
+    outputs: Sequence[ModelOutput], by_id: dict[str, Instance], executed: ExecutionRun | None
 ) -> dict[int, Values]:
-    """Text-match (and, for long references, overlap) values of every scored generation row.
+    """Text-match (and, for long references, overlap) values of every scored generation row;
+    ``pass`` for the rows that ran as programs (``executed``), whose references are tests.
 
     Rows sharing a metric set are scored together (:mod:`assay.metrics.text_scores`), each
     distinct text analysed once; open-ended prompts without gold texts get nothing.
     """
+    ran = executed.results if executed is not None else {}
+    values: dict[int, Values] = {
+        row: {"pass": ("accuracy", float(result.passed))} for row, result in ran.items()
+    }
     groups: dict[tuple[str, ...], list[tuple[int, str, Sequence[str]]]] = {}
     for row, output in enumerate(outputs):
-        if not output.completion.ok or not _scored_as_generation(output.request):
+        if row in ran or not output.completion.ok or not _scored_as_generation(output.request):
             continue
         golds = by_id[output.request.instance_id].gold_texts
         if not golds:
             continue
         metrics = _GENERATION_METRICS + (_OVERLAP_METRICS if _long_references(golds) else ())
         groups.setdefault(metrics, []).append((row, output.completion.text, golds))
-    values: dict[int, Values] = {}
     for metrics, rows in groups.items():
         scores = iter_text_scores(
             ((text, golds) for _, text, golds in rows), metrics, chunk_rows=_TEXT_CHUNK_ROWS
@@ -218,18 +226,21 @@ def instance_stats(
     instances: Sequence[Instance],
     outputs: Sequence[ModelOutput],
     toxicity: ToxicityScorer | None = None,
+    executed: ExecutionRun | None = None,
 ) -> list[InstanceStat]:
     """Per-instance stats of every family for every output row (see the module doc).
 
     ``toxicity`` scores the generated texts; without it no toxicity stats are produced.
+    ``executed``: the programs run in the sandbox (``code_execution.execute_outputs``).
     """
-    return instance_stats_of(instances, outputs, score_toxicity(outputs, toxicity))
+    return instance_stats_of(instances, outputs, score_toxicity(outputs, toxicity), executed)
 
 
 def instance_stats_of(
     instances: Sequence[Instance],
     outputs: Sequence[ModelOutput],
     toxic_run: ToxicityRun | None,
+    executed: ExecutionRun | None = None,
 ) -> list[InstanceStat]:
     by_id = {i.id: i for i in instances}
     # Methods that send several requests per instance are scored on their main row.
@@ -245,7 +256,7 @@ def instance_stats_of(
         elif output.request.method == Method.LANGUAGE_MODELING.value:
             windows[group_key(output)].append(output)
     toxic = toxic_run.scores if toxic_run is not None else {}
-    generation = _generation_values(outputs, by_id)
+    generation = _generation_values(outputs, by_id, executed)
     stats: list[InstanceStat] = []
     # Sampled requests: per prompt, whether each sample is correct (for pass@k).
     samples: dict[tuple[str, int, str, str], list[float]] = defaultdict(list)
@@ -257,8 +268,10 @@ def instance_stats_of(
             values.update(
                 _accuracy_values(output, instance, unconditioned, windows, generation.get(row))
             )
-            if request.sampled and "exact_match" in values:
-                samples[group_key(output)].append(values["exact_match"][1])
+            # A sample is correct when it passes its tests (programs) or matches a reference.
+            correct = values.get("pass", values.get("exact_match"))
+            if request.sampled and correct is not None:
+                samples[group_key(output)].append(correct[1])
         if request.perturbation:
             # On a perturbed input the accuracy metrics measure robustness or fairness.
             family = family_of(request.perturbation)
@@ -293,10 +306,11 @@ def instance_stats_of(
 def pass_at_k_stats(
     samples: dict[tuple[str, int, str, str], list[float]], by_id: dict[str, Instance]
 ) -> list[InstanceStat]:
-    """pass@k per prompt from its samples' exact_match (the scenario's correctness check).
+    """pass@k per prompt from its samples' correctness: ``pass`` for programs run with their
+    tests, exact_match otherwise.
 
     ``n`` is the number of samples that produced a completion (an errored sample is left out,
-    not counted wrong), ``c`` how many of them match a gold reference exactly, and k runs over
+    not counted wrong), ``c`` how many of them are correct, and k runs over
     ``accuracy.pass_at_k_values(n)``. Like every accuracy stat, the values are repeated per
     group tag and measure robustness or fairness on perturbed inputs.
     """

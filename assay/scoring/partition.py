@@ -49,6 +49,11 @@ class ScoredPartition:
             "toxicity_scorer": self.toxicity_scorer,
             "prices_from": self.prices_from,
         }
+        if self.scores.executed is not None:
+            counts = self.scores.executed.counts()
+            out["num_programs_run"] = sum(counts.values())
+            out["num_programs_passed"] = counts.get("passed", 0)
+            out["program_statuses"] = ", ".join(f"{k}={v}" for k, v in counts.items()) or "none"
         if self.judgments is not None:
             out["num_judgments"] = len(self.judgments)
             out["num_judge_parse_failures"] = sum(j.score is None for j in self.judgments)
@@ -89,13 +94,15 @@ class SuiteScorer:
         seed_key: str,
     ) -> ScoredPartition:
         """Score ``version``'s stored outputs on ``scenario``, with the token prices pinned
-        when the outputs were evaluated and the suite's toxicity scorer and judges.
+        when the outputs were evaluated, the suite's toxicity scorer and judges, and the
+        entry's scorer (``code_execution`` runs the programs in the sandbox).
 
         Outputs written before prices were pinned are priced from the registry's current
         prices until the version is evaluated again."""
         instances = Instance.from_table(scenario_instances)
         outputs = ModelOutput.from_table(model_outputs)
-        judging = self.suite[scenario].judging
+        entry = self.suite[scenario]
+        judging = entry.judging
         judgments = None
         if judging is not None:
             judges, rubric = self._judges(judging)
@@ -111,6 +118,7 @@ class SuiteScorer:
             toxicity=self.toxicity,
             seed_key=seed_key,
             judgments=judgments,
+            execution=entry.execution,
         )
         name = self.toxicity.name if self.toxicity is not None else "none"
         replies = judge_reply_table(instances, outputs, judgments, scores.toxicity_run)

@@ -25,6 +25,7 @@ from assay.core.records import (
     headline_means,
 )
 from assay.perturbations import FAIRNESS, ROBUSTNESS
+from assay.scoring.code_execution import CodeExecutionConfig, ExecutionRun, execute_outputs
 from assay.scoring.families import (
     bbq_rows,
     calibration_rows,
@@ -84,6 +85,7 @@ class PartitionScores:
     stats: list[InstanceStat]
     card: list[MetricSummary]
     toxicity_run: ToxicityRun | None = None  # what the toxicity scorer made of the texts
+    executed: ExecutionRun | None = None  # the programs run in the sandbox (code_execution)
 
     def headline(self) -> dict[str, float]:
         """Ungrouped, unperturbed metrics that have a value (for UI metadata)."""
@@ -98,13 +100,18 @@ def score_partition(
     toxicity: ToxicityScorer | None = None,
     seed_key: str = "",
     judgments: Sequence[Judgment] | None = None,
+    execution: CodeExecutionConfig | None = None,
 ) -> PartitionScores:
     """Per-instance stats and the seven-family scorecard in one call.
 
     ``judgments`` are :func:`judge_partition`'s for these outputs (None: no judges).
+    ``execution`` scores generated programs by running them with the tests in the sandbox
+    (:mod:`~assay.scoring.code_execution`); it raises ``SandboxUnavailable``, running
+    nothing, where the sandbox cannot run.
     """
+    executed = None if execution is None else execute_outputs(instances, outputs, execution)
     toxic_run = score_toxicity(outputs, toxicity)
-    stats = instance_stats_of(instances, outputs, toxic_run)
+    stats = instance_stats_of(instances, outputs, toxic_run, executed)
     if judgments is not None:
         # Added after the worst cases: judges see only original inputs, so their scores
         # have no perturbed counterpart.
@@ -119,4 +126,4 @@ def score_partition(
         toxicity_run=toxic_run,
         judgments=judgments,
     )
-    return PartitionScores(stats, card, toxic_run)
+    return PartitionScores(stats, card, toxic_run, executed)

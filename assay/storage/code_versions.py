@@ -48,6 +48,10 @@ _INSTANCE_STATS = (
     "scoring/judge_scores.py",
     "scoring/scorecard.py",
     "scoring/partition.py",
+    "scoring/code_execution.py",
+    "core/sandbox.py",
+    # The defaults of an entry's scorer settings (code execution, judges) live here.
+    "evaluate/suite.py",
     "perturbations/__init__.py",
 )
 
