@@ -109,9 +109,10 @@ def test_a_bad_registration_does_not_stop_a_later_promotion(queued, model_server
         ("broken@v1", "version_created"),
         ("broken@v1", "alias_set"),
     }
-    assert all("not a Hugging Face model directory" in e.payload["reason"] for e in refusals)
+    # /does/not/exist lies outside the model roots: refused before the path is looked at.
+    assert all("outside the allowed roots" in e.payload["reason"] for e in refusals)
     history = queued.assay("history", "--model", "broken").stdout
-    assert "promotion_refused" in history and "not a Hugging Face model directory" in history
+    assert "promotion_refused" in history and "outside the allowed roots" in history
     assert not [t for t in queued.ticks(SENSOR) if t.status.value == "FAILURE"]
 
 
