@@ -48,7 +48,13 @@ _INSTANCE_STATS = (
     "scoring/judge_scores.py",
     "scoring/scorecard.py",
     "scoring/partition.py",
+    # The entry's scorer: the protocol, how its stats become rows, and the built-ins.
+    "core/plugins.py",
+    "core/scorers.py",
+    "scoring/scorer_runs.py",
+    "scoring/samples.py",
     "scoring/code_execution.py",
+    "scoring/math_equivalence.py",
     "core/sandbox.py",
     # The defaults of an entry's scorer settings (code execution, judges) live here.
     "evaluate/suite.py",
@@ -62,7 +68,7 @@ SOURCES: Mapping[str, tuple[str, ...]] = {
         "models/transformers_loading.py",
         "models/openai_backend.py",
     ),
-    SCENARIO_INSTANCES: (*_RECORDS, "scenarios"),
+    SCENARIO_INSTANCES: (*_RECORDS, "core/plugins.py", "scenarios"),
     PERTURBED_INSTANCES: (*_RECORDS, "perturbations", "evaluate/run.py"),
     MODEL_OUTPUTS: (
         *_RECORDS,
