@@ -15,8 +15,9 @@ What assay adds around it, each to make an answer read as a reader would:
   MATH's answers), falling back to a plain expression (``gold_format`` picks one instead);
 - a period that ends the text right after a digit is dropped (``x = 14/3.`` would otherwise
   parse as ``14/3.0``, a float of one significant digit);
-- a one-line answer of bare LaTeX (``\\frac{1}{\\sqrt{2}}``) that yields nothing as it is
-  is read again inside ``$...$``.
+- a one-line answer that is bare LaTeX, without delimiters or words
+  (``\\frac{1}{\\sqrt{2}}``, ``\\{2, 3\\}``), is read as math inside ``$...$`` first: as
+  it is, math-verify would find nothing, or only its last plain number.
 A reference math-verify cannot parse fails its instance (the scorer's failure count names
 it); an answer it cannot parse scores 0 and is counted (``num_answers_unparsed``).
 
@@ -45,6 +46,8 @@ from assay.scoring.samples import answer_stats, answers_by_instance
 MATH_EQUIVALENCE = "math_equivalence"
 _DELIMITERS = ("$", "\\(", "\\[", "\\boxed")
 _FINAL_PERIOD = re.compile(r"(\d)\.\s*$")
+_COMMAND = re.compile(r"\\[A-Za-z]+")
+_WORD = re.compile(r"[A-Za-z]{3,}")
 
 
 class MathEquivalenceConfig(BaseModel):
@@ -131,11 +134,16 @@ def parse_answer(text: str, config: MathEquivalenceConfig) -> list[Any]:
     priority = 0 if config.boxed_first else 50
     targets = [LatexExtractionConfig(boxed_match_priority=priority), ExprExtractionConfig()]
     text = _FINAL_PERIOD.sub(r"\1", text.strip())
-    parsed = _parse(text, targets, config)
-    bare_latex = "\\" in text and "\n" not in text and not any(d in text for d in _DELIMITERS)
-    if not parsed and bare_latex:
-        parsed = _parse(f"${text}$", targets, config)
-    return parsed
+    if _bare_latex(text):
+        return _parse(f"${text}$", targets, config) or _parse(text, targets, config)
+    return _parse(text, targets, config)
+
+
+def _bare_latex(text: str) -> bool:
+    """One line of LaTeX without math delimiters and without words (units are fine)."""
+    if "\\" not in text or "\n" in text or any(d in text for d in _DELIMITERS):
+        return False
+    return not _WORD.search(_COMMAND.sub(" ", text))
 
 
 def _timeout(config: MathEquivalenceConfig) -> int | None:
