@@ -16,9 +16,11 @@ from assay.core.scorers import BUILTIN_SCORERS, get_scorer, scorer_names
 from assay.evaluate.suite import parse_suite
 from assay.registry import Registry
 from assay.scenarios import get_scenario, scenario_names
+from assay.scoring.metrics.directions import lower_is_better_in
 from assay.scoring.partition import SuiteScorer
 from assay.scoring.scorecard import score_partition
 from assay.scoring.scorer_runs import EntryScorer, ScorerError
+from assay.scoring.summary import scorecard_table
 
 SCORERS = "assay.scorers"
 SCENARIOS = "assay.scenarios"
@@ -208,6 +210,14 @@ def test_a_plugins_stats_become_rows_with_layouts_perturbations_and_groups(lengt
     failures = card[("scorer_failures", "scorer=length (acme-length 1.0)", "")]
     assert (failures.mean, failures.count) == (0.0, 5)
     assert scores.scorer_run.figures == {"num_answers": 5.0}
+    # The stored scorecard says which way each metric goes, for rankings and gates to read.
+    table = scorecard_table(scores.card)
+    flags = {r["metric"]: r["lower_is_better"] for r in table.to_pylist() if not r["group"]}
+    assert flags["overshoot"] and flags["chars"] and flags["latency_s"]
+    assert not flags["short_enough"] and flags["failed"]
+    lower = lower_is_better_in(table)
+    assert {"overshoot", "chars"} <= lower and "short_enough" not in lower
+    assert "overshoot" not in lower_is_better_in(table.drop(["lower_is_better"]))  # older tables
 
 
 def test_one_instances_exception_fails_that_instance_only(fake_plugins) -> None:

@@ -14,7 +14,7 @@ The parts live beside this module: :mod:`~assay.scoring.instance_stats`,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from assay.core.records import (
     Instance,
@@ -38,6 +38,7 @@ from assay.scoring.families import (
 from assay.scoring.instance_stats import ToxicityRun, instance_stats_of, score_toxicity
 from assay.scoring.judge import Judgment
 from assay.scoring.judge_scores import judge_rows, judge_stats
+from assay.scoring.metrics.directions import LOWER_IS_BETTER
 from assay.scoring.metrics.toxicity import ToxicityScorer
 from assay.scoring.scorer_runs import EntryScorer, ScorerRun, run_scorer
 from assay.scoring.summary import point, scorecard
@@ -143,4 +144,8 @@ def score_partition(
         judgments=judgments,
         scorer_run=scorer_run,
     )
+    # Each row says which way is better, so rankings and gates read a scorer's directions
+    # from the stored tables (``directions.lower_is_better_in``).
+    lower = LOWER_IS_BETTER | (scorer_run.lower_is_better if scorer_run else frozenset())
+    card = [replace(row, lower_is_better=row.metric in lower) for row in card]
     return PartitionScores(stats, card, toxic_run, scorer_run)
