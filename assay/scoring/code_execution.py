@@ -2,15 +2,14 @@
 tests run together in the sandbox (:mod:`assay.core.sandbox`), never in the evaluator.
 
 :func:`execute` runs one program with its tests and says whether it passed and, if not, why.
-:func:`execute_outputs` runs every generated answer of a partition; the per-instance stats
-(:mod:`assay.scoring.instance_stats`) then score each answer ``pass`` (1 or 0) instead of
-matching it against the references, and a prompt's samples give pass@k (Chen et al.'s
-unbiased estimator over ``pass``).
+:func:`execute_outputs` runs every generated answer of a partition; the scorer
+:class:`CodeExecution` then scores each answer ``pass`` (1 or 0) instead of matching it
+against the references, and a prompt's samples give pass@k (Chen et al.'s unbiased
+estimator over ``pass``).
 
-A suite entry asks for it with ``scorer: code_execution`` (the scorer is
-:class:`CodeExecution`, registered like any plugin, its ``scorer_args``
-:class:`CodeExecutionConfig`). The task's tests are the
-instance's correct references (joined by newlines when there are several), as in
+A suite entry asks for it with ``scorer: code_execution`` (registered as plugins are, see
+:mod:`assay.core.scorers`; its ``scorer_args`` are :class:`CodeExecutionConfig`). The task's
+tests are the instance's correct references (joined by newlines when there are several), as in
 lm-evaluation-harness's HumanEval and MBPP targets; the program is the instance's input
 followed by the completion (``program: prompt+completion``, HumanEval: the model continues
 the function) or the completion alone (``program: completion``, MBPP: the model writes the
