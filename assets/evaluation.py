@@ -182,6 +182,8 @@ def scores(
             seed_key=str(key),
         )
         per_instance[str(key)], cards[str(key)] = scored.stats_table, scored.card_table
+        for failure in scored.scorer_failures:  # the instance fails, not the partition
+            context.log.warning(failure.message)
         # The judges' replies go next to the scores (shown on the explorer's instance pages);
         # a partition no judge replied on keeps none from an earlier scoring.
         where = evaluation_partition(model_version_of(key), scenario_of(key))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import pwd
 import signal
@@ -209,3 +210,47 @@ def start_registry_server(tmp_path: Path) -> Iterator[Callable[..., RegistryServ
 def registry_server(start_registry_server: Callable[..., RegistryServer]) -> RegistryServer:
     """``assay server`` with its default settings (see ``start_registry_server``)."""
     return start_registry_server()
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+@dataclass
+class FakePlugins:
+    """Writes real (tiny) installed distributions: modules plus a dist-info declaring entry
+    points, on a folder put first on ``sys.path``, so ``importlib.metadata`` finds them as it
+    finds any installed package."""
+
+    root: Path
+    monkeypatch: pytest.MonkeyPatch
+
+    def install(
+        self,
+        dist: str,
+        modules: dict[str, str],
+        entry_points: dict[str, dict[str, str]],
+        version: str = "1.0",
+    ) -> Path:
+        importlib.invalidate_caches()
+        for name, source in modules.items():
+            path = self.root / (name.replace(".", "/") + ".py")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(source)
+            self.monkeypatch.delitem(sys.modules, name, raising=False)
+        info = self.root / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir(exist_ok=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        lines = []
+        for group, entries in entry_points.items():
+            lines.append(f"[{group}]")
+            lines += [f"{name} = {value}" for name, value in entries.items()]
+        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+        return info
+
+
+@pytest.fixture
+def fake_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakePlugins:
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    return FakePlugins(root, monkeypatch)

@@ -33,12 +33,13 @@ from assay.core.records import (
     RequestKind,
 )
 from assay.core.sandbox import Limits, Sandbox, SandboxUnavailable
-from assay.evaluate.suite import CodeExecutionConfig, parse_suite
+from assay.evaluate.suite import parse_suite
 from assay.registry import Registry
 from assay.scenarios import get_scenario
-from assay.scoring.code_execution import execute, execute_outputs
+from assay.scoring.code_execution import CodeExecutionConfig, execute, execute_outputs
 from assay.scoring.partition import ScoredPartition, SuiteScorer
 from assay.scoring.scorecard import score_partition
+from assay.scoring.scorer_runs import EntryScorer
 
 REPO = Path(__file__).resolve().parent.parent
 HUMANEVAL = REPO / "tests" / "fixtures" / "scenarios" / "humaneval_test.jsonl"
@@ -366,21 +367,21 @@ def test_pass_at_k_on_a_humaneval_slice_equals_the_hand_computation() -> None:
         "HumanEval/53": [CANONICAL["HumanEval/53"], "    return x - y\n"] * 3,
     }
     outputs = [o for i in instances for o in _sampled(i, plan[i.id])]
-    scores = score_partition(instances, outputs, seed_key="slice", execution=config)
-    assert scores.executed is not None
-    results = scores.executed.results
-    assert len(results) == len(outputs)
-    # Each sample passed exactly when it is the canonical solution.
-    for row, output in enumerate(outputs):
-        expected = output.completion.text == CANONICAL[output.request.instance_id]
-        assert results[row].passed is expected, (row, results[row])
-        assert results[row].passed or results[row].reason
-    assert {results[row].status for row in results} >= {"timeout", "output_limit", "early_exit"}
-    # By hand: n samples and c passing per problem from the per-sample results, then
-    # 1 - C(n - c, k) / C(n, k) for every k the stats report.
+    scorer = EntryScorer.named("code_execution", config)
+    scores = score_partition(instances, outputs, seed_key="slice", scorer=scorer)
+    assert scores.scorer_run is not None
+    figures = scores.scorer_run.figures
+    assert figures["num_programs_run"] == len(outputs)
+    # The hostile samples failed for their own reasons without stopping the evaluation.
+    assert {"num_programs_timeout", "num_programs_output_limit", "num_programs_early_exit"} <= set(
+        figures
+    )
+    # By hand: a sample passes exactly when it is the canonical solution; n samples and c
+    # passing per problem, then 1 - C(n - c, k) / C(n, k) for every k the stats report.
     per_problem: dict[str, list[bool]] = defaultdict(list)
-    for row, output in enumerate(outputs):
-        per_problem[output.request.instance_id].append(results[row].passed)
+    for output in outputs:
+        problem = output.request.instance_id
+        per_problem[problem].append(output.completion.text == CANONICAL[problem])
     assert {i: sum(p) for i, p in per_problem.items()} == {
         "HumanEval/0": 2,
         "HumanEval/2": 1,
@@ -403,9 +404,10 @@ def test_pass_at_k_on_a_humaneval_slice_equals_the_hand_computation() -> None:
     mean_pass1 = sum(sum(p) / len(p) for p in per_problem.values()) / len(per_problem)
     assert card[("pass@1", "", "")].mean == pytest.approx(mean_pass1)
     assert card[("pass", "", "")].mean == pytest.approx(mean_pass1)
-    figures = ScoredPartition(scores, None, "none", "evaluation").figures()
-    assert figures["num_programs_run"] == len(outputs)
-    assert figures["num_programs_passed"] == 9
+    shown = ScoredPartition(scores, None, "none", "evaluation").figures()
+    assert shown["num_programs_run"] == len(outputs)
+    assert shown["num_programs_passed"] == 9
+    assert shown["num_scorer_failures"] == 0
 
 
 def test_greedy_answers_score_pass_and_identical_programs_run_once() -> None:
@@ -432,7 +434,9 @@ def test_greedy_answers_score_pass_and_identical_programs_run_once() -> None:
     run = execute_outputs([instance], outputs, config)
     assert [r.passed for r in run.results.values()] == [True, True]
     assert run.results[0] is run.results[1]  # one run for the two identical programs
-    stats = score_partition([instance], outputs, execution=config).stats
+    stats = score_partition(
+        [instance], outputs, scorer=EntryScorer.named("code_execution", config)
+    ).stats
     assert sorted((s.template_id, s.value) for s in stats if s.metric == "pass") == [
         ("t1", 1.0),
         ("t2", 1.0),
@@ -454,7 +458,9 @@ def test_without_bubblewrap_the_scorer_refuses_and_runs_nothing(
         execute(problem.input + completion, problem.gold_texts[0])
     outputs = _sampled(problem, [completion])
     with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
-        score_partition([problem], outputs, execution=CodeExecutionConfig())
+        score_partition(
+            [problem], outputs, scorer=EntryScorer.named("code_execution", CodeExecutionConfig())
+        )
     assert not marker.exists()
 
 
@@ -481,18 +487,22 @@ def test_a_suite_entry_asks_for_code_execution() -> None:
         )
     )
     config = suite["he"]
-    assert config.execution == CodeExecutionConfig(timeout_s=5, memory_mb=256, program="completion")
+    assert config.scoring is not None and config.scoring.name == "code_execution"
+    assert config.scoring.args == CodeExecutionConfig(
+        timeout_s=5, memory_mb=256, program="completion"
+    )
     assert config.metric == "pass"
     # HumanEval's layout: the model sees the bare prompt and continues it.
     humaneval = _humaneval()
     laid_out = replace(config, args={"data_files": {"test": str(HUMANEVAL)}})
     (request, *_) = laid_out.build_requests(humaneval[:1])
     assert request.prompt == humaneval[0].input and request.sampled
-    assert parse_suite(entry())["he"].execution is None
+    assert parse_suite(entry())["he"].scoring is None
     for fields, message in [
         (
             {"scorer": "regex"},
-            r"scenarios\.he\.scorer: unknown scorer 'regex'; known: code_execution",
+            r"scenarios\.he\.scorer: unknown scorer 'regex'; known: code_execution, "
+            r"math_equivalence",
         ),
         (
             {"scorer_args": {"timeout_s": 1}},
@@ -504,15 +514,16 @@ def test_a_suite_entry_asks_for_code_execution() -> None:
         ),
         (
             {"scorer": "code_execution", "scorer_args": {"timeout_s": "3"}},
-            r"scenarios\.he\.scorer_args\.timeout_s: expected float",
+            r"scenarios\.he\.scorer_args\.timeout_s: Input should be a valid number",
         ),
         (
             {"scorer": "code_execution", "scorer_args": {"program": "tests"}},
-            r"scenarios\.he\.scorer_args: program must be one of",
+            r"scenarios\.he\.scorer_args\.program: Input should be 'prompt\+completion' or",
         ),
         (
             {"scorer": "code_execution", "adapter": {"method": "multiple_choice_separate"}},
-            r"scenarios\.he\.scorer: code_execution runs generated programs",
+            r"scenarios\.he\.scorer: a scorer reads generated answers; the adapter method is "
+            r"'multiple_choice_separate'",
         ),
     ]:
         with pytest.raises(ValueError, match=message):
@@ -554,4 +565,6 @@ def test_the_suite_scorer_runs_an_entrys_programs(sandbox: Sandbox) -> None:
     values = {(s.instance_id, s.metric): s.value for s in scored.scores.stats}
     assert values[("HumanEval/0", "pass")] == 1.0 and values[("HumanEval/2", "pass")] == 0.0
     assert scored.headline()["pass"] == 0.5
-    assert scored.figures()["program_statuses"] == "failed=1, passed=1"
+    figures = scored.figures()
+    assert (figures["num_programs_passed"], figures["num_programs_failed"]) == (1, 1)
+    assert figures["scorer"] == "code_execution"

@@ -9,7 +9,15 @@ from dagster import AssetKey, AssetsDefinition, AssetSelection, instance_for_tes
 from dagster._core.definitions.data_version import StaleCauseCategory, StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from assay.storage.code_versions import PACKAGE_ROOT, SOURCES, code_version, source_digest
+from assay.core.plugins import distribution_digest
+from assay.storage.code_versions import (
+    PACKAGE_ROOT,
+    SOURCES,
+    code_version,
+    dependencies,
+    derive_code_version,
+    source_digest,
+)
 from assay.storage.contract import (
     DASHBOARD,
     INSTANCE_SCORES,
@@ -29,8 +37,12 @@ def package(tmp_path):
     return root
 
 
-def _versions(root) -> dict[str, str]:
-    return {asset: source_digest(entries, root) for asset, entries in SOURCES.items()}
+def _versions(root=PACKAGE_ROOT) -> dict[str, str]:
+    """Every table's version as the code location would derive it now, from ``root``."""
+    return {
+        asset: derive_code_version(source_digest(entries, root), *dependencies(asset))
+        for asset, entries in SOURCES.items()
+    }
 
 
 def _edit(path) -> None:
@@ -122,3 +134,76 @@ def test_dagster_reports_a_table_stale_when_its_sources_change(tmp_path, package
         assert later.get_status(key, "arithmetic") == StaleStatus.STALE
         causes = later.get_stale_causes(key, "arithmetic")
         assert [c.category for c in causes] == [StaleCauseCategory.CODE]
+
+
+SCORER = """
+from assay.core.scorers import Stat
+
+
+class Echo:
+    metric = "echo"
+
+    def score(self, instances, outputs, args):
+        return [Stat(o.request.instance_id, "echo", 1.0) for o in outputs]
+"""
+QUIZ = """
+from assay.core.records import Instance
+from assay.scenarios import Scenario
+
+
+class Quiz(Scenario):
+    def load(self):
+        return [Instance("q", "1+1?", ())]
+"""
+
+
+def _changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {asset for asset in before if before[asset] != after[asset]}
+
+
+def test_a_scorer_plugin_enters_exactly_the_scoring_tables_versions(fake_plugins):
+    """Installing, upgrading or editing a scorer plugin changes the version of the tables it
+    feeds and of no other; a scenario plugin, of scenario_instances alone."""
+    bare = _versions()
+    entry = {"assay.scorers": {"echo": "acme_echo:Echo"}}
+    info = fake_plugins.install("acme-echo", {"acme_echo": SCORER}, entry, version="1.0")
+    installed = _versions()
+    assert _changed(bare, installed) == {INSTANCE_SCORES, METRIC_TABLES}
+    # A new version with the same files.
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-echo\nVersion: 1.1\n")
+    upgraded = _versions()
+    assert _changed(installed, upgraded) == {INSTANCE_SCORES, METRIC_TABLES}
+    # The same version with an edited file.
+    module = fake_plugins.root / "acme_echo.py"
+    module.write_text(module.read_text() + "# edited\n")
+    edited = _versions()
+    assert _changed(upgraded, edited) == {INSTANCE_SCORES, METRIC_TABLES}
+    fake_plugins.install(
+        "acme-quiz", {"acme_quiz": QUIZ}, {"assay.scenarios": {"quiz": "acme_quiz:Quiz"}}
+    )
+    assert _changed(edited, _versions()) == {SCENARIO_INSTANCES}
+
+
+def test_a_plugin_digest_covers_its_installed_files_not_where_they_lie(fake_plugins, tmp_path):
+    entry = {"assay.scorers": {"echo": "acme_echo.scorer:Echo"}}
+    files = {"acme_echo.__init__": "", "acme_echo.scorer": SCORER}
+    info = fake_plugins.install("acme-echo", files, entry)
+    (fake_plugins.root / "acme_echo" / "__pycache__").mkdir()
+    (fake_plugins.root / "acme_echo" / "__pycache__" / "scorer.cpython-311.pyc").write_bytes(b"x")
+    # As an editable install lists its files: only a path hook beside the metadata.
+    (info / "RECORD").write_text("__editable__.acme_echo-1.0.pth,,\n")
+    (fake_plugins.root / "__editable__.acme_echo-1.0.pth").write_text(str(tmp_path) + "\n")
+    from importlib.metadata import distribution
+
+    editable = distribution_digest(distribution("acme-echo"))
+    # As a wheel install lists them: the package's files, same bytes, same digest.
+    (info / "RECORD").write_text(
+        "acme_echo/__init__.py,,\nacme_echo/scorer.py,,\nacme_echo/__pycache__/scorer.pyc,,\n"
+    )
+    assert distribution_digest(distribution("acme-echo")) == editable
+    (fake_plugins.root / "acme_echo" / "data.json").write_text("{}")
+    assert distribution_digest(distribution("acme-echo")) == editable  # not listed: not its
+    (info / "RECORD").write_text(
+        "acme_echo/__init__.py,,\nacme_echo/scorer.py,,\nacme_echo/data.json,,\n"
+    )
+    assert distribution_digest(distribution("acme-echo")) != editable

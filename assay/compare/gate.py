@@ -24,7 +24,7 @@ regressions, it does not demand improvements.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -33,9 +33,9 @@ from assay.compare.ranking import compare_pair
 from assay.registry import Registry, RegistryError
 from assay.registry.aliases import GATE_FAILED, GATE_PASSED, GATE_TAG_PREFIX
 from assay.registry.errors import ErrorCode
-from assay.scoring.metrics.directions import LOWER_IS_BETTER
+from assay.scoring.metrics.directions import LOWER_IS_BETTER, marked_lower_is_better
 from assay.stats.paired import adjust
-from assay.storage.contract import INSTANCE_SCORES, evaluation_partition
+from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, evaluation_partition
 from assay.storage.parquet import ParquetStore
 
 _KEY_COLUMNS = ("instance_id", "metric", "value", "perturbation", "trial", "template_id", "group")
@@ -348,8 +348,13 @@ def gate_partition(
             scenario, candidate, f"champion {champion} has no instance_scores on {scenario}"
         )
     else:
-        cand = store.read(INSTANCE_SCORES, evaluation_partition(candidate, scenario))
+        where = evaluation_partition(candidate, scenario)
+        cand = store.read(INSTANCE_SCORES, where)
         champ = store.read(INSTANCE_SCORES, evaluation_partition(champion, scenario))
+        # Metrics whose scorer said smaller is better, as the candidate's scorecard records.
+        card = store.read(METRIC_TABLES, where) if store.exists(METRIC_TABLES, where) else None
+        lower = frozenset(config.lower_is_better) | marked_lower_is_better(card)
+        config = replace(config, lower_is_better=lower)
         try:
             result = evaluate_gate(
                 cand, champ, config, scenario=scenario, candidate=candidate, champion=champion

@@ -18,7 +18,7 @@ from assay.compare.ranking import Leaderboard, build_leaderboard
 from assay.core.digests import seed_from
 from assay.evaluate.suite import Suite
 from assay.registry import Registry
-from assay.scoring.metrics.directions import LOWER_IS_BETTER
+from assay.scoring.metrics.directions import lower_is_better_in
 from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, MODEL_VERSION, RANKINGS, SCENARIO
 from assay.storage.parquet import ParquetStore
 
@@ -85,7 +85,7 @@ def leaderboard_as_of(
         cards,
         scores,
         primary_metrics=primary,
-        lower_is_better=LOWER_IS_BETTER,
+        lower_is_better=lower_is_better_in(cards),
         seed=seed_from(RANKINGS, day),
     )
     return board, cards

@@ -423,6 +423,8 @@ class MetricSummary:
     ci_high: float
     reason: str = ""
     ci_note: str = ""  # why a present figure has no interval ("" when it has one)
+    # Smaller is better for this metric (the built-in list, or the direction a scorer gave).
+    lower_is_better: bool = False
 
     @property
     def present(self) -> bool:

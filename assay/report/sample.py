@@ -31,7 +31,7 @@ from assay.core.records import (
 )
 from assay.registry import Registry
 from assay.scoring.judge_scores import judge_reply_table
-from assay.scoring.metrics.directions import LOWER_IS_BETTER
+from assay.scoring.metrics.directions import lower_is_better_in
 from assay.scoring.metrics.toxicity import JudgeToxicityScorer
 from assay.scoring.scorecard import score_partition
 from assay.scoring.summary import scorecard_table
@@ -280,7 +280,7 @@ def board_of(
         cards.filter(pc.is_in(cards["model_version"], keep)),
         scores.filter(pc.is_in(scores["model_version"], keep)),
         primary_metrics=primary,
-        lower_is_better=LOWER_IS_BETTER,
+        lower_is_better=lower_is_better_in(cards),
         seed=seed_from("rankings", day),
         n_resamples=n_resamples,
     )

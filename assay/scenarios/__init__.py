@@ -8,10 +8,12 @@ from assay.scenarios import public as _public  # noqa: F401
 from assay.scenarios import synthetic as _synthetic  # noqa: F401
 from assay.scenarios.base import (
     ENTRY_POINT_GROUP,
+    PluginScenario,
     Scenario,
     ScenarioData,
     get_scenario,
     register_scenario,
+    scenario_args_model,
     scenario_names,
     split,
 )
@@ -25,6 +27,7 @@ __all__ = [
     "CustomFileScenario",
     "DataFileError",
     "DataSourceError",
+    "PluginScenario",
     "Scenario",
     "ScenarioData",
     "fetch",
@@ -32,6 +35,7 @@ __all__ = [
     "iter_instances",
     "iter_rows",
     "register_scenario",
+    "scenario_args_model",
     "scenario_names",
     "split",
 ]

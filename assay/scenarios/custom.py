@@ -12,6 +12,17 @@ text) are the references and ``answer_index`` or ``answer_text`` marks the corre
 ``choices``, ``answer_text`` (a string or a list of strings) gives the gold references of a
 generation task. Rows are streamed; any malformed row fails the whole load with an error
 naming the file, row and field, so a partial scenario is never returned.
+
+Any scorer scores such a file's generated answers, so a team's own JSONL becomes a scored
+scenario without code (``assay.core.scorers``)::
+
+    algebra:
+      scenario: custom_file
+      args: {path: data/algebra.jsonl}
+      columns: {id: id, input: problem, answer_text: answer}   # answers like \frac{1}{2}
+      adapter: {method: generation, max_tokens: 256}
+      scorer: math_equivalence          # or code_execution (the answer column holds the
+                                        # tests), or an installed plugin's scorer
 """
 
 from __future__ import annotations

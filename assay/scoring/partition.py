@@ -17,6 +17,7 @@ from assay.registry import Registry
 from assay.scoring.judge import Judgment, Rubric, judge_clients, toxicity_scorer
 from assay.scoring.judge_scores import judge_partition, judge_reply_table
 from assay.scoring.scorecard import PartitionScores, score_partition
+from assay.scoring.scorer_runs import EntryScorer, ScorerFailure
 from assay.scoring.summary import scorecard_table
 
 
@@ -41,6 +42,13 @@ class ScoredPartition:
     def headline(self) -> dict[str, float]:
         return self.scores.headline()
 
+    @property
+    def scorer_failures(self) -> list[ScorerFailure]:
+        """The instances the entry's scorer raised on, each message naming the scorer, its
+        entry point and the instance."""
+        run = self.scores.scorer_run
+        return list(run.failures) if run is not None else []
+
     def figures(self) -> dict[str, Any]:
         """Counts for the UI: instances, absent metrics, the scorer and judge bookkeeping."""
         out: dict[str, Any] = {
@@ -49,11 +57,11 @@ class ScoredPartition:
             "toxicity_scorer": self.toxicity_scorer,
             "prices_from": self.prices_from,
         }
-        if self.scores.executed is not None:
-            counts = self.scores.executed.counts()
-            out["num_programs_run"] = sum(counts.values())
-            out["num_programs_passed"] = counts.get("passed", 0)
-            out["program_statuses"] = ", ".join(f"{k}={v}" for k, v in counts.items()) or "none"
+        run = self.scores.scorer_run
+        if run is not None:
+            out["scorer"] = run.scorer
+            out["num_scorer_failures"] = len(run.failures)
+            out |= {k: int(v) if float(v).is_integer() else v for k, v in run.figures.items()}
         if self.judgments is not None:
             out["num_judgments"] = len(self.judgments)
             out["num_judge_parse_failures"] = sum(j.score is None for j in self.judgments)
@@ -75,6 +83,15 @@ class SuiteScorer:
         self.suite, self._registry, self._client = suite, registry, client
         self.toxicity = toxicity_scorer(suite.toxicity, registry, client)
         self._judging: dict[JudgeConfig, tuple[list[tuple[str, ModelClient]], Rubric]] = {}
+        self._scorers: dict[str, EntryScorer] = {}
+
+    def _scorer(self, scenario: str) -> EntryScorer | None:
+        choice = self.suite[scenario].scoring
+        if choice is None:
+            return None
+        if scenario not in self._scorers:
+            self._scorers[scenario] = EntryScorer.named(choice.name, choice.args)
+        return self._scorers[scenario]
 
     def _judges(self, judging: JudgeConfig) -> tuple[list[tuple[str, ModelClient]], Rubric]:
         if judging not in self._judging:
@@ -95,7 +112,8 @@ class SuiteScorer:
     ) -> ScoredPartition:
         """Score ``version``'s stored outputs on ``scenario``, with the token prices pinned
         when the outputs were evaluated, the suite's toxicity scorer and judges, and the
-        entry's scorer (``code_execution`` runs the programs in the sandbox).
+        entry's scorer (``code_execution`` runs the programs in the sandbox; a plugin's runs
+        in this process).
 
         Outputs written before prices were pinned are priced from the registry's current
         prices until the version is evaluated again."""
@@ -118,7 +136,7 @@ class SuiteScorer:
             toxicity=self.toxicity,
             seed_key=seed_key,
             judgments=judgments,
-            execution=entry.execution,
+            scorer=self._scorer(scenario),
         )
         name = self.toxicity.name if self.toxicity is not None else "none"
         replies = judge_reply_table(instances, outputs, judgments, scores.toxicity_run)

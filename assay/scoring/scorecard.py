@@ -14,7 +14,7 @@ The parts live beside this module: :mod:`~assay.scoring.instance_stats`,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from assay.core.records import (
     Instance,
@@ -25,7 +25,6 @@ from assay.core.records import (
     headline_means,
 )
 from assay.perturbations import FAIRNESS, ROBUSTNESS
-from assay.scoring.code_execution import CodeExecutionConfig, ExecutionRun, execute_outputs
 from assay.scoring.families import (
     bbq_rows,
     calibration_rows,
@@ -39,8 +38,10 @@ from assay.scoring.families import (
 from assay.scoring.instance_stats import ToxicityRun, instance_stats_of, score_toxicity
 from assay.scoring.judge import Judgment
 from assay.scoring.judge_scores import judge_rows, judge_stats
+from assay.scoring.metrics.directions import LOWER_IS_BETTER
 from assay.scoring.metrics.toxicity import ToxicityScorer
-from assay.scoring.summary import scorecard
+from assay.scoring.scorer_runs import EntryScorer, ScorerRun, run_scorer
+from assay.scoring.summary import point, scorecard
 
 FAMILIES = ("accuracy", "calibration", ROBUSTNESS, FAIRNESS, "bias", "toxicity", "efficiency")
 
@@ -55,15 +56,17 @@ def holistic_scorecard(
     seed_key: str = "",
     toxicity_run: ToxicityRun | None = None,
     judgments: Sequence[Judgment] | None = None,
+    scorer_run: ScorerRun | None = None,
 ) -> list[MetricSummary]:
     """The scorecard of all seven families for one model version × scenario.
 
     ``stats`` are :func:`instance_stats` of ``outputs``; ``prices`` price the tokens (cost is
     absent without them); ``toxicity_configured`` says whether a toxicity scorer ran and
     ``toxicity_run`` what it made of the texts; ``judgments`` (None: no judges configured)
-    add the judge diagnostics.
+    add the judge diagnostics; ``scorer_run`` (the entry's scorer) adds its failure count.
     """
     judged = [] if judgments is None else judge_rows(stats, judgments)
+    scorer = [] if scorer_run is None else [scorer_failure_row(scorer_run)]
     return [
         *scorecard(stats, seed_key),
         *family_absences(outputs, stats),
@@ -75,7 +78,21 @@ def holistic_scorecard(
         *toxicity_rows(stats, toxicity_configured, toxicity_run, seed_key),
         *efficiency_rows(outputs, prices, seed_key),
         *judged,
+        *scorer,
     ]
+
+
+def scorer_failure_row(run: ScorerRun) -> MetricSummary:
+    """``scorer_failures``: how many instances (per layout and input version) the entry's
+    scorer raised on, out of ``count`` sent, in the scorer's group so it is never ranked."""
+    return point(
+        "scorer_failures",
+        "accuracy",
+        float(len(run.failures)),
+        run.attempted,
+        group=f"scorer={run.scorer}",
+        no_interval="a count of the instances the scorer failed on, not an estimate",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +102,7 @@ class PartitionScores:
     stats: list[InstanceStat]
     card: list[MetricSummary]
     toxicity_run: ToxicityRun | None = None  # what the toxicity scorer made of the texts
-    executed: ExecutionRun | None = None  # the programs run in the sandbox (code_execution)
+    scorer_run: ScorerRun | None = None  # what the entry's scorer made of the answers
 
     def headline(self) -> dict[str, float]:
         """Ungrouped, unperturbed metrics that have a value (for UI metadata)."""
@@ -100,18 +117,18 @@ def score_partition(
     toxicity: ToxicityScorer | None = None,
     seed_key: str = "",
     judgments: Sequence[Judgment] | None = None,
-    execution: CodeExecutionConfig | None = None,
+    scorer: EntryScorer | None = None,
 ) -> PartitionScores:
     """Per-instance stats and the seven-family scorecard in one call.
 
     ``judgments`` are :func:`judge_partition`'s for these outputs (None: no judges).
-    ``execution`` scores generated programs by running them with the tests in the sandbox
-    (:mod:`~assay.scoring.code_execution`); it raises ``SandboxUnavailable``, running
-    nothing, where the sandbox cannot run.
+    ``scorer`` scores the generated answers instead of reference matching
+    (:mod:`~assay.scoring.scorer_runs`); what its ``check`` raises (``code_execution``:
+    ``SandboxUnavailable`` where the sandbox cannot run) propagates before anything is scored.
     """
-    executed = None if execution is None else execute_outputs(instances, outputs, execution)
+    scorer_run = None if scorer is None else run_scorer(scorer, instances, outputs)
     toxic_run = score_toxicity(outputs, toxicity)
-    stats = instance_stats_of(instances, outputs, toxic_run, executed)
+    stats = instance_stats_of(instances, outputs, toxic_run, scorer_run)
     if judgments is not None:
         # Added after the worst cases: judges see only original inputs, so their scores
         # have no perturbed counterpart.
@@ -125,5 +142,10 @@ def score_partition(
         seed_key=seed_key,
         toxicity_run=toxic_run,
         judgments=judgments,
+        scorer_run=scorer_run,
     )
-    return PartitionScores(stats, card, toxic_run, executed)
+    # Each row says which way is better, so rankings and gates read a scorer's directions
+    # from the stored tables (``directions.lower_is_better_in``).
+    lower = LOWER_IS_BETTER | (scorer_run.lower_is_better if scorer_run else frozenset())
+    card = [replace(row, lower_is_better=row.metric in lower) for row in card]
+    return PartitionScores(stats, card, toxic_run, scorer_run)

@@ -28,10 +28,12 @@ SCORECARD_SCHEMA = pa.schema(
         ("ci_high", pa.float64()),
         ("reason", pa.string()),  # why a metric is absent; "" when computed
         ("ci_note", pa.string()),  # why a computed figure has no interval; "" when it has one
+        # Smaller is better: the metric is in LOWER_IS_BETTER or its scorer said so.
+        ("lower_is_better", pa.bool_()),
     ]
 )
 # Columns added after metric tables were first stored; readers must not require them.
-LATER_SCORECARD_COLUMNS = ("ci_note",)
+LATER_SCORECARD_COLUMNS = ("ci_note", "lower_is_better")
 
 
 def absent(
@@ -147,6 +149,7 @@ def scorecard_table(rows: Sequence[MetricSummary]) -> pa.Table:
                 "ci_high": r.ci_high,
                 "reason": r.reason,
                 "ci_note": r.ci_note,
+                "lower_is_better": r.lower_is_better,
             }
             for r in rows
         ],

@@ -16,15 +16,33 @@ Any byte counts, a comment included: a needless rescoring is cheap (scoring neve
 model) and a needless re-evaluation is answered by the request cache, while a missed change
 would leave stale numbers marked fresh. The suite file and the datasets are data per
 partition, not code: they are not part of these digests.
+
+Beyond assay's sources, a table's version covers what else computes it:
+- ``PLUGIN_GROUPS``: every installed distribution declaring entry points of the plugin groups
+  that feed the table (``assay.core.plugins``), by name, version and a digest of its files.
+  Upgrading, editing or installing a scorer plugin changes the version of ``instance_scores``
+  and ``metric_tables`` (and nothing else), so Dagster marks them stale and a backfill of them
+  rescores every partition from the stored outputs; a scenario plugin does the same for
+  ``scenario_instances``. Dagster keeps one code version per asset, read when the code
+  location loads: every installed plugin of a group counts, whichever suite entries name it.
+- ``PACKAGES``: third-party libraries whose version decides the numbers (math-verify and the
+  LaTeX parser and SymPy under it), by installed version.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from assay.core.plugins import (
+    SCENARIOS_GROUP,
+    SCORERS_GROUP,
+    DistributionVersion,
+    plugin_distributions,
+)
 from assay.storage.contract import (
     DASHBOARD,
     INSTANCE_SCORES,
@@ -48,7 +66,13 @@ _INSTANCE_STATS = (
     "scoring/judge_scores.py",
     "scoring/scorecard.py",
     "scoring/partition.py",
+    # The entry's scorer: the protocol, how its stats become rows, and the built-ins.
+    "core/plugins.py",
+    "core/scorers.py",
+    "scoring/scorer_runs.py",
+    "scoring/samples.py",
     "scoring/code_execution.py",
+    "scoring/math_equivalence.py",
     "core/sandbox.py",
     # The defaults of an entry's scorer settings (code execution, judges) live here.
     "evaluate/suite.py",
@@ -62,7 +86,7 @@ SOURCES: Mapping[str, tuple[str, ...]] = {
         "models/transformers_loading.py",
         "models/openai_backend.py",
     ),
-    SCENARIO_INSTANCES: (*_RECORDS, "scenarios"),
+    SCENARIO_INSTANCES: (*_RECORDS, "core/plugins.py", "scenarios"),
     PERTURBED_INSTANCES: (*_RECORDS, "perturbations", "evaluate/run.py"),
     MODEL_OUTPUTS: (
         *_RECORDS,
@@ -103,6 +127,17 @@ SOURCES: Mapping[str, tuple[str, ...]] = {
 }
 
 
+# The plugin groups whose installed distributions define each table.
+PLUGIN_GROUPS: Mapping[str, tuple[str, ...]] = {
+    SCENARIO_INSTANCES: (SCENARIOS_GROUP,),
+    INSTANCE_SCORES: (SCORERS_GROUP,),
+    METRIC_TABLES: (SCORERS_GROUP,),
+}
+# Libraries whose installed version decides a table's numbers.
+_MATH = ("math-verify", "latex2sympy2_extended", "sympy")
+PACKAGES: Mapping[str, tuple[str, ...]] = {INSTANCE_SCORES: _MATH, METRIC_TABLES: _MATH}
+
+
 def _files(entry: str, root: Path) -> list[Path]:
     path = root / entry
     if path.is_file():
@@ -129,9 +164,41 @@ def source_digest(entries: Iterable[str], root: Path = PACKAGE_ROOT) -> str:
     return digest.hexdigest()[:16]
 
 
+def package_versions(names: Iterable[str]) -> list[str]:
+    """``name==version`` of each library (``name==absent`` when it is not installed)."""
+    out = []
+    for name in names:
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            out.append(f"{name}==absent")
+    return out
+
+
+def derive_code_version(
+    sources: str, packages: Sequence[str] = (), plugins: Sequence[DistributionVersion] = ()
+) -> str:
+    """A table's version from its sources' digest, library versions and plugin distributions
+    (the sources' digest alone when there are neither)."""
+    if not packages and not plugins:
+        return sources
+    lines = [sources, *packages, *(str(p) for p in plugins)]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def dependencies(asset: str) -> tuple[list[str], list[DistributionVersion]]:
+    """The library versions and the plugin distributions that enter ``asset``'s version."""
+    groups = PLUGIN_GROUPS.get(asset, ())
+    plugins = plugin_distributions(groups) if groups else []
+    return package_versions(PACKAGES.get(asset, ())), plugins
+
+
 @cache
 def code_version(asset: str) -> str:
-    """The code version of ``asset``'s table, from the sources ``SOURCES`` lists for it."""
+    """The code version of ``asset``'s table: the sources ``SOURCES`` lists for it, the
+    libraries ``PACKAGES`` lists and the installed plugins of its ``PLUGIN_GROUPS``, as they
+    are when first asked (the code location's load)."""
     if asset not in SOURCES:
         raise KeyError(f"no code version sources are listed for asset {asset!r}")
-    return source_digest(SOURCES[asset])
+    packages, plugins = dependencies(asset)
+    return derive_code_version(source_digest(SOURCES[asset]), packages, plugins)

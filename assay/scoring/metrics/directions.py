@@ -1,4 +1,16 @@
-"""Which way is better for each metric: one list for rankings, gates and robustness."""
+"""Which way is better for each metric: one list for rankings, gates and robustness.
+
+A scorer (``assay.core.scorers``) gives each of its metrics a direction; the scorecard rows
+of ``metric_tables`` record it (``lower_is_better``), and :func:`lower_is_better_in` reads
+the built-in list together with what stored tables say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 # Metrics where a smaller value is better; every other metric is higher-is-better.
 LOWER_IS_BETTER = frozenset(
@@ -41,5 +53,25 @@ NOT_RANKED = frozenset(
 
 
 def lower_is_better(metric: str) -> bool:
-    """True when smaller values of ``metric`` are better."""
+    """True when smaller values of ``metric`` are better (the built-in list)."""
     return metric in LOWER_IS_BETTER
+
+
+def marked_lower_is_better(*scorecards: pa.Table | None) -> frozenset[str]:
+    """The metrics that stored scorecard rows (``metric_tables``) mark lower-is-better;
+    tables written before the column existed mark none."""
+    found: set[str] = set()
+    for table in scorecards:
+        if table is not None and "lower_is_better" in table.column_names:
+            flagged = table.filter(pc.fill_null(table["lower_is_better"], False))
+            found.update(_names(flagged["metric"].to_pylist()))
+    return frozenset(found)
+
+
+def lower_is_better_in(*scorecards: pa.Table | None) -> frozenset[str]:
+    """``LOWER_IS_BETTER`` and what the stored scorecards mark (a scorer's directions)."""
+    return LOWER_IS_BETTER | marked_lower_is_better(*scorecards)
+
+
+def _names(values: Iterable[object]) -> set[str]:
+    return {v for v in values if isinstance(v, str)}
