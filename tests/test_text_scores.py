@@ -191,14 +191,16 @@ def generated_rows(n: int, seed: int) -> list[tuple[str, list[str]]]:
     return rows
 
 
-def test_ten_thousand_generated_rows_match_the_reference_libraries():
-    rows = generated_rows(10_000, seed=7)
+def test_generated_rows_match_the_reference_libraries():
+    # 3,000 rows in four chunks: the reference libraries score one row at a time, which is
+    # what costs here.
+    rows = generated_rows(3_000, seed=7)
     texts = {t for pred, golds in rows for t in (pred, *golds)}
     for text in texts:
         assert word_tokenize(text) == nltk_tokens(text), text
-    got = np.concatenate(list(iter_text_scores(rows, chunk_rows=2500)))
+    got = np.concatenate(list(iter_text_scores(rows, chunk_rows=750)))
     expected = np.array([reference_row(pred, golds) for pred, golds in rows])
-    assert got.shape == (10_000, len(TEXT_METRICS))
+    assert got.shape == (3_000, len(TEXT_METRICS))
     worst = np.abs(got - expected).max(axis=0)
     assert dict(zip(TEXT_METRICS, worst.tolist(), strict=True)) == dict.fromkeys(TEXT_METRICS, 0.0)
     # the rows exercise the metrics, not just zeros
