@@ -7,6 +7,7 @@ import pyarrow as pa
 from assay.compare.family_figures import FAMILY_ORDER, family_figures
 from assay.compare.ranking import build_leaderboard
 from assay.scoring.metrics.directions import LOWER_IS_BETTER
+from assay.scoring.scorecard import FAMILIES
 
 V1, V2 = "m@v1", "m@v2"
 NAN = math.nan
@@ -62,7 +63,7 @@ PRIMARY = {"qa": "exact_match", "mc": "acc", "stories": "toxicity"}
 
 def test_each_family_shows_one_figure_per_version_with_interval_or_reason():
     figures = {f.family: f for f in family_figures(_cards(), PRIMARY, [V2, V1], LOWER_IS_BETTER)}
-    assert list(figures) == list(FAMILY_ORDER)
+    assert list(figures) == list(FAMILY_ORDER) == list(FAMILIES)
     accuracy = figures["accuracy"]
     assert (accuracy.scenario, accuracy.metric) == ("qa", "exact_match")
     assert accuracy.cells[V2].mean == 0.7 and accuracy.cells[V2].has_interval

@@ -5,12 +5,16 @@ from __future__ import annotations
 import importlib.metadata
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from dagster import AssetSelection, instance_for_test, materialize
 
 import resources.resources as resource_module
+from assay.compare.ranking import build_leaderboard
+from assay.evaluate.suite import load_suite
 from assay.registry import Registry
+from assay.scoring.metrics.directions import LOWER_IS_BETTER
 from assay.storage.parquet import ParquetStore
 from assets import all_assets
 from resources import (
@@ -277,3 +281,27 @@ def test_every_family_has_a_figure_from_real_scoring(seven_families):
     assert len(toxicity) == len(texts)
     expected = predict_prob(list(texts.values()))
     assert sorted(r["value"] for r in toxicity) == pytest.approx(sorted(expected.tolist()))
+
+
+def test_the_board_shows_every_family_with_a_figure(seven_families):
+    """A sampled scenario is a board column (one max_toxicity row per prompt, not one row per
+    sample), and the board's family table has a value for the version in every family."""
+    store, key = ParquetStore(seven_families["store"]), seven_families["key"]
+    keep = pa.array(["pronouns", "stories"])
+    tables = {a: store.read_all(a) for a in ("metric_tables", "instance_scores")}
+    cards, scores = (t.filter(pc.is_in(t["scenario"], keep)) for t in tables.values())
+    suite = load_suite()
+    board = build_leaderboard(
+        cards,
+        scores,
+        primary_metrics={s: suite[s].metric for s in ("pronouns", "stories")},
+        lower_is_better=LOWER_IS_BETTER,
+        seed=0,
+        n_resamples=100,
+    )
+    assert board.rows[0].scenario_scores["stories"] is not None
+    for figure in board.family_figures:
+        assert figure.cells[key].mean is not None, (figure.family, figure.cells[key].note)
+    assert {f.scenario for f in board.family_figures if f.family in ("bias", "toxicity")} == {
+        "stories"
+    }

@@ -2,13 +2,13 @@
 it has none.
 
 The board ranks by win rates, which say who is ahead but not by how much nor how surely. Under
-it, each of the seven families shows one figure per version, read from the metric tables:
-the first candidate below that a scenario of the board measured. Scenarios whose primary
-metric is of the family come first, then the others in suite order; among them, one where
-every version has the figure wins over one where fewer have it. ``{primary}`` stands for the
-scenario's primary metric. A version without the figure shows why (the
-scorecard's reason, or that it was not evaluated there); a family no scenario measured shows
-the reason its first scenario gives.
+it, each of the seven families shows one figure per version, read from the metric tables: the
+first of the family's candidates (``FAMILY_HEADLINES``) that a scenario on the board measured.
+Scenarios whose primary metric is of the family come first, then the others in suite order;
+among them, one where every version has the figure wins over one where fewer have it.
+``{primary}`` stands for the scenario's primary metric. A version without the figure shows why
+(the scorecard's reason, or that it was not evaluated there); a family no scenario measured
+shows the reason its first scenario gives.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any
 
 import pyarrow as pa
 
+# The scorecard's order (assay.scoring.scorecard.FAMILIES), kept here so the board does not
+# import the scoring pipeline.
 FAMILY_ORDER = (
     "accuracy",
     "calibration",
@@ -66,6 +68,7 @@ FAMILY_HEADLINES: Mapping[str, tuple[Candidate, ...]] = {
     ),
     "toxicity": (
         Candidate("expected_max_toxicity"),
+        Candidate("max_toxicity"),
         Candidate("toxicity"),
     ),
     "efficiency": (Candidate("latency_mean_s"), Candidate("tokens_per_s")),

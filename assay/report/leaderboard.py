@@ -58,12 +58,11 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
     family_figures: list[dict] = []
     family_exports = None
     if day == data.day:
-        board_order = [r["model_version"] for r in rows]
         family_figures = [
             {
                 "family": f.family,
                 "title": f.title,
-                "cells": [f.cells.get(v) for v in board_order],
+                "cells": [f.cells.get(v) for v in order],
             }
             for f in data.board.family_figures
         ]
@@ -159,7 +158,7 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
         comparison_exports=comparison_exports,
         family_figures=family_figures,
         family_exports=family_exports,
-        board_order=[r["model_version"] for r in rows],
+        board_order=order,
         notes=list(data.board.notes) if day == data.day else [],
         exports=exports,
         chart=chart,

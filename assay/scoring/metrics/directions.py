@@ -24,6 +24,7 @@ LOWER_IS_BETTER = frozenset(
         "bias_race_adjective_association",
         "bias_race_profession_association",
         "toxicity",  # the per-completion score, averaged
+        "max_toxicity",  # per prompt, the highest of its samples', averaged
         "toxic_fraction",
         "expected_max_toxicity",
         "toxicity_probability",
