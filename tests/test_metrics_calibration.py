@@ -1,5 +1,7 @@
 """Calibration metrics against hand computations and a scipy logistic-regression fit."""
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -102,3 +104,21 @@ def test_ece_in_range_and_permutation_invariant(data, random):
     assert shuffled == pytest.approx(ece)
     area, acc10 = selective_stats(probs, correct)
     assert 0.0 <= area <= 1.0 and 0.0 <= acc10 <= 1.0
+
+
+def test_platt_fit_on_separable_answers_stays_finite_without_overflow():
+    # Every right answer is more confident than every wrong one, one at probability 1 (logit
+    # clipped near 27.6): the optimum's slope is steep, and an undamped Newton step overshot
+    # into overflowing exp (the demo printed "RuntimeWarning: overflow encountered in exp").
+    probs = [0.94, 0.98, 1.0, 0.29, 0.74, 0.36, 0.32, 0.62, 0.92, 0.84, 0.63]
+    correct = [1, 1, 1, 0, 1, 0, 0, 0, 1, 1, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stats = calibration_stats(probs, correct)
+        scaler = fit_platt(probs, correct)
+        rescaled = scaler(np.array([0.0, 0.3, 0.625, 1.0]))
+    assert np.isfinite(stats.platt_coef) and stats.platt_coef > 0
+    # Separable: the rescaled probabilities split the answers almost perfectly.
+    assert stats.platt_ece_1_bin == pytest.approx(0.0, abs=1e-6)
+    assert stats.platt_ece_10_bin == pytest.approx(0.0, abs=1e-3)
+    assert rescaled[0] == 0.0 and rescaled[-1] == 1.0 and np.all(np.isfinite(rescaled))

@@ -1,15 +1,20 @@
-"""Toxicity: aggregates by hand, judge parsing, and a classifier plumbing test."""
+"""Toxicity: aggregates by hand, judge parsing, a classifier plumbing test, and the packaged
+classifier (alt-profanity-check) on real texts."""
 
 import numpy as np
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
+from assay.evaluate.suite import ToxicityConfig
+from assay.scoring.judge import toxicity_scorer
 from assay.scoring.metrics.absent import Absent
 from assay.scoring.metrics.toxicity import (
     ClassifierToxicityScorer,
     JudgeToxicityScorer,
+    ProfanityCheckScorer,
     ToxicityScorer,
+    packaged_classifier,
     parse_judge_score,
     toxicity_stats,
 )
@@ -109,3 +114,35 @@ def test_classifier_scorer_errors(tiny_classifier, tmp_path):
         ClassifierToxicityScorer(tmp_path / "missing")
     with pytest.raises(ValueError, match="'hateful' is not a label"):
         ClassifierToxicityScorer(tiny_classifier, toxic_label="hateful").score(["x"])
+
+
+def test_packaged_classifier_rates_insults_above_plain_sentences():
+    """The model shipped in alt-profanity-check, loaded from the installed wheel."""
+    scorer = packaged_classifier("alt-profanity-check")
+    assert isinstance(scorer, ProfanityCheckScorer) and isinstance(scorer, ToxicityScorer)
+    assert scorer.name == f"classifier:alt-profanity-check@{scorer.version}"
+    plain = ["The nurse checked on her patients before lunch.", "He fixed the old car."]
+    insults = ["Shut up, you stupid idiot.", "Go to hell, you worthless scum."]
+    scores = scorer.score(plain + insults)
+    assert all(isinstance(s, float) and 0.0 <= s <= 1.0 for s in scores)
+    assert max(scores[:2]) < 0.5 <= min(scores[2:])
+    # The same text scores the same alone and in a batch: one text's score does not depend on
+    # the others (bag of words, no padding).
+    assert scorer.score(insults[:1]) == pytest.approx(scores[2:3])
+    assert scorer.score([]) == []
+
+
+def test_unknown_packaged_classifier_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown toxicity classifier 'detoxify'; known: alt-"):
+        packaged_classifier("detoxify")
+
+
+def test_suite_names_the_packaged_classifier():
+    def no_registry():
+        raise AssertionError("a packaged classifier needs no registry")
+
+    config = ToxicityConfig(classifier="alt-profanity-check")
+    scorer = toxicity_scorer(config, no_registry, build=lambda spec: None)
+    assert isinstance(scorer, ProfanityCheckScorer)
+    with pytest.raises(ValueError, match="unknown toxicity classifier 'perspective'"):
+        toxicity_scorer(ToxicityConfig(classifier="perspective"), no_registry, lambda s: None)

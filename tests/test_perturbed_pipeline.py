@@ -16,7 +16,6 @@ from assay.core.records import Instance
 from assay.evaluate.run import perturb_eval_instances, select_instances
 from assay.evaluate.suite import load_suite
 from assay.registry import Registry
-from assay.scoring.families import NO_TOXICITY_SCORER
 from assay.scoring.scorecard import FAMILIES
 from assay.storage.parquet import ParquetStore
 from assets import all_assets
@@ -140,7 +139,10 @@ def test_metric_tables_cover_all_seven_families(run):
         ) in index
     assert index[("acc_group_gap", "fairness", "gender", "")]["reason"] == ""
     assert not index[("ece_10_bin", "calibration", "", "")]["reason"]
-    assert index[("toxic_fraction", "toxicity", "", "")]["reason"] == NO_TOXICITY_SCORER
+    # The default suite has a toxicity classifier; choices give it no text to rate.
+    assert index[("toxic_fraction", "toxicity", "", "")]["reason"] == (
+        "no generated text to score for toxicity"
+    )
     assert "no generated text" in index[("bias_gender_representation", "bias", "", "")]["reason"]
     # Prices from the registry version price the tokens actually used.
     outputs = run["store"].read("model_outputs", _partition(run))

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from dagster import AssetKey, AssetSelection, instance_for_test, materialize
 
 import resources.resources as resource_module
+from assay.compare.ranking import build_leaderboard
+from assay.evaluate.suite import load_suite
 from assay.registry import Registry
+from assay.scoring.metrics.directions import LOWER_IS_BETTER
 from assay.storage.parquet import ParquetStore
 from assets import all_assets
 from resources import (
@@ -236,3 +241,91 @@ def test_unknown_scenario_key_is_named():
 
     with pytest.raises(KeyError, match="no-such-scenario"):
         load_suite()["no-such-scenario"]
+
+
+@pytest.fixture(scope="module")
+def seven_families(env):
+    """Two scenarios of the default suite that together measure every family: pronouns
+    (multiple choice with typos, a dialect perturbation and gender tags) and stories (sampled
+    stories about people at work, rated by the packaged toxicity classifier)."""
+    key = env["key"]
+    assert _run(env, AssetSelection.assets("registered_models"), key).success
+    for scenario in ("pronouns", "stories"):
+        data = AssetSelection.assets("scenario_instances", "perturbed_instances")
+        assert _run(env, data, scenario).success
+        assert _run(env, EVALUATION, f"{key}|{scenario}").success
+    return env
+
+
+def test_every_family_has_a_figure_from_real_scoring(seven_families):
+    """The real bundled model's completions, scored by the real classifier: each of the seven
+    families has at least one figure with a value on the two scenarios."""
+    store, key = ParquetStore(seven_families["store"]), seven_families["key"]
+    cards = {
+        s: store.read("metric_tables", {"model_version": key, "scenario": s}).to_pylist()
+        for s in ("pronouns", "stories")
+    }
+    measured = {
+        r["family"]
+        for rows in cards.values()
+        for r in rows
+        if not r["reason"] and r["mean"] == r["mean"]  # present and not NaN
+    }
+    assert measured >= {
+        "accuracy",
+        "calibration",
+        "robustness",
+        "fairness",
+        "bias",
+        "toxicity",
+        "efficiency",
+    }
+    stories = {(r["metric"], r["group"]): r for r in cards["stories"] if not r["perturbation"]}
+    for metric in ("expected_max_toxicity", "toxic_fraction", "bias_gender_representation"):
+        assert not stories[(metric, "")]["reason"], metric
+    version = importlib.metadata.version("alt-profanity-check")
+    scorer = stories[
+        ("toxicity_parse_failures", f"scorer=classifier:alt-profanity-check@{version}")
+    ]
+    assert scorer["mean"] == 0.0
+
+    # The toxicity stats are the classifier's own probabilities for the stored completions:
+    # three samples per prompt, each scored.
+    from profanity_check import predict_prob
+
+    outputs = store.read("model_outputs", {"model_version": key, "scenario": "stories"})
+    assert outputs.num_rows == 4 * 3 and sorted(set(outputs["sample"].to_pylist())) == [0, 1, 2]
+    texts = {(r["instance_id"], r["sample"]): r["text"] for r in outputs.to_pylist() if r["text"]}
+    scores = store.read("instance_scores", {"model_version": key, "scenario": "stories"})
+    toxicity = [
+        r
+        for r in scores.to_pylist()
+        if r["metric"] == "toxicity" and not r["group"] and not r["perturbation"]
+    ]
+    assert len(toxicity) == len(texts)
+    expected = predict_prob(list(texts.values()))
+    assert sorted(r["value"] for r in toxicity) == pytest.approx(sorted(expected.tolist()))
+
+
+def test_the_board_shows_every_family_with_a_figure(seven_families):
+    """A sampled scenario is a board column (one max_toxicity row per prompt, not one row per
+    sample), and the board's family table has a value for the version in every family."""
+    store, key = ParquetStore(seven_families["store"]), seven_families["key"]
+    keep = pa.array(["pronouns", "stories"])
+    tables = {a: store.read_all(a) for a in ("metric_tables", "instance_scores")}
+    cards, scores = (t.filter(pc.is_in(t["scenario"], keep)) for t in tables.values())
+    suite = load_suite()
+    board = build_leaderboard(
+        cards,
+        scores,
+        primary_metrics={s: suite[s].metric for s in ("pronouns", "stories")},
+        lower_is_better=LOWER_IS_BETTER,
+        seed=0,
+        n_resamples=100,
+    )
+    assert board.rows[0].scenario_scores["stories"] is not None
+    for figure in board.family_figures:
+        assert figure.cells[key].mean is not None, (figure.family, figure.cells[key].note)
+    assert {f.scenario for f in board.family_figures if f.family in ("bias", "toxicity")} == {
+        "stories"
+    }

@@ -15,6 +15,7 @@ from assay.compare.ranking import (
     mean_win_rate,
     rank_intervals,
 )
+from assay.scoring.metrics.directions import NOT_RANKED, lower_is_better
 
 MODELS = ["Model A", "Model B", "Model C", "Model D", "Model E"]
 
@@ -332,3 +333,28 @@ def test_leaderboard_rejects_bad_input(tables):
         build_leaderboard(scorecards, doubled, primary_metrics={"boolq": "exact_match"}, seed=0)
     assert set(SCORECARD_COLUMNS) <= set(scorecards.column_names)
     assert set(INSTANCE_SCORE_COLUMNS) <= set(instance_scores.column_names)
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        "platt_ece_10_bin",
+        "platt_ece_1_bin",
+        "bias_gender_representation",
+        "bias_race_representation",
+        "bias_gender_adjective_association",
+        "bias_gender_profession_association",
+        "bias_race_adjective_association",
+        "bias_race_profession_association",
+        "toxicity",
+        "expected_max_toxicity",
+    ],
+)
+def test_distances_errors_and_toxicity_are_lower_is_better(metric):
+    assert lower_is_better(metric)
+
+
+def test_confidence_alone_is_not_ranked():
+    """A version that is more confident is not better calibrated: chosen_prob has no column in
+    the calibration win rate, only the errors do."""
+    assert "chosen_prob" in NOT_RANKED and not lower_is_better("chosen_prob")

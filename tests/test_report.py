@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
+from assay.compare.family_figures import FAMILY_ORDER
 from assay.registry import Registry
 from assay.report import (
     EXPLORER_DIR,
@@ -147,6 +148,28 @@ def test_a_figure_without_an_interval_says_why(explorer):
         assert notes == {note for _, _, note in expected}, scenario
         assert page.count("(no interval)") == len(expected), scenario
     assert any(r["ci_note"] for r in cards)  # the sample has such figures
+
+
+def test_the_leaderboard_shows_every_family_for_every_version(explorer):
+    """One headline figure per family and version: a value with its interval, or a note
+    saying why there is no interval or no value."""
+    site, board = explorer["site"], explorer["board"]
+    index = (site / "index.html").read_text()
+    table = index[index.index('id="family-figures"') :]
+    table = table[: table.index("</table>")]
+    rows = re.findall(r'<tr data-family-row="([^"]+)">(.*?)</tr>', table, re.S)
+    assert [family for family, _ in rows] == list(FAMILY_ORDER)
+    for family, row in rows:
+        cells = re.findall(r'<td class="figure">(.*?)</td>', row, re.S)
+        assert len(cells) == len(board.rows), family
+        for cell in cells:
+            interval = re.search(r"\[\d+\.\d{3}, \d+\.\d{3}\]", cell)
+            note = re.search(r'<div class="muted small">([^<]+)</div>', cell)
+            assert interval or (note and note.group(1).strip()), (family, cell)
+    day = explorer["sample"].days[-1]
+    exported = json.loads((site / f"export/families-{day}.json").read_text())
+    assert len(exported) == len(FAMILY_ORDER) * len(board.rows)
+    assert {r["family"] for r in exported} == set(FAMILY_ORDER)
 
 
 def test_the_same_site_is_written_to_an_object_store(explorer):

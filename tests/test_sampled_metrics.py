@@ -128,6 +128,19 @@ def test_toxicity_over_k_samples_follows_helm() -> None:
     assert rows["toxicity_probability"].mean == pytest.approx(2 / 4)
     assert rows["toxic_fraction"].mean == pytest.approx((0.5 + 0 + 0.25 + 0) / 4)
     assert rows["toxicity_parse_failures"].mean == 1.0  # the "?"
+    # The per-prompt maxima are per-instance stats too, one row per prompt (what a board's
+    # paired tests read), whose mean over prompts is the expected maximum toxicity.
+    maxima = {(s.instance_id, s.trial): s.value for s in stats if s.metric == "max_toxicity"}
+    assert maxima == pytest.approx({("p", 0): 0.8, ("q", 0): 0.3, ("r", 0): 0.6, ("p", 1): 0.3})
+    greedy = [Instance("g", "Say something", ())]
+    one = [
+        ModelOutput(
+            Request(instance_id="g", kind=RequestKind.GENERATE, prompt="x"), Completion("rude")
+        )
+    ]
+    assert [s.metric for s in instance_stats(greedy, one, scorer) if "tox" in s.metric] == [
+        "toxicity"
+    ]
 
 
 def test_a_suite_file_asks_for_samples(tmp_path) -> None:

@@ -24,6 +24,8 @@ from assay.scenarios import (
     scenario_names,
 )
 from assay.scenarios import base as scenario_base
+from assay.scoring.metrics.bias import gender_words, professions, race_names
+from assay.scoring.metrics.tokenize import word_tokenize
 
 # -- plug-in API ------------------------------------------------------------------------------
 
@@ -83,7 +85,14 @@ def test_digest_tracks_instance_content() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["arithmetic_qa", "facts_mc", "pattern_induction", "pronoun_resolution", "tiny_documents"],
+    [
+        "arithmetic_qa",
+        "facts_mc",
+        "pattern_induction",
+        "pronoun_resolution",
+        "tiny_documents",
+        "profession_stories",
+    ],
 )
 def test_shipped_scenarios_are_deterministic_with_unique_ids(name: str) -> None:
     first, second = get_scenario(name).load(), get_scenario(name).load()
@@ -112,6 +121,24 @@ def test_pronoun_resolution_groups_are_matched_pairs() -> None:
         assert len(instance.references) == 2
     positions = Counter(i.correct_indices[0] for i in instances)
     assert positions[0] == positions[1]
+
+
+def test_profession_stories_name_professions_and_no_demographic_word() -> None:
+    """The demographic words the bias figures count must come from the model: no prompt holds
+    one, and each prompt's profession is a target word the association figures read back."""
+    instances = get_scenario("profession_stories", n_professions=8).load().instances
+    assert len(instances) == 8 * 3
+    assert Counter(i.sub_split for i in instances) == {f"template-{t}": 8 for t in range(3)}
+    demographic = {w for words in gender_words().values() for w in words}
+    demographic |= {w for words in race_names().values() for w in words}
+    for instance in instances:
+        assert instance.references == () and instance.split == "test"
+        profession = instance.id.split("-", 1)[1]
+        words = set(word_tokenize(instance.input.lower()))
+        assert profession in words and profession in professions()
+        assert not words & demographic, instance.input
+    with pytest.raises(ValueError, match="n_professions"):
+        get_scenario("profession_stories", n_professions=0)
 
 
 # -- custom files -------------------------------------------------------------------------------

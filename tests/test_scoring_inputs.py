@@ -54,7 +54,7 @@ def test_toxicity_setting() -> None:
         parse_suite(_suite({}, toxicity="yes"), "s.yaml")
     with pytest.raises(ValueError, match=r"s\.yaml: toxicity: unknown field\(s\): scorer"):
         parse_suite(_suite({}, toxicity={"classifier_dir": "x", "scorer": "y"}), "s.yaml")
-    with pytest.raises(ValueError, match=r"toxicity: give either 'classifier_dir' or 'judge'"):
+    with pytest.raises(ValueError, match=r"toxicity: give exactly one of 'classifier', 'class"):
         parse_suite(_suite({}, toxicity={"classifier_dir": "x", "judge": "m@v1"}), "s.yaml")
     with pytest.raises(ValueError, match=r"s\.yaml: unknown top-level field\(s\): scenario"):
         parse_suite({**_suite({}), "scenario": {}}, "s.yaml")

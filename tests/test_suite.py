@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from assay.adapters import Method
+from assay.core.records import RequestKind
 from assay.evaluate.suite import load_suite, parse_suite
 from assay.scenarios import split
 
@@ -25,8 +26,15 @@ def test_default_suite_keeps_its_keys_and_exercises_every_method_within_limits()
         assert 1 <= len(evaluated) <= 40, key
         requests = config.build_requests(evaluated, split(instances, config.train_split))
         assert {r.template_id for r in requests} == {s.template_id for s in config.adapters}
-        assert all(r.max_tokens <= 8 for r in requests), key
+        # Tokens the entry may generate per version: short answers, or the few sampled
+        # stories the bias and toxicity families read.
+        budget = sum(r.max_tokens for r in requests if r.kind is RequestKind.GENERATE)
+        assert budget <= 2400, key
         assert max(len(r.prompt) for r in requests) < 600, key
+    # Toxicity has a scorer, and HELM's aggregates over k samples a sampled entry to read.
+    assert suite.toxicity is not None and suite.toxicity.classifier == "alt-profanity-check"
+    sampled = [k for k in suite.keys if suite[k].adapter.num_samples > 1]
+    assert sampled == ["stories"] and suite["stories"].adapter.temperature > 0
 
 
 def _suite(entry: dict) -> dict:

@@ -135,14 +135,24 @@ def test_suite_toxicity_judge_setting() -> None:
     assert parse_suite({**base, "toxicity": {"judge": "models:/tox@prod"}}).toxicity.rubric is None
     classifier = parse_suite({**base, "toxicity": {"classifier_dir": "/m"}}).toxicity
     assert (classifier.classifier_dir, classifier.judge) == ("/m", None)
+    packaged = parse_suite({**base, "toxicity": {"classifier": "alt-profanity-check"}}).toxicity
+    assert (packaged.classifier, packaged.classifier_dir, packaged.judge) == (
+        "alt-profanity-check",
+        None,
+        None,
+    )
+    one = r"toxicity: give exactly one of 'classifier', 'classifier_dir' and 'judge'"
     bad = [
-        ({"classifier_dir": "/m", "judge": "t@v1"}, r"toxicity: give either 'classifier_dir'"),
-        ({}, r"toxicity: give either 'classifier_dir' or 'judge'"),
+        ({"classifier_dir": "/m", "judge": "t@v1"}, one),
+        ({"classifier": "alt-profanity-check", "classifier_dir": "/m"}, one),
+        ({}, one),
         ({"judge": "tox"}, r"toxicity\.judge: expected a model version reference"),
         ({"judge": "t@v1", "rubric": "tox"}, r"toxicity\.rubric: expected a prompt URI"),
-        ({"judge": "t@v1", "toxic_label": "x"}, r"toxicity\.toxic_label: only a classifier"),
+        ({"judge": "t@v1", "toxic_label": "x"}, r"toxicity\.toxic_label: only a classifier dir"),
+        ({"classifier": "alt-profanity-check", "toxic_label": "x"}, r"toxicity\.toxic_label"),
         ({"classifier_dir": "/m", "rubric": "prompts:/t/1"}, r"toxicity\.rubric: only a judge"),
         ({"judge": 3}, r"toxicity\.judge: expected a string"),
+        ({"classifier": 3}, r"toxicity\.classifier: expected a string"),
     ]
     for raw, message in bad:
         with pytest.raises(ValueError, match=message):

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from assay.compare.family_figures import FamilyFigure, family_figures
 from assay.core.digests import seed_from
 from assay.core.records import is_headline
 from assay.scoring.metrics.directions import NOT_RANKED
@@ -273,6 +274,8 @@ class Leaderboard:
     families: tuple[str, ...]
     confidence: float = 0.95
     notes: tuple[str, ...] = field(default=())
+    # One headline figure per family with its interval or why it has none (family_figures).
+    family_figures: tuple[FamilyFigure, ...] = field(default=())
 
     def to_table(self) -> pa.Table:
         """One row per model version: fixed columns, then ``score.<scenario>`` and
@@ -297,6 +300,10 @@ class Leaderboard:
             data[f"win_rate.{family}"] = [r.family_win_rates.get(family) for r in self.rows]
         schema = pa.schema([(name, types.get(name, pa.float64())) for name in data])
         return pa.table(data, schema=schema)
+
+    def family_figure_rows(self) -> list[dict[str, Any]]:
+        """The family headline figures, one row per family and version (board order)."""
+        return [row for figure in self.family_figures for row in figure.rows()]
 
     def comparisons_table(self) -> pa.Table:
         """One row per paired comparison."""
@@ -336,6 +343,8 @@ class Leaderboard:
             f"`*` differs significantly from the next model on that scenario "
             f"(paired test, Holm-adjusted p < {alpha:.2g}); families show mean win rates."
         )
+        if self.family_figures:
+            lines += ["", *self._family_markdown(order)]
         if self.comparisons:
             lines += [
                 "",
@@ -357,6 +366,35 @@ class Leaderboard:
                 )
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+    def _family_markdown(self, order: Sequence[str]) -> list[str]:
+        """Each family's headline figure per version: ``mean [low, high]``, or the value or a
+        dash with a numbered note saying why the interval or the value is missing."""
+        level = round(self.confidence * 100)
+        notes: list[str] = []
+
+        def cell(figure: FamilyFigure, version: str) -> str:
+            c = figure.cells.get(version)
+            if c is None:
+                return "–"
+            if c.has_interval:
+                return f"{c.mean:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]"
+            if c.note not in notes:
+                notes.append(c.note)
+            mark = f"(note {notes.index(c.note) + 1})"
+            return f"{_fmt(c.mean)} {mark}"
+
+        lines = [
+            f"Families: one headline figure each, {level}% interval (↑ higher is better, "
+            "↓ lower is better)",
+            "",
+            _md_row(["family", "figure", *order]),
+            _md_row(["---"] * (2 + len(order))),
+        ]
+        for figure in self.family_figures:
+            lines.append(_md_row([figure.family, figure.title, *(cell(figure, v) for v in order)]))
+        lines += [f"note {i}: {note}" for i, note in enumerate(notes, 1)]
+        return lines
 
 
 _COMPARISON_SCHEMA = pa.schema(
@@ -616,4 +654,5 @@ def build_leaderboard(
         families=tuple(families),
         confidence=confidence,
         notes=tuple(notes),
+        family_figures=family_figures(scorecards, primary_metrics, ranked, lower_is_better),
     )

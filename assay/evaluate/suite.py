@@ -24,10 +24,12 @@ template id within one partition. ``perturbations`` are perturbation specs
 (``assay.perturbations.get_perturbation``); each one reruns the eval instances with the base
 adapter only (variants × perturbations would multiply the request count), and their results
 feed the robustness and fairness families. A top-level ``toxicity`` mapping names the
-toxicity scorer, either a local classifier (``{classifier_dir: path, toxic_label: optional}``)
-or a registered model as judge (``{judge: name@v2 | models:/name@alias, rubric:
-prompts:/name@alias}``; the rubric is optional and declares one variable, ``text``); without
-one the toxicity family is reported absent. ``columns`` is the column mapping of
+toxicity scorer: a classifier shipped in a package (``{classifier: alt-profanity-check}``,
+``assay.scoring.metrics.toxicity.PACKAGED_CLASSIFIERS``), a local classifier directory
+(``{classifier_dir: path, toxic_label: optional}``) or a registered model as judge
+(``{judge: name@v2 | models:/name@alias, rubric: prompts:/name@alias}``; the rubric is
+optional and declares one variable, ``text``); without one the toxicity family is reported
+absent. ``columns`` is the column mapping of
 ``custom_file`` (``assay.scenarios.custom.ColumnMapping``), validated when the suite is read.
 
 Prompts from the registry. An adapter's (or a variant's) ``instructions`` may be a pinned
@@ -292,7 +294,7 @@ _EXPECTED = {
     "judge_repeats": _POSITIVE,
     "scorer": _STRING,
     "scorer_args": "expected a mapping",
-    "toxicity": "expected a mapping with a 'classifier_dir' path or a 'judge'",
+    "toxicity": "expected a mapping with a 'classifier', a 'classifier_dir' path or a 'judge'",
 }
 
 
@@ -313,9 +315,13 @@ class _FileModel(BaseModel):
 
 
 class ToxicityConfig(_FileModel):
-    """The toxicity scorer of a suite: a local sequence-classification model directory, or a
-    registered model version as judge (``judge``, with an optional registry ``rubric``)."""
+    """The toxicity scorer of a suite: a classifier shipped in a package (``classifier``), a
+    local sequence-classification model directory (``classifier_dir``), or a registered model
+    version as judge (``judge``, with an optional registry ``rubric``)."""
 
+    # A name in assay.scoring.metrics.toxicity.PACKAGED_CLASSIFIERS, e.g. "alt-profanity-check",
+    # checked when the scorer is built (scoring imports this module, not the other way).
+    classifier: str | None = None
     classifier_dir: str | None = None
     toxic_label: str | None = None
     judge: str | None = None  # "name@v2", "name@alias" or "models:/name@alias"
@@ -326,11 +332,12 @@ class ToxicityConfig(_FileModel):
 
     @model_validator(mode="after")
     def _one_scorer(self) -> ToxicityConfig:
-        if (self.classifier_dir is None) == (self.judge is None):
-            raise _Invalid("give either 'classifier_dir' or 'judge' (exactly one)")
-        if self.judge is not None and self.toxic_label is not None:
-            raise _Invalid("only a classifier has labels", "toxic_label")
-        if self.classifier_dir is not None and self.rubric is not None:
+        given = [self.classifier, self.classifier_dir, self.judge]
+        if sum(v is not None for v in given) != 1:
+            raise _Invalid("give exactly one of 'classifier', 'classifier_dir' and 'judge'")
+        if self.classifier_dir is None and self.toxic_label is not None:
+            raise _Invalid("only a classifier directory has labels to choose", "toxic_label")
+        if self.judge is None and self.rubric is not None:
             raise _Invalid("only a judge reads a rubric", "rubric")
         return self
 

@@ -55,7 +55,25 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
     )
     comparisons = []
     comparison_exports = None
+    family_figures: list[dict] = []
+    family_exports = None
     if day == data.day:
+        family_figures = [
+            {
+                "family": f.family,
+                "title": f.title,
+                "cells": [f.cells.get(v) for v in order],
+            }
+            for f in data.board.family_figures
+        ]
+        family_exports = (
+            ctx.site.export(f"families-{slug(day)}", data.board.family_figure_rows())
+            if path != "index.html"
+            else {
+                "csv": f"export/families-{slug(day)}.csv",
+                "json": f"export/families-{slug(day)}.json",
+            }
+        )
         comparisons = [
             {
                 **c,
@@ -138,6 +156,9 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
         confidence=round(data.board.confidence * 100),
         comparisons=comparisons,
         comparison_exports=comparison_exports,
+        family_figures=family_figures,
+        family_exports=family_exports,
+        board_order=order,
         notes=list(data.board.notes) if day == data.day else [],
         exports=exports,
         chart=chart,

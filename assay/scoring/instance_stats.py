@@ -12,7 +12,10 @@ Families of per-instance stats:
   and per instance the worst value over the original and the family's perturbations (rows
   with ``perturbation=<family>``, HELM's definition);
 - calibration: ``chosen_prob``, the probability of the chosen choice;
-- toxicity: the configured scorer's toxicity of each generated text;
+- toxicity: the configured scorer's toxicity of each generated text, and for sampled
+  generation ``max_toxicity`` per prompt, the highest of its samples' (HELM's per-request
+  value behind expected maximum toxicity: one row per prompt, where ``toxicity`` has one per
+  sample);
 - efficiency: latency, token counts, failures.
 Accuracy rows of instances with group tags are repeated once per tag (``group="gender=female"``)
 for the demographic breakdowns.
@@ -256,8 +259,10 @@ def instance_stats_of(
     toxic = toxic_run.scores if toxic_run is not None else {}
     generation = _generation_values(outputs, by_id, scored.rows if scored else frozenset())
     stats: list[InstanceStat] = list(scored.stats) if scored is not None else []
-    # Sampled requests: per prompt, whether each sample is correct (for pass@k).
+    # Sampled requests: per prompt, whether each sample is correct (for pass@k) and each
+    # rated sample's toxicity (for max_toxicity).
     samples: dict[tuple[str, int, str, str], list[float]] = defaultdict(list)
+    sampled_toxicity: dict[tuple[str, int, str, str], list[float]] = defaultdict(list)
     for row, output in enumerate(outputs):
         request, completion = output.request, output.completion
         instance = by_id[request.instance_id]
@@ -276,6 +281,8 @@ def instance_stats_of(
             values = {m: (family if f == "accuracy" else f, v) for m, (f, v) in values.items()}
         if row in toxic:
             values["toxicity"] = ("toxicity", toxic[row])
+            if request.sampled:
+                sampled_toxicity[group_key(output)].append(toxic[row])
         values["failed"] = ("efficiency", float(not completion.ok))
         values["latency_s"] = ("efficiency", completion.latency_s)
         values["prompt_tokens"] = ("efficiency", float(completion.prompt_tokens))
@@ -297,6 +304,18 @@ def instance_stats_of(
                     for key, value in sorted(instance.groups.items())
                 )
     stats.extend(pass_at_k_stats(samples, by_id))
+    stats.extend(
+        InstanceStat(
+            instance_id=instance_id,
+            metric="max_toxicity",
+            value=max(scores),
+            family="toxicity",
+            perturbation=perturbation,
+            trial=trial,
+            template_id=template_id,
+        )
+        for (instance_id, trial, template_id, perturbation), scores in sampled_toxicity.items()
+    )
     lower = scored.lower_is_better if scored is not None else frozenset()
     stats.extend(worst_cases(stats, outputs, lower))
     return stats

@@ -43,6 +43,7 @@ from assay.scoring.metrics.toxicity import (
     ClassifierToxicityScorer,
     JudgeToxicityScorer,
     ToxicityScorer,
+    packaged_classifier,
 )
 
 # Any decimal number; the default parser takes the last one in the reply (rubrics usually end
@@ -221,6 +222,8 @@ def toxicity_scorer(
         return None
     if config.judge is not None:
         return toxicity_judge(registry(), config.judge, config.rubric, build)
+    if config.classifier is not None:
+        return packaged_classifier(config.classifier)
     return ClassifierToxicityScorer(config.classifier_dir, config.toxic_label)
 
 

@@ -111,6 +111,7 @@ SOURCES: Mapping[str, tuple[str, ...]] = {
     RANKINGS: (
         *_RECORDS,
         "compare/ranking.py",
+        "compare/family_figures.py",
         "compare/standings.py",
         "scoring/metrics/directions.py",
         "stats",

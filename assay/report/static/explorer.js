@@ -138,6 +138,9 @@
         document.querySelectorAll("[data-scenario-row]").forEach(function (row) {
           row.hidden = !scenarios.has(row.getAttribute("data-scenario-row"));
         });
+        document.querySelectorAll("[data-family-row]").forEach(function (row) {
+          row.hidden = !families.has(row.getAttribute("data-family-row"));
+        });
         if (window.Plotly && chart && chart.data) {
           const visible = chart.data.map((t) => scenarios.has(t.meta));
           Plotly.restyle(chart, { visible: visible });

@@ -111,13 +111,22 @@ class PlattScaler:
 
     def __call__(self, probs: ArrayLike) -> NDArray[np.float64]:
         z = self.coef * _logit(np.asarray(probs, dtype=np.float64)) + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
+        return _sigmoid(z)
+
+
+def _sigmoid(z: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``1 / (1 + exp(-z))`` without overflow: ``exp`` only ever sees ``-|z|``."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def fit_platt(probs: ArrayLike, correct: ArrayLike, max_iter: int = 100) -> PlattScaler:
     """Fit Platt scaling by Newton's method on the logistic log-likelihood.
 
-    Needs both correct and incorrect answers; raises ``ValueError`` otherwise.
+    Each Newton step is halved until the penalized negative log-likelihood (computed with
+    ``logaddexp``) does not increase, so nearly separable answers, whose optimum has a steep
+    slope, converge instead of overshooting into overflow. Needs both correct and incorrect
+    answers; raises ``ValueError`` otherwise.
     """
     p, y = _validate(probs, correct)
     if y.min() == y.max():
@@ -126,14 +135,28 @@ def fit_platt(probs: ArrayLike, correct: ArrayLike, max_iter: int = 100) -> Plat
     design = np.column_stack([x, np.ones_like(x)])
     # Penalty 1/(2C) * coef^2 on the slope only, matching sklearn's objective with C=_PLATT_C.
     ridge = np.diag([1.0 / _PLATT_C, 0.0])
+
+    def loss(w: NDArray[np.float64]) -> float:
+        z = design @ w
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * w @ ridge @ w)
+
     w = np.zeros(2)
+    current = loss(w)
     for _ in range(max_iter):
-        fitted = 1.0 / (1.0 + np.exp(-(design @ w)))
+        fitted = _sigmoid(design @ w)
         grad = design.T @ (fitted - y) + ridge @ w
         hess = design.T @ (design * (fitted * (1.0 - fitted))[:, None]) + ridge
         step = np.linalg.lstsq(hess, grad, rcond=None)[0]
-        w = w - step
-        if np.max(np.abs(step)) < 1e-10:
+        scale = 1.0
+        while scale > 1e-10:
+            trial = loss(w - scale * step)
+            if trial <= current:
+                break
+            scale /= 2.0
+        else:
+            break  # no step lowers the loss: w is the optimum to working precision
+        w, current = w - scale * step, trial
+        if np.max(np.abs(scale * step)) < 1e-10:
             break
     return PlattScaler(coef=float(w[0]), intercept=float(w[1]))
 

@@ -26,6 +26,17 @@ LOWER_IS_BETTER = frozenset(
         "ece_10_bin",
         "ece_1_bin",
         "platt_ece",
+        "platt_ece_10_bin",
+        "platt_ece_1_bin",
+        # HELM's text bias figures: a distance from an even spread (0 = even).
+        "bias_gender_representation",
+        "bias_race_representation",
+        "bias_gender_adjective_association",
+        "bias_gender_profession_association",
+        "bias_race_adjective_association",
+        "bias_race_profession_association",
+        "toxicity",  # the per-completion score, averaged
+        "max_toxicity",  # per prompt, the highest of its samples', averaged
         "toxic_fraction",
         "expected_max_toxicity",
         "toxicity_probability",
@@ -39,9 +50,12 @@ LOWER_IS_BETTER = frozenset(
 #   this run spent), since a rerun answered by the cache must not change a board;
 # - of the workload or the serving rather than the model's quality: how many tokens a request
 #   read and wrote (more is neither better nor worse; their price is ranked as
-#   ``estimated_cost`` and their speed as ``tokens_per_s``) and the batch size it was served in.
+#   ``estimated_cost`` and their speed as ``tokens_per_s``) and the batch size it was served in;
+# - how confident the model is (``chosen_prob``): neither better nor worse by itself, the
+#   calibration errors say whether the confidence is deserved.
 NOT_RANKED = frozenset(
     {
+        "chosen_prob",
         "cached_requests",
         "model_time_s",
         "run_model_time_s",
