@@ -20,17 +20,9 @@ from typing import Any
 
 import pyarrow as pa
 
-# The scorecard's order (assay.scoring.scorecard.FAMILIES), kept here so the board does not
-# import the scoring pipeline.
-FAMILY_ORDER = (
-    "accuracy",
-    "calibration",
-    "robustness",
-    "fairness",
-    "bias",
-    "toxicity",
-    "efficiency",
-)
+from assay.core.records import METRIC_FAMILIES
+
+FAMILY_ORDER = METRIC_FAMILIES
 
 
 @dataclass(frozen=True)

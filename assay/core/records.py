@@ -372,6 +372,18 @@ class ModelOutput:
         return out
 
 
+# HELM's seven metric families, in the order scorecards, boards and pages show them.
+METRIC_FAMILIES = (
+    "accuracy",
+    "calibration",
+    "robustness",
+    "fairness",
+    "bias",
+    "toxicity",
+    "efficiency",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceStat:
     """One per-instance value of one metric (long format: a row per instance × metric)."""

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from assay.compare.ranking import SCORECARD_COLUMNS
+from assay.core.records import METRIC_FAMILIES
 from assay.report.links import scenario_page, slug
 from assay.report.render import _Context, _finite
 from assay.scoring.metrics.calibration import reliability_bins
@@ -222,15 +223,7 @@ def _scenario(ctx: _Context, scenario: str) -> None:
     )
 
 
-_FAMILY_ORDER = (
-    "accuracy",
-    "calibration",
-    "robustness",
-    "fairness",
-    "bias",
-    "toxicity",
-    "efficiency",
-)
+_FAMILY_ORDER = METRIC_FAMILIES
 
 
 def _family_order(family: str) -> tuple[int, str]:

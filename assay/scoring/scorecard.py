@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from assay.core.records import (
+    METRIC_FAMILIES,
     Instance,
     InstanceStat,
     MetricSummary,
@@ -24,7 +25,6 @@ from assay.core.records import (
     TokenPrices,
     headline_means,
 )
-from assay.perturbations import FAIRNESS, ROBUSTNESS
 from assay.scoring.families import (
     bbq_rows,
     calibration_rows,
@@ -43,7 +43,7 @@ from assay.scoring.metrics.toxicity import ToxicityScorer
 from assay.scoring.scorer_runs import EntryScorer, ScorerRun, run_scorer
 from assay.scoring.summary import point, scorecard
 
-FAMILIES = ("accuracy", "calibration", ROBUSTNESS, FAIRNESS, "bias", "toxicity", "efficiency")
+FAMILIES = METRIC_FAMILIES
 
 
 def holistic_scorecard(
