@@ -368,18 +368,13 @@ def model_promotion_sensor(
             break
         cursor = event.id
 
-    run_requests = [
+    run_requests = []
+    for key, p in tick.runs.items():
+        scenarios = _in_suite_order(loaded, p)
+        assets = SCORING_KEYS if tick.rescorable(p, scenarios) else EVALUATION_KEYS
         # A prompt promotion asks for several versions in one event: the key names both.
-        request
-        for key, p in tick.runs.items()
-        for request in evaluation_run_requests(
-            key,
-            _in_suite_order(loaded, p),
-            f"promotion-{p.event_id}-{key}",
-            p.reason,
-            SCORING_KEYS if tick.rescorable(p, _in_suite_order(loaded, p)) else EVALUATION_KEYS,
-        )
-    ]
+        run_key = f"promotion-{p.event_id}-{key}"
+        run_requests += evaluation_run_requests(key, scenarios, run_key, p.reason, assets)
     summary = (
         f"events {after + 1}..{cursor}: {len(tick.to_add)} new partitions, "
         f"{len(run_requests)} evaluation runs"

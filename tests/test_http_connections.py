@@ -29,6 +29,7 @@ from assay.core.records import Completion, Request
 from assay.models.base import ModelSpec
 from assay.serving import serving_in_background
 from assay.serving.policy import ServerAccess, ServerLimits
+from deploy.stack import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 FLOOD = 300
@@ -162,12 +163,6 @@ _LAUNCH = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _command(args: list[str], env: dict[str, str], log: Path, ready: str) -> Iterator[None]:
     """``assay <args>`` in a process of its own with ``OPEN_FILES`` open files at most, until
@@ -234,7 +229,7 @@ def test_a_flood_of_idle_sockets_does_not_stop_a_real_request(command, tmp_path:
     from assay.registry import Registry
     from assay.registry.tokens import TokenStore
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     if command == "assay server":
         url = f"sqlite:///{tmp_path / 'registry.db'}"

@@ -11,7 +11,6 @@ import itertools
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,12 +26,7 @@ from assay.registry import Registry
 from assay.registry.tokens import TokenStore
 from assay.server import create_app
 from assay.server.search import like_matches
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from deploy.stack import free_port
 
 
 @pytest.fixture
@@ -43,7 +37,7 @@ def server_process(tmp_path: Path) -> Iterator[tuple[str, str]]:
         registry.create_model("m")
         registry.create_version("m", "hf:/" + "a" * 300)
         secret = TokenStore(registry).create("rita", "reader", (), created_by="setup")[1]
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             sys.executable,

@@ -719,7 +719,8 @@ def stored_provenance(store: ParquetStore, partition: Mapping[str, str]) -> Prov
     stored ``scenario_instances`` (each left out when that table is not stored)."""
     prompts: set[str] = set()
     if store.exists(MODEL_OUTPUTS, partition):
-        column = store.read(MODEL_OUTPUTS, partition).column("prompt_templates").to_pylist()
+        outputs = store.read(MODEL_OUTPUTS, partition, columns=["prompt_templates"])
+        column = outputs.column("prompt_templates").to_pylist()
         prompts = {f"prompts:/{t['name']}/{t['version']}" for used in column for t in used or ()}
     scenario = {SCENARIO: partition[SCENARIO]}
     digest = None

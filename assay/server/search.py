@@ -186,8 +186,9 @@ def like_matches(pattern: str, value: str, *, fold: bool) -> bool:
     one before: if any placement works, the leftmost one does, so nothing is ever retried.
     (Translating ``%`` to ``.*`` in one regex backtracks exponentially on ``%a%a%…%!``.)
     """
-    pieces = [_segment_regex(p, fold) for p in pattern.split("%")]
-    lengths = [len(p) for p in pattern.split("%")]
+    texts = pattern.split("%")
+    pieces = [_segment_regex(text, fold) for text in texts]
+    lengths = [len(text) for text in texts]
     if len(pieces) == 1:
         return pieces[0].fullmatch(value) is not None
     head, *middle, tail = pieces

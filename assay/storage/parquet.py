@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -218,8 +218,14 @@ class ParquetStore:
     def exists(self, asset: str, partition: Mapping[str, str] | None = None) -> bool:
         return self.fs.exists(self.path(asset, partition))
 
-    def read(self, asset: str, partition: Mapping[str, str] | None = None) -> pa.Table:
-        """Read one partition; a missing or unreadable file raises an error naming it."""
+    def read(
+        self,
+        asset: str,
+        partition: Mapping[str, str] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """Read one partition (only ``columns`` when given); a missing or unreadable file
+        raises an error naming it."""
         path = self.path(asset, partition)
         where = self.url(asset, partition)
         label = _label(asset, partition)
@@ -230,7 +236,7 @@ class ParquetStore:
                 f"{label} has not been materialized (no file at {where})"
             ) from None
         try:
-            return pq.read_table(pa.BufferReader(data))
+            return pq.read_table(pa.BufferReader(data), columns=columns)
         except (pa.ArrowInvalid, OSError) as exc:
             raise CorruptPartitionError(
                 f"{label} at {where} is not a readable Parquet file: {exc}"
