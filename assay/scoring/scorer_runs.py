@@ -74,6 +74,8 @@ class ScorerRun:
     failures: list[ScorerFailure] = field(default_factory=list)
     attempted: int = 0  # instance × layout × input version sent to it
     figures: dict[str, float] = field(default_factory=dict)
+    # Ratio metric → (numerator, denominator), from the scorer (``Scorer.ratios``).
+    ratios: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def scored_by_scorer(request: Request) -> bool:
@@ -135,7 +137,9 @@ def run_scorer(
     covered = frozenset(r for rows in slices.values() for r in rows)
     lower = frozenset(m for m, d in directions.items() if d == "lower")
     label = entry.name if plugin.builtin else f"{entry.name} ({plugin.origin})"
-    return ScorerRun(label, stats, covered, lower, failures, attempted, figures)
+    return ScorerRun(
+        label, stats, covered, lower, failures, attempted, figures, entry.loaded.ratios
+    )
 
 
 @dataclass(frozen=True, slots=True)
