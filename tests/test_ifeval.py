@@ -228,3 +228,32 @@ def test_bad_rows_are_refused_naming_the_row_and_field(tmp_path, row, message):
     path.write_text(json.dumps(good) + "\n" + json.dumps({"key": 2, **row}) + "\n")
     with pytest.raises(DataFileError, match=rf"ifeval: {path}: row 2: .*{message}"):
         get_scenario("ifeval", data_files={"test": str(path)}).load()
+
+
+def test_ratio_rows_pool_instances_and_say_why_when_undefined():
+    from assay.core.records import InstanceStat
+    from assay.scoring.summary import ratio_rows
+
+    def stat(instance, metric, value, trial=0, perturbation=""):
+        return InstanceStat(instance, metric, value, perturbation=perturbation, trial=trial)
+
+    stats = [
+        stat("a", "hits", 1.0),
+        stat("a", "n", 2.0),
+        # two trials of "b": averaged first, 2 of 3
+        stat("b", "hits", 1.0, trial=0),
+        stat("b", "hits", 3.0, trial=1),
+        stat("b", "n", 3.0, trial=0),
+        stat("b", "n", 3.0, trial=1),
+        stat("c", "hits", 5.0),  # no denominator: left out
+        stat("a", "hits", 0.0, perturbation="typos"),
+        stat("a", "n", 0.0, perturbation="typos"),
+    ]
+    rows = {(r.metric, r.perturbation): r for r in ratio_rows(stats, {"rate": ("hits", "n")})}
+    assert rows[("rate", "")].mean == pytest.approx((1 + 2) / (2 + 3))
+    assert rows[("rate", "")].count == 2
+    # Resamples of {a: 1/2, b: 2/3} give 1/2, 3/5 or 2/3.
+    assert 0.5 <= rows[("rate", "")].ci_low <= 0.6 <= rows[("rate", "")].ci_high <= 2 / 3
+    assert (
+        rows[("rate", "typos")].reason == "the denominators of rate sum to 0: a ratio is undefined"
+    )

@@ -94,6 +94,14 @@ SHAPES = textwrap.dedent(
             return [Stat("someone-else", "m", 1.0)]
 
 
+    class BadRatio:
+        metric = "m"
+        ratios = {"rate": ("rate", "n")}
+
+        def score(self, instances, outputs, args):
+            return []
+
+
     class Squatter:
         metric = "m"
 
@@ -298,7 +306,13 @@ def test_a_plugin_that_cannot_load_is_named_when_the_suite_is_read(fake_plugins)
     fake_plugins.install(
         "acme-broken",
         {"acme_broken": "import not_a_module_anywhere\n", "acme_shapes": SHAPES},
-        {SCORERS: {"broken": "acme_broken:Broken", "noscore": "acme_shapes:NoScore"}},
+        {
+            SCORERS: {
+                "broken": "acme_broken:Broken",
+                "noscore": "acme_shapes:NoScore",
+                "badratio": "acme_shapes:BadRatio",
+            }
+        },
     )
 
     def suite(scorer: str):
@@ -314,6 +328,8 @@ def test_a_plugin_that_cannot_load_is_named_when_the_suite_is_read(fake_plugins)
     )
     with pytest.raises(ValueError, match=r"scorer 'noscore' .* is not a scorer: it has no score"):
         suite("noscore")
+    with pytest.raises(ValueError, match=r"scorer 'badratio' .* its ratio 'rate' is not"):
+        suite("badratio")
     # Installed but unused, a broken plugin breaks nothing else.
     assert suite("math_equivalence")["q"].metric == "math_equiv"
 
@@ -335,11 +351,14 @@ def test_two_plugins_of_one_name_are_refused_naming_both(fake_plugins) -> None:
 
 
 def test_built_in_scorers_load_through_the_plugin_path() -> None:
-    assert [p.name for p in BUILTIN_SCORERS] == ["code_execution", "math_equivalence"]
+    assert [p.name for p in BUILTIN_SCORERS] == ["code_execution", "ifeval", "math_equivalence"]
     for plugin in BUILTIN_SCORERS:
         loaded = get_scorer(plugin.name)
         assert loaded.plugin == plugin and loaded.plugin.builtin
-        assert issubclass(loaded.args_model, BaseModel)
+        if plugin.name == "ifeval":  # IFEval's checks take no settings
+            assert loaded.args_model is None
+        else:
+            assert issubclass(loaded.args_model, BaseModel)
 
 
 # --------------------------------------------------------------------------- scenarios
