@@ -257,3 +257,21 @@ def test_ratio_rows_pool_instances_and_say_why_when_undefined():
     assert (
         rows[("rate", "typos")].reason == "the denominators of rate sum to 0: a ratio is undefined"
     )
+
+
+def test_a_check_lm_eval_draws_at_random_is_the_same_on_every_run():
+    import random
+
+    # IFEval row 1122: "at least 4 '#'"; lm-eval accepts only a-z and counts a random letter.
+    hashtags = _instance(
+        1122,
+        "Include at least 4 hashtags, starting with '#'",
+        ["keywords:letter_frequency"],
+        [{"let_relation": "at least", "letter": "#", "let_frequency": 4}],
+    )
+    text = "#aaaa #bbbb #cccc #dddd #eeee"
+    random.seed(1)
+    before = random.getstate()
+    verdicts = {json.dumps(follows(hashtags, text)) for _ in range(20)}
+    assert len(verdicts) == 1
+    assert random.getstate() == before  # the caller's random state is left alone
