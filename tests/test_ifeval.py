@@ -275,3 +275,39 @@ def test_a_check_lm_eval_draws_at_random_is_the_same_on_every_run():
     verdicts = {json.dumps(follows(hashtags, text)) for _ in range(20)}
     assert len(verdicts) == 1
     assert random.getstate() == before  # the caller's random state is left alone
+
+
+def test_a_suite_entry_is_generated_and_scored(tmp_path, model_cache_dir):
+    from assay.evaluate.run import evaluate
+    from assay.evaluate.suite import load_suite
+    from assay.models.base import ModelSpec, ServingConfig
+    from assay.models.bundled import BUNDLED_SOURCE
+    from assay.models.transformers_backend import TransformersClient
+
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(
+        "scenarios:\n"
+        "  ifeval:\n"
+        "    scenario: ifeval\n"
+        f"    args: {{data_files: {{test: {FIXTURE}}}}}\n"
+        "    adapter: {method: generation, max_tokens: 12}\n"
+        "    scorer: ifeval\n"
+    )
+    config = load_suite(suite_file)["ifeval"]
+    assert config.metric == "prompt_level_strict_acc"
+    instances = [i for i in config.build().load().instances if i.split == "test"][:4]
+    spec = ModelSpec("m@v1", BUNDLED_SOURCE, ServingConfig(batch_size=4))
+    done = evaluate(TransformersClient(spec, model_cache_dir), config, instances)
+    assert len(done.outputs) == 4 and all(o.completion.ok for o in done.outputs)
+    scorer = EntryScorer.named(config.scoring.name, config.scoring.args)
+    scores = score_partition(instances, done.outputs, scorer=scorer)
+    card = {r.metric: r for r in scores.card if not r.group and not r.perturbation}
+    # Each figure is what lm-eval's checks say of the same answers, pooled as lm-eval pools.
+    answers = {o.request.instance_id: o.completion.text for o in done.outputs}
+    verdicts = [follows(i, answers[i.id]) for i in instances]
+    for metric in ("prompt_level_strict_acc", "prompt_level_loose_acc"):
+        assert card[metric].mean == sum(v[metric] for v in verdicts) / 4
+    for metric in (INST_STRICT, INST_LOOSE):
+        flat = [x for v in verdicts for x in v[metric]]
+        assert card[metric].mean == sum(flat) / len(flat)
+    assert "exact_match" not in card  # the scorer replaced reference matching
