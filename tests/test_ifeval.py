@@ -311,3 +311,23 @@ def test_a_suite_entry_is_generated_and_scored(tmp_path, model_cache_dir):
         flat = [x for v in verdicts for x in v[metric]]
         assert card[metric].mean == sum(flat) / len(flat)
     assert "exact_match" not in card  # the scorer replaced reference matching
+
+
+def test_without_lm_eval_the_check_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from assay.scoring import ifeval as module
+
+    module._lm_eval_checks.cache_clear()
+    # A None entry makes the import fail as if lm-eval were not installed.
+    monkeypatch.setitem(sys.modules, "lm_eval.tasks.ifeval.utils", None)
+    try:
+        with pytest.raises(module.IFEvalUnavailable, match=r"pip install 'assay\[lmeval\]'"):
+            IFEval().check(None)
+        outputs = [_answer(NO_COMMA, "Hello world.")]
+        with pytest.raises(
+            module.IFEvalUnavailable, match="raised by the check of scorer 'ifeval'"
+        ):
+            score_partition([NO_COMMA], outputs, scorer=EntryScorer.named("ifeval"))
+    finally:
+        module._lm_eval_checks.cache_clear()
