@@ -87,10 +87,10 @@ def _upgraded_copy(into: Path, version: str) -> Path:
 @contextmanager
 def _webserver(deployed: Deployment) -> Iterator[str]:
     port = free_port()
+    command = [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1"]
     with (deployed.root / "webserver.log").open("w") as out:
         process = subprocess.Popen(
-            [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1"]
-            + ["-p", str(port)],
+            [*command, "-p", str(port)],
             cwd=REPO,
             env=deployed.env,
             stdout=out,
