@@ -1,0 +1,669 @@
+"""Webhooks end to end: MLflow's webhook API on ``assay server`` driven by MLflow's own client,
+deliveries to a real HTTP receiver on 127.0.0.1, signatures checked with the scheme MLflow
+documents (written here from the description, and compared with MLflow's own signer),
+retries on 5xx, the host policy against server-side request forgery, and the secret kept out
+of every answer, log line and record.
+
+Every server and receiver is started and stopped by the test; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import sqlite3
+import threading
+import time
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import REGISTRY_PRINCIPALS
+
+from assay.core.http_server import asgi_in_background
+from assay.registry import Registry
+from assay.registry.tokens import TokenStore
+from assay.server import create_app
+from assay.webhooks.delivery import RetryPolicy, WebhookWorker
+from assay.webhooks.events import ASSAY_EVENTS, EXAMPLES, MLFLOW_EVENTS
+from assay.webhooks.store import WebhookStore
+
+mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+from mlflow.exceptions import MlflowException  # noqa: E402
+
+SECRET = "whsec-test-Zq81-unique-signing-secret"
+FAST = RetryPolicy(max_attempts=4, backoff_base_s=0.05, backoff_max_s=0.2, timeout_s=5)
+
+
+# --------------------------------------------------------------------------- the receiver
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on loopback that records every POST and answers the statuses
+    scripted for it, in order (200 once the script is used up)."""
+
+    statuses: list[int] = field(default_factory=list)
+    answer: bytes = b"ok"
+    requests: list[Received] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def wait_for(self, count: int, timeout_s: float = 30.0) -> list[Received]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.requests) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"receiver got {len(self.requests)} of {count} requests")
+            time.sleep(0.02)
+        return list(self.requests)
+
+
+@contextlib.contextmanager
+def receiving(statuses: list[int] | None = None, answer: bytes = b"ok") -> Iterator[Receiver]:
+    receiver = Receiver(list(statuses or []), answer)
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", "0"))
+            data = self.rfile.read(length)
+            with lock:
+                receiver.requests.append(
+                    Received({k.lower(): v for k, v in self.headers.items()}, data)
+                )
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+            self.send_response(status)
+            self.send_header("content-length", str(len(receiver.answer)))
+            self.end_headers()
+            self.wfile.write(receiver.answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def verify(secret: str, received: Received, tolerance_s: int = 300) -> bool:
+    """A receiver's check, as MLflow documents it: ``X-MLflow-Signature`` is ``v1,`` and the
+    base64 HMAC-SHA256, keyed by the secret, of ``"<delivery id>.<timestamp>.<raw body>"``;
+    timestamps older than the tolerance are refused."""
+    delivery = received.headers.get("x-mlflow-delivery-id", "")
+    stamp = received.headers.get("x-mlflow-timestamp", "")
+    version, _, sent = received.headers.get("x-mlflow-signature", "").partition(",")
+    if version != "v1" or not stamp.isdigit() or abs(time.time() - int(stamp)) > tolerance_s:
+        return False
+    content = f"{delivery}.{stamp}.".encode() + received.body
+    expected = base64.b64encode(hmac.new(secret.encode(), content, hashlib.sha256).digest())
+    return hmac.compare_digest(expected.decode(), sent)
+
+
+# --------------------------------------------------------------------------- the server
+
+
+@dataclass
+class HookServer:
+    url: str
+    registry: Registry
+    tokens: dict[str, str]
+    worker: WebhookWorker
+
+    def client(self, monkeypatch: pytest.MonkeyPatch, principal: str):
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", self.tokens[principal])
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        return mlflow.MlflowClient(tracking_uri=self.url, registry_uri=self.url)
+
+    def http(self, principal: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.tokens[principal]}"}
+        )
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., HookServer]]:
+    """``assay server`` on loopback with its webhook worker started by the app's lifespan
+    (``deliver=False``: no worker; the test steps one itself)."""
+    with contextlib.ExitStack() as stack:
+
+        def start(deliver: bool = True, policy: RetryPolicy = FAST) -> HookServer:
+            registry = stack.enter_context(Registry.open(f"sqlite:///{tmp_path / 'r.db'}"))
+            store = TokenStore(registry)
+            tokens = {
+                p: store.create(p, r, g, created_by="setup")[1] for p, r, g in REGISTRY_PRINCIPALS
+            }
+            worker = WebhookWorker(registry, policy, poll_s=0.05)
+            app = create_app(registry, webhook_worker=worker if deliver else None)
+            running = stack.enter_context(asgi_in_background(app))
+            stack.callback(worker.stop)
+            return HookServer(running.url, registry, tokens, worker)
+
+        yield start
+
+
+def _allow(monkeypatch: pytest.MonkeyPatch, *receivers: Receiver) -> None:
+    hosts = ",".join(f"http://127.0.0.1:{r.port}" for r in receivers)
+    monkeypatch.setenv("ASSAY_WEBHOOK_HOSTS", hosts)
+
+
+def _settle(store: WebhookStore, count: int, timeout_s: float = 30.0) -> None:
+    """Wait until there are ``count`` deliveries and none is pending."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        deliveries = store.deliveries()
+        if len(deliveries) >= count and all(d.state != "pending" for d in deliveries):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"deliveries not settled: {deliveries}")
+        time.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_mlflow_client_manages_webhooks(
+    start_server: Callable[..., HookServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_server(deliver=False)
+    with receiving() as receiver:
+        _allow(monkeypatch, receiver)
+        ada = server.client(monkeypatch, "ada")
+        created = ada.create_webhook(
+            name="deploys",
+            url=receiver.url,
+            events=["model_version.created", "model_version_alias.created"],
+            description="tell the deploy bot",
+            secret=SECRET,
+        )
+        assert created.name == "deploys" and created.url == receiver.url
+        assert [str(e) for e in created.events] == [
+            "model_version.created",
+            "model_version_alias.created",
+        ]
+        assert str(created.status) == "ACTIVE" and created.description == "tell the deploy bot"
+        assert created.secret is None  # the answer does not carry it
+        got = ada.get_webhook(created.webhook_id)
+        assert (got.webhook_id, got.creation_timestamp) == (
+            created.webhook_id,
+            created.creation_timestamp,
+        )
+        second = ada.create_webhook("audit", receiver.url, ["registered_model.created"])
+        listed = ada.list_webhooks()
+        assert [w.webhook_id for w in listed] == [second.webhook_id, created.webhook_id]
+        page = ada.list_webhooks(max_results=1)
+        assert len(page) == 1 and page.token
+        assert [w.name for w in ada.list_webhooks(max_results=1, page_token=page.token)] == [
+            "deploys"
+        ]
+
+        updated = ada.update_webhook(
+            created.webhook_id, events=["model_version_tag.set"], status="DISABLED"
+        )
+        assert [str(e) for e in updated.events] == ["model_version_tag.set"]
+        assert str(updated.status) == "DISABLED" and updated.name == "deploys"
+        assert updated.last_updated_timestamp >= created.last_updated_timestamp
+
+        result = ada.test_webhook(created.webhook_id)
+        assert result.success and result.response_status == 200
+        (test,) = receiver.wait_for(1)
+        assert test.json["entity"] == "model_version_tag" and test.json["action"] == "set"
+        assert verify(SECRET, test)
+
+        ada.delete_webhook(second.webhook_id)
+        with pytest.raises(MlflowException) as missing:
+            ada.get_webhook(second.webhook_id)
+        assert missing.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+        # Plain HTTP sees the same shapes, and never the secret.
+        with server.http("ada") as http:
+            raw = http.get(f"/api/2.0/mlflow/webhooks/{created.webhook_id}").json()
+        assert raw["webhook"]["events"] == [{"entity": "MODEL_VERSION_TAG", "action": "SET"}]
+        assert "secret" not in raw["webhook"]
+
+        # Webhooks are an administrator's: a writer (even a promoter) may neither read nor
+        # create them.
+        for principal in ("walt", "pat"):
+            other = server.client(monkeypatch, principal)
+            with pytest.raises(MlflowException) as refused:
+                other.create_webhook("x", receiver.url, ["model_version.created"])
+            assert refused.value.error_code == "PERMISSION_DENIED"
+            with pytest.raises(MlflowException) as refused:
+                other.list_webhooks()
+            assert refused.value.error_code == "PERMISSION_DENIED"
+
+
+def test_registry_events_arrive_signed_in_mlflows_shapes(
+    start_server: Callable[..., HookServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.webhooks.delivery import _generate_hmac_signature
+
+    server = start_server()
+    with receiving() as receiver:
+        _allow(monkeypatch, receiver)
+        ada = server.client(monkeypatch, "ada")
+        events = [
+            "registered_model.created",
+            "model_version.created",
+            "model_version_tag.set",
+            "model_version_tag.deleted",
+            "model_version_alias.created",
+            "model_version_alias.deleted",
+        ]
+        ada.create_webhook("all", receiver.url, events, secret=SECRET)
+
+        walt = server.client(monkeypatch, "walt")
+        walt.create_registered_model("m", tags={"team": "eval"}, description="first")
+        walt.create_model_version("m", "hf:/weights/1", tags={"k": "v"})
+        walt.set_model_version_tag("m", "1", "owner", "walt")
+        walt.delete_model_version_tag("m", "1", "k")
+        walt.set_registered_model_tag("m", "ignored", "no MLflow event")
+        walt.set_registered_model_alias("m", "challenger", "1")
+        walt.delete_registered_model_alias("m", "challenger")
+
+        got = receiver.wait_for(6)
+        _settle(server.worker.store, 6)
+        assert len(receiver.requests) == 6
+        bodies = [r.json for r in got]
+        assert [f"{b['entity']}.{b['action']}" for b in bodies] == events
+        assert [b["data"] for b in bodies] == [
+            {"name": "m", "tags": {"team": "eval"}, "description": "first"},
+            {
+                "name": "m",
+                "version": "1",
+                "source": "hf:/weights/1",
+                "run_id": None,
+                "tags": {"k": "v"},
+                "description": None,
+            },
+            {"name": "m", "version": "1", "key": "owner", "value": "walt"},
+            {"name": "m", "version": "1", "key": "k"},
+            {"name": "m", "alias": "challenger", "version": "1"},
+            {"name": "m", "alias": "challenger"},
+        ]
+        # Each data object has exactly the fields of MLflow's payload type for its event.
+        types = mlflow.webhooks.types
+        payload_types = [
+            types.RegisteredModelCreatedPayload,
+            types.ModelVersionCreatedPayload,
+            types.ModelVersionTagSetPayload,
+            types.ModelVersionTagDeletedPayload,
+            types.ModelVersionAliasCreatedPayload,
+            types.ModelVersionAliasDeletedPayload,
+        ]
+        for data, kind in zip((b["data"] for b in bodies), payload_types, strict=True):
+            assert set(data) == set(typing.get_type_hints(kind))
+
+        ids = [r.headers["x-mlflow-delivery-id"] for r in got]
+        assert len(set(ids)) == 6
+        for received in got:
+            assert verify(SECRET, received)
+            # MLflow's own signer agrees, byte for byte.
+            assert received.headers["x-mlflow-signature"] == _generate_hmac_signature(
+                SECRET,
+                received.headers["x-mlflow-delivery-id"],
+                received.headers["x-mlflow-timestamp"],
+                received.body.decode(),
+            )
+            # A wrong secret, a changed body or a changed delivery id fail verification.
+            assert not verify(SECRET + "x", received)
+            assert not verify("", received)
+            tampered = Received(dict(received.headers), received.body.replace(b'"m"', b'"n"'))
+            assert not verify(SECRET, tampered)
+            other_id = Received(
+                {**received.headers, "x-mlflow-delivery-id": "other"}, received.body
+            )
+            assert not verify(SECRET, other_id)
+        assert all(a.outcome == "delivered" for a in server.worker.store.attempts())
+
+
+def test_a_receiver_answering_500_is_retried_until_it_takes_the_delivery(
+    start_server: Callable[..., HookServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_server()
+    with receiving(statuses=[500, 503]) as receiver:
+        _allow(monkeypatch, receiver)
+        ada = server.client(monkeypatch, "ada")
+        ada.create_webhook("flaky", receiver.url, ["registered_model.created"], secret=SECRET)
+        server.registry.create_model("m", actor="walt")
+        got = receiver.wait_for(3)
+        _settle(server.worker.store, 1)
+        assert len(receiver.requests) == 3
+        # One delivery: the same id, the same bytes, freshly signed each time.
+        assert len({r.headers["x-mlflow-delivery-id"] for r in got}) == 1
+        assert len({r.body for r in got}) == 1
+        assert all(verify(SECRET, r) for r in got)
+        store = server.worker.store
+        (delivery,) = store.deliveries()
+        assert (delivery.state, delivery.attempts) == ("delivered", 3)
+        attempts = store.attempts(delivery.id)
+        assert [(a.number, a.response_status, a.outcome) for a in attempts] == [
+            (1, 500, "retry"),
+            (2, 503, "retry"),
+            (3, 200, "delivered"),
+        ]
+        # Backed off: the later attempts started after the earlier ones.
+        assert attempts[0].started_at <= attempts[1].started_at <= attempts[2].started_at
+
+
+def test_retries_are_bounded_and_a_4xx_is_not_retried(
+    start_server: Callable[..., HookServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_server()
+    with receiving(statuses=[500] * 10) as down, receiving(statuses=[404]) as wrong:
+        _allow(monkeypatch, down, wrong)
+        ada = server.client(monkeypatch, "ada")
+        ada.create_webhook("down", down.url, ["registered_model.created"])
+        ada.create_webhook("wrong", wrong.url, ["registered_model.created"])
+        server.registry.create_model("m", actor="walt")
+        _settle(server.worker.store, 2)
+        states = {d.webhook_id: d for d in server.worker.store.deliveries()}
+        by_name = {w.name: w.webhook_id for w in ada.list_webhooks()}
+        assert (states[by_name["down"]].state, states[by_name["down"]].attempts) == (
+            "gave_up",
+            FAST.max_attempts,
+        )
+        assert (states[by_name["wrong"]].state, states[by_name["wrong"]].attempts) == (
+            "failed",
+            1,
+        )
+        assert len(down.requests) == FAST.max_attempts and len(wrong.requests) == 1
+
+
+def test_deliveries_come_from_the_event_log_and_survive_a_restart(
+    start_server: Callable[..., HookServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_server(deliver=False)
+    registry = server.registry
+    with receiving() as receiver:
+        _allow(monkeypatch, receiver)
+        registry.create_model("old")  # before the webhook: history is not replayed
+        store = WebhookStore(registry)
+        hook = store.create(
+            "evals", receiver.url, ["evaluation.finished", "model_version.created"], actor="ada"
+        )
+        # Written by the library (as the Dagster daemon writes), with no worker running.
+        registry.create_model("m")
+        registry.create_version("m", "hf:/w")
+        registry.record_evaluation("m@v1", "boolq", {"exact_match": 0.75}, run_id="r1")
+        assert receiver.requests == []
+        # Two workers on one database (two replicas) deliver each event once.
+        first = WebhookWorker(registry, FAST, environ=None)
+        second = WebhookWorker(registry, FAST, environ=None)
+        try:
+            first.store.fan_out()
+            assert second.store.fan_out() == 0
+            second.run_once()
+            first.run_once()
+        finally:
+            first.stop()
+            second.stop()
+        got = receiver.wait_for(2)
+        assert len(receiver.requests) == 2
+        assert [(r.json["entity"], r.json["action"]) for r in got] == [
+            ("model_version", "created"),
+            ("evaluation", "finished"),
+        ]
+        assert got[1].json["data"] == {
+            "name": "m",
+            "version": "1",
+            "scenario": "boolq",
+            "metrics": {"exact_match": 0.75},
+            "run_id": "r1",
+        }
+        assert "x-mlflow-signature" not in got[0].headers  # no secret, no signature
+        assert {d.webhook_id for d in store.deliveries()} == {hook.id}
+
+
+class GateKind(StrEnum):
+    """The gate's event kinds, by their strings in the events table."""
+
+    GATE_PENDING = "gate_pending"
+    GATE_APPROVED = "gate_approved"
+    GATE_REFUSED = "gate_refused"
+
+
+def test_promotion_decisions_are_sent_as_assays_own_events(
+    start_server: Callable[..., HookServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_server(deliver=False)
+    registry = server.registry
+    with receiving() as receiver:
+        _allow(monkeypatch, receiver)
+        with server.http("ada") as http:
+            answer = http.post(
+                "/api/2.0/mlflow/webhooks",
+                json={
+                    "name": "gate",
+                    "url": receiver.url,
+                    "events": [
+                        {"entity": "PROMOTION", "action": "PENDING"},
+                        {"entity": "PROMOTION", "action": "REFUSED"},
+                    ],
+                    "assay_events": [{"entity": "PROMOTION", "action": "APPROVED"}],
+                },
+            )
+        assert answer.status_code == 200, answer.text
+        shown = answer.json()["webhook"]
+        assert shown["events"] == []
+        assert shown["assay_events"] == [
+            {"entity": "PROMOTION", "action": action}
+            for action in ("PENDING", "REFUSED", "APPROVED")
+        ]
+        registry.create_model("m")
+        registry.create_version("m", "hf:/w")
+        # Decisions appended through the registry's own event writer, by their kind strings.
+        for kind, details in (
+            (GateKind.GATE_PENDING, {"alias": "champion", "requested_by": "pat"}),
+            (GateKind.GATE_REFUSED, {"alias": "champion", "reasons": ["boolq regressed"]}),
+        ):
+            registry._write(
+                lambda s, kind=kind, details=details: registry._emit(
+                    s, kind, "sensor", registry._now(), model="m", version=1, payload=details
+                )
+            )
+        worker = WebhookWorker(registry, FAST)
+        try:
+            worker.run_once()
+        finally:
+            worker.stop()
+        got = receiver.wait_for(2)
+        assert [(r.json["entity"], r.json["action"]) for r in got] == [
+            ("promotion", "pending"),
+            ("promotion", "refused"),
+        ]
+        assert got[1].json["data"] == {
+            "name": "m",
+            "version": "1",
+            "actor": "sensor",
+            "details": {"alias": "champion", "reasons": ["boolq regressed"]},
+        }
+
+
+def test_prompt_events_follow_mlflows_prompt_payloads(
+    start_server: Callable[..., HookServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_server(deliver=False)
+    registry = server.registry
+    with receiving() as receiver:
+        _allow(monkeypatch, receiver)
+        WebhookStore(registry).create(
+            "prompts",
+            receiver.url,
+            ["prompt.created", "prompt_version.created", "prompt_alias.created"],
+            actor="ada",
+        )
+        registry.create_prompt("greet", description="hello")
+        registry.create_prompt_version("greet", "Hello {{ name }}!", variables=["name"])
+        registry.set_prompt_alias("greet", "production", 1)
+        worker = WebhookWorker(registry, FAST)
+        try:
+            worker.run_once()
+        finally:
+            worker.stop()
+        got = receiver.wait_for(3)
+        assert [r.json["data"] for r in got] == [
+            {"name": "greet", "tags": {}, "description": "hello"},
+            {
+                "name": "greet",
+                "version": "1",
+                "template": "Hello {{ name }}!",
+                "tags": {},
+                "description": None,
+            },
+            {"name": "greet", "alias": "production", "version": "1"},
+        ]
+
+
+def test_ssrf_targets_are_refused(
+    start_server: Callable[..., HookServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_server()
+    with receiving() as receiver, receiving() as internal:
+        # Listed: the receiver, and (wrongly) the metadata address over https.
+        monkeypatch.setenv(
+            "ASSAY_WEBHOOK_HOSTS", f"http://127.0.0.1:{receiver.port},https://169.254.169.254"
+        )
+        ada = server.client(monkeypatch, "ada")
+        refused = {
+            "http://169.254.169.254/latest/meta-data/": "link-local",
+            "https://169.254.169.254/latest/meta-data/": "link-local",
+            "http://metadata.google.internal/computeMetadata/v1/": "metadata",
+            "https://[::ffff:169.254.169.254]/": "link-local",
+            internal.url: "not an allowed target",  # another port on the same host
+            f"http://user:pw@127.0.0.1:{receiver.port}/": "credentials",
+            f"ftp://127.0.0.1:{receiver.port}/": "not http or https",
+            "http://10.0.0.5:8080/admin": "not an allowed target",
+        }
+        for url, reason in refused.items():
+            with pytest.raises(MlflowException) as exc:
+                ada.create_webhook("x", url, ["registered_model.created"])
+            assert exc.value.error_code == "INVALID_PARAMETER_VALUE", url
+            assert reason in str(exc.value), (url, str(exc.value))
+        assert ada.list_webhooks() == []
+
+        # Allowed when created; taken off the list later: the next attempt is refused
+        # before any connection, and logged.
+        hook = ada.create_webhook("ok", receiver.url, ["registered_model.created"])
+        with pytest.raises(MlflowException):
+            ada.update_webhook(hook.webhook_id, url=internal.url)
+        monkeypatch.setenv("ASSAY_WEBHOOK_HOSTS", "https://example.org")
+        server.registry.create_model("m")
+        _settle(server.worker.store, 1)
+        (delivery,) = server.worker.store.deliveries()
+        (attempt,) = server.worker.store.attempts(delivery.id)
+        assert delivery.state == "failed"
+        assert "refused by the host policy" in attempt.error
+        assert receiver.requests == [] and internal.requests == []
+
+
+def test_the_secret_never_leaks(
+    start_server: Callable[..., HookServer],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    from cryptography.fernet import Fernet
+
+    monkeypatch.setenv("ASSAY_WEBHOOK_SECRET_KEY", Fernet.generate_key().decode())
+    caplog.set_level(logging.DEBUG)
+    server = start_server()
+    answers: list[str] = []
+    # A hostile receiver echoes the secret back, and fails twice.
+    with receiving(statuses=[500, 500], answer=f"bad {SECRET}".encode()) as receiver:
+        _allow(monkeypatch, receiver)
+        with server.http("ada") as http:
+            made = http.post(
+                "/api/2.0/mlflow/webhooks",
+                json={
+                    "name": "s",
+                    "url": receiver.url,
+                    "events": [{"entity": "REGISTERED_MODEL", "action": "CREATED"}],
+                    "secret": SECRET,
+                },
+            )
+            hook_id = made.json()["webhook"]["webhook_id"]
+            answers.append(made.text)
+            for call in (
+                http.get("/api/2.0/mlflow/webhooks"),
+                http.get(f"/api/2.0/mlflow/webhooks/{hook_id}"),
+                http.patch(f"/api/2.0/mlflow/webhooks/{hook_id}", json={"description": "d"}),
+                http.post(f"/api/2.0/mlflow/webhooks/{hook_id}/test", json={}),
+                # Refused requests that carry the secret do not repeat it.
+                http.post(
+                    "/api/2.0/mlflow/webhooks",
+                    json={"name": "s", "url": "http://10.1.1.1/", "events": [], "secret": SECRET},
+                ),
+                http.patch(
+                    f"/api/2.0/mlflow/webhooks/{hook_id}",
+                    json={"secret": SECRET + "\x00", "url": "http://10.1.1.1/"},
+                ),
+                http.get("/api/assay/v1/events"),
+            ):
+                answers.append(call.text)
+        server.registry.create_model("m")
+        received = receiver.wait_for(3)  # the test, then 500 and the retry
+        _settle(server.worker.store, 2)
+    assert all(verify(SECRET, r) for r in received)
+    test_result = json.loads(answers[4])["result"]
+    assert test_result == {
+        "success": False,
+        "response_status": 500,
+        "response_body": "bad ***",
+        "error_message": f"http://127.0.0.1:{receiver.port} answered 500",
+    }
+    server.worker.stop()
+
+    assert all(SECRET not in text for text in answers)
+    assert SECRET not in caplog.text
+    # Nowhere in the database: encrypted at rest under the operator's key, absent from
+    # every other table (events, deliveries, attempts).
+    db = sqlite3.connect(server.registry.url.removeprefix("sqlite:///"))
+    try:
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            for row in db.execute(f'SELECT * FROM "{table}"'):
+                assert SECRET not in repr(row), table
+    finally:
+        db.close()
+    attempts = server.worker.store.attempts()
+    assert [a.outcome for a in attempts] == ["failed", "retry", "delivered"]
+
+
+def test_event_names_and_examples_are_mlflows() -> None:
+    from mlflow.entities.webhook import WebhookEvent, WebhookEventStr
+    from mlflow.webhooks.types import get_example_payload_for_event
+
+    assert set(MLFLOW_EVENTS) == set(typing.get_args(WebhookEventStr))
+    for name in MLFLOW_EVENTS:
+        assert EXAMPLES[name] == get_example_payload_for_event(WebhookEvent.from_str(name))
+    # assay's own events use entities MLflow does not have, so they can never collide.
+    mlflow_entities = {name.split(".")[0] for name in MLFLOW_EVENTS}
+    assert not {name.split(".")[0] for name in ASSAY_EVENTS} & mlflow_entities
