@@ -352,7 +352,9 @@ def test_a_receiver_answering_500_is_retried_until_it_takes_the_delivery(
     with receiving(statuses=[500, 503]) as receiver:
         _allow(monkeypatch, receiver)
         ada = server.client(monkeypatch, "ada")
-        ada.create_webhook("flaky", receiver.url, ["registered_model.created"], secret=SECRET)
+        hook = ada.create_webhook(
+            "flaky", receiver.url, ["registered_model.created"], secret=SECRET
+        )
         server.registry.create_model("m", actor="walt")
         got = receiver.wait_for(3)
         _settle(server.worker.store, 1)
@@ -372,6 +374,22 @@ def test_a_receiver_answering_500_is_retried_until_it_takes_the_delivery(
         ]
         # Backed off: the later attempts started after the earlier ones.
         assert attempts[0].started_at <= attempts[1].started_at <= attempts[2].started_at
+        # The log, over HTTP, for administrators only.
+        path = f"/api/assay/v1/webhooks/{hook.webhook_id}/deliveries"
+        with server.http("ada") as http:
+            (logged,) = http.get(path).json()["deliveries"]
+        assert (logged["delivery_id"], logged["event"], logged["state"]) == (
+            delivery.id,
+            "registered_model.created",
+            "delivered",
+        )
+        assert [(a["number"], a["response_status"], a["outcome"]) for a in logged["attempts"]] == [
+            (1, 500, "retry"),
+            (2, 503, "retry"),
+            (3, 200, "delivered"),
+        ]
+        with server.http("walt") as http:
+            assert http.get(path).status_code == 403
 
 
 def test_retries_are_bounded_and_a_4xx_is_not_retried(
@@ -406,6 +424,7 @@ def test_deliveries_come_from_the_event_log_and_survive_a_restart(
     with receiving() as receiver:
         _allow(monkeypatch, receiver)
         registry.create_model("old")  # before the webhook: history is not replayed
+        registry.create_version("old", "hf:/old")
         store = WebhookStore(registry)
         hook = store.create(
             "evals", receiver.url, ["evaluation.finished", "model_version.created"], actor="ada"
@@ -667,3 +686,27 @@ def test_event_names_and_examples_are_mlflows() -> None:
     # assay's own events use entities MLflow does not have, so they can never collide.
     mlflow_entities = {name.split(".")[0] for name in MLFLOW_EVENTS}
     assert not {name.split(".")[0] for name in ASSAY_EVENTS} & mlflow_entities
+
+
+def test_a_secret_sealed_under_another_key_signs_nothing(
+    start_server: Callable[..., HookServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.fernet import Fernet
+
+    server = start_server(deliver=False)
+    with receiving() as receiver:
+        _allow(monkeypatch, receiver)
+        monkeypatch.setenv("ASSAY_WEBHOOK_SECRET_KEY", Fernet.generate_key().decode())
+        store = WebhookStore(server.registry)
+        store.create("k", receiver.url, ["registered_model.created"], secret=SECRET, actor="ada")
+        monkeypatch.setenv("ASSAY_WEBHOOK_SECRET_KEY", Fernet.generate_key().decode())
+        server.registry.create_model("m")
+        worker = WebhookWorker(server.registry, FAST)
+        try:
+            worker.run_once()
+        finally:
+            worker.stop()
+        (delivery,) = store.deliveries()
+        (attempt,) = store.attempts(delivery.id)
+        assert delivery.state == "failed" and receiver.requests == []
+        assert "ASSAY_WEBHOOK_SECRET_KEY" in attempt.error and SECRET not in attempt.error

@@ -33,7 +33,7 @@ from assay.server.mlflow_api import Endpoint
 from assay.server.search import decode_page_token, encode_page_token
 from assay.webhooks.delivery import DELIVERED, send_test
 from assay.webhooks.events import MLFLOW_EVENTS, split_event
-from assay.webhooks.store import UNSET, Webhook, WebhookStore
+from assay.webhooks.store import UNSET, Attempt, Webhook, WebhookStore
 
 LIST_MAX_RESULTS = 1000
 # MLflow's enum numbers (webhooks.proto), which its JSON parser also accepts.
@@ -207,6 +207,44 @@ def test_webhook(call: Call) -> dict[str, Any]:
     return {"result": result}
 
 
+def list_deliveries(call: Call) -> dict[str, Any]:
+    """assay's own: a webhook's deliveries, oldest first, each with every attempt (time,
+    duration, the receiver's status or the error, the outcome). Deleted webhooks keep theirs."""
+    call.require(Role.ADMIN)
+    store = WebhookStore(call.registry)
+    webhook_id = _webhook_id(call)
+    deliveries = store.deliveries(webhook_id)
+    if not deliveries:
+        store.get(webhook_id)  # RESOURCE_DOES_NOT_EXIST for an unknown webhook
+    attempts: dict[str, list[Attempt]] = {}
+    for attempt in store.attempts([d.id for d in deliveries]):
+        attempts.setdefault(attempt.delivery_id, []).append(attempt)
+    return {
+        "deliveries": [
+            {
+                "delivery_id": d.id,
+                "event_id": d.event_id,
+                "event": d.event_name,
+                "state": d.state,
+                "created_at": millis(d.created_at),
+                "finished_at": None if d.finished_at is None else millis(d.finished_at),
+                "attempts": [
+                    {
+                        "number": a.number,
+                        "started_at": millis(a.started_at),
+                        "duration_ms": a.duration_ms,
+                        "response_status": a.response_status,
+                        "error": a.error,
+                        "outcome": a.outcome,
+                    }
+                    for a in attempts.get(d.id, [])
+                ],
+            }
+            for d in deliveries
+        ]
+    }
+
+
 _WH = "/api/2.0/mlflow/webhooks"
 A = Role.ADMIN
 
@@ -217,4 +255,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("PATCH", f"{_WH}/{{webhook_id}}", update_webhook, "Update a webhook", A),
     Endpoint("DELETE", f"{_WH}/{{webhook_id}}", delete_webhook, "Delete a webhook", A),
     Endpoint("POST", f"{_WH}/{{webhook_id}}/test", test_webhook, "Send a test delivery", A),
+    Endpoint(
+        "GET",
+        "/api/assay/v1/webhooks/{webhook_id}/deliveries",
+        list_deliveries,
+        "A webhook's deliveries and their attempts",
+        A,
+    ),
 )

@@ -346,12 +346,23 @@ class WebhookStore:
 
     def fan_out(self) -> int:
         """Turn the events after each webhook's cursor into deliveries; how many were made."""
+        if not self.registry._read(self._has_new_events):
+            return 0  # the common case, answered without the write lock
         made = 0
         while True:
             batch, more = self.registry._write(self._fan_out_batch)
             made += batch
             if not more:
                 return made
+
+    @staticmethod
+    def _has_new_events(session: Session) -> bool:
+        low = session.scalar(
+            select(func.min(WebhookRow.cursor)).where(WebhookRow.deleted_at.is_(None))
+        )
+        if low is None:
+            return False
+        return session.scalar(select(EventRow.id).where(EventRow.id > low).limit(1)) is not None
 
     def _fan_out_batch(self, session: Session) -> tuple[int, bool]:
         hooks = session.scalars(select(WebhookRow).where(WebhookRow.deleted_at.is_(None))).all()
@@ -422,22 +433,24 @@ class WebhookStore:
         """Up to ``limit`` deliveries due now, each held for ``lease`` so that no other worker
         attempts it meanwhile (a worker that dies mid-attempt frees it when the lease ends)."""
         now = self.registry._now()
+        query = (
+            select(WebhookDeliveryRow, WebhookRow)
+            .join(WebhookRow, WebhookRow.id == WebhookDeliveryRow.webhook_id)
+            .where(
+                WebhookDeliveryRow.state == PENDING,
+                WebhookDeliveryRow.next_attempt_at <= now,
+                (WebhookDeliveryRow.claimed_until.is_(None))
+                | (WebhookDeliveryRow.claimed_until < now),
+                WebhookRow.status == ACTIVE,
+                WebhookRow.deleted_at.is_(None),
+            )
+            .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.event_id)
+        )
+        if self.registry._read(lambda s: s.execute(query.limit(1)).first()) is None:
+            return []  # nothing due: no write lock taken
 
         def work(session: Session) -> list[Due]:
-            rows = session.execute(
-                select(WebhookDeliveryRow, WebhookRow)
-                .join(WebhookRow, WebhookRow.id == WebhookDeliveryRow.webhook_id)
-                .where(
-                    WebhookDeliveryRow.state == PENDING,
-                    WebhookDeliveryRow.next_attempt_at <= now,
-                    (WebhookDeliveryRow.claimed_until.is_(None))
-                    | (WebhookDeliveryRow.claimed_until < now),
-                    WebhookRow.status == ACTIVE,
-                    WebhookRow.deleted_at.is_(None),
-                )
-                .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.event_id)
-                .limit(limit)
-            ).all()
+            rows = session.execute(query.limit(limit)).all()
             due = []
             for delivery, hook in rows:
                 delivery.claimed_until = now + lease
@@ -540,13 +553,14 @@ class WebhookStore:
 
         return self.registry._read(work)
 
-    def attempts(self, delivery: str | None = None) -> list[Attempt]:
-        """Attempts in the order they were logged (of one delivery, when given)."""
+    def attempts(self, delivery: str | Iterable[str] | None = None) -> list[Attempt]:
+        """Attempts in the order they were logged (of one delivery or several, when given)."""
+        wanted = [delivery] if isinstance(delivery, str) else delivery
 
         def work(session: Session) -> list[Attempt]:
             query = select(WebhookAttemptRow).order_by(WebhookAttemptRow.id)
-            if delivery is not None:
-                query = query.where(WebhookAttemptRow.delivery_id == delivery)
+            if wanted is not None:
+                query = query.where(WebhookAttemptRow.delivery_id.in_(list(wanted)))
             return [
                 Attempt(
                     delivery_id=r.delivery_id,
