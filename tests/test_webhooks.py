@@ -19,6 +19,7 @@ import sqlite3
 import threading
 import time
 import typing
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -188,6 +189,79 @@ def _settle(store: WebhookStore, count: int, timeout_s: float = 30.0) -> None:
 
 
 # --------------------------------------------------------------------------- tests
+
+
+def _registry_changes(client, name: str) -> None:
+    """Registry changes that each fire one MLflow webhook event."""
+    client.create_registered_model(name, tags={"team": "eval"}, description="first")
+    client.create_model_version(name, "hf:/w/1", tags={"k": "v"}, description="one")
+    client.set_model_version_tag(name, "1", "owner", "walt")
+    client.delete_model_version_tag(name, "1", "k")
+    client.set_registered_model_alias(name, "challenger", "1")
+    client.delete_registered_model_alias(name, "challenger")
+
+
+def _webhook_view(hook) -> tuple:
+    return (
+        hook.name,
+        hook.url.rsplit(":", 1)[0],  # the receivers differ by port
+        [str(e) for e in hook.events],
+        str(hook.status),
+        hook.description,
+        hook.secret,
+    )
+
+
+def test_webhooks_answer_and_deliver_as_mlflows_own_server(
+    mlflow_uri: str, start_server: Callable[..., HookServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same client calls against a real ``mlflow server`` and ``assay server``: the same
+    answers, and the same deliveries to a receiver (the envelope's timestamps aside)."""
+    server = start_server()
+    name = f"wh{uuid.uuid4().hex[:8]}"
+    events = [
+        "registered_model.created",
+        "model_version.created",
+        "model_version_tag.set",
+        "model_version_tag.deleted",
+        "model_version_alias.created",
+        "model_version_alias.deleted",
+    ]
+    seen: dict[str, tuple] = {}
+    with receiving() as theirs, receiving() as ours:
+        _allow(monkeypatch, ours)
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        reference = mlflow.MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
+        for label, receiver in (("mlflow", theirs), ("assay", ours)):
+            client = reference if label == "mlflow" else server.client(monkeypatch, "ada")
+            hook = client.create_webhook(
+                name, receiver.url, events, description="both", secret=SECRET
+            )
+            try:
+                got = client.get_webhook(hook.webhook_id)
+                updated = client.update_webhook(hook.webhook_id, description="changed")
+                tested = client.test_webhook(hook.webhook_id)
+                receiver.wait_for(1)
+                _registry_changes(client, name)
+                received = receiver.wait_for(1 + len(events))
+            finally:
+                client.delete_webhook(hook.webhook_id)
+                if label == "mlflow":  # the session's server: leave nothing behind
+                    client.delete_registered_model(name)
+            assert all(verify(SECRET, r) for r in received), label
+            bodies = sorted(
+                (r.json["entity"], r.json["action"], json.dumps(r.json["data"], sort_keys=True))
+                for r in received
+            )
+            seen[label] = (
+                _webhook_view(hook),
+                _webhook_view(got),
+                _webhook_view(updated),
+                (tested.success, tested.response_status, tested.response_body),
+                bodies,
+                sorted(set(received[0].json)),
+            )
+    assert seen["assay"] == seen["mlflow"]
 
 
 def test_mlflow_client_manages_webhooks(
@@ -495,7 +569,7 @@ def test_promotion_decisions_are_sent_as_assays_own_events(
         assert shown["events"] == []
         assert shown["assay_events"] == [
             {"entity": "PROMOTION", "action": action}
-            for action in ("PENDING", "REFUSED", "APPROVED")
+            for action in ("APPROVED", "PENDING", "REFUSED")
         ]
         registry.create_model("m")
         registry.create_version("m", "hf:/w")

@@ -43,6 +43,7 @@ from assay.webhooks.events import (
     RegistryEvent,
     body,
     notification_for,
+    split_event,
 )
 from assay.webhooks.targets import TargetRefused, check_target
 
@@ -157,7 +158,8 @@ def check_name(name: object) -> str:
 
 
 def check_events(events: object) -> tuple[str, ...]:
-    """Known event names, each once, in the order given; at least one."""
+    """Known event names, each once, ordered by entity and action as MLflow answers them;
+    at least one."""
     if isinstance(events, str) or not isinstance(events, Iterable):
         raise invalid("webhook events must be a non-empty list of event names")
     names = list(events)
@@ -166,7 +168,7 @@ def check_events(events: object) -> tuple[str, ...]:
     for name in names:
         if name not in ALL_EVENTS:
             raise invalid(f"unknown webhook event {name!r}; known: {', '.join(ALL_EVENTS)}")
-    return tuple(dict.fromkeys(names))
+    return tuple(sorted(set(names), key=split_event))
 
 
 def check_status(status: object) -> str:
