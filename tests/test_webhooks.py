@@ -65,6 +65,7 @@ class Receiver:
 
     statuses: list[int] = field(default_factory=list)
     answer: bytes = b"ok"
+    location: str = ""  # sent as Location (a redirect's target)
     requests: list[Received] = field(default_factory=list)
     port: int = 0
 
@@ -82,8 +83,10 @@ class Receiver:
 
 
 @contextlib.contextmanager
-def receiving(statuses: list[int] | None = None, answer: bytes = b"ok") -> Iterator[Receiver]:
-    receiver = Receiver(list(statuses or []), answer)
+def receiving(
+    statuses: list[int] | None = None, answer: bytes = b"ok", location: str = ""
+) -> Iterator[Receiver]:
+    receiver = Receiver(list(statuses or []), answer, location)
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -96,6 +99,8 @@ def receiving(statuses: list[int] | None = None, answer: bytes = b"ok") -> Itera
                 )
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
             self.send_response(status)
+            if receiver.location:
+                self.send_header("location", receiver.location)
             self.send_header("content-length", str(len(receiver.answer)))
             self.end_headers()
             self.wfile.write(receiver.answer)
@@ -470,13 +475,20 @@ def test_retries_are_bounded_and_a_4xx_is_not_retried(
     start_server: Callable[..., HookServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = start_server()
-    with receiving(statuses=[500] * 10) as down, receiving(statuses=[404]) as wrong:
-        _allow(monkeypatch, down, wrong)
+    with (
+        receiving(statuses=[500] * 10) as down,
+        receiving(statuses=[404]) as wrong,
+        receiving() as internal,
+        receiving(statuses=[307]) as redirecting,
+    ):
+        redirecting.location = internal.url  # a redirect is not followed, even to an allowed host
+        _allow(monkeypatch, down, wrong, redirecting, internal)
         ada = server.client(monkeypatch, "ada")
         ada.create_webhook("down", down.url, ["registered_model.created"])
         ada.create_webhook("wrong", wrong.url, ["registered_model.created"])
+        ada.create_webhook("redirecting", redirecting.url, ["registered_model.created"])
         server.registry.create_model("m", actor="walt")
-        _settle(server.worker.store, 2)
+        _settle(server.worker.store, 3)
         states = {d.webhook_id: d for d in server.worker.store.deliveries()}
         by_name = {w.name: w.webhook_id for w in ada.list_webhooks()}
         assert (states[by_name["down"]].state, states[by_name["down"]].attempts) == (
@@ -488,6 +500,8 @@ def test_retries_are_bounded_and_a_4xx_is_not_retried(
             1,
         )
         assert len(down.requests) == FAST.max_attempts and len(wrong.requests) == 1
+        assert states[by_name["redirecting"]].state == "failed"
+        assert len(redirecting.requests) == 1 and internal.requests == []
 
 
 def test_deliveries_come_from_the_event_log_and_survive_a_restart(
@@ -784,3 +798,22 @@ def test_a_secret_sealed_under_another_key_signs_nothing(
         (attempt,) = store.attempts(delivery.id)
         assert delivery.state == "failed" and receiver.requests == []
         assert "ASSAY_WEBHOOK_SECRET_KEY" in attempt.error and SECRET not in attempt.error
+
+
+def test_a_database_error_does_not_carry_the_secret(
+    start_server: Callable[..., HookServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    import assay.webhooks.store as store_module
+
+    server = start_server(deliver=False)
+    with receiving() as receiver:
+        _allow(monkeypatch, receiver)
+        fixed = uuid.UUID("00000000-0000-4000-8000-000000000001")
+        monkeypatch.setattr(store_module.uuid, "uuid4", lambda: fixed)  # ids clash
+        store = WebhookStore(server.registry)
+        store.create("a", receiver.url, ["prompt.created"], secret=SECRET, actor="ada")
+        with pytest.raises(IntegrityError) as clash:
+            store.create("b", receiver.url, ["prompt.created"], secret=SECRET, actor="ada")
+        assert "webhooks" in str(clash.value) and SECRET not in str(clash.value)
