@@ -15,7 +15,11 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import typing
@@ -37,6 +41,7 @@ from assay.server import create_app
 from assay.webhooks.delivery import RetryPolicy, WebhookWorker
 from assay.webhooks.events import ASSAY_EVENTS, EXAMPLES, MLFLOW_EVENTS
 from assay.webhooks.store import WebhookStore
+from deploy.stack import free_port
 
 mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
 from mlflow.exceptions import MlflowException  # noqa: E402
@@ -817,3 +822,85 @@ def test_a_database_error_does_not_carry_the_secret(
         with pytest.raises(IntegrityError) as clash:
             store.create("b", receiver.url, ["prompt.created"], secret=SECRET, actor="ada")
         assert "webhooks" in str(clash.value) and SECRET not in str(clash.value)
+
+
+@contextlib.contextmanager
+def _server_process(url: str, env: dict[str, str]) -> Iterator[str]:
+    """``assay server`` as the command runs it (its webhook worker included), in a process
+    of its own."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from assay.cli import main; sys.exit(main(sys.argv[1:]))",
+            "server",
+            "--registry-url",
+            url,
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("assay server did not start")
+            time.sleep(0.1)
+        yield base
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_the_server_command_delivers_what_other_processes_wrote_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    with Registry.open(url) as registry:
+        secret = TokenStore(registry).create("ada", "admin", (), created_by="setup")[1]
+        registry.create_model("m")
+        registry.create_version("m", "hf:/w")
+    with receiving() as receiver, Registry.open(url) as registry:
+        env = {
+            **os.environ,
+            "ASSAY_WEBHOOK_HOSTS": f"http://127.0.0.1:{receiver.port}",
+            "ASSAY_WEBHOOK_POLL_S": "0.1",
+            "ASSAY_WEBHOOK_BACKOFF_S": "0.05",
+        }
+        with _server_process(url, env) as base:
+            made = httpx.post(
+                f"{base}/api/2.0/mlflow/webhooks",
+                headers={"Authorization": f"Bearer {secret}"},
+                json={
+                    "name": "evals",
+                    "url": receiver.url,
+                    "events": [{"entity": "EVALUATION", "action": "FINISHED"}],
+                    "secret": SECRET,
+                },
+            )
+            assert made.status_code == 200, made.text
+            # Written by this process, as the daemon's sensor records evaluations.
+            registry.record_evaluation("m@v1", "boolq", {"exact_match": 0.5})
+            receiver.wait_for(1)
+        # While the server is down: nothing is sent, nothing is lost.
+        registry.record_evaluation("m@v1", "arithmetic", {"exact_match": 1.0})
+        time.sleep(0.3)
+        assert len(receiver.requests) == 1
+        with _server_process(url, env):
+            got = receiver.wait_for(2)
+        assert [r.json["data"]["scenario"] for r in got] == ["boolq", "arithmetic"]
+        assert all(verify(SECRET, r) for r in got)
+        assert len(receiver.requests) == 2
