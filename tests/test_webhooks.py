@@ -522,6 +522,9 @@ def test_deliveries_come_from_the_event_log_and_survive_a_restart(
         hook = store.create(
             "evals", receiver.url, ["evaluation.finished", "model_version.created"], actor="ada"
         )
+        paused = store.create(
+            "paused", receiver.url, ["model_version.created"], status="DISABLED", actor="ada"
+        )
         # Written by the library (as the Dagster daemon writes), with no worker running.
         registry.create_model("m")
         registry.create_version("m", "hf:/w")
@@ -552,7 +555,16 @@ def test_deliveries_come_from_the_event_log_and_survive_a_restart(
             "run_id": "r1",
         }
         assert "x-mlflow-signature" not in got[0].headers  # no secret, no signature
-        assert {d.webhook_id for d in store.deliveries()} == {hook.id}
+        assert {d.webhook_id for d in store.deliveries()} == {hook.id}  # none to `paused`
+        # Enabled again, it gets what happens from then on, not what it missed.
+        store.update(paused.id, status="ACTIVE")
+        registry.create_version("m", "hf:/w2")
+        store.fan_out()
+        assert [(d.webhook_id, d.event_name) for d in store.deliveries()][-1] == (
+            paused.id,
+            "model_version.created",
+        )
+        assert sum(d.webhook_id == paused.id for d in store.deliveries()) == 1
 
 
 class GateKind(StrEnum):
