@@ -916,3 +916,31 @@ def test_the_server_command_delivers_what_other_processes_wrote_across_a_restart
         assert [r.json["data"]["scenario"] for r in got] == ["boolq", "arithmetic"]
         assert all(verify(SECRET, r) for r in got)
         assert len(receiver.requests) == 2
+
+
+def test_deliveries_on_postgres(postgres_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same store on Postgres (the shared deployment's database): two workers, each
+    event delivered once, a 500 retried."""
+    with Registry.open(postgres_database) as registry, receiving(statuses=[500]) as receiver:
+        _allow(monkeypatch, receiver)
+        store = WebhookStore(registry)
+        store.create("pg", receiver.url, ["registered_model.created"], secret=SECRET, actor="ada")
+        registry.create_model("a")
+        registry.create_model("b")
+        workers = [WebhookWorker(registry, FAST) for _ in range(2)]
+        try:
+            deadline = time.monotonic() + 30
+            while len(receiver.requests) < 3 and time.monotonic() < deadline:
+                for worker in workers:
+                    worker.run_once()
+                time.sleep(0.05)
+        finally:
+            for worker in workers:
+                worker.stop()
+        got = receiver.wait_for(3)
+        assert sorted(r.json["data"]["name"] for r in got) == ["a", "a", "b"]
+        assert all(verify(SECRET, r) for r in got)
+        assert sorted((d.state, d.attempts) for d in store.deliveries()) == [
+            ("delivered", 1),
+            ("delivered", 2),
+        ]

@@ -20,7 +20,9 @@ Differences from MLflow's server:
   not know. A webhook subscribed to assay's events alone has an empty ``events``, which
   MLflow's Python client refuses to represent: manage such webhooks over plain HTTP.
 - A test delivery is attempted once (MLflow lets urllib3 retry it) and is logged with the
-  other deliveries.
+  other deliveries; it may name only an event the webhook subscribes to (MLflow sends any).
+- ``GET /api/assay/v1/webhooks/{webhook_id}/deliveries`` (assay's own) lists a webhook's
+  deliveries and every attempt.
 """
 
 from __future__ import annotations
