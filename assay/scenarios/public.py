@@ -143,6 +143,12 @@ class PublicDataset(Scenario):
             raise DataSourceError(f"{self.name}: {exc}{override}") from None
 
 
+def public_loader_names() -> frozenset[str]:
+    """The scenario names of the public-benchmark loaders (their ``data_files`` are paths or
+    URLs a suite names, checked against the data roots like ``custom_file``'s)."""
+    return frozenset(cls.name for cls in PublicDataset.__subclasses__() if cls.name)
+
+
 def _hub_offline() -> bool:
     return any(
         os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
