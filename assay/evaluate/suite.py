@@ -102,13 +102,9 @@ _WHY_REFUSED = {
 
 def _check_reach(scenario: str, args: dict[str, Any], where: str, base_dir: Path | None) -> None:
     """Refuse arguments that would read outside the data roots or run arbitrary code."""
+    roots = [base_dir] if base_dir else []
     if scenario == "custom_file" and "path" in args:
-        check_data_url(args["path"], f"{where}.args.path", [base_dir] if base_dir else [])
-    if scenario in public_loader_names() and isinstance(args.get("data_files"), dict):
-        for split, location in args["data_files"].items():
-            check_data_url(
-                location, f"{where}.args.data_files.{split}", [base_dir] if base_dir else []
-            )
+        check_data_url(args["path"], f"{where}.args.path", roots)
     if scenario == "helm_scenario":
         for name, env in (
             ("venv", ALLOW_HELM_VENV_ENV),
@@ -120,6 +116,10 @@ def _check_reach(scenario: str, args: dict[str, Any], where: str, base_dir: Path
                     f"{where}.args.{name}: not allowed in a suite unless the deployment sets "
                     f"${env}=1 ({why})"
                 )
+    # A public benchmark's data_files are read like custom_file's path.
+    if scenario in public_loader_names() and isinstance(args.get("data_files"), dict):
+        for split, location in args["data_files"].items():
+            check_data_url(location, f"{where}.args.data_files.{split}", roots)
 
 
 def validate_key(key: str, what: str = "partition key") -> str:
