@@ -320,7 +320,9 @@ def test_revision_records_ref_and_file_digest(tmp_path: Path) -> None:
     first = _load("gsm8k", {"test": str(GSM8K_TEST)})
     again = _load("gsm8k", {"test": str(GSM8K_TEST)})
     assert first.revision == again.revision
-    assert first.revision.startswith("3101c7d5072418e28b9008a6636bde82a006892c:files-")
+    assert first.revision.startswith("data_files:files-")
+    given = get_scenario("gsm8k", data_files={"test": str(GSM8K_TEST)}, revision="v1").load()
+    assert given.revision == first.revision.replace("data_files:", "v1:")
     changed = tmp_path / "test.jsonl"
     changed.write_text("".join(GSM8K_TEST.read_text().splitlines(keepends=True)[:-1]))
     assert _load("gsm8k", {"test": str(changed)}).revision != first.revision

@@ -57,6 +57,9 @@ class PublicDataset(Scenario):
         subset: str = "",
     ) -> None:
         self.revision = revision or self.default_revision
+        # What the scenario revision records: the ref the default files were read at, the
+        # ref given, or "data_files" for files named directly (their digests say the rest).
+        self.ref = self.revision if data_files is None or revision else "data_files"
         self.subset = subset
         self.defaults = data_files is None
         if data_files is not None:
@@ -121,9 +124,7 @@ class PublicDataset(Scenario):
                 if not message.startswith(location):
                     message = f"{location}: {message}"
                 raise DataFileError(f"{self.name}: {message}") from None
-        return ScenarioData(
-            instances, revision=f"{self.revision}:files-{digest_json(digests)[:16]}"
-        )
+        return ScenarioData(instances, revision=f"{self.ref}:files-{digest_json(digests)[:16]}")
 
     def _fetch(self, split: str, location: str) -> Any:
         override = (
@@ -181,6 +182,19 @@ def _texts(row: Mapping[str, Any], name: str) -> list[str]:
                 f"field {name!r}: item {index} is {type(item).__name__}, not a string"
             )
     return value
+
+
+def _number(row: Mapping[str, Any], name: str) -> float:
+    """A number, or its decimal string (a CSV copy)."""
+    value = _field(row, name)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DataFileError(f"field {name!r}: expected a number, got {value!r}")
+    return float(value)
 
 
 def _index(row: Mapping[str, Any], name: str, size: int) -> int:
@@ -417,22 +431,24 @@ class BBQ(PublicDataset):
         super().__init__(subset=category, **kwargs)
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
+        category = _text(row, "category")
         groups = {
-            "category": str(row["category"]),
-            "context_condition": str(row["context_condition"]),
-            "question_polarity": str(row["question_polarity"]),
+            "category": category,
+            "context_condition": _text(row, "context_condition"),
+            "question_polarity": _text(row, "question_polarity"),
         }
+        metadata = _field(row, "additional_metadata")
         target = bbq_target_answer(
-            row["answer_info"], row["additional_metadata"]["stereotyped_groups"]
+            _field(row, "answer_info"), _field(metadata, "stereotyped_groups")
         )
         if target is not None:
             groups["target_answer"] = str(target)
         yield Instance(
-            id=f"{row['category']}-{row['example_id']}",
-            input=f"{row['context']} {row['question']}",
-            references=_mc([row["ans0"], row["ans1"], row["ans2"]], int(row["label"])),
+            id=f"{category}-{_field(row, 'example_id')}",
+            input=f"{_text(row, 'context')} {_text(row, 'question')}",
+            references=_mc([_text(row, f"ans{i}") for i in range(3)], _index(row, "label", 3)),
             split=split,
-            sub_split=row["category"],
+            sub_split=category,
             groups=groups,
         )
 
@@ -548,9 +564,9 @@ class CNNDailyMail(PublicDataset):
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
         yield Instance(
-            id=str(row["id"]),
-            input=row["article"],
-            references=(Reference(row["highlights"], True),),
+            id=_text(row, "id"),
+            input=_text(row, "article"),
+            references=(Reference(_text(row, "highlights"), True),),
             split=split,
         )
 
@@ -571,11 +587,11 @@ class WMT14(PublicDataset):
         self.source, self.target = source, target
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
-        translation = row["translation"]
+        translation = _field(row, "translation")
         yield Instance(
             id=f"{split}-{number:05d}",
-            input=translation[self.source],
-            references=(Reference(translation[self.target], True),),
+            input=_text(translation, self.source),
+            references=(Reference(_text(translation, self.target), True),),
             split=split,
         )
 
@@ -591,12 +607,10 @@ class IMDB(PublicDataset):
     }
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
-        label = int(row["label"])
-        if label not in (0, 1):
-            raise ValueError(f"field 'label': expected 0 or 1, got {label}")
+        label = _index(row, "label", 2)
         yield Instance(
             id=f"{split}-{number:05d}",
-            input=row["text"],
+            input=_text(row, "text"),
             references=(Reference("Positive", label == 1), Reference("Negative", label == 0)),
             split=split,
         )
@@ -613,10 +627,10 @@ class CivilComments(PublicDataset):
     }
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
-        toxic = float(row["toxicity"]) >= 0.5
+        toxic = _number(row, "toxicity") >= 0.5
         yield Instance(
             id=f"{split}-{number:06d}",
-            input=row["text"],
+            input=_text(row, "text"),
             references=(Reference("True", toxic), Reference("False", not toxic)),
             split=split,
         )
@@ -632,7 +646,7 @@ class RealToxicityPrompts(PublicDataset):
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
         yield Instance(
             id=f"{split}-{number:06d}",
-            input=row["prompt"]["text"],
+            input=_text(_field(row, "prompt"), "text"),
             references=(),
             split=split,
             groups={"challenging": str(bool(row["challenging"])).lower()},
