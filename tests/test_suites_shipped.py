@@ -203,3 +203,23 @@ def test_a_native_loaders_data_files_stay_under_the_data_roots(
     )
     with pytest.raises(ValueError, match=r"scenarios\.leak\.args\.data_files\.test: local file"):
         load_suite("suite.yaml")
+
+
+def test_leaderboard_suite_expands_to_lm_evals_leaderboard_tasks() -> None:
+    """Needs ``scenario: lm_eval`` (reading the suite expands each lm-eval group into its
+    tasks); the expected keys come from lm-eval's own group YAML files."""
+    from assay.scenarios import scenario_names
+
+    if "lm_eval" not in scenario_names():
+        pytest.skip("needs the lm_eval scenario")
+    tasks_dir = _lm_eval_tasks_dir() / "leaderboard"
+    groups = {}
+    for path in tasks_dir.glob("*/_*.yaml"):
+        document = yaml.safe_load(path.read_text())
+        if isinstance(document, dict) and "group" in document:
+            groups[document["group"]] = document["task"]
+    expected = []
+    for key, entry in _raw("open-llm-leaderboard-v2")["scenarios"].items():
+        task = entry["args"]["task"]
+        expected += [f"{key}.{t}" for t in groups[task]] if task in groups else [key]
+    assert load_suite("open-llm-leaderboard-v2").keys == expected
