@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from assay.core.digests import digest_json
 from assay.core.records import Instance, Reference
 from assay.scenarios.base import Scenario, ScenarioData, register_scenario
-from assay.scenarios.download import DataSourceError, fetch
+from assay.scenarios.download import DataSourceError, FetchedFile, fetch
 from assay.scenarios.files import DataFileError, iter_rows
 
 HF = "https://huggingface.co/datasets/{repo}/resolve/{revision}/{file}"
@@ -126,7 +126,7 @@ class PublicDataset(Scenario):
                 raise DataFileError(f"{self.name}: {message}") from None
         return ScenarioData(instances, revision=f"{self.ref}:files-{digest_json(digests)[:16]}")
 
-    def _fetch(self, split: str, location: str) -> Any:
+    def _fetch(self, split: str, location: str) -> FetchedFile:
         override = (
             f"; to read local copies instead give data_files "
             f"({', '.join(f'{s}: <path>' for s in sorted(self.data_files))})"
