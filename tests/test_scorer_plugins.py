@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from assay.core.pinned_prices import pin_prices
 from assay.core.plugins import PluginError
 from assay.core.records import Completion, Instance, ModelOutput, Reference, Request, RequestKind
-from assay.core.scorers import BUILTIN_SCORERS, get_scorer, scorer_names
+from assay.core.scorers import BUILTIN_SCORERS, NOTE_MAX_CHARS, Stat, get_scorer, scorer_names
 from assay.evaluate.suite import parse_suite
 from assay.registry import Registry
 from assay.scenarios import get_scenario, scenario_names
@@ -470,3 +470,11 @@ def test_a_scenario_plugin_may_not_shadow_a_built_in(fake_plugins) -> None:
         PluginError, match=r"scenario name 'facts_mc' is built into assay and also declared by"
     ):
         get_scenario("facts_mc")
+
+
+def test_a_stats_note_is_checked_and_capped() -> None:
+    assert Stat("q1", "m", 1.0, note="why").note == "why"
+    with pytest.raises(ValueError, match=r"Stat\.note must be a string"):
+        Stat("q1", "m", 1.0, note=3)  # type: ignore[arg-type]
+    long = Stat("q1", "m", 1.0, note="x" * 5000).note
+    assert len(long) == NOTE_MAX_CHARS and long.endswith("…")
