@@ -1,0 +1,240 @@
+"""Promotion decisions in the event log: pending requests, verdicts, and the ruling every gated
+move goes through (``assay.registry.gating.decide_move``).
+
+A decision is recorded as events, not in a table of its own: ``gate_pending`` when a move waits
+for its verdict, ``gate_approved`` / ``gate_refused`` with the decision record (every
+criterion's estimate, interval, threshold, p-value and outcome, the suite digest and code
+versions it was judged on) in the payload. The log is append-only and already the history
+users read, the sensor's cursor and what webhooks deliver.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from assay.registry.checks import check_text
+from assay.registry.engine import RegistryBase, event_record
+from assay.registry.entities import Event, EventKind
+from assay.registry.errors import invalid
+from assay.registry.gating import (
+    GateTarget,
+    MoveResult,
+    Outcome,
+    Ruling,
+    SuiteIdentity,
+    TargetKind,
+    decide_move,
+)
+from assay.registry.schema import EventRow
+
+_VERDICT_KINDS = (EventKind.GATE_APPROVED.value, EventKind.GATE_REFUSED.value)
+
+
+class DecisionLedger(RegistryBase):
+    """The gate's records in the event log, and the ruling on one gated move."""
+
+    def is_gated(self, target: GateTarget) -> bool:
+        if target.kind is TargetKind.ALIAS:
+            return target.name in self.gated_aliases
+        if target.kind is TargetKind.STAGE:
+            return target.name in self.gated_stages
+        return target.name in self.gated_prompt_aliases
+
+    @staticmethod
+    def _owner_filter(target: GateTarget) -> Any:
+        if target.kind is TargetKind.PROMPT_ALIAS:
+            return EventRow.prompt == target.owner
+        return EventRow.model == target.owner
+
+    def _target_events(self, session: Session, target: GateTarget, kinds: tuple[str, ...]):
+        rows = session.scalars(
+            select(EventRow)
+            .where(self._owner_filter(target), EventRow.kind.in_(kinds))
+            .order_by(EventRow.id)
+        )
+        return [e for e in map(event_record, rows) if e.payload.get("target") == target.to_json()]
+
+    def _rule(
+        self,
+        session: Session,
+        target: GateTarget,
+        candidate: str,
+        incumbent: str | None,
+        version: int,
+        actor: str | None,
+        now: datetime,
+        *,
+        force: bool,
+        reason: str | None,
+        role: str | None,
+    ) -> tuple[Ruling, Event | None]:
+        """Rule on a move and record what the ruling needs recorded: the pending request, a
+        repeated refusal, or a forced move's justification. Returns the ruling and that event.
+        """
+        gated = self.is_gated(target)
+        if reason is not None:
+            check_text(reason, "reason")
+        identity = self.suite_identity() if gated and not force else None
+        verdicts = (
+            self._target_events(session, target, _VERDICT_KINDS) if identity is not None else []
+        )
+        ruling = decide_move(
+            target=target,
+            gated=gated,
+            candidate=candidate,
+            incumbent=incumbent,
+            identity=identity,
+            verdicts=verdicts,
+            force=force,
+            reason=reason,
+        )
+        where = self._where(target, version)
+        base = {"target": target.to_json(), "candidate": candidate, "incumbent": incumbent}
+        if ruling.outcome is Outcome.PENDING:
+            assert identity is not None
+            waiting = self._open_pending_rows(session, target, candidate)
+            if waiting:  # asked before and still waiting: the same request, not a new one
+                return ruling, waiting[-1]
+            payload = {
+                **base,
+                "suite": identity.to_json(),
+                "reason": ruling.reason,
+            }
+            row = self._emit(session, EventKind.GATE_PENDING, actor, now, **where, payload=payload)
+            session.flush()
+            return ruling, event_record(row)
+        if ruling.outcome is Outcome.REFUSED:
+            assert ruling.verdict is not None
+            payload = {**ruling.verdict.payload, "verdict_event": ruling.verdict.id}
+            row = self._emit(session, EventKind.GATE_REFUSED, actor, now, **where, payload=payload)
+            session.flush()
+            return ruling, event_record(row)
+        if ruling.forced:
+            payload = {**base, "forced": True, "reason": reason, "role": role or "local"}
+            row = self._emit(session, EventKind.GATE_APPROVED, actor, now, **where, payload=payload)
+            session.flush()
+            return ruling, event_record(row)
+        return ruling, None
+
+    @staticmethod
+    def _where(target: GateTarget, version: int) -> dict[str, Any]:
+        if target.kind is TargetKind.PROMPT_ALIAS:
+            return {"prompt": target.owner, "version": version}
+        return {"model": target.owner, "version": version}
+
+    def _open_pending_rows(
+        self, session: Session, target: GateTarget, candidate: str | None = None
+    ) -> list[Event]:
+        events = self._target_events(
+            session,
+            target,
+            (EventKind.GATE_PENDING.value, *_VERDICT_KINDS),
+        )
+        answered = {
+            e.payload.get("pending") for e in events if e.kind is not EventKind.GATE_PENDING
+        }
+        return [
+            e
+            for e in events
+            if e.kind is EventKind.GATE_PENDING
+            and e.id not in answered
+            and (candidate is None or e.payload.get("candidate") == candidate)
+        ]
+
+    # -- what the promotion sensor reads and writes
+
+    def open_pending(self) -> list[Event]:
+        """``gate_pending`` events no verdict has answered yet, oldest first."""
+
+        def work(session: Session) -> list[Event]:
+            rows = session.scalars(
+                select(EventRow)
+                .where(EventRow.kind.in_([EventKind.GATE_PENDING.value, *_VERDICT_KINDS]))
+                .order_by(EventRow.id)
+            )
+            events = [event_record(r) for r in rows]
+            answered = {
+                e.payload.get("pending") for e in events if e.kind is not EventKind.GATE_PENDING
+            }
+            return [e for e in events if e.kind is EventKind.GATE_PENDING and e.id not in answered]
+
+        return self._read(work)
+
+    def record_verdict(
+        self,
+        target: GateTarget,
+        candidate: str,
+        incumbent: str | None,
+        identity: SuiteIdentity,
+        record: Mapping[str, Any],
+        *,
+        approved: bool,
+        pending: Event | None = None,
+        actor: str | None = None,
+    ) -> Event:
+        """Record a decision: ``gate_approved`` or ``gate_refused`` with ``record`` (the
+        criteria and their figures) in the payload, answering ``pending`` when given."""
+        if not isinstance(record, Mapping):
+            raise invalid("a verdict's record must be a mapping")
+        version = int(candidate.rsplit("@v", 1)[1]) if "@v" in candidate else None
+        kind = EventKind.GATE_APPROVED if approved else EventKind.GATE_REFUSED
+        payload = {
+            **dict(record),
+            "target": target.to_json(),
+            "candidate": candidate,
+            "incumbent": incumbent,
+            "suite": identity.to_json(),
+            "pending": None if pending is None else pending.id,
+            "requested_by": None if pending is None else pending.actor,
+        }
+        json.dumps(payload, allow_nan=False)  # a NaN figure is a bug of the caller: say so now
+
+        def work(session: Session) -> Event:
+            where = self._where(target, version) if version is not None else {}
+            row = self._emit(session, kind, actor, self._now(), **where, payload=payload)
+            session.flush()
+            return event_record(row)
+
+        return self._write(work)
+
+    def decisions(self, model: str | None = None, prompt: str | None = None) -> list[Event]:
+        """Every gate event (pending, approved, refused) of a model or prompt, oldest first."""
+
+        def work(session: Session) -> list[Event]:
+            query = select(EventRow).where(
+                EventRow.kind.in_([EventKind.GATE_PENDING.value, *_VERDICT_KINDS])
+            )
+            if model is not None or prompt is not None:
+                query = query.where(
+                    or_(
+                        *([EventRow.model == model] if model is not None else []),
+                        *([EventRow.prompt == prompt] if prompt is not None else []),
+                    )
+                )
+            return [event_record(r) for r in session.scalars(query.order_by(EventRow.id))]
+
+        return self._read(work)
+
+
+def move_result(
+    ruling: Ruling,
+    target: GateTarget,
+    candidate: str,
+    recorded: Event | None,
+    move: Event | None,
+) -> MoveResult:
+    """The answer a caller gets: the move's event when it moved, else the recorded event."""
+    return MoveResult(
+        outcome=ruling.outcome,
+        target=target,
+        candidate=candidate,
+        reason=ruling.reason,
+        event=move or recorded,
+        verdict=ruling.verdict,
+    )
