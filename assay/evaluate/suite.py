@@ -32,6 +32,10 @@ optional and declares one variable, ``text``); without one the toxicity family i
 absent. ``columns`` is the column mapping of
 ``custom_file`` (``assay.scenarios.custom.ColumnMapping``), validated when the suite is read.
 
+Promotion criteria. A top-level ``promotion`` mapping declares what a version must show before
+it takes a gated alias or the Production stage (``assay.evaluate.criteria``); without one,
+each scenario's primary metric must be non-inferior to the incumbent's within 0.05.
+
 Prompts from the registry. An adapter's (or a variant's) ``instructions`` may be a pinned
 prompt reference, and ``input_template`` one whose template places ``{{ input }}``::
 
@@ -84,6 +88,7 @@ from assay.core.plugins import PluginError, validate_args
 from assay.core.records import Instance, Request, TemplateVersion
 from assay.core.scorers import get_scorer
 from assay.core.security import check_data_url
+from assay.evaluate.criteria import PromotionCriteria
 from assay.evaluate.registry_prompts import adapter_uses, prompt_uses
 from assay.perturbations import Perturbation, get_perturbation
 from assay.registry.names import name_problem
@@ -237,6 +242,8 @@ class Suite:
     scenarios: dict[str, ScenarioConfig]
     source: str = ""
     toxicity: ToxicityConfig | None = None  # None: the toxicity family is reported absent
+    # What a version must show to take a gated target (assay.evaluate.criteria).
+    promotion: PromotionCriteria = field(default_factory=PromotionCriteria)
 
     @property
     def keys(self) -> list[str]:
@@ -295,6 +302,11 @@ _EXPECTED = {
     "scorer": _STRING,
     "scorer_args": "expected a mapping",
     "toxicity": "expected a mapping with a 'classifier', a 'classifier_dir' path or a 'judge'",
+    "promotion": "expected a mapping (mode, alpha, margin, primary_metrics, criteria)",
+    "criteria": "expected a list of criteria",
+    "criteria[]": "expected a mapping (scenario, metric or family, at_least/at_most/margin, on)",
+    "mode": "expected 'require_non_inferiority' or 'block_regressions'",
+    "primary_metrics": "expected true or false",
 }
 
 
@@ -494,6 +506,7 @@ class SuiteFile(_FileModel):
 
     scenarios: dict[str, ScenarioEntry]
     toxicity: ToxicityConfig | None = None
+    promotion: PromotionCriteria | None = None
 
 
 def _variants(base: AdapterSpec, raw: list[Any], where: str) -> tuple[AdapterSpec, ...]:
@@ -533,6 +546,8 @@ def _sentence(errors: list[ErrorDetails], source: str) -> str:
     if isinstance(error, _Invalid):
         at = ("." + error.at) if error.at and not error.at.startswith("[") else error.at
         return _at(source, loc, str(error), at)
+    if error is not None and loc[:1] == ("promotion",):  # a criterion's own rule, in words
+        return _at(source, loc, str(error))
     # A type error: the sentence the field's table entry gives.
     if loc == ("scenarios",) or (first["type"] == "missing" and loc[-1:] == ("scenario",)):
         loc = loc[:-1]  # a missing or malformed part is reported at the mapping that lacks it
@@ -571,7 +586,9 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
         key: entry.config(key, f"{source}: scenarios.{key}", base_dir)
         for key, entry in parsed.scenarios.items()
     }
-    return Suite(entries, source=source, toxicity=parsed.toxicity)
+    promotion = parsed.promotion or PromotionCriteria()
+    promotion.check_scenarios(list(entries), f"{source}: promotion")
+    return Suite(entries, source=source, toxicity=parsed.toxicity, promotion=promotion)
 
 
 def load_suite(path: str | os.PathLike[str] | None = None) -> Suite:
