@@ -72,6 +72,8 @@ A plugin scenario's ``args`` are checked by its own pydantic model the same way.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -244,6 +246,9 @@ class Suite:
     toxicity: ToxicityConfig | None = None  # None: the toxicity family is reported absent
     # What a version must show to take a gated target (assay.evaluate.criteria).
     promotion: PromotionCriteria = field(default_factory=PromotionCriteria)
+    # Scenario key → digest of its entry as written (and of the suite's toxicity scorer, which
+    # scores it): stamped on the tables it produced, so a verdict knows they are current.
+    entry_digests: dict[str, str] = field(default_factory=dict)
 
     @property
     def keys(self) -> list[str]:
@@ -588,7 +593,22 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
     }
     promotion = parsed.promotion or PromotionCriteria()
     promotion.check_scenarios(list(entries), f"{source}: promotion")
-    return Suite(entries, source=source, toxicity=parsed.toxicity, promotion=promotion)
+    raw = data["scenarios"]
+    toxicity = data.get("toxicity")
+    digests = {key: content_digest({"entry": raw[key], "toxicity": toxicity}) for key in entries}
+    return Suite(
+        entries,
+        source=source,
+        toxicity=parsed.toxicity,
+        promotion=promotion,
+        entry_digests=digests,
+    )
+
+
+def content_digest(data: Any) -> str:
+    """sha256 of ``data`` as canonical JSON: the same content, the same digest."""
+    canonical = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def load_suite(path: str | os.PathLike[str] | None = None) -> Suite:

@@ -27,6 +27,7 @@ from assay.registry.gating import (
     MoveResult,
     Outcome,
     Ruling,
+    SuiteIdentity,
     TargetKind,
     raise_unless_moved,
 )
@@ -91,6 +92,7 @@ class AliasRegistry(ModelRegistry, DecisionLedger):
         force: bool = False,
         reason: str | None = None,
         role: str | None = None,
+        identity: SuiteIdentity | None = None,
     ) -> MoveResult:
         """Ask for ``alias`` to point at ``version``: moved, unchanged, pending or refused.
 
@@ -123,6 +125,7 @@ class AliasRegistry(ModelRegistry, DecisionLedger):
                 force=force,
                 reason=reason,
                 role=role,
+                identity=identity,
             )
             if ruling.outcome is not Outcome.MOVED:
                 return move_result(ruling, target, candidate, recorded, None)
@@ -245,6 +248,7 @@ class AliasRegistry(ModelRegistry, DecisionLedger):
         force: bool = False,
         reason: str | None = None,
         role: str | None = None,
+        identity: SuiteIdentity | None = None,
     ) -> MoveResult:
         """Ask for ``version`` to enter ``stage``: moved, unchanged, pending or refused. The
         incumbent of a gated stage is the newest other version in it."""
@@ -286,6 +290,7 @@ class AliasRegistry(ModelRegistry, DecisionLedger):
                     force=force,
                     reason=reason,
                     role=role,
+                    identity=identity,
                 )
                 if ruling.outcome is not Outcome.MOVED:
                     return move_result(ruling, target, candidate, recorded, None)

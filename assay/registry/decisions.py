@@ -73,6 +73,7 @@ class DecisionLedger(RegistryBase):
         force: bool,
         reason: str | None,
         role: str | None,
+        identity: SuiteIdentity | None = None,
     ) -> tuple[Ruling, Event | None]:
         """Rule on a move and record what the ruling needs recorded: the pending request, a
         repeated refusal, or a forced move's justification. Returns the ruling and that event.
@@ -80,7 +81,10 @@ class DecisionLedger(RegistryBase):
         gated = self.is_gated(target)
         if reason is not None:
             check_text(reason, "reason")
-        identity = self.suite_identity() if gated and not force else None
+        if not gated or force:
+            identity = None
+        elif identity is None:
+            identity = self.suite_identity()
         verdicts = (
             self._target_events(session, target, _VERDICT_KINDS) if identity is not None else []
         )
@@ -202,6 +206,25 @@ class DecisionLedger(RegistryBase):
             return event_record(row)
 
         return self._write(work)
+
+    def apply_verdict(self, verdict: Event, actor: str | None = None) -> MoveResult:
+        """Make the move an approving verdict allows, through the same ruling as any request
+        (so the verdict must still match the target's incumbent and its suite)."""
+        payload = verdict.payload
+        target = GateTarget.from_json(payload["target"])
+        identity = SuiteIdentity.from_json(payload.get("suite"))
+        owner, _, number = str(payload["candidate"]).rpartition("@v")
+        version = int(number)
+        if target.kind is TargetKind.STAGE:
+            return self.request_stage(  # type: ignore[attr-defined]
+                owner, version, target.name, False, actor, identity=identity
+            )
+        request = (
+            self.request_alias  # type: ignore[attr-defined]
+            if target.kind is TargetKind.ALIAS
+            else self.request_prompt_alias  # type: ignore[attr-defined]
+        )
+        return request(owner, target.name, version, actor, identity=identity)
 
     def decisions(self, model: str | None = None, prompt: str | None = None) -> list[Event]:
         """Every gate event (pending, approved, refused) of a model or prompt, oldest first."""

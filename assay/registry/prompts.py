@@ -18,7 +18,14 @@ from assay.registry.entities import (
     PromptVersion,
 )
 from assay.registry.errors import exists, invalid, not_found
-from assay.registry.gating import GateTarget, MoveResult, Outcome, TargetKind, raise_unless_moved
+from assay.registry.gating import (
+    GateTarget,
+    MoveResult,
+    Outcome,
+    SuiteIdentity,
+    TargetKind,
+    raise_unless_moved,
+)
 from assay.registry.names import (
     check_alias,
     check_name,
@@ -147,6 +154,7 @@ class PromptRegistry(DecisionLedger):
         force: bool = False,
         reason: str | None = None,
         role: str | None = None,
+        identity: SuiteIdentity | None = None,
     ) -> MoveResult:
         """Ask for prompt alias ``alias`` to point at ``version``: moved, unchanged, pending
         or refused (see ``assay.registry.gating``)."""
@@ -178,6 +186,7 @@ class PromptRegistry(DecisionLedger):
                 force=force,
                 reason=reason,
                 role=role,
+                identity=identity,
             )
             if ruling.outcome is not Outcome.MOVED:
                 return move_result(ruling, target, candidate, recorded, None)
