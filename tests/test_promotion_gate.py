@@ -415,7 +415,7 @@ def test_pending_then_approved_then_refused_in_process(flow, monkeypatch):
     assert _tick(flow) == ["n@v1"]
     assert reg.get_model("n").aliases.get("champion") is None  # nothing moves before a verdict
     assert _tick(flow) == []
-    approved = reg.decisions(model="n")[-2]
+    approved = reg.decisions(model="n")[-1]
     assert approved.kind is EventKind.GATE_APPROVED and approved.payload["incumbent"] is None
     assert approved.payload["pending"] == first.event.id
     outcomes = {(c["kind"], c["outcome"]) for c in approved.payload["criteria"]}
@@ -448,8 +448,8 @@ def test_pending_then_approved_then_refused_in_process(flow, monkeypatch):
         client = mlflow.MlflowClient(tracking_uri=running.url, registry_uri=running.url)
         with pytest.raises(MlflowException) as raised:
             client.set_registered_model_alias("n", "champion", "2")
-    message = raised.value.message
-    assert message.startswith("refused")
+    code, message = raised.value.message.split(": ", 1)
+    assert code == "INVALID_PARAMETER_VALUE" and message.startswith("refused by verdict")
     assert "arithmetic exact_match" in message and "estimate -1" in message
     assert "estimate 0" in message and "+0.5" in message  # the threshold it missed
 
