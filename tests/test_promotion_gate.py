@@ -11,6 +11,7 @@ against a loopback model server whose answers are known (``right`` / ``wrong``).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -452,6 +453,26 @@ def test_pending_then_approved_then_refused_in_process(flow, monkeypatch):
     assert code == "INVALID_PARAMETER_VALUE" and message.startswith("refused by verdict")
     assert "arithmetic exact_match" in message and "estimate -1" in message
     assert "estimate 0" in message and "+0.5" in message  # the threshold it missed
+
+    # The explorer has a page for the verdict, linked from the version's leaderboard row.
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    for selection, key in (("rankings", day), ("dashboard", None)):
+        assert materialize(
+            all_assets,
+            selection=AssetSelection.assets(selection),
+            partition_key=key,
+            instance=flow["instance"],
+            resources=flow["resources"],
+        ).success
+    site = Path(flow["resources"]["storage"].base_url) / "explorer"
+    page = (site / f"decision-{refused.id}.html").read_text()
+    assert "refused" in page and "n@v2" in page and "n@v1" in page
+    assert "exact_match" in page and "interval does not clear the threshold" in page
+    # The MLflow client's request was refused again: the row links to that latest verdict.
+    again = reg.decisions(model="n")[-1]
+    assert again.kind is EventKind.GATE_REFUSED and again.payload["verdict_event"] == refused.id
+    assert f'href="decision-{again.id}.html"' in (site / "index.html").read_text()
+    assert f'href="decision-{refused.id}.html"' in (site / "history.html").read_text()
 
     # An equal candidate passes non-inferiority against the incumbent, and moves.
     assert reg.request_alias("n", "champion", 3).outcome.value == "pending"
