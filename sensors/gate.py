@@ -4,7 +4,8 @@ For each ``gate_pending`` event no verdict has answered (``Registry.open_pending
 
 1. the candidate's evaluation (and the incumbent's, when a relative criterion needs it) must
    be **current**: every scenario of the suite materialized with today's code versions of the
-   evaluation assets (Dagster's ``dagster/code_version`` tag) and from today's suite entry (the
+   evaluation assets (Dagster's ``dagster/code_version`` tag on ``model_outputs``,
+   ``instance_scores`` and ``metric_tables``) and from today's suite entry (the
    ``suite_entries`` digests the assets stamp);
 2. a version that is not current is evaluated: one run, unless one is already queued or running
    for it (runs tagged ``assay/model_version``); a run launched for this request that ended
@@ -32,7 +33,6 @@ from assay.storage.contract import (
     INSTANCE_SCORES,
     METRIC_TABLES,
     MODEL_OUTPUTS,
-    SCENARIO_INSTANCES,
     evaluation_partition,
 )
 from assay.storage.parquet import ParquetStore
@@ -59,10 +59,6 @@ def stale_reason(
     """Why version ``key``'s stored evaluation is not current (None when it is)."""
     for scenario in suite.keys:
         partition = f"{key}|{scenario}"
-        instances = _latest(instance, SCENARIO_INSTANCES, scenario)
-        wanted = identity.code_versions.get(SCENARIO_INSTANCES)
-        if instances is None or (wanted and instances.tags.get(CODE_VERSION_TAG) != wanted):
-            return f"scenario_instances {scenario} is not from the current code"
         for asset in _STAMPED:
             materialized = _latest(instance, asset, partition)
             if materialized is None:

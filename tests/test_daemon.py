@@ -519,7 +519,7 @@ def _verdict(deployed: Deployment, candidate: str) -> object | None:
     return found[-1] if found else None
 
 
-def test_promotion_decisions_under_the_daemon(tmp_path, model_cache_dir, model_server):
+def test_promotion_decisions_under_the_daemon(tmp_path, model_cache_dir, model_server, monkeypatch):
     """pending → approved and pending → refused with the real daemon, sensor and runs; prints
     the time from a champion request to its decision (a figure, not an assertion)."""
     with deployment(tmp_path, model_cache_dir, max_concurrent_runs=2) as deployed:
@@ -529,6 +529,21 @@ def test_promotion_decisions_under_the_daemon(tmp_path, model_cache_dir, model_s
         deployed.assay("create", "g")
         for answer in ("right", "wrong", "right"):
             deployed.assay("register", "g", f"openai:{model_server}#{answer}")
+        # The suite's data, as `make demo` or a backfill would have materialized it.
+        monkeypatch.setenv("ASSAY_SUITE", deployed.env["ASSAY_SUITE"])
+        from assets import all_assets
+
+        assert materialize(
+            all_assets,
+            selection=AssetSelection.assets("scenario_instances"),
+            partition_key="arithmetic",
+            instance=deployed.instance,
+            resources=assay_resources(
+                storage_url=deployed.env["ASSAY_STORAGE_URL"],
+                registry_url=deployed.env["ASSAY_REGISTRY_URL"],
+                suite=SuiteResource(path=deployed.env["ASSAY_SUITE"]),
+            ),
+        ).success
         deployed.start()
         deployed.dagster("sensor", "start", SENSOR)
         figures = {}

@@ -120,17 +120,13 @@ def suite_text(path: str | os.PathLike[str] | None = None) -> str:
 
 
 def evaluation_code_versions() -> dict[str, str]:
-    """The code versions of the assets a verdict reads (instances, outputs, scores)."""
+    """The code versions of the tables an evaluation run writes and a verdict reads (model
+    outputs and scores). The scenario's instances are data per scenario, shared by every
+    version and written by other runs; their entry in the suite is in the suite's digest."""
     from assay.storage.code_versions import code_version
-    from assay.storage.contract import (
-        INSTANCE_SCORES,
-        METRIC_TABLES,
-        MODEL_OUTPUTS,
-        SCENARIO_INSTANCES,
-    )
+    from assay.storage.contract import EVALUATION_ASSETS
 
-    assets = (SCENARIO_INSTANCES, MODEL_OUTPUTS, INSTANCE_SCORES, METRIC_TABLES)
-    return {asset: code_version(asset) for asset in assets}
+    return {asset: code_version(asset) for asset in EVALUATION_ASSETS}
 
 
 def current_suite_identity(path: str | os.PathLike[str] | None = None) -> SuiteIdentity:
