@@ -33,6 +33,11 @@ until the next promotion or the nightly re-evaluation. Moving the alias of a jud
 (``judge_rubric``, or the suite's toxicity judge ``rubric``) re-scores the entries it scores:
 the run materializes only ``instance_scores`` and ``metric_tables`` from the stored outputs,
 so only the judges are called (a partition with no stored outputs is evaluated whole).
+
+Promotion decisions. At every tick, new events or not, the sensor also answers the open
+``gate_pending`` requests (``sensors.gate``): it evaluates what is not current, judges the
+suite's promotion criteria once it is, records the verdict and applies an approved move. A
+move applied by a verdict is not a promotion to re-evaluate: its results were just judged.
 """
 
 import os
@@ -426,9 +431,10 @@ def model_promotion_sensor(
         run_key = f"promotion-{p.event_id}-{key}"
         run_requests += evaluation_run_requests(key, scenarios, run_key, p.reason, assets)
     run_requests += gate_runs
+    handled = f"events {after + 1}..{cursor}" if cursor > after else "no new events"
     summary = (
-        f"events {after + 1}..{cursor}: {len(tick.to_add)} new partitions, "
-        f"{len(run_requests)} evaluation runs"
+        f"{handled}: {len(tick.to_add)} new partitions, {len(run_requests)} evaluation runs"
+        + (f", {len(waiting)} pending promotion decisions" if waiting else "")
     )
     context.log.info(summary)
     details = "; ".join([*tick.lines, *([stopped] if stopped else [])])
