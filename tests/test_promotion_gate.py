@@ -26,6 +26,7 @@ from dagster import (
 from live_deployment import TINY_SUITE, arithmetic_app
 
 from assay.cli import main as cli_main
+from assay.compare.decision import judge_promotion
 from assay.core.http_server import asgi_in_background as serve_http
 from assay.evaluate.suite import load_suite
 from assay.integrations.mlflow import AliasChange, MlflowVersion, mirror_changes, mirror_version
@@ -495,3 +496,85 @@ def test_suite_block_is_read_from_the_file(gated_env):
         "exact_match",
         0.5,
     )
+
+
+# ------------------------------------------------------------------ the criteria's arithmetic
+
+
+def _stored(tmp_path: Path, tables: dict[tuple[str, str], list[float]]):
+    """A store holding instance_scores and scorecards (``assay.scoring.summary``) of
+    exact_match rows per (version, scenario)."""
+    from assay.core.records import InstanceStat
+    from assay.scoring.summary import scorecard, scorecard_table
+    from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, evaluation_partition
+    from assay.storage.parquet import ParquetStore
+
+    store = ParquetStore(str(tmp_path / "judged"))
+    for (key, scenario), values in tables.items():
+        stats = [InstanceStat(f"i{i}", "exact_match", float(v)) for i, v in enumerate(values)]
+        where = evaluation_partition(key, scenario)
+        store.write(INSTANCE_SCORES, where, InstanceStat.to_table(stats))
+        store.write(METRIC_TABLES, where, scorecard_table(scorecard(stats, key)))
+    return store
+
+
+def _suite(promotion: dict, scenarios=("a", "b")):
+    from assay.evaluate.suite import parse_suite
+
+    entries = {s: {"scenario": "arithmetic_qa", "primary_metric": "exact_match"} for s in scenarios}
+    return parse_suite({"scenarios": entries, "promotion": promotion}, "s.yaml")
+
+
+def test_too_few_instances_pass_block_regressions_but_not_non_inferiority(tmp_path):
+    # Six instances; the candidate misses one the incumbent answers: d = -1/6, and nothing
+    # shows it is worse, nor that it is within 0.05 of the incumbent.
+    incumbent, candidate = [1.0] * 6, [1.0] * 5 + [0.0]
+    store = _stored(tmp_path, {("m@v1", "a"): incumbent, ("m@v2", "a"): candidate})
+    for mode, approved in (("block_regressions", True), ("require_non_inferiority", False)):
+        suite = _suite({"mode": mode}, scenarios=("a",))
+        decision = judge_promotion(store, suite, "m@v2", "m@v1")
+        (criterion,) = decision.criteria
+        assert criterion.estimate == pytest.approx(-1 / 6)
+        assert decision.approved is approved, (mode, criterion)
+
+
+def test_holm_runs_over_every_tested_criterion_of_one_decision(tmp_path):
+    good = [1.0] * 30
+    store = _stored(
+        tmp_path,
+        {
+            ("m@v1", "a"): good,
+            ("m@v1", "b"): good,
+            ("m@v2", "a"): good,
+            ("m@v2", "b"): [1.0] * 27 + [0.0] * 3,
+        },
+    )
+    criteria = [
+        {"scenario": "a", "metric": "exact_match", "at_least": 0.5, "on": "lower"},
+        {"scenario": "b", "metric": "exact_match", "at_least": 0.95},  # on the estimate
+    ]
+    decision = judge_promotion(store, _suite({"criteria": criteria}), "m@v2", "m@v1")
+    tested = [c for c in decision.criteria if c.p_value is not None]
+    untested = [c for c in decision.criteria if c.p_value is None]
+    assert len(tested) == 3 and len(untested) == 1  # two relative, one on a bound
+    # Holm by hand: sort the raw p-values, scale the i-th smallest by (m - i), keep it
+    # monotone, cap at 1.
+    raw = sorted(c.p_value for c in tested)
+    expected, running = [], 0.0
+    for i, p in enumerate(raw):
+        running = max(running, min(1.0, (len(raw) - i) * p))
+        expected.append(running)
+    assert sorted(c.p_adjusted for c in tested) == pytest.approx(expected)
+    (estimate,) = untested
+    assert estimate.estimate == pytest.approx(0.9) and estimate.outcome == "fail"
+    assert not decision.approved
+    assert "b exact_match: fail, estimate 0.9" in decision.summary
+
+
+def test_a_declared_criterion_nothing_reports_fails(tmp_path):
+    store = _stored(tmp_path, {("m@v1", "a"): [1.0] * 10})
+    suite = _suite({"criteria": [{"family": "toxicity", "at_most": 0.2}]}, scenarios=("a",))
+    decision = judge_promotion(store, suite, "m@v1", None)
+    failed = [c for c in decision.criteria if c.outcome == "fail"]
+    assert [c.metric for c in failed] == ["family toxicity"]
+    assert not decision.approved

@@ -234,6 +234,9 @@ def judge_promotion(
     plans = _plan(suite, criteria, cand)
     for plan in plans:
         lib = plan.metric in lower
+        if plan.scenario not in cand:  # a declared criterion no scenario reports
+            results.append(_fail(plan, lib, f"no scenario reports {plan.metric}"))
+            continue
         if plan.margin is not None:
             if incumbent is None:
                 results.append(_skip(plan, lib, "no incumbent: absolute criteria alone decide"))
@@ -432,7 +435,6 @@ def _absolute(
         "ci_high": hi,
         "n": int(comparison.n),
         "p": _one_sided(comparison.p_value, comparison.mean_diff),
-        "p_raw": comparison.p_value,
         "clears": oriented_low > 0,
     }
 
@@ -501,7 +503,6 @@ def _relative(
         "ci_high": float(natural[1]),
         "n": int(comparison.n),
         "p": p,
-        "p_raw": p,
         "clears": clears,
     }
 
@@ -538,7 +539,7 @@ def _decided(
         estimate=figures["estimate"],
         ci_low=figures["ci_low"],
         ci_high=figures["ci_high"],
-        p_value=float(figures["p_raw"]),
+        p_value=float(figures["p"]),  # the p-value Holm corrected (one-sided where tested so)
         p_adjusted=p_adj,
         n=figures["n"],
         outcome=outcome,
