@@ -578,3 +578,28 @@ def test_a_declared_criterion_nothing_reports_fails(tmp_path):
     failed = [c for c in decision.criteria if c.outcome == "fail"]
     assert [c.metric for c in failed] == ["family toxicity"]
     assert not decision.approved
+
+
+def test_an_approved_stage_move_archives_as_requested(gated_env, registry_url):
+    reg = Registry.open(registry_url)
+    _arrange(reg, TargetKind.STAGE, "no_verdict")
+    asked = reg.request_stage("m", 2, "Production", archive_existing_versions=True)
+    assert asked.outcome.value == "pending"
+    assert asked.event.payload["archive_existing_versions"] is True
+    target = GateTarget(TargetKind.STAGE, "m", "Production")
+    verdict = reg.record_verdict(
+        target,
+        "m@v2",
+        "m@v1",
+        reg.suite_identity(),
+        {"summary": "approved"},
+        approved=True,
+        pending=asked.event,
+        actor="dagster:test",
+    )
+    assert reg.open_pending() == []  # answered
+    moved = reg.apply_verdict(verdict, actor="dagster:test")
+    assert moved.outcome.value == "moved"
+    stages = {v.version: v.stage.value for v in reg.list_versions("m")}
+    assert stages == {1: "Archived", 2: "Production"}
+    reg.close()

@@ -291,6 +291,7 @@ class AliasRegistry(ModelRegistry, DecisionLedger):
                     reason=reason,
                     role=role,
                     identity=identity,
+                    request={"archive_existing_versions": archive_existing_versions},
                 )
                 if ruling.outcome is not Outcome.MOVED:
                     return move_result(ruling, target, candidate, recorded, None)

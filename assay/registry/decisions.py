@@ -74,6 +74,7 @@ class DecisionLedger(RegistryBase):
         reason: str | None,
         role: str | None,
         identity: SuiteIdentity | None = None,
+        request: dict[str, Any] | None = None,
     ) -> tuple[Ruling, Event | None]:
         """Rule on a move and record what the ruling needs recorded: the pending request, a
         repeated refusal, or a forced move's justification. Returns the ruling and that event.
@@ -109,6 +110,7 @@ class DecisionLedger(RegistryBase):
                 **base,
                 "suite": identity.to_json(),
                 "reason": ruling.reason,
+                **(request or {}),
             }
             row = self._emit(session, EventKind.GATE_PENDING, actor, now, **where, payload=payload)
             session.flush()
@@ -197,6 +199,9 @@ class DecisionLedger(RegistryBase):
             "pending": None if pending is None else pending.id,
             "requested_by": None if pending is None else pending.actor,
         }
+        if pending is not None and "archive_existing_versions" in pending.payload:
+            # What the request asked for beside the move, applied with it.
+            payload["archive_existing_versions"] = pending.payload["archive_existing_versions"]
         json.dumps(payload, allow_nan=False)  # a NaN figure is a bug of the caller: say so now
 
         def work(session: Session) -> Event:
@@ -216,8 +221,9 @@ class DecisionLedger(RegistryBase):
         owner, _, number = str(payload["candidate"]).rpartition("@v")
         version = int(number)
         if target.kind is TargetKind.STAGE:
+            archive = bool(payload.get("archive_existing_versions"))
             return self.request_stage(  # type: ignore[attr-defined]
-                owner, version, target.name, False, actor, identity=identity
+                owner, version, target.name, archive, actor, identity=identity
             )
         request = (
             self.request_alias  # type: ignore[attr-defined]
