@@ -116,6 +116,11 @@ class PromotionDecision:
         """One paragraph: approved, or the failing criteria with their numbers."""
         judged = [c for c in self.criteria if c.outcome != SKIPPED]
         against = f"vs {self.incumbent}" if self.incumbent else "with no incumbent"
+        if self.approved and not judged:
+            return (
+                f"approved: {self.candidate} {against}: no criterion applies (relative criteria "
+                f"need an incumbent and no absolute criterion is declared; {self.mode})"
+            )
         if self.approved:
             return (
                 f"approved: {self.candidate} {against} passed {len(judged)} criteria "
