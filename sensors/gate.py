@@ -103,18 +103,6 @@ class PendingDecisions:
         self.identity, self.actor, self.note, self.active = identity, actor, note, active
         self.evaluations: dict[str, EvaluationNeeded] = {}
 
-    def incumbent(self, target: GateTarget, candidate: str) -> str | None:
-        """Who holds the target now (the candidate itself counts as no change)."""
-        if target.kind is TargetKind.ALIAS:
-            holder = self.reg.get_model(target.owner).aliases.get(target.name)
-            return None if holder is None else f"{target.owner}@v{holder}"
-        others = [
-            v
-            for v in self.reg.list_versions(target.owner)
-            if v.stage.value == target.name and v.key != candidate
-        ]
-        return others[-1].key if others else None
-
     def answer_all(self) -> None:
         for pending in self.reg.open_pending():
             try:
@@ -146,7 +134,7 @@ class PendingDecisions:
                 "prompt's outputs would replace the incumbent's in storage",
             )
             return
-        incumbent = self.incumbent(target, candidate)
+        incumbent = self.reg.incumbent_of(target, candidate)
         criteria = self.suite.promotion
         relative = criteria.primary_metrics or any(c.relative for c in criteria.criteria)
         needed = [candidate] + ([incumbent] if incumbent and relative else [])

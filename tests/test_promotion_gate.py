@@ -603,3 +603,19 @@ def test_an_approved_stage_move_archives_as_requested(gated_env, registry_url):
     stages = {v.version: v.stage.value for v in reg.list_versions("m")}
     assert stages == {1: "Archived", 2: "Production"}
     reg.close()
+
+
+def test_removing_the_holder_does_not_make_a_first_holder(gated_env, registry_url):
+    # Otherwise: remove champion, then ask for it, and only absolute criteria would judge.
+    reg = Registry.open(registry_url)
+    _arrange(reg, TargetKind.ALIAS, "no_verdict")
+    reg.delete_alias("m", "champion")
+    asked = reg.request_alias("m", "champion", 2)
+    assert asked.outcome.value == "pending" and asked.event.payload["incumbent"] == "m@v1"
+    assert reg.incumbent_of(GateTarget(TargetKind.ALIAS, "m", "champion"), "m@v2") == "m@v1"
+    # The same for a stage: the version that left Production is still the one to beat.
+    stage = GateTarget(TargetKind.STAGE, "m", "Production")
+    _force(reg, stage, 1)
+    reg.request_stage("m", 1, "Archived")
+    assert reg.request_stage("m", 2, "Production").event.payload["incumbent"] == "m@v1"
+    reg.close()

@@ -113,7 +113,11 @@ class AliasRegistry(ModelRegistry, DecisionLedger):
             if current is not None and current.version_id == row.id:  # already there: no event
                 return MoveResult(Outcome.UNCHANGED, target, candidate, "already there")
             before = None if current is None else session.get_one(VersionRow, current.version_id)
-            incumbent = None if before is None else version_key(model, before.version)
+            incumbent = (
+                version_key(model, before.version)
+                if before is not None
+                else self._last_holder(session, target, candidate)
+            )
             ruling, recorded = self._rule(
                 session,
                 target,
@@ -278,7 +282,11 @@ class AliasRegistry(ModelRegistry, DecisionLedger):
             ).all()
             ruling, recorded = Ruling(Outcome.MOVED, "not a gated target"), None
             if row.stage != target_stage.value:
-                incumbent = version_key(model, others[-1].version) if others else None
+                incumbent = (
+                    version_key(model, others[-1].version)
+                    if others
+                    else self._last_holder(session, target, candidate)
+                )
                 ruling, recorded = self._rule(
                     session,
                     target,

@@ -31,7 +31,15 @@ from assay.registry.gating import (
     TargetKind,
     decide_move,
 )
-from assay.registry.schema import EventRow
+from assay.registry.schema import (
+    AliasRow,
+    EventRow,
+    ModelRow,
+    PromptAliasRow,
+    PromptRow,
+    PromptVersionRow,
+    VersionRow,
+)
 
 _VERDICT_KINDS = (EventKind.GATE_APPROVED.value, EventKind.GATE_REFUSED.value)
 
@@ -127,6 +135,73 @@ class DecisionLedger(RegistryBase):
             session.flush()
             return ruling, event_record(row)
         return ruling, None
+
+    def _last_holder(self, session: Session, target: GateTarget, candidate: str) -> str | None:
+        """The version that held ``target`` last, for a target nothing holds now: removing an
+        alias (or leaving a stage) does not make the next holder a first holder judged by
+        absolute criteria alone. None when nothing other than ``candidate`` ever held it."""
+        owner_rows = select(EventRow).where(self._owner_filter(target)).order_by(EventRow.id.desc())
+        if target.kind is TargetKind.STAGE:
+            kinds = [EventKind.STAGE_CHANGED.value]
+        elif target.kind is TargetKind.ALIAS:
+            kinds = [
+                e.value
+                for e in (EventKind.ALIAS_SET, EventKind.ALIAS_MOVED, EventKind.ALIAS_REMOVED)
+            ]
+        else:
+            kinds = [EventKind.PROMPT_ALIAS_SET.value]
+        for row in session.scalars(owner_rows.where(EventRow.kind.in_(kinds))):
+            event = event_record(row)
+            p = event.payload
+            if target.kind is TargetKind.STAGE:
+                held = p.get("before") == target.name or p.get("after") == target.name
+                number = event.version
+            else:
+                held = p.get("alias") == target.name
+                number = p.get("after") if p.get("after") is not None else p.get("before")
+            if not held or number is None:
+                continue
+            key = f"{target.owner}@v{number}"
+            if key != candidate:
+                return key
+        return None
+
+    def incumbent_of(self, target: GateTarget, candidate: str) -> str | None:
+        """Who the candidate is judged against: the target's holder now (another version),
+        else the last version that held it, else None (a first holder)."""
+
+        def work(session: Session) -> str | None:
+            holder: str | None = None
+            if target.kind is TargetKind.ALIAS:
+                row = session.execute(
+                    select(VersionRow.version)
+                    .join(AliasRow, AliasRow.version_id == VersionRow.id)
+                    .join(ModelRow, ModelRow.id == AliasRow.model_id)
+                    .where(ModelRow.name == target.owner, AliasRow.alias == target.name)
+                ).first()
+                holder = None if row is None else f"{target.owner}@v{row[0]}"
+            elif target.kind is TargetKind.STAGE:
+                row = session.execute(
+                    select(VersionRow.version)
+                    .join(ModelRow, ModelRow.id == VersionRow.model_id)
+                    .where(ModelRow.name == target.owner, VersionRow.stage == target.name)
+                    .order_by(VersionRow.version.desc())
+                ).all()
+                others = [f"{target.owner}@v{r[0]}" for r in row]
+                holder = next((k for k in others if k != candidate), None)
+            else:
+                row = session.execute(
+                    select(PromptVersionRow.version)
+                    .join(PromptAliasRow, PromptAliasRow.version_id == PromptVersionRow.id)
+                    .join(PromptRow, PromptRow.id == PromptAliasRow.prompt_id)
+                    .where(PromptRow.name == target.owner, PromptAliasRow.alias == target.name)
+                ).first()
+                holder = None if row is None else f"{target.owner}@v{row[0]}"
+            if holder is not None and holder != candidate:
+                return holder
+            return self._last_holder(session, target, candidate)
+
+        return self._read(work)
 
     @staticmethod
     def _where(target: GateTarget, version: int) -> dict[str, Any]:

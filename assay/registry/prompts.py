@@ -174,7 +174,11 @@ class PromptRegistry(DecisionLedger):
             before = None
             if current is not None:
                 before = session.get_one(PromptVersionRow, current.version_id).version
-            incumbent = None if before is None else version_key(name, before)
+            incumbent = (
+                version_key(name, before)
+                if before is not None
+                else self._last_holder(session, target, candidate)
+            )
             ruling, recorded = self._rule(
                 session,
                 target,
