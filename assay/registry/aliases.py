@@ -80,7 +80,7 @@ class AliasRegistry(ModelRegistry, DecisionLedger):
             model, alias, version, actor, force=force, reason=reason, role=role
         )
         raise_unless_moved(result)
-        return self.get_version(result.candidate)
+        return result.record
 
     def request_alias(
         self,
@@ -111,7 +111,10 @@ class AliasRegistry(ModelRegistry, DecisionLedger):
             row = self._version_row(session, model_row, version)
             current = session.get(AliasRow, (model_row.id, alias))
             if current is not None and current.version_id == row.id:  # already there: no event
-                return MoveResult(Outcome.UNCHANGED, target, candidate, "already there")
+                record = self._version_record(session, model, row)
+                return MoveResult(
+                    Outcome.UNCHANGED, target, candidate, "already there", record=record
+                )
             before = None if current is None else session.get_one(VersionRow, current.version_id)
             incumbent = (
                 version_key(model, before.version)
@@ -150,7 +153,8 @@ class AliasRegistry(ModelRegistry, DecisionLedger):
                 session, kind, actor, now, model=model, version=version, payload=payload
             )
             session.flush()
-            return move_result(ruling, target, candidate, recorded, event_record(move))
+            record = self._version_record(session, model, row)
+            return move_result(ruling, target, candidate, recorded, event_record(move), record)
 
         return self._write(work)
 
@@ -239,7 +243,7 @@ class AliasRegistry(ModelRegistry, DecisionLedger):
             role=role,
         )
         raise_unless_moved(result)
-        return self.get_version(result.candidate)
+        return result.record
 
     def request_stage(
         self,
@@ -312,7 +316,10 @@ class AliasRegistry(ModelRegistry, DecisionLedger):
                     changes.append((other, other.stage))
                     other.stage = Stage.ARCHIVED.value
             if not changes:
-                return MoveResult(Outcome.UNCHANGED, target, candidate, "already there")
+                record = self._version_record(session, model, row)
+                return MoveResult(
+                    Outcome.UNCHANGED, target, candidate, "already there", record=record
+                )
             first = None
             for changed, before in changes:
                 payload: dict[str, Any] = {"before": before, "after": changed.stage}
@@ -330,7 +337,8 @@ class AliasRegistry(ModelRegistry, DecisionLedger):
                 first = first or emitted
             model_row.updated_at = now
             session.flush()
-            return move_result(ruling, target, candidate, recorded, event_record(first))
+            record = self._version_record(session, model, row)
+            return move_result(ruling, target, candidate, recorded, event_record(first), record)
 
         return self._write(work)
 

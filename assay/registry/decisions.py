@@ -332,6 +332,7 @@ def move_result(
     candidate: str,
     recorded: Event | None,
     move: Event | None,
+    record: Any = None,
 ) -> MoveResult:
     """The answer a caller gets: the move's event when it moved, else the recorded event."""
     return MoveResult(
@@ -341,4 +342,5 @@ def move_result(
         reason=ruling.reason,
         event=move or recorded,
         verdict=ruling.verdict,
+        record=record,
     )

@@ -177,6 +177,9 @@ class MoveResult:
     reason: str
     event: Event | None = None  # the move, the pending request or the refusal
     verdict: Event | None = None
+    # The version record (``ModelVersion`` / ``PromptVersion``) as the move left it, read in
+    # the move's transaction; None when nothing moved.
+    record: Any = None
 
     @property
     def sentence(self) -> str:

@@ -142,7 +142,7 @@ class PromptRegistry(DecisionLedger):
             name, alias, version, actor, force=force, reason=reason, role=role
         )
         raise_unless_moved(result)
-        return self.get_prompt(f"prompts:/{name}/{version}")
+        return result.record
 
     def request_prompt_alias(
         self,
@@ -170,7 +170,10 @@ class PromptRegistry(DecisionLedger):
             row = self._prompt_version_row(session, prompt, version)
             current = session.get(PromptAliasRow, (prompt.id, alias))
             if current is not None and current.version_id == row.id:
-                return MoveResult(Outcome.UNCHANGED, target, candidate, "already there")
+                record = self._prompt_version_record(session, name, row)
+                return MoveResult(
+                    Outcome.UNCHANGED, target, candidate, "already there", record=record
+                )
             before = None
             if current is not None:
                 before = session.get_one(PromptVersionRow, current.version_id).version
@@ -214,7 +217,8 @@ class PromptRegistry(DecisionLedger):
                 payload=payload,
             )
             session.flush()
-            return move_result(ruling, target, candidate, recorded, event_record(move))
+            record = self._prompt_version_record(session, name, row)
+            return move_result(ruling, target, candidate, recorded, event_record(move), record)
 
         return self._write(work)
 

@@ -233,10 +233,8 @@ def set_prompt_alias(call: Call) -> dict[str, Any]:
         role=call.principal.role.label,
     )
     out = move_json(result)
-    if result.outcome is not Outcome.PENDING:
-        out["version"] = prompt_version_json(
-            call.registry.get_prompt(f"prompts:/{name}/{call.integer('version')}")
-        )
+    if result.record is not None:
+        out["version"] = prompt_version_json(result.record)
     return out
 
 
