@@ -117,7 +117,7 @@ class PendingDecisions:
             pending.payload["candidate"],
             incumbent if incumbent is not None else pending.payload.get("incumbent"),
             self.identity,
-            {"approved": False, "summary": f"refused: {why}", "criteria": []},
+            {"approved": False, "judged": False, "summary": f"refused: {why}", "criteria": []},
             approved=False,
             pending=pending,
             actor=self.actor,

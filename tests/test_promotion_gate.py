@@ -619,3 +619,18 @@ def test_removing_the_holder_does_not_make_a_first_holder(gated_env, registry_ur
     reg.request_stage("m", 1, "Archived")
     assert reg.request_stage("m", 2, "Production").event.payload["incumbent"] == "m@v1"
     reg.close()
+
+
+def test_a_refusal_that_judged_nothing_does_not_answer_the_next_request(gated_env, registry_url):
+    # The sensor refuses a request whose evaluation run failed (a model server down): that
+    # says nothing about the version, so asking again waits for a verdict again.
+    reg = Registry.open(registry_url)
+    _arrange(reg, TargetKind.ALIAS, "no_verdict")
+    target = GateTarget(TargetKind.ALIAS, "m", "champion")
+    pending = reg.request_alias("m", "champion", 2).event
+    record = {"approved": False, "judged": False, "summary": "refused: run failed"}
+    reg.record_verdict(
+        target, "m@v2", "m@v1", reg.suite_identity(), record, approved=False, pending=pending
+    )
+    assert reg.request_alias("m", "champion", 2).outcome.value == "pending"
+    reg.close()

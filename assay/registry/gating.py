@@ -197,6 +197,9 @@ def verdict_matches(
         and payload.get("candidate") == candidate
         and payload.get("incumbent") == incumbent
         and not payload.get("forced")
+        # A refusal for an operational reason (an evaluation that failed) judged nothing:
+        # asking again is pending again, not refused forever.
+        and payload.get("judged", True) is not False
     )
 
 
