@@ -2,11 +2,15 @@
 
 1. Registers two versions of SmolLM2-135M-Instruct that really differ (raw prompt vs the
    model's chat template) and materializes the suite's scenarios.
-2. Promotes them in the registry (``champion`` → v1, ``challenger`` → v2). The promotion
-   sensor turns those events into one evaluation run per version, each covering the whole
-   suite; the demo plays the daemon's part and executes the runs in process.
-3. Builds today's leaderboard, records the evaluations in the registry, then moves
-   ``champion`` to v2, which triggers v2's re-evaluation (answered by the request cache).
+2. Promotes them in the registry: ``challenger`` → v2, and asks for ``champion`` → v1.
+   ``champion`` is gated, so that move is recorded as pending; the promotion sensor turns
+   both into one evaluation run per version, each covering the whole suite, then judges v1
+   on the suite's promotion criteria (the first holder: absolute criteria alone) and moves
+   ``champion``. The demo plays the daemon's part and executes the runs in process.
+3. Builds today's leaderboard, records the evaluations in the registry, then asks for
+   ``champion`` → v2: pending, judged at the next tick on v2's stored evaluation against
+   v1's, and refused with every criterion's numbers (in the registry's history and on the
+   explorer's decision page).
 
 Run it with ``make demo``. Running it again is safe: registrations and aliases are
 idempotent, the sensors' cursors are the ones the Dagster instance stores for the real
@@ -45,7 +49,9 @@ from dagster import (  # noqa: E402
     materialize,
 )
 
-from assay.registry import Registry, RegistryError, default_registry_url  # noqa: E402
+from assay.compare.decision import decision_from_record  # noqa: E402
+from assay.registry import Registry, default_registry_url  # noqa: E402
+from assay.report.decisions import decision_page  # noqa: E402
 from assay.storage.parquet import default_base_url  # noqa: E402
 from assets import all_assets  # noqa: E402
 from assets.checks import all_checks  # noqa: E402
@@ -155,15 +161,30 @@ class Daemon:
         self.cursors.set(evaluation_recorder_sensor.name, context.cursor)
 
 
-def promote(registry: Registry, alias: str, key: str, force: bool = False) -> bool:
-    version = registry.get_version(key)
-    try:
-        registry.set_alias(MODEL, alias, version.version, force=force)
-    except RegistryError as exc:
-        print(f"  {alias} → {key} refused: {exc}")
-        return False
-    print(f"  {alias} → {key}{' (forced past the regression gate)' if force else ''}")
-    return True
+def promote(registry: Registry, alias: str, key: str) -> str:
+    """Ask for ``alias`` → ``key``; prints and returns the answer (moved, pending, refused)."""
+    result = registry.request_alias(MODEL, alias, registry.get_version(key).version)
+    print(f"  {result.sentence}")
+    return result.outcome.value
+
+
+def explain(registry: Registry, key: str) -> None:
+    """The latest verdict on ``key``: each criterion with its numbers, and its page."""
+    verdicts = [
+        e
+        for e in registry.decisions(model=MODEL)
+        if e.kind.value != "gate_pending" and e.payload.get("candidate") == key
+    ]
+    if not verdicts:
+        print(f"  no verdict on {key} yet")
+        return
+    verdict = verdicts[-1]
+    print(f"  decision {verdict.id}: {verdict.payload.get('summary', '')[:300]}")
+    for criterion in decision_from_record(verdict.payload):
+        if criterion.outcome != "skipped":
+            print(f"    {criterion.sentence()}")
+    page = Path(default_base_url()) / "explorer" / decision_page(verdict.id)
+    print(f"  explorer page: {page}")
 
 
 def leaderboard(instance: DagsterInstance, day: str) -> str:
@@ -191,29 +212,25 @@ def demo(instance: DagsterInstance, daemon: Daemon) -> None:
     for scenario in scenario_partitions.get_partition_keys():
         run(instance, scenario_assets, partition_key=scenario)
 
-    print("promoting: champion → v1, challenger → v2")
+    print("promoting: challenger → v2, champion → v1 (champion is gated: a promotion decision)")
     daemon.promotion_tick()  # picks up the new versions as model_version partitions
     aliases = registry.get_model(MODEL).aliases
-    if "champion" not in aliases:
-        promote(registry, "champion", v1)
     if "challenger" not in aliases:
         promote(registry, "challenger", v2)
-    daemon.promotion_tick()
+    if "champion" not in aliases:
+        promote(registry, "champion", v1)
+    daemon.promotion_tick()  # evaluates v2 (challenger) and v1 (the pending decision)
+    daemon.promotion_tick()  # judges v1, the first holder, and moves champion
     daemon.record_evaluations()
     print("\nbuilding the leaderboard")
     board = leaderboard(instance, today)
     daemon.leaderboard_built()
 
     if registry.get_model(MODEL).aliases.get("champion") != registry.get_version(v2).version:
-        print("\nmoving champion to the challenger, v2")
-        if not promote(registry, "champion", v2):
-            # The gate blocked it (the refusal is in the event log); force it to show the
-            # re-evaluation that a promotion triggers.
-            promote(registry, "champion", v2, force=True)
-        daemon.promotion_tick()
-        daemon.record_evaluations()
-        board = leaderboard(instance, today)
-        daemon.leaderboard_built()
+        print("\nasking for champion → v2, the challenger")
+        if promote(registry, "champion", v2) == "pending":
+            daemon.promotion_tick()  # judged on v2's stored evaluation against v1's
+        explain(registry, v2)
 
     run(instance, AssetSelection.assets("dashboard"))
     print(f"\nLeaderboard as of {today}\n\n{board}\n")

@@ -6,8 +6,9 @@ a backfill, the champion itself) never fails the run because the version trails 
 The verdict stays visible per ``model_version|scenario`` partition in the UI; in a range run
 (a promotion re-evaluating a version across the suite in one step) one evaluation is reported
 per partition of the range. Each verdict is also written to the registry as the version tag
-``gate.<scenario>``, and that is what enforces it: the registry refuses to move a gated alias
-(``champion`` by default, ``$ASSAY_GATED_ALIASES``) to a version with a failed gate.
+``gate.<scenario>``, for users to read. It does not decide promotions: a gated alias
+(``champion`` by default, ``$ASSAY_GATED_ALIASES``) moves only through a promotion decision on
+the whole suite's declared criteria (``assay.registry.gating``, ``sensors.gate``).
 """
 
 from collections.abc import Iterator

@@ -39,12 +39,14 @@ def partitioned_output(
     """What an asset returns for its run's partitions, with the output metadata.
 
     One partition: its table, with ``metadata`` (the last partition's, which is that one).
-    Several (a backfill in one run): the mapping by key, with the partition count.
+    Several (a backfill in one run): the mapping by key, with the partition count and the
+    entries that hold for every partition (``suite_entries``).
     """
     if len(results) == 1:
         context.add_output_metadata(dict(metadata))
         return next(iter(results.values()))
-    context.add_output_metadata({"num_partitions": len(results)})
+    shared = {k: v for k, v in metadata.items() if k == "suite_entries"}
+    context.add_output_metadata({"num_partitions": len(results), **shared})
     return results
 
 

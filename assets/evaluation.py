@@ -14,6 +14,7 @@ from dagster import (
 )
 
 from assay.evaluate.partition import run_partition
+from assay.evaluate.suite import Suite
 from assay.registry.resolved import ResolvedModel
 from assay.report import scenario_page
 from assay.scoring.partition import SuiteScorer
@@ -114,6 +115,7 @@ def model_outputs(
             "preview": markdown_table(done.table.select(_PREVIEW_COLUMNS), 10),
         }
         context.log.info(done.summary())
+    metadata["suite_entries"] = suite_entries(loaded, keys)
     return partitioned_output(context, results, metadata)
 
 
@@ -194,9 +196,17 @@ def scores(
         metadata = {m: MetadataValue.float(v) for m, v in scored.headline().items()}
         metadata |= {**scored.figures(), "scorecard": markdown_table(cards[str(key)], 30)}
         metadata["explorer"] = explorer_link(storage.store(), scenario_page(scenario_of(key)))
+    entries = {"suite_entries": suite_entries(scorer.suite, keys)}
     if len(keys) == 1:
-        yield Output(next(iter(per_instance.values())), INSTANCE_SCORES)
-        yield Output(next(iter(cards.values())), METRIC_TABLES, metadata=metadata)
+        yield Output(next(iter(per_instance.values())), INSTANCE_SCORES, metadata=entries)
+        yield Output(next(iter(cards.values())), METRIC_TABLES, metadata={**metadata, **entries})
     else:
-        yield Output(per_instance, INSTANCE_SCORES)
-        yield Output(cards, METRIC_TABLES, metadata={"num_partitions": len(keys)})
+        yield Output(per_instance, INSTANCE_SCORES, metadata=entries)
+        yield Output(cards, METRIC_TABLES, metadata={"num_partitions": len(keys), **entries})
+
+
+def suite_entries(loaded: Suite, keys: list) -> MetadataValue:
+    """Scenario → digest of the suite entry a table was computed with (a range run's
+    partitions share one metadata mapping): what a promotion verdict checks is current."""
+    scenarios = sorted({scenario_of(k) for k in keys})
+    return MetadataValue.json({s: loaded.entry_digests.get(s, "") for s in scenarios})

@@ -33,6 +33,11 @@ until the next promotion or the nightly re-evaluation. Moving the alias of a jud
 (``judge_rubric``, or the suite's toxicity judge ``rubric``) re-scores the entries it scores:
 the run materializes only ``instance_scores`` and ``metric_tables`` from the stored outputs,
 so only the judges are called (a partition with no stored outputs is evaluated whole).
+
+Promotion decisions. At every tick, new events or not, the sensor also answers the open
+``gate_pending`` requests (``sensors.gate``): it evaluates what is not current, judges the
+suite's promotion criteria once it is, records the verdict and applies an approved move. A
+move applied by a verdict is not a promotion to re-evaluate: its results were just judged.
 """
 
 import os
@@ -56,6 +61,7 @@ from dagster import (
 from assay.evaluate.registry_prompts import prompt_promotions
 from assay.evaluate.suite import Suite
 from assay.registry import Event, EventKind, Registry
+from assay.registry.gating import current_suite_identity
 from assay.registry.promotion import Promotion, PromotionPolicy
 from assay.registry.resolved import record_registered_model
 from assay.storage.contract import EVALUATION_ASSETS as EVALUATION_ASSET_NAMES
@@ -71,6 +77,7 @@ from assay.storage.parquet import ParquetStore
 from assets.partitions import model_version_partitions
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
 from resources.executor import chained_run_config
+from sensors.gate import GATE_PENDING_TAG, PendingDecisions
 
 EVALUATION_KEYS = [AssetKey(k) for k in EVALUATION_ASSET_NAMES]
 # What a judge-rubric promotion runs: the scoring step over the stored outputs.
@@ -130,6 +137,7 @@ def evaluation_run_requests(
     run_key: str,
     reason: str,
     assets: list[AssetKey] = EVALUATION_KEYS,
+    extra_tags: dict[str, str] | None = None,
 ) -> list[RunRequest]:
     """The runs evaluating version ``key`` on every scenario, in the configured shape.
 
@@ -137,7 +145,7 @@ def evaluation_run_requests(
     process (``chained_run_config``); a Celery deployment hands them to its workers.
     ``assets``: ``SCORING_KEYS`` re-scores the stored outputs without calling the model.
     """
-    tags = {MODEL_VERSION_TAG: key, REASON_TAG: reason[:200]}
+    tags = {MODEL_VERSION_TAG: key, REASON_TAG: reason[:200], **(extra_tags or {})}
     if run_shape() == "version":  # one partition-range run
         range_tags = {RANGE_START: f"{key}|{scenarios[0]}", RANGE_END: f"{key}|{scenarios[-1]}"}
         return [
@@ -298,6 +306,51 @@ class _Tick:
             raise
 
 
+def _answer_pending(
+    context: SensorEvaluationContext,
+    reg: Registry,
+    tick: _Tick,
+    loaded: Suite,
+    suite: SuiteResource,
+) -> list[RunRequest]:
+    """Answer the open pending promotion decisions (``sensors.gate``); the evaluation runs
+    they wait for, unless this tick already launches one for the version."""
+    gate = PendingDecisions(
+        context.instance,
+        reg,
+        tick.store,
+        loaded,
+        current_suite_identity(suite.path),
+        SENSOR_ACTOR,
+        tick.note,
+        lambda key: active_evaluation(context.instance, key),
+    )
+    try:
+        gate.answer_all()
+    except Exception as exc:  # an outage or a bug: the requests stay pending, retried next tick
+        context.log.warning(
+            f"pending promotion decisions not answered: {type(exc).__name__}: {exc}"
+        )
+    requests: list[RunRequest] = []
+    for key, need in gate.evaluations.items():
+        if key in tick.runs:
+            continue
+        try:
+            tick.record(key)
+        except Exception as exc:
+            tick.note(f"pending {need.pending.id}: {key} cannot be evaluated: {exc}")
+            continue
+        reason = f"promotion decision {need.pending.id}: {need.pending.payload.get('candidate')}"
+        requests += evaluation_run_requests(
+            key,
+            loaded.keys,
+            f"gate-{need.pending.id}-{key}",
+            reason,
+            extra_tags={GATE_PENDING_TAG: str(need.pending.id)},
+        )
+    return requests
+
+
 def _promotions(
     event: Event, policy: PromotionPolicy, loaded: Suite, reg: Registry
 ) -> list[Promotion]:
@@ -340,11 +393,12 @@ def model_promotion_sensor(
     try:
         reg = registry.open()
         events = reg.events(after_id=after, limit=max_events_per_tick())
+        waiting = reg.open_pending()
     except Exception as exc:  # any registry outage: skip the tick, keep the cursor
         return SkipReason(
             f"registry unreachable ({type(exc).__name__}); cursor stays at event {after}"
         )
-    if not events:
+    if not events and not waiting:
         return SkipReason(f"no registry events after id {after}")
 
     policy, tick, cursor, stopped = (
@@ -368,6 +422,7 @@ def model_promotion_sensor(
             break
         cursor = event.id
 
+    gate_runs = _answer_pending(context, reg, tick, loaded, suite) if waiting else []
     run_requests = []
     for key, p in tick.runs.items():
         scenarios = _in_suite_order(loaded, p)
@@ -375,9 +430,11 @@ def model_promotion_sensor(
         # A prompt promotion asks for several versions in one event: the key names both.
         run_key = f"promotion-{p.event_id}-{key}"
         run_requests += evaluation_run_requests(key, scenarios, run_key, p.reason, assets)
+    run_requests += gate_runs
+    handled = f"events {after + 1}..{cursor}" if cursor > after else "no new events"
     summary = (
-        f"events {after + 1}..{cursor}: {len(tick.to_add)} new partitions, "
-        f"{len(run_requests)} evaluation runs"
+        f"{handled}: {len(tick.to_add)} new partitions, {len(run_requests)} evaluation runs"
+        + (f", {len(waiting)} pending promotion decisions" if waiting else "")
     )
     context.log.info(summary)
     details = "; ".join([*tick.lines, *([stopped] if stopped else [])])

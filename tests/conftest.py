@@ -33,6 +33,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # 17x slower (16 ms instead of 0.9 ms). Read when torch is first imported, which is later;
 # child processes inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Tests of other features use `champion` and `Production` as ordinary names; a gated target
+# needs a verdict to move (assay.registry.gating). The gate's own tests name their gated
+# targets (tests/test_promotion_gate.py, the daemon's gate flows, the demo).
+os.environ.setdefault("ASSAY_GATED_ALIASES", "")
+os.environ.setdefault("ASSAY_GATED_STAGES", "")
+os.environ.setdefault("ASSAY_GATED_PROMPT_ALIASES", "")
 
 REPO = Path(__file__).resolve().parent.parent
 

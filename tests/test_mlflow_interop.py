@@ -239,6 +239,7 @@ def test_mlflow_writers_do_not_move_a_gated_alias_by_default(
 ) -> None:
     # Anyone who may write to MLflow's registry is not an assay promoter.
     monkeypatch.delenv("ASSAY_MLFLOW_SYNC_MOVES_GATED", raising=False)
+    monkeypatch.setenv("ASSAY_GATED_ALIASES", "champion")
     name = "guarded"
     client.create_registered_model(name)
     client.create_model_version(name, f"runs:/{model_dir_run}/model", run_id=model_dir_run)
@@ -253,12 +254,16 @@ def test_mlflow_writers_do_not_move_a_gated_alias_by_default(
     assert [(e.kind, e.payload["alias"]) for e in _alias_events(reg, name)] == [
         (EventKind.ALIAS_SET, "challenger")
     ]
-    # The operator may let the sync promote; the next change of champion then goes through.
+    # The operator may let the sync ask: the next change of champion goes through the
+    # promotion decision like any other request, so it waits for a verdict.
     monkeypatch.setenv("ASSAY_MLFLOW_SYNC_MOVES_GATED", "1")
     client.create_model_version(name, f"runs:/{model_dir_run}/model", run_id=model_dir_run)
     client.set_registered_model_alias(name, "champion", "2")
     result, _ = _tick(build_mlflow_alias_sensor(mlflow_uri), result.cursor, registry_url)
-    assert reg.get_model(name).aliases == {"challenger": 1, "champion": 2}
+    assert "guarded@champion: 1 -> 2 (pending" in result.skip_reason.skip_message
+    assert reg.get_model(name).aliases == {"challenger": 1}
+    (waiting,) = reg.open_pending()
+    assert (waiting.payload["candidate"], waiting.actor) == ("guarded@v2", "mlflow-sync")
 
 
 def test_unreachable_mlflow_skips_and_keeps_the_cursor(

@@ -24,8 +24,12 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 
 
 @pytest.fixture
-def server(registry_server: Server) -> Server:
-    return registry_server
+def server(start_registry_server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    # champion gated (for models and prompts), as a deployment's default; stages are not, so
+    # the stage calls below move at once (tests/test_promotion_gate.py gates them).
+    monkeypatch.setenv("ASSAY_GATED_ALIASES", "champion")
+    monkeypatch.setenv("ASSAY_GATED_PROMPT_ALIASES", "champion")
+    return start_registry_server()
 
 
 def _client(server: Server, monkeypatch: pytest.MonkeyPatch, principal: str | None):
@@ -158,8 +162,11 @@ def test_authentication_roles_and_grants(server: Server, monkeypatch: pytest.Mon
     assert _code(exc) == "PERMISSION_DENIED"
 
     pat = _client(server, monkeypatch, "pat")
-    pat.set_registered_model_alias("granted", "champion", "1")
-    assert server.registry.events(model="granted")[-1].actor == "pat"
+    with pytest.raises(MlflowException, match="pending") as exc:  # no verdict yet
+        pat.set_registered_model_alias("granted", "champion", "1")
+    assert _code(exc) == "INVALID_STATE"
+    pending = server.registry.events(model="granted")[-1]
+    assert (pending.kind.value, pending.actor) == ("gate_pending", "pat")
 
     # Revocation takes effect on the next request.
     walt = _client(server, monkeypatch, "walt")
@@ -188,13 +195,14 @@ def test_reserved_tags_the_gate_and_refusals(
     assert server.registry.resolve("m@v1").tags == {}
     assert [v.version for v in server.registry.list_versions("m")] == [1]
 
-    # The gate (in process) fails the version: even a promoter cannot give it champion.
-    server.registry.set_tag("m", "gate.mmlu", "failed", version=1, actor="gate")
-    with pytest.raises(MlflowException, match="regression gate failed") as exc:
+    # A per-partition gate tag (written in process) is no verdict: even with "passed" the
+    # promoter's move waits for a promotion decision.
+    server.registry.set_tag("m", "gate.mmlu", "passed", version=1, actor="gate")
+    with pytest.raises(MlflowException, match="pending") as exc:
         pat.set_registered_model_alias("m", "champion", "1")
-    assert _code(exc) == "INVALID_PARAMETER_VALUE"
-    refused = server.registry.events(model="m")[-1]
-    assert (refused.kind.value, refused.actor) == ("alias_refused", "pat")
+    assert _code(exc) == "INVALID_STATE"
+    waiting = server.registry.events(model="m")[-1]
+    assert (waiting.kind.value, waiting.actor) == ("gate_pending", "pat")
 
     with pytest.raises(MlflowException) as exc:
         pat.create_registered_model("m")
@@ -387,7 +395,7 @@ def test_alias_moved_over_http_is_a_promotion(
     walt.create_registered_model("smol")
     walt.create_model_version("smol", "bundled:smollm2-135m-instruct")
     pat = _client(server, monkeypatch, "pat")
-    pat.set_registered_model_alias("smol", "champion", "1")
+    pat.set_registered_model_alias("smol", "canary", "1")  # ungated: moves at once
 
     resources = assay_resources(
         storage_url=str(tmp_path / "storage"),
@@ -404,6 +412,6 @@ def test_alias_moved_over_http_is_a_promotion(
     assert isinstance(result, SensorResult)
     [request] = result.run_requests
     assert request.tags[RANGE_START].startswith("smol@v1|")
-    assert "champion" in request.tags["assay/reason"]
+    assert "canary" in request.tags["assay/reason"]
     moved = [e for e in server.registry.events(model="smol") if e.kind.value == "alias_set"]
     assert [(e.actor, e.payload["after"]) for e in moved] == [("pat", 1)]

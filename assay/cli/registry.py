@@ -16,8 +16,10 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from assay.compare.decision import decision_from_record
 from assay.registry import Event, ModelVersion, Registry, RegistryError
-from assay.registry.errors import invalid
+from assay.registry.errors import ErrorCode, invalid
+from assay.registry.gating import MoveResult, Outcome
 from assay.registry.limits import check_public_tag_key, check_public_tags, escape
 
 Handler = Callable[[argparse.Namespace], int]
@@ -238,12 +240,38 @@ def _show(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
-def _alias_set(args: argparse.Namespace, registry: Registry) -> int:
-    version = registry.set_alias(
-        args.model, args.alias, args.version, actor=args.actor, force=args.force
-    )
-    print(f"{args.model}@{args.alias} -> {version.key}")
+def _print_move(result: MoveResult) -> int:
+    """Moved, unchanged and pending exit 0 (pending is an answer, not a failure); a refusal
+    exits 1 with its reasons on stderr."""
+    event = f" (event {result.event.id})" if result.event is not None else ""
+    if result.outcome is Outcome.REFUSED:
+        print(f"{result.sentence}{event}", file=sys.stderr)
+        return 1
+    print(f"{result.sentence}{event}")
+    if result.outcome is Outcome.PENDING:
+        print(
+            "the promotion sensor evaluates it on the current suite and moves it if every "
+            "criterion passes; `assay registry history` shows the decision"
+        )
     return 0
+
+
+def _force_reason(args: argparse.Namespace) -> str | None:
+    if args.force and not (args.reason or "").strip():
+        raise RegistryError(ErrorCode.INVALID_PARAMETER_VALUE, "--force needs --reason")
+    return args.reason
+
+
+def _alias_set(args: argparse.Namespace, registry: Registry) -> int:
+    result = registry.request_alias(
+        args.model,
+        args.alias,
+        args.version,
+        actor=args.actor,
+        force=args.force,
+        reason=_force_reason(args),
+    )
+    return _print_move(result)
 
 
 def _alias_remove(args: argparse.Namespace, registry: Registry) -> int:
@@ -253,15 +281,16 @@ def _alias_remove(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _stage(args: argparse.Namespace, registry: Registry) -> int:
-    version = registry.transition_stage(
+    result = registry.request_stage(
         args.model,
         args.version,
         args.stage,
         archive_existing_versions=args.archive_existing,
         actor=args.actor,
+        force=args.force,
+        reason=_force_reason(args),
     )
-    print(f"{version.key} -> {version.stage.value}")
-    return 0
+    return _print_move(result)
 
 
 def _tag(args: argparse.Namespace, registry: Registry) -> int:
@@ -284,6 +313,8 @@ def describe_event(ev: Event) -> str:
         return (
             f"{p['alias']}: refused v{p['refused']} (gate failed: {', '.join(p['failed_gates'])})"
         )
+    if ev.kind in GATE_KINDS:
+        return describe_decision(ev)
     if ev.kind == "promotion_refused":
         return f"event {p['event_id']} ({p['event_kind']}) refused: {p['reason']}"
     if "alias" in p:
@@ -318,6 +349,42 @@ def describe_event(ev: Event) -> str:
     return str(p.get("description", ""))
 
 
+GATE_KINDS = ("gate_pending", "gate_approved", "gate_refused")
+
+
+def describe_decision(ev: Event) -> str:
+    """A promotion decision in one line: the target, the candidate against the incumbent, and
+    what was decided (``decision_details`` has every criterion)."""
+    p = ev.payload
+    target = p.get("target") or {}
+    where = f"{target.get('kind', '?')} {target.get('name', '?')}"
+    against = f"vs {p['incumbent']}" if p.get("incumbent") else "no incumbent"
+    head = f"{where} -> {p.get('candidate')} ({against})"
+    if ev.kind == "gate_pending":
+        return f"{head}: pending, {p.get('reason', '')}"
+    if p.get("forced"):
+        return f"{head}: forced by role {p.get('role')}: {p.get('reason')}"
+    pending = f" answers {p['pending']}:" if p.get("pending") else ":"
+    verdict = "approved" if ev.kind == "gate_approved" else "refused"
+    counted = decision_from_record(p)
+    failed = sum(c.outcome == "fail" for c in counted)
+    return f"{head}{pending} {verdict} ({failed} of {len(counted)} criteria failed)"
+
+
+def decision_details(ev: Event) -> list[str]:
+    """Every criterion of a verdict with its estimate, interval, threshold and p-value, and
+    the suite and code versions it was judged on."""
+    p = ev.payload
+    suite = p.get("suite") or {}
+    code = ", ".join(
+        f"{k} {str(v)[:12]}" for k, v in sorted((suite.get("code_versions") or {}).items())
+    )
+    lines = [f"decision {ev.id} ({ev.kind.value}): {p.get('summary', '')}"]
+    lines.append(f"  judged on suite {str(suite.get('digest', '?'))[:12]}; code {code}")
+    lines += [f"  {c.sentence()}" for c in decision_from_record(p)]
+    return [escape(line) for line in lines]
+
+
 def event_table(events: Sequence[Event]) -> str:
     rows = []
     for ev in events:
@@ -334,6 +401,10 @@ def event_table(events: Sequence[Event]) -> str:
 def _history(args: argparse.Namespace, registry: Registry) -> int:
     events = registry.events(args.after, args.limit, model=args.model)
     print(event_table(events))
+    verdicts = [e for e in events if e.kind.value in GATE_KINDS[1:] and "criteria" in e.payload]
+    for ev in verdicts:
+        print()
+        print("\n".join(decision_details(ev)))
     return 0
 
 
@@ -399,8 +470,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--force",
         action="store_true",
-        help="set a gated alias (champion) even though the version's regression gate failed",
+        help="move a gated alias (champion) without a passing verdict; needs --reason",
     )
+    p.add_argument("--reason", default=None, help="why a move is forced (goes in the event)")
     p.set_defaults(func=command(_alias_set))
     p = alias_sub.add_parser("remove", parents=[common], help="remove an alias")
     p.add_argument("model")
@@ -412,6 +484,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("version", type=int)
     p.add_argument("stage", help="None, Staging, Production or Archived")
     p.add_argument("--archive-existing", action="store_true")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="enter a gated stage (Production) without a passing verdict; needs --reason",
+    )
+    p.add_argument("--reason", default=None, help="why a move is forced (goes in the event)")
     p.set_defaults(func=command(_stage))
 
     p = sub.add_parser(

@@ -32,6 +32,10 @@ optional and declares one variable, ``text``); without one the toxicity family i
 absent. ``columns`` is the column mapping of
 ``custom_file`` (``assay.scenarios.custom.ColumnMapping``), validated when the suite is read.
 
+Promotion criteria. A top-level ``promotion`` mapping declares what a version must show before
+it takes a gated alias or the Production stage (``assay.evaluate.criteria``); without one,
+each scenario's primary metric must be non-inferior to the incumbent's within 0.05.
+
 Prompts from the registry. An adapter's (or a variant's) ``instructions`` may be a pinned
 prompt reference, and ``input_template`` one whose template places ``{{ input }}``::
 
@@ -68,6 +72,8 @@ A plugin scenario's ``args`` are checked by its own pydantic model the same way.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -84,6 +90,7 @@ from assay.core.records import Instance, Request, TemplateVersion
 from assay.core.scorers import get_scorer
 from assay.core.security import check_data_url
 from assay.evaluate import suites as shipped
+from assay.evaluate.criteria import PromotionCriteria
 from assay.evaluate.registry_prompts import adapter_uses, prompt_uses
 from assay.perturbations import Perturbation, get_perturbation
 from assay.registry.names import name_problem
@@ -243,6 +250,11 @@ class Suite:
     scenarios: dict[str, ScenarioConfig]
     source: str = ""
     toxicity: ToxicityConfig | None = None  # None: the toxicity family is reported absent
+    # What a version must show to take a gated target (assay.evaluate.criteria).
+    promotion: PromotionCriteria = field(default_factory=PromotionCriteria)
+    # Scenario key → digest of its entry as written (and of the suite's toxicity scorer, which
+    # scores it): stamped on the tables it produced, so a verdict knows they are current.
+    entry_digests: dict[str, str] = field(default_factory=dict)
 
     @property
     def keys(self) -> list[str]:
@@ -301,6 +313,11 @@ _EXPECTED = {
     "scorer": _STRING,
     "scorer_args": "expected a mapping",
     "toxicity": "expected a mapping with a 'classifier', a 'classifier_dir' path or a 'judge'",
+    "promotion": "expected a mapping (mode, alpha, margin, primary_metrics, criteria)",
+    "criteria": "expected a list of criteria",
+    "criteria[]": "expected a mapping (scenario, metric or family, at_least/at_most/margin, on)",
+    "mode": "expected 'require_non_inferiority' or 'block_regressions'",
+    "primary_metrics": "expected true or false",
 }
 
 
@@ -500,6 +517,7 @@ class SuiteFile(_FileModel):
 
     scenarios: dict[str, ScenarioEntry]
     toxicity: ToxicityConfig | None = None
+    promotion: PromotionCriteria | None = None
 
 
 def _variants(base: AdapterSpec, raw: list[Any], where: str) -> tuple[AdapterSpec, ...]:
@@ -539,6 +557,8 @@ def _sentence(errors: list[ErrorDetails], source: str) -> str:
     if isinstance(error, _Invalid):
         at = ("." + error.at) if error.at and not error.at.startswith("[") else error.at
         return _at(source, loc, str(error), at)
+    if error is not None and loc[:1] == ("promotion",):  # a criterion's own rule, in words
+        return _at(source, loc, str(error))
     # A type error: the sentence the field's table entry gives.
     if loc == ("scenarios",) or (first["type"] == "missing" and loc[-1:] == ("scenario",)):
         loc = loc[:-1]  # a missing or malformed part is reported at the mapping that lacks it
@@ -577,7 +597,24 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
         key: entry.config(key, f"{source}: scenarios.{key}", base_dir)
         for key, entry in parsed.scenarios.items()
     }
-    return Suite(entries, source=source, toxicity=parsed.toxicity)
+    promotion = parsed.promotion or PromotionCriteria()
+    promotion.check_scenarios(list(entries), f"{source}: promotion")
+    raw = data["scenarios"]
+    toxicity = data.get("toxicity")
+    digests = {key: content_digest({"entry": raw[key], "toxicity": toxicity}) for key in entries}
+    return Suite(
+        entries,
+        source=source,
+        toxicity=parsed.toxicity,
+        promotion=promotion,
+        entry_digests=digests,
+    )
+
+
+def content_digest(data: Any) -> str:
+    """sha256 of ``data`` as canonical JSON: the same content, the same digest."""
+    canonical = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def load_suite(path: str | os.PathLike[str] | None = None) -> Suite:

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from assay.core.records import InstanceStat, is_headline
 from assay.registry import ErrorCode, ModelVersion, Registry, RegistryError
+from assay.registry.gating import Outcome
 from assay.scenarios.base import instances_digest
 from assay.scoring.summary import LATER_SCORECARD_COLUMNS, SCORECARD_SCHEMA
 from assay.storage.code_versions import code_version
@@ -382,8 +383,10 @@ def _serving(version: MlflowVersion) -> dict[str, Any] | None:
 @dataclass(frozen=True, slots=True)
 class MirrorResult:
     """What ``mirror_changes`` did with one change: ``action`` is ``alias_set``,
-    ``alias_removed``, ``unchanged``, ``skipped`` (for good) or ``deferred`` (to be retried
-    once the MLflow version is servable); ``reason`` says why."""
+    ``alias_removed``, ``unchanged``, ``skipped`` (for good), ``deferred`` (to be retried
+    once the MLflow version is servable), or for a gated alias ``pending`` (recorded; the
+    promotion sensor decides) or ``refused`` (a verdict on the current suite refused it);
+    ``reason`` says why."""
 
     change: AliasChange
     action: str
@@ -457,8 +460,9 @@ def mirror_changes(
     A gated alias (``champion`` by default; ``Registry.gated_aliases``) is moved in assay only
     by a promoter, and anyone who may write to the MLflow registry is not one: its changes
     are ``skipped`` unless the operator passes ``move_gated=True``. The target version is
-    still registered, so it can be evaluated and then promoted in assay. Even then the gate's
-    refusal of a version with a failed verdict holds.
+    still registered, so it can be evaluated and then promoted in assay. Even then the move
+    goes through the promotion decision (``assay.registry.gating``) like any other: ``pending``
+    until a verdict on the current suite passes, ``refused`` when one failed.
 
     Set or moved: the MLflow version is registered in assay (once; later changes reuse it) and
     the alias set there, which is the event ``model_promotion_sensor`` turns into an
@@ -523,8 +527,16 @@ def _mirror_one(
     version, servable = mirror_version(registry, change.target, actor)
     if change.alias in version.aliases:
         return MirrorResult(change, "unchanged", key=version.key, servable=servable)
-    registry.set_alias(change.model, change.alias, version.version, actor=actor)
-    return MirrorResult(change, "alias_set", key=version.key, servable=servable)
+    # The one ruling decides a gated alias here too: pending until a verdict on the current
+    # suite passes, refused with its reasons when one failed.
+    result = registry.request_alias(change.model, change.alias, version.version, actor=actor)
+    if result.outcome is Outcome.MOVED:
+        return MirrorResult(change, "alias_set", key=version.key, servable=servable)
+    if result.outcome is Outcome.UNCHANGED:
+        return MirrorResult(change, "unchanged", key=version.key, servable=servable)
+    return MirrorResult(
+        change, result.outcome.value, key=version.key, servable=servable, reason=result.reason
+    )
 
 
 def cursor_after(current: Mapping[str, ModelAliases], results: Iterable[MirrorResult]) -> AliasMap:

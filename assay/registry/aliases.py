@@ -1,5 +1,6 @@
-"""Aliases and legacy stages: how versions are promoted, the regression gate's veto on gated
-aliases, and which version held an alias on a past date (replayed from the event log).
+"""Aliases and legacy stages: how versions are promoted (gated targets through the promotion
+decision, ``assay.registry.gating``), and which version held an alias on a past date (replayed
+from the event log).
 """
 
 from __future__ import annotations
@@ -12,13 +13,24 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from assay.registry.checks import check_version_number
-from assay.registry.engine import as_utc
+from assay.registry.decisions import DecisionLedger, move_result
+from assay.registry.engine import as_utc, event_record
 from assay.registry.entities import (
+    Event,
     EventKind,
     ModelVersion,
     Stage,
 )
 from assay.registry.errors import invalid, not_found
+from assay.registry.gating import (
+    GateTarget,
+    MoveResult,
+    Outcome,
+    Ruling,
+    SuiteIdentity,
+    TargetKind,
+    raise_unless_moved,
+)
 from assay.registry.names import (
     check_alias,
     check_name,
@@ -28,20 +40,20 @@ from assay.registry.schema import (
     AliasRow,
     EventRow,
     VersionRow,
-    VersionTagRow,
 )
 from assay.registry.versions import ModelRegistry
 
 _ALIAS_KINDS = (EventKind.ALIAS_SET, EventKind.ALIAS_MOVED, EventKind.ALIAS_REMOVED)
 
-# Regression gate verdicts live in version tags ``gate.<scenario>`` = passed/failed (written by
-# ``assay.compare.gate`` callers); a version with a failed gate may not take a gated alias unforced.
+# The per-partition regression check's verdicts, as version tags ``gate.<scenario>`` =
+# passed/failed (``assay.compare.gate``): shown to users; a gated alias moves only as the
+# promotion decision allows (``assay.registry.gating``), which reads verdict events, not tags.
 GATE_TAG_PREFIX = "gate."
 GATE_PASSED = "passed"
 GATE_FAILED = "failed"
 
 
-class AliasRegistry(ModelRegistry):
+class AliasRegistry(ModelRegistry, DecisionLedger):
     """Aliases (the promotion mechanism) and the legacy stages of model versions."""
 
     # -- aliases
@@ -54,80 +66,97 @@ class AliasRegistry(ModelRegistry):
         actor: str | None = None,
         *,
         force: bool = False,
+        reason: str | None = None,
+        role: str | None = None,
     ) -> ModelVersion:
         """Point ``alias`` at ``version`` (moving it if it points elsewhere).
 
-        A gated alias (``champion`` by default) is refused to a version with a failed
-        regression gate (a ``gate.<scenario>`` tag equal to ``failed``) unless ``force``; the
-        refusal is recorded as an ``alias_refused`` event and raised as INVALID_PARAMETER_VALUE.
+        A gated alias (``champion`` by default) moves only as the promotion decision allows
+        (``assay.registry.gating``): a move waiting for its verdict raises ``PromotionPending``
+        (INVALID_STATE) and one a verdict refused raises ``PromotionRefused``, each after
+        recording its event. ``request_alias`` answers the same without raising.
+        """
+        result = self.request_alias(
+            model, alias, version, actor, force=force, reason=reason, role=role
+        )
+        raise_unless_moved(result)
+        return result.record
+
+    def request_alias(
+        self,
+        model: str,
+        alias: str,
+        version: int,
+        actor: str | None = None,
+        *,
+        force: bool = False,
+        reason: str | None = None,
+        role: str | None = None,
+        identity: SuiteIdentity | None = None,
+    ) -> MoveResult:
+        """Ask for ``alias`` to point at ``version``: moved, unchanged, pending or refused.
+
+        ``force`` skips the verdict of a gated alias; it needs ``reason``, and both go into the
+        events with ``role`` (the servers allow it to admins only).
         """
         check_name(model, "model name")
         check_alias(alias)
         check_version_number(version, f"alias {alias!r} of model {model!r}")
-        refused: list[str] = []
+        target = GateTarget(TargetKind.ALIAS, model, alias)
+        candidate = version_key(model, version)
 
-        def work(session: Session) -> ModelVersion:
+        def work(session: Session) -> MoveResult:
             now = self._now()
             model_row = self._model_row(session, model)
             row = self._version_row(session, model_row, version)
             current = session.get(AliasRow, (model_row.id, alias))
-            if current is not None and current.version_id == row.id:
-                return self._version_record(session, model, row)  # already there: no event
-            failed = self._failed_gates(session, row) if alias in self.gated_aliases else []
-            if failed and not force:
-                # Recorded and committed: the refusal is part of the alias's history.
-                refused[:] = failed
-                self._emit(
-                    session,
-                    EventKind.ALIAS_REFUSED,
-                    actor,
-                    now,
-                    model=model,
-                    version=version,
-                    payload={"alias": alias, "refused": version, "failed_gates": failed},
+            if current is not None and current.version_id == row.id:  # already there: no event
+                record = self._version_record(session, model, row)
+                return MoveResult(
+                    Outcome.UNCHANGED, target, candidate, "already there", record=record
                 )
-                return self._version_record(session, model, row)
-            before = None
+            before = None if current is None else session.get_one(VersionRow, current.version_id)
+            incumbent = (
+                version_key(model, before.version)
+                if before is not None
+                else self._last_holder(session, target, candidate)
+            )
+            ruling, recorded = self._rule(
+                session,
+                target,
+                candidate,
+                incumbent,
+                version,
+                actor,
+                now,
+                force=force,
+                reason=reason,
+                role=role,
+                identity=identity,
+            )
+            if ruling.outcome is not Outcome.MOVED:
+                return move_result(ruling, target, candidate, recorded, None)
             if current is None:
                 session.add(AliasRow(model_id=model_row.id, alias=alias, version_id=row.id))
                 kind = EventKind.ALIAS_SET
             else:
-                before = session.get_one(VersionRow, current.version_id).version
                 current.version_id = row.id
                 kind = EventKind.ALIAS_MOVED
             model_row.updated_at = now
-            payload: dict[str, Any] = {"alias": alias, "before": before, "after": version}
-            if failed:
-                payload["forced_past_gates"] = failed
-            self._emit(session, kind, actor, now, model=model, version=version, payload=payload)
+            payload: dict[str, Any] = {
+                "alias": alias,
+                "before": None if before is None else before.version,
+                "after": version,
+                **_decided_by(ruling, recorded),
+            }
+            move = self._emit(
+                session, kind, actor, now, model=model, version=version, payload=payload
+            )
             session.flush()
-            return self._version_record(session, model, row)
+            record = self._version_record(session, model, row)
+            return move_result(ruling, target, candidate, recorded, event_record(move), record)
 
-        result = self._write(work)
-        if refused:
-            raise invalid(
-                f"alias {alias!r} of model {model!r} refused for version "
-                f"{version_key(model, version)!r}: regression gate failed on "
-                f"{', '.join(refused)} (tags {', '.join(GATE_TAG_PREFIX + s for s in refused)}); "
-                "pass force to override"
-            )
-        return result
-
-    @staticmethod
-    def _failed_gates(session: Session, row: VersionRow) -> list[str]:
-        """Scenarios whose ``gate.<scenario>`` tag on this version says ``failed``."""
-        tags = session.scalars(
-            select(VersionTagRow).where(
-                VersionTagRow.version_id == row.id,
-                VersionTagRow.key.startswith(GATE_TAG_PREFIX, autoescape=True),
-            )
-        )
-        # LIKE ignores case on SQLite: only the gate's own spelling of the key counts.
-        return sorted(
-            t.key[len(GATE_TAG_PREFIX) :]
-            for t in tags
-            if t.key.startswith(GATE_TAG_PREFIX) and t.value == GATE_FAILED
-        )
+        return self._write(work)
 
     def delete_alias(self, model: str, alias: str, actor: str | None = None) -> None:
         """Remove ``alias`` from ``model``; RESOURCE_DOES_NOT_EXIST if it is not set."""
@@ -193,48 +222,131 @@ class AliasRegistry(ModelRegistry):
         stage: Stage | str | None,
         archive_existing_versions: bool = False,
         actor: str | None = None,
+        *,
+        force: bool = False,
+        reason: str | None = None,
+        role: str | None = None,
     ) -> ModelVersion:
-        """Move a version to a legacy stage; optionally archive the versions already there."""
+        """Move a version to a legacy stage; optionally archive the versions already there.
+
+        A gated stage (``Production`` by default) is entered only as the promotion decision
+        allows, as ``set_alias``: ``PromotionPending`` or ``PromotionRefused`` otherwise.
+        """
+        result = self.request_stage(
+            model,
+            version,
+            stage,
+            archive_existing_versions,
+            actor,
+            force=force,
+            reason=reason,
+            role=role,
+        )
+        raise_unless_moved(result)
+        return result.record
+
+    def request_stage(
+        self,
+        model: str,
+        version: int,
+        stage: Stage | str | None,
+        archive_existing_versions: bool = False,
+        actor: str | None = None,
+        *,
+        force: bool = False,
+        reason: str | None = None,
+        role: str | None = None,
+        identity: SuiteIdentity | None = None,
+    ) -> MoveResult:
+        """Ask for ``version`` to enter ``stage``: moved, unchanged, pending or refused. The
+        incumbent of a gated stage is the newest other version in it."""
         check_name(model, "model name")
         check_version_number(version, f"model {model!r}")
-        target = Stage.parse(stage)
-        if archive_existing_versions and target not in (Stage.STAGING, Stage.PRODUCTION):
+        target_stage = Stage.parse(stage)
+        if archive_existing_versions and target_stage not in (Stage.STAGING, Stage.PRODUCTION):
             raise invalid(
-                f"archive_existing_versions needs stage Staging or Production, not {target.value}"
+                "archive_existing_versions needs stage Staging or Production, not "
+                f"{target_stage.value}"
             )
+        target = GateTarget(TargetKind.STAGE, model, target_stage.value)
+        candidate = version_key(model, version)
 
-        def work(session: Session) -> ModelVersion:
+        def work(session: Session) -> MoveResult:
             now = self._now()
             model_row = self._model_row(session, model)
             row = self._version_row(session, model_row, version)
+            others = session.scalars(
+                select(VersionRow)
+                .where(
+                    VersionRow.model_id == model_row.id,
+                    VersionRow.stage == target_stage.value,
+                    VersionRow.id != row.id,
+                )
+                .order_by(VersionRow.version)
+            ).all()
+            ruling, recorded = Ruling(Outcome.MOVED, "not a gated target"), None
+            if row.stage != target_stage.value:
+                incumbent = (
+                    version_key(model, others[-1].version)
+                    if others
+                    else self._last_holder(session, target, candidate)
+                )
+                ruling, recorded = self._rule(
+                    session,
+                    target,
+                    candidate,
+                    incumbent,
+                    version,
+                    actor,
+                    now,
+                    force=force,
+                    reason=reason,
+                    role=role,
+                    identity=identity,
+                    request={"archive_existing_versions": archive_existing_versions},
+                )
+                if ruling.outcome is not Outcome.MOVED:
+                    return move_result(ruling, target, candidate, recorded, None)
             changes: list[tuple[VersionRow, str]] = []
-            if row.stage != target.value:
+            if row.stage != target_stage.value:
                 changes.append((row, row.stage))
-                row.stage = target.value
+                row.stage = target_stage.value
             if archive_existing_versions:
-                others = session.scalars(
-                    select(VersionRow).where(
-                        VersionRow.model_id == model_row.id,
-                        VersionRow.stage == target.value,
-                        VersionRow.id != row.id,
-                    )
-                ).all()
                 for other in others:
                     changes.append((other, other.stage))
                     other.stage = Stage.ARCHIVED.value
+            if not changes:
+                record = self._version_record(session, model, row)
+                return MoveResult(
+                    Outcome.UNCHANGED, target, candidate, "already there", record=record
+                )
+            first = None
             for changed, before in changes:
-                self._emit(
+                payload: dict[str, Any] = {"before": before, "after": changed.stage}
+                if changed is row:
+                    payload.update(_decided_by(ruling, recorded))
+                emitted = self._emit(
                     session,
                     EventKind.STAGE_CHANGED,
                     actor,
                     now,
                     model=model,
                     version=changed.version,
-                    payload={"before": before, "after": changed.stage},
+                    payload=payload,
                 )
-            if changes:
-                model_row.updated_at = now
+                first = first or emitted
+            model_row.updated_at = now
             session.flush()
-            return self._version_record(session, model, row)
+            record = self._version_record(session, model, row)
+            return move_result(ruling, target, candidate, recorded, event_record(first), record)
 
         return self._write(work)
+
+
+def _decided_by(ruling: Ruling, recorded: Event | None) -> dict[str, Any]:
+    """What a move's event says about the decision that allowed it."""
+    if ruling.forced and recorded is not None:
+        return {"forced": recorded.payload.get("reason"), "decision": recorded.id}
+    if ruling.verdict is not None:
+        return {"decision": ruling.verdict.id}
+    return {}

@@ -34,8 +34,15 @@ from sqlalchemy.pool import StaticPool
 from assay.registry.entities import (
     Event,
     EventKind,
+    Stage,
 )
 from assay.registry.errors import invalid, not_found
+from assay.registry.gating import (
+    SuiteIdentity,
+    current_suite_identity,
+    gated_prompt_aliases_from_env,
+    gated_stages_from_env,
+)
 from assay.registry.limits import ACTOR_MAX_CHARS, check_line
 from assay.registry.schema import EventRow
 
@@ -181,6 +188,9 @@ class RegistryBase:
         read: Engine,
         clock: Clock,
         gated_aliases: Iterable[str] | None = None,
+        gated_stages: Iterable[str] | None = None,
+        gated_prompt_aliases: Iterable[str] | None = None,
+        suite_identity: Callable[[], SuiteIdentity] | None = None,
     ) -> None:
         self.url = url
         self._write_engine = write
@@ -190,6 +200,19 @@ class RegistryBase:
         self.gated_aliases = frozenset(
             gated_aliases_from_env() if gated_aliases is None else gated_aliases
         )
+        self.gated_stages = frozenset(
+            gated_stages_from_env()
+            if gated_stages is None
+            else (Stage.parse(s).value for s in gated_stages)
+        )
+        self.gated_prompt_aliases = frozenset(
+            gated_prompt_aliases_from_env(self.gated_aliases)
+            if gated_prompt_aliases is None
+            else gated_prompt_aliases
+        )
+        # The suite verdicts must have been judged on; read at each gated move, so a changed
+        # suite file or code makes older verdicts stale without reopening the registry.
+        self.suite_identity = suite_identity or current_suite_identity
 
     # -- lifecycle
 
@@ -200,17 +223,33 @@ class RegistryBase:
         *,
         clock: Clock | None = None,
         gated_aliases: Iterable[str] | None = None,
+        gated_stages: Iterable[str] | None = None,
+        gated_prompt_aliases: Iterable[str] | None = None,
+        suite_identity: Callable[[], SuiteIdentity] | None = None,
     ) -> Self:
         """Connect and upgrade the schema to the newest migration.
 
         ``url`` defaults to ``default_registry_url()``. ``clock`` (returning aware datetimes)
         stamps every row and event; tests inject one to control "as of" answers.
-        ``gated_aliases`` are the aliases a version with a failed regression gate may not take
-        without ``force`` (default ``$ASSAY_GATED_ALIASES`` or ``champion``).
+        ``gated_aliases``, ``gated_stages`` and ``gated_prompt_aliases`` are the targets that
+        move only through a promotion decision (``assay.registry.gating``; defaults from
+        ``$ASSAY_GATED_ALIASES`` or ``champion``, ``$ASSAY_GATED_STAGES`` or ``Production``,
+        ``$ASSAY_GATED_PROMPT_ALIASES`` or the gated model aliases). ``suite_identity`` says
+        which suite and code a verdict must have been judged on (default: ``$ASSAY_SUITE`` or
+        the shipped suite, and this process's code versions).
         """
         url = url or default_registry_url()
         write, read = make_engines(url)
-        registry = cls(url, write, read, clock or utc_now, gated_aliases)
+        registry = cls(
+            url,
+            write,
+            read,
+            clock or utc_now,
+            gated_aliases,
+            gated_stages,
+            gated_prompt_aliases,
+            suite_identity,
+        )
         try:
             registry._retry(write, registry._upgrade)
         except Exception:

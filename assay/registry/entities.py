@@ -43,7 +43,9 @@ class EventKind(enum.StrEnum):
     ALIAS_SET = "alias_set"
     ALIAS_MOVED = "alias_moved"
     ALIAS_REMOVED = "alias_removed"
-    ALIAS_REFUSED = "alias_refused"  # a gated alias refused to a version whose gate failed
+    # Before promotion decisions (assay.registry.gating): a gated alias refused to a version
+    # whose per-scenario gate tag said failed. Kept so old logs still read.
+    ALIAS_REFUSED = "alias_refused"
     STAGE_CHANGED = "stage_changed"
     TAG_SET = "tag_set"
     TAG_DELETED = "tag_deleted"
@@ -57,6 +59,11 @@ class EventKind(enum.StrEnum):
     # An event the promotion sensor could not act on (bad source, unparseable name): recorded
     # with the reason, and the sensor moves past it.
     PROMOTION_REFUSED = "promotion_refused"
+    # Promotion decisions (assay.registry.gating): a gated move waiting for its verdict, and
+    # the verdict (every criterion's figures, the suite and code versions judged on).
+    GATE_PENDING = "gate_pending"
+    GATE_APPROVED = "gate_approved"
+    GATE_REFUSED = "gate_refused"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,9 @@ class ErrorCode(enum.StrEnum):
     RESOURCE_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
     INVALID_PARAMETER_VALUE = "INVALID_PARAMETER_VALUE"
     RESOURCE_ALREADY_EXISTS = "RESOURCE_ALREADY_EXISTS"
+    # MLflow's code for a request the resource's state does not allow now (HTTP 400, not
+    # retried by MLflow's client): a gated move recorded as pending.
+    INVALID_STATE = "INVALID_STATE"
 
 
 class RegistryError(Exception):

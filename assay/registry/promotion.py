@@ -47,6 +47,10 @@ class PromotionPolicy:
     def promotion(self, event: Event) -> Promotion | None:
         if event.key is None:
             return None
+        if "decision" in event.payload and "forced" not in event.payload:
+            # Applied by a promotion decision, judged on current results of the whole suite:
+            # evaluating it again would repeat them.
+            return None
         if event.kind in (EventKind.ALIAS_SET, EventKind.ALIAS_MOVED):
             alias = str(event.payload.get("alias"))
             if self.aliases is None or alias in self.aliases:

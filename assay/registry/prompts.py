@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from assay.registry.checks import check_text, check_version_number
-from assay.registry.engine import RegistryBase, one
+from assay.registry.decisions import DecisionLedger, move_result
+from assay.registry.engine import event_record, one
 from assay.registry.entities import (
     EventKind,
     PromptTemplate,
     PromptVersion,
 )
 from assay.registry.errors import exists, invalid, not_found
+from assay.registry.gating import (
+    GateTarget,
+    MoveResult,
+    Outcome,
+    SuiteIdentity,
+    TargetKind,
+    raise_unless_moved,
+)
 from assay.registry.names import (
     check_alias,
     check_name,
@@ -30,7 +40,7 @@ from assay.registry.schema import (
 from assay.registry.templates import check_template
 
 
-class PromptRegistry(RegistryBase):
+class PromptRegistry(DecisionLedger):
     """Prompt templates, their versions and aliases."""
 
     # -- prompts
@@ -111,38 +121,104 @@ class PromptRegistry(RegistryBase):
         return self._write(work)
 
     def set_prompt_alias(
-        self, name: str, alias: str, version: int, actor: str | None = None
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        actor: str | None = None,
+        *,
+        force: bool = False,
+        reason: str | None = None,
+        role: str | None = None,
     ) -> PromptVersion:
-        """Point a prompt alias at one of its versions (moving it if needed)."""
+        """Point a prompt alias at one of its versions (moving it if needed).
+
+        A gated prompt alias moves only as the promotion decision allows (the candidate prompt
+        version judged against the one the alias holds, on the same model versions):
+        ``PromotionPending`` or ``PromotionRefused`` otherwise (``request_prompt_alias``
+        answers without raising).
+        """
+        result = self.request_prompt_alias(
+            name, alias, version, actor, force=force, reason=reason, role=role
+        )
+        raise_unless_moved(result)
+        return result.record
+
+    def request_prompt_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        actor: str | None = None,
+        *,
+        force: bool = False,
+        reason: str | None = None,
+        role: str | None = None,
+        identity: SuiteIdentity | None = None,
+    ) -> MoveResult:
+        """Ask for prompt alias ``alias`` to point at ``version``: moved, unchanged, pending
+        or refused (see ``assay.registry.gating``)."""
         check_name(name, "prompt name")
         check_alias(alias)
         check_version_number(version, f"alias {alias!r} of prompt {name!r}")
+        target = GateTarget(TargetKind.PROMPT_ALIAS, name, alias)
+        candidate = version_key(name, version)
 
-        def work(session: Session) -> PromptVersion:
+        def work(session: Session) -> MoveResult:
             now = self._now()
             prompt = self._prompt_row(session, name)
             row = self._prompt_version_row(session, prompt, version)
             current = session.get(PromptAliasRow, (prompt.id, alias))
             if current is not None and current.version_id == row.id:
-                return self._prompt_version_record(session, name, row)
+                record = self._prompt_version_record(session, name, row)
+                return MoveResult(
+                    Outcome.UNCHANGED, target, candidate, "already there", record=record
+                )
             before = None
+            if current is not None:
+                before = session.get_one(PromptVersionRow, current.version_id).version
+            incumbent = (
+                version_key(name, before)
+                if before is not None
+                else self._last_holder(session, target, candidate)
+            )
+            ruling, recorded = self._rule(
+                session,
+                target,
+                candidate,
+                incumbent,
+                version,
+                actor,
+                now,
+                force=force,
+                reason=reason,
+                role=role,
+                identity=identity,
+            )
+            if ruling.outcome is not Outcome.MOVED:
+                return move_result(ruling, target, candidate, recorded, None)
             if current is None:
                 session.add(PromptAliasRow(prompt_id=prompt.id, alias=alias, version_id=row.id))
             else:
-                before = session.get_one(PromptVersionRow, current.version_id).version
                 current.version_id = row.id
             prompt.updated_at = now
-            self._emit(
+            payload: dict[str, Any] = {"alias": alias, "before": before, "after": version}
+            if ruling.forced and recorded is not None:
+                payload.update(forced=recorded.payload.get("reason"), decision=recorded.id)
+            elif ruling.verdict is not None:
+                payload["decision"] = ruling.verdict.id
+            move = self._emit(
                 session,
                 EventKind.PROMPT_ALIAS_SET,
                 actor,
                 now,
                 prompt=name,
                 version=version,
-                payload={"alias": alias, "before": before, "after": version},
+                payload=payload,
             )
             session.flush()
-            return self._prompt_version_record(session, name, row)
+            record = self._prompt_version_record(session, name, row)
+            return move_result(ruling, target, candidate, recorded, event_record(move), record)
 
         return self._write(work)
 

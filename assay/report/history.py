@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from assay.report.data import alias_holders, alias_moves, end_of
+from assay.report.decisions import decision_rows
 from assay.report.render import _Context, _finite
 
 
@@ -145,6 +146,7 @@ def _history(ctx: _Context) -> None:
         version_chart=version_chart,
         alias_chart=alias_chart,
         moves=moves,
+        decisions=decision_rows(data.events),
         history_export=ctx.site.export("history", history_rows),
         alias_export=ctx.site.export("alias-history", alias_rows),
         moves_export=ctx.site.export("alias-events", moves),

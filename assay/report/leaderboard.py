@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 
 from assay.compare.ranking import comparison_rows
 from assay.report.data import alias_holders, end_of
+from assay.report.decisions import decision_page, latest_verdicts
 from assay.report.links import compare_page, day_page, scenario_page, slug
 from assay.report.render import _Context, _finite
 
@@ -26,6 +27,7 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
     order = [r["model_version"] for r in rows]
     nxt = dict(pairwise(order))
     registered = {v.key: v for v in data.versions}
+    decided = latest_verdicts(data.events)
     table = []
     for r in rows:
         v = r["model_version"]
@@ -36,11 +38,19 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
                 "description": registered[v].description if v in registered else "",
                 "aliases": held.get(v, []),
                 "compare_next": compare_page(v, n) if n and (v, n) in pairs else None,
+                "decision": decision_page(decided[v].id) if v in decided else None,
+                "decision_kind": decided[v].kind.value.removeprefix("gate_")
+                if v in decided
+                else "",
             }
         )
     export_rows = [
         {
-            **{k: v for k, v in r.items() if k not in ("compare_next", "aliases")},
+            **{
+                k: v
+                for k, v in r.items()
+                if k not in ("compare_next", "aliases", "decision", "decision_kind")
+            },
             "aliases": " ".join(r["aliases"]),
         }
         for r in table

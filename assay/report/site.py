@@ -7,7 +7,9 @@ an object store alike):
 - ``compare-<a>--<b>-<id>.html``: two versions compared (paired tests, flipped instances);
 - ``scenario-<key>.html``: scorecards, group breakdowns, robustness, calibration, instances;
 - ``instance.html#s=<scenario>&v=<version>&id=<instance>``: one prediction;
-- ``history.html``: scores over days, alias moves;
+- ``history.html``: scores over days, alias moves, promotion decisions;
+- ``decision-<event id>.html``: one promotion verdict, every criterion with its figures (linked
+  from the version's leaderboard row);
 - ``export/``: every table as CSV and JSON, each partition's per-instance rows as JSONL;
 - ``_build.json``: the manifest that makes the next build incremental (:mod:`.writing`).
 
@@ -32,6 +34,7 @@ from importlib import resources
 
 from assay.report.comparison import _comparison, _comparison_index, _pairs
 from assay.report.data import ExplorerData
+from assay.report.decisions import _decisions
 from assay.report.history import _history
 from assay.report.leaderboard import _leaderboard
 from assay.report.links import compare_page, day_page, scenario_page, slug
@@ -110,6 +113,7 @@ def build_site(
     for scenario in ctx.scenarios:
         _scenario(ctx, scenario)
     ctx.render("instance.html", "instance.html", manifest=ctx.manifest, title="Instance")
+    _decisions(ctx)
     _history(ctx)
     days = data.days()
     for day in days:

@@ -8,9 +8,10 @@ from typing import Any
 
 from assay.registry.aliases import GATE_TAG_PREFIX
 from assay.registry.entities import Event, EventKind, PromptTemplate, PromptVersion
+from assay.registry.gating import MoveResult, Outcome, PromotionRefused
 from assay.registry.limits import RESERVED_TAG_PREFIXES
 from assay.registry.tokens import Role, TokenInfo, TokenStore
-from assay.server.http import Call, invalid, millis
+from assay.server.http import ApiError, Call, invalid, millis
 from assay.server.mlflow_api import Endpoint, version_json
 
 EVENTS_MAX = 1_000  # events per page; page on with `after`
@@ -73,7 +74,8 @@ def versions_as_of(call: Call) -> dict[str, Any]:
 
 
 def version_verdicts(call: Call) -> dict[str, Any]:
-    """Gate verdicts (``gate.<scenario>`` tags) and every recorded evaluation of a version."""
+    """Per-partition gate verdicts (``gate.<scenario>`` tags), every recorded evaluation and
+    every promotion decision about a version."""
     name = call.path["name"]
     number = _path_version(call)
     version = call.registry.resolve(f"models:/{name}/{number}")
@@ -87,7 +89,17 @@ def version_verdicts(call: Call) -> dict[str, Any]:
         for e in call.registry.events(model=name)
         if e.kind is EventKind.EVALUATION_RECORDED and e.version == number
     ]
-    return {"version": version_json(version), "gates": gates, "evaluations": evaluations}
+    decisions = [
+        event_json(e)
+        for e in call.registry.decisions(model=name)
+        if e.payload.get("candidate") == version.key
+    ]
+    return {
+        "version": version_json(version),
+        "gates": gates,
+        "evaluations": evaluations,
+        "decisions": decisions,
+    }
 
 
 def _path_version_key(call: Call) -> str:
@@ -179,13 +191,95 @@ def resolve_prompt(call: Call) -> dict[str, Any]:
     return {"version": prompt_version_json(call.registry.get_prompt(call.text("uri")))}
 
 
+def _force(call: Call, owner: str) -> tuple[bool, str | None]:
+    """``force`` skips a gated move's verdict: the admin role and a ``reason`` only."""
+    force = call.boolean("force")
+    reason = call.optional_text("reason")
+    if force:
+        call.require(Role.ADMIN, owner)
+        if not (reason or "").strip():
+            raise invalid("force needs a reason")
+    return force, reason
+
+
+def move_json(result: MoveResult) -> dict[str, Any]:
+    """A requested move's answer: ``status`` moved, unchanged or pending (refusals are
+    errors), why, and the event recording it."""
+    if result.outcome is Outcome.REFUSED:
+        raise ApiError.from_registry(PromotionRefused(result))
+    return {
+        "status": result.outcome.value,
+        "reason": result.reason,
+        "candidate": result.candidate,
+        "target": result.target.to_json(),
+        "event": None if result.event is None else event_json(result.event),
+        "verdict": None if result.verdict is None else event_json(result.verdict),
+    }
+
+
 def set_prompt_alias(call: Call) -> dict[str, Any]:
+    name = call.path["name"]
+    alias = call.text("alias")
+    role = Role.PROMOTER if alias in call.registry.gated_prompt_aliases else Role.WRITER
+    call.require(role, name)
+    force, reason = _force(call, name)
+    result = call.registry.request_prompt_alias(
+        name,
+        alias,
+        call.integer("version"),
+        actor=call.actor,
+        force=force,
+        reason=reason,
+        role=call.principal.role.label,
+    )
+    out = move_json(result)
+    if result.record is not None:
+        out["version"] = prompt_version_json(result.record)
+    return out
+
+
+def set_model_alias(call: Call) -> dict[str, Any]:
+    """Ask for a model alias to move: through the promotion decision when it is gated."""
     name = call.path["name"]
     alias = call.text("alias")
     role = Role.PROMOTER if alias in call.registry.gated_aliases else Role.WRITER
     call.require(role, name)
-    version = call.registry.set_prompt_alias(name, alias, call.integer("version"), actor=call.actor)
-    return {"version": prompt_version_json(version)}
+    force, reason = _force(call, name)
+    result = call.registry.request_alias(
+        name,
+        alias,
+        call.integer("version"),
+        actor=call.actor,
+        force=force,
+        reason=reason,
+        role=call.principal.role.label,
+    )
+    return move_json(result)
+
+
+def set_model_stage(call: Call) -> dict[str, Any]:
+    """Ask for a version to enter a stage: through the promotion decision when it is gated."""
+    name = call.path["name"]
+    call.require(Role.PROMOTER, name)
+    force, reason = _force(call, name)
+    result = call.registry.request_stage(
+        name,
+        _path_version(call),
+        call.text("stage"),
+        call.boolean("archive_existing_versions"),
+        actor=call.actor,
+        force=force,
+        reason=reason,
+        role=call.principal.role.label,
+    )
+    return move_json(result)
+
+
+def model_decisions(call: Call) -> dict[str, Any]:
+    """A model's promotion decisions: pending requests and verdicts with every criterion."""
+    name = call.path["name"]
+    call.registry.get_model(name)
+    return {"decisions": [event_json(e) for e in call.registry.decisions(model=name)]}
 
 
 def whoami(call: Call) -> dict[str, Any]:
@@ -270,6 +364,27 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         set_version_prices,
         "Replace a version's token prices (from its next evaluation)",
         W,
+    ),
+    Endpoint(
+        "POST",
+        f"{_V1}/models/{{name}}/aliases",
+        set_model_alias,
+        "Ask for an alias to move (gated: promoter; a pending move answers status pending)",
+        W,
+    ),
+    Endpoint(
+        "POST",
+        f"{_V1}/models/{{name}}/versions/{{version}}/stage",
+        set_model_stage,
+        "Ask for a version to enter a stage (promoter; Production is gated)",
+        W,
+    ),
+    Endpoint(
+        "GET",
+        f"{_V1}/models/{{name}}/decisions",
+        model_decisions,
+        "Promotion decisions: pending requests and verdicts with every criterion",
+        R,
     ),
     Endpoint("GET", f"{_V1}/prompts", list_prompts, "Prompt templates", R),
     Endpoint("POST", f"{_V1}/prompts", create_prompt, "Register a prompt name", W),

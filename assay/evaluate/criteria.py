@@ -1,0 +1,105 @@
+"""The suite's ``promotion:`` block: what a version must show before it takes a gated target.
+
+::
+
+    promotion:
+      mode: require_non_inferiority   # or block_regressions (the per-partition check's rule)
+      alpha: 0.05                     # family-wise, Holm over every tested criterion
+      margin: 0.05                    # of each scenario's primary metric vs the incumbent
+      primary_metrics: true           # judge every scenario's primary metric vs the incumbent
+      criteria:
+        - {scenario: arithmetic, metric: exact_match, at_least: 0.3, on: lower}
+        - {family: toxicity, at_most: 0.2}             # every toxicity metric, every scenario
+        - {metric: latency_p95_s, at_most: 2.0}
+        - {scenario: boolq, metric: acc, margin: 0.02} # non-inferiority vs the incumbent
+
+Each criterion names a ``metric`` or a ``family`` (every headline metric of it), optionally a
+``scenario`` (a suite key; absent: every scenario that reports it), and exactly one of
+``at_least`` / ``at_most`` (absolute, on the point ``estimate`` or the interval's ``lower`` /
+``upper`` bound) or ``margin`` (relative to the incumbent, in the metric's own units).
+``assay.compare.decision`` judges them.
+
+The default mode of gated targets is ``require_non_inferiority``: deny by default means a move
+needs evidence that the candidate is not worse, and a candidate evaluated on too few instances
+shows nothing. ``block_regressions`` (block only a confident regression) stays available.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from assay.core.records import METRIC_FAMILIES
+
+MODES = ("require_non_inferiority", "block_regressions")
+DEFAULT_MODE = "require_non_inferiority"
+DEFAULT_MARGIN = 0.05
+
+
+class CriterionSpec(BaseModel):
+    """One declared criterion (see the module doc)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    scenario: str | None = None
+    metric: str | None = None
+    family: str | None = None
+    at_least: float | None = None
+    at_most: float | None = None
+    margin: float | None = Field(default=None, ge=0)
+    on: Literal["estimate", "lower", "upper"] | None = None
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> CriterionSpec:
+        if (self.metric is None) == (self.family is None):
+            raise ValueError("give exactly one of 'metric' and 'family'")
+        if self.family is not None and self.family not in METRIC_FAMILIES:
+            raise ValueError(f"family {self.family!r} is not one of {', '.join(METRIC_FAMILIES)}")
+        given = [k for k in ("at_least", "at_most", "margin") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'at_least', 'at_most' and 'margin'")
+        value = getattr(self, given[0])
+        if not math.isfinite(value):
+            raise ValueError(f"{given[0]} must be a finite number, got {value!r}")
+        if self.margin is not None and self.on is not None:
+            raise ValueError("'on' chooses the bound of an absolute threshold, not of a margin")
+        return self
+
+    @property
+    def relative(self) -> bool:
+        return self.margin is not None
+
+    @property
+    def bound(self) -> str:
+        return self.on or "estimate"
+
+    @property
+    def subject(self) -> str:
+        return self.metric if self.metric is not None else f"family {self.family}"
+
+
+class PromotionCriteria(BaseModel):
+    """The whole ``promotion:`` block; absent, every default applies."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    mode: Literal["require_non_inferiority", "block_regressions"] = DEFAULT_MODE
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    margin: float = Field(default=DEFAULT_MARGIN, ge=0)
+    primary_metrics: bool = True
+    criteria: list[CriterionSpec] = Field(default_factory=list)
+    n_resamples: int = Field(default=2000, ge=100)
+
+    def check_scenarios(self, keys: list[str], where: str) -> None:
+        """Every criterion's scenario is a key of the suite."""
+        for index, criterion in enumerate(self.criteria):
+            if criterion.scenario is not None and criterion.scenario not in keys:
+                raise ValueError(
+                    f"{where}.criteria[{index}].scenario: {criterion.scenario!r} is not a "
+                    f"scenario key of the suite ({', '.join(keys)})"
+                )
+
+
+__all__ = ("DEFAULT_MARGIN", "DEFAULT_MODE", "MODES", "CriterionSpec", "PromotionCriteria")
