@@ -26,7 +26,6 @@ import typing
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import pytest
 from conftest import REGISTRY_PRINCIPALS
 
 from assay.core.http_server import asgi_in_background
-from assay.registry import Registry
+from assay.registry import EventKind, Registry
 from assay.registry.tokens import TokenStore
 from assay.server import create_app
 from assay.webhooks.delivery import RetryPolicy, WebhookWorker
@@ -567,17 +566,10 @@ def test_deliveries_come_from_the_event_log_and_survive_a_restart(
         assert sum(d.webhook_id == paused.id for d in store.deliveries()) == 1
 
 
-class GateKind(StrEnum):
-    """The gate's event kinds, by their strings in the events table."""
-
-    GATE_PENDING = "gate_pending"
-    GATE_APPROVED = "gate_approved"
-    GATE_REFUSED = "gate_refused"
-
-
 def test_promotion_decisions_are_sent_as_assays_own_events(
     start_server: Callable[..., HookServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("ASSAY_GATED_ALIASES", "champion")  # read when the registry opens
     server = start_server(deliver=False)
     registry = server.registry
     with receiving() as receiver:
@@ -604,16 +596,12 @@ def test_promotion_decisions_are_sent_as_assays_own_events(
         ]
         registry.create_model("m")
         registry.create_version("m", "hf:/w")
-        # Decisions appended through the registry's own event writer, by their kind strings.
-        for kind, details in (
-            (GateKind.GATE_PENDING, {"alias": "champion", "requested_by": "pat"}),
-            (GateKind.GATE_REFUSED, {"alias": "champion", "reasons": ["boolq regressed"]}),
-        ):
-            registry._write(
-                lambda s, kind=kind, details=details: registry._emit(
-                    s, kind, "sensor", registry._now(), model="m", version=1, payload=details
-                )
-            )
+        # A gated move asked before any verdict is pending; an admin then forces it.
+        assert registry.request_alias("m", "champion", 1, actor="pat").outcome.value == "pending"
+        forced = registry.request_alias(
+            "m", "champion", 1, actor="ada", force=True, reason="hotfix", role="admin"
+        )
+        assert forced.outcome.value == "moved"
         worker = WebhookWorker(registry, FAST)
         try:
             worker.run_once()
@@ -622,14 +610,18 @@ def test_promotion_decisions_are_sent_as_assays_own_events(
         got = receiver.wait_for(2)
         assert [(r.json["entity"], r.json["action"]) for r in got] == [
             ("promotion", "pending"),
-            ("promotion", "refused"),
+            ("promotion", "approved"),
         ]
-        assert got[1].json["data"] == {
-            "name": "m",
-            "version": "1",
-            "actor": "sensor",
-            "details": {"alias": "champion", "reasons": ["boolq regressed"]},
-        }
+        decisions = [e for e in registry.events() if e.kind.value.startswith("gate_")]
+        assert [e.kind for e in decisions] == [EventKind.GATE_PENDING, EventKind.GATE_APPROVED]
+        for delivered, event in zip(got, decisions, strict=True):
+            assert delivered.json["data"] == {
+                "name": "m",
+                "version": "1",
+                "actor": event.actor,
+                "details": event.payload,
+            }
+        assert got[1].json["data"]["details"]["reason"] == "hotfix"
 
 
 def test_prompt_events_follow_mlflows_prompt_payloads(
