@@ -42,6 +42,7 @@ from dagster import (
 from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, MODEL_VERSION, SCENARIO
 from assets.partitions import evaluation_partitions
 from resources import RegistryResource, StorageResource
+from sensors.outages import is_registry_outage
 from sensors.promotion import sensor_interval_s
 
 URI_VARIABLES = ("ASSAY_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
@@ -139,11 +140,6 @@ def build_mlflow_alias_sensor(
     return _mlflow_alias_sensor
 
 
-def _is_registry_outage(exc: Exception) -> bool:
-    # SQLAlchemy's DBAPIError, by class name so this layer needs no SQLAlchemy import.
-    return any(cls.__name__ == "DBAPIError" for cls in type(exc).__mro__)
-
-
 def build_mlflow_export_sensor(
     tracking_uri: str | None = None,
     name: str = "mlflow_export_sensor",
@@ -225,7 +221,7 @@ def build_mlflow_export_sensor(
                         asset_events=refusals,
                     )
                 except Exception as exc:
-                    if _is_registry_outage(exc):
+                    if is_registry_outage(exc):
                         return SensorResult(
                             skip_reason=SkipReason(
                                 f"registry unreachable ({type(exc).__name__}); cursor stays "

@@ -78,6 +78,7 @@ from assets.partitions import model_version_partitions
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
 from resources.executor import chained_run_config
 from sensors.gate import GATE_PENDING_TAG, PendingDecisions
+from sensors.outages import is_registry_outage, storage_reachable
 
 EVALUATION_KEYS = [AssetKey(k) for k in EVALUATION_ASSET_NAMES]
 # What a judge-rubric promotion runs: the scoring step over the stored outputs.
@@ -180,12 +181,6 @@ class Outage(Exception):
     """The registry or the storage failed: stop the tick here and retry at the next one."""
 
 
-def _is_outage(exc: Exception) -> bool:
-    # The registry's database failing (SQLAlchemy's DBAPIError) is an outage, not a fact about
-    # the event; checked by class name so this layer needs no SQLAlchemy import.
-    return any(cls.__name__ == "DBAPIError" for cls in type(exc).__mro__)
-
-
 class _Tick:
     """One evaluation of the sensor: the events it handled and what it asks Dagster to do."""
 
@@ -214,7 +209,7 @@ class _Tick:
         try:
             version = self.reg.get_version(key)
         except Exception as exc:
-            if _is_outage(exc):
+            if is_registry_outage(exc):
                 raise Outage(f"registry: {type(exc).__name__}") from exc
             raise
         try:
@@ -222,7 +217,7 @@ class _Tick:
         except OSError as exc:
             # Resolution errors (offline hub, missing file) are OSErrors too; a storage outage
             # is told apart by the store being unreachable right now.
-            if not self._storage_ok():
+            if not storage_reachable(self.store):
                 raise Outage(f"storage: {type(exc).__name__}: {exc}") from exc
             raise
         self.recorded[key] = AssetMaterialization(
@@ -234,15 +229,6 @@ class _Tick:
         if key not in self.known:
             self.known.add(key)
             self.to_add.append(key)
-
-    def _storage_ok(self) -> bool:
-        try:
-            self.store.fs.ls(self.store.root)
-        except FileNotFoundError:
-            return True
-        except Exception:
-            return False
-        return True
 
     def handle(self, event: Event, promotions: list[Promotion]) -> None:
         if event.kind is EventKind.VERSION_CREATED and event.key:
@@ -301,7 +287,7 @@ class _Tick:
         try:
             self.reg.refuse_promotion(event, reason, actor=SENSOR_ACTOR)
         except Exception as again:
-            if _is_outage(again):
+            if is_registry_outage(again):
                 raise Outage(f"registry: {type(again).__name__}") from again
             raise
 
@@ -361,7 +347,7 @@ def _promotions(
     try:
         return prompt_promotions(event, loaded, reg, policy)
     except Exception as exc:
-        if _is_outage(exc):
+        if is_registry_outage(exc):
             raise Outage(f"registry: {type(exc).__name__}") from exc
         raise
 
