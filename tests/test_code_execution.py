@@ -526,7 +526,7 @@ def test_a_suite_entry_asks_for_code_execution() -> None:
     for fields, message in [
         (
             {"scorer": "regex"},
-            r"scenarios\.he\.scorer: unknown scorer 'regex'; known: code_execution, "
+            r"scenarios\.he\.scorer: unknown scorer 'regex'; known: code_execution, ifeval, "
             r"math_equivalence",
         ),
         (
