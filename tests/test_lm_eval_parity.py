@@ -202,7 +202,9 @@ def test_same_prompts_answers_and_scores_as_lm_eval(
             texts = [o.completion.text for o in ours]
             assert texts == [r[0] for r in sample["resps"]], f"doc {sample['doc_id']}"
         else:
-            pairs = [(o.request.prompt, c.text, c.logprob) for o in ours for c in o.completion.choices]
+            pairs = [
+                (o.request.prompt, c.text, c.logprob) for o in ours for c in o.completion.choices
+            ]
             assert [(p, c) for p, c, _ in pairs] == [tuple(a[:2]) for a in sample["arguments"]]
             for (_, _, ll), resp in zip(pairs, sample["resps"], strict=True):
                 assert math.isclose(ll, float(resp[0][0]), rel_tol=LL_REL, abs_tol=1e-4), (
@@ -218,7 +220,10 @@ def test_same_prompts_answers_and_scores_as_lm_eval(
         for metric in sample["metrics"]:
             name = metric_name(metric, sample["filter"])
             ours = stats[(str(sample["doc_id"]), name)]
-            assert _close(ours.value, _doc_value(sample[metric]), METRIC_TOL), (name, sample["doc_id"])
+            assert _close(ours.value, _doc_value(sample[metric]), METRIC_TOL), (
+                name,
+                sample["doc_id"],
+            )
             compared += 1
     assert compared >= n
 

@@ -18,6 +18,8 @@ no-argument instance is that object)::
 
         def check(self, args: MyArgs | None) -> None: ...   # optional: can it run here?
 
+        ratios = {"my_rate": ("my_hits", "my_trials")}    # optional, see below
+
 ``score`` receives the instances and the model's completed generated answers of one prompt
 layout and one input version (assay calls it once for the original inputs of each prompt
 template, and once per perturbation), and returns :class:`Stat` records: per instance (and
@@ -27,6 +29,15 @@ robustness or fairness, repeats accuracy stats per demographic group tag, and bu
 scorecard with intervals. Several stats of one metric for one instance and trial (one per
 sample, say) are averaged per instance. A scorer may return :class:`Scored` to add
 partition figures (counts shown in the Dagster UI).
+
+**Ratios.** A figure that is not a mean over instances, such as a rate over items that
+instances hold in different numbers (IFEval's instruction-level accuracy: instructions
+followed over instructions given, pooled across prompts), is declared in ``ratios``: name →
+(numerator metric, denominator metric), both per-instance stats the scorer reports. The
+scorecard adds a row per ratio in every (family, group, perturbation) cell holding both: the
+sum of the numerators over the sum of the denominators (per instance averaged over its rows
+first, as every mean is), with a bootstrap interval that resamples instances, numerator and
+denominator together. A ratio has no per-instance value, so it cannot be a primary metric.
 
 Failures: if ``score`` raises, assay calls it again once per instance: the instances whose
 call raises fail (they get no value, are counted in the scorecard's ``scorer_failures`` row
@@ -124,6 +135,7 @@ def _builtin(name: str, value: str) -> Plugin:
 # assay's own scorers, declared as entry points are (loaded only when a suite names them).
 BUILTIN_SCORERS = (
     _builtin("code_execution", "assay.scoring.code_execution:CodeExecution"),
+    _builtin("ifeval", "assay.scoring.ifeval:IFEval"),
     _builtin("math_equivalence", "assay.scoring.math_equivalence:MathEquivalence"),
 )
 
@@ -142,6 +154,11 @@ class LoadedScorer:
     @property
     def metric(self) -> str:
         return self.scorer.metric
+
+    @property
+    def ratios(self) -> dict[str, tuple[str, str]]:
+        """Ratio metric → (numerator metric, denominator metric); empty for most scorers."""
+        return {name: (num, den) for name, (num, den) in getattr(self.scorer, "ratios", {}).items()}
 
     @property
     def args_model(self) -> type[BaseModel] | None:
@@ -189,4 +206,23 @@ def _shape_problem(obj: Any) -> str:
     check = getattr(obj, "check", None)
     if check is not None and not callable(check):
         return "its 'check' is not callable"
+    return _ratios_problem(getattr(obj, "ratios", {}))
+
+
+def _ratios_problem(ratios: Any) -> str:
+    if not isinstance(ratios, Mapping):
+        return "its 'ratios' is not a mapping of name to (numerator, denominator)"
+    for name, pair in ratios.items():
+        if not isinstance(name, str) or not name or name in RESERVED_METRICS:
+            return f"its ratio name {name!r} is not a non-empty name of its own"
+        if (
+            not isinstance(pair, tuple | list)
+            or len(pair) != 2
+            or not all(isinstance(m, str) and m for m in pair)
+            or name in pair
+        ):
+            return (
+                f"its ratio {name!r} is not (numerator metric, denominator metric), two other "
+                f"metric names: {pair!r}"
+            )
     return ""

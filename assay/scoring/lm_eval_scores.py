@@ -13,7 +13,10 @@ Each per-document value becomes an assay per-instance stat (:class:`InstanceStat
   (lm-eval's ``exact_match,strict-match`` is ``exact_match.strict-match``);
 - its direction is lm-eval's ``higher_is_better``; its family is accuracy (``brier_score``:
   calibration);
-- a list of numbers (IFEval's per-instruction results) is averaged for the document.
+- a list of numbers (IFEval's per-instruction results) that lm-eval pools over documents is
+  two stats, ``<name>_sum`` and ``<name>_n``, and the scorecard's ``<name>`` is their ratio
+  (sum over sum, resampling documents), lm-eval's pooled mean; a list lm-eval aggregates
+  otherwise is averaged for the document.
 
 Aggregation is assay's: the scorecard's mean over documents with its bootstrap interval,
 which for a metric lm-eval aggregates by ``mean`` is lm-eval's number. For any other
@@ -123,38 +126,66 @@ def score_lm_eval(
     lower: set[str] = set()
     from lm_eval.api.metrics import mean as lm_eval_mean
 
+    ratios: dict[str, tuple[str, str]] = {}
     for (metric, filter_key), values in sorted(per_doc.items()):
         name = metric_name(metric, filter_key)
         family = "calibration" if metric in CALIBRATION_METRICS else "accuracy"
+        raw = [values[d] for d in sorted(values)]
+        aggregate = aggregations.get(metric)
+        figure = None
+        if aggregate is not None and aggregate is not lm_eval_mean:
+            figure = float(aggregate(raw))
+        lists = all(isinstance(v, list | tuple) and _per_document(v) is not None for v in raw)
+        if raw and lists and (figure is None or _is_pooled_mean(raw, figure)):
+            # Per-document lists pooled by lm-eval (IFEval's instructions): a ratio of sums,
+            # so the headline is lm-eval's pooled mean with an instance bootstrap.
+            ratios[name] = (f"{name}_sum", f"{name}_n")
+            for doc_id, value in sorted(values.items()):
+                for part, number in (
+                    (f"{name}_sum", sum(map(float, value))),
+                    (f"{name}_n", len(value)),
+                ):
+                    stats.append(_stat(doc_id, part, float(number), family))
+            if higher.get(metric) is False:
+                lower.add(name)
+            continue
         if higher.get(metric) is False:
             lower.add(name)
         documented = 0
         for doc_id, value in sorted(values.items()):
             number = _per_document(value)
-            if number is None:
-                continue
-            documented += 1
-            stats.append(
-                InstanceStat(
-                    instance_id=str(doc_id),
-                    metric=name,
-                    value=number,
-                    family=family,
-                    template_id=TEMPLATE_ID,
-                )
-            )
-        aggregate = aggregations.get(metric)
-        if aggregate is not None and aggregate is not lm_eval_mean:
-            raw = [values[d] for d in sorted(values)]
-            figure = float(aggregate(raw))
+            if number is not None:
+                documented += 1
+                stats.append(_stat(doc_id, name, number, family))
+        if figure is not None:
             group = LM_EVAL_AGGREGATE_GROUP if documented else ""
             why = f"lm-eval's own aggregate ({getattr(aggregate, '__name__', 'aggregation')})"
             card.append(point(name, family, figure, len(raw), group=group, no_interval=why))
     covered = frozenset(rows)
     figures = {"lm_eval_documents": float(limit - len(failed_docs))}
     return ScorerRun(
-        label, stats, covered, frozenset(lower), failures, limit, figures, card_rows=card
+        label,
+        stats,
+        covered,
+        frozenset(lower),
+        failures,
+        limit,
+        figures,
+        card_rows=card,
+        ratios=ratios,
     )
+
+
+def _stat(doc_id: int, metric: str, value: float, family: str) -> InstanceStat:
+    return InstanceStat(
+        instance_id=str(doc_id), metric=metric, value=value, family=family, template_id=TEMPLATE_ID
+    )
+
+
+def _is_pooled_mean(raw: list[Any], figure: float) -> bool:
+    """Whether lm-eval's aggregate of per-document lists is their pooled mean."""
+    pooled = [float(v) for value in raw for v in value]
+    return bool(pooled) and math.isclose(sum(pooled) / len(pooled), figure, abs_tol=1e-12)
 
 
 def _attach(doc: Any, by_key: dict[tuple[Any, ...], ModelOutput]) -> str:

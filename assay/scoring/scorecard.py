@@ -41,7 +41,7 @@ from assay.scoring.judge_scores import judge_rows, judge_stats
 from assay.scoring.metrics.directions import LOWER_IS_BETTER
 from assay.scoring.metrics.toxicity import ToxicityScorer
 from assay.scoring.scorer_runs import EntryScorer, ScorerRun, run_scorer
-from assay.scoring.summary import point, scorecard
+from assay.scoring.summary import point, ratio_rows, scorecard
 
 FAMILIES = METRIC_FAMILIES
 
@@ -67,8 +67,10 @@ def holistic_scorecard(
     """
     judged = [] if judgments is None else judge_rows(stats, judgments)
     scorer = [] if scorer_run is None else [scorer_failure_row(scorer_run), *scorer_run.card_rows]
+    ratios = [] if scorer_run is None else ratio_rows(stats, scorer_run.ratios, seed_key)
     return [
         *scorecard(stats, seed_key),
+        *ratios,
         *family_absences(outputs, stats),
         *delta_rows(stats),
         *group_rows(stats),

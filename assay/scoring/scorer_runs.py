@@ -85,6 +85,8 @@ class ScorerRun:
     figures: dict[str, float] = field(default_factory=dict)
     # Partition-level scorecard rows of its own (lm-eval's aggregates other than a mean).
     card_rows: list[MetricSummary] = field(default_factory=list)
+    # Ratio metric → (numerator, denominator), from the scorer (``Scorer.ratios``).
+    ratios: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def scored_by_scorer(request: Request) -> bool:
@@ -147,7 +149,9 @@ def run_scorer(
     covered = frozenset(r for rows in slices.values() for r in rows)
     lower = frozenset(m for m, d in directions.items() if d == "lower")
     label = entry.name if plugin.builtin else f"{entry.name} ({plugin.origin})"
-    return ScorerRun(label, stats, covered, lower, failures, attempted, figures)
+    return ScorerRun(
+        label, stats, covered, lower, failures, attempted, figures, entry.loaded.ratios
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -14,7 +14,7 @@ import pyarrow as pa
 from assay.core.digests import seed_from
 from assay.core.records import InstanceStat, MetricSummary
 from assay.scoring.metrics.absent import Absent
-from assay.stats.resampling import bootstrap_interval
+from assay.stats.resampling import bootstrap_interval, bootstrap_means, percentile_interval
 
 SCORECARD_SCHEMA = pa.schema(
     [
@@ -132,6 +132,76 @@ def scorecard(stats: Sequence[InstanceStat], seed_key: str = "") -> list[MetricS
         )
         for (metric, family, group, perturbation), per_instance in sorted(cells.items())
     ]
+
+
+def ratio_rows(
+    stats: Sequence[InstanceStat],
+    ratios: Mapping[str, tuple[str, str]],
+    seed_key: str = "",
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+) -> list[MetricSummary]:
+    """A scorer's ratio metrics (``assay.core.scorers``, "Ratios"): per (family, group,
+    perturbation) cell holding both parts, the numerators' sum over the denominators' sum.
+
+    Each part is averaged per instance over its rows first (trials, templates), as in
+    :func:`scorecard`; instances lacking either part are left out. The interval resamples
+    instances, both parts of an instance together; ``count`` is the number of instances.
+    """
+    parts = {metric for pair in ratios.values() for metric in pair}
+    cells: dict[tuple[str, str, str, str], dict[str, list[float]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for s in stats:
+        if s.metric in parts:
+            cells[(s.metric, s.family, s.group, s.perturbation)][s.instance_id].append(s.value)
+    rows = []
+    places = sorted({key[1:] for key in cells})
+    for name, (numerator, denominator) in sorted(ratios.items()):
+        for family, group, perturbation in places:
+            num = cells.get((numerator, family, group, perturbation), {})
+            den = cells.get((denominator, family, group, perturbation), {})
+            ids = sorted(set(num) & set(den))
+            if not ids:
+                continue
+            pairs = np.array([[np.mean(num[i]), np.mean(den[i])] for i in ids], dtype=float)
+            rows.append(
+                _ratio(pairs, name, family, group, perturbation, seed_key, n_resamples, confidence)
+            )
+    return rows
+
+
+def _ratio(
+    pairs: np.ndarray,
+    name: str,
+    family: str,
+    group: str,
+    perturbation: str,
+    seed_key: str,
+    n_resamples: int,
+    confidence: float,
+) -> MetricSummary:
+    total = float(pairs[:, 1].sum())
+    if not np.all(np.isfinite(pairs)):
+        return absent(name, family, "a numerator or denominator is not finite", group, perturbation)
+    if total <= 0:
+        why = f"the denominators of {name} sum to {total:g}: a ratio is undefined"
+        return absent(name, family, why, group, perturbation)
+    value = float(pairs[:, 0].sum()) / total
+    low = high = math.nan
+    note = ""
+    if len(pairs) < 2:
+        note = "one instance: no spread to resample"
+    else:
+        seed = seed_from(seed_key, name, family, group, perturbation)
+        means = bootstrap_means(pairs, n_resamples=n_resamples, seed=seed)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            resampled = np.where(means[:, 1] > 0, means[:, 0] / means[:, 1], np.nan)
+        low, high = percentile_interval(resampled, confidence)
+    return MetricSummary(
+        name, family, group, perturbation, value, len(pairs), low, high, ci_note=note
+    )
 
 
 def scorecard_table(rows: Sequence[MetricSummary]) -> pa.Table:

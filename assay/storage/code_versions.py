@@ -26,7 +26,8 @@ Beyond assay's sources, a table's version covers what else computes it:
   ``scenario_instances``. Dagster keeps one code version per asset, read when the code
   location loads: every installed plugin of a group counts, whichever suite entries name it.
 - ``PACKAGES``: third-party libraries whose version decides the numbers (math-verify and the
-  LaTeX parser and SymPy under it), by installed version.
+  LaTeX parser and SymPy under it; lm-eval, nltk and langdetect behind ``ifeval``), by
+  installed version.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ _INSTANCE_STATS = (
     "scoring/samples.py",
     "scoring/code_execution.py",
     "scoring/math_equivalence.py",
+    "scoring/ifeval.py",
+    "scenarios/ifeval.py",
+    "core/nltk_data.py",
+    "core/data/nltk_data",
     "core/sandbox.py",
     # The defaults of an entry's scorer settings (code execution, judges) live here.
     "evaluate/suite.py",
@@ -136,7 +141,13 @@ PLUGIN_GROUPS: Mapping[str, tuple[str, ...]] = {
 }
 # Libraries whose installed version decides a table's numbers.
 _MATH = ("math-verify", "latex2sympy2_extended", "sympy")
-PACKAGES: Mapping[str, tuple[str, ...]] = {INSTANCE_SCORES: _MATH, METRIC_TABLES: _MATH}
+# The ifeval scorer's checks are lm-eval's, tokenizing with nltk and detecting languages
+# with langdetect.
+_IFEVAL = ("lm-eval", "nltk", "langdetect")
+PACKAGES: Mapping[str, tuple[str, ...]] = {
+    INSTANCE_SCORES: (*_MATH, *_IFEVAL),
+    METRIC_TABLES: (*_MATH, *_IFEVAL),
+}
 
 
 def _files(entry: str, root: Path) -> list[Path]:
