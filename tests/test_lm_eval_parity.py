@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from assay.core.nltk_data import use_bundled_nltk_data
 from assay.core.records import InstanceStat, ModelOutput
 from assay.evaluate.run import evaluate, select_instances
 from assay.evaluate.suite import parse_suite
@@ -120,6 +121,7 @@ def lm_eval_results(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    use_bundled_nltk_data()  # IFEval's checks tokenize with the Punkt data assay ships
     folder = tmp_path_factory.mktemp("lm_eval_tasks")
     for task in TASKS:
         _lm_eval_yaml(task, folder)

@@ -54,6 +54,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from assay.core.digests import digest_json, write_text_atomic
+from assay.core.nltk_data import use_bundled_nltk_data
 from assay.scenarios.files import DataFileError
 
 LM_EVAL = "lm_eval"  # the scenario name in a suite
@@ -460,6 +461,8 @@ def _load_task(spec: LmEvalTask) -> LoadedTask:
     from assay.scenarios.lm_eval_data import dataset_overrides, hub_unreachable
 
     import_lm_eval()
+    # IFEval's checks (and any task on nltk's Punkt) read the tokenizer data assay ships.
+    use_bundled_nltk_data()
     index = task_index(spec.include_path)
     entry = _entry(spec.task, spec.include_path)
     config = {**raw_config(spec.task, spec.include_path), **spec.overrides}
