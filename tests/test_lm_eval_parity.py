@@ -40,9 +40,11 @@ DATA = REPO / "tests" / "fixtures" / "datasets"
 SEED = 1234
 BATCH = 8
 GEN_TOKENS = 40
-# Two numerically different float32 forward passes (HFLM's batched full pass, assay's shared
-# context cache): log-likelihoods of long continuations differ in the sixth digit.
-LL_REL = 1e-5
+# Two numerically different float32 forward passes (HFLM's padded batches, assay's shared
+# context cache) over few-shot prompts of hundreds of tokens: log-likelihoods were seen to
+# differ by up to 1.2e-5 relative (2.3e-4 absolute on -61.5), varying from run to run.
+LL_REL = 5e-5
+LL_ABS = 5e-4
 METRIC_TOL = 5e-4  # metrics derived from them (truthfulqa_mc2's probability mass)
 
 # task → (documents, few-shot examples or None for the task's own, files by split for lm-eval)
@@ -178,7 +180,7 @@ def _close(a: float, b: float, tol: float = 1e-6) -> bool:
 
 
 def _doc_value(value: Any) -> float:
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return sum(map(float, value)) / len(value)
     return float(value)
 
@@ -209,7 +211,7 @@ def test_same_prompts_answers_and_scores_as_lm_eval(
             ]
             assert [(p, c) for p, c, _ in pairs] == [tuple(a[:2]) for a in sample["arguments"]]
             for (_, _, ll), resp in zip(pairs, sample["resps"], strict=True):
-                assert math.isclose(ll, float(resp[0][0]), rel_tol=LL_REL, abs_tol=1e-4), (
+                assert math.isclose(ll, float(resp[0][0]), rel_tol=LL_REL, abs_tol=LL_ABS), (
                     f"doc {sample['doc_id']}"
                 )
 
@@ -221,11 +223,14 @@ def test_same_prompts_answers_and_scores_as_lm_eval(
     for sample in samples:
         for metric in sample["metrics"]:
             name = metric_name(metric, sample["filter"])
-            ours = stats[(str(sample["doc_id"]), name)]
-            assert _close(ours.value, _doc_value(sample[metric]), METRIC_TOL), (
-                name,
-                sample["doc_id"],
-            )
+            doc = str(sample["doc_id"])
+            if isinstance(sample[metric], list | tuple):  # pooled over documents: sum, count
+                total, count = stats[(doc, f"{name}_sum")].value, stats[(doc, f"{name}_n")].value
+                assert count == len(sample[metric]), (name, doc)
+                assert _close(total / count, _doc_value(sample[metric]), METRIC_TOL), (name, doc)
+            else:
+                ours = stats[(doc, name)].value
+                assert _close(ours, _doc_value(sample[metric]), METRIC_TOL), (name, doc)
             compared += 1
     assert compared >= n
 

@@ -167,3 +167,40 @@ def test_instances_are_lm_evals_documents() -> None:
     # hellaswag's gold is the row's label; its choices are the endings (lm-eval's cleanup).
     assert [i.correct_indices for i in instances] == [[int(r["label"])] for r in rows]
     assert len(instances[0].references) == len(rows[0]["endings"])
+
+
+def test_a_code_task_with_the_sandboxed_scorer_runs_its_programs_in_the_sandbox(
+    tmp_path: Path,
+) -> None:
+    """HumanEval through lm-eval's own task (its prompts, its tests as doc_to_target) and
+    assay's code_execution scorer: the canonical solutions pass, a wrong body fails."""
+    from assay.core.records import Completion, ModelOutput
+    from assay.core.sandbox import Sandbox, SandboxUnavailable
+    from assay.evaluate.run import select_instances
+    from assay.scoring.scorecard import score_partition
+    from assay.scoring.scorer_runs import EntryScorer
+
+    try:
+        Sandbox().check()
+    except SandboxUnavailable as exc:
+        pytest.skip(f"the sandbox cannot run here: {exc}")
+    slice_ = REPO / "tests" / "fixtures" / "scenarios" / "humaneval_test.jsonl"
+    rows = [json.loads(line) for line in slice_.open()]
+    entry = {
+        "scenario": "lm_eval",
+        "args": {"task": "humaneval", "data_files": {"test": str(slice_)}},
+        "scorer": "code_execution",
+    }
+    config = _suite(entry)["x"]
+    instances, _ = select_instances(config, config.build().load().instances)
+    requests = config.build_requests(instances)
+    assert [r.prompt for r in requests] == [row["prompt"] for row in rows]
+    answers = [row["canonical_solution"] for row in rows]
+    answers[1] = "    return None\n"  # wrong
+    outputs = [ModelOutput(r, Completion(text=a)) for r, a in zip(requests, answers, strict=True)]
+    scorer = EntryScorer.named("code_execution", config.scoring.args)
+    scores = score_partition(instances, outputs, scorer=scorer)
+    passed = {s.instance_id: s.value for s in scores.stats if s.metric == "pass"}
+    assert passed == {str(i): float(i != 1) for i in range(len(rows))}
+    # Nothing was matched against the references as text.
+    assert not [s for s in scores.stats if s.metric == "exact_match"]

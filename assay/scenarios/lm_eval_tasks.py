@@ -469,6 +469,10 @@ def _load_task(spec: LmEvalTask) -> LoadedTask:
     data_overrides, data = dataset_overrides(spec, config)
     overrides = {"task": spec.task, **spec.overrides, **data_overrides}
     factory = TaskFactory(meta={})
+    if code_execution_reason(config):
+        # Scored by assay's sandboxed scorer: lm-eval's scoring code is never imported (its
+        # HumanEval module runs a program in process when imported).
+        entry = _without_code_execution(spec, config)
     try:
         with _global_seeds() as after:
             task = factory.build(entry, overrides=overrides, registry=dict(index))
@@ -524,6 +528,33 @@ def lm_eval_globals(loaded: LoadedTask) -> Iterator[None]:
     fresh(loaded)
     with _global_seeds(loaded.random_state):
         yield
+
+
+def _without_code_execution(spec: LmEvalTask, config: Mapping[str, Any]) -> Any:
+    """A code task's entry with its metrics and filters (lm-eval's in-process execution)
+    left out, built from its YAML with no function of the task's folder imported."""
+    from lm_eval.tasks._index import Entry, Kind
+
+    folder = str(Path(_entry(spec.task, spec.include_path).yaml_path).parent) + os.sep
+    cfg = {k: v for k, v in config.items() if k not in ("metric_list", "filter_list")}
+    cfg["metric_list"] = [{"metric": "bypass", "aggregation": "bypass", "higher_is_better": True}]
+
+    def functions(value: Any, at: str) -> list[str]:
+        if isinstance(value, str) and value.startswith(folder):
+            return [at]
+        if isinstance(value, Mapping):
+            return [f for k, v in value.items() for f in functions(v, f"{at}.{k}")]
+        if isinstance(value, list):
+            return [f for i, v in enumerate(value) for f in functions(v, f"{at}[{i}]")]
+        return []
+
+    used = [f for key, value in cfg.items() for f in functions(value, key)]
+    if used:
+        raise LmEvalTaskError(
+            f"lm-eval task {spec.task!r}: {', '.join(used)} is a function of the task's own "
+            "module, which also holds lm-eval's code execution; assay does not import it"
+        )
+    return Entry(name=spec.task, kind=Kind.TASK, yaml_path=None, cfg=cfg)
 
 
 def _configure(task: Any, spec: LmEvalTask) -> None:
