@@ -83,10 +83,10 @@ class ScorerRun:
     failures: list[ScorerFailure] = field(default_factory=list)
     attempted: int = 0  # instance × layout × input version sent to it
     figures: dict[str, float] = field(default_factory=dict)
-    # Partition-level scorecard rows of its own (lm-eval's aggregates other than a mean).
-    card_rows: list[MetricSummary] = field(default_factory=list)
     # Ratio metric → (numerator, denominator), from the scorer (``Scorer.ratios``).
     ratios: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Partition-level scorecard rows of its own (lm-eval's aggregates other than a mean).
+    card_rows: list[MetricSummary] = field(default_factory=list)
 
 
 def scored_by_scorer(request: Request) -> bool:
