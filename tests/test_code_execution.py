@@ -35,6 +35,7 @@ from assay.core.records import (
 from assay.core.sandbox import Limits, Sandbox, SandboxUnavailable
 from assay.evaluate.suite import parse_suite
 from assay.registry import Registry
+from assay.report.partitions import partition_records
 from assay.scenarios import get_scenario
 from assay.scoring.code_execution import CodeExecutionConfig, execute, execute_outputs
 from assay.scoring.partition import ScoredPartition, SuiteScorer
@@ -404,10 +405,34 @@ def test_pass_at_k_on_a_humaneval_slice_equals_the_hand_computation() -> None:
     mean_pass1 = sum(sum(p) / len(p) for p in per_problem.values()) / len(per_problem)
     assert card[("pass@1", "", "")].mean == pytest.approx(mean_pass1)
     assert card[("pass", "", "")].mean == pytest.approx(mean_pass1)
-    shown = ScoredPartition(scores, None, "none", "evaluation").figures()
-    assert shown["num_programs_run"] == len(outputs)
-    assert shown["num_programs_passed"] == 9
-    assert shown["num_scorer_failures"] == 0
+    shown = ScoredPartition(scores, None, "none", "evaluation")
+    assert shown.figures()["num_programs_run"] == len(outputs)
+    assert shown.figures()["num_programs_passed"] == 9
+    assert shown.figures()["num_scorer_failures"] == 0
+    # Each sample's ending is stored beside the value, in the table the explorer reads: by
+    # hand, the canonical solutions pass, a wrong one fails its assertion, and the hostile
+    # ones end as the module documents.
+    ending = {
+        wrong: "failed: AssertionError",
+        hostile[0]: "timeout: timed out after 2 s",
+        hostile[1]: "output_limit: printed more than",
+        hostile[2]: "failed: MemoryError",
+        hostile[3]: "early_exit: exited (status 0) before the tests ran to their end",
+        "    return len(string) + 1\n": "failed: AssertionError",
+        "    return x - y\n": "failed: AssertionError",
+    }
+    notes = {
+        row["instance_id"]: row["note"]
+        for row in shown.stats_table.to_pylist()
+        if row["metric"] == "pass" and not row["group"]
+    }
+    for problem, samples in plan.items():
+        parts = notes[problem].split("; ")
+        assert parts[0] == f"{sum(p for p in per_problem[problem])} of {len(samples)} passed"
+        failing = [(n, s) for n, s in enumerate(samples, 1) if s != CANONICAL[problem]]
+        assert len(parts) == 1 + len(failing), notes[problem]
+        for part, (n, sample) in zip(parts[1:], failing, strict=True):
+            assert part.startswith(f"sample {n}: {ending[sample]}"), (problem, part)
 
 
 def test_greedy_answers_score_pass_and_identical_programs_run_once() -> None:
@@ -564,6 +589,19 @@ def test_the_suite_scorer_runs_an_entrys_programs(sandbox: Sandbox) -> None:
     )
     values = {(s.instance_id, s.metric): s.value for s in scored.scores.stats}
     assert values[("HumanEval/0", "pass")] == 1.0 and values[("HumanEval/2", "pass")] == 0.0
+    notes = {(s.instance_id, s.metric): s.note for s in scored.scores.stats}
+    assert notes[("HumanEval/0", "pass")] == "passed"
+    assert notes[("HumanEval/2", "pass")] == "failed: AssertionError"
+    # The explorer's instance page lists each score with its note; a partition stored before
+    # notes existed shows none.
+    table = ModelOutput.to_table(outputs)
+    for scores, shown in [
+        (scored.stats_table, "failed: AssertionError"),
+        (scored.stats_table.drop_columns(["note"]), ""),
+    ]:
+        records = partition_records(Instance.to_table(instances), table, scores, "pass")
+        (record,) = [r for r in records if r["id"] == "HumanEval/2"]
+        assert [s[5] for s in record["scores"] if s[1] == "pass"] == [shown]
     assert scored.headline()["pass"] == 0.5
     figures = scored.figures()
     assert (figures["num_programs_passed"], figures["num_programs_failed"]) == (1, 1)

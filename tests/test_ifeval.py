@@ -228,3 +228,106 @@ def test_bad_rows_are_refused_naming_the_row_and_field(tmp_path, row, message):
     path.write_text(json.dumps(good) + "\n" + json.dumps({"key": 2, **row}) + "\n")
     with pytest.raises(DataFileError, match=rf"ifeval: {path}: row 2: .*{message}"):
         get_scenario("ifeval", data_files={"test": str(path)}).load()
+
+
+def test_ratio_rows_pool_instances_and_say_why_when_undefined():
+    from assay.core.records import InstanceStat
+    from assay.scoring.summary import ratio_rows
+
+    def stat(instance, metric, value, trial=0, perturbation=""):
+        return InstanceStat(instance, metric, value, perturbation=perturbation, trial=trial)
+
+    stats = [
+        stat("a", "hits", 1.0),
+        stat("a", "n", 2.0),
+        # two trials of "b": averaged first, 2 of 3
+        stat("b", "hits", 1.0, trial=0),
+        stat("b", "hits", 3.0, trial=1),
+        stat("b", "n", 3.0, trial=0),
+        stat("b", "n", 3.0, trial=1),
+        stat("c", "hits", 5.0),  # no denominator: left out
+        stat("a", "hits", 0.0, perturbation="typos"),
+        stat("a", "n", 0.0, perturbation="typos"),
+    ]
+    rows = {(r.metric, r.perturbation): r for r in ratio_rows(stats, {"rate": ("hits", "n")})}
+    assert rows[("rate", "")].mean == pytest.approx((1 + 2) / (2 + 3))
+    assert rows[("rate", "")].count == 2
+    # Resamples of {a: 1/2, b: 2/3} give 1/2, 3/5 or 2/3.
+    assert 0.5 <= rows[("rate", "")].ci_low <= 0.6 <= rows[("rate", "")].ci_high <= 2 / 3
+    assert (
+        rows[("rate", "typos")].reason == "the denominators of rate sum to 0: a ratio is undefined"
+    )
+
+
+def test_a_check_lm_eval_draws_at_random_is_the_same_on_every_run():
+    import random
+
+    # IFEval row 1122: "at least 4 '#'"; lm-eval accepts only a-z and counts a random letter.
+    hashtags = _instance(
+        1122,
+        "Include at least 4 hashtags, starting with '#'",
+        ["keywords:letter_frequency"],
+        [{"let_relation": "at least", "letter": "#", "let_frequency": 4}],
+    )
+    text = "#aaaa #bbbb #cccc #dddd #eeee"
+    random.seed(1)
+    before = random.getstate()
+    verdicts = {json.dumps(follows(hashtags, text)) for _ in range(20)}
+    assert len(verdicts) == 1
+    assert random.getstate() == before  # the caller's random state is left alone
+
+
+def test_a_suite_entry_is_generated_and_scored(tmp_path, model_cache_dir):
+    from assay.evaluate.run import evaluate
+    from assay.evaluate.suite import load_suite
+    from assay.models.base import ModelSpec, ServingConfig
+    from assay.models.bundled import BUNDLED_SOURCE
+    from assay.models.transformers_backend import TransformersClient
+
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(
+        "scenarios:\n"
+        "  ifeval:\n"
+        "    scenario: ifeval\n"
+        f"    args: {{data_files: {{test: {FIXTURE}}}}}\n"
+        "    adapter: {method: generation, max_tokens: 12}\n"
+        "    scorer: ifeval\n"
+    )
+    config = load_suite(suite_file)["ifeval"]
+    assert config.metric == "prompt_level_strict_acc"
+    instances = [i for i in config.build().load().instances if i.split == "test"][:4]
+    spec = ModelSpec("m@v1", BUNDLED_SOURCE, ServingConfig(batch_size=4))
+    done = evaluate(TransformersClient(spec, model_cache_dir), config, instances)
+    assert len(done.outputs) == 4 and all(o.completion.ok for o in done.outputs)
+    scorer = EntryScorer.named(config.scoring.name, config.scoring.args)
+    scores = score_partition(instances, done.outputs, scorer=scorer)
+    card = {r.metric: r for r in scores.card if not r.group and not r.perturbation}
+    # Each figure is what lm-eval's checks say of the same answers, pooled as lm-eval pools.
+    answers = {o.request.instance_id: o.completion.text for o in done.outputs}
+    verdicts = [follows(i, answers[i.id]) for i in instances]
+    for metric in ("prompt_level_strict_acc", "prompt_level_loose_acc"):
+        assert card[metric].mean == sum(v[metric] for v in verdicts) / 4
+    for metric in (INST_STRICT, INST_LOOSE):
+        flat = [x for v in verdicts for x in v[metric]]
+        assert card[metric].mean == sum(flat) / len(flat)
+    assert "exact_match" not in card  # the scorer replaced reference matching
+
+
+def test_without_lm_eval_the_check_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from assay.scoring import ifeval as module
+
+    module._lm_eval_checks.cache_clear()
+    # A None entry makes the import fail as if lm-eval were not installed.
+    monkeypatch.setitem(sys.modules, "lm_eval.tasks.ifeval.utils", None)
+    try:
+        with pytest.raises(module.IFEvalUnavailable, match=r"pip install 'assay\[lmeval\]'"):
+            IFEval().check(None)
+        outputs = [_answer(NO_COMMA, "Hello world.")]
+        with pytest.raises(
+            module.IFEvalUnavailable, match="raised by the check of scorer 'ifeval'"
+        ):
+            score_partition([NO_COMMA], outputs, scorer=EntryScorer.named("ifeval"))
+    finally:
+        module._lm_eval_checks.cache_clear()

@@ -1,7 +1,11 @@
-"""Public benchmark loaders, run on fixture files written in each source's own format.
+"""Public benchmark loaders, run on real slices of each source.
 
-Rows live in ``tests/fixtures/scenarios`` as JSONL; sources that ship Parquet get the same
-rows (same columns and nesting) written to Parquet by the test before loading.
+Real slices live in ``tests/fixtures/datasets`` (the Hugging Face hub's schema, as JSONL) and
+``tests/fixtures/upstream`` (the authors' own formats at their upstream paths); each folder's
+``SOURCE.md`` says where the rows came from. Sources the hub ships as Parquet get the same rows
+written to Parquet by the test before loading. Datasets no real slice could be had for (BoolQ,
+CNN/DailyMail, WMT14, IMDB, CivilComments, RealToxicityPrompts, MMLU's dev split) still use the
+hand-written rows in ``tests/fixtures/scenarios``.
 """
 
 from __future__ import annotations
@@ -9,6 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,68 +26,133 @@ import pytest
 from assay.adapters import AdapterSpec, Method, build_requests
 from assay.core.records import ChoiceScore, Completion, ModelOutput
 from assay.scenarios import DataFileError, DataSourceError, get_scenario
-from assay.scenarios.public import bbq_target_answer
+from assay.scenarios.public import PublicDataset, bbq_target_answer
 from assay.scoring.scorecard import score_partition
 
 FIXTURES = Path(__file__).parent / "fixtures" / "scenarios"
+DATASETS = Path(__file__).parent / "fixtures" / "datasets"
+UPSTREAM = Path(__file__).parent / "fixtures" / "upstream"
 
 
-def _as_parquet(name: str, tmp_path: Path) -> str:
-    rows = [json.loads(line) for line in (FIXTURES / name).read_text().splitlines() if line]
-    path = tmp_path / name.replace(".jsonl", ".parquet")
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    return str(path)
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def _as_parquet(path: Path, tmp_path: Path) -> str:
+    target = tmp_path / f"{path.parent.name}-{path.stem}.parquet"
+    pq.write_table(pa.Table.from_pylist(_rows(path)), target)
+    return str(target)
 
 
 def _load(name: str, data_files: dict[str, str], **args: object):
     return get_scenario(name, data_files=data_files, **args).load()
 
 
-def test_mmlu_parquet_choices_and_dev_split(tmp_path: Path) -> None:
-    data = _load(
+def _view(instances) -> list[tuple]:
+    return [(i.input, tuple(r.text for r in i.references), i.correct_indices) for i in instances]
+
+
+def test_mmlu_hub_parquet_and_authors_csv_agree(tmp_path: Path) -> None:
+    hub_rows = _rows(DATASETS / "cais__mmlu" / "anatomy" / "test.jsonl")
+    hub = _load(
         "mmlu",
         {
-            "test": _as_parquet("mmlu_anatomy_test.jsonl", tmp_path),
-            "train": _as_parquet("mmlu_anatomy_dev.jsonl", tmp_path),
+            "test": _as_parquet(DATASETS / "cais__mmlu" / "anatomy" / "test.jsonl", tmp_path),
+            # No real dev slice could be had: the hand-written row stands in for the pool.
+            "train": str(FIXTURES / "mmlu_anatomy_dev.jsonl"),
         },
         subject="anatomy",
     )
-    test = [i for i in data.instances if i.split == "test"]
-    assert [i.input for i in test][1] == "How many chambers does the human heart have?"
-    assert test[1].gold_texts == ["Four"] and test[1].correct_indices == [2]
-    assert test[0].sub_split == "anatomy"
-    assert [i.gold_texts for i in data.instances if i.split == "train"] == [["Heart"]]
+    test = [i for i in hub.instances if i.split == "test"]
+    assert len(test) == len(hub_rows) == 40
+    # Row 1 of the authors' file: answer letter A.
+    assert test[0].input.startswith("A lesion causing compression of the facial nerve")
+    assert test[0].correct_indices == [0] and test[0].sub_split == "anatomy"
+    for instance, row in zip(test, hub_rows, strict=True):
+        assert [r.text for r in instance.references] == row["choices"]
+        assert instance.correct_indices == [row["answer"]]
+    assert [i.gold_texts for i in hub.instances if i.split == "train"] == [["Heart"]]
+    # The same 40 rows in the authors' header-less CSV give the same instances.
+    csv = _load("mmlu", {"test": str(UPSTREAM / "hendrycks__test/data/test/anatomy_test.csv")})
+    assert _view(csv.instances) == _view(test)
+
+
+def test_mmlu_csv_row_with_missing_cells_names_the_row(tmp_path: Path) -> None:
+    lines = (UPSTREAM / "hendrycks__test/data/test/anatomy_test.csv").read_text().splitlines()
+    bad = tmp_path / "anatomy_test.csv"
+    bad.write_text("\n".join([lines[0], lines[1], "Which bone?,Femur,Tibia"]) + "\n")
+    with pytest.raises(DataFileError, match=r"anatomy_test\.csv: row 3: 3 values, expected 6"):
+        _load("mmlu", {"test": str(bad)})
 
 
 def test_boolq_yes_no_from_boolean(tmp_path: Path) -> None:
-    data = _load("boolq", {"test": _as_parquet("boolq_validation.jsonl", tmp_path)})
+    # Hand-written rows: BoolQ's files live on Google Cloud Storage and the hub only.
+    data = _load("boolq", {"test": _as_parquet(FIXTURES / "boolq_validation.jsonl", tmp_path)})
     first, second = data.instances
     assert first.input.endswith("Question: Is the sky blue on a clear day?")
     assert first.input.startswith("On a clear day the sky appears blue")
     assert first.gold_texts == ["Yes"] and second.gold_texts == ["No"]
 
 
-def test_hellaswag_jsonl() -> None:
-    (instance,) = _load("hellaswag", {"test": str(FIXTURES / "hellaswag_val.jsonl")}).instances
-    assert instance.input == "Roof shingle removal: A man is sitting on a roof. he"
-    assert instance.gold_texts == ["starts pulling up roofing on a roof."]
-    assert len(instance.references) == 4 and instance.id == "test-24"
+def test_hellaswag_authors_jsonl_and_hub_rows_agree() -> None:
+    upstream = _load(
+        "hellaswag", {"test": str(UPSTREAM / "rowanz__hellaswag/data/hellaswag_val.jsonl")}
+    ).instances
+    hub_path = DATASETS / "Rowan__hellaswag" / "default" / "validation.jsonl"
+    hub = _load("hellaswag", {"test": str(hub_path)}).instances
+    assert len(upstream) == 10 and _view(upstream) == _view(hub)
+    first = upstream[0]
+    assert first.input == "Roof shingle removal: A man is sitting on a roof. he"
+    assert first.gold_texts == ["starts pulling up roofing on a roof."]
+    assert len(first.references) == 4 and first.id == "test-24" and first.sub_split == "indomain"
+    # The hub's labels are strings, the authors' integers: the same gold either way.
+    assert [i.correct_indices[0] for i in hub] == [int(r["label"]) for r in _rows(hub_path)]
 
 
-def test_truthfulqa_mc1_targets(tmp_path: Path) -> None:
-    path = _as_parquet("truthfulqa_mc_validation.jsonl", tmp_path)
-    (instance,) = _load("truthfulqa", {"test": path}).instances
-    assert instance.correct_indices == [0]
-    assert instance.references[1].text == "You grow watermelons in your stomach."
+def test_truthfulqa_hub_and_authors_mc_task_agree(tmp_path: Path) -> None:
+    hub_path = DATASETS / "truthfulqa__truthful_qa" / "multiple_choice" / "validation.jsonl"
+    hub = _load("truthfulqa", {"test": _as_parquet(hub_path, tmp_path)}).instances
+    upstream = _load(
+        "truthfulqa", {"test": str(UPSTREAM / "sylinrl__TruthfulQA/data/v0/mc_task.json")}
+    ).instances
+    assert len(hub) == 40 and _view(hub) == _view(upstream)
+    first = hub[0]
+    assert first.input.startswith("What is the smallest country in the world")
+    assert first.correct_indices == [0] and len(first.references) == 4
+    assert first.gold_texts == [
+        "Nauru is the smallest country in the world that is at least one square mile in area."
+    ]
 
 
-def test_gsm8k_final_answer_without_thousands_separator(tmp_path: Path) -> None:
-    data = _load("gsm8k", {"test": _as_parquet("gsm8k_test.jsonl", tmp_path)})
-    assert [i.gold_texts for i in data.instances] == [["7"], ["2400"]]
+def test_truthfulqa_bad_label_names_row_and_field(tmp_path: Path) -> None:
+    rows = _rows(DATASETS / "truthfulqa__truthful_qa" / "multiple_choice" / "validation.jsonl")
+    rows[1]["mc1_targets"]["labels"][2] = 7
+    bad = tmp_path / "validation.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    with pytest.raises(
+        DataFileError, match=r"validation\.jsonl: row 2: field 'mc1_targets': label 2 is 7"
+    ):
+        _load("truthfulqa", {"test": str(bad)})
+
+
+def test_gsm8k_final_answer_as_lm_eval_reads_it(tmp_path: Path) -> None:
+    path = DATASETS / "openai__gsm8k" / "main" / "test.jsonl"
+    rows = _rows(path)
+    for data_file in (str(path), _as_parquet(path, tmp_path)):
+        data = _load("gsm8k", {"test": data_file})
+        # lm-eval's gsm8k target: the text after "#### ", commas dropped (its regexes_to_ignore).
+        expected = [[r["answer"].split("#### ")[-1].strip().replace(",", "")] for r in rows]
+        assert [i.gold_texts for i in data.instances] == expected
+    assert expected[:2] == [["18"], ["3"]] and expected[-1] == ["2125"]
+
+
+BBQ_AGE = UPSTREAM / "nyu-mll__BBQ" / "data" / "Age.jsonl"
 
 
 def test_bbq_groups_and_label() -> None:
-    instances = _load("bbq", {"test": str(FIXTURES / "bbq_Age.jsonl")}).instances
+    instances = _load("bbq", {"test": str(BBQ_AGE)}).instances
+    rows = _rows(BBQ_AGE)
+    assert len(instances) == 24
     first = instances[0]
     assert first.gold_texts == ["Can't be determined"]
     # answer_info: ans0 "grandfather" is "old", the stereotyped group of this row.
@@ -91,11 +164,13 @@ def test_bbq_groups_and_label() -> None:
     }
     assert first.input.endswith("Who was not comfortable using the phone?")
     assert [(i.groups["context_condition"], i.groups["question_polarity"]) for i in instances] == [
-        ("ambig", "neg"),
-        ("ambig", "nonneg"),
-        ("disambig", "neg"),
-        ("disambig", "nonneg"),
+        (r["context_condition"], r["question_polarity"]) for r in rows
     ]
+    assert [i.correct_indices for i in instances] == [[r["label"]] for r in rows]
+    # Every row of the slice names one "old" answer; its index is the target.
+    for instance, row in zip(instances, rows, strict=True):
+        (old,) = [k for k, (_, group) in row["answer_info"].items() if group == "old"]
+        assert instance.groups["target_answer"] == old.removeprefix("ans")
 
 
 @pytest.mark.parametrize(
@@ -146,7 +221,7 @@ def test_bbq_target_answer_from_answer_info(answer_info, stereotyped, target) ->
 
 
 def test_bbq_bad_answer_info_names_the_row(tmp_path: Path) -> None:
-    row = json.loads((FIXTURES / "bbq_Age.jsonl").read_text().splitlines()[0])
+    row = _rows(BBQ_AGE)[0]
     row["answer_info"]["ans1"] = "grandson"
     path = tmp_path / "bbq.jsonl"
     path.write_text(json.dumps(row) + "\n")
@@ -154,9 +229,11 @@ def test_bbq_bad_answer_info_names_the_row(tmp_path: Path) -> None:
         _load("bbq", {"test": str(path)})
 
 
-def test_bbq_fixture_partition_has_bbq_bias_rows() -> None:
+def test_bbq_fixture_partition_has_bbq_bias_rows(tmp_path: Path) -> None:
     """The loader's tags are what scoring needs: the BBQ rows are computed, not absent."""
-    instances = _load("bbq", {"test": str(FIXTURES / "bbq_Age.jsonl")}).instances
+    first_four = tmp_path / "Age.jsonl"
+    first_four.write_text("".join(BBQ_AGE.read_text().splitlines(keepends=True)[:4]))
+    instances = _load("bbq", {"test": str(first_four)}).instances
     # The model picks the grandfather (answer 0, the stereotyped "old" group) every time.
     outputs = []
     for request in build_requests(AdapterSpec(method=Method.MULTIPLE_CHOICE_SEPARATE), instances):
@@ -179,20 +256,23 @@ def test_bbq_fixture_partition_has_bbq_bias_rows() -> None:
 
 
 def test_natural_questions_all_answers_correct(tmp_path: Path) -> None:
-    path = _as_parquet("nq_open_validation.jsonl", tmp_path)
-    (instance,) = _load("natural_questions", {"test": path}).instances
-    assert instance.gold_texts == ["14 December 1972 UTC", "December 1972"]
+    path = DATASETS / "google-research-datasets__nq_open" / "nq_open" / "validation.jsonl"
+    for data_file in (str(path), _as_parquet(path, tmp_path)):
+        instances = _load("natural_questions", {"test": data_file}).instances
+        assert [i.gold_texts for i in instances] == [r["answer"] for r in _rows(path)]
+    assert instances[0].gold_texts == ["14 December 1972 UTC", "December 1972"]
+    assert instances[0].input == "when was the last time anyone was on the moon"
 
 
 def test_cnn_dailymail_summary_reference(tmp_path: Path) -> None:
-    path = _as_parquet("cnn_dailymail_test.jsonl", tmp_path)
+    path = _as_parquet(FIXTURES / "cnn_dailymail_test.jsonl", tmp_path)
     (instance,) = _load("cnn_dailymail", {"test": path}).instances
     assert instance.id == "0001d1afc246a7964130f43ae940af6bc6c57f01"
     assert instance.gold_texts == ["Town marks 200 years with a parade ."]
 
 
 def test_wmt14_direction_follows_arguments(tmp_path: Path) -> None:
-    path = _as_parquet("wmt14_de_en_test.jsonl", tmp_path)
+    path = _as_parquet(FIXTURES / "wmt14_de_en_test.jsonl", tmp_path)
     (de_en,) = _load("wmt14", {"test": path}).instances
     (en_de,) = _load("wmt14", {"test": path}, source="en", target="de").instances
     assert (de_en.input, de_en.gold_texts) == ("Das Haus ist klein.", ["The house is small."])
@@ -200,10 +280,10 @@ def test_wmt14_direction_follows_arguments(tmp_path: Path) -> None:
 
 
 def test_imdb_and_civil_comments_labels(tmp_path: Path) -> None:
-    imdb = _load("imdb", {"test": _as_parquet("imdb_test.jsonl", tmp_path)}).instances
+    imdb = _load("imdb", {"test": _as_parquet(FIXTURES / "imdb_test.jsonl", tmp_path)}).instances
     assert [i.gold_texts for i in imdb] == [["Positive"], ["Negative"]]
     civil = _load(
-        "civil_comments", {"test": _as_parquet("civil_comments_test.jsonl", tmp_path)}
+        "civil_comments", {"test": _as_parquet(FIXTURES / "civil_comments_test.jsonl", tmp_path)}
     ).instances
     # toxicity 0.0 → not toxic; 0.8333 >= 0.5 → toxic
     assert [i.gold_texts for i in civil] == [["False"], ["True"]]
@@ -218,36 +298,153 @@ def test_real_toxicity_prompts_nested_prompt_text() -> None:
 
 
 def test_bold_one_instance_per_prompt_with_category_groups() -> None:
-    data = _load("bold", {"test": str(FIXTURES / "bold_gender_prompt.json")}, domain="gender")
-    assert len(data.instances) == 4
-    by_id = {i.id: i for i in data.instances}
-    frank = by_id["gender-American_actors-Frank_Zagarino-1"]
-    assert frank.input == "In 1987, Zagarino appeared in "
+    path = UPSTREAM / "amazon-science__bold" / "prompts" / "gender_prompt.json"
+    data = _load("bold", {"test": str(path)}, domain="gender")
+    source = json.loads(path.read_text())
+    prompts = {
+        f"gender-{category}-{name}-{index}": (category, prompt)
+        for category, names in source.items()
+        for name, texts in names.items()
+        for index, prompt in enumerate(texts)
+    }
+    assert {i.id: (i.sub_split, i.input) for i in data.instances} == prompts
+    frank = next(i for i in data.instances if i.id == "gender-American_actors-Frank_Zagarino-0")
+    assert frank.input == "Frank Zagarino is an American actor, star "
     assert frank.groups == {"domain": "gender", "category": "American_actors"}
 
 
+GSM8K_TEST = DATASETS / "openai__gsm8k" / "main" / "test.jsonl"
+
+
 def test_revision_records_ref_and_file_digest(tmp_path: Path) -> None:
-    path = str(FIXTURES / "imdb_test.jsonl")
-    first = _load("imdb", {"test": path})
-    again = _load("imdb", {"test": path})
-    assert first.revision == again.revision and first.revision.startswith("main:files-")
-    changed = tmp_path / "imdb.jsonl"
-    changed.write_text('{"text": "Fine.", "label": 1}\n')
-    assert _load("imdb", {"test": str(changed)}).revision != first.revision
+    first = _load("gsm8k", {"test": str(GSM8K_TEST)})
+    again = _load("gsm8k", {"test": str(GSM8K_TEST)})
+    assert first.revision == again.revision
+    assert first.revision.startswith("data_files:files-")
+    given = get_scenario("gsm8k", data_files={"test": str(GSM8K_TEST)}, revision="v1").load()
+    assert given.revision == first.revision.replace("data_files:", "v1:")
+    changed = tmp_path / "test.jsonl"
+    changed.write_text("".join(GSM8K_TEST.read_text().splitlines(keepends=True)[:-1]))
+    assert _load("gsm8k", {"test": str(changed)}).revision != first.revision
 
 
-def test_default_urls_pin_the_revision() -> None:
-    scenario = get_scenario("mmlu", subject="virology", revision="abc123")
-    assert scenario.data_files["test"] == (
+def _public_loaders() -> list[type[PublicDataset]]:
+    return sorted(PublicDataset.__subclasses__(), key=lambda cls: cls.name)
+
+
+def test_default_urls_carry_the_revision_and_pinned_ones_their_digests() -> None:
+    pinned = {cls.name for cls in _public_loaders() if cls.pinned_revision()}
+    # The authors' Git repositories are pinned to a commit; Hub datasets are not (no commit
+    # could be established for them), which the README says.
+    assert pinned == {"bbq", "bold", "gsm8k", "hellaswag", "humaneval", "natural_questions"}
+    for cls in _public_loaders():
+        scenario = cls()
+        for split, url in scenario.data_files.items():
+            assert f"/{cls.default_revision}/" in url, (cls.name, split, url)
+            file = url.split(f"/{cls.default_revision}/", 1)[1]
+            assert scenario.sha256.get(split) == cls.sha256s.get(file), (cls.name, split)
+        # Another revision drops the default digests (they belong to the pinned commit).
+        other = cls(revision="abc123")
+        assert other.sha256 == {} and all("/abc123/" in u for u in other.data_files.values())
+    assert get_scenario("gsm8k").sha256 == {
+        "test": "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14",
+        "train": "17f347dc51477c50d4efb83959dbb7c56297aba886e5544ee2aaed3024813465",
+    }
+    assert get_scenario("mmlu", subject="virology", revision="abc123").data_files["test"] == (
         "https://huggingface.co/datasets/cais/mmlu/resolve/abc123/virology/test-00000-of-00001.parquet"
     )
 
 
+@pytest.fixture
+def upstream_server(tmp_path: Path) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving ``tmp_path`` as a raw-file host."""
+    handler = partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_default_download_is_checked_against_the_pinned_digest(
+    tmp_path: Path, upstream_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pinned default path end to end over HTTP: the served bytes (a slice, not the whole
+    upstream file) do not match the pinned digest, so the load is refused naming the URL."""
+    from assay.scenarios.public import GSM8K
+
+    monkeypatch.setenv("ASSAY_DATA_CACHE", str(tmp_path / "cache"))
+    served = tmp_path / "openai/grade-school-math" / GSM8K.default_revision / GSM8K.files["test"]
+    served.parent.mkdir(parents=True)
+    served.write_bytes(GSM8K_TEST.read_bytes())
+
+    class LocalGSM8K(GSM8K):
+        url_template = upstream_server + "/{repo}/{revision}/{file}"
+        files = {"test": GSM8K.files["test"]}  # noqa: RUF012
+
+    url = (
+        f"{upstream_server}/openai/grade-school-math/{GSM8K.default_revision}/{GSM8K.files['test']}"
+    )
+    pinned = GSM8K.sha256s[GSM8K.files["test"]]
+    actual = hashlib.sha256(GSM8K_TEST.read_bytes()).hexdigest()
+    with pytest.raises(DataSourceError) as caught:
+        LocalGSM8K().load()
+    message = str(caught.value)
+    assert url in message and f"expected sha256 {pinned}, got {actual}" in message
+    assert "give data_files (test: <path>)" in message
+    # The same bytes with their own digest pinned load.
+    data = LocalGSM8K(sha256={"test": actual}).load()
+    assert len(data.instances) == len(_rows(GSM8K_TEST))
+
+
+def test_offline_hub_names_the_dataset_and_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataSourceError) as caught:
+        get_scenario("mmlu", subject="anatomy").load()
+    message = str(caught.value)
+    assert message.startswith("mmlu: the Hugging Face Hub is offline")
+    assert "cais/mmlu/resolve/main/anatomy/test-00000-of-00001.parquet" in message
+    assert message.endswith("give data_files (test: <path>, train: <path>)")
+
+
+def test_sha256_for_a_split_without_a_file_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^gsm8k: sha256 names split 'validation'"):
+        get_scenario("gsm8k", sha256={"validation": "0" * 64})
+    with pytest.raises(ValueError, match=r"^gsm8k: sha256\.test: expected 64 lowercase hex digits"):
+        get_scenario("gsm8k", sha256={"test": "abc"})
+
+
+def _write_rows(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
 def test_malformed_source_row_names_file_row_and_field(tmp_path: Path) -> None:
-    bad = tmp_path / "gsm8k.jsonl"
-    bad.write_text('{"question": "q", "answer": "#### 1"}\n{"question": "q2"}\n')
+    rows = _rows(GSM8K_TEST)[:3]
+    del rows[1]["answer"]
+    bad = _write_rows(tmp_path / "gsm8k.jsonl", rows)
     with pytest.raises(DataFileError, match=r"gsm8k\.jsonl: row 2: missing field 'answer'"):
-        _load("gsm8k", {"test": str(bad)})
+        _load("gsm8k", {"test": bad})
+    rows = _rows(DATASETS / "Rowan__hellaswag" / "default" / "validation.jsonl")[:4]
+    rows[3]["label"] = "4"
+    bad = _write_rows(tmp_path / "hellaswag.jsonl", rows)
+    with pytest.raises(
+        DataFileError,
+        match=r"^hellaswag: .*hellaswag\.jsonl: row 4: field 'label': 4 is out of range for 4",
+    ):
+        _load("hellaswag", {"test": bad})
+    rows = _rows(DATASETS / "cais__mmlu" / "anatomy" / "test.jsonl")[:2]
+    rows[0]["choices"] = "A, B, C, D"
+    bad = _write_rows(tmp_path / "mmlu.jsonl", rows)
+    with pytest.raises(
+        DataFileError, match=r"mmlu\.jsonl: row 1: field 'choices': expected a non-empty list"
+    ):
+        _load("mmlu", {"test": bad})
 
 
 def _closed_port() -> int:
@@ -271,16 +468,14 @@ def test_unreachable_source_is_one_sentence_with_url_and_cause(
     assert not any(tmp_path.rglob("*.part")), "a failed download leaves no partial file"
 
 
-def test_checksum_pin_mismatch_is_refused() -> None:
-    path = FIXTURES / "imdb_test.jsonl"
+def test_checksum_pin_mismatch_on_a_local_file_names_the_file() -> None:
+    path = UPSTREAM / "rowanz__hellaswag" / "data" / "hellaswag_val.jsonl"
     right = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert (
-        len(
-            get_scenario("imdb", data_files={"test": str(path)}, sha256={"test": right})
-            .load()
-            .instances
-        )
-        == 2
+    loaded = get_scenario("hellaswag", data_files={"test": str(path)}, sha256={"test": right})
+    assert len(loaded.load().instances) == 10
+    wrong = get_scenario("hellaswag", data_files={"test": str(path)}, sha256={"test": "0" * 64})
+    with pytest.raises(DataSourceError) as caught:
+        wrong.load()
+    assert str(caught.value) == (
+        f"{path}: checksum mismatch: expected sha256 {'0' * 64}, got {right}"
     )
-    with pytest.raises(DataSourceError, match=f"expected sha256 {'0' * 64}, got {right}"):
-        get_scenario("imdb", data_files={"test": str(path)}, sha256={"test": "0" * 64}).load()

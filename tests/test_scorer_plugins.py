@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from assay.core.pinned_prices import pin_prices
 from assay.core.plugins import PluginError
 from assay.core.records import Completion, Instance, ModelOutput, Reference, Request, RequestKind
-from assay.core.scorers import BUILTIN_SCORERS, get_scorer, scorer_names
+from assay.core.scorers import BUILTIN_SCORERS, NOTE_MAX_CHARS, Stat, get_scorer, scorer_names
 from assay.evaluate.suite import parse_suite
 from assay.registry import Registry
 from assay.scenarios import get_scenario, scenario_names
@@ -92,6 +92,14 @@ SHAPES = textwrap.dedent(
 
         def score(self, instances, outputs, args):
             return [Stat("someone-else", "m", 1.0)]
+
+
+    class BadRatio:
+        metric = "m"
+        ratios = {"rate": ("rate", "n")}
+
+        def score(self, instances, outputs, args):
+            return []
 
 
     class Squatter:
@@ -298,7 +306,13 @@ def test_a_plugin_that_cannot_load_is_named_when_the_suite_is_read(fake_plugins)
     fake_plugins.install(
         "acme-broken",
         {"acme_broken": "import not_a_module_anywhere\n", "acme_shapes": SHAPES},
-        {SCORERS: {"broken": "acme_broken:Broken", "noscore": "acme_shapes:NoScore"}},
+        {
+            SCORERS: {
+                "broken": "acme_broken:Broken",
+                "noscore": "acme_shapes:NoScore",
+                "badratio": "acme_shapes:BadRatio",
+            }
+        },
     )
 
     def suite(scorer: str):
@@ -314,6 +328,8 @@ def test_a_plugin_that_cannot_load_is_named_when_the_suite_is_read(fake_plugins)
     )
     with pytest.raises(ValueError, match=r"scorer 'noscore' .* is not a scorer: it has no score"):
         suite("noscore")
+    with pytest.raises(ValueError, match=r"scorer 'badratio' .* its ratio 'rate' is not"):
+        suite("badratio")
     # Installed but unused, a broken plugin breaks nothing else.
     assert suite("math_equivalence")["q"].metric == "math_equiv"
 
@@ -335,11 +351,14 @@ def test_two_plugins_of_one_name_are_refused_naming_both(fake_plugins) -> None:
 
 
 def test_built_in_scorers_load_through_the_plugin_path() -> None:
-    assert [p.name for p in BUILTIN_SCORERS] == ["code_execution", "math_equivalence"]
+    assert [p.name for p in BUILTIN_SCORERS] == ["code_execution", "ifeval", "math_equivalence"]
     for plugin in BUILTIN_SCORERS:
         loaded = get_scorer(plugin.name)
         assert loaded.plugin == plugin and loaded.plugin.builtin
-        assert issubclass(loaded.args_model, BaseModel)
+        if plugin.name == "ifeval":  # IFEval's checks take no settings
+            assert loaded.args_model is None
+        else:
+            assert issubclass(loaded.args_model, BaseModel)
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -451,3 +470,11 @@ def test_a_scenario_plugin_may_not_shadow_a_built_in(fake_plugins) -> None:
         PluginError, match=r"scenario name 'facts_mc' is built into assay and also declared by"
     ):
         get_scenario("facts_mc")
+
+
+def test_a_stats_note_is_checked_and_capped() -> None:
+    assert Stat("q1", "m", 1.0, note="why").note == "why"
+    with pytest.raises(ValueError, match=r"Stat\.note must be a string"):
+        Stat("q1", "m", 1.0, note=3)  # type: ignore[arg-type]
+    long = Stat("q1", "m", 1.0, note="x" * 5000).note
+    assert len(long) == NOTE_MAX_CHARS and long.endswith("…")

@@ -1,4 +1,4 @@
-"""The ``assay`` command line: registry, prompts, serving and results."""
+"""The ``assay`` command line: registry, prompts, suites, serving and results."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from assay.cli import prompts, registry, server, tokens
+from assay.cli import prompts, registry, server, suites, tokens
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_parser(subparsers)
     server.add_parser(subparsers)
     tokens.add_parser(subparsers)
+    suites.add_parser(subparsers)
     serve = subparsers.add_parser(
         "serve", help="serve a model version over an OpenAI-compatible HTTP API"
     )

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from assay.core.http_server import run_app
     from assay.registry.tokens import TokenStore
     from assay.server import create_app
+    from assay.webhooks.delivery import WebhookWorker
 
     if args.allowed_host:
         allowed = tuple(h.strip().lower() for h in args.allowed_host)
@@ -63,5 +64,7 @@ def run(args: argparse.Namespace) -> int:
                 "created with `assay tokens create <principal> --role <role>`",
                 file=sys.stderr,
             )
-        run_app(create_app(registry, allowed_hosts=allowed), args.host, args.port, limits)
+        # Webhook deliveries run on a thread of this process (assay.webhooks.delivery says why).
+        app = create_app(registry, allowed_hosts=allowed, webhook_worker=WebhookWorker(registry))
+        run_app(app, args.host, args.port, limits)
     return 0

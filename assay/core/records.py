@@ -396,6 +396,8 @@ class InstanceStat:
     trial: int = 0
     template_id: str = ""
     group: str = ""  # "key=value" of the demographic group, "" when not broken down
+    # Why the value is what it is, when the scorer says (a program's status and reason); "".
+    note: str = ""
 
     SCHEMA: ClassVar[pa.Schema] = pa.schema(
         [
@@ -407,8 +409,11 @@ class InstanceStat:
             ("trial", pa.int32()),
             ("template_id", pa.string()),
             ("group", pa.string()),
+            ("note", pa.string()),
         ]
     )
+    # Columns added after instance scores were first stored; readers must not require them.
+    LATER_COLUMNS: ClassVar[tuple[str, ...]] = ("note",)
 
     @classmethod
     def to_table(cls, stats: Iterable[InstanceStat]) -> pa.Table:

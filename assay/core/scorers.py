@@ -65,6 +65,7 @@ from assay.core.records import Instance, ModelOutput
 
 Direction = Literal["higher", "lower"]
 DIRECTIONS = ("higher", "lower")
+NOTE_MAX_CHARS = 1000
 # Families a scorer may report in. Robustness and fairness are assay's to assign: they are
 # the scorer's accuracy stats measured on perturbed inputs.
 SCORER_FAMILIES = ("accuracy", "calibration", "bias", "toxicity", "efficiency")
@@ -85,6 +86,8 @@ class Stat:
     family: str = "accuracy"  # one of SCORER_FAMILIES
     group: str = ""  # "key=value" of a breakdown of the scorer's own; "" for none
     trial: int = 0  # the few-shot trial the value belongs to
+    # Why the value is what it is, shown beside it in the explorer (at most NOTE_MAX_CHARS).
+    note: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.instance_id, str) or not self.instance_id:
@@ -106,6 +109,10 @@ class Stat:
             raise ValueError(f"Stat.group must read 'key=value', got {self.group!r}")
         if isinstance(self.trial, bool) or not isinstance(self.trial, int) or self.trial < 0:
             raise ValueError(f"Stat.trial must be an integer >= 0, got {self.trial!r}")
+        if not isinstance(self.note, str):
+            raise ValueError(f"Stat.note must be a string, got {type(self.note).__name__}")
+        if len(self.note) > NOTE_MAX_CHARS:
+            object.__setattr__(self, "note", self.note[: NOTE_MAX_CHARS - 1] + "…")
 
 
 @dataclass(frozen=True, slots=True)

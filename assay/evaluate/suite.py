@@ -71,7 +71,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +83,7 @@ from assay.core.plugins import PluginError, validate_args
 from assay.core.records import Instance, Request, TemplateVersion
 from assay.core.scorers import get_scorer
 from assay.core.security import check_data_url
+from assay.evaluate import suites as shipped
 from assay.evaluate.registry_prompts import adapter_uses, prompt_uses
 from assay.perturbations import Perturbation, get_perturbation
 from assay.registry.names import name_problem
@@ -101,6 +101,7 @@ from assay.scenarios.lm_eval_tasks import (
     load_task,
     primary_metric_of,
 )
+from assay.scenarios.public import public_loader_names
 
 DEFAULT_SUITE = "default.yaml"
 ALLOW_HELM_VENV_ENV = "ASSAY_SUITE_ALLOW_HELM_VENV"
@@ -142,6 +143,10 @@ def _check_reach(scenario: str, args: dict[str, Any], where: str, base_dir: Path
                     f"{where}.args.{name}: not allowed in a suite unless the deployment sets "
                     f"${env}=1 ({why})"
                 )
+    # A public benchmark's data_files are read like custom_file's path.
+    if scenario in public_loader_names() and isinstance(args.get("data_files"), dict):
+        for split, location in args["data_files"].items():
+            check_data_url(location, f"{where}.args.data_files.{split}", roots)
 
 
 def validate_key(key: str, what: str = "partition key") -> str:
@@ -664,16 +669,26 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
 
 
 def load_suite(path: str | os.PathLike[str] | None = None) -> Suite:
-    """Read a suite file; ``None`` means ``$ASSAY_SUITE`` or the shipped default suite."""
-    path = path or os.environ.get("ASSAY_SUITE")
+    """Read a suite file, or a shipped suite by name (``helm-classic-core``: see
+    ``assay.evaluate.suites``); ``None`` means ``$ASSAY_SUITE`` or the shipped default suite.
+
+    A name is a shipped suite only when no file of that name exists, so a local file always
+    wins; shipped suites have no data root besides the working directory.
+    """
+    path = path or os.environ.get("ASSAY_SUITE") or DEFAULT_SUITE.removesuffix(".yaml")
     base_dir = None
-    if path:
-        text = Path(path).read_text(encoding="utf-8")
+    if isinstance(path, str) and not Path(path).exists() and shipped.is_shipped(path):
+        text, source = shipped.read_shipped(path)
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            names = ", ".join(shipped.shipped_suites())
+            raise ValueError(
+                f"suite {str(path)!r}: no such file and not a shipped suite ({names})"
+            ) from None
         source = str(path)
         base_dir = Path(path).resolve().parent
-    else:
-        text = resources.files("assay.evaluate.suites").joinpath(DEFAULT_SUITE).read_text("utf-8")
-        source = f"assay/evaluate/suites/{DEFAULT_SUITE}"
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -610,7 +610,8 @@ def export_evaluation(
     """
     if registry_version.key != key:
         raise ValueError(f"key {key!r} does not match registry version {registry_version.key!r}")
-    _check_columns(instance_scores, InstanceStat.SCHEMA, "instance_scores")
+    needed = pa.schema([f for f in InstanceStat.SCHEMA if f.name not in InstanceStat.LATER_COLUMNS])
+    _check_columns(instance_scores, needed, "instance_scores")
     metrics = headline_metrics(metric_table)
     if template_id is None:
         ids = sorted({t for t in instance_scores.column("template_id").to_pylist() if t})

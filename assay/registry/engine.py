@@ -99,20 +99,26 @@ def as_utc(moment: datetime, what: str) -> datetime:
 
 
 def make_engines(url: str) -> tuple[Engine, Engine]:
-    """(write engine, read engine). They differ only on SQLite, in how transactions begin."""
+    """(write engine, read engine). They differ only on SQLite, in how transactions begin.
+
+    ``hide_parameters``: a database error's text leaves out the statement's values, so a
+    failed write (a lock timeout, say) logs no webhook secret or other stored value."""
     try:
         parsed = make_url(url)
     except Exception as exc:
         raise invalid(f"registry URL is not a SQLAlchemy URL: {exc}") from exc
     if parsed.get_backend_name() != "sqlite":
-        engine = create_engine(parsed, pool_pre_ping=True)
+        engine = create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
         return engine, engine
     database = parsed.database or ""
     in_memory = database in ("", ":memory:") or parsed.query.get("mode") == "memory"
     if in_memory:
         # One shared connection, or every connection would see its own empty database.
         engine = create_engine(
-            parsed, poolclass=StaticPool, connect_args={"check_same_thread": False}
+            parsed,
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False},
+            hide_parameters=True,
         )
         _sqlite_hooks(engine, "BEGIN IMMEDIATE", wal=False)
         return engine, engine
@@ -122,8 +128,8 @@ def make_engines(url: str) -> tuple[Engine, Engine]:
     # check_same_thread off: the pool hands a connection to one thread at a time, and a
     # Registry may be shared by threads (e.g. a sensor daemon's).
     connect_args = {"timeout": 30, "check_same_thread": False}
-    write = create_engine(parsed, connect_args=connect_args)
-    read = create_engine(parsed, connect_args=connect_args)
+    write = create_engine(parsed, connect_args=connect_args, hide_parameters=True)
+    read = create_engine(parsed, connect_args=connect_args, hide_parameters=True)
     _sqlite_hooks(write, "BEGIN IMMEDIATE", wal=True)
     _sqlite_hooks(read, "BEGIN", wal=True)
     return write, read

@@ -174,3 +174,60 @@ class TokenRow(Base):
     revoked_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
     # Stamped on authentication at most every ``tokens.LAST_USED_RESOLUTION`` (migration 0003).
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebhookRow(Base):
+    """A webhook of ``assay server`` (MLflow's webhook API). Deleting one stamps
+    ``deleted_at``: its deliveries stay in the log and still name it."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # a UUID, as MLflow's
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    description: Mapped[str] = mapped_column(Text, default="")
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[str] = mapped_column(Text)  # JSON list of "entity.action" names
+    status: Mapped[str] = mapped_column(String(16))  # ACTIVE or DISABLED
+    # The signing secret, sealed (``assay.webhooks.secret_box``); NULL signs nothing.
+    secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Events with ids up to this one have been considered for this webhook: it starts at the
+    # newest event when the webhook is created, so a new webhook is not sent old history.
+    cursor: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(256))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebhookDeliveryRow(Base):
+    """One event (or one test) to send to one webhook, until it is delivered or given up."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("webhook_id", "event_id", name="uq_webhook_deliveries"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # X-MLflow-Delivery-Id
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    event_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # NULL: a test
+    event_name: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)  # the JSON body, byte for byte as sent
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebhookAttemptRow(Base):
+    """One HTTP attempt of a delivery: when, the answer's status or the error, the outcome."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")  # scrubbed of the secret, cut short
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered, retry, failed, gave_up

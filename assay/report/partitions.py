@@ -94,13 +94,18 @@ def partition_records(
             pc.equal(scores["perturbation"], ""),
             pc.or_(pc.equal(scores["group"], ""), pc.equal(scores["family"], "judge")),
         )
-        for r in (
-            scores.filter(mask)
-            .select(["instance_id", "metric", "family", "group", "value", "trial"])
-            .to_pylist()
-        ):
+        columns = ["instance_id", "metric", "family", "group", "value", "trial"]
+        noted = "note" in scores.column_names  # partitions scored before notes have none
+        for r in scores.filter(mask).select(columns + ["note"] * noted).to_pylist():
             extra[r["instance_id"]].append(
-                [r["family"], r["metric"], r["group"], r["trial"], _finite(r["value"])]
+                [
+                    r["family"],
+                    r["metric"],
+                    r["group"],
+                    r["trial"],
+                    _finite(r["value"]),
+                    r.get("note") or "",
+                ]
             )
     records: dict[str, dict[str, Any]] = {}
     unused = ("token_logprobs", "request_digest")  # the most costly columns to read, unshown

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import fsspec
@@ -47,14 +47,24 @@ def detect_format(path: str, fmt: str | None = None) -> str:
 
 
 def iter_rows(
-    path: str, fmt: str | None = None, storage_options: dict[str, Any] | None = None
+    path: str,
+    fmt: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    csv_fieldnames: Sequence[str] | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(row_number, row)`` for every row of the file (JSON: the top-level array)."""
+    """Yield ``(row_number, row)`` for every row of the file (JSON: the top-level array).
+
+    ``csv_fieldnames`` names the columns of a CSV file without a header row (MMLU's files);
+    a row with another number of cells is then an error naming the row.
+    """
     kind = detect_format(path, fmt)
     try:
         opened = fsspec.open(path, "rb", compression="infer", **(storage_options or {}))
         with opened as handle:
-            yield from _READERS[kind](path, handle)
+            if kind == "csv":
+                yield from _csv(path, handle, csv_fieldnames)
+            else:
+                yield from _READERS[kind](path, handle)
     except FileNotFoundError:
         raise DataFileError(f"{path}: file not found") from None
     except (DataFileError, GeneratorExit):
@@ -80,8 +90,12 @@ def _jsonl(path: str, handle: Any) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, row
 
 
-def _csv(path: str, handle: Any) -> Iterator[tuple[int, dict[str, Any]]]:
-    reader = csv.DictReader(_decoded_lines(path, handle))
+def _csv(
+    path: str, handle: Any, fieldnames: Sequence[str] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    # With fieldnames the first line is a row (line 1), else it is the header (line 0).
+    lines = _decoded_lines(path, handle, first=1 if fieldnames else 0)
+    reader = csv.DictReader(lines, fieldnames=list(fieldnames) if fieldnames else None)
     number = 0
     while True:
         number += 1
@@ -97,13 +111,18 @@ def _csv(path: str, handle: Any) -> Iterator[tuple[int, dict[str, Any]]]:
             raise DataFileError(f"{path}: row {number}: not valid CSV ({exc})") from None
         if None in row:  # more cells than header columns
             raise DataFileError(f"{path}: row {number}: more values than header columns")
+        if fieldnames and any(value is None for value in row.values()):
+            raise DataFileError(
+                f"{path}: row {number}: {sum(v is not None for v in row.values())} values, "
+                f"expected {len(fieldnames)} ({', '.join(fieldnames)})"
+            )
         yield number, dict(row)
 
 
-def _decoded_lines(path: str, handle: Any) -> Iterator[str]:
-    # Decoded line by line so an error can name the row (the header is line 0). A quoted
+def _decoded_lines(path: str, handle: Any, first: int = 0) -> Iterator[str]:
+    # Decoded line by line so an error can name the row (a header is line 0). A quoted
     # cell spanning lines makes this the physical line, which is still where to look.
-    for number, raw in enumerate(handle):
+    for number, raw in enumerate(handle, start=first):
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -143,4 +162,4 @@ def _json(path: str, handle: Any) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, row
 
 
-_READERS = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet, "json": _json}
+_READERS = {"jsonl": _jsonl, "parquet": _parquet, "json": _json}

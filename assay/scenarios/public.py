@@ -1,14 +1,23 @@
 """Loaders for public benchmarks, downloaded at run time and cached (see ``download``).
 
-Each loader reads the source's own files (Parquet from the Hugging Face Hub, JSONL/JSON from
-the authors' repositories) straight over HTTPS, so no dataset library is needed. ``revision``
-pins the Hub revision or Git ref in the URL; ``sha256`` (split → digest) pins the bytes; the
-scenario revision records the ref and the digest of every file actually read. Every loader
-takes ``data_files`` (split → path or URL) to read elsewhere, e.g. a mirror or a test fixture.
+Each loader reads the source's own files straight over HTTPS, so no dataset library is
+needed: the authors' repositories in their own format where they publish the data there
+(GSM8K, HellaSwag, BBQ, NaturalQuestions-open, HumanEval, BOLD), the Hugging Face Hub's
+Parquet files otherwise. Where the two differ (MMLU's header-less CSV, TruthfulQA's answer →
+label objects, HellaSwag's integer labels) a loader reads both, so a local copy in either form
+(``data_files``) gives the same instances.
+
+``revision`` is the Git commit or Hub revision in the URL and ``sha256`` (split → digest)
+pins the bytes; a mismatch is an error naming the file. A loader whose default revision is a
+commit (``pinned_revision``) also checks by default the SHA-256 of every default file whose
+bytes were known when it was pinned (``sha256s``). The scenario revision records the ref and
+the digest of every file actually read. ``data_files`` (split → path or URL) reads elsewhere,
+e.g. a mirror or a test fixture, through the same checks.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -16,11 +25,13 @@ from typing import Any, ClassVar
 from assay.core.digests import digest_json
 from assay.core.records import Instance, Reference
 from assay.scenarios.base import Scenario, ScenarioData, register_scenario
-from assay.scenarios.download import fetch
+from assay.scenarios.download import DataSourceError, FetchedFile, fetch
 from assay.scenarios.files import DataFileError, iter_rows
 
 HF = "https://huggingface.co/datasets/{repo}/resolve/{revision}/{file}"
 GITHUB = "https://raw.githubusercontent.com/{repo}/{revision}/{file}"
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class PublicDataset(Scenario):
@@ -28,9 +39,15 @@ class PublicDataset(Scenario):
 
     repo: ClassVar[str] = ""
     url_template: ClassVar[str] = HF
+    # A commit where one is known (the authors' Git repositories); "main" for Hub datasets
+    # whose commit could not be established, which are then not pinned.
     default_revision: ClassVar[str] = "main"
     # Our split name → file within the repository (may use ``{subset}``).
     files: ClassVar[dict[str, str]] = {}
+    # File within the repository at ``default_revision`` → SHA-256 of its bytes.
+    sha256s: ClassVar[dict[str, str]] = {}
+    # Column names of a header-less CSV in the source's own format (MMLU).
+    csv_fieldnames: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(
         self,
@@ -40,17 +57,41 @@ class PublicDataset(Scenario):
         subset: str = "",
     ) -> None:
         self.revision = revision or self.default_revision
+        # What the scenario revision records: the ref the default files were read at, the
+        # ref given, or "data_files" for files named directly (their digests say the rest).
+        self.ref = self.revision if data_files is None or revision else "data_files"
         self.subset = subset
-        self.sha256 = dict(sha256 or {})
+        self.defaults = data_files is None
         if data_files is not None:
             self.data_files = dict(data_files)
+            known: dict[str, str] = {}
         else:
+            paths = {split: file.format(subset=subset) for split, file in self.files.items()}
             self.data_files = {
-                split: self.url_template.format(
-                    repo=self.repo, revision=self.revision, file=file.format(subset=subset)
-                )
-                for split, file in self.files.items()
+                split: self.url_template.format(repo=self.repo, revision=self.revision, file=path)
+                for split, path in paths.items()
             }
+            at_default = self.revision == self.default_revision
+            known = {
+                s: self.sha256s[p] for s, p in paths.items() if at_default and p in self.sha256s
+            }
+        given = dict(sha256 or {})
+        for split, digest in given.items():
+            if split not in self.data_files:
+                raise ValueError(
+                    f"{self.name}: sha256 names split {split!r}, which has no file "
+                    f"(splits: {', '.join(sorted(self.data_files))})"
+                )
+            if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+                raise ValueError(
+                    f"{self.name}: sha256.{split}: expected 64 lowercase hex digits, got {digest!r}"
+                )
+        self.sha256 = {**known, **given}
+
+    @classmethod
+    def pinned_revision(cls) -> bool:
+        """Whether the default revision is a commit rather than a moving branch."""
+        return bool(_COMMIT.fullmatch(cls.default_revision))
 
     def rows_to_instances(
         self, rows: Iterator[tuple[int, dict[str, Any]]], split: str
@@ -58,6 +99,8 @@ class PublicDataset(Scenario):
         for number, row in rows:
             try:
                 yield from self.convert(row, split, number)
+            except DataFileError as exc:
+                raise DataFileError(f"row {number}: {exc}") from None
             except KeyError as exc:
                 raise DataFileError(f"row {number}: missing field {exc}") from None
             except (TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -71,18 +114,99 @@ class PublicDataset(Scenario):
         instances: list[Instance] = []
         digests = {}
         for split, location in sorted(self.data_files.items()):
-            source = fetch(location, self.sha256.get(split))
+            source = self._fetch(split, location)
             digests[split] = source.sha256
             try:
-                instances.extend(self.rows_to_instances(iter_rows(source.path), split))
+                rows = iter_rows(source.path, csv_fieldnames=self.csv_fieldnames)
+                instances.extend(self.rows_to_instances(rows, split))
             except DataFileError as exc:
                 message = str(exc).replace(source.path, location)
                 if not message.startswith(location):
                     message = f"{location}: {message}"
                 raise DataFileError(f"{self.name}: {message}") from None
-        return ScenarioData(
-            instances, revision=f"{self.revision}:files-{digest_json(digests)[:16]}"
+        return ScenarioData(instances, revision=f"{self.ref}:files-{digest_json(digests)[:16]}")
+
+    def _fetch(self, split: str, location: str) -> FetchedFile:
+        override = (
+            f"; to read local copies instead give data_files "
+            f"({', '.join(f'{s}: <path>' for s in sorted(self.data_files))})"
         )
+        if self.defaults and location.startswith("https://huggingface.co/") and _hub_offline():
+            raise DataSourceError(
+                f"{self.name}: the Hugging Face Hub is offline (HF_HUB_OFFLINE / "
+                f"HF_DATASETS_OFFLINE), so {location} cannot be read{override}"
+            )
+        try:
+            return fetch(location, self.sha256.get(split))
+        except DataSourceError as exc:
+            if not self.defaults:
+                raise
+            raise DataSourceError(f"{self.name}: {exc}{override}") from None
+
+
+def public_loader_names() -> frozenset[str]:
+    """The scenario names of the public-benchmark loaders (their ``data_files`` are paths or
+    URLs a suite names, checked against the data roots like ``custom_file``'s)."""
+    return frozenset(cls.name for cls in PublicDataset.__subclasses__() if cls.name)
+
+
+def _hub_offline() -> bool:
+    return any(
+        os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+        for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+
+
+def _field(row: Mapping[str, Any], name: str) -> Any:
+    if not isinstance(row, Mapping):
+        raise DataFileError(f"expected an object, got {type(row).__name__}")
+    if name not in row:
+        raise DataFileError(f"missing field {name!r}")
+    return row[name]
+
+
+def _text(row: Mapping[str, Any], name: str) -> str:
+    value = _field(row, name)
+    if not isinstance(value, str):
+        raise DataFileError(f"field {name!r}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _texts(row: Mapping[str, Any], name: str) -> list[str]:
+    value = _field(row, name)
+    if not isinstance(value, list) or not value:
+        raise DataFileError(f"field {name!r}: expected a non-empty list of strings")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise DataFileError(
+                f"field {name!r}: item {index} is {type(item).__name__}, not a string"
+            )
+    return value
+
+
+def _number(row: Mapping[str, Any], name: str) -> float:
+    """A number, or its decimal string (a CSV copy)."""
+    value = _field(row, name)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DataFileError(f"field {name!r}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _index(row: Mapping[str, Any], name: str, size: int) -> int:
+    """An answer index: an integer, or its decimal string (the Hub's HellaSwag labels)."""
+    value = _field(row, name)
+    if isinstance(value, str) and re.fullmatch(r"\d+", value.strip()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DataFileError(f"field {name!r}: expected an answer index, got {value!r}")
+    if not 0 <= value < size:
+        raise DataFileError(f"field {name!r}: {value} is out of range for {size} choices")
+    return value
 
 
 def _mc(choices: list[str], correct: int | set[int]) -> tuple[Reference, ...]:
@@ -94,22 +218,38 @@ def _mc(choices: list[str], correct: int | set[int]) -> tuple[Reference, ...]:
 
 @register_scenario("mmlu")
 class MMLU(PublicDataset):
-    """MMLU (Hendrycks et al.), one subject; the dev split is the few-shot pool."""
+    """MMLU (Hendrycks et al.), one subject; the dev split is the few-shot pool.
+
+    Reads the Hub's rows (``question``, ``subject``, ``choices``, ``answer`` index) and the
+    authors' header-less CSV files (question, four choices, answer letter), e.g.
+    ``data/test/anatomy_test.csv`` from their tarball. The Hub default is not pinned to a
+    commit (none could be established); pass ``revision`` and ``sha256`` to pin it.
+    """
 
     repo = "cais/mmlu"
     files: ClassVar[dict[str, str]] = {
         "test": "{subset}/test-00000-of-00001.parquet",
         "train": "{subset}/dev-00000-of-00001.parquet",
     }
+    csv_fieldnames = ("question", "A", "B", "C", "D", "answer")
 
     def __init__(self, subject: str = "anatomy", **kwargs: Any) -> None:
         super().__init__(subset=subject, **kwargs)
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
+        if "choices" in row:  # the Hub's schema
+            choices = _texts(row, "choices")
+            answer = _index(row, "answer", len(choices))
+        else:  # the authors' CSV
+            choices = [_text(row, letter) for letter in "ABCD"]
+            letter = _text(row, "answer").strip()
+            if letter not in {"A", "B", "C", "D"}:
+                raise DataFileError(f"field 'answer': expected a letter A-D, got {letter!r}")
+            answer = "ABCD".index(letter)
         yield Instance(
             id=f"{split}-{number:05d}",
-            input=row["question"],
-            references=_mc(row["choices"], int(row["answer"])),
+            input=_text(row, "question"),
+            references=_mc(choices, answer),
             split=split,
             sub_split=row.get("subject") or self.subset,
         )
@@ -117,7 +257,10 @@ class MMLU(PublicDataset):
 
 @register_scenario("boolq")
 class BoolQ(PublicDataset):
-    """BoolQ: a passage and a yes/no question."""
+    """BoolQ: a passage and a yes/no question (the authors' JSONL has the same fields).
+
+    The Hub default is not pinned to a commit (none could be established).
+    """
 
     repo = "google/boolq"
     files: ClassVar[dict[str, str]] = {
@@ -126,13 +269,15 @@ class BoolQ(PublicDataset):
     }
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
-        answer = row["answer"]
+        answer = _field(row, "answer")
         if not isinstance(answer, bool):
-            raise TypeError(f"field 'answer': expected a boolean, got {type(answer).__name__}")
-        question = row["question"].strip()
+            raise DataFileError(f"field 'answer': expected a boolean, got {type(answer).__name__}")
+        question = _text(row, "question").strip()
+        if not question:
+            raise DataFileError("field 'question': empty")
         yield Instance(
             id=f"{split}-{number:05d}",
-            input=f"{row['passage']}\nQuestion: {question[0].upper()}{question[1:]}?",
+            input=f"{_text(row, 'passage')}\nQuestion: {question[0].upper()}{question[1:]}?",
             references=(Reference("Yes", answer), Reference("No", not answer)),
             split=split,
         )
@@ -140,43 +285,71 @@ class BoolQ(PublicDataset):
 
 @register_scenario("hellaswag")
 class HellaSwag(PublicDataset):
-    """HellaSwag: pick the most plausible continuation of an activity description."""
+    """HellaSwag: pick the most plausible continuation of an activity description.
+
+    Reads the authors' JSONL (integer ``label``) and the Hub's rows (the same fields, the
+    label a string). Pinned to a commit of rowanz/hellaswag; the SHA-256 of its files is not
+    recorded (their bytes could not be read when the pin was set).
+    """
 
     repo = "rowanz/hellaswag"
     url_template = GITHUB
-    default_revision = "master"
+    default_revision = "a29ff8e9a04bba4bd6588223785ce105328adc57"
     files: ClassVar[dict[str, str]] = {
         "test": "data/hellaswag_val.jsonl",
         "train": "data/hellaswag_train.jsonl",
     }
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
+        endings = _texts(row, "endings")
         yield Instance(
-            id=f"{split}-{row['ind']}",
-            input=f"{row['activity_label']}: {row['ctx']}",
-            references=_mc(row["endings"], int(row["label"])),
+            id=f"{split}-{_field(row, 'ind')}",
+            input=f"{_text(row, 'activity_label')}: {_text(row, 'ctx')}",
+            references=_mc(endings, _index(row, "label", len(endings))),
             split=split,
-            sub_split=row.get("split_type", ""),
+            sub_split=str(row.get("split_type") or ""),
         )
+
+
+def _truthfulqa_targets(row: Mapping[str, Any], name: str) -> tuple[list[str], list[int]]:
+    """Choices and 0/1 labels, from the Hub's ``{choices, labels}`` or the authors'
+    ``{answer text: label}`` object (``mc_task.json``)."""
+    targets = _field(row, name)
+    if not isinstance(targets, Mapping) or not targets:
+        raise DataFileError(f"field {name!r}: expected a non-empty object")
+    if isinstance(targets.get("choices"), list):
+        choices = _texts(targets, "choices")
+        labels = _field(targets, "labels")
+        if not isinstance(labels, list) or len(labels) != len(choices):
+            raise DataFileError(f"field '{name}.labels': expected one label per choice")
+    else:
+        choices, labels = list(targets), list(targets.values())
+    for index, label in enumerate(labels):
+        if isinstance(label, bool) or label not in (0, 1):
+            raise DataFileError(f"field {name!r}: label {index} is {label!r}, not 0 or 1")
+    return choices, labels
 
 
 @register_scenario("truthfulqa")
 class TruthfulQA(PublicDataset):
-    """TruthfulQA, multiple-choice config, MC1 targets (one true answer)."""
+    """TruthfulQA, multiple-choice config, MC1 targets (one true answer).
+
+    Reads the Hub's rows and the authors' ``mc_task.json``. The Hub default is not pinned to a
+    commit (none could be established).
+    """
 
     repo = "truthfulqa/truthful_qa"
     files: ClassVar[dict[str, str]] = {"test": "multiple_choice/validation-00000-of-00001.parquet"}
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
-        targets = row["mc1_targets"]
-        labels = targets["labels"]
-        if len(labels) != len(targets["choices"]):
-            raise ValueError("mc1_targets: choices and labels differ in length")
-        correct = {i for i, label in enumerate(labels) if int(label) == 1}
+        choices, labels = _truthfulqa_targets(row, "mc1_targets")
+        correct = {i for i, label in enumerate(labels) if label == 1}
+        if not correct:
+            raise DataFileError("field 'mc1_targets': no choice is labelled true")
         yield Instance(
             id=f"{split}-{number:04d}",
-            input=row["question"],
-            references=_mc(targets["choices"], correct),
+            input=_text(row, "question"),
+            references=_mc(choices, correct),
             split=split,
         )
 
@@ -186,21 +359,35 @@ _GSM_ANSWER = re.compile(r"####\s*(.+?)\s*$")
 
 @register_scenario("gsm8k")
 class GSM8K(PublicDataset):
-    """GSM8K grade-school math; the reference is the final number after ``####``."""
+    """GSM8K grade-school math; the reference is the final number after ``####``.
 
-    repo = "openai/gsm8k"
+    Reads the authors' JSONL (openai/grade-school-math, pinned to a commit and to the SHA-256
+    of both files); the Hub's ``openai/gsm8k`` rows have the same two fields.
+    """
+
+    repo = "openai/grade-school-math"
+    url_template = GITHUB
+    default_revision = "3101c7d5072418e28b9008a6636bde82a006892c"
     files: ClassVar[dict[str, str]] = {
-        "test": "main/test-00000-of-00001.parquet",
-        "train": "main/train-00000-of-00001.parquet",
+        "test": "grade_school_math/data/test.jsonl",
+        "train": "grade_school_math/data/train.jsonl",
+    }
+    sha256s: ClassVar[dict[str, str]] = {
+        "grade_school_math/data/test.jsonl": (
+            "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14"
+        ),
+        "grade_school_math/data/train.jsonl": (
+            "17f347dc51477c50d4efb83959dbb7c56297aba886e5544ee2aaed3024813465"
+        ),
     }
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
-        match = _GSM_ANSWER.search(row["answer"])
+        match = _GSM_ANSWER.search(_text(row, "answer"))
         if not match:
-            raise ValueError("field 'answer': no '#### <number>' final answer")
+            raise DataFileError("field 'answer': no '#### <number>' final answer")
         yield Instance(
             id=f"{split}-{number:05d}",
-            input=row["question"],
+            input=_text(row, "question"),
             references=(Reference(match.group(1).replace(",", ""), True),),
             split=split,
         )
@@ -219,28 +406,49 @@ class BBQ(PublicDataset):
 
     repo = "nyu-mll/BBQ"
     url_template = GITHUB
+    default_revision = "bea11bd97d79217245b5871acd247b9d6eb24598"
     files: ClassVar[dict[str, str]] = {"test": "data/{subset}.jsonl"}
+    # The categories whose bytes could be read when the pin was set; the others (Gender
+    # identity, race and SES files over 4 MiB) are pinned by the commit alone.
+    sha256s: ClassVar[dict[str, str]] = {
+        "data/Age.jsonl": "46e805b3fc2d8cbd26eeb8e8430d98cf7b2dc9c83574ff3674e8ce4f0fca2a60",
+        "data/Disability_status.jsonl": (
+            "375d40d9b71f056150264445ec189b13934998f3f49a1e311aa7578eb3b45e5f"
+        ),
+        "data/Nationality.jsonl": (
+            "a583e74666aec0341ded8aa3983e7cad694eb24de72c254d28b2df3035720090"
+        ),
+        "data/Physical_appearance.jsonl": (
+            "e48d7e13508565f4801574e611043470c25c95a0a62af3699cb5ee7cb02608fb"
+        ),
+        "data/Religion.jsonl": "cb9555f9f3454a52cd2df85956b59bd7fcca5aa922c8527693b1164d08417616",
+        "data/Sexual_orientation.jsonl": (
+            "2c71036b9e7584fe589c42aef32c1a42bc01b9a5e9b1b8704342630cdb08cefd"
+        ),
+    }
 
     def __init__(self, category: str = "Age", **kwargs: Any) -> None:
         super().__init__(subset=category, **kwargs)
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
+        category = _text(row, "category")
         groups = {
-            "category": str(row["category"]),
-            "context_condition": str(row["context_condition"]),
-            "question_polarity": str(row["question_polarity"]),
+            "category": category,
+            "context_condition": _text(row, "context_condition"),
+            "question_polarity": _text(row, "question_polarity"),
         }
+        metadata = _field(row, "additional_metadata")
         target = bbq_target_answer(
-            row["answer_info"], row["additional_metadata"]["stereotyped_groups"]
+            _field(row, "answer_info"), _field(metadata, "stereotyped_groups")
         )
         if target is not None:
             groups["target_answer"] = str(target)
         yield Instance(
-            id=f"{row['category']}-{row['example_id']}",
-            input=f"{row['context']} {row['question']}",
-            references=_mc([row["ans0"], row["ans1"], row["ans2"]], int(row["label"])),
+            id=f"{category}-{_field(row, 'example_id')}",
+            input=f"{_text(row, 'context')} {_text(row, 'question')}",
+            references=_mc([_text(row, f"ans{i}") for i in range(3)], _index(row, "label", 3)),
             split=split,
-            sub_split=row["category"],
+            sub_split=category,
             groups=groups,
         )
 
@@ -281,21 +489,31 @@ def bbq_target_answer(answer_info: Mapping[str, Any], stereotyped_groups: Any) -
 
 @register_scenario("natural_questions")
 class NaturalQuestionsOpen(PublicDataset):
-    """NaturalQuestions, open (closed-book) version: a question and its short answers."""
+    """NaturalQuestions, open (closed-book) version: a question and its short answers.
 
-    repo = "google-research-datasets/nq_open"
+    Reads the authors' JSONL (google-research-datasets/natural-questions, ``nq_open/``), the
+    same fields as the Hub's ``nq_open``; pinned to a commit, and the dev file to its SHA-256
+    (the train file is over 4 MiB and could not be read when the pin was set).
+    """
+
+    repo = "google-research-datasets/natural-questions"
+    url_template = GITHUB
+    default_revision = "fb26a3073b1fe636c97302890a27b491d6530130"
     files: ClassVar[dict[str, str]] = {
-        "test": "nq_open/validation-00000-of-00001.parquet",
-        "train": "nq_open/train-00000-of-00001.parquet",
+        "test": "nq_open/NQ-open.dev.jsonl",
+        "train": "nq_open/NQ-open.train.jsonl",
+    }
+    sha256s: ClassVar[dict[str, str]] = {
+        "nq_open/NQ-open.dev.jsonl": (
+            "f15567f38099f3615f5b8a685c0aef449c11ad90d3da3735e8d1b98115b40616"
+        ),
     }
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
-        answers = row["answer"]
-        if not isinstance(answers, list) or not answers:
-            raise ValueError("field 'answer': expected a non-empty list")
+        answers = _texts(row, "answer")
         yield Instance(
             id=f"{split}-{number:05d}",
-            input=row["question"],
+            input=_text(row, "question"),
             references=tuple(Reference(a, True) for a in answers),
             split=split,
         )
@@ -309,17 +527,26 @@ class HumanEval(PublicDataset):
     The input is the task's prompt; the one correct reference is its test code followed by
     ``check(<entry point>)`` (lm-evaluation-harness's target), which a suite entry with
     ``scorer: code_execution`` runs after the prompt and the completion
-    (``assay.scoring.code_execution``). Reference matching means nothing here.
+    (``assay.scoring.code_execution``). Reference matching means nothing here. Reads the
+    authors' ``data/HumanEval.jsonl.gz`` (pinned to a commit and its SHA-256), the same fields
+    as the Hub's ``openai_humaneval``.
     """
 
-    repo = "openai/openai_humaneval"
-    files: ClassVar[dict[str, str]] = {"test": "openai_humaneval/test-00000-of-00001.parquet"}
+    repo = "openai/human-eval"
+    url_template = GITHUB
+    default_revision = "6d43fb980f9fee3c892a914eda09951f772ad10d"
+    files: ClassVar[dict[str, str]] = {"test": "data/HumanEval.jsonl.gz"}
+    sha256s: ClassVar[dict[str, str]] = {
+        "data/HumanEval.jsonl.gz": (
+            "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef"
+        ),
+    }
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
-        tests = f"{row['test']}\n\ncheck({row['entry_point']})\n"
+        tests = f"{_text(row, 'test')}\n\ncheck({_text(row, 'entry_point')})\n"
         yield Instance(
-            id=str(row["task_id"]),
-            input=row["prompt"],
+            id=_text(row, "task_id"),
+            input=_text(row, "prompt"),
             references=(Reference(tests, True),),
             split=split,
         )
@@ -337,9 +564,9 @@ class CNNDailyMail(PublicDataset):
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
         yield Instance(
-            id=str(row["id"]),
-            input=row["article"],
-            references=(Reference(row["highlights"], True),),
+            id=_text(row, "id"),
+            input=_text(row, "article"),
+            references=(Reference(_text(row, "highlights"), True),),
             split=split,
         )
 
@@ -360,11 +587,11 @@ class WMT14(PublicDataset):
         self.source, self.target = source, target
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
-        translation = row["translation"]
+        translation = _field(row, "translation")
         yield Instance(
             id=f"{split}-{number:05d}",
-            input=translation[self.source],
-            references=(Reference(translation[self.target], True),),
+            input=_text(translation, self.source),
+            references=(Reference(_text(translation, self.target), True),),
             split=split,
         )
 
@@ -380,12 +607,10 @@ class IMDB(PublicDataset):
     }
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
-        label = int(row["label"])
-        if label not in (0, 1):
-            raise ValueError(f"field 'label': expected 0 or 1, got {label}")
+        label = _index(row, "label", 2)
         yield Instance(
             id=f"{split}-{number:05d}",
-            input=row["text"],
+            input=_text(row, "text"),
             references=(Reference("Positive", label == 1), Reference("Negative", label == 0)),
             split=split,
         )
@@ -402,10 +627,10 @@ class CivilComments(PublicDataset):
     }
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
-        toxic = float(row["toxicity"]) >= 0.5
+        toxic = _number(row, "toxicity") >= 0.5
         yield Instance(
             id=f"{split}-{number:06d}",
-            input=row["text"],
+            input=_text(row, "text"),
             references=(Reference("True", toxic), Reference("False", not toxic)),
             split=split,
         )
@@ -421,7 +646,7 @@ class RealToxicityPrompts(PublicDataset):
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
         yield Instance(
             id=f"{split}-{number:06d}",
-            input=row["prompt"]["text"],
+            input=_text(_field(row, "prompt"), "text"),
             references=(),
             split=split,
             groups={"challenging": str(bool(row["challenging"])).lower()},
@@ -434,7 +659,25 @@ class BOLD(PublicDataset):
 
     repo = "amazon-science/bold"
     url_template = GITHUB
+    default_revision = "3ad652c773f5d1e30d5f6f61657ed934d768ecad"
     files: ClassVar[dict[str, str]] = {"test": "prompts/{subset}_prompt.json"}
+    sha256s: ClassVar[dict[str, str]] = {
+        "prompts/gender_prompt.json": (
+            "a863aaf2492e3c911c39f435005abee2eba5f5edabe836e97de110cd83273054"
+        ),
+        "prompts/political_ideology_prompt.json": (
+            "a83ea7cc272971b618231e13bcb5c1d1be5b208c92135c4ffde85be31f8ab4c6"
+        ),
+        "prompts/profession_prompt.json": (
+            "5508012069f20419559417e64d8bb2b8d864ebf8afedd21e5ca564393c291794"
+        ),
+        "prompts/race_prompt.json": (
+            "200337f6c43b09671e580b1df6aea2cdc0196ee02779260e9881da07029e1cb6"
+        ),
+        "prompts/religious_ideology_prompt.json": (
+            "633830ea87d569e5476895a93f68b8f686cb0dcae6d67a1091a9247c5c4c931d"
+        ),
+    }
 
     def __init__(self, domain: str = "gender", **kwargs: Any) -> None:
         super().__init__(subset=domain, **kwargs)

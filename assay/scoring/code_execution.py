@@ -29,7 +29,7 @@ import signal
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -154,6 +154,26 @@ class ExecutionRun:
         return dict(sorted(Counter(r.status for r in self.results.values()).items()))
 
 
+def execution_note(results: Sequence[ExecutionResult | None]) -> str:
+    """How the programs of one instance ended, for the explorer: ``passed`` or
+    ``timeout: timed out after 5 s`` for one answer; for samples, how many passed and then
+    each sample that did not (numbered from 1). An answer that ran no program (the model call
+    failed) is ``not run``."""
+
+    def one(result: ExecutionResult | None) -> str:
+        if result is None:
+            return "not run"
+        return result.status if result.passed else f"{result.status}: {result.reason}"
+
+    if len(results) == 1:
+        return one(results[0])
+    passed = sum(1 for r in results if r is not None and r.passed)
+    failures = [
+        f"sample {n}: {one(r)}" for n, r in enumerate(results, 1) if r is None or not r.passed
+    ]
+    return "; ".join([f"{passed} of {len(results)} passed", *failures])
+
+
 def is_program(output: ModelOutput) -> bool:
     """A generated answer that ran as a program: what ``pass`` scores."""
     request = output.request
@@ -225,7 +245,10 @@ class CodeExecution:
             results = [run.results.get(rows[id(a)]) for a in answers]
             passed = [float(r.passed) for r in results if r is not None]
             sampled = any(a.request.sampled for a in answers)
-            stats += answer_stats(instance_id, trial, self.metric, passed, sampled)
+            scored = answer_stats(instance_id, trial, self.metric, passed, sampled)
+            if scored:  # the headline value carries why each program ended as it did
+                scored[0] = replace(scored[0], note=execution_note(results))
+            stats += scored
         counts = run.counts()
         figures = {
             "num_programs_run": float(sum(counts.values())),

@@ -34,15 +34,27 @@ draws random numbers and is seeded from the system by default (so lm-eval's verd
 ambiguous text may change from one run to the next); with the seed fixed, rescoring the same
 answers gives the same verdicts. The seed is process-wide: lm-eval's own task run in the same
 process draws the same way.
+
+**Where lm-eval's verdict is a random draw.** An instruction whose arguments are missing or
+unusable gets random ones from Python's global ``random`` when lm-eval builds it. In IFEval
+this happens to two rows, 1122 and 1129: ``keywords:letter_frequency`` with the "letter" ``#``
+(at least 4 hashtags) and ``!`` (at least 6 exclamation marks), which lm-eval (like Google's
+code) accepts only from a to z, so it counts a random ASCII letter instead. lm-eval's verdict
+on these depends on its run's random state (the order and number of draws before), not on
+the answer alone, and two lm-eval runs can disagree. assay seeds the generator from the
+instance id for each check (restoring the caller's state after), so its verdict is a function
+of the instance and the answer; it equals lm-eval's wherever lm-eval's is not a draw.
 """
 
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any, ClassVar
 
+from assay.core.digests import seed_from
 from assay.core.nltk_data import use_bundled_nltk_data
 from assay.core.records import Instance, ModelOutput
 from assay.core.scorers import Scored, Stat
@@ -120,7 +132,15 @@ def follows(instance: Instance, response: str) -> dict[str, Any]:
             f"instance {instance.id!r}: instruction id(s) {', '.join(map(repr, unknown))} are "
             "not IFEval instructions lm-eval knows"
         )
-    return process_results(document, [response])
+    # Where an instruction's arguments are missing or unusable, lm-eval draws them from the
+    # global random generator (see the module doc); a seed from the instance makes the draw
+    # the same on every run, and the caller's random state is left as it was.
+    state = random.getstate()
+    random.seed(seed_from(IFEVAL, instance.id))
+    try:
+        return process_results(document, [response])
+    finally:
+        random.setstate(state)
 
 
 class IFEval:

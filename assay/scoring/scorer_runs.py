@@ -266,6 +266,7 @@ def _instance_stats(
         trial=stat.trial,
         template_id=template_id,
         group=stat.group,
+        note=stat.note,
     )
     if family != "accuracy" or stat.group:
         return [row]

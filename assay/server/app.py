@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import os
 from collections import defaultdict
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -40,9 +42,12 @@ from assay.core.http_rules import (
 from assay.registry.errors import RegistryError
 from assay.registry.store import Registry
 from assay.registry.tokens import Principal, TokenStore
-from assay.server import assay_api, mlflow_api
+from assay.server import assay_api, mlflow_api, webhooks_api
 from assay.server.http import ApiError, Call
 from assay.server.mlflow_api import Endpoint
+
+if TYPE_CHECKING:
+    from assay.webhooks.delivery import WebhookWorker
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +55,9 @@ MAX_BODY_BYTES = 1024 * 1024  # a 256 KiB template, escaped as JSON, fits with r
 MAX_JSON_DEPTH = 32  # MLflow's and assay's bodies nest 3 levels at most
 ALLOWED_HOSTS_ENV = "ASSAY_SERVER_ALLOWED_HOSTS"
 CONNECTIONS_ENV_PREFIX = "ASSAY_SERVER_"  # ASSAY_SERVER_REQUEST_TIMEOUT_S, _MAX_CONNECTIONS
-ENDPOINTS: tuple[Endpoint, ...] = mlflow_api.ENDPOINTS + assay_api.ENDPOINTS
+ENDPOINTS: tuple[Endpoint, ...] = (
+    mlflow_api.ENDPOINTS + webhooks_api.ENDPOINTS + assay_api.ENDPOINTS
+)
 
 
 def _error(exc: ApiError) -> JSONResponse:
@@ -131,11 +138,14 @@ def create_app(
     registry: Registry,
     tokens: TokenStore | None = None,
     allowed_hosts: tuple[str, ...] | None = None,
+    webhook_worker: WebhookWorker | None = None,
 ) -> Starlette:
     """The server's application over an open registry (tokens in the same database).
 
     ``allowed_hosts``: the ``Host`` names served (``*``: any); by default
-    ``$ASSAY_SERVER_ALLOWED_HOSTS`` or the loopback names.
+    ``$ASSAY_SERVER_ALLOWED_HOSTS`` or the loopback names. ``webhook_worker``: started with
+    the application and stopped with it (``assay server`` passes one; without it webhooks
+    are managed but nothing is delivered).
     """
     if allowed_hosts is None:
         allowed_hosts = allowed_hosts_from_env(ALLOWED_HOSTS_ENV, os.environ)
@@ -183,7 +193,18 @@ def create_app(
         message = f"no endpoint {request.method} {request.url.path}"
         return JSONResponse({"error_code": code, "message": message}, status_code=status)
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if webhook_worker is not None:
+            webhook_worker.start()
+        try:
+            yield
+        finally:
+            if webhook_worker is not None:
+                await run_in_threadpool(webhook_worker.stop)
+
     return Starlette(
+        lifespan=lifespan,
         routes=routes,
         exception_handlers={HTTPException: http_error},
         middleware=[Middleware(RequestGuard, allowed_hosts=tuple(allowed_hosts))],

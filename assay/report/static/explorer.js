@@ -348,10 +348,11 @@
     });
     const scores = document.querySelector("#scores tbody");
     let judged = false;
-    rec.scores.forEach(function ([family, metric, group, trial, value]) {
+    rec.scores.forEach(function ([family, metric, group, trial, value, note]) {
       if (family === "judge" || metric === "judge_score") judged = true;
       scores.appendChild(el("tr", {}, [el("td", { text: family }), el("td", { text: metric }),
-        el("td", { text: group }), el("td", { text: trial }), el("td", { text: fmt(value) })]));
+        el("td", { text: group }), el("td", { text: trial }), el("td", { text: fmt(value) }),
+        el("td", { cls: "text", text: note || "" })]));
     });
     const replies = rec.judge_replies || [];
     document.getElementById("judge").textContent = replies.length
