@@ -6,9 +6,9 @@ Run from the repository root:  python benchmarks/bench_lm_eval_tasks.py [--repea
    exported to a Hugging Face directory, fp32, batch 16) and through assay (``scenario:
    lm_eval``: lm-eval's requests through assay's transformers client, batch 16, scored by
    lm-eval's own filters and ``process_results``), both in this process with the model loaded
-   and warmed up first: one log-likelihood task (truthfulqa_mc2, 40 documents, about 300
-   continuations) and one generation task (gsm8k, 2-shot, 20 documents, 64 new tokens at
-   most). Printed: the median wall time of each over ``--repeats`` runs with the load
+   and warmed up first: one log-likelihood task (truthfulqa_mc2, 12 documents, about 90
+   continuations after a 6-example preamble of some 300 tokens) and one generation task
+   (gsm8k, 2-shot, 10 documents, 48 new tokens at most). Printed: the median wall time of each over ``--repeats`` runs with the load
    average, their ratio, and agreement (documents whose metric values match, outputs
    identical: generated texts equal, log-likelihoods within 1e-5 relative).
 2. lm-eval's catalogue by what assay needs to run each task offline: every leaf task of
@@ -61,19 +61,19 @@ BATCH = 16
 # task → (documents, few-shot, files by split for lm-eval's json loader, max_gen_toks)
 CASES: dict[str, tuple[int, int, dict[str, Path], int | None]] = {
     "truthfulqa_mc2": (
-        40,
+        12,
         0,
         {"validation": DATA / "truthfulqa__truthful_qa/multiple_choice/validation.jsonl"},
         None,
     ),
     "gsm8k": (
-        20,
+        10,
         2,
         {
             "test": DATA / "openai__gsm8k/main/test.jsonl",
             "train": DATA / "openai__gsm8k/main/train.jsonl",
         },
-        64,
+        48,
     ),
 }
 _JUDGE = re.compile(r"judge|gpt-?4|openai|llm_as", re.IGNORECASE)
