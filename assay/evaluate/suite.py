@@ -95,6 +95,19 @@ from assay.evaluate.registry_prompts import adapter_uses, prompt_uses
 from assay.perturbations import Perturbation, get_perturbation
 from assay.registry.names import name_problem
 from assay.scenarios import ColumnMapping, Scenario, get_scenario, scenario_args_model
+from assay.scenarios.lm_eval_requests import requests_for, task_settings
+from assay.scenarios.lm_eval_tasks import (
+    ALLOW_INCLUDE_ENV,
+    LM_EVAL,
+    LmEvalArgs,
+    LmEvalTask,
+    LmEvalTaskError,
+    LmEvalUnavailable,
+    check_runnable,
+    expand,
+    load_task,
+    primary_metric_of,
+)
 from assay.scenarios.public import public_loader_names
 
 DEFAULT_SUITE = "default.yaml"
@@ -112,6 +125,20 @@ def _check_reach(scenario: str, args: dict[str, Any], where: str, base_dir: Path
     roots = [base_dir] if base_dir else []
     if scenario == "custom_file" and "path" in args:
         check_data_url(args["path"], f"{where}.args.path", roots)
+    if scenario == LM_EVAL:
+        for split, path in (args.get("data_files") or {}).items():
+            if isinstance(path, str):
+                check_data_url(path, f"{where}.args.data_files.{split}", roots)
+        if isinstance(args.get("data_dir"), str):
+            check_data_url(args["data_dir"], f"{where}.args.data_dir", roots)
+        if (
+            args.get("include_path") is not None
+            and os.environ.get(ALLOW_INCLUDE_ENV, "").lower() not in _TRUE
+        ):
+            raise ValueError(
+                f"{where}.args.include_path: not allowed in a suite unless the deployment "
+                f"sets ${ALLOW_INCLUDE_ENV}=1 (task YAMLs import their Python functions)"
+            )
     if scenario == "helm_scenario":
         for name, env in (
             ("venv", ALLOW_HELM_VENV_ENV),
@@ -159,6 +186,9 @@ class ScenarioConfig:
     # Filled by ``registry_prompts.resolve_prompts``: resolved template id → the registry
     # versions that layout came from, recorded with each of its requests.
     prompt_templates: dict[str, tuple[TemplateVersion, ...]] = field(default_factory=dict)
+    # ``scenario: lm_eval``: the lm-eval task whose own objects build the requests and score
+    # them (``assay.scenarios.lm_eval_requests``, ``assay.scoring.lm_eval_scores``).
+    lm_eval: LmEvalTask | None = None
 
     def build(self) -> Scenario:
         return get_scenario(self.scenario, **self.args)
@@ -171,7 +201,10 @@ class ScenarioConfig:
     def build_requests(
         self, instances: Sequence[Instance], train: Sequence[Instance] = (), perturbation: str = ""
     ) -> list[Request]:
-        """Requests of every prompt variant (base first) for these instances."""
+        """Requests of every prompt variant (base first) for these instances; an lm-eval
+        task's own requests for an ``lm_eval`` entry."""
+        if self.lm_eval is not None:
+            return requests_for(load_task(self.lm_eval), instances)
         self._check_resolved()
         requests = build_variant_requests(self.adapters, instances, train, perturbation)
         return self._with_templates(requests)
@@ -478,6 +511,51 @@ class ScenarioEntry(_FileModel):
             scoring=self._scoring(adapter, where),
         )
 
+    def lm_eval_configs(
+        self, key: str, where: str, base_dir: Path | None = None
+    ) -> list[ScenarioConfig]:
+        """The runtime records of an ``lm_eval`` entry: one per task of the group it names
+        (keys ``<key>.<task>``), or one keyed ``key`` for a task. lm-eval builds the prompts
+        and scores them, so assay's own layouts, perturbations and judges are refused."""
+        args = dict(self.args or {})
+        _check_reach(self.scenario, args, where, base_dir)
+        for name in ("adapter", "variants", "perturbations", "judges", "columns"):
+            if name in self.model_fields_set:
+                raise ValueError(
+                    f"{where}.{name}: an lm_eval entry takes lm-eval's own prompts and "
+                    "scoring; assay's adapters, variants, perturbations and judges do not apply"
+                )
+        checked = validate_args(LmEvalArgs, args, where + ".args")
+        assert isinstance(checked, LmEvalArgs)
+        try:
+            tasks = expand(checked)
+        except (LmEvalTaskError, LmEvalUnavailable) as exc:
+            raise ValueError(f"{where}.args.task: {exc}") from None
+        scoring = self._scoring(AdapterSpec(method=Method.GENERATION), where)
+        configs = []
+        for spec in tasks:
+            try:
+                check_runnable(spec, self.scorer, where)
+            except LmEvalTaskError as exc:
+                raise ValueError(str(exc)) from None
+            task_key = key if spec.task == checked.task else f"{key}.{spec.task}"
+            validate_key(task_key, f"scenario key of lm-eval task {spec.task!r} in {where}")
+            source, _, _ = where.partition(": scenarios.")
+            configs.append(
+                ScenarioConfig(
+                    key=task_key,
+                    scenario=LM_EVAL,
+                    args=task_settings(spec),
+                    source=source,
+                    max_instances=self.max_instances,
+                    eval_split="test",
+                    primary_metric=self.primary_metric or primary_metric_of(spec),
+                    scoring=scoring,
+                    lm_eval=spec,
+                )
+            )
+        return configs
+
     def _scoring(self, adapter: AdapterSpec, where: str) -> ScorerChoice | None:
         if self.scorer is None:
             return None
@@ -593,15 +671,32 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
         raise ValueError(_sentence(exc.errors(), source)) from None
     if not parsed.scenarios:
         raise ValueError(f"{source}: the suite has no scenarios")
-    entries = {
-        key: entry.config(key, f"{source}: scenarios.{key}", base_dir)
-        for key, entry in parsed.scenarios.items()
-    }
+    entries: dict[str, ScenarioConfig] = {}
+    origins: dict[str, str] = {}  # entry key → the suite file's key it came from
+    for key, entry in parsed.scenarios.items():
+        where = f"{source}: scenarios.{key}"
+        configs = (
+            entry.lm_eval_configs(key, where, base_dir)
+            if entry.scenario == LM_EVAL
+            else [entry.config(key, where, base_dir)]
+        )
+        for config in configs:
+            if config.key in entries:
+                raise ValueError(
+                    f"{where}: scenario key {config.key!r} is already an entry of the suite"
+                )
+            entries[config.key] = config
+            origins[config.key] = key
     promotion = parsed.promotion or PromotionCriteria()
     promotion.check_scenarios(list(entries), f"{source}: promotion")
     raw = data["scenarios"]
     toxicity = data.get("toxicity")
-    digests = {key: content_digest({"entry": raw[key], "toxicity": toxicity}) for key in entries}
+    digests = {}
+    for key, origin in origins.items():
+        content = {"entry": raw[origin], "toxicity": toxicity}
+        if key != origin:  # one task of a group: its own entry
+            content["key"] = key
+        digests[key] = content_digest(content)
     return Suite(
         entries,
         source=source,

@@ -5,6 +5,7 @@ from assay.scenarios import custom as _custom  # noqa: F401
 from assay.scenarios import generated as _generated  # noqa: F401
 from assay.scenarios import helm_bridge as _helm_bridge  # noqa: F401
 from assay.scenarios import ifeval as _ifeval  # noqa: F401
+from assay.scenarios import lm_eval_requests as _lm_eval  # noqa: F401
 from assay.scenarios import public as _public  # noqa: F401
 from assay.scenarios import synthetic as _synthetic  # noqa: F401
 from assay.scenarios.base import (

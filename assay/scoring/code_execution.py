@@ -39,6 +39,7 @@ from assay.core.records import Instance, ModelOutput, RequestKind
 from assay.core.sandbox import DEFAULT_PYTHON, Limits, RunResult, Sandbox
 from assay.core.scorers import Scored
 from assay.scoring.samples import answer_stats, answers_by_instance
+from assay.scoring.scorer_runs import LM_EVAL_METHOD
 
 CODE_EXECUTION = "code_execution"
 # What runs: the instance's input and the completion (HumanEval), or the completion (MBPP).
@@ -179,7 +180,8 @@ def is_program(output: ModelOutput) -> bool:
     return (
         output.completion.ok
         and request.kind is RequestKind.GENERATE
-        and request.method == Method.GENERATION.value
+        # an lm-eval code task's generations too (its entry names this scorer)
+        and request.method in (Method.GENERATION.value, LM_EVAL_METHOD)
     )
 
 

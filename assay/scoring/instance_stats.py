@@ -267,7 +267,9 @@ def instance_stats_of(
         request, completion = output.request, output.completion
         instance = by_id[request.instance_id]
         values: Values = {}
-        if completion.ok:
+        # Rows a scorer scored (an lm-eval task's requests, choices included) get no
+        # reference matching of their own.
+        if completion.ok and not (scored is not None and row in scored.rows):
             values.update(
                 _accuracy_values(output, instance, unconditioned, windows, generation.get(row))
             )

@@ -16,6 +16,7 @@ from assay.models.base import ModelClient, ModelSpec
 from assay.registry import Registry
 from assay.scoring.judge import Judgment, Rubric, judge_clients, toxicity_scorer
 from assay.scoring.judge_scores import judge_partition, judge_reply_table
+from assay.scoring.lm_eval_scores import score_lm_eval
 from assay.scoring.scorecard import PartitionScores, score_partition
 from assay.scoring.scorer_runs import EntryScorer, ScorerFailure
 from assay.scoring.summary import scorecard_table
@@ -129,6 +130,12 @@ class SuiteScorer:
         prices = pinned.prices
         if not pinned.pinned:
             prices = self._registry().get_version(version).prices.token_prices()
+        scorer = self._scorer(scenario)
+        # An lm-eval task is scored by lm-eval's own filters and process_results, unless its
+        # entry names a scorer (code_execution for a code task).
+        scored = None
+        if entry.lm_eval is not None and scorer is None:
+            scored = score_lm_eval(entry.lm_eval, instances, outputs)
         scores = score_partition(
             instances,
             outputs,
@@ -136,7 +143,8 @@ class SuiteScorer:
             toxicity=self.toxicity,
             seed_key=seed_key,
             judgments=judgments,
-            scorer=self._scorer(scenario),
+            scorer=scorer,
+            scored=scored,
         )
         name = self.toxicity.name if self.toxicity is not None else "none"
         replies = judge_reply_table(instances, outputs, judgments, scores.toxicity_run)

@@ -66,7 +66,7 @@ def holistic_scorecard(
     add the judge diagnostics; ``scorer_run`` (the entry's scorer) adds its failure count.
     """
     judged = [] if judgments is None else judge_rows(stats, judgments)
-    scorer = [] if scorer_run is None else [scorer_failure_row(scorer_run)]
+    scorer = [] if scorer_run is None else [scorer_failure_row(scorer_run), *scorer_run.card_rows]
     ratios = [] if scorer_run is None else ratio_rows(stats, scorer_run.ratios, seed_key)
     return [
         *scorecard(stats, seed_key),
@@ -120,6 +120,7 @@ def score_partition(
     seed_key: str = "",
     judgments: Sequence[Judgment] | None = None,
     scorer: EntryScorer | None = None,
+    scored: ScorerRun | None = None,
 ) -> PartitionScores:
     """Per-instance stats and the seven-family scorecard in one call.
 
@@ -127,8 +128,12 @@ def score_partition(
     ``scorer`` scores the generated answers instead of reference matching
     (:mod:`~assay.scoring.scorer_runs`); what its ``check`` raises (``code_execution``:
     ``SandboxUnavailable`` where the sandbox cannot run) propagates before anything is scored.
+    ``scored``: answers already scored another way (an lm-eval task's own scoring,
+    :mod:`~assay.scoring.lm_eval_scores`), taking the scorer's place.
     """
-    scorer_run = None if scorer is None else run_scorer(scorer, instances, outputs)
+    scorer_run = scored
+    if scorer_run is None and scorer is not None:
+        scorer_run = run_scorer(scorer, instances, outputs)
     toxic_run = score_toxicity(outputs, toxicity)
     stats = instance_stats_of(instances, outputs, toxic_run, scorer_run)
     if judgments is not None:

@@ -24,9 +24,18 @@ from pydantic import BaseModel
 
 from assay.adapters import UNCONDITIONED, Method
 from assay.core.plugins import Plugin, PluginError
-from assay.core.records import Instance, InstanceStat, ModelOutput, Request, RequestKind
+from assay.core.records import (
+    Instance,
+    InstanceStat,
+    MetricSummary,
+    ModelOutput,
+    Request,
+    RequestKind,
+)
 from assay.core.scorers import RESERVED_METRICS, LoadedScorer, Scored, Stat, get_scorer
 from assay.perturbations import family_of
+
+LM_EVAL_METHOD = "lm_eval"  # Request.method of an lm-eval task's requests
 
 
 class ScorerError(PluginError):
@@ -76,15 +85,18 @@ class ScorerRun:
     figures: dict[str, float] = field(default_factory=dict)
     # Ratio metric → (numerator, denominator), from the scorer (``Scorer.ratios``).
     ratios: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Partition-level scorecard rows of its own (lm-eval's aggregates other than a mean).
+    card_rows: list[MetricSummary] = field(default_factory=list)
 
 
 def scored_by_scorer(request: Request) -> bool:
     """Whether a request's answer goes to the entry's scorer: a generated text answer, the
-    rows reference matching would otherwise score."""
+    rows reference matching would otherwise score (an lm-eval task's generations too, when
+    its entry names a scorer such as ``code_execution``)."""
     return (
         request.kind is RequestKind.GENERATE
         and request.part != UNCONDITIONED
-        and request.method == Method.GENERATION.value
+        and request.method in (Method.GENERATION.value, LM_EVAL_METHOD)
     )
 
 

@@ -58,6 +58,13 @@ from assay.storage.contract import (
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the ``assay`` package
 
 _RECORDS = ("core/records.py", "core/digests.py")
+# An lm-eval task's objects, documents and requests (``scenario: lm_eval``).
+_LM_EVAL = (
+    "scenarios/lm_eval_tasks.py",
+    "scenarios/lm_eval_data.py",
+    "scenarios/lm_eval_requests.py",
+    "scenarios/files.py",
+)
 # Per-instance stats: the metrics and the judges that produce them.
 _INSTANCE_STATS = (
     *_RECORDS,
@@ -79,6 +86,9 @@ _INSTANCE_STATS = (
     "core/nltk_data.py",
     "core/data/nltk_data",
     "core/sandbox.py",
+    # lm-eval tasks: their requests are rebuilt and scored by lm-eval's own code.
+    *_LM_EVAL,
+    "scoring/lm_eval_scores.py",
     # The defaults of an entry's scorer settings (code execution, judges) live here.
     "evaluate/suite.py",
     "perturbations/__init__.py",
@@ -101,6 +111,7 @@ SOURCES: Mapping[str, tuple[str, ...]] = {
         "models",
         "evaluate/run.py",
         "evaluate/partition.py",
+        *_LM_EVAL,
     ),
     INSTANCE_SCORES: _INSTANCE_STATS,
     # The scorecard: the stats above, summarized with intervals, plus partition-level figures.
@@ -144,7 +155,11 @@ _MATH = ("math-verify", "latex2sympy2_extended", "sympy")
 # The ifeval scorer's checks are lm-eval's, tokenizing with nltk and detecting languages
 # with langdetect.
 _IFEVAL = ("lm-eval", "nltk", "langdetect")
+# lm-eval's version decides an lm-eval task's documents, requests and scores (its task YAMLs
+# and functions ship inside it); each partition's own task config digest is in its revision.
 PACKAGES: Mapping[str, tuple[str, ...]] = {
+    SCENARIO_INSTANCES: ("lm-eval",),
+    MODEL_OUTPUTS: ("lm-eval",),
     INSTANCE_SCORES: (*_MATH, *_IFEVAL),
     METRIC_TABLES: (*_MATH, *_IFEVAL),
 }

@@ -1,0 +1,207 @@
+"""Where an lm-eval task's documents come from: its hub dataset, or local files.
+
+With a hub, the task reads its dataset as lm-eval does (``datasets.load_dataset`` with the
+task's ``dataset_path``, ``dataset_name`` and ``dataset_kwargs``), at ``revision`` when the
+entry gives one. Without one, the entry points the task at local files in the hub's schema
+(the columns the task's YAML and functions read):
+
+- ``data_files: {test: data/gsm8k/test.jsonl, train: data/gsm8k/train.jsonl}``: split → file
+  (JSONL, CSV, Parquet or JSON), for one task;
+- ``data_dir: data/datasets``: a folder laid out as
+  ``<dataset path with / as __>/<config or default>/<split>.jsonl``
+  (``openai__gsm8k/main/test.jsonl``), for any task or a whole group.
+
+Files are read by :func:`assay.scenarios.files.iter_rows`, so a malformed file fails with its
+name and row, and handed to the task as lm-eval's ``custom_dataset`` (a
+``datasets.DatasetDict``), so everything after reading (``process_docs``, the few-shot
+sampler) is lm-eval's. A 0-shot task whose few-shot split has no file reads the evaluation
+split there instead (it never draws from it). The data's revision is the SHA-256 of each file
+read, or the hub dataset's revision and fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from assay.scenarios.files import DataFileError, iter_rows
+from assay.scenarios.lm_eval_tasks import LmEvalTask, LmEvalTaskError
+
+OFFLINE_ENVS = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+_SPLIT_KEYS = ("test_split", "validation_split", "training_split", "fewshot_split")
+_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """The documents' source: local files (split → path) or the hub."""
+
+    dataset: str  # dataset_path[/dataset_name] as the task names it
+    files: dict[str, str] = field(default_factory=dict)
+    file_sha256: dict[str, str] = field(default_factory=dict)
+    hub_revision: str = ""
+    fingerprint: str = ""
+
+    @property
+    def local(self) -> bool:
+        return bool(self.files)
+
+    @property
+    def revision(self) -> str:
+        if self.local:
+            joined = ",".join(f"{s}:{self.file_sha256[s][:16]}" for s in sorted(self.files))
+            return f"files[{joined}]"
+        return f"hub:{self.dataset}@{self.hub_revision or 'default'}#{self.fingerprint}"
+
+    def with_documents(self, task: Any) -> TaskData:
+        """Add the hub dataset's fingerprint (local files are identified by their bytes)."""
+        if self.local:
+            return self
+        dataset = getattr(task, "dataset", None)
+        prints = []
+        if isinstance(dataset, Mapping):
+            prints = [f"{k}={getattr(v, '_fingerprint', '')}" for k, v in sorted(dataset.items())]
+        digest = hashlib.sha256(";".join(prints).encode()).hexdigest()[:16]
+        return replace(self, fingerprint=digest)
+
+
+def splits_read(config: Mapping[str, Any]) -> dict[str, str]:
+    """The splits a task's config reads: role (test_split, ...) → split name."""
+    out = {key: config[key] for key in _SPLIT_KEYS if isinstance(config.get(key), str)}
+    fewshot = config.get("fewshot_config")
+    if isinstance(fewshot, Mapping) and isinstance(fewshot.get("split"), str):
+        out["fewshot_split"] = fewshot["split"]
+    return out
+
+
+def dataset_name(config: Mapping[str, Any]) -> str:
+    path, name = config.get("dataset_path") or "?", config.get("dataset_name")
+    return f"{path}/{name}" if name else str(path)
+
+
+def _dir_files(spec: LmEvalTask, config: Mapping[str, Any], splits: set[str]) -> dict[str, str]:
+    folder = Path(spec.data_dir or ".") / str(config.get("dataset_path") or "").replace("/", "__")
+    folder = folder / str(config.get("dataset_name") or "default")
+    found = {}
+    for split in sorted(splits):
+        for suffix in _FORMATS:
+            path = folder / f"{split}{suffix}"
+            if path.is_file():
+                found[split] = str(path)
+                break
+    if not found:
+        raise LmEvalTaskError(
+            f"lm-eval task {spec.task!r}: data_dir has no files for dataset "
+            f"{dataset_name(config)!r}: expected {folder}/<split>.jsonl for split(s) "
+            f"{', '.join(sorted(splits))}"
+        )
+    return found
+
+
+def dataset_overrides(
+    spec: LmEvalTask, config: Mapping[str, Any]
+) -> tuple[dict[str, Any], TaskData]:
+    """The task config overrides that make it read its data as the entry says, and the
+    data's description (its revision is completed once the task is built)."""
+    name = dataset_name(config)
+    roles = splits_read(config)
+    if not spec.data_files and not spec.data_dir:
+        if spec.revision is None:
+            return {}, TaskData(name)
+        kwargs = {**dict(config.get("dataset_kwargs") or {}), "revision": spec.revision}
+        return {"dataset_kwargs": kwargs}, TaskData(name, hub_revision=spec.revision)
+    needed = set(roles.values())
+    files = dict(spec.data_files) if spec.data_files else _dir_files(spec, config, needed)
+    eval_split = roles.get("test_split") or roles.get("validation_split")
+    if eval_split is None or eval_split not in files:
+        raise LmEvalTaskError(
+            f"lm-eval task {spec.task!r} evaluates split {eval_split!r} of {name!r}; the local "
+            f"files name split(s) {', '.join(sorted(files)) or 'none'}: give data_files: "
+            f"{{{eval_split}: <file>}}"
+        )
+    shots = spec.num_fewshot if spec.num_fewshot is not None else config.get("num_fewshot") or 0
+    stand_in: dict[str, str] = {}
+    for role, split in roles.items():
+        if split in files:
+            continue
+        if shots == 0 and role in ("training_split", "fewshot_split", "validation_split"):
+            stand_in[split] = eval_split  # never drawn from when no example is shown
+            continue
+        raise LmEvalTaskError(
+            f"lm-eval task {spec.task!r} reads split {split!r} of {name!r} ({role}, "
+            f"{shots}-shot); the local files name split(s) {', '.join(sorted(files))}: add "
+            f"data_files: {{{split}: <file>}}"
+        )
+    digests = {split: _sha256(path) for split, path in files.items()}
+    loader = LocalDataset(tuple(sorted(files.items())), tuple(sorted(stand_in.items())))
+    return {"custom_dataset": loader}, TaskData(name, files, digests)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise DataFileError(f"{path}: cannot read: {exc}") from None
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class LocalDataset:
+    """lm-eval's ``custom_dataset``: the files read into a ``datasets.DatasetDict``."""
+
+    files: tuple[tuple[str, str], ...]
+    stand_in: tuple[tuple[str, str], ...] = ()
+
+    def __call__(self, **_: Any) -> Any:  # lm-eval passes its metadata; files say it all
+        import datasets
+
+        splits = {}
+        for split, path in self.files:
+            rows = [row for _, row in iter_rows(path)]
+            if not rows:
+                raise DataFileError(f"{path}: no rows")
+            try:
+                splits[split] = datasets.Dataset.from_list(rows)
+            except Exception as exc:  # pyarrow cannot type a column consistently
+                raise DataFileError(
+                    f"{path}: the rows do not share one schema ({type(exc).__name__}: {exc})"
+                ) from None
+        for split, source in self.stand_in:
+            splits[split] = splits[source]
+        return datasets.DatasetDict(splits)
+
+
+def hub_unreachable(
+    spec: LmEvalTask, config: Mapping[str, Any], exc: BaseException
+) -> Exception | None:
+    """The error for a task whose hub dataset cannot be read here (None when ``exc`` is
+    something else): it names the dataset and the override that points at local files."""
+    offline = [env for env in OFFLINE_ENVS if os.environ.get(env, "").lower() in ("1", "true")]
+    text = f"{type(exc).__name__}: {exc}".lower()
+    network = any(
+        word in text
+        for word in ("offline", "connection", "couldn't reach", "could not reach", "timed out")
+    )
+    # Offline, the hub's libraries answer a dataset they do not have with errors of their own
+    # (or OSError/FileNotFoundError); anything else is a task's own error and is reported so.
+    origin = type(exc).__module__.split(".")[0]
+    loading = origin in ("datasets", "huggingface_hub", "requests", "httpx", "urllib3")
+    if not network and not (offline and (loading or isinstance(exc, OSError))):
+        return None
+    why = f"{offline[0]}=1" if offline else "the hub cannot be reached"
+    splits = sorted(set(splits_read(config).values()))
+    example = ", ".join(f"{s}: <{s}.jsonl>" for s in splits) or "test: <test.jsonl>"
+    return LmEvalTaskError(
+        f"lm-eval task {spec.task!r} reads dataset {dataset_name(config)!r} from the Hugging "
+        f"Face hub, which is not reachable here ({why}); point the entry at local files in "
+        f"the hub's schema: args.data_files: {{{example}}}, or args.data_dir: a folder with "
+        f"{str(config.get('dataset_path') or '').replace('/', '__')}/"
+        f"{config.get('dataset_name') or 'default'}/<split>.jsonl"
+    )

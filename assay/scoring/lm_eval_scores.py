@@ -1,0 +1,231 @@
+"""Per-document scores of an lm-eval task, computed by lm-eval's own code from stored outputs.
+
+The task's requests are rebuilt (deterministically: same documents, same few-shot draws) and
+each lm-eval request gets its answer from the stored ``model_outputs`` rows, as lm-eval's
+evaluator hands them over: ``(log-likelihood, is_greedy)`` per continuation, the generated
+text per repeat. Then, as ``lm_eval.evaluator.evaluate`` does, the task applies its filter
+pipelines (regex extraction, take-first, majority vote, ...) and ``process_results`` scores
+every document once per filter. Nothing here calls a model.
+
+Each per-document value becomes an assay per-instance stat (:class:`InstanceStat`):
+
+- its name is lm-eval's metric, followed by ``.<filter>`` unless the filter is ``none``
+  (lm-eval's ``exact_match,strict-match`` is ``exact_match.strict-match``);
+- its direction is lm-eval's ``higher_is_better``; its family is accuracy (``brier_score``:
+  calibration);
+- a list of numbers (IFEval's per-instruction results) that lm-eval pools over documents is
+  two stats, ``<name>_sum`` and ``<name>_n``, and the scorecard's ``<name>`` is their ratio
+  (sum over sum, resampling documents), lm-eval's pooled mean; a list lm-eval aggregates
+  otherwise is averaged for the document.
+
+Aggregation is assay's: the scorecard's mean over documents with its bootstrap interval,
+which for a metric lm-eval aggregates by ``mean`` is lm-eval's number. For any other
+aggregation (IFEval's per-instruction accuracy, corpus BLEU, perplexity) the scorecard also
+carries lm-eval's own aggregate, computed by the task's aggregation function over all
+documents, in a row grouped ``aggregation=lm_eval`` (the headline itself when documents have
+no number of their own). A document whose request failed is not scored; it is counted in
+``scorer_failures``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from assay.core.records import Instance, InstanceStat, MetricSummary, ModelOutput, RequestKind
+from assay.scenarios.lm_eval_requests import METHOD, TEMPLATE_ID, doc_requests
+from assay.scenarios.lm_eval_tasks import LmEvalTask, lm_eval_globals, load_task, metric_name
+from assay.scoring.scorer_runs import ScorerFailure, ScorerRun
+from assay.scoring.summary import point
+
+CALIBRATION_METRICS = frozenset({"brier_score"})
+LM_EVAL_AGGREGATE_GROUP = "aggregation=lm_eval"
+
+
+def _key(output: ModelOutput) -> tuple[Any, ...]:
+    r = output.request
+    return (r.instance_id, r.kind.value, r.prompt, tuple(r.continuations), r.sample, r.part)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool | numbers.Real):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _per_document(value: Any) -> float | None:
+    """A document's number: the value itself, or the mean of a list of numbers."""
+    number = _number(value)
+    if number is not None:
+        return number
+    if isinstance(value, list | tuple) and value:
+        numbers_ = [_number(v) for v in value]
+        if all(n is not None for n in numbers_):
+            return sum(numbers_) / len(numbers_)  # type: ignore[arg-type]
+    return None
+
+
+def is_lm_eval_row(output: ModelOutput) -> bool:
+    return output.request.method == METHOD
+
+
+def score_lm_eval(
+    spec: LmEvalTask, instances: Sequence[Instance], outputs: Sequence[ModelOutput]
+) -> ScorerRun:
+    """Score the stored outputs of an lm-eval entry (see the module doc)."""
+    loaded = load_task(spec)
+    task = loaded.task
+    rows = [i for i, o in enumerate(outputs) if is_lm_eval_row(o)]
+    ids = {outputs[i].request.instance_id for i in rows}
+    limit = len(ids)
+    by_key: dict[tuple[Any, ...], ModelOutput] = {_key(outputs[i]): outputs[i] for i in rows}
+    known = {i.id for i in instances}
+    unknown = sorted(ids - known)
+    if unknown:
+        raise KeyError(f"model output refers to unknown instance {unknown[0]!r}")
+    label = f"lm_eval {spec.task} (lm-eval {loaded.version})"
+    failures: list[ScorerFailure] = []
+    failed_docs: set[int] = set()
+    per_doc: dict[tuple[str, str], dict[int, Any]] = defaultdict(dict)  # (metric, filter) → raw
+    with lm_eval_globals(loaded):
+        docs = doc_requests(loaded, limit) if limit else []
+        for doc in docs:
+            problem = _attach(doc, by_key)
+            if problem:
+                failed_docs.add(doc.doc_id)
+                failures.append(
+                    ScorerFailure(
+                        str(doc.doc_id),
+                        TEMPLATE_ID,
+                        "",
+                        f"{label}: document {doc.doc_id}: {problem}",
+                    )
+                )
+        if docs:
+            task.apply_filters()
+            by_doc = {d.doc_id: d.lm_instances for d in docs}
+            filter_keys = list(task.instances[0].filtered_resps)
+            for filter_key in filter_keys:
+                for doc_id, doc_data in task.doc_iterator(rank=0, limit=limit, world_size=1):
+                    if doc_id in failed_docs:
+                        continue
+                    requests = by_doc[doc_id]
+                    results = task.process_results(
+                        doc_data, [req.filtered_resps[filter_key] for req in requests]
+                    )
+                    for metric, value in results.items():
+                        per_doc[(metric, filter_key)][doc_id] = value
+    higher = task.higher_is_better()
+    aggregations = task.aggregation()
+    stats: list[InstanceStat] = []
+    card: list[MetricSummary] = []
+    lower: set[str] = set()
+    from lm_eval.api.metrics import mean as lm_eval_mean
+
+    ratios: dict[str, tuple[str, str]] = {}
+    for (metric, filter_key), values in sorted(per_doc.items()):
+        name = metric_name(metric, filter_key)
+        family = "calibration" if metric in CALIBRATION_METRICS else "accuracy"
+        raw = [values[d] for d in sorted(values)]
+        aggregate = aggregations.get(metric)
+        figure = None
+        if aggregate is not None and aggregate is not lm_eval_mean:
+            figure = float(aggregate(raw))
+        lists = all(isinstance(v, list | tuple) and _per_document(v) is not None for v in raw)
+        if raw and lists and (figure is None or _is_pooled_mean(raw, figure)):
+            # Per-document lists pooled by lm-eval (IFEval's instructions): a ratio of sums,
+            # so the headline is lm-eval's pooled mean with an instance bootstrap.
+            ratios[name] = (f"{name}_sum", f"{name}_n")
+            for doc_id, value in sorted(values.items()):
+                for part, number in (
+                    (f"{name}_sum", sum(map(float, value))),
+                    (f"{name}_n", len(value)),
+                ):
+                    stats.append(_stat(doc_id, part, float(number), family))
+            if higher.get(metric) is False:
+                lower.add(name)
+            continue
+        if higher.get(metric) is False:
+            lower.add(name)
+        documented = 0
+        for doc_id, value in sorted(values.items()):
+            number = _per_document(value)
+            if number is not None:
+                documented += 1
+                stats.append(_stat(doc_id, name, number, family))
+        if figure is not None:
+            group = LM_EVAL_AGGREGATE_GROUP if documented else ""
+            why = f"lm-eval's own aggregate ({getattr(aggregate, '__name__', 'aggregation')})"
+            card.append(point(name, family, figure, len(raw), group=group, no_interval=why))
+    covered = frozenset(rows)
+    figures = {"lm_eval_documents": float(limit - len(failed_docs))}
+    return ScorerRun(
+        label,
+        stats,
+        covered,
+        frozenset(lower),
+        failures,
+        limit,
+        figures,
+        card_rows=card,
+        ratios=ratios,
+    )
+
+
+def _stat(doc_id: int, metric: str, value: float, family: str) -> InstanceStat:
+    return InstanceStat(
+        instance_id=str(doc_id), metric=metric, value=value, family=family, template_id=TEMPLATE_ID
+    )
+
+
+def _is_pooled_mean(raw: list[Any], figure: float) -> bool:
+    """Whether lm-eval's aggregate of per-document lists is their pooled mean."""
+    pooled = [float(v) for value in raw for v in value]
+    return bool(pooled) and math.isclose(sum(pooled) / len(pooled), figure, abs_tol=1e-12)
+
+
+def _attach(doc: Any, by_key: dict[tuple[Any, ...], ModelOutput]) -> str:
+    """Give each lm-eval instance of ``doc`` its responses; the reason when one is missing
+    or failed (the document's instances then get stand-ins and it is not scored)."""
+    answers = []
+    for request in doc.requests:
+        output = by_key.get(
+            (
+                request.instance_id,
+                request.kind.value,
+                request.prompt,
+                tuple(request.continuations),
+                request.sample,
+                request.part,
+            )
+        )
+        answers.append(output)
+    problem = ""
+    for i, output in enumerate(answers):
+        if output is None:
+            problem = (
+                f"no stored output answers request {i} (the task's requests changed since "
+                "the evaluation: re-evaluate the partition)"
+            )
+        elif not output.completion.ok:
+            problem = f"request {i} failed: {output.completion.error}"
+        if problem:
+            break
+    for inst, (at, choice), repeats in zip(doc.lm_instances, doc.slots, doc.repeats, strict=True):
+        inst.resps = []
+        if problem:
+            stand_in: Any = (float("-inf"), False) if choice >= 0 else ""
+            inst.resps.extend([stand_in] * repeats)
+            continue
+        if choice >= 0:
+            scored = answers[at].completion.choices[choice]  # type: ignore[union-attr]
+            inst.resps.append((float(scored.logprob), bool(scored.is_greedy)))
+        elif doc.requests[at].kind is RequestKind.GENERATE and doc.requests[at].sampled:
+            inst.resps.extend(answers[at + r].completion.text for r in range(repeats))  # type: ignore[union-attr]
+        else:
+            inst.resps.extend([answers[at].completion.text] * repeats)  # type: ignore[union-attr]
+    return problem

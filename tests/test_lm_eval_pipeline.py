@@ -1,0 +1,110 @@
+"""A suite of lm-eval tasks evaluated by a promotion under the real ``dagster-daemon``.
+
+The suite holds two lm-eval tasks of different kinds on the real fixture slices (MMLU
+anatomy, log-likelihood multiple choice; GSM8K, generation with lm-eval's regex filters).
+Moving an alias with the ``assay`` CLI makes the promotion sensor launch the evaluation run;
+its metric tables carry lm-eval's metrics with intervals and ``rankings`` ranks on them; a
+second alias moved onto the same version re-evaluates it with every answer from the request
+cache.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import DagsterRunStatus
+from live_deployment import REPO, deployment, wait_for
+
+from assay.storage.parquet import ParquetStore
+from sensors.promotion import MODEL_VERSION_TAG
+
+pytest.importorskip("lm_eval")
+
+SENSOR = "model_promotion_sensor"
+TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+DATA = REPO / "tests" / "fixtures" / "datasets"
+SUITE = f"""
+scenarios:
+  anatomy:
+    scenario: lm_eval
+    args: {{task: mmlu_anatomy, num_fewshot: 0, data_dir: {DATA}}}
+    max_instances: 6
+  gsm8k:
+    scenario: lm_eval
+    args: {{task: gsm8k, num_fewshot: 1, data_dir: {DATA}, gen_kwargs: {{max_gen_toks: 6}}}}
+    max_instances: 3
+"""
+
+
+def _materialize(env: dict[str, str], select: str, partition: str) -> None:
+    config = '{"execution": {"config": {"in_process": {}}}}'
+    command = [
+        *(sys.executable, "-m", "dagster", "asset", "materialize"),
+        *("-f", "definitions.py", "--select", select, "--partition", partition),
+        *("--config-json", config),
+    ]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_a_promotion_evaluates_lm_eval_tasks_and_a_rerun_is_cached(
+    tmp_path: Path, model_cache_dir: Path
+) -> None:
+    with deployment(tmp_path, model_cache_dir, max_concurrent_runs=1) as deployed:
+        Path(deployed.env["ASSAY_SUITE"]).write_text(SUITE)
+        store = ParquetStore(deployed.env["ASSAY_STORAGE_URL"])
+        for scenario in ("anatomy", "gsm8k"):
+            _materialize(deployed.env, "scenario_instances", scenario)
+        deployed.assay("create", "small")
+        deployed.assay("register", "small", "bundled:smollm2-135m-instruct")
+        deployed.start()
+        deployed.dagster("sensor", "start", SENSOR)
+        deployed.assay("alias", "set", "small", "champion", "1")
+
+        def finished(count: int):
+            def check():
+                runs = deployed.runs(**{MODEL_VERSION_TAG: "small@v1"})
+                done = [r for r in runs if r.status in TERMINAL]
+                return runs if len(done) >= count and len(done) == len(runs) else None
+
+            return check
+
+        (run,) = wait_for(finished(1), 600, "the promotion's run to finish", deployed.log)
+        assert run.status is DagsterRunStatus.SUCCESS
+
+        part = {"model_version": "small@v1"}
+        expected = {"anatomy": ("acc", 6), "gsm8k": ("exact_match.strict-match", 3)}
+        for scenario, (metric, n) in expected.items():
+            card = store.read("metric_tables", {**part, "scenario": scenario}).to_pylist()
+            rows = {r["metric"]: r for r in card if not r["group"] and not r["perturbation"]}
+            row = rows[metric]
+            assert row["count"] == n and row["ci_low"] <= row["mean"] <= row["ci_high"]
+            assert not math.isnan(row["ci_low"])
+            outputs = store.read("model_outputs", {**part, "scenario": scenario})
+            assert set(outputs["method"].to_pylist()) == {"lm_eval"}
+            assert not any(outputs["cached"].to_pylist())
+        # gsm8k's two filters are two metrics, as lm-eval reports them.
+        gsm8k = store.read("metric_tables", {**part, "scenario": "gsm8k"})["metric"].to_pylist()
+        assert {"exact_match.strict-match", "exact_match.flexible-extract"} <= set(gsm8k)
+
+        today = dt.datetime.now(dt.UTC).date().isoformat()
+        _materialize(deployed.env, "rankings", today)
+        board = store.read("rankings", {"day": today}).to_pylist()
+        (row,) = board
+        for scenario, (metric, _) in expected.items():
+            card = store.read("metric_tables", {**part, "scenario": scenario}).to_pylist()
+            mean = next(r["mean"] for r in card if r["metric"] == metric and not r["group"])
+            assert math.isclose(row[f"score.{scenario}"], mean)
+
+        # The same version promoted again: re-evaluated, every answer from the request cache.
+        deployed.assay("alias", "set", "small", "challenger", "1")
+        runs = wait_for(finished(2), 600, "the second promotion's run", deployed.log)
+        assert {r.status for r in runs} == {DagsterRunStatus.SUCCESS}
+        for scenario in expected:
+            outputs = store.read("model_outputs", {**part, "scenario": scenario})
+            assert all(outputs["cached"].to_pylist()) and outputs.num_rows > 0
