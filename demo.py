@@ -157,7 +157,8 @@ class Daemon:
             resources=defs.resources,
         )
         result = evaluation_recorder_sensor(context)
-        print(f"  evaluation recorder: {result.skip_message}")
+        said = result.skip_reason if isinstance(result, SensorResult) else result
+        print(f"  evaluation recorder: {said.skip_message}")
         self.cursors.set(evaluation_recorder_sensor.name, context.cursor)
 
 

@@ -3,7 +3,8 @@
 The suite holds two lm-eval tasks of different kinds on the real fixture slices (MMLU
 anatomy, log-likelihood multiple choice; GSM8K, generation with lm-eval's regex filters).
 Moving an alias with the ``assay`` CLI makes the promotion sensor launch the evaluation run;
-its metric tables carry lm-eval's metrics with intervals and ``rankings`` ranks on them; a
+its metric tables carry lm-eval's metrics with intervals, ``rankings`` ranks on them and the
+explorer shows them with their intervals; a
 second alias moved onto the same version re-evaluates it with every answer from the request
 cache.
 """
@@ -11,6 +12,7 @@ cache.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import pytest
 from dagster import DagsterRunStatus
 from live_deployment import REPO, deployment, wait_for
 
+from assay.report.links import scenario_page, slug
 from assay.storage.parquet import ParquetStore
 from sensors.promotion import MODEL_VERSION_TAG
 
@@ -41,11 +44,12 @@ scenarios:
 """
 
 
-def _materialize(env: dict[str, str], select: str, partition: str) -> None:
+def _materialize(env: dict[str, str], select: str, partition: str | None) -> None:
     config = '{"execution": {"config": {"in_process": {}}}}'
     command = [
         *(sys.executable, "-m", "dagster", "asset", "materialize"),
-        *("-f", "definitions.py", "--select", select, "--partition", partition),
+        *("-f", "definitions.py", "--select", select),
+        *(("--partition", partition) if partition else ()),
         *("--config-json", config),
     ]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
@@ -100,6 +104,28 @@ def test_a_promotion_evaluates_lm_eval_tasks_and_a_rerun_is_cached(
             card = store.read("metric_tables", {**part, "scenario": scenario}).to_pylist()
             mean = next(r["mean"] for r in card if r["metric"] == metric and not r["group"])
             assert math.isclose(row[f"score.{scenario}"], mean)
+
+        # The explorer shows each task's scorecard with its interval (its export is the page's
+        # table as data) and a page per task.
+        _materialize(deployed.env, "dashboard", None)
+        site = Path(deployed.env["ASSAY_STORAGE_URL"]) / "explorer"
+        for scenario, (metric, _) in expected.items():
+            assert (site / scenario_page(scenario)).is_file()
+            exported = json.loads(
+                (site / "export" / f"scorecards-{slug(scenario)}.json").read_text()
+            )
+            card = store.read("metric_tables", {**part, "scenario": scenario}).to_pylist()
+            stored = next(r for r in card if r["metric"] == metric and not r["group"])
+            (shown,) = [
+                r
+                for r in exported
+                if r["metric"] == metric and not r["group"] and not r["perturbation"]
+            ]
+            assert (shown["ci_low"], shown["mean"], shown["ci_high"]) == (
+                stored["ci_low"],
+                stored["mean"],
+                stored["ci_high"],
+            )
 
         # The same version promoted again: re-evaluated, every answer from the request cache.
         deployed.assay("alias", "set", "small", "challenger", "1")
