@@ -14,6 +14,7 @@ compares characters exactly; ``ILIKE`` folds case as Python's ``re.IGNORECASE`` 
 
 from __future__ import annotations
 
+import functools
 import re
 
 LIKE_ESCAPE = "\\"
@@ -26,6 +27,14 @@ def _segment_regex(segment: str, fold: bool) -> re.Pattern[str]:
     return re.compile(body, re.DOTALL | (re.IGNORECASE if fold else 0))
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str, fold: bool) -> tuple[list[re.Pattern[str]], list[int]]:
+    """The pattern's ``%``-free pieces as regexes, and their lengths (kept: SQLite calls
+    ``assay_ilike`` once per row with the same pattern)."""
+    texts = pattern.split("%")
+    return [_segment_regex(text, fold) for text in texts], [len(text) for text in texts]
+
+
 def like_matches(pattern: str, value: str, *, fold: bool) -> bool:
     """SQL ``LIKE`` (``%`` any run, ``_`` any one character) in time linear in the pattern.
 
@@ -34,9 +43,7 @@ def like_matches(pattern: str, value: str, *, fold: bool) -> bool:
     one before: if any placement works, the leftmost one does, so nothing is ever retried.
     (Translating ``%`` to ``.*`` in one regex backtracks exponentially on ``%a%a%…%!``.)
     """
-    texts = pattern.split("%")
-    pieces = [_segment_regex(text, fold) for text in texts]
-    lengths = [len(text) for text in texts]
+    pieces, lengths = _compiled(pattern, fold)
     if len(pieces) == 1:
         return pieces[0].fullmatch(value) is not None
     head, *middle, tail = pieces

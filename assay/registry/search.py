@@ -20,7 +20,8 @@ Text no stored value can hold (NUL, lone surrogates: the registry refuses contro
 and stores UTF-8) compares as what it is, unequal to everything, without being sent to the
 database, which would refuse it.
 
-Case folding for ``ILIKE``: on SQLite it is Python's (the function ``assay_ilike``); on
+Case folding for ``ILIKE``: on SQLite it is Python's (SQLite's LIKE between ASCII characters,
+the function ``assay_ilike`` beyond); on
 Postgres it is the database's ``ILIKE``, which agrees with Python's on ASCII letters and, for
 letters beyond ASCII, follows the database's locale.
 """
@@ -32,7 +33,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, exists, false, func, literal, select, true
+from sqlalchemy import (
+    ColumnElement,
+    LargeBinary,
+    and_,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.orm import Session
 
 from assay.registry.entities import ModelVersion, RegisteredModel
@@ -114,7 +127,14 @@ class RegistrySearch(ModelRegistry):
         if op == "ILIKE":
             if self._postgres:
                 return column.ilike(escape_like(value), escape=LIKE_ESCAPE)
-            return getattr(func, ILIKE_FUNCTION)(value, column) == 1
+            folded = getattr(func, ILIKE_FUNCTION)(value, column) == 1
+            if not value.isascii():
+                return folded
+            # Between ASCII characters SQLite's LIKE folds case as Python does: the Python
+            # function is called only for values beyond ASCII (more bytes than characters).
+            ascii_only = func.length(column) == func.length(cast(column, LargeBinary))
+            native = column.like(escape_like(value), escape=LIKE_ESCAPE)
+            return or_(and_(ascii_only, native), and_(~ascii_only, folded))
         raise invalid(f"invalid comparison {op!r} on {term.key!r}: use =, !=, LIKE or ILIKE")
 
     @staticmethod
