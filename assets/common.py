@@ -34,18 +34,34 @@ def by_key(value: pa.Table | Mapping[str, pa.Table], keys: list[str]) -> dict[st
 
 
 def partitioned_output(
-    context: AssetExecutionContext, results: dict[str, object], metadata: Mapping[str, object]
+    context: AssetExecutionContext,
+    results: dict[str, object],
+    metadata: Mapping[str, Mapping[str, object]],
 ) -> object:
-    """What an asset returns for its run's partitions, with the output metadata.
+    """What an asset returns for its run's partitions, each partition with its own metadata.
 
-    One partition: its table, with ``metadata`` (the last partition's, which is that one).
-    Several (a backfill in one run): the mapping by key, with the partition count.
+    One partition: its table, with its metadata on the output. Several (a promotion, a nightly
+    run, a single-run backfill): the mapping by key, and each partition's materialization gets
+    that partition's metadata, as if it had run alone (see :func:`add_partition_metadata`).
     """
     if len(results) == 1:
-        context.add_output_metadata(dict(metadata))
+        context.add_output_metadata(dict(next(iter(metadata.values()))))
         return next(iter(results.values()))
-    context.add_output_metadata({"num_partitions": len(results)})
+    add_partition_metadata(context, metadata)
     return results
+
+
+def add_partition_metadata(
+    context: AssetExecutionContext,
+    metadata: Mapping[str, Mapping[str, object]],
+    asset_key: str | None = None,
+) -> None:
+    """Each partition's own metadata on its materialization in a multi-partition step (Dagster
+    records one materialization per partition of a range); every partition also shows
+    ``num_partitions``, how many the run materialized."""
+    for key, values in metadata.items():
+        entries = {**values, "num_partitions": len(metadata)}
+        context.add_asset_metadata(entries, asset_key=asset_key, partition_key=key)
 
 
 def markdown_table(table: pa.Table, limit: int = 20) -> MetadataValue:

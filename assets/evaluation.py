@@ -31,6 +31,7 @@ from assay.storage.contract import (
     evaluation_partition,
 )
 from assets.common import (
+    add_partition_metadata,
     by_key,
     evaluation_keys,
     explorer_link,
@@ -108,7 +109,7 @@ def model_outputs(
             registry=registry.open,
         )
         results[str(key)] = done.table
-        metadata = {
+        metadata[str(key)] = {
             **done.figures(),
             "model_artifact_digest": resolved.artifact_digest,
             "preview": markdown_table(done.table.select(_PREVIEW_COLUMNS), 10),
@@ -191,12 +192,17 @@ def scores(
             storage.store().write(JUDGE_REPLIES, where, scored.replies)
         else:
             storage.store().delete(JUDGE_REPLIES, where)
-        metadata = {m: MetadataValue.float(v) for m, v in scored.headline().items()}
-        metadata |= {**scored.figures(), "scorecard": markdown_table(cards[str(key)], 30)}
-        metadata["explorer"] = explorer_link(storage.store(), scenario_page(scenario_of(key)))
+        metadata[str(key)] = {
+            **{m: MetadataValue.float(v) for m, v in scored.headline().items()},
+            **scored.figures(),
+            "scorecard": markdown_table(cards[str(key)], 30),
+            "explorer": explorer_link(storage.store(), scenario_page(scenario_of(key))),
+        }
     if len(keys) == 1:
         yield Output(next(iter(per_instance.values())), INSTANCE_SCORES)
-        yield Output(next(iter(cards.values())), METRIC_TABLES, metadata=metadata)
+        yield Output(next(iter(cards.values())), METRIC_TABLES, metadata=metadata[str(keys[0])])
     else:
+        # Each partition of the range gets its own scorecard, headline and explorer link.
+        add_partition_metadata(context, metadata, asset_key=METRIC_TABLES)
         yield Output(per_instance, INSTANCE_SCORES)
-        yield Output(cards, METRIC_TABLES, metadata={"num_partitions": len(keys)})
+        yield Output(cards, METRIC_TABLES)

@@ -72,11 +72,19 @@ class ParquetIOManager(ConfigurableIOManager):
         if missing:
             raise ValueError(f"asset {asset!r} returned no table for partitions {missing}")
         dimension = _dimension(context.definition_metadata)
-        paths = []
+        paths = {}
         for key in keys:
             dims = partition_dims(context.asset_partitions_def, key, dimension)
-            paths.append(store.write(asset, dims, tables[key]))
-        context.add_output_metadata({"path": paths[0] if len(paths) == 1 else paths[-1]})
+            paths[key] = store.write(asset, dims, tables[key])
+        if len(keys) == 1:
+            context.add_output_metadata({"path": paths[keys[0]]})
+            return
+        # A range: each partition's materialization names its own file (the step records one
+        # materialization per partition, after this returns).
+        for key, path in paths.items():
+            context.step_context.add_asset_metadata(
+                {"path": path}, asset_key=context.asset_key, partition_key=key
+            )
 
     def load_input(self, context: InputContext) -> pa.Table | dict[str, pa.Table]:
         store, asset = self.store, _asset_name(context)
