@@ -3,12 +3,13 @@
 from collections.abc import Mapping
 
 import pyarrow as pa
-from dagster import AssetExecutionContext, MetadataValue, MultiPartitionKey
+from dagster import AssetExecutionContext, AssetKey, MetadataValue, MultiPartitionKey
 
 from assay.report import explorer_url
 from assay.storage.contract import MODEL_VERSION, SCENARIO
 from assay.storage.parquet import ParquetStore
 from assets.partitions import evaluation_partitions
+from resources.partition_metadata import add_partition_metadata as record_partition_metadata
 
 
 def evaluation_keys(context: AssetExecutionContext) -> list[MultiPartitionKey]:
@@ -59,9 +60,12 @@ def add_partition_metadata(
     """Each partition's own metadata on its materialization in a multi-partition step (Dagster
     records one materialization per partition of a range); every partition also shows
     ``num_partitions``, how many the run materialized."""
-    for key, values in metadata.items():
-        entries = {**values, "num_partitions": len(metadata)}
-        context.add_asset_metadata(entries, asset_key=asset_key, partition_key=key)
+    count = len(metadata)
+    record_partition_metadata(
+        context.get_step_execution_context(),
+        AssetKey(asset_key) if asset_key else context.asset_key,
+        {key: {**values, "num_partitions": count} for key, values in metadata.items()},
+    )
 
 
 def markdown_table(table: pa.Table, limit: int = 20) -> MetadataValue:

@@ -20,6 +20,7 @@ from dagster import (
 from pydantic import Field
 
 from assay.storage.parquet import ParquetStore, default_base_url
+from resources.partition_metadata import add_partition_metadata
 
 
 def partition_dims(
@@ -81,10 +82,8 @@ class ParquetIOManager(ConfigurableIOManager):
             return
         # A range: each partition's materialization names its own file (the step records one
         # materialization per partition, after this returns).
-        for key, path in paths.items():
-            context.step_context.add_asset_metadata(
-                {"path": path}, asset_key=context.asset_key, partition_key=key
-            )
+        paths_metadata = {key: {"path": path} for key, path in paths.items()}
+        add_partition_metadata(context.step_context, context.asset_key, paths_metadata)
 
     def load_input(self, context: InputContext) -> pa.Table | dict[str, pa.Table]:
         store, asset = self.store, _asset_name(context)
