@@ -84,7 +84,9 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=20)
     parser.add_argument("--scenarios", type=int, default=10)
     parser.add_argument("--instances", type=int, default=8)
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--postgres", action="store_true", help="also on a Postgres instance")
+    parser.add_argument("--batch", type=int, default=100, help="DAGSTER_EVENT_BATCH_SIZE")
+    parser.add_argument("--profile", action="store_true", help="profile the SQLite step")
     args = parser.parse_args()
     n = args.versions * args.scenarios
     print_header(f"rescoring backfill in process: {args.versions} x {args.scenarios} = {n}")
@@ -114,53 +116,81 @@ def main() -> None:
                 request_cache_url=f"sqlite:///{root / 'requests.db'}",
             ),
         )
+
+        def run(instance, select: str, first: str, last: str) -> float:
+            start = time.perf_counter()
+            done = materialize(
+                all_assets,
+                selection=AssetSelection.assets(*select.split(",")),
+                tags={RANGE_START: first, RANGE_END: last},
+                instance=instance,
+                resources=resources,
+            )
+            assert done.success
+            return time.perf_counter() - start
+
+        first, last = f"{versions[0]}|{scenarios[0]}", f"{versions[-1]}|{scenarios[-1]}"
         with instance_for_test() as instance:
             instance.add_dynamic_partitions("model_version", versions)
-
-            def run(select: str, first: str, last: str) -> None:
-                done = materialize(
-                    all_assets, selection=AssetSelection.assets(*select.split(",")),
-                    tags={RANGE_START: first, RANGE_END: last}, instance=instance,
-                    resources=resources,
-                )  # fmt: skip
-                assert done.success
-
-            run("registered_models", versions[0], versions[-1])
-            run("scenario_instances", scenarios[0], scenarios[-1])
-            run("model_outputs", f"{versions[0]}|{scenarios[0]}", f"{versions[0]}|{scenarios[-1]}")
-            for scenario in scenarios:  # the other versions: copies of the first one's outputs
-                table = store.read(
-                    "model_outputs", {"model_version": versions[0], "scenario": scenario}
-                )
-                for version in versions[1:]:
-                    store.write(
-                        "model_outputs", {"model_version": version, "scenario": scenario}, table
-                    )
-
-            from assay.scoring.partition import SuiteScorer
-
-            models = resources["models"]
-            scorer = SuiteScorer(
-                resources["suite"].load(), resources["registry"].open, models.client
+            run(instance, "registered_models", versions[0], versions[-1])
+            run(instance, "scenario_instances", scenarios[0], scenarios[-1])
+            run(instance, "model_outputs", first, f"{versions[0]}|{scenarios[-1]}")
+        for scenario in scenarios:  # the other versions: copies of the first one's outputs
+            table = store.read(
+                "model_outputs", {"model_version": versions[0], "scenario": scenario}
             )
-            reference = library_rescore(store, scorer, versions, scenarios)
-            profile = cProfile.Profile() if args.profile else None
-            start = time.perf_counter()
-            if profile:
-                profile.enable()
-            run("instance_scores,metric_tables", f"{versions[0]}|{scenarios[0]}",
-                f"{versions[-1]}|{scenarios[-1]}")  # fmt: skip
-            if profile:
-                profile.disable()
-            step = time.perf_counter() - start
+            for version in versions[1:]:
+                store.write(
+                    "model_outputs", {"model_version": version, "scenario": scenario}, table
+                )
+
+        from assay.scoring.partition import SuiteScorer
+
+        models = resources["models"]
+        scorer = SuiteScorer(resources["suite"].load(), resources["registry"].open, models.client)
+        reference = library_rescore(store, scorer, versions, scenarios)
+        rows = [("library alone (reference)", reference)]
+        postgres = None
+        setups: list[tuple[str, dict | None, str]] = [("SQLite instance", None, "0")]
+        if args.postgres:
+            from deploy.stack import PostgresServer
+
+            postgres = PostgresServer()
+            # psycopg2 named: dagster-postgres's NOTIFY fails under psycopg 3 (deploy/dagster.yaml)
+            url = postgres.url(driver=False).replace("postgresql://", "postgresql+psycopg2://")
+            storage = {"postgres": {"postgres_url": url}}
+            setups += [
+                ("Postgres instance", storage, "0"),
+                ("Postgres, events batched", storage, str(args.batch)),
+            ]
+        profile = cProfile.Profile() if args.profile else None
+        try:
+            for name, storage, batch in setups:
+                # Read when each event is stored: Dagster writes a range's materializations
+                # in batches of this size (0: one by one).
+                os.environ["DAGSTER_EVENT_BATCH_SIZE"] = batch
+                overrides = {"storage": storage} if storage else None
+                with instance_for_test(overrides=overrides) as instance:
+                    instance.add_dynamic_partitions("model_version", versions)
+                    if profile and storage is None:
+                        profile.enable()
+                    rows.append((name, run(instance, "instance_scores,metric_tables", first, last)))
+                    if profile and storage is None:
+                        profile.disable()
+                    if storage:
+                        instance.wipe()
+        finally:
+            os.environ.pop("DAGSTER_EVENT_BATCH_SIZE", None)
+            if postgres is not None:
+                postgres.remove()
         print(
-            f"{'path':28s} {'seconds':>8s} {'partitions/min':>15s} {'overhead ms/partition':>22s}"
+            f"{'path':30s} {'seconds':>8s} {'partitions/min':>15s} {'overhead ms/partition':>22s}"
         )
-        rate = n / reference * 60
-        print(f"{'library alone (reference)':28s} {reference:8.1f} {rate:15.0f} {0:22.1f}")
-        print(f"{'Dagster step (range run)':28s} {step:8.1f} {n / step * 60:15.0f} "
-              f"{(step - reference) / n * 1000:22.1f}")  # fmt: skip
-        print(f"ratio step / library: {step / reference:.2f}x")
+        for name, seconds in rows:
+            overhead = (seconds - reference) / n * 1000
+            print(f"{name:30s} {seconds:8.1f} {n / seconds * 60:15.0f} {overhead:22.1f}")
+        for name, seconds in rows[1:]:
+            print(f"ratio {name} / library alone: {seconds / reference:.2f}x")
         if profile:
             pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
     finally:
