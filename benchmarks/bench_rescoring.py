@@ -35,7 +35,8 @@ from pathlib import Path
 from peers import print_header
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# Appended: a PYTHONPATH naming another checkout (to measure its code) comes first.
+sys.path.append(str(REPO))
 warnings.filterwarnings("ignore")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
