@@ -95,6 +95,39 @@ class SearchPage(Generic[T]):
     more: bool
 
 
+# SQLite refuses an expression deeper than 1000 nodes, and ``a AND b AND …`` nests one node
+# per term; a filter may hold more than a thousand terms (16 KiB of ``name != 'x' AND …``).
+_TERMS_PER_QUERY = 100
+
+
+def _versions_where(conditions: Sequence[ColumnElement[bool]]) -> Any:
+    return (
+        select(VersionRow.id)
+        .join(ModelRow, ModelRow.id == VersionRow.model_id)
+        .where(*conditions)
+        .correlate(None)
+    )
+
+
+def _models_where(conditions: Sequence[ColumnElement[bool]]) -> Any:
+    return select(ModelRow.id).where(*conditions).correlate(None)
+
+
+def _bounded(
+    conditions: list[ColumnElement[bool]],
+    key: Any,
+    subquery: Callable[[Sequence[ColumnElement[bool]]], Any],
+) -> list[ColumnElement[bool]]:
+    """``conditions`` as at most ``_TERMS_PER_QUERY`` of them joined by AND: beyond that, each
+    group of that many becomes ``key IN (rows matching the group)``, recursively."""
+    while len(conditions) > _TERMS_PER_QUERY:
+        conditions = [
+            key.in_(subquery(conditions[i : i + _TERMS_PER_QUERY]))
+            for i in range(0, len(conditions), _TERMS_PER_QUERY)
+        ]
+    return conditions
+
+
 def _storable(text: str) -> bool:
     """Whether a stored value could equal ``text`` (no NUL, no lone surrogate)."""
     return "\x00" not in text and not any("\ud800" <= c <= "\udfff" for c in text)
@@ -201,7 +234,7 @@ class RegistrySearch(ModelRegistry):
         ``VERSION_ORDER_KEYS``), rows ``offset`` to ``offset + limit``."""
         self._page(offset, limit)
         self._order_keys(order, VERSION_ORDER_KEYS)
-        conditions = [self._version_condition(t) for t in terms]
+        conditions = [self._version_condition(t) for t in dict.fromkeys(terms)]
         if offset >= _INT32[1]:
             return SearchPage([], False)
         columns = {
@@ -213,7 +246,7 @@ class RegistrySearch(ModelRegistry):
         query = (
             select(ModelRow.name, VersionRow)
             .join(ModelRow, ModelRow.id == VersionRow.model_id)
-            .where(*conditions)
+            .where(*_bounded(conditions, VersionRow.id, _versions_where))
             .order_by(*(columns[k].desc() if d else columns[k].asc() for k, d in order))
             .offset(offset)
             .limit(limit + 1)
@@ -249,7 +282,7 @@ class RegistrySearch(ModelRegistry):
         from ``MODEL_ORDER_KEYS``), rows ``offset`` to ``offset + limit``."""
         self._page(offset, limit)
         self._order_keys(order, MODEL_ORDER_KEYS)
-        conditions = [self._model_condition(t) for t in terms]
+        conditions = [self._model_condition(t) for t in dict.fromkeys(terms)]
         if offset >= _INT32[1]:
             return SearchPage([], False)
         columns = {
@@ -259,7 +292,7 @@ class RegistrySearch(ModelRegistry):
         }
         query = (
             select(ModelRow)
-            .where(*conditions)
+            .where(*_bounded(conditions, ModelRow.id, _models_where))
             .order_by(*(columns[k].desc() if d else columns[k].asc() for k, d in order))
             .offset(offset)
             .limit(limit + 1)
