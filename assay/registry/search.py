@@ -21,9 +21,11 @@ and stores UTF-8) compares as what it is, unequal to everything, without being s
 database, which would refuse it.
 
 Case folding for ``ILIKE``: on SQLite it is Python's (SQLite's LIKE between ASCII characters,
-the function ``assay_ilike`` beyond); on
-Postgres it is the database's ``ILIKE``, which agrees with Python's on ASCII letters and, for
-letters beyond ASCII, follows the database's locale.
+the function ``assay_ilike`` beyond); on Postgres it is the database's ``ILIKE``, which agrees
+with Python's on ASCII letters and, for letters beyond ASCII, follows the database's locale.
+
+A filter of more than ``_TERMS_PER_QUERY`` terms is split into nested ``id IN (…)`` subqueries
+(SQLite refuses deeper expressions); identical terms count once.
 """
 
 from __future__ import annotations
