@@ -3,12 +3,13 @@
 from collections.abc import Mapping
 
 import pyarrow as pa
-from dagster import AssetExecutionContext, MetadataValue, MultiPartitionKey
+from dagster import AssetExecutionContext, AssetKey, MetadataValue, MultiPartitionKey
 
 from assay.report import explorer_url
 from assay.storage.contract import MODEL_VERSION, SCENARIO
 from assay.storage.parquet import ParquetStore
 from assets.partitions import evaluation_partitions
+from resources.partition_metadata import add_partition_metadata as record_partition_metadata
 
 
 def evaluation_keys(context: AssetExecutionContext) -> list[MultiPartitionKey]:
@@ -34,20 +35,37 @@ def by_key(value: pa.Table | Mapping[str, pa.Table], keys: list[str]) -> dict[st
 
 
 def partitioned_output(
-    context: AssetExecutionContext, results: dict[str, object], metadata: Mapping[str, object]
+    context: AssetExecutionContext,
+    results: dict[str, object],
+    metadata: Mapping[str, Mapping[str, object]],
 ) -> object:
-    """What an asset returns for its run's partitions, with the output metadata.
+    """What an asset returns for its run's partitions, each partition with its own metadata.
 
-    One partition: its table, with ``metadata`` (the last partition's, which is that one).
-    Several (a backfill in one run): the mapping by key, with the partition count and the
-    entries that hold for every partition (``suite_entries``).
+    One partition: its table, with its metadata on the output. Several (a promotion, a nightly
+    run, a single-run backfill): the mapping by key, and each partition's materialization gets
+    that partition's metadata, as if it had run alone (see :func:`add_partition_metadata`).
     """
     if len(results) == 1:
-        context.add_output_metadata(dict(metadata))
+        context.add_output_metadata(dict(next(iter(metadata.values()))))
         return next(iter(results.values()))
-    shared = {k: v for k, v in metadata.items() if k == "suite_entries"}
-    context.add_output_metadata({"num_partitions": len(results), **shared})
+    add_partition_metadata(context, metadata)
     return results
+
+
+def add_partition_metadata(
+    context: AssetExecutionContext,
+    metadata: Mapping[str, Mapping[str, object]],
+    asset_key: str | None = None,
+) -> None:
+    """Each partition's own metadata on its materialization in a multi-partition step (Dagster
+    records one materialization per partition of a range); every partition also shows
+    ``num_partitions``, how many the run materialized."""
+    count = len(metadata)
+    record_partition_metadata(
+        context.get_step_execution_context(),
+        AssetKey(asset_key) if asset_key else context.asset_key,
+        {key: {**values, "num_partitions": count} for key, values in metadata.items()},
+    )
 
 
 def markdown_table(table: pa.Table, limit: int = 20) -> MetadataValue:

@@ -32,6 +32,7 @@ from assay.storage.contract import (
     evaluation_partition,
 )
 from assets.common import (
+    add_partition_metadata,
     by_key,
     evaluation_keys,
     explorer_link,
@@ -109,13 +110,13 @@ def model_outputs(
             registry=registry.open,
         )
         results[str(key)] = done.table
-        metadata = {
+        metadata[str(key)] = {
             **done.figures(),
             "model_artifact_digest": resolved.artifact_digest,
             "preview": markdown_table(done.table.select(_PREVIEW_COLUMNS), 10),
+            "suite_entries": suite_entries(loaded, key),
         }
         context.log.info(done.summary())
-    metadata["suite_entries"] = suite_entries(loaded, keys)
     return partitioned_output(context, results, metadata)
 
 
@@ -193,20 +194,29 @@ def scores(
             storage.store().write(JUDGE_REPLIES, where, scored.replies)
         else:
             storage.store().delete(JUDGE_REPLIES, where)
-        metadata = {m: MetadataValue.float(v) for m, v in scored.headline().items()}
-        metadata |= {**scored.figures(), "scorecard": markdown_table(cards[str(key)], 30)}
-        metadata["explorer"] = explorer_link(storage.store(), scenario_page(scenario_of(key)))
-    entries = {"suite_entries": suite_entries(scorer.suite, keys)}
+        metadata[str(key)] = {
+            **{m: MetadataValue.float(v) for m, v in scored.headline().items()},
+            **scored.figures(),
+            "scorecard": markdown_table(cards[str(key)], 30),
+            "explorer": explorer_link(storage.store(), scenario_page(scenario_of(key))),
+            "suite_entries": suite_entries(scorer.suite, key),
+        }
+    entries = {str(k): {"suite_entries": suite_entries(scorer.suite, k)} for k in keys}
     if len(keys) == 1:
-        yield Output(next(iter(per_instance.values())), INSTANCE_SCORES, metadata=entries)
-        yield Output(next(iter(cards.values())), METRIC_TABLES, metadata={**metadata, **entries})
+        yield Output(
+            next(iter(per_instance.values())), INSTANCE_SCORES, metadata=entries[str(keys[0])]
+        )
+        yield Output(next(iter(cards.values())), METRIC_TABLES, metadata=metadata[str(keys[0])])
     else:
-        yield Output(per_instance, INSTANCE_SCORES, metadata=entries)
-        yield Output(cards, METRIC_TABLES, metadata={"num_partitions": len(keys), **entries})
+        # Each partition of the range gets its own scorecard, headline and explorer link.
+        add_partition_metadata(context, entries, asset_key=INSTANCE_SCORES)
+        add_partition_metadata(context, metadata, asset_key=METRIC_TABLES)
+        yield Output(per_instance, INSTANCE_SCORES)
+        yield Output(cards, METRIC_TABLES)
 
 
-def suite_entries(loaded: Suite, keys: list) -> MetadataValue:
-    """Scenario → digest of the suite entry a table was computed with (a range run's
-    partitions share one metadata mapping): what a promotion verdict checks is current."""
-    scenarios = sorted({scenario_of(k) for k in keys})
-    return MetadataValue.json({s: loaded.entry_digests.get(s, "") for s in scenarios})
+def suite_entries(loaded: Suite, key) -> MetadataValue:
+    """Scenario → digest of the suite entry a partition's table was computed with: what a
+    promotion verdict checks is current."""
+    scenario = scenario_of(key)
+    return MetadataValue.json({scenario: loaded.entry_digests.get(scenario, "")})

@@ -43,7 +43,7 @@ def perturbed_instances(context: AssetExecutionContext, scenario_instances, suit
         kept = {spec: 0 for spec in config.perturbations}
         for row in perturbed.rows:
             kept[row.perturbation] += 1
-        metadata = {
+        metadata[key] = {
             "num_perturbed": len(perturbed.rows),
             "num_unchanged_dropped": sum(perturbed.unchanged.values()),
             "num_eval_instances": len(evaluated),

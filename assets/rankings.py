@@ -53,7 +53,7 @@ def rankings(
         results = StoredResults.of_day(store, day, copies)
         board, _ = leaderboard_as_of(day, results, opened, loaded)
         tables[day] = board.to_table()
-        metadata = {
+        metadata[day] = {
             "num_model_versions": tables[day].num_rows,
             "leaderboard": MetadataValue.md(board.to_markdown()),
         }

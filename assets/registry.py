@@ -5,6 +5,7 @@ from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, as
 from assay.registry.resolved import record_registered_model
 from assay.storage.code_versions import code_version
 from assay.storage.contract import MODEL_VERSION, REGISTERED_MODELS
+from assets.common import add_partition_metadata
 from assets.partitions import model_version_partitions
 from resources import ModelsResource, RegistryResource, StorageResource
 
@@ -32,12 +33,14 @@ def registered_models(
     models: ModelsResource,
     storage: StorageResource,
 ) -> MaterializeResult:
-    store, reg, metadata = storage.store(), registry.open(), {}
+    store, reg = storage.store(), registry.open()
+    metadata: dict[str, dict] = {}
     for key in context.partition_keys:
         recorded = record_registered_model(store, reg.get_version(key), models.artifact_digest)
-        metadata = recorded.metadata()
+        metadata[key] = recorded.metadata()
         resolved = recorded.resolved
         context.log.info(f"{key}: {resolved.source} artifact {resolved.artifact_digest[:12]}")
-    if len(context.partition_keys) > 1:
-        metadata = {"num_partitions": len(context.partition_keys)}
-    return MaterializeResult(metadata=metadata)
+    if len(metadata) == 1:
+        return MaterializeResult(metadata=next(iter(metadata.values())))
+    add_partition_metadata(context, metadata)
+    return MaterializeResult()

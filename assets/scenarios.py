@@ -36,7 +36,7 @@ def scenario_instances(context: AssetExecutionContext, suite: SuiteResource):
         tables[key] = Instance.to_table(data.instances)
         splits = Counter(i.split for i in data.instances)
         context.log.info(f"{key}: {len(data.instances)} instances {dict(splits)}")
-        metadata = {
+        metadata[key] = {
             "scenario": config.scenario,
             "dataset_digest": data.digest,
             "dataset_revision": data.revision,

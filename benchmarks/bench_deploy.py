@@ -72,7 +72,8 @@ def library_rescore(stack: LocalDeployment, versions: list[str], scenarios: list
     """The backfill's work without Dagster: read, score and write every partition."""
     from assay.core.records import Instance, InstanceStat, ModelOutput
     from assay.registry import Registry
-    from assay.scoring import score_partition, scorecard_table
+    from assay.scoring.scorecard import score_partition
+    from assay.scoring.summary import scorecard_table
     from assay.storage.parquet import ParquetStore
 
     os.environ.update({k: v for k, v in stack.env.items() if k.startswith("AWS_")})

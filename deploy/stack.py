@@ -487,6 +487,9 @@ class LocalDeployment:
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
             "DAGSTER_DISABLE_TELEMETRY": "1",
+            # A range run's materializations (one per partition) go to Postgres in batches
+            # instead of one INSERT and NOTIFY each (benchmarks/bench_rescoring.py).
+            "DAGSTER_EVENT_BATCH_SIZE": "100",
             **self.extra_env,
         }
         # Create the instance's tables once, then give the model pool its limit.

@@ -20,6 +20,7 @@ from dagster import (
 from pydantic import Field
 
 from assay.storage.parquet import ParquetStore, default_base_url
+from resources.partition_metadata import add_partition_metadata
 
 
 def partition_dims(
@@ -72,11 +73,17 @@ class ParquetIOManager(ConfigurableIOManager):
         if missing:
             raise ValueError(f"asset {asset!r} returned no table for partitions {missing}")
         dimension = _dimension(context.definition_metadata)
-        paths = []
+        paths = {}
         for key in keys:
             dims = partition_dims(context.asset_partitions_def, key, dimension)
-            paths.append(store.write(asset, dims, tables[key]))
-        context.add_output_metadata({"path": paths[0] if len(paths) == 1 else paths[-1]})
+            paths[key] = store.write(asset, dims, tables[key])
+        if len(keys) == 1:
+            context.add_output_metadata({"path": paths[keys[0]]})
+            return
+        # A range: each partition's materialization names its own file (the step records one
+        # materialization per partition, after this returns).
+        paths_metadata = {key: {"path": path} for key, path in paths.items()}
+        add_partition_metadata(context.step_context, context.asset_key, paths_metadata)
 
     def load_input(self, context: InputContext) -> pa.Table | dict[str, pa.Table]:
         store, asset = self.store, _asset_name(context)

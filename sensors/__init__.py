@@ -2,14 +2,24 @@
 
 from sensors.evaluations import evaluation_recorder_sensor
 from sensors.promotion import model_promotion_sensor
-from sensors.schedules import nightly_alias_reevaluation, rankings_refresh_sensor
+from sensors.schedules import (
+    dashboard_refresh_sensor,
+    nightly_alias_reevaluation,
+    rankings_refresh_sensor,
+)
 
-all_sensors = [model_promotion_sensor, evaluation_recorder_sensor, rankings_refresh_sensor]
+all_sensors = [
+    model_promotion_sensor,
+    evaluation_recorder_sensor,
+    rankings_refresh_sensor,
+    dashboard_refresh_sensor,
+]
 all_schedules = [nightly_alias_reevaluation]
 
 __all__ = [
     "all_schedules",
     "all_sensors",
+    "dashboard_refresh_sensor",
     "evaluation_recorder_sensor",
     "model_promotion_sensor",
     "nightly_alias_reevaluation",

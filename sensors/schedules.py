@@ -1,4 +1,5 @@
-"""Time- and materialization-driven runs: nightly re-evaluation and leaderboard refresh."""
+"""Time- and materialization-driven runs: nightly re-evaluation, leaderboard and explorer
+refresh."""
 
 import os
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from dagster import (
 )
 
 from assay.registry.names import version_key
-from assay.storage.contract import METRIC_TABLES, MODEL_VERSION, RANKINGS
+from assay.storage.contract import DASHBOARD, METRIC_TABLES, MODEL_VERSION, RANKINGS
 from resources import RegistryResource, SuiteResource
 from sensors.promotion import EVALUATION_ASSETS, active_evaluation, evaluation_run_requests
 
@@ -75,3 +76,25 @@ def rankings_refresh_sensor(context: SensorEvaluationContext):
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     context.update_cursor(str(storage_id))
     return RunRequest(run_key=f"rankings-{storage_id}", partition_key=today)
+
+
+@sensor(
+    name="dashboard_refresh_sensor",
+    minimum_interval_seconds=30,
+    asset_selection=[AssetKey(DASHBOARD)],
+    description="Rebuilds the results explorer after the leaderboard changes (a rankings "
+    "materialization newer than the explorer's last build); the build rewrites only the "
+    "pages whose content changed.",
+)
+def dashboard_refresh_sensor(context: SensorEvaluationContext):
+    # Stateless on purpose: the explorer is stale exactly when the newest rankings
+    # materialization is newer than the newest dashboard one, however either was made (by
+    # this sensor, by hand, by the demo), so nothing needs a cursor kept in step.
+    rankings = context.instance.fetch_materializations(AssetKey(RANKINGS), limit=1).records
+    if not rankings:
+        return SkipReason("no rankings materialized yet")
+    newest = rankings[0].storage_id
+    built = context.instance.fetch_materializations(AssetKey(DASHBOARD), limit=1).records
+    if built and built[0].storage_id > newest:
+        return SkipReason("the explorer was built after the newest rankings")
+    return RunRequest(run_key=f"dashboard-after-rankings-{newest}")

@@ -43,6 +43,7 @@ from assay.registry.gating import (
     gated_prompt_aliases_from_env,
     gated_stages_from_env,
 )
+from assay.registry.like import ILIKE_FUNCTION, ilike_function
 from assay.registry.limits import ACTOR_MAX_CHARS, check_line
 from assay.registry.schema import EventRow
 
@@ -149,6 +150,8 @@ def _sqlite_hooks(engine: Engine, begin: str, *, wal: bool) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
+        # ILIKE for searches: SQLite's lower() folds ASCII only (assay.registry.like).
+        dbapi_connection.create_function(ILIKE_FUNCTION, 2, ilike_function, deterministic=True)
         if wal:  # readers do not block the writer, nor it them
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()

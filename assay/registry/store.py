@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from assay.registry.aliases import AliasRegistry
 from assay.registry.prompts import PromptRegistry
+from assay.registry.search import RegistrySearch
 
 
-class Registry(AliasRegistry, PromptRegistry):
+class Registry(AliasRegistry, PromptRegistry, RegistrySearch):
     """Model and prompt registry over a SQLAlchemy URL. Open it with ``Registry.open(url)``.
 
     The parts: :mod:`~assay.registry.engine` (connection, transactions, event log),
     :mod:`~assay.registry.versions` (models, versions, tags, evaluations),
-    :mod:`~assay.registry.aliases` (aliases, stages, the gate's veto) and
-    :mod:`~assay.registry.prompts` (prompt templates).
+    :mod:`~assay.registry.aliases` (aliases, stages, the gate's veto),
+    :mod:`~assay.registry.prompts` (prompt templates) and
+    :mod:`~assay.registry.search` (searches of models and versions, in SQL).
     """

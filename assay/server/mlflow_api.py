@@ -33,7 +33,7 @@ from __future__ import annotations
 import posixpath
 import re
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,6 @@ from assay.server.search import (
     Comparison,
     decode_page_token,
     encode_page_token,
-    matches,
     parse_filter,
     parse_order_by,
 )
@@ -240,11 +239,6 @@ def _order(
     return order
 
 
-def _sort(items: list[Any], order: list[tuple[str, bool]], keys: dict[str, Callable]) -> None:
-    for key, descending in reversed(order):  # stable sorts, last clause first
-        items.sort(key=keys[key], reverse=descending)
-
-
 # --------------------------------------------------------------------------- registered models
 
 
@@ -291,24 +285,15 @@ def search_registered_models(call: Call) -> dict[str, Any]:
     if limit > MODELS_MAX_RESULTS:
         raise invalid(f"max_results must be at most {MODELS_MAX_RESULTS}, got {limit}")
     offset = decode_page_token(call.optional_text("page_token"))
-    models = [
-        m
-        for m in call.registry.list_models()
-        if all(matches(t, m.tags.get(t.tag) if t.tag is not None else m.name) for t in terms)
-    ]
-    keys: dict[str, Callable[[RegisteredModel], Any]] = {
-        "name": lambda m: m.name,
-        "creation_timestamp": lambda m: millis(m.created_at),
-        "last_updated_timestamp": lambda m: millis(m.updated_at),
-    }
     if "name" not in dict(order):
         order.append(("name", False))  # MLflow's tie-break
-    _sort(models, order, keys)
-    page = models[offset : offset + limit]
+    found = call.registry.search_models(terms, order, offset, limit)
     out: dict[str, Any] = {
-        "registered_models": [model_json(m, call.registry.latest_versions(m.name)) for m in page]
+        "registered_models": [
+            model_json(m, call.registry.latest_versions(m.name)) for m in found.items
+        ]
     }
-    if offset + limit < len(models):
+    if found.more:
         out["next_page_token"] = encode_page_token(offset + limit)
     return out
 
@@ -494,46 +479,9 @@ def search_model_versions(call: Call) -> dict[str, Any]:
         if offset + limit < total:
             answer["next_page_token"] = encode_page_token(offset + limit)
         return answer
-    # One model named exactly: read only its versions.
-    named = [t.value for t in terms if t.key == "name" and t.op == "="]
-    try:
-        pool = call.registry.list_versions(named[0]) if named else call.registry.list_versions()
-    except RegistryError as exc:
-        if named and _missing(exc):
-            pool = []
-        else:
-            raise
-
-    def value(version: ModelVersion, key: str) -> Any:
-        return {
-            "name": version.model,
-            "version_number": version.version,
-            "run_id": "",
-            "source_path": version.source,
-        }[key]
-
-    versions = [
-        v
-        for v in pool
-        if all(
-            matches(
-                t,
-                v.tags.get(t.tag) if t.tag is not None else value(v, t.key),
-                numeric=t.key == "version_number",
-            )
-            for t in terms
-        )
-    ]
-    keys: dict[str, Callable[[ModelVersion], Any]] = {
-        "name": lambda v: v.model,
-        "version_number": lambda v: v.version,
-        "creation_timestamp": lambda v: millis(v.created_at),
-        "last_updated_timestamp": lambda v: millis(v.created_at),
-    }
-    _sort(versions, order, keys)
-    page = versions[offset : offset + limit]
-    out: dict[str, Any] = {"model_versions": [version_json(v) for v in page]}
-    if offset + limit < len(versions):
+    found = call.registry.search_versions(terms, order, offset, limit)
+    out: dict[str, Any] = {"model_versions": [version_json(v) for v in found.items]}
+    if found.more:
         out["next_page_token"] = encode_page_token(offset + limit)
     return out
 

@@ -1,4 +1,4 @@
-"""MLflow's search grammar for registered models and versions, evaluated over records.
+"""MLflow's search grammar for registered models and versions: parsed here, answered in SQL.
 
 Supported, as MLflow documents it: comparisons joined by ``AND``; ``name`` with ``=``, ``!=``,
 ``LIKE``, ``ILIKE`` and ``IN (...)``; ``tags.<key>``/``tag.<key>`` (key optionally in
@@ -9,9 +9,14 @@ compares.
 Ordering: ``name``, ``creation_timestamp``, ``last_updated_timestamp`` (and ``version_number``
 for versions), each ``ASC`` or ``DESC``. Pagination tokens are opaque offsets.
 
+The parsed comparisons are run by the database (``assay.registry.search``): filter, order and
+page, so a page costs what its rows cost, not what the registry holds. :func:`matches` says
+what one comparison means for one record; the SQL translation is tested against it.
+
 A filter is untrusted text from any reader: it is at most ``MAX_FILTER_CHARS`` long, a LIKE
-pattern at most ``MAX_LIKE_PATTERN_CHARS``, and LIKE is matched piece by piece without
-backtracking (``like_matches``), so no filter costs more than a scan of the records.
+pattern at most ``MAX_LIKE_PATTERN_CHARS``, and LIKE is matched without backtracking
+(``like_matches``; SQLite's GLOB and Postgres's LIKE give up a failed wildcard early too), so
+no filter costs more than a scan of the records.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ import json
 import operator
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from assay.registry.errors import invalid
+from assay.registry.like import like_matches
+from assay.registry.search import Comparison
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -52,19 +58,6 @@ _STRING_OPS = ("=", "!=", "LIKE", "ILIKE")
 # A filter is a request's text: bounded so that parsing and matching stay cheap per record.
 MAX_FILTER_CHARS = 16_384
 MAX_LIKE_PATTERN_CHARS = 256
-
-
-@dataclass(frozen=True, slots=True)
-class Comparison:
-    """One ``key op value`` term: ``key`` is an attribute name or ``tags.<name>``."""
-
-    key: str
-    op: str
-    value: Any
-
-    @property
-    def tag(self) -> str | None:
-        return self.key[5:] if self.key.startswith("tags.") else None
 
 
 def _unquote(text: str) -> str:
@@ -170,41 +163,6 @@ def parse_filter(text: str | None, attributes: Sequence[str]) -> list[Comparison
         kind, word = take()
         if kind != "ident" or word.upper() != "AND":
             raise invalid(f"invalid filter {text!r}: only AND joins comparisons, got {word!r}")
-
-
-def _segment_regex(segment: str, fold: bool) -> re.Pattern[str]:
-    """A fixed-length regex for one ``%``-free piece of a LIKE pattern (``_`` is any char)."""
-    body = "".join("." if c == "_" else re.escape(c) for c in segment)
-    return re.compile(body, re.DOTALL | (re.IGNORECASE if fold else 0))
-
-
-def like_matches(pattern: str, value: str, *, fold: bool) -> bool:
-    """SQL ``LIKE`` (``%`` any run, ``_`` any one character) in time linear in the pattern.
-
-    A LIKE pattern is a row of fixed-length pieces joined by ``%``. The first piece must match
-    at the start, the last at the end, and each middle piece at its leftmost place after the
-    one before: if any placement works, the leftmost one does, so nothing is ever retried.
-    (Translating ``%`` to ``.*`` in one regex backtracks exponentially on ``%a%a%…%!``.)
-    """
-    texts = pattern.split("%")
-    pieces = [_segment_regex(text, fold) for text in texts]
-    lengths = [len(text) for text in texts]
-    if len(pieces) == 1:
-        return pieces[0].fullmatch(value) is not None
-    head, *middle, tail = pieces
-    start, end = lengths[0], len(value) - lengths[-1]
-    if end < start or head.fullmatch(value, 0, start) is None:
-        return False
-    if tail.fullmatch(value, end) is None:
-        return False
-    for piece, length in zip(middle, lengths[1:-1], strict=True):
-        if length == 0:
-            continue
-        found = piece.search(value, start, end)
-        if found is None:
-            return False
-        start = found.end()
-    return True
 
 
 def matches(term: Comparison, value: Any, numeric: bool = False) -> bool:
