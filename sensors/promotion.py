@@ -58,6 +58,7 @@ from dagster import (
     sensor,
 )
 
+from assay.evaluate.prompt_trials import PROMPT_TRIALS
 from assay.evaluate.registry_prompts import prompt_promotions
 from assay.evaluate.suite import Suite
 from assay.registry import Event, EventKind, Registry
@@ -139,14 +140,19 @@ def evaluation_run_requests(
     reason: str,
     assets: list[AssetKey] = EVALUATION_KEYS,
     extra_tags: dict[str, str] | None = None,
+    version_tag: bool = True,
 ) -> list[RunRequest]:
     """The runs evaluating version ``key`` on every scenario, in the configured shape.
 
     Each run's steps form a chain, so under Dagster's default executor they run in one
     process (``chained_run_config``); a Celery deployment hands them to its workers.
     ``assets``: ``SCORING_KEYS`` re-scores the stored outputs without calling the model.
+    ``version_tag``: False for runs that do not evaluate the version (prompt trials), so they
+    are not taken for its evaluation.
     """
-    tags = {MODEL_VERSION_TAG: key, REASON_TAG: reason[:200], **(extra_tags or {})}
+    tags = {REASON_TAG: reason[:200], **(extra_tags or {})}
+    if version_tag:
+        tags[MODEL_VERSION_TAG] = key
     if run_shape() == "version":  # one partition-range run
         range_tags = {RANGE_START: f"{key}|{scenarios[0]}", RANGE_END: f"{key}|{scenarios[-1]}"}
         return [
@@ -310,6 +316,7 @@ def _answer_pending(
         SENSOR_ACTOR,
         tick.note,
         lambda key: active_evaluation(context.instance, key),
+        promotion_policy(),
     )
     try:
         gate.answer_all()
@@ -333,6 +340,22 @@ def _answer_pending(
             f"gate-{need.pending.id}-{key}",
             reason,
             extra_tags={GATE_PENDING_TAG: str(need.pending.id)},
+        )
+    for trial in gate.trials:
+        pending, holder = trial.pending, trial.model_version
+        try:
+            tick.record(holder)
+        except Exception as exc:
+            tick.note(f"pending {pending.id}: {holder} cannot be tried: {exc}")
+            continue
+        requests += evaluation_run_requests(
+            holder,
+            [k for k in loaded.keys if k in trial.entries],
+            f"gate-{pending.id}-{trial.trial.key}-{holder}",
+            f"promotion decision {pending.id}: trial of {trial.trial.key} on {holder}",
+            assets=[AssetKey(PROMPT_TRIALS)],
+            extra_tags={GATE_PENDING_TAG: str(pending.id), **trial.trial.tags(holder)},
+            version_tag=False,
         )
     return requests
 
