@@ -13,7 +13,6 @@ from dagster import (
 
 from assay.evaluate.partition import run_partition
 from assay.evaluate.prompt_trials import (
-    PROMPT_TRIALS,
     PromptTrial,
     entries_reading,
     pin_prompt_alias,
@@ -22,11 +21,13 @@ from assay.evaluate.prompt_trials import (
 from assay.registry.gating import current_suite_identity
 from assay.registry.resolved import ResolvedModel
 from assay.scoring.partition import SuiteScorer
+from assay.storage.code_versions import code_version
 from assay.storage.contract import (
     INSTANCE_SCORES,
     METRIC_TABLES,
     MODEL_OUTPUTS,
     MODEL_VERSION,
+    PROMPT_TRIALS,
     REGISTERED_MODELS,
     SCENARIO,
     SCENARIO_INSTANCES,
@@ -49,7 +50,8 @@ _FROM_SCENARIO = MultiToSingleDimensionPartitionMapping(partition_dimension_name
         SCENARIO_INSTANCES: AssetIn(partition_mapping=_FROM_SCENARIO),
     },
     group_name="promotion",
-    kinds={"parquet"},
+    kinds={"python", "parquet"},
+    code_version=code_version(PROMPT_TRIALS),
     backfill_policy=BackfillPolicy.single_run(),
     pool=MODEL_POOL,
     description=(

@@ -58,7 +58,6 @@ from dagster import (
     sensor,
 )
 
-from assay.evaluate.prompt_trials import PROMPT_TRIALS
 from assay.evaluate.registry_prompts import prompt_promotions
 from assay.evaluate.suite import Suite
 from assay.registry import Event, EventKind, Registry
@@ -71,6 +70,7 @@ from assay.storage.contract import (
     METRIC_TABLES,
     MODEL_OUTPUTS,
     MODEL_VERSION,
+    PROMPT_TRIALS,
     REGISTERED_MODELS,
     SCENARIO,
 )

@@ -11,9 +11,9 @@ cache.
 
 A trial's tables (``model_outputs``, ``instance_scores``, ``metric_tables``, laid out as the
 evaluation's) lie under ``prompt_trials/<prompt>@v<N>/<suite identity>/`` in the store,
-where the identity digest covers the suite file and the evaluation code versions: a trial
-written for another suite or other code lies elsewhere, so a trial that is present is
-current.
+where the identity digest covers the suite file, the evaluation code versions and the trial's
+own code version: a trial written for another suite or other code lies elsewhere, so a trial
+that is present is current.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from assay.evaluate.suite import ScenarioConfig, Suite
 from assay.registry.errors import RegistryError
 from assay.registry.gating import SuiteIdentity
 from assay.registry.names import parse_reference
+from assay.storage.code_versions import code_version
+from assay.storage.contract import PROMPT_TRIALS
 from assay.storage.parquet import ParquetStore
 
-PROMPT_TRIALS = "prompt_trials"
 # Run tags of a trial run: the prompt version on trial and the alias it stands in for.
 PROMPT_TRIAL_TAG = "assay/prompt_trial"
 PROMPT_ALIAS_TAG = "assay/prompt_alias"
@@ -128,7 +129,7 @@ def pin_prompt_alias(suite: Suite, trial: PromptTrial) -> Suite:
 def trial_store(store: ParquetStore, trial: PromptTrial, identity: SuiteIdentity) -> ParquetStore:
     """Where ``trial``'s tables lie for the suite and code ``identity`` names (see the module
     doc); the evaluation's layout, without history."""
-    digest = digest_json(identity.to_json())[:16]
+    digest = digest_json([identity.to_json(), code_version(PROMPT_TRIALS)])[:16]
     return ParquetStore(f"{store.base_url}/{PROMPT_TRIALS}/{trial.key}/{digest}", history_assets=())
 
 
