@@ -85,6 +85,8 @@ EVALUATION_KEYS = [AssetKey(k) for k in EVALUATION_ASSET_NAMES]
 # What a judge-rubric promotion runs: the scoring step over the stored outputs.
 SCORING_KEYS = [AssetKey(INSTANCE_SCORES), AssetKey(METRIC_TABLES)]
 EVALUATION_ASSETS = AssetSelection.assets(*EVALUATION_KEYS)
+# What the sensor launches: evaluations, and the prompt trials a pending prompt move waits for.
+LAUNCHED_ASSETS = EVALUATION_ASSETS | AssetSelection.assets(PROMPT_TRIALS)
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 MODEL_VERSION_TAG = "assay/model_version"
@@ -384,11 +386,13 @@ def _in_suite_order(loaded: Suite, promotion: Promotion) -> list[str]:
 @sensor(
     name="model_promotion_sensor",
     minimum_interval_seconds=sensor_interval_s(),
-    asset_selection=EVALUATION_ASSETS,
+    asset_selection=LAUNCHED_ASSETS,
     description="Re-evaluates a model version across the suite when it is promoted "
     "(an alias set or moved, or a move to Staging/Production), and the suite entries that read "
     "a prompt alias when it moves, for every version holding a promotion alias; one evaluation "
-    "per version at a time; events it cannot handle are refused in the registry's history.",
+    "per version at a time; events it cannot handle are refused in the registry's history. "
+    "Answers pending promotion decisions: evaluates the candidate (or, for a prompt, runs its "
+    "prompt_trials), judges it and applies or refuses the move.",
 )
 def model_promotion_sensor(
     context: SensorEvaluationContext,
