@@ -733,3 +733,36 @@ def test_a_refusal_that_judged_nothing_does_not_answer_the_next_request(gated_en
     )
     assert reg.request_alias("m", "champion", 2).outcome.value == "pending"
     reg.close()
+
+
+def test_a_gated_prompt_alias_no_entry_reads_is_refused(flow):
+    reg: Registry = flow["registry"]
+    reg.create_prompt("unread")
+    for text in LAYOUTS[:2]:
+        reg.create_prompt_version("unread", text, ["input"])
+    reg.request_prompt_alias("unread", "production", 1, force=True, reason="setup")
+    assert reg.request_prompt_alias("unread", "production", 2).outcome.value == "pending"
+    assert _tick(flow, gate_only=False) == []  # nothing to try: no run
+    refused = reg.decisions(prompt="unread")[-1]
+    assert refused.kind is EventKind.GATE_REFUSED
+    assert "no suite entry reads prompts:/unread@production" in refused.payload["summary"]
+    assert reg.get_prompt("prompts:/unread@production").version == 1
+
+
+def test_a_trial_pins_only_the_alias_on_trial():
+    from assay.evaluate.prompt_trials import pin_prompt_alias
+    from assay.evaluate.suite import parse_suite
+
+    adapter = {
+        "method": "generation",
+        "instructions": "prompts:/terse@production",
+        "input_template": "prompts:/layout@production",
+    }
+    variant = {"variant": "staged", "input_template": "prompts:/layout@staging"}
+    entry = {"scenario": "arithmetic_qa", "adapter": adapter, "variants": [variant]}
+    suite = parse_suite({"scenarios": {"a": entry}}, "s.yaml")
+    pinned = pin_prompt_alias(suite, PromptTrial("layout", "production", 7))["a"]
+    assert pinned.adapter.input_template == "prompts:/layout/7"
+    assert pinned.adapter.instructions == "prompts:/terse@production"
+    assert pinned.variants[0].input_template == "prompts:/layout@staging"
+    assert suite["a"].adapter.input_template == "prompts:/layout@production"  # a copy
