@@ -3,6 +3,7 @@
 from assets.dashboard import dashboard
 from assets.evaluation import model_outputs, scores
 from assets.perturbations import perturbed_instances
+from assets.prompt_trials import prompt_trials
 from assets.rankings import rankings
 from assets.registry import registered_models
 from assets.scenarios import scenario_instances
@@ -13,6 +14,7 @@ all_assets = [
     perturbed_instances,
     model_outputs,
     scores,
+    prompt_trials,
     rankings,
     dashboard,
 ]
@@ -21,6 +23,7 @@ __all__ = [
     "all_assets",
     "dashboard",
     "model_outputs",
+    "prompt_trials",
     "rankings",
     "registered_models",
     "scenario_instances",

@@ -14,21 +14,37 @@ For each ``gate_pending`` event no verdict has answered (``Registry.open_pending
    recorded (``gate_approved`` / ``gate_refused``, every figure in the payload) and an
    approved move is applied through the registry's one ruling.
 
-A prompt alias's pending move is refused with the reason: judging a candidate prompt needs
-the candidate's outputs stored beside the incumbent's, which the storage does not keep yet.
+A prompt alias's pending move is judged on prompt trials (``assay.evaluate.prompt_trials``):
+the entries that read the alias, evaluated with the candidate prompt version and with the
+version the alias held, on every model version holding a promotion alias, stored apart from
+the evaluation. Trials that are not present (for the current suite and code) are run: one
+``prompt_trials`` run per model version and prompt version, tagged with the pending request;
+one that ended without its tables refuses the request with the run's id and status. Then
+``judge_prompt_promotion`` judges the same criteria, with Holm over every model version.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, RunsFilter
 
-from assay.compare.decision import judge_promotion
+from assay.compare.decision import PromotionDecision, judge_promotion, judge_prompt_promotion
+from assay.evaluate.prompt_trials import (
+    PROMPT_TRIAL_TAG,
+    TRIAL_MODEL_TAG,
+    PromptTrial,
+    entries_reading,
+    pin_prompt_alias,
+    trial_store,
+)
+from assay.evaluate.registry_prompts import promotion_holders, resolve_prompts
 from assay.evaluate.suite import Suite
 from assay.registry import Event, Registry, RegistryError
+from assay.registry.errors import ErrorCode
 from assay.registry.gating import GateTarget, SuiteIdentity, TargetKind
+from assay.registry.promotion import PromotionPolicy
 from assay.storage.contract import (
     INSTANCE_SCORES,
     METRIC_TABLES,
@@ -85,6 +101,17 @@ class EvaluationNeeded:
     pending: Event
 
 
+@dataclass(frozen=True, slots=True)
+class TrialNeeded:
+    """A prompt trial a pending prompt move waits for: on ``model_version``, the ``entries``
+    that read the alias."""
+
+    model_version: str
+    trial: PromptTrial
+    entries: tuple[str, ...]
+    pending: Event
+
+
 class PendingDecisions:
     """One tick's pass over the open pending moves."""
 
@@ -98,10 +125,13 @@ class PendingDecisions:
         actor: str,
         note: Callable[[str], None],
         active: Callable[[str], str | None],
+        policy: PromotionPolicy | None = None,
     ) -> None:
         self.instance, self.reg, self.store, self.suite = instance, registry, store, suite
         self.identity, self.actor, self.note, self.active = identity, actor, note, active
+        self.policy = policy or PromotionPolicy()
         self.evaluations: dict[str, EvaluationNeeded] = {}
+        self.trials: list[TrialNeeded] = []
 
     def answer_all(self) -> None:
         for pending in self.reg.open_pending():
@@ -128,11 +158,7 @@ class PendingDecisions:
         target = GateTarget.from_json(pending.payload["target"])
         candidate = str(pending.payload["candidate"])
         if target.kind is TargetKind.PROMPT_ALIAS:
-            self.refuse(
-                pending,
-                "prompt promotions are not judged by the promotion sensor yet: the candidate "
-                "prompt's outputs would replace the incumbent's in storage",
-            )
+            self.answer_prompt(pending, target, candidate)
             return
         incumbent = self.reg.incumbent_of(target, candidate)
         criteria = self.suite.promotion
@@ -160,7 +186,11 @@ class PendingDecisions:
             self.note(f"pending {pending.id}: evaluating {key} ({why})")
         if waiting:
             return
-        decision = judge_promotion(self.store, self.suite, candidate, incumbent)
+        self.decide(pending, target, judge_promotion(self.store, self.suite, candidate, incumbent))
+
+    def decide(self, pending: Event, target: GateTarget, decision: PromotionDecision) -> None:
+        """Record the verdict and apply an approved move."""
+        candidate, incumbent = decision.candidate, decision.incumbent
         verdict = self.reg.record_verdict(
             target,
             candidate,
@@ -176,6 +206,88 @@ class PendingDecisions:
             moved = self.reg.apply_verdict(verdict, actor=self.actor)
             self.note(f"verdict {verdict.id}: {moved.sentence}"[:500])
 
+    def answer_prompt(self, pending: Event, target: GateTarget, candidate: str) -> None:
+        """A pending prompt-alias move: its trials, then the verdict (see the module doc)."""
+        incumbent = self.reg.incumbent_of(target, candidate)
+        entries = entries_reading(self.suite, target.owner, target.name)
+        if not entries:
+            self.refuse(
+                pending,
+                f"no suite entry reads prompts:/{target.owner}@{target.name}, so nothing can "
+                "judge the candidate; a move the suite cannot judge needs forcing, with a reason",
+                incumbent,
+            )
+            return
+        holders = promotion_holders(self.reg, self.policy)
+        if not holders:
+            self.refuse(
+                pending,
+                "no model version holds a promotion alias to judge the prompt on",
+                incumbent,
+            )
+            return
+        sides = [PromptTrial.of(candidate, target.name)]
+        if incumbent is not None:
+            sides.append(PromptTrial.of(incumbent, target.name))
+        waiting = False
+        for trial in sides:
+            stored = trial_store(self.store, trial, self.identity)
+            for holder in holders:
+                if all(
+                    stored.exists(METRIC_TABLES, evaluation_partition(holder, s)) for s in entries
+                ):
+                    continue
+                waiting = True
+                runs = self._trial_runs(pending, trial, holder)
+                if any(not run.is_finished for run in runs):
+                    self.note(
+                        f"pending {pending.id} waits for the trial of {trial.key} on {holder}"
+                    )
+                    continue
+                if runs:
+                    run = runs[0]
+                    self.refuse(
+                        pending,
+                        f"the trial of {trial.key} on {holder} (run {run.run_id}, "
+                        f"{run.status.value}) left no stored scores",
+                        incumbent,
+                    )
+                    return
+                self.trials.append(TrialNeeded(holder, trial, tuple(entries), pending))
+                self.note(f"pending {pending.id}: trying {trial.key} on {holder}")
+        if waiting:
+            return
+        entry_suite = replace(self.suite, scenarios={k: self.suite.scenarios[k] for k in entries})
+        decision = judge_prompt_promotion(
+            trial_store(self.store, sides[0], self.identity),
+            trial_store(self.store, sides[1], self.identity) if incumbent else None,
+            entry_suite,
+            holders,
+            candidate,
+            incumbent,
+            layouts={k: v for trial in sides for k, v in self._layouts(trial, entries).items()},
+            criteria=self.suite.promotion,
+        )
+        self.decide(pending, target, decision)
+
+    def _layouts(self, trial: PromptTrial, entries: list[str]) -> dict[str, str]:
+        """Template id → "<entry> layout <i>" of each entry's layouts under ``trial``."""
+        pinned = pin_prompt_alias(self.suite, trial)
+        out = {}
+        for key in entries:
+            try:
+                config = resolve_prompts(pinned[key], self.reg)
+            except ValueError as exc:  # the prompt version cannot fill the layout
+                raise RegistryError(ErrorCode.INVALID_PARAMETER_VALUE, str(exc)) from None
+            for index, adapter in enumerate(config.adapters):
+                out[adapter.template_id] = f"{key} layout {index}"
+        return out
+
+    def _trial_runs(self, pending: Event, trial: PromptTrial, holder: str):
+        tags = {GATE_PENDING_TAG: str(pending.id), PROMPT_TRIAL_TAG: trial.key}
+        records = self.instance.get_run_records(RunsFilter(tags={**tags, TRIAL_MODEL_TAG: holder}))
+        return [r.dagster_run for r in records]
+
     def _ended_run(self, pending: Event, key: str):
         records = self.instance.get_run_records(
             RunsFilter(tags={GATE_PENDING_TAG: str(pending.id), "assay/model_version": key}),
@@ -184,4 +296,10 @@ class PendingDecisions:
         return records[0].dagster_run if records else None
 
 
-__all__ = ("GATE_PENDING_TAG", "EvaluationNeeded", "PendingDecisions", "stale_reason")
+__all__ = (
+    "GATE_PENDING_TAG",
+    "EvaluationNeeded",
+    "PendingDecisions",
+    "TrialNeeded",
+    "stale_reason",
+)

@@ -70,6 +70,7 @@ from assay.storage.contract import (
     METRIC_TABLES,
     MODEL_OUTPUTS,
     MODEL_VERSION,
+    PROMPT_TRIALS,
     REGISTERED_MODELS,
     SCENARIO,
 )
@@ -84,6 +85,8 @@ EVALUATION_KEYS = [AssetKey(k) for k in EVALUATION_ASSET_NAMES]
 # What a judge-rubric promotion runs: the scoring step over the stored outputs.
 SCORING_KEYS = [AssetKey(INSTANCE_SCORES), AssetKey(METRIC_TABLES)]
 EVALUATION_ASSETS = AssetSelection.assets(*EVALUATION_KEYS)
+# What the sensor launches: evaluations, and the prompt trials a pending prompt move waits for.
+LAUNCHED_ASSETS = EVALUATION_ASSETS | AssetSelection.assets(PROMPT_TRIALS)
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 MODEL_VERSION_TAG = "assay/model_version"
@@ -139,14 +142,19 @@ def evaluation_run_requests(
     reason: str,
     assets: list[AssetKey] = EVALUATION_KEYS,
     extra_tags: dict[str, str] | None = None,
+    version_tag: bool = True,
 ) -> list[RunRequest]:
     """The runs evaluating version ``key`` on every scenario, in the configured shape.
 
     Each run's steps form a chain, so under Dagster's default executor they run in one
     process (``chained_run_config``); a Celery deployment hands them to its workers.
     ``assets``: ``SCORING_KEYS`` re-scores the stored outputs without calling the model.
+    ``version_tag``: False for runs that do not evaluate the version (prompt trials), so they
+    are not taken for its evaluation.
     """
-    tags = {MODEL_VERSION_TAG: key, REASON_TAG: reason[:200], **(extra_tags or {})}
+    tags = {REASON_TAG: reason[:200], **(extra_tags or {})}
+    if version_tag:
+        tags[MODEL_VERSION_TAG] = key
     if run_shape() == "version":  # one partition-range run
         range_tags = {RANGE_START: f"{key}|{scenarios[0]}", RANGE_END: f"{key}|{scenarios[-1]}"}
         return [
@@ -310,6 +318,7 @@ def _answer_pending(
         SENSOR_ACTOR,
         tick.note,
         lambda key: active_evaluation(context.instance, key),
+        promotion_policy(),
     )
     try:
         gate.answer_all()
@@ -333,6 +342,22 @@ def _answer_pending(
             f"gate-{need.pending.id}-{key}",
             reason,
             extra_tags={GATE_PENDING_TAG: str(need.pending.id)},
+        )
+    for trial in gate.trials:
+        pending, holder = trial.pending, trial.model_version
+        try:
+            tick.record(holder)
+        except Exception as exc:
+            tick.note(f"pending {pending.id}: {holder} cannot be tried: {exc}")
+            continue
+        requests += evaluation_run_requests(
+            holder,
+            [k for k in loaded.keys if k in trial.entries],
+            f"gate-{pending.id}-{trial.trial.key}-{holder}",
+            f"promotion decision {pending.id}: trial of {trial.trial.key} on {holder}",
+            assets=[AssetKey(PROMPT_TRIALS)],
+            extra_tags={GATE_PENDING_TAG: str(pending.id), **trial.trial.tags(holder)},
+            version_tag=False,
         )
     return requests
 
@@ -361,11 +386,13 @@ def _in_suite_order(loaded: Suite, promotion: Promotion) -> list[str]:
 @sensor(
     name="model_promotion_sensor",
     minimum_interval_seconds=sensor_interval_s(),
-    asset_selection=EVALUATION_ASSETS,
+    asset_selection=LAUNCHED_ASSETS,
     description="Re-evaluates a model version across the suite when it is promoted "
     "(an alias set or moved, or a move to Staging/Production), and the suite entries that read "
     "a prompt alias when it moves, for every version holding a promotion alias; one evaluation "
-    "per version at a time; events it cannot handle are refused in the registry's history.",
+    "per version at a time; events it cannot handle are refused in the registry's history. "
+    "Answers pending promotion decisions: evaluates the candidate (or, for a prompt, runs its "
+    "prompt_trials), judges it and applies or refuses the move.",
 )
 def model_promotion_sensor(
     context: SensorEvaluationContext,

@@ -23,6 +23,7 @@ from assay.storage.contract import (
     INSTANCE_SCORES,
     METRIC_TABLES,
     MODEL_OUTPUTS,
+    PROMPT_TRIALS,
     SCENARIO_INSTANCES,
 )
 from assets import all_assets
@@ -57,15 +58,21 @@ def test_the_copy_digests_like_the_package(package):
     ("edited", "changed"),
     [
         # A summary change (intervals) touches the scorecard, not the per-instance stats.
-        ("scoring/summary.py", {METRIC_TABLES}),
+        # A prompt trial computes outputs and scores: what defines them defines it.
+        ("scoring/summary.py", {METRIC_TABLES, PROMPT_TRIALS}),
         # A metric's code changes both scoring tables and nothing upstream of them.
-        ("scoring/metrics/accuracy.py", {INSTANCE_SCORES, METRIC_TABLES}),
+        ("scoring/metrics/accuracy.py", {INSTANCE_SCORES, METRIC_TABLES, PROMPT_TRIALS}),
         # A lexicon is data that defines the bias metrics.
-        ("scoring/metrics/data/bias/female.txt", {INSTANCE_SCORES, METRIC_TABLES}),
+        (
+            "scoring/metrics/data/bias/female.txt",
+            {INSTANCE_SCORES, METRIC_TABLES, PROMPT_TRIALS},
+        ),
         # Programs run in the sandbox: the sandbox defines their pass too.
-        ("core/sandbox.py", {INSTANCE_SCORES, METRIC_TABLES}),
+        ("core/sandbox.py", {INSTANCE_SCORES, METRIC_TABLES, PROMPT_TRIALS}),
         ("report/templates/leaderboard.html", {DASHBOARD}),
-        ("adapters/prompts.py", {MODEL_OUTPUTS}),
+        ("adapters/prompts.py", {MODEL_OUTPUTS, PROMPT_TRIALS}),
+        # Pinning a prompt version in place of an alias defines the trial alone.
+        ("evaluate/prompt_trials.py", {PROMPT_TRIALS}),
         # Modules that define no stored table change no version.
         ("cli/registry.py", set()),
         ("server/http.py", set()),
@@ -168,16 +175,17 @@ def test_a_scorer_plugin_enters_exactly_the_scoring_tables_versions(fake_plugins
     entry = {"assay.scorers": {"echo": "acme_echo:Echo"}}
     info = fake_plugins.install("acme-echo", {"acme_echo": SCORER}, entry, version="1.0")
     installed = _versions()
-    assert _changed(bare, installed) == {INSTANCE_SCORES, METRIC_TABLES}
+    scoring = {INSTANCE_SCORES, METRIC_TABLES, PROMPT_TRIALS}
+    assert _changed(bare, installed) == scoring
     # A new version with the same files.
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-echo\nVersion: 1.1\n")
     upgraded = _versions()
-    assert _changed(installed, upgraded) == {INSTANCE_SCORES, METRIC_TABLES}
+    assert _changed(installed, upgraded) == scoring
     # The same version with an edited file.
     module = fake_plugins.root / "acme_echo.py"
     module.write_text(module.read_text() + "# edited\n")
     edited = _versions()
-    assert _changed(upgraded, edited) == {INSTANCE_SCORES, METRIC_TABLES}
+    assert _changed(upgraded, edited) == scoring
     fake_plugins.install(
         "acme-quiz", {"acme_quiz": QUIZ}, {"assay.scenarios": {"quiz": "acme_quiz:Quiz"}}
     )

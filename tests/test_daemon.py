@@ -596,5 +596,93 @@ def test_promotion_decisions_under_the_daemon(tmp_path, model_cache_dir, model_s
         print(f"  {label}: {seconds:.1f} s")
 
 
+def test_a_prompt_promotion_decided_under_the_daemon(
+    tmp_path, model_cache_dir, model_server, monkeypatch
+):
+    """A gated prompt alias under the daemon: the candidate layout and the one the alias held
+    are tried on the champion (prompt_trials runs), a regressing layout is refused with its
+    numbers and an equal one approved, moved and re-evaluated from the request cache."""
+    with deployment(tmp_path, model_cache_dir, max_concurrent_runs=2) as deployed:
+        for env in (deployed.env, None):
+            if env is None:
+                monkeypatch.setenv("ASSAY_GATED_PROMPT_ALIASES", "production")
+            else:
+                env["ASSAY_GATED_PROMPT_ALIASES"] = "production"
+        (deployed.root / "suite.yaml").write_text(
+            GATED_SUITE.replace(
+                "adapter: {method: generation,",
+                "adapter: {method: generation, input_template: prompts:/layout@production,",
+            )
+        )
+        monkeypatch.setenv("ASSAY_SUITE", deployed.env["ASSAY_SUITE"])
+        registry = _registry(deployed)
+        registry.create_prompt("layout")
+        # ``right`` answers the last question of its prompt: v2 adds one whose answer (2000)
+        # no instance has; v3 only a label.
+        for text in ("{{ input }}", "{{ input }} What is 1000 + 1000?", "Q: {{ input }}"):
+            registry.create_prompt_version("layout", text, ["input"])
+        registry.request_prompt_alias("layout", "production", 1, force=True, reason="setup")
+        registry.create_model("p")
+        registry.create_version("p", f"openai:{model_server}#right")
+        registry.set_alias("p", "champion", 1)
+        last = registry.events()[-1].id
+        from assets import all_assets
+
+        assert materialize(
+            all_assets,
+            selection=AssetSelection.assets("scenario_instances"),
+            partition_key="arithmetic",
+            instance=deployed.instance,
+            resources=assay_resources(
+                storage_url=deployed.env["ASSAY_STORAGE_URL"],
+                registry_url=deployed.env["ASSAY_REGISTRY_URL"],
+                suite=SuiteResource(path=deployed.env["ASSAY_SUITE"]),
+            ),
+        ).success
+        deployed.start()
+        deployed.dagster("sensor", "cursor", SENSOR, "--set", str(last))
+        deployed.dagster("sensor", "start", SENSOR)
+        store = ParquetStore(deployed.env["ASSAY_STORAGE_URL"])
+        champion = {"model_version": "p@v1", "scenario": "arithmetic"}
+
+        def verdict(candidate: str):
+            found = [
+                e
+                for e in registry.decisions(prompt="layout")
+                if e.kind in (EventKind.GATE_APPROVED, EventKind.GATE_REFUSED)
+                and e.payload.get("candidate") == candidate
+            ]
+            return found[-1] if found else None
+
+        assert registry.request_prompt_alias("layout", "production", 2).outcome.value == "pending"
+        refused = wait_for(lambda: verdict("layout@v2"), 300, "layout@v2's verdict", deployed.log)
+        assert refused.kind is EventKind.GATE_REFUSED, refused.payload["summary"]
+        by_kind = {c["kind"]: c for c in refused.payload["criteria"]}
+        assert by_kind["relative"]["estimate"] == -1.0  # 0 of 8 answered against 8 of 8
+        assert by_kind["absolute"]["estimate"] == 0.0
+        trials = deployed.runs(**{"assay/prompt_trial": "layout@v2"})
+        assert [r.status for r in trials] == [DagsterRunStatus.SUCCESS]
+        assert trials[0].tags["assay/trial_model_version"] == "p@v1"
+        assert registry.get_prompt("prompts:/layout@production").version == 1
+        assert not store.exists("model_outputs", champion)  # trials never write there
+
+        assert registry.request_prompt_alias("layout", "production", 3).outcome.value == "pending"
+        approved = wait_for(lambda: verdict("layout@v3"), 300, "layout@v3's verdict", deployed.log)
+        assert approved.kind is EventKind.GATE_APPROVED, approved.payload["summary"]
+        assert registry.get_prompt("prompts:/layout@production").version == 3
+        # The move re-evaluates the champion; the candidate's trial cached its answers.
+        (run,) = wait_for(
+            lambda: _finished(deployed.runs(**{MODEL_VERSION_TAG: "p@v1"})),
+            300,
+            "the champion's re-evaluation",
+            deployed.log,
+        )
+        assert run.status is DagsterRunStatus.SUCCESS
+        outputs = store.read("model_outputs", champion)
+        assert outputs.num_rows == 8 and all(outputs["cached"].to_pylist())
+        assert all("Q: What is" in p for p in outputs["prompt"].to_pylist())
+        registry.close()
+
+
 def _finished(runs: list) -> list | None:
     return runs if runs and all(r.status in TERMINAL for r in runs) else None

@@ -29,6 +29,7 @@ def test_asset_keys_are_the_designed_ones():
         "model_outputs",
         "instance_scores",
         "metric_tables",
+        "prompt_trials",
         "rankings",
         "dashboard",
     }

@@ -28,6 +28,7 @@ from assay.storage.contract import (
     INSTANCE_SCORES,
     METRIC_TABLES,
     MODEL_OUTPUTS,
+    PROMPT_TRIALS,
     SCENARIO_INSTANCES,
 )
 from assay.storage.parquet import ParquetStore
@@ -170,8 +171,9 @@ def test_a_plugin_upgrade_marks_what_it_feeds_stale_and_rescoring_calls_no_model
 
     after = {asset: upgraded(asset) for asset in SOURCES}
     changed = {asset for asset in SOURCES if after[asset] != code_version(asset)}
-    # The plugin gives a scenario and a scorer: exactly the tables they feed.
-    assert changed == {SCENARIO_INSTANCES, INSTANCE_SCORES, METRIC_TABLES}
+    # The plugin gives a scenario and a scorer: exactly the tables they feed (a prompt trial
+    # scores like the evaluation).
+    assert changed == {SCENARIO_INSTANCES, INSTANCE_SCORES, METRIC_TABLES, PROMPT_TRIALS}
     after_upgrade = [
         a.map_asset_specs(
             lambda spec: (

@@ -28,6 +28,7 @@ from live_deployment import TINY_SUITE, arithmetic_app
 from assay.cli import main as cli_main
 from assay.compare.decision import judge_promotion
 from assay.core.http_server import asgi_in_background as serve_http
+from assay.evaluate.prompt_trials import PROMPT_TRIAL_TAG, TRIAL_MODEL_TAG, PromptTrial, trial_store
 from assay.evaluate.suite import load_suite
 from assay.integrations.mlflow import AliasChange, MlflowVersion, mirror_changes, mirror_version
 from assay.registry import EventKind, Registry, RegistryError
@@ -380,9 +381,10 @@ def flow(gated_env, tmp_path, model_cache_dir):
         registry.close()
 
 
-def _tick(flow) -> list[str]:
+def _tick(flow, gate_only: bool = True) -> list[str]:
     """One sensor evaluation applied as the daemon applies it, its runs executed in process.
-    Returns the partition-range starts of the runs it launched."""
+    Returns what each run it launched evaluated: the version, or ``trial <prompt version> on
+    <version>`` for a prompt trial. ``gate_only``: every run answers a pending decision."""
     instance = flow["instance"]
     context = build_sensor_context(
         instance=instance, cursor=flow["cursor"][0], resources=flow["resources"]
@@ -397,15 +399,24 @@ def _tick(flow) -> list[str]:
     flow["cursor"][0] = result.cursor
     launched = []
     for request in result.run_requests:
+        selection = (
+            AssetSelection.assets(*request.asset_selection)
+            if request.asset_selection
+            else EVALUATION_ASSETS
+        )
         assert materialize(
             [*all_assets, *all_checks],
-            selection=EVALUATION_ASSETS,
+            selection=selection,
             instance=instance,
             resources=flow["resources"],
             tags=request.tags,
         ).success
-        launched.append(request.tags["assay/model_version"])
-        assert GATE_PENDING_TAG in request.tags
+        tags = request.tags
+        if PROMPT_TRIAL_TAG in tags:
+            launched.append(f"trial {tags[PROMPT_TRIAL_TAG]} on {tags[TRIAL_MODEL_TAG]}")
+        else:
+            launched.append(tags["assay/model_version"])
+        assert GATE_PENDING_TAG in tags or not gate_only
     return launched
 
 
@@ -484,6 +495,94 @@ def test_pending_then_approved_then_refused_in_process(flow, monkeypatch):
 
 def flow_suite(flow) -> Path:
     return Path(flow["resources"]["suite"].path)
+
+
+# ------------------------------------------------------------------ a prompt promotion's flow
+
+# The arithmetic entry reads its input layout through the gated prompt alias.
+PROMPTED_SUITE = GATED_SUITE.replace(
+    'adapter: {method: generation, max_tokens: 4, stop: ["\\n"]}',
+    'adapter: {method: generation, max_tokens: 4, stop: ["\\n"], '
+    "input_template: prompts:/layout@production}",
+)
+# ``right`` answers the last question of its prompt: v2 appends one whose answer (2000) no
+# arithmetic_qa instance has, so it answers none; v3 only adds a label, so it answers all.
+LAYOUTS = ("{{ input }}", "{{ input }} What is 1000 + 1000?", "Q: {{ input }}")
+
+
+@pytest.fixture
+def prompted_suite(gated_env: Path) -> Path:
+    assert PROMPTED_SUITE != GATED_SUITE
+    gated_env.write_text(PROMPTED_SUITE)
+    return gated_env
+
+
+def _evaluation_files(flow) -> dict[str, bytes]:
+    """The champion's stored evaluation of the entry, byte for byte."""
+    from assay.storage.contract import EVALUATION_ASSETS, evaluation_partition
+
+    store = flow["resources"]["storage"].store()
+    where = evaluation_partition("n@v1", "arithmetic")
+    return {asset: store.read_bytes(asset, where) for asset in EVALUATION_ASSETS}
+
+
+def test_a_prompt_promotion_is_judged_on_trials_in_process(prompted_suite, flow):
+    from assay.storage.contract import MODEL_OUTPUTS, evaluation_partition
+
+    reg: Registry = flow["registry"]
+    reg.create_prompt("layout")
+    for text in LAYOUTS:
+        reg.create_prompt_version("layout", text, ["input"])
+    setup = {"force": True, "reason": "initial holder", "actor": "setup"}
+    reg.request_alias("n", "champion", 1, **setup)  # n@v1 answers every question
+    reg.request_prompt_alias("layout", "production", 1, **setup)
+    assert _tick(flow, gate_only=False) == ["n@v1"]  # the champion, evaluated with layout v1
+    before = _evaluation_files(flow)
+    assert all(before.values())
+
+    # A regressing layout: both prompt versions tried on the champion, then refused.
+    first = reg.request_prompt_alias("layout", "production", 2)
+    assert first.outcome.value == "pending"
+    assert sorted(_tick(flow)) == ["trial layout@v1 on n@v1", "trial layout@v2 on n@v1"]
+    assert _tick(flow) == []
+    refused = reg.decisions(prompt="layout")[-1]
+    assert refused.kind is EventKind.GATE_REFUSED, refused.payload.get("summary")
+    assert refused.payload["pending"] == first.event.id
+    assert (refused.payload["candidate"], refused.payload["incumbent"]) == (
+        "layout@v2",
+        "layout@v1",
+    )
+    by_kind = {c["kind"]: c for c in refused.payload["criteria"]}
+    # Hand-computed: with v2 the champion answers none of the 8 questions, with v1 all.
+    assert by_kind["absolute"]["scenario"] == "arithmetic on n@v1"
+    assert by_kind["absolute"]["estimate"] == 0.0 and by_kind["absolute"]["outcome"] == "fail"
+    assert by_kind["relative"]["estimate"] == -1.0 and by_kind["relative"]["outcome"] == "fail"
+    assert by_kind["relative"]["threshold"] == -0.1
+    assert "arithmetic on n@v1 exact_match" in refused.payload["summary"]
+    assert reg.get_prompt("prompts:/layout@production").version == 1
+    # The trial is stored apart; the champion's evaluation is untouched.
+    store = flow["resources"]["storage"].store()
+    identity = current_suite_identity(prompted_suite)
+    tried = trial_store(store, PromptTrial("layout", "production", 2), identity)
+    prompts = tried.read(MODEL_OUTPUTS, evaluation_partition("n@v1", "arithmetic"))
+    assert all("? What is 1000 + 1000?" in p for p in prompts.column("prompt").to_pylist())
+    assert _evaluation_files(flow) == before
+
+    # An equal layout: only the candidate is tried (the incumbent's trial is current),
+    # approved, and the alias moves.
+    assert reg.request_prompt_alias("layout", "production", 3).outcome.value == "pending"
+    assert _tick(flow) == ["trial layout@v3 on n@v1"]
+    assert _tick(flow) == []
+    approved = reg.decisions(prompt="layout")[-1]
+    assert approved.kind is EventKind.GATE_APPROVED, approved.payload.get("summary")
+    assert {c["outcome"] for c in approved.payload["criteria"]} == {"pass"}
+    assert reg.get_prompt("prompts:/layout@production").version == 3
+    assert _evaluation_files(flow) == before
+    # The move re-evaluates the champion with v3, answered by the request cache.
+    assert _tick(flow, gate_only=False) == ["n@v1"]
+    outputs = store.read(MODEL_OUTPUTS, evaluation_partition("n@v1", "arithmetic"))
+    assert all(outputs.column("cached").to_pylist())
+    assert all("Q: What is" in p for p in outputs.column("prompt").to_pylist())
 
 
 def test_suite_block_is_read_from_the_file(gated_env):
@@ -634,3 +733,36 @@ def test_a_refusal_that_judged_nothing_does_not_answer_the_next_request(gated_en
     )
     assert reg.request_alias("m", "champion", 2).outcome.value == "pending"
     reg.close()
+
+
+def test_a_gated_prompt_alias_no_entry_reads_is_refused(flow):
+    reg: Registry = flow["registry"]
+    reg.create_prompt("unread")
+    for text in LAYOUTS[:2]:
+        reg.create_prompt_version("unread", text, ["input"])
+    reg.request_prompt_alias("unread", "production", 1, force=True, reason="setup")
+    assert reg.request_prompt_alias("unread", "production", 2).outcome.value == "pending"
+    assert _tick(flow, gate_only=False) == []  # nothing to try: no run
+    refused = reg.decisions(prompt="unread")[-1]
+    assert refused.kind is EventKind.GATE_REFUSED
+    assert "no suite entry reads prompts:/unread@production" in refused.payload["summary"]
+    assert reg.get_prompt("prompts:/unread@production").version == 1
+
+
+def test_a_trial_pins_only_the_alias_on_trial():
+    from assay.evaluate.prompt_trials import pin_prompt_alias
+    from assay.evaluate.suite import parse_suite
+
+    adapter = {
+        "method": "generation",
+        "instructions": "prompts:/terse@production",
+        "input_template": "prompts:/layout@production",
+    }
+    variant = {"variant": "staged", "input_template": "prompts:/layout@staging"}
+    entry = {"scenario": "arithmetic_qa", "adapter": adapter, "variants": [variant]}
+    suite = parse_suite({"scenarios": {"a": entry}}, "s.yaml")
+    pinned = pin_prompt_alias(suite, PromptTrial("layout", "production", 7))["a"]
+    assert pinned.adapter.input_template == "prompts:/layout/7"
+    assert pinned.adapter.instructions == "prompts:/terse@production"
+    assert pinned.variants[0].input_template == "prompts:/layout@staging"
+    assert suite["a"].adapter.input_template == "prompts:/layout@production"  # a copy

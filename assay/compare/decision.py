@@ -166,7 +166,14 @@ class _Planned:
 class _Evaluation:
     """A version's stored scores of one scenario, read once."""
 
-    def __init__(self, store: ParquetStore, key: str, scenario: str) -> None:
+    def __init__(
+        self,
+        store: ParquetStore,
+        key: str,
+        scenario: str,
+        layouts: Mapping[str, str] | None = None,
+    ) -> None:
+        self.layouts = layouts or {}  # template id → the name rows pair on
         where = evaluation_partition(key, scenario)
         self.present = store.exists(METRIC_TABLES, where)
         self.card = store.read(METRIC_TABLES, where) if self.present else None
@@ -208,7 +215,12 @@ class _Evaluation:
         if any(r["group"] == "" for r in selected):
             selected = [r for r in selected if r["group"] == ""]
         return {
-            (r["instance_id"], r["trial"], r["template_id"], r["group"]): float(r["value"])
+            (
+                r["instance_id"],
+                r["trial"],
+                self.layouts.get(r["template_id"], r["template_id"]),
+                r["group"],
+            ): float(r["value"])
             for r in selected
             if r["value"] is not None and math.isfinite(r["value"])
         }
@@ -223,49 +235,106 @@ def judge_promotion(
 ) -> PromotionDecision:
     """Judge ``candidate`` (a version key) against ``incumbent`` on every scenario of the suite
     from the stored tables; see the module doc. ``criteria`` defaults to the suite's."""
-    criteria = criteria or suite.promotion
-    results: list[CriterionResult | None] = []
-    tests: list[tuple[int, float]] = []  # (index in results, raw p) of tested criteria
-    pending: list[tuple[int, _Planned, dict[str, Any]]] = []
     cand = {s: _Evaluation(store, candidate, s) for s in suite.keys}
     inc = {s: _Evaluation(store, incumbent, s) for s in suite.keys} if incumbent else {}
+    return _judge(suite, criteria or suite.promotion, candidate, incumbent, [("", cand, inc)])
+
+
+def judge_prompt_promotion(
+    candidate_store: ParquetStore,
+    incumbent_store: ParquetStore | None,
+    suite: Suite,
+    model_versions: list[str],
+    candidate: str,
+    incumbent: str | None,
+    layouts: Mapping[str, str] | None = None,
+    criteria: PromotionCriteria | None = None,
+) -> PromotionDecision:
+    """Judge a candidate prompt version against the one its alias held, on the same model
+    versions: each store holds one prompt version's trial tables
+    (``assay.evaluate.prompt_trials``), ``suite`` the entries that read the alias. Every
+    criterion is judged per model version (its results name the scenario ``<key> on
+    <version>``), and Holm runs over all of them together.
+
+    ``layouts``: template id → the layout's place in its entry (base, variant i), for both
+    prompt versions, so rows pair across versions whose layouts (and so template ids) differ.
+    """
+    criteria = criteria or suite.promotion
+    keys = set(suite.keys)
+    criteria = criteria.model_copy(
+        update={"criteria": [c for c in criteria.criteria if c.scenario in (None, *keys)]}
+    )
+    pairings = []
+    for version in model_versions:
+        cand = {s: _Evaluation(candidate_store, version, s, layouts) for s in suite.keys}
+        inc = (
+            {s: _Evaluation(incumbent_store, version, s, layouts) for s in suite.keys}
+            if incumbent and incumbent_store is not None
+            else {}
+        )
+        pairings.append((f" on {version}", cand, inc))
+    return _judge(suite, criteria, candidate, incumbent, pairings)
+
+
+def _judge(
+    suite: Suite,
+    criteria: PromotionCriteria,
+    candidate: str,
+    incumbent: str | None,
+    pairings: list[tuple[str, dict[str, _Evaluation], dict[str, _Evaluation]]],
+) -> PromotionDecision:
+    """Every criterion on each (label, candidate's, incumbent's) pairing; one Holm family."""
+    results: list[CriterionResult | None] = []
+    tests: list[tuple[int, float]] = []  # (index in results, raw p) of tested criteria
+    pending: list[tuple[int, _Planned, dict[str, Any], str]] = []
     lower = set(LOWER_IS_BETTER) | marked_lower_is_better(
-        *(e.card for e in cand.values()), *(e.card for e in inc.values())
+        *(e.card for _, cand, inc in pairings for e in (*cand.values(), *inc.values()))
     )
 
-    for scenario in suite.keys:
-        if not cand[scenario].present:
-            results.append(_unjudged(scenario, "*", f"{candidate} has no scores on {scenario}"))
-    plans = _plan(suite, criteria, cand)
-    for plan in plans:
-        lib = plan.metric in lower
-        if plan.scenario not in cand:  # a declared criterion no scenario reports
-            results.append(_fail(plan, lib, f"no scenario reports {plan.metric}"))
-            continue
-        if plan.margin is not None:
-            if incumbent is None:
-                results.append(_skip(plan, lib, "no incumbent: absolute criteria alone decide"))
+    def add(result: CriterionResult, label: str) -> None:
+        results.append(replace(result, scenario=result.scenario + label) if label else result)
+
+    for label, cand, inc in pairings:
+        for scenario in suite.keys:
+            if not cand[scenario].present:
+                note = f"{candidate} has no scores on {scenario}{label}"
+                add(_unjudged(scenario, "*", note), label)
+        for plan in _plan(suite, criteria, cand):
+            lib = plan.metric in lower
+            if plan.scenario not in cand:  # a declared criterion no scenario reports
+                add(_fail(plan, lib, f"no scenario reports {plan.metric}"), label)
                 continue
-            if not inc[plan.scenario].present:
-                results.append(
-                    _fail(plan, lib, f"incumbent {incumbent} has no scores on {plan.scenario}")
+            if plan.margin is not None:
+                if incumbent is None:
+                    note = "no incumbent: absolute criteria alone decide"
+                    add(_skip(plan, lib, note), label)
+                    continue
+                if not inc[plan.scenario].present:
+                    note = f"incumbent {incumbent} has no scores on {plan.scenario}{label}"
+                    add(_fail(plan, lib, note), label)
+                    continue
+                outcome = _relative(
+                    plan,
+                    cand[plan.scenario],
+                    inc[plan.scenario],
+                    lib,
+                    criteria,
+                    candidate,
+                    incumbent,
                 )
-                continue
-            outcome = _relative(
-                plan, cand[plan.scenario], inc[plan.scenario], lib, criteria, candidate, incumbent
-            )
-        else:
-            outcome = _absolute(plan, cand[plan.scenario], lib, criteria, candidate)
-        if isinstance(outcome, CriterionResult):
-            results.append(outcome)
-        else:  # tested: decided after Holm
-            results.append(None)
-            tests.append((len(results) - 1, outcome["p"]))
-            pending.append((len(results) - 1, plan, outcome))
+            else:
+                outcome = _absolute(plan, cand[plan.scenario], lib, criteria, candidate)
+            if isinstance(outcome, CriterionResult):
+                add(outcome, label)
+            else:  # tested: decided after Holm
+                results.append(None)
+                tests.append((len(results) - 1, outcome["p"]))
+                pending.append((len(results) - 1, plan, outcome, label))
 
     adjusted = holm([p for _, p in tests]) if tests else []
-    for (index, plan, figures), p_adj in zip(pending, adjusted, strict=True):
-        results[index] = _decided(plan, figures, float(p_adj), criteria)
+    for (index, plan, figures, label), p_adj in zip(pending, adjusted, strict=True):
+        decided = _decided(plan, figures, float(p_adj), criteria)
+        results[index] = replace(decided, scenario=decided.scenario + label)
     return PromotionDecision(
         candidate=candidate,
         incumbent=incumbent,
@@ -569,4 +638,5 @@ __all__ = (
     "PromotionDecision",
     "decision_from_record",
     "judge_promotion",
+    "judge_prompt_promotion",
 )

@@ -247,7 +247,16 @@ def prompt_promotions(
     entries = tuple(prompted + judged)
     if not entries:
         return []
-    holders = sorted(
+    holders = promotion_holders(registry, policy)
+    what = "judge rubric" if not prompted else "prompt"
+    reason = f"{what} alias {name}@{alias} → v{event.version} ({', '.join(entries)})"
+    return [Promotion(event.id, key, reason, entries, rescore_only=not prompted) for key in holders]
+
+
+def promotion_holders(registry: Registry, policy: PromotionPolicy) -> list[str]:
+    """The model versions that hold a promotion alias now (``policy``), sorted: what a prompt
+    promotion re-evaluates and a prompt's candidate version is judged on."""
+    return sorted(
         {
             version_key(model.name, number)
             for model in registry.list_models()
@@ -255,6 +264,3 @@ def prompt_promotions(
             if policy.holds_promotion_alias([a])
         }
     )
-    what = "judge rubric" if not prompted else "prompt"
-    reason = f"{what} alias {name}@{alias} → v{event.version} ({', '.join(entries)})"
-    return [Promotion(event.id, key, reason, entries, rescore_only=not prompted) for key in holders]

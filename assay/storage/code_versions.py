@@ -50,6 +50,7 @@ from assay.storage.contract import (
     METRIC_TABLES,
     MODEL_OUTPUTS,
     PERTURBED_INSTANCES,
+    PROMPT_TRIALS,
     RANKINGS,
     REGISTERED_MODELS,
     SCENARIO_INSTANCES,
@@ -143,12 +144,27 @@ SOURCES: Mapping[str, tuple[str, ...]] = {
     ),
 }
 
+# A prompt trial: the outputs and the scores, with the prompt version pinned in the layouts.
+SOURCES = {
+    **SOURCES,
+    PROMPT_TRIALS: tuple(
+        dict.fromkeys(
+            (
+                *SOURCES[MODEL_OUTPUTS],
+                *SOURCES[METRIC_TABLES],
+                "evaluate/registry_prompts.py",
+                "evaluate/prompt_trials.py",
+            )
+        )
+    ),
+}
 
 # The plugin groups whose installed distributions define each table.
 PLUGIN_GROUPS: Mapping[str, tuple[str, ...]] = {
     SCENARIO_INSTANCES: (SCENARIOS_GROUP,),
     INSTANCE_SCORES: (SCORERS_GROUP,),
     METRIC_TABLES: (SCORERS_GROUP,),
+    PROMPT_TRIALS: (SCORERS_GROUP,),
 }
 # Libraries whose installed version decides a table's numbers.
 _MATH = ("math-verify", "latex2sympy2_extended", "sympy")
@@ -162,6 +178,7 @@ PACKAGES: Mapping[str, tuple[str, ...]] = {
     MODEL_OUTPUTS: ("lm-eval",),
     INSTANCE_SCORES: (*_MATH, *_IFEVAL),
     METRIC_TABLES: (*_MATH, *_IFEVAL),
+    PROMPT_TRIALS: (*_MATH, *_IFEVAL),
 }
 
 

@@ -23,6 +23,8 @@ INSTANCE_SCORES = "instance_scores"
 METRIC_TABLES = "metric_tables"
 RANKINGS = "rankings"
 DASHBOARD = "dashboard"
+# A candidate prompt version's outputs and scores, stored apart (assay.evaluate.prompt_trials).
+PROMPT_TRIALS = "prompt_trials"
 # Not an asset: the judges' replies, written by the scoring step next to ``instance_scores``.
 JUDGE_REPLIES = "judge_replies"
 
