@@ -13,7 +13,7 @@ LMEVAL_VENV := .peers/lmeval-venv
 export ASSAY_HELM_VENV := $(if $(wildcard $(HELM_VENV)/bin/python),$(CURDIR)/$(HELM_VENV),)
 export ASSAY_LMEVAL_VENV := $(if $(wildcard $(LMEVAL_VENV)/bin/python),$(CURDIR)/$(LMEVAL_VENV),)
 
-.PHONY: install demo test test-deploy ui bench lint peers helm-venv lmeval-venv llamacpp
+.PHONY: install demo test test-peers test-deploy ui bench lint peers helm-venv lmeval-venv llamacpp
 
 EXAMPLE_PLUGIN := examples/assay-example-plugin
 
@@ -38,6 +38,9 @@ demo: install  ## register two versions of the bundled model, evaluate, print th
 
 test: install  ## the test suite (without the deployment tests), the example plugin's included
 	$(PY) -m pytest -q
+
+test-peers: install  ## parity with lm-evaluation-harness run as itself (minutes: it runs the model twice)
+	$(PY) -m pytest -q -m peers
 
 test-deploy: install  ## the deployment of deploy/ on this machine: Postgres, Redis, S3, Celery, daemon
 	$(PY) -m pytest -q -m deploy tests/test_deploy_e2e.py tests/test_deploy_stack.py

@@ -109,7 +109,9 @@ def max_events_per_tick() -> int:
 
 
 def sensor_interval_s(default: int = 30) -> int:
-    """``$ASSAY_SENSOR_INTERVAL_S``: seconds between the promotion sensor's ticks."""
+    """``$ASSAY_SENSOR_INTERVAL_S``: seconds between the ticks of the sensors that follow the
+    registry and the tables (promotion, MLflow export, rankings and explorer refresh); each
+    has its own ``default``."""
     return int(os.environ.get("ASSAY_SENSOR_INTERVAL_S", str(default)))
 
 

@@ -17,7 +17,12 @@ from dagster import (
 from assay.registry.names import version_key
 from assay.storage.contract import DASHBOARD, METRIC_TABLES, MODEL_VERSION, RANKINGS
 from resources import RegistryResource, SuiteResource
-from sensors.promotion import EVALUATION_ASSETS, active_evaluation, evaluation_run_requests
+from sensors.promotion import (
+    EVALUATION_ASSETS,
+    active_evaluation,
+    evaluation_run_requests,
+    sensor_interval_s,
+)
 
 
 @schedule(
@@ -62,7 +67,7 @@ def nightly_alias_reevaluation(
 
 @sensor(
     name="rankings_refresh_sensor",
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=sensor_interval_s(60),
     asset_selection=[AssetKey(RANKINGS)],
     description="Rebuilds today's leaderboard after new metric tables are materialized.",
 )
@@ -80,7 +85,7 @@ def rankings_refresh_sensor(context: SensorEvaluationContext):
 
 @sensor(
     name="dashboard_refresh_sensor",
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=sensor_interval_s(30),
     asset_selection=[AssetKey(DASHBOARD)],
     description="Rebuilds the results explorer after the leaderboard changes (a rankings "
     "materialization newer than the explorer's last build); the build rewrites only the "

@@ -24,6 +24,9 @@ from assay.scoring.ifeval import follows
 from assay.scoring.scorecard import score_partition
 from assay.scoring.scorer_runs import EntryScorer
 
+# Runs lm-evaluation-harness itself beside assay: `make test-peers` (CI runs it).
+pytestmark = pytest.mark.peers
+
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is assay's lmeval extra")
 
 FIXTURE = (

@@ -33,6 +33,9 @@ from assay.scenarios.lm_eval_tasks import metric_name, raw_config
 from assay.scoring.lm_eval_scores import LM_EVAL_AGGREGATE_GROUP, score_lm_eval
 from assay.scoring.scorecard import score_partition
 
+# Runs lm-evaluation-harness itself beside assay: `make test-peers` (CI runs it).
+pytestmark = pytest.mark.peers
+
 pytest.importorskip("lm_eval")
 
 REPO = Path(__file__).resolve().parent.parent

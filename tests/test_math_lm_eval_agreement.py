@@ -43,6 +43,9 @@ import json, logging, sys
 logging.disable(logging.CRITICAL)
 from lm_eval.tasks.minerva_math import utils
 
+# Runs lm-evaluation-harness itself beside assay: `make test-peers` (CI runs it).
+pytestmark = pytest.mark.peers
+
 def final(answer):
     return f"Final Answer: The final answer is ${answer}$. I hope it is correct."
 

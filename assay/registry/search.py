@@ -65,7 +65,8 @@ MODEL_ORDER_KEYS = ("name", "creation_timestamp", "last_updated_timestamp")
 # Version numbers and row ids are 32-bit integers in the schema (Postgres refuses a bigger
 # parameter for them), so no table has more rows and no version a number outside this range.
 _INT32 = (-(2**31), 2**31 - 1)
-_NUMBER_OPS: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
+# A filter's numeric comparisons; the same functions build SQL on columns and compare values.
+NUMERIC_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "=": operator.eq,
     "!=": operator.ne,
     "<>": operator.ne,
@@ -175,7 +176,7 @@ class RegistrySearch(ModelRegistry):
     @staticmethod
     def _number(column: Any, term: Comparison) -> ColumnElement[bool]:
         try:
-            compare = _NUMBER_OPS[term.op]
+            compare = NUMERIC_OPERATORS[term.op]
             number = int(term.value)
         except (KeyError, TypeError, ValueError):
             raise invalid(f"invalid comparison {term.op!r} on {term.key!r}") from None

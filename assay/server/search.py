@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import base64
 import json
-import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from assay.registry.errors import invalid
 from assay.registry.like import like_matches
-from assay.registry.search import Comparison
+from assay.registry.search import NUMERIC_OPERATORS, Comparison
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -45,15 +44,6 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 
-_NUMERIC_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "=": operator.eq,
-    "!=": operator.ne,
-    "<>": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
 _STRING_OPS = ("=", "!=", "LIKE", "ILIKE")
 # A filter is a request's text: bounded so that parsing and matching stay cheap per record.
 MAX_FILTER_CHARS = 16_384
@@ -174,7 +164,7 @@ def matches(term: Comparison, value: Any, numeric: bool = False) -> bool:
         return found if term.op == "IN" else not found
     if numeric:
         try:
-            return _NUMERIC_OPS[term.op](int(value), int(term.value))
+            return NUMERIC_OPERATORS[term.op](int(value), int(term.value))
         except (KeyError, TypeError, ValueError):
             raise invalid(f"invalid comparison {term.op!r} on {term.key!r}") from None
     if term.op not in _STRING_OPS:
