@@ -188,14 +188,16 @@ def test_library_calls_that_promise_a_move_raise(gated_env, registry_url, state)
 
 
 @pytest.mark.parametrize("state", STATES)
-@pytest.mark.parametrize("kind", [TargetKind.ALIAS, TargetKind.STAGE])
+@pytest.mark.parametrize("kind", [TargetKind.ALIAS, TargetKind.STAGE, TargetKind.PROMPT_ALIAS])
 def test_cli(gated_env, registry_url, kind, state, capsys):
     reg = Registry.open(registry_url)
     name, version = _arrange(reg, kind, state)
-    args = ["alias", "set", "m", name, str(version)]
+    args = ["registry", "alias", "set", "m", name, str(version)]
     if kind is TargetKind.STAGE:
-        args = ["stage", "m", str(version), name]
-    code = cli_main(["registry", *args, "--registry-url", registry_url])
+        args = ["registry", "stage", "m", str(version), name]
+    elif kind is TargetKind.PROMPT_ALIAS:  # `assay prompts alias` asks the same ruling
+        args = ["prompts", "alias", "m", name, str(version)]
+    code = cli_main([*args, "--registry-url", registry_url])
     out = capsys.readouterr()
     outcome = (out.out or out.err).split(":", 1)[0]
     assert code == (1 if outcome == "refused" else 0)

@@ -12,7 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from assay.cli.registry import command, common_options, format_time, parse_pairs, table
+from assay.cli.registry import (
+    add_force_options,
+    command,
+    common_options,
+    force_reason,
+    format_time,
+    parse_pairs,
+    print_move,
+    table,
+)
 from assay.registry import PromptVersion, Registry
 from assay.registry.errors import invalid
 
@@ -76,9 +85,15 @@ def _show(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _alias(args: argparse.Namespace, registry: Registry) -> int:
-    version = registry.set_prompt_alias(args.name, args.alias, args.version, actor=args.actor)
-    print(f"prompts:/{args.name}@{args.alias} -> {version.uri}")
-    return 0
+    result = registry.request_prompt_alias(
+        args.name,
+        args.alias,
+        args.version,
+        actor=args.actor,
+        force=args.force,
+        reason=force_reason(args),
+    )
+    return print_move(result)
 
 
 def _render(args: argparse.Namespace, registry: Registry) -> int:
@@ -121,6 +136,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("name")
     p.add_argument("alias")
     p.add_argument("version", type=int)
+    add_force_options(p, "move a gated prompt alias without a passing verdict")
     p.set_defaults(func=command(_alias))
 
     p = sub.add_parser("render", parents=[common], help="render a version with variables")

@@ -240,7 +240,7 @@ def _show(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
-def _print_move(result: MoveResult) -> int:
+def print_move(result: MoveResult) -> int:
     """Moved, unchanged and pending exit 0 (pending is an answer, not a failure); a refusal
     exits 1 with its reasons on stderr."""
     event = f" (event {result.event.id})" if result.event is not None else ""
@@ -256,7 +256,14 @@ def _print_move(result: MoveResult) -> int:
     return 0
 
 
-def _force_reason(args: argparse.Namespace) -> str | None:
+def add_force_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--force`` (``what``; needs ``--reason``) and ``--reason``, for gated moves."""
+    parser.add_argument("--force", action="store_true", help=f"{what}; needs --reason")
+    parser.add_argument("--reason", default=None, help="why a move is forced (goes in the event)")
+
+
+def force_reason(args: argparse.Namespace) -> str | None:
+    """``--reason``, required with ``--force``."""
     if args.force and not (args.reason or "").strip():
         raise RegistryError(ErrorCode.INVALID_PARAMETER_VALUE, "--force needs --reason")
     return args.reason
@@ -269,9 +276,9 @@ def _alias_set(args: argparse.Namespace, registry: Registry) -> int:
         args.version,
         actor=args.actor,
         force=args.force,
-        reason=_force_reason(args),
+        reason=force_reason(args),
     )
-    return _print_move(result)
+    return print_move(result)
 
 
 def _alias_remove(args: argparse.Namespace, registry: Registry) -> int:
@@ -288,9 +295,9 @@ def _stage(args: argparse.Namespace, registry: Registry) -> int:
         archive_existing_versions=args.archive_existing,
         actor=args.actor,
         force=args.force,
-        reason=_force_reason(args),
+        reason=force_reason(args),
     )
-    return _print_move(result)
+    return print_move(result)
 
 
 def _tag(args: argparse.Namespace, registry: Registry) -> int:
@@ -467,12 +474,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("model")
     p.add_argument("alias")
     p.add_argument("version", type=int)
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="move a gated alias (champion) without a passing verdict; needs --reason",
-    )
-    p.add_argument("--reason", default=None, help="why a move is forced (goes in the event)")
+    add_force_options(p, "move a gated alias (champion) without a passing verdict")
     p.set_defaults(func=command(_alias_set))
     p = alias_sub.add_parser("remove", parents=[common], help="remove an alias")
     p.add_argument("model")
@@ -484,12 +486,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("version", type=int)
     p.add_argument("stage", help="None, Staging, Production or Archived")
     p.add_argument("--archive-existing", action="store_true")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="enter a gated stage (Production) without a passing verdict; needs --reason",
-    )
-    p.add_argument("--reason", default=None, help="why a move is forced (goes in the event)")
+    add_force_options(p, "enter a gated stage (Production) without a passing verdict")
     p.set_defaults(func=command(_stage))
 
     p = sub.add_parser(
