@@ -40,6 +40,7 @@ sys.path.append(str(REPO))
 warnings.filterwarnings("ignore")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench_deploy import suite_yaml  # noqa: E402  (the same synthetic suite)
 from dagster import AssetSelection, instance_for_test, materialize  # noqa: E402
 
 from assay.registry import Registry  # noqa: E402
@@ -48,19 +49,6 @@ from assay.storage.parquet import ParquetStore  # noqa: E402
 MODEL = "bench"
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
-
-
-def suite_yaml(scenarios: int, instances: int) -> str:
-    lines = ["scenarios:"]
-    for i in range(scenarios):
-        lines += [
-            f"  s{i:02d}:",
-            "    scenario: arithmetic_qa",
-            f"    args: {{n_test: {instances + i}, n_train: 0}}",
-            "    adapter: {method: generation, max_tokens: 3}",
-            f"    max_instances: {instances}",
-        ]
-    return "\n".join(lines) + "\n"
 
 
 def library_rescore(store: ParquetStore, scorer, versions, scenarios) -> float:
