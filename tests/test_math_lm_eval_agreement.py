@@ -32,6 +32,9 @@ import pytest
 
 from assay.scoring.math_equivalence import equivalent
 
+# Runs lm-evaluation-harness itself beside assay: `make test-peers` (CI runs it).
+pytestmark = pytest.mark.peers
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "datasets" / "HuggingFaceH4__MATH-500" / "default"
 VENV = Path(os.environ.get("ASSAY_LMEVAL_VENV") or REPO / ".peers" / "lmeval-venv")
@@ -43,8 +46,6 @@ import json, logging, sys
 logging.disable(logging.CRITICAL)
 from lm_eval.tasks.minerva_math import utils
 
-# Runs lm-evaluation-harness itself beside assay: `make test-peers` (CI runs it).
-pytestmark = pytest.mark.peers
 
 def final(answer):
     return f"Final Answer: The final answer is ${answer}$. I hope it is correct."
