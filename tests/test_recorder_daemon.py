@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import AssetKey, AssetMaterialization, DagsterEventType, EventRecordsFilter
+from dagster import AssetKey, AssetMaterialization
 from dagster._core.scheduler.instigation import TickStatus
 from live_deployment import arithmetic_app, deployment, wait_for
 
@@ -58,11 +58,7 @@ def test_an_unreadable_partition_is_refused_and_the_next_one_recorded(tmp_path, 
         assert (event.key, event.payload["scenario"]) == ("r@v1", "arithmetic")
         assert event.payload["metrics"] == {"exact_match": 0.75}
 
-        observed = instance.get_event_records(
-            EventRecordsFilter(
-                DagsterEventType.ASSET_OBSERVATION, asset_key=AssetKey("metric_tables")
-            )
-        )
+        observed = instance.fetch_observations(AssetKey("metric_tables"), limit=100).records
         refusals = [
             (r.partition_key, r.asset_observation.metadata["registry_record"].value)
             for r in observed
