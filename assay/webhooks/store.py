@@ -484,17 +484,7 @@ class WebhookStore:
             row = session.get(WebhookDeliveryRow, delivery)
             if row is None:
                 raise not_found(f"delivery {delivery} does not exist")
-            session.add(
-                WebhookAttemptRow(
-                    delivery_id=delivery,
-                    number=attempt.number,
-                    started_at=attempt.started_at,
-                    duration_ms=attempt.duration_ms,
-                    response_status=attempt.response_status,
-                    error=attempt.error,
-                    outcome=attempt.outcome,
-                )
-            )
+            session.add(_attempt_row(delivery, attempt))
             row.attempts = attempt.number
             row.claimed_until = None
             if row.state == PENDING:  # a delete may have cancelled it meanwhile
@@ -528,17 +518,7 @@ class WebhookStore:
                 )
             )
             session.flush()
-            session.add(
-                WebhookAttemptRow(
-                    delivery_id=test_id,
-                    number=attempt.number,
-                    started_at=attempt.started_at,
-                    duration_ms=attempt.duration_ms,
-                    response_status=attempt.response_status,
-                    error=attempt.error,
-                    outcome=attempt.outcome,
-                )
-            )
+            session.add(_attempt_row(test_id, attempt))
 
         self.registry._write(work)
 
@@ -577,3 +557,16 @@ class WebhookStore:
             ]
 
         return self.registry._read(work)
+
+
+def _attempt_row(delivery_id: str, attempt: Attempt) -> WebhookAttemptRow:
+    """The log row of one delivery attempt."""
+    return WebhookAttemptRow(
+        delivery_id=delivery_id,
+        number=attempt.number,
+        started_at=attempt.started_at,
+        duration_ms=attempt.duration_ms,
+        response_status=attempt.response_status,
+        error=attempt.error,
+        outcome=attempt.outcome,
+    )
