@@ -1,0 +1,389 @@
+"""The n-gram index of a corpus: every distinct hashed n-gram, built once, streamed, on disk.
+
+Structure: for each n in :data:`~assay.contamination.normalize.NGRAM_SIZES` (8, 11, 13) one
+file of the corpus's distinct n-gram hashes (:mod:`~assay.contamination.normalize`), sorted,
+as raw little-endian uint64. A lookup sorts the query hashes and binary-searches the
+memory-mapped file (``np.searchsorted``); an answer is exact up to 64-bit hash collisions.
+
+Build (external sort, so a corpus larger than memory is fine): documents are read in batches,
+hashed and deduplicated; sorted runs of at most a quarter of ``memory_mb`` are spilled to a
+local temporary folder; the runs are merged k ways in chunks into the final files. Nothing but
+bounded buffers is ever in memory, the runs are read with plain reads (never mapped), so the
+process's address space stays near ``memory_mb`` plus the interpreter's.
+
+Why sorted arrays and not a Bloom filter (``benchmarks/bench_contamination.py --compare-bloom``,
+same synthetic corpus, same machine, 2 cores; figures in :data:`STRUCTURE_CHOICE`): a Bloom
+filter at a 1% false-positive rate needs 9.6 bits per distinct n-gram against 64, so it is
+about 6.7 times smaller on disk, and its build skips the sort; but it must be sized before the
+corpus is read and held whole while it is filled (a corpus larger than memory needs a filter
+larger than memory), each lookup answers "maybe" 1% of the time (for PaLM's 70% rule on a
+40-word item that is ~0.3 false 8-grams per item, enough to tip borderline items), and two
+filters of different sizes cannot be merged. Sorted arrays are exact, stream with bounded
+memory, merge, and their lookups were faster in the measurement.
+
+Layout of the target folder (any fsspec URL; written atomically): ``manifest.json`` (the
+:class:`IndexInfo` plus the file of each n) and ``ngrams-<n>-<build id>.u64``. A local target is
+built in a temporary sibling folder and renamed into place; elsewhere the data files (new
+names per build) are uploaded first and ``manifest.json`` last, in one PUT, so a reader sees
+the old index or the new one, never a mix. :meth:`CorpusIndex.open` maps local files directly
+and copies remote ones to a local temporary folder first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+import weakref
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import fsspec
+import numpy as np
+
+from assay.contamination.corpus import CorpusSource, corpus_digest, iter_file_documents, iter_files
+from assay.contamination.normalize import NGRAM_SIZES, sorted_unique, tokenize
+
+FORMAT = "assay-ngram-index/1"
+STRUCTURE = "sorted-uint64"
+MANIFEST = "manifest.json"
+_DTYPE = np.dtype("<u8")
+# Filled in from benchmarks/bench_contamination.py (see the module doc).
+STRUCTURE_CHOICE = "sorted uint64 arrays (exact); see the module doc for the measurements"
+
+
+class CorpusIndexError(LookupError):
+    """An index folder is missing, incomplete or of another format."""
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What an index holds and where."""
+
+    digest: str
+    documents: int
+    bytes_read: int
+    ngrams: dict[int, int]
+    structure: str
+    path: str
+
+
+def build_index(
+    source: CorpusSource,
+    target: str,
+    *,
+    memory_mb: int = 256,
+    workers: int | None = None,
+    sizes: Sequence[int] = NGRAM_SIZES,
+) -> IndexInfo:
+    """Index every n-gram (n in ``sizes``) of the corpus into the fsspec folder ``target``.
+
+    ``memory_mb`` bounds the buffers (batches, runs, merge chunks); ``workers`` processes hash
+    the batches (default: up to 2 of the CPUs; 0 or 1 hashes in this process).
+    """
+    if memory_mb < 16:
+        raise ValueError(f"memory_mb must be at least 16, got {memory_mb}")
+    sizes = tuple(sorted(set(sizes)))
+    digest = corpus_digest(source)
+    build_id = digest[:12] + "-" + uuid.uuid4().hex[:8]
+    scratch = Path(tempfile.mkdtemp(prefix="assay-ngram-index-"))
+    try:
+        documents, bytes_read, runs = _spill_runs(source, scratch, sizes, memory_mb, workers)
+        out = scratch / "out"
+        out.mkdir()
+        files: dict[int, str] = {}
+        counts: dict[int, int] = {}
+        for n in sizes:
+            name = f"ngrams-{n}-{build_id}.u64"
+            counts[n] = _merge_runs(runs[n], out / name, memory_mb)
+            files[n] = name
+        info = IndexInfo(
+            digest=digest,
+            documents=documents,
+            bytes_read=bytes_read,
+            ngrams=counts,
+            structure=STRUCTURE,
+            path=target,
+        )
+        manifest = {
+            "format": FORMAT,
+            **asdict(info),
+            "ngrams": {str(n): c for n, c in counts.items()},
+            "files": {str(n): f for n, f in files.items()},
+        }
+        del manifest["path"]
+        _publish(out, json.dumps(manifest, indent=1, sort_keys=True), target)
+        return info
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# -- build: batches → sorted runs ---------------------------------------------------------
+
+
+def _batches(source: CorpusSource, batch_chars: int) -> Iterator[tuple[list[str], int]]:
+    """``(documents, file bytes finished since the last batch)``, about batch_chars each."""
+    batch: list[str] = []
+    chars = 0
+    done = 0
+    for url, size in iter_files(source):
+        for text in iter_file_documents(source, url):
+            batch.append(text)
+            chars += len(text)
+            if chars >= batch_chars:
+                yield batch, done
+                batch, chars, done = [], 0, 0
+        done += size
+    yield batch, done
+
+
+def _hash_batch(texts: list[str], sizes: tuple[int, ...]) -> list[np.ndarray]:
+    tokens = tokenize(texts)
+    return [tokens.unique_ngrams(n) for n in sizes]
+
+
+def _spill_runs(
+    source: CorpusSource,
+    scratch: Path,
+    sizes: tuple[int, ...],
+    memory_mb: int,
+    workers: int | None,
+) -> tuple[int, int, dict[int, list[Path]]]:
+    budget = memory_mb * (1 << 20) // 4  # bytes of buffered hashes before a spill
+    # A batch of c characters yields at most ~c/2 words, 8 bytes per n-gram per n, and the
+    # tokenizer holds ~40 bytes per character at its peak: keep it a small share of the budget.
+    batch_chars = max(64 * 1024, min(4 << 20, memory_mb * (1 << 20) // 96))
+    runs: dict[int, list[Path]] = {n: [] for n in sizes}
+    buffers: dict[int, list[np.ndarray]] = {n: [] for n in sizes}
+    buffered = 0
+    documents = 0
+    bytes_read = 0
+
+    def take(arrays: list[np.ndarray]) -> None:
+        nonlocal buffered
+        for n, arr in zip(sizes, arrays, strict=True):
+            buffers[n].append(arr)
+            buffered += arr.nbytes
+        if buffered >= budget:
+            spill()
+
+    def spill() -> None:
+        nonlocal buffered
+        for n in sizes:
+            if not buffers[n]:
+                continue
+            merged = sorted_unique(np.concatenate(buffers[n]))
+            buffers[n] = []
+            path = scratch / f"run-{n}-{len(runs[n]):05d}.u64"
+            merged.astype(_DTYPE, copy=False).tofile(path)
+            runs[n].append(path)
+            del merged
+        buffered = 0
+
+    count = min(2, os.cpu_count() or 1) if workers is None else workers
+    if count <= 1:
+        for texts, done in _batches(source, batch_chars):
+            documents += len(texts)
+            bytes_read += done
+            if texts:
+                take(_hash_batch(texts, sizes))
+    else:
+        pending: list[Future] = []
+        with ProcessPoolExecutor(max_workers=count) as pool:
+            for texts, done in _batches(source, batch_chars):
+                documents += len(texts)
+                bytes_read += done
+                if texts:
+                    pending.append(pool.submit(_hash_batch, texts, sizes))
+                while len(pending) > count or (pending and pending[0].done()):
+                    take(pending.pop(0).result())
+            for future in pending:
+                take(future.result())
+    spill()
+    return documents, bytes_read, runs
+
+
+# -- build: k-way merge ------------------------------------------------------------------
+
+
+class _RunReader:
+    def __init__(self, path: Path, chunk: int) -> None:
+        self.handle = open(path, "rb")  # noqa: SIM115 - closed when exhausted
+        self.chunk = chunk
+        self.buf = np.zeros(0, dtype=_DTYPE)
+        self.refill()
+
+    def refill(self) -> None:
+        self.buf = np.fromfile(self.handle, dtype=_DTYPE, count=self.chunk)
+        if not len(self.buf):
+            self.handle.close()
+
+
+def _merge_runs(runs: list[Path], out: Path, memory_mb: int, fan_in: int = 64) -> int:
+    """Merge sorted unique runs into one sorted unique file; returns its length."""
+    if not runs:
+        out.write_bytes(b"")
+        return 0
+    while len(runs) > fan_in:  # merge in passes so each pass holds at most fan_in readers
+        merged = []
+        for i in range(0, len(runs), fan_in):
+            group = runs[i : i + fan_in]
+            path = group[0].with_suffix(f".m{i}.u64")
+            _merge_group(group, path, memory_mb)
+            for p in group:
+                p.unlink()
+            merged.append(path)
+        runs = merged
+    return _merge_group(runs, out, memory_mb)
+
+
+def _merge_group(runs: list[Path], out: Path, memory_mb: int) -> int:
+    if len(runs) == 1:
+        shutil.move(runs[0], out)
+        return out.stat().st_size // 8
+    chunk = max(4096, memory_mb * (1 << 20) // 4 // (8 * len(runs)))
+    readers = [r for r in (_RunReader(p, chunk) for p in runs) if len(r.buf)]
+    written = 0
+    last: int | None = None
+    with open(out, "wb") as sink:
+        while readers:
+            bound = min(r.buf[-1] for r in readers)
+            parts = []
+            for r in readers:
+                k = int(np.searchsorted(r.buf, bound, side="right"))
+                parts.append(r.buf[:k])
+                r.buf = r.buf[k:]
+                if not len(r.buf):
+                    r.refill()
+            merged = sorted_unique(np.concatenate(parts))
+            if last is not None and len(merged) and merged[0] == last:
+                merged = merged[1:]
+            if len(merged):
+                merged.tofile(sink)
+                written += len(merged)
+                last = int(merged[-1])
+            readers = [r for r in readers if len(r.buf)]
+    return written
+
+
+# -- publishing and opening --------------------------------------------------------------
+
+
+def _publish(built: Path, manifest: str, target: str) -> None:
+    fs, root = fsspec.core.url_to_fs(target)
+    root = root.rstrip("/")
+    if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
+        (built / MANIFEST).write_text(manifest)
+        final = Path(root)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
+        shutil.copytree(built, staging)
+        old = final.parent / f".{final.name}.{uuid.uuid4().hex}.old"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    previous = set()
+    if fs.exists(f"{root}/{MANIFEST}"):
+        previous = {p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)} - {MANIFEST}
+    fs.makedirs(root, exist_ok=True)
+    for path in sorted(built.iterdir()):
+        fs.put_file(str(path), f"{root}/{path.name}")
+    fs.pipe_file(f"{root}/{MANIFEST}", manifest.encode())
+    for name in previous:  # files of the build this one replaced
+        if fs.exists(f"{root}/{name}"):
+            fs.rm(f"{root}/{name}")
+
+
+class CorpusIndex:
+    """A built index, opened read-only; :meth:`contains` answers membership of n-gram hashes."""
+
+    def __init__(self, info: IndexInfo, arrays: dict[int, np.ndarray]) -> None:
+        self.info = info
+        self._arrays = arrays
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The n-gram sizes this index holds."""
+        return tuple(sorted(self._arrays))
+
+    @classmethod
+    def open(cls, target: str) -> CorpusIndex:
+        """Open the index at the fsspec folder ``target`` (remote files are copied locally)."""
+        fs, root = fsspec.core.url_to_fs(target)
+        root = root.rstrip("/")
+        try:
+            manifest = json.loads(fs.cat_file(f"{root}/{MANIFEST}"))
+        except FileNotFoundError:
+            raise CorpusIndexError(f"{target}: no index here (no {MANIFEST})") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorpusIndexError(f"{target}/{MANIFEST}: not valid JSON ({exc})") from None
+        if manifest.get("format") != FORMAT:
+            raise CorpusIndexError(
+                f"{target}/{MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT!r}"
+            )
+        local = "file" in fs.protocol
+        scratch = None
+        if not local:
+            scratch = tempfile.mkdtemp(prefix="assay-ngram-open-")
+        arrays: dict[int, np.ndarray] = {}
+        for key, name in manifest["files"].items():
+            n = int(key)
+            path = f"{root}/{name}"
+            if not local:
+                dest = os.path.join(scratch, name)
+                try:
+                    fs.get_file(path, dest)
+                except FileNotFoundError:
+                    raise CorpusIndexError(f"{target}: {name} is missing") from None
+                path = dest
+            arrays[n] = _map(path, int(manifest["ngrams"][key]), target, name)
+        info = IndexInfo(
+            digest=manifest["digest"],
+            documents=int(manifest["documents"]),
+            bytes_read=int(manifest["bytes_read"]),
+            ngrams={int(k): int(v) for k, v in manifest["ngrams"].items()},
+            structure=manifest["structure"],
+            path=target,
+        )
+        index = cls(info, arrays)
+        if scratch is not None:
+            weakref.finalize(index, shutil.rmtree, scratch, True)
+        return index
+
+    def contains(self, n: int, hashes: np.ndarray) -> np.ndarray:
+        """For each uint64 n-gram hash, whether the corpus holds that n-gram."""
+        if n not in self._arrays:
+            raise KeyError(f"this index holds n-grams of sizes {self.sizes}, not {n}")
+        table = self._arrays[n]
+        queries = np.asarray(hashes, dtype=np.uint64)
+        found = np.zeros(len(queries), dtype=bool)
+        if not len(table) or not len(queries):
+            return found
+        order = np.argsort(queries, kind="stable")
+        ordered = queries[order]
+        at = np.searchsorted(table, ordered)
+        inside = at < len(table)
+        hit = np.zeros(len(ordered), dtype=bool)
+        hit[inside] = table[at[inside]] == ordered[inside]
+        found[order] = hit
+        return found
+
+
+def _map(path: str, count: int, target: str, name: str) -> np.ndarray:
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        raise CorpusIndexError(f"{target}: {name} is missing") from None
+    if size != count * 8:
+        raise CorpusIndexError(
+            f"{target}: {name} holds {size} bytes, the manifest says {count} n-grams"
+        )
+    if count == 0:
+        return np.zeros(0, dtype=_DTYPE)
+    return np.memmap(path, dtype=_DTYPE, mode="r", shape=(count,))
