@@ -90,11 +90,15 @@ def build_index(
     sizes = tuple(sorted(set(sizes)))
     digest = corpus_digest(source)
     build_id = digest[:12] + "-" + uuid.uuid4().hex[:8]
+    fs, root = fsspec.core.url_to_fs(target)
+    root = root.rstrip("/")
+    local = _is_local(fs)
     scratch = Path(tempfile.mkdtemp(prefix="assay-ngram-index-"))
+    # A local index is written straight into a staging folder beside the target, then renamed.
+    out = Path(root).parent / f".{Path(root).name}.{build_id}.tmp" if local else scratch / "out"
     try:
         documents, bytes_read, runs = _spill_runs(source, scratch, sizes, memory_mb, workers)
-        out = scratch / "out"
-        out.mkdir()
+        out.mkdir(parents=True)
         files: dict[int, str] = {}
         counts: dict[int, int] = {}
         for n in sizes:
@@ -116,10 +120,22 @@ def build_index(
             "files": {str(n): f for n, f in files.items()},
         }
         del manifest["path"]
-        _publish(out, json.dumps(manifest, indent=1, sort_keys=True), target)
+        text = json.dumps(manifest, indent=1, sort_keys=True)
+        if local:
+            (out / MANIFEST).write_text(text)
+            _swap_in(out, Path(root))
+        else:
+            _upload(fs, out, text, root)
         return info
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if local:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return "file" in protocols
 
 
 # -- build: batches → sorted runs ---------------------------------------------------------
@@ -176,7 +192,7 @@ def _spill_runs(
         for n in sizes:
             if not buffers[n]:
                 continue
-            merged = sorted_unique(np.concatenate(buffers[n]))
+            merged = sorted_unique(np.concatenate(buffers[n]), runs=True)
             buffers[n] = []
             path = scratch / f"run-{n}-{len(runs[n]):05d}.u64"
             merged.astype(_DTYPE, copy=False).tofile(path)
@@ -259,7 +275,7 @@ def _merge_group(runs: list[Path], out: Path, memory_mb: int) -> int:
                 r.buf = r.buf[k:]
                 if not len(r.buf):
                     r.refill()
-            merged = sorted_unique(np.concatenate(parts))
+            merged = sorted_unique(np.concatenate(parts), runs=True)
             if last is not None and len(merged) and merged[0] == last:
                 merged = merged[1:]
             if len(merged):
@@ -273,21 +289,18 @@ def _merge_group(runs: list[Path], out: Path, memory_mb: int) -> int:
 # -- publishing and opening --------------------------------------------------------------
 
 
-def _publish(built: Path, manifest: str, target: str) -> None:
-    fs, root = fsspec.core.url_to_fs(target)
-    root = root.rstrip("/")
-    if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
-        (built / MANIFEST).write_text(manifest)
-        final = Path(root)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
-        shutil.copytree(built, staging)
-        old = final.parent / f".{final.name}.{uuid.uuid4().hex}.old"
-        if final.exists():
-            os.replace(final, old)
-        os.replace(staging, final)
-        shutil.rmtree(old, ignore_errors=True)
-        return
+def _swap_in(staging: Path, final: Path) -> None:
+    """Replace the folder ``final`` by ``staging`` (same filesystem) with renames."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.parent / f".{final.name}.{uuid.uuid4().hex}.old"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _upload(fs: fsspec.AbstractFileSystem, built: Path, manifest: str, root: str) -> None:
+    """Data files first (new names), the manifest last in one PUT, then the replaced files."""
     previous = set()
     if fs.exists(f"{root}/{MANIFEST}"):
         previous = {p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)} - {MANIFEST}
@@ -295,7 +308,7 @@ def _publish(built: Path, manifest: str, target: str) -> None:
     for path in sorted(built.iterdir()):
         fs.put_file(str(path), f"{root}/{path.name}")
     fs.pipe_file(f"{root}/{MANIFEST}", manifest.encode())
-    for name in previous:  # files of the build this one replaced
+    for name in previous - {p.name for p in built.iterdir()}:
         if fs.exists(f"{root}/{name}"):
             fs.rm(f"{root}/{name}")
 
@@ -327,7 +340,7 @@ class CorpusIndex:
             raise CorpusIndexError(
                 f"{target}/{MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT!r}"
             )
-        local = "file" in fs.protocol
+        local = _is_local(fs)
         scratch = None
         if not local:
             scratch = tempfile.mkdtemp(prefix="assay-ngram-open-")
