@@ -375,3 +375,86 @@ def test_deterministic_digest_and_index(tmp_path):
     # One byte more changes the digest.
     corpus.write_text(corpus.read_text() + " ")
     assert corpus_digest(source) != first.digest
+
+
+# -- a corpus larger than the process's memory ------------------------------------------
+
+_SEED = 30
+_CHILD = r"""
+import json, resource, sys
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+import numpy as np
+from assay.contamination.corpus import CorpusSource
+from assay.contamination.ngram_index import build_index
+try:  # the limit holds: the corpus could not even be held in memory
+    np.ones(int(sys.argv[2]), dtype=np.uint8)
+    raise SystemExit("RLIMIT_DATA did not limit an allocation")
+except MemoryError:
+    pass
+source = CorpusSource(name="big", url=sys.argv[3], format="jsonl")
+info = build_index(source, sys.argv[4], memory_mb=8, workers=1)
+print(json.dumps({"documents": info.documents, "ngrams": info.ngrams}))
+"""
+
+
+def _vocabulary(size: int = 20000) -> np.ndarray:
+    # Long distinct words (15-35 letters) keep the word count, and so the test's time, down
+    # while the corpus bytes and the n-gram hashes (24 bytes a word) both exceed the limit.
+    rng = np.random.default_rng(_SEED)
+    letters = np.array(list(string.ascii_lowercase))
+    seen: dict[str, None] = {}
+    while len(seen) < size:
+        seen.setdefault("".join(rng.choice(letters, size=int(rng.integers(15, 36)))), None)
+    return np.array(list(seen), dtype=object)
+
+
+def _document(vocab: np.ndarray, d: int) -> str:
+    rng = np.random.default_rng([_SEED, d])
+    return " ".join(vocab[rng.integers(0, len(vocab), size=int(rng.integers(200, 2000)))])
+
+
+def test_index_of_a_corpus_three_times_the_memory_limit(tmp_path):
+    import subprocess
+    import sys
+
+    limit = 80 << 20  # RLIMIT_DATA: heap and private mappings (the interpreter takes ~63 MiB)
+    corpus = tmp_path / "big.jsonl"
+    vocab = _vocabulary()
+    lengths = []
+    with corpus.open("w") as f:
+        while f.tell() < 3 * limit:
+            text = _document(vocab, len(lengths))
+            lengths.append(text.count(" ") + 1)
+            f.write('{"text": "' + text + '"}\n')
+    size = corpus.stat().st_size
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(limit), str(size), str(corpus), str(tmp_path / "idx")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    built = json.loads(done.stdout)
+    corpus.unlink()
+    assert built["documents"] == len(lengths)
+    # Random words from 20,000: every n-gram of the corpus is distinct (a repeat 8-gram has
+    # odds ~1e-20), so each size holds exactly sum(L - n + 1) of them.
+    for n in NGRAM_SIZES:
+        assert built["ngrams"][str(n)] == sum(length - n + 1 for length in lengths)
+    assert 8 * sum(built["ngrams"].values()) > 2 * limit  # the index itself outgrows memory
+
+    index = CorpusIndex.open(str(tmp_path / "idx"))
+    present = [_document(vocab, d) for d in range(0, len(lengths), 97)]
+    absent = [_document(vocab, d) for d in range(len(lengths), len(lengths) + 40)]
+    batch = tokenize(present)
+    probe = tokenize(present + absent)
+    for n in NGRAM_SIZES:
+        hashes, valid = batch.ngram_hashes(n)
+        reference = set(hashes[valid].tolist())
+        queries, ok = probe.ngram_hashes(n)
+        queries = queries[ok]
+        expected = np.array([q in reference for q in queries.tolist()])
+        assert np.array_equal(index.contains(n, queries), expected)
+        assert expected.sum() == sum(lengths[d] - n + 1 for d in range(0, len(lengths), 97))

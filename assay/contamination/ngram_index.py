@@ -85,8 +85,8 @@ def build_index(
     ``memory_mb`` bounds the buffers (batches, runs, merge chunks); ``workers`` processes hash
     the batches (default: up to 2 of the CPUs; 0 or 1 hashes in this process).
     """
-    if memory_mb < 16:
-        raise ValueError(f"memory_mb must be at least 16, got {memory_mb}")
+    if memory_mb < 8:
+        raise ValueError(f"memory_mb must be at least 8, got {memory_mb}")
     sizes = tuple(sorted(set(sizes)))
     digest = corpus_digest(source)
     build_id = digest[:12] + "-" + uuid.uuid4().hex[:8]
@@ -157,9 +157,16 @@ def _batches(source: CorpusSource, batch_chars: int) -> Iterator[tuple[list[str]
     yield batch, done
 
 
-def _hash_batch(texts: list[str], sizes: tuple[int, ...]) -> list[np.ndarray]:
+def _hash_batch(texts: list[str], sizes: tuple[int, ...], dedupe: bool) -> list[np.ndarray]:
+    """The batch's n-gram hashes per size: sorted and distinct (``dedupe``) or as they come."""
     tokens = tokenize(texts)
-    return [tokens.unique_ngrams(n) for n in sizes]
+    if dedupe:
+        return [tokens.unique_ngrams(n) for n in sizes]
+    out = []
+    for n in sizes:
+        hashes, valid = tokens.ngram_hashes(n)
+        out.append(hashes[valid])
+    return out
 
 
 def _spill_runs(
@@ -192,7 +199,8 @@ def _spill_runs(
         for n in sizes:
             if not buffers[n]:
                 continue
-            merged = sorted_unique(np.concatenate(buffers[n]), runs=True)
+            # Workers send sorted batches (merged by timsort); in-process batches are unsorted.
+            merged = sorted_unique(np.concatenate(buffers[n]), runs=count > 1)
             buffers[n] = []
             path = scratch / f"run-{n}-{len(runs[n]):05d}.u64"
             merged.astype(_DTYPE, copy=False).tofile(path)
@@ -206,7 +214,7 @@ def _spill_runs(
             documents += len(texts)
             bytes_read += done
             if texts:
-                take(_hash_batch(texts, sizes))
+                take(_hash_batch(texts, sizes, dedupe=False))
     else:
         pending: list[Future] = []
         with ProcessPoolExecutor(max_workers=count) as pool:
@@ -214,7 +222,7 @@ def _spill_runs(
                 documents += len(texts)
                 bytes_read += done
                 if texts:
-                    pending.append(pool.submit(_hash_batch, texts, sizes))
+                    pending.append(pool.submit(_hash_batch, texts, sizes, True))
                 while len(pending) > count or (pending and pending[0].done()):
                     take(pending.pop(0).result())
             for future in pending:

@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
 GPT3_N = 13
 PALM_N = 8
@@ -121,93 +120,51 @@ def sorted_unique(values: np.ndarray, runs: bool = False) -> np.ndarray:
 
 
 def tokenize(texts: Sequence[str]) -> TokenBatch:
-    """Normalize and hash the words of many texts at once (compiled; see the module doc)."""
-    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
-    starts = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(e) for e in encoded], out=starts[1:])
-    data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-    hashes, offsets = _word_hashes(data, starts)
-    return TokenBatch(hashes, offsets)
+    """Normalize and hash the words of many texts at once (vectorized; see the module doc)."""
+    counts = np.zeros(len(texts) + 1, dtype=np.int64)
+    pieces: list[str] = []
+    for i, text in enumerate(texts):
+        tokens = text.translate(_TABLE).split()
+        counts[i + 1] = len(tokens)
+        if tokens:
+            pieces.append(" ".join(tokens))
+    offsets = np.cumsum(counts)
+    total = int(offsets[-1])
+    if total == 0:
+        return TokenBatch(np.zeros(0, dtype=np.uint64), offsets)
+    # Words joined by single spaces (0x20 never occurs inside a UTF-8 multibyte sequence).
+    data = np.frombuffer(" ".join(pieces).encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    return TokenBatch(_hash_words(data, total), offsets)
 
 
-def _table(chars: str) -> np.ndarray:
-    table = np.zeros(256, dtype=np.bool_)
-    table[[ord(c) for c in chars]] = True
-    return table
+def _hash_words(data: np.ndarray, total: int) -> np.ndarray:
+    """Hash each space-separated word of ``data`` (one space between words, none at the ends).
 
-
-_PUNCT = _table(string.punctuation)
-# The ASCII characters Python's str.split() cuts on (the others are below).
-_SPACE = _table("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f ")
-
-
-@njit(cache=True, nogil=True)
-def _unicode_space(data: np.ndarray, i: int, end: int) -> int:
-    """Length of the non-ASCII whitespace character (per str.isspace) at ``data[i]``, or 0."""
-    b = data[i]
-    if b == 0xC2 and i + 1 < end and (data[i + 1] == 0x85 or data[i + 1] == 0xA0):
-        return 2  # U+0085, U+00A0
-    if i + 2 >= end:
-        return 0
-    b1, b2 = data[i + 1], data[i + 2]
-    if b == 0xE1 and b1 == 0x9A and b2 == 0x80:
-        return 3  # U+1680
-    if b == 0xE2 and b1 == 0x80 and (b2 <= 0x8A or b2 == 0xA8 or b2 == 0xA9 or b2 == 0xAF):
-        return 3 if b2 >= 0x80 else 0  # U+2000..U+200A, U+2028, U+2029, U+202F
-    if b == 0xE2 and b1 == 0x81 and b2 == 0x9F:
-        return 3  # U+205F
-    if b == 0xE3 and b1 == 0x80 and b2 == 0x80:
-        return 3  # U+3000
-    return 0
-
-
-@njit(cache=True, nogil=True)
-def _word_hashes(data: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The hash of every normalized word of each text ``data[starts[i]:starts[i+1]]``.
-
-    Same words as :func:`words`: ASCII upper-case lowered, ASCII punctuation skipped, cut at
-    every character ``str.split()`` cuts at; a word of punctuation only is no word.
+    Word k's hash is ``mix(sum_j (byte_j + 1) * M1**j  ^  len * LEN)`` over its bytes j = 0..len-1.
     """
-    texts = len(starts) - 1
-    out = np.empty(len(data) // 2 + texts + 1, dtype=np.uint64)
-    offsets = np.zeros(texts + 1, dtype=np.int64)
-    count = 0
-    for t in range(texts):
-        i = starts[t]
-        end = starts[t + 1]
-        h = np.uint64(0)
-        length = 0
-        while i <= end:
-            cut = i == end
-            step = 1
-            if not cut:
-                b = data[i]
-                if _SPACE[b]:
-                    cut = True
-                elif b >= 0xC2:
-                    step = _unicode_space(data, i, end)
-                    cut = step > 0
-                    step = max(step, 1)
-            if cut:
-                if length:
-                    h ^= np.uint64(length) * _LEN
-                    h ^= h >> np.uint64(30)
-                    h *= np.uint64(0xBF58476D1CE4E5B9)
-                    h ^= h >> np.uint64(27)
-                    h *= np.uint64(0x94D049BB133111EB)
-                    h ^= h >> np.uint64(31)
-                    out[count] = h
-                    count += 1
-                    h = np.uint64(0)
-                    length = 0
-                i += step
-                continue
-            b = data[i]
-            if not _PUNCT[b]:
-                if 65 <= b <= 90:
-                    b += 32
-                h = h * _M1 + np.uint64(b + 1)
-                length += 1
-            i += 1
-        offsets[t + 1] = count
-    return out[:count].copy(), offsets
+    spaces = np.flatnonzero(data == 32)
+    starts = np.empty(total, dtype=np.int64)
+    starts[0] = 0
+    starts[1:] = spaces + 1
+    lengths = np.empty(total, dtype=np.int64)
+    lengths[:-1] = spaces - starts[:-1]
+    lengths[-1] = len(data) - starts[-1]
+    # Position of each byte in its word: a running count that drops back at each word start
+    # (a space holds the length of the word before it, and contributes nothing).
+    steps = np.ones(len(data), dtype=np.int32)
+    steps[0] = 0
+    steps[starts[1:]] = -lengths[:-1]
+    position = np.cumsum(steps, dtype=np.int32)
+    longest = int(lengths.max())
+    with np.errstate(over="ignore"):
+        powers = np.empty(longest + 1, dtype=np.uint64)
+        powers[0] = 1
+        if longest:
+            powers[1:] = _M1
+            np.cumprod(powers, out=powers)
+        values = data + np.uint64(1)
+        values *= powers[position]
+        values[spaces] = 0
+        sums = np.add.reduceat(values, starts)
+        sums ^= lengths.astype(np.uint64) * _LEN
+        return _mix(sums)
