@@ -377,6 +377,10 @@ class CorpusIndex:
             weakref.finalize(index, shutil.rmtree, scratch, True)
         return index
 
+    def sorted_hashes(self, n: int) -> Iterator[np.ndarray]:
+        """The index's n-gram hashes in ascending order (one memory-mapped array)."""
+        yield self._arrays[n]
+
     def contains(self, n: int, hashes: np.ndarray) -> np.ndarray:
         """For each uint64 n-gram hash, whether the corpus holds that n-gram."""
         if n not in self._arrays:

@@ -34,7 +34,7 @@ detector; ``score`` is a fraction in [0, 1]:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,26 +69,33 @@ def find_overlaps(text: str, index: CorpusIndex) -> list[OverlapFinding]:
 def find_overlaps_many(texts: Sequence[str], index: CorpusIndex) -> list[list[OverlapFinding]]:
     """The findings for many texts, with one index lookup per n-gram size for all of them."""
     batch = tokenize(texts)
+    lengths = np.diff(batch.offsets)
+    starts = batch.offsets[:-1]
     hits: dict[int, np.ndarray] = {}
+    matched: dict[int, np.ndarray] = {}
     for n in (PALM_N, LLAMA2_N, GPT3_N):
         acc, valid = batch.ngram_hashes(n)
         hit = np.zeros(len(acc), dtype=bool)
         hit[valid] = index.contains(n, acc[valid])
         hits[n] = hit
+        running = np.zeros(len(hit) + 1, dtype=np.int64)
+        np.cumsum(hit, out=running[1:])
+        ends = np.minimum(starts + np.maximum(lengths - n + 1, 0), len(hit))
+        matched[n] = running[ends] - running[np.minimum(starts, len(hit))]
     results = []
     for i, text in enumerate(texts):
-        start, end = int(batch.offsets[i]), int(batch.offsets[i + 1])
-        length = end - start
+        start, length = int(starts[i]), int(lengths[i])
+        counts = {n: int(matched[n][i]) for n in matched}
+        tokens = words(text) if any(counts.values()) else None
 
         def windows(n: int, start: int = start, length: int = length) -> np.ndarray:
             return hits[n][start : start + max(length - n + 1, 0)]
 
-        tokens = words(text) if length else []
         results.append(
             [
-                _gpt3(tokens, windows(GPT3_N), windows(GPT3_MIN_N)),
-                _palm(tokens, windows(PALM_N)),
-                _llama2(tokens, windows(LLAMA2_N)),
+                _gpt3(tokens, length, counts, windows),
+                _palm(tokens, length, counts[PALM_N], windows),
+                _llama2(tokens, length, counts[LLAMA2_N], windows),
             ]
         )
     return results
@@ -98,49 +105,46 @@ def _quote(tokens: list[str], start: int, n: int) -> str:
     return '"' + " ".join(tokens[start : start + n]) + '"'
 
 
-def _gpt3(tokens: list[str], hit13: np.ndarray, hit8: np.ndarray) -> OverlapFinding:
-    length = len(tokens)
+def _gpt3(
+    tokens: list[str] | None, length: int, counts: dict[int, int], windows: Callable
+) -> OverlapFinding:
     if length >= GPT3_N:
-        n, hit, note = GPT3_N, hit13, ""
+        n, note = GPT3_N, ""
     elif length >= GPT3_MIN_N:
-        n, hit, note = GPT3_MIN_N, hit8, f" ({length} words, under 13: checked with 8-grams)"
+        n, note = GPT3_MIN_N, f" ({length} words, under 13: checked with 8-grams)"
     else:
         return OverlapFinding(
             "gpt3_13gram", 0.0, False, "", f"too short: {length} words, under {GPT3_MIN_N}"
         )
-    matched = int(hit.sum())
-    score = matched / len(hit)
-    if matched:
-        first = int(np.argmax(hit))
-        evidence = (
-            f"{matched} of {len(hit)} {n}-grams in the corpus{note}; "
-            f"first: {_quote(tokens, first, n)}"
-        )
-    else:
-        evidence = f"0 of {len(hit)} {n}-grams in the corpus{note}"
-    return OverlapFinding("gpt3_13gram", score, matched > 0, "", evidence)
-
-
-def _palm(tokens: list[str], hit: np.ndarray) -> OverlapFinding:
-    if not len(hit):
+    total = length - n + 1
+    matched = counts[n]
+    if not matched:
         return OverlapFinding(
-            "palm_8gram", 0.0, False, "", f"too short: {len(tokens)} words, under {PALM_N}"
+            "gpt3_13gram", 0.0, False, "", f"0 of {total} {n}-grams in the corpus{note}"
         )
-    matched = int(hit.sum())
-    score = matched / len(hit)
-    evidence = f"{matched} of {len(hit)} {PALM_N}-grams in the corpus ({score:.0%})"
+    first = int(np.argmax(windows(n)))
+    evidence = (
+        f"{matched} of {total} {n}-grams in the corpus{note}; first: {_quote(tokens, first, n)}"
+    )
+    return OverlapFinding("gpt3_13gram", matched / total, True, "", evidence)
+
+
+def _palm(tokens: list[str] | None, length: int, matched: int, windows: Callable) -> OverlapFinding:
+    if length < PALM_N:
+        return OverlapFinding(
+            "palm_8gram", 0.0, False, "", f"too short: {length} words, under {PALM_N}"
+        )
+    total = length - PALM_N + 1
+    score = matched / total
+    evidence = f"{matched} of {total} {PALM_N}-grams in the corpus ({score:.0%})"
     if matched:
-        evidence += f"; first: {_quote(tokens, int(np.argmax(hit)), PALM_N)}"
+        evidence += f"; first: {_quote(tokens, int(np.argmax(windows(PALM_N))), PALM_N)}"
     return OverlapFinding("palm_8gram", score, score >= PALM_THRESHOLD, "", evidence)
 
 
 def contaminated_words(hit: np.ndarray, length: int) -> tuple[np.ndarray, int]:
     """Llama 2's contaminated-word mask from the 11-gram matches, and the gap words bridged."""
-    covered = np.zeros(length + 1, dtype=np.int64)
-    starts = np.flatnonzero(hit)
-    np.add.at(covered, starts, 1)
-    np.add.at(covered, starts + LLAMA2_N, -1)
-    mask = np.cumsum(covered[:length]) > 0
+    mask = np.convolve(hit.astype(np.int8), np.ones(LLAMA2_N, dtype=np.int8))[:length] > 0
     bridged = 0
     # Runs of matched words; bridge the gaps between them within each span's budget.
     edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
@@ -157,8 +161,9 @@ def contaminated_words(hit: np.ndarray, length: int) -> tuple[np.ndarray, int]:
     return mask, bridged
 
 
-def _llama2(tokens: list[str], hit: np.ndarray) -> OverlapFinding:
-    length = len(tokens)
+def _llama2(
+    tokens: list[str] | None, length: int, matched: int, windows: Callable
+) -> OverlapFinding:
     if length < LLAMA2_N:
         return OverlapFinding(
             "llama2_span",
@@ -167,7 +172,11 @@ def _llama2(tokens: list[str], hit: np.ndarray) -> OverlapFinding:
             "clean",
             f"{length} words, fewer than {LLAMA2_N}: no span of more than 10 can match",
         )
-    mask, bridged = contaminated_words(hit, length)
+    if not matched:
+        return OverlapFinding(
+            "llama2_span", 0.0, False, "clean", f"contaminated tokens 0% (0 of {length} words)"
+        )
+    mask, bridged = contaminated_words(windows(LLAMA2_N), length)
     count = int(mask.sum())
     score = count / length
     if score < LLAMA2_CLEAN_BELOW:
@@ -178,8 +187,7 @@ def _llama2(tokens: list[str], hit: np.ndarray) -> OverlapFinding:
         label = "neither"
     evidence = f"contaminated tokens {score:.0%} ({count} of {length} words"
     evidence += f", {bridged} bridged by the skip-gram budget)" if bridged else ")"
-    if count:
-        first = int(np.argmax(mask))
-        stop = first + int(np.argmin(mask[first:])) if not mask[first:].all() else length
-        evidence += f"; first span: {_quote(tokens, first, stop - first)}"
+    first = int(np.argmax(mask))
+    stop = first + int(np.argmin(mask[first:])) if not mask[first:].all() else length
+    evidence += f"; first span: {_quote(tokens, first, stop - first)}"
     return OverlapFinding("llama2_span", score, label != "clean", label, evidence)
