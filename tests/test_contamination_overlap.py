@@ -10,6 +10,7 @@ import json
 import string
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -76,6 +77,22 @@ def test_hashes_are_stable_and_separate_texts():
     # Word hashes: equal words equal hashes ("the" twice), different words differ.
     assert a.hashes[0] == a.hashes[4]
     assert len(set(a.hashes.tolist())) == 6
+    # The same in another interpreter (Python's own hash() is salted per process).
+    import subprocess
+    import sys
+
+    code = (
+        "from assay.contamination.normalize import tokenize;"
+        "print(tokenize(['The cat, sat on the mat!']).ngram_hashes(3)[0].tolist())"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONHASHSEED": "7"},
+    )
+    assert json.loads(other.stdout) == a.ngram_hashes(3)[0][:4].tolist()
     hashes, valid = tokenize(["a b c", "d e"]).ngram_hashes(2)
     # Windows start at every word; "c d" crosses the two texts and is invalid.
     assert valid.tolist() == [True, True, False, True]
@@ -374,6 +391,15 @@ def test_deterministic_digest_and_index(tmp_path):
         assert np.array_equal(
             np.concatenate(list(a.sorted_hashes(n))), np.concatenate(list(b.sorted_hashes(n)))
         )
+    # Rebuilding over an existing index replaces it whole (no staging folders left behind).
+    _jsonl(corpus, texts[:5])
+    smaller = build_index(source, str(tmp_path / "one"), workers=1)
+    assert CorpusIndex.open(str(tmp_path / "one")).info.ngrams == smaller.ngrams
+    assert smaller.ngrams[8] < first.ngrams[8]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "one"]
+    build_index(source, "memory://contam-test/two", workers=1)
+    fs = fsspec.filesystem("memory")
+    assert len(fs.ls("/contam-test/two")) == 1 + len(NGRAM_SIZES)  # old files removed
     # One byte more changes the digest.
     corpus.write_text(corpus.read_text() + " ")
     assert corpus_digest(source) != first.digest

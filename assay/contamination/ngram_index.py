@@ -79,16 +79,18 @@ def build_index(
     memory_mb: int = 256,
     workers: int | None = None,
     sizes: Sequence[int] = NGRAM_SIZES,
+    digest: str | None = None,
 ) -> IndexInfo:
     """Index every n-gram (n in ``sizes``) of the corpus into the fsspec folder ``target``.
 
     ``memory_mb`` bounds the buffers (batches, runs, merge chunks); ``workers`` processes hash
-    the batches (default: up to 2 of the CPUs; 0 or 1 hashes in this process).
+    the batches (default: up to 2 of the CPUs; 0 or 1 hashes in this process). ``digest``:
+    the source's :func:`corpus_digest` when the caller has just computed it (saves a pass).
     """
     if memory_mb < 8:
         raise ValueError(f"memory_mb must be at least 8, got {memory_mb}")
     sizes = tuple(sorted(set(sizes)))
-    digest = corpus_digest(source)
+    digest = digest or corpus_digest(source)
     build_id = digest[:12] + "-" + uuid.uuid4().hex[:8]
     fs, root = fsspec.core.url_to_fs(target)
     root = root.rstrip("/")
