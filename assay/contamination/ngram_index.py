@@ -5,21 +5,26 @@ file of the corpus's distinct n-gram hashes (:mod:`~assay.contamination.normaliz
 as raw little-endian uint64. A lookup sorts the query hashes and binary-searches the
 memory-mapped file (``np.searchsorted``); an answer is exact up to 64-bit hash collisions.
 
-Build (external sort, so a corpus larger than memory is fine): documents are read in batches,
-hashed and deduplicated; sorted runs of at most a quarter of ``memory_mb`` are spilled to a
-local temporary folder; the runs are merged k ways in chunks into the final files. Nothing but
-bounded buffers is ever in memory, the runs are read with plain reads (never mapped), so the
-process's address space stays near ``memory_mb`` plus the interpreter's.
+Build (external sort, so a corpus larger than memory is fine): documents are read in batches
+and hashed (by ``workers`` spawned processes, which also sort and deduplicate each batch, or
+in this process); the hashes are buffered up to a quarter of ``memory_mb``, then sorted,
+deduplicated and spilled as a run to a local temporary folder; at the end the runs of each n
+are merged k ways (at most 64 at a time, in chunks) into the final file. Only bounded buffers
+are ever in memory and runs are read with plain reads, never mapped: the test builds the
+index of a corpus three times its process's ``RLIMIT_DATA`` (80 MiB, ``memory_mb=8``).
 
-Why sorted arrays and not a Bloom filter (``benchmarks/bench_contamination.py --compare-bloom``,
-same synthetic corpus, same machine, 2 cores; figures in :data:`STRUCTURE_CHOICE`): a Bloom
-filter at a 1% false-positive rate needs 9.6 bits per distinct n-gram against 64, so it is
-about 6.7 times smaller on disk, and its build skips the sort; but it must be sized before the
-corpus is read and held whole while it is filled (a corpus larger than memory needs a filter
-larger than memory), each lookup answers "maybe" 1% of the time (for PaLM's 70% rule on a
-40-word item that is ~0.3 false 8-grams per item, enough to tip borderline items), and two
-filters of different sizes cannot be merged. Sorted arrays are exact, stream with bounded
-memory, merge, and their lookups were faster in the measurement.
+Why sorted arrays and not a Bloom filter. Measured by ``benchmarks/bench_contamination.py``
+on one synthetic corpus (Zipf words), same run, shared 2-core machine (load average ~10, so
+wall figures are ~3x below CPU figures): a Bloom filter at 1% false positives (k=7) takes
+0.53 GB per GB of corpus against 3.51 GB for the sorted arrays (6.7x smaller); its build
+(numpy, one process) ran at 10.1 MB per CPU-second against 8.9-11.4 for the sorted build;
+lookups through the three detectors ran at 17,800 instances per CPU-second against 20,500
+(raw 13-gram probes: 2.4-4.4 M/s against 2.6-2.7 M/s). We keep the sorted arrays because
+they are exact and stream: a Bloom filter must be sized before the corpus is read and held
+whole while it is filled (a corpus larger than memory needs a filter larger than memory),
+two filters cannot be merged, and it answers "maybe" for 1% of absent n-grams: about one
+false 8-gram in every three 40-word instances, enough to move PaLM's 70% rule or Llama 2's
+thresholds on borderline items. The price is disk: 8 bytes per distinct n-gram and size.
 
 Layout of the target folder (any fsspec URL; written atomically): ``manifest.json`` (the
 :class:`IndexInfo` plus the file of each n) and ``ngrams-<n>-<build id>.u64``. A local target is
@@ -32,6 +37,7 @@ and copies remote ones to a local temporary folder first.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -52,8 +58,6 @@ FORMAT = "assay-ngram-index/1"
 STRUCTURE = "sorted-uint64"
 MANIFEST = "manifest.json"
 _DTYPE = np.dtype("<u8")
-# Filled in from benchmarks/bench_contamination.py (see the module doc).
-STRUCTURE_CHOICE = "sorted uint64 arrays (exact); see the module doc for the measurements"
 
 
 class CorpusIndexError(LookupError):
@@ -219,7 +223,10 @@ def _spill_runs(
                 take(_hash_batch(texts, sizes, dedupe=False))
     else:
         pending: list[Future] = []
-        with ProcessPoolExecutor(max_workers=count) as pool:
+        # Spawned, not forked: the caller may hold threads (Dagster does), and a fork copies
+        # their locks in whatever state they are.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
             for texts, done in _batches(source, batch_chars):
                 documents += len(texts)
                 bytes_read += done
