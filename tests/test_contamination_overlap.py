@@ -278,7 +278,12 @@ def test_planted_contamination_gsm8k(tmp_path):
 # -- the index against a plain set of n-gram strings ------------------------------------
 
 
-def test_index_answers_like_a_set_of_ngram_strings(tmp_path):
+@pytest.mark.parametrize("fenced", [False, True])
+def test_index_answers_like_a_set_of_ngram_strings(tmp_path, monkeypatch, fenced):
+    import assay.contamination.ngram_index as ngram_index
+
+    if fenced:  # the two-level search that large tables use
+        monkeypatch.setattr(ngram_index, "_FENCE_FROM", 0)
     texts = _read(DATASETS / "TIGER-Lab__MMLU-Pro" / "default" / "test.jsonl", "question")
     texts += _read(DATASETS / "google__IFEval" / "default" / "train.jsonl", "prompt")
     corpus, queries = texts[::2], texts
@@ -399,7 +404,7 @@ def test_deterministic_digest_and_index(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "one"]
     build_index(source, "memory://contam-test/two", workers=1)
     fs = fsspec.filesystem("memory")
-    assert len(fs.ls("/contam-test/two")) == 1 + len(NGRAM_SIZES)  # old files removed
+    assert len(fs.ls("/contam-test/two")) == 1 + 2 * len(NGRAM_SIZES)  # old files removed
     # One byte more changes the digest.
     corpus.write_text(corpus.read_text() + " ")
     assert corpus_digest(source) != first.digest

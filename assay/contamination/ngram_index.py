@@ -58,6 +58,13 @@ FORMAT = "assay-ngram-index/1"
 STRUCTURE = "sorted-uint64"
 MANIFEST = "manifest.json"
 _DTYPE = np.dtype("<u8")
+# Every FENCE_STRIDE-th hash of each file is kept in memory: a lookup finds its block there
+# and binary-searches 512 bytes of the mapped file (one page) instead of ~log2(N) pages;
+# 64 measured twice as fast as plain searchsorted on 150M hashes, 256 only 1.3 times.
+FENCE_STRIDE = 64
+# Below this many hashes plain searchsorted is faster (measured: 2.5x at 1M-4M hashes, even
+# at 16M, the fence 2x faster at 150M).
+_FENCE_FROM = 1 << 24
 
 
 class CorpusIndexError(LookupError):
@@ -111,6 +118,7 @@ def build_index(
             name = f"ngrams-{n}-{build_id}.u64"
             counts[n] = _merge_runs(runs[n], out / name, memory_mb)
             files[n] = name
+            _write_fence(out / name, out / f"fence-{n}-{build_id}.u64")
         info = IndexInfo(
             digest=digest,
             documents=documents,
@@ -124,6 +132,8 @@ def build_index(
             **asdict(info),
             "ngrams": {str(n): c for n, c in counts.items()},
             "files": {str(n): f for n, f in files.items()},
+            "fences": {str(n): f"fence-{n}-{build_id}.u64" for n in files},
+            "fence_stride": FENCE_STRIDE,
         }
         del manifest["path"]
         text = json.dumps(manifest, indent=1, sort_keys=True)
@@ -303,6 +313,13 @@ def _merge_group(runs: list[Path], out: Path, memory_mb: int) -> int:
     return written
 
 
+def _write_fence(path: Path, fence: Path) -> None:
+    """Every FENCE_STRIDE-th hash of the sorted file ``path``, read sequentially."""
+    with open(path, "rb") as source, open(fence, "wb") as sink:
+        while len(chunk := np.fromfile(source, dtype=_DTYPE, count=FENCE_STRIDE * 65536)):
+            chunk[::FENCE_STRIDE].tofile(sink)
+
+
 # -- publishing and opening --------------------------------------------------------------
 
 
@@ -333,9 +350,12 @@ def _upload(fs: fsspec.AbstractFileSystem, built: Path, manifest: str, root: str
 class CorpusIndex:
     """A built index, opened read-only; :meth:`contains` answers membership of n-gram hashes."""
 
-    def __init__(self, info: IndexInfo, arrays: dict[int, np.ndarray]) -> None:
+    def __init__(
+        self, info: IndexInfo, arrays: dict[int, np.ndarray], fences: dict[int, np.ndarray]
+    ) -> None:
         self.info = info
         self._arrays = arrays
+        self._fences = fences
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -362,17 +382,22 @@ class CorpusIndex:
         if not local:
             scratch = tempfile.mkdtemp(prefix="assay-ngram-open-")
         arrays: dict[int, np.ndarray] = {}
+        fences: dict[int, np.ndarray] = {}
+        stride = int(manifest["fence_stride"])
+        if stride != FENCE_STRIDE:
+            raise CorpusIndexError(f"{target}: fence stride {stride}, expected {FENCE_STRIDE}")
         for key, name in manifest["files"].items():
-            n = int(key)
+            n, count = int(key), int(manifest["ngrams"][key])
             path = f"{root}/{name}"
-            if not local:
-                dest = os.path.join(scratch, name)
-                try:
-                    fs.get_file(path, dest)
-                except FileNotFoundError:
-                    raise CorpusIndexError(f"{target}: {name} is missing") from None
-                path = dest
-            arrays[n] = _map(path, int(manifest["ngrams"][key]), target, name)
+            fence = manifest["fences"][key]
+            if local:
+                fence_path = f"{root}/{fence}"
+            else:
+                path, fence_path = (
+                    _fetch(fs, f"{root}/{f}", scratch, target) for f in (name, fence)
+                )
+            arrays[n] = _map(path, count, target, name)
+            fences[n] = _map(fence_path, -(-count // stride), target, fence)
         info = IndexInfo(
             digest=manifest["digest"],
             documents=int(manifest["documents"]),
@@ -381,7 +406,7 @@ class CorpusIndex:
             structure=manifest["structure"],
             path=target,
         )
-        index = cls(info, arrays)
+        index = cls(info, arrays, {n: np.array(f) for n, f in fences.items()})
         if scratch is not None:
             weakref.finalize(index, shutil.rmtree, scratch, True)
         return index
@@ -399,14 +424,42 @@ class CorpusIndex:
         found = np.zeros(len(queries), dtype=bool)
         if not len(table) or not len(queries):
             return found
-        order = np.argsort(queries, kind="stable")
+        order = np.argsort(queries)
         ordered = queries[order]
-        at = np.searchsorted(table, ordered)
-        inside = at < len(table)
-        hit = np.zeros(len(ordered), dtype=bool)
-        hit[inside] = table[at[inside]] == ordered[inside]
+        if len(table) < _FENCE_FROM:
+            at = np.minimum(np.searchsorted(table, ordered), len(table) - 1)
+            hit = table[at] == ordered
+        else:
+            hit = _fenced_search(table, self._fences[n], ordered)
         found[order] = hit
         return found
+
+
+def _fenced_search(table: np.ndarray, fence: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+    """Membership of sorted queries: the block from the in-memory fence, then a vectorized
+    binary search inside the block (every query one step at a time, one gather a step)."""
+    last = len(table) - 1
+    block = np.searchsorted(fence, ordered, side="right").astype(np.int64) - 1
+    inside = block >= 0  # smaller than the smallest hash: absent
+    lo = np.where(inside, block * FENCE_STRIDE, 0)
+    hi = np.where(inside, np.minimum(lo + FENCE_STRIDE, len(table)), 0)
+    for _ in range(FENCE_STRIDE.bit_length()):
+        mid = (lo + hi) >> 1
+        active = lo < hi
+        right = active & (table[np.minimum(mid, last)] < ordered)
+        lo = np.where(right, mid + 1, lo)
+        hi = np.where(active & ~right, mid, hi)
+    return inside & (table[np.minimum(lo, last)] == ordered)
+
+
+def _fetch(fs: fsspec.AbstractFileSystem, path: str, scratch: str, target: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    dest = os.path.join(scratch, name)
+    try:
+        fs.get_file(path, dest)
+    except FileNotFoundError:
+        raise CorpusIndexError(f"{target}: {name} is missing") from None
+    return dest
 
 
 def _map(path: str, count: int, target: str, name: str) -> np.ndarray:
