@@ -110,15 +110,32 @@ def build_index(
     # A local index is written straight into a staging folder beside the target, then renamed.
     out = Path(root).parent / f".{Path(root).name}.{build_id}.tmp" if local else scratch / "out"
     try:
-        documents, bytes_read, runs = _spill_runs(source, scratch, sizes, memory_mb, workers)
-        out.mkdir(parents=True)
-        files: dict[int, str] = {}
-        counts: dict[int, int] = {}
-        for n in sizes:
-            name = f"ngrams-{n}-{build_id}.u64"
-            counts[n] = _merge_runs(runs[n], out / name, memory_mb)
-            files[n] = name
-            _write_fence(out / name, out / f"fence-{n}-{build_id}.u64")
+        count = min(2, os.cpu_count() or 1) if workers is None else workers
+        # Spawned, not forked: the caller may hold threads (Dagster does), and a fork copies
+        # their locks in whatever state they are.
+        pool = (
+            ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("spawn"))
+            if count > 1
+            else None
+        )
+        try:
+            documents, bytes_read, runs = _spill_runs(
+                source, scratch, sizes, memory_mb, pool, count
+            )
+            out.mkdir(parents=True)
+            files = {n: f"ngrams-{n}-{build_id}.u64" for n in sizes}
+            args = [
+                (runs[n], out / files[n], out / f"fence-{n}-{build_id}.u64", memory_mb // count)
+                for n in sizes
+            ]
+            if pool is None:
+                counts = {n: _merge_and_fence(*a) for n, a in zip(sizes, args, strict=True)}
+            else:  # the sizes merge in parallel, each with its share of the memory
+                merged = pool.map(_merge_and_fence, *zip(*args, strict=True))
+                counts = dict(zip(sizes, merged, strict=True))
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         info = IndexInfo(
             digest=digest,
             documents=documents,
@@ -190,7 +207,8 @@ def _spill_runs(
     scratch: Path,
     sizes: tuple[int, ...],
     memory_mb: int,
-    workers: int | None,
+    pool: ProcessPoolExecutor | None,
+    count: int = 1,
 ) -> tuple[int, int, dict[int, list[Path]]]:
     budget = memory_mb * (1 << 20) // 4  # bytes of buffered hashes before a spill
     # A batch of c characters yields at most ~c/2 words, 8 bytes per n-gram per n, and the
@@ -216,7 +234,7 @@ def _spill_runs(
             if not buffers[n]:
                 continue
             # Workers send sorted batches (merged by timsort); in-process batches are unsorted.
-            merged = sorted_unique(np.concatenate(buffers[n]), runs=count > 1)
+            merged = sorted_unique(np.concatenate(buffers[n]), runs=pool is not None)
             buffers[n] = []
             path = scratch / f"run-{n}-{len(runs[n]):05d}.u64"
             merged.astype(_DTYPE, copy=False).tofile(path)
@@ -224,8 +242,7 @@ def _spill_runs(
             del merged
         buffered = 0
 
-    count = min(2, os.cpu_count() or 1) if workers is None else workers
-    if count <= 1:
+    if pool is None:
         for texts, done in _batches(source, batch_chars):
             documents += len(texts)
             bytes_read += done
@@ -233,19 +250,15 @@ def _spill_runs(
                 take(_hash_batch(texts, sizes, dedupe=False))
     else:
         pending: list[Future] = []
-        # Spawned, not forked: the caller may hold threads (Dagster does), and a fork copies
-        # their locks in whatever state they are.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
-            for texts, done in _batches(source, batch_chars):
-                documents += len(texts)
-                bytes_read += done
-                if texts:
-                    pending.append(pool.submit(_hash_batch, texts, sizes, True))
-                while len(pending) > count or (pending and pending[0].done()):
-                    take(pending.pop(0).result())
-            for future in pending:
-                take(future.result())
+        for texts, done in _batches(source, batch_chars):
+            documents += len(texts)
+            bytes_read += done
+            if texts:
+                pending.append(pool.submit(_hash_batch, texts, sizes, True))
+            while len(pending) > max(count, 1) or (pending and pending[0].done()):
+                take(pending.pop(0).result())
+        for future in pending:
+            take(future.result())
     spill()
     return documents, bytes_read, runs
 
@@ -311,6 +324,12 @@ def _merge_group(runs: list[Path], out: Path, memory_mb: int) -> int:
                 last = int(merged[-1])
             readers = [r for r in readers if len(r.buf)]
     return written
+
+
+def _merge_and_fence(runs: list[Path], out: Path, fence: Path, memory_mb: int) -> int:
+    count = _merge_runs(runs, out, max(memory_mb, 4))
+    _write_fence(out, fence)
+    return count
 
 
 def _write_fence(path: Path, fence: Path) -> None:
