@@ -335,7 +335,7 @@ def _merge_and_fence(runs: list[Path], out: Path, fence: Path, memory_mb: int) -
 def _write_fence(path: Path, fence: Path) -> None:
     """Every FENCE_STRIDE-th hash of the sorted file ``path``, read sequentially."""
     with open(path, "rb") as source, open(fence, "wb") as sink:
-        while len(chunk := np.fromfile(source, dtype=_DTYPE, count=FENCE_STRIDE * 65536)):
+        while len(chunk := np.fromfile(source, dtype=_DTYPE, count=FENCE_STRIDE * 4096)):
             chunk[::FENCE_STRIDE].tofile(sink)
 
 
