@@ -93,6 +93,12 @@ def test_hashes_are_stable_and_separate_texts():
         env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONHASHSEED": "7"},
     )
     assert json.loads(other.stdout) == a.ngram_hashes(3)[0][:4].tolist()
+    # Words of every length up to 40 bytes (8-byte chunks), differing only in the last byte,
+    # and non-ASCII ones: all distinct, and equal wherever they stand.
+    vocab = [("x" * k)[:-1] + last for k in range(1, 41) for last in "yz"] + ["é", "ée", "日本語"]
+    hashed = tokenize([" ".join(vocab), " ".join(reversed(vocab))]).hashes
+    assert len(set(hashed[: len(vocab)].tolist())) == len(vocab)
+    assert hashed[: len(vocab)].tolist() == hashed[len(vocab) :][::-1].tolist()
     hashes, valid = tokenize(["a b c", "d e"]).ngram_hashes(2)
     # Windows start at every word; "c d" crosses the two texts and is invalid.
     assert valid.tolist() == [True, True, False, True]

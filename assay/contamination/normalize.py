@@ -15,14 +15,15 @@ One normalization serves every overlap definition, so one index answers all thre
   tokenizer. A corpus index must not depend on one model's tokenizer, so our "tokens" are the
   same normalized words; a span of "more than 10 tokens" is a span of at least 11 words.
 
-Hashes. A word hashes to 64 bits by a polynomial over its UTF-8 bytes (multiplier ``_M1``,
-modulo 2**64) mixed with its length and passed through the SplitMix64 finalizer; an n-gram
-hashes by a polynomial of its words' hashes (multiplier ``_M2``) and the same finalizer.
-Everything is fixed-width integer arithmetic in NumPy: the same bytes give the same hash in
-every process and on every platform (never Python's ``hash()``, which is salted per process),
-and the whole computation is vectorized, which a per-n-gram ``blake2b`` call is not (it
-would cap the index build at a few MB/s). The word hash is not cryptographic: it is meant for
-accidental collisions (about ``N**2 / 2**65`` for ``N`` distinct n-grams: ~1e-3 for 10**8).
+Hashes. A word hashes to 64 bits from its UTF-8 bytes read as 8-byte chunks (see
+``_hash_words``: one to one for words of up to 8 bytes) and its length, through the
+SplitMix64 finalizer; an n-gram hashes by a polynomial of its words' hashes (multiplier
+``_M2``, modulo 2**64), its n, and the same finalizer. Everything is fixed-width integer
+arithmetic in NumPy: the same bytes give the same hash in every process and on every
+platform (never Python's ``hash()``, which is salted per process), and the whole computation
+is vectorized, which a per-n-gram ``blake2b`` or ``xxhash`` call is not (one Python call per
+n-gram would cap the index build at a few MB/s). The hash is not cryptographic: it is meant
+for accidental collisions (about ``N**2 / 2**65`` for ``N`` distinct n-grams: ~1e-3 at 10**8).
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ _TABLE = str.maketrans(
 _M1 = np.uint64(0x100000001B3)  # FNV-1a 64-bit prime
 _M2 = np.uint64(0x9E3779B97F4A7C15)  # odd, golden ratio
 _LEN = np.uint64(0xD6E8FEB86659FD93)
+_K = np.array(
+    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5],
+    dtype=np.uint64,
+)
+_COLUMNS = np.arange(8, dtype=np.int64)
 
 
 def normalize(text: str) -> str:
@@ -140,7 +146,9 @@ def tokenize(texts: Sequence[str]) -> TokenBatch:
 def _hash_words(data: np.ndarray, total: int) -> np.ndarray:
     """Hash each space-separated word of ``data`` (one space between words, none at the ends).
 
-    Word k's hash is ``mix(sum_j (byte_j + 1) * M1**j  ^  len * LEN)`` over its bytes j = 0..len-1.
+    A word's UTF-8 bytes, zero-padded, are read as little-endian 8-byte chunks c0, c1, ...:
+    ``h = len * LEN + c0 * K[0]``, then ``h = h * M1 + ci * K[i % 4]``, then SplitMix64. Words
+    of up to 8 bytes (most) map one to one; all of a batch's first chunks are one gather.
     """
     spaces = np.flatnonzero(data == 32)
     starts = np.empty(total, dtype=np.int64)
@@ -149,22 +157,21 @@ def _hash_words(data: np.ndarray, total: int) -> np.ndarray:
     lengths = np.empty(total, dtype=np.int64)
     lengths[:-1] = spaces - starts[:-1]
     lengths[-1] = len(data) - starts[-1]
-    # Position of each byte in its word: a running count that drops back at each word start
-    # (a space holds the length of the word before it, and contributes nothing).
-    steps = np.ones(len(data), dtype=np.int32)
-    steps[0] = 0
-    steps[starts[1:]] = -lengths[:-1]
-    position = np.cumsum(steps, dtype=np.int32)
-    longest = int(lengths.max())
+    padded = np.concatenate([data, np.zeros(8, dtype=np.uint8)])
     with np.errstate(over="ignore"):
-        powers = np.empty(longest + 1, dtype=np.uint64)
-        powers[0] = 1
-        if longest:
-            powers[1:] = _M1
-            np.cumprod(powers, out=powers)
-        values = data + np.uint64(1)
-        values *= powers[position]
-        values[spaces] = 0
-        sums = np.add.reduceat(values, starts)
-        sums ^= lengths.astype(np.uint64) * _LEN
-        return _mix(sums)
+        hashes = lengths.astype(np.uint64) * _LEN
+        hashes += _chunks(padded, starts, lengths, 0) * _K[0]
+        chunk = 1
+        while len(longer := np.flatnonzero(lengths > 8 * chunk)):
+            part = _chunks(padded, starts[longer], lengths[longer], 8 * chunk)
+            hashes[longer] = hashes[longer] * _M1 + part * _K[chunk % 4]
+            chunk += 1
+        return _mix(hashes)
+
+
+def _chunks(padded: np.ndarray, starts: np.ndarray, lengths: np.ndarray, at: int) -> np.ndarray:
+    """Bytes ``at .. at+7`` of each word as a little-endian uint64, zeros past its end."""
+    index = np.minimum(starts[:, None] + (at + _COLUMNS), len(padded) - 1)
+    block = padded[index]
+    block[(at + _COLUMNS) >= lengths[:, None]] = 0
+    return block.view("<u8").ravel()
