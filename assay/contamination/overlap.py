@@ -6,10 +6,10 @@ detector; ``score`` is a fraction in [0, 1]:
 
 - ``gpt3_13gram`` (Brown et al. 2020, appendix C; lm-eval's decontamination): **flagged when
   any 13-gram** of the text is in the corpus; score = matched 13-grams / 13-grams. A text of
-  8 to 12 words has no 13-gram: GPT-3 lowered N for benchmarks of short examples, to no less
-  than 8 words, so such a text is checked with its 8-grams (any match flags it; the evidence
-  says so). lm-eval's Janitor would simply never flag it. A text under 8 words is not checked:
-  score 0, not flagged, the evidence says "too short".
+  8 to 12 words has no 13-gram: GPT-3 set N per benchmark to the 5th-percentile example
+  length in words, never under 8, so such a text is checked with its 8-grams (any match
+  flags it; the evidence says so). lm-eval's Janitor would simply never flag it. A text
+  under 8 words is not checked: score 0, not flagged, the evidence says "too short".
 - ``palm_8gram`` (Chowdhery et al. 2022, §8): **flagged when at least 70%** of the text's
   8-grams (windows, counted with repetition) are in the corpus; score = that fraction. Under
   8 words: no 8-gram, score 0, not flagged ("too short").
@@ -26,8 +26,9 @@ detector; ``score`` is a fraction in [0, 1]:
   trailing position is ever skipped. The index keeps no positions, so we cannot see which
   words of a gap differ from the corpus, nor check that the runs on both sides come from the
   same passage: a gap costs its full length. One substituted word between matched runs (a
-  gap of 1) is bridged as in Llama 2; two substitutions 2 to 10 words apart leave a gap of 3
-  to 11 words, bridged only up to 4 (Llama 2 would charge 2 and bridge them).
+  gap of 1) is bridged as in Llama 2; two substitutions d <= 11 words apart leave no whole
+  11-gram between them, so a gap of d + 1 words, bridged only when d <= 3 (Llama 2 would
+  charge 2 and bridge any d).
   Under 11 words: no span can match, score 0, label ``clean``.
 """
 
