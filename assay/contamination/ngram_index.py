@@ -65,6 +65,7 @@ FENCE_STRIDE = 64
 # Below this many hashes plain searchsorted is faster (measured: 2.5x at 1M-4M hashes, even
 # at 16M, the fence 2x faster at 150M).
 _FENCE_FROM = 1 << 24
+_SMALL_CORPUS = 32_000_000  # bytes: indexed in this process unless workers are asked for
 
 
 class CorpusIndexError(LookupError):
@@ -94,9 +95,10 @@ def build_index(
 ) -> IndexInfo:
     """Index every n-gram (n in ``sizes``) of the corpus into the fsspec folder ``target``.
 
-    ``memory_mb`` bounds the buffers (batches, runs, merge chunks); ``workers`` processes hash
-    the batches (default: up to 2 of the CPUs; 0 or 1 hashes in this process). ``digest``:
-    the source's :func:`corpus_digest` when the caller has just computed it (saves a pass).
+    ``memory_mb`` bounds the buffers (batches, runs, merge chunks). ``workers`` processes hash
+    the batches and merge the sizes (default: up to 2 of the CPUs, none for under 32 MB of
+    files; 0 or 1: this process). ``digest``: the source's :func:`corpus_digest` when the
+    caller has just computed it (saves a pass over the bytes).
     """
     if memory_mb < 8:
         raise ValueError(f"memory_mb must be at least 8, got {memory_mb}")
@@ -110,7 +112,11 @@ def build_index(
     # A local index is written straight into a staging folder beside the target, then renamed.
     out = Path(root).parent / f".{Path(root).name}.{build_id}.tmp" if local else scratch / "out"
     try:
-        count = min(2, os.cpu_count() or 1) if workers is None else workers
+        if workers is None:  # worker processes take a second or two to start: not for small
+            small = sum(size for _, size in iter_files(source)) < _SMALL_CORPUS
+            count = 1 if small else min(2, os.cpu_count() or 1)
+        else:
+            count = workers
         # Spawned, not forked: the caller may hold threads (Dagster does), and a fork copies
         # their locks in whatever state they are.
         pool = (
