@@ -6,10 +6,11 @@ as raw little-endian uint64. A lookup sorts the query hashes and binary-searches
 memory-mapped file (``np.searchsorted``); an answer is exact up to 64-bit hash collisions.
 
 Build (external sort, so a corpus larger than memory is fine): documents are read in batches
-and hashed (by ``workers`` spawned processes, which also sort and deduplicate each batch, or
-in this process); the hashes are buffered up to a quarter of ``memory_mb``, then sorted,
-deduplicated and spilled as a run to a local temporary folder; at the end the runs of each n
-are merged k ways (at most 64 at a time, in chunks) into the final file. Only bounded buffers
+and hashed; in this process, the hashes are buffered up to a quarter of ``memory_mb``, then
+sorted, deduplicated and spilled as a run to a local temporary folder; with ``workers``
+spawned processes, each takes a batch of about ``memory_mb / (12 * workers)`` characters and
+writes its runs itself. At the end the runs of each n are merged k ways (at most 128 at a
+time, in chunks; the sizes in parallel) into the final file. Only bounded buffers
 are ever in memory and runs are read with plain reads, never mapped: the test builds the
 index of a corpus three times its process's ``RLIMIT_DATA`` (80 MiB, ``memory_mb=8``).
 
@@ -36,6 +37,7 @@ and copies remote ones to a local temporary folder first.
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -196,16 +198,36 @@ def _batches(source: CorpusSource, batch_chars: int) -> Iterator[tuple[list[str]
     yield batch, done
 
 
-def _hash_batch(texts: list[str], sizes: tuple[int, ...], dedupe: bool) -> list[np.ndarray]:
-    """The batch's n-gram hashes per size: sorted and distinct (``dedupe``) or as they come."""
+def _hash_batch(texts: list[str], sizes: tuple[int, ...]) -> list[np.ndarray]:
+    """The batch's n-gram hashes per size, as they come."""
     tokens = tokenize(texts)
-    if dedupe:
-        return [tokens.unique_ngrams(n) for n in sizes]
     out = []
     for n in sizes:
         hashes, valid = tokens.ngram_hashes(n)
         out.append(hashes[valid])
     return out
+
+
+def _runs_of_task(
+    texts: list[str], sizes: tuple[int, ...], scratch: str, tag: int, piece_chars: int
+) -> list[str]:
+    """In a worker: hash ``texts`` piece by piece, write one sorted distinct run per size."""
+    hashes: dict[int, list[np.ndarray]] = {n: [] for n in sizes}
+    start = 0
+    while start < len(texts):
+        stop, chars = start, 0
+        while stop < len(texts) and chars < piece_chars:
+            chars += len(texts[stop])
+            stop += 1
+        for n, arr in zip(sizes, _hash_batch(texts[start:stop], sizes), strict=True):
+            hashes[n].append(arr)
+        start = stop
+    paths = []
+    for n in sizes:
+        path = os.path.join(scratch, f"run-{n}-t{tag:06d}.u64")
+        sorted_unique(np.concatenate(hashes.pop(n))).tofile(path)
+        paths.append(path)
+    return paths
 
 
 def _spill_runs(
@@ -239,8 +261,7 @@ def _spill_runs(
         for n in sizes:
             if not buffers[n]:
                 continue
-            # Workers send sorted batches (merged by timsort); in-process batches are unsorted.
-            merged = sorted_unique(np.concatenate(buffers[n]), runs=pool is not None)
+            merged = sorted_unique(np.concatenate(buffers[n]))
             buffers[n] = []
             path = scratch / f"run-{n}-{len(runs[n]):05d}.u64"
             merged.astype(_DTYPE, copy=False).tofile(path)
@@ -253,18 +274,26 @@ def _spill_runs(
             documents += len(texts)
             bytes_read += done
             if texts:
-                take(_hash_batch(texts, sizes, dedupe=False))
+                take(_hash_batch(texts, sizes))
     else:
+        # Each worker takes a large batch, hashes it in small pieces, and writes its sorted
+        # runs itself: this process only reads documents (it was the bottleneck when it
+        # merged the workers' hashes), and there are few runs to merge.
+        task_chars = max(batch_chars, min(64 << 20, memory_mb * (1 << 20) // (12 * count)))
         pending: list[Future] = []
-        for texts, done in _batches(source, batch_chars):
+        tags = itertools.count()
+        for texts, done in _batches(source, task_chars):
             documents += len(texts)
             bytes_read += done
             if texts:
-                pending.append(pool.submit(_hash_batch, texts, sizes, True))
-            while len(pending) > max(count, 1) or (pending and pending[0].done()):
-                take(pending.pop(0).result())
+                args = (texts, sizes, str(scratch), next(tags), batch_chars)
+                pending.append(pool.submit(_runs_of_task, *args))
+            while len(pending) > count or (pending and pending[0].done()):
+                for n, path in zip(sizes, pending.pop(0).result(), strict=True):
+                    runs[n].append(Path(path))
         for future in pending:
-            take(future.result())
+            for n, path in zip(sizes, future.result(), strict=True):
+                runs[n].append(Path(path))
     spill()
     return documents, bytes_read, runs
 
@@ -285,7 +314,7 @@ class _RunReader:
             self.handle.close()
 
 
-def _merge_runs(runs: list[Path], out: Path, memory_mb: int, fan_in: int = 64) -> int:
+def _merge_runs(runs: list[Path], out: Path, memory_mb: int, fan_in: int = 128) -> int:
     """Merge sorted unique runs into one sorted unique file; returns its length."""
     if not runs:
         out.write_bytes(b"")
