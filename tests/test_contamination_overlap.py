@@ -497,3 +497,35 @@ def test_index_of_a_corpus_three_times_the_memory_limit(tmp_path):
         expected = np.array([q in reference for q in queries.tolist()])
         assert np.array_equal(index.contains(n, queries), expected)
         assert expected.sum() == sum(lengths[d] - n + 1 for d in range(0, len(lengths), 97))
+
+
+def test_runs_spilled_and_merged_equal_a_set_of_hashes(tmp_path, monkeypatch):
+    import assay.contamination.ngram_index as ngram_index
+
+    spilled = []
+    spill_runs = ngram_index._spill_runs
+
+    def counted(*args):
+        documents, bytes_read, runs = spill_runs(*args)
+        spilled.append(min(len(paths) for paths in runs.values()))
+        return documents, bytes_read, runs
+
+    monkeypatch.setattr(ngram_index, "_spill_runs", counted)
+    # 8 MiB of memory and ~5 MB of text: in process, ~2 MiB of hashes per run; with two
+    # workers, a run per task of ~350,000 characters: several runs per size either way.
+    vocab = _vocabulary(2000)
+    texts = [_document(vocab, d) for d in range(200)]
+    corpus = tmp_path / "c.jsonl"
+    _jsonl(corpus, texts)
+    assert corpus.stat().st_size > 4_000_000
+    source = CorpusSource(name="c", url=str(corpus), format="jsonl")
+    tokens = tokenize(texts)
+    for workers in (1, 2):
+        target = str(tmp_path / f"w{workers}")
+        build_index(source, target, memory_mb=8, workers=workers)
+        assert spilled.pop() > 2  # several sorted runs per size, merged
+        index = CorpusIndex.open(target)
+        for n in NGRAM_SIZES:
+            hashes, valid = tokens.ngram_hashes(n)
+            expected = np.array(sorted(set(hashes[valid].tolist())), dtype=np.uint64)
+            assert np.array_equal(np.concatenate(list(index.sorted_hashes(n))), expected)
