@@ -2,8 +2,10 @@
 
 Structure: for each n in :data:`~assay.contamination.normalize.NGRAM_SIZES` (8, 11, 13) one
 file of the corpus's distinct n-gram hashes (:mod:`~assay.contamination.normalize`), sorted,
-as raw little-endian uint64. A lookup sorts the query hashes and binary-searches the
-memory-mapped file (``np.searchsorted``); an answer is exact up to 64-bit hash collisions.
+as raw little-endian uint64, with a fence file of every 64th hash. A lookup sorts the query
+hashes and binary-searches the memory-mapped file (``np.searchsorted``; from 16M hashes on,
+the fence, held in memory, first narrows each query to 64 hashes, one page). An answer is
+exact up to 64-bit hash collisions.
 
 Build (external sort, so a corpus larger than memory is fine): documents are read in batches
 and hashed; in this process, the hashes are buffered up to a quarter of ``memory_mb``, then
@@ -30,7 +32,7 @@ raw 13-gram probes         8.0 M/s                    10.9 M/s (1.00% false)
 At 1 GB (load 1.9) the sorted build ran at 15.1 MB/s and 12,000 instances/s. In a 1 GB run
 under load ~13 the Bloom build fell to 1.5 MB/s against 7.7 for the sorted one (its 540 MB
 of bits no longer fit in any cache: every insert is a cache miss), with lookups 1.2x the
-sorted arrays' (before the fence below). We keep the sorted arrays: they are exact, they
+sorted arrays' (before the fence). We keep the sorted arrays: they are exact, they
 stream with bounded memory (a Bloom filter must be sized before the corpus is read and held
 whole while it is filled: a corpus larger than memory needs a filter larger than memory),
 they merge, and their lookups are as fast. A Bloom filter's 1% "maybe" is about one false
@@ -38,7 +40,8 @@ they merge, and their lookups are as fast. A Bloom filter's 1% "maybe" is about 
 thresholds on borderline items. The price is disk: 8 bytes per distinct n-gram and size.
 
 Layout of the target folder (any fsspec URL; written atomically): ``manifest.json`` (the
-:class:`IndexInfo` plus the file of each n) and ``ngrams-<n>-<build id>.u64``. A local target is
+:class:`IndexInfo` and the files of each n), ``ngrams-<n>-<build id>.u64`` and
+``fence-<n>-<build id>.u64``. A local target is
 built in a temporary sibling folder and renamed into place; elsewhere the data files (new
 names per build) are uploaded first and ``manifest.json`` last, in one PUT, so a reader sees
 the old index or the new one, never a mix. :meth:`CorpusIndex.open` maps local files directly
@@ -86,7 +89,9 @@ class CorpusIndexError(LookupError):
 
 @dataclass(frozen=True)
 class IndexInfo:
-    """What an index holds and where."""
+    """What an index holds and where: the corpus digest, documents read, bytes of corpus
+    files read (as stored: compressed files count compressed), distinct n-grams per n, the
+    structure (``sorted-uint64``) and the target URL."""
 
     digest: str
     documents: int
