@@ -147,6 +147,21 @@ def test_bad_input_errors(x, kwargs, match):
         sequential_test(x, threshold, **args)
 
 
+def test_threshold_at_the_ends_of_the_range():
+    ones = np.ones(30)
+    # H0: mean <= 0 on [0, 1] means every observation is 0: thirty ones refute it at once,
+    # and no observation can lie below 0, so the 'below' bettor never wins.
+    at_lower = sequential_test(ones, 0.0, lower=0.0, upper=1.0, alpha=0.05)
+    assert at_lower.p_above < 1e-6 and at_lower.p_below == 1.0
+    # Against 1, observations equal to 1 carry no evidence either way: both stay at 1.
+    at_upper = sequential_test(ones, 1.0, lower=0.0, upper=1.0, alpha=0.05)
+    assert (at_upper.p_above, at_upper.p_below) == (1.0, 1.0)
+    # The interval still closes in from below: at m = 0.5 the PrPl bets (at least
+    # sqrt(18 / log 31) > 1 here, the running variance staying under 0.41 / (t + 1)) are capped
+    # at 0.5/m = 1, so K+(0.5) = 1.5^30, far above 2/alpha = 40.
+    assert at_upper.high == 1.0 and at_upper.low > 0.5
+
+
 def test_verdicts_bad_alpha():
     res = sequential_test([0.5], 0.5, lower=0.0, upper=1.0, alpha=0.05)
     with pytest.raises(ValueError, match="alpha"):

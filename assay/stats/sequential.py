@@ -36,6 +36,11 @@ moves power):
   ``K+_t(mu)`` falls and ``K-_t(mu)`` rises with ``mu``: the sequence is an interval and a
   grid inversion of it is provably conservative.
 
+What "the mean" is: the observations are taken as independent draws from one distribution
+(the population the suite's instances stand for, as for the instance bootstrap); running the
+instances in a random order is what makes the order of the scores carry no information. The
+tests are about that population's mean, not the finite suite's own average.
+
 Both use the regularized running estimates ``muhat_t = (1/2 + sum_{i<=t} y_i) / (t + 1)`` and
 ``sigma2_t = (1/4 + sum_{i<=t} (y_i - muhat_i)^2) / (t + 1)`` (``muhat_0 = 1/2``,
 ``sigma2_0 = 1/4``). Because the two use different bets, the interval may still contain the
@@ -348,8 +353,12 @@ def sequential_verdicts(tests: Sequence[SequentialTest], alpha: float) -> list[s
     anytime-valid p-values, so the family-wise error over every test of one decision is
     <= alpha at any stopping time.
 
-    A test whose two sides both reject (only possible when one of the rejections is an error)
-    is UNDECIDED.
+    Why Holm stays valid when the decision looks after every chunk and stops when it likes:
+    each running p-value only falls, so whatever Holm rejects at some look it also rejects on
+    the p-values' limits ``1 / sup_t K_t``, and those are valid p-values by Ville's inequality;
+    Holm needs nothing more (no assumption on how the tests depend on each other). A test
+    frozen when its scenario stopped keeps a p-value of the same kind. A test whose two sides
+    both reject (only possible when one of the rejections is an error) is UNDECIDED.
     """
     _check_alpha(alpha)
     if not tests:
