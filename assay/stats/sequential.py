@@ -244,23 +244,22 @@ def confidence_sequence(
     n = y.size
     if n == 0:
         return np.empty(0), np.empty(0)
-    lam = prpl_bets(y, alpha)[:, None]  # the same bet for both sides, capped per side
+    lam = prpl_bets(y, alpha)[None, :]  # the same bet for both sides, capped per side
     level = math.log(2.0 / alpha)
     grid = np.linspace(0.0, 1.0, grid_points)
     first_kept = np.full(n, grid_points)  # first grid index the 'above' bettor has not excluded
     last_kept = np.full(n, -1)  # last grid index the 'below' bettor has not excluded
     width = max(1, _BLOCK_CELLS // n)
     for start in range(0, grid_points, width):
-        mu = grid[start : start + width][None, :]
-        up, down = _log_capital(y[:, None], lam, lam, mu, axis=0)
+        # A block of grid points x time: the running sums run along contiguous rows.
+        mu = grid[start : start + width][:, None]
+        up, down = _log_capital(y[None, :], lam, lam, mu, axis=1)
         kept_up = up < level
         kept_down = down < level
-        any_up = kept_up.any(axis=1)
-        idx_up = start + np.argmax(kept_up, axis=1)
-        first_kept = np.where((first_kept == grid_points) & any_up, idx_up, first_kept)
-        any_down = kept_down.any(axis=1)
-        idx_down = start + mu.shape[1] - 1 - np.argmax(kept_down[:, ::-1], axis=1)
-        last_kept = np.where(any_down, idx_down, last_kept)
+        idx_up = start + np.argmax(kept_up, axis=0)
+        first_kept = np.where((first_kept == grid_points) & kept_up.any(axis=0), idx_up, first_kept)
+        idx_down = start + mu.shape[0] - 1 - np.argmax(kept_down[::-1], axis=0)
+        last_kept = np.where(kept_down.any(axis=0), idx_down, last_kept)
     # K+(1) <= 1 and K-(0) <= 1, so each bettor keeps at least one end of the grid; where it
     # keeps grid point 0 (or the last) the bound is the range's own end.
     low = lower + (upper - lower) * grid[np.maximum(first_kept - 1, 0)]
