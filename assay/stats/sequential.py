@@ -59,6 +59,8 @@ import numpy as np
 ABOVE, BELOW, UNDECIDED = "above", "below", "undecided"
 
 # Largest bet as a fraction of the distance to the bound (every factor stays >= 1 - _CAP).
+# 1/2 as in the paper; on the benchmark's workload 3/4 and 0.9 stopped later and decided less
+# often (they only helped at four margins, where every choice stops early).
 _CAP = 0.5
 # Grid points over [lower, upper] for inverting the capital process into the confidence sequence.
 GRID_POINTS = 2001
