@@ -442,6 +442,10 @@ class MetricSummary:
     ci_note: str = ""  # why a present figure has no interval ("" when it has one)
     # Smaller is better for this metric (the built-in list, or the direction a scorer gave).
     lower_is_better: bool = False
+    # Which instances the row is over: "" all evaluated ones; "clean" the clean subset (not
+    # flagged by a contamination check); "clean-full" the clean subset's mean minus the full
+    # set's (see assay.contamination.clean).
+    subset: str = ""
 
     @property
     def present(self) -> bool:
@@ -449,11 +453,12 @@ class MetricSummary:
 
 
 def is_headline(row: MetricSummary | Mapping[str, Any]) -> bool:
-    """Whether a scorecard row is a headline figure: neither broken down by group nor measured
-    on perturbed inputs. Rankings, the registry's eval tags and the UI read only these."""
+    """Whether a scorecard row is a headline figure: over every evaluated instance (no
+    contamination subset), neither broken down by group nor measured on perturbed inputs.
+    Rankings, the registry's eval tags and the UI read only these."""
     if isinstance(row, MetricSummary):
-        return not row.group and not row.perturbation
-    return not row["group"] and not row["perturbation"]
+        return not row.group and not row.perturbation and not row.subset
+    return not row["group"] and not row["perturbation"] and not row.get("subset")
 
 
 def headline_means(rows: Iterable[MetricSummary | Mapping[str, Any]]) -> dict[str, float]:

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from assay.core.digests import seed_from
 from assay.core.records import InstanceStat, MetricSummary
@@ -30,10 +31,21 @@ SCORECARD_SCHEMA = pa.schema(
         ("ci_note", pa.string()),  # why a computed figure has no interval; "" when it has one
         # Smaller is better: the metric is in LOWER_IS_BETTER or its scorer said so.
         ("lower_is_better", pa.bool_()),
+        # Which instances: "" all evaluated; "clean" / "clean-full" (MetricSummary.subset).
+        ("subset", pa.string()),
     ]
 )
 # Columns added after metric tables were first stored; readers must not require them.
-LATER_SCORECARD_COLUMNS = ("ci_note", "lower_is_better")
+LATER_SCORECARD_COLUMNS = ("ci_note", "lower_is_better", "subset")
+FULL = ""  # the subset value of rows over every evaluated instance
+
+
+def subset_rows(table: pa.Table, subset: str = FULL) -> pa.Table:
+    """The rows of a stored scorecard over ``subset`` (``""``: every evaluated instance);
+    a table written before the ``subset`` column existed holds only full rows."""
+    if "subset" not in table.column_names:
+        return table if subset == FULL else table.slice(0, 0)
+    return table.filter(pc.equal(pc.fill_null(table["subset"], FULL), subset))
 
 
 def absent(
@@ -220,6 +232,7 @@ def scorecard_table(rows: Sequence[MetricSummary]) -> pa.Table:
                 "reason": r.reason,
                 "ci_note": r.ci_note,
                 "lower_is_better": r.lower_is_better,
+                "subset": r.subset,
             }
             for r in rows
         ],
