@@ -23,10 +23,9 @@ from assay.contamination.subsets import (
     check_table,
     contaminated_instances,
 )
-from assay.core.records import InstanceStat, is_headline
+from assay.core.records import InstanceStat, is_headline, subset_rows
 from assay.evaluate.suite import parse_suite
 from assay.registry import Registry
-from assay.scoring.summary import subset_rows
 from assay.storage.contract import CONTAMINATION
 from assay.storage.parquet import ParquetStore
 from assets import all_assets

@@ -20,9 +20,8 @@ import pyarrow.compute as pc
 
 from assay.compare.family_figures import FamilyFigure, family_figures
 from assay.core.digests import seed_from
-from assay.core.records import is_headline
+from assay.core.records import is_headline, subset_rows
 from assay.scoring.metrics.directions import NOT_RANKED
-from assay.scoring.summary import subset_rows
 from assay.stats.paired import Comparison, adjust, compare
 from assay.stats.resampling import bootstrap_collapsed, collapse
 

@@ -17,10 +17,10 @@ import pyarrow.compute as pc
 from assay.compare.ranking import Leaderboard, build_leaderboard
 from assay.contamination.clean import CLEAN, RATE
 from assay.core.digests import seed_from
+from assay.core.records import subset_rows
 from assay.evaluate.suite import Suite
 from assay.registry import Registry
 from assay.scoring.metrics.directions import lower_is_better_in
-from assay.scoring.summary import subset_rows
 from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, MODEL_VERSION, RANKINGS, SCENARIO
 from assay.storage.parquet import ParquetStore
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from assay.core.digests import digest_json
 
@@ -459,6 +460,18 @@ def is_headline(row: MetricSummary | Mapping[str, Any]) -> bool:
     if isinstance(row, MetricSummary):
         return not row.group and not row.perturbation and not row.subset
     return not row["group"] and not row["perturbation"] and not row.get("subset")
+
+
+FULL = ""  # MetricSummary.subset of rows over every evaluated instance
+
+
+def subset_rows(table: pa.Table, subset: str = FULL) -> pa.Table:
+    """The rows of a stored scorecard (``metric_tables``) over ``subset`` (``""``: every
+    evaluated instance); a table written before the ``subset`` column existed holds only
+    full rows."""
+    if "subset" not in table.column_names:
+        return table if subset == FULL else table.slice(0, 0)
+    return table.filter(pc.equal(pc.fill_null(table["subset"], FULL), subset))
 
 
 def headline_means(rows: Iterable[MetricSummary | Mapping[str, Any]]) -> dict[str, float]:

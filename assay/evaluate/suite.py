@@ -36,6 +36,11 @@ Promotion criteria. A top-level ``promotion`` mapping declares what a version mu
 it takes a gated alias or the Production stage (``assay.evaluate.criteria``); without one,
 each scenario's primary metric must be non-inferior to the incumbent's within 0.05.
 
+Contamination. A top-level ``contamination`` mapping names the detectors whose flags leave an
+instance out of the clean subset (``{flag_detectors: [gpt3_13gram, palm_8gram, llama2_span]}``,
+the default; ``assay.contamination.subsets``), and ``rankings: {subset: clean}`` ranks the
+leaderboard on the clean subsets (``assay.compare.standings.ranked_results``).
+
 Prompts from the registry. An adapter's (or a variant's) ``instructions`` may be a pinned
 prompt reference, and ``input_template`` one whose template places ``{{ input }}``::
 

@@ -8,11 +8,11 @@ from itertools import pairwise
 import pyarrow.compute as pc
 
 from assay.compare.ranking import comparison_rows
+from assay.core.records import subset_rows
 from assay.report.data import alias_holders, end_of
 from assay.report.decisions import decision_page, latest_verdicts
 from assay.report.links import compare_page, day_page, scenario_page, slug
 from assay.report.render import _Context, _finite
-from assay.scoring.summary import subset_rows
 
 
 def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> None:

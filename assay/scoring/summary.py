@@ -10,7 +10,6 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from assay.core.digests import seed_from
 from assay.core.records import InstanceStat, MetricSummary
@@ -37,15 +36,6 @@ SCORECARD_SCHEMA = pa.schema(
 )
 # Columns added after metric tables were first stored; readers must not require them.
 LATER_SCORECARD_COLUMNS = ("ci_note", "lower_is_better", "subset")
-FULL = ""  # the subset value of rows over every evaluated instance
-
-
-def subset_rows(table: pa.Table, subset: str = FULL) -> pa.Table:
-    """The rows of a stored scorecard over ``subset`` (``""``: every evaluated instance);
-    a table written before the ``subset`` column existed holds only full rows."""
-    if "subset" not in table.column_names:
-        return table if subset == FULL else table.slice(0, 0)
-    return table.filter(pc.equal(pc.fill_null(table["subset"], FULL), subset))
 
 
 def absent(

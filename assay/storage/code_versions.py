@@ -135,7 +135,6 @@ SOURCES: Mapping[str, tuple[str, ...]] = {
         "compare/standings.py",
         "contamination/clean.py",
         "scoring/metrics/directions.py",
-        "scoring/summary.py",
         "stats",
         "storage/parquet.py",
     ),
