@@ -15,9 +15,10 @@ For one model version × scenario and its :class:`~assay.contamination.subsets.C
   the full mean, with a 95% interval from one instance bootstrap of both means: every
   resample draws the evaluated instances with replacement and takes the full mean over all
   drawn rows and the clean mean over the drawn clean ones (``bootstrap_means`` on the columns
-  [value, value if clean else missing], resampled jointly). The clean subset is part of the
-  full set, so the two means are correlated; resampling them together keeps that, where two
-  independent intervals would overstate the uncertainty of the difference. A resample that
+  [value, value if clean else missing], resampled jointly; one draw serves every metric).
+  The clean subset is part of the full set, so the two means are correlated; resampling them
+  together keeps that, where two independent intervals would overstate the uncertainty of
+  the difference. A resample that
   drew no clean instance is left out (the interval is NaN with a note when most are).
   ``count`` is the number of clean instances.
 """
@@ -88,9 +89,10 @@ def contamination_rows(
             replace(r, subset=CLEAN, lower_is_better=r.metric in lower_is_better)
             for r in scorecard(clean_stats, f"{seed_key}\x1f{CLEAN}")
         ]
-        for (metric, family), per_instance in sorted(full_cells.items()):
-            row = _difference(metric, family, per_instance, clean, seed_key)
-            rows.append(replace(row, lower_is_better=metric in lower_is_better))
+        rows += [
+            replace(row, lower_is_better=row.metric in lower_is_better)
+            for row in _differences(full_cells, clean, seed_key)
+        ]
     return flags, rows
 
 
@@ -102,49 +104,69 @@ def _headline_cells(stats: Iterable[InstanceStat]) -> dict[tuple[str, str], dict
         if not s.group and not s.perturbation:
             values[(s.metric, s.family)][s.instance_id].append(s.value)
     return {
-        cell: {i: float(np.mean(v)) for i, v in per_instance.items()}
+        cell: {i: sum(v) / len(v) for i, v in per_instance.items()}
         for cell, per_instance in values.items()
     }
 
 
-def _difference(
-    metric: str, family: str, per_instance: dict[str, float], clean: Collection[str], seed_key: str
-) -> MetricSummary:
-    """clean mean − full mean of one headline metric, with the joint bootstrap interval."""
-    ids = sorted(i for i, v in per_instance.items() if math.isfinite(v))
-    kept = [i for i in ids if i in clean]
-    if not kept:
-        why = f"no clean instance has a value for {metric}"
-        return replace(absent(metric, family, why), subset=CLEAN_MINUS_FULL)
-    full = np.array([per_instance[i] for i in ids])
+def _differences(
+    cells: dict[tuple[str, str], dict[str, float]], clean: Collection[str], seed_key: str
+) -> list[MetricSummary]:
+    """clean mean − full mean of each headline cell, with the joint bootstrap interval.
+
+    One resample draw serves every metric (the instances of all cells, a metric's missing
+    instances left out of its means): one draw of counts instead of one per metric, and each
+    interval is still the percentile interval of its own resampled differences."""
+    names = sorted(cells)
+    ids = sorted({i for c in names for i, v in cells[c].items() if math.isfinite(v)})
+    if not names or not ids:
+        return []
+    row = {i: k for k, i in enumerate(ids)}
+    full = np.full((len(ids), len(names)), np.nan)
+    for j, cell in enumerate(names):
+        for i, v in cells[cell].items():
+            if math.isfinite(v):
+                full[row[i], j] = v
     in_clean = np.array([i in clean for i in ids])
-    diff = float(full[in_clean].mean() - full.mean())
-    low = high = math.nan
-    note = ""
-    if len(ids) < 2:
-        note = "one instance: no spread to resample"
-    else:
-        columns = np.column_stack([full, np.where(in_clean, full, np.nan)])
-        seed = seed_from(seed_key, CLEAN_MINUS_FULL, metric, family)
-        means = bootstrap_means(columns, n_resamples=N_RESAMPLES, seed=seed)
-        diffs = means[:, 1] - means[:, 0]
-        present = np.isfinite(diffs)
-        if present.mean() < 0.5:
+    kept = np.where(in_clean[:, None], full, np.nan)
+    n_full = (~np.isnan(full)).sum(axis=0)
+    n_clean = (~np.isnan(kept)).sum(axis=0)
+    diffs = None
+    if len(ids) >= 2:
+        seed = seed_from(seed_key, CLEAN_MINUS_FULL)
+        means = bootstrap_means(np.hstack([full, kept]), n_resamples=N_RESAMPLES, seed=seed)
+        diffs = means[:, len(names) :] - means[:, : len(names)]
+    out = []
+    for j, (metric, family) in enumerate(names):
+        if n_clean[j] == 0:
+            why = f"no clean instance has a value for {metric}"
+            out.append(replace(absent(metric, family, why), subset=CLEAN_MINUS_FULL))
+            continue
+        diff = float(np.nanmean(kept[:, j]) - np.nanmean(full[:, j]))
+        low = high = math.nan
+        note = ""
+        present = np.isfinite(diffs[:, j]) if diffs is not None else None
+        if diffs is None or n_full[j] < 2:
+            note = "one instance: no spread to resample"
+        elif present.mean() < 0.5:
             note = f"the clean mean could be resampled only {int(present.sum())} times"
         else:
-            low, high = percentile_interval(diffs[present], CONFIDENCE)
-    return MetricSummary(
-        metric,
-        family,
-        "",
-        "",
-        diff,
-        len(kept),
-        low,
-        high,
-        ci_note=note,
-        subset=CLEAN_MINUS_FULL,
-    )
+            low, high = percentile_interval(diffs[present, j], CONFIDENCE)
+        out.append(
+            MetricSummary(
+                metric,
+                family,
+                "",
+                "",
+                diff,
+                int(n_clean[j]),
+                low,
+                high,
+                ci_note=note,
+                subset=CLEAN_MINUS_FULL,
+            )
+        )
+    return out
 
 
 __all__ = (
