@@ -49,7 +49,7 @@ def site(tmp_path_factory) -> dict:
     sample = write_sample(
         store, registry, clock=clock.set, n_versions=2, n_instances=12, hostile=False
     )
-    checked, unchecked = sample.versions  # best first
+    unchecked, checked = sample.versions  # best first: check the one with wrong answers
     where = {"model_version": checked, "scenario": SCENARIO}
     stats = _stats(store.read("instance_scores", where))
     ids = sorted({s.instance_id for s in stats})
@@ -146,7 +146,7 @@ def test_the_scenario_page_shows_rate_clean_and_difference(site):
     other = next(r for r in export if r["model_version"] == site["unchecked"])
     assert not other["checked"] and other["clean"] is None
     # The contamination subsets stay out of the leaderboard's headline scores.
-    assert [r.model_version for r in site["board"].rows] == [site["checked"], site["unchecked"]]
+    assert [r.model_version for r in site["board"].rows] == [site["unchecked"], site["checked"]]
 
 
 def test_the_instance_data_carries_each_finding(site):
