@@ -1,0 +1,1 @@
+"""Contamination checks: which test items a model version may have seen in training."""
