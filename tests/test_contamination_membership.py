@@ -29,6 +29,7 @@ from assay.core.records import Completion, Instance, Reference, Request, Request
 from assay.models.base import ModelSpec, ProgressCallback, ServingConfig
 from assay.models.bundled import BUNDLED_SOURCE
 from assay.models.cache import CachedClient, RequestCache
+from assay.models.prompt_logprobs import PromptLogprobs
 from assay.models.transformers_backend import TransformersClient
 
 # Texts a language model has surely read many times: public-domain openings.
@@ -68,8 +69,8 @@ UNSEEN = as_instances("unseen", [random_sentence(n, len(t.split())) for n, t in 
 
 
 @dataclass
-class CountingClient:
-    """The real model, counting the requests that reach it (behind the cache)."""
+class PieceCounter:
+    """The real model behind ``complete`` only (as an HTTP endpoint is), counting requests."""
 
     inner: TransformersClient
     requests: int = 0
@@ -89,6 +90,21 @@ class CountingClient:
         return self.inner.complete(requests, progress)
 
 
+@dataclass
+class TokenCounter(PieceCounter):
+    """The real model with its exact text scoring too, counting texts scored."""
+
+    texts: int = 0
+
+    def score_prompts(self, texts: Sequence[str]) -> list[PromptLogprobs]:
+        self.texts += len(texts)
+        return self.inner.score_prompts(texts)
+
+    @property
+    def calls(self) -> int:
+        return self.requests + self.texts
+
+
 @pytest.fixture(scope="module")
 def model(model_cache_dir: Path) -> TransformersClient:
     serving = ServingConfig(batch_size=32)
@@ -97,17 +113,29 @@ def model(model_cache_dir: Path) -> TransformersClient:
     )
 
 
+def _cached(model: TransformersClient, counter: PieceCounter, folder: Path) -> CachedClient:
+    cache = RequestCache(f"sqlite:///{folder / 'requests.db'}")
+    return CachedClient(counter, cache, model.spec.serving)
+
+
 @pytest.fixture(scope="module")
 def cached(
     model: TransformersClient, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[CachedClient, CountingClient]:
-    counter = CountingClient(model)
-    cache = RequestCache(f"sqlite:///{tmp_path_factory.mktemp('cache') / 'requests.db'}")
-    return CachedClient(counter, cache, model.spec.serving), counter
+) -> tuple[CachedClient, TokenCounter]:
+    counter = TokenCounter(model)
+    return _cached(model, counter, tmp_path_factory.mktemp("tokens")), counter
 
 
 @pytest.fixture(scope="module")
-def planted(cached: tuple[CachedClient, CountingClient]) -> dict[str, tuple[list, dict]]:
+def by_pieces(
+    model: TransformersClient, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[CachedClient, PieceCounter]:
+    counter = PieceCounter(model)
+    return _cached(model, counter, tmp_path_factory.mktemp("pieces")), counter
+
+
+@pytest.fixture(scope="module")
+def planted(cached: tuple[CachedClient, TokenCounter]) -> dict[str, tuple[list, dict]]:
     client, _ = cached
     return {
         "seen": min_k_membership(client, SEEN),
@@ -164,10 +192,10 @@ def test_split_halves_cuts_between_words() -> None:
 
 
 def test_bad_input_is_refused_naming_the_instance(
-    cached: tuple[CachedClient, CountingClient],
+    cached: tuple[CachedClient, TokenCounter],
 ) -> None:
     client, counter = cached
-    before = counter.requests
+    before = counter.calls
     with pytest.raises(ValueError, match="instance 'empty': empty text"):
         min_k_membership(client, [*SEEN[:1], Instance("empty", "", ())])
     with pytest.raises(ValueError, match="k must be in"):
@@ -182,17 +210,37 @@ def test_bad_input_is_refused_naming_the_instance(
         guided_completion(client, SEEN[:1], dataset_name=" ", split="test")
     with pytest.raises(ValueError, match=r"text 0 .* at least two words"):
         text_logprobs(client, ["alone"])
-    assert counter.requests == before  # refused before any model call
+    assert counter.calls == before  # refused before any model call
 
 
 # ------------------------------------------------------------------ the real model
 
 
-def test_piece_log_probs_follow_the_chain_rule(cached: tuple[CachedClient, CountingClient]) -> None:
-    # log P(rest | first word) computed in one request equals the sum of the per-piece values.
+def test_token_log_probs_follow_the_chain_rule(
+    cached: tuple[CachedClient, TokenCounter],
+) -> None:
+    # Chain rule: the per-token values after the first token ("Four"; SmolLM2 adds no BOS, so
+    # nothing precedes it) sum to log P(rest | "Four"), computed in one request.
     client, _ = cached
     text = FAMOUS[2]
     [values] = text_logprobs(client, [text])
+    first, rest = text.split(" ", 1)
+    request = Request("chain", RequestKind.LOGLIKELIHOOD, first, continuations=(" " + rest,))
+    [whole] = client.complete([request])
+    assert len(values) == whole.choices[0].n_tokens
+    assert sum(values) == pytest.approx(whole.choices[0].logprob, rel=1e-3, abs=1e-2)
+
+
+def test_word_piece_log_probs_follow_the_chain_rule(
+    by_pieces: tuple[CachedClient, PieceCounter],
+) -> None:
+    # A client without exact text scoring: one request per piece; the pieces after the first
+    # sum to log P(rest | first word), computed here in one request.
+    client, counter = by_pieces
+    text = FAMOUS[2]
+    before = counter.requests
+    [values] = text_logprobs(client, [text])
+    assert counter.requests - before == len(text.split()) - 1
     first, rest = text.split(" ", 1)
     request = Request("chain", RequestKind.LOGLIKELIHOOD, first, continuations=(" " + rest,))
     [whole] = client.complete([request])
@@ -237,17 +285,33 @@ def test_per_instance_flags_follow_the_stated_rule(planted: dict[str, tuple[list
 
 
 def test_a_rerun_is_answered_from_the_cache(
-    planted: dict[str, tuple[list, dict]], cached: tuple[CachedClient, CountingClient]
+    planted: dict[str, tuple[list, dict]], cached: tuple[CachedClient, TokenCounter]
 ) -> None:
     client, counter = cached
-    before = counter.requests
+    before = counter.calls
     again, figures = min_k_membership(client, SEEN)
-    assert counter.requests == before
+    assert counter.calls == before
     assert again == planted["seen"][0] and figures == planted["seen"][1]
+    assert figures["unit"] == "token"
+
+
+def test_the_word_piece_path_is_cached_too(by_pieces: tuple[CachedClient, PieceCounter]) -> None:
+    client, counter = by_pieces
+    instances = [SEEN[3], UNSEEN[3]]
+    findings, figures = min_k_membership(client, instances)
+    assert figures["unit"] == "word piece" and figures["n"] == 2
+    assert all(math.isfinite(f.score) for f in findings)
+    assert math.isnan(figures["flag_threshold"])  # two instances: too few to flag any
+    before = counter.requests
+    again, again_figures = min_k_membership(client, instances)
+    assert counter.requests == before
+    assert again == findings
+    assert again_figures.keys() == figures.keys()
+    assert all(again_figures[k] == v for k, v in figures.items() if k != "flag_threshold")
 
 
 def test_unchanged_rewrites_leave_an_instance_untested(
-    cached: tuple[CachedClient, CountingClient],
+    cached: tuple[CachedClient, TokenCounter],
 ) -> None:
     client, _ = cached
     findings, figures = min_k_membership(
@@ -260,13 +324,13 @@ def test_unchanged_rewrites_leave_an_instance_untested(
 
 
 def test_guided_and_general_completion_run_end_to_end(
-    cached: tuple[CachedClient, CountingClient],
+    cached: tuple[CachedClient, TokenCounter],
 ) -> None:
     client, counter = cached
     instances = [SEEN[1], UNSEEN[1], Instance("one-word", "Hello", ())]
-    before = counter.requests
+    before = counter.calls
     findings, figures = guided_completion(client, instances, dataset_name="famous", split="test")
-    assert counter.requests - before == 4  # a guided and a general generation per split text
+    assert counter.calls - before == 4  # a guided and a general generation per split text
     assert [f.detector for f in findings] == ["guided_completion"] * 3
     # ROUGE-L recomputed with rouge-score itself on the cached completions (no model call).
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
@@ -288,5 +352,5 @@ def test_guided_and_general_completion_run_end_to_end(
         figures["mean_rouge_l_guided"] - figures["mean_rouge_l_general"]
     )
     again, again_figures = guided_completion(client, instances, dataset_name="famous", split="test")
-    assert counter.requests - before == 4  # the rerun made no model call
+    assert counter.calls - before == 4  # the rerun made no model call
     assert again[:2] == findings[:2] and again_figures == figures

@@ -20,44 +20,53 @@ Decisions where the papers leave room (written here because the next person look
 - **Which text.** An instance's text is its input, a newline, and its first gold reference
   (both stripped); the input alone when it has no gold reference. The test item as a
   dataset shows it is question plus answer; one text per instance keeps one pair per unit.
-- **Which "tokens".** Log-probabilities come from the model client's ``complete`` with
-  ``LOGLIKELIHOOD`` requests, one per word piece (``assay.models.prompt_logprobs``: a piece is
-  its leading whitespace plus a run of non-space characters, scored given all the text before
-  it). That path goes through the request cache (a rerun makes no model call) and gives the
-  same number in process and over an OpenAI-compatible endpoint. Min-K% is therefore taken
-  over word pieces, not model tokens (a piece's log-probability is the sum of its tokens'),
-  and the first piece, which has no context, is left out. The cost is one request per piece
-  with a growing prefix, about quadratic in the text length: ``benchmarks/bench_min_k_prob.py``
-  measures it against a plain multiple-choice evaluation.
+- **Which "tokens", and the cache.** Through the model client, never around the request
+  cache (see :func:`text_logprobs`). A client that scores whole texts exactly
+  (``PromptScorer.score_prompts``: ``TransformersClient``, alone or inside the
+  ``CachedClient`` the evaluation builds) gives every model token's log-probability from one
+  forward pass per batch of texts, as the paper does; the ``CachedClient``'s cache stores each
+  text's values under a key of its own (model artifact, backend, serving config and the
+  text), so a rerun makes no model call. Any other client (an OpenAI-compatible endpoint,
+  llama.cpp) is asked with ``LOGLIKELIHOOD`` requests, one per word piece
+  (``assay.models.prompt_logprobs``: a piece is its leading whitespace plus a run of non-space
+  characters, scored given all the text before it), cached like every request; Min-K% is
+  then over word pieces (a piece's log-probability is the sum of its tokens'), and the cost
+  is one request per piece with a growing prefix, about quadratic in the text's length. A
+  value with nothing before it is left out (the first piece; the first token when the
+  tokenizer puts no BOS before raw text, as SmolLM2's does not). The figures name the unit
+  (``unit``): values from the two paths are not comparable with each other.
+  ``benchmarks/bench_min_k_prob.py`` measures both against a plain evaluation.
 - **How many of the lowest.** ``floor(k * n)`` values (at least one) of the ``n`` scored
-  pieces: the authors' reference code takes ``int(len(probs) * ratio)`` lowest values (as
+  values: the authors' reference code takes ``int(len(probs) * ratio)`` lowest values (as
   recalled; their package is not installed here to check), which is the floor; the minimum of
   one keeps short texts defined where theirs would average nothing.
 - **Which perturbations.** By default ``filler_words:prob=0.2`` and ``synonyms:prob=0.5``
   (assay's robustness perturbations, seeded from the instance id), applied to the input only;
   a rewrite identical to the original is left out. Typos were tried and rejected: on the
-  bundled SmolLM2-135M they lower Min-K% by about as much for random-word sentences (10 to 20
-  nats) as for famous public-domain ones (12 to 22), because a misspelt word is unlikely in
-  any text; inserted fillers lowered it by 1 to 7 nats for the famous sentences and by about
-  0 (-0.7 to +0.9) for random words. Callers may pass their own perturbed inputs (the suite's
-  ``perturbed_instances``), but a perturbation that makes any text unlikely weakens the test.
+  bundled SmolLM2-135M (word-piece Min-K%) they lower Min-K% by about as much for random-word
+  sentences (10 to 20 nats) as for famous public-domain ones (12 to 22), because a misspelt
+  word is unlikely in any text; inserted fillers lowered it by 1 to 7 nats for the famous
+  sentences and by about 0 (-0.7 to +0.9) for random words. Callers may pass their own
+  perturbed inputs (the suite's ``perturbed_instances``), but a perturbation that makes any
+  text unlikely weakens the test.
 - **Scenario-level test.** Wilcoxon's signed-rank test, one-sided ("originals score higher"),
   on the per-instance differences: log-probability differences are heavy-tailed (one rare
   word moves Min-K% by several nats), and the signed-rank test assumes only a symmetric
   distribution, not a normal one; with few instances scipy computes its exact distribution.
   Instances whose difference is exactly zero are dropped by the test (Wilcoxon's convention).
   Beside it: the mean difference with a percentile bootstrap interval (``assay.stats``,
-  seeded from the instance ids). The null of "no difference" is conservative in one
-  direction only: natural text is often a little more likely than its rewrites even when
-  unseen, so a significant result says "the model prefers this scenario's exact wording",
-  which is what contamination predicts but not proof of it.
+  seeded from the instance ids). The null of "no difference" is not neutral: natural text is
+  often a little more likely than its rewrites even when unseen (much more so under rewrites
+  that make any text unlikely), so a significant result says "the model prefers this
+  scenario's exact wording", which contamination predicts, not proof of contamination.
 - **Per-instance flags are weak evidence.** Min-K%: an instance is flagged when its
   difference is positive and above ``median + 3 * 1.4826 * MAD`` of the scenario's
   differences (a robust z-score above 3: an outlier among its own scenario), and only when
   the scenario has at least ``MIN_FLAG_INSTANCES`` differences with a non-zero spread. It
   finds instances the model prefers unusually strongly; it cannot flag anything in a
   scenario that is contaminated throughout, and one instance's difference rests on one or two
-  rewrites. Guided completion: flagged when the guided completion reproduces the second half
+  rewrites (on the bundled model, six random-word sentences gave one flag, six famous openings
+  none). Guided completion: flagged when the guided completion reproduces the second half
   nearly exactly (ROUGE-L at least ``NEAR_EXACT_ROUGE_L``) and better than the general one,
   standing in for the paper's judged "exact or near-exact match".
 """
@@ -72,10 +81,16 @@ from typing import Any
 import numpy as np
 from scipy.stats import wilcoxon
 
-from assay.core.digests import seed_from
+from assay.core.digests import digest_json, seed_from
 from assay.core.records import Completion, Instance, Request, RequestKind
-from assay.models.base import ModelClient
-from assay.models.prompt_logprobs import assemble_pieces, piece_requests, split_pieces
+from assay.models.base import ModelClient, backend_identity
+from assay.models.cache import CachedClient
+from assay.models.prompt_logprobs import (
+    PromptScorer,
+    assemble_pieces,
+    piece_requests,
+    split_pieces,
+)
 from assay.perturbations import get_perturbation
 from assay.scoring.metrics.accuracy import rouge_l
 from assay.stats import bootstrap_interval
@@ -164,25 +179,92 @@ def default_perturbed_inputs(
     return {i.id: [p.apply(i.input, seed=i.id) for p in perturbations] for i in instances}
 
 
+def scoring_unit(client: ModelClient) -> str:
+    """``"token"`` when ``client`` scores whole texts exactly, else ``"word piece"``."""
+    inner = client.client if isinstance(client, CachedClient) else client
+    return "token" if isinstance(inner, PromptScorer) else "word piece"
+
+
 def text_logprobs(
     client: ModelClient, texts: Sequence[str], labels: Sequence[str] | None = None
 ) -> list[list[float]]:
-    """Log-probability of every word piece after the first of each text (module docstring).
+    """The scored log-probabilities of each text, in order (see ``scoring_unit``).
 
-    One ``complete`` call for all texts, so a ``CachedClient`` answers repeats from its cache.
-    Raises ``ValueError`` naming the text (by ``labels[n]`` when given, else its index) when
-    a piece could not be scored or a text has fewer than two pieces (nothing conditions the
-    only one).
+    - A client that is a ``PromptScorer`` (or a ``CachedClient`` around one): every model
+      token after the first, from one forward pass per batch of texts; through a
+      ``CachedClient`` each text's values are stored in its request cache (key in
+      :func:`prompt_scores_key`), so a repeat makes no model call.
+    - Any other client: every word piece after the first, one ``LOGLIKELIHOOD`` request each
+      through ``complete`` (cached by a ``CachedClient`` like any request).
+
+    Raises ``ValueError`` naming the text (by ``labels[n]`` when given, else ``text n``) when
+    it has fewer than two words or could not be scored.
     """
     names = list(labels) if labels is not None else [f"text {n}" for n in range(len(texts))]
     if len(names) != len(texts):
         raise ValueError(f"{len(names)} labels for {len(texts)} texts")
+    for name, text in zip(names, texts, strict=True):
+        if len(split_pieces(text)) < 2:
+            raise ValueError(f"{name} ({text[:40]!r}) needs at least two words to be scored")
+    if scoring_unit(client) == "token":
+        return _token_logprobs(client, texts, names)
+    return _piece_logprobs(client, texts, names)
+
+
+def prompt_scores_key(client: CachedClient, text: str) -> str:
+    """The request-cache key of a text's per-token scores: the cache's own policy (model
+    artifact, backend, serving config) with the text in place of a request, under a
+    ``prompt_logprobs`` tag no ``Request`` digest can equal."""
+    return digest_json(
+        [
+            "prompt_logprobs",
+            client.artifact_digest,
+            client.serving.to_dict(),
+            backend_identity(client.client),
+            text,
+        ]
+    )
+
+
+def _token_logprobs(client: ModelClient, texts: Sequence[str], names: Sequence[str]) -> list:
+    cached = client if isinstance(client, CachedClient) else None
+    scorer = cached.client if cached is not None else client
+    assert isinstance(scorer, PromptScorer)  # checked by scoring_unit
+    unique = list(dict.fromkeys(texts))
+    values: dict[str, tuple[float, ...]] = {}
+    if cached is not None:
+        keys = {t: prompt_scores_key(cached, t) for t in unique}
+        found = cached.cache.get_many(keys.values())
+        values = {t: found[k].token_logprobs for t, k in keys.items() if k in found}
+    missing = [t for t in unique if t not in values]
+    if missing:
+        try:
+            scored = scorer.score_prompts(missing)
+        except ValueError:
+            # Find the text at fault, one at a time (only on this failure path).
+            for text in missing:
+                try:
+                    scorer.score_prompts([text])
+                except ValueError as exc:
+                    raise ValueError(f"{names[texts.index(text)]}: {exc}") from None
+            raise
+        fresh: dict[str, Completion] = {}
+        for text, result in zip(missing, scored, strict=True):
+            kept = tuple(float(v) for v in result.token_logprobs if v is not None)
+            if not kept:
+                raise ValueError(f"{names[texts.index(text)]}: no token could be scored")
+            fresh[text] = Completion(prompt_tokens=len(result.tokens), token_logprobs=kept)
+            values[text] = kept
+        if cached is not None:
+            cached.cache.put_many({prompt_scores_key(cached, t): c for t, c in fresh.items()})
+    return [list(values[t]) for t in texts]
+
+
+def _piece_logprobs(client: ModelClient, texts: Sequence[str], names: Sequence[str]) -> list:
     requests: list[Request] = []
     spans: list[tuple[int, int]] = []
-    for name, text in zip(names, texts, strict=True):
+    for text in texts:
         pieces = piece_requests(text)
-        if not pieces:
-            raise ValueError(f"{name} ({text[:40]!r}) needs at least two words to be scored")
         spans.append((len(requests), len(pieces)))
         requests.extend(pieces)
     completions = client.complete(requests)
@@ -279,7 +361,8 @@ def min_k_membership(
     original, which then takes no part in the test) and the scenario figures: ``n``,
     ``mean_diff``, ``median_diff``, ``ci_low``/``ci_high`` (bootstrap, ``confidence``),
     ``p_value`` (one-sided Wilcoxon), ``significant`` (``p_value < alpha``), ``k``,
-    ``flag_threshold`` (NaN when too few instances to flag any) and ``n_unpaired``.
+    ``flag_threshold`` (NaN when too few instances to flag any), ``n_unpaired`` and ``unit``
+    (what was scored: ``"token"`` or ``"word piece"``, see :func:`scoring_unit`).
     """
     if not 0.0 < k <= 1.0:
         raise ValueError(f"k must be in (0, 1], got {k!r}")
@@ -325,6 +408,7 @@ def min_k_membership(
     figures = _paired_test("min_k_prob", list(diffs.values()), alpha, seed)
     figures |= {
         "k": k,
+        "unit": scoring_unit(client),
         "flag_threshold": float("nan") if threshold is None else threshold,
         "n_unpaired": len(instances) - len(diffs),
     }
