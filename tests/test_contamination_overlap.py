@@ -529,3 +529,9 @@ def test_runs_spilled_and_merged_equal_a_set_of_hashes(tmp_path, monkeypatch):
             hashes, valid = tokens.ngram_hashes(n)
             expected = np.array(sorted(set(hashes[valid].tolist())), dtype=np.uint64)
             assert np.array_equal(np.concatenate(list(index.sorted_hashes(n))), expected)
+
+
+def test_detector_names_match_the_contamination_table():
+    from assay.contamination.subsets import OVERLAP_DETECTORS
+
+    assert DETECTORS == OVERLAP_DETECTORS
