@@ -115,7 +115,8 @@ def build_index(
     ``memory_mb`` bounds the buffers (batches, runs, merge chunks). ``workers`` processes hash
     the batches and merge the sizes (default: up to 2 of the CPUs, none for under 32 MB of
     files; 0 or 1: this process). ``digest``: the source's :func:`corpus_digest` when the
-    caller has just computed it (saves a pass over the bytes).
+    caller has just computed it (saves a pass over the bytes). Workers are spawned: a script
+    that builds at import time needs the usual ``if __name__ == "__main__":`` guard.
     """
     if memory_mb < 8:
         raise ValueError(f"memory_mb must be at least 8, got {memory_mb}")
