@@ -20,6 +20,7 @@ those a sequential run already asked.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -52,6 +53,9 @@ EVALUATED_COLUMN, TOTAL_COLUMN, STOP_COLUMN = (
     "instances_total",
     "stop_reason",
 )
+
+# The schema metadata key of a partial ``model_outputs`` table's extent.
+OUTPUTS_EXTENT_KEY = b"assay.sequential"
 
 # Metrics whose per-instance values lie in [0, 1] by construction (an indicator or a
 # proportion); the anytime-valid tests need bounded observations. Others are sequentially
@@ -218,6 +222,36 @@ def mark_extent(card: pa.Table, evaluated: int, total: int, stop_reason: str) ->
     return card
 
 
+def mark_outputs(
+    table: pa.Table, decision: str, evaluated: int, total: int, stop_reason: str
+) -> pa.Table:
+    """A partial ``model_outputs`` table, with its extent in the schema metadata (kept by
+    Parquet), so the scoring step marks the scorecard without another source."""
+    held = dict(table.schema.metadata or {})
+    extent = {
+        "decision": decision,
+        "evaluated": evaluated,
+        "total": total,
+        "stop_reason": stop_reason,
+    }
+    held[OUTPUTS_EXTENT_KEY] = json.dumps(extent, sort_keys=True).encode()
+    return table.replace_schema_metadata(held)
+
+
+def extent_of_outputs(table: pa.Table) -> Extent | None:
+    """The extent a ``model_outputs`` table records (None: a full evaluation)."""
+    raw = (table.schema.metadata or {}).get(OUTPUTS_EXTENT_KEY)
+    if raw is None:
+        return None
+    extent = json.loads(raw)
+    return Extent(
+        int(extent["evaluated"]),
+        int(extent["total"]),
+        str(extent["stop_reason"]),
+        str(extent.get("decision") or ""),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Extent:
     """How much of a scenario a stored scorecard covers."""
@@ -225,6 +259,7 @@ class Extent:
     evaluated: int
     total: int
     stop_reason: str
+    decision: str = ""  # the pending decision it was evaluated for (model_outputs only)
 
     @property
     def partial(self) -> bool:
@@ -271,8 +306,10 @@ __all__ = (
     "chunk_ends",
     "evaluate_up_to",
     "extent_of",
+    "extent_of_outputs",
     "instance_order",
     "mark_extent",
+    "mark_outputs",
     "order_key",
     "ordered_eval_instances",
     "outputs_table",

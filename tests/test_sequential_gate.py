@@ -1,0 +1,263 @@
+"""Sequential evaluation for promotion decisions (``promotion.sequential``): the instance order,
+the settings' errors, the pipeline's partial evaluation judged and marked, completed later
+from the request cache; and agreement with the full-sample decision on the bundled model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from dagster import AssetSelection, instance_for_test, materialize
+from live_deployment import arithmetic_app
+from test_promotion_gate import _tick
+
+from assay.evaluate.sequential import (
+    chunk_ends,
+    extent_of,
+    instance_order,
+    partial_versions,
+)
+from assay.evaluate.suite import load_suite, parse_suite
+from assay.registry import EventKind, Registry
+from assay.registry.gating import current_suite_identity
+from assay.serving import asgi_in_background
+from assay.storage.contract import METRIC_TABLES, MODEL_OUTPUTS, evaluation_partition
+from assets import all_assets
+from resources import ModelsResource, SuiteResource, assay_resources
+from sensors.gate import stale_reason
+from sensors.promotion import EVALUATION_ASSETS
+
+N = 40
+SEQUENTIAL_SUITE = f"""
+scenarios:
+  arithmetic:
+    scenario: arithmetic_qa
+    args: {{n_test: {N}, n_train: 0}}
+    adapter: {{method: generation, max_tokens: 4, stop: ["\\n"]}}
+    max_instances: {N}
+    primary_metric: exact_match
+promotion:
+  margin: 0.1
+  sequential: {{chunk: 5, alpha_share: 0.5}}
+  criteria:
+    - {{scenario: arithmetic, metric: exact_match, at_least: 0.5}}
+"""
+
+
+# ------------------------------------------------------------------ the order and the settings
+
+
+def test_the_order_is_a_fixed_permutation_seeded_by_the_scenario_key():
+    ids = [f"i{k:03d}" for k in range(200)]
+    order = instance_order("arithmetic", ids)
+    assert sorted(order) == ids and order != ids  # a permutation, not the stored order
+    assert instance_order("arithmetic", list(reversed(ids))) == order  # input order is moot
+    assert instance_order("other", ids) != order  # another scenario, another order
+    # Any subset comes in the order of the whole: the stored part of a partial evaluation is
+    # the prefix of the full order whatever else the scenario holds.
+    subset = ids[::3]
+    assert instance_order("arithmetic", subset) == [i for i in order if i in set(subset)]
+    # The same in another interpreter (no per-process hash seed, no clock).
+    code = (
+        "from assay.evaluate.sequential import instance_order;"
+        f"print(','.join(instance_order('arithmetic', {ids!r})))"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": ""},
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert other.stdout.strip().split(",") == order
+    # Roughly uniform: over many scenario keys, where one id lands is spread over the order
+    # (a shuffle puts it in the first half half of the time; 400 keys: 5 sigma is ±50).
+    firsts = sum(instance_order(f"s{k}", ids).index("i000") < 100 for k in range(400))
+    assert 150 < firsts < 250
+    with pytest.raises(ValueError, match="instance ids repeat"):
+        instance_order("arithmetic", ["a", "a"])
+
+
+def test_chunks_end_at_the_full_set():
+    assert chunk_ends(12, 5) == [5, 10, 12]
+    assert chunk_ends(10, 5) == [5, 10]
+    assert chunk_ends(3, 5) == [3]
+    with pytest.raises(ValueError, match="chunk must be at least 1"):
+        chunk_ends(3, 0)
+
+
+@pytest.mark.parametrize(
+    ("sequential", "message"),
+    [
+        ({"alpha_share": 0.5}, "promotion.sequential.chunk: Field required"),
+        ({"chunk": 0}, "promotion.sequential.chunk: Input should be greater than or equal to 1"),
+        ({"chunk": 2.5}, "promotion.sequential.chunk: Input should be a valid integer"),
+        ({"chunk": 5, "alpha_share": 1.0}, "promotion.sequential.alpha_share: Input should be"),
+        ({"chunk": 5, "alpha_share": 0}, "promotion.sequential.alpha_share: Input should be"),
+        ({"chunk": 5, "stop": True}, "promotion.sequential: unknown field(s): stop"),
+        ({"chunk": 5, "bounds": {"bleurt": [1, 0]}}, "bounds of 'bleurt' must be two finite"),
+        ({"chunk": 5, "bounds": {"bleurt": [0]}}, "bounds of 'bleurt' must be two finite"),
+    ],
+)
+def test_bad_sequential_settings_name_the_key(sequential, message):
+    data = {
+        "scenarios": {"a": {"scenario": "arithmetic_qa"}},
+        "promotion": {"sequential": sequential},
+    }
+    with pytest.raises(ValueError) as raised:
+        parse_suite(data, "suite.yaml")
+    assert str(raised.value).startswith("suite.yaml: promotion.sequential")
+    assert message in str(raised.value)
+
+
+def test_sequential_settings_are_read():
+    data = {
+        "scenarios": {"a": {"scenario": "arithmetic_qa"}},
+        "promotion": {"sequential": {"chunk": 25, "bounds": {"bleurt": [-1, 1]}}},
+    }
+    spec = parse_suite(data, "suite.yaml").promotion.sequential
+    assert (spec.chunk, spec.alpha_share, spec.bounds) == (25, 0.5, {"bleurt": [-1.0, 1.0]})
+    assert load_suite().promotion.sequential is None  # opt-in
+
+
+# ------------------------------------------------------------------ the pipeline, in process
+
+
+@pytest.fixture
+def flow(tmp_path, model_cache_dir, monkeypatch):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SEQUENTIAL_SUITE)
+    monkeypatch.setenv("ASSAY_SUITE", str(suite))
+    monkeypatch.setenv("ASSAY_GATED_ALIASES", "champion")
+    registry_url = f"sqlite:///{tmp_path / 'registry.db'}"
+    calls: list[str] = []
+    with asgi_in_background(arithmetic_app(calls)) as model_server:
+        registry = Registry.open(registry_url)
+        registry.create_model("n")
+        for answer in ("right", "wrong"):
+            registry.create_version("n", f"openai:{model_server.base_url}#{answer}")
+        resources = assay_resources(
+            storage_url=str(tmp_path / "storage"),
+            registry_url=registry_url,
+            suite=SuiteResource(path=str(suite)),
+            models=ModelsResource(
+                cache_dir=str(model_cache_dir),
+                request_cache_url=f"sqlite:///{tmp_path / 'requests.db'}",
+            ),
+        )
+        with instance_for_test() as instance:
+            assert materialize(
+                all_assets,
+                selection=AssetSelection.assets("scenario_instances"),
+                partition_key="arithmetic",
+                instance=instance,
+                resources=resources,
+            ).success
+            yield {
+                "registry": registry,
+                "resources": resources,
+                "instance": instance,
+                "cursor": [None],
+                "calls": calls,
+                "suite": suite,
+            }
+        registry.close()
+
+
+def _stored(flow, asset: str, key: str) -> pa.Table:
+    store = flow["resources"]["storage"].store()
+    return store.read(asset, evaluation_partition(key, "arithmetic"))
+
+
+def test_a_regressing_candidate_is_refused_early_and_completed_later_from_the_cache(flow):
+    reg: Registry = flow["registry"]
+    calls: list[str] = flow["calls"]
+    # The incumbent holds champion (forced) and is evaluated in full by its promotion.
+    reg.request_alias("n", "champion", 1, force=True, reason="the first holder", actor="setup")
+    assert _tick(flow, gate_only=False) == ["n@v1"]
+    assert calls.count("right") == N and extent_of(_stored(flow, METRIC_TABLES, "n@v1")) is None
+
+    asked = reg.request_alias("n", "champion", 2)
+    assert asked.outcome.value == "pending"
+    assert _tick(flow) == ["n@v2"]
+    assert _tick(flow) == []
+    refused = reg.decisions(model="n")[-1]
+    assert refused.kind is EventKind.GATE_REFUSED, refused.payload.get("summary")
+    assert reg.get_model("n").aliases["champion"] == 1
+
+    # Stopped early: ``wrong`` answers none, ``right`` all, so every paired difference is −1
+    # against a margin of 0.1; a whole chunk or two of them is decisive. Every request the
+    # run made is one instance of the order's prefix.
+    outputs = _stored(flow, MODEL_OUTPUTS, "n@v2")
+    evaluated = outputs.column("instance_id").to_pylist()
+    n = len(set(evaluated))
+    assert n < N and n % 5 == 0 and calls.count("wrong") == n == len(evaluated)
+    full_order = instance_order("arithmetic", sorted(_eval_ids(flow)))
+    assert set(evaluated) == set(full_order[:n])
+
+    # The verdict carries the sequential figures and says why it stopped.
+    sequential = refused.payload["sequential"]
+    assert (sequential["instances_evaluated"], sequential["instances_total"]) == (n, N)
+    (scenario,) = sequential["scenarios"]
+    assert (scenario["evaluated"], scenario["total"]) == (n, N)
+    assert (
+        "refused" in scenario["reason"] and "exact_match vs incumbent failed" in scenario["reason"]
+    )
+    relative = next(c for c in sequential["criteria"] if c["kind"] == "relative")
+    assert relative["verdict"] == "fail" and relative["n_used"] == n == relative["stopped_at"]
+    assert relative["threshold"] == pytest.approx(-0.1)
+    assert [p[0] for p in relative["path"]] == list(range(5, n + 1, 5))
+    low, high = relative["path"][-1][2:]
+    assert -1.0 <= low <= -1.0 + 0.1 and high < -0.1  # it ends below −margin, around −1
+    by_kind = {c["kind"]: c for c in refused.payload["criteria"]}
+    assert by_kind["relative"]["outcome"] == "fail" and by_kind["relative"]["estimate"] == -1.0
+    assert f"{n} of {N} instances" in refused.payload["summary"]
+
+    # The partition says it is partial: the scorecard's rows, the Dagster metadata, and
+    # every full-evaluation reader (here stale_reason without a decision) wants it completed.
+    card = _stored(flow, METRIC_TABLES, "n@v2")
+    extent = extent_of(card)
+    assert extent is not None and (extent.evaluated, extent.total) == (n, N)
+    assert "refused" in extent.stop_reason
+    store = flow["resources"]["storage"].store()
+    assert partial_versions(store.read_all(METRIC_TABLES)) == {("n@v2", "arithmetic")}
+    suite = load_suite(flow["suite"])
+    identity = current_suite_identity(flow["suite"])
+    why = stale_reason(flow["instance"], store, "n@v2", suite, identity)
+    assert why is not None and f"partial evaluation ({n} of {N} instances" in why
+    assert (
+        stale_reason(flow["instance"], store, "n@v2", suite, identity, refused.payload["pending"])
+        is None
+    )
+    assert stale_reason(flow["instance"], store, "n@v1", suite, identity) is None
+
+    # A full evaluation (a run without the sequential tag, as the nightly or a backfill
+    # launches) completes the partition and pays only the instances not yet evaluated.
+    before = calls.count("wrong")
+    assert materialize(
+        all_assets,
+        selection=EVALUATION_ASSETS,
+        partition_key="n@v2|arithmetic",
+        instance=flow["instance"],
+        resources=flow["resources"],
+    ).success
+    full = _stored(flow, MODEL_OUTPUTS, "n@v2")
+    assert full.num_rows == N and calls.count("wrong") - before == N - n
+    rows = full.select(["instance_id", "cached"]).to_pylist()
+    assert {r["instance_id"] for r in rows if r["cached"]} == set(evaluated)
+    assert extent_of(_stored(flow, METRIC_TABLES, "n@v2")) is None
+    assert stale_reason(flow["instance"], store, "n@v2", suite, identity) is None
+
+
+def _eval_ids(flow) -> set[str]:
+    from assay.core.records import Instance
+    from assay.evaluate.run import select_instances
+
+    store = flow["resources"]["storage"].store()
+    every = Instance.from_table(store.read("scenario_instances", {"scenario": "arithmetic"}))
+    config = load_suite(flow["suite"])["arithmetic"]
+    return {i.id for i in select_instances(config, every)[0]}
