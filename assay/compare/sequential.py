@@ -592,11 +592,42 @@ def evaluate_sequentially(
         log(f"sequential round {replayed.rounds + 1} of {candidate}: {sizes}")
 
 
+def sequential_lines(record: Mapping[str, Any]) -> list[str]:
+    """A verdict's sequential figures as lines (``assay registry history``): per scenario how
+    many instances were evaluated and why it stopped, per criterion where it was decided and
+    its confidence sequence at each chunk boundary."""
+    figures = record.get("sequential")
+    if not isinstance(figures, Mapping):
+        return []
+    lines = [str(figures.get("summary", "sequential"))]
+    for row in figures.get("scenarios") or []:
+        lines.append(
+            f"  {row['scenario']}: {row['evaluated']} of {row['total']} instances evaluated, "
+            f"stopped: {row['reason']}"
+        )
+    for row in figures.get("criteria") or []:
+        where = f"{row['scenario']} {row['metric']} ({row['kind']}, {row['test']})"
+        lines.append(
+            f"  {where}: {row['verdict']} after {row['stopped_at']} instances "
+            f"({row['n_used']} observations, round {row['round']}): {row['why']}; threshold "
+            f"{row['threshold']:+.4g}"
+        )
+        path = ", ".join(f"{a}: [{_fmt(c)}, {_fmt(d)}]" for a, _, c, d in row.get("path") or [])
+        if path:
+            lines.append(f"    confidence sequence by instances evaluated: {path}")
+    return lines
+
+
+def _fmt(value: float | None) -> str:
+    return "?" if value is None else f"{value:+.3f}"
+
+
 __all__ = (
     "Replay",
     "ScenarioStop",
     "evaluate_sequentially",
     "judge_sequential",
     "replay",
+    "sequential_lines",
     "stored_evaluation",
 )

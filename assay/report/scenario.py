@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from assay.compare.ranking import SCORECARD_COLUMNS
 from assay.core.records import METRIC_FAMILIES
+from assay.evaluate.sequential import extent_of
 from assay.report.links import scenario_page, slug
 from assay.report.render import _Context, _finite
 from assay.scoring.metrics.calibration import reliability_bins
@@ -211,6 +212,7 @@ def _scenario(ctx: _Context, scenario: str) -> None:
         charted=charted,
         scorecards=scorecards,
         folded=folded,
+        partial=_partial(cards, versions),
         card_export=card_export,
         group_chart=group_chart,
         gaps=gaps,
@@ -224,6 +226,24 @@ def _scenario(ctx: _Context, scenario: str) -> None:
 
 
 _FAMILY_ORDER = METRIC_FAMILIES
+
+
+def _partial(cards: pa.Table, versions: Sequence[str]) -> list[dict]:
+    """The versions whose scorecard here is a partial evaluation, with its extent."""
+    out = []
+    for version in versions:
+        mine = cards.filter(pc.equal(cards["model_version"], version))
+        extent = extent_of(mine)
+        if extent is not None and extent.partial:
+            out.append(
+                {
+                    "version": version,
+                    "evaluated": extent.evaluated,
+                    "total": extent.total,
+                    "reason": extent.stop_reason,
+                }
+            )
+    return out
 
 
 def _family_order(family: str) -> tuple[int, str]:
