@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from dagster import AssetSelection, instance_for_test, materialize
-from live_deployment import arithmetic_app
+from dagster import AssetKey, AssetRecordsFilter, AssetSelection, instance_for_test, materialize
+from live_deployment import arithmetic_app, deployment, wait_for
+from test_daemon import GATE_VARIABLES, SENSOR, _champion, _verdict
 from test_promotion_gate import _tick
 
 from assay.evaluate.sequential import (
+    INCUMBENT_TAG,
+    SEQUENTIAL_TAG,
     chunk_ends,
     extent_of,
     instance_order,
@@ -28,7 +32,7 @@ from assay.storage.contract import METRIC_TABLES, MODEL_OUTPUTS, evaluation_part
 from assets import all_assets
 from resources import ModelsResource, SuiteResource, assay_resources
 from sensors.gate import stale_reason
-from sensors.promotion import EVALUATION_ASSETS
+from sensors.promotion import EVALUATION_ASSETS, MODEL_VERSION_TAG
 
 N = 40
 SEQUENTIAL_SUITE = f"""
@@ -261,3 +265,120 @@ def _eval_ids(flow) -> set[str]:
     every = Instance.from_table(store.read("scenario_instances", {"scenario": "arithmetic"}))
     config = load_suite(flow["suite"])["arithmetic"]
     return {i.id for i in select_instances(config, every)[0]}
+
+
+# ------------------------------------------------------------------ under the daemon
+
+
+def test_a_sequential_promotion_stops_a_regressing_candidate_under_the_daemon(
+    tmp_path, model_cache_dir, monkeypatch
+):
+    """``promotion.sequential`` with the real daemon, sensor and runs: the candidate's run
+    stops early, the verdict says where and why, and the history, the explorer's decision
+    page and the partition say it is partial."""
+    calls: list[str] = []
+    with (
+        asgi_in_background(arithmetic_app(calls)) as server,
+        deployment(tmp_path, model_cache_dir, max_concurrent_runs=2) as deployed,
+    ):
+        for variable in GATE_VARIABLES:
+            deployed.env.pop(variable, None)  # the defaults: champion gated
+        # Moving champion launches no re-evaluation here: the incumbent's evaluation below is
+        # the setup, the candidate's sequential run is what is under test.
+        deployed.env["ASSAY_PROMOTION_ALIASES"] = "challenger"
+        (deployed.root / "suite.yaml").write_text(SEQUENTIAL_SUITE)
+        monkeypatch.setenv("ASSAY_SUITE", deployed.env["ASSAY_SUITE"])
+        registry = Registry.open(deployed.env["ASSAY_REGISTRY_URL"], gated_aliases=["champion"])
+        registry.create_model("g")
+        keys = [
+            registry.create_version("g", f"openai:{server.base_url}#{answer}").key
+            for answer in ("right", "wrong")
+        ]
+        registry.request_alias("g", "champion", 1, force=True, reason="setup", actor="setup")
+        registry.close()
+        resources = assay_resources(
+            storage_url=deployed.env["ASSAY_STORAGE_URL"],
+            registry_url=deployed.env["ASSAY_REGISTRY_URL"],
+            suite=SuiteResource(path=deployed.env["ASSAY_SUITE"]),
+            models=ModelsResource(cache_dir=str(deployed.root / "assay-home" / "cache")),
+        )
+        # The suite's data and the incumbent's full evaluation, as `make demo` or an earlier
+        # promotion would have left them.
+        deployed.instance.add_dynamic_partitions("model_version", keys)
+        for selection, key in (
+            (AssetSelection.assets("scenario_instances"), "arithmetic"),
+            (AssetSelection.assets("registered_models"), "g@v1"),
+            (EVALUATION_ASSETS, "g@v1|arithmetic"),
+        ):
+            assert materialize(
+                all_assets,
+                selection=selection,
+                partition_key=key,
+                instance=deployed.instance,
+                resources=resources,
+            ).success
+        assert calls.count("right") == N
+        deployed.start()
+        deployed.dagster("sensor", "start", SENSOR)
+
+        asked = deployed.assay("alias", "set", "g", "champion", "2")
+        assert asked.stdout.startswith("pending:"), asked.stdout
+        refused = wait_for(lambda: _verdict(deployed, "g@v2"), 120, "g@v2's verdict", deployed.log)
+        assert refused.kind is EventKind.GATE_REFUSED, refused.payload.get("summary")
+        assert _champion(deployed, "g") == 1
+
+        # One sequential run evaluated the candidate, and stopped early.
+        assert deployed.runs(**{MODEL_VERSION_TAG: "g@v1"}) == []  # its evaluation was current
+        (run,) = deployed.runs(**{MODEL_VERSION_TAG: "g@v2"})
+        assert run.tags[SEQUENTIAL_TAG] == str(refused.payload["pending"])
+        assert run.tags[INCUMBENT_TAG] == "g@v1"
+        n = calls.count("wrong")
+        assert 0 < n < N and calls.count("right") == N
+        figures = refused.payload["sequential"]
+        assert (figures["instances_evaluated"], figures["instances_total"]) == (n, N)
+        (scenario,) = figures["scenarios"]
+        assert (
+            scenario["evaluated"] == n and "exact_match vs incumbent failed" in scenario["reason"]
+        )
+
+        # The registry's history says it stopped, where and why.
+        history = deployed.assay("history", "--model", "g").stdout
+        assert f"sequential: {n} of {N} instances evaluated" in history
+        assert f"arithmetic: {n} of {N} instances evaluated, stopped: the decision was refused" in (
+            history
+        )
+        assert "confidence sequence by instances evaluated: 5: [" in history
+
+        # The partition is marked partial: its Dagster metadata and its stored scorecard.
+        (record,) = deployed.instance.fetch_materializations(
+            AssetRecordsFilter(
+                asset_key=AssetKey(METRIC_TABLES), asset_partitions=["g@v2|arithmetic"]
+            ),
+            limit=1,
+        ).records
+        metadata = record.asset_materialization.metadata
+        assert metadata["partial"].value is True
+        assert (metadata["instances_evaluated"].value, metadata["instances_total"].value) == (n, N)
+        store = resources["storage"].store()
+        card = store.read(METRIC_TABLES, evaluation_partition("g@v2", "arithmetic"))
+        assert (extent_of(card).evaluated, extent_of(card).total) == (n, N)
+    deployed_resources = resources
+
+    # The explorer's decision page shows the sequence and where it stopped; the board leaves
+    # the partial partition off and says so.
+    with instance_for_test() as instance:
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        for selection, key in (("rankings", day), ("dashboard", None)):
+            assert materialize(
+                all_assets,
+                selection=AssetSelection.assets(selection),
+                partition_key=key,
+                instance=instance,
+                resources=deployed_resources,
+            ).success
+    site = Path(deployed_resources["storage"].base_url) / "explorer"
+    page = (site / f"decision-{refused.id}.html").read_text()
+    assert 'id="sequential"' in page and f"{n} of {N} instances evaluated" in page
+    assert '<svg class="confidence-sequence"' in page and f"stopped at {n} of {N}" in page
+    index = (site / "index.html").read_text()
+    assert "g@v2 × arithmetic: a partial evaluation" in index
