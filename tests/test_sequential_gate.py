@@ -16,6 +16,8 @@ from live_deployment import arithmetic_app, deployment, wait_for
 from test_daemon import GATE_VARIABLES, SENSOR, _champion, _verdict
 from test_promotion_gate import _tick
 
+from assay.compare.decision import judge_promotion
+from assay.compare.sequential import judge_sequential
 from assay.evaluate.sequential import (
     INCUMBENT_TAG,
     SEQUENTIAL_TAG,
@@ -382,3 +384,109 @@ def test_a_sequential_promotion_stops_a_regressing_candidate_under_the_daemon(
     assert '<svg class="confidence-sequence"' in page and f"stopped at {n} of {N}" in page
     index = (site / "index.html").read_text()
     assert "g@v2 × arithmetic: a partial evaluation" in index
+
+
+# ------------------------------------------------------------------ agreement on real results
+
+AGREEMENT_SUITE = """
+scenarios:
+  arithmetic:
+    scenario: arithmetic_qa
+    args: {n_test: 60, n_train: 20}
+    adapter: {method: generation, variant: 3-shot, num_train: 3, max_tokens: 6, stop: ["\\n"]}
+    max_instances: 60
+    primary_metric: exact_match
+promotion:
+  margin: 0.05
+  sequential: {chunk: 10}
+"""
+
+
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory, model_cache_dir):
+    """The bundled model's stored results on 60 arithmetic questions for three versions:
+    the raw prompt (v1), the chat template (v2, as the demo's versions differ) and the raw
+    prompt again (v3, identical to v1)."""
+    tmp = tmp_path_factory.mktemp("agreement")
+    suite = tmp / "suite.yaml"
+    suite.write_text(AGREEMENT_SUITE)
+    url = f"sqlite:///{tmp / 'registry.db'}"
+    registry = Registry.open(url)
+    registry.create_model("m")
+    keys = [
+        registry.create_version(
+            "m", "bundled:smollm2-135m-instruct", serving={"chat_template": chat}
+        ).key
+        for chat in (False, True, False)
+    ]
+    registry.close()
+    resources = assay_resources(
+        storage_url=str(tmp / "storage"),
+        registry_url=url,
+        suite=SuiteResource(path=str(suite)),
+        models=ModelsResource(
+            cache_dir=str(model_cache_dir), request_cache_url=f"sqlite:///{tmp / 'requests.db'}"
+        ),
+    )
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("model_version", keys)
+        runs = [(AssetSelection.assets("scenario_instances"), "arithmetic")]
+        for key in keys:
+            runs += [
+                (AssetSelection.assets("registered_models"), key),
+                (EVALUATION_ASSETS, f"{key}|arithmetic"),
+            ]
+        for selection, key in runs:
+            assert materialize(
+                all_assets,
+                selection=selection,
+                partition_key=key,
+                instance=instance,
+                resources=resources,
+            ).success
+    return resources["storage"].store(), load_suite(suite), keys
+
+
+def _decided(criterion) -> bool:
+    """Whether the full-sample verdict on a relative criterion is clear: its interval lies
+    wholly above −margin (non-inferior) or wholly below it (worse by more than the margin)."""
+    return criterion.ci_low > criterion.threshold or criterion.ci_high < criterion.threshold
+
+
+@pytest.mark.parametrize(
+    ("candidate", "incumbent", "full_approved"),
+    [(1, 0, False), (0, 1, True), (2, 0, True)],
+    ids=["chat-vs-raw", "raw-vs-chat", "identical"],
+)
+def test_the_sequential_verdict_agrees_with_the_full_sample_one(
+    bundled, candidate, incumbent, full_approved
+):
+    store, suite, keys = bundled
+    cand, inc = keys[candidate], keys[incumbent]
+    full = judge_promotion(store, suite, cand, inc)
+    replayed = judge_sequential(store, suite, cand, inc)
+    assert replayed.complete and replayed.decision is not None
+    sequential = replayed.decision
+    # The full-sample verdicts these versions give (an independent reading of the stored
+    # scores: the per-instance means and their paired difference).
+    scores = {
+        k: {
+            r["instance_id"]: r["value"]
+            for r in store.read(
+                "instance_scores", evaluation_partition(k, "arithmetic")
+            ).to_pylist()
+            if r["metric"] == "exact_match" and r["perturbation"] == ""
+        }
+        for k in (cand, inc)
+    }
+    diff = sum(scores[cand][i] - scores[inc][i] for i in scores[inc]) / len(scores[inc])
+    assert full.approved is full_approved, (diff, full.summary)
+    (f,) = full.criteria
+    (s,) = sequential.criteria
+    assert f.estimate == pytest.approx(diff)
+    assert _decided(f) or candidate == 2  # these pairs differ clearly, or not at all
+    assert s.outcome == f.outcome and sequential.approved is full.approved
+    figures = sequential.sequential
+    assert figures["instances_total"] == 60
+    if s.note.startswith("decided sequentially"):  # stopped early: the stop is where the data says so
+        assert s.n < 60 and figures["instances_evaluated"] == s.n
