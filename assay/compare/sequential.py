@@ -168,6 +168,10 @@ def _track(
         lower, upper = sorted((sign * low, sign * high))
     if not means:
         return None
+    if not lower < threshold < upper:
+        # Every mean of such observations lies on one side of the threshold: the range alone
+        # decides it (exactly), as for a criterion on the point estimate.
+        kind = "estimate"
     ids = sorted((i for i in means if i in rank), key=rank.__getitem__)
     return _Track(
         plan,
@@ -179,13 +183,6 @@ def _track(
         lower,
         upper,
         sign,
-    )
-
-
-def _empty_test(track: _Track) -> SequentialTest:
-    nothing = np.array([], dtype=float)
-    return SequentialTest(
-        track.threshold, track.lower, track.upper, 0, math.nan, 1.0, 1.0, nothing, nothing
     )
 
 
@@ -260,10 +257,8 @@ def replay(
         tests = []
         for t in (t for t in tracks if t.kind == "test"):
             n = t.used(extent[t.plan.scenario])
-            test = (
-                sequential_test(t.x[:n], t.threshold, lower=t.lower, upper=t.upper, alpha=alpha_seq)
-                if n
-                else _empty_test(t)
+            test = sequential_test(
+                t.x[:n], t.threshold, lower=t.lower, upper=t.upper, alpha=alpha_seq
             )
             tests.append((t, n, test))
         verdicts = sequential_verdicts([test for _, _, test in tests], alpha_seq)
