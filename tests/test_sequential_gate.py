@@ -488,5 +488,61 @@ def test_the_sequential_verdict_agrees_with_the_full_sample_one(
     assert s.outcome == f.outcome and sequential.approved is full.approved
     figures = sequential.sequential
     assert figures["instances_total"] == 60
-    if s.note.startswith("decided sequentially"):  # stopped early: the stop is where the data says so
+    if s.note.startswith(
+        "decided sequentially"
+    ):  # stopped early: the stop is where the data says so
         assert s.n < 60 and figures["instances_evaluated"] == s.n
+
+
+# ------------------------------------------------------------------ the replay's rules, by hand
+
+
+def test_a_criterion_on_the_estimate_stops_exactly_when_the_rest_cannot_change_it(tmp_path):
+    from test_promotion_gate import _stored, _suite
+
+    # First holders (no incumbent), 40 instances, at_least 0.5 on the mean, chunks of 5.
+    store = _stored(tmp_path, {("m@v1", "a"): [0.0] * 40, ("m@v2", "a"): [1.0] * 40})
+    criteria = [{"scenario": "a", "metric": "exact_match", "at_least": 0.5}]
+    suite = _suite(
+        {"primary_metrics": False, "criteria": criteria, "sequential": {"chunk": 5}},
+        scenarios=("a",),
+    )
+    # All wrong: after 20 the best the other 20 can give is 20/40 = 0.5, which still clears;
+    # after 25 it is 15/40 < 0.5. All right: after 20, the worst is 20/40 = 0.5.
+    for key, approved, stop in (("m@v1", False, 25), ("m@v2", True, 20)):
+        replayed = judge_sequential(store, suite, key, None)
+        assert replayed.complete and replayed.decision.approved is approved
+        assert replayed.scenarios["a"].evaluated == stop and replayed.rounds == stop // 5
+        (criterion,) = replayed.decision.criteria
+        assert criterion.n == stop and criterion.note.startswith(f"decided at {stop} of 40")
+
+
+def test_scenarios_stop_on_their_own_and_a_failure_stops_the_decision(tmp_path):
+    from test_promotion_gate import _stored, _suite
+
+    ones, zeros = [1.0] * 60, [0.0] * 60
+    store = _stored(
+        tmp_path,
+        {
+            ("m@v1", "a"): ones,
+            ("m@v1", "b"): ones,
+            ("m@v2", "a"): ones,  # equal on a
+            ("m@v2", "b"): ones[:30] + zeros[:30],  # worse on b: half its instances
+            ("m@v3", "a"): zeros,  # clearly worse on a
+            ("m@v3", "b"): ones,
+        },
+    )
+    suite = _suite({"margin": 0.1, "sequential": {"chunk": 10}})
+    # m@v3 is refused at the first round whose sequence excludes −0.1; b stops there too.
+    refused = judge_sequential(store, suite, "m@v3", "m@v1")
+    assert not refused.decision.approved
+    a, b = refused.scenarios["a"], refused.scenarios["b"]
+    assert a.evaluated == b.evaluated < 60 and "a exact_match vs incumbent failed" in b.reason
+    (failing,) = refused.decision.failed
+    assert failing.scenario == "a" and failing.estimate == -1.0
+    # m@v2 is worse on b by 0.5 (the wrong half spread over b's order): refused on b, as the
+    # full-sample rule refuses it; a (equal) is never the reason.
+    worse = judge_sequential(store, suite, "m@v2", "m@v1")
+    assert not worse.decision.approved
+    assert {c.scenario for c in worse.decision.failed} == {"b"}
+    assert judge_promotion(store, suite, "m@v2", "m@v1").approved is False
