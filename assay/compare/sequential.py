@@ -276,7 +276,9 @@ def replay(
             n = t.used(extent[s])
             seen, left = float(t.x[:n].sum()), totals[s] - extent[s]
             t.n_used, t.instances = n, extent[s]
-            # The full-set mean over ``totals`` instances, whatever the rest turn out to be.
+            # The full-set mean over ``totals`` instances, whatever the rest turn out to be
+            # (the scorecard's mean over rows equals the mean of instance means when every
+            # instance has as many rows: the same variants and trials for all).
             best = (seen + left * t.upper) / totals[s]
             worst = (seen + left * t.lower) / totals[s]
             if worst >= t.threshold:
