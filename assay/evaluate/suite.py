@@ -36,6 +36,11 @@ Promotion criteria. A top-level ``promotion`` mapping declares what a version mu
 it takes a gated alias or the Production stage (``assay.evaluate.criteria``); without one,
 each scenario's primary metric must be non-inferior to the incumbent's within 0.05.
 
+Contamination. A top-level ``contamination`` mapping names the detectors whose flags leave an
+instance out of the clean subset (``{flag_detectors: [gpt3_13gram, palm_8gram, llama2_span]}``,
+the default; ``assay.contamination.subsets``), and ``rankings: {subset: clean}`` ranks the
+leaderboard on the clean subsets (``assay.compare.standings.ranked_results``).
+
 Prompts from the registry. An adapter's (or a variant's) ``instructions`` may be a pinned
 prompt reference, and ``input_template`` one whose template places ``{{ input }}``::
 
@@ -78,13 +83,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from assay.adapters import AdapterSpec, Method, build_requests, build_variant_requests
+from assay.contamination.subsets import ContaminationSettings
 from assay.core.plugins import PluginError, validate_args
 from assay.core.records import Instance, Request, TemplateVersion
 from assay.core.scorers import get_scorer
@@ -285,6 +291,10 @@ class Suite:
     toxicity: ToxicityConfig | None = None  # None: the toxicity family is reported absent
     # What a version must show to take a gated target (assay.evaluate.criteria).
     promotion: PromotionCriteria = field(default_factory=PromotionCriteria)
+    # Which detectors' flags leave an instance out of the clean subset.
+    contamination: ContaminationSettings = field(default_factory=ContaminationSettings)
+    # What the leaderboard ranks on: every evaluated instance, or the clean subset.
+    rankings: RankingSettings = field(default_factory=lambda: RankingSettings())
     # Scenario key → digest of its entry as written (and of the suite's toxicity scorer, which
     # scores it): stamped on the tables it produced, so a verdict knows they are current.
     entry_digests: dict[str, str] = field(default_factory=dict)
@@ -347,6 +357,10 @@ _EXPECTED = {
     "scorer_args": "expected a mapping",
     "toxicity": "expected a mapping with a 'classifier', a 'classifier_dir' path or a 'judge'",
     "promotion": "expected a mapping (mode, alpha, margin, primary_metrics, criteria)",
+    "contamination": "expected a mapping (flag_detectors)",
+    "flag_detectors": "expected a non-empty list of detector names",
+    "rankings": "expected a mapping (subset)",
+    "subset": "expected 'full' or 'clean'",
     "criteria": "expected a list of criteria",
     "criteria[]": "expected a mapping (scenario, metric or family, at_least/at_most/margin, on)",
     "mode": "expected 'require_non_inferiority' or 'block_regressions'",
@@ -590,12 +604,23 @@ class ScenarioEntry(_FileModel):
 _JUDGE_FIELDS = ("judges", "judge_rubric", "judge_scale", "judge_repeats")
 
 
+class RankingSettings(_FileModel):
+    """The suite's ``rankings:`` block. ``subset: clean`` ranks every partition that has a
+    clean slice on it (its clean rows, and per instance only its clean instances for the rank
+    intervals and paired tests); a partition with no contamination check is ranked on all its
+    instances, and the board's notes name it."""
+
+    subset: Literal["full", "clean"] = "full"
+
+
 class SuiteFile(_FileModel):
     """The whole file: the scenario entries in order, and the optional toxicity scorer."""
 
     scenarios: dict[str, ScenarioEntry]
     toxicity: ToxicityConfig | None = None
     promotion: PromotionCriteria | None = None
+    contamination: ContaminationSettings | None = None
+    rankings: RankingSettings | None = None
 
 
 def _variants(base: AdapterSpec, raw: list[Any], where: str) -> tuple[AdapterSpec, ...]:
@@ -635,7 +660,7 @@ def _sentence(errors: list[ErrorDetails], source: str) -> str:
     if isinstance(error, _Invalid):
         at = ("." + error.at) if error.at and not error.at.startswith("[") else error.at
         return _at(source, loc, str(error), at)
-    if error is not None and loc[:1] == ("promotion",):  # a criterion's own rule, in words
+    if error is not None and loc[:1] in (("promotion",), ("contamination",)):  # a rule, in words
         return _at(source, loc, str(error))
     # A type error: the sentence the field's table entry gives.
     if loc == ("scenarios",) or (first["type"] == "missing" and loc[-1:] == ("scenario",)):
@@ -694,6 +719,8 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
     digests = {}
     for key, origin in origins.items():
         content = {"entry": raw[origin], "toxicity": toxicity}
+        if data.get("contamination") is not None:  # it decides the clean rows of every entry
+            content["contamination"] = data["contamination"]
         if key != origin:  # one task of a group: its own entry
             content["key"] = key
         digests[key] = content_digest(content)
@@ -702,6 +729,8 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
         source=source,
         toxicity=parsed.toxicity,
         promotion=promotion,
+        contamination=parsed.contamination or ContaminationSettings(),
+        rankings=parsed.rankings or RankingSettings(),
         entry_digests=digests,
     )
 

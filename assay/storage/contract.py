@@ -23,6 +23,10 @@ INSTANCE_SCORES = "instance_scores"
 METRIC_TABLES = "metric_tables"
 RANKINGS = "rankings"
 DASHBOARD = "dashboard"
+# Contamination checks (issue 30): an n-gram index per declared corpus, and per model version
+# × scenario the per-instance findings of each detector (assay.contamination.subsets).
+CORPUS_INDEX = "corpus_index"
+CONTAMINATION = "contamination"
 # A candidate prompt version's outputs and scores, stored apart (assay.evaluate.prompt_trials).
 PROMPT_TRIALS = "prompt_trials"
 # Not an asset: the judges' replies, written by the scoring step next to ``instance_scores``.
