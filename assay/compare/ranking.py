@@ -9,7 +9,7 @@ paired tests (Holm-corrected) between neighbours on each scenario.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations, pairwise
 from typing import Any
@@ -49,6 +49,10 @@ INSTANCE_SCORE_COLUMNS = (
     "template_id",
     "group",
 )
+# Instance scores for a board: a table of them all, or a reader of one scenario's metric at a
+# time (scenario, metric → its rows; other rows may come along), so that a board over a large
+# store never holds every scenario's rows at once (``standings.leaderboard_of_day``).
+ScoreSource = pa.Table | Callable[[str, str], pa.Table]
 
 
 # --------------------------------------------------------------------------- win rates
@@ -542,9 +546,19 @@ def instance_column(
     return _instance_column(instance_scores, scenario, metric, models, lower_is_better)
 
 
+def _scores_of(source: ScoreSource, scenario: str, metric: str) -> pa.Table:
+    """The instance scores that hold ``scenario``'s ``metric`` (the whole table, or what the
+    reader returns for it)."""
+    if not callable(source):
+        return source
+    rows = source(scenario, metric)
+    _require_columns(rows, INSTANCE_SCORE_COLUMNS, f"instance_scores of scenario {scenario!r}")
+    return rows
+
+
 def build_leaderboard(
     scorecards: pa.Table,
-    instance_scores: pa.Table,
+    instance_scores: ScoreSource,
     *,
     primary_metrics: Mapping[str, str],
     lower_is_better: Collection[str] = frozenset(),
@@ -558,7 +572,9 @@ def build_leaderboard(
     ``scorecards`` has one row per model version × scenario × metric × family × group ×
     perturbation (``SCORECARD_COLUMNS``); its unperturbed, ungrouped rows are the headline
     scores. ``instance_scores`` holds the per-instance values (``INSTANCE_SCORE_COLUMNS``)
-    behind them, used for rank intervals and paired tests. ``primary_metrics`` maps each
+    behind them, used for rank intervals and paired tests, or a reader of one scenario's
+    metric at a time (:data:`ScoreSource`), called once per scenario on the board, in
+    ``primary_metrics`` order, and dropped after pivoting. ``primary_metrics`` maps each
     scenario on the board to its primary metric; other scenarios only enter the per-family
     win rates. Metrics named in ``lower_is_better`` rank smaller values first.
 
@@ -567,7 +583,8 @@ def build_leaderboard(
     subset (``subset`` not empty) are left out.
     """
     _require_columns(scorecards, SCORECARD_COLUMNS, "scorecards")
-    _require_columns(instance_scores, INSTANCE_SCORE_COLUMNS, "instance_scores")
+    if not callable(instance_scores):
+        _require_columns(instance_scores, INSTANCE_SCORE_COLUMNS, "instance_scores")
     # Rows over all evaluated instances; a contamination subset's rows (``subset``) are ranked
     # only when the caller puts them in their place (``standings.ranked_results``).
     scorecards = subset_rows(scorecards)
@@ -600,7 +617,13 @@ def build_leaderboard(
     family_rates = {f: mean_win_rates(cols, fl) for f, (cols, fl) in families.items()}
 
     columns = [
-        _instance_column(instance_scores, scenario, metric, models, metric in lower_is_better)
+        _instance_column(
+            _scores_of(instance_scores, scenario, metric),
+            scenario,
+            metric,
+            models,
+            metric in lower_is_better,
+        )
         for scenario, metric in primary_metrics.items()
     ]
     intervals = rank_intervals(
