@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -39,7 +40,8 @@ import numpy as np
 import pyarrow as pa
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# The reference child runs the code of another commit (--reference), extracted here.
+sys.path.insert(0, os.environ.get("ASSAY_BENCH_CODE") or str(REPO))
 
 from assay.core.records import InstanceStat, MetricSummary  # noqa: E402
 from assay.scoring.summary import scorecard_table  # noqa: E402
@@ -49,6 +51,7 @@ START = datetime(2026, 11, 1, 6, tzinfo=UTC)
 DAYS = 3
 AIM_SECONDS, AIM_BYTES = 60.0, 2e9
 TARGET = (1000, 100)
+REFERENCE = "1ef5e15"  # main before the DuckDB read and the chunked win rates
 
 
 def _day(index: int) -> str:
@@ -116,7 +119,6 @@ def child(args: argparse.Namespace) -> None:
     from assay.compare import standings
     from assay.evaluate.suite import parse_suite
     from assay.registry import Registry
-    from assay.storage.query import TablesAsOf
 
     root = Path(args.root)
     registry = Registry.open(f"sqlite:///{root / 'registry.db'}")
@@ -133,6 +135,8 @@ def child(args: argparse.Namespace) -> None:
         read_s = time.perf_counter() - began
         board, _ = standings.leaderboard_as_of(args.day, results, registry, suite)
     elif args.child == "new":
+        from assay.storage.query import TablesAsOf
+
         reads = [TablesAsOf.read, TablesAsOf._files]
 
         def timed(fn):
@@ -156,10 +160,11 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"read_s": read_s, "total_s": total, "peak": peak, "digest": digest}))
 
 
-def run_child(which: str, root: Path, scenarios: int, day: str) -> dict:
+def run_child(which: str, root: Path, scenarios: int, day: str, code: Path | None = None) -> dict:
     command = [sys.executable, __file__, "--child", which, "--root", str(root)]
     command += ["--scenarios", str(scenarios), "--day", day]
-    out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO)
+    env = dict(os.environ, ASSAY_BENCH_CODE=str(code)) if code else None
+    out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -172,6 +177,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="60x10,125x20,250x40")
     parser.add_argument("--instances", type=int, default=200)
+    parser.add_argument(
+        "--reference",
+        default=REFERENCE,
+        help="git commit whose code computes the reference board (default: the last one "
+        "before the DuckDB read)",
+    )
     parser.add_argument("--child", choices=["old", "new", "floor"])
     parser.add_argument("--root")
     parser.add_argument("--scenarios", type=int)
@@ -183,6 +194,13 @@ def main() -> None:
     sizes = [tuple(int(x) for x in size.split("x")) for size in args.sizes.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        reference = Path(tmp) / "reference"
+        reference.mkdir()
+        archive = subprocess.run(
+            ["git", "archive", args.reference, "assay"], cwd=REPO, check=True, capture_output=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(reference)], input=archive.stdout, check=True)
+        print(f"reference: the code of commit {args.reference} (today's read and board)")
         for versions, scenarios in sizes:
             root = Path(tmp) / f"{versions}x{scenarios}"
             root.mkdir()
@@ -192,10 +210,10 @@ def main() -> None:
                 "size": (versions, scenarios),
                 "built_s": built,
                 "floor": run_child("floor", root, scenarios, last),
-                "old": run_child("old", root, scenarios, last),
+                "old": run_child("old", root, scenarios, last, reference),
                 "new": run_child("new", root, scenarios, last),
                 "past": run_child("new", root, scenarios, past),
-                "past_old": run_child("old", root, scenarios, past),
+                "past_old": run_child("old", root, scenarios, past, reference),
             }
             disk = sum(p.stat().st_size for p in (root / "storage").rglob("*") if p.is_file())
             fig["disk_mb"] = disk / 1e6

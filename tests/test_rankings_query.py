@@ -209,3 +209,36 @@ def test_an_unreadable_file_is_named(tmp_path):
         with pytest.raises(ValueError, match="instance_scores") as error:
             tables.read("instance_scores", lambda p: p["model_version"] == "m@v4")
         assert "m@v4" in str(error.value)
+
+
+def test_win_rates_and_rank_intervals_in_chunks_are_the_same(monkeypatch):
+    """The (resamples, models, models) comparisons run a few resamples at a time: the
+    win rates equal a plain loop over pairs, and rank intervals equal those in one go."""
+    from assay.compare import ranking
+
+    rng = np.random.default_rng(7)
+    means = rng.integers(0, 4, size=(30, 6)).astype(float)  # ties on purpose
+    means[rng.random(means.shape) < 0.15] = np.nan
+    monkeypatch.setattr(ranking, "_CHUNK_CELLS", 3 * 36)  # 3 resamples per chunk
+    for lower in (False, True):
+        rates = ranking.column_win_rates(means, lower)
+        for r, row in enumerate(means):
+            present = [j for j in range(6) if not np.isnan(row[j])]
+            for i in range(6):
+                if i not in present or len(present) < 2:
+                    assert np.isnan(rates[r, i])
+                    continue
+                wins = sum(
+                    1.0 if (row[i] < row[j] if lower else row[i] > row[j]) else 0.5
+                    for j in present
+                    if j != i and (row[i] == row[j] or (row[i] < row[j]) == lower)
+                )
+                assert rates[r, i] == wins / (len(present) - 1)
+    columns = [
+        ranking.ScoreColumn(f"s{k}/acc", rng.integers(0, 2, size=(40, 6)).astype(float))
+        for k in range(3)
+    ]
+    models = [f"m{i}" for i in range(6)]
+    chunked = ranking.rank_intervals(columns, models, seed=3, n_resamples=200)
+    monkeypatch.setattr(ranking, "_CHUNK_CELLS", 1 << 40)
+    assert chunked == ranking.rank_intervals(columns, models, seed=3, n_resamples=200)

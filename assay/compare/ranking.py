@@ -58,6 +58,23 @@ ScoreSource = pa.Table | Callable[[str, str], pa.Table]
 # --------------------------------------------------------------------------- win rates
 
 
+# Resamples compared at once: bounds the (resamples, models, models) comparisons of the win
+# rates and ranks to about this many cells (a 1,000-version board would need 10^9 at once).
+_CHUNK_CELLS = 1 << 22
+
+
+def _in_chunks(values: np.ndarray, per_row: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``per_row(values)`` computed over slices of the leading axes: each result row depends
+    on its own row alone, so the result is the same as in one go, in bounded memory."""
+    n = values.shape[-1]
+    rows = values.reshape(-1, n)
+    step = max(1, _CHUNK_CELLS // max(n * n, 1))
+    if rows.shape[0] <= step:
+        return per_row(values)
+    parts = [per_row(rows[start : start + step]) for start in range(0, rows.shape[0], step)]
+    return np.concatenate(parts).reshape(values.shape)
+
+
 def column_win_rates(means: np.ndarray, lower_is_better: bool = False) -> np.ndarray:
     """Win rate of each model within one column, for any number of leading (resample) axes.
 
@@ -66,6 +83,10 @@ def column_win_rates(means: np.ndarray, lower_is_better: bool = False) -> np.nda
     model has no value or fewer than two models have one (the column says nothing then).
     """
     values = np.asarray(means, dtype=np.float64)
+    return _in_chunks(values, lambda rows: _column_win_rates(rows, lower_is_better))
+
+
+def _column_win_rates(values: np.ndarray, lower_is_better: bool) -> np.ndarray:
     present = ~np.isnan(values)
     mine = values[..., :, None]
     theirs = values[..., None, :]
@@ -80,21 +101,35 @@ def column_win_rates(means: np.ndarray, lower_is_better: bool = False) -> np.nda
     return np.where(present & (n_present >= 2), rates, np.nan)
 
 
+class _WinRateSum:
+    """The running sum behind :func:`mean_win_rates`, one column at a time (a column's
+    resamples can be dropped once added)."""
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.count: np.ndarray | None = None
+
+    def add(self, means: np.ndarray, lower_is_better: bool) -> None:
+        rates = column_win_rates(means, lower_is_better)
+        known = ~np.isnan(rates)
+        self.total = np.where(known, rates, 0.0) + (0.0 if self.total is None else self.total)
+        self.count = known.astype(np.int64) + (0 if self.count is None else self.count)
+
+    def mean(self) -> np.ndarray:
+        if self.total is None or self.count is None:
+            raise ValueError("no columns to compute win rates from")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.total / np.maximum(self.count, 1), np.nan)
+
+
 def mean_win_rates(columns: Sequence[np.ndarray], lower_is_better: Sequence[bool]) -> np.ndarray:
     """Mean over columns of ``column_win_rates``, skipping the columns where it is NaN."""
     if len(columns) != len(lower_is_better):
         raise ValueError("one lower_is_better flag per column is needed")
-    total: np.ndarray | None = None
-    count: np.ndarray | None = None
+    rates = _WinRateSum()
     for means, lower in zip(columns, lower_is_better, strict=True):
-        rates = column_win_rates(means, lower)
-        known = ~np.isnan(rates)
-        total = np.where(known, rates, 0.0) + (0.0 if total is None else total)
-        count = known.astype(np.int64) + (0 if count is None else count)
-    if total is None or count is None:
-        raise ValueError("no columns to compute win rates from")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        rates.add(means, lower)
+    return rates.mean()
 
 
 def mean_win_rate(
@@ -128,7 +163,9 @@ def mean_win_rate(
 def competition_ranks(scores: np.ndarray) -> np.ndarray:
     """1 + the number of models with a strictly higher score; NaN scores rank last."""
     values = np.where(np.isnan(scores), -np.inf, scores)
-    return 1 + (values[..., None, :] > values[..., :, None]).sum(axis=-1)
+    return _in_chunks(
+        values, lambda rows: 1 + (rows[..., None, :] > rows[..., :, None]).sum(axis=-1)
+    )
 
 
 # --------------------------------------------------------------------------- rank intervals
@@ -223,7 +260,9 @@ def rank_intervals(
         raise ValueError("rank_intervals needs at least one column")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    observed, resampled = [], []
+    # Each column's resamples enter the running win rates and are dropped: memory holds one
+    # column's (n_resamples, n_models), not every column's.
+    observed, resampled = _WinRateSum(), _WinRateSum()
     for column in columns:
         if column.values.ndim != 2 or column.values.shape[1] != len(models):
             raise ValueError(
@@ -232,15 +271,17 @@ def rank_intervals(
             )
         collapsed = collapse(column.values, column.clusters)
         with np.errstate(invalid="ignore", divide="ignore"):
-            observed.append(collapsed.sums.sum(axis=0) / collapsed.counts.sum(axis=0))
-        resampled.append(
+            observed.add(
+                collapsed.sums.sum(axis=0) / collapsed.counts.sum(axis=0), column.lower_is_better
+            )
+        resampled.add(
             bootstrap_collapsed(
                 collapsed, n_resamples=n_resamples, seed=seed_from(seed, "rank", column.name)
-            )
+            ),
+            column.lower_is_better,
         )
-    flags = [c.lower_is_better for c in columns]
-    ranks = competition_ranks(mean_win_rates(observed, flags))
-    boot_ranks = competition_ranks(mean_win_rates(resampled, flags))
+    ranks = competition_ranks(observed.mean())
+    boot_ranks = competition_ranks(resampled.mean())
     tail = (1.0 - confidence) / 2.0
     # Ranks are integers: take the order statistics themselves rather than interpolating.
     low = np.quantile(boot_ranks, tail, axis=0, method="inverted_cdf")
