@@ -10,7 +10,7 @@ from dagster import (
     asset,
 )
 
-from assay.compare.standings import StoredResults, leaderboard_as_of
+from assay.compare.standings import leaderboard_of_day
 from assay.storage.code_versions import code_version
 from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, RANKINGS
 from assets.common import partitioned_output
@@ -20,8 +20,8 @@ from resources import RegistryResource, StorageResource, SuiteResource
 
 @asset(
     partitions_def=ranking_days,
-    # Reads every metric table straight from the Parquet dataset rather than loading
-    # thousands of partitions through the IO manager.
+    # Queries the Parquet dataset (DuckDB, one scenario's instance scores at a time) rather
+    # than loading thousands of partitions through the IO manager.
     deps=[
         AssetDep(METRIC_TABLES, partition_mapping=AllPartitionMapping()),
         AssetDep(INSTANCE_SCORES, partition_mapping=AllPartitionMapping()),
@@ -46,12 +46,9 @@ def rankings(
     suite: SuiteResource,
 ):
     store, opened, loaded = storage.store(), registry.open(), suite.load()
-    # A backfill ranks many days: each stored copy is read once however many days use it.
-    copies: dict = {}
     tables, metadata = {}, {}
     for day in context.partition_keys:
-        results = StoredResults.of_day(store, day, copies)
-        board, _ = leaderboard_as_of(day, results, opened, loaded)
+        board, _ = leaderboard_of_day(day, store, opened, loaded)
         tables[day] = board.to_table()
         metadata[day] = {
             "num_model_versions": tables[day].num_rows,

@@ -24,6 +24,7 @@ pytest.importorskip("s3fs", reason="the deploy extra (s3fs) is not installed")
 pytest.importorskip("moto", reason="the deploy extra (moto[server]) is not installed")
 
 from assay.storage.parquet import ParquetStore, StorageWriteError
+from assay.storage.query import TablesAsOf
 from deploy.stack import free_port, http_ok, wait_until
 
 PARTITION = {"model_version": "m@v1", "scenario": "boolq"}
@@ -103,6 +104,29 @@ def test_metric_tables_as_they_stood_at_an_instant_on_s3(s3):
     now = other.read_all_as_of("metric_tables", datetime(2026, 11, 13, tzinfo=UTC))
     assert now["mean"].to_pylist() == [0.75] == other.read_all("metric_tables")["mean"].to_pylist()
     assert other.read_all_as_of("metric_tables", datetime(2026, 11, 9, tzinfo=UTC)) is None
+
+
+def test_the_duckdb_read_on_s3_is_the_as_of_read(s3):
+    """``rankings`` queries S3 through s3fs registered with DuckDB (assay.storage.query)."""
+    endpoint, _ = s3
+    times = iter(datetime(2026, 11, d, 12, tzinfo=UTC) for d in (10, 10, 12))
+    store = _store(endpoint, timeout_s=10, attempts=3, clock=lambda: next(times))
+    other_partition = {"model_version": "m@v2", "scenario": "boolq"}
+    store.write(
+        "instance_scores", PARTITION, pa.table({"metric": ["acc", "f1"], "value": [1.0, 0.5]})
+    )
+    store.write("instance_scores", other_partition, pa.table({"metric": ["acc"], "value": [0.0]}))
+    store.write("instance_scores", PARTITION, pa.table({"metric": ["acc"], "value": [0.0]}))
+    other = _store(endpoint, timeout_s=10, attempts=3)
+    then = datetime(2026, 11, 11, tzinfo=UTC)
+    with TablesAsOf(other, then) as tables:
+        rows = tables.read("instance_scores", where="t.metric = ?", params=["acc"])
+        assert rows.to_pylist() == [
+            {"metric": "acc", "value": 1.0, "model_version": "m@v1", "scenario": "boolq"},
+            {"metric": "acc", "value": 0.0, "model_version": "m@v2", "scenario": "boolq"},
+        ]
+        everything = tables.read("instance_scores")
+    assert everything.equals(other.read_all_as_of("instance_scores", then))
 
 
 def test_a_short_outage_is_ridden_out(s3):

@@ -9,7 +9,7 @@ paired tests (Holm-corrected) between neighbours on each scenario.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations, pairwise
 from typing import Any
@@ -49,9 +49,30 @@ INSTANCE_SCORE_COLUMNS = (
     "template_id",
     "group",
 )
+# Instance scores for a board: a table of them all, or a reader of one scenario's metric at a
+# time (scenario, metric → its rows; other rows may come along), so that a board over a large
+# store never holds every scenario's rows at once (``standings.leaderboard_of_day``).
+ScoreSource = pa.Table | Callable[[str, str], pa.Table]
 
 
 # --------------------------------------------------------------------------- win rates
+
+
+# Resamples compared at once: bounds the (resamples, models, models) comparisons of the win
+# rates and ranks to about this many cells (a 1,000-version board would need 10^9 at once).
+_CHUNK_CELLS = 1 << 22
+
+
+def _in_chunks(values: np.ndarray, per_row: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``per_row(values)`` computed over slices of the leading axes: each result row depends
+    on its own row alone, so the result is the same as in one go, in bounded memory."""
+    n = values.shape[-1]
+    rows = values.reshape(-1, n)
+    step = max(1, _CHUNK_CELLS // max(n * n, 1))
+    if rows.shape[0] <= step:
+        return per_row(values)
+    parts = [per_row(rows[start : start + step]) for start in range(0, rows.shape[0], step)]
+    return np.concatenate(parts).reshape(values.shape)
 
 
 def column_win_rates(means: np.ndarray, lower_is_better: bool = False) -> np.ndarray:
@@ -62,6 +83,10 @@ def column_win_rates(means: np.ndarray, lower_is_better: bool = False) -> np.nda
     model has no value or fewer than two models have one (the column says nothing then).
     """
     values = np.asarray(means, dtype=np.float64)
+    return _in_chunks(values, lambda rows: _column_win_rates(rows, lower_is_better))
+
+
+def _column_win_rates(values: np.ndarray, lower_is_better: bool) -> np.ndarray:
     present = ~np.isnan(values)
     mine = values[..., :, None]
     theirs = values[..., None, :]
@@ -76,21 +101,35 @@ def column_win_rates(means: np.ndarray, lower_is_better: bool = False) -> np.nda
     return np.where(present & (n_present >= 2), rates, np.nan)
 
 
+class _WinRateSum:
+    """The running sum behind :func:`mean_win_rates`, one column at a time (a column's
+    resamples can be dropped once added)."""
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.count: np.ndarray | None = None
+
+    def add(self, means: np.ndarray, lower_is_better: bool) -> None:
+        rates = column_win_rates(means, lower_is_better)
+        known = ~np.isnan(rates)
+        self.total = np.where(known, rates, 0.0) + (0.0 if self.total is None else self.total)
+        self.count = known.astype(np.int64) + (0 if self.count is None else self.count)
+
+    def mean(self) -> np.ndarray:
+        if self.total is None or self.count is None:
+            raise ValueError("no columns to compute win rates from")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.total / np.maximum(self.count, 1), np.nan)
+
+
 def mean_win_rates(columns: Sequence[np.ndarray], lower_is_better: Sequence[bool]) -> np.ndarray:
     """Mean over columns of ``column_win_rates``, skipping the columns where it is NaN."""
     if len(columns) != len(lower_is_better):
         raise ValueError("one lower_is_better flag per column is needed")
-    total: np.ndarray | None = None
-    count: np.ndarray | None = None
+    rates = _WinRateSum()
     for means, lower in zip(columns, lower_is_better, strict=True):
-        rates = column_win_rates(means, lower)
-        known = ~np.isnan(rates)
-        total = np.where(known, rates, 0.0) + (0.0 if total is None else total)
-        count = known.astype(np.int64) + (0 if count is None else count)
-    if total is None or count is None:
-        raise ValueError("no columns to compute win rates from")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        rates.add(means, lower)
+    return rates.mean()
 
 
 def mean_win_rate(
@@ -124,7 +163,9 @@ def mean_win_rate(
 def competition_ranks(scores: np.ndarray) -> np.ndarray:
     """1 + the number of models with a strictly higher score; NaN scores rank last."""
     values = np.where(np.isnan(scores), -np.inf, scores)
-    return 1 + (values[..., None, :] > values[..., :, None]).sum(axis=-1)
+    return _in_chunks(
+        values, lambda rows: 1 + (rows[..., None, :] > rows[..., :, None]).sum(axis=-1)
+    )
 
 
 # --------------------------------------------------------------------------- rank intervals
@@ -219,7 +260,9 @@ def rank_intervals(
         raise ValueError("rank_intervals needs at least one column")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    observed, resampled = [], []
+    # Each column's resamples enter the running win rates and are dropped: memory holds one
+    # column's (n_resamples, n_models), not every column's.
+    observed, resampled = _WinRateSum(), _WinRateSum()
     for column in columns:
         if column.values.ndim != 2 or column.values.shape[1] != len(models):
             raise ValueError(
@@ -228,15 +271,17 @@ def rank_intervals(
             )
         collapsed = collapse(column.values, column.clusters)
         with np.errstate(invalid="ignore", divide="ignore"):
-            observed.append(collapsed.sums.sum(axis=0) / collapsed.counts.sum(axis=0))
-        resampled.append(
+            observed.add(
+                collapsed.sums.sum(axis=0) / collapsed.counts.sum(axis=0), column.lower_is_better
+            )
+        resampled.add(
             bootstrap_collapsed(
                 collapsed, n_resamples=n_resamples, seed=seed_from(seed, "rank", column.name)
-            )
+            ),
+            column.lower_is_better,
         )
-    flags = [c.lower_is_better for c in columns]
-    ranks = competition_ranks(mean_win_rates(observed, flags))
-    boot_ranks = competition_ranks(mean_win_rates(resampled, flags))
+    ranks = competition_ranks(observed.mean())
+    boot_ranks = competition_ranks(resampled.mean())
     tail = (1.0 - confidence) / 2.0
     # Ranks are integers: take the order statistics themselves rather than interpolating.
     low = np.quantile(boot_ranks, tail, axis=0, method="inverted_cdf")
@@ -542,9 +587,19 @@ def instance_column(
     return _instance_column(instance_scores, scenario, metric, models, lower_is_better)
 
 
+def _scores_of(source: ScoreSource, scenario: str, metric: str) -> pa.Table:
+    """The instance scores that hold ``scenario``'s ``metric`` (the whole table, or what the
+    reader returns for it)."""
+    if not callable(source):
+        return source
+    rows = source(scenario, metric)
+    _require_columns(rows, INSTANCE_SCORE_COLUMNS, f"instance_scores of scenario {scenario!r}")
+    return rows
+
+
 def build_leaderboard(
     scorecards: pa.Table,
-    instance_scores: pa.Table,
+    instance_scores: ScoreSource,
     *,
     primary_metrics: Mapping[str, str],
     lower_is_better: Collection[str] = frozenset(),
@@ -558,7 +613,9 @@ def build_leaderboard(
     ``scorecards`` has one row per model version × scenario × metric × family × group ×
     perturbation (``SCORECARD_COLUMNS``); its unperturbed, ungrouped rows are the headline
     scores. ``instance_scores`` holds the per-instance values (``INSTANCE_SCORE_COLUMNS``)
-    behind them, used for rank intervals and paired tests. ``primary_metrics`` maps each
+    behind them, used for rank intervals and paired tests, or a reader of one scenario's
+    metric at a time (:data:`ScoreSource`), called once per scenario on the board, in
+    ``primary_metrics`` order, and dropped after pivoting. ``primary_metrics`` maps each
     scenario on the board to its primary metric; other scenarios only enter the per-family
     win rates. Metrics named in ``lower_is_better`` rank smaller values first.
 
@@ -567,7 +624,8 @@ def build_leaderboard(
     subset (``subset`` not empty) are left out.
     """
     _require_columns(scorecards, SCORECARD_COLUMNS, "scorecards")
-    _require_columns(instance_scores, INSTANCE_SCORE_COLUMNS, "instance_scores")
+    if not callable(instance_scores):
+        _require_columns(instance_scores, INSTANCE_SCORE_COLUMNS, "instance_scores")
     # Rows over all evaluated instances; a contamination subset's rows (``subset``) are ranked
     # only when the caller puts them in their place (``standings.ranked_results``).
     scorecards = subset_rows(scorecards)
@@ -600,7 +658,13 @@ def build_leaderboard(
     family_rates = {f: mean_win_rates(cols, fl) for f, (cols, fl) in families.items()}
 
     columns = [
-        _instance_column(instance_scores, scenario, metric, models, metric in lower_is_better)
+        _instance_column(
+            _scores_of(instance_scores, scenario, metric),
+            scenario,
+            metric,
+            models,
+            metric in lower_is_better,
+        )
         for scenario, metric in primary_metrics.items()
     ]
     intervals = rank_intervals(

@@ -4,17 +4,29 @@ stood at its end.
 Rebuilding a past day gives the board shown that day: the registry answers which versions were
 registered by then, and the store's history (:meth:`ParquetStore.read_all_as_of`) which metric
 tables and instance scores had been written by then. A day ends at midnight UTC.
+
+Two ways to read the results, giving the same board: :func:`leaderboard_of_day` queries the
+store (``assay.storage.query``): the metric tables of the registered versions, then one
+scenario's instance scores at a time, only the rows the board ranks on, so its memory is
+bounded by a scenario rather than the store. :func:`leaderboard_as_of` ranks tables already in
+memory (:class:`StoredResults`, every partition loaded).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assay.compare.ranking import Leaderboard, build_leaderboard
+from assay.compare.ranking import (
+    INSTANCE_SCORE_COLUMNS,
+    Leaderboard,
+    ScoreSource,
+    build_leaderboard,
+)
 from assay.contamination.clean import CLEAN, RATE
 from assay.core.digests import seed_from
 from assay.core.records import subset_rows
@@ -24,6 +36,7 @@ from assay.registry import Registry
 from assay.scoring.metrics.directions import lower_is_better_in
 from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, MODEL_VERSION, RANKINGS, SCENARIO
 from assay.storage.parquet import ParquetStore
+from assay.storage.query import TablesAsOf
 
 
 def end_of_day(day: str) -> datetime:
@@ -72,14 +85,61 @@ def leaderboard_as_of(
     """The leaderboard of ``day`` (versions registered by its end) and the metric tables
     behind it. ``results`` should be :meth:`StoredResults.of_day` for the board to be that
     day's. Deterministic: the bootstrap seed derives from the day."""
-    as_of = end_of_day(day)
-    versions = {v.key for v in registry.list_versions(as_of=as_of)}
+    versions = _registered(registry, day)
     cards = _only(results.metric_tables, versions)
-    scores = _only(results.instance_scores, versions)
+    return _leaderboard(day, versions, cards, _only(results.instance_scores, versions), suite)
+
+
+def leaderboard_of_day(
+    day: str, store: ParquetStore, registry: Registry, suite: Suite
+) -> tuple[Leaderboard, pa.Table]:
+    """:func:`leaderboard_as_of` with the results of ``day`` queried from ``store`` rather
+    than loaded: the metric tables of the versions registered by its end, and per scenario on
+    the board only the instance scores its rank intervals and paired tests use (the primary
+    metric's unperturbed rows, and the contamination flags when ranking on the clean
+    subset), one scenario in memory at a time. The same board, to the last digit."""
+    versions = _registered(registry, day)
+    with TablesAsOf(store, end_of_day(day)) as tables:
+        cards = tables.read(METRIC_TABLES, lambda p: p.get(MODEL_VERSION) in versions)
+        scores = _scores_reader(tables, versions, with_rates=suite.rankings.subset == CLEAN)
+        return _leaderboard(day, versions, cards, scores, suite)
+
+
+def _scores_reader(
+    tables: TablesAsOf, versions: set[str], *, with_rates: bool
+) -> Callable[[str, str], pa.Table]:
+    """scenario, metric → the instance scores of ``versions`` a board ranks on."""
+    columns = [c for c in INSTANCE_SCORE_COLUMNS if c not in (MODEL_VERSION, SCENARIO)]
+    where = "(t.metric = ? AND t.perturbation = '')"
+    if with_rates:  # _clean_instances reads each instance's flag, whatever its perturbation
+        where += f" OR t.metric = '{RATE}'"
+
+    def read(scenario: str, metric: str) -> pa.Table:
+        rows = tables.read(
+            INSTANCE_SCORES,
+            lambda p: p.get(SCENARIO) == scenario and p.get(MODEL_VERSION) in versions,
+            columns=columns,
+            where=where,
+            params=[metric],
+        )
+        if rows is None:
+            return pa.table({c: pa.array([], pa.string()) for c in INSTANCE_SCORE_COLUMNS})
+        return rows
+
+    return read
+
+
+def _registered(registry: Registry, day: str) -> set[str]:
+    return {v.key for v in registry.list_versions(as_of=end_of_day(day))}
+
+
+def _leaderboard(
+    day: str, versions: set[str], cards: pa.Table | None, scores: ScoreSource, suite: Suite
+) -> tuple[Leaderboard, pa.Table]:
     # A partial evaluation (a sequential promotion decision stopped it) is not ranked: its
     # figures cover the first instances of the order only. The board says what it left off.
     partial = partial_versions(cards)
-    cards, scores = _without(cards, partial), _without(scores, partial)
+    cards, scores = _without(cards, partial), _scores_without(scores, partial)
     left_off = tuple(
         f"{version} × {scenario}: a partial evaluation (a sequential promotion decision "
         "stopped it), left off the board until a full evaluation completes it"
@@ -88,7 +148,7 @@ def leaderboard_as_of(
     if cards is None or cards.num_rows == 0:
         raise ValueError(
             f"no metric tables for the {len(versions)} model versions registered by "
-            f"{as_of:%Y-%m-%d}; materialize model_outputs and metric_tables first"
+            f"{end_of_day(day):%Y-%m-%d}; materialize model_outputs and metric_tables first"
         )
     evaluated = set(cards[SCENARIO].to_pylist())
     # Scenarios nobody has been evaluated on yet are left off the board rather than failing it.
@@ -116,9 +176,20 @@ def _without(table: pa.Table | None, partitions: set[tuple[str, str]]) -> pa.Tab
     return table.filter(pc.invert(pc.is_in(keys, dropped)))
 
 
+def _scores_without(scores: ScoreSource, partitions: set[tuple[str, str]]) -> ScoreSource:
+    """:func:`_without` for instance scores held in memory or read per scenario."""
+    if not partitions or not callable(scores):
+        return _without(scores, partitions)
+
+    def read(scenario: str, metric: str) -> pa.Table:
+        return _without(scores(scenario, metric), partitions)
+
+    return read
+
+
 def ranked_results(
-    cards: pa.Table, scores: pa.Table | None, subset: str = "full"
-) -> tuple[pa.Table, pa.Table | None, list[str]]:
+    cards: pa.Table, scores: ScoreSource | None, subset: str = "full"
+) -> tuple[pa.Table, ScoreSource | None, list[str]]:
     """The metric tables and instance scores a board ranks on, and notes saying how.
 
     ``subset="full"``: the rows over every evaluated instance. ``subset="clean"`` (the suite's
@@ -128,6 +199,8 @@ def ranked_results(
     and only its clean instances (``contamination_rate`` 0) enter the rank intervals and the
     paired tests, so two versions are compared on the instances clean for both. A partition
     with no contamination check is ranked on all its instances, and a note names it.
+    ``scores`` may be a reader (scenario, metric → rows, :data:`ScoreSource`): the reader
+    returned then cleans each scenario's rows as it reads them.
     """
     if subset not in ("full", "clean"):
         raise ValueError(f"rankings subset must be 'full' or 'clean', got {subset!r}")
@@ -166,6 +239,13 @@ def ranked_results(
         f"{version}: not checked for contamination on {', '.join(names)}; ranked on all instances"
         for version, names in unchecked.items()
     ]
+    if callable(scores):
+        read = scores
+        return (
+            rows,
+            lambda scenario, metric: _clean_instances(read(scenario, metric), ranked),
+            notes,
+        )
     return rows, _clean_instances(scores, ranked), notes
 
 

@@ -137,6 +137,7 @@ SOURCES: Mapping[str, tuple[str, ...]] = {
         "scoring/metrics/directions.py",
         "stats",
         "storage/parquet.py",
+        "storage/query.py",
     ),
     DASHBOARD: (
         *_RECORDS,

@@ -1,0 +1,130 @@
+"""Stored tables as they stood at an instant, queried with DuckDB instead of loaded.
+
+:meth:`ParquetStore.read_all_as_of` reads every partition of an asset into one table. The
+reader here answers narrower questions over the same files: the store chooses each
+partition's file as of the instant (:meth:`ParquetStore.files_as_of`, the same rule), the
+partitions asked for are picked from the listing (a scenario, the registered versions), and
+DuckDB reads only the columns and rows a query names from those files (projection and
+predicates pushed into the Parquet scan). A board then holds one scenario's instance scores
+at a time rather than the whole store's.
+
+The partition dimensions of a row come from its file's path, as in ``read_all_as_of``: the
+writers never store them inside the table. Rows keep ``read_all_as_of``'s order (partitions
+in order, then each file's rows in order), so what is computed from them is the same to
+the last bit. A local store is read directly; any other fsspec filesystem (``memory://``,
+``s3://``) is handed to DuckDB with ``register_filesystem``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from assay.storage.parquet import CorruptPartitionError, ParquetStore
+
+Pick = Callable[[dict[str, str]], bool]
+
+
+class TablesAsOf:
+    """The history tables of ``store`` as they stood just before ``as_of`` (see the module
+    docstring). Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, store: ParquetStore, as_of: datetime):
+        self.store = store
+        self.as_of = as_of
+        self._listed: dict[str, list[tuple[dict[str, str], str]]] = {}
+        self._con = duckdb.connect(config={"preserve_insertion_order": True})
+        if not store.is_local:
+            self._con.register_filesystem(store.fs)
+
+    def __enter__(self) -> TablesAsOf:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._con.close()
+
+    def partitions(self, asset: str) -> list[dict[str, str]]:
+        """The partitions of ``asset`` that had a file by then, in order."""
+        return [partition for partition, _ in self._files(asset)]
+
+    def read(
+        self,
+        asset: str,
+        pick: Pick | None = None,
+        *,
+        columns: Sequence[str] | None = None,
+        where: str = "",
+        params: Sequence[object] = (),
+    ) -> pa.Table | None:
+        """The rows of the partitions of ``asset`` that ``pick`` accepts (all when None),
+        only ``columns`` of the stored tables (all when None) plus one column per partition
+        dimension, and only the rows matching the SQL condition ``where`` (``?`` marks
+        ``params``). None when no partition is picked, like ``read_all_as_of`` with none."""
+        chosen = [(p, path) for p, path in self._files(asset) if pick is None or pick(p)]
+        if not chosen:
+            return None
+        dims = list(dict.fromkeys(dim for partition, _ in chosen for dim in partition))
+        urls = [self._url(path) for _, path in chosen]
+        files = pa.table(
+            {
+                "_file": urls,
+                "_order": list(range(len(chosen))),
+                **{dim: [p.get(dim) for p, _ in chosen] for dim in dims},
+            },
+            schema=pa.schema(
+                [("_file", pa.string()), ("_order", pa.int64())]
+                + [(dim, pa.string()) for dim in dims]
+            ),
+        )
+        stored = (
+            "t.* EXCLUDE (filename, file_row_number)"
+            if columns is None
+            else ", ".join(f"t.{_quoted(c)}" for c in columns)
+        )
+        query = (
+            f"SELECT {stored}{''.join(f', p.{_quoted(d)}' for d in dims)}, "
+            "p._order AS _order, t.filename AS _file "
+            "FROM read_parquet(?, union_by_name = true, filename = true, "
+            "file_row_number = true, hive_partitioning = false) AS t "
+            "LEFT JOIN files AS p ON t.filename = p._file"
+            + (f" WHERE {where}" if where else "")
+            + " ORDER BY p._order, t.file_row_number"
+        )
+        self._con.register("files", files)
+        try:
+            rows = self._con.sql(query, params=[urls, *params]).to_arrow_table()
+        except duckdb.Error as exc:
+            raise CorruptPartitionError(
+                f"asset {asset!r} as of {self.as_of:%Y-%m-%d %H:%M} UTC: the stored files of "
+                f"{len(chosen)} partition(s) under {self.store.base_url} could not be queried "
+                f"(columns {list(columns) if columns is not None else 'all'}): {exc}"
+            ) from None
+        finally:
+            self._con.unregister("files")
+        lost = rows.filter(pc.is_null(rows["_order"]))
+        if lost.num_rows:  # a filesystem that names files otherwise than _url
+            raise RuntimeError(
+                f"asset {asset!r}: DuckDB read {lost['_file'][0]}, which is not one of the "
+                f"files asked for (the first: {urls[0]})"
+            )
+        return rows.drop_columns(["_order", "_file"])
+
+    def _files(self, asset: str) -> list[tuple[dict[str, str], str]]:
+        if asset not in self._listed:
+            self._listed[asset] = self.store.files_as_of(asset, self.as_of)
+        return self._listed[asset]
+
+    def _url(self, path: str) -> str:
+        # As DuckDB names the file in its ``filename`` column: fsspec's full URL.
+        return path if self.store.is_local else self.store.fs.unstrip_protocol(path)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
