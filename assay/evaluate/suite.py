@@ -85,6 +85,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from assay.adapters import AdapterSpec, Method, build_requests, build_variant_requests
+from assay.contamination.config import ContaminationConfig
 from assay.core.plugins import PluginError, validate_args
 from assay.core.records import Instance, Request, TemplateVersion
 from assay.core.scorers import get_scorer
@@ -288,6 +289,8 @@ class Suite:
     # Scenario key → digest of its entry as written (and of the suite's toxicity scorer, which
     # scores it): stamped on the tables it produced, so a verdict knows they are current.
     entry_digests: dict[str, str] = field(default_factory=dict)
+    # Which contamination checks run and which detectors flag (assay.contamination.config).
+    contamination: ContaminationConfig = field(default_factory=ContaminationConfig)
 
     @property
     def keys(self) -> list[str]:
@@ -347,6 +350,8 @@ _EXPECTED = {
     "scorer_args": "expected a mapping",
     "toxicity": "expected a mapping with a 'classifier', a 'classifier_dir' path or a 'judge'",
     "promotion": "expected a mapping (mode, alpha, margin, primary_metrics, criteria)",
+    "contamination": "expected a mapping (enabled, model_based, guided, flag_detectors, "
+    "min_k, alpha)",
     "criteria": "expected a list of criteria",
     "criteria[]": "expected a mapping (scenario, metric or family, at_least/at_most/margin, on)",
     "mode": "expected 'require_non_inferiority' or 'block_regressions'",
@@ -596,6 +601,7 @@ class SuiteFile(_FileModel):
     scenarios: dict[str, ScenarioEntry]
     toxicity: ToxicityConfig | None = None
     promotion: PromotionCriteria | None = None
+    contamination: ContaminationConfig | None = None
 
 
 def _variants(base: AdapterSpec, raw: list[Any], where: str) -> tuple[AdapterSpec, ...]:
@@ -635,7 +641,7 @@ def _sentence(errors: list[ErrorDetails], source: str) -> str:
     if isinstance(error, _Invalid):
         at = ("." + error.at) if error.at and not error.at.startswith("[") else error.at
         return _at(source, loc, str(error), at)
-    if error is not None and loc[:1] == ("promotion",):  # a criterion's own rule, in words
+    if error is not None and loc[:1] in (("promotion",), ("contamination",)):  # a rule, in words
         return _at(source, loc, str(error))
     # A type error: the sentence the field's table entry gives.
     if loc == ("scenarios",) or (first["type"] == "missing" and loc[-1:] == ("scenario",)):
@@ -694,6 +700,8 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
     digests = {}
     for key, origin in origins.items():
         content = {"entry": raw[origin], "toxicity": toxicity}
+        if parsed.contamination is not None:  # absent: the digests suites had before it
+            content["contamination"] = parsed.contamination.model_dump(mode="json")
         if key != origin:  # one task of a group: its own entry
             content["key"] = key
         digests[key] = content_digest(content)
@@ -703,6 +711,7 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
         toxicity=parsed.toxicity,
         promotion=promotion,
         entry_digests=digests,
+        contamination=parsed.contamination or ContaminationConfig(),
     )
 
 

@@ -45,6 +45,8 @@ from assay.core.plugins import (
     plugin_distributions,
 )
 from assay.storage.contract import (
+    CONTAMINATION,
+    CORPUS_INDEX,
     DASHBOARD,
     INSTANCE_SCORES,
     METRIC_TABLES,
@@ -54,6 +56,7 @@ from assay.storage.contract import (
     RANKINGS,
     REGISTERED_MODELS,
     SCENARIO_INSTANCES,
+    TRAINING_CORPORA,
 )
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the ``assay`` package
@@ -142,6 +145,14 @@ SOURCES: Mapping[str, tuple[str, ...]] = {
         "scoring/metrics/calibration.py",
         "stats",
     ),
+}
+
+# Contamination: the declared corpora's digests, their indexes, and the findings.
+SOURCES = {
+    **SOURCES,
+    TRAINING_CORPORA: ("registry/training_data.py", "contamination/declared.py"),
+    CORPUS_INDEX: ("contamination/declared.py", "contamination"),
+    CONTAMINATION: (*_RECORDS, "evaluate/run.py", "contamination"),
 }
 
 # A prompt trial: the outputs and the scores, with the prompt version pinned in the layouts.

@@ -25,6 +25,11 @@ RANKINGS = "rankings"
 DASHBOARD = "dashboard"
 # A candidate prompt version's outputs and scores, stored apart (assay.evaluate.prompt_trials).
 PROMPT_TRIALS = "prompt_trials"
+# Contamination (assay.contamination): a version's declared corpora with their digests, one
+# n-gram index per corpus digest, and the per-instance findings per model version × scenario.
+TRAINING_CORPORA = "training_corpora"
+CORPUS_INDEX = "corpus_index"
+CONTAMINATION = "contamination"
 # Not an asset: the judges' replies, written by the scoring step next to ``instance_scores``.
 JUDGE_REPLIES = "judge_replies"
 
@@ -38,6 +43,8 @@ HISTORY_ASSETS = (INSTANCE_SCORES, METRIC_TABLES)
 # Partition dimensions.
 MODEL_VERSION = "model_version"
 SCENARIO = "scenario"
+# ``corpus_index`` partitions: a corpus's content digest (sha256 hex).
+CORPUS_DIGEST = "corpus_digest"
 # Separator of a multi-partition key's dimensions (Dagster's).
 KEY_SEPARATOR = "|"
 
