@@ -213,3 +213,46 @@ def test_the_assay_api_shows_and_replaces_a_manifest(start_registry_server) -> N
         e for e in server.registry.events(model="m") if e.kind is EventKind.TRAINING_DATA_SET
     ]
     assert event.actor == "walt"
+
+
+def test_the_leaderboard_names_the_corpora_a_version_declares(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from assay.report import ExplorerData, build_site, directory_writer
+    from assay.report.sample import board_of, write_sample
+    from assay.storage.parquet import ParquetStore
+
+    registry = Registry.open(f"sqlite:///{tmp_path / 'registry.db'}")
+    store = ParquetStore(str(tmp_path / "storage"))
+    sample = write_sample(
+        store, registry, clock=lambda _: None, n_versions=2, n_instances=6, hostile=False
+    )
+    newest, oldest = sample.versions
+    registry.set_training_data(
+        newest, [_corpus("s3://b/web.jsonl", "web-crawl"), _corpus("s3://b/books", "books", "text")]
+    )
+    cards, scores = store.read_all("metric_tables"), store.read_all("instance_scores")
+    day = sample.days[-1]
+    data = ExplorerData(
+        day=day,
+        board=board_of(cards, scores, sample.versions, sample.primary_metrics, day),
+        metric_tables=cards,
+        instance_scores=scores,
+        rankings=store.read_all("rankings"),
+        events=registry.events(),
+        versions=registry.versions(),
+        store=store,
+    )
+    build_site(
+        data,
+        directory_writer(tmp_path / "site"),
+        generated_at=datetime(2026, 11, 4, tzinfo=UTC),
+        n_resamples=50,
+    )
+    registry.close()
+    index = (tmp_path / "site" / "index.html").read_text()
+    rows = {v: index[index.index(f'data-version="{v}"') :] for v in (newest, oldest)}
+    assert rows[newest].split("</tr>")[0].count("trained on: web-crawl, books") == 1
+    assert "trained on" not in rows[oldest].split("</tr>")[0]
+    # URLs stay internal: the page names the corpora only.
+    assert "s3://b/web.jsonl" not in index
