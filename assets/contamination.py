@@ -53,7 +53,6 @@ from assay.storage.contract import (
     CORPUS_DIGEST,
     CORPUS_INDEX,
     MODEL_VERSION,
-    PERTURBED_INSTANCES,
     REGISTERED_MODELS,
     SCENARIO,
     SCENARIO_INSTANCES,
@@ -220,14 +219,7 @@ def contamination(
             resolved = ResolvedModel.from_table(
                 store.read(REGISTERED_MODELS, {MODEL_VERSION: version})
             )
-            perturbed = (
-                store.read(PERTURBED_INSTANCES, {SCENARIO: scenario})
-                if store.exists(PERTURBED_INSTANCES, {SCENARIO: scenario})
-                else None
-            )
-            return run_membership(
-                models.client(resolved.spec), instances, perturbed, cfg, loaded[scenario]
-            )
+            return run_membership(models.client(resolved.spec), instances, cfg, loaded[scenario])
 
         checked = check_partition(instances, declared, config, open_index, membership)
         results[str(key)] = checked.table

@@ -241,3 +241,55 @@ def test_an_unreadable_corpus_refuses_the_event_naming_the_corpus(setup):
     assert "corpus-a" in refused[0].payload["reason"]
     # The other versions were recorded.
     assert read_training_corpora(setup["store"], f"{MODEL}@v2") is not None
+
+
+def test_without_a_corpus_the_suite_can_ask_for_min_k_prob(setup, tmp_path: Path):
+    """Version 3 declares nothing: with ``model_based: true`` its partition holds one Min-K%
+    row per instance (the paired difference), computed with the bundled model."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "scenarios:\n"
+        f"  {PRONOUNS}:\n"
+        "    scenario: pronoun_resolution\n"
+        "    adapter: {method: multiple_choice_separate}\n"
+        "    max_instances: 5\n"
+        "contamination: {model_based: true, flag_detectors: [min_k_prob]}\n"
+    )
+    resources = {**setup["resources"], "suite": SuiteResource(path=str(suite))}
+    _tick(setup, None)
+    version = f"{MODEL}@v3"
+    for asset, partition in (
+        ("scenario_instances", PRONOUNS),
+        ("registered_models", version),
+        ("contamination", f"{version}|{PRONOUNS}"),
+    ):
+        assert materialize(
+            all_assets,
+            selection=AssetSelection.assets(asset),
+            partition_key=partition,
+            instance=setup["instance"],
+            resources=resources,
+        ).success
+    table = validate_contamination(
+        setup["store"].read("contamination", {"model_version": version, "scenario": PRONOUNS})
+    )
+    evaluated = [i.id for i in _eval_instances(PRONOUNS)[:5]]
+    assert sorted(table["instance_id"].to_pylist()) == sorted(evaluated)
+    assert set(table["detector"].to_pylist()) == {"min_k_prob"}
+    assert set(table["corpus"].to_pylist()) == {""}
+    # Versions that declare a corpus keep the overlap path, model_based or not.
+    _materialize_with(setup, resources, "contamination", f"{MODEL}@v2|{PRONOUNS}")
+    v2 = setup["store"].read(
+        "contamination", {"model_version": f"{MODEL}@v2", "scenario": PRONOUNS}
+    )
+    assert set(v2["detector"].to_pylist()) == {"gpt3_13gram", "palm_8gram", "llama2_span"}
+
+
+def _materialize_with(setup, resources, asset: str, partition: str) -> None:
+    assert materialize(
+        all_assets,
+        selection=AssetSelection.assets(asset),
+        partition_key=partition,
+        instance=setup["instance"],
+        resources=resources,
+    ).success

@@ -143,39 +143,20 @@ def check_partition(
     return CheckedPartition(empty_table(), "not_checked")
 
 
-def perturbed_texts(
-    perturbed: pa.Table | None, instances: Sequence[Instance]
-) -> dict[str, list[str]]:
-    """Each instance's robustness-perturbed inputs (``perturbed_instances``), by instance id;
-    Min-K% Prob compares an instance with these copies, so its signal is a paired difference."""
-    wanted = {i.id for i in instances}
-    out: dict[str, list[str]] = {i.id: [] for i in instances}
-    if perturbed is None:
-        return out
-    for row in perturbed.to_pylist():
-        if row["id"] in wanted and row.get("family", "robustness") == "robustness":
-            out[row["id"]].append(row["input"])
-    return out
-
-
 def run_membership(
-    client: Any,
-    instances: Sequence[Instance],
-    perturbed: pa.Table | None,
-    config: ContaminationConfig,
-    entry: Any,
+    client: Any, instances: Sequence[Instance], config: ContaminationConfig, entry: Any
 ) -> tuple[list[Any], dict[str, Any]]:
     """The model-based detectors on ``instances`` (``assay.contamination.membership``):
-    Min-K% Prob always, guided completion when ``config.guided``; findings and figures."""
+    Min-K% Prob always, guided completion when ``config.guided``; findings and figures.
+
+    Min-K% compares each instance with the membership library's own meaning-preserving
+    rewrites (fillers, synonyms), not the suite's perturbations: a perturbation that makes
+    any text unlikely (typos) would hide the signal."""
     # Imported here: the model-based detectors need only be importable where they run.
     from assay.contamination.membership import guided_completion, min_k_membership
 
     findings, figures = min_k_membership(
-        client,
-        instances,
-        perturbed_texts(perturbed, instances),
-        k=config.min_k,
-        alpha=config.alpha,
+        client, instances, None, k=config.min_k, alpha=config.alpha
     )
     findings = list(findings)
     out = {"min_k_prob": figures}
