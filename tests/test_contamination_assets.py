@@ -24,12 +24,13 @@ from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from assay.contamination.check import instance_text
-from assay.contamination.declared import index_url, read_training_corpora
+from assay.contamination.declared import declare, index_url, read_training_corpora
 from assay.contamination.table import SCHEMA, validate_contamination
 from assay.core.records import Instance
 from assay.evaluate.run import select_instances
 from assay.evaluate.suite import load_suite
 from assay.registry import EventKind, Registry
+from assay.registry.training_data import TrainingCorpus
 from assay.storage.parquet import ParquetStore
 from assets import all_assets
 from resources import ModelsResource, SuiteResource, assay_resources
@@ -293,3 +294,19 @@ def _materialize_with(setup, resources, asset: str, partition: str) -> None:
         instance=setup["instance"],
         resources=resources,
     ).success
+
+
+def test_a_link_out_of_the_corpus_root_is_refused_before_it_is_read(tmp_path: Path, monkeypatch):
+    root = tmp_path / "root"
+    (root / "folder").mkdir(parents=True)
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text(json.dumps({"text": "not for the workers"}) + "\n")
+    _write_jsonl(root / "folder" / "a.jsonl", [UNRELATED])
+    (root / "folder" / "b.jsonl").symlink_to(secret)
+    monkeypatch.setenv("ASSAY_CORPUS_ROOTS", str(root))
+    corpus = TrainingCorpus("c", str(root / "folder"), "jsonl")
+    with pytest.raises(ValueError, match=r"corpus 'c': file: local path .*b.jsonl.* outside"):
+        declare([corpus])
+    (root / "folder" / "b.jsonl").unlink()
+    (declared,) = declare([corpus])
+    assert len(declared.digest) == 64

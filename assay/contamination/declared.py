@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import fsspec
 import pyarrow as pa
 
-from assay.contamination.corpus import CorpusSource, corpus_digest
+from assay.contamination.corpus import CorpusSource, corpus_digest, corpus_files
 from assay.contamination.ngram_index import FORMAT, MANIFEST, IndexInfo, build_index
 from assay.registry.training_data import TrainingCorpus, check_corpus_url
 from assay.storage.contract import (
@@ -66,6 +66,15 @@ def corpus_source(corpus: TrainingCorpus, *, check: bool = True) -> CorpusSource
     )
 
 
+def check_files(source: CorpusSource) -> None:
+    """Re-check every file a folder or glob expands to: a link inside a corpus root that
+    points elsewhere is refused before it is read (the URL alone cannot show it)."""
+    check_corpus_url(source.url, f"corpus {source.name!r}: url")
+    for url in corpus_files(source):
+        if "://" not in url or url.startswith(("file://", "local://")):
+            check_corpus_url(url, f"corpus {source.name!r}: file")
+
+
 def declare(
     corpora: Sequence[TrainingCorpus], digest: Callable[[CorpusSource], str] = corpus_digest
 ) -> list[DeclaredCorpus]:
@@ -73,6 +82,7 @@ def declare(
     out = []
     for corpus in corpora:
         source = corpus_source(corpus)
+        check_files(source)
         out.append(DeclaredCorpus(corpus.name, source, digest(source)))
     return out
 
@@ -209,7 +219,7 @@ def ensure_index(
     target = index_url(store, corpus.digest)
     if index_exists(target):
         return EnsuredIndex(corpus.digest, target, built=False)
-    check_corpus_url(corpus.source.url, f"corpus {corpus.name!r}: url")
+    check_files(corpus.source)
     info = build_index(corpus.source, target, memory_mb=memory_mb)
     if info.digest != corpus.digest:
         fs, root = fsspec.core.url_to_fs(target)
