@@ -10,9 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterEventType, DagsterRunStatus, EventRecordsFilter
-from live_deployment import BIN, arithmetic_app, deployment, wait_for
+from dagster import (
+    AssetKey,
+    DagsterEventType,
+    DagsterRunStatus,
+    EventRecordsFilter,
+)
+from live_deployment import arithmetic_app, deployment, wait_for
 
+from assay.core.records import Instance
+from assay.evaluate.suite import load_suite
 from assay.serving import asgi_in_background
 from assay.storage.parquet import ParquetStore
 from sensors.promotion import MODEL_VERSION_TAG
@@ -83,20 +90,15 @@ def test_a_promotion_checks_the_declared_corpus_under_the_daemon(
         deployed.assay(
             "register", "c", f"openai:{model_server}#wrong", "--training-data", str(manifest)
         )
-        # The suite's scenario is materialized once when the suite is deployed (with the
-        # deployment's suite, so through the dagster CLI).
-        done = deployed.run(
-            str(BIN / "dagster"),
-            "asset",
-            "materialize",
-            "-f",
-            "definitions.py",
-            "--select",
+        # The suite's scenario as its scenario_instances partition holds it (written with the
+        # library: the test process's partitions are the default suite's, not this one's).
+        entry = load_suite(suite)["quiz"]
+        store = ParquetStore(deployed.env["ASSAY_STORAGE_URL"])
+        store.write(
             "scenario_instances",
-            "--partition",
-            "quiz",
+            {"scenario": "quiz"},
+            Instance.to_table(entry.build().load().instances),
         )
-        assert done.returncode == 0, done.stderr[-3000:]
 
         deployed.start()
         deployed.dagster("sensor", "start", SENSOR)
@@ -138,7 +140,6 @@ def test_a_promotion_checks_the_declared_corpus_under_the_daemon(
         }
         assert len(versions) == 1
 
-        store = ParquetStore(deployed.env["ASSAY_STORAGE_URL"])
         table = store.read("contamination", {"model_version": "c@v1", "scenario": "quiz"})
         assert table.num_rows == 3 * len(QUESTIONS)
         assert set(table["corpus_digest"].to_pylist()) == {digest}
