@@ -20,6 +20,7 @@ from assay.report import scenario_page
 from assay.scoring.partition import SuiteScorer
 from assay.storage.code_versions import code_version
 from assay.storage.contract import (
+    CONTAMINATION,
     INSTANCE_SCORES,
     JUDGE_REPLIES,
     METRIC_TABLES,
@@ -137,6 +138,9 @@ def _scored(asset: str, description: str) -> AssetOut:
         MODEL_OUTPUTS: AssetIn(),
         SCENARIO_INSTANCES: AssetIn(partition_mapping=_FROM_SCENARIO),
     },
+    # Read through the storage resource, so a partition never checked for contamination is
+    # no error: its scorecard says "not checked" and has no clean slice.
+    deps=[AssetDep(CONTAMINATION)],
     outs={
         INSTANCE_SCORES: _scored(
             INSTANCE_SCORES,
@@ -148,7 +152,9 @@ def _scored(asset: str, description: str) -> AssetOut:
             "The scorecard of the seven families (accuracy, calibration, "
             "robustness, fairness, bias, toxicity, efficiency): mean, count and 95% interval "
             "per metric, family, group and perturbation; a metric that cannot be computed is "
-            "a row with its reason and a NaN mean.",
+            "a row with its reason and a NaN mean. Where the partition was checked for "
+            "contamination: the contamination rate, the clean subset's rows (subset=clean) and "
+            "clean − full per headline metric (subset=clean-full).",
         ),
     },
     backfill_policy=BackfillPolicy.single_run(),
@@ -175,21 +181,25 @@ def scores(
     outputs_by_key = by_key(model_outputs, [str(k) for k in keys])
     scenarios = by_key(scenario_instances, [scenario_of(k) for k in keys])
     scorer = SuiteScorer(suite.load(), registry.open, models.client)
+    store = storage.store()
     per_instance, cards, metadata = {}, {}, {}
     for key in keys:
+        where = evaluation_partition(model_version_of(key), scenario_of(key))
         scored = scorer.score(
             model_version_of(key),
             scenario_of(key),
             scenarios[scenario_of(key)],
             outputs_by_key[str(key)],
             seed_key=str(key),
+            contamination=store.read(CONTAMINATION, where)
+            if store.exists(CONTAMINATION, where)
+            else None,
         )
         per_instance[str(key)], cards[str(key)] = scored.stats_table, scored.card_table
         for failure in scored.scorer_failures:  # the instance fails, not the partition
             context.log.warning(failure.message)
         # The judges' replies go next to the scores (shown on the explorer's instance pages);
         # a partition no judge replied on keeps none from an earlier scoring.
-        where = evaluation_partition(model_version_of(key), scenario_of(key))
         if scored.replies is not None:
             storage.store().write(JUDGE_REPLIES, where, scored.replies)
         else:

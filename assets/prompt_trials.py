@@ -23,6 +23,7 @@ from assay.registry.resolved import ResolvedModel
 from assay.scoring.partition import SuiteScorer
 from assay.storage.code_versions import code_version
 from assay.storage.contract import (
+    CONTAMINATION,
     INSTANCE_SCORES,
     METRIC_TABLES,
     MODEL_OUTPUTS,
@@ -100,8 +101,13 @@ def prompt_trials(
             prices=reg.get_version(resolved.key).prices.token_prices(),
             registry=registry.open,
         )
-        scored = scorer.score(version, scenario, scenarios[scenario], done.table, str(key))
         where = evaluation_partition(version, scenario)
+        # The same test items as the version's evaluation: its contamination check holds.
+        main = storage.store()
+        checked = main.read(CONTAMINATION, where) if main.exists(CONTAMINATION, where) else None
+        scored = scorer.score(
+            version, scenario, scenarios[scenario], done.table, str(key), contamination=checked
+        )
         # Scores last: a trial whose scorecard is present is complete.
         into.write(MODEL_OUTPUTS, where, done.table)
         into.write(INSTANCE_SCORES, where, scored.stats_table)

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from assay.compare.family_figures import FamilyFigure, family_figures
 from assay.core.digests import seed_from
-from assay.core.records import is_headline
+from assay.core.records import is_headline, subset_rows
 from assay.scoring.metrics.directions import NOT_RANKED
 from assay.stats.paired import Comparison, adjust, compare
 from assay.stats.resampling import bootstrap_collapsed, collapse
@@ -563,10 +563,14 @@ def build_leaderboard(
     win rates. Metrics named in ``lower_is_better`` rank smaller values first.
 
     ``pairs`` is ``"adjacent"`` (each model against the next one down) or ``"all"``; every
-    comparison on the board is one family for the Holm correction.
+    comparison on the board is one family for the Holm correction. Rows of a contamination
+    subset (``subset`` not empty) are left out.
     """
     _require_columns(scorecards, SCORECARD_COLUMNS, "scorecards")
     _require_columns(instance_scores, INSTANCE_SCORE_COLUMNS, "instance_scores")
+    # Rows over all evaluated instances; a contamination subset's rows (``subset``) are ranked
+    # only when the caller puts them in their place (``standings.ranked_results``).
+    scorecards = subset_rows(scorecards)
     if not primary_metrics:
         raise ValueError("primary_metrics is empty: name each scenario's primary metric")
     if pairs not in ("adjacent", "all"):

@@ -8,14 +8,16 @@ tables and instance scores had been written by then. A day ends at midnight UTC.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from assay.compare.ranking import Leaderboard, build_leaderboard
+from assay.contamination.clean import CLEAN, RATE
 from assay.core.digests import seed_from
+from assay.core.records import subset_rows
 from assay.evaluate.suite import Suite
 from assay.registry import Registry
 from assay.scoring.metrics.directions import lower_is_better_in
@@ -81,14 +83,105 @@ def leaderboard_as_of(
     evaluated = set(cards[SCENARIO].to_pylist())
     # Scenarios nobody has been evaluated on yet are left off the board rather than failing it.
     primary = {key: suite[key].metric for key in suite.keys if key in evaluated}
+    lower = lower_is_better_in(cards)
+    cards, scores, notes = ranked_results(cards, scores, suite.rankings.subset)
     board = build_leaderboard(
         cards,
         scores,
         primary_metrics=primary,
-        lower_is_better=lower_is_better_in(cards),
+        lower_is_better=lower,
         seed=seed_from(RANKINGS, day),
     )
+    if notes:
+        board = replace(board, notes=(*board.notes, *notes))
     return board, cards
+
+
+def ranked_results(
+    cards: pa.Table, scores: pa.Table | None, subset: str = "full"
+) -> tuple[pa.Table, pa.Table | None, list[str]]:
+    """The metric tables and instance scores a board ranks on, and notes saying how.
+
+    ``subset="full"``: the rows over every evaluated instance. ``subset="clean"`` (the suite's
+    ``rankings: {subset: clean}``): each model version × scenario with a clean slice is ranked
+    on it: its ``clean`` rows take the place of the full rows with the same metric, family,
+    group and perturbation (partition-level figures, computed on all instances only, stay),
+    and only its clean instances (``contamination_rate`` 0) enter the rank intervals and the
+    paired tests, so two versions are compared on the instances clean for both. A partition
+    with no contamination check is ranked on all its instances, and a note names it.
+    """
+    if subset not in ("full", "clean"):
+        raise ValueError(f"rankings subset must be 'full' or 'clean', got {subset!r}")
+    full = subset_rows(cards)
+    if subset == "full":
+        return full, scores, []
+    clean = subset_rows(cards, CLEAN)
+    if clean.num_rows == 0:
+        clean = full.slice(0, 0)
+    ranked = set(zip(clean[MODEL_VERSION].to_pylist(), clean[SCENARIO].to_pylist(), strict=True))
+    replaced = set(
+        zip(
+            *(clean[c].to_pylist() for c in (MODEL_VERSION, SCENARIO, *_ROW_KEY)),
+            strict=True,
+        )
+    )
+    keep = [
+        key not in replaced
+        for key in zip(
+            *(full[c].to_pylist() for c in (MODEL_VERSION, SCENARIO, *_ROW_KEY)), strict=True
+        )
+    ]
+    rows = pa.concat_tables(
+        [full.filter(pa.array(keep, pa.bool_())), _as_full(clean)], promote_options="default"
+    )
+    unchecked: dict[str, list[str]] = {}
+    for version, scenario in sorted(
+        set(zip(full[MODEL_VERSION].to_pylist(), full[SCENARIO].to_pylist(), strict=True)) - ranked
+    ):
+        unchecked.setdefault(version, []).append(scenario)
+    notes = [
+        f"ranked on the clean subset (rankings.subset: clean): {len(ranked)} version × "
+        "scenario partition(s) without the instances a contamination check flagged"
+    ]
+    notes += [
+        f"{version}: not checked for contamination on {', '.join(names)}; ranked on all instances"
+        for version, names in unchecked.items()
+    ]
+    return rows, _clean_instances(scores, ranked), notes
+
+
+# A scorecard row's place within its partition.
+_ROW_KEY = ("metric", "family", "group", "perturbation")
+
+
+def _as_full(table: pa.Table) -> pa.Table:
+    """``table`` with its ``subset`` column emptied: rows the board ranks as headline rows."""
+    blank = pa.array([""] * table.num_rows, pa.string())
+    index = table.schema.get_field_index("subset")
+    if index < 0:
+        return table.append_column("subset", blank)
+    return table.set_column(index, "subset", blank)
+
+
+def _clean_instances(scores: pa.Table | None, ranked: set[tuple[str, str]]) -> pa.Table | None:
+    """``scores`` without the rows of partitions in ``ranked`` whose instance is not clean
+    (its ``contamination_rate`` stat is not 0)."""
+    if scores is None or not ranked:
+        return scores
+    flags = scores.filter(pc.equal(scores["metric"], RATE))
+    clean = {
+        f"{v}\x1f{s}\x1f{i}"
+        for v, s, i, value in zip(
+            *(flags[c].to_pylist() for c in (MODEL_VERSION, SCENARIO, "instance_id", "value")),
+            strict=True,
+        )
+        if value == 0
+    }
+    partition = pc.binary_join_element_wise(scores[MODEL_VERSION], scores[SCENARIO], "\x1f")
+    instance = pc.binary_join_element_wise(partition, scores["instance_id"], "\x1f")
+    in_ranked = pc.is_in(partition, pa.array(sorted(f"{v}\x1f{s}" for v, s in ranked)))
+    is_clean = pc.is_in(instance, pa.array(sorted(clean), pa.string()))
+    return scores.filter(pc.or_(pc.invert(in_ranked), is_clean))
 
 
 def _only(table: pa.Table | None, versions: set[str]) -> pa.Table | None:

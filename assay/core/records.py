@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from assay.core.digests import digest_json
 
@@ -442,6 +443,10 @@ class MetricSummary:
     ci_note: str = ""  # why a present figure has no interval ("" when it has one)
     # Smaller is better for this metric (the built-in list, or the direction a scorer gave).
     lower_is_better: bool = False
+    # Which instances the row is over: "" all evaluated ones; "clean" the clean subset (not
+    # flagged by a contamination check); "clean-full" the clean subset's mean minus the full
+    # set's (see assay.contamination.clean).
+    subset: str = ""
 
     @property
     def present(self) -> bool:
@@ -449,11 +454,24 @@ class MetricSummary:
 
 
 def is_headline(row: MetricSummary | Mapping[str, Any]) -> bool:
-    """Whether a scorecard row is a headline figure: neither broken down by group nor measured
-    on perturbed inputs. Rankings, the registry's eval tags and the UI read only these."""
+    """Whether a scorecard row is a headline figure: over every evaluated instance (no
+    contamination subset), neither broken down by group nor measured on perturbed inputs.
+    Rankings, the registry's eval tags and the UI read only these."""
     if isinstance(row, MetricSummary):
-        return not row.group and not row.perturbation
-    return not row["group"] and not row["perturbation"]
+        return not row.group and not row.perturbation and not row.subset
+    return not row["group"] and not row["perturbation"] and not row.get("subset")
+
+
+FULL = ""  # MetricSummary.subset of rows over every evaluated instance
+
+
+def subset_rows(table: pa.Table, subset: str = FULL) -> pa.Table:
+    """The rows of a stored scorecard (``metric_tables``) over ``subset`` (``""``: every
+    evaluated instance); a table written before the ``subset`` column existed holds only
+    full rows."""
+    if "subset" not in table.column_names:
+        return table if subset == FULL else table.slice(0, 0)
+    return table.filter(pc.equal(pc.fill_null(table["subset"], FULL), subset))
 
 
 def headline_means(rows: Iterable[MetricSummary | Mapping[str, Any]]) -> dict[str, float]:

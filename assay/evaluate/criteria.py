@@ -12,12 +12,18 @@
         - {family: toxicity, at_most: 0.2}             # every toxicity metric, every scenario
         - {metric: latency_p95_s, at_most: 2.0}
         - {scenario: boolq, metric: acc, margin: 0.02} # non-inferiority vs the incumbent
+        - {metric: contamination_rate, at_most: 0.1}   # share of test items flagged
 
 Each criterion names a ``metric`` or a ``family`` (every headline metric of it), optionally a
 ``scenario`` (a suite key; absent: every scenario that reports it), and exactly one of
 ``at_least`` / ``at_most`` (absolute, on the point ``estimate`` or the interval's ``lower`` /
 ``upper`` bound) or ``margin`` (relative to the incumbent, in the metric's own units).
 ``assay.compare.decision`` judges them.
+
+``contamination_rate`` is a headline row of every scorecard (``assay.contamination.clean``):
+the share of evaluated instances a contamination check flagged, with per-instance rows for
+``on: upper``; a partition never checked has it absent with the reason, so a criterion on it
+fails there (deny by default). Its family, ``contamination``, is not one of the seven.
 
 The default mode of gated targets is ``require_non_inferiority``: deny by default means a move
 needs evidence that the candidate is not worse, and a candidate evaluated on too few instances

@@ -36,6 +36,14 @@ Promotion criteria. A top-level ``promotion`` mapping declares what a version mu
 it takes a gated alias or the Production stage (``assay.evaluate.criteria``); without one,
 each scenario's primary metric must be non-inferior to the incumbent's within 0.05.
 
+Contamination. A top-level ``contamination`` mapping says which checks run and names the
+detectors whose flags leave an instance out of the clean subset
+(``{enabled: true, model_based: false, guided: false, flag_detectors: [gpt3_13gram,
+palm_8gram, llama2_span]}``, the defaults; ``assay.contamination.config``): overlap checks run
+whenever a version declares training corpora, the model-based ones only when asked. ``rankings:
+{subset: clean}`` ranks the leaderboard on the clean subsets
+(``assay.compare.standings.ranked_results``).
+
 Prompts from the registry. An adapter's (or a variant's) ``instructions`` may be a pinned
 prompt reference, and ``input_template`` one whose template places ``{{ input }}``::
 
@@ -78,7 +86,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -286,6 +294,8 @@ class Suite:
     toxicity: ToxicityConfig | None = None  # None: the toxicity family is reported absent
     # What a version must show to take a gated target (assay.evaluate.criteria).
     promotion: PromotionCriteria = field(default_factory=PromotionCriteria)
+    # What the leaderboard ranks on: every evaluated instance, or the clean subset.
+    rankings: RankingSettings = field(default_factory=lambda: RankingSettings())
     # Scenario key → digest of its entry as written (and of the suite's toxicity scorer, which
     # scores it): stamped on the tables it produced, so a verdict knows they are current.
     entry_digests: dict[str, str] = field(default_factory=dict)
@@ -352,6 +362,9 @@ _EXPECTED = {
     "promotion": "expected a mapping (mode, alpha, margin, primary_metrics, criteria)",
     "contamination": "expected a mapping (enabled, model_based, guided, flag_detectors, "
     "min_k, alpha)",
+    "flag_detectors": "expected a non-empty list of detector names",
+    "rankings": "expected a mapping (subset)",
+    "subset": "expected 'full' or 'clean'",
     "criteria": "expected a list of criteria",
     "criteria[]": "expected a mapping (scenario, metric or family, at_least/at_most/margin, on)",
     "mode": "expected 'require_non_inferiority' or 'block_regressions'",
@@ -595,6 +608,15 @@ class ScenarioEntry(_FileModel):
 _JUDGE_FIELDS = ("judges", "judge_rubric", "judge_scale", "judge_repeats")
 
 
+class RankingSettings(_FileModel):
+    """The suite's ``rankings:`` block. ``subset: clean`` ranks every partition that has a
+    clean slice on it (its clean rows, and per instance only its clean instances for the rank
+    intervals and paired tests); a partition with no contamination check is ranked on all its
+    instances, and the board's notes name it."""
+
+    subset: Literal["full", "clean"] = "full"
+
+
 class SuiteFile(_FileModel):
     """The whole file: the scenario entries in order, and the optional toxicity scorer."""
 
@@ -602,6 +624,7 @@ class SuiteFile(_FileModel):
     toxicity: ToxicityConfig | None = None
     promotion: PromotionCriteria | None = None
     contamination: ContaminationConfig | None = None
+    rankings: RankingSettings | None = None
 
 
 def _variants(base: AdapterSpec, raw: list[Any], where: str) -> tuple[AdapterSpec, ...]:
@@ -700,8 +723,8 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
     digests = {}
     for key, origin in origins.items():
         content = {"entry": raw[origin], "toxicity": toxicity}
-        if parsed.contamination is not None:  # absent: the digests suites had before it
-            content["contamination"] = parsed.contamination.model_dump(mode="json")
+        if data.get("contamination") is not None:  # it decides the clean rows of every entry
+            content["contamination"] = data["contamination"]
         if key != origin:  # one task of a group: its own entry
             content["key"] = key
         digests[key] = content_digest(content)
@@ -710,6 +733,7 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
         source=source,
         toxicity=parsed.toxicity,
         promotion=promotion,
+        rankings=parsed.rankings or RankingSettings(),
         entry_digests=digests,
         contamination=parsed.contamination or ContaminationConfig(),
     )

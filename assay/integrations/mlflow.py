@@ -584,7 +584,9 @@ def headline_metrics(metric_table: pa.Table) -> dict[str, float]:
     )  # tables stored before a later column existed still export
     _check_columns(metric_table, needed, "metric_table")
     out: dict[str, float] = {}
-    for row in metric_table.select(needed.names).to_pylist():
+    # A contamination subset's rows (``subset``) are not the headline: read the column too.
+    columns = needed.names + ["subset"] * ("subset" in metric_table.column_names)
+    for row in metric_table.select(columns).to_pylist():
         if not is_headline(row) or row["reason"]:
             continue
         for part in ("mean", "ci_low", "ci_high"):

@@ -8,6 +8,7 @@ from itertools import pairwise
 import pyarrow.compute as pc
 
 from assay.compare.ranking import comparison_rows
+from assay.core.records import subset_rows
 from assay.report.data import alias_holders, end_of
 from assay.report.decisions import decision_page, latest_verdicts
 from assay.report.links import compare_page, day_page, scenario_page, slug
@@ -107,7 +108,7 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
                 "json": f"export/comparisons-{slug(day)}.json",
             }
     # Each scenario's primary metric per version with its 95% interval (headline rows).
-    cards = data.metric_tables
+    cards = subset_rows(data.metric_tables)
     headline = cards.filter(
         pc.and_(pc.equal(cards["group"], ""), pc.equal(cards["perturbation"], ""))
     )

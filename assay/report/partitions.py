@@ -18,11 +18,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from assay.contamination.subsets import check_table
 from assay.report.data import split_by
 from assay.report.links import data_file, instances_file, jsonl_file
 from assay.report.render import _Context, _finite, _html_safe_json
 from assay.report.writing import code_digest
-from assay.storage.contract import JUDGE_REPLIES, MODEL_OUTPUTS, SCENARIO_INSTANCES
+from assay.storage.contract import (
+    CONTAMINATION,
+    JUDGE_REPLIES,
+    MODEL_OUTPUTS,
+    SCENARIO_INSTANCES,
+)
 from assay.storage.parquet import ParquetStore
 
 _ANSWER_CHARS = 400
@@ -63,10 +69,13 @@ def partition_records(
     scores: pa.Table | None,
     metric: str,
     replies: pa.Table | None = None,
+    contamination: pa.Table | None = None,
 ) -> list[dict[str, Any]]:
     """One record per instance of a partition: input, references, every request with its
-    completion, choices, cost and primary-metric value, the instance's other scores, and the
-    judges' replies (``judge_replies``: LLM-as-judge and toxicity judge) where any judged it."""
+    completion, choices, cost and primary-metric value, the instance's other scores, the
+    judges' replies (``judge_replies``: LLM-as-judge and toxicity judge) where any judged it,
+    and the contamination check's findings (``contamination``: per detector and corpus, its
+    score, whether it flagged the instance, its label and evidence; empty: not checked)."""
     replied: dict[str, list] = defaultdict(list)
     if replies is not None:
         for r in replies.to_pylist():
@@ -81,6 +90,20 @@ def partition_records(
                     _finite(r["score"]),
                     r["failure"],
                     r["reply"],
+                ]
+            )
+    findings: dict[str, list] = defaultdict(list)
+    if contamination is not None and contamination.num_rows:
+        check_table(contamination, "contamination")
+        for r in contamination.to_pylist():
+            findings[r["instance_id"]].append(
+                [
+                    r["detector"],
+                    r.get("corpus") or "",
+                    _finite(r.get("score")),
+                    bool(r["flagged"]),
+                    r.get("label") or "",
+                    r.get("evidence") or "",
                 ]
             )
     by_id = {}
@@ -125,6 +148,7 @@ def partition_records(
                 "requests": [],
                 "scores": extra.get(iid, []),
                 "judge_replies": replied.get(iid, []),
+                "contamination": findings.get(iid, []),
             }
         value = _finite(values.get((iid, row["perturbation"], row["trial"], row["template_id"])))
         answer = _answer(row)
@@ -219,6 +243,7 @@ def build_partition(job: PartitionJob) -> PartitionResult:
     if raw is None:
         return PartitionResult(job.scenario, job.version, None, (), None)
     replies_raw = job.store.read_bytes(JUDGE_REPLIES, where)
+    checked_raw = job.store.read_bytes(CONTAMINATION, where)
     hasher = hashlib.sha256()
     for part in (
         job.code.encode(),
@@ -229,6 +254,7 @@ def build_partition(job: PartitionJob) -> PartitionResult:
         hashlib.sha256(raw).digest(),
         _table_digest(job.scores),
         b"-" if replies_raw is None else hashlib.sha256(replies_raw).digest(),
+        b"-" if checked_raw is None else hashlib.sha256(checked_raw).digest(),
     ):
         hasher.update(len(part).to_bytes(8, "big") + part)
     inputs = hasher.hexdigest()
@@ -236,8 +262,9 @@ def build_partition(job: PartitionJob) -> PartitionResult:
         return PartitionResult(job.scenario, job.version, inputs, (), None)
     outputs = pq.read_table(pa.BufferReader(raw))
     replies = None if replies_raw is None else pq.read_table(pa.BufferReader(replies_raw))
+    checked = None if checked_raw is None else pq.read_table(pa.BufferReader(checked_raw))
     records = partition_records(
-        _instances_of(job.store, job.scenario), outputs, job.scores, job.metric, replies
+        _instances_of(job.store, job.scenario), outputs, job.scores, job.metric, replies, checked
     )
     key = f"{job.scenario}\x1f{job.version}"
     payload = {

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from assay.compare.ranking import SCORECARD_COLUMNS
+from assay.contamination.clean import CLEAN, CLEAN_MINUS_FULL, FAMILY, RATE
 from assay.core.records import METRIC_FAMILIES
 from assay.report.links import scenario_page, slug
 from assay.report.render import _Context, _finite
@@ -23,7 +24,9 @@ def _scenario(ctx: _Context, scenario: str) -> None:
     metric = data.board.primary_metrics[scenario]
     cards = data.metric_tables.filter(pc.equal(data.metric_tables["scenario"], scenario))
     cards = cards.filter(pc.is_in(cards["model_version"], pa.array(ctx.versions, pa.string())))
-    rows = cards.to_pylist()
+    every_row = cards.to_pylist()
+    # Rows over every evaluated instance; the contamination subsets have their own section.
+    rows = [r for r in every_row if not r.get("subset")]
     order = {v: i for i, v in enumerate(ctx.versions)}
     versions = [v for v in ctx.versions if any(r["model_version"] == v for r in rows)]
     charted = versions[:MAX_CHART_VERSIONS]
@@ -76,11 +79,16 @@ def _scenario(ctx: _Context, scenario: str) -> None:
     card_export = ctx.site.export(
         f"scorecards-{slug(scenario)}",
         [
-            {**{k: r[k] for k in (*SCORECARD_COLUMNS, "reason")}, "ci_note": r.get("ci_note") or ""}
+            {
+                **{k: r[k] for k in (*SCORECARD_COLUMNS, "reason")},
+                "ci_note": r.get("ci_note") or "",
+                "subset": r.get("subset") or "",
+            }
             for r in sorted(
-                rows,
+                every_row,
                 key=lambda r: (
                     order[r["model_version"]],
+                    r.get("subset") or "",
                     r["family"],
                     r["metric"],
                     r["group"],
@@ -89,6 +97,8 @@ def _scenario(ctx: _Context, scenario: str) -> None:
             )
         ],
     )
+    contamination = contamination_rows(every_row, versions, metric)
+    contamination_export = ctx.site.export(f"contamination-{slug(scenario)}", contamination)
 
     # Group breakdowns of the primary metric and the gap between groups.
     grouped = [
@@ -219,8 +229,45 @@ def _scenario(ctx: _Context, scenario: str) -> None:
         robust_export=robust_export,
         calibration_chart=calibration_chart,
         calibration_export=calibration_export,
+        contamination=contamination,
+        contamination_export=contamination_export,
         manifest=ctx.manifest.get(scenario, {}),
     )
+
+
+def contamination_rows(rows: Iterable[dict], versions: Sequence[str], metric: str) -> list[dict]:
+    """Per version (in ``versions`` order): the contamination rate and, for the primary
+    ``metric``, the full and clean means and clean − full, each with its 95% interval; a
+    version never checked has the rate's reason and no clean figures."""
+    found: dict[tuple[str, str, str], dict] = {}
+    for r in rows:
+        if r["group"] or r["perturbation"]:
+            continue
+        subset = r.get("subset") or ""
+        if r["metric"] == RATE and not subset:
+            found[(r["model_version"], "rate", "")] = r
+        elif r["metric"] == metric and r["family"] != FAMILY:
+            found.setdefault((r["model_version"], "score", subset), r)
+    out = []
+    for v in versions:
+        rate = found.get((v, "rate", ""))
+        if rate is None:
+            continue  # scored before contamination rows existed
+        line: dict = {"model_version": v, "checked": not rate["reason"], "reason": rate["reason"]}
+        for name, row in (
+            ("rate", rate),
+            ("full", found.get((v, "score", ""))),
+            ("clean", found.get((v, "score", CLEAN))),
+            ("diff", found.get((v, "score", CLEAN_MINUS_FULL))),
+        ):
+            present = row is not None and not row["reason"]
+            line[name] = row["mean"] if present else None
+            line[f"{name}_low"] = row["ci_low"] if present else None
+            line[f"{name}_high"] = row["ci_high"] if present else None
+            line[f"{name}_count"] = row["count"] if present else None
+            line[f"{name}_note"] = (row.get("ci_note") or row["reason"]) if row else ""
+        out.append(line)
+    return out
 
 
 _FAMILY_ORDER = METRIC_FAMILIES

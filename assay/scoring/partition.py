@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
 
+from assay.contamination.clean import contamination_rows
+from assay.contamination.subsets import Contamination
 from assay.core.pinned_prices import pinned_prices
 from assay.core.records import Instance, InstanceStat, ModelOutput
 from assay.evaluate.suite import JudgeConfig, Suite
@@ -110,11 +112,16 @@ class SuiteScorer:
         scenario_instances: pa.Table,
         model_outputs: pa.Table,
         seed_key: str,
+        contamination: pa.Table | None = None,
     ) -> ScoredPartition:
         """Score ``version``'s stored outputs on ``scenario``, with the token prices pinned
         when the outputs were evaluated, the suite's toxicity scorer and judges, and the
         entry's scorer (``code_execution`` runs the programs in the sandbox; a plugin's runs
         in this process).
+
+        ``contamination`` (the partition's ``contamination`` table; None: not checked) adds
+        the contamination rate and the clean-subset rows beside the full ones, under the
+        suite's ``contamination.flag_detectors`` (:mod:`assay.contamination.clean`).
 
         Outputs written before prices were pinned are priced from the registry's current
         prices until the version is evaluated again."""
@@ -146,6 +153,19 @@ class SuiteScorer:
             scorer=scorer,
             scored=scored,
         )
+        checked = Contamination.of(
+            contamination,
+            self.suite.contamination.flag_detectors,
+            where=f"contamination {version} × {scenario}",
+        )
+        flags, rows = contamination_rows(
+            scores.stats,
+            {o.request.instance_id for o in outputs},
+            checked,
+            seed_key=seed_key,
+            lower_is_better={r.metric for r in scores.card if r.lower_is_better},
+        )
+        scores = replace(scores, stats=scores.stats + flags, card=scores.card + rows)
         name = self.toxicity.name if self.toxicity is not None else "none"
         replies = judge_reply_table(instances, outputs, judgments, scores.toxicity_run)
         prices_from = "evaluation" if pinned.pinned else "registry"

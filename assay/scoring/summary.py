@@ -30,10 +30,12 @@ SCORECARD_SCHEMA = pa.schema(
         ("ci_note", pa.string()),  # why a computed figure has no interval; "" when it has one
         # Smaller is better: the metric is in LOWER_IS_BETTER or its scorer said so.
         ("lower_is_better", pa.bool_()),
+        # Which instances: "" all evaluated; "clean" / "clean-full" (MetricSummary.subset).
+        ("subset", pa.string()),
     ]
 )
 # Columns added after metric tables were first stored; readers must not require them.
-LATER_SCORECARD_COLUMNS = ("ci_note", "lower_is_better")
+LATER_SCORECARD_COLUMNS = ("ci_note", "lower_is_better", "subset")
 
 
 def absent(
@@ -220,6 +222,7 @@ def scorecard_table(rows: Sequence[MetricSummary]) -> pa.Table:
                 "reason": r.reason,
                 "ci_note": r.ci_note,
                 "lower_is_better": r.lower_is_better,
+                "subset": r.subset,
             }
             for r in rows
         ],

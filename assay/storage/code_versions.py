@@ -96,6 +96,9 @@ _INSTANCE_STATS = (
     # The defaults of an entry's scorer settings (code execution, judges) live here.
     "evaluate/suite.py",
     "perturbations/__init__.py",
+    # Which instances a contamination check flags, and the clean-subset rows.
+    "contamination/subsets.py",
+    "contamination/clean.py",
 )
 
 SOURCES: Mapping[str, tuple[str, ...]] = {
@@ -133,6 +136,7 @@ SOURCES: Mapping[str, tuple[str, ...]] = {
         "compare/ranking.py",
         "compare/family_figures.py",
         "compare/standings.py",
+        "contamination/clean.py",
         "scoring/metrics/directions.py",
         "stats",
         "storage/parquet.py",
@@ -141,6 +145,8 @@ SOURCES: Mapping[str, tuple[str, ...]] = {
         *_RECORDS,
         "report",
         "compare",
+        "contamination/subsets.py",
+        "contamination/clean.py",
         "scoring/metrics/directions.py",
         "scoring/metrics/calibration.py",
         "stats",

@@ -23,13 +23,14 @@ INSTANCE_SCORES = "instance_scores"
 METRIC_TABLES = "metric_tables"
 RANKINGS = "rankings"
 DASHBOARD = "dashboard"
-# A candidate prompt version's outputs and scores, stored apart (assay.evaluate.prompt_trials).
-PROMPT_TRIALS = "prompt_trials"
-# Contamination (assay.contamination): a version's declared corpora with their digests, one
-# n-gram index per corpus digest, and the per-instance findings per model version × scenario.
-TRAINING_CORPORA = "training_corpora"
+# Contamination checks (issue 30): an n-gram index per declared corpus, and per model version
+# × scenario the per-instance findings of each detector (assay.contamination.subsets).
 CORPUS_INDEX = "corpus_index"
 CONTAMINATION = "contamination"
+# A candidate prompt version's outputs and scores, stored apart (assay.evaluate.prompt_trials).
+PROMPT_TRIALS = "prompt_trials"
+# A version's declared training corpora with their digests (assay.contamination.declared).
+TRAINING_CORPORA = "training_corpora"
 # Not an asset: the judges' replies, written by the scoring step next to ``instance_scores``.
 JUDGE_REPLIES = "judge_replies"
 

@@ -371,6 +371,29 @@
         el("td", { text: score === null ? "unparsed: " + (failure || "") : fmt(score) }),
       ]));
     });
+    // Contamination: the suite's verdict (the contamination_rate stat: 1 flagged, 0 clean)
+    // and every detector's finding with its evidence.
+    let flag = null;
+    rec.scores.forEach(function ([family, metric, group, trial, value]) {
+      if (metric === "contamination_rate" && !group) flag = value;
+    });
+    const findings = rec.contamination || [];
+    document.getElementById("contamination-verdict").textContent = flag === null
+      ? (findings.length
+        ? "Checked, but by none of the suite's flag detectors: not in the clean subset."
+        : "Not checked for contamination: not in the clean subset.")
+      : flag > 0
+        ? "Flagged as contaminated (by the suite's flag detectors): left out of the clean subset."
+        : "Clean: no flag detector flagged it; part of the clean subset.";
+    document.getElementById("contamination").hidden = !findings.length;
+    const findingBody = document.querySelector("#contamination tbody");
+    findings.forEach(function ([detector, corpus, score, flagged, label, evidence]) {
+      findingBody.appendChild(el("tr", { cls: flagged ? "flagged" : "" }, [
+        el("td", { text: detector }), el("td", { cls: "text", text: corpus || "(model-based)" }),
+        el("td", { text: fmt(score) }), el("td", { text: flagged ? "flagged" : "no" }),
+        el("td", { text: label }), el("td", { cls: "text", text: evidence }),
+      ]));
+    });
     const list = document.getElementById("others");
     Object.keys(versions).forEach(function (other) {
       if (other === version) return;

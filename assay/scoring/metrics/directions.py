@@ -41,6 +41,8 @@ LOWER_IS_BETTER = frozenset(
         "expected_max_toxicity",
         "toxicity_probability",
         "estimated_cost",
+        # The share of the evaluated instances a contamination check flagged.
+        "contamination_rate",
     }
 )
 
@@ -52,7 +54,9 @@ LOWER_IS_BETTER = frozenset(
 #   read and wrote (more is neither better nor worse; their price is ranked as
 #   ``estimated_cost`` and their speed as ``tokens_per_s``) and the batch size it was served in;
 # - how confident the model is (``chosen_prob``): neither better nor worse by itself, the
-#   calibration errors say whether the confidence is deserved.
+#   calibration errors say whether the confidence is deserved;
+# - how much of the test set the model may have seen (``contamination_rate``): it says how far
+#   to trust the other scores, not how good the model is (a gate may still bound it).
 NOT_RANKED = frozenset(
     {
         "chosen_prob",
@@ -62,6 +66,7 @@ NOT_RANKED = frozenset(
         "prompt_tokens",
         "completion_tokens",
         "batch_size_mean",
+        "contamination_rate",
     }
 )
 
