@@ -1,27 +1,33 @@
 """Under the real ``dagster-daemon``: promoting a version that declares a training corpus runs
 its contamination checks in the promotion run, which indexes the corpus once and writes
-per-instance findings that flag the planted items."""
+per-instance findings that flag the planted items; the scorecard's contamination rate and the
+explorer's contamination view show them."""
 
 from __future__ import annotations
 
 import csv
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from dagster import (
     AssetKey,
+    AssetSelection,
     DagsterEventType,
     DagsterRunStatus,
     EventRecordsFilter,
+    materialize,
 )
 from live_deployment import arithmetic_app, deployment, wait_for
 
 from assay.core.records import Instance
 from assay.evaluate.suite import load_suite
+from assay.report import scenario_page
 from assay.serving import asgi_in_background
 from assay.storage.parquet import ParquetStore
+from resources import ModelsResource, SuiteResource, assay_resources
 from sensors.promotion import MODEL_VERSION_TAG
 
 SENSOR = "model_promotion_sensor"
@@ -150,3 +156,37 @@ def test_a_promotion_checks_the_declared_corpus_under_the_daemon(
         # Every planted item is found by every rule; nothing else is (the other questions
         # share no 8-word run with the corpus).
         assert flagged == dict.fromkeys(("gpt3_13gram", "palm_8gram", "llama2_span"), PLANTED)
+
+        # The same run's scorecard has the contamination rate (the scoring step read the
+        # table written before it), and the explorer built from the store shows it.
+        card = store.read("metric_tables", {"model_version": "c@v1", "scenario": "quiz"})
+        rates = [
+            r["mean"]
+            for r in card.to_pylist()
+            if r["metric"] == "contamination_rate"
+            and not r.get("group")
+            and not r.get("perturbation")
+        ]
+        assert rates and all(m == pytest.approx(len(PLANTED) / len(QUESTIONS)) for m in rates)
+        resources = assay_resources(
+            storage_url=deployed.env["ASSAY_STORAGE_URL"],
+            registry_url=deployed.env["ASSAY_REGISTRY_URL"],
+            suite=SuiteResource(path=str(suite)),
+            models=ModelsResource(cache_dir=deployed.env["ASSAY_HOME"] + "/cache"),
+        )
+        from assets import all_assets
+
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
+        for asset, partition in (("rankings", today), ("dashboard", None)):
+            assert materialize(
+                all_assets,
+                selection=AssetSelection.assets(asset),
+                partition_key=partition,
+                instance=instance,
+                resources=resources,
+            ).success
+        explorer = Path(deployed.env["ASSAY_STORAGE_URL"]) / "explorer"
+        assert 'id="contamination-table"' in (explorer / scenario_page("quiz")).read_text()
+        export = json.loads((explorer / "export" / "contamination-quiz.json").read_text())
+        (line,) = [r for r in export if r["model_version"] == "c@v1"]
+        assert line["checked"] and line["rate"] == pytest.approx(len(PLANTED) / len(QUESTIONS))
