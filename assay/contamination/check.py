@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from assay.contamination.config import ContaminationConfig
 from assay.contamination.declared import DeclaredCorpus
+from assay.contamination.membership import guided_completion, min_k_membership
 from assay.contamination.ngram_index import CorpusIndex
 from assay.contamination.overlap import find_overlaps_many
 from assay.contamination.table import contamination_table, empty_table
@@ -152,9 +153,6 @@ def run_membership(
     Min-K% compares each instance with the membership library's own meaning-preserving
     rewrites (fillers, synonyms), not the suite's perturbations: a perturbation that makes
     any text unlikely (typos) would hide the signal."""
-    # Imported here: the model-based detectors need only be importable where they run.
-    from assay.contamination.membership import guided_completion, min_k_membership
-
     findings, figures = min_k_membership(
         client, instances, None, k=config.min_k, alpha=config.alpha
     )
