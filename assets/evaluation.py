@@ -13,7 +13,19 @@ from dagster import (
     multi_asset,
 )
 
-from assay.evaluate.partition import run_partition
+from assay.compare.sequential import evaluate_sequentially, stored_evaluation
+from assay.core.environment import runtime_environment
+from assay.evaluate.partition import PartitionOutputs, run_partition
+from assay.evaluate.sequential import (
+    INCUMBENT_TAG,
+    SEQUENTIAL_TAG,
+    evaluate_up_to,
+    extent_of_outputs,
+    mark_extent,
+    mark_outputs,
+    outputs_table,
+    start_partition,
+)
 from assay.evaluate.suite import Suite
 from assay.registry.resolved import ResolvedModel
 from assay.report import scenario_page
@@ -92,6 +104,12 @@ def model_outputs(
     reg = registry.open()
     scenarios = by_key(scenario_instances, [scenario_of(k) for k in keys])
     loaded = suite.load()
+    decision = context.run.tags.get(SEQUENTIAL_TAG)
+    if decision is not None:
+        results, metadata = _sequential_outputs(
+            context, keys, versions, scenarios, loaded, decision, suite, models, storage, registry
+        )
+        return partitioned_output(context, results, metadata)
     results, metadata = {}, {}
     for key in keys:
         resolved = ResolvedModel.from_table(versions[model_version_of(key)])
@@ -119,6 +137,118 @@ def model_outputs(
         }
         context.log.info(done.summary())
     return partitioned_output(context, results, metadata)
+
+
+def _sequential_outputs(
+    context: AssetExecutionContext,
+    keys: list,
+    versions: dict,
+    scenarios: dict,
+    loaded: Suite,
+    decision: str,
+    suite: SuiteResource,
+    models: ModelsResource,
+    storage: StorageResource,
+    registry: RegistryResource,
+) -> tuple[dict, dict]:
+    """A promotion decision's sequential evaluation of one version across the suite
+    (``assay.compare.sequential``): chunk by chunk in each scenario's instance order, each
+    chunk scored in process against the incumbent's stored scores, every scenario stopped as
+    soon as the decision no longer needs it. The tables hold the instances evaluated; their
+    schema metadata says how many of how many and why it stopped, which the scoring step
+    copies into ``metric_tables``."""
+    if loaded.promotion.sequential is None:
+        raise ValueError(
+            f"run tag {SEQUENTIAL_TAG}={decision} asks for a sequential evaluation, and the "
+            "suite's promotion block has no 'sequential' settings"
+        )
+    candidates = {model_version_of(k) for k in keys}
+    covered = {scenario_of(k) for k in keys}
+    if len(candidates) != 1 or covered != set(loaded.keys):
+        raise ValueError(
+            f"a sequential evaluation covers one version on every scenario of the suite; this "
+            f"run covers {sorted(candidates)} × {sorted(covered)}"
+        )
+    (candidate,) = candidates
+    incumbent = context.run.tags.get(INCUMBENT_TAG) or None
+    resolved = ResolvedModel.from_table(versions[candidate])
+    client = models.client(resolved.spec)
+    store = storage.store()
+    parts = {
+        s: start_partition(loaded[s], scenarios[s], suite.max_instances, registry.open)
+        for s in loaded.keys
+    }
+    scorer = SuiteScorer(loaded, registry.open, models.client)
+    prices = registry.open().get_version(resolved.key).prices.token_prices()
+    environment = runtime_environment()
+
+    def evaluate_to(scenario: str, size: int) -> None:
+        evaluate_up_to(
+            parts[scenario],
+            size,
+            client,
+            store=store,
+            label=f"{resolved.key} × {scenario}",
+            max_failure_fraction=models.max_failure_fraction,
+            log=context.log.info,
+            warn=context.log.warning,
+        )
+
+    def score(scenario: str):
+        table = outputs_table(parts[scenario], prices, environment)
+        scored = scorer.score(
+            candidate, scenario, scenarios[scenario], table, seed_key=f"{candidate}|{scenario}"
+        )
+        return scored.card_table, scored.stats_table
+
+    incumbent_scores = (
+        {s: stored_evaluation(store, incumbent, s) for s in loaded.keys} if incumbent else {}
+    )
+    replayed = evaluate_sequentially(
+        loaded,
+        candidate,
+        incumbent,
+        incumbent_scores,
+        {s: p.total for s, p in parts.items()},
+        evaluate_to,
+        score,
+        log=context.log.info,
+    )
+    context.log.info(replayed.decision.sequential["summary"] if replayed.decision else "")
+    results, metadata = {}, {}
+    for key in keys:
+        scenario = scenario_of(key)
+        part, stop = parts[scenario], replayed.scenarios[scenario]
+        part.stop_reason = stop.reason
+        table = outputs_table(part, prices, environment)
+        if part.partial:
+            table = mark_outputs(table, decision, part.evaluated, part.total, stop.reason)
+        done = PartitionOutputs(
+            f"{resolved.key} × {scenario}",
+            table,
+            part.run(),
+            "sequential",
+            part.config.adapter.template_id,
+            tuple(sorted({v.uri for vs in part.config.prompt_templates.values() for v in vs})),
+            environment,
+        )
+        results[str(key)] = table
+        metadata[str(key)] = {
+            **done.figures(),
+            "model_artifact_digest": resolved.artifact_digest,
+            "preview": markdown_table(table.select(_PREVIEW_COLUMNS), 10),
+            "suite_entries": suite_entries(loaded, key),
+            "sequential_decision": int(decision),
+            "partial": part.partial,
+            "instances_evaluated": part.evaluated,
+            "instances_total": part.total,
+            "stop_reason": stop.reason,
+        }
+        context.log.info(
+            f"{resolved.key} × {scenario}: {part.evaluated} of {part.total} instances "
+            f"({stop.reason})"
+        )
+    return results, metadata
 
 
 def _scored(asset: str, description: str) -> AssetOut:
@@ -183,6 +313,7 @@ def scores(
     scorer = SuiteScorer(suite.load(), registry.open, models.client)
     store = storage.store()
     per_instance, cards, metadata = {}, {}, {}
+    partial: dict[str, dict] = {}
     for key in keys:
         where = evaluation_partition(model_version_of(key), scenario_of(key))
         scored = scorer.score(
@@ -196,6 +327,20 @@ def scores(
             else None,
         )
         per_instance[str(key)], cards[str(key)] = scored.stats_table, scored.card_table
+        # A sequential decision's partial evaluation says so on every scorecard row.
+        extent = extent_of_outputs(outputs_by_key[str(key)])
+        partial[str(key)] = {}
+        if extent is not None and extent.partial:
+            cards[str(key)] = mark_extent(
+                cards[str(key)], extent.evaluated, extent.total, extent.stop_reason
+            )
+            partial[str(key)] = {
+                "partial": True,
+                "sequential_decision": int(extent.decision),
+                "instances_evaluated": extent.evaluated,
+                "instances_total": extent.total,
+                "stop_reason": extent.stop_reason,
+            }
         for failure in scored.scorer_failures:  # the instance fails, not the partition
             context.log.warning(failure.message)
         # The judges' replies go next to the scores (shown on the explorer's instance pages);
@@ -210,8 +355,11 @@ def scores(
             "scorecard": markdown_table(cards[str(key)], 30),
             "explorer": explorer_link(storage.store(), scenario_page(scenario_of(key))),
             "suite_entries": suite_entries(scorer.suite, key),
+            **partial[str(key)],
         }
-    entries = {str(k): {"suite_entries": suite_entries(scorer.suite, k)} for k in keys}
+    entries = {
+        str(k): {"suite_entries": suite_entries(scorer.suite, k), **partial[str(k)]} for k in keys
+    }
     if len(keys) == 1:
         yield Output(
             next(iter(per_instance.values())), INSTANCE_SCORES, metadata=entries[str(keys[0])]

@@ -11,6 +11,7 @@ from dagster import (
 )
 
 from assay.core.records import headline_means
+from assay.evaluate.sequential import extent_of
 from assay.storage.contract import METRIC_TABLES, MODEL_VERSION, SCENARIO
 from assets.partitions import evaluation_partitions
 from resources import RegistryResource, StorageResource
@@ -21,7 +22,8 @@ from sensors.outages import is_registry_outage, storage_reachable
     name="evaluation_recorder_sensor",
     minimum_interval_seconds=30,
     description="Records each new metric_tables partition in the registry as an "
-    "'evaluation recorded' event and eval.<scenario>.<metric> version tags. A partition it "
+    "'evaluation recorded' event and eval.<scenario>.<metric> version tags (a partial "
+    "evaluation, stopped by a sequential promotion decision, is not recorded). A partition it "
     "cannot read or record is marked refused (an observation on that partition) and passed.",
 )
 def evaluation_recorder_sensor(
@@ -55,8 +57,14 @@ def evaluation_recorder_sensor(
         if key is not None:
             try:
                 dims = evaluation_partitions.get_partition_key_from_str(key).keys_by_dimension
-                metrics = headline_means(store.read(METRIC_TABLES, dims).to_pylist())
-                if metrics:
+                card = store.read(METRIC_TABLES, dims)
+                extent = extent_of(card)
+                metrics = headline_means(card.to_pylist())
+                if extent is not None and extent.partial:
+                    # A sequential decision's partial evaluation is not how the version
+                    # scores; the full evaluation that completes it is recorded.
+                    context.log.info(f"evaluation {key} not recorded: {extent.sentence()}")
+                elif metrics:
                     reg.record_evaluation(
                         dims[MODEL_VERSION], dims[SCENARIO], metrics, run_id=record.run_id
                     )

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, RunsFilter
 
 from assay.compare.decision import PromotionDecision, judge_promotion, judge_prompt_promotion
+from assay.compare.sequential import judge_sequential
 from assay.evaluate.prompt_trials import (
     PROMPT_TRIAL_TAG,
     TRIAL_MODEL_TAG,
@@ -71,14 +72,22 @@ def stale_reason(
     key: str,
     suite: Suite,
     identity: SuiteIdentity,
+    partial_for: int | None = None,
 ) -> str | None:
-    """Why version ``key``'s stored evaluation is not current (None when it is)."""
+    """Why version ``key``'s stored evaluation is not current (None when it is).
+
+    A partial evaluation (a sequential decision's, ``assay.evaluate.sequential``) is current
+    only for the sequential decision it was evaluated for (``partial_for``, the pending
+    event's id); for anything else it needs completing."""
     for scenario in suite.keys:
         partition = f"{key}|{scenario}"
         for asset in _STAMPED:
             materialized = _latest(instance, asset, partition)
             if materialized is None:
                 return f"{asset} {partition} was never materialized"
+            why = _partial(materialized, partition, asset, partial_for)
+            if why is not None:
+                return why
             code, now = materialized.tags.get(CODE_VERSION_TAG), identity.code_versions.get(asset)
             if code != now:
                 return f"{asset} {partition} is from code {code} (now {now})"
@@ -93,12 +102,35 @@ def stale_reason(
     return None
 
 
+def _partial(materialized, partition: str, asset: str, partial_for: int | None) -> str | None:
+    """Why a partial materialization is not current for this reader (None: it is, or it is
+    full)."""
+    partial = getattr(materialized.metadata.get("partial"), "value", False)
+    if not partial:
+        return None
+    decision = getattr(materialized.metadata.get("sequential_decision"), "value", None)
+    if partial_for is not None and decision == partial_for:
+        return None
+    done = getattr(materialized.metadata.get("instances_evaluated"), "value", "?")
+    total = getattr(materialized.metadata.get("instances_total"), "value", "?")
+    return (
+        f"{asset} {partition} is a partial evaluation ({done} of {total} instances, for "
+        f"promotion decision {decision}); a full evaluation completes it"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class EvaluationNeeded:
-    """A version a pending decision waits for, and the request that asked for it."""
+    """A version a pending decision waits for, and the request that asked for it.
+    ``incumbent``: set for a sequential evaluation of the candidate (``""``: none)."""
 
     key: str
     pending: Event
+    incumbent: str | None = None
+
+    @property
+    def sequential(self) -> bool:
+        return self.incumbent is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,10 +196,24 @@ class PendingDecisions:
         criteria = self.suite.promotion
         relative = criteria.primary_metrics or any(c.relative for c in criteria.criteria)
         needed = [candidate] + ([incumbent] if incumbent and relative else [])
+        sequential = criteria.sequential is not None
+        if sequential:  # the incumbent first: the candidate's run compares with its scores
+            needed.reverse()
         waiting = False
         for key in needed:
-            why = stale_reason(self.instance, self.store, key, self.suite, self.identity)
+            mine = sequential and key == candidate
+            why = stale_reason(
+                self.instance,
+                self.store,
+                key,
+                self.suite,
+                self.identity,
+                partial_for=pending.id if mine else None,
+            )
             if why is None:
+                continue
+            if mine and waiting:
+                self.note(f"pending {pending.id}: {candidate} is evaluated after {incumbent}")
                 continue
             waiting = True
             if self.active(key) is not None:
@@ -182,11 +228,29 @@ class PendingDecisions:
                     incumbent,
                 )
                 return
-            self.evaluations.setdefault(key, EvaluationNeeded(key, pending))
-            self.note(f"pending {pending.id}: evaluating {key} ({why})")
+            need = EvaluationNeeded(key, pending, (incumbent or "") if mine else None)
+            self.evaluations.setdefault(key, need)
+            how = " sequentially" if mine else ""
+            self.note(f"pending {pending.id}: evaluating {key}{how} ({why})")
         if waiting:
             return
-        self.decide(pending, target, judge_promotion(self.store, self.suite, candidate, incumbent))
+        if not sequential:
+            decision = judge_promotion(self.store, self.suite, candidate, incumbent)
+            self.decide(pending, target, decision)
+            return
+        replayed = judge_sequential(self.store, self.suite, candidate, incumbent)
+        if replayed.decision is None:
+            stands = ", ".join(
+                f"{s} {v.evaluated} of {v.total}" for s, v in replayed.scenarios.items()
+            )
+            self.refuse(
+                pending,
+                f"the sequential evaluation of {candidate} stopped before the decision was "
+                f"decided ({stands})",
+                incumbent,
+            )
+            return
+        self.decide(pending, target, replayed.decision)
 
     def decide(self, pending: Event, target: GateTarget, decision: PromotionDecision) -> None:
         """Record the verdict and apply an approved move."""

@@ -64,6 +64,7 @@ from dagster._core.definitions.data_version import (
 
 from assay.contamination.declared import record_training_corpora
 from assay.evaluate.registry_prompts import prompt_promotions
+from assay.evaluate.sequential import INCUMBENT_TAG, SEQUENTIAL_TAG
 from assay.evaluate.suite import Suite
 from assay.registry import Event, EventKind, ModelVersion, Registry
 from assay.registry.gating import current_suite_identity
@@ -155,6 +156,7 @@ def evaluation_run_requests(
     assets: list[AssetKey] = EVALUATION_KEYS,
     extra_tags: dict[str, str] | None = None,
     version_tag: bool = True,
+    shape: str | None = None,
 ) -> list[RunRequest]:
     """The runs evaluating version ``key`` on every scenario, in the configured shape.
 
@@ -162,12 +164,13 @@ def evaluation_run_requests(
     process (``chained_run_config``); a Celery deployment hands them to its workers.
     ``assets``: ``SCORING_KEYS`` re-scores the stored outputs without calling the model.
     ``version_tag``: False for runs that do not evaluate the version (prompt trials), so they
-    are not taken for its evaluation.
+    are not taken for its evaluation. ``shape``: this shape rather than the configured one (a
+    sequential evaluation is always one range run).
     """
     tags = {REASON_TAG: reason[:200], **(extra_tags or {})}
     if version_tag:
         tags[MODEL_VERSION_TAG] = key
-    if run_shape() == "version":  # one partition-range run
+    if (shape or run_shape()) == "version":  # one partition-range run
         range_tags = {RANGE_START: f"{key}|{scenarios[0]}", RANGE_END: f"{key}|{scenarios[-1]}"}
         return [
             RunRequest(
@@ -381,12 +384,17 @@ def _answer_pending(
             tick.note(f"pending {need.pending.id}: {key} cannot be evaluated: {exc}")
             continue
         reason = f"promotion decision {need.pending.id}: {need.pending.payload.get('candidate')}"
+        tags = {GATE_PENDING_TAG: str(need.pending.id)}
+        if need.sequential:  # one range run: the decision stops across scenarios
+            tags |= {SEQUENTIAL_TAG: str(need.pending.id), INCUMBENT_TAG: need.incumbent or ""}
+            reason = f"sequential {reason}"
         requests += evaluation_run_requests(
             key,
             loaded.keys,
             f"gate-{need.pending.id}-{key}",
             reason,
-            extra_tags={GATE_PENDING_TAG: str(need.pending.id)},
+            extra_tags=tags,
+            shape="version" if need.sequential else None,
         )
     for trial in gate.trials:
         pending, holder = trial.pending, trial.model_version

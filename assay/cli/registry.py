@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from assay.compare.decision import decision_from_record
+from assay.compare.sequential import sequential_lines
 from assay.registry import Event, ModelVersion, Registry, RegistryError
 from assay.registry.errors import ErrorCode, invalid
 from assay.registry.gating import MoveResult, Outcome
@@ -434,6 +435,7 @@ def decision_details(ev: Event) -> list[str]:
     lines = [f"decision {ev.id} ({ev.kind.value}): {p.get('summary', '')}"]
     lines.append(f"  judged on suite {str(suite.get('digest', '?'))[:12]}; code {code}")
     lines += [f"  {c.sentence()}" for c in decision_from_record(p)]
+    lines += [f"  {line}" for line in sequential_lines(p)]
     return [escape(line) for line in lines]
 
 

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from assay.compare.ranking import compare_pair
 from assay.core.records import is_headline
@@ -102,6 +103,9 @@ class PromotionDecision:
     mode: str
     alpha: float
     criteria: tuple[CriterionResult, ...]
+    # A sequential decision's figures (``assay.compare.sequential``): per scenario how many
+    # instances were evaluated and why it stopped, per criterion where it was decided.
+    sequential: dict[str, Any] | None = None
 
     @property
     def approved(self) -> bool:
@@ -116,6 +120,8 @@ class PromotionDecision:
         """One paragraph: approved, or the failing criteria with their numbers."""
         judged = [c for c in self.criteria if c.outcome != SKIPPED]
         against = f"vs {self.incumbent}" if self.incumbent else "with no incumbent"
+        if self.sequential:
+            against += f" ({self.sequential['summary']})"
         if self.approved and not judged:
             return (
                 f"approved: {self.candidate} {against}: no criterion applies (relative criteria "
@@ -141,6 +147,7 @@ class PromotionDecision:
             "correction": "holm",
             "summary": self.summary,
             "criteria": [_json_safe(asdict(c)) for c in self.criteria],
+            **({"sequential": self.sequential} if self.sequential else {}),
         }
 
 
@@ -180,6 +187,13 @@ class _Evaluation:
         self.scores = (
             store.read(INSTANCE_SCORES, where) if store.exists(INSTANCE_SCORES, where) else None
         )
+
+    @classmethod
+    def of_tables(cls, card: pa.Table | None, scores: pa.Table | None) -> _Evaluation:
+        """An evaluation held in memory (a sequential run's scores so far)."""
+        out = cls.__new__(cls)
+        out.layouts, out.present, out.card, out.scores = {}, card is not None, card, scores
+        return out
 
     def headline(self, metric: str) -> dict[str, Any] | None:
         if self.card is None:

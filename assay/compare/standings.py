@@ -18,6 +18,7 @@ from assay.compare.ranking import Leaderboard, build_leaderboard
 from assay.contamination.clean import CLEAN, RATE
 from assay.core.digests import seed_from
 from assay.core.records import subset_rows
+from assay.evaluate.sequential import partial_versions
 from assay.evaluate.suite import Suite
 from assay.registry import Registry
 from assay.scoring.metrics.directions import lower_is_better_in
@@ -75,6 +76,15 @@ def leaderboard_as_of(
     versions = {v.key for v in registry.list_versions(as_of=as_of)}
     cards = _only(results.metric_tables, versions)
     scores = _only(results.instance_scores, versions)
+    # A partial evaluation (a sequential promotion decision stopped it) is not ranked: its
+    # figures cover the first instances of the order only. The board says what it left off.
+    partial = partial_versions(cards)
+    cards, scores = _without(cards, partial), _without(scores, partial)
+    left_off = tuple(
+        f"{version} × {scenario}: a partial evaluation (a sequential promotion decision "
+        "stopped it), left off the board until a full evaluation completes it"
+        for version, scenario in sorted(partial)
+    )
     if cards is None or cards.num_rows == 0:
         raise ValueError(
             f"no metric tables for the {len(versions)} model versions registered by "
@@ -92,9 +102,18 @@ def leaderboard_as_of(
         lower_is_better=lower,
         seed=seed_from(RANKINGS, day),
     )
-    if notes:
-        board = replace(board, notes=(*board.notes, *notes))
+    if notes or left_off:
+        board = replace(board, notes=(*board.notes, *notes, *left_off))
     return board, cards
+
+
+def _without(table: pa.Table | None, partitions: set[tuple[str, str]]) -> pa.Table | None:
+    """The rows of ``table`` outside ``partitions`` ((model version, scenario) pairs)."""
+    if table is None or not partitions:
+        return table
+    keys = pc.binary_join_element_wise(table[MODEL_VERSION], table[SCENARIO], "|")
+    dropped = pa.array(sorted(f"{v}|{s}" for v, s in partitions), pa.string())
+    return table.filter(pc.invert(pc.is_in(keys, dropped)))
 
 
 def ranked_results(

@@ -7,6 +7,7 @@
       alpha: 0.05                     # family-wise, Holm over every tested criterion
       margin: 0.05                    # of each scenario's primary metric vs the incumbent
       primary_metrics: true           # judge every scenario's primary metric vs the incumbent
+      sequential: {chunk: 25, alpha_share: 0.5}  # optional: stop evaluating once decided
       criteria:
         - {scenario: arithmetic, metric: exact_match, at_least: 0.3, on: lower}
         - {family: toxicity, at_most: 0.2}             # every toxicity metric, every scenario
@@ -28,6 +29,14 @@ fails there (deny by default). Its family, ``contamination``, is not one of the 
 The default mode of gated targets is ``require_non_inferiority``: deny by default means a move
 needs evidence that the candidate is not worse, and a candidate evaluated on too few instances
 shows nothing. ``block_regressions`` (block only a confident regression) stays available.
+
+``sequential`` (absent: off) evaluates the candidate of a decision in chunks, in a fixed
+random order of each scenario's instances, and stops once the criteria are decided
+(``assay.evaluate.sequential``, ``assay.compare.sequential``): ``chunk`` instances per
+scenario per round, ``alpha_share`` of ``alpha`` spent on the anytime-valid tests during the
+evaluation and the rest on the fixed-sample rule for what is still undecided at the full
+set, and ``bounds`` (metric → [low, high]) for per-instance values the built-in list
+(``assay.evaluate.sequential.UNIT_INTERVAL_METRICS``) does not cover.
 """
 
 from __future__ import annotations
@@ -86,6 +95,28 @@ class CriterionSpec(BaseModel):
         return self.metric if self.metric is not None else f"family {self.family}"
 
 
+class SequentialSpec(BaseModel):
+    """The ``promotion.sequential`` block (see the module doc)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    chunk: int = Field(ge=1)
+    alpha_share: float = Field(default=0.5, gt=0, lt=1)
+    bounds: dict[str, list[float]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bounds_are_intervals(self) -> SequentialSpec:
+        for metric, bound in self.bounds.items():
+            if not (
+                len(bound) == 2 and all(math.isfinite(b) for b in bound) and bound[0] < bound[1]
+            ):
+                raise ValueError(
+                    f"bounds of {metric!r} must be two finite numbers [low, high] with low < "
+                    f"high, got {bound!r}"
+                )
+        return self
+
+
 class PromotionCriteria(BaseModel):
     """The whole ``promotion:`` block; absent, every default applies."""
 
@@ -97,6 +128,7 @@ class PromotionCriteria(BaseModel):
     primary_metrics: bool = True
     criteria: list[CriterionSpec] = Field(default_factory=list)
     n_resamples: int = Field(default=2000, ge=100)
+    sequential: SequentialSpec | None = None
 
     def check_scenarios(self, keys: list[str], where: str) -> None:
         """Every criterion's scenario is a key of the suite."""
@@ -108,4 +140,11 @@ class PromotionCriteria(BaseModel):
                 )
 
 
-__all__ = ("DEFAULT_MARGIN", "DEFAULT_MODE", "MODES", "CriterionSpec", "PromotionCriteria")
+__all__ = (
+    "DEFAULT_MARGIN",
+    "DEFAULT_MODE",
+    "MODES",
+    "CriterionSpec",
+    "PromotionCriteria",
+    "SequentialSpec",
+)

@@ -85,7 +85,64 @@ def _decision(ctx: _Context, event: Event) -> None:
         criteria=decision_from_record(p),
         pending=p.get("pending"),
         requested_by=p.get("requested_by"),
+        sequential=sequential_view(p),
     )
+
+
+_W, _H, _PAD = 360, 140, 30  # the confidence sequence chart, in SVG units
+
+
+def sequential_view(record: dict[str, Any]) -> dict[str, Any] | None:
+    """A sequential verdict's figures for its page: the scenarios' extents and, per criterion,
+    its confidence sequence at each chunk boundary as rows and as a small line chart (plain
+    SVG coordinates: the page stays offline)."""
+    figures = record.get("sequential")
+    if not isinstance(figures, dict):
+        return None
+    totals = {row["scenario"]: row["total"] for row in figures.get("scenarios") or []}
+    criteria = []
+    for row in figures.get("criteria") or []:
+        path = [p for p in row.get("path") or [] if p[2] is not None and p[3] is not None]
+        criteria.append({**row, "rows": path, "chart": _chart(path, row, totals)})
+    return {**figures, "criteria": criteria}
+
+
+def _chart(path: list[list[float]], row: dict[str, Any], totals: dict[str, int]) -> dict | None:
+    if not path:
+        return None
+    total = max(int(totals.get(row["scenario"]) or 0), int(path[-1][0]), 1)
+    threshold = float(row["threshold"])
+    values = [v for p in path for v in (p[2], p[3])] + [threshold]
+    low, high = min(values), max(values)
+    if high - low < 1e-9:
+        low, high = low - 0.5, high + 0.5
+
+    def x(n: float) -> float:
+        return round(_PAD + (_W - 2 * _PAD) * n / total, 1)
+
+    def y(v: float) -> float:
+        return round(_H - _PAD - (_H - 2 * _PAD) * (v - low) / (high - low), 1)
+
+    def line(index: int) -> str:
+        return " ".join(f"{x(p[0])},{y(p[index])}" for p in path)
+
+    stop = int(row.get("stopped_at") or path[-1][0])
+    return {
+        "width": _W,
+        "height": _H,
+        "low": line(2),
+        "high": line(3),
+        "threshold_y": y(threshold),
+        "x0": x(0),
+        "x1": x(total),
+        "stop_x": x(stop),
+        "top": _PAD,
+        "bottom": _H - _PAD,
+        "label_low": f"{low:+.3g}",
+        "label_high": f"{high:+.3g}",
+        "total": total,
+        "stop": stop,
+    }
 
 
 def _decisions(ctx: _Context) -> None:

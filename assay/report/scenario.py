@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 from assay.compare.ranking import SCORECARD_COLUMNS
 from assay.contamination.clean import CLEAN, CLEAN_MINUS_FULL, FAMILY, RATE
 from assay.core.records import METRIC_FAMILIES
+from assay.evaluate.sequential import extent_of
 from assay.report.links import scenario_page, slug
 from assay.report.render import _Context, _finite
 from assay.scoring.metrics.calibration import reliability_bins
@@ -221,6 +222,7 @@ def _scenario(ctx: _Context, scenario: str) -> None:
         charted=charted,
         scorecards=scorecards,
         folded=folded,
+        partial=_partial(cards, versions),
         card_export=card_export,
         group_chart=group_chart,
         gaps=gaps,
@@ -271,6 +273,24 @@ def contamination_rows(rows: Iterable[dict], versions: Sequence[str], metric: st
 
 
 _FAMILY_ORDER = METRIC_FAMILIES
+
+
+def _partial(cards: pa.Table, versions: Sequence[str]) -> list[dict]:
+    """The versions whose scorecard here is a partial evaluation, with its extent."""
+    out = []
+    for version in versions:
+        mine = cards.filter(pc.equal(cards["model_version"], version))
+        extent = extent_of(mine)
+        if extent is not None and extent.partial:
+            out.append(
+                {
+                    "version": version,
+                    "evaluated": extent.evaluated,
+                    "total": extent.total,
+                    "reason": extent.stop_reason,
+                }
+            )
+    return out
 
 
 def _family_order(family: str) -> tuple[int, str]:

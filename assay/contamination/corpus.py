@@ -1,0 +1,223 @@
+"""A declared training corpus: its files at an fsspec URL, their digest, their documents.
+
+``CorpusSource.url`` names one file, a folder (every file under it, recursively, except names
+starting with ``.`` or ``_`` such as ``_SUCCESS``) or a glob (``s3://bucket/pile/*.jsonl.zst``);
+files are taken in sorted path order. Compressed files (``.gz``, ``.zst``, ``.bz2``, ``.xz``)
+are read through fsspec's compression inference (not Parquet, which compresses inside).
+
+Documents, streamed (nothing holds more than one file's current batch):
+
+- ``jsonl``: one JSON object per line, the document is its ``text_field`` (blank lines skipped).
+- ``parquet``: one row per document, the ``text_field`` column, read one record batch at a time.
+- ``text``: **one document per file**: line breaks inside a file are ordinary whitespace, so an
+  n-gram may run across a hard-wrapped line. A file over ``TEXT_PIECE_CHARS`` characters comes
+  as consecutive pieces cut at whitespace, each starting with the last ``TEXT_OVERLAP_WORDS``
+  words of the piece before, so every n-gram of up to 13 words lies whole in some piece and the
+  index equals the one-document reading (``iter_documents`` then yields more items than files).
+
+Bad input raises :class:`CorpusError` naming the file, the line or row, and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import fsspec
+from pydantic import BaseModel, ConfigDict
+
+TEXT_PIECE_CHARS = 8 * 1024 * 1024
+TEXT_OVERLAP_WORDS = 12
+_CHUNK = 1 << 20
+_GLOB = set("*?[")
+
+
+class CorpusError(ValueError):
+    """A corpus file is missing, unreadable, or holds a malformed document."""
+
+
+class CorpusSource(BaseModel):
+    """A training corpus to check evaluation instances against."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    url: str
+    format: Literal["jsonl", "parquet", "text"]
+    text_field: str = "text"
+
+
+def corpus_files(source: CorpusSource) -> list[str]:
+    """The files of the corpus as fsspec URLs, in sorted path order."""
+    fs, root = fsspec.core.url_to_fs(source.url)
+    if any(ch in _GLOB for ch in root):
+        paths = [p for p in fs.glob(root) if not p.rsplit("/", 1)[-1].startswith((".", "_"))]
+        paths = [p for p in paths if not fs.isdir(p)]
+    elif fs.isdir(root):
+        paths = [
+            p
+            for p in fs.find(root)
+            if not any(part.startswith((".", "_")) for part in p[len(root) :].split("/") if part)
+        ]
+    elif fs.exists(root):
+        paths = [root]
+    else:
+        raise CorpusError(f"corpus {source.name!r}: {source.url}: no such file or folder")
+    if not paths:
+        raise CorpusError(f"corpus {source.name!r}: {source.url}: no files match")
+    return [fs.unstrip_protocol(p) for p in sorted(paths)]
+
+
+def corpus_digest(source: CorpusSource) -> str:
+    """SHA-256 (hex) of the corpus, streamed: the format and text field, then for each file in
+    sorted path order its size and its bytes (sizes keep ``ab``+``c`` apart from ``a``+``bc``).
+
+    File names do not enter: the same bytes moved to another bucket keep their digest.
+    """
+    h = hashlib.sha256()
+    h.update(f"{source.format}\0{source.text_field}\0".encode())
+    for url in corpus_files(source):
+        fs, path = fsspec.core.url_to_fs(url)
+        h.update(int(fs.size(path)).to_bytes(8, "little"))
+        try:
+            with fs.open(path, "rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    h.update(chunk)
+        except OSError as exc:
+            raise CorpusError(f"{url}: cannot read: {exc}") from None
+    return h.hexdigest()
+
+
+def iter_documents(source: CorpusSource) -> Iterator[str]:
+    """Every document of the corpus, streamed (see the module doc for what a document is)."""
+    for url, _size in iter_files(source):
+        yield from iter_file_documents(source, url)
+
+
+def iter_files(source: CorpusSource) -> Iterator[tuple[str, int]]:
+    """``(url, size in bytes)`` of each corpus file, in order."""
+    for url in corpus_files(source):
+        fs, path = fsspec.core.url_to_fs(url)
+        yield url, int(fs.size(path))
+
+
+def iter_file_documents(source: CorpusSource, url: str) -> Iterator[str]:
+    """The documents of one corpus file."""
+    try:
+        if source.format == "parquet":
+            yield from _parquet(url, source.text_field)
+        else:
+            with fsspec.open(url, "rb", compression="infer") as handle:
+                if source.format == "jsonl":
+                    yield from _jsonl(url, handle, source.text_field)
+                else:
+                    yield from _text(url, handle)
+    except FileNotFoundError:
+        raise CorpusError(f"{url}: file not found") from None
+    except (CorpusError, GeneratorExit):
+        raise
+    except OSError as exc:
+        raise CorpusError(f"{url}: cannot read: {exc}") from None
+
+
+def _jsonl(url: str, handle: Any, field: str) -> Iterator[str]:
+    for number, raw in enumerate(handle, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorpusError(f"{url}: line {number}: not valid UTF-8 ({exc.reason})") from None
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorpusError(f"{url}: line {number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise CorpusError(f"{url}: line {number}: expected a JSON object")
+        if field not in row:
+            raise CorpusError(f"{url}: line {number}: no field {field!r}")
+        text = row[field]
+        if not isinstance(text, str):
+            raise CorpusError(
+                f"{url}: line {number}: field {field!r} is {type(text).__name__}, not a string"
+            )
+        yield text
+
+
+def _parquet(url: str, field: str) -> Iterator[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with fsspec.open(url, "rb") as handle:
+        try:
+            reader = pq.ParquetFile(handle)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CorpusError(f"{url}: not a readable Parquet file ({exc})") from None
+        schema = reader.schema_arrow
+        if field not in schema.names:
+            raise CorpusError(
+                f"{url}: no column {field!r} (columns: {', '.join(schema.names) or 'none'})"
+            )
+        kind = schema.field(field).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise CorpusError(f"{url}: column {field!r} is {kind}, not a string")
+        row = 0
+        for batch in reader.iter_batches(columns=[field], batch_size=8192):
+            column = batch.column(0)
+            if column.null_count:
+                first = column.is_null().to_pylist().index(True)
+                raise CorpusError(f"{url}: row {row + first + 1}: field {field!r} is null")
+            yield from column.to_pylist()
+            row += len(column)
+
+
+def _text(url: str, handle: Any) -> Iterator[str]:
+    reader = io.TextIOWrapper(handle, encoding="utf-8", errors="strict", newline="")
+    carry = ""
+    line = 1
+    while True:
+        try:
+            chunk = reader.read(TEXT_PIECE_CHARS)
+        except UnicodeDecodeError as exc:
+            raise CorpusError(
+                f"{url}: line {line} or after: not valid UTF-8 ({exc.reason})"
+            ) from None
+        if not chunk:
+            if carry:
+                yield carry
+            return
+        line += chunk.count("\n")
+        text = carry + chunk
+        following = reader.read(1)
+        if not following:
+            yield text
+            return
+        # Cut at the last whitespace; the next piece repeats the last words of this one.
+        cut = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t"))
+        if cut <= 0:
+            carry = text + following
+            continue
+        head = text[:cut]
+        yield head
+        carry = " ".join(_last_words(head)) + text[cut:] + following
+
+
+def _last_words(text: str) -> list[str]:
+    """The raw words at the end of ``text`` that hold its last ``TEXT_OVERLAP_WORDS`` normalized
+    words (a word of punctuation only normalizes to nothing and does not count)."""
+    from assay.contamination.normalize import normalize
+
+    raw = text[-65536:].split()
+    if len(raw) < 4 * TEXT_OVERLAP_WORDS:
+        raw = text.split()
+    kept: list[str] = []
+    counted = 0
+    for word in reversed(raw):
+        kept.append(word)
+        counted += bool(normalize(word))
+        if counted == TEXT_OVERLAP_WORDS:
+            break
+    return kept[::-1]
