@@ -154,11 +154,33 @@ SOURCES: Mapping[str, tuple[str, ...]] = {
 }
 
 # Contamination: the declared corpora's digests, their indexes, and the findings.
+_CORPUS_INDEX = (
+    "contamination/declared.py",
+    "contamination/corpus.py",
+    "contamination/normalize.py",
+    "contamination/ngram_index.py",
+)
 SOURCES = {
     **SOURCES,
-    TRAINING_CORPORA: ("registry/training_data.py", "contamination/declared.py"),
-    CORPUS_INDEX: ("contamination/declared.py", "contamination"),
-    CONTAMINATION: (*_RECORDS, "evaluate/run.py", "contamination"),
+    # The digests: the manifest's checks and the corpus reader.
+    TRAINING_CORPORA: (
+        "registry/training_data.py",
+        "contamination/declared.py",
+        "contamination/corpus.py",
+    ),
+    CORPUS_INDEX: _CORPUS_INDEX,
+    # The findings: overlap against each index, or the model-based signals; the table's rules
+    # and the suite block's switches.
+    CONTAMINATION: (
+        *_RECORDS,
+        *_CORPUS_INDEX,
+        "evaluate/run.py",
+        "contamination/overlap.py",
+        "contamination/membership.py",
+        "contamination/check.py",
+        "contamination/table.py",
+        "contamination/config.py",
+    ),
 }
 
 # A prompt trial: the outputs and the scores, with the prompt version pinned in the layouts.
