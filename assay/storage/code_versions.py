@@ -177,6 +177,12 @@ SOURCES = {
         "evaluate/run.py",
         "contamination/overlap.py",
         "contamination/membership.py",
+        # What the model-based signals compute with: log-probabilities, rewrites, ROUGE-L,
+        # the paired tests.
+        "models/prompt_logprobs.py",
+        "perturbations",
+        "scoring/metrics/accuracy.py",
+        "stats",
         "contamination/check.py",
         "contamination/table.py",
         "contamination/config.py",
