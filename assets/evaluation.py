@@ -214,7 +214,8 @@ def _sequential_outputs(
         score,
         log=context.log.info,
     )
-    context.log.info(replayed.decision.sequential["summary"] if replayed.decision else "")
+    if replayed.decision is not None:  # the sensor records the verdict from the stored tables
+        context.log.info(f"provisional: {replayed.decision.sequential['summary']}")
     results, metadata = {}, {}
     for key in keys:
         scenario = scenario_of(key)

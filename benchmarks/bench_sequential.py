@@ -18,7 +18,8 @@ background share of instances (``--background``, default 5% each way, so 10% dis
 
 Wrong verdict: approve when ``delta < -margin``, refuse when ``delta > -margin``, either at the
 boundary ``delta = -margin``. Fraction of requests: instances evaluated over 8 x 500.
-Also printed: chunk size (10, 25, 100) at ``delta = -2 x margin``, and the cost of one
+Also printed: chunk size (10, 25, 100) and scenario size (250 to 2,000 instances) at
+``delta = -2 x margin``, and the cost of one
 ``sequential_test`` on 5,000 observations next to ``paired_bootstrap`` (10,000 resamples) of
 the same data, median of 3 with the load average.
 
@@ -51,19 +52,25 @@ INSTANCES = 500
 BATCH = 500  # replicates simulated at once (bounds memory)
 
 
-def simulate(rng: np.random.Generator, replicates: int, delta: float, background: float):
+def simulate(
+    rng: np.random.Generator,
+    replicates: int,
+    delta: float,
+    background: float,
+    instances: int = INSTANCES,
+):
     """Paired differences (replicates, scenarios, instances) in {-1, 0, 1} with mean delta."""
     p10 = background + max(delta, 0.0)
     p01 = background + max(-delta, 0.0)
-    u = rng.random((replicates, SCENARIOS, INSTANCES))
+    u = rng.random((replicates, SCENARIOS, instances))
     return np.where(u < p10, 1.0, np.where(u < p10 + p01, -1.0, 0.0))
 
 
 def sequential_decisions(d: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """Verdict ('approve' / 'refuse' / 'none') and fraction of requests per replicate."""
     p_above, p_below = running_pvalues(d, -MARGIN, lower=-1.0, upper=1.0)
-    reps = d.shape[0]
-    looks = [*list(range(chunk, INSTANCES, chunk)), INSTANCES]
+    reps, instances = d.shape[0], d.shape[2]
+    looks = [*list(range(chunk, instances, chunk)), instances]
     decided = np.full((reps, SCENARIOS), UNDECIDED, dtype="<U9")
     used = np.zeros((reps, SCENARIOS), dtype=np.int64)
     cur_above = np.ones((reps, SCENARIOS))
@@ -83,13 +90,13 @@ def sequential_decisions(d: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndar
         verdict[refuse] = "refuse"
         verdict[approve] = "approve"
         done |= refuse | approve
-    return verdict, used.sum(axis=1) / (SCENARIOS * INSTANCES)
+    return verdict, used.sum(axis=1) / (SCENARIOS * instances)
 
 
 def fixed_decisions(d: np.ndarray) -> np.ndarray:
-    """The fixed-size reference: one-sided z tests on all 500 differences, Holm over 16."""
+    """The fixed-size reference: one-sided z tests on all the differences, Holm over 16."""
     mean = d.mean(axis=2)
-    se = d.std(axis=2, ddof=1) / np.sqrt(INSTANCES)
+    se = d.std(axis=2, ddof=1) / np.sqrt(d.shape[2])
     z = (mean + MARGIN) / np.maximum(se, 1e-12)
     verdicts = verdicts_from_pvalues(scipy.stats.norm.sf(z), scipy.stats.norm.cdf(z), ALPHA)
     refuse = (verdicts == BELOW).any(axis=1)
@@ -103,11 +110,19 @@ def wrong(verdict: np.ndarray, delta: float) -> np.ndarray:
     return verdict == ("approve" if delta < -MARGIN else "refuse")
 
 
-def run(delta: float, chunk: int, replicates: int, background: float, seed: int) -> dict:
-    rng = np.random.default_rng([seed, round(delta * 1000) + 1000, chunk])
+def run(
+    delta: float,
+    chunk: int,
+    replicates: int,
+    background: float,
+    seed: int,
+    instances: int = INSTANCES,
+) -> dict:
+    rng = np.random.default_rng([seed, round(delta * 1000) + 1000, chunk, instances])
     seq_v, seq_f, fix_v = [], [], []
-    for start in range(0, replicates, BATCH):
-        d = simulate(rng, min(BATCH, replicates - start), delta, background)
+    batch = max(1, BATCH * INSTANCES // instances)  # bounds memory
+    for start in range(0, replicates, batch):
+        d = simulate(rng, min(batch, replicates - start), delta, background, instances)
         v, f = sequential_decisions(d, chunk)
         seq_v.append(v)
         seq_f.append(f)
@@ -193,6 +208,16 @@ def main() -> None:
         print(
             f"  chunk {chunk:>3}: fraction of requests {r['frac'].mean():.0%} of the full suite, "
             f"refuse {np.mean(r['seq'] == 'refuse'):.1%}, wrong {r['seq_wrong'] / n:.2%}"
+        )
+    print("\nscenario size at delta = -2 x margin (chunk 25): the stop comes after about as many")
+    print("instances whatever the size, so the fraction falls as the scenarios grow:")
+    for instances in (250, 500, 1000, 2000):
+        r = run(-2 * MARGIN, 25, n // 2, bg, args.seed, instances)
+        refused, fixed = np.mean(r["seq"] == "refuse"), np.mean(r["fixed"] == "refuse")
+        print(
+            f"  {SCENARIOS} x {instances:>4} instances: fraction of requests "
+            f"{r['frac'].mean():.0%} of the full suite, refuse {refused:.1%} (fixed-size "
+            f"{fixed:.1%}), wrong {r['seq_wrong'] / (n // 2):.2%}"
         )
     cost()
     print(f"\n(total {time.perf_counter() - started:.0f} s)")

@@ -30,7 +30,7 @@ from assay.scoring.families import (
     toxicity_rows,
 )
 from assay.scoring.instance_stats import ToxicityRun
-from assay.scoring.intervals import ONE_INSTANCE
+from assay.scoring.intervals import ONE_INSTANCE, PROVISIONAL, provisional_intervals
 from assay.scoring.metrics.bias import demographic_representation, gender_words
 from assay.scoring.metrics.calibration import expected_calibration_error
 from assay.scoring.summary import scorecard, scorecard_table
@@ -260,3 +260,25 @@ def test_efficiency_intervals_fall_back_to_efficiency_stats(monkeypatch) -> None
     for a, b in zip(fast, slow, strict=True):
         assert (a.metric, a.ci_note) == (b.metric, b.ci_note)
         assert (a.ci_low, a.ci_high) == pytest.approx((b.ci_low, b.ci_high), rel=1e-9, nan_ok=True)
+
+
+def test_provisional_intervals_keep_the_figures_and_leave_out_only_the_resamples() -> None:
+    rng = random.Random(5)
+    stats = []
+    for i in range(30):
+        p = rng.uniform(0.2, 1.0)
+        stats.append(InstanceStat(f"i{i:02d}", "chosen_prob", p, "calibration"))
+        stats.append(InstanceStat(f"i{i:02d}", "acc", float(rng.random() < p), "accuracy"))
+    full = {r.metric: r for r in calibration_rows(stats, "part-2")}
+    with provisional_intervals():
+        provisional = {r.metric: r for r in calibration_rows(stats, "part-2")}
+    after = {r.metric: r for r in calibration_rows(stats, "part-2")}
+    assert provisional.keys() == full.keys()
+    for metric, row in full.items():
+        assert provisional[metric].mean == row.mean  # the point figures are the same
+        assert math.isnan(provisional[metric].ci_low) and math.isnan(provisional[metric].ci_high)
+        assert provisional[metric].ci_note == PROVISIONAL
+        # (A percentile interval of a biased figure such as ECE need not hold the estimate.)
+        assert row.ci_note == "" and math.isfinite(row.ci_low) and row.ci_low <= row.ci_high
+        # Leaving the block restores the resampled intervals.
+        assert (after[metric].ci_low, after[metric].ci_high) == (row.ci_low, row.ci_high)

@@ -64,6 +64,7 @@ from assay.compare.decision import (
 from assay.evaluate.criteria import PromotionCriteria, SequentialSpec
 from assay.evaluate.sequential import bounds_of, extent_of, order_key
 from assay.evaluate.suite import Suite
+from assay.scoring.intervals import provisional_intervals
 from assay.scoring.metrics.directions import LOWER_IS_BETTER, marked_lower_is_better
 from assay.stats import holm
 from assay.stats.sequential import (
@@ -569,7 +570,13 @@ def evaluate_sequentially(
     """Drive a sequential evaluation: replay what is evaluated so far, evaluate what the
     replay needs next (``evaluate_to(scenario, size)``: the first ``size`` instances of the
     order), score it (``score(scenario)`` → its ``metric_tables`` and ``instance_scores``
-    tables so far), until the replay is complete. What the ``model_outputs`` asset runs."""
+    tables so far), until the replay is complete. What the ``model_outputs`` asset runs.
+
+    Each round is scored under :func:`~assay.scoring.intervals.provisional_intervals`: the
+    replay reads per-instance rows and means, not the resampled intervals of partition-level
+    figures, which would cost more per chunk than the chunk's requests. So the returned
+    decision is provisional where a criterion reads such an interval; the verdict that counts
+    is the sensor's, from the stored tables scored in full (:func:`judge_sequential`)."""
     cards: dict[str, _Evaluation] = {s: _Evaluation.of_tables(None, None) for s in suite.keys}
     done = dict.fromkeys(suite.keys, 0)
     while True:
@@ -582,7 +589,8 @@ def evaluate_sequentially(
             if size <= done[scenario]:
                 raise RuntimeError(f"sequential replay asks {scenario} for {size} again")
             evaluate_to(scenario, size)
-            card, stats = score(scenario)
+            with provisional_intervals():
+                card, stats = score(scenario)
             cards[scenario] = _Evaluation.of_tables(card, stats)
             done[scenario] = size
         sizes = ", ".join(f"{s} {n}/{totals[s]}" for s, n in replayed.needs.items())

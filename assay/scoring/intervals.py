@@ -12,7 +12,9 @@ seed comes from the data (the partition and the figure's names), so reruns agree
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import replace
 
 import numpy as np
@@ -28,6 +30,8 @@ CONFIDENCE = 0.95
 MIN_PRESENT_SHARE = 0.5
 
 ONE_INSTANCE = "one instance: no spread to resample"
+PROVISIONAL = "provisional scorecard: intervals not computed"
+_provisional: ContextVar[bool] = ContextVar("provisional_scorecard", default=False)
 Statistic = Callable[[np.ndarray], Mapping[str, float | Absent]]
 Interval = tuple[float, float, str]  # low, high, and why there is none (NaN bounds)
 
@@ -69,6 +73,24 @@ def weighted_percentiles(
     return out
 
 
+@contextmanager
+def provisional_intervals() -> Iterator[None]:
+    """Within this block :func:`bootstrap_figures` skips its resamples and gives NaN bounds
+    with the note :data:`PROVISIONAL`.
+
+    For scorecards that are read only for their means and per-instance rows and then thrown
+    away: a sequential evaluation scores every chunk to decide whether to go on
+    (``assay.compare.sequential``), and the resampled figures (calibration's Platt fits
+    above all) cost more per chunk than a small model's requests. The stored scorecard is
+    scored again afterwards, with its intervals.
+    """
+    token = _provisional.set(True)
+    try:
+        yield
+    finally:
+        _provisional.reset(token)
+
+
 def bootstrap_figures(
     clusters: Sequence[Hashable],
     statistic: Statistic,
@@ -89,6 +111,8 @@ def bootstrap_figures(
     """
     if len(set(clusters)) < 2:
         return {name: (math.nan, math.nan, ONE_INSTANCE) for name in names}
+    if _provisional.get():
+        return {name: (math.nan, math.nan, PROVISIONAL) for name in names}
     weights = resample_weights(clusters, seed=seed, n_resamples=n_resamples)
     values = np.full((n_resamples, len(names)), np.nan)
     if batched:
