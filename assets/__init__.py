@@ -1,5 +1,6 @@
 """The Dagster assets of assay: thin wrappers over the ``assay`` library."""
 
+from assets.contamination import contamination, corpus_index, training_corpora
 from assets.dashboard import dashboard
 from assets.evaluation import model_outputs, scores
 from assets.perturbations import perturbed_instances
@@ -17,10 +18,15 @@ all_assets = [
     prompt_trials,
     rankings,
     dashboard,
+    training_corpora,
+    corpus_index,
+    contamination,
 ]
 
 __all__ = [
     "all_assets",
+    "contamination",
+    "corpus_index",
     "dashboard",
     "model_outputs",
     "prompt_trials",
@@ -28,4 +34,5 @@ __all__ = [
     "registered_models",
     "scenario_instances",
     "scores",
+    "training_corpora",
 ]

@@ -14,10 +14,14 @@ from dagster import (
 )
 
 from assay.evaluate.suite import load_suite
-from assay.storage.contract import MODEL_VERSION, SCENARIO
+from assay.storage.contract import CORPUS_DIGEST, MODEL_VERSION, SCENARIO
 
 # Keys come from the registry ("smollm2-135m-instruct@v3"); the promotion sensor adds them.
 model_version_partitions = DynamicPartitionsDefinition(name=MODEL_VERSION)
+
+# Keys are corpus content digests (sha256 hex); the promotion sensor adds them when it records
+# a version's training_corpora.
+corpus_digest_partitions = DynamicPartitionsDefinition(name=CORPUS_DIGEST)
 
 # Keys are the suite file's scenario keys.
 scenario_partitions = StaticPartitionsDefinition(load_suite().keys)

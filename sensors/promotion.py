@@ -57,16 +57,22 @@ from dagster import (
     SkipReason,
     sensor,
 )
+from dagster._core.definitions.data_version import (
+    DATA_VERSION_IS_USER_PROVIDED_TAG,
+    DATA_VERSION_TAG,
+)
 
+from assay.contamination.declared import record_training_corpora
 from assay.evaluate.registry_prompts import prompt_promotions
 from assay.evaluate.sequential import INCUMBENT_TAG, SEQUENTIAL_TAG
 from assay.evaluate.suite import Suite
-from assay.registry import Event, EventKind, Registry
+from assay.registry import Event, EventKind, ModelVersion, Registry
 from assay.registry.gating import current_suite_identity
 from assay.registry.promotion import Promotion, PromotionPolicy
 from assay.registry.resolved import record_registered_model
-from assay.storage.contract import EVALUATION_ASSETS as EVALUATION_ASSET_NAMES
 from assay.storage.contract import (
+    CONTAMINATION,
+    CORPUS_DIGEST,
     INSTANCE_SCORES,
     METRIC_TABLES,
     MODEL_OUTPUTS,
@@ -74,15 +80,19 @@ from assay.storage.contract import (
     PROMPT_TRIALS,
     REGISTERED_MODELS,
     SCENARIO,
+    TRAINING_CORPORA,
 )
+from assay.storage.contract import EVALUATION_ASSETS as EVALUATION_ASSET_NAMES
 from assay.storage.parquet import ParquetStore
-from assets.partitions import model_version_partitions
+from assets.partitions import corpus_digest_partitions, model_version_partitions
 from resources import ModelsResource, RegistryResource, StorageResource, SuiteResource
 from resources.executor import chained_run_config
 from sensors.gate import GATE_PENDING_TAG, PendingDecisions
 from sensors.outages import is_registry_outage, storage_reachable
 
-EVALUATION_KEYS = [AssetKey(k) for k in EVALUATION_ASSET_NAMES]
+# An evaluation also checks the version's contamination on each scenario (its step builds the
+# index of a declared corpus that has none yet: see assets.contamination).
+EVALUATION_KEYS = [AssetKey(k) for k in (*EVALUATION_ASSET_NAMES, CONTAMINATION)]
 # What a judge-rubric promotion runs: the scoring step over the stored outputs.
 SCORING_KEYS = [AssetKey(INSTANCE_SCORES), AssetKey(METRIC_TABLES)]
 EVALUATION_ASSETS = AssetSelection.assets(*EVALUATION_KEYS)
@@ -207,7 +217,10 @@ class _Tick:
         self.context, self.reg, self.store, self.models = context, reg, store, models
         self.known = set(context.instance.get_dynamic_partitions(MODEL_VERSION))
         self.recorded: dict[str, AssetMaterialization] = {}
+        self.corpora: dict[str, AssetMaterialization] = {}
         self.to_add: list[str] = []
+        self.known_digests = set(context.instance.get_dynamic_partitions(CORPUS_DIGEST))
+        self.digests_to_add: list[str] = []
         self.runs: dict[str, Promotion] = {}  # version key → the promotion that launches it
         self.lines: list[str] = []
 
@@ -242,10 +255,40 @@ class _Tick:
         if key not in self.known:
             self.known.add(key)
             self.to_add.append(key)
+        self.record_corpora(version)
+
+    def record_corpora(self, version: ModelVersion) -> None:
+        """Record the version's ``training_corpora`` (its corpora's digests, the data version
+        its contamination partitions depend on) and add a ``corpus_digest`` partition for
+        each new digest. A corpus that cannot be read fails the event, which is refused."""
+        try:
+            recorded = record_training_corpora(self.store, version.key, version.training_data)
+        except OSError as exc:
+            if not storage_reachable(self.store):
+                raise Outage(f"storage: {type(exc).__name__}: {exc}") from exc
+            raise
+        self.corpora[version.key] = AssetMaterialization(
+            asset_key=AssetKey(TRAINING_CORPORA),
+            partition=version.key,
+            metadata=recorded.metadata(),
+            tags={
+                DATA_VERSION_TAG: recorded.data_version,
+                DATA_VERSION_IS_USER_PROVIDED_TAG: "true",
+            },
+            description="recorded by model_promotion_sensor",
+        )
+        for digest in recorded.digests:
+            if digest not in self.known_digests:
+                self.known_digests.add(digest)
+                self.digests_to_add.append(digest)
 
     def handle(self, event: Event, promotions: list[Promotion]) -> None:
         if event.kind is EventKind.VERSION_CREATED and event.key:
             self.record(event.key)
+        if event.kind is EventKind.TRAINING_DATA_SET and event.key:
+            # A new manifest: record its digests, so a changed corpus marks exactly this
+            # version's contamination partitions stale (nothing is launched).
+            self.record_corpora(self.reg.get_version(event.key))
         for promotion in promotions:
             if len(promotions) == 1:
                 self.promote(event, promotion)
@@ -463,12 +506,15 @@ def model_promotion_sensor(
     details = "; ".join([*tick.lines, *([stopped] if stopped else [])])
     return SensorResult(
         run_requests=run_requests,
-        dynamic_partitions_requests=(
-            [AddDynamicPartitionsRequest(model_version_partitions.name, tick.to_add)]
-            if tick.to_add
-            else []
-        ),
-        asset_events=list(tick.recorded.values()),
+        dynamic_partitions_requests=[
+            AddDynamicPartitionsRequest(definition.name, keys)
+            for definition, keys in (
+                (model_version_partitions, tick.to_add),
+                (corpus_digest_partitions, tick.digests_to_add),
+            )
+            if keys
+        ],
+        asset_events=[*tick.recorded.values(), *tick.corpora.values()],
         cursor=str(cursor),
         skip_reason=None if run_requests else SkipReason(f"{summary}. {details}"[:1000]),
     )

@@ -19,12 +19,15 @@ from assay.storage.code_versions import (
     source_digest,
 )
 from assay.storage.contract import (
+    CONTAMINATION,
+    CORPUS_INDEX,
     DASHBOARD,
     INSTANCE_SCORES,
     METRIC_TABLES,
     MODEL_OUTPUTS,
     PROMPT_TRIALS,
     SCENARIO_INSTANCES,
+    TRAINING_CORPORA,
 )
 from assets import all_assets
 from resources import SuiteResource, assay_resources
@@ -60,8 +63,16 @@ def test_the_copy_digests_like_the_package(package):
         # A summary change (intervals) touches the scorecard, not the per-instance stats.
         # A prompt trial computes outputs and scores: what defines them defines it.
         ("scoring/summary.py", {METRIC_TABLES, PROMPT_TRIALS}),
-        # A metric's code changes both scoring tables and nothing upstream of them.
-        ("scoring/metrics/accuracy.py", {INSTANCE_SCORES, METRIC_TABLES, PROMPT_TRIALS}),
+        # A metric's code changes both scoring tables and nothing upstream of them, and the
+        # contamination findings whose guided-completion signal compares by its ROUGE-L.
+        (
+            "scoring/metrics/accuracy.py",
+            {INSTANCE_SCORES, METRIC_TABLES, PROMPT_TRIALS, CONTAMINATION},
+        ),
+        # The n-gram index's code defines the indexes and the findings, not the digests.
+        ("contamination/ngram_index.py", {CORPUS_INDEX, CONTAMINATION}),
+        # The corpus reader defines the digests too.
+        ("contamination/corpus.py", {TRAINING_CORPORA, CORPUS_INDEX, CONTAMINATION}),
         # A lexicon is data that defines the bias metrics.
         (
             "scoring/metrics/data/bias/female.txt",

@@ -32,7 +32,8 @@ def test_asset_keys_are_the_designed_ones():
         "prompt_trials",
         "rankings",
         "dashboard",
-        # Read by the scoring step when stored (a stub here until the asset is defined).
+        "training_corpora",
+        "corpus_index",
         "contamination",
     }
 
@@ -80,6 +81,34 @@ def test_lineage_and_partition_mappings():
     assert to_perturbed.partition_dimension_name == "scenario"
     to_metrics = graph.get_partition_mapping(AssetKey("rankings"), AssetKey("metric_tables"))
     assert isinstance(to_metrics, AllPartitionMapping)
+
+
+def test_contamination_partitions_and_lineage():
+    graph = _graph()
+    outputs = graph.get(AssetKey("model_outputs")).partitions_def
+    contamination = AssetKey("contamination")
+    assert graph.get(contamination).partitions_def == outputs
+    corpora = graph.get(AssetKey("training_corpora")).partitions_def
+    assert corpora == graph.get(AssetKey("registered_models")).partitions_def
+    index = graph.get(AssetKey("corpus_index")).partitions_def
+    assert isinstance(index, DynamicPartitionsDefinition) and index.name == "corpus_digest"
+    assert {p.to_user_string() for p in graph.get(contamination).parent_keys} == {
+        "training_corpora",
+        "registered_models",
+        "scenario_instances",
+    }
+    for parent, dimension in [
+        ("training_corpora", "model_version"),
+        ("registered_models", "model_version"),
+        ("scenario_instances", "scenario"),
+    ]:
+        mapping = graph.get_partition_mapping(contamination, AssetKey(parent))
+        assert isinstance(mapping, MultiToSingleDimensionPartitionMapping), parent
+        assert mapping.partition_dimension_name == dimension, parent
+    # A corpus change must not touch the model outputs: they do not read the manifest.
+    assert "training_corpora" not in {
+        p.to_user_string() for p in graph.get(AssetKey("model_outputs")).parent_keys
+    }
 
 
 def test_every_asset_explains_itself():

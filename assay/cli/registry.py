@@ -22,6 +22,7 @@ from assay.registry import Event, ModelVersion, Registry, RegistryError
 from assay.registry.errors import ErrorCode, invalid
 from assay.registry.gating import MoveResult, Outcome
 from assay.registry.limits import check_public_tag_key, check_public_tags, escape
+from assay.registry.training_data import manifest_json
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -154,8 +155,42 @@ def _register(args: argparse.Namespace, registry: Registry) -> int:
         tags=tags,
         prices=prices,
         actor=args.actor,
+        training_data=_manifest(args.training_data),
     )
     print(version.key)
+    return 0
+
+
+def _manifest(path: str | None) -> list[Any] | None:
+    """A training-data manifest from a JSON file (a list of corpora), or None."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise invalid(f"training data file {path!r}: {exc}") from None
+    if isinstance(value, dict) and set(value) == {"training_data"}:
+        value = value["training_data"]
+    return value
+
+
+def _training_data(args: argparse.Namespace, registry: Registry) -> int:
+    if sum(x is not None and x is not False for x in (args.file, args.copy_from, args.clear)) > 1:
+        raise invalid("training-data: give one of --file, --from or --clear")
+    if args.copy_from:
+        corpora: Any = registry.get_version(args.copy_from).training_data
+    elif args.clear:
+        corpora = []
+    elif args.file:
+        corpora = _manifest(args.file)
+    else:
+        version = registry.get_version(args.version)
+        print(json.dumps(manifest_json(version.training_data), indent=2))
+        return 0
+    version = registry.set_training_data(args.version, corpora, actor=args.actor)
+    names = ", ".join(c.name for c in version.training_data) or "none"
+    print(f"training data of {version.key}: {names}")
     return 0
 
 
@@ -216,6 +251,10 @@ def _print_version(version: ModelVersion) -> None:
             "-" if prices.completion_per_1k is None else prices.completion_per_1k,
         ),
         ("description", version.description or "-"),
+    ]
+    fields += [
+        (f"corpus {c.name}", f"{c.format} {c.url}" + (f" [{c.text_field}]" * (c.format != "text")))
+        for c in version.training_data
     ]
     fields += [(f"tag {k}", v) for k, v in sorted(version.tags.items())]
     width = max(len(name) for name, _ in fields)
@@ -346,6 +385,12 @@ def describe_event(ev: Event) -> str:
             )
 
         return f"prices per 1k prompt/completion: {per_1k(p['before'])} -> {per_1k(p['after'])}"
+    if ev.kind == "training_data_set":
+
+        def names(corpora: list[dict[str, Any]]) -> str:
+            return ",".join(c["name"] for c in corpora) or "-"
+
+        return f"training data: {names(p['before'])} -> {names(p['after'])}"
     if ev.kind == "evaluation_recorded":
         metrics = " ".join(f"{k}={v:g}" for k, v in sorted(p["metrics"].items()))
         run = f" run={p['run_id']}" if p.get("run_id") else ""
@@ -459,6 +504,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--price-prompt", type=float, default=None, help="price per 1k prompt tokens")
     p.add_argument("--price-completion", type=float, default=None, help="per 1k completion tokens")
     p.add_argument("--create-model", action="store_true", help="create the model if missing")
+    p.add_argument(
+        "--training-data",
+        default=None,
+        metavar="FILE.json",
+        help="the corpora the version was trained on: a JSON list of "
+        "{name, url, format (jsonl|parquet|text), text_field}",
+    )
     p.set_defaults(func=command(_register))
 
     p = sub.add_parser("list", parents=[common], help="list models, or the versions of one")
@@ -500,6 +552,24 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--price-prompt", type=float, default=None, help="price per 1k prompt tokens")
     p.add_argument("--price-completion", type=float, default=None, help="per 1k completion tokens")
     p.set_defaults(func=command(_prices))
+
+    p = sub.add_parser(
+        "training-data",
+        parents=[common],
+        help="show or replace a version's training-data manifest (the contamination checks "
+        "index its corpora)",
+    )
+    p.add_argument("version", help="MODEL@vN")
+    p.add_argument("--file", default=None, metavar="FILE.json", help="the new manifest")
+    p.add_argument(
+        "--from",
+        dest="copy_from",
+        default=None,
+        metavar="MODEL@vN",
+        help="copy another version's manifest",
+    )
+    p.add_argument("--clear", action="store_true", help="declare no training data")
+    p.set_defaults(func=command(_training_data))
 
     p = sub.add_parser("tag", parents=[common], help="set a tag on a model or a version")
     p.add_argument("target", help="MODEL or MODEL@vN")

@@ -1,8 +1,9 @@
-"""Contamination checks: which evaluation instances a model may have seen in training.
+"""Contamination checks: which test items a model version may have seen in training.
 
-``normalize`` (words and hashed n-grams), ``corpus`` (a declared training corpus),
-``ngram_index`` (its n-gram index, built once, streamed), ``overlap`` (the published
-n-gram overlap definitions: GPT-3's 13-grams, PaLM's 70% of 8-grams, Llama 2's token spans),
-``membership`` (model-based signals when no corpus is declared: Min-K% Prob, guided
-completion), ``subsets`` and ``clean`` (the clean subset and its scores).
+``corpus`` (a declared training corpus), ``normalize`` and ``ngram_index`` (its n-gram index,
+built once per content digest), ``overlap`` (the published n-gram overlap definitions),
+``membership`` (model-based signals when no corpus is declared), ``declared`` (a version's
+recorded corpora and their indexes), ``check`` and ``table`` (the ``contamination`` table),
+``config`` (the suite's ``contamination:`` block), ``subsets`` and ``clean`` (the clean subset
+and its scores).
 """

@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from assay.contamination.config import ContaminationConfig
 
 # The published overlap definitions (GPT-3's 13-gram, PaLM's 70% of 8-grams, Llama 2's token
 # spans) and the model-based membership signals. ``assay.contamination.overlap.DETECTORS`` and
@@ -43,27 +44,9 @@ TABLE_SCHEMA = pa.schema(
 _REQUIRED = ("instance_id", "detector", "flagged")
 
 
-class ContaminationSettings(BaseModel):
-    """The suite's ``contamination:`` block: which detectors' flags make an instance
-    contaminated (and so leave the clean subset)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    flag_detectors: tuple[str, ...] = Field(default=DEFAULT_FLAG_DETECTORS, min_length=1)
-
-    @field_validator("flag_detectors", mode="before")
-    @classmethod
-    def _known(cls, value: object) -> object:
-        if isinstance(value, list):
-            value = tuple(value)
-        if isinstance(value, tuple):
-            unknown = [v for v in value if v not in KNOWN_DETECTORS]
-            if unknown:
-                raise ValueError(
-                    f"unknown detector(s) {', '.join(map(repr, unknown))}; "
-                    f"known: {', '.join(KNOWN_DETECTORS)}"
-                )
-        return value
+# The suite's ``contamination:`` block is one model (flag_detectors beside the switches of the
+# checks themselves); this name is kept for the readers of the clean subsets.
+ContaminationSettings = ContaminationConfig
 
 
 def check_table(table: pa.Table, where: str = "contamination") -> None:

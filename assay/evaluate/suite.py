@@ -36,10 +36,13 @@ Promotion criteria. A top-level ``promotion`` mapping declares what a version mu
 it takes a gated alias or the Production stage (``assay.evaluate.criteria``); without one,
 each scenario's primary metric must be non-inferior to the incumbent's within 0.05.
 
-Contamination. A top-level ``contamination`` mapping names the detectors whose flags leave an
-instance out of the clean subset (``{flag_detectors: [gpt3_13gram, palm_8gram, llama2_span]}``,
-the default; ``assay.contamination.subsets``), and ``rankings: {subset: clean}`` ranks the
-leaderboard on the clean subsets (``assay.compare.standings.ranked_results``).
+Contamination. A top-level ``contamination`` mapping says which checks run and names the
+detectors whose flags leave an instance out of the clean subset
+(``{enabled: true, model_based: false, guided: false, flag_detectors: [gpt3_13gram,
+palm_8gram, llama2_span]}``, the defaults; ``assay.contamination.config``): overlap checks run
+whenever a version declares training corpora, the model-based ones only when asked. ``rankings:
+{subset: clean}`` ranks the leaderboard on the clean subsets
+(``assay.compare.standings.ranked_results``).
 
 Prompts from the registry. An adapter's (or a variant's) ``instructions`` may be a pinned
 prompt reference, and ``input_template`` one whose template places ``{{ input }}``::
@@ -90,7 +93,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from assay.adapters import AdapterSpec, Method, build_requests, build_variant_requests
-from assay.contamination.subsets import ContaminationSettings
+from assay.contamination.config import ContaminationConfig
 from assay.core.plugins import PluginError, validate_args
 from assay.core.records import Instance, Request, TemplateVersion
 from assay.core.scorers import get_scorer
@@ -291,13 +294,13 @@ class Suite:
     toxicity: ToxicityConfig | None = None  # None: the toxicity family is reported absent
     # What a version must show to take a gated target (assay.evaluate.criteria).
     promotion: PromotionCriteria = field(default_factory=PromotionCriteria)
-    # Which detectors' flags leave an instance out of the clean subset.
-    contamination: ContaminationSettings = field(default_factory=ContaminationSettings)
     # What the leaderboard ranks on: every evaluated instance, or the clean subset.
     rankings: RankingSettings = field(default_factory=lambda: RankingSettings())
     # Scenario key → digest of its entry as written (and of the suite's toxicity scorer, which
     # scores it): stamped on the tables it produced, so a verdict knows they are current.
     entry_digests: dict[str, str] = field(default_factory=dict)
+    # Which contamination checks run and which detectors flag (assay.contamination.config).
+    contamination: ContaminationConfig = field(default_factory=ContaminationConfig)
 
     @property
     def keys(self) -> list[str]:
@@ -357,7 +360,8 @@ _EXPECTED = {
     "scorer_args": "expected a mapping",
     "toxicity": "expected a mapping with a 'classifier', a 'classifier_dir' path or a 'judge'",
     "promotion": "expected a mapping (mode, alpha, margin, primary_metrics, criteria)",
-    "contamination": "expected a mapping (flag_detectors)",
+    "contamination": "expected a mapping (enabled, model_based, guided, flag_detectors, "
+    "min_k, alpha)",
     "flag_detectors": "expected a non-empty list of detector names",
     "rankings": "expected a mapping (subset)",
     "subset": "expected 'full' or 'clean'",
@@ -619,7 +623,7 @@ class SuiteFile(_FileModel):
     scenarios: dict[str, ScenarioEntry]
     toxicity: ToxicityConfig | None = None
     promotion: PromotionCriteria | None = None
-    contamination: ContaminationSettings | None = None
+    contamination: ContaminationConfig | None = None
     rankings: RankingSettings | None = None
 
 
@@ -729,9 +733,9 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
         source=source,
         toxicity=parsed.toxicity,
         promotion=promotion,
-        contamination=parsed.contamination or ContaminationSettings(),
         rankings=parsed.rankings or RankingSettings(),
         entry_digests=digests,
+        contamination=parsed.contamination or ContaminationConfig(),
     )
 
 

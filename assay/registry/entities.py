@@ -13,6 +13,7 @@ from assay.core.records import TokenPrices
 from assay.registry.errors import invalid
 from assay.registry.names import version_key
 from assay.registry.templates import render_template
+from assay.registry.training_data import TrainingCorpus
 
 
 class Stage(enum.StrEnum):
@@ -52,6 +53,8 @@ class EventKind(enum.StrEnum):
     DESCRIPTION_SET = "description_set"
     # A version's token prices changed; evaluations already run keep the prices they pinned.
     PRICES_SET = "prices_set"
+    # A version's training-data manifest changed (assay.registry.training_data).
+    TRAINING_DATA_SET = "training_data_set"
     PROMPT_CREATED = "prompt_created"
     PROMPT_VERSION_CREATED = "prompt_version_created"
     PROMPT_ALIAS_SET = "prompt_alias_set"
@@ -144,6 +147,8 @@ class ModelVersion:
     status: str
     created_at: datetime
     prices: Prices
+    # The corpora the version declares it was trained on; empty when none is declared.
+    training_data: tuple[TrainingCorpus, ...] = ()
 
     @property
     def key(self) -> str:

@@ -90,6 +90,8 @@ class VersionRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     price_prompt_per_1k: Mapped[float | None] = mapped_column(Float, nullable=True)
     price_completion_per_1k: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # JSON list of declared training corpora (assay.registry.training_data); migration 0005.
+    training_data: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
 
 
 class VersionTagRow(Base):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -47,6 +47,12 @@ from assay.registry.schema import (
     ModelTagRow,
     VersionRow,
     VersionTagRow,
+)
+from assay.registry.training_data import (
+    TrainingCorpus,
+    check_training_data,
+    manifest_from_json,
+    manifest_json,
 )
 
 
@@ -134,6 +140,7 @@ class ModelRegistry(RegistryBase):
                 status=row.status,
                 created_at=row.created_at,
                 prices=Prices(row.price_prompt_per_1k, row.price_completion_per_1k),
+                training_data=manifest_from_json(json.loads(row.training_data or "[]")),
             )
             for name, row in rows
         ]
@@ -235,10 +242,13 @@ class ModelRegistry(RegistryBase):
         tags: Mapping[str, str] | None = None,
         prices: Prices | Mapping[str, Any] | None = None,
         actor: str | None = None,
+        training_data: Sequence[TrainingCorpus | Mapping[str, Any]] | None = None,
     ) -> ModelVersion:
         """Register the next version of ``model`` (which must exist): 1, 2, 3, ... per model.
 
-        ``serving`` is validated as a ``ServingConfig`` and stored with defaults filled in.
+        ``serving`` is validated as a ``ServingConfig`` and stored with defaults filled in;
+        ``training_data`` is the version's manifest of training corpora
+        (``assay.registry.training_data``).
         """
         check_name(model, "model name")
         where = f"new version of model {model!r}"
@@ -263,6 +273,7 @@ class ModelRegistry(RegistryBase):
         check_text(description, f"{where}: description")
         tags = check_tags(tags, where)
         price = Prices.coerce(prices)
+        corpora = manifest_json(check_training_data(training_data, where))
 
         def work(session: Session) -> ModelVersion:
             now = self._now()
@@ -280,6 +291,7 @@ class ModelRegistry(RegistryBase):
                 created_at=now,
                 price_prompt_per_1k=price.prompt_per_1k,
                 price_completion_per_1k=price.completion_per_1k,
+                training_data=json.dumps(corpora),
             )
             session.add(row)
             session.flush()
@@ -302,6 +314,7 @@ class ModelRegistry(RegistryBase):
                         "prompt_per_1k": price.prompt_per_1k,
                         "completion_per_1k": price.completion_per_1k,
                     },
+                    "training_data": corpora,
                 },
             )
             session.flush()
@@ -631,6 +644,44 @@ class ModelRegistry(RegistryBase):
                     model=model_row.name,
                     version=row.version,
                     payload={"before": asdict(before), "after": asdict(price)},
+                )
+                session.flush()
+            return self._version_record(session, model_row.name, row)
+
+        return self._write(work)
+
+    def set_training_data(
+        self,
+        key: str,
+        training_data: Sequence[TrainingCorpus | Mapping[str, Any]] | None,
+        actor: str | None = None,
+    ) -> ModelVersion:
+        """Replace the training-data manifest of version ``key`` (``<model>@v<n>``).
+
+        A change is a ``training_data_set`` event (before and after): the promotion sensor
+        records the version's ``training_corpora`` again, which marks exactly this version's
+        ``contamination`` partitions stale when a corpus digest changed.
+        """
+        ref = parse_reference(key, "models")
+        if ref.version is None or key.startswith("models:/"):
+            raise invalid(f"{key!r} is not a version key like 'name@v3'")
+        corpora = manifest_json(check_training_data(training_data, f"model version {key!r}"))
+
+        def work(session: Session) -> ModelVersion:
+            now = self._now()
+            model_row, row = self._resolve_row(session, ref)
+            before = json.loads(row.training_data or "[]")
+            if before != corpora:
+                row.training_data = json.dumps(corpora)
+                model_row.updated_at = now
+                self._emit(
+                    session,
+                    EventKind.TRAINING_DATA_SET,
+                    actor,
+                    now,
+                    model=model_row.name,
+                    version=row.version,
+                    payload={"before": before, "after": corpora},
                 )
                 session.flush()
             return self._version_record(session, model_row.name, row)

@@ -37,6 +37,10 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
             {
                 **r,
                 "description": registered[v].description if v in registered else "",
+                # The corpora it declares it was trained on (names only: URLs stay internal).
+                "training_data": ", ".join(c.name for c in registered[v].training_data)
+                if v in registered
+                else "",
                 "aliases": held.get(v, []),
                 "compare_next": compare_page(v, n) if n and (v, n) in pairs else None,
                 "decision": decision_page(decided[v].id) if v in decided else None,

@@ -11,6 +11,7 @@ from assay.registry.entities import Event, EventKind, PromptTemplate, PromptVers
 from assay.registry.gating import MoveResult, Outcome, PromotionRefused
 from assay.registry.limits import RESERVED_TAG_PREFIXES
 from assay.registry.tokens import Role, TokenInfo, TokenStore
+from assay.registry.training_data import manifest_json
 from assay.server.http import ApiError, Call, invalid, millis
 from assay.server.mlflow_api import Endpoint, version_json
 
@@ -119,6 +120,32 @@ def set_version_prices(call: Call) -> dict[str, Any]:
     call.require(Role.WRITER, call.path["name"])
     version = call.registry.set_prices(_path_version_key(call), call.params, actor=call.actor)
     return {"model_version": version_json(version), "prices": asdict(version.prices)}
+
+
+def version_training_data(call: Call) -> dict[str, Any]:
+    """The corpora the version declares it was trained on (``[]`` when none)."""
+    version = call.registry.get_version(_path_version_key(call))
+    return {
+        "model_version": version_json(version),
+        "training_data": manifest_json(version.training_data),
+    }
+
+
+def set_version_training_data(call: Call) -> dict[str, Any]:
+    """Replace the version's manifest with the JSON body's ``training_data`` (a list of
+    ``{name, url, format, text_field}``; ``[]`` clears it). URLs obey the corpus policy
+    (``assay.registry.training_data``); a refusal names the entry and the field."""
+    call.require(Role.WRITER, call.path["name"])
+    unknown = sorted(set(call.params) - {"training_data"})
+    if unknown or "training_data" not in call.params:
+        raise invalid('the body must be {"training_data": [...]}')
+    version = call.registry.set_training_data(
+        _path_version_key(call), call.params["training_data"], actor=call.actor
+    )
+    return {
+        "model_version": version_json(version),
+        "training_data": manifest_json(version.training_data),
+    }
 
 
 def _path_version(call: Call) -> int:
@@ -363,6 +390,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         f"{_V1}/models/{{name}}/versions/{{version}}/prices",
         set_version_prices,
         "Replace a version's token prices (from its next evaluation)",
+        W,
+    ),
+    Endpoint(
+        "GET",
+        f"{_V1}/models/{{name}}/versions/{{version}}/training-data",
+        version_training_data,
+        "The corpora a version declares it was trained on",
+        R,
+    ),
+    Endpoint(
+        "POST",
+        f"{_V1}/models/{{name}}/versions/{{version}}/training-data",
+        set_version_training_data,
+        "Replace a version's training-data manifest",
         W,
     ),
     Endpoint(

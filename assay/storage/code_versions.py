@@ -45,6 +45,8 @@ from assay.core.plugins import (
     plugin_distributions,
 )
 from assay.storage.contract import (
+    CONTAMINATION,
+    CORPUS_INDEX,
     DASHBOARD,
     INSTANCE_SCORES,
     METRIC_TABLES,
@@ -54,6 +56,7 @@ from assay.storage.contract import (
     RANKINGS,
     REGISTERED_MODELS,
     SCENARIO_INSTANCES,
+    TRAINING_CORPORA,
 )
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the ``assay`` package
@@ -148,6 +151,42 @@ SOURCES: Mapping[str, tuple[str, ...]] = {
         "scoring/metrics/directions.py",
         "scoring/metrics/calibration.py",
         "stats",
+    ),
+}
+
+# Contamination: the declared corpora's digests, their indexes, and the findings.
+_CORPUS_INDEX = (
+    "contamination/declared.py",
+    "contamination/corpus.py",
+    "contamination/normalize.py",
+    "contamination/ngram_index.py",
+)
+SOURCES = {
+    **SOURCES,
+    # The digests: the manifest's checks and the corpus reader.
+    TRAINING_CORPORA: (
+        "registry/training_data.py",
+        "contamination/declared.py",
+        "contamination/corpus.py",
+    ),
+    CORPUS_INDEX: _CORPUS_INDEX,
+    # The findings: overlap against each index, or the model-based signals; the table's rules
+    # and the suite block's switches.
+    CONTAMINATION: (
+        *_RECORDS,
+        *_CORPUS_INDEX,
+        "evaluate/run.py",
+        "contamination/overlap.py",
+        "contamination/membership.py",
+        # What the model-based signals compute with: log-probabilities, rewrites, ROUGE-L,
+        # the paired tests.
+        "models/prompt_logprobs.py",
+        "perturbations",
+        "scoring/metrics/accuracy.py",
+        "stats",
+        "contamination/check.py",
+        "contamination/table.py",
+        "contamination/config.py",
     ),
 }
 

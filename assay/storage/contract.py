@@ -29,6 +29,8 @@ CORPUS_INDEX = "corpus_index"
 CONTAMINATION = "contamination"
 # A candidate prompt version's outputs and scores, stored apart (assay.evaluate.prompt_trials).
 PROMPT_TRIALS = "prompt_trials"
+# A version's declared training corpora with their digests (assay.contamination.declared).
+TRAINING_CORPORA = "training_corpora"
 # Not an asset: the judges' replies, written by the scoring step next to ``instance_scores``.
 JUDGE_REPLIES = "judge_replies"
 
@@ -42,6 +44,8 @@ HISTORY_ASSETS = (INSTANCE_SCORES, METRIC_TABLES)
 # Partition dimensions.
 MODEL_VERSION = "model_version"
 SCENARIO = "scenario"
+# ``corpus_index`` partitions: a corpus's content digest (sha256 hex).
+CORPUS_DIGEST = "corpus_digest"
 # Separator of a multi-partition key's dimensions (Dagster's).
 KEY_SEPARATOR = "|"
 
