@@ -532,6 +532,8 @@ def test_runs_spilled_and_merged_equal_a_set_of_hashes(tmp_path, monkeypatch):
 
 
 def test_detector_names_match_the_contamination_table():
-    from assay.contamination.subsets import OVERLAP_DETECTORS
+    from assay.contamination.membership import MEMBERSHIP_DETECTORS
+    from assay.contamination.table import KNOWN_DETECTORS, OVERLAP_DETECTORS
 
     assert DETECTORS == OVERLAP_DETECTORS
+    assert KNOWN_DETECTORS == DETECTORS + MEMBERSHIP_DETECTORS

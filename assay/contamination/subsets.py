@@ -19,27 +19,16 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from assay.contamination.config import ContaminationConfig
-
-# The published overlap definitions (GPT-3's 13-gram, PaLM's 70% of 8-grams, Llama 2's token
-# spans) and the model-based membership signals. ``assay.contamination.overlap.DETECTORS`` and
-# ``membership.MEMBERSHIP_DETECTORS`` hold the same names.
-OVERLAP_DETECTORS = ("gpt3_13gram", "palm_8gram", "llama2_span")
-MEMBERSHIP_DETECTORS = ("min_k_prob", "guided_completion")
-KNOWN_DETECTORS = OVERLAP_DETECTORS + MEMBERSHIP_DETECTORS
-DEFAULT_FLAG_DETECTORS = OVERLAP_DETECTORS
-
-TABLE_SCHEMA = pa.schema(
-    [
-        ("instance_id", pa.string()),
-        ("detector", pa.string()),
-        ("corpus", pa.string()),  # the declared corpus name; "" for model-based detectors
-        ("corpus_digest", pa.string()),
-        ("score", pa.float64()),
-        ("flagged", pa.bool_()),
-        ("label", pa.string()),  # "dirty" / "clean" / "neither" (llama2_span); "" otherwise
-        ("evidence", pa.string()),  # why: the first matched n-gram, or the figures
-    ]
+from assay.contamination.table import (
+    KNOWN_DETECTORS,
+    MEMBERSHIP_DETECTORS,
+    OVERLAP_DETECTORS,
+    SCHEMA,
 )
+
+# The detectors' names and the table's columns have one home, ``assay.contamination.table``.
+DEFAULT_FLAG_DETECTORS = OVERLAP_DETECTORS
+TABLE_SCHEMA = SCHEMA
 # Columns a reader needs; the others are shown when present.
 _REQUIRED = ("instance_id", "detector", "flagged")
 

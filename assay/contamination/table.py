@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 
 import pyarrow as pa
 
+# The same names as ``overlap.DETECTORS`` and ``membership.MEMBERSHIP_DETECTORS`` (a test holds
+# them equal), kept here so reading a table never imports the detectors' machinery.
 OVERLAP_DETECTORS = ("gpt3_13gram", "palm_8gram", "llama2_span")
 MEMBERSHIP_DETECTORS = ("min_k_prob", "guided_completion")
 KNOWN_DETECTORS = OVERLAP_DETECTORS + MEMBERSHIP_DETECTORS
