@@ -359,8 +359,9 @@ def test_each_evaluation_reaches_mlflow_once_under_the_daemon(
     with deployment(tmp_path, model_cache_dir, max_concurrent_runs=0) as deployed:
         # A tracking URI in the environment turns the export sensor on by default.
         deployed.env["ASSAY_MLFLOW_TRACKING_URI"] = mlflow_uri
-        deployed.assay("create", "exported")
-        deployed.assay("register", "exported", f"openai:{model_server}#right")
+        # Its own model name: the MLflow server is the session's, and other tests export too.
+        deployed.assay("create", "exported-by-daemon")
+        deployed.assay("register", "exported-by-daemon", f"openai:{model_server}#right")
 
         # The evaluation, in process on the same instance (as the nightly test does).
         monkeypatch.setenv("ASSAY_SUITE", deployed.env["ASSAY_SUITE"])
@@ -373,11 +374,14 @@ def test_each_evaluation_reaches_mlflow_once_under_the_daemon(
             models=ModelsResource(cache_dir=deployed.env["ASSAY_HOME"] + "/cache"),
         )
         instance = deployed.instance
-        instance.add_dynamic_partitions("model_version", ["exported@v1"])
+        instance.add_dynamic_partitions("model_version", ["exported-by-daemon@v1"])
         for selection, key in [
-            ("registered_models", "exported@v1"),
+            ("registered_models", "exported-by-daemon@v1"),
             ("scenario_instances", "arithmetic"),
-            (["model_outputs", "instance_scores", "metric_tables"], "exported@v1|arithmetic"),
+            (
+                ["model_outputs", "instance_scores", "metric_tables"],
+                "exported-by-daemon@v1|arithmetic",
+            ),
         ]:
             names = [selection] if isinstance(selection, str) else selection
             assert materialize(
@@ -397,7 +401,7 @@ def test_each_evaluation_reaches_mlflow_once_under_the_daemon(
                 return []
             return client.search_runs(
                 [experiment.experiment_id],
-                filter_string="tags.`assay.model_version` = 'exported@v1'",
+                filter_string="tags.`assay.model_version` = 'exported-by-daemon@v1'",
             )
 
         def ended() -> list | None:
