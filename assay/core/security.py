@@ -333,12 +333,14 @@ def _check_local_path(
         roots = [r for r in configured.split(os.pathsep) if r]
     else:
         roots = [os.getcwd(), *(os.fspath(r) for r in extra_roots)]
-    _check_under_roots(path, roots, f"{where}: local file {path!r}", DATA_ROOTS_ENV)
+    check_under_roots(path, roots, f"{where}: local file {path!r}", DATA_ROOTS_ENV)
 
 
-def _check_under_roots(path: str, roots: Iterable[str], what: str, variable: str) -> None:
+def check_under_roots(
+    path: str, roots: Iterable[str], what: str, variable: str, kind: str = "allowed"
+) -> None:
     """Refuse ``path`` (named ``what`` in the error) unless, links resolved, it lies under one
-    of ``roots``.
+    of ``roots`` (``kind`` names them in the error: "outside the allowed roots").
 
     The answer depends on the path's text and links alone, never on whether the file exists,
     so the refusal tells a caller nothing about the files of this machine.
@@ -350,7 +352,7 @@ def _check_under_roots(path: str, roots: Iterable[str], what: str, variable: str
         if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
             return
     raise ValueError(
-        f"{what} is outside the allowed roots ({', '.join(roots)}); "
+        f"{what} is outside the {kind} roots ({', '.join(roots)}); "
         f"set ${variable} to allow another folder"
     )
 
@@ -380,6 +382,4 @@ def check_model_path(path: str, source: str, environ: Mapping[str, str] | None =
     A registry writer chooses the path: unchecked, the daemon would tell them which files
     exist on its host and record the digest of any file it can read.
     """
-    _check_under_roots(
-        path, model_roots(environ), f"model source {source!r}: path", MODEL_ROOTS_ENV
-    )
+    check_under_roots(path, model_roots(environ), f"model source {source!r}: path", MODEL_ROOTS_ENV)

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from assay.core.security import check_host_allowed
+from assay.core.security import check_host_allowed, check_under_roots
 from assay.registry.errors import invalid
 from assay.registry.names import check_name
 
@@ -162,16 +162,8 @@ def corpus_roots(environ: Mapping[str, str] | None = None) -> list[str]:
 def _check_local(path: str, where: str, env: Mapping[str, str]) -> None:
     # Decided by the path's text and links alone, never by whether it exists: a refusal
     # tells a registry writer nothing about the files of the worker's machine.
-    roots = corpus_roots(env)
-    real = os.path.realpath(path)
-    for root in roots:
-        base = os.path.realpath(root)
-        if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
-            return
-    raise ValueError(
-        f"{where}: local path {path!r} is outside the corpus roots ({', '.join(roots)}); "
-        f"set ${CORPUS_ROOTS_ENV} to allow another folder"
-    )
+    what = f"{where}: local path {path!r}"
+    check_under_roots(path, corpus_roots(env), what, CORPUS_ROOTS_ENV, kind="corpus")
 
 
 _SECRET_PARAMETER = re.compile(

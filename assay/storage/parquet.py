@@ -319,25 +319,9 @@ class ParquetStore:
         out if it had none then; one without history reads ``part.parquet`` (see the module
         docstring). ``cache`` (path → table) saves rereading a copy for several instants.
         """
-        if as_of.tzinfo is None:
-            raise ValueError("as_of must be timezone-aware")
         cache = {} if cache is None else cache
-        history = self.history(asset)
-        chosen: list[tuple[dict[str, str], str]] = []
-        for key, copies in sorted(history.items()):
-            before = [path for written, path in copies if written < as_of]
-            if before:
-                chosen.append((dict(key), before[-1]))
-        for partition in self.partitions(asset):
-            if tuple(partition.items()) in history:
-                continue
-            path = self.path(asset, partition)
-            modified = self._modified(path)
-            if modified is None or modified < as_of:
-                chosen.append((partition, path))
-        chosen.sort(key=lambda item: tuple(item[0].items()))
         tables = []
-        for partition, path in chosen:
+        for partition, path in self.files_as_of(asset, as_of):
             if path not in cache:
                 cache[path] = self._read_path(path, _label(asset, partition))
             tables.append((partition, cache[path]))
@@ -345,8 +329,8 @@ class ParquetStore:
 
     def files_as_of(self, asset: str, as_of: datetime) -> list[tuple[dict[str, str], str]]:
         """The stored file of each partition of ``asset`` as it stood just before ``as_of``,
-        in partition order: the files :meth:`read_all_as_of` reads, chosen by the same rule,
-        for a reader that queries them without loading them (``assay.storage.query``)."""
+        in partition order: the files :meth:`read_all_as_of` reads, also for a reader that
+        queries them without loading them (``assay.storage.query``)."""
         if as_of.tzinfo is None:
             raise ValueError("as_of must be timezone-aware")
         history = self.history(asset)
