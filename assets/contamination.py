@@ -75,7 +75,6 @@ from resources import ModelsResource, RegistryResource, StorageResource, SuiteRe
 
 _FROM_MODEL_VERSION = MultiToSingleDimensionPartitionMapping(partition_dimension_name=MODEL_VERSION)
 _FROM_SCENARIO = MultiToSingleDimensionPartitionMapping(partition_dimension_name=SCENARIO)
-MODEL_POOL = "model-inference"
 
 
 def index_memory_mb() -> int:
@@ -163,8 +162,10 @@ def corpus_index(context: AssetExecutionContext, storage: StorageResource) -> Ma
     code_version=code_version(CONTAMINATION),
     io_manager_key="parquet_io_manager",
     backfill_policy=BackfillPolicy.single_run(),
-    # The model-based detectors call the model (log-probabilities, through the request cache).
-    pool=MODEL_POOL,
+    # Not in the model-inference pool: the step runs beside model_outputs in the same run, and
+    # a run holding two of the pool's slots halves how many versions' or scenarios' runs go
+    # side by side. The overlap checks call no model; the opt-in model-based detectors make
+    # one scoring pass per instance text, through the request cache.
     description=(
         "Per-instance contamination findings: n-gram overlap of each eval instance (input and "
         "references) with every declared corpus (GPT-3 13-gram, PaLM 70% of 8-grams, Llama 2 "
