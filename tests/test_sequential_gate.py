@@ -17,6 +17,7 @@ from test_daemon import GATE_VARIABLES, SENSOR, _champion, _verdict
 from test_promotion_gate import _tick
 
 from assay.compare.decision import judge_promotion
+from assay.compare.gate import GateConfig, gate_partition
 from assay.compare.sequential import judge_sequential
 from assay.evaluate.sequential import (
     INCUMBENT_TAG,
@@ -240,6 +241,12 @@ def test_a_regressing_candidate_is_refused_early_and_completed_later_from_the_ca
         is None
     )
     assert stale_reason(flow["instance"], store, "n@v1", suite, identity) is None
+    # The per-partition regression check does not judge a partial evaluation, nor tag it.
+    gated = gate_partition(
+        store, reg, GateConfig.from_suite(suite), candidate="n@v2", scenario="arithmetic"
+    )
+    assert gated.passed and gated.reason.startswith(f"not judged: partial: {n} of {N} instances")
+    assert "gate.arithmetic" not in reg.get_version("n@v2").tags
 
     # A full evaluation (a run without the sequential tag, as the nightly or a backfill
     # launches) completes the partition and pays only the instances not yet evaluated.

@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from assay.compare.ranking import compare_pair
+from assay.evaluate.sequential import extent_of
 from assay.registry import Registry, RegistryError
 from assay.registry.aliases import GATE_FAILED, GATE_PASSED, GATE_TAG_PREFIX
 from assay.registry.errors import ErrorCode
@@ -335,7 +336,23 @@ def gate_partition(
     written as the tag ``gate.<scenario>`` = ``passed``/``failed`` on the candidate version.
     A gate that cannot be computed (a gated metric missing, no shared rows) is recorded as
     failed with the error as its reason, since nothing shows the candidate is no worse.
+    A partial evaluation (a sequential promotion decision stopped it) is not judged: the
+    result says so and no tag is written.
     """
+    where = evaluation_partition(candidate, scenario)
+    card = store.read(METRIC_TABLES, where) if store.exists(METRIC_TABLES, where) else None
+    extent = extent_of(card)
+    if extent is not None and extent.partial:
+        # A sequential promotion decision stopped this evaluation early and judged it with
+        # anytime-valid tests; its rows cover the first instances of the order only, so this
+        # check waits for the full evaluation that completes it. No tag is written.
+        return GateResult(
+            scenario,
+            candidate,
+            None,
+            True,
+            f"not judged: {extent.sentence()}; a full evaluation completes it",
+        )
     champion = champion_of(registry, candidate, config.champion_alias)
     if champion is None:
         result = no_champion(
@@ -348,11 +365,9 @@ def gate_partition(
             scenario, candidate, f"champion {champion} has no instance_scores on {scenario}"
         )
     else:
-        where = evaluation_partition(candidate, scenario)
         cand = store.read(INSTANCE_SCORES, where)
         champ = store.read(INSTANCE_SCORES, evaluation_partition(champion, scenario))
         # Metrics whose scorer said smaller is better, as the candidate's scorecard records.
-        card = store.read(METRIC_TABLES, where) if store.exists(METRIC_TABLES, where) else None
         lower = frozenset(config.lower_is_better) | marked_lower_is_better(card)
         config = replace(config, lower_is_better=lower)
         try:
