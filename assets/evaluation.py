@@ -13,18 +13,16 @@ from dagster import (
     multi_asset,
 )
 
-from assay.compare.sequential import evaluate_sequentially, stored_evaluation
+from assay.compare.sequential import run_sequential_evaluation
 from assay.core.environment import runtime_environment
 from assay.evaluate.partition import PartitionOutputs, run_partition
 from assay.evaluate.sequential import (
     INCUMBENT_TAG,
     SEQUENTIAL_TAG,
-    evaluate_up_to,
     extent_of_outputs,
     mark_extent,
     mark_outputs,
     outputs_table,
-    start_partition,
 )
 from assay.evaluate.suite import Suite
 from assay.registry.resolved import ResolvedModel
@@ -172,55 +170,32 @@ def _sequential_outputs(
     (candidate,) = candidates
     incumbent = context.run.tags.get(INCUMBENT_TAG) or None
     resolved = ResolvedModel.from_table(versions[candidate])
-    client = models.client(resolved.spec)
-    store = storage.store()
-    parts = {
-        s: start_partition(loaded[s], scenarios[s], suite.max_instances, registry.open)
-        for s in loaded.keys
-    }
-    scorer = SuiteScorer(loaded, registry.open, models.client)
     prices = registry.open().get_version(resolved.key).prices.token_prices()
     environment = runtime_environment()
-
-    def evaluate_to(scenario: str, size: int) -> None:
-        evaluate_up_to(
-            parts[scenario],
-            size,
-            client,
-            store=store,
-            label=f"{resolved.key} × {scenario}",
-            max_failure_fraction=models.max_failure_fraction,
-            log=context.log.info,
-            warn=context.log.warning,
-        )
-
-    def score(scenario: str):
-        table = outputs_table(parts[scenario], prices, environment)
-        scored = scorer.score(
-            candidate, scenario, scenarios[scenario], table, seed_key=f"{candidate}|{scenario}"
-        )
-        return scored.card_table, scored.stats_table
-
-    incumbent_scores = (
-        {s: stored_evaluation(store, incumbent, s) for s in loaded.keys} if incumbent else {}
-    )
-    replayed = evaluate_sequentially(
+    evaluated = run_sequential_evaluation(
         loaded,
         candidate,
         incumbent,
-        incumbent_scores,
-        {s: p.total for s, p in parts.items()},
-        evaluate_to,
-        score,
+        scenarios,
+        models.client(resolved.spec),
+        SuiteScorer(loaded, registry.open, models.client),
+        storage.store(),
+        max_instances=suite.max_instances,
+        registry=registry.open,
+        prices=prices,
+        environment=environment,
+        max_failure_fraction=models.max_failure_fraction,
+        label=resolved.key,
         log=context.log.info,
+        warn=context.log.warning,
     )
+    parts, replayed = evaluated.parts, evaluated.replayed
     if replayed.decision is not None:  # the sensor records the verdict from the stored tables
         context.log.info(f"provisional: {replayed.decision.sequential['summary']}")
     results, metadata = {}, {}
     for key in keys:
         scenario = scenario_of(key)
         part, stop = parts[scenario], replayed.scenarios[scenario]
-        part.stop_reason = stop.reason
         table = outputs_table(part, prices, environment)
         if part.partial:
             table = mark_outputs(table, decision, part.evaluated, part.total, stop.reason)

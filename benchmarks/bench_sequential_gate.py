@@ -8,7 +8,7 @@ cache (so every request reaches the model):
 
 - **full**: ``run_partition`` on every scenario (what ``model_outputs`` runs), scoring with
   ``SuiteScorer`` (what the scores asset runs), then ``judge_promotion`` (the sensor);
-- **sequential**: ``start_partition`` / ``evaluate_up_to`` chunk by chunk, scoring each chunk
+- **sequential**: ``run_sequential_evaluation``: chunk by chunk, scoring each chunk
   with ``SuiteScorer``, driven by ``evaluate_sequentially`` (what ``model_outputs`` runs on a
   tagged run), then the stored partial tables are scored again and judged with
   ``judge_sequential`` (the scores asset and the sensor).
@@ -35,17 +35,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from assay.compare.decision import judge_promotion  # noqa: E402
 from assay.compare.sequential import (  # noqa: E402
-    evaluate_sequentially,
     judge_sequential,
-    stored_evaluation,
+    run_sequential_evaluation,
 )
 from assay.core.records import Instance  # noqa: E402
 from assay.evaluate.partition import run_partition  # noqa: E402
 from assay.evaluate.sequential import (  # noqa: E402
-    evaluate_up_to,
     mark_extent,
     outputs_table,
-    start_partition,
 )
 from assay.evaluate.suite import load_suite  # noqa: E402
 from assay.registry import Registry  # noqa: E402
@@ -152,29 +149,10 @@ class Bench:
         client = models.client(self.spec(key))
         suite = self.seq_suite
         scorer = SuiteScorer(suite, lambda: self.reg, models.client)
-        parts = {s: start_partition(suite[s], self.instances[s]) for s in suite.keys}
-
-        def evaluate_to(scenario: str, size: int) -> None:
-            evaluate_up_to(
-                parts[scenario], size, client, store=store, label=scenario, log=lambda _: None
-            )
-
-        def score(scenario: str):
-            table = outputs_table(parts[scenario], None)
-            scored = scorer.score(key, scenario, self.instances[scenario], table, seed_key=key)
-            return scored.card_table, scored.stats_table
-
-        incumbent_scores = {s: stored_evaluation(store, incumbent, s) for s in suite.keys}
-        replayed = evaluate_sequentially(
-            suite,
-            key,
-            incumbent,
-            incumbent_scores,
-            {s: p.total for s, p in parts.items()},
-            evaluate_to,
-            score,
-            log=lambda _: None,
+        evaluated = run_sequential_evaluation(
+            suite, key, incumbent, self.instances, client, scorer, store, log=lambda _: None
         )
+        parts, replayed = evaluated.parts, evaluated.replayed
         for scenario, part in parts.items():  # the scores asset, then the sensor's judgment
             table = outputs_table(part, None)
             scored = scorer.score(key, scenario, self.instances[scenario], table, seed_key=key)

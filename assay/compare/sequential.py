@@ -61,11 +61,24 @@ from assay.compare.decision import (
     _skip,
     _unjudged,
 )
+from assay.core.environment import runtime_environment
+from assay.core.records import TokenPrices
 from assay.evaluate.criteria import PromotionCriteria, SequentialSpec
-from assay.evaluate.sequential import bounds_of, extent_of, order_key
+from assay.evaluate.sequential import (
+    ChunkedPartition,
+    bounds_of,
+    evaluate_up_to,
+    extent_of,
+    order_key,
+    outputs_table,
+    start_partition,
+)
 from assay.evaluate.suite import Suite
+from assay.models.base import ModelClient
+from assay.registry import Registry
 from assay.scoring.intervals import provisional_intervals
 from assay.scoring.metrics.directions import LOWER_IS_BETTER, marked_lower_is_better
+from assay.scoring.partition import SuiteScorer
 from assay.stats import holm
 from assay.stats.sequential import (
     ABOVE,
@@ -597,6 +610,86 @@ def evaluate_sequentially(
         log(f"sequential round {replayed.rounds + 1} of {candidate}: {sizes}")
 
 
+@dataclass(frozen=True, slots=True)
+class SequentialEvaluation:
+    """A candidate's sequential evaluation across the suite: each scenario's chunked
+    partition (its outputs so far and why it stopped) and the replay that stopped it."""
+
+    parts: dict[str, ChunkedPartition]
+    replayed: Replay
+
+
+def run_sequential_evaluation(
+    suite: Suite,
+    candidate: str,
+    incumbent: str | None,
+    scenario_instances: Mapping[str, pa.Table],
+    client: ModelClient,
+    scorer: SuiteScorer,
+    store: ParquetStore,
+    *,
+    max_instances: int | None = None,
+    registry: Callable[[], Registry] | None = None,
+    prices: TokenPrices | None = None,
+    environment: dict | None = None,
+    max_failure_fraction: float = 0.0,
+    label: str | None = None,
+    log: Callable[[str], None] = print,
+    warn: Callable[[str], None] = print,
+) -> SequentialEvaluation:
+    """Evaluate ``candidate`` on every scenario of ``suite`` chunk by chunk in each
+    scenario's instance order, scoring each chunk with ``scorer`` against
+    the incumbent's stored scores, until :func:`evaluate_sequentially` stops: what the
+    ``model_outputs`` asset runs on a sequential decision's run. Each partition's
+    ``stop_reason`` says where it stopped."""
+    parts = {
+        s: start_partition(suite[s], scenario_instances[s], max_instances, registry)
+        for s in suite.keys
+    }
+    environment = environment or runtime_environment()
+    name = label or candidate
+
+    def evaluate_to(scenario: str, size: int) -> None:
+        evaluate_up_to(
+            parts[scenario],
+            size,
+            client,
+            store=store,
+            label=f"{name} × {scenario}",
+            max_failure_fraction=max_failure_fraction,
+            log=log,
+            warn=warn,
+        )
+
+    def score(scenario: str) -> tuple[pa.Table, pa.Table]:
+        table = outputs_table(parts[scenario], prices, environment)
+        scored = scorer.score(
+            candidate,
+            scenario,
+            scenario_instances[scenario],
+            table,
+            seed_key=f"{candidate}|{scenario}",
+        )
+        return scored.card_table, scored.stats_table
+
+    incumbent_scores = (
+        {s: stored_evaluation(store, incumbent, s) for s in suite.keys} if incumbent else {}
+    )
+    replayed = evaluate_sequentially(
+        suite,
+        candidate,
+        incumbent,
+        incumbent_scores,
+        {s: p.total for s, p in parts.items()},
+        evaluate_to,
+        score,
+        log=log,
+    )
+    for scenario, part in parts.items():
+        part.stop_reason = replayed.scenarios[scenario].reason
+    return SequentialEvaluation(parts, replayed)
+
+
 def sequential_lines(record: Mapping[str, Any]) -> list[str]:
     """A verdict's sequential figures as lines (``assay registry history``): per scenario how
     many instances were evaluated and why it stopped, per criterion where it was decided and
@@ -630,9 +723,11 @@ def _fmt(value: float | None) -> str:
 __all__ = (
     "Replay",
     "ScenarioStop",
+    "SequentialEvaluation",
     "evaluate_sequentially",
     "judge_sequential",
     "replay",
+    "run_sequential_evaluation",
     "sequential_lines",
     "stored_evaluation",
 )
