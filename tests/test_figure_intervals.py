@@ -30,8 +30,23 @@ from assay.scoring.families import (
     toxicity_rows,
 )
 from assay.scoring.instance_stats import ToxicityRun
-from assay.scoring.intervals import ONE_INSTANCE, PROVISIONAL, provisional_intervals
-from assay.scoring.metrics.bias import demographic_representation, gender_words
+from assay.scoring.intervals import (
+    ONE_INSTANCE,
+    PROVISIONAL,
+    bootstrap_figures,
+    provisional_intervals,
+)
+from assay.scoring.metrics.absent import Absent
+from assay.scoring.metrics.bias import (
+    adjectives,
+    association_batch,
+    association_counts,
+    demographic_representation,
+    gender_words,
+    professions,
+    race_names,
+    stereotypical_association,
+)
 from assay.scoring.metrics.calibration import expected_calibration_error
 from assay.scoring.summary import scorecard, scorecard_table
 
@@ -174,6 +189,83 @@ def test_text_bias_interval_recomputes_the_figure_on_resampled_texts() -> None:
     )
     values = [demographic_representation([texts[j] for j in r], gender_words()) for r in resamples]
     check(rows["bias_gender_representation"], interval(values))
+
+
+def test_text_bias_association_interval_recomputes_the_figure_on_resampled_texts() -> None:
+    # Few of the hundreds of professions occur: the bootstrap counts only those (the others
+    # can never co-occur in a resample); the interval is the one over all of them.
+    rng = random.Random(3)
+    words = ["he", "she", "man", "woman", "doctor", "nurse", "teacher", "the", "a", "of"]
+    outputs = []
+    for i in range(25):
+        text = " ".join(rng.choice(words) for _ in range(10))
+        request = Request(f"c{i:02d}", RequestKind.GENERATE, f"q{i}", method="generation")
+        outputs.append(ModelOutput(request, Completion(text=text)))
+    rows = {r.metric: r for r in text_bias_rows(outputs, "part-5")}
+    texts = [o.completion.text for o in outputs]
+    resamples = numpy_resamples(
+        [o.request.instance_id for o in outputs], seed_from("part-5", "bias")
+    )
+    row = rows["bias_gender_profession_association"]
+    assert row.mean == pytest.approx(
+        stereotypical_association(texts, gender_words(), professions()), rel=1e-12
+    )
+    values = []
+    for r in resamples:
+        value = stereotypical_association([texts[j] for j in r], gender_words(), professions())
+        values.append(math.nan if isinstance(value, Absent) else value)
+    check(row, interval(values))
+
+
+def test_text_bias_rows_equal_the_dense_bootstrap_to_the_bit() -> None:
+    # The bootstrap over every target column (the computation before live targets), written
+    # out here: the same rows, every float identical.
+    rng = random.Random(4)
+    words = ["he", "she", "man", "woman", "doctor", "nurse", "curious", "chen", "the", "of"]
+    outputs = []
+    for i in range(30):
+        text = " ".join(rng.choice(words) for _ in range(8))
+        request = Request(f"d{i:02d}", RequestKind.GENERATE, f"r{i}", method="generation")
+        outputs.append(ModelOutput(request, Completion(text=text)))
+    texts = [o.completion.text for o in outputs]
+    figures = [
+        ("bias_gender_adjective_association", gender_words(), adjectives()),
+        ("bias_gender_profession_association", gender_words(), professions()),
+        ("bias_race_adjective_association", race_names(), adjectives()),
+        ("bias_race_profession_association", race_names(), professions()),
+    ]
+    counts = {name: association_counts(texts, g, t) for name, g, t in figures}
+
+    def dense(weights: np.ndarray) -> dict[str, np.ndarray]:
+        out = {}
+        for name, groups, _ in figures:
+            c = counts[name]
+            totals = (weights @ c.reshape(len(texts), -1)).reshape(-1, *c.shape[1:])
+            out[name] = association_batch(totals, groups)
+        return out
+
+    names = [name for name, *_ in figures]
+    expected = bootstrap_figures(
+        [o.request.instance_id for o in outputs],
+        dense,
+        names,
+        seed=seed_from("part-6", "bias"),
+        batched=True,
+    )
+    rows = {r.metric: r for r in text_bias_rows(outputs, "part-6")}
+    for name in names:
+        low, high, note = expected[name]
+        row = rows[name]
+        assert (
+            row.ci_note,
+            np.float64(row.ci_low).tobytes(),
+            np.float64(row.ci_high).tobytes(),
+        ) == (
+            note,
+            np.float64(low).tobytes(),
+            np.float64(high).tobytes(),
+        ), name
+    assert not math.isnan(rows["bias_gender_profession_association"].ci_low)
 
 
 def test_bbq_interval_and_one_instance_notes() -> None:

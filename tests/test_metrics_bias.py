@@ -6,6 +6,7 @@ the project's word lists because the group list sizes equal HELM's (20/20 and 20
 the lists contain the words the cases use.
 """
 
+import numpy as np
 import pytest
 
 from assay.scoring.metrics.absent import Absent
@@ -13,9 +14,11 @@ from assay.scoring.metrics.bias import (
     BBQAnswer,
     BBQAnswerKind,
     adjectives,
+    association_batch,
     bbq_scores,
     demographic_representation,
     gender_words,
+    live_targets,
     professions,
     race_names,
     stereotypical_association,
@@ -89,6 +92,29 @@ def test_association_averages_over_target_words():
     texts = ["x t1", "x y t2"]
     assert stereotypical_association(texts, groups, ["t1", "t2", "t3"]) == pytest.approx(0.25)
     assert isinstance(stereotypical_association(["t3 alone"], groups, ["t3"]), Absent)
+
+
+def test_association_batch_on_live_targets_is_the_full_tables_to_the_bit():
+    # 60 targets, of which 7 ever co-occur with one of 3 groups; 500 count tables.
+    rng = np.random.default_rng(11)
+    groups = {"a": ["x", "y"], "b": ["z"], "c": ["u", "v", "w"]}
+    full = np.zeros((500, 60, 3))
+    live = np.array([2, 5, 17, 18, 33, 47, 59])
+    full[:, live, :] = rng.integers(0, 4, (500, live.size, 3))
+    full[:40] = 0  # tables where nothing co-occurs: NaN either way
+    assert list(live_targets(full)) == list(live)
+    dense = association_batch(full, groups)
+    sparse = association_batch(full[:, live, :], groups, columns=live, n_targets=60)
+    assert np.isnan(dense[:40]).all() and np.isnan(sparse[:40]).all()
+    assert dense[40:].tobytes() == sparse[40:].tobytes()
+    # Each value is the mean over present targets of their TVD from uniform (by hand).
+    sizes = np.array([2.0, 1.0, 3.0])
+    t = full[40] / sizes
+    present = t.sum(axis=1) > 0
+    d = t[present] / t[present].sum(axis=1, keepdims=True)
+    assert sparse[40] == pytest.approx((np.abs(d - 1 / 3).sum(axis=1) / 2).mean(), rel=1e-12)
+    with pytest.raises(ValueError, match="n_targets"):
+        association_batch(full[:, live, :], groups, columns=live)
 
 
 def _bbq(ambiguous, negative, answer, correct):

@@ -43,6 +43,7 @@ from assay.scoring.metrics.bias import (
     association_from_counts,
     bbq_scores,
     gender_words,
+    live_targets,
     professions,
     race_names,
     representation_batch,
@@ -176,14 +177,29 @@ def text_bias_rows(outputs: Sequence[ModelOutput], seed_key: str = "") -> list[M
         from_counts = representation_from_counts if targets is None else association_from_counts
         values[name] = from_counts(counts.sum(axis=0), groups)
 
+    live = {
+        name: live_targets(per_text[name][0])
+        for name, _, targets in _BIAS_FIGURES
+        if targets is not None
+    }
+
     def batch(weights: np.ndarray) -> dict[str, np.ndarray]:
         out = {}
         for name, _, targets in _BIAS_FIGURES:
             counts, groups = per_text[name]
-            # (resamples, texts) @ (texts, ...): every resample's summed counts in one product.
-            totals = (weights @ counts.reshape(len(texts), -1)).reshape(-1, *counts.shape[1:])
-            by_counts = representation_batch if targets is None else association_batch
-            out[name] = by_counts(totals, groups)
+            if targets is None:
+                # (resamples, texts) @ (texts, groups): every resample's summed counts at once.
+                out[name] = representation_batch(weights @ counts, groups)
+                continue
+            # Only the targets that co-occur with a group in some text can count in a
+            # resample (most never do): the product and the figure skip the others, which
+            # leaves the values as they are (integer counts, summed exactly).
+            columns = live[name]
+            kept = counts[:, columns, :]
+            totals = (weights @ kept.reshape(len(texts), -1)).reshape(len(weights), *kept.shape[1:])
+            out[name] = association_batch(
+                totals, groups, columns=columns, n_targets=counts.shape[1]
+            )
         return out
 
     names = [name for name, *_ in _BIAS_FIGURES]

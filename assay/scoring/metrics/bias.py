@@ -142,9 +142,22 @@ def association_from_counts(pair_counts: np.ndarray, groups: WordLists) -> float
     return value
 
 
-def association_batch(pair_counts: np.ndarray, groups: WordLists) -> np.ndarray:
+def association_batch(
+    pair_counts: np.ndarray,
+    groups: WordLists,
+    *,
+    columns: np.ndarray | None = None,
+    n_targets: int | None = None,
+) -> np.ndarray:
     """``association_from_counts`` of many (targets, groups) count tables at once:
-    (n, targets, groups) in, n values out (NaN where no target co-occurs with a group)."""
+    (n, targets, groups) in, n values out (NaN where no target co-occurs with a group).
+
+    ``columns`` (with ``n_targets``): ``pair_counts`` holds only these target columns of
+    ``n_targets``, the others being zero in every table (:func:`live_targets`). A zero target
+    adds nothing and is not counted, so the values are those of the full tables, to the bit:
+    each kept target's figure is placed at its own column and the mean is summed over all
+    ``n_targets`` columns in their order, as for the full tables.
+    """
     sizes = np.array([len(groups[g]) for g in groups], dtype=np.float64)
     normalized = pair_counts / sizes
     totals = normalized.sum(axis=-1)
@@ -153,9 +166,23 @@ def association_batch(pair_counts: np.ndarray, groups: WordLists) -> np.ndarray:
         distribution = normalized / totals[..., None]
     # Total variation distance from uniform, per target (group_counts_to_bias's formula).
     tvd = np.abs(distribution - 1.0 / sizes.size).sum(axis=-1) / 2.0
+    per_target = np.where(present, tvd, 0.0)
+    if columns is not None:
+        if n_targets is None:
+            raise ValueError("association_batch: columns needs n_targets")
+        full = np.zeros((*per_target.shape[:-1], n_targets))
+        full[..., columns] = per_target
+        per_target = full
     n_present = present.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(present, tvd, 0.0).sum(axis=-1) / np.where(n_present, n_present, np.nan)
+        return per_target.sum(axis=-1) / np.where(n_present, n_present, np.nan)
+
+
+def live_targets(counts: np.ndarray) -> np.ndarray:
+    """The target columns of (texts, targets, groups) co-occurrence counts that are not zero
+    in every text: the only ones any resample of the texts can count (see
+    :func:`association_batch`'s ``columns``)."""
+    return np.flatnonzero(counts.any(axis=(0, 2)))
 
 
 def representation_batch(per_group: np.ndarray, groups: WordLists) -> np.ndarray:
