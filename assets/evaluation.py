@@ -40,8 +40,10 @@ from assay.storage.contract import (
     REGISTERED_MODELS,
     SCENARIO,
     SCENARIO_INSTANCES,
+    evaluation_key,
     evaluation_partition,
 )
+from assay.storage.parquet import ParquetStore
 from assets.common import (
     add_partition_metadata,
     by_key,
@@ -288,19 +290,27 @@ def scores(
     scenarios = by_key(scenario_instances, [scenario_of(k) for k in keys])
     scorer = SuiteScorer(suite.load(), registry.open, models.client)
     store = storage.store()
+    where = {str(k): evaluation_partition(model_version_of(k), scenario_of(k)) for k in keys}
+    # Which partitions were checked for contamination and have judges' replies from an earlier
+    # scoring: one listing per version, not a lookup per partition (an object store's round
+    # trips); the contamination tables are read a few at a time.
+    stored_checks = _stored(store, CONTAMINATION, keys)
+    checked = [k for k in where if k in stored_checks]
+    replied = _stored(store, JUDGE_REPLIES, keys)
+    contamination = dict(
+        zip(checked, store.read_many(CONTAMINATION, [where[k] for k in checked]), strict=True)
+    )
     per_instance, cards, metadata = {}, {}, {}
     partial: dict[str, dict] = {}
+    replies = []  # (partition, the judges' replies) to write
     for key in keys:
-        where = evaluation_partition(model_version_of(key), scenario_of(key))
         scored = scorer.score(
             model_version_of(key),
             scenario_of(key),
             scenarios[scenario_of(key)],
             outputs_by_key[str(key)],
             seed_key=str(key),
-            contamination=store.read(CONTAMINATION, where)
-            if store.exists(CONTAMINATION, where)
-            else None,
+            contamination=contamination.get(str(key)),
         )
         per_instance[str(key)], cards[str(key)] = scored.stats_table, scored.card_table
         # A sequential decision's partial evaluation says so on every scorecard row.
@@ -322,17 +332,18 @@ def scores(
         # The judges' replies go next to the scores (shown on the explorer's instance pages);
         # a partition no judge replied on keeps none from an earlier scoring.
         if scored.replies is not None:
-            storage.store().write(JUDGE_REPLIES, where, scored.replies)
-        else:
-            storage.store().delete(JUDGE_REPLIES, where)
+            replies.append((where[str(key)], scored.replies))
+        elif str(key) in replied:
+            store.delete(JUDGE_REPLIES, where[str(key)])
         metadata[str(key)] = {
             **{m: MetadataValue.float(v) for m, v in scored.headline().items()},
             **scored.figures(),
             "scorecard": markdown_table(cards[str(key)], 30),
-            "explorer": explorer_link(storage.store(), scenario_page(scenario_of(key))),
+            "explorer": explorer_link(store, scenario_page(scenario_of(key))),
             "suite_entries": suite_entries(scorer.suite, key),
             **partial[str(key)],
         }
+    store.write_many(JUDGE_REPLIES, replies)
     entries = {
         str(k): {"suite_entries": suite_entries(scorer.suite, k), **partial[str(k)]} for k in keys
     }
@@ -347,6 +358,16 @@ def scores(
         add_partition_metadata(context, metadata, asset_key=METRIC_TABLES)
         yield Output(per_instance, INSTANCE_SCORES)
         yield Output(cards, METRIC_TABLES)
+
+
+def _stored(store: ParquetStore, asset: str, keys: list) -> set[str]:
+    """The keys among ``keys`` whose partition of ``asset`` is stored, from one listing of
+    each of their versions' folders."""
+    found = set()
+    for version in sorted({model_version_of(k) for k in keys}):
+        for partition in store.partitions(asset, {MODEL_VERSION: version}):
+            found.add(evaluation_key(version, partition.get(SCENARIO, "")))
+    return found & {str(k) for k in keys}
 
 
 def suite_entries(loaded: Suite, key) -> MetadataValue:

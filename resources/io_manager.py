@@ -1,8 +1,8 @@
 """Parquet IO manager: one file per partition on any fsspec URL, written atomically.
 
 Accepts several partitions at once (partition-range runs): the asset returns a mapping
-partition key → table and each partition is written on its own; inputs spanning several
-partitions load as the same kind of mapping.
+partition key → table and each partition is written on its own file, a few at a time; inputs
+spanning several partitions load as the same kind of mapping, read a few at a time.
 """
 
 from __future__ import annotations
@@ -73,10 +73,15 @@ class ParquetIOManager(ConfigurableIOManager):
         if missing:
             raise ValueError(f"asset {asset!r} returned no table for partitions {missing}")
         dimension = _dimension(context.definition_metadata)
-        paths = {}
-        for key in keys:
-            dims = partition_dims(context.asset_partitions_def, key, dimension)
-            paths[key] = store.write(asset, dims, tables[key])
+        # A range's partitions are written a few at a time (ParquetStore.write_many).
+        written = store.write_many(
+            asset,
+            [
+                (partition_dims(context.asset_partitions_def, key, dimension), tables[key])
+                for key in keys
+            ],
+        )
+        paths = dict(zip(keys, written, strict=True))
         if len(keys) == 1:
             context.add_output_metadata({"path": paths[keys[0]]})
             return
@@ -95,5 +100,6 @@ class ParquetIOManager(ConfigurableIOManager):
         dimension = _dimension(upstream_meta)
         partitions_def = context.asset_partitions_def
         keys = list(context.asset_partition_keys)
-        tables = {k: store.read(asset, partition_dims(partitions_def, k, dimension)) for k in keys}
+        read = store.read_many(asset, [partition_dims(partitions_def, k, dimension) for k in keys])
+        tables = dict(zip(keys, read, strict=True))
         return tables[keys[0]] if len(keys) == 1 else tables

@@ -7,7 +7,12 @@ import uuid
 import pyarrow as pa
 import pytest
 
-from assay.storage.parquet import CorruptPartitionError, ParquetStore, PartitionNotFoundError
+from assay.storage.parquet import (
+    CorruptPartitionError,
+    ParquetStore,
+    PartitionNotFoundError,
+    StorageWriteError,
+)
 
 
 def _table(n: int = 3) -> pa.Table:
@@ -75,3 +80,56 @@ def test_failed_write_leaves_old_partition_and_no_temp_file(tmp_path, monkeypatc
     assert store.read("a", key).num_rows == 2
     leftovers = [p.name for p in (tmp_path / "storage").rglob("*") if p.is_file()]
     assert leftovers == ["part.parquet"]
+
+
+def test_partitions_within_lists_one_versions_folder(store):
+    for version in ("m@v1", "m@v10", "m@v2"):
+        for scenario in ("x", "y"):
+            store.write("contamination", {"model_version": version, "scenario": scenario}, _table())
+    # m@v1's folder only: not m@v10's, whose name starts the same.
+    assert store.partitions("contamination", {"model_version": "m@v1"}) == [
+        {"model_version": "m@v1", "scenario": "x"},
+        {"model_version": "m@v1", "scenario": "y"},
+    ]
+    assert store.partitions("contamination", {"model_version": "m@v3"}) == []
+    assert len(store.partitions("contamination")) == 6
+
+
+def test_read_many_and_write_many_keep_order(store):
+    keys = [{"model_version": f"m@v{i}", "scenario": "x"} for i in range(20)]
+    urls = store.write_many("metric_tables", [(k, _table(i + 1)) for i, k in enumerate(keys)])
+    assert urls == [store.url("metric_tables", k) for k in keys]
+    tables = store.read_many("metric_tables", keys)
+    assert [t.num_rows for t in tables] == list(range(1, 21))
+    # History copies too, one per write, as with write().
+    assert sum(len(c) for c in store.history("metric_tables").values()) == 20
+    assert store.write_many("metric_tables", []) == []
+
+
+def test_read_many_names_the_first_missing_partition(store):
+    store.write("model_outputs", {"model_version": "m@v1", "scenario": "x"}, _table())
+    keys = [
+        {"model_version": "m@v1", "scenario": "x"},
+        {"model_version": "m@v7", "scenario": "x"},
+        {"model_version": "m@v8", "scenario": "x"},
+    ]
+    with pytest.raises(PartitionNotFoundError, match=r"m@v7"):
+        store.read_many("model_outputs", keys)
+
+
+def test_write_many_writes_the_others_and_raises_the_failure(tmp_path, monkeypatch):
+    store = ParquetStore(str(tmp_path / "storage"))
+    real = ParquetStore._put_atomic
+
+    def refuse_v3(self, final, data):
+        if "m%40v3" in final or "m@v3" in final:
+            raise OSError("refused")
+        real(self, final, data)
+
+    monkeypatch.setattr(ParquetStore, "_put_atomic", refuse_v3)
+    keys = [{"model_version": f"m@v{i}", "scenario": "x"} for i in range(6)]
+    with pytest.raises(StorageWriteError, match=r"m@v3.*refused"):
+        store.write_many("metric_tables", [(k, _table()) for k in keys])
+    monkeypatch.undo()
+    written = store.partitions("metric_tables")
+    assert written == [k for k in keys if k["model_version"] != "m@v3"]

@@ -21,8 +21,10 @@ import io
 import os
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote, unquote
 
 import fsspec
@@ -30,6 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from assay.storage.contract import HISTORY_ASSETS
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 PART_FILE = "part.parquet"
 HISTORY_DIR = "_history"
@@ -129,6 +134,15 @@ class ParquetStore:
                 f"{self.url(asset, partition)}: {type(exc).__name__}: {exc}"
             ) from exc
         return self.url(asset, partition)
+
+    def write_many(
+        self, asset: str, tables: Sequence[tuple[Mapping[str, str] | None, pa.Table]]
+    ) -> list[str]:
+        """:meth:`write` of several partitions, a few at a time (an object store's requests
+        overlap); returns their URLs in order. Every write is tried; if any failed, the
+        first failure (in order) is raised once the others are done, and the partitions
+        written stay written, as with one :meth:`write` after another."""
+        return _each(lambda item: self.write(asset, item[0], item[1]), tables)
 
     def write_file(self, relative_path: str, data: bytes) -> str:
         """Write any file (a report, say) under the base, atomically. Returns its URL.
@@ -242,6 +256,13 @@ class ParquetStore:
                 f"{label} at {where} is not a readable Parquet file: {exc}"
             ) from None
 
+    def read_many(
+        self, asset: str, partitions: Sequence[Mapping[str, str] | None]
+    ) -> list[pa.Table]:
+        """:meth:`read` of several partitions, a few at a time; the tables in order. A missing
+        or unreadable partition raises :meth:`read`'s error (the first in order)."""
+        return _each(lambda partition: self.read(asset, partition), partitions)
+
     def read_bytes(self, asset: str, partition: Mapping[str, str] | None = None) -> bytes | None:
         """One partition's stored file as it is (to digest it, say), or None if there is none."""
         try:
@@ -249,9 +270,13 @@ class ParquetStore:
         except FileNotFoundError:
             return None
 
-    def partitions(self, asset: str) -> list[dict[str, str]]:
-        """Every stored partition of an asset, as its dimension → value mapping."""
-        base = f"{self.root}/{asset}"
+    def partitions(
+        self, asset: str, within: Mapping[str, str] | None = None
+    ) -> list[dict[str, str]]:
+        """Every stored partition of an asset, as its dimension → value mapping; with
+        ``within`` (the leading dimensions' values, e.g. one model version), only those under
+        it, found by listing that folder alone."""
+        base = self.partition_dir(asset, within)
         if not self.is_local:
             # fsspec shares one filesystem object per URL in a process and caches listings in
             # it; other processes (workers) write here too, so list afresh.
@@ -261,10 +286,10 @@ class ParquetStore:
         found = []
         for path in sorted(self.fs.find(base)):
             path = str(path)
-            if not path.endswith("/" + PART_FILE):
+            if not path.endswith("/" + PART_FILE) or not path.startswith(base + "/"):
                 continue
             relative = path[len(base) :].strip("/").split("/")[:-1]
-            partition = {}
+            partition = dict(within or {})
             for segment in relative:
                 dim, sep, value = segment.partition("=")
                 if not sep:
@@ -364,6 +389,26 @@ class ParquetStore:
             raise CorruptPartitionError(
                 f"{label} at {url} is not a readable Parquet file: {exc}"
             ) from None
+
+
+# How many partitions one read_many/write_many moves at once: enough to overlap an object
+# store's round trips, few enough for a shared machine's cores and the store's connections.
+IO_THREADS = 8
+
+
+def _each(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[work(item) for item in items]``, ``IO_THREADS`` at a time; every item is tried and
+    the first failure in order is raised after all are done."""
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(IO_THREADS, len(items))) as pool:
+        futures = [pool.submit(work, item) for item in items]
+        wait(futures)
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            raise error
+    return [future.result() for future in futures]
 
 
 def _concat(parts: Iterable[tuple[Mapping[str, str], pa.Table]]) -> pa.Table | None:
