@@ -39,6 +39,7 @@ from assay.scenarios.lm_eval_tasks import (
     lm_eval_globals,
     load_task,
 )
+from assay.scoring.lm_eval_peer import needs_peer, require_peer
 
 METHOD = LM_EVAL  # Request.method of every request built here
 TEMPLATE_ID = LM_EVAL  # lm-eval's prompt, not an assay layout
@@ -217,6 +218,9 @@ def requests_for(loaded: LoadedTask, instances: Sequence[Instance]) -> list[Requ
             "in lm-eval's order; the instances given are not (ids "
             f"{', '.join(i.id for i in instances[:5])}…)"
         )
+    if needs_peer(loaded.task):
+        # Its answers could not be scored here: refused before any request runs.
+        require_peer(loaded.spec.task)
     with lm_eval_globals(loaded):
         docs = doc_requests(loaded, len(instances))
     return [r for doc in docs for r in doc.requests]

@@ -5,7 +5,9 @@ each lm-eval request gets its answer from the stored ``model_outputs`` rows, as 
 evaluator hands them over: ``(log-likelihood, is_greedy)`` per continuation, the generated
 text per repeat. Then, as ``lm_eval.evaluator.evaluate`` does, the task applies its filter
 pipelines (regex extraction, take-first, majority vote, ...) and ``process_results`` scores
-every document once per filter. Nothing here calls a model.
+every document once per filter. Nothing here calls a model. A task whose
+``process_results`` needs SymPy's LaTeX parser (MATH-hard, ``minerva_math``) is scored by
+the same function in lm-eval's peer environment (:mod:`assay.scoring.lm_eval_peer`).
 
 Each per-document value becomes an assay per-instance stat (:class:`InstanceStat`):
 
@@ -38,6 +40,7 @@ from typing import Any
 from assay.core.records import Instance, InstanceStat, MetricSummary, ModelOutput, RequestKind
 from assay.scenarios.lm_eval_requests import METHOD, TEMPLATE_ID, doc_requests
 from assay.scenarios.lm_eval_tasks import LmEvalTask, lm_eval_globals, load_task, metric_name
+from assay.scoring.lm_eval_peer import needs_peer, process_results_in_peer, require_peer
 from assay.scoring.scorer_runs import ScorerFailure, ScorerRun
 from assay.scoring.summary import point
 
@@ -88,6 +91,9 @@ def score_lm_eval(
     if unknown:
         raise KeyError(f"model output refers to unknown instance {unknown[0]!r}")
     label = f"lm_eval {spec.task} (lm-eval {loaded.version})"
+    peer = needs_peer(task)
+    if peer and rows:
+        require_peer(spec.task)  # before anything is rebuilt
     failures: list[ScorerFailure] = []
     failed_docs: set[int] = set()
     per_doc: dict[tuple[str, str], dict[int, Any]] = defaultdict(dict)  # (metric, filter) → raw
@@ -109,16 +115,23 @@ def score_lm_eval(
             task.apply_filters()
             by_doc = {d.doc_id: d.lm_instances for d in docs}
             filter_keys = list(task.instances[0].filtered_resps)
+            asked: list[tuple[int, str, Any, list[Any]]] = []
             for filter_key in filter_keys:
                 for doc_id, doc_data in task.doc_iterator(rank=0, limit=limit, world_size=1):
                     if doc_id in failed_docs:
                         continue
-                    requests = by_doc[doc_id]
-                    results = task.process_results(
-                        doc_data, [req.filtered_resps[filter_key] for req in requests]
-                    )
-                    for metric, value in results.items():
-                        per_doc[(metric, filter_key)][doc_id] = value
+                    answers = [req.filtered_resps[filter_key] for req in by_doc[doc_id]]
+                    asked.append((doc_id, filter_key, doc_data, answers))
+            if peer and asked:
+                scored = process_results_in_peer(
+                    spec.task, task.config.process_results, [(d, a) for _, _, d, a in asked]
+                )
+                answered = scored.results
+            else:
+                answered = [task.process_results(d, a) for _, _, d, a in asked]
+            for (doc_id, filter_key, _, _), results in zip(asked, answered, strict=True):
+                for metric, value in results.items():
+                    per_doc[(metric, filter_key)][doc_id] = value
     higher = task.higher_is_better()
     aggregations = task.aggregation()
     stats: list[InstanceStat] = []
