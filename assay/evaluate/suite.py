@@ -716,8 +716,13 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
                 )
             entries[config.key] = config
             origins[config.key] = key
-    promotion = parsed.promotion or PromotionCriteria()
-    promotion.check_scenarios(list(entries), f"{source}: promotion")
+    groups: dict[str, list[str]] = {}
+    for key, origin in origins.items():
+        if key != origin:  # a task of a group entry (lm-eval's mmlu → mmlu.mmlu_anatomy, …)
+            groups.setdefault(origin, []).append(key)
+    promotion = (parsed.promotion or PromotionCriteria()).resolve_groups(
+        list(entries), groups, f"{source}: promotion"
+    )
     raw = data["scenarios"]
     toxicity = data.get("toxicity")
     digests = {}
