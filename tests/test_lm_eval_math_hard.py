@@ -80,7 +80,7 @@ def test_math_hard_is_seven_tasks_built_from_the_local_slice(entries: dict) -> N
         assert "test:" in data.revision and "train" not in data.revision
 
 
-def test_a_fixed_few_shot_list_needs_no_training_file_but_an_evaluation_file(
+def test_a_fixed_few_shot_list_needs_no_training_file(
     tmp_path: Path,
 ) -> None:
     # The task's four examples are in its config, so no train split is read; its test split
@@ -96,6 +96,14 @@ def test_a_fixed_few_shot_list_needs_no_training_file_but_an_evaluation_file(
     }
     with pytest.raises(Exception, match=r"no files for dataset 'DigitalLearningGmbH/MATH-"):
         parse_suite(suite, "s.yaml", tmp_path).scenarios["m"].build().load()
+    # One task from data_files: the test file alone.
+    test_file = FIXTURE / "algebra" / "test.jsonl"
+    suite["scenarios"]["m"]["args"] = {
+        "task": "leaderboard_math_algebra_hard",
+        "data_files": {"test": str(test_file)},
+    }
+    data = parse_suite(suite, "s.yaml", REPO).scenarios["m"].build().load()
+    assert len(data.instances) == len(_rows("algebra")) == 3
 
 
 def test_without_lm_evals_environment_no_request_is_built(

@@ -227,3 +227,17 @@ def test_the_reference_is_right_and_the_next_problems_answer_wrong(
             if (config, n) not in RESTATED and n % 2 == 0:
                 expected = 1 if (config, n) == ("algebra", 0) else 0
                 assert verdict["exact_match_original"] == expected, (config, n)
+
+
+def test_one_antlr_runtime_cannot_serve_both(peer: Path) -> None:
+    """Why the peer: math-verify 0.9 pins latex2sympy2_extended 1.11.0, whose parser for ANTLR
+    4.11 (lm-eval's `math` extra, SymPy's LaTeX parser's only runtime) fails on a percentage
+    that its ANTLR 4.13.2 parser, assay's, reads. If a release fixes it, this fails, and one
+    environment could serve both."""
+    from latex2sympy2_extended import latex2sympy
+
+    assert str(latex2sympy("25\\%")) == "25*(1/100)"  # here: ANTLR 4.13.2
+    probe = "from latex2sympy2_extended import latex2sympy; latex2sympy('25\\\\%')"
+    there = subprocess.run([str(peer), "-c", probe], capture_output=True, text=True, timeout=300)
+    assert there.returncode != 0
+    assert "AttributeError" in there.stderr and "FUNC_GAMMA" in there.stderr

@@ -3,7 +3,8 @@ score in process.
 
 Some lm-eval tasks check answers with SymPy's LaTeX parser (``sympy.parsing.latex``), which
 runs only on ANTLR runtime 4.11 (lm-eval's ``math`` extra): MATH-hard of the Open LLM
-Leaderboard (``leaderboard_math_hard``), ``minerva_math``. assay's environment has ANTLR
+Leaderboard (``leaderboard_math_hard``). (``minerva_math``'s module asserts ANTLR 4.11 when
+it is imported, so its tasks cannot even be built in assay's environment.) assay's has ANTLR
 4.13.2, the runtime math-verify's parser is right on: math-verify 0.9 pins
 latex2sympy2_extended 1.11.0, whose parser for ANTLR 4.11 is generated from an older grammar
 (it fails on ``25\\%`` with an AttributeError and reads it as 25), so one runtime cannot serve

@@ -6,7 +6,7 @@ evaluator hands them over: ``(log-likelihood, is_greedy)`` per continuation, the
 text per repeat. Then, as ``lm_eval.evaluator.evaluate`` does, the task applies its filter
 pipelines (regex extraction, take-first, majority vote, ...) and ``process_results`` scores
 every document once per filter. Nothing here calls a model. A task whose
-``process_results`` needs SymPy's LaTeX parser (MATH-hard, ``minerva_math``) is scored by
+``process_results`` needs SymPy's LaTeX parser (MATH-hard) is scored by
 the same function in lm-eval's peer environment (:mod:`assay.scoring.lm_eval_peer`).
 
 Each per-document value becomes an assay per-instance stat (:class:`InstanceStat`):

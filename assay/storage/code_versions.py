@@ -93,7 +93,7 @@ _INSTANCE_STATS = (
     # lm-eval tasks: their requests are rebuilt and scored by lm-eval's own code.
     *_LM_EVAL,
     "scoring/lm_eval_scores.py",
-    # MATH-hard's and minerva_math's process_results, run in lm-eval's environment.
+    # MATH-hard's process_results, run in lm-eval's environment.
     "scoring/lm_eval_peer.py",
     # The defaults of an entry's scorer settings (code execution, judges) live here.
     "evaluate/suite.py",
