@@ -241,3 +241,98 @@ def test_one_antlr_runtime_cannot_serve_both(peer: Path) -> None:
     there = subprocess.run([str(peer), "-c", probe], capture_output=True, text=True, timeout=300)
     assert there.returncode != 0
     assert "AttributeError" in there.stderr and "FUNC_GAMMA" in there.stderr
+
+
+# ----------------------------------------------------------------- the bundled model's answers
+
+GEN_TOKENS = 96  # both sides; lm-eval's own 1024 would take minutes per answer on CPU
+# Runs lm-eval itself in its environment: simple_evaluate with its HFLM on the bundled model
+# exported to Hugging Face format, the task's YAML included and pointed at the fixture with
+# lm-eval's json loader (its documented way to run a built-in task offline).
+RUN = r"""
+import json, logging, sys
+from pathlib import Path
+logging.disable(logging.WARNING)
+import lm_eval, yaml
+from lm_eval import simple_evaluate
+from lm_eval.models.huggingface import HFLM
+from lm_eval.tasks import TaskManager
+job = json.load(sys.stdin)
+folder = Path(job["folder"])
+task = "leaderboard_math_algebra_hard"
+config = {
+    "include": str(Path(lm_eval.__file__).parent / "tasks/leaderboard/math/math_algebra.yaml"),
+    "task": task,
+    "dataset_path": "json",
+    "dataset_name": None,
+    "dataset_kwargs": {"data_files": {"test": job["test"], "train": job["test"]}},
+    "generation_kwargs": {"until": ["Problem:"], "do_sample": False, "temperature": 0,
+                          "max_gen_toks": job["tokens"]},
+}
+(folder / f"{task}.yaml").write_text(yaml.safe_dump(config))
+lm = HFLM(pretrained=job["model"], dtype="float32", batch_size=4, device="cpu")
+out = simple_evaluate(model=lm, tasks=[task], task_manager=TaskManager(include_path=str(folder)),
+                      log_samples=True, fewshot_random_seed=1234, bootstrap_iters=0)
+samples = [
+    {"doc_id": s["doc_id"], "prompt": s["arguments"][0][0], "text": s["resps"][0][0],
+     "exact_match": s["exact_match"], "exact_match_original": s["exact_match_original"]}
+    for s in out["samples"][task]
+]
+json.dump({"samples": samples, "results": out["results"][task]}, sys.stdout, default=str)
+"""
+
+
+def test_the_bundled_models_answers_score_as_in_lm_evals_own_run(
+    peer: Path, model_cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lm-eval run as itself in its environment and assay's suite entry (transformers client,
+    scored through the peer) on the three algebra problems: same prompts, same greedy
+    texts, same per-document metrics and means."""
+    from assay.evaluate.run import evaluate, select_instances
+    from assay.models.base import ModelSpec, ServingConfig
+    from assay.models.bundled import BUNDLED_SOURCE, bundled_gguf_path
+    from assay.models.factory import build_client
+    from assay.models.transformers_loading import converted_model_dir
+    from assay.scoring.lm_eval_scores import score_lm_eval
+
+    monkeypatch.setenv(VENV_ENV, str(VENV))
+    model = converted_model_dir(bundled_gguf_path(), model_cache_dir)
+    job = {
+        "folder": str(tmp_path),
+        "test": str(FIXTURE / "algebra" / "test.jsonl"),
+        "model": str(model),
+        "tokens": GEN_TOKENS,
+    }
+    done = subprocess.run(
+        [str(peer), "-c", RUN],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    theirs = json.loads(done.stdout)
+    samples = sorted(theirs["samples"], key=lambda s: s["doc_id"])
+    assert len(samples) == 3
+
+    args = {
+        "task": "leaderboard_math_algebra_hard",
+        "data_dir": str(DATA),
+        "gen_kwargs": {"max_gen_toks": GEN_TOKENS},
+    }
+    suite = {"scenarios": {"m": {"scenario": "lm_eval", "args": args}}}
+    entry = parse_suite(suite, "s.yaml", REPO).scenarios["m"]
+    client = build_client(
+        ModelSpec("math@v1", BUNDLED_SOURCE, ServingConfig(batch_size=4)), model_cache_dir
+    )
+    instances, train = select_instances(entry, entry.build().load().instances)
+    outputs = evaluate(client, entry, instances, train).outputs
+    assert [o.request.prompt for o in outputs] == [s["prompt"] for s in samples]
+    assert [o.completion.text for o in outputs] == [s["text"] for s in samples]
+    run = score_lm_eval(entry.lm_eval, instances, outputs)
+    for metric in METRICS:
+        ours = {s.instance_id: s.value for s in run.stats if s.metric == metric}
+        assert ours == {str(s["doc_id"]): float(s[metric]) for s in samples}, metric
+        mean = sum(ours.values()) / len(ours)
+        assert mean == pytest.approx(float(theirs["results"][f"{metric},none"]))
