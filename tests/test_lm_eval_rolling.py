@@ -195,7 +195,13 @@ def wikitext_run(model_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
     again = evaluate(client, config, instances, train).outputs
     scored = score_lm_eval(config.lm_eval, instances, first)
     card = score_partition(instances, first, scored=scored)
-    return {"instances": instances, "outputs": first, "again": again, "card": card}
+    return {
+        "instances": instances,
+        "outputs": first,
+        "again": again,
+        "card": card,
+        "primary": config.primary_metric,
+    }
 
 
 def test_wikitext_scorecard_is_the_corpus_perplexity(wikitext_run: dict) -> None:
@@ -214,6 +220,7 @@ def test_wikitext_scorecard_is_the_corpus_perplexity(wikitext_run: dict) -> None
         "byte_perplexity": math.exp(-total_ll / sum(nbytes.values())),
         "bits_per_byte": -total_ll / sum(nbytes.values()) / math.log(2),
     }
+    assert wikitext_run["primary"] == "word_perplexity"  # the board's headline
     rows: dict[str, MetricSummary] = {r.metric: r for r in card.card if r.group == ""}
     for metric, value in expected.items():
         row = rows[metric]

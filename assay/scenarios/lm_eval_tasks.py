@@ -351,6 +351,7 @@ _DEFAULT_METRICS = {
     "multiple_choice": "acc",
     "loglikelihood": "perplexity",
     "generate_until": "exact_match",
+    "loglikelihood_rolling": "word_perplexity",
 }
 
 
