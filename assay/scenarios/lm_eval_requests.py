@@ -10,7 +10,10 @@ module only regroups them for assay's model clients and maps the answers back:
 - a ``generate_until`` request becomes a ``RequestKind.GENERATE`` request with lm-eval's
   ``until`` as stop sequences and ``max_gen_toks`` as ``max_tokens`` (256 when the task sets
   none, lm-eval's HF default), greedy unless the task samples (``do_sample``, with its
-  temperature and top_p; each of lm-eval's ``repeats`` is then a seeded sample of its own).
+  temperature and top_p; each of lm-eval's ``repeats`` is then a seeded sample of its own);
+- a ``loglikelihood_rolling`` request (perplexity tasks: wikitext, pile, paloma) becomes a
+  ``RequestKind.LOGLIKELIHOOD_ROLLING`` request whose prompt is the whole text; the model
+  client scores it over rolling windows of its context, as lm-eval's HFLM does.
 
 Instances are the task's evaluation documents in lm-eval's order, ids ``"0"``, ``"1"``, ...
 (lm-eval's ``doc_id``), all in split ``test``; an entry's ``max_instances`` is lm-eval's
@@ -44,6 +47,7 @@ from assay.scoring.lm_eval_peer import needs_peer, require_peer
 METHOD = LM_EVAL  # Request.method of every request built here
 TEMPLATE_ID = LM_EVAL  # lm-eval's prompt, not an assay layout
 EVAL_SPLIT = "test"
+ROLLING = "loglikelihood_rolling"  # lm-eval's perplexity output type
 
 
 def instances_of(loaded: LoadedTask) -> list[Instance]:
@@ -54,7 +58,10 @@ def instances_of(loaded: LoadedTask) -> list[Instance]:
         docs = list(task.doc_iterator(rank=0, limit=None, world_size=1))
         for doc_id, doc in docs:
             try:
-                out.append(_instance(task, doc_id, doc))
+                if task.OUTPUT_TYPE == ROLLING:
+                    out.append(_rolling_instance(task, doc_id, doc))
+                else:
+                    out.append(_instance(task, doc_id, doc))
             except Exception as exc:
                 raise LmEvalTaskError(
                     f"lm-eval task {loaded.spec.task!r}: document {doc_id} "
@@ -88,6 +95,27 @@ def _instance(task: Any, doc_id: int, doc: Any) -> Instance:
         golds = target if isinstance(target, list) else [target]
         references = tuple(Reference(str(g), True) for g in golds)
     return Instance(id=str(doc_id), input=shown, references=references, split=EVAL_SPLIT)
+
+
+def _rolling_instance(task: Any, doc_id: int, doc: Any) -> Instance:
+    """A perplexity document: the text scored (lm-eval's ``doc_to_target``) is the input,
+    with no references (nothing is matched against it)."""
+    text = task.doc_to_target(doc)
+    if not isinstance(text, str):
+        raise LmEvalTaskError(f"its text (doc_to_target) is {type(text).__name__}, not a string")
+    return Instance(id=str(doc_id), input=text, references=(), split=EVAL_SPLIT)
+
+
+def _rolling_request(inst: Any, doc_id: int) -> Request:
+    """A ``loglikelihood_rolling`` instance: the whole text, scored over the model's windows."""
+    (text,) = inst.arguments
+    return Request(
+        instance_id=str(doc_id),
+        kind=RequestKind.LOGLIKELIHOOD_ROLLING,
+        prompt=text,
+        template_id=TEMPLATE_ID,
+        method=METHOD,
+    )
 
 
 @dataclass
@@ -197,6 +225,10 @@ def _regroup(loaded: LoadedTask, doc_id: int, group: list[Any]) -> DocRequests:
                 doc.requests.extend(samples)
             doc.slots.append((at, -1))
             doc.repeats.append(inst.repeats)
+        elif kind == ROLLING:
+            doc.slots.append((len(doc.requests), 0))
+            doc.repeats.append(1)
+            doc.requests.append(_rolling_request(inst, doc_id))
         else:
             raise LmEvalTaskError(
                 f"lm-eval task {loaded.spec.task!r}: request type {kind!r} is not supported"

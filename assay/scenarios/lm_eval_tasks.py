@@ -351,6 +351,7 @@ _DEFAULT_METRICS = {
     "multiple_choice": "acc",
     "loglikelihood": "perplexity",
     "generate_until": "exact_match",
+    "loglikelihood_rolling": "word_perplexity",
 }
 
 
@@ -400,7 +401,7 @@ def code_execution_reason(config: Mapping[str, Any]) -> str:
 def check_runnable(spec: LmEvalTask, scorer: str | None, where: str) -> None:
     """Refuse, before anything is loaded or asked, a task assay will not run: one that
     executes model-written code unless the entry's scorer is the sandboxed
-    ``code_execution``, and the output types assay does not send yet."""
+    ``code_execution``, and multimodal tasks (assay sends text only)."""
     config = {**raw_config(spec.task, spec.include_path), **spec.overrides}
     reason = code_execution_reason(config)
     if reason and scorer != "code_execution":
@@ -408,12 +409,6 @@ def check_runnable(spec: LmEvalTask, scorer: str | None, where: str) -> None:
             f"{where}: lm-eval task {spec.task!r} is refused: {reason}. assay never runs "
             "lm-eval's in-process code execution; name the sandboxed scorer instead "
             "(scorer: code_execution, see assay.scoring.code_execution)"
-        )
-    output_type = config.get("output_type")
-    if output_type == "loglikelihood_rolling":
-        raise LmEvalTaskError(
-            f"{where}: lm-eval task {spec.task!r} is a loglikelihood_rolling (perplexity) "
-            "task, which assay does not send yet"
         )
     if config.get("doc_to_image") or config.get("doc_to_audio"):
         raise LmEvalTaskError(

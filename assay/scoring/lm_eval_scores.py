@@ -18,11 +18,16 @@ Each per-document value becomes an assay per-instance stat (:class:`InstanceStat
 - a list of numbers (IFEval's per-instruction results) that lm-eval pools over documents is
   two stats, ``<name>_sum`` and ``<name>_n``, and the scorecard's ``<name>`` is their ratio
   (sum over sum, resampling documents), lm-eval's pooled mean; a list lm-eval aggregates
-  otherwise is averaged for the document.
+  otherwise is averaged for the document;
+- a perplexity task's ``(log-likelihood, weight)`` pair (words or bytes) is two stats,
+  ``<name>_loglikelihood`` and ``<name>_weight``, and the scorecard's ``<name>`` is lm-eval's
+  corpus figure computed from their sums (``word_perplexity`` and ``byte_perplexity``:
+  exp(-Σ loglik / Σ weight); ``bits_per_byte``: -Σ loglik / Σ bytes / ln 2), its interval
+  resampling documents.
 
 Aggregation is assay's: the scorecard's mean over documents with its bootstrap interval,
 which for a metric lm-eval aggregates by ``mean`` is lm-eval's number. For any other
-aggregation (IFEval's per-instruction accuracy, corpus BLEU, perplexity) the scorecard also
+aggregation (corpus BLEU, lm-eval's ``perplexity``) the scorecard also
 carries lm-eval's own aggregate, computed by the task's aggregation function over all
 documents, in a row grouped ``aggregation=lm_eval`` (the headline itself when documents have
 no number of their own). A document whose request failed is not scored; it is counted in
@@ -140,6 +145,7 @@ def score_lm_eval(
     from lm_eval.api.metrics import mean as lm_eval_mean
 
     ratios: dict[str, tuple[str, str]] = {}
+    transforms: dict[str, str] = {}
     for (metric, filter_key), values in sorted(per_doc.items()):
         name = metric_name(metric, filter_key)
         family = "calibration" if metric in CALIBRATION_METRICS else "accuracy"
@@ -148,6 +154,18 @@ def score_lm_eval(
         figure = None
         if aggregate is not None and aggregate is not lm_eval_mean:
             figure = float(aggregate(raw))
+        transform = _weighted_transform(raw, figure)
+        if transform:
+            # (log-likelihood, weight) per document, lm-eval's weighted perplexity or bits
+            # per byte: a function of a ratio of sums, with an instance bootstrap.
+            ratios[name] = (f"{name}_loglikelihood", f"{name}_weight")
+            transforms[name] = transform
+            for doc_id, (loglik, weight) in sorted(values.items()):
+                stats.append(_stat(doc_id, f"{name}_loglikelihood", float(loglik), family))
+                stats.append(_stat(doc_id, f"{name}_weight", float(weight), family))
+            if higher.get(metric) is False:
+                lower.add(name)
+            continue
         lists = all(isinstance(v, list | tuple) and _per_document(v) is not None for v in raw)
         if raw and lists and (figure is None or _is_pooled_mean(raw, figure)):
             # Per-document lists pooled by lm-eval (IFEval's instructions): a ratio of sums,
@@ -186,6 +204,7 @@ def score_lm_eval(
         figures,
         card_rows=card,
         ratios=ratios,
+        ratio_transforms=transforms,
     )
 
 
@@ -193,6 +212,26 @@ def _stat(doc_id: int, metric: str, value: float, family: str) -> InstanceStat:
     return InstanceStat(
         instance_id=str(doc_id), metric=metric, value=value, family=family, template_id=TEMPLATE_ID
     )
+
+
+def _weighted_transform(raw: list[Any], figure: float | None) -> str:
+    """The ``summary.RATIO_TRANSFORMS`` name under which lm-eval's aggregate of per-document
+    ``(log-likelihood, weight)`` pairs is a function of Σ loglik / Σ weight ("" when the
+    values are not such pairs or the aggregate is another function of them)."""
+    pairs = all(
+        isinstance(v, list | tuple) and len(v) == 2 and all(_number(x) is not None for x in v)
+        for v in raw
+    )
+    if figure is None or not raw or not pairs:
+        return ""
+    total = sum(float(w) for _, w in raw)
+    if total <= 0:
+        return ""
+    ratio = sum(float(ll) for ll, _ in raw) / total
+    for name, value in (("exp_neg", math.exp(-ratio)), ("neg_bits", -ratio / math.log(2))):
+        if math.isclose(value, figure, rel_tol=1e-9, abs_tol=1e-12):
+            return name
+    return ""
 
 
 def _is_pooled_mean(raw: list[Any], figure: float) -> bool:
@@ -230,11 +269,14 @@ def _attach(doc: Any, by_key: dict[tuple[Any, ...], ModelOutput]) -> str:
             break
     for inst, (at, choice), repeats in zip(doc.lm_instances, doc.slots, doc.repeats, strict=True):
         inst.resps = []
+        rolling = doc.requests[at].kind is RequestKind.LOGLIKELIHOOD_ROLLING
         if problem:
             stand_in: Any = (float("-inf"), False) if choice >= 0 else ""
-            inst.resps.extend([stand_in] * repeats)
+            inst.resps.extend([float("-inf") if rolling else stand_in] * repeats)
             continue
-        if choice >= 0:
+        if rolling:  # lm-eval hands a perplexity task the text's summed log-likelihood
+            inst.resps.append(float(answers[at].completion.choices[0].logprob))  # type: ignore[union-attr]
+        elif choice >= 0:
             scored = answers[at].completion.choices[choice]  # type: ignore[union-attr]
             inst.resps.append((float(scored.logprob), bool(scored.is_greedy)))
         elif doc.requests[at].kind is RequestKind.GENERATE and doc.requests[at].sampled:
