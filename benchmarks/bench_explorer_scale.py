@@ -175,9 +175,18 @@ def rankings_board(store, registry, loaded_suite, day: str):
 
 
 def explorer_data(store, registry_url: str, day: str):
-    """The current tree's explorer inputs for ``day``, as assets/dashboard.py builds them.
-    Adapt this function (only) when the dashboard asset builds them differently."""
-    return reference_explorer_data(store, registry_url, day)
+    """The current tree's explorer inputs for ``day``, as its assets/dashboard.py builds them:
+    ``ExplorerData.of_day`` (results queried as of the day) where the tree has it, else as
+    the reference does. Adapt this function (only) when the dashboard asset changes."""
+    from assay.registry import Registry
+    from assay.report import ExplorerData
+
+    if not hasattr(ExplorerData, "of_day"):
+        return reference_explorer_data(store, registry_url, day)
+    history = store.read_all("rankings")
+    # Left open, as the dashboard asset leaves it.
+    opened = Registry.open(registry_url)
+    return ExplorerData.of_day(store, opened, suite(_n_scenarios(store)), day, rankings=history)
 
 
 def reference_explorer_data(store, registry_url: str, day: str):
@@ -395,7 +404,7 @@ def summary(rows: list[dict]) -> None:
         f"\ngrowth exponents against {against} over {len(rows)} sizes; at {v_aim:,} × {s_aim} "
         f"(extrapolated along that slope from the largest size):"
     )
-    print(f"  {'':30} {'reference':>22} {'current':>22}  aim (current)")
+    print(f"  {'':36} {'reference':>22} {'current':>22}  aim (current)")
     for key, name in (
         ("rankings", "rankings, the day"),
         ("full", "explorer full build"),
@@ -423,7 +432,7 @@ def summary(rows: list[dict]) -> None:
             label = (
                 f"{name}, {dict(total_s='time', peak='peak', files='files', bytes='size')[what]}"
             )
-            print(f"  {label:30} {cols[0]:>22} {cols[1]:>22}  {verdict}")
+            print(f"  {label:36} {cols[0]:>22} {cols[1]:>22}  {verdict}")
 
 
 def _shown(what: str, value: float) -> str:
