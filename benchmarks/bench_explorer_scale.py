@@ -15,9 +15,9 @@ partition is written as it comes.
 
 Every figure is taken in a fresh child interpreter (``PYTHONPATH`` at the tree's code: this
 tree, or the reference extracted with ``git archive``), reference and current one after the
-other on the same store, the tree's modules imported before its clock starts; a child's
-peak resident memory is its own ``VmHWM`` (or its workers' ``ru_maxrss``, if higher).
-Per size and tree:
+other on the same store (taking turns going first), the tree's modules imported before its
+clock starts; a child's peak resident memory is its own ``VmHWM`` (or its workers'
+``ru_maxrss``, if higher). Per size and tree:
 
 - ``rankings`` for the last day (:func:`rankings_board`, what the ``rankings`` asset calls):
   time, peak memory, and whether the two trees' boards are identical (digests);
@@ -309,8 +309,11 @@ def measure(args, versions: int, scenarios: int, tmp: Path, codes: dict[str, Pat
     fig: dict = {"size": (versions, scenarios), "built_s": store.built_s}
     sites = {tree: root / f"site-{tree}" for tree in TREES}
 
+    turn = iter(range(100))
+
     def each(which: str, key: str) -> None:
-        for tree in TREES:
+        # The trees take turns going first (the second may find the store in the page cache).
+        for tree in TREES if next(turn) % 2 == 0 else TREES[::-1]:
             fig.setdefault(tree, {})[key] = run_child(
                 which, tree, codes[tree], root, store.day, sites[tree], args.workers
             )
@@ -327,8 +330,6 @@ def measure(args, versions: int, scenarios: int, tmp: Path, codes: dict[str, Pat
     fig["leader_version"] = store.add(args.leader_skill)
     each("build", "leader")
     each("rankings", "rankings_leader")
-    for tree in TREES:
-        fig[tree]["after"] = _site_size(sites[tree])
     store.close()
     fig["store_bytes"] = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) - sum(
         sum(p.stat().st_size for p in sites[t].rglob("*") if p.is_file()) for t in TREES
