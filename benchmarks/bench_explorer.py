@@ -32,6 +32,9 @@ from assay.report.sample import board_of, write_sample
 from assay.scoring.summary import SCORECARD_SCHEMA
 from assay.storage.parquet import ParquetStore
 
+# champion is a gated alias: the synthetic history moves it without a promotion verdict.
+MOVE = "benchmark history: the champion moves every ten versions"
+
 
 class _Clock:
     now = datetime(2026, 10, 1, tzinfo=UTC)
@@ -41,6 +44,134 @@ class _Clock:
 
     def set(self, when: datetime) -> None:
         self.now = when
+
+
+def write_instances(
+    store: ParquetStore, scenarios: list[str], ids: list[str], gold: dict[str, np.ndarray]
+) -> None:
+    """Each scenario's instances: four options, the ``gold`` one right, two groups."""
+    for s in scenarios:
+        instances = [
+            Instance(
+                iid,
+                f"Question {iid} of {s}: pick the right option.",
+                tuple(Reference(f"option {k}", k == gold[s][i]) for k in range(4)),
+                groups={"group": "a" if i % 2 else "b"},
+            )
+            for i, iid in enumerate(ids)
+        ]
+        store.write("scenario_instances", {"scenario": s}, Instance.to_table(instances))
+
+
+def write_version(
+    store: ParquetStore,
+    version: str,
+    scenarios: list[str],
+    ids: list[str],
+    gold: dict[str, np.ndarray],
+    skill: float,
+    rng: np.random.Generator,
+    v: int,
+) -> None:
+    """One version's ``model_outputs``, ``instance_scores`` and ``metric_tables`` on every
+    scenario: each instance right with probability ``skill`` (``v`` names its requests)."""
+    n_instances = len(ids)
+    for s in scenarios:
+        right = rng.random(n_instances) < skill
+        logits = rng.normal(0, 0.5, (n_instances, 4))
+        chosen = np.where(right, gold[s], (gold[s] + 1) % 4)
+        logits[np.arange(n_instances), chosen] += 1.5
+        logprobs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        probs = np.exp(logprobs[np.arange(n_instances), chosen])
+        latency = 0.05 + rng.exponential(0.05, n_instances)
+        outputs = pa.table(
+            {
+                "instance_id": ids,
+                "request_digest": [f"d{v}-{i}" for i in range(n_instances)],
+                "kind": ["loglikelihood"] * n_instances,
+                "template_id": ["mc@v1"] * n_instances,
+                "trial": [0] * n_instances,
+                "perturbation": [""] * n_instances,
+                "method": ["multiple_choice_separate"] * n_instances,
+                "part": [""] * n_instances,
+                "truncated": [False] * n_instances,
+                "prompt": [f"Answer.\nQuestion {i} of {s}\nAnswer:" for i in ids],
+                "prompt_digest": [f"p{i}" for i in range(n_instances)],
+                "text": [""] * n_instances,
+                "prompt_tokens": [12] * n_instances,
+                "completion_tokens": [0] * n_instances,
+                "token_logprobs": [[] for _ in ids],
+                "choices": [
+                    [
+                        {
+                            "text": f"option {k}",
+                            "logprob": float(logprobs[i, k]),
+                            "n_tokens": 2,
+                            "n_chars": 8,
+                            "n_bytes": 8,
+                            "is_greedy": False,
+                        }
+                        for k in range(4)
+                    ]
+                    for i in range(n_instances)
+                ],
+                "latency_s": latency,
+                "batch_size": [8] * n_instances,
+                "cached": [False] * n_instances,
+                "error": [None] * n_instances,
+                "prompt_templates": [[] for _ in ids],
+                "temperature": [0.0] * n_instances,
+                "top_p": [1.0] * n_instances,
+                "seed": [0] * n_instances,
+                "sample": [0] * n_instances,
+            },
+            schema=OUTPUT_SCHEMA,
+        )
+        acc = right.astype(float)
+        n = n_instances
+        stats = pa.table(
+            {
+                "instance_id": ids * 3,
+                "metric": ["acc"] * n + ["chosen_prob"] * n + ["acc"] * n,
+                "value": np.concatenate([acc, probs, acc]),
+                "family": ["accuracy"] * n + ["calibration"] * n + ["accuracy"] * n,
+                "perturbation": [""] * (3 * n),
+                "trial": [0] * (3 * n),
+                "template_id": ["mc@v1"] * (3 * n),
+                "group": [""] * (2 * n) + [f"group={'a' if i % 2 else 'b'}" for i in range(n)],
+                "note": [""] * (3 * n),
+            },
+            schema=InstanceStat.SCHEMA,
+        )
+        half = acc.reshape(-1, 2) if n % 2 == 0 else acc[:-1].reshape(-1, 2)
+
+        def row(metric, family, group, mean, low, high, reason="", n=n):
+            return {
+                "metric": metric,
+                "family": family,
+                "group": group,
+                "perturbation": "",
+                "mean": mean,
+                "count": n,
+                "ci_low": low,
+                "ci_high": high,
+                "reason": reason,
+            }
+
+        se = float(np.sqrt(acc.mean() * (1 - acc.mean()) / n))
+        card = [
+            row("acc", "accuracy", "", acc.mean(), acc.mean() - 2 * se, acc.mean() + 2 * se),
+            row("acc", "accuracy", "group=b", half[:, 0].mean(), np.nan, np.nan),
+            row("acc", "accuracy", "group=a", half[:, 1].mean(), np.nan, np.nan),
+            row("chosen_prob", "calibration", "", probs.mean(), np.nan, np.nan),
+            row("latency_s", "efficiency", "", latency.mean(), np.nan, np.nan),
+            row("toxicity", "toxicity", "", np.nan, np.nan, np.nan, "no toxicity scorer"),
+            row("robustness_worst_case", "robustness", "", np.nan, np.nan, np.nan, "none"),
+        ]
+        where = {"model_version": version, "scenario": s}
+        store.write("model_outputs", where, outputs)
+        store.write("instance_scores", where, stats)
+        store.write("metric_tables", where, pa.Table.from_pylist(card, SCORECARD_SCHEMA))
 
 
 def _synthetic(
@@ -57,120 +188,15 @@ def _synthetic(
     ids = [f"i{i:05d}" for i in range(n_instances)]
     rng = np.random.default_rng(0)
     gold = {s: rng.integers(0, 4, n_instances) for s in scenarios}
-    for s in scenarios:
-        instances = [
-            Instance(
-                iid,
-                f"Question {iid} of {s}: pick the right option.",
-                tuple(Reference(f"option {k}", k == gold[s][i]) for k in range(4)),
-                groups={"group": "a" if i % 2 else "b"},
-            )
-            for i, iid in enumerate(ids)
-        ]
-        store.write("scenario_instances", {"scenario": s}, Instance.to_table(instances))
+    write_instances(store, scenarios, ids, gold)
     versions = []
     for v in range(n_versions):
         clock.set(datetime(2026, 10, 1, tzinfo=UTC) + timedelta(days=v // 5))
         version = registry.create_version("bench", "bundled:smollm2-135m-instruct").key
         versions.append(version)
         if v % 10 == 0:
-            registry.set_alias("bench", "champion", v + 1)
-        skill = 0.3 + 0.6 * v / n_versions
-        for s in scenarios:
-            right = rng.random(n_instances) < skill
-            logits = rng.normal(0, 0.5, (n_instances, 4))
-            chosen = np.where(right, gold[s], (gold[s] + 1) % 4)
-            logits[np.arange(n_instances), chosen] += 1.5
-            logprobs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-            probs = np.exp(logprobs[np.arange(n_instances), chosen])
-            latency = 0.05 + rng.exponential(0.05, n_instances)
-            outputs = pa.table(
-                {
-                    "instance_id": ids,
-                    "request_digest": [f"d{v}-{i}" for i in range(n_instances)],
-                    "kind": ["loglikelihood"] * n_instances,
-                    "template_id": ["mc@v1"] * n_instances,
-                    "trial": [0] * n_instances,
-                    "perturbation": [""] * n_instances,
-                    "method": ["multiple_choice_separate"] * n_instances,
-                    "part": [""] * n_instances,
-                    "truncated": [False] * n_instances,
-                    "prompt": [f"Answer.\nQuestion {i} of {s}\nAnswer:" for i in ids],
-                    "prompt_digest": [f"p{i}" for i in range(n_instances)],
-                    "text": [""] * n_instances,
-                    "prompt_tokens": [12] * n_instances,
-                    "completion_tokens": [0] * n_instances,
-                    "token_logprobs": [[] for _ in ids],
-                    "choices": [
-                        [
-                            {
-                                "text": f"option {k}",
-                                "logprob": float(logprobs[i, k]),
-                                "n_tokens": 2,
-                                "n_chars": 8,
-                                "n_bytes": 8,
-                                "is_greedy": False,
-                            }
-                            for k in range(4)
-                        ]
-                        for i in range(n_instances)
-                    ],
-                    "latency_s": latency,
-                    "batch_size": [8] * n_instances,
-                    "cached": [False] * n_instances,
-                    "error": [None] * n_instances,
-                    "prompt_templates": [[] for _ in ids],
-                    "temperature": [0.0] * n_instances,
-                    "top_p": [1.0] * n_instances,
-                    "seed": [0] * n_instances,
-                    "sample": [0] * n_instances,
-                },
-                schema=OUTPUT_SCHEMA,
-            )
-            acc = right.astype(float)
-            n = n_instances
-            stats = pa.table(
-                {
-                    "instance_id": ids * 3,
-                    "metric": ["acc"] * n + ["chosen_prob"] * n + ["acc"] * n,
-                    "value": np.concatenate([acc, probs, acc]),
-                    "family": ["accuracy"] * n + ["calibration"] * n + ["accuracy"] * n,
-                    "perturbation": [""] * (3 * n),
-                    "trial": [0] * (3 * n),
-                    "template_id": ["mc@v1"] * (3 * n),
-                    "group": [""] * (2 * n) + [f"group={'a' if i % 2 else 'b'}" for i in range(n)],
-                },
-                schema=InstanceStat.SCHEMA,
-            )
-            half = acc.reshape(-1, 2) if n % 2 == 0 else acc[:-1].reshape(-1, 2)
-
-            def row(metric, family, group, mean, low, high, reason="", n=n):
-                return {
-                    "metric": metric,
-                    "family": family,
-                    "group": group,
-                    "perturbation": "",
-                    "mean": mean,
-                    "count": n,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "reason": reason,
-                }
-
-            se = float(np.sqrt(acc.mean() * (1 - acc.mean()) / n))
-            card = [
-                row("acc", "accuracy", "", acc.mean(), acc.mean() - 2 * se, acc.mean() + 2 * se),
-                row("acc", "accuracy", "group=b", half[:, 0].mean(), np.nan, np.nan),
-                row("acc", "accuracy", "group=a", half[:, 1].mean(), np.nan, np.nan),
-                row("chosen_prob", "calibration", "", probs.mean(), np.nan, np.nan),
-                row("latency_s", "efficiency", "", latency.mean(), np.nan, np.nan),
-                row("toxicity", "toxicity", "", np.nan, np.nan, np.nan, "no toxicity scorer"),
-                row("robustness_worst_case", "robustness", "", np.nan, np.nan, np.nan, "none"),
-            ]
-            where = {"model_version": version, "scenario": s}
-            store.write("model_outputs", where, outputs)
-            store.write("instance_scores", where, stats)
-            store.write("metric_tables", where, pa.Table.from_pylist(card, SCORECARD_SCHEMA))
+            registry.set_alias("bench", "champion", v + 1, force=True, reason=MOVE)
+        write_version(store, version, scenarios, ids, gold, 0.3 + 0.6 * v / n_versions, rng, v)
     cards, scores = store.read_all("metric_tables"), store.read_all("instance_scores")
     primary = dict.fromkeys(scenarios, "acc")
     days = sorted({f"{e.ts:%Y-%m-%d}" for e in registry.events()})
