@@ -32,14 +32,15 @@ import os
 from datetime import datetime
 from importlib import resources
 
-from assay.report.comparison import _comparison, _comparison_index, _pairs
+from assay.report.comparison import _comparison_index, _comparisons, _pairs
 from assay.report.data import ExplorerData
 from assay.report.decisions import _decisions
 from assay.report.history import _history
-from assay.report.leaderboard import _leaderboard
+from assay.report.leaderboard import _days_menu, _leaderboard
 from assay.report.links import compare_page, day_page, scenario_page, slug
 from assay.report.partitions import _partitions
 from assay.report.render import _Context, _environment, _html_safe_json
+from assay.report.results import results_of
 from assay.report.scenario import _scenario
 from assay.report.writing import (
     SiteFolder,
@@ -47,6 +48,7 @@ from assay.report.writing import (
     Writer,
     _Site,
     directory_writer,
+    inputs_digest,
     store_writer,
 )
 
@@ -92,6 +94,7 @@ def build_site(
         workers = int(os.environ.get("ASSAY_EXPLORER_WORKERS") or max(default, 1))
 
     site = _Site(write)
+    results = results_of(data)
     ctx = _Context(
         data=data,
         site=site,
@@ -100,26 +103,36 @@ def build_site(
         n_resamples=n_resamples,
         scenarios=list(data.board.primary_metrics),
         versions=data.board_versions,
+        results=results,
     )
-    site.put("static/plotly.min.js", get_plotlyjs().encode("utf-8"))
-    static = resources.files("assay.report") / "static"
-    for name in ("explorer.js", "explorer.css"):
-        site.put(f"static/{name}", (static / name).read_bytes())
-    _partitions(ctx, workers)
-    ctx.pairs = _pairs(ctx.versions)
-    for a, b in ctx.pairs:
-        _comparison(ctx, a, b)
-    _comparison_index(ctx)
-    for scenario in ctx.scenarios:
-        _scenario(ctx, scenario)
-    ctx.render("instance.html", "instance.html", manifest=ctx.manifest, title="Instance")
-    _decisions(ctx)
-    _history(ctx)
-    days = data.days()
-    for day in days:
-        if day != data.day:
-            _leaderboard(ctx, day, day_page(day), days)
-    _leaderboard(ctx, data.day, day_page(data.day), days)
-    _leaderboard(ctx, data.day, "index.html", days)
-    site.finish()
+    try:
+        with site.unit("static", inputs_digest("static")) as fresh:
+            if fresh:
+                site.put("static/plotly.min.js", get_plotlyjs().encode("utf-8"))
+                static = resources.files("assay.report") / "static"
+                for name in ("explorer.js", "explorer.css"):
+                    site.put(f"static/{name}", (static / name).read_bytes())
+        _partitions(ctx, workers)
+        ctx.pairs = _pairs(ctx.versions)
+        _comparisons(ctx)
+        _comparison_index(ctx)
+        for scenario in ctx.scenarios:
+            _scenario(ctx, scenario)
+        with site.unit("instance", inputs_digest("instance", ctx.scenarios, ctx.manifest)) as fresh:
+            if fresh:
+                ctx.render(
+                    "instance.html", "instance.html", manifest=ctx.manifest, title="Instance"
+                )
+        _decisions(ctx)
+        _history(ctx)
+        days = data.days()
+        _days_menu(ctx, days)
+        for day in days:
+            if day != data.day:
+                _leaderboard(ctx, day, day_page(day), days)
+        _leaderboard(ctx, data.day, day_page(data.day), days)
+        _leaderboard(ctx, data.day, "index.html", days)
+        site.finish()
+    finally:
+        results.close()
     return site.summary

@@ -97,8 +97,23 @@
     });
   }
 
+  // A leaderboard's menu of the stored days (data/days.js, one file per build), newest
+  // first; the page's own option is written into it.
+  function dayMenu() {
+    const select = document.getElementById("filter-day");
+    if (!select || !window.ASSAY_DAYS) return;
+    const current = select.getAttribute("data-current");
+    select.textContent = "";
+    window.ASSAY_DAYS.forEach(function ([day, href]) {
+      const option = el("option", { value: href, text: day });
+      option.selected = href === current || (current === "index.html" && href === window.ASSAY_DAYS[0][1]);
+      select.appendChild(option);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     pairMenu();
+    dayMenu();
     drawCharts();
     document.querySelectorAll("table.sortable").forEach(sortable);
     navigation();
