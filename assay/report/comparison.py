@@ -57,7 +57,6 @@ def pair_comparisons(ctx: _Context, a: str, b: str) -> tuple[list[Comparison], d
     index = {v: i for i, v in enumerate(ctx.compared)}
     results: list[Comparison] = []
     flips: dict[str, list[dict]] = {}
-    board_tests = {(c.model_a, c.model_b, c.scenario): c for c in ctx.data.board.comparisons}
     for scenario, metric in ctx.data.board.primary_metrics.items():
         column = columns.get(scenario)
         if column is None:
@@ -65,12 +64,10 @@ def pair_comparisons(ctx: _Context, a: str, b: str) -> tuple[list[Comparison], d
         va, vb, clusters = paired_rows(column, index[a], index[b])
         if not len(va):
             continue
-        # Neighbours on the board were compared when it was built: the same test, reused.
-        known = board_tests.get((a, b, scenario))
+        # Seeded by the pair, not the board's day: the page stays as it is while the two
+        # versions' results do (the board's own tests of neighbours are on its page).
         results.append(
-            known
-            if known is not None
-            else compare_pair(
+            compare_pair(
                 va,
                 vb,
                 model_a=a,
@@ -108,10 +105,9 @@ def _answers(ctx: _Context, version: str, scenario: str) -> dict[str, str]:
 
 def _comparison_inputs(ctx: _Context, a: str, b: str) -> str:
     """A digest of what the page of ``a`` vs ``b`` is made of: both versions' partitions
-    (scores, outputs, instances), the board's tests of the pair, the build's settings and
-    the code. (Its menu of other pairs is read from a shared file.)"""
+    (scores, outputs, instances, metric tables), the build's settings and the code; not the
+    board's day or order, nor other versions. (Its menu of other pairs is a shared file.)"""
     board = ctx.data.board
-    tests = {(c.model_a, c.model_b, c.scenario): c for c in board.comparisons}
     parts: list[Any] = [
         "compare",
         a,
@@ -130,7 +126,6 @@ def _comparison_inputs(ctx: _Context, a: str, b: str) -> str:
                 ctx.partition_inputs.get((b, scenario)),
                 ctx.results.fingerprint("metric_tables", a, scenario),
                 ctx.results.fingerprint("metric_tables", b, scenario),
-                repr(tests.get((a, b, scenario))),
             ]
         )
     return inputs_digest(*parts)
