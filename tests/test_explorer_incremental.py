@@ -9,6 +9,7 @@ an incremental site is the site a build from scratch writes.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,19 +125,20 @@ def test_a_new_version_below_the_leader_renders_its_own_units_and_the_board(stor
     }
     old_days = {d: (site / day_page(d)).read_bytes() for d in sample.days[:-1] if d not in listing}
     assert old_days
-    old_pair = (site / compare_page(leader, last)).read_bytes()
 
     summary = build_site(stored["queried"], directory_writer(site), generated_at=WHEN)
     scenarios = list(sample.primary_metrics)
     # The new version's partitions only, one per scenario.
     assert summary.partitions_built == len(scenarios)
     assert summary.partitions_unchanged == first.partitions_built
-    # Its comparisons (its neighbours, the leader against it), the pages listing every
-    # version (scenarios, the newest board, history, the comparisons' and instances' menus),
-    # and nothing else: leader vs last was not rendered again.
+    # Its comparisons with its two neighbours, its value file, the pages listing every
+    # version (scenarios, the newest board, history, the menus of comparisons, instances and
+    # versions), and nothing else.
     expected = {
         f"compare\x1f{leader}\x1f{new}",
         f"compare\x1f{new}\x1f{last}",
+        f"values\x1f{new}",
+        "board",
         "comparisons",
         "instance",
         "history",
@@ -146,7 +148,12 @@ def test_a_new_version_below_the_leader_renders_its_own_units_and_the_board(stor
         *(f"leaderboard\x1f{day_page(d)}" for d in listing),
     }
     assert set(summary.rendered) == expected
-    assert (site / compare_page(leader, last)).read_bytes() == old_pair
+    # Leader and last are no longer neighbours: their page goes (compare.html has the pair).
+    name = compare_page(leader, last)[: -len(".html")]
+    assert sorted(summary.deleted) == sorted(
+        [compare_page(leader, last)]
+        + [f"export/{name}{x}" for x in (".csv", ".json", "-flips.csv", "-flips.json")]
+    )
     for d, page in old_days.items():
         assert (site / day_page(d)).read_bytes() == page, d
 
@@ -157,6 +164,77 @@ def test_a_new_version_below_the_leader_renders_its_own_units_and_the_board(stor
     assert sorted(built) == sorted(expected_files)
     for name in built:
         assert built[name] == expected_files[name], name
+
+
+def test_a_new_leader_renders_one_comparison_page(stored, tmp_path):
+    order = [r.model_version for r in stored["queried"].board.rows]
+    leader, second, last = order
+    site = tmp_path / "site"
+    build_site(_without(stored, leader), directory_writer(site), generated_at=WHEN)
+    kept = (site / compare_page(second, last)).read_bytes()
+    summary = build_site(stored["queried"], directory_writer(site), generated_at=WHEN)
+    compared = {k for k in summary.rendered if k.startswith("compare\x1f")}
+    assert compared == {f"compare\x1f{leader}\x1f{second}"}
+    assert f"compare\x1f{second}\x1f{last}" not in summary.rendered
+    assert (site / compare_page(second, last)).read_bytes() == kept
+
+
+def test_any_two_versions_compared_in_chromium(stored, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("Chromium is not installed (Debian package 'chromium')")
+    site = tmp_path / "site"
+    build_site(stored["queried"], directory_writer(site), generated_at=WHEN)
+    leader, _, last = [r.model_version for r in stored["queried"].board.rows]
+    expected = _acc_pairs(stored["scores"], leader, last)
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            # From the newest board's row of the last version: its link against the leader.
+            page.goto((site / "index.html").as_uri())
+            page.click(f"#leaderboard tr[data-version='{last}'] a.compare-leader")
+            page.wait_for_selector("#pair-diffs tbody tr")
+            assert page.inner_text("#version-a") == leader
+            assert page.inner_text("#version-b") == last
+            row = page.locator("#pair-diffs tbody tr", has_text="mc-quiz")
+            cells = row.locator("td")
+            n, diff, differ = expected
+            assert int(cells.nth(2).inner_text()) == n
+            assert float(cells.nth(5).inner_text()) == pytest.approx(diff, abs=5e-4)
+            flips = page.locator("table.flips[data-scenario='mc-quiz'] tbody tr")
+            assert flips.count() == differ
+        finally:
+            browser.close()
+    assert errors == []
+
+
+def _acc_pairs(scores, a: str, b: str) -> tuple[int, float, int]:
+    """On mc-quiz: the rows both have, the mean difference of acc (a − b), the rows that
+    differ, from the stored instance scores (unperturbed, ungrouped)."""
+    import pyarrow.compute as pc
+
+    def acc(version: str) -> dict[str, float]:
+        rows = scores.filter(
+            pc.and_(
+                pc.and_(
+                    pc.equal(scores["model_version"], version), pc.equal(scores["metric"], "acc")
+                ),
+                pc.and_(
+                    pc.and_(pc.equal(scores["perturbation"], ""), pc.equal(scores["group"], "")),
+                    pc.equal(scores["scenario"], "mc-quiz"),
+                ),
+            )
+        )
+        return dict(zip(rows["instance_id"].to_pylist(), rows["value"].to_pylist(), strict=True))
+
+    x, y = acc(a), acc(b)
+    shared = sorted(set(x) & set(y))
+    diffs = [x[k] - y[k] for k in shared]
+    return len(shared), sum(diffs) / len(diffs), sum(1 for d in diffs if d != 0)
 
 
 def test_a_past_days_page_is_the_same_when_rebuilt_later(stored, tmp_path):

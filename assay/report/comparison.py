@@ -8,23 +8,96 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 
 from assay.compare.ranking import compare_pair, comparison_rows, instance_column, paired_rows
-from assay.report.links import compare_page
+from assay.report.links import compare_page, scenario_page, slug
 from assay.report.partitions import _read_path, partition_answers
-from assay.report.render import _Context, _html_safe_json
+from assay.report.render import _Context, _finite, _html_safe_json
 from assay.report.writing import inputs_digest
 from assay.stats.paired import Comparison, adjust
+from assay.storage.contract import INSTANCE_SCORES
 
 # Flipped instances listed per scenario on a comparison page (all are in its export).
 MAX_FLIPS_SHOWN = 100
 
 
 def _pairs(versions: Sequence[str]) -> list[tuple[str, str]]:
-    """The comparisons that get a page: neighbours on the board and the leader against
-    everyone (2n at most, instead of every one of n² pairs)."""
-    pairs = list(pairwise(versions)) + [(versions[0], v) for v in versions[1:]]
-    return list(dict.fromkeys(pairs))
+    """The comparisons that get a page of their own: neighbours on the board (n − 1). Their
+    inputs are the two versions' partitions, so a page survives every other change; any
+    other pair (the leader against a version included) is the page ``compare.html``, which
+    computes it in the browser from the versions' value files (:func:`_values`)."""
+    return list(pairwise(versions))
+
+
+VALUES_DIR = "data/values"
+BOARD_FILE = "data/board.js"
+
+
+def values_file(version: str) -> str:
+    """A version's per-instance primary-metric values, every scenario, for ``compare.html``."""
+    return f"{VALUES_DIR}/{slug(version)}.js"
+
+
+def _values(ctx: _Context) -> None:
+    """Per board version, the unperturbed per-instance values of each scenario's primary
+    metric (the rows a paired test pairs), as a script ``compare.html`` loads; rebuilt only
+    when the version's instance scores changed. Then the board file naming them."""
+    results, site = ctx.results, ctx.site
+    primary = ctx.data.board.primary_metrics
+    for version in ctx.versions:
+        inputs = inputs_digest(
+            "values",
+            version,
+            primary,
+            [results.fingerprint(INSTANCE_SCORES, version, s) for s in primary],
+        )
+        with site.unit(f"values\x1f{version}", inputs) as fresh:
+            if fresh:
+                site.put(values_file(version), _values_script(ctx, version))
+    board = {
+        "versions": [[v, values_file(v)] for v in ctx.versions],
+        "scenarios": [[s, m, scenario_page(s)] for s, m in primary.items()],
+        "pages": [[a, b, compare_page(a, b)] for a, b in ctx.pairs],
+    }
+    with site.unit("board", inputs_digest("board", board)) as fresh:
+        if fresh:
+            site.put(BOARD_FILE, f"window.ASSAY_BOARD = {_html_safe_json(board)};\n".encode())
+            ctx.render(
+                "pair.html",
+                "compare.html",
+                title="Compare two versions",
+                board_file=BOARD_FILE,
+                max_flips=MAX_FLIPS_SHOWN,
+            )
+
+
+def _values_script(ctx: _Context, version: str) -> bytes:
+    scenarios = {}
+    for scenario, metric in ctx.data.board.primary_metrics.items():
+        rows = ctx.results.scores(scenario, [version], [metric])
+        if rows is None or rows.num_rows == 0:
+            continue
+        ungrouped = rows.filter(pc.equal(rows["group"], ""))
+        if ungrouped.num_rows:  # as instance_column: a breakdown repeats the instance
+            rows = ungrouped
+        keys = zip(
+            *(rows[c].to_pylist() for c in ("instance_id", "trial", "template_id", "group")),
+            strict=True,
+        )
+        values = [_finite(v) for v in rows["value"].to_pylist()]
+        scenarios[scenario] = {
+            "metric": metric,
+            "rows": [[i, t, tpl, g, v] for (i, t, tpl, g), v in zip(keys, values, strict=True)],
+        }
+    payload = {"version": version, "scenarios": scenarios}
+    return (
+        "(window.ASSAY_VALUES = window.ASSAY_VALUES || {})["
+        + _html_safe_json(version)
+        + "] = "
+        + _html_safe_json(payload)
+        + ";\n"
+    ).encode("utf-8")
 
 
 def _columns(ctx: _Context, versions: Sequence[str]) -> dict[str, Any]:

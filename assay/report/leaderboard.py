@@ -11,7 +11,7 @@ from assay.compare.ranking import comparison_rows
 from assay.core.records import subset_rows
 from assay.report.data import alias_holders, end_of
 from assay.report.decisions import decision_page, latest_verdicts
-from assay.report.links import compare_page, day_page, scenario_page, slug
+from assay.report.links import compare_page, day_page, pair_href, scenario_page, slug
 from assay.report.render import _Context, _finite, _html_safe_json
 from assay.report.writing import inputs_digest
 
@@ -105,6 +105,7 @@ def _leaderboard_page(
     ctx: _Context, day: str, path: str, days: Sequence[str], rows: list[dict]
 ) -> None:
     data = ctx.data
+    is_today = day == data.day
     scenarios = [c[len("score.") :] for c in (rows[0] if rows else {}) if c.startswith("score.")]
     families = [
         c[len("win_rate.") :] for c in (rows[0] if rows else {}) if c.startswith("win_rate.")
@@ -130,6 +131,8 @@ def _leaderboard_page(
                 else "",
                 "aliases": held.get(v, []),
                 "compare_next": compare_page(v, n) if n and (v, n) in pairs else None,
+                # Any other pair is computed in the browser (compare.html, see comparison.py).
+                "compare_leader": pair_href(order[0], v) if is_today and v != order[0] else None,
                 "decision": decision_page(decided[v].id) if v in decided else None,
                 "decision_kind": decided[v].kind.value.removeprefix("gate_")
                 if v in decided
@@ -141,7 +144,8 @@ def _leaderboard_page(
             **{
                 k: v
                 for k, v in r.items()
-                if k not in ("compare_next", "aliases", "decision", "decision_kind")
+                if k
+                not in ("compare_next", "compare_leader", "aliases", "decision", "decision_kind")
             },
             "aliases": " ".join(r["aliases"]),
         }

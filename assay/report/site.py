@@ -4,14 +4,28 @@ Pages (all at the site's root, so relative links work from a file, a static web 
 an object store alike):
 
 - ``index.html`` / ``day-<day>.html``: the leaderboard of the newest / each stored day;
-- ``compare-<a>--<b>-<id>.html``: two versions compared (paired tests, flipped instances);
+- ``compare-<a>--<b>-<id>.html``: two neighbours on the board compared (paired tests seeded
+  by the pair, flipped instances with both answers), built with the site;
+- ``compare.html#a=<version>&b=<version>``: any two versions of the newest board, computed in
+  the browser from their value files (``data/values/<version>.js``, each scenario's
+  unperturbed primary-metric values per instance): means, difference, instances that differ;
+  no test. Comparisons are asked for, not built for every pair: a static page per neighbour
+  pair only, since a page for the leader against every version made a new leader rebuild one
+  page per version;
 - ``scenario-<key>.html``: scorecards, group breakdowns, robustness, calibration, instances;
 - ``instance.html#s=<scenario>&v=<version>&id=<instance>``: one prediction;
 - ``history.html``: scores over days, alias moves, promotion decisions;
 - ``decision-<event id>.html``: one promotion verdict, every criterion with its figures (linked
   from the version's leaderboard row);
 - ``export/``: every table as CSV and JSON, each partition's per-instance rows as JSONL;
-- ``_build.json``: the manifest that makes the next build incremental (:mod:`.writing`).
+- ``_build.json``: the manifest that makes the next build incremental (:mod:`.writing`):
+  every unit (a partition's data, a page with its exports) is rendered only when its inputs
+  (fingerprints of the stored files it reads, the board rows it shows, the code) changed,
+  never because the build's day or time did.
+
+The results are read through :mod:`.results`: queried with DuckDB as of the end of the
+board's day, one scenario or partition at a time (``ExplorerData.of_day``), or filtered from
+tables held in memory (``ExplorerData`` built with them).
 
 Pages are jinja2 templates with autoescaping; data for charts sits in
 ``<script type="application/json">`` blocks (HTML-safe JSON) and is drawn by plotly, whose
@@ -32,7 +46,7 @@ import os
 from datetime import datetime
 from importlib import resources
 
-from assay.report.comparison import _comparison_index, _comparisons, _pairs
+from assay.report.comparison import _comparison_index, _comparisons, _pairs, _values
 from assay.report.data import ExplorerData
 from assay.report.decisions import _decisions
 from assay.report.history import _history
@@ -116,6 +130,7 @@ def build_site(
         ctx.pairs = _pairs(ctx.versions)
         _comparisons(ctx)
         _comparison_index(ctx)
+        _values(ctx)
         for scenario in ctx.scenarios:
             _scenario(ctx, scenario)
         with site.unit("instance", inputs_digest("instance", ctx.scenarios, ctx.manifest)) as fresh:
