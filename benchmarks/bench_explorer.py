@@ -6,8 +6,11 @@ log-probabilities) and their scores are written straight as the pipeline's table
 explorer, not the scoring. Prints the build time, the size on disk (by folder), and the
 leaderboard's load time in headless Chromium, each against the same measurement on a
 small store (3 versions × 2 scenarios × 24 instances) taken in this run. Then the same site
-is rebuilt twice: with nothing changed, and with one more version evaluated (the store holds
-it from the start; the first builds leave it off the board).
+is rebuilt: with nothing changed, with one more version evaluated that leads the board (the
+store holds it from the start; the first builds leave it off the board), and with a version
+from the middle of the board coming back after a build without it. Each rebuild prints the
+pages rendered and kept. ``--source queried`` builds from ``ExplorerData.of_day`` (results
+queried as of the day) instead of tables held in memory; ``--no-browser`` skips Chromium.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_explorer.py [--versions 50 ...]
 """
@@ -142,6 +145,7 @@ def _synthetic(
                     "trial": [0] * (3 * n),
                     "template_id": ["mc@v1"] * (3 * n),
                     "group": [""] * (2 * n) + [f"group={'a' if i % 2 else 'b'}" for i in range(n)],
+                    "note": [""] * (3 * n),
                 },
                 schema=InstanceStat.SCHEMA,
             )
