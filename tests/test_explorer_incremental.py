@@ -250,3 +250,10 @@ def test_a_past_days_page_is_the_same_when_rebuilt_later(stored, tmp_path):
     assert a.replace("2026-11-04 00:00 UTC", "") == b.replace("2026-12-01 08:00 UTC", "")
     # Nor does it name the newest day: a new day leaves it as it is.
     assert sample.days[-1] not in a
+
+
+def test_a_day_before_any_result_is_refused_before_anything_is_written(stored, tmp_path):
+    early = replace(stored["queried"], day="2026-10-01")  # before the sample's first write
+    with pytest.raises(ValueError, match=r"no metric_tables partition .* end of 2026-10-01"):
+        build_site(early, directory_writer(tmp_path / "site"), generated_at=WHEN)
+    assert not (tmp_path / "site").exists()

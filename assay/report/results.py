@@ -228,14 +228,18 @@ class QueriedResults(Results):
     def close(self) -> None:
         self.tables.close()
 
-    def history_path(self, asset: str, version: str, scenario: str) -> str | None:
-        """The file of a metric tables / instance scores partition as of the build's day."""
+    def _listing(self, asset: str) -> dict[tuple[str, str], str]:
+        """(version, scenario) → the partition's file as of the build's day."""
         if asset not in self._files:
             self._files[asset] = {
                 (p.get(MODEL_VERSION, ""), p.get(SCENARIO, "")): path
                 for p, path in self.tables._files(asset)
             }
-        return self._files[asset].get((version, scenario))
+        return self._files[asset]
+
+    def history_path(self, asset: str, version: str, scenario: str) -> str | None:
+        """The file of a metric tables / instance scores partition as of the build's day."""
+        return self._listing(asset).get((version, scenario))
 
     def _history_print(self, asset: str, version: str, scenario: str) -> str:
         return file_fingerprint(self.store, self.history_path(asset, version, scenario))
@@ -301,5 +305,14 @@ class QueriedResults(Results):
 def results_of(data: ExplorerData) -> Results:
     """The source a build of ``data`` reads: held tables, or queries of the store."""
     if data.metric_tables is None and data.instance_scores is None:
-        return QueriedResults(data)
+        results = QueriedResults(data)
+        listed = {v for v, _ in results._listing(METRIC_TABLES)}
+        if data.board_versions and not listed & set(data.board_versions):
+            results.close()
+            raise ValueError(
+                f"no metric_tables partition of the board's {len(data.board_versions)} "
+                f"version(s) had been written under {data.store.base_url} by the end of "
+                f"{data.day} (history copies are stamped by the store's clock): nothing to show"
+            )
+        return results
     return HeldResults(data)

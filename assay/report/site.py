@@ -107,8 +107,8 @@ def build_site(
         default = min((os.cpu_count() or 1) - 1, 8)
         workers = int(os.environ.get("ASSAY_EXPLORER_WORKERS") or max(default, 1))
 
+    results = results_of(data)  # first: a refused build leaves the site as it was
     site = _Site(write)
-    results = results_of(data)
     ctx = _Context(
         data=data,
         site=site,
