@@ -70,15 +70,15 @@ def _days_menu(ctx: _Context, days: Sequence[str]) -> None:
     ctx.site.put(DAYS_FILE, f"window.ASSAY_DAYS = {_html_safe_json(menu)};\n".encode())
 
 
-def _headline(ctx: _Context) -> dict[tuple[str, str, str], dict]:
-    """(version, scenario, metric) → the headline row the leaderboards' chart shows."""
+def _headline(ctx: _Context, versions: Sequence[str]) -> dict[tuple[str, str, str], dict]:
+    """(version, scenario, metric) → the headline row the leaderboards' chart shows, read
+    for the ``versions`` of the page being rendered that no page has read yet."""
     if ctx.headline is None:
-        data = ctx.data
-        shown = set(ctx.versions)
-        if data.rankings is not None:
-            shown |= set(data.rankings["model_version"].to_pylist())
-        found = ctx.results.headline_cards(sorted(shown))
-        lookup = {}
+        ctx.headline = {}
+    missing = sorted(set(versions) - ctx.headline_read)
+    if missing:
+        ctx.headline_read.update(missing)
+        found = ctx.results.headline_cards(missing)
         if found is not None and found.num_rows:
             cards = subset_rows(found)
             headline = cards.filter(
@@ -87,8 +87,7 @@ def _headline(ctx: _Context) -> dict[tuple[str, str, str], dict]:
             for r in headline.select(
                 ["model_version", "scenario", "metric", "mean", "ci_low", "ci_high"]
             ).to_pylist():
-                lookup[(r["model_version"], r["scenario"], r["metric"])] = r
-        ctx.headline = lookup
+                ctx.headline[(r["model_version"], r["scenario"], r["metric"])] = r
     return ctx.headline
 
 
@@ -199,7 +198,7 @@ def _leaderboard_page(
                 "json": f"export/comparisons-{slug(day)}.json",
             }
     # Each scenario's primary metric per version with its 95% interval (headline rows).
-    lookup = _headline(ctx)
+    lookup = _headline(ctx, order)
     traces = []
     for s in scenarios:
         metric = data.board.primary_metrics.get(s)

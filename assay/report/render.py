@@ -113,6 +113,7 @@ class _Context:
     compared: list[str] = field(default_factory=list)  # versions of the comparisons computed
     results: Any = None  # the build's results.Results
     headline: dict[tuple[str, str, str], dict] | None = None  # leaderboards' chart cells
+    headline_read: set[str] = field(default_factory=set)  # versions whose cells are read
 
     def render(self, template: str, path: str, **values: Any) -> None:
         nav = [{"title": s, "href": scenario_page(s)} for s in self.scenarios]

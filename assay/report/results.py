@@ -195,6 +195,7 @@ class HeldResults(Results):
         table = self.data.metric_tables
         if table is None:
             return None
+        table = table.filter(pc.is_in(table[MODEL_VERSION], pa.array(list(versions), pa.string())))
         return table.filter(
             pc.and_(pc.equal(table["group"], ""), pc.equal(table["perturbation"], ""))
         )
