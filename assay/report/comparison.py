@@ -30,8 +30,9 @@ def _pairs(versions: Sequence[str]) -> list[tuple[str, str]]:
     return list(pairwise(versions))
 
 
-VALUES_DIR = "data/values"
-BOARD_FILE = "data/board.js"
+# Under names no scenario's slug takes (a slug never starts with "_"), beside data/<scenario>/.
+VALUES_DIR = "data/_values"
+BOARD_FILE = "data/_board.js"
 
 
 def values_file(version: str) -> str:

@@ -61,7 +61,7 @@ def _leaderboard_inputs(ctx: _Context, day: str, path: str, rows: list[dict], da
     )
 
 
-DAYS_FILE = "data/days.js"
+DAYS_FILE = "data/_days.js"
 
 
 def _days_menu(ctx: _Context, days: Sequence[str]) -> None:

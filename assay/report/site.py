@@ -7,7 +7,7 @@ an object store alike):
 - ``compare-<a>--<b>-<id>.html``: two neighbours on the board compared (paired tests seeded
   by the pair, flipped instances with both answers), built with the site;
 - ``compare.html#a=<version>&b=<version>``: any two versions of the newest board, computed in
-  the browser from their value files (``data/values/<version>.js``, each scenario's
+  the browser from their value files (``data/_values/<version>.js``, each scenario's
   unperturbed primary-metric values per instance): means, difference, instances that differ;
   no test. Comparisons are asked for, not built for every pair: a static page per neighbour
   pair only, since a page for the leader against every version made a new leader rebuild one
@@ -17,6 +17,9 @@ an object store alike):
 - ``history.html``: scores over days, alias moves, promotion decisions;
 - ``decision-<event id>.html``: one promotion verdict, every criterion with its figures (linked
   from the version's leaderboard row);
+- ``data/``: per-partition instance data, ``_values/<version>.js`` (for ``compare.html``),
+  and the menus every page of a kind shares (``_days.js``, ``pairs.js``, ``_board.js``), so a
+  new day or pair changes one small file rather than every page;
 - ``export/``: every table as CSV and JSON, each partition's per-instance rows as JSONL;
 - ``_build.json``: the manifest that makes the next build incremental (:mod:`.writing`):
   every unit (a partition's data, a page with its exports) is rendered only when its inputs

@@ -97,7 +97,7 @@
     });
   }
 
-  // A leaderboard's menu of the stored days (data/days.js, one file per build), newest
+  // A leaderboard's menu of the stored days (data/_days.js, one file per build), newest
   // first; the page's own option is written into it.
   function dayMenu() {
     const select = document.getElementById("filter-day");
@@ -231,7 +231,7 @@
 
   // ---------------------------------------------------------------- any two versions
   // compare.html#a=<version>&b=<version>: the mean difference per scenario and the rows that
-  // differ, from the two versions' value files (data/values/<version>.js).
+  // differ, from the two versions' value files (data/_values/<version>.js).
   assay.pairPage = function (maxFlips) {
     assay.ready(function () {
       const board = window.ASSAY_BOARD;
