@@ -379,13 +379,13 @@ def _reliability(ctx: _Context, scenario: str, versions: Sequence[str]) -> dict[
         ["model_version", "instance_id", "trial", "template_id", "metric", "family", "value"]
     )
     pairs: dict[str, dict[tuple, list]] = defaultdict(dict)
-    for r in table.to_pylist():
-        if r["metric"] == "acc" and r["family"] != "accuracy":
+    # Column by column (rows as dicts cost most of a scenario page over a large board).
+    columns = [table[c].to_pylist() for c in table.column_names]
+    for version, iid, trial, template, metric, family, value in zip(*columns, strict=True):
+        if metric == "acc" and family != "accuracy":
             continue
-        cell = pairs[r["model_version"]].setdefault(
-            (r["instance_id"], r["trial"], r["template_id"]), [None, None]
-        )
-        cell[0 if r["metric"] == "chosen_prob" else 1] = r["value"]
+        cell = pairs[version].setdefault((iid, trial, template), [None, None])
+        cell[0 if metric == "chosen_prob" else 1] = value
     out = {}
     for v in versions:
         got = [(p, y) for p, y in pairs.get(v, {}).values() if p is not None and y is not None]
