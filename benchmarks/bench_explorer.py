@@ -6,8 +6,11 @@ log-probabilities) and their scores are written straight as the pipeline's table
 explorer, not the scoring. Prints the build time, the size on disk (by folder), and the
 leaderboard's load time in headless Chromium, each against the same measurement on a
 small store (3 versions × 2 scenarios × 24 instances) taken in this run. Then the same site
-is rebuilt twice: with nothing changed, and with one more version evaluated (the store holds
-it from the start; the first builds leave it off the board).
+is rebuilt: with nothing changed, with one more version evaluated that leads the board (the
+store holds it from the start; the first builds leave it off the board), and with a version
+from the middle of the board coming back after a build without it. Each rebuild prints the
+pages rendered and kept. ``--source queried`` builds from ``ExplorerData.of_day`` (results
+queried as of the day) instead of tables held in memory; ``--no-browser`` skips Chromium.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_explorer.py [--versions 50 ...]
 """
@@ -32,7 +35,6 @@ from assay.report.sample import board_of, write_sample
 from assay.scoring.summary import SCORECARD_SCHEMA
 from assay.storage.parquet import ParquetStore
 
-# champion is a gated alias: the synthetic history moves it without a promotion verdict.
 MOVE = "benchmark history: the champion moves every ten versions"
 
 
@@ -175,14 +177,17 @@ def write_version(
 
 
 def _synthetic(
-    root: Path, n_versions: int, n_scenarios: int, n_instances: int
-) -> tuple[ExplorerData, ExplorerData]:
+    root: Path, n_versions: int, n_scenarios: int, n_instances: int, queried: bool = False
+) -> tuple[ExplorerData, ExplorerData, ExplorerData]:
     """The store with ``n_versions + 1`` versions, and what the explorer is built from
-    without the newest version and with it."""
+    without the newest version, with it, and with it but without one in the middle of the
+    board (held tables, or with ``queried`` the results queried as of the day)."""
     n_versions += 1
     clock = _Clock()
     registry = Registry.open(f"sqlite:///{root / 'registry.db'}", clock=clock)
-    store = ParquetStore(str(root / "storage"))
+    # History copies stamped by the registry's clock: the store as of a board's day holds
+    # what had been written by then (what ``ExplorerData.of_day`` queries).
+    store = ParquetStore(str(root / "storage"), clock=clock)
     registry.create_model("bench")
     scenarios = [f"scenario-{s:02d}" for s in range(n_scenarios)]
     ids = [f"i{i:05d}" for i in range(n_instances)]
@@ -212,8 +217,17 @@ def _synthetic(
     store.write("rankings", {"day": day}, board.to_table())
     # The same day's board without the newest version: the site before it was evaluated.
     before = board_of(cards, scores, versions[:-1], primary, day, n_resamples=200)
-    data = _explorer_data(day, board, cards, scores, store, registry)
-    return replace(data, board=before), data
+    # The board without a version in its middle: that version arriving is not a new leader.
+    middle = [r.model_version for r in board.rows][len(versions) // 2]
+    gap = board_of(
+        cards, scores, [v for v in versions if v != middle], primary, day, n_resamples=200
+    )
+    if queried:
+        data = ExplorerData.of_day(store, registry, board, day)
+        registry.close()
+    else:
+        data = _explorer_data(day, board, cards, scores, store, registry)
+    return replace(data, board=before), data, replace(data, board=gap)
 
 
 def _small(root: Path) -> ExplorerData:
@@ -280,6 +294,14 @@ def main() -> None:
     parser.add_argument("--scenarios", type=int, default=20)
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument(
+        "--source",
+        choices=("held", "queried"),
+        default="held",
+        help="what the explorer reads: tables held in memory, or queried as of the day "
+        "(ExplorerData.of_day)",
+    )
+    parser.add_argument("--no-browser", action="store_true", help="skip the Chromium load")
+    parser.add_argument(
         "--workers", type=int, default=None, help="processes for partitions (default: library's)"
     )
     args = parser.parse_args()
@@ -297,7 +319,9 @@ def main() -> None:
         )
         small_build = time.perf_counter() - start
         start = time.perf_counter()
-        large, plus_one = _synthetic(root / "large", args.versions, args.scenarios, args.instances)
+        large, plus_one, gap = _synthetic(
+            root / "large", args.versions, args.scenarios, args.instances, args.source == "queried"
+        )
         generate = time.perf_counter() - start
 
         def build(data: ExplorerData):
@@ -312,25 +336,32 @@ def main() -> None:
 
         large_build, summary = build(large)
         small_size, large_size = _size(root / "small/site"), _size(root / "large/site")
-        small_load = _load_time(root / "small/site")
-        large_load = _load_time(root / "large/site")
+        if not args.no_browser:
+            small_load = _load_time(root / "small/site")
+            large_load = _load_time(root / "large/site")
         same_build, same = build(large)
         more_build, more = build(plus_one)
+        build(gap)  # a version in the middle leaves the board ...
+        middle_build, middle = build(plus_one)  # ... and comes back: not a new leader
         n = f"{args.versions} versions × {args.scenarios} scenarios × {args.instances} instances"
         print(f"store generated ({n}, +1 version): {generate:.1f} s (not part of the build)")
         print(
             f"build: {large_build:.1f} s for {summary.files} files, {len(summary.pages)} pages "
             f"(reference, 3 × 2 × 24: {small_build:.2f} s; ratio {large_build / small_build:.0f}×)"
         )
+        print(f"source: {args.source}")
         for label, seconds, s in (
             ("rebuild, nothing changed", same_build, same),
-            ("rebuild, one more version", more_build, more),
+            ("rebuild, one more version (the new leader)", more_build, more),
+            ("rebuild, one more version (below the leader)", middle_build, middle),
         ):
             print(
-                f"{label}: {seconds:.1f} s ({seconds / large_build:.2f}× the full build; "
+                f"{label}: {seconds:.2f} s ({seconds / large_build:.2f}× the full build; "
                 f"ratio to the reference {seconds / small_build:.0f}×): {s.written} files "
                 f"written, {s.unchanged} unchanged, {len(s.deleted)} deleted; partitions "
-                f"{s.partitions_built} built, {s.partitions_unchanged} unchanged"
+                f"{s.partitions_built} built, {s.partitions_unchanged} unchanged; pages "
+                f"{getattr(s, 'units_rendered', '?')} rendered, "
+                f"{getattr(s, 'units_skipped', '?')} kept"
             )
         total, ref = sum(large_size.values()), sum(small_size.values())
         parts = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sorted(large_size.items()))
@@ -340,11 +371,12 @@ def main() -> None:
         )
         index = (root / "large/site/index.html").stat().st_size
         print(f"leaderboard page: {index / 1e3:.0f} kB of HTML (+ plotly.min.js, cached)")
-        print(
-            f"leaderboard load in Chromium (median of 3, to chart drawn and filters ready): "
-            f"{large_load * 1000:.0f} ms; reference {small_load * 1000:.0f} ms, "
-            f"ratio {large_load / small_load:.2f}×"
-        )
+        if not args.no_browser:
+            print(
+                f"leaderboard load in Chromium (median of 3, to chart drawn and filters ready): "
+                f"{large_load * 1000:.0f} ms; reference {small_load * 1000:.0f} ms, "
+                f"ratio {large_load / small_load:.2f}×"
+            )
 
 
 if __name__ == "__main__":
