@@ -69,6 +69,14 @@ class CriterionSpec(BaseModel):
     margin: float | None = Field(default=None, ge=0)
     on: Literal["estimate", "lower", "upper"] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on_key(cls, data: object) -> object:
+        # YAML 1.1 (PyYAML's safe_load) reads a bare ``on:`` key as the boolean true.
+        if isinstance(data, Mapping) and True in data and "on" not in data:
+            return {("on" if key is True else key): value for key, value in data.items()}
+        return data
+
     @model_validator(mode="after")
     def _one_of_each(self) -> CriterionSpec:
         if (self.metric is None) == (self.family is None):
