@@ -135,16 +135,18 @@ def doc_requests(loaded: LoadedTask, limit: int | None) -> list[DocRequests]:
     Call it inside :func:`lm_eval_globals` (as :func:`requests_for` does), so lm-eval's
     few-shot draws and global generators start where they start in lm-eval's own run."""
     task = loaded.task
+    chat = loaded.spec.chat  # lm-eval's chat options, as its evaluator passes them
+    template = loaded.chat_template
     task.build_all_requests(
         limit=limit,
         rank=0,
         world_size=1,
         cache_requests=False,
         rewrite_requests_cache=False,
-        system_instruction=None,
-        apply_chat_template=False,
-        fewshot_as_multiturn=False,
-        chat_template=None,
+        system_instruction=chat.system_instruction,
+        apply_chat_template=chat.chat,
+        fewshot_as_multiturn=chat.fewshot_as_multiturn,
+        chat_template=template.render if template is not None else None,
         tokenizer_name="",
     )
     lm_instances = list(task.instances)
