@@ -542,9 +542,7 @@ def _load_task(spec: LmEvalTask) -> LoadedTask:
         raise LmEvalTaskError(f"lm-eval {spec.task!r} did not build one task")
     _configure(task, spec)
     data = data.with_documents(task)
-    return LoadedTask(
-        spec, task, config_digest(task), data, after.state, chat_template=template
-    )
+    return LoadedTask(spec, task, config_digest(task), data, after.state, chat_template=template)
 
 
 class _SeedState:
