@@ -75,10 +75,12 @@ def test_multiple_choice_prompt_is_the_template_of_lm_evals_messages(tokenizer: 
             },
             {"role": "user", "content": f"{row['question'].strip()}{letters}\nAnswer:"},
         ]
-        assert request.prompt == _chat(tokenizer, messages)
-        assert request.prompt.endswith("<|im_start|>assistant\n")
-        # Under a chat template lm-eval drops the target delimiter (" A" becomes "A").
-        assert request.continuations == ("A", "B", "C", "D")
+        rendered = _chat(tokenizer, messages)
+        assert rendered.endswith("<|im_start|>assistant\n")
+        # Under a chat template lm-eval drops the target delimiter (" A" becomes "A"); its
+        # models score the newline ending the context with each choice (_encode_pair).
+        assert request.prompt == rendered[:-1]
+        assert request.continuations == ("\nA", "\nB", "\nC", "\nD")
     plain, _ = _requests(_entry({"task": "mmlu_anatomy"}))
     assert plain[0].continuations == (" A", " B", " C", " D")
     assert "<|im_start|>" not in plain[0].prompt
