@@ -510,8 +510,9 @@ def _load_task(spec: LmEvalTask) -> LoadedTask:
     chat = spec.chat
     template = None
     if chat.chat:
-        assert chat.chat_template_from is not None  # resolve_settings requires it
         where = f"lm-eval task {spec.task!r}: args.apply_chat_template"
+        if not chat.chat_template_from:
+            raise LmEvalTaskError(f"{where}: no chat_template_from names the tokenizer")
         template = load_chat_template(chat.chat_template_from, chat.template_name, where)
     # IFEval's checks (and any task on nltk's Punkt) read the tokenizer data assay ships.
     use_bundled_nltk_data()
