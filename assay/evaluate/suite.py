@@ -104,6 +104,7 @@ from assay.evaluate.registry_prompts import adapter_uses, prompt_uses
 from assay.perturbations import Perturbation, get_perturbation
 from assay.registry.names import name_problem
 from assay.scenarios import ColumnMapping, Scenario, get_scenario, scenario_args_model
+from assay.scenarios.lm_eval_chat import ChatTemplateError
 from assay.scenarios.lm_eval_requests import requests_for, task_settings
 from assay.scenarios.lm_eval_tasks import (
     ALLOW_INCLUDE_ENV,
@@ -546,7 +547,9 @@ class ScenarioEntry(_FileModel):
         checked = validate_args(LmEvalArgs, args, where + ".args")
         assert isinstance(checked, LmEvalArgs)
         try:
-            tasks = expand(checked)
+            tasks = expand(checked, where + ".args")
+        except ChatTemplateError as exc:
+            raise ValueError(str(exc)) from None
         except (LmEvalTaskError, LmEvalUnavailable) as exc:
             raise ValueError(f"{where}.args.task: {exc}") from None
         scoring = self._scoring(AdapterSpec(method=Method.GENERATION), where)

@@ -6,7 +6,8 @@ module only regroups them for assay's model clients and maps the answers back:
 
 - the ``loglikelihood`` requests of one document that share a context (a multiple-choice
   question's choices) become one ``RequestKind.LOGLIKELIHOOD`` request with those
-  continuations, in lm-eval's order, so the context is computed once;
+  continuations, in lm-eval's order, so the context is computed once; whitespace ending a
+  context moves to the continuations, as lm-eval's models move it before scoring;
 - a ``generate_until`` request becomes a ``RequestKind.GENERATE`` request with lm-eval's
   ``until`` as stop sequences and ``max_gen_toks`` as ``max_tokens`` (256 when the task sets
   none, lm-eval's HF default), greedy unless the task samples (``do_sample``, with its
@@ -164,16 +165,18 @@ def doc_requests(loaded: LoadedTask, limit: int | None) -> list[DocRequests]:
     Call it inside :func:`lm_eval_globals` (as :func:`requests_for` does), so lm-eval's
     few-shot draws and global generators start where they start in lm-eval's own run."""
     task = loaded.task
+    chat = loaded.spec.chat  # lm-eval's chat options, as its evaluator passes them
+    template = loaded.chat_template
     task.build_all_requests(
         limit=limit,
         rank=0,
         world_size=1,
         cache_requests=False,
         rewrite_requests_cache=False,
-        system_instruction=None,
-        apply_chat_template=False,
-        fewshot_as_multiturn=False,
-        chat_template=None,
+        system_instruction=chat.system_instruction,
+        apply_chat_template=chat.chat,
+        fewshot_as_multiturn=chat.fewshot_as_multiturn,
+        chat_template=template.render if template is not None else None,
         tokenizer_name="",
     )
     lm_instances = list(task.instances)
@@ -194,7 +197,7 @@ def _regroup(loaded: LoadedTask, doc_id: int, group: list[Any]) -> DocRequests:
     for inst in group:
         kind = inst.request_type
         if kind == "loglikelihood":
-            context, continuation = inst.arguments[:2]
+            context, continuation = _moved_whitespace(*inst.arguments[:2])
             at = contexts.get(context)
             if at is None:
                 at = contexts[context] = len(doc.requests)
@@ -234,6 +237,16 @@ def _regroup(loaded: LoadedTask, doc_id: int, group: list[Any]) -> DocRequests:
                 f"lm-eval task {loaded.spec.task!r}: request type {kind!r} is not supported"
             )
     return doc
+
+
+def _moved_whitespace(context: str, continuation: str) -> tuple[str, str]:
+    """The pair lm-eval's models score (``TemplateLM._encode_pair``): whitespace ending the
+    context is moved to the continuation, so its tokens are scored with the continuation
+    (a chat template's context ends with a newline after the assistant header)."""
+    kept = context.rstrip()
+    if kept == context or not kept:
+        return context, continuation
+    return kept, context[len(kept) :] + continuation
 
 
 def _with_continuation(request: Request, continuation: str) -> Request:

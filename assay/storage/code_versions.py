@@ -67,6 +67,7 @@ _LM_EVAL = (
     "scenarios/lm_eval_tasks.py",
     "scenarios/lm_eval_data.py",
     "scenarios/lm_eval_requests.py",
+    "scenarios/lm_eval_chat.py",
     "scenarios/files.py",
 )
 # Per-instance stats: the metrics and the judges that produce them.
