@@ -105,6 +105,21 @@ def test_past_boards_are_the_same_after_compaction(tmp_path):
     assert _boards(store, registry) == boards
 
 
+def test_a_memory_store_compacts_and_reads_the_same(tmp_path):
+    url = f"memory://retention-{tmp_path.name}"
+    store, registry = _stored(url, f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        boards, listing = _boards(store, registry), _listing(store)
+        for version in REGISTERED:
+            compact_version(store, version)
+        assert store.fs.find(f"{store.root}/_history") == []
+        assert len(store.fs.find(f"{store.root}/_compacted")) == 2 * len(REGISTERED)
+        assert _listing(store) == listing
+        assert _boards(store, registry) == boards
+    finally:
+        store.fs.rm(store.root, recursive=True)
+
+
 def test_a_compaction_stopped_halfway_counts_nothing_twice(tmp_path, monkeypatch):
     store, registry = _stored(str(tmp_path / "storage"), f"sqlite:///{tmp_path / 'r.db'}")
     boards, listing = _boards(store, registry), _listing(store)

@@ -591,7 +591,8 @@ class ParquetStore:
             info = self.fs.info(path)
         except FileNotFoundError:
             return None
-        stamp = (info.get("size"), str(info.get("mtime") or info.get("LastModified") or ""))
+        when = info.get("mtime") or info.get("LastModified") or info.get("created") or ""
+        stamp = (info.get("size"), f"{when}/{info.get('ETag', '')}")
         cached = self._manifests.get(path)
         if cached is not None and cached[0] == stamp:
             return cached[1]
