@@ -106,7 +106,14 @@ class TablesAsOf:
         join = "t.filename = p._file" + (
             f" AND coalesce(t.{COPY_COLUMN}, '') = p._copy" if packed else ""
         )
-        conditions = [f"(t.{COPY_COLUMN} IS NULL OR p._order IS NOT NULL)"] if packed else []
+        conditions = []
+        if packed:
+            # Only the chosen copies' rows: each copy is a row group whose statistics name
+            # it, so DuckDB skips the others' (a compacted file holds every scenario's).
+            wanted = ", ".join(
+                _literal(copy) for copy in dict.fromkeys(c for _, c in entries) if copy
+            )
+            conditions.append(f"(t.{COPY_COLUMN} IS NULL OR t.{COPY_COLUMN} IN ({wanted}))")
         conditions += [f"({where})"] if where else []
         query = (
             f"SELECT {stored}{''.join(f', p.{_quoted(d)}' for d in dims)}, "
@@ -144,6 +151,10 @@ class TablesAsOf:
     def _url(self, path: str) -> str:
         # As DuckDB names the file in its ``filename`` column: fsspec's full URL.
         return path if self.store.is_local else self.store.fs.unstrip_protocol(path)
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _quoted(name: str) -> str:
