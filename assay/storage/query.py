@@ -41,6 +41,8 @@ class TablesAsOf:
         self.as_of = as_of
         self._listed: dict[str, list[tuple[dict[str, str], str]]] = {}
         self._con = duckdb.connect(config={"preserve_insertion_order": True})
+        # A board queries the same files once per scenario: their footers are read once.
+        self._con.execute("SET parquet_metadata_cache = true")
         if not store.is_local:
             self._con.register_filesystem(store.fs)
 
