@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from assay.contamination.subsets import check_table
 from assay.report.links import data_file, instances_file, jsonl_file
@@ -213,9 +212,10 @@ _INSTANCES: dict[tuple[str, str | None], pa.Table | None] = {}  # per process: t
 
 
 def _read_path(store: ParquetStore, path: str | None) -> pa.Table | None:
+    """The table at ``path``: a partition's file, or a compacted copy of one."""
     if path is None:
         return None
-    return pq.read_table(pa.BufferReader(store.fs.cat_file(path)))
+    return store.read_path(path, path)
 
 
 def _instances_of(store: ParquetStore, path: str | None) -> pa.Table | None:

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from assay.report.data import end_of, split_by
 from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, MODEL_VERSION, SCENARIO
@@ -47,9 +46,15 @@ def table_digest(table: pa.Table | None) -> str:
 
 
 def file_fingerprint(store: ParquetStore, path: str | None) -> str:
-    """``path`` with its size and modification time: changes whenever the file is rewritten."""
+    """``path`` with its size and modification time: changes whenever the file is rewritten.
+    A compacted copy (``<file>#<copy>``, :mod:`assay.storage.compacted`) is fingerprinted by
+    its compacted file's and its copy's name."""
     if path is None:
         return NONE
+    reference = store.compacted_reference(path)
+    if reference is not None:
+        file, copy = reference
+        return f"{file_fingerprint(store, file)}#{copy}"
     if store.is_local:
         try:
             st = os.stat(path)
@@ -81,11 +86,11 @@ class _Current:
     def path(self, asset: str, *key: str) -> str | None:
         if asset not in self._listed:
             found = {}
-            for partition in self.store.partitions(asset):
+            for partition, path in self.store.current_files(asset):
                 ident = tuple(partition.get(d, "") for d in (MODEL_VERSION, SCENARIO))
                 if MODEL_VERSION not in partition:
                     ident = (partition.get(SCENARIO, ""),)
-                found[ident] = self.store.path(asset, partition)
+                found[ident] = path
             self._listed[asset] = found
         return self._listed[asset].get(key)
 
@@ -300,7 +305,7 @@ class QueriedResults(Results):
         path = self.history_path(INSTANCE_SCORES, version, scenario)
         if path is None:
             return None
-        return pq.read_table(pa.BufferReader(self.store.fs.cat_file(path)))
+        return self.store.read_path(path, f"instance_scores {version} {scenario}")
 
 
 def results_of(data: ExplorerData) -> Results:

@@ -292,6 +292,16 @@ class ParquetStore:
                 found.setdefault(key, dict(key))
         return sorted(found.values(), key=lambda p: self.path(asset, p))
 
+    def current_files(self, asset: str) -> list[tuple[dict[str, str], str]]:
+        """Every stored partition of ``asset`` with the file an ordinary read of it returns:
+        its ``part.parquet``, or for a compacted one its copy (``<compacted file>#<copy>``,
+        read with :meth:`read_path`)."""
+        found = {tuple(p.items()): (p, self.path(asset, p)) for p in self._plain_partitions(asset)}
+        for path, manifest in self._compacted(asset):
+            for key, copy in manifest.current().items():
+                found.setdefault(key, (dict(key), f"{path}#{copy.copy}"))
+        return sorted(found.values(), key=lambda pair: self.path(asset, pair[0]))
+
     def _plain_partitions(
         self, asset: str, within: Mapping[str, str] | None = None
     ) -> list[dict[str, str]]:
@@ -429,6 +439,11 @@ class ParquetStore:
         except (NotImplementedError, AttributeError, OSError):
             return None
         return modified.replace(tzinfo=UTC) if modified.tzinfo is None else modified
+
+    def read_path(self, path: str, label: str) -> pa.Table:
+        """The table at ``path`` as :meth:`files_as_of` names it: a file, or a compacted copy
+        (``<compacted file>#<copy>``); ``label`` names it in errors."""
+        return self._read_path(path, label)
 
     def _read_path(self, path: str, label: str) -> pa.Table:
         reference = self.compacted_reference(path)
