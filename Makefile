@@ -80,8 +80,9 @@ $(LMEVAL_VENV)/.installed:
 	python3 -m venv $(LMEVAL_VENV)
 	$(LMEVAL_VENV)/bin/python -m pip install -q torch==2.13.0
 	echo "torch==2.13.0" > $(LMEVAL_VENV)/constraints.txt
-	# The math extra: lm-eval's minerva_math answer check parses LaTeX with SymPy on ANTLR 4.11,
-	# which assay's environment cannot share (math-verify there needs 4.13).
+	# The math extra: lm-eval's MATH answer checks (minerva_math, MATH-hard) parse LaTeX with
+	# SymPy on ANTLR 4.11, which assay's environment cannot share (math-verify there needs
+	# 4.13.2). assay sends MATH-hard's process_results here (assay.scoring.lm_eval_peer).
 	$(LMEVAL_VENV)/bin/python -m pip install -q -c $(LMEVAL_VENV)/constraints.txt "lm-eval[hf,math]==0.4.13"
 	touch $@
 

@@ -8,7 +8,7 @@ from assets import all_assets
 from assets.checks import all_checks
 from resources import ModelsResource, SuiteResource, assay_resources
 from resources.executor import executor_from_env
-from sensors import all_schedules, all_sensors
+from sensors import all_jobs, all_schedules, all_sensors
 from sensors.mlflow import mlflow_sensors
 
 
@@ -24,6 +24,7 @@ defs = Definitions(
     asset_checks=all_checks,
     sensors=[*all_sensors, *mlflow_sensors()],
     schedules=all_schedules,
+    jobs=all_jobs,
     # ASSAY_EXECUTOR: unset keeps Dagster's default; `celery` spreads steps over workers.
     executor=executor_from_env(),
     resources=assay_resources(

@@ -4,9 +4,7 @@ from datetime import UTC, datetime
 
 from dagster import AssetDep, AssetExecutionContext, MaterializeResult, asset
 
-from assay.compare.standings import StoredResults, leaderboard_as_of
 from assay.report import EXPLORER_DIR, ExplorerData, build_site, store_writer
-from assay.scoring.metrics.directions import lower_is_better_in
 from assay.storage.code_versions import code_version
 from assay.storage.contract import DASHBOARD, RANKINGS
 from assets.common import explorer_link
@@ -36,20 +34,9 @@ def dashboard(
     if history is None or history.num_rows == 0:
         raise ValueError("no rankings partition has been materialized; materialize rankings first")
     day = max(history["day"].to_pylist())
-    results = StoredResults.of_day(store, day)
-    opened = registry.open()
-    board, _ = leaderboard_as_of(day, results, opened, suite.load())
-    data = ExplorerData(
-        day=day,
-        board=board,
-        metric_tables=results.metric_tables,
-        instance_scores=results.instance_scores,
-        rankings=history,
-        events=opened.events(),
-        versions=opened.versions(),
-        store=store,
-        lower_is_better=lower_is_better_in(results.metric_tables),
-    )
+    # The results are queried from the store as of the day's end, a scenario or a partition
+    # at a time, and only for the pages whose inputs changed since the last build.
+    data = ExplorerData.of_day(store, registry.open(), suite.load(), day, rankings=history)
     summary = build_site(data, store_writer(store, EXPLORER_DIR), generated_at=datetime.now(UTC))
     link = explorer_link(store)
     context.log.info(
@@ -69,5 +56,8 @@ def dashboard(
             "num_deleted": len(summary.deleted),
             "num_partitions_built": summary.partitions_built,
             "num_partitions_unchanged": summary.partitions_unchanged,
+            # Pages (with their exports) rendered, and kept since their inputs had not changed.
+            "num_units_rendered": summary.units_rendered,
+            "num_units_skipped": summary.units_skipped,
         }
     )

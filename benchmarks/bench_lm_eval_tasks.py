@@ -228,8 +228,6 @@ def classify(name: str, entry: Any) -> str:
         return f"unreadable config ({type(exc).__name__})"
     if code_execution_reason(config):
         return "refused: executes model code (needs scorer: code_execution, the sandbox)"
-    if config.get("output_type") == "loglikelihood_rolling":
-        return "refused: loglikelihood_rolling (perplexity) not sent yet"
     if config.get("doc_to_image") or config.get("doc_to_audio"):
         return "refused: multimodal"
     text = " ".join(str(m) for m in config.get("metric_list") or []) + str(

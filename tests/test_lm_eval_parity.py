@@ -86,6 +86,25 @@ TASKS: dict[str, tuple[int, int | None, dict[str, Path]]] = {
         None,
         {"test": DATA / "SaylorTwift__bbh/boolean_expressions/test.jsonl"},
     ),
+    # Zero-shot: the slices hold no train split, which lm-eval still opens (given the same
+    # file; no example is drawn from it).
+    "arc_challenge": (
+        8,
+        0,
+        {
+            "test": DATA / "allenai__ai2_arc/ARC-Challenge/test.jsonl",
+            "train": DATA / "allenai__ai2_arc/ARC-Challenge/test.jsonl",
+            "validation": DATA / "allenai__ai2_arc/ARC-Challenge/test.jsonl",
+        },
+    ),
+    "boolq": (
+        6,
+        0,
+        {
+            "validation": DATA / "aps__super_glue/boolq/validation.jsonl",
+            "train": DATA / "aps__super_glue/boolq/validation.jsonl",
+        },
+    ),
 }
 IFEVAL_DATA = DATA / "google__IFEval" / "default" / "train.jsonl"
 if IFEVAL_DATA.is_file():

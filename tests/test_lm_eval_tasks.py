@@ -169,6 +169,102 @@ def test_instances_are_lm_evals_documents() -> None:
     assert len(instances[0].references) == len(rows[0]["endings"])
 
 
+# lm-evaluation-harness's own expectation for mmlu_anatomy with five shots (its
+# tests/test_prompt.py, MMLU_ANATOMY_FIVE_SHOT): the five dev rows, then the first test row.
+MMLU_ANATOMY_FIVE_SHOT = (
+    "The following are multiple choice questions (with answers) about anatomy.\n\n"
+    + """What is the embryological origin of the hyoid bone?
+A. The first pharyngeal arch
+B. The first and second pharyngeal arches
+C. The second pharyngeal arch
+D. The second and third pharyngeal arches
+Answer: D
+
+Which of these branches of the trigeminal nerve contain somatic motor processes?
+A. The supraorbital nerve
+B. The infraorbital nerve
+C. The mental nerve
+D. None of the above
+Answer: D
+
+The pleura
+A. have no sensory innervation.
+B. are separated by a 2 mm space.
+C. extend into the neck.
+D. are composed of respiratory epithelium.
+Answer: C
+
+In Angle's Class II Div 2 occlusion there is
+A. excess overbite of the upper lateral incisors.
+B. negative overjet of the upper central incisors.
+C. excess overjet of the upper lateral incisors.
+D. excess overjet of the upper central incisors.
+Answer: C
+
+Which of the following is the body cavity that contains the pituitary gland?
+A. Abdominal
+B. Cranial
+C. Pleural
+D. Spinal
+Answer: B
+
+A lesion causing compression of the facial nerve at the stylomastoid foramen will cause ipsilateral
+A. paralysis of the facial muscles.
+B. paralysis of the facial muscles and loss of taste.
+C. paralysis of the facial muscles, loss of taste and lacrimation.
+D. paralysis of the facial muscles, loss of taste, lacrimation and decreased salivation.
+Answer:"""
+)
+
+
+def test_mmlu_five_shot_prompt_is_lm_evals_own_expectation() -> None:
+    """With the real dev pool, assay's request for the first anatomy question is the prompt
+    lm-eval's own test expects, continued by the four answer letters."""
+    from assay.scenarios.lm_eval_requests import requests_for
+    from assay.scenarios.lm_eval_tasks import load_task
+
+    entry = {
+        "scenario": "lm_eval",
+        "args": {"task": "mmlu_anatomy", "data_dir": str(DATA), "num_fewshot": 5},
+        "max_instances": 1,
+    }
+    scenario = _suite(entry)["x"].build()
+    instances = scenario.load().instances[:1]
+    (request,) = requests_for(load_task(scenario.spec), instances)
+    assert request.prompt == MMLU_ANATOMY_FIVE_SHOT
+    assert request.continuations == (" A", " B", " C", " D")
+
+
+@pytest.mark.parametrize(
+    ("task", "folder"),
+    [("arc_easy", "ARC-Easy"), ("arc_challenge", "ARC-Challenge")],
+)
+def test_arc_documents_are_the_real_slice(task: str, folder: str) -> None:
+    """ARC through lm-eval's own task on the real slice: its question, its choices, the gold
+    the file's ``answerKey`` names."""
+    entry = {"scenario": "lm_eval", "args": {"task": task, "data_dir": str(DATA)}}
+    instances = _suite(entry)["x"].build().load().instances
+    rows = [json.loads(x) for x in (DATA / "allenai__ai2_arc" / folder / "test.jsonl").open()]
+    assert len(instances) == len(rows) == 40
+    for instance, row in zip(instances, rows, strict=True):
+        assert [r.text for r in instance.references] == row["choices"]["text"]
+        assert instance.correct_indices == [row["choices"]["label"].index(row["answerKey"])]
+
+
+def test_boolq_documents_are_the_real_slice() -> None:
+    """lm-eval's ``boolq`` (SuperGLUE's schema) on the real BoolQ rows: choices no/yes, the
+    gold the row's label; the same rows as the native loader's hub-schema slice."""
+    entry = {"scenario": "lm_eval", "args": {"task": "boolq", "data_dir": str(DATA)}}
+    instances = _suite(entry)["x"].build().load().instances
+    rows = [json.loads(x) for x in (DATA / "aps__super_glue/boolq/validation.jsonl").open()]
+    hub = [json.loads(x) for x in (DATA / "google__boolq/default/validation.jsonl").open()]
+    assert len(instances) == len(rows) == len(hub) == 40
+    for instance, row, hub_row in zip(instances, rows, hub, strict=True):
+        assert [r.text for r in instance.references] == ["no", "yes"]
+        assert instance.correct_indices == [row["label"]] == [int(hub_row["answer"])]
+        assert row["passage"] in instance.input and row["question"] in instance.input
+
+
 def test_a_code_task_with_the_sandboxed_scorer_runs_its_programs_in_the_sandbox(
     tmp_path: Path,
 ) -> None:

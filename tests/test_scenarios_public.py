@@ -3,9 +3,9 @@
 Real slices live in ``tests/fixtures/datasets`` (the Hugging Face hub's schema, as JSONL) and
 ``tests/fixtures/upstream`` (the authors' own formats at their upstream paths); each folder's
 ``SOURCE.md`` says where the rows came from. Sources the hub ships as Parquet get the same rows
-written to Parquet by the test before loading. Datasets no real slice could be had for (BoolQ,
-CNN/DailyMail, WMT14, IMDB, CivilComments, RealToxicityPrompts, MMLU's dev split) still use the
-hand-written rows in ``tests/fixtures/scenarios``.
+written to Parquet by the test before loading. Datasets no real slice could be had for
+(CNN/DailyMail, WMT14, IMDB, CivilComments, RealToxicityPrompts, MMLU's dev split) still use
+the hand-written rows in ``tests/fixtures/scenarios``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from assay.scoring.scorecard import score_partition
 FIXTURES = Path(__file__).parent / "fixtures" / "scenarios"
 DATASETS = Path(__file__).parent / "fixtures" / "datasets"
 UPSTREAM = Path(__file__).parent / "fixtures" / "upstream"
+# The Hub commit the mmlu loader pins (public evaluation code pins the same one).
+MMLU_REVISION = "c30699e8356da336a370243923dbaf21066bb9fe"
 
 
 def _rows(path: Path) -> list[dict]:
@@ -86,12 +88,23 @@ def test_mmlu_csv_row_with_missing_cells_names_the_row(tmp_path: Path) -> None:
 
 
 def test_boolq_yes_no_from_boolean(tmp_path: Path) -> None:
-    # Hand-written rows: BoolQ's files live on Google Cloud Storage and the hub only.
-    data = _load("boolq", {"test": _as_parquet(FIXTURES / "boolq_validation.jsonl", tmp_path)})
-    first, second = data.instances
-    assert first.input.endswith("Question: Is the sky blue on a clear day?")
-    assert first.input.startswith("On a clear day the sky appears blue")
-    assert first.gold_texts == ["Yes"] and second.gold_texts == ["No"]
+    """Real BoolQ validation rows (hub schema; see the fixture's SOURCE.md), read as the hub's
+    Parquet: the passage, then the question capitalised with a question mark, gold from the
+    boolean ``answer``."""
+    source = DATASETS / "google__boolq" / "default" / "validation.jsonl"
+    rows = [json.loads(line) for line in source.read_text().splitlines()]
+    data = _load("boolq", {"test": _as_parquet(source, tmp_path)})
+    assert len(data.instances) == len(rows) == 40
+    for instance, row in zip(data.instances, rows, strict=True):
+        question = row["question"]
+        assert instance.input == (
+            f"{row['passage']}\nQuestion: {question[0].upper()}{question[1:]}?"
+        )
+        assert instance.gold_texts == (["Yes"] if row["answer"] else ["No"])
+    first = data.instances[0]
+    assert first.input.endswith("Question: Does ethanol take more energy make that produces?")
+    assert first.gold_texts == ["No"]
+    assert {tuple(i.gold_texts) for i in data.instances} == {("Yes",), ("No",)}
 
 
 def test_hellaswag_authors_jsonl_and_hub_rows_agree() -> None:
@@ -334,9 +347,19 @@ def _public_loaders() -> list[type[PublicDataset]]:
 
 def test_default_urls_carry_the_revision_and_pinned_ones_their_digests() -> None:
     pinned = {cls.name for cls in _public_loaders() if cls.pinned_revision()}
-    # The authors' Git repositories are pinned to a commit; Hub datasets are not (no commit
-    # could be established for them), which the README says.
-    assert pinned == {"bbq", "bold", "gsm8k", "hellaswag", "humaneval", "natural_questions"}
+    # The authors' Git repositories are pinned to a commit, and the Hub datasets whose commit
+    # public evaluation code pins; the other Hub datasets are not, which the README says.
+    assert pinned == {
+        "bbq",
+        "bold",
+        "boolq",
+        "gsm8k",
+        "hellaswag",
+        "humaneval",
+        "mmlu",
+        "natural_questions",
+        "truthfulqa",
+    }
     for cls in _public_loaders():
         scenario = cls()
         for split, url in scenario.data_files.items():
@@ -408,7 +431,7 @@ def test_offline_hub_names_the_dataset_and_the_override(monkeypatch: pytest.Monk
         get_scenario("mmlu", subject="anatomy").load()
     message = str(caught.value)
     assert message.startswith("mmlu: the Hugging Face Hub is offline")
-    assert "cais/mmlu/resolve/main/anatomy/test-00000-of-00001.parquet" in message
+    assert f"cais/mmlu/resolve/{MMLU_REVISION}/anatomy/test-00000-of-00001.parquet" in message
     assert message.endswith("give data_files (test: <path>, train: <path>)")
 
 

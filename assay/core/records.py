@@ -100,6 +100,9 @@ class RequestKind(enum.StrEnum):
 
     GENERATE = "generate"  # a completion of the prompt (greedy unless temperature > 0)
     LOGLIKELIHOOD = "loglikelihood"  # log P(continuation | prompt) for each continuation
+    # log P(prompt) of a whole text, over disjoint windows of the model's context (lm-eval's
+    # loglikelihood_rolling: perplexity); the answer is one ChoiceScore summing the windows
+    LOGLIKELIHOOD_ROLLING = "loglikelihood_rolling"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,9 @@
         - {metric: contamination_rate, at_most: 0.1}   # share of test items flagged
 
 Each criterion names a ``metric`` or a ``family`` (every headline metric of it), optionally a
-``scenario`` (a suite key; absent: every scenario that reports it), and exactly one of
+``scenario`` (a suite key; a group entry's key, such as an lm-eval group ``mmlu``: each of its
+tasks, one criterion per task key, all in Holm's count; absent: every scenario that reports
+it), and exactly one of
 ``at_least`` / ``at_most`` (absolute, on the point ``estimate`` or the interval's ``lower`` /
 ``upper`` bound) or ``margin`` (relative to the incumbent, in the metric's own units).
 ``assay.compare.decision`` judges them.
@@ -42,6 +44,7 @@ set, and ``bounds`` (metric → [low, high]) for per-instance values the built-i
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -65,6 +68,14 @@ class CriterionSpec(BaseModel):
     at_most: float | None = None
     margin: float | None = Field(default=None, ge=0)
     on: Literal["estimate", "lower", "upper"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on_key(cls, data: object) -> object:
+        # YAML 1.1 (PyYAML's safe_load) reads a bare ``on:`` key as the boolean true.
+        if isinstance(data, Mapping) and True in data and "on" not in data:
+            return {("on" if key is True else key): value for key, value in data.items()}
+        return data
 
     @model_validator(mode="after")
     def _one_of_each(self) -> CriterionSpec:
@@ -132,12 +143,37 @@ class PromotionCriteria(BaseModel):
 
     def check_scenarios(self, keys: list[str], where: str) -> None:
         """Every criterion's scenario is a key of the suite."""
+        self.resolve_groups(keys, {}, where)
+
+    def resolve_groups(
+        self, keys: Sequence[str], groups: Mapping[str, Sequence[str]], where: str
+    ) -> PromotionCriteria:
+        """The criteria with each ``scenario`` that names a group entry of the suite file (an
+        lm-eval group such as ``mmlu``, whose tasks are the keys ``mmlu.mmlu_anatomy``, ...)
+        replaced by one criterion per task key, in the suite's order, so each task is judged
+        and Holm's correction counts each. ``groups``: group key → its task keys. A
+        ``scenario`` that is neither a key nor a group is an error naming both lists."""
+        known = set(keys)
+        out: list[CriterionSpec] = []
         for index, criterion in enumerate(self.criteria):
-            if criterion.scenario is not None and criterion.scenario not in keys:
-                raise ValueError(
-                    f"{where}.criteria[{index}].scenario: {criterion.scenario!r} is not a "
-                    f"scenario key of the suite ({', '.join(keys)})"
+            name = criterion.scenario
+            if name is None or name in known:
+                out.append(criterion)
+            elif name in groups:
+                out.extend(criterion.model_copy(update={"scenario": k}) for k in groups[name])
+            else:
+                group_list = (
+                    "; its groups: " + ", ".join(f"{g} ({len(t)} tasks)" for g, t in groups.items())
+                    if groups
+                    else ""
                 )
+                plain = [k for k in keys if not any(k in t for t in groups.values())]
+                raise ValueError(
+                    f"{where}.criteria[{index}].scenario: {name!r} is neither a scenario key "
+                    f"nor a group of the suite (its keys: {', '.join(plain) or 'none'}"
+                    f"{group_list})"
+                )
+        return self.model_copy(update={"criteria": out})
 
 
 __all__ = (

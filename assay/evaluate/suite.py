@@ -104,6 +104,7 @@ from assay.evaluate.registry_prompts import adapter_uses, prompt_uses
 from assay.perturbations import Perturbation, get_perturbation
 from assay.registry.names import name_problem
 from assay.scenarios import ColumnMapping, Scenario, get_scenario, scenario_args_model
+from assay.scenarios.lm_eval_chat import ChatTemplateError
 from assay.scenarios.lm_eval_requests import requests_for, task_settings
 from assay.scenarios.lm_eval_tasks import (
     ALLOW_INCLUDE_ENV,
@@ -546,7 +547,9 @@ class ScenarioEntry(_FileModel):
         checked = validate_args(LmEvalArgs, args, where + ".args")
         assert isinstance(checked, LmEvalArgs)
         try:
-            tasks = expand(checked)
+            tasks = expand(checked, where + ".args")
+        except ChatTemplateError as exc:
+            raise ValueError(str(exc)) from None
         except (LmEvalTaskError, LmEvalUnavailable) as exc:
             raise ValueError(f"{where}.args.task: {exc}") from None
         scoring = self._scoring(AdapterSpec(method=Method.GENERATION), where)
@@ -716,8 +719,13 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
                 )
             entries[config.key] = config
             origins[config.key] = key
-    promotion = parsed.promotion or PromotionCriteria()
-    promotion.check_scenarios(list(entries), f"{source}: promotion")
+    groups: dict[str, list[str]] = {}
+    for key, origin in origins.items():
+        if key != origin:  # a task of a group entry (lm-eval's mmlu → mmlu.mmlu_anatomy, …)
+            groups.setdefault(origin, []).append(key)
+    promotion = (parsed.promotion or PromotionCriteria()).resolve_groups(
+        list(entries), groups, f"{source}: promotion"
+    )
     raw = data["scenarios"]
     toxicity = data.get("toxicity")
     digests = {}

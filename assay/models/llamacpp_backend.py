@@ -57,6 +57,7 @@ from assay.models.local_requests import (
     common_prefix_len,
     find_stop,
 )
+from assay.models.rolling import is_rolling, refusal
 
 SCHEME = "llamacpp"
 THREADS_ENV = "ASSAY_LLAMACPP_THREADS"
@@ -447,6 +448,8 @@ class LlamaCppClient:
         return list(lm.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
 
     def _prepare(self, lm: _LoadedModel, index: int, request: Request) -> _Prepared:
+        if is_rolling(request):
+            raise RequestFailed(f"request {request.instance_id!r}: {refusal('llama.cpp')}")
         budget = lm.seq_budget
         context = self.render_prompt(request.prompt)
         if request.kind == RequestKind.GENERATE:

@@ -51,6 +51,7 @@ from assay.core.security import (
 )
 from assay.models.base import ModelSpec, ProgressCallback
 from assay.models.guarded_transport import checked_transport
+from assay.models.rolling import is_rolling, refusal
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +288,8 @@ class OpenAIClient:
         return [r if r is not None else Completion(error="internal: no result") for r in results]
 
     def _calls_for(self, index: int, request: Request) -> list[_Call]:
+        if is_rolling(request):
+            raise ValueError(f"request {request.instance_id!r}: {refusal('OpenAI-compatible')}")
         model = self.source.model
         serving = self.spec.serving
         if request.kind is RequestKind.GENERATE:

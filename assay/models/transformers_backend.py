@@ -27,6 +27,11 @@ Decisions worth knowing:
   one forward pass of the prompt (its KV cache is reused for the continuations); a prompt with
   a single continuation (language-modeling windows) runs as one forward pass of prompt plus
   continuation instead, with logits computed only where continuation tokens are predicted.
+- Rolling log-likelihood (``RequestKind.LOGLIKELIHOOD_ROLLING``, lm-eval's perplexity tasks):
+  the raw text is tokenized as lm-eval's HFLM tokenizes it and cut into disjoint windows of
+  the context budget (``min(serving.max_context, the model's positions)``; see
+  ``assay.models.rolling``); each window runs as a one-choice log-likelihood (batched with
+  the others) and the answer is one choice summing them.
 - Placement: ``ServingConfig.device`` "auto" means CUDA when ``torch.cuda.is_available()``, else
   the CPU; ``device_map`` (e.g. "auto" over several GPUs) is handed to ``from_pretrained``.
   bfloat16/float16 on the CPU is refused, not downgraded: a downgraded run would store float32
@@ -60,6 +65,7 @@ from assay.models.local_requests import (
     check_loglikelihood,
     find_stop,
 )
+from assay.models.rolling import is_rolling, rolling_completion, rolling_windows
 from assay.models.transformers_batching import (
     GenRow,
     LLGroup,
@@ -231,6 +237,8 @@ class TransformersClient:
             try:
                 if request.kind == RequestKind.GENERATE:
                     gen_rows.append(self._gen_row(lm, i, request, budget))
+                elif is_rolling(request):
+                    ll_rows.append(self._rolling_row(lm, i, request, budget))
                 else:
                     ll_rows.append(self._ll_row(lm, i, request, budget))
             except RequestFailed as exc:
@@ -319,6 +327,25 @@ class TransformersClient:
             # Every choice of a group conditions on the same (possibly truncated) context.
             group.context_ids = group.context_ids[-(budget - longest) :]
         return LLRow(index, list(groups.values()), request.continuations)
+
+    def _rolling_row(self, lm: LoadedModel, index: int, request: Request, budget: int) -> LLRow:
+        """The windows of a rolling request, tokenized as lm-eval's HFLM does: the raw text
+        (never chat-wrapped) with the tokenizer's default special tokens unless it already
+        starts with the prefix token (BOS, else EOS), which also conditions the first window;
+        windows of ``budget`` tokens (see ``assay.models.rolling``)."""
+        tok = lm.tokenizer
+        prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        if prefix is None:
+            raise RequestFailed(
+                f"request {request.instance_id!r}: the tokenizer has neither a BOS nor an EOS "
+                "token to condition a rolling window's first token on"
+            )
+        text = request.prompt
+        special = not text.startswith(tok.decode([prefix]))
+        ids = list(tok(text, add_special_tokens=special).input_ids)
+        windows = rolling_windows(ids, int(prefix), budget)
+        groups = [LLGroup(list(ctx), [k], [list(pred)]) for k, (ctx, pred) in enumerate(windows)]
+        return LLRow(index, groups, ("",) * len(groups), rolling_text=text)
 
     def _split(self, lm: LoadedModel, context: str, continuation: str) -> tuple[list, list]:
         """Context tokens and continuation tokens of ``context + continuation``."""
@@ -553,6 +580,11 @@ class TransformersClient:
         completions = []
         offset = 0
         for row in rows:
+            if row.rolling_text is not None:
+                windows = [scored[offset + k, 0] for k in range(len(row.groups))]
+                completions.append(rolling_completion(row.rolling_text, windows))
+                offset += len(row.groups)
+                continue
             choices: list[ChoiceScore | None] = [None] * row.n_choices
             for group in row.groups:
                 for k, j in enumerate(group.choice_indices):

@@ -66,6 +66,9 @@ class LLRow:
     index: int
     groups: list[LLGroup]
     continuations: tuple[str, ...]
+    # A rolling request (the whole text scored over windows, ``assay.models.rolling``): its
+    # text; each group is one window with one continuation, the window's predicted tokens.
+    rolling_text: str | None = None
 
     @property
     def n_choices(self) -> int:
@@ -73,11 +76,11 @@ class LLRow:
 
     @property
     def weight(self) -> int:
-        return self.n_choices
+        return len(self.groups) if self.rolling_text is not None else self.n_choices
 
     @property
     def prefix_len(self) -> int:
-        return max(len(g.context_ids) for g in self.groups)
+        return max((len(g.context_ids) for g in self.groups), default=0)
 
 
 @dataclass

@@ -3,52 +3,121 @@ where they disagree."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from assay.compare.ranking import compare_pair, comparison_rows, instance_column, paired_rows
-from assay.report.data import split_by
-from assay.report.links import compare_page
-from assay.report.partitions import partition_answers
-from assay.report.render import _Context, _html_safe_json
-from assay.report.writing import code_digest
+from assay.report.links import compare_page, scenario_page, slug
+from assay.report.partitions import _read_path, partition_answers
+from assay.report.render import _Context, _finite, _html_safe_json
+from assay.report.writing import inputs_digest
 from assay.stats.paired import Comparison, adjust
+from assay.storage.contract import INSTANCE_SCORES
 
 # Flipped instances listed per scenario on a comparison page (all are in its export).
 MAX_FLIPS_SHOWN = 100
 
 
 def _pairs(versions: Sequence[str]) -> list[tuple[str, str]]:
-    """The comparisons that get a page: neighbours on the board and the leader against
-    everyone (2n at most, instead of every one of n² pairs)."""
-    pairs = list(pairwise(versions)) + [(versions[0], v) for v in versions[1:]]
-    return list(dict.fromkeys(pairs))
+    """The comparisons that get a page of their own: neighbours on the board (n − 1). Their
+    inputs are the two versions' partitions, so a page survives every other change; any
+    other pair (the leader against a version included) is the page ``compare.html``, which
+    computes it in the browser from the versions' value files (:func:`_values`)."""
+    return list(pairwise(versions))
 
 
-def _columns(ctx: _Context) -> dict[str, Any]:
-    """Each scenario's per-instance primary-metric column over every board version."""
+# Under names no scenario's slug takes (a slug never starts with "_"), beside data/<scenario>/.
+VALUES_DIR = "data/_values"
+BOARD_FILE = "data/_board.js"
+
+
+def values_file(version: str) -> str:
+    """A version's per-instance primary-metric values, every scenario, for ``compare.html``."""
+    return f"{VALUES_DIR}/{slug(version)}.js"
+
+
+def _values(ctx: _Context) -> None:
+    """Per board version, the unperturbed per-instance values of each scenario's primary
+    metric (the rows a paired test pairs), as a script ``compare.html`` loads; rebuilt only
+    when the version's instance scores changed. Then the board file naming them."""
+    results, site = ctx.results, ctx.site
+    primary = ctx.data.board.primary_metrics
+    for version in ctx.versions:
+        inputs = inputs_digest(
+            "values",
+            version,
+            primary,
+            [results.fingerprint(INSTANCE_SCORES, version, s) for s in primary],
+        )
+        with site.unit(f"values\x1f{version}", inputs) as fresh:
+            if fresh:
+                site.put(values_file(version), _values_script(ctx, version))
+    board = {
+        "versions": [[v, values_file(v)] for v in ctx.versions],
+        "scenarios": [[s, m, scenario_page(s)] for s, m in primary.items()],
+        "pages": [[a, b, compare_page(a, b)] for a, b in ctx.pairs],
+    }
+    with site.unit("board", inputs_digest("board", board)) as fresh:
+        if fresh:
+            site.put(BOARD_FILE, f"window.ASSAY_BOARD = {_html_safe_json(board)};\n".encode())
+            ctx.render(
+                "pair.html",
+                "compare.html",
+                title="Compare two versions",
+                board_file=BOARD_FILE,
+                max_flips=MAX_FLIPS_SHOWN,
+            )
+
+
+def _values_script(ctx: _Context, version: str) -> bytes:
+    scenarios = {}
+    for scenario, metric in ctx.data.board.primary_metrics.items():
+        rows = ctx.results.scores(scenario, [version], [metric])
+        if rows is None or rows.num_rows == 0:
+            continue
+        ungrouped = rows.filter(pc.equal(rows["group"], ""))
+        if ungrouped.num_rows:  # as instance_column: a breakdown repeats the instance
+            rows = ungrouped
+        keys = zip(
+            *(rows[c].to_pylist() for c in ("instance_id", "trial", "template_id", "group")),
+            strict=True,
+        )
+        values = [_finite(v) for v in rows["value"].to_pylist()]
+        scenarios[scenario] = {
+            "metric": metric,
+            "rows": [[i, t, tpl, g, v] for (i, t, tpl, g), v in zip(keys, values, strict=True)],
+        }
+    payload = {"version": version, "scenarios": scenarios}
+    return (
+        "(window.ASSAY_VALUES = window.ASSAY_VALUES || {})["
+        + _html_safe_json(version)
+        + "] = "
+        + _html_safe_json(payload)
+        + ";\n"
+    ).encode("utf-8")
+
+
+def _columns(ctx: _Context, versions: Sequence[str]) -> dict[str, Any]:
+    """Each scenario's per-instance primary-metric column over ``versions`` (the versions of
+    the comparisons this build computes), read one scenario at a time."""
     if ctx.columns is not None:
         return ctx.columns
-    data = ctx.data
-    keep = pa.array(ctx.versions, pa.string())
-    scores = data.instance_scores.filter(pc.is_in(data.instance_scores["model_version"], keep))
-    by_scenario = split_by(scores, "scenario")
+    data, results = ctx.data, ctx.results
+    primary = data.board.primary_metrics
+    lower = data.lower_is_better
+    if lower is None:
+        lower = results.lower_is_better(versions, sorted(set(primary.values())))
     columns = {}
-    for scenario, metric in data.board.primary_metrics.items():
-        table = by_scenario.get(scenario)
-        if table is None:
+    for scenario, metric in primary.items():
+        table = results.scores(scenario, versions, [metric])
+        if table is None or table.num_rows == 0:
             continue
         try:
-            columns[scenario] = instance_column(
-                table, scenario, metric, ctx.versions, metric in data.lower_is_better
-            )
+            columns[scenario] = instance_column(table, scenario, metric, versions, metric in lower)
         except ValueError:
             continue  # no unperturbed rows: the scenario has nothing to pair
     ctx.columns = columns
@@ -58,11 +127,10 @@ def _columns(ctx: _Context) -> dict[str, Any]:
 def pair_comparisons(ctx: _Context, a: str, b: str) -> tuple[list[Comparison], dict]:
     """Paired tests of ``a`` against ``b`` on every scenario (Holm across the scenarios)
     and, per scenario, the rows where one was right and the other wrong."""
-    columns = _columns(ctx)
-    index = {v: i for i, v in enumerate(ctx.versions)}
+    columns = _columns(ctx, ctx.compared)
+    index = {v: i for i, v in enumerate(ctx.compared)}
     results: list[Comparison] = []
     flips: dict[str, list[dict]] = {}
-    board_tests = {(c.model_a, c.model_b, c.scenario): c for c in ctx.data.board.comparisons}
     for scenario, metric in ctx.data.board.primary_metrics.items():
         column = columns.get(scenario)
         if column is None:
@@ -70,12 +138,10 @@ def pair_comparisons(ctx: _Context, a: str, b: str) -> tuple[list[Comparison], d
         va, vb, clusters = paired_rows(column, index[a], index[b])
         if not len(va):
             continue
-        # Neighbours on the board were compared when it was built: the same test, reused.
-        known = board_tests.get((a, b, scenario))
+        # Seeded by the pair, not the board's day: the page stays as it is while the two
+        # versions' results do (the board's own tests of neighbours are on its page).
         results.append(
-            known
-            if known is not None
-            else compare_pair(
+            compare_pair(
                 va,
                 vb,
                 model_a=a,
@@ -105,26 +171,25 @@ def _answers(ctx: _Context, version: str, scenario: str) -> dict[str, str]:
     """What ``version`` answered per instance of ``scenario``: from this build's partition
     data, or (a partition left as the last build wrote it) read from its outputs."""
     if (version, scenario) not in ctx.answers:
-        outputs = ctx.data.outputs(version, scenario)
+        path = ctx.results.path("model_outputs", version, scenario)
+        outputs = None if path is None else _read_path(ctx.data.store, path)
         ctx.answers[(version, scenario)] = {} if outputs is None else partition_answers(outputs)
     return ctx.answers[(version, scenario)]
 
 
 def _comparison_inputs(ctx: _Context, a: str, b: str) -> str:
     """A digest of what the page of ``a`` vs ``b`` is made of: both versions' partitions
-    (scores, outputs, instances), the board's tests of the pair, the build's settings and
-    the code. (Its menu of other pairs is read from a shared file.)"""
+    (scores, outputs, instances, metric tables), the build's settings and the code; not the
+    board's day or order, nor other versions. (Its menu of other pairs is a shared file.)"""
     board = ctx.data.board
-    tests = {(c.model_a, c.model_b, c.scenario): c for c in board.comparisons}
     parts: list[Any] = [
-        code_digest(),
+        "compare",
         a,
         b,
-        ctx.data.day,
         ctx.scenarios,
         ctx.n_resamples,
         board.confidence,
-        sorted(ctx.data.lower_is_better),
+        sorted(ctx.data.lower_is_better or ()),
     ]
     for scenario, metric in board.primary_metrics.items():
         parts.append(
@@ -133,22 +198,32 @@ def _comparison_inputs(ctx: _Context, a: str, b: str) -> str:
                 metric,
                 ctx.partition_inputs.get((a, scenario)),
                 ctx.partition_inputs.get((b, scenario)),
-                repr(tests.get((a, b, scenario))),
+                ctx.results.fingerprint("metric_tables", a, scenario),
+                ctx.results.fingerprint("metric_tables", b, scenario),
             ]
         )
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return inputs_digest(*parts)
+
+
+def _comparisons(ctx: _Context) -> None:
+    """The comparison pages whose inputs changed since the last build, the others kept;
+    the per-instance columns are read only for the versions of the pages computed."""
+    pending = []
+    for a, b in ctx.pairs:
+        unit, inputs = f"compare\x1f{a}\x1f{b}", _comparison_inputs(ctx, a, b)
+        if ctx.site.unchanged_unit(unit, inputs):
+            ctx.site.summary.units_skipped += 1
+        else:
+            pending.append((a, b, unit, inputs))
+    ctx.compared = [v for v in ctx.versions if any(v in (a, b) for a, b, _, _ in pending)]
+    for a, b, unit, inputs in pending:
+        with ctx.site.unit(unit, inputs) as fresh:
+            if fresh:
+                _comparison(ctx, a, b)
 
 
 def _comparison(ctx: _Context, a: str, b: str) -> None:
     name = compare_page(a, b)[: -len(".html")]
-    unit, inputs = f"compare\x1f{a}\x1f{b}", _comparison_inputs(ctx, a, b)
-    if ctx.site.unchanged_unit(unit, inputs):
-        return  # the page and its exports are as the last build wrote them
-    files = [compare_page(a, b)] + [
-        f"export/{name}{suffix}" for suffix in (".csv", ".json", "-flips.csv", "-flips.json")
-    ]
-    ctx.site.record_unit(unit, inputs, files)
     comparisons, flips = pair_comparisons(ctx, a, b)
     rows = comparison_rows(comparisons)
     exports = ctx.site.export(name, rows)
@@ -227,7 +302,12 @@ PAIRS_FILE = "data/pairs.js"
 
 
 def _comparison_index(ctx: _Context) -> None:
-    menu = [[a, b, compare_page(a, b)] for a, b in ctx.pairs]
-    ctx.site.put(PAIRS_FILE, f"window.ASSAY_PAIRS = {_html_safe_json(menu)};\n".encode())
-    rows = [{"model_a": a, "model_b": b, "href": compare_page(a, b)} for a, b in ctx.pairs]
-    ctx.render("comparisons.html", "comparisons.html", title="Comparisons", pairs=rows)
+    with ctx.site.unit(
+        "comparisons", inputs_digest("comparisons", ctx.scenarios, ctx.pairs)
+    ) as fresh:
+        if not fresh:
+            return
+        menu = [[a, b, compare_page(a, b)] for a, b in ctx.pairs]
+        ctx.site.put(PAIRS_FILE, f"window.ASSAY_PAIRS = {_html_safe_json(menu)};\n".encode())
+        rows = [{"model_a": a, "model_b": b, "href": compare_page(a, b)} for a, b in ctx.pairs]
+        ctx.render("comparisons.html", "comparisons.html", title="Comparisons", pairs=rows)

@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from assay.compare.ranking import Leaderboard
+from assay.evaluate.suite import Suite
+from assay.registry import Registry
 from assay.registry.entities import Event, EventKind, ModelVersion
 from assay.storage.parquet import ParquetStore
 
@@ -26,7 +28,9 @@ class ExplorerData:
     """The inputs of one explorer build.
 
     ``board`` is the full leaderboard of ``day`` (with its paired comparisons) and
-    ``metric_tables`` / ``instance_scores`` the stored tables behind it; ``rankings`` holds
+    ``metric_tables`` / ``instance_scores`` the stored tables behind it, or both None: the
+    build then queries them from ``store`` as of the end of ``day``, a scenario or a
+    partition at a time (:meth:`of_day`; :mod:`assay.report.results`). ``rankings`` holds
     every stored rankings partition (a ``day`` column), the leaderboards of earlier days.
     ``events`` is the registry's log (alias moves, registrations) and ``versions`` the
     registered versions as they are now. Model outputs and scenario instances are read per
@@ -35,13 +39,49 @@ class ExplorerData:
 
     day: str
     board: Leaderboard
-    metric_tables: pa.Table
-    instance_scores: pa.Table
+    metric_tables: pa.Table | None
+    instance_scores: pa.Table | None
     rankings: pa.Table | None
     events: Sequence[Event]
     versions: Sequence[ModelVersion]
     store: ParquetStore
-    lower_is_better: frozenset[str] = frozenset()
+    # The metrics ranked lower-is-better; None: read from the stored metric tables of the
+    # versions a comparison is computed for, when it is (what :meth:`of_day` leaves).
+    lower_is_better: frozenset[str] | None = frozenset()
+
+    @classmethod
+    def of_day(
+        cls,
+        store: ParquetStore,
+        registry: Registry,
+        suite_or_board: Suite | Leaderboard,
+        day: str,
+        *,
+        rankings: pa.Table | None = None,
+    ) -> ExplorerData:
+        """The explorer of ``day`` over ``store``, reading its results through the query
+        engine as of the end of ``day`` instead of holding them: ``suite_or_board`` is the
+        suite (the board is then ranked with ``leaderboard_of_day``) or the day's board
+        already ranked; ``rankings`` the stored rankings (read from ``store`` when None)."""
+        from assay.compare.standings import leaderboard_of_day
+
+        if isinstance(suite_or_board, Leaderboard):
+            board = suite_or_board
+        else:
+            board, _ = leaderboard_of_day(day, store, registry, suite_or_board)
+        if rankings is None:
+            rankings = store.read_all("rankings")
+        return cls(
+            day=day,
+            board=board,
+            metric_tables=None,
+            instance_scores=None,
+            rankings=rankings,
+            events=registry.events(),
+            versions=registry.versions(),
+            store=store,
+            lower_is_better=None,
+        )
 
     @property
     def board_versions(self) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 from assay.compare.decision import decision_from_record
 from assay.registry.entities import Event, EventKind
 from assay.report.render import _Context
+from assay.report.writing import inputs_digest
 
 _VERDICTS = (EventKind.GATE_APPROVED, EventKind.GATE_REFUSED)
 
@@ -147,4 +148,16 @@ def _chart(path: list[list[float]], row: dict[str, Any], totals: dict[str, int])
 
 def _decisions(ctx: _Context) -> None:
     for event in verdicts(ctx.data.events):
-        _decision(ctx, event)
+        inputs = inputs_digest(
+            "decision",
+            event.id,
+            event.kind.value,
+            event.ts.isoformat(),
+            event.actor,
+            event.model,
+            event.payload,
+            ctx.scenarios,
+        )
+        with ctx.site.unit(f"decision\x1f{event.id}", inputs) as fresh:
+            if fresh:
+                _decision(ctx, event)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from assay.report.data import alias_holders, alias_moves, end_of
 from assay.report.decisions import decision_rows
 from assay.report.render import _Context, _finite
+from assay.report.results import table_digest
+from assay.report.writing import inputs_digest
 
 
 def _day_end(day: str) -> str:
@@ -13,6 +15,26 @@ def _day_end(day: str) -> str:
 
 
 def _history(ctx: _Context) -> None:
+    """The history page and its exports, unless their inputs are the last build's: every
+    day's board, the registry's alias and gate events, the board's order."""
+    data = ctx.data
+    inputs = inputs_digest(
+        "history",
+        data.days(),
+        data.day,
+        table_digest(data.rankings),
+        table_digest(data.board.to_table()),
+        alias_moves(data.events),
+        decision_rows(data.events),
+        ctx.versions,
+        ctx.scenarios,
+    )
+    with ctx.site.unit("history", inputs) as fresh:
+        if fresh:
+            _history_page(ctx)
+
+
+def _history_page(ctx: _Context) -> None:
     data = ctx.data
     days = data.days()
     per_day = {d: {r["model_version"]: r for r in data.ranking_rows(d)} for d in days}
@@ -151,5 +173,6 @@ def _history(ctx: _Context) -> None:
         alias_export=ctx.site.export("alias-history", alias_rows),
         moves_export=ctx.site.export("alias-events", moves),
         days=days,
+        latest_day=data.day,
         per_day=[{"day": d, "rows": per_day[d]} for d in days],
     )

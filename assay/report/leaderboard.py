@@ -11,13 +11,100 @@ from assay.compare.ranking import comparison_rows
 from assay.core.records import subset_rows
 from assay.report.data import alias_holders, end_of
 from assay.report.decisions import decision_page, latest_verdicts
-from assay.report.links import compare_page, day_page, scenario_page, slug
-from assay.report.render import _Context, _finite
+from assay.report.links import compare_page, day_page, pair_href, scenario_page, slug
+from assay.report.render import _Context, _finite, _html_safe_json
+from assay.report.writing import inputs_digest
+
+
+def _leaderboard_inputs(ctx: _Context, day: str, path: str, rows: list[dict], days) -> str:
+    """What a leaderboard page shows: the day's rows, the days listed, per row the version's
+    registration, aliases, verdict, comparison link and metric tables (fingerprints of its
+    partitions: the chart's cells), and for the build's day its board's tests and figures."""
+    data = ctx.data
+    held = alias_holders(data.events, end_of(day))
+    registered = {v.key: v for v in data.versions}
+    decided = latest_verdicts(data.events)
+    order = [r["model_version"] for r in rows]
+    pairs = set(ctx.pairs)
+    scenarios = list(data.board.primary_metrics)
+    per_row = [
+        [
+            v,
+            registered[v].description if v in registered else None,
+            [c.name for c in registered[v].training_data] if v in registered else None,
+            held.get(v, []),
+            decided[v].id if v in decided else None,
+            [v, n] if (v, n) in pairs else None,
+            ctx.results.version_fingerprint("metric_tables", v, scenarios),
+        ]
+        for v, n in zip(order, [*order[1:], None], strict=True)
+    ]
+    today = None
+    if day == data.day:
+        board = data.board
+        today = [
+            repr(board.comparisons),
+            board.family_figure_rows(),
+            list(board.notes),
+            board.confidence,
+        ]
+    return inputs_digest(
+        "leaderboard",
+        day,
+        path,
+        path == "index.html" or day == data.day,
+        rows,
+        per_row,
+        dict(data.board.primary_metrics),
+        ctx.scenarios,
+        today,
+    )
+
+
+DAYS_FILE = "data/_days.js"
+
+
+def _days_menu(ctx: _Context, days: Sequence[str]) -> None:
+    """The shared menu of days every leaderboard page loads, newest first."""
+    menu = [[d, "index.html" if d == ctx.data.day else day_page(d)] for d in reversed(days)]
+    ctx.site.put(DAYS_FILE, f"window.ASSAY_DAYS = {_html_safe_json(menu)};\n".encode())
+
+
+def _headline(ctx: _Context, versions: Sequence[str]) -> dict[tuple[str, str, str], dict]:
+    """(version, scenario, metric) → the headline row the leaderboards' chart shows, read
+    for the ``versions`` of the page being rendered that no page has read yet."""
+    if ctx.headline is None:
+        ctx.headline = {}
+    missing = sorted(set(versions) - ctx.headline_read)
+    if missing:
+        ctx.headline_read.update(missing)
+        found = ctx.results.headline_cards(missing)
+        if found is not None and found.num_rows:
+            cards = subset_rows(found)
+            headline = cards.filter(
+                pc.and_(pc.equal(cards["group"], ""), pc.equal(cards["perturbation"], ""))
+            )
+            for r in headline.select(
+                ["model_version", "scenario", "metric", "mean", "ci_low", "ci_high"]
+            ).to_pylist():
+                ctx.headline[(r["model_version"], r["scenario"], r["metric"])] = r
+    return ctx.headline
 
 
 def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> None:
+    """A leaderboard page and its exports, unless their inputs are the last build's."""
+    rows = ctx.data.ranking_rows(day)
+    inputs = _leaderboard_inputs(ctx, day, path, rows, days)
+    with ctx.site.unit(f"leaderboard\x1f{path}", inputs) as fresh:
+        if fresh:
+            _leaderboard_page(ctx, day, path, days, rows)
+
+
+def _leaderboard_page(
+    ctx: _Context, day: str, path: str, days: Sequence[str], rows: list[dict]
+) -> None:
     data = ctx.data
-    rows = data.ranking_rows(day)
+    is_today = day == data.day
     scenarios = [c[len("score.") :] for c in (rows[0] if rows else {}) if c.startswith("score.")]
     families = [
         c[len("win_rate.") :] for c in (rows[0] if rows else {}) if c.startswith("win_rate.")
@@ -43,6 +130,8 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
                 else "",
                 "aliases": held.get(v, []),
                 "compare_next": compare_page(v, n) if n and (v, n) in pairs else None,
+                # Any other pair is computed in the browser (compare.html, see comparison.py).
+                "compare_leader": pair_href(order[0], v) if is_today and v != order[0] else None,
                 "decision": decision_page(decided[v].id) if v in decided else None,
                 "decision_kind": decided[v].kind.value.removeprefix("gate_")
                 if v in decided
@@ -54,7 +143,8 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
             **{
                 k: v
                 for k, v in r.items()
-                if k not in ("compare_next", "aliases", "decision", "decision_kind")
+                if k
+                not in ("compare_next", "compare_leader", "aliases", "decision", "decision_kind")
             },
             "aliases": " ".join(r["aliases"]),
         }
@@ -108,15 +198,7 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
                 "json": f"export/comparisons-{slug(day)}.json",
             }
     # Each scenario's primary metric per version with its 95% interval (headline rows).
-    cards = subset_rows(data.metric_tables)
-    headline = cards.filter(
-        pc.and_(pc.equal(cards["group"], ""), pc.equal(cards["perturbation"], ""))
-    )
-    lookup = {}
-    for r in headline.select(
-        ["model_version", "scenario", "metric", "mean", "ci_low", "ci_high"]
-    ).to_pylist():
-        lookup[(r["model_version"], r["scenario"], r["metric"])] = r
+    lookup = _headline(ctx, order)
     traces = []
     for s in scenarios:
         metric = data.board.primary_metrics.get(s)
@@ -153,10 +235,8 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
         path,
         title=f"Leaderboard {day}",
         day=day,
-        days=[
-            {"day": d, "href": "index.html" if d == data.day else day_page(d)}
-            for d in reversed(days)
-        ],
+        page_path=path,
+        days_file=DAYS_FILE,
         rows=table,
         scenarios=[
             {

@@ -32,6 +32,11 @@ def compare_page(a: str, b: str) -> str:
     return f"compare-{slug(a)}--{slug(b)}-{pair}.html"
 
 
+def pair_href(a: str, b: str) -> str:
+    """The in-browser comparison of any two versions of the newest board (``compare.html``)."""
+    return f"compare.html#a={quote(a, safe='')}&b={quote(b, safe='')}"
+
+
 def instance_href(scenario: str, version: str, instance_id: str) -> str:
     """The instance page's link for one prediction (parameters in the fragment)."""
     # What urlencode(..., quote_via=quote) writes, without its per-call overhead (a

@@ -16,18 +16,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from assay.contamination.subsets import check_table
-from assay.report.data import split_by
 from assay.report.links import data_file, instances_file, jsonl_file
 from assay.report.render import _Context, _finite, _html_safe_json
-from assay.report.writing import code_digest
+from assay.report.writing import inputs_digest
 from assay.storage.contract import (
     CONTAMINATION,
+    INSTANCE_SCORES,
     JUDGE_REPLIES,
     MODEL_OUTPUTS,
-    SCENARIO_INSTANCES,
 )
 from assay.storage.parquet import ParquetStore
 
@@ -187,84 +185,59 @@ def partition_records(
 
 @dataclass(frozen=True)
 class PartitionJob:
-    """One partition's page data to build (in this process or a worker): its inputs, where
-    to write, and the digest of its inputs at the last build (None: build it anyway)."""
+    """One partition's page data to build (in this process or a worker): the files it reads
+    (``None``: not there), its instance scores, and where to write."""
 
     scenario: str
     version: str
     metric: str
     scores: pa.Table | None
-    instances_digest: str
+    outputs_path: str
+    replies_path: str | None
+    checked_path: str | None
+    instances_path: str | None
     store: ParquetStore
     folder: Any  # a writing.SiteFolder, or a plain writer callable in this process only
-    previous: str | None
-    code: str  # writing.code_digest() of the building process
 
 
 @dataclass(frozen=True)
 class PartitionResult:
     scenario: str
     version: str
-    inputs: str | None  # digest of the inputs; None: the partition has no outputs
     files: tuple[tuple[str, str, int], ...]  # (path, content digest, size) written
-    answers: dict[str, str] | None  # None when skipped (unchanged)
+    answers: dict[str, str]
 
 
-_INSTANCES: dict[tuple[str, str], pa.Table | None] = {}  # per process: the last scenario's
+_INSTANCES: dict[tuple[str, str | None], pa.Table | None] = {}  # per process: the last one
 
 
-def _instances_of(store: ParquetStore, scenario: str) -> pa.Table | None:
-    key = (store.base_url, scenario)
+def _read_path(store: ParquetStore, path: str | None) -> pa.Table | None:
+    """The table at ``path``: a partition's file, or a compacted copy of one."""
+    if path is None:
+        return None
+    return store.read_path(path, path)
+
+
+def _instances_of(store: ParquetStore, path: str | None) -> pa.Table | None:
+    key = (store.base_url, path)
     if key not in _INSTANCES:
         _INSTANCES.clear()  # jobs come scenario by scenario: keep one
-        where = {"scenario": scenario}
-        _INSTANCES[key] = (
-            store.read(SCENARIO_INSTANCES, where)
-            if store.exists(SCENARIO_INSTANCES, where)
-            else None
-        )
+        _INSTANCES[key] = _read_path(store, path)
     return _INSTANCES[key]
 
 
-def _table_digest(table: pa.Table | None) -> bytes:
-    if table is None:
-        return b"-"
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as stream:
-        stream.write_table(table)
-    return hashlib.sha256(sink.getvalue().to_pybytes()).digest()
-
-
 def build_partition(job: PartitionJob) -> PartitionResult:
-    """Build one partition's data file and JSONL export unless its inputs (outputs, scores,
-    instances, judge replies, primary metric, build format) are those of the last build."""
-    where = {"model_version": job.version, "scenario": job.scenario}
-    raw = job.store.read_bytes(MODEL_OUTPUTS, where)
-    if raw is None:
-        return PartitionResult(job.scenario, job.version, None, (), None)
-    replies_raw = job.store.read_bytes(JUDGE_REPLIES, where)
-    checked_raw = job.store.read_bytes(CONTAMINATION, where)
-    hasher = hashlib.sha256()
-    for part in (
-        job.code.encode(),
-        job.scenario.encode(),
-        job.version.encode(),
-        job.metric.encode(),
-        job.instances_digest.encode(),
-        hashlib.sha256(raw).digest(),
-        _table_digest(job.scores),
-        b"-" if replies_raw is None else hashlib.sha256(replies_raw).digest(),
-        b"-" if checked_raw is None else hashlib.sha256(checked_raw).digest(),
-    ):
-        hasher.update(len(part).to_bytes(8, "big") + part)
-    inputs = hasher.hexdigest()
-    if inputs == job.previous:
-        return PartitionResult(job.scenario, job.version, inputs, (), None)
-    outputs = pq.read_table(pa.BufferReader(raw))
-    replies = None if replies_raw is None else pq.read_table(pa.BufferReader(replies_raw))
-    checked = None if checked_raw is None else pq.read_table(pa.BufferReader(checked_raw))
+    """Build one partition's data file and JSONL export (the caller has found its inputs
+    changed since the last build)."""
+    outputs = _read_path(job.store, job.outputs_path)
+    assert outputs is not None
     records = partition_records(
-        _instances_of(job.store, job.scenario), outputs, job.scores, job.metric, replies, checked
+        _instances_of(job.store, job.instances_path),
+        outputs,
+        job.scores,
+        job.metric,
+        _read_path(job.store, job.replies_path),
+        _read_path(job.store, job.checked_path),
     )
     key = f"{job.scenario}\x1f{job.version}"
     payload = {
@@ -290,9 +263,7 @@ def build_partition(job: PartitionJob) -> PartitionResult:
         write = job.folder.write if hasattr(job.folder, "write") else job.folder
         write(path, data)
         files.append((path, hashlib.sha256(data).hexdigest(), len(data)))
-    return PartitionResult(
-        job.scenario, job.version, inputs, tuple(files), partition_answers(outputs)
-    )
+    return PartitionResult(job.scenario, job.version, tuple(files), partition_answers(outputs))
 
 
 _SHARED = ("input", "references", "groups")
@@ -300,73 +271,85 @@ _SHARED = ("input", "references", "groups")
 
 def _partitions(ctx: _Context, workers: int) -> None:
     """Per partition of a version on the board: the instance data file and its JSONL, built
-    only where the inputs changed, by ``workers`` processes when there is enough to do."""
-    data = ctx.data
+    only where the inputs changed (fingerprints of the files it reads, see
+    :mod:`.results`), by ``workers`` processes when there is enough to do."""
+    results = ctx.results
     site = ctx.site
-    scores_by_version = split_by(data.instance_scores, "model_version")
-    primary = data.board.primary_metrics
-    instances_digest = {}
+    primary = ctx.data.board.primary_metrics
     for scenario in ctx.scenarios:
-        table = data.instances(scenario)
-        instances_digest[scenario] = _table_digest(table).hex()
-        texts = {}
-        if table is not None:
-            for row in table.to_pylist():
-                refs = zip(row.get("references") or [], row.get("correct") or [], strict=False)
-                groups = json.loads(row["groups"]) if row.get("groups") else {}
-                texts[row["id"]] = [row.get("input"), [[t, bool(c)] for t, c in refs], groups]
-        site.put(
-            instances_file(scenario),
-            _data_script(f"{scenario}\x1f", {"scenario": scenario, "instances": texts}),
-        )
+        path = results.instances_path(scenario)
+        inputs = inputs_digest("instances", scenario, results.instances_fingerprint(scenario))
+        with site.unit(f"instances\x1f{scenario}", inputs) as fresh:
+            if fresh:
+                table = _read_path(ctx.data.store, path)
+                texts = {}
+                if table is not None:
+                    for row in table.to_pylist():
+                        refs = zip(
+                            row.get("references") or [], row.get("correct") or [], strict=False
+                        )
+                        groups = json.loads(row["groups"]) if row.get("groups") else {}
+                        texts[row["id"]] = [
+                            row.get("input"),
+                            [[t, bool(c)] for t, c in refs],
+                            groups,
+                        ]
+                site.put(
+                    instances_file(scenario),
+                    _data_script(f"{scenario}\x1f", {"scenario": scenario, "instances": texts}),
+                )
     folder = site.folder if site.folder is not None else site._write
-    jobs = []
-    by_version = {
-        v: split_by(scores_by_version[v], "scenario") if v in scores_by_version else {}
-        for v in ctx.versions
-    }
+    jobs, inputs_of = [], {}
     # Scenario by scenario: a worker reads a scenario's instances once for its versions.
     for scenario in ctx.scenarios:
         for version in ctx.versions:
+            outputs_path = results.path(MODEL_OUTPUTS, version, scenario)
+            if outputs_path is None:
+                continue
             key = f"{scenario}\x1f{version}"
-            before = site.previous["partitions"].get(key) or {}
-            kept = site._all_there(before.get("files") or [])
+            inputs = inputs_digest(
+                "partition",
+                scenario,
+                version,
+                primary[scenario],
+                results.instances_fingerprint(scenario),
+                *(
+                    results.fingerprint(asset, version, scenario)
+                    for asset in (MODEL_OUTPUTS, INSTANCE_SCORES, JUDGE_REPLIES, CONTAMINATION)
+                ),
+            )
+            paths = [data_file(scenario, version), jsonl_file(scenario, version)]
+            ctx.partition_inputs[(version, scenario)] = inputs
+            ctx.manifest.setdefault(scenario, {})[version] = {
+                "data": paths[0],
+                "instances": instances_file(scenario),
+                "jsonl": paths[1],
+            }
+            if site.unchanged_unit(key, inputs):
+                site.summary.partitions_unchanged += 1
+                continue
+            inputs_of[key] = inputs
             jobs.append(
                 PartitionJob(
                     scenario,
                     version,
                     primary[scenario],
-                    by_version[version].get(scenario),
-                    instances_digest[scenario],
-                    data.store,
+                    results.partition_scores(version, scenario),
+                    outputs_path,
+                    results.path(JUDGE_REPLIES, version, scenario),
+                    results.path(CONTAMINATION, version, scenario),
+                    results.instances_path(scenario),
+                    ctx.data.store,
                     folder,
-                    before.get("inputs") if kept else None,
-                    code_digest(),
                 )
             )
     for result in _run(jobs, workers if _poolable(site) else 1):
-        if result.inputs is None:
-            continue
-        paths = [
-            data_file(result.scenario, result.version),
-            jsonl_file(result.scenario, result.version),
-        ]
-        if result.answers is None:
-            for path in paths:
-                site.keep(path)
-            site.summary.partitions_unchanged += 1
-        else:
-            for path, key, size in result.files:
-                site.wrote(path, key, size)
-            ctx.answers[(result.version, result.scenario)] = result.answers
-            site.summary.partitions_built += 1
-        site.record_unit(f"{result.scenario}\x1f{result.version}", result.inputs, paths)
-        ctx.partition_inputs[(result.version, result.scenario)] = result.inputs
-        ctx.manifest.setdefault(result.scenario, {})[result.version] = {
-            "data": paths[0],
-            "instances": instances_file(result.scenario),
-            "jsonl": paths[1],
-        }
+        for path, key, size in result.files:
+            site.wrote(path, key, size)
+        ctx.answers[(result.version, result.scenario)] = result.answers
+        site.summary.partitions_built += 1
+        key = f"{result.scenario}\x1f{result.version}"
+        site.record_unit(key, inputs_of[key], [path for path, _, _ in result.files])
 
 
 def _poolable(site: Any) -> bool:

@@ -110,12 +110,15 @@ class _Context:
     manifest: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     pairs: list[tuple[str, str]] = field(default_factory=list)
     columns: dict[str, Any] | None = None  # scenario → ScoreColumn, built on first use
+    compared: list[str] = field(default_factory=list)  # versions of the comparisons computed
+    results: Any = None  # the build's results.Results
+    headline: dict[tuple[str, str, str], dict] | None = None  # leaderboards' chart cells
+    headline_read: set[str] = field(default_factory=set)  # versions whose cells are read
 
     def render(self, template: str, path: str, **values: Any) -> None:
         nav = [{"title": s, "href": scenario_page(s)} for s in self.scenarios]
         page = self.env.get_template(template).render(
             generated_at=BUILD_TIME_MARK,
-            latest_day=self.data.day,
             scenario_nav=nav,
             **values,
         )

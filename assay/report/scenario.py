@@ -14,17 +14,45 @@ from assay.core.records import METRIC_FAMILIES
 from assay.evaluate.sequential import extent_of
 from assay.report.links import scenario_page, slug
 from assay.report.render import _Context, _finite
+from assay.report.writing import inputs_digest
 from assay.scoring.metrics.calibration import reliability_bins
+from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES
 
 # Versions drawn in the per-version charts of a scenario page (the best ones on the board).
 MAX_CHART_VERSIONS = 12
 
 
+def _scenario_inputs(ctx: _Context, scenario: str) -> str:
+    """What a scenario page shows: every board version's metric tables and instance scores
+    on it (fingerprints), its data files, the board's order and the scenarios listed."""
+    results = ctx.results
+    return inputs_digest(
+        "scenario",
+        scenario,
+        ctx.data.board.primary_metrics[scenario],
+        ctx.scenarios,
+        ctx.versions,
+        [
+            [results.fingerprint(a, v, scenario) for a in (METRIC_TABLES, INSTANCE_SCORES)]
+            for v in ctx.versions
+        ],
+        ctx.manifest.get(scenario, {}),
+    )
+
+
 def _scenario(ctx: _Context, scenario: str) -> None:
+    """The scenario's page and exports, unless their inputs are the last build's."""
+    with ctx.site.unit(f"scenario\x1f{scenario}", _scenario_inputs(ctx, scenario)) as fresh:
+        if fresh:
+            _scenario_page(ctx, scenario)
+
+
+def _scenario_page(ctx: _Context, scenario: str) -> None:
     data = ctx.data
     metric = data.board.primary_metrics[scenario]
-    cards = data.metric_tables.filter(pc.equal(data.metric_tables["scenario"], scenario))
-    cards = cards.filter(pc.is_in(cards["model_version"], pa.array(ctx.versions, pa.string())))
+    cards = ctx.results.cards(scenario, ctx.versions)
+    if cards is None:
+        cards = pa.table({c: pa.array([], pa.string()) for c in SCORECARD_COLUMNS})
     every_row = cards.to_pylist()
     # Rows over every evaluated instance; the contamination subsets have their own section.
     rows = [r for r in every_row if not r.get("subset")]
@@ -344,25 +372,20 @@ def _bars(series: Sequence[tuple[str, list[str], list[dict | None]]], title: str
 
 
 def _reliability(ctx: _Context, scenario: str, versions: Sequence[str]) -> dict[str, list]:
-    scores = ctx.data.instance_scores
-    mask = pc.and_(
-        pc.and_(pc.equal(scores["scenario"], scenario), pc.equal(scores["perturbation"], "")),
-        pc.and_(
-            pc.equal(scores["group"], ""),
-            pc.is_in(scores["metric"], pa.array(["chosen_prob", "acc"])),
-        ),
-    )
-    table = scores.filter(mask).select(
+    scores = ctx.results.scores(scenario, versions, ["chosen_prob", "acc"])
+    if scores is None:
+        return {}
+    table = scores.filter(pc.equal(scores["group"], "")).select(
         ["model_version", "instance_id", "trial", "template_id", "metric", "family", "value"]
     )
     pairs: dict[str, dict[tuple, list]] = defaultdict(dict)
-    for r in table.to_pylist():
-        if r["metric"] == "acc" and r["family"] != "accuracy":
+    # Column by column (rows as dicts cost most of a scenario page over a large board).
+    columns = [table[c].to_pylist() for c in table.column_names]
+    for version, iid, trial, template, metric, family, value in zip(*columns, strict=True):
+        if metric == "acc" and family != "accuracy":
             continue
-        cell = pairs[r["model_version"]].setdefault(
-            (r["instance_id"], r["trial"], r["template_id"]), [None, None]
-        )
-        cell[0 if r["metric"] == "chosen_prob" else 1] = r["value"]
+        cell = pairs[version].setdefault((iid, trial, template), [None, None])
+        cell[0 if metric == "chosen_prob" else 1] = value
     out = {}
     for v in versions:
         got = [(p, y) for p, y in pairs.get(v, {}).values() if p is not None and y is not None]

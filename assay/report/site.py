@@ -4,14 +4,31 @@ Pages (all at the site's root, so relative links work from a file, a static web 
 an object store alike):
 
 - ``index.html`` / ``day-<day>.html``: the leaderboard of the newest / each stored day;
-- ``compare-<a>--<b>-<id>.html``: two versions compared (paired tests, flipped instances);
+- ``compare-<a>--<b>-<id>.html``: two neighbours on the board compared (paired tests seeded
+  by the pair, flipped instances with both answers), built with the site;
+- ``compare.html#a=<version>&b=<version>``: any two versions of the newest board, computed in
+  the browser from their value files (``data/_values/<version>.js``, each scenario's
+  unperturbed primary-metric values per instance): means, difference, instances that differ;
+  no test. Comparisons are asked for, not built for every pair: a static page per neighbour
+  pair only, since a page for the leader against every version made a new leader rebuild one
+  page per version;
 - ``scenario-<key>.html``: scorecards, group breakdowns, robustness, calibration, instances;
 - ``instance.html#s=<scenario>&v=<version>&id=<instance>``: one prediction;
 - ``history.html``: scores over days, alias moves, promotion decisions;
 - ``decision-<event id>.html``: one promotion verdict, every criterion with its figures (linked
   from the version's leaderboard row);
+- ``data/``: per-partition instance data, ``_values/<version>.js`` (for ``compare.html``),
+  and the menus every page of a kind shares (``_days.js``, ``pairs.js``, ``_board.js``), so a
+  new day or pair changes one small file rather than every page;
 - ``export/``: every table as CSV and JSON, each partition's per-instance rows as JSONL;
-- ``_build.json``: the manifest that makes the next build incremental (:mod:`.writing`).
+- ``_build.json``: the manifest that makes the next build incremental (:mod:`.writing`):
+  every unit (a partition's data, a page with its exports) is rendered only when its inputs
+  (fingerprints of the stored files it reads, the board rows it shows, the code) changed,
+  never because the build's day or time did.
+
+The results are read through :mod:`.results`: queried with DuckDB as of the end of the
+board's day, one scenario or partition at a time (``ExplorerData.of_day``), or filtered from
+tables held in memory (``ExplorerData`` built with them).
 
 Pages are jinja2 templates with autoescaping; data for charts sits in
 ``<script type="application/json">`` blocks (HTML-safe JSON) and is drawn by plotly, whose
@@ -32,14 +49,15 @@ import os
 from datetime import datetime
 from importlib import resources
 
-from assay.report.comparison import _comparison, _comparison_index, _pairs
+from assay.report.comparison import _comparison_index, _comparisons, _pairs, _values
 from assay.report.data import ExplorerData
 from assay.report.decisions import _decisions
 from assay.report.history import _history
-from assay.report.leaderboard import _leaderboard
+from assay.report.leaderboard import _days_menu, _leaderboard
 from assay.report.links import compare_page, day_page, scenario_page, slug
 from assay.report.partitions import _partitions
 from assay.report.render import _Context, _environment, _html_safe_json
+from assay.report.results import results_of
 from assay.report.scenario import _scenario
 from assay.report.writing import (
     SiteFolder,
@@ -47,6 +65,7 @@ from assay.report.writing import (
     Writer,
     _Site,
     directory_writer,
+    inputs_digest,
     store_writer,
 )
 
@@ -91,6 +110,7 @@ def build_site(
         default = min((os.cpu_count() or 1) - 1, 8)
         workers = int(os.environ.get("ASSAY_EXPLORER_WORKERS") or max(default, 1))
 
+    results = results_of(data)  # first: a refused build leaves the site as it was
     site = _Site(write)
     ctx = _Context(
         data=data,
@@ -100,26 +120,37 @@ def build_site(
         n_resamples=n_resamples,
         scenarios=list(data.board.primary_metrics),
         versions=data.board_versions,
+        results=results,
     )
-    site.put("static/plotly.min.js", get_plotlyjs().encode("utf-8"))
-    static = resources.files("assay.report") / "static"
-    for name in ("explorer.js", "explorer.css"):
-        site.put(f"static/{name}", (static / name).read_bytes())
-    _partitions(ctx, workers)
-    ctx.pairs = _pairs(ctx.versions)
-    for a, b in ctx.pairs:
-        _comparison(ctx, a, b)
-    _comparison_index(ctx)
-    for scenario in ctx.scenarios:
-        _scenario(ctx, scenario)
-    ctx.render("instance.html", "instance.html", manifest=ctx.manifest, title="Instance")
-    _decisions(ctx)
-    _history(ctx)
-    days = data.days()
-    for day in days:
-        if day != data.day:
-            _leaderboard(ctx, day, day_page(day), days)
-    _leaderboard(ctx, data.day, day_page(data.day), days)
-    _leaderboard(ctx, data.day, "index.html", days)
-    site.finish()
+    try:
+        with site.unit("static", inputs_digest("static")) as fresh:
+            if fresh:
+                site.put("static/plotly.min.js", get_plotlyjs().encode("utf-8"))
+                static = resources.files("assay.report") / "static"
+                for name in ("explorer.js", "explorer.css"):
+                    site.put(f"static/{name}", (static / name).read_bytes())
+        _partitions(ctx, workers)
+        ctx.pairs = _pairs(ctx.versions)
+        _comparisons(ctx)
+        _comparison_index(ctx)
+        _values(ctx)
+        for scenario in ctx.scenarios:
+            _scenario(ctx, scenario)
+        with site.unit("instance", inputs_digest("instance", ctx.scenarios, ctx.manifest)) as fresh:
+            if fresh:
+                ctx.render(
+                    "instance.html", "instance.html", manifest=ctx.manifest, title="Instance"
+                )
+        _decisions(ctx)
+        _history(ctx)
+        days = data.days()
+        _days_menu(ctx, days)
+        for day in days:
+            if day != data.day:
+                _leaderboard(ctx, day, day_page(day), days)
+        _leaderboard(ctx, data.day, day_page(data.day), days)
+        _leaderboard(ctx, data.day, "index.html", days)
+        site.finish()
+    finally:
+        results.close()
     return site.summary

@@ -3,22 +3,27 @@ store), the CSV/JSON exports, and the build manifest that makes rebuilds increme
 
 The manifest (``_build.json`` in the site folder) records, for every file the last build
 produced, a digest of its content (pages: rendered with a placeholder for the build time,
-so a page whose data did not change digests the same), and for every partition a digest of
-its inputs. A build writes only the files whose digest changed, skips the partitions whose
-inputs did not, and deletes the files the site folder holds that it no longer produces. It
+so a page whose data did not change digests the same), and for every unit (a partition's
+data, a page with its exports) a digest of its inputs and the files it made. The inputs are
+cheap to know: the fingerprints of the stored files the unit reads (path, size, modified
+time; see :mod:`.results`), the board rows it shows, the build's settings and
+:func:`code_digest`, never the build's day or time. A unit whose inputs match keeps its
+files without reading data or rendering; a rendered page is written only if its content
+changed. The build deletes the files the site folder holds that it no longer produces. It
 deletes the manifest before its first write and writes it last, so a build that stops
 halfway leaves none and the next build writes everything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import hashlib
 import io
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -29,7 +34,7 @@ Writer = Callable[[str, bytes], object]
 
 MANIFEST = "_build.json"
 # Bump when what a build writes changes in a way the code digest below does not see.
-BUILD_FORMAT = "3"
+BUILD_FORMAT = "4"
 # The code a page or a partition's files are made by: when it changes, all are rebuilt.
 _CODE = ("report", "compare", "stats")
 
@@ -91,6 +96,12 @@ def _json(rows: Any) -> bytes:
 
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def inputs_digest(*parts: Any) -> str:
+    """A digest of a unit's inputs (JSON-able values) with the code's digest."""
+    text = json.dumps([code_digest(), *parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @runtime_checkable
@@ -187,7 +198,10 @@ def directory_writer(root: Any) -> DirectorySite:
 class SiteSummary:
     """What a build wrote: ``files`` and ``bytes`` count every file of the site (written or
     left as it was), ``written`` / ``unchanged`` split them, ``deleted`` lists the files of an
-    earlier build that this one no longer produces."""
+    earlier build that this one no longer produces. ``units_rendered`` / ``units_skipped``
+    count the pages (with their exports) rendered or kept because their inputs matched the
+    last build's; ``partitions_built`` / ``partitions_unchanged`` the same for partitions'
+    data files."""
 
     files: int = 0
     bytes: int = 0
@@ -196,6 +210,9 @@ class SiteSummary:
     unchanged: int = 0
     partitions_built: int = 0
     partitions_unchanged: int = 0
+    units_rendered: int = 0
+    units_skipped: int = 0
+    rendered: list[str] = field(default_factory=list)  # the units rendered, by key
     deleted: list[str] = field(default_factory=list)
 
 
@@ -219,6 +236,27 @@ class _Site:
         self.files: dict[str, str] = {}  # path → content digest, this build
         self.sizes: dict[str, int] = {}
         self.partitions: dict[str, dict[str, Any]] = {}
+        self._unit: list[str] | None = None  # the files of the unit being rendered
+
+    @contextlib.contextmanager
+    def unit(self, key: str, inputs: str) -> Iterator[bool]:
+        """Render the unit ``key`` (a page and its exports) unless its inputs match the
+        last build's and its files are all there: yields False (its files kept as they
+        are) or True (render it; the files written meanwhile are its files)."""
+        if self.unchanged_unit(key, inputs):
+            self.summary.units_skipped += 1
+            yield False
+            return
+        if self._unit is not None:
+            raise RuntimeError(f"unit {key!r} started inside another unit")
+        self._unit = files = []
+        try:
+            yield True
+        finally:
+            self._unit = None
+        self.record_unit(key, inputs, files)
+        self.summary.units_rendered += 1
+        self.summary.rendered.append(key)
 
     def put(self, path: str, data: bytes, *, build_time: str | None = None) -> None:
         """Write ``path`` unless the site already holds the same content. With
@@ -233,6 +271,8 @@ class _Site:
             self._write(path, data)
             self.summary.written += 1
         self._record(path, key, len(data))
+        if self._unit is not None:
+            self._unit.append(path)
 
     def wrote(self, path: str, key: str, size: int) -> None:
         """A file another process wrote for this build."""

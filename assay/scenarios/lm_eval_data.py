@@ -15,8 +15,10 @@ Files are read by :func:`assay.scenarios.files.iter_rows`, so a malformed file f
 name and row, and handed to the task as lm-eval's ``custom_dataset`` (a
 ``datasets.DatasetDict``), so everything after reading (``process_docs``, the few-shot
 sampler) is lm-eval's. A 0-shot task whose few-shot split has no file reads the evaluation
-split there instead (it never draws from it). The data's revision is the SHA-256 of each file
-read, or the hub dataset's revision and fingerprint.
+split there instead (it never draws from it), and so does a task whose few-shot examples are
+fixed in its config (``fewshot_config.samples``: MATH-hard) for its training split. The
+data's revision is the SHA-256 of each file read, or the hub dataset's revision and
+fingerprint.
 """
 
 from __future__ import annotations
@@ -78,6 +80,19 @@ def splits_read(config: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def fixed_fewshot_samples(config: Mapping[str, Any]) -> bool:
+    """Whether the task's few-shot examples are fixed in its config (``fewshot_config.samples``,
+    a list or a function, and no few-shot split): lm-eval then never reads its training or
+    validation split for them (MATH-hard's four examples)."""
+    fewshot = config.get("fewshot_config")
+    return (
+        isinstance(fewshot, Mapping)
+        and fewshot.get("samples") is not None
+        and not isinstance(fewshot.get("split"), str)
+        and not isinstance(config.get("fewshot_split"), str)
+    )
+
+
 def dataset_name(config: Mapping[str, Any]) -> str:
     path, name = config.get("dataset_path") or "?", config.get("dataset_name")
     return f"{path}/{name}" if name else str(path)
@@ -124,12 +139,16 @@ def dataset_overrides(
             f"{{{eval_split}: <file>}}"
         )
     shots = spec.num_fewshot if spec.num_fewshot is not None else config.get("num_fewshot") or 0
+    fixed = fixed_fewshot_samples(config)
     stand_in: dict[str, str] = {}
     for role, split in roles.items():
         if split in files:
             continue
-        if shots == 0 and role in ("training_split", "fewshot_split", "validation_split"):
-            stand_in[split] = eval_split  # never drawn from when no example is shown
+        if (shots == 0 or fixed) and role in ("training_split", "validation_split"):
+            stand_in[split] = eval_split  # never drawn from: no example, or fixed examples
+            continue
+        if shots == 0 and role == "fewshot_split":
+            stand_in[split] = eval_split
             continue
         raise LmEvalTaskError(
             f"lm-eval task {spec.task!r} reads split {split!r} of {name!r} ({role}, "

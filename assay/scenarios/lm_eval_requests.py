@@ -6,11 +6,15 @@ module only regroups them for assay's model clients and maps the answers back:
 
 - the ``loglikelihood`` requests of one document that share a context (a multiple-choice
   question's choices) become one ``RequestKind.LOGLIKELIHOOD`` request with those
-  continuations, in lm-eval's order, so the context is computed once;
+  continuations, in lm-eval's order, so the context is computed once; whitespace ending a
+  context moves to the continuations, as lm-eval's models move it before scoring;
 - a ``generate_until`` request becomes a ``RequestKind.GENERATE`` request with lm-eval's
   ``until`` as stop sequences and ``max_gen_toks`` as ``max_tokens`` (256 when the task sets
   none, lm-eval's HF default), greedy unless the task samples (``do_sample``, with its
-  temperature and top_p; each of lm-eval's ``repeats`` is then a seeded sample of its own).
+  temperature and top_p; each of lm-eval's ``repeats`` is then a seeded sample of its own);
+- a ``loglikelihood_rolling`` request (perplexity tasks: wikitext, pile, paloma) becomes a
+  ``RequestKind.LOGLIKELIHOOD_ROLLING`` request whose prompt is the whole text; the model
+  client scores it over rolling windows of its context, as lm-eval's HFLM does.
 
 Instances are the task's evaluation documents in lm-eval's order, ids ``"0"``, ``"1"``, ...
 (lm-eval's ``doc_id``), all in split ``test``; an entry's ``max_instances`` is lm-eval's
@@ -39,10 +43,12 @@ from assay.scenarios.lm_eval_tasks import (
     lm_eval_globals,
     load_task,
 )
+from assay.scoring.lm_eval_peer import needs_peer, require_peer
 
 METHOD = LM_EVAL  # Request.method of every request built here
 TEMPLATE_ID = LM_EVAL  # lm-eval's prompt, not an assay layout
 EVAL_SPLIT = "test"
+ROLLING = "loglikelihood_rolling"  # lm-eval's perplexity output type
 
 
 def instances_of(loaded: LoadedTask) -> list[Instance]:
@@ -53,7 +59,10 @@ def instances_of(loaded: LoadedTask) -> list[Instance]:
         docs = list(task.doc_iterator(rank=0, limit=None, world_size=1))
         for doc_id, doc in docs:
             try:
-                out.append(_instance(task, doc_id, doc))
+                if task.OUTPUT_TYPE == ROLLING:
+                    out.append(_rolling_instance(task, doc_id, doc))
+                else:
+                    out.append(_instance(task, doc_id, doc))
             except Exception as exc:
                 raise LmEvalTaskError(
                     f"lm-eval task {loaded.spec.task!r}: document {doc_id} "
@@ -87,6 +96,27 @@ def _instance(task: Any, doc_id: int, doc: Any) -> Instance:
         golds = target if isinstance(target, list) else [target]
         references = tuple(Reference(str(g), True) for g in golds)
     return Instance(id=str(doc_id), input=shown, references=references, split=EVAL_SPLIT)
+
+
+def _rolling_instance(task: Any, doc_id: int, doc: Any) -> Instance:
+    """A perplexity document: the text scored (lm-eval's ``doc_to_target``) is the input,
+    with no references (nothing is matched against it)."""
+    text = task.doc_to_target(doc)
+    if not isinstance(text, str):
+        raise LmEvalTaskError(f"its text (doc_to_target) is {type(text).__name__}, not a string")
+    return Instance(id=str(doc_id), input=text, references=(), split=EVAL_SPLIT)
+
+
+def _rolling_request(inst: Any, doc_id: int) -> Request:
+    """A ``loglikelihood_rolling`` instance: the whole text, scored over the model's windows."""
+    (text,) = inst.arguments
+    return Request(
+        instance_id=str(doc_id),
+        kind=RequestKind.LOGLIKELIHOOD_ROLLING,
+        prompt=text,
+        template_id=TEMPLATE_ID,
+        method=METHOD,
+    )
 
 
 @dataclass
@@ -135,16 +165,18 @@ def doc_requests(loaded: LoadedTask, limit: int | None) -> list[DocRequests]:
     Call it inside :func:`lm_eval_globals` (as :func:`requests_for` does), so lm-eval's
     few-shot draws and global generators start where they start in lm-eval's own run."""
     task = loaded.task
+    chat = loaded.spec.chat  # lm-eval's chat options, as its evaluator passes them
+    template = loaded.chat_template
     task.build_all_requests(
         limit=limit,
         rank=0,
         world_size=1,
         cache_requests=False,
         rewrite_requests_cache=False,
-        system_instruction=None,
-        apply_chat_template=False,
-        fewshot_as_multiturn=False,
-        chat_template=None,
+        system_instruction=chat.system_instruction,
+        apply_chat_template=chat.chat,
+        fewshot_as_multiturn=chat.fewshot_as_multiturn,
+        chat_template=template.render if template is not None else None,
         tokenizer_name="",
     )
     lm_instances = list(task.instances)
@@ -165,7 +197,7 @@ def _regroup(loaded: LoadedTask, doc_id: int, group: list[Any]) -> DocRequests:
     for inst in group:
         kind = inst.request_type
         if kind == "loglikelihood":
-            context, continuation = inst.arguments[:2]
+            context, continuation = _moved_whitespace(*inst.arguments[:2])
             at = contexts.get(context)
             if at is None:
                 at = contexts[context] = len(doc.requests)
@@ -196,11 +228,25 @@ def _regroup(loaded: LoadedTask, doc_id: int, group: list[Any]) -> DocRequests:
                 doc.requests.extend(samples)
             doc.slots.append((at, -1))
             doc.repeats.append(inst.repeats)
+        elif kind == ROLLING:
+            doc.slots.append((len(doc.requests), 0))
+            doc.repeats.append(1)
+            doc.requests.append(_rolling_request(inst, doc_id))
         else:
             raise LmEvalTaskError(
                 f"lm-eval task {loaded.spec.task!r}: request type {kind!r} is not supported"
             )
     return doc
+
+
+def _moved_whitespace(context: str, continuation: str) -> tuple[str, str]:
+    """The pair lm-eval's models score (``TemplateLM._encode_pair``): whitespace ending the
+    context is moved to the continuation, so its tokens are scored with the continuation
+    (a chat template's context ends with a newline after the assistant header)."""
+    kept = context.rstrip()
+    if kept == context or not kept:
+        return context, continuation
+    return kept, context[len(kept) :] + continuation
 
 
 def _with_continuation(request: Request, continuation: str) -> Request:
@@ -217,6 +263,9 @@ def requests_for(loaded: LoadedTask, instances: Sequence[Instance]) -> list[Requ
             "in lm-eval's order; the instances given are not (ids "
             f"{', '.join(i.id for i in instances[:5])}…)"
         )
+    if needs_peer(loaded.task):
+        # Its answers could not be scored here: refused before any request runs.
+        require_peer(loaded.spec.task)
     with lm_eval_globals(loaded):
         docs = doc_requests(loaded, len(instances))
     return [r for doc in docs for r in doc.requests]

@@ -56,6 +56,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from assay.core.digests import digest_json, write_text_atomic
 from assay.core.nltk_data import use_bundled_nltk_data
 from assay.scenarios.files import DataFileError
+from assay.scenarios.lm_eval_chat import (
+    ChatSettings,
+    ChatTemplate,
+    load_chat_template,
+    resolve_settings,
+    settings_digest,
+)
 
 LM_EVAL = "lm_eval"  # the scenario name in a suite
 DISTRIBUTION = "lm_eval"
@@ -121,6 +128,13 @@ class LmEvalArgs(BaseModel):
     gen_kwargs: dict[str, Any] | None = None
     include_path: str | None = None  # a folder of the team's own task YAMLs
     tasks: list[str] | None = None  # of a group: only these of its tasks
+    # lm-eval's chat options (assay.scenarios.lm_eval_chat): the template of the tokenizer
+    # of chat_template_from (true, or one of its named templates), few-shot examples as
+    # turns (default: on with a template, as lm-eval's CLI), a system instruction.
+    apply_chat_template: bool | str = False
+    fewshot_as_multiturn: bool | None = None
+    system_instruction: str | None = None
+    chat_template_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +154,20 @@ class LmEvalTask:
     include_path: str | None = None
     group: str = ""  # the group it was expanded from ("" when named directly)
     group_overrides: str = ""  # JSON of the task settings its group passes on
+    apply_chat_template: bool | str = False
+    fewshot_as_multiturn: bool = False
+    system_instruction: str | None = None
+    chat_template_from: str | None = None
+
+    @property
+    def chat(self) -> ChatSettings:
+        """lm-eval's chat options of this task (resolved when the suite was read)."""
+        return ChatSettings(
+            self.apply_chat_template,
+            self.fewshot_as_multiturn,
+            self.system_instruction,
+            self.chat_template_from,
+        )
 
     @property
     def gen_overrides(self) -> dict[str, Any]:
@@ -240,9 +268,17 @@ def raw_config(name: str, include_path: str | None = None) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ groups
 
 
-def expand(args: LmEvalArgs) -> list[LmEvalTask]:
+def expand(args: LmEvalArgs, where: str = "args") -> list[LmEvalTask]:
     """The leaf tasks ``args.task`` stands for, in lm-eval's order: itself for a task, its
-    tasks for a group or a tag (recursively), each with the settings the group passes on."""
+    tasks for a group or a tag (recursively), each with the settings the group passes on.
+    ``where`` names the entry's args in errors about the chat options."""
+    chat = resolve_settings(
+        args.apply_chat_template,
+        args.fewshot_as_multiturn,
+        args.system_instruction,
+        args.chat_template_from,
+        where,
+    )
     import_lm_eval()
     if args.include_path is not None:
         task_index(args.include_path)  # checks the folder
@@ -275,6 +311,10 @@ def expand(args: LmEvalArgs) -> list[LmEvalTask]:
                 include_path=args.include_path,
                 group="" if name == args.task else args.task,
                 group_overrides=json.dumps(overrides, sort_keys=True) if overrides else "",
+                apply_chat_template=chat.apply_chat_template,
+                fewshot_as_multiturn=chat.fewshot_as_multiturn,
+                system_instruction=chat.system_instruction,
+                chat_template_from=chat.chat_template_from,
             )
         )
     if len(out) > 1 and args.data_files:
@@ -351,6 +391,7 @@ _DEFAULT_METRICS = {
     "multiple_choice": "acc",
     "loglikelihood": "perplexity",
     "generate_until": "exact_match",
+    "loglikelihood_rolling": "word_perplexity",
 }
 
 
@@ -400,7 +441,7 @@ def code_execution_reason(config: Mapping[str, Any]) -> str:
 def check_runnable(spec: LmEvalTask, scorer: str | None, where: str) -> None:
     """Refuse, before anything is loaded or asked, a task assay will not run: one that
     executes model-written code unless the entry's scorer is the sandboxed
-    ``code_execution``, and the output types assay does not send yet."""
+    ``code_execution``, and multimodal tasks (assay sends text only)."""
     config = {**raw_config(spec.task, spec.include_path), **spec.overrides}
     reason = code_execution_reason(config)
     if reason and scorer != "code_execution":
@@ -408,12 +449,6 @@ def check_runnable(spec: LmEvalTask, scorer: str | None, where: str) -> None:
             f"{where}: lm-eval task {spec.task!r} is refused: {reason}. assay never runs "
             "lm-eval's in-process code execution; name the sandboxed scorer instead "
             "(scorer: code_execution, see assay.scoring.code_execution)"
-        )
-    output_type = config.get("output_type")
-    if output_type == "loglikelihood_rolling":
-        raise LmEvalTaskError(
-            f"{where}: lm-eval task {spec.task!r} is a loglikelihood_rolling (perplexity) "
-            "task, which assay does not send yet"
         )
     if config.get("doc_to_image") or config.get("doc_to_audio"):
         raise LmEvalTaskError(
@@ -434,13 +469,19 @@ class LoadedTask:
     data: Any  # lm_eval_data.TaskData: where the documents came from and their digest
     random_state: tuple[Any, Any] | None = None  # the global generators after the build
     version: str = field(default_factory=lm_eval_version)
+    chat_template: ChatTemplate | None = None  # the template of spec.chat_template_from
 
     @property
     def revision(self) -> str:
-        """The scenario's revision: lm-eval's version, the task config and the data."""
+        """The scenario's revision: lm-eval's version, the task config and the data, and
+        the chat options' digest (the template's text) when they change the prompts."""
+        chat = self.spec.chat
+        prompts = (
+            f";chat={settings_digest(chat, self.chat_template)}" if chat.changes_prompts else ""
+        )
         return (
             f"lm_eval=={self.version};task={self.spec.task};config={self.config_digest};"
-            f"data={self.data.revision}"
+            f"data={self.data.revision}{prompts}"
         )
 
     @property
@@ -461,6 +502,13 @@ def _load_task(spec: LmEvalTask) -> LoadedTask:
     from assay.scenarios.lm_eval_data import dataset_overrides, hub_unreachable
 
     import_lm_eval()
+    chat = spec.chat
+    template = None
+    if chat.chat:
+        where = f"lm-eval task {spec.task!r}: args.apply_chat_template"
+        if not chat.chat_template_from:
+            raise LmEvalTaskError(f"{where}: no chat_template_from names the tokenizer")
+        template = load_chat_template(chat.chat_template_from, chat.template_name, where)
     # IFEval's checks (and any task on nltk's Punkt) read the tokenizer data assay ships.
     use_bundled_nltk_data()
     index = task_index(spec.include_path)
@@ -490,7 +538,7 @@ def _load_task(spec: LmEvalTask) -> LoadedTask:
         raise LmEvalTaskError(f"lm-eval {spec.task!r} did not build one task")
     _configure(task, spec)
     data = data.with_documents(task)
-    return LoadedTask(spec, task, config_digest(task), data, after.state)
+    return LoadedTask(spec, task, config_digest(task), data, after.state, chat_template=template)
 
 
 class _SeedState:

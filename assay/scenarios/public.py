@@ -222,11 +222,13 @@ class MMLU(PublicDataset):
 
     Reads the Hub's rows (``question``, ``subject``, ``choices``, ``answer`` index) and the
     authors' header-less CSV files (question, four choices, answer letter), e.g.
-    ``data/test/anatomy_test.csv`` from their tarball. The Hub default is not pinned to a
-    commit (none could be established); pass ``revision`` and ``sha256`` to pin it.
+    ``data/test/anatomy_test.csv`` from their tarball. Pinned to a commit of the Hub
+    dataset; the SHA-256 of its files is not recorded (their bytes could not be read when the
+    pin was set): pass ``sha256`` to check them.
     """
 
     repo = "cais/mmlu"
+    default_revision = "c30699e8356da336a370243923dbaf21066bb9fe"
     files: ClassVar[dict[str, str]] = {
         "test": "{subset}/test-00000-of-00001.parquet",
         "train": "{subset}/dev-00000-of-00001.parquet",
@@ -259,10 +261,12 @@ class MMLU(PublicDataset):
 class BoolQ(PublicDataset):
     """BoolQ: a passage and a yes/no question (the authors' JSONL has the same fields).
 
-    The Hub default is not pinned to a commit (none could be established).
+    Pinned to a commit of the Hub dataset; the SHA-256 of its files is not recorded (their
+    bytes could not be read when the pin was set): pass ``sha256`` to check them.
     """
 
     repo = "google/boolq"
+    default_revision = "35b264d03638db9f4ce671b711558bf7ff0f80d5"
     files: ClassVar[dict[str, str]] = {
         "test": "data/validation-00000-of-00001.parquet",
         "train": "data/train-00000-of-00001.parquet",
@@ -334,11 +338,13 @@ def _truthfulqa_targets(row: Mapping[str, Any], name: str) -> tuple[list[str], l
 class TruthfulQA(PublicDataset):
     """TruthfulQA, multiple-choice config, MC1 targets (one true answer).
 
-    Reads the Hub's rows and the authors' ``mc_task.json``. The Hub default is not pinned to a
-    commit (none could be established).
+    Reads the Hub's rows and the authors' ``mc_task.json``. Pinned to a commit of the Hub
+    dataset; the SHA-256 of its file is not recorded (its bytes could not be read when the pin
+    was set): pass ``sha256`` to check it.
     """
 
     repo = "truthfulqa/truthful_qa"
+    default_revision = "741b8276f2d1982aa3d5b832d3ee81ed3b896490"
     files: ClassVar[dict[str, str]] = {"test": "multiple_choice/validation-00000-of-00001.parquet"}
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:

@@ -67,7 +67,11 @@ def holistic_scorecard(
     """
     judged = [] if judgments is None else judge_rows(stats, judgments)
     scorer = [] if scorer_run is None else [scorer_failure_row(scorer_run), *scorer_run.card_rows]
-    ratios = [] if scorer_run is None else ratio_rows(stats, scorer_run.ratios, seed_key)
+    ratios = (
+        []
+        if scorer_run is None
+        else ratio_rows(stats, scorer_run.ratios, seed_key, transforms=scorer_run.ratio_transforms)
+    )
     return [
         *scorecard(stats, seed_key),
         *ratios,

@@ -85,6 +85,9 @@ class ScorerRun:
     figures: dict[str, float] = field(default_factory=dict)
     # Ratio metric → (numerator, denominator), from the scorer (``Scorer.ratios``).
     ratios: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Ratio metric → the name of a function of the ratio its row reports instead
+    # (``summary.RATIO_TRANSFORMS``: lm-eval's weighted perplexity and bits per byte).
+    ratio_transforms: dict[str, str] = field(default_factory=dict)
     # Partition-level scorecard rows of its own (lm-eval's aggregates other than a mean).
     card_rows: list[MetricSummary] = field(default_factory=list)
 

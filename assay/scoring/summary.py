@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -136,6 +138,15 @@ def scorecard(stats: Sequence[InstanceStat], seed_key: str = "") -> list[MetricS
     ]
 
 
+# Monotone functions of a ratio a scorecard row may report instead of the ratio itself,
+# by name (``ScorerRun.ratio_transforms``): lm-eval's corpus perplexities are functions of
+# a log-likelihood sum over a word or byte count.
+RATIO_TRANSFORMS: dict[str, Any] = {
+    "exp_neg": lambda r: np.exp(-r),  # weighted perplexity: exp(-Σ loglik / Σ weight)
+    "neg_bits": lambda r: -r / math.log(2),  # bits per byte: -Σ loglik / Σ bytes / ln 2
+}
+
+
 def ratio_rows(
     stats: Sequence[InstanceStat],
     ratios: Mapping[str, tuple[str, str]],
@@ -143,6 +154,7 @@ def ratio_rows(
     *,
     n_resamples: int = 1000,
     confidence: float = 0.95,
+    transforms: Mapping[str, str] | None = None,
 ) -> list[MetricSummary]:
     """A scorer's ratio metrics (``assay.core.scorers``, "Ratios"): per (family, group,
     perturbation) cell holding both parts, the numerators' sum over the denominators' sum.
@@ -150,7 +162,16 @@ def ratio_rows(
     Each part is averaged per instance over its rows first (trials, templates), as in
     :func:`scorecard`; instances lacking either part are left out. The interval resamples
     instances, both parts of an instance together; ``count`` is the number of instances.
+    ``transforms`` (ratio name → a name in :data:`RATIO_TRANSFORMS`) reports a function of
+    the ratio instead, applied to the point and to every resampled ratio alike.
     """
+    transforms = transforms or {}
+    unknown = sorted(set(transforms.values()) - set(RATIO_TRANSFORMS))
+    if unknown:
+        raise ValueError(
+            f"unknown ratio transform(s) {', '.join(unknown)}; known: "
+            f"{', '.join(sorted(RATIO_TRANSFORMS))}"
+        )
     parts = {metric for pair in ratios.values() for metric in pair}
     cells: dict[tuple[str, str, str, str], dict[str, list[float]]] = defaultdict(
         lambda: defaultdict(list)
@@ -168,10 +189,21 @@ def ratio_rows(
             if not ids:
                 continue
             pairs = np.array([[np.mean(num[i]), np.mean(den[i])] for i in ids], dtype=float)
-            rows.append(
-                _ratio(pairs, name, family, group, perturbation, seed_key, n_resamples, confidence)
+            row = _ratio(
+                pairs, name, family, group, perturbation, seed_key, n_resamples, confidence
             )
+            if name in transforms and not row.reason:
+                row = _transformed(row, RATIO_TRANSFORMS[transforms[name]])
+            rows.append(row)
     return rows
+
+
+def _transformed(row: MetricSummary, function: Any) -> MetricSummary:
+    """``row`` with its ratio and interval mapped through a monotone ``function`` (a
+    decreasing one swaps the ends)."""
+    ends = sorted(float(function(v)) for v in (row.ci_low, row.ci_high))
+    low, high = (math.nan, math.nan) if math.isnan(row.ci_low) else ends
+    return replace(row, mean=float(function(row.mean)), ci_low=low, ci_high=high)
 
 
 def _ratio(

@@ -67,6 +67,7 @@ _LM_EVAL = (
     "scenarios/lm_eval_tasks.py",
     "scenarios/lm_eval_data.py",
     "scenarios/lm_eval_requests.py",
+    "scenarios/lm_eval_chat.py",
     "scenarios/files.py",
 )
 # Per-instance stats: the metrics and the judges that produce them.
@@ -93,6 +94,8 @@ _INSTANCE_STATS = (
     # lm-eval tasks: their requests are rebuilt and scored by lm-eval's own code.
     *_LM_EVAL,
     "scoring/lm_eval_scores.py",
+    # MATH-hard's process_results, run in lm-eval's environment.
+    "scoring/lm_eval_peer.py",
     # The defaults of an entry's scorer settings (code execution, judges) live here.
     "evaluate/suite.py",
     "perturbations/__init__.py",

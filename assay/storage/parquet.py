@@ -13,6 +13,16 @@ writer's UTC clock, then replaces ``part.parquet`` (the latest copy, for ordinar
 a given instant, so a table "as it stood at the end of day D" can be rebuilt at any later time.
 A partition written before history was kept has no copies: its ``part.parquet`` counts from
 its file's modification time when the filesystem reports one, and from the beginning otherwise.
+
+Compaction. :meth:`ParquetStore.compact` folds every file of one group of partitions (one
+model version's, say) into one file under ``<base>/_compacted/<asset>/``
+(:mod:`assay.storage.compacted`), keeping each copy's rows, schema and write time, then removes
+the originals. Every reader here finds a compacted partition as before: ``read``, ``exists``,
+``partitions``, ``history``, ``files_as_of`` and ``read_all_as_of`` (a compacted copy's path
+is ``<compacted file>#<copy>``, which ``assay.storage.query`` reads too). Where an original
+file and its compacted copy both exist (a compaction stopped before removing the originals,
+or the partition was written again since), the original is read and the copy ignored, so
+nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import os
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -31,6 +42,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from assay.storage import compacted
+from assay.storage.compacted import Copy, Manifest, Source
 from assay.storage.contract import HISTORY_ASSETS
 
 T = TypeVar("T")
@@ -38,6 +51,7 @@ R = TypeVar("R")
 
 PART_FILE = "part.parquet"
 HISTORY_DIR = "_history"
+COMPACTED_DIR = "_compacted"
 # A history file's name starts with its write time; this format sorts as it reads.
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
 # Object stores publish an object only when its upload completes: a single PUT is atomic.
@@ -85,6 +99,7 @@ class ParquetStore:
         self.is_local = self.protocol in ("file", "local")
         if self.is_local:
             self.root = os.path.abspath(self.root)
+        self._manifests: dict[str, tuple[tuple[object, str], Manifest]] = {}
 
     # -- paths ---------------------------------------------------------------------------------
     def partition_dir(self, asset: str, partition: Mapping[str, str] | None = None) -> str:
@@ -230,7 +245,9 @@ class ParquetStore:
 
     # -- reads ---------------------------------------------------------------------------------
     def exists(self, asset: str, partition: Mapping[str, str] | None = None) -> bool:
-        return self.fs.exists(self.path(asset, partition))
+        return self.fs.exists(self.path(asset, partition)) or (
+            self._current_copy(asset, partition) is not None
+        )
 
     def read(
         self,
@@ -246,9 +263,18 @@ class ParquetStore:
         try:
             data = self.fs.cat_file(path)
         except FileNotFoundError:
-            raise PartitionNotFoundError(
-                f"{label} has not been materialized (no file at {where})"
-            ) from None
+            found = self._current_copy(asset, partition)
+            if found is None:
+                raise PartitionNotFoundError(
+                    f"{label} has not been materialized (no file at {where})"
+                ) from None
+            table = self._read_copy(*found, label)
+            try:
+                return table if columns is None else table.select(list(columns))
+            except KeyError as exc:
+                raise CorruptPartitionError(
+                    f"{label} (compacted in {found[0]}) has no column {exc}"
+                ) from None
         try:
             return pq.read_table(pa.BufferReader(data), columns=columns)
         except (pa.ArrowInvalid, OSError) as exc:
@@ -264,32 +290,64 @@ class ParquetStore:
         return _each(lambda partition: self.read(asset, partition), partitions)
 
     def read_bytes(self, asset: str, partition: Mapping[str, str] | None = None) -> bytes | None:
-        """One partition's stored file as it is (to digest it, say), or None if there is none."""
+        """One partition's stored file as it is (to digest it, say), or None if there is none.
+        A compacted partition's table is written out again (same table, not the same bytes as
+        its original file)."""
         try:
             return self.fs.cat_file(self.path(asset, partition))
         except FileNotFoundError:
-            return None
+            found = self._current_copy(asset, partition)
+            if found is None:
+                return None
+            buffer = io.BytesIO()
+            table = self._read_copy(*found, _label(asset, partition))
+            pq.write_table(table, buffer, compression="zstd")
+            return buffer.getvalue()
 
     def partitions(
         self, asset: str, within: Mapping[str, str] | None = None
     ) -> list[dict[str, str]]:
-        """Every stored partition of an asset, as its dimension → value mapping; with
-        ``within`` (the leading dimensions' values, e.g. one model version), only those under
-        it, found by listing that folder alone."""
-        base = self.partition_dir(asset, within)
+        """Every stored partition of an asset, as its dimension → value mapping (compacted
+        ones included); with ``within`` (the leading dimensions' values, e.g. one model
+        version), only those under it, its folder listed alone."""
+        found = {tuple(p.items()): p for p in self._plain_partitions(asset, within)}
+        wanted = set((within or {}).items())
+        for _, manifest in self._compacted(asset):
+            for key in manifest.current():
+                if wanted <= set(key):
+                    found.setdefault(key, dict(key))
+        return sorted(found.values(), key=lambda p: self.path(asset, p))
+
+    def current_files(self, asset: str) -> list[tuple[dict[str, str], str]]:
+        """Every stored partition of ``asset`` with the file an ordinary read of it returns:
+        its ``part.parquet``, or for a compacted one its copy (``<compacted file>#<copy>``,
+        read with :meth:`read_path`)."""
+        found = {tuple(p.items()): (p, self.path(asset, p)) for p in self._plain_partitions(asset)}
+        for path, manifest in self._compacted(asset):
+            for key, copy in manifest.current().items():
+                found.setdefault(key, (dict(key), f"{path}#{copy.copy}"))
+        return sorted(found.values(), key=lambda pair: self.path(asset, pair[0]))
+
+    def _plain_partitions(
+        self, asset: str, within: Mapping[str, str] | None = None
+    ) -> list[dict[str, str]]:
+        """The partitions with a ``part.parquet``; ``within`` (the first dimension and its
+        value) lists only that folder."""
+        base = f"{self.root}/{asset}"
+        folder = self.partition_dir(asset, within)
         if not self.is_local:
             # fsspec shares one filesystem object per URL in a process and caches listings in
             # it; other processes (workers) write here too, so list afresh.
-            self.fs.invalidate_cache(base)
-        if not self.fs.exists(base):
+            self.fs.invalidate_cache(folder)
+        if not self.fs.exists(folder):
             return []
         found = []
-        for path in sorted(self.fs.find(base)):
+        for path in sorted(self.fs.find(folder)):
             path = str(path)
-            if not path.endswith("/" + PART_FILE) or not path.startswith(base + "/"):
+            if not path.endswith("/" + PART_FILE) or not path.startswith(folder + "/"):
                 continue
             relative = path[len(base) :].strip("/").split("/")[:-1]
-            partition = dict(within or {})
+            partition = {}
             for segment in relative:
                 dim, sep, value = segment.partition("=")
                 if not sep:
@@ -306,14 +364,32 @@ class ParquetStore:
         )
 
     def history(self, asset: str) -> dict[tuple[tuple[str, str], ...], list[tuple[datetime, str]]]:
-        """Each partition's history copies, oldest first: partition items → (written at, path)."""
+        """Each partition's history copies, oldest first: partition items → (written at, path).
+        A compacted copy's path is ``<compacted file>#<copy>`` (see the module docstring)."""
+        found = self._plain_history(asset)
+        plain = {path.rsplit("/", 1)[-1] for copies in found.values() for _, path in copies}
+        for path, manifest in self._compacted(asset):
+            for copy in manifest.copies:
+                if copy.kind != compacted.HISTORY_COPY or copy.name in plain:
+                    continue  # an original still there is read instead
+                found.setdefault(copy.partition, []).append(
+                    (copy.written_at, f"{path}#{copy.copy}")
+                )
+        for copies in found.values():
+            copies.sort(key=lambda item: (item[0], item[1].rsplit("/", 1)[-1]))
+        return found
+
+    def _plain_history(
+        self, asset: str, within: Mapping[str, str] | None = None
+    ) -> dict[tuple[tuple[str, str], ...], list[tuple[datetime, str]]]:
         base = f"{self.root}/{HISTORY_DIR}/{asset}"
+        folder = self.history_dir(asset, within)
         if not self.is_local:
-            self.fs.invalidate_cache(base)
-        if not self.fs.exists(base):
+            self.fs.invalidate_cache(folder)
+        if not self.fs.exists(folder):
             return {}
         found: dict[tuple[tuple[str, str], ...], list[tuple[datetime, str]]] = {}
-        for path in sorted(str(p) for p in self.fs.find(base)):
+        for path in sorted(str(p) for p in self.fs.find(folder)):
             segments = path[len(base) :].strip("/").split("/")
             name = segments[-1]
             if name.startswith(".") or not name.endswith(".parquet"):
@@ -355,7 +431,8 @@ class ParquetStore:
     def files_as_of(self, asset: str, as_of: datetime) -> list[tuple[dict[str, str], str]]:
         """The stored file of each partition of ``asset`` as it stood just before ``as_of``,
         in partition order: the files :meth:`read_all_as_of` reads, also for a reader that
-        queries them without loading them (``assay.storage.query``)."""
+        queries them without loading them (``assay.storage.query``). A compacted copy's path
+        is ``<compacted file>#<copy>``."""
         if as_of.tzinfo is None:
             raise ValueError("as_of must be timezone-aware")
         history = self.history(asset)
@@ -364,13 +441,21 @@ class ParquetStore:
             before = [path for written, path in copies if written < as_of]
             if before:
                 chosen.append((dict(key), before[-1]))
-        for partition in self.partitions(asset):
+        plain = self._plain_partitions(asset)
+        for partition in plain:
             if tuple(partition.items()) in history:
                 continue
             path = self.path(asset, partition)
             modified = self._modified(path)
             if modified is None or modified < as_of:
                 chosen.append((partition, path))
+        seen = {tuple(p.items()) for p in plain}
+        for path, manifest in self._compacted(asset):
+            for key, copy in manifest.current().items():
+                if key in history or key in seen or copy.kind != compacted.PART_COPY:
+                    continue
+                if copy.written_at is None or copy.written_at < as_of:
+                    chosen.append((dict(key), f"{path}#{copy.copy}"))
         chosen.sort(key=lambda item: tuple(item[0].items()))
         return chosen
 
@@ -381,7 +466,20 @@ class ParquetStore:
             return None
         return modified.replace(tzinfo=UTC) if modified.tzinfo is None else modified
 
+    def read_path(self, path: str, label: str) -> pa.Table:
+        """The table at ``path`` as :meth:`files_as_of` names it: a file, or a compacted copy
+        (``<compacted file>#<copy>``); ``label`` names it in errors."""
+        return self._read_path(path, label)
+
     def _read_path(self, path: str, label: str) -> pa.Table:
+        reference = self.compacted_reference(path)
+        if reference is not None:
+            file, copy_id = reference
+            manifest = self._manifest(file)
+            copy = None if manifest is None else _copy_named(manifest, copy_id)
+            if copy is None:
+                raise PartitionNotFoundError(f"{label}: {path} is no longer stored")
+            return self._read_copy(file, copy, label)
         url = path if self.is_local else f"{self.protocol}://{path.lstrip('/')}"
         try:
             return pq.read_table(pa.BufferReader(self.fs.cat_file(path)))
@@ -389,6 +487,249 @@ class ParquetStore:
             raise CorruptPartitionError(
                 f"{label} at {url} is not a readable Parquet file: {exc}"
             ) from None
+
+    # -- compacted groups ------------------------------------------------------------------------
+    def compacted_path(self, asset: str, group: Mapping[str, str]) -> str:
+        """Where the compacted file of ``group`` (one dimension → value) of ``asset`` lives."""
+        if len(group) != 1:
+            raise ValueError(f"a compacted group is one dimension and its value, not {group}")
+        ((dim, value),) = group.items()
+        return f"{self.root}/{COMPACTED_DIR}/{asset}/{dim}={quote(str(value), safe='@-_.')}.parquet"
+
+    def compacted_reference(self, path: str) -> tuple[str, str] | None:
+        """(compacted file, copy) when ``path`` names a compacted copy, else None."""
+        if not path.startswith(f"{self.root}/{COMPACTED_DIR}/") or "#" not in path:
+            return None
+        file, copy_id = path.rsplit("#", 1)
+        return file, copy_id
+
+    def compacted_groups(self, asset: str) -> list[dict[str, str]]:
+        """The groups of ``asset`` that have a compacted file."""
+        return [dict(manifest.group) for _, manifest in self._compacted(asset)]
+
+    def compact(self, asset: str, group: Mapping[str, str]) -> CompactedGroup:
+        """Fold every stored file of the partitions of ``asset`` in ``group`` (e.g.
+        ``{"model_version": "m@v1"}``) into its compacted file, then remove the originals.
+
+        The compacted file is written first, atomically, and holds whatever an earlier
+        compaction of the group had plus the files written since; the originals go only
+        after. A compaction stopped between the two leaves both, and readers read the
+        originals (see the module docstring); running it again finishes it. A latest file
+        rewritten while compacting is left in place."""
+        ((dim, value),) = dict(group).items()
+        target = self.compacted_path(asset, group)
+        existing = self._manifest(target)
+        # The group's dimension comes first in the store's paths (model_version does), so
+        # only its folder is listed.
+        plain_history = {
+            key: copies
+            for key, copies in self._plain_history(asset, group).items()
+            if key and key[0] == (dim, value)
+        }
+        plain_parts = [
+            p for p in self._plain_partitions(asset, group) if next(iter(p.items())) == (dim, value)
+        ]
+        if not plain_history and not plain_parts:
+            return CompactedGroup(asset, dict(group), target, 0, 0, existing is not None)
+        history_base = f"{self.root}/{HISTORY_DIR}/{asset}/"
+        asset_base = f"{self.root}/{asset}/"
+        sources: dict[str, Source] = {}
+        if existing is not None:
+            old = pq.ParquetFile(io.BytesIO(self.fs.cat_file(target)))
+            for copy in existing.copies:
+                sources[copy.copy] = _source(copy, lambda c=copy: compacted.read_copy(old, c))
+        originals: dict[str, bytes] = {}
+        for key, copies in plain_history.items():
+            for written, path in copies:
+                data = self._cat(path, _label(asset, dict(key)))
+                originals[path] = data
+                sources[path[len(history_base) :]] = _plain_source(
+                    path[len(history_base) :], compacted.HISTORY_COPY, key, written, False, data
+                )
+        for partition in plain_parts:
+            key = tuple(partition.items())
+            path = self.path(asset, partition)
+            data = self._cat(path, _label(asset, partition))
+            originals[path] = data
+            for copy_id, source in list(sources.items()):
+                if source.partition == key and source.current:  # superseded by this file
+                    if source.kind == compacted.PART_COPY:
+                        del sources[copy_id]
+                    else:
+                        sources[copy_id] = replace(source, current=False)
+            latest = _latest_history(sources.values(), key)
+            if latest is not None and _same_table(
+                latest, originals.get(history_base + latest.copy), data
+            ):
+                sources[latest.copy] = replace(latest, current=True)
+            else:
+                copy_id = path[len(asset_base) :]
+                sources[copy_id] = _plain_source(
+                    copy_id, compacted.PART_COPY, key, self._modified(path), True, data
+                )
+        ordered = sorted(sources.values(), key=lambda s: (s.partition, s.kind, s.copy))
+        self._put_atomic(target, compacted.encode(asset, dict(group), ordered))
+        self._manifests.pop(target, None)
+        removed = 0
+        for path, data in originals.items():
+            if path.endswith("/" + PART_FILE):
+                try:
+                    if self.fs.cat_file(path) != data:
+                        continue  # written again meanwhile: the newer file stays and is read
+                except FileNotFoundError:
+                    continue
+            self.fs.rm_file(path)
+            removed += 1
+        self._prune_empty(
+            [f"{self.root}/{asset}", f"{self.root}/{HISTORY_DIR}/{asset}"],
+            {path.rsplit("/", 1)[0] for path in originals},
+        )
+        rows = sum(s.rows for s in ordered)
+        return CompactedGroup(asset, dict(group), target, removed, rows, existing is not None)
+
+    def _cat(self, path: str, label: str) -> bytes:
+        try:
+            data = self.fs.cat_file(path)
+            pq.read_metadata(pa.BufferReader(data))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CorruptPartitionError(
+                f"{label}: {path} cannot be compacted, it is not a readable Parquet file: {exc}"
+            ) from None
+        return data
+
+    def _prune_empty(self, bases: list[str], folders: set[str]) -> None:
+        """Remove the folders left empty by a compaction, up to (not including) ``bases``."""
+        if not self.is_local:
+            return  # object stores have no folders
+        for folder in sorted(folders, key=len, reverse=True):
+            while any(folder.startswith(base + "/") for base in bases):
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    break  # not empty (or gone): stop climbing
+                folder = folder.rsplit("/", 1)[0]
+
+    def _compacted(self, asset: str) -> list[tuple[str, Manifest]]:
+        base = f"{self.root}/{COMPACTED_DIR}/{asset}"
+        if not self.is_local:
+            self.fs.invalidate_cache(base)
+        if not self.fs.exists(base):
+            return []
+        found = []
+        for path in sorted(str(p) for p in self.fs.ls(base, detail=False)):
+            name = path.rsplit("/", 1)[-1]
+            if name.startswith(".") or not name.endswith(".parquet"):
+                continue
+            manifest = self._manifest(path)
+            if manifest is not None:
+                found.append((path, manifest))
+        return found
+
+    def _manifest(self, path: str) -> Manifest | None:
+        """The manifest of the compacted file at ``path`` (None if there is none), cached
+        while the file's size and modification time stay the same."""
+        try:
+            info = self.fs.info(path)
+        except FileNotFoundError:
+            return None
+        when = info.get("mtime") or info.get("LastModified") or info.get("created") or ""
+        stamp = (info.get("size"), f"{when}/{info.get('ETag', '')}")
+        cached = self._manifests.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            with self.fs.open(path, "rb") as f:
+                schema = pq.read_schema(f)
+            manifest = compacted.decode_manifest(schema, path)
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:
+            raise CorruptPartitionError(f"compacted file {path} is unreadable: {exc}") from None
+        self._manifests[path] = (stamp, manifest)
+        return manifest
+
+    def _current_copy(
+        self, asset: str, partition: Mapping[str, str] | None
+    ) -> tuple[str, Copy] | None:
+        """The compacted file and copy an ordinary read of ``partition`` returns, if any."""
+        key = tuple((partition or {}).items())
+        for dim, value in key:
+            path = self.compacted_path(asset, {dim: value})
+            manifest = self._manifest(path)
+            if manifest is not None and key in manifest.current():
+                return path, manifest.current()[key]
+        return None
+
+    def _read_copy(self, path: str, copy: Copy, label: str) -> pa.Table:
+        try:
+            with self.fs.open(path, "rb") as f:
+                return compacted.read_copy(pq.ParquetFile(f), copy)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CorruptPartitionError(
+                f"{label} (compacted copy {copy.copy} in {path}) is unreadable: {exc}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class CompactedGroup:
+    """What :meth:`ParquetStore.compact` did."""
+
+    asset: str
+    group: dict[str, str]
+    path: str
+    files_removed: int
+    rows: int
+    merged: bool  # an earlier compacted file of the group was folded in
+
+
+def _latest_history(sources: Iterable[Source], key: tuple[tuple[str, str], ...]) -> Source | None:
+    copies = [s for s in sources if s.partition == key and s.kind == compacted.HISTORY_COPY]
+    return max(copies, key=lambda s: (s.written_at, s.name), default=None)
+
+
+def _same_table(source: Source, original: bytes | None, data: bytes) -> bool:
+    """Whether the history copy ``source`` (its file's bytes when still stored) holds the
+    latest file ``data``: then the copy is what an ordinary read returns."""
+    if original is not None:
+        return original == data
+    table = pq.read_table(pa.BufferReader(data))
+    return table.schema.equals(source.schema, check_metadata=True) and source.read().equals(table)
+
+
+def _copy_named(manifest: Manifest, copy_id: str) -> Copy | None:
+    return next((c for c in manifest.copies if c.copy == copy_id), None)
+
+
+def _source(copy: Copy, read: Callable[[], pa.Table]) -> Source:
+    return Source(
+        copy.copy,
+        copy.kind,
+        copy.partition,
+        copy.written_at,
+        copy.current,
+        copy.schema,
+        copy.rows,
+        read,
+    )
+
+
+def _plain_source(
+    copy_id: str,
+    kind: str,
+    key: tuple[tuple[str, str], ...],
+    written: datetime | None,
+    current: bool,
+    data: bytes,
+) -> Source:
+    file = pq.ParquetFile(pa.BufferReader(data))
+    return Source(
+        copy_id,
+        kind,
+        key,
+        written,
+        current,
+        file.schema_arrow,
+        file.metadata.num_rows,
+        lambda: pq.read_table(pa.BufferReader(data)),
+    )
 
 
 # How many partitions one read_many/write_many moves at once: enough to overlap an object

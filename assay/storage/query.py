@@ -12,7 +12,9 @@ The partition dimensions of a row come from its file's path, as in ``read_all_as
 writers never store them inside the table. Rows keep ``read_all_as_of``'s order (partitions
 in order, then each file's rows in order), so what is computed from them is the same to
 the last bit. A local store is read directly; any other fsspec filesystem (``memory://``,
-``s3://``) is handed to DuckDB with ``register_filesystem``.
+``s3://``) is handed to DuckDB with ``register_filesystem``. A compacted copy (one model
+version's files folded into one, :mod:`assay.storage.compacted`) is read from its compacted
+file, only its rows: the same rows in the same order as from the original file.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from assay.storage.compacted import COPY_COLUMN
 from assay.storage.parquet import CorruptPartitionError, ParquetStore
 
 Pick = Callable[[dict[str, str]], bool]
@@ -38,6 +41,8 @@ class TablesAsOf:
         self.as_of = as_of
         self._listed: dict[str, list[tuple[dict[str, str], str]]] = {}
         self._con = duckdb.connect(config={"preserve_insertion_order": True})
+        # A board queries the same files once per scenario: their footers are read once.
+        self._con.execute("SET parquet_metadata_cache = true")
         if not store.is_local:
             self._con.register_filesystem(store.fs)
 
@@ -71,30 +76,54 @@ class TablesAsOf:
         if not chosen:
             return None
         dims = list(dict.fromkeys(dim for partition, _ in chosen for dim in partition))
-        urls = [self._url(path) for _, path in chosen]
+        # A compacted copy is the rows of one file inside another, told apart by its column
+        # COPY_COLUMN (assay.storage.compacted): it is joined on file and copy.
+        entries = []
+        for _, path in chosen:
+            reference = self.store.compacted_reference(path)
+            if reference is None:
+                entries.append((self._url(path), ""))
+            else:
+                entries.append((self._url(reference[0]), reference[1]))
+        urls = list(dict.fromkeys(url for url, _ in entries))
+        packed = any(copy for _, copy in entries)
         files = pa.table(
             {
-                "_file": urls,
+                "_file": [url for url, _ in entries],
+                "_copy": [copy for _, copy in entries],
                 "_order": list(range(len(chosen))),
                 **{dim: [p.get(dim) for p, _ in chosen] for dim in dims},
             },
             schema=pa.schema(
-                [("_file", pa.string()), ("_order", pa.int64())]
+                [("_file", pa.string()), ("_copy", pa.string()), ("_order", pa.int64())]
                 + [(dim, pa.string()) for dim in dims]
             ),
         )
+        hidden = "filename, file_row_number" + (f", {COPY_COLUMN}" if packed else "")
         stored = (
-            "t.* EXCLUDE (filename, file_row_number)"
+            f"t.* EXCLUDE ({hidden})"
             if columns is None
             else ", ".join(f"t.{_quoted(c)}" for c in columns)
         )
+        join = "t.filename = p._file" + (
+            f" AND coalesce(t.{COPY_COLUMN}, '') = p._copy" if packed else ""
+        )
+        conditions = []
+        if packed:
+            # Only the chosen copies' rows: each copy is a row group whose statistics name
+            # it, so DuckDB skips the others' (a compacted file holds every scenario's).
+            wanted = ", ".join(
+                _literal(copy) for copy in dict.fromkeys(c for _, c in entries) if copy
+            )
+            conditions.append(f"(t.{COPY_COLUMN} IS NULL OR t.{COPY_COLUMN} IN ({wanted}))")
+        conditions += [f"({where})"] if where else []
         query = (
             f"SELECT {stored}{''.join(f', p.{_quoted(d)}' for d in dims)}, "
             "p._order AS _order, t.filename AS _file "
             "FROM read_parquet(?, union_by_name = true, filename = true, "
             "file_row_number = true, hive_partitioning = false) AS t "
-            "LEFT JOIN files AS p ON t.filename = p._file"
-            + (f" WHERE {where}" if where else "")
+            f"LEFT JOIN files AS p ON {join}"
+            + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
             + " ORDER BY p._order, t.file_row_number"
         )
         self._con.register("files", files)
@@ -124,6 +153,10 @@ class TablesAsOf:
     def _url(self, path: str) -> str:
         # As DuckDB names the file in its ``filename`` column: fsspec's full URL.
         return path if self.store.is_local else self.store.fs.unstrip_protocol(path)
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _quoted(name: str) -> str:

@@ -97,8 +97,23 @@
     });
   }
 
+  // A leaderboard's menu of the stored days (data/_days.js, one file per build), newest
+  // first; the page's own option is written into it.
+  function dayMenu() {
+    const select = document.getElementById("filter-day");
+    if (!select || !window.ASSAY_DAYS) return;
+    const current = select.getAttribute("data-current");
+    select.textContent = "";
+    window.ASSAY_DAYS.forEach(function ([day, href]) {
+      const option = el("option", { value: href, text: day });
+      option.selected = href === current || (current === "index.html" && href === window.ASSAY_DAYS[0][1]);
+      select.appendChild(option);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     pairMenu();
+    dayMenu();
     drawCharts();
     document.querySelectorAll("table.sortable").forEach(sortable);
     navigation();
@@ -213,6 +228,113 @@
     if (value === 0) return ["wrong", "wrong"];
     return [fmt(value), ""];
   }
+
+  // ---------------------------------------------------------------- any two versions
+  // compare.html#a=<version>&b=<version>: the mean difference per scenario and the rows that
+  // differ, from the two versions' value files (data/_values/<version>.js).
+  assay.pairPage = function (maxFlips) {
+    assay.ready(function () {
+      const board = window.ASSAY_BOARD;
+      if (!board) return;
+      const files = new Map(board.versions);
+      const pages = new Map(board.pages.map(([a, b, href]) => [a + "\u001f" + b, href]));
+      const picks = [document.getElementById("pick-a"), document.getElementById("pick-b")];
+      picks.forEach(function (select) {
+        board.versions.forEach(([v]) => select.appendChild(el("option", { value: v, text: v })));
+        select.addEventListener("change", function () {
+          const params = new URLSearchParams({ a: picks[0].value, b: picks[1].value });
+          window.location.hash = params.toString();
+        });
+      });
+      function loadValues(version, done) {
+        const store = (window.ASSAY_VALUES = window.ASSAY_VALUES || {});
+        if (store[version]) return done(store[version]);
+        const script = document.createElement("script");
+        script.src = files.get(version);
+        script.onload = function () { done(store[version] || null); };
+        script.onerror = function () { done(null); };
+        document.head.appendChild(script);
+      }
+      function show() {
+        const params = new URLSearchParams(window.location.hash.slice(1));
+        const versions = board.versions.map(([v]) => v);
+        const a = params.get("a") || versions[0];
+        const b = params.get("b") || versions[1] || versions[0];
+        const status = document.getElementById("pair-status");
+        const body = document.querySelector("#pair-diffs tbody");
+        const flips = document.getElementById("pair-flips");
+        body.textContent = "";
+        flips.textContent = "";
+        if (!files.has(a) || !files.has(b)) {
+          status.textContent = "Not on the newest board: " + (files.has(a) ? b : a);
+          return;
+        }
+        picks[0].value = a;
+        picks[1].value = b;
+        document.getElementById("version-a").textContent = a;
+        document.getElementById("version-b").textContent = b;
+        const page = pages.get(a + "\u001f" + b);
+        document.getElementById("pair-page").hidden = !page;
+        if (page) document.getElementById("pair-page-link").setAttribute("href", page);
+        status.textContent = "loading…";
+        loadValues(a, function (va) {
+          loadValues(b, function (vb) {
+            if (!va || !vb) { status.textContent = "a value file could not be loaded"; return; }
+            status.textContent = "";
+            board.scenarios.forEach(function ([scenario, metric, scenarioHref]) {
+              const sa = va.scenarios[scenario], sb = vb.scenarios[scenario];
+              if (!sa || !sb) return;
+              const key = (r) => r.slice(0, 4).join("\u001f");
+              const other = new Map(sb.rows.map((r) => [key(r), r[4]]));
+              const rows = [];
+              for (const r of sa.rows) {
+                const y = other.get(key(r));
+                if (r[4] === null || y === undefined || y === null) continue;
+                rows.push({ id: r[0], a: r[4], b: y });
+              }
+              if (!rows.length) return;
+              const n = rows.length;
+              const meanA = rows.reduce((s, r) => s + r.a, 0) / n;
+              const meanB = rows.reduce((s, r) => s + r.b, 0) / n;
+              const differ = rows.filter((r) => Math.abs(r.a - r.b) > 1e-12);
+              const aBetter = differ.filter((r) => r.a > r.b).length;
+              body.appendChild(el("tr", {}, [
+                el("td", { cls: "text" }, [el("a", { href: scenarioHref, text: scenario })]),
+                el("td", { cls: "text", text: metric }),
+                el("td", { "data-value": n, text: n }),
+                el("td", { "data-value": meanA, text: fmt(meanA) }),
+                el("td", { "data-value": meanB, text: fmt(meanB) }),
+                el("td", { "data-value": meanA - meanB, text: (meanA >= meanB ? "+" : "") + fmt(meanA - meanB) }),
+                el("td", { "data-value": aBetter, text: aBetter }),
+                el("td", { "data-value": differ.length - aBetter, text: differ.length - aBetter }),
+              ]));
+              differ.sort((x, y) => Math.abs(y.a - y.b) - Math.abs(x.a - x.b) || (x.id < y.id ? -1 : x.id > y.id ? 1 : 0));
+              const shown = differ.slice(0, maxFlips);
+              flips.appendChild(el("h3", { text: scenario + " (" + differ.length + " differ)" }));
+              if (!shown.length) return;
+              flips.appendChild(el("table", { cls: "flips", "data-scenario": scenario }, [
+                el("thead", {}, [el("tr", {}, [
+                  el("th", { text: "instance" }), el("th", { text: "first: " + metric }),
+                  el("th", { text: "second: " + metric }),
+                ])]),
+                el("tbody", {}, shown.map((r) => el("tr", {}, [
+                  el("td", { cls: "text" }, [
+                    el("a", { cls: "instance-link", href: instanceHref(scenario, a, r.id), text: r.id }),
+                    el("span", { text: " " }),
+                    el("a", { cls: "instance-link small", href: instanceHref(scenario, b, r.id), text: "second's" }),
+                  ]),
+                  el("td", { cls: r.a >= r.b ? "right" : "wrong", text: fmt(r.a) }),
+                  el("td", { cls: r.b >= r.a ? "right" : "wrong", text: fmt(r.b) }),
+                ]))),
+              ]));
+            });
+          });
+        });
+      }
+      window.addEventListener("hashchange", show);
+      show();
+    });
+  };
 
   assay.scenarioInstances = function () {
     assay.ready(function () {

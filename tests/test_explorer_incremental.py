@@ -1,0 +1,259 @@
+"""The explorer reads through the query engine and rebuilds only what changed.
+
+A sample store (three versions, one a day, two scenarios) is built from the results queried
+as of the board's day (``ExplorerData.of_day``) and compared file by file with a build from
+the tables held in memory; rebuilds are checked through the build's counters: nothing
+changed renders nothing, one more version renders its own units and the board's pages, and
+an incremental site is the site a build from scratch writes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from assay.registry import Registry
+from assay.report import ExplorerData, build_site, directory_writer
+from assay.report.links import compare_page, day_page
+from assay.report.sample import board_of, write_sample
+from assay.report.writing import MANIFEST
+from assay.scoring.metrics.directions import lower_is_better_in
+from assay.storage.parquet import ParquetStore
+
+WHEN = datetime(2026, 11, 4, tzinfo=UTC)
+
+
+class _Clock:
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def set(self, when: datetime) -> None:
+        self.now = when
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("incremental")
+    clock = _Clock()
+    registry = Registry.open(f"sqlite:///{root / 'registry.db'}", clock=clock)
+    # The store's history copies are stamped by the same clock as the registry: as of the
+    # board's day they are all there.
+    store = ParquetStore(str(root / "storage"), clock=clock)
+    sample = write_sample(store, registry, clock=clock.set, n_versions=3, n_instances=24)
+    cards, scores = store.read_all("metric_tables"), store.read_all("instance_scores")
+    day = sample.days[-1]
+    board = board_of(cards, scores, sample.versions, sample.primary_metrics, day)
+    queried = ExplorerData.of_day(store, registry, board, day)
+    held = ExplorerData(
+        day=day,
+        board=board,
+        metric_tables=cards,
+        instance_scores=scores,
+        rankings=store.read_all("rankings"),
+        events=registry.events(),
+        versions=registry.versions(),
+        store=store,
+        lower_is_better=lower_is_better_in(cards),
+    )
+    registry.close()
+    return {"sample": sample, "queried": queried, "held": held, "cards": cards, "scores": scores}
+
+
+def _files(site: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(site).as_posix(): p.read_bytes()
+        for p in site.rglob("*")
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def _without(stored: dict, dropped: str) -> ExplorerData:
+    """The queried explorer with ``dropped`` left off the board (before it was evaluated)."""
+    sample = stored["sample"]
+    kept = [v for v in sample.versions if v != dropped]
+    board = board_of(
+        stored["cards"], stored["scores"], kept, sample.primary_metrics, sample.days[-1]
+    )
+    return replace(stored["queried"], board=board)
+
+
+def test_the_queried_build_writes_the_pages_of_the_held_tables(stored, tmp_path):
+    queried = build_site(stored["queried"], directory_writer(tmp_path / "q"), generated_at=WHEN)
+    held = build_site(stored["held"], directory_writer(tmp_path / "h"), generated_at=WHEN)
+    assert queried.files == held.files and queried.partitions_built == 6
+    q, h = _files(tmp_path / "q"), _files(tmp_path / "h")
+    assert sorted(q) == sorted(h)
+    for name in q:
+        assert q[name] == h[name], name
+
+
+def test_a_rebuild_with_nothing_changed_renders_and_writes_nothing(stored, tmp_path):
+    site = tmp_path / "site"
+    first = build_site(stored["queried"], directory_writer(site), generated_at=WHEN)
+    before = _files(site)
+    assert first.units_rendered > 0 and first.units_skipped == 0
+    later = datetime(2026, 11, 9, 13, tzinfo=UTC)
+    again = build_site(stored["queried"], directory_writer(site), generated_at=later)
+    assert (again.units_rendered, again.rendered) == (0, [])
+    assert again.units_skipped == first.units_rendered
+    assert (again.partitions_built, again.partitions_unchanged) == (0, 6)
+    assert (again.written, again.unchanged, again.deleted) == (0, first.files, [])
+    assert _files(site) == before  # the build time of a kept page is that of its build
+
+
+def test_a_new_version_below_the_leader_renders_its_own_units_and_the_board(stored, tmp_path):
+    sample = stored["sample"]
+    # Skill rises with the version: the newest leads, the second sits in the middle.
+    order = [r.model_version for r in stored["queried"].board.rows]
+    assert order == sorted(sample.versions, reverse=True)
+    leader, new, last = order
+    site = tmp_path / "site"
+    first = build_site(_without(stored, new), directory_writer(site), generated_at=WHEN)
+    # Past days whose board lists the new version link its comparison with its neighbour now;
+    # the others stay as they are.
+    rankings = stored["queried"].rankings
+    listing = {
+        d
+        for d, v in zip(*(rankings[c].to_pylist() for c in ("day", "model_version")), strict=True)
+        if v == new
+    }
+    old_days = {d: (site / day_page(d)).read_bytes() for d in sample.days[:-1] if d not in listing}
+    assert old_days
+
+    summary = build_site(stored["queried"], directory_writer(site), generated_at=WHEN)
+    scenarios = list(sample.primary_metrics)
+    # The new version's partitions only, one per scenario.
+    assert summary.partitions_built == len(scenarios)
+    assert summary.partitions_unchanged == first.partitions_built
+    # Its comparisons with its two neighbours, its value file, the pages listing every
+    # version (scenarios, the newest board, history, the menus of comparisons, instances and
+    # versions), and nothing else.
+    expected = {
+        f"compare\x1f{leader}\x1f{new}",
+        f"compare\x1f{new}\x1f{last}",
+        f"values\x1f{new}",
+        "board",
+        "comparisons",
+        "instance",
+        "history",
+        "leaderboard\x1findex.html",
+        f"leaderboard\x1f{day_page(sample.days[-1])}",
+        *(f"scenario\x1f{s}" for s in scenarios),
+        *(f"leaderboard\x1f{day_page(d)}" for d in listing),
+    }
+    assert set(summary.rendered) == expected
+    # Leader and last are no longer neighbours: their page goes (compare.html has the pair).
+    name = compare_page(leader, last)[: -len(".html")]
+    assert sorted(summary.deleted) == sorted(
+        [compare_page(leader, last)]
+        + [f"export/{name}{x}" for x in (".csv", ".json", "-flips.csv", "-flips.json")]
+    )
+    for d, page in old_days.items():
+        assert (site / day_page(d)).read_bytes() == page, d
+
+    # The site rebuilt by parts is the site built from scratch at the same time.
+    fresh = tmp_path / "fresh"
+    build_site(stored["queried"], directory_writer(fresh), generated_at=WHEN)
+    built, expected_files = _files(site), _files(fresh)
+    assert sorted(built) == sorted(expected_files)
+    for name in built:
+        assert built[name] == expected_files[name], name
+
+
+def test_a_new_leader_renders_one_comparison_page(stored, tmp_path):
+    order = [r.model_version for r in stored["queried"].board.rows]
+    leader, second, last = order
+    site = tmp_path / "site"
+    build_site(_without(stored, leader), directory_writer(site), generated_at=WHEN)
+    kept = (site / compare_page(second, last)).read_bytes()
+    summary = build_site(stored["queried"], directory_writer(site), generated_at=WHEN)
+    compared = {k for k in summary.rendered if k.startswith("compare\x1f")}
+    assert compared == {f"compare\x1f{leader}\x1f{second}"}
+    assert f"compare\x1f{second}\x1f{last}" not in summary.rendered
+    assert (site / compare_page(second, last)).read_bytes() == kept
+
+
+def test_any_two_versions_compared_in_chromium(stored, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("Chromium is not installed (Debian package 'chromium')")
+    site = tmp_path / "site"
+    build_site(stored["queried"], directory_writer(site), generated_at=WHEN)
+    leader, _, last = [r.model_version for r in stored["queried"].board.rows]
+    expected = _acc_pairs(stored["scores"], leader, last)
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            # From the newest board's row of the last version: its link against the leader.
+            page.goto((site / "index.html").as_uri())
+            page.click(f"#leaderboard tr[data-version='{last}'] a.compare-leader")
+            page.wait_for_selector("#pair-diffs tbody tr")
+            assert page.inner_text("#version-a") == leader
+            assert page.inner_text("#version-b") == last
+            row = page.locator("#pair-diffs tbody tr", has_text="mc-quiz")
+            cells = row.locator("td")
+            n, diff, differ = expected
+            assert int(cells.nth(2).inner_text()) == n
+            assert float(cells.nth(5).inner_text()) == pytest.approx(diff, abs=5e-4)
+            flips = page.locator("table.flips[data-scenario='mc-quiz'] tbody tr")
+            assert flips.count() == differ
+        finally:
+            browser.close()
+    assert errors == []
+
+
+def _acc_pairs(scores, a: str, b: str) -> tuple[int, float, int]:
+    """On mc-quiz: the rows both have, the mean difference of acc (a − b), the rows that
+    differ, from the stored instance scores (unperturbed, ungrouped)."""
+    import pyarrow.compute as pc
+
+    def acc(version: str) -> dict[str, float]:
+        rows = scores.filter(
+            pc.and_(
+                pc.and_(
+                    pc.equal(scores["model_version"], version), pc.equal(scores["metric"], "acc")
+                ),
+                pc.and_(
+                    pc.and_(pc.equal(scores["perturbation"], ""), pc.equal(scores["group"], "")),
+                    pc.equal(scores["scenario"], "mc-quiz"),
+                ),
+            )
+        )
+        return dict(zip(rows["instance_id"].to_pylist(), rows["value"].to_pylist(), strict=True))
+
+    x, y = acc(a), acc(b)
+    shared = sorted(set(x) & set(y))
+    diffs = [x[k] - y[k] for k in shared]
+    return len(shared), sum(diffs) / len(diffs), sum(1 for d in diffs if d != 0)
+
+
+def test_a_past_days_page_is_the_same_when_rebuilt_later(stored, tmp_path):
+    sample = stored["sample"]
+    past = day_page(sample.days[0])
+    build_site(stored["queried"], directory_writer(tmp_path / "a"), generated_at=WHEN)
+    # Another folder, a later build time: the page differs only by the time it was built.
+    later = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    build_site(stored["queried"], directory_writer(tmp_path / "b"), generated_at=later)
+    a = (tmp_path / "a" / past).read_text()
+    b = (tmp_path / "b" / past).read_text()
+    assert "2026-11-04 00:00 UTC" in a and "2026-12-01 08:00 UTC" in b
+    assert a.replace("2026-11-04 00:00 UTC", "") == b.replace("2026-12-01 08:00 UTC", "")
+    # Nor does it name the newest day: a new day leaves it as it is.
+    assert sample.days[-1] not in a
+
+
+def test_a_day_before_any_result_is_refused_before_anything_is_written(stored, tmp_path):
+    early = replace(stored["queried"], day="2026-10-01")  # before the sample's first write
+    with pytest.raises(ValueError, match=r"no metric_tables partition .* end of 2026-10-01"):
+        build_site(early, directory_writer(tmp_path / "site"), generated_at=WHEN)
+    assert not (tmp_path / "site").exists()
