@@ -133,3 +133,18 @@ def test_write_many_writes_the_others_and_raises_the_failure(tmp_path, monkeypat
     monkeypatch.undo()
     written = store.partitions("metric_tables")
     assert written == [k for k in keys if k["model_version"] != "m@v3"]
+
+
+def test_partitions_within_includes_a_compacted_versions_partitions(store):
+    for version in ("m@v1", "m@v2"):
+        for scenario in ("x", "y"):
+            store.write("contamination", {"model_version": version, "scenario": scenario}, _table())
+    store.compact("contamination", {"model_version": "m@v1"})
+    assert store.partitions("contamination", {"model_version": "m@v1"}) == [
+        {"model_version": "m@v1", "scenario": "x"},
+        {"model_version": "m@v1", "scenario": "y"},
+    ]
+    assert store.partitions("contamination", {"model_version": "m@v2"}) == [
+        {"model_version": "m@v2", "scenario": "x"},
+        {"model_version": "m@v2", "scenario": "y"},
+    ]
