@@ -4,7 +4,8 @@ A sample store (three versions, one a day, two scenarios) is built from the resu
 as of the board's day (``ExplorerData.of_day``) and compared file by file with a build from
 the tables held in memory; rebuilds are checked through the build's counters: nothing
 changed renders nothing, one more version renders its own units and the board's pages, and
-an incremental site is the site a build from scratch writes.
+an incremental site is the site a build from scratch writes. A version compacted by the
+retention policy is read from its compacted copies, and the site is the one built before.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from assay.report.sample import board_of, write_sample
 from assay.report.writing import MANIFEST
 from assay.scoring.metrics.directions import lower_is_better_in
 from assay.storage.parquet import ParquetStore
+from assay.storage.retention import compact_version
 
 WHEN = datetime(2026, 11, 4, tzinfo=UTC)
 
@@ -257,3 +259,40 @@ def test_a_day_before_any_result_is_refused_before_anything_is_written(stored, t
     with pytest.raises(ValueError, match=r"no metric_tables partition .* end of 2026-10-01"):
         build_site(early, directory_writer(tmp_path / "site"), generated_at=WHEN)
     assert not (tmp_path / "site").exists()
+
+
+def test_a_compacted_version_shows_as_it_did(tmp_path: Path) -> None:
+    """Retention compacts a version's files: the explorer reads its copies, same site."""
+    clock = _Clock()
+    registry = Registry.open(f"sqlite:///{tmp_path / 'registry.db'}", clock=clock)
+    store = ParquetStore(str(tmp_path / "storage"), clock=clock)
+    sample = write_sample(store, registry, clock=clock.set, n_versions=3, n_instances=24)
+    cards, scores = store.read_all("metric_tables"), store.read_all("instance_scores")
+    day = sample.days[-1]
+    board = board_of(cards, scores, sample.versions, sample.primary_metrics, day)
+    before = tmp_path / "before"
+    build_site(
+        ExplorerData.of_day(store, registry, board, day),
+        directory_writer(before),
+        generated_at=WHEN,
+    )
+
+    oldest = sample.versions[0]
+    done = compact_version(store, oldest)
+    assert sum(g.files_removed for g in done.groups) > 0
+    # Its partitions' own files are gone: what the explorer shows now comes from the copies.
+    for asset in ("model_outputs", "instance_scores", "metric_tables"):
+        files = {
+            p["scenario"]: f for p, f in store.current_files(asset) if p["model_version"] == oldest
+        }
+        assert files and all("#" in f for f in files.values()), (asset, files)
+
+    after = tmp_path / "after"
+    data = ExplorerData.of_day(store, registry, board, day)
+    build_site(data, directory_writer(after), generated_at=WHEN)
+    assert _files(after) == _files(before)
+    # An incremental rebuild of the earlier site over the compacted store: the same files.
+    again = build_site(data, directory_writer(before), generated_at=WHEN)
+    assert again.deleted == []
+    assert _files(before) == _files(after)
+    registry.close()
