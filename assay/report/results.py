@@ -17,7 +17,6 @@ are read as the store holds them now (they keep no history), as before.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -55,25 +54,8 @@ def file_fingerprint(store: ParquetStore, path: str | None) -> str:
     if reference is not None:
         file, copy = reference
         return f"{file_fingerprint(store, file)}#{copy}"
-    if store.is_local:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return NONE
-        return f"{path}|{st.st_size}|{st.st_mtime_ns}"
-    try:
-        info = store.fs.info(path)
-    except FileNotFoundError:
-        return NONE
-    stamp = next(
-        (
-            info[k]
-            for k in ("mtime", "LastModified", "last_modified", "ETag", "created")
-            if k in info
-        ),
-        "",
-    )
-    return f"{path}|{info.get('size')}|{stamp}"
+    stamp = store.file_stamp(path)
+    return NONE if stamp is None else f"{path}|{stamp}"
 
 
 class _Current:

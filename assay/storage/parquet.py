@@ -310,22 +310,23 @@ class ParquetStore:
         """Every stored partition of an asset, as its dimension → value mapping (compacted
         ones included); with ``within`` (the leading dimensions' values, e.g. one model
         version), only those under it, its folder listed alone."""
-        found = {tuple(p.items()): p for p in self._plain_partitions(asset, within)}
-        wanted = set((within or {}).items())
-        for _, manifest in self._compacted(asset):
-            for key in manifest.current():
-                if wanted <= set(key):
-                    found.setdefault(key, dict(key))
-        return sorted(found.values(), key=lambda p: self.path(asset, p))
+        return [partition for partition, _ in self.current_files(asset, within)]
 
-    def current_files(self, asset: str) -> list[tuple[dict[str, str], str]]:
-        """Every stored partition of ``asset`` with the file an ordinary read of it returns:
-        its ``part.parquet``, or for a compacted one its copy (``<compacted file>#<copy>``,
-        read with :meth:`read_path`)."""
-        found = {tuple(p.items()): (p, self.path(asset, p)) for p in self._plain_partitions(asset)}
+    def current_files(
+        self, asset: str, within: Mapping[str, str] | None = None
+    ) -> list[tuple[dict[str, str], str]]:
+        """Every stored partition of ``asset`` (``within``: as for :meth:`partitions`) with
+        the file an ordinary read of it returns: its ``part.parquet``, or for a compacted one
+        its copy (``<compacted file>#<copy>``, read with :meth:`read_path`)."""
+        found = {
+            tuple(p.items()): (p, self.path(asset, p))
+            for p in self._plain_partitions(asset, within)
+        }
+        wanted = set((within or {}).items())
         for path, manifest in self._compacted(asset):
             for key, copy in manifest.current().items():
-                found.setdefault(key, (dict(key), f"{path}#{copy.copy}"))
+                if wanted <= set(key):
+                    found.setdefault(key, (dict(key), f"{path}#{copy.copy}"))
         return sorted(found.values(), key=lambda pair: self.path(asset, pair[0]))
 
     def _plain_partitions(
@@ -625,15 +626,31 @@ class ParquetStore:
                 found.append((path, manifest))
         return found
 
-    def _manifest(self, path: str) -> Manifest | None:
-        """The manifest of the compacted file at ``path`` (None if there is none), cached
-        while the file's size and modification time stay the same."""
+    def file_stamp(self, path: str) -> str | None:
+        """A stored file's size and modification time (an object store's ETag too): changes
+        whenever the file is rewritten; None if there is no file at ``path``."""
+        if self.is_local:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                return None
+            return f"{st.st_size}|{st.st_mtime_ns}"
         try:
             info = self.fs.info(path)
         except FileNotFoundError:
             return None
-        when = info.get("mtime") or info.get("LastModified") or info.get("created") or ""
-        stamp = (info.get("size"), f"{when}/{info.get('ETag', '')}")
+        when = next(
+            (info[k] for k in ("mtime", "LastModified", "last_modified", "created") if k in info),
+            "",
+        )
+        return f"{info.get('size')}|{when}|{info.get('ETag', '')}"
+
+    def _manifest(self, path: str) -> Manifest | None:
+        """The manifest of the compacted file at ``path`` (None if there is none), cached
+        while the file's size and modification time stay the same."""
+        stamp = self.file_stamp(path)
+        if stamp is None:
+            return None
         cached = self._manifests.get(path)
         if cached is not None and cached[0] == stamp:
             return cached[1]
