@@ -1,8 +1,9 @@
 """Rolling log-likelihood of a whole text (``RequestKind.LOGLIKELIHOOD_ROLLING``).
 
-A text longer than the model's context is scored over disjoint windows, as
-lm-evaluation-harness's ``loglikelihood_rolling`` does with ``context_len=1``
-(``lm_eval.utils.get_rolling_token_windows`` and ``make_disjoint_window``): the first window
+A text longer than the model's context is scored over disjoint windows, cut by
+lm-evaluation-harness's own functions as its ``loglikelihood_rolling`` cuts them with
+``context_len=1`` (``lm_eval.utils.get_rolling_token_windows`` and ``make_disjoint_window``;
+these requests come only from lm-eval's tasks, so lm-eval is installed): the first window
 predicts the first ``max_len`` tokens after a prefix token (BOS, else EOS); each later window
 predicts the next ``max_len`` tokens conditioned on the single token before them, and the last
 window, shorter, conditions on as many earlier tokens as fill the context. Every token of the
@@ -23,17 +24,15 @@ def rolling_windows(
     each window's context plus its predicted tokens but the last fit ``max_len`` tokens."""
     if max_len < 1:
         raise ValueError(f"rolling windows need max_len >= 1, got {max_len}")
-    tokens = list(tokens)
-    if not tokens:
-        return []
-    first = min(max_len, len(tokens))
-    windows = [([prefix_token], tokens[:first])]
-    predicted = first
-    while predicted < len(tokens):
-        end = predicted + min(len(tokens) - predicted, max_len)
-        windows.append((tokens[end - max_len - 1 : predicted], tokens[predicted:end]))
-        predicted = end
-    return windows
+    from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+    windows = get_rolling_token_windows(
+        token_list=list(tokens), prefix_token=prefix_token, max_seq_len=max_len, context_len=1
+    )
+    return [
+        (list(context), list(predicted))
+        for context, predicted in map(make_disjoint_window, windows)
+    ]
 
 
 def rolling_completion(
