@@ -11,6 +11,7 @@ from dagster import (
 )
 
 from assay.compare.standings import leaderboard_of_day
+from assay.compare.stored_boards import write_board
 from assay.storage.code_versions import code_version
 from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, RANKINGS
 from assets.common import partitioned_output
@@ -49,6 +50,9 @@ def rankings(
     tables, metadata = {}, {}
     for day in context.partition_keys:
         board, _ = leaderboard_of_day(day, store, opened, loaded)
+        # The full board (comparisons, family figures) for the explorer, which renders it
+        # rather than ranking the day again.
+        write_board(store, day, board)
         tables[day] = board.to_table()
         metadata[day] = {
             "num_model_versions": tables[day].num_rows,

@@ -141,6 +141,11 @@ class Store:
         self.now = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(hours=23)
         board = rankings_board(self.store, self.registry, suite(len(self.scenarios)), day)
         self.store.write("rankings", {"day": day}, board.to_table())
+        try:  # with the full board for the explorer, where this tree's rankings step keeps it
+            from assay.compare.stored_boards import write_board
+        except ImportError:
+            return
+        write_board(self.store, day, board)
 
     def add(self, skill: float) -> str:
         """One more version, evaluated on the day after the newest, and that day's rankings."""

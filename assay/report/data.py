@@ -61,14 +61,19 @@ class ExplorerData:
     ) -> ExplorerData:
         """The explorer of ``day`` over ``store``, reading its results through the query
         engine as of the end of ``day`` instead of holding them: ``suite_or_board`` is the
-        suite (the board is then ranked with ``leaderboard_of_day``) or the day's board
-        already ranked; ``rankings`` the stored rankings (read from ``store`` when None)."""
+        suite or the day's board already ranked; ``rankings`` the stored rankings (read from
+        ``store`` when None). Given the suite, the board is the one the rankings step stored
+        for the day (:func:`~assay.compare.stored_boards.read_board`), or, when there is none
+        that matches the day's rankings partition, ranked with ``leaderboard_of_day``."""
         from assay.compare.standings import leaderboard_of_day
+        from assay.compare.stored_boards import read_board
 
         if isinstance(suite_or_board, Leaderboard):
             board = suite_or_board
         else:
-            board, _ = leaderboard_of_day(day, store, registry, suite_or_board)
+            board = read_board(store, day)
+            if board is None:
+                board, _ = leaderboard_of_day(day, store, registry, suite_or_board)
         if rankings is None:
             rankings = store.read_all("rankings")
         return cls(

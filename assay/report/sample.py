@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from assay.compare.ranking import Leaderboard, build_leaderboard
+from assay.compare.stored_boards import write_board
 from assay.core.digests import seed_from
 from assay.core.records import (
     ChoiceScore,
@@ -263,6 +264,7 @@ def write_sample(
             results_cards, results_scores, versions[: i + 1], primary, day, n_resamples
         )
         store.write("rankings", {"day": day}, board.to_table())
+        write_board(store, day, board)
     return Sample(tuple(reversed(versions)), tuple(scenarios), tuple(days), primary, "champion")
 
 

@@ -31,6 +31,9 @@ CONTAMINATION = "contamination"
 PROMPT_TRIALS = "prompt_trials"
 # A version's declared training corpora with their digests (assay.contamination.declared).
 TRAINING_CORPORA = "training_corpora"
+# Not an asset: a day's full leaderboard (comparisons, family figures, notes) as JSON, written
+# by the rankings step next to its partition for the explorer (assay.compare.stored_boards).
+LEADERBOARDS = "leaderboards"
 # Not an asset: the judges' replies, written by the scoring step next to ``instance_scores``.
 JUDGE_REPLIES = "judge_replies"
 
