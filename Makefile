@@ -37,9 +37,11 @@ demo: install  ## register two versions of the bundled model, evaluate, print th
 	$(PY) demo.py
 
 test: install  ## the test suite (without the deployment tests), the example plugin's included
-	# Two worker processes, a test file each at a time: most of the suite's time is daemons,
-	# servers and runs it waits for, so two files share the two cores well.
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	# Three worker processes, a test file each at a time: most of the suite's time is daemons,
+	# servers and runs it waits for (two workers left the two cores 43% idle), so three files
+	# share the two cores well. Long daemon tests have a file each, so no file holds a worker
+	# for much more than three minutes.
+	$(PY) -m pytest -q -n 3 --dist loadfile
 
 test-peers: install  ## parity with lm-evaluation-harness run as itself (minutes: it runs the model twice)
 	$(PY) -m pytest -q -m peers

@@ -51,6 +51,18 @@ def model_cache_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def model_server() -> Iterator[str]:
+    """An OpenAI-compatible server on loopback whose answers are known (``live_deployment``'s
+    ``arithmetic_app``: ``#right`` computes the sums, ``#wrong`` never does)."""
+    from live_deployment import arithmetic_app
+
+    from assay.serving import asgi_in_background
+
+    with asgi_in_background(arithmetic_app()) as running:
+        yield running.base_url
+
+
 @pytest.fixture
 def registry_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'registry.db'}"

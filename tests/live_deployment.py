@@ -21,11 +21,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dagster import DagsterInstance, DagsterRun, RunsFilter
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from assay.registry import Registry
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -41,6 +43,22 @@ scenarios:
     max_instances: 8
     primary_metric: exact_match
 """
+
+# The promotion sensor, and the settings that gate its aliases and stages.
+PROMOTION_SENSOR = "model_promotion_sensor"
+GATE_VARIABLES = ("ASSAY_GATED_ALIASES", "ASSAY_GATED_STAGES", "ASSAY_GATED_PROMPT_ALIASES")
+# TINY_SUITE with promotion criteria: a version must answer half the sums right.
+GATED_SUITE = (
+    TINY_SUITE
+    + """
+promotion:
+  margin: 0.1
+  criteria:
+    - {scenario: arithmetic, metric: exact_match, at_least: 0.5}
+"""
+)
+TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
 
 _QUESTION = re.compile(r"What is (\d+) ([-+]) (\d+)\?")
 
@@ -88,6 +106,11 @@ def arithmetic_app(calls: list[str] | None = None, delay_s: float = 0.0) -> Star
             Route("/v1/models", models, methods=["GET"]),
         ]
     )
+
+
+def finished(runs: list[DagsterRun]) -> list[DagsterRun] | None:
+    """``runs`` once there are some and every one has ended (a ``wait_for`` predicate)."""
+    return runs if runs and all(r.status in TERMINAL for r in runs) else None
 
 
 def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, log: Path | None = None) -> T:
@@ -227,6 +250,20 @@ class Deployment:
     def sensor_cursor(self, name: str) -> int:
         done = [t for t in self.ticks(name) if t.cursor is not None]
         return int(done[0].cursor) if done else 0
+
+    def registry(self) -> Registry:
+        """The deployment's registry, opened (the caller closes it)."""
+        return Registry.open(self.env["ASSAY_REGISTRY_URL"])
+
+    def sensor_caught_up(self, name: str = PROMOTION_SENSOR) -> bool | None:
+        """True once the sensor's cursor has passed the registry's last event (a ``wait_for``
+        predicate); the sensor's own refusals, logged after its cursor, need no handling."""
+        registry = self.registry()
+        try:
+            last = registry.events()[-1].id
+        finally:
+            registry.close()
+        return self.sensor_cursor(name) >= last or None
 
 
 @contextmanager

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,18 +19,16 @@ from dagster import (
     EventRecordsFilter,
     materialize,
 )
-from live_deployment import arithmetic_app, deployment, wait_for
+from live_deployment import TERMINAL, deployment, wait_for
 
 from assay.core.records import Instance
 from assay.evaluate.suite import load_suite
 from assay.report import scenario_page
-from assay.serving import asgi_in_background
 from assay.storage.parquet import ParquetStore
 from resources import ModelsResource, SuiteResource, assay_resources
 from sensors.promotion import MODEL_VERSION_TAG
 
 SENSOR = "model_promotion_sensor"
-TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 # Questions long enough for every overlap rule (13-grams need 13 words).
 QUESTIONS = [
     "Which colour was the small wooden boat that the old fisherman painted on a rainy "
@@ -52,12 +49,6 @@ UNRELATED = (
     "Quarterly rainfall in the northern valley exceeded the long term average by a wide "
     "margin, and the irrigation board postponed its meeting until the reservoir survey was done."
 )
-
-
-@pytest.fixture(scope="module")
-def model_server() -> Iterator[str]:
-    with asgi_in_background(arithmetic_app()) as running:
-        yield running.base_url
 
 
 def test_a_promotion_checks_the_declared_corpus_under_the_daemon(

@@ -1,9 +1,11 @@
-"""The promotion sensor and the nightly schedule under the real ``dagster-daemon``.
+"""The promotion sensor and the MLflow export sensor under the real ``dagster-daemon``.
 
-Aliases are moved with the ``assay`` CLI, sensors and schedules are started with the
-``dagster`` CLI, and what ran is read from the Dagster instance and the registry. The model is
-an OpenAI-compatible server on loopback whose answers are known (``right`` computes the
-arithmetic, ``wrong`` never does), except for the demo, which runs the bundled model.
+Aliases are moved with the ``assay`` CLI (or over HTTP with MLflow's client), sensors are
+started with the ``dagster`` CLI, and what ran is read from the Dagster instance and the
+registry. The model is an OpenAI-compatible server on loopback whose answers are known
+(``right`` computes the arithmetic, ``wrong`` never does). The nightly schedule, prompt
+promotions and promotion decisions have their own files (``test_daemon_*.py``), so that the
+suite's workers share them out.
 """
 
 from __future__ import annotations
@@ -11,49 +13,26 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from dagster import AssetSelection, DagsterEventType, DagsterRunStatus, materialize
+from dagster import AssetSelection, DagsterRunStatus, materialize
 from live_deployment import (
     BIN,
+    PROMOTION_SENSOR,
     REPO,
-    TINY_SUITE,
     Deployment,
-    arithmetic_app,
     deployment,
     wait_for,
 )
 
-from assay.registry import EventKind, Registry
-from assay.serving import asgi_in_background
-from assay.storage.parquet import ParquetStore
+from assay.registry import EventKind
 from resources import ModelsResource, SuiteResource, assay_resources
 from sensors.promotion import MODEL_VERSION_TAG
 
-SENSOR = "model_promotion_sensor"
-GATE_VARIABLES = ("ASSAY_GATED_ALIASES", "ASSAY_GATED_STAGES", "ASSAY_GATED_PROMPT_ALIASES")
-GATED_SUITE = (
-    TINY_SUITE
-    + """
-promotion:
-  margin: 0.1
-  criteria:
-    - {scenario: arithmetic, metric: exact_match, at_least: 0.5}
-"""
-)
-SCHEDULE = "nightly_alias_reevaluation"
+SENSOR = PROMOTION_SENSOR
 EXPORT_SENSOR = "mlflow_export_sensor"
-TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
-
-
-@pytest.fixture(scope="module")
-def model_server() -> Iterator[str]:
-    with asgi_in_background(arithmetic_app()) as running:
-        yield running.base_url
 
 
 @pytest.fixture(scope="module")
@@ -65,20 +44,6 @@ def queued(tmp_path_factory, model_cache_dir) -> Iterator[Deployment]:
         deployed.start()
         deployed.dagster("sensor", "start", SENSOR)
         yield deployed
-
-
-def _registry(deployed: Deployment) -> Registry:
-    return Registry.open(deployed.env["ASSAY_REGISTRY_URL"])
-
-
-def _handled_all_events(deployed: Deployment) -> bool:
-    registry = _registry(deployed)
-    try:
-        last = registry.events()[-1].id
-    finally:
-        registry.close()
-    # The sensor's own promotion_refused events come after the cursor; they need no handling.
-    return deployed.sensor_cursor(SENSOR) >= last or None
 
 
 def _submitted(runs: list) -> list | None:
@@ -112,7 +77,7 @@ def test_a_bad_registration_does_not_stop_a_later_promotion(queued, model_server
     assert "good@v1" in queued.instance.get_dynamic_partitions("model_version")
     assert "broken@v1" not in queued.instance.get_dynamic_partitions("model_version")
 
-    registry = _registry(queued)
+    registry = queued.registry()
     refusals = [e for e in registry.events() if e.kind is EventKind.PROMOTION_REFUSED]
     registry.close()
     # Both events about broken@v1 (its creation and its promotion) are refused with the reason.
@@ -132,7 +97,9 @@ def test_promotions_of_one_version_share_one_run(queued, model_server):
     queued.assay("register", "twice", f"openai:{model_server}#right")
     queued.assay("alias", "set", "twice", "challenger", "1")
     queued.assay("alias", "set", "twice", "canary", "1")
-    wait_for(lambda: _handled_all_events(queued), 120, "the sensor to pass both moves", queued.log)
+    wait_for(
+        lambda: queued.sensor_caught_up(SENSOR), 120, "the sensor to pass both moves", queued.log
+    )
     # The daemon stores the tick's cursor before it submits the tick's run to the queue.
     runs = wait_for(
         lambda: _submitted(queued.runs(**{MODEL_VERSION_TAG: "twice@v1"})),
@@ -145,103 +112,10 @@ def test_promotions_of_one_version_share_one_run(queued, model_server):
 
     # Promoted again while its run is still queued: joins that run, and the tick says so.
     queued.assay("stage", "twice", "1", "Staging")
-    wait_for(lambda: _handled_all_events(queued), 120, "the sensor to pass the stage move")
+    wait_for(lambda: queued.sensor_caught_up(SENSOR), 120, "the sensor to pass the stage move")
     assert len(queued.runs(**{MODEL_VERSION_TAG: "twice@v1"})) == 1
     reasons = [t.skip_reason or "" for t in queued.ticks(SENSOR)]
     assert any(f"run {run.run_id} already evaluates twice@v1" in r for r in reasons), reasons
-
-
-def test_nightly_reevaluation_of_a_trailing_holder_succeeds(
-    tmp_path, model_cache_dir, model_server, monkeypatch
-):
-    with deployment(tmp_path, model_cache_dir, max_concurrent_runs=2) as deployed:
-        deployed.env["ASSAY_REEVALUATION_CRON"] = "* * * * *"
-        deployed.assay("create", "n")
-        deployed.assay("register", "n", f"openai:{model_server}#wrong")  # v1 trails
-        deployed.assay("register", "n", f"openai:{model_server}#right")  # v2, the champion
-        deployed.assay("alias", "set", "n", "champion", "2")
-        deployed.assay("alias", "set", "n", "challenger", "1")
-
-        # What the promotion sensor would have done, and the champion's evaluation, in
-        # process on the same instance (ASSAY_SUITE names the same single scenario).
-        monkeypatch.setenv("ASSAY_SUITE", deployed.env["ASSAY_SUITE"])
-        from assets import all_assets
-        from assets.checks import all_checks
-
-        resources = assay_resources(
-            storage_url=deployed.env["ASSAY_STORAGE_URL"],
-            registry_url=deployed.env["ASSAY_REGISTRY_URL"],
-            suite=SuiteResource(path=deployed.env["ASSAY_SUITE"]),
-            models=ModelsResource(cache_dir=deployed.env["ASSAY_HOME"] + "/cache"),
-        )
-        instance = deployed.instance
-        instance.add_dynamic_partitions("model_version", ["n@v1", "n@v2"])
-        for selection, key in [
-            ("registered_models", "n@v1"),
-            ("registered_models", "n@v2"),
-            ("scenario_instances", "arithmetic"),
-        ]:
-            assert materialize(
-                all_assets,
-                selection=AssetSelection.assets(selection),
-                partition_key=key,
-                instance=instance,
-                resources=resources,
-            ).success
-        assert materialize(
-            [*all_assets, *all_checks],
-            selection=AssetSelection.assets("model_outputs", "instance_scores", "metric_tables"),
-            partition_key="n@v2|arithmetic",
-            instance=instance,
-            resources=resources,
-        ).success
-
-        deployed.start()
-        deployed.dagster("schedule", "start", SCHEDULE)
-
-        def finished():
-            runs = deployed.runs(**{"assay/reason": "nightly re-evaluation"})
-            return runs if len(runs) == 2 and {r.status for r in runs} <= TERMINAL else None
-
-        runs = wait_for(finished, 420, "both nightly runs to finish", deployed.log)
-        assert {r.tags[MODEL_VERSION_TAG] for r in runs} == {"n@v1", "n@v2"}
-        assert {r.status for r in runs} == {DagsterRunStatus.SUCCESS}
-
-        (trailing,) = [r for r in runs if r.tags[MODEL_VERSION_TAG] == "n@v1"]
-        verdicts = [
-            e.dagster_event.event_specific_data
-            for e in instance.all_logs(
-                trailing.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
-            )
-        ]
-        assert [(v.partition, v.passed, v.severity.value) for v in verdicts] == [
-            ("n@v1|arithmetic", False, "WARN")
-        ]
-        # The per-partition verdict is on the version for users to read (promotion decisions,
-        # tested below, decide whether champion may move).
-        registry = _registry(deployed)
-        assert registry.get_version("n@v1").tags["gate.arithmetic"] == "failed"
-        registry.close()
-
-
-def test_the_demo_then_the_sensor_launches_nothing_twice(tmp_path, model_cache_dir):
-    with deployment(tmp_path, model_cache_dir, max_concurrent_runs=0) as deployed:
-        for variable in GATE_VARIABLES:  # the demo runs as a user's would: champion gated
-            deployed.env.pop(variable, None)
-        demo = deployed.run(sys.executable, str(REPO / "demo.py"), timeout_s=900)
-        assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-        before = {r.run_id for r in deployed.runs()}
-        evaluated = {r.tags.get(MODEL_VERSION_TAG) for r in deployed.runs()} - {None}
-        assert evaluated == {"smollm2-135m-instruct@v1", "smollm2-135m-instruct@v2"}
-
-        deployed.start()
-        deployed.dagster("sensor", "start", "--start-all")  # as a user turns them on in the UI
-        wait_for(lambda: _handled_all_events(deployed), 120, "the sensor's tick", deployed.log)
-        for sensor in ("rankings_refresh_sensor", "evaluation_recorder_sensor"):
-            wait_for(lambda s=sensor: deployed.ticks(s), 60, f"a tick of {sensor}", deployed.log)
-        assert {r.run_id for r in deployed.runs()} == before
-        for sensor in (SENSOR, "rankings_refresh_sensor"):
-            assert all(not t.run_ids for t in deployed.ticks(sensor)), sensor
 
 
 def test_a_name_registered_before_the_rule_is_refused_not_wedging(
@@ -251,7 +125,7 @@ def test_a_name_registered_before_the_rule_is_refused_not_wedging(
     # accepted then and cannot be parsed now. The sensor refuses its events and moves on.
     for module in ("versions", "aliases"):  # where models, versions and aliases are written
         monkeypatch.setattr(f"assay.registry.{module}.check_name", lambda value, *_, **__: value)
-    registry = _registry(queued)
+    registry = queued.registry()
     registry.create_model("le:gacy")
     registry.create_version("le:gacy", f"openai:{model_server}#right")
     registry.set_alias("le:gacy", "champion", 1)
@@ -267,7 +141,7 @@ def test_a_name_registered_before_the_rule_is_refused_not_wedging(
         "the promotion after the unparseable one",
         queued.log,
     )
-    registry = _registry(queued)
+    registry = queued.registry()
     refused = [e for e in registry.events() if e.kind is EventKind.PROMOTION_REFUSED]
     registry.close()
     assert {e.payload["event_kind"] for e in refused if e.model == "le:gacy"} == {
@@ -346,7 +220,7 @@ def test_an_alias_moved_over_http_launches_an_evaluation_run(queued, model_serve
     (run,) = runs
     assert "champion" in run.tags["assay/reason"]
     assert run.tags["dagster/asset_partition_range_start"] == "over-http@v1|arithmetic"
-    registry = _registry(queued)
+    registry = queued.registry()
     moved = [e for e in registry.events(model="over-http") if e.kind is EventKind.ALIAS_SET]
     registry.close()
     assert [e.actor for e in moved] == ["paul"]  # the token's principal, not the OS user
@@ -428,265 +302,3 @@ def test_each_evaluation_reaches_mlflow_once_under_the_daemon(
             deployed.log,
         )
         assert len(exported_runs()) == 1
-
-
-def test_a_prompt_alias_moved_with_the_cli_reevaluates_its_entries(
-    tmp_path, model_cache_dir, model_server, monkeypatch
-):
-    """A prompt promotion under the daemon: the run it launches resolves the moved alias."""
-    first, second = "Answer with digits only.", "Reply with the number alone."
-    with deployment(tmp_path, model_cache_dir, max_concurrent_runs=1) as deployed:
-        suite = tmp_path / "suite.yaml"
-        suite.write_text(
-            TINY_SUITE.replace(
-                "adapter: {method: generation,",
-                'adapter: {method: generation, instructions: "prompts:/terse@production",',
-            )
-        )
-
-        def prompts(*args: str) -> None:
-            done = deployed.run(str(BIN / "assay"), "prompts", *args)
-            assert done.returncode == 0, done.stderr
-
-        prompts("create", "terse")
-        prompts("register", "terse", "--template", first)
-        prompts("register", "terse", "--template", second)
-        prompts("alias", "terse", "production", "1")
-        deployed.assay("create", "p")
-        deployed.assay("register", "p", f"openai:{model_server}#right")
-        deployed.assay("alias", "set", "p", "champion", "1")
-
-        # The suite's instances, in process on the same instance (as the nightly test does).
-        monkeypatch.setenv("ASSAY_SUITE", str(suite))
-        from assets import all_assets
-
-        resources = assay_resources(
-            storage_url=deployed.env["ASSAY_STORAGE_URL"],
-            registry_url=deployed.env["ASSAY_REGISTRY_URL"],
-            suite=SuiteResource(path=str(suite)),
-            models=ModelsResource(cache_dir=deployed.env["ASSAY_HOME"] + "/cache"),
-        )
-        assert materialize(
-            all_assets,
-            selection=AssetSelection.assets("scenario_instances"),
-            partition_key="arithmetic",
-            instance=deployed.instance,
-            resources=resources,
-        ).success
-
-        # The events so far stand for what was evaluated before: the sensor starts after them.
-        registry = _registry(deployed)
-        last = registry.events()[-1].id
-        registry.close()
-        deployed.start()
-        deployed.dagster("sensor", "cursor", SENSOR, "--set", str(last))
-        deployed.dagster("sensor", "start", SENSOR)
-        prompts("alias", "terse", "production", "2")
-
-        def finished():
-            runs = deployed.runs(**{MODEL_VERSION_TAG: "p@v1"})
-            return runs if runs and {r.status for r in runs} <= TERMINAL else None
-
-        (run,) = wait_for(finished, 420, "the prompt promotion's run to finish", deployed.log)
-        assert run.status is DagsterRunStatus.SUCCESS
-        assert "prompt alias terse@production" in run.tags["assay/reason"]
-        outputs = ParquetStore(deployed.env["ASSAY_STORAGE_URL"]).read(
-            "model_outputs", {"model_version": "p@v1", "scenario": "arithmetic"}
-        )
-        assert outputs.num_rows == 8
-        assert all(p.startswith(second) for p in outputs["prompt"].to_pylist())
-        recorded = {
-            (t["name"], t["version"]) for ts in outputs["prompt_templates"].to_pylist() for t in ts
-        }
-        assert recorded == {("terse", 2)}
-
-
-def _champion(deployed: Deployment, model: str) -> int | None:
-    registry = _registry(deployed)
-    try:
-        return registry.get_model(model).aliases.get("champion")
-    finally:
-        registry.close()
-
-
-def _verdict(deployed: Deployment, candidate: str) -> object | None:
-    registry = _registry(deployed)
-    try:
-        found = [
-            e
-            for e in registry.decisions(model=candidate.split("@")[0])
-            if e.kind in (EventKind.GATE_APPROVED, EventKind.GATE_REFUSED)
-            and e.payload.get("candidate") == candidate
-        ]
-    finally:
-        registry.close()
-    return found[-1] if found else None
-
-
-def test_promotion_decisions_under_the_daemon(tmp_path, model_cache_dir, model_server, monkeypatch):
-    """pending → approved and pending → refused with the real daemon, sensor and runs; prints
-    the time from a champion request to its decision (a figure, not an assertion)."""
-    with deployment(tmp_path, model_cache_dir, max_concurrent_runs=2) as deployed:
-        for variable in GATE_VARIABLES:
-            deployed.env.pop(variable, None)  # the defaults: champion and Production gated
-        (deployed.root / "suite.yaml").write_text(GATED_SUITE)
-        deployed.assay("create", "g")
-        for answer in ("right", "wrong", "right"):
-            deployed.assay("register", "g", f"openai:{model_server}#{answer}")
-        # The suite's data, as `make demo` or a backfill would have materialized it.
-        monkeypatch.setenv("ASSAY_SUITE", deployed.env["ASSAY_SUITE"])
-        from assets import all_assets
-
-        assert materialize(
-            all_assets,
-            selection=AssetSelection.assets("scenario_instances"),
-            partition_key="arithmetic",
-            instance=deployed.instance,
-            resources=assay_resources(
-                storage_url=deployed.env["ASSAY_STORAGE_URL"],
-                registry_url=deployed.env["ASSAY_REGISTRY_URL"],
-                suite=SuiteResource(path=deployed.env["ASSAY_SUITE"]),
-            ),
-        ).success
-        deployed.start()
-        deployed.dagster("sensor", "start", SENSOR)
-        figures = {}
-
-        # The first holder, not evaluated yet: pending at once, then evaluated and approved.
-        started = time.monotonic()
-        asked = deployed.assay("alias", "set", "g", "champion", "1")
-        assert asked.stdout.startswith("pending:"), asked.stdout
-        wait_for(lambda: _champion(deployed, "g") == 1 or None, 300, "g@v1 approved", deployed.log)
-        figures["not yet evaluated, approved"] = time.monotonic() - started
-
-        # A version evaluated beforehand (through an ungated alias): decided without a run.
-        deployed.assay("alias", "set", "g", "challenger", "3")
-        wait_for(
-            lambda: _finished(deployed.runs(**{MODEL_VERSION_TAG: "g@v3"})),
-            300,
-            "g@v3's evaluation",
-            deployed.log,
-        )
-        runs_before = len(deployed.runs())
-        started = time.monotonic()
-        asked = deployed.assay("alias", "set", "g", "champion", "3")
-        assert asked.stdout.startswith("pending:"), asked.stdout
-        wait_for(lambda: _champion(deployed, "g") == 3 or None, 120, "g@v3 approved", deployed.log)
-        figures["already evaluated, approved"] = time.monotonic() - started
-        assert len(deployed.runs()) == runs_before  # judged on the stored evaluation
-
-        # A regressing version: pending, evaluated, refused with its reasons; champion stays.
-        started = time.monotonic()
-        asked = deployed.assay("alias", "set", "g", "champion", "2")
-        assert asked.stdout.startswith("pending:"), asked.stdout
-        refused = wait_for(lambda: _verdict(deployed, "g@v2"), 300, "g@v2's verdict", deployed.log)
-        figures["not yet evaluated, refused"] = time.monotonic() - started
-        assert refused.kind is EventKind.GATE_REFUSED
-        assert refused.payload["incumbent"] == "g@v3"
-        assert _champion(deployed, "g") == 3
-        failed = {c["kind"] for c in refused.payload["criteria"] if c["outcome"] == "fail"}
-        assert failed == {"absolute", "relative"}
-
-        # Asked again on the same suite and code: refused at once, with the numbers.
-        again = deployed.assay("alias", "set", "g", "champion", "2", ok=False)
-        assert again.returncode == 1 and again.stderr.startswith("refused:")
-        assert "arithmetic exact_match" in again.stderr and "estimate -1" in again.stderr
-        history = deployed.assay("history", "--model", "g").stdout
-        assert "gate_pending" in history and "gate_refused" in history
-        assert "arithmetic exact_match vs incumbent" in history
-
-    print("\ntime from a champion request to its decision under the daemon (1 s sensor ticks):")
-    for label, seconds in figures.items():
-        print(f"  {label}: {seconds:.1f} s")
-
-
-def test_a_prompt_promotion_decided_under_the_daemon(
-    tmp_path, model_cache_dir, model_server, monkeypatch
-):
-    """A gated prompt alias under the daemon: the candidate layout and the one the alias held
-    are tried on the champion (prompt_trials runs), a regressing layout is refused with its
-    numbers and an equal one approved, moved and re-evaluated from the request cache."""
-    with deployment(tmp_path, model_cache_dir, max_concurrent_runs=2) as deployed:
-        for env in (deployed.env, None):
-            if env is None:
-                monkeypatch.setenv("ASSAY_GATED_PROMPT_ALIASES", "production")
-            else:
-                env["ASSAY_GATED_PROMPT_ALIASES"] = "production"
-        (deployed.root / "suite.yaml").write_text(
-            GATED_SUITE.replace(
-                "adapter: {method: generation,",
-                "adapter: {method: generation, input_template: prompts:/layout@production,",
-            )
-        )
-        monkeypatch.setenv("ASSAY_SUITE", deployed.env["ASSAY_SUITE"])
-        registry = _registry(deployed)
-        registry.create_prompt("layout")
-        # ``right`` answers the last question of its prompt: v2 adds one whose answer (2000)
-        # no instance has; v3 only a label.
-        for text in ("{{ input }}", "{{ input }} What is 1000 + 1000?", "Q: {{ input }}"):
-            registry.create_prompt_version("layout", text, ["input"])
-        registry.request_prompt_alias("layout", "production", 1, force=True, reason="setup")
-        registry.create_model("p")
-        registry.create_version("p", f"openai:{model_server}#right")
-        registry.set_alias("p", "champion", 1)
-        last = registry.events()[-1].id
-        from assets import all_assets
-
-        assert materialize(
-            all_assets,
-            selection=AssetSelection.assets("scenario_instances"),
-            partition_key="arithmetic",
-            instance=deployed.instance,
-            resources=assay_resources(
-                storage_url=deployed.env["ASSAY_STORAGE_URL"],
-                registry_url=deployed.env["ASSAY_REGISTRY_URL"],
-                suite=SuiteResource(path=deployed.env["ASSAY_SUITE"]),
-            ),
-        ).success
-        deployed.start()
-        deployed.dagster("sensor", "cursor", SENSOR, "--set", str(last))
-        deployed.dagster("sensor", "start", SENSOR)
-        store = ParquetStore(deployed.env["ASSAY_STORAGE_URL"])
-        champion = {"model_version": "p@v1", "scenario": "arithmetic"}
-
-        def verdict(candidate: str):
-            found = [
-                e
-                for e in registry.decisions(prompt="layout")
-                if e.kind in (EventKind.GATE_APPROVED, EventKind.GATE_REFUSED)
-                and e.payload.get("candidate") == candidate
-            ]
-            return found[-1] if found else None
-
-        assert registry.request_prompt_alias("layout", "production", 2).outcome.value == "pending"
-        refused = wait_for(lambda: verdict("layout@v2"), 300, "layout@v2's verdict", deployed.log)
-        assert refused.kind is EventKind.GATE_REFUSED, refused.payload["summary"]
-        by_kind = {c["kind"]: c for c in refused.payload["criteria"]}
-        assert by_kind["relative"]["estimate"] == -1.0  # 0 of 8 answered against 8 of 8
-        assert by_kind["absolute"]["estimate"] == 0.0
-        trials = deployed.runs(**{"assay/prompt_trial": "layout@v2"})
-        assert [r.status for r in trials] == [DagsterRunStatus.SUCCESS]
-        assert trials[0].tags["assay/trial_model_version"] == "p@v1"
-        assert registry.get_prompt("prompts:/layout@production").version == 1
-        assert not store.exists("model_outputs", champion)  # trials never write there
-
-        assert registry.request_prompt_alias("layout", "production", 3).outcome.value == "pending"
-        approved = wait_for(lambda: verdict("layout@v3"), 300, "layout@v3's verdict", deployed.log)
-        assert approved.kind is EventKind.GATE_APPROVED, approved.payload["summary"]
-        assert registry.get_prompt("prompts:/layout@production").version == 3
-        # The move re-evaluates the champion; the candidate's trial cached its answers.
-        (run,) = wait_for(
-            lambda: _finished(deployed.runs(**{MODEL_VERSION_TAG: "p@v1"})),
-            300,
-            "the champion's re-evaluation",
-            deployed.log,
-        )
-        assert run.status is DagsterRunStatus.SUCCESS
-        outputs = store.read("model_outputs", champion)
-        assert outputs.num_rows == 8 and all(outputs["cached"].to_pylist())
-        assert all("Q: What is" in p for p in outputs["prompt"].to_pylist())
-        registry.close()
-
-
-def _finished(runs: list) -> list | None:
-    return runs if runs and all(r.status in TERMINAL for r in runs) else None

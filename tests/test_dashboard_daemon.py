@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dagster import AssetSelection, DagsterRunStatus, materialize
-from live_deployment import arithmetic_app, deployment, wait_for
+from live_deployment import TERMINAL, arithmetic_app, deployment, wait_for
 
 from assay.report import explorer_url
 from assay.serving import asgi_in_background
@@ -16,7 +16,6 @@ from assay.storage.parquet import ParquetStore
 from resources import ModelsResource, SuiteResource, assay_resources
 
 SENSORS = ("model_promotion_sensor", "rankings_refresh_sensor", "dashboard_refresh_sensor")
-TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 
 def test_a_promotion_rebuilds_the_explorer_under_the_daemon(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterRunStatus
-from live_deployment import REPO, deployment, wait_for
+from live_deployment import REPO, TERMINAL, deployment, wait_for
 
 from assay.report.links import scenario_page, slug
 from assay.storage.parquet import ParquetStore
@@ -29,7 +29,6 @@ from sensors.promotion import MODEL_VERSION_TAG
 pytest.importorskip("lm_eval")
 
 SENSOR = "model_promotion_sensor"
-TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 DATA = REPO / "tests" / "fixtures" / "datasets"
 SUITE = f"""
 scenarios:

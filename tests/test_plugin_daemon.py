@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 from dagster import AssetKey, DagsterRunStatus
-from live_deployment import BIN, REPO, Deployment, arithmetic_app, deployment, wait_for
+from live_deployment import BIN, REPO, TERMINAL, Deployment, arithmetic_app, deployment, wait_for
 
 from assay.registry import Registry
 from assay.serving import asgi_in_background
@@ -30,7 +30,6 @@ from deploy.stack import free_port
 from sensors.promotion import MODEL_VERSION_TAG
 
 SENSOR = "model_promotion_sensor"
-TERMINAL = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 PLUGIN_DIR = REPO / "examples" / "assay-example-plugin"
 SUITE = """
 scenarios:
