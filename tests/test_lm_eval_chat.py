@@ -197,3 +197,38 @@ def test_the_templates_text_enters_the_revision(
         _entry({**base, "chat_template_from": BUNDLED_SOURCE, "system_instruction": SYSTEM})
     )
     assert instructed not in (bundled, plain)
+
+
+def test_a_version_served_with_its_chat_template_is_refused_before_any_request(
+    tmp_path: Path,
+) -> None:
+    """lm-eval's chat prompts are already templated: a version served with ``chat_template:
+    true`` would wrap them again, so the entry is refused, naming it and the fix; the same
+    weights served plain are evaluated (the loopback server counts the calls)."""
+    from live_deployment import arithmetic_app
+
+    from assay.evaluate.run import evaluate
+    from assay.models.base import ModelSpec, ServingConfig
+    from assay.serving import asgi_in_background
+    from resources import ModelsResource
+
+    config = _entry(
+        {"task": "gsm8k", "apply_chat_template": True, "chat_template_from": BUNDLED_SOURCE}
+    )
+    data = config.build().load()
+    instances, train = select_instances(config, data.instances)
+    models = ModelsResource(cache_dir=str(tmp_path / "cache"))
+    calls: list[str] = []
+    with asgi_in_background(arithmetic_app(calls)) as server:
+        source = f"openai:{server.base_url}#right"
+        templated = ModelSpec("m@v1", source, ServingConfig(chat_template=True))
+        with pytest.raises(ValueError) as caught:
+            evaluate(models.client(templated), config, instances, train)
+        message = str(caught.value)
+        assert "scenario 'x': args.apply_chat_template" in message
+        assert "--serving chat_template=false" in message
+        assert calls == []
+        plain = ModelSpec("m@v2", source, ServingConfig(chat_template=False))
+        run = evaluate(models.client(plain), config, instances, train)
+    assert len(run.outputs) == 2 and calls
+    assert all(o.request.prompt.startswith("<|im_start|>") for o in run.outputs)

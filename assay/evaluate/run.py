@@ -175,6 +175,7 @@ def evaluate(
     ``perturbed`` adds the base adapter's requests for each perturbed input (see
     :func:`perturbed_requests`); their rows carry ``perturbation=<spec>``.
     """
+    check_templating(client, config)
     requests = config.build_requests(instances, train)
     requests += perturbed_requests(config, perturbed, train, instances)
     start = time.perf_counter()
@@ -186,6 +187,24 @@ def evaluate(
         )
     outputs = [ModelOutput(r, c) for r, c in zip(requests, completions, strict=True)]
     return EvaluationRun(outputs, wall)
+
+
+def check_templating(client: ModelClient, config: ScenarioConfig) -> None:
+    """Refuse an entry whose prompts are already chat-templated (an lm-eval entry with
+    ``apply_chat_template``) on a version served with ``chat_template: true``, which would wrap
+    every prompt in its template a second time; before any request is sent."""
+    serving = getattr(client, "serving", None) or getattr(
+        getattr(client, "spec", None), "serving", None
+    )
+    if serving is None or not serving.chat_template:
+        return
+    if config.scenario == "lm_eval" and config.args.get("apply_chat_template"):
+        raise ValueError(
+            f"scenario {config.key!r}: args.apply_chat_template renders lm-eval's prompts with "
+            "a chat template, and this model version is served with chat_template: true, which "
+            "would wrap each of them in its template again; evaluate the entry on a version "
+            "registered with --serving chat_template=false (the same weights)"
+        )
 
 
 class TooManyFailuresError(RuntimeError):
