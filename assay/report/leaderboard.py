@@ -34,7 +34,9 @@ def _leaderboard_inputs(ctx: _Context, day: str, path: str, rows: list[dict], da
             [c.name for c in registered[v].training_data] if v in registered else None,
             held.get(v, []),
             decided[v].id if v in decided else None,
-            [v, n] if (v, n) in pairs else None,
+            # The newest board links its neighbours' built pages; a past day's link is the
+            # in-browser comparison, whatever pairs the newest board has now.
+            [v, n] if day == data.day and (v, n) in pairs else None,
             ctx.results.version_fingerprint("metric_tables", v, scenarios),
         ]
         for v, n in zip(order, [*order[1:], None], strict=True)
@@ -129,7 +131,14 @@ def _leaderboard_page(
                 if v in registered
                 else "",
                 "aliases": held.get(v, []),
-                "compare_next": compare_page(v, n) if n and (v, n) in pairs else None,
+                # The newest board's neighbours have a page built with the site; a past
+                # day's neighbours are compared in the browser, so that a new version, which
+                # changes the newest board's pairs, leaves past days' pages as they are.
+                "compare_next": None
+                if n is None
+                else compare_page(v, n)
+                if is_today and (v, n) in pairs
+                else pair_href(v, n),
                 # Any other pair is computed in the browser (compare.html, see comparison.py).
                 "compare_leader": pair_href(order[0], v) if is_today and v != order[0] else None,
                 "decision": decision_page(decided[v].id) if v in decided else None,
