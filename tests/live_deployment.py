@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from assay.registry import Registry
+from assay.registry import Event, EventKind, Registry
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -254,6 +254,28 @@ class Deployment:
     def registry(self) -> Registry:
         """The deployment's registry, opened (the caller closes it)."""
         return Registry.open(self.env["ASSAY_REGISTRY_URL"])
+
+    def champion(self, model: str) -> int | None:
+        """The version number ``model``'s ``champion`` alias holds now."""
+        registry = self.registry()
+        try:
+            return registry.get_model(model).aliases.get("champion")
+        finally:
+            registry.close()
+
+    def verdict(self, candidate: str) -> Event | None:
+        """The latest gate verdict (approved or refused) on ``candidate`` (``<model>@v<N>``)."""
+        registry = self.registry()
+        try:
+            found = [
+                e
+                for e in registry.decisions(model=candidate.split("@")[0])
+                if e.kind in (EventKind.GATE_APPROVED, EventKind.GATE_REFUSED)
+                and e.payload.get("candidate") == candidate
+            ]
+        finally:
+            registry.close()
+        return found[-1] if found else None
 
     def sensor_caught_up(self, name: str = PROMOTION_SENSOR) -> bool | None:
         """True once the sensor's cursor has passed the registry's last event (a ``wait_for``

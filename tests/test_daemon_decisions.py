@@ -9,7 +9,6 @@ from dagster import AssetSelection, materialize
 from live_deployment import (
     GATE_VARIABLES,
     GATED_SUITE,
-    Deployment,
     deployment,
     finished,
     wait_for,
@@ -19,28 +18,6 @@ from live_deployment import PROMOTION_SENSOR as SENSOR
 from assay.registry import EventKind
 from resources import SuiteResource, assay_resources
 from sensors.promotion import MODEL_VERSION_TAG
-
-
-def _champion(deployed: Deployment, model: str) -> int | None:
-    registry = deployed.registry()
-    try:
-        return registry.get_model(model).aliases.get("champion")
-    finally:
-        registry.close()
-
-
-def _verdict(deployed: Deployment, candidate: str) -> object | None:
-    registry = deployed.registry()
-    try:
-        found = [
-            e
-            for e in registry.decisions(model=candidate.split("@")[0])
-            if e.kind in (EventKind.GATE_APPROVED, EventKind.GATE_REFUSED)
-            and e.payload.get("candidate") == candidate
-        ]
-    finally:
-        registry.close()
-    return found[-1] if found else None
 
 
 def test_promotion_decisions_under_the_daemon(tmp_path, model_cache_dir, model_server, monkeypatch):
@@ -76,7 +53,7 @@ def test_promotion_decisions_under_the_daemon(tmp_path, model_cache_dir, model_s
         started = time.monotonic()
         asked = deployed.assay("alias", "set", "g", "champion", "1")
         assert asked.stdout.startswith("pending:"), asked.stdout
-        wait_for(lambda: _champion(deployed, "g") == 1 or None, 300, "g@v1 approved", deployed.log)
+        wait_for(lambda: deployed.champion("g") == 1 or None, 300, "g@v1 approved", deployed.log)
         figures["not yet evaluated, approved"] = time.monotonic() - started
 
         # A version evaluated beforehand (through an ungated alias): decided without a run.
@@ -91,7 +68,7 @@ def test_promotion_decisions_under_the_daemon(tmp_path, model_cache_dir, model_s
         started = time.monotonic()
         asked = deployed.assay("alias", "set", "g", "champion", "3")
         assert asked.stdout.startswith("pending:"), asked.stdout
-        wait_for(lambda: _champion(deployed, "g") == 3 or None, 120, "g@v3 approved", deployed.log)
+        wait_for(lambda: deployed.champion("g") == 3 or None, 120, "g@v3 approved", deployed.log)
         figures["already evaluated, approved"] = time.monotonic() - started
         assert len(deployed.runs()) == runs_before  # judged on the stored evaluation
 
@@ -99,11 +76,11 @@ def test_promotion_decisions_under_the_daemon(tmp_path, model_cache_dir, model_s
         started = time.monotonic()
         asked = deployed.assay("alias", "set", "g", "champion", "2")
         assert asked.stdout.startswith("pending:"), asked.stdout
-        refused = wait_for(lambda: _verdict(deployed, "g@v2"), 300, "g@v2's verdict", deployed.log)
+        refused = wait_for(lambda: deployed.verdict("g@v2"), 300, "g@v2's verdict", deployed.log)
         figures["not yet evaluated, refused"] = time.monotonic() - started
         assert refused.kind is EventKind.GATE_REFUSED
         assert refused.payload["incumbent"] == "g@v3"
-        assert _champion(deployed, "g") == 3
+        assert deployed.champion("g") == 3
         failed = {c["kind"] for c in refused.payload["criteria"] if c["outcome"] == "fail"}
         assert failed == {"absolute", "relative"}
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, AssetSelection, instance_for_test, materialize
-from live_deployment import arithmetic_app, deployment, wait_for
-from test_daemon import GATE_VARIABLES, SENSOR, _champion, _verdict
+from live_deployment import GATE_VARIABLES, arithmetic_app, deployment, wait_for
+from live_deployment import PROMOTION_SENSOR as SENSOR
 from test_promotion_gate import _tick
 
 from assay.compare.decision import judge_promotion
@@ -332,9 +332,9 @@ def test_a_sequential_promotion_stops_a_regressing_candidate_under_the_daemon(
 
         asked = deployed.assay("alias", "set", "g", "champion", "2")
         assert asked.stdout.startswith("pending:"), asked.stdout
-        refused = wait_for(lambda: _verdict(deployed, "g@v2"), 120, "g@v2's verdict", deployed.log)
+        refused = wait_for(lambda: deployed.verdict("g@v2"), 120, "g@v2's verdict", deployed.log)
         assert refused.kind is EventKind.GATE_REFUSED, refused.payload.get("summary")
-        assert _champion(deployed, "g") == 1
+        assert deployed.champion("g") == 1
 
         # One sequential run evaluated the candidate, and stopped early.
         assert deployed.runs(**{MODEL_VERSION_TAG: "g@v1"}) == []  # its evaluation was current
