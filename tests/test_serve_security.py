@@ -239,6 +239,12 @@ def test_a_request_from_a_foreign_page_is_refused(served):
     assert response.status_code == 403
     assert httpx.get(f"{running.base_url}/models", headers=evil).status_code == 403
     assert client.seen == 0
+    # A page of another application on this machine: an allowed name, another port.
+    other = {"origin": f"http://127.0.0.1:{running.port + 1 if running.port < 65535 else 1024}"}
+    assert (
+        _post(running.base_url, "completions", {"prompt": "hi"}, headers=other).status_code == 403
+    )
+    assert client.seen == 0
     local = {"origin": f"http://127.0.0.1:{running.port}"}
     assert _post(running.base_url, "completions", {"prompt": "hi"}, headers=local).is_success
 

@@ -118,7 +118,18 @@ def test_a_form_or_text_body_is_refused_with_415(registry_server):
 
 def test_a_request_from_a_foreign_page_is_refused(registry_server):
     token = {"Authorization": f"Bearer {registry_server.tokens['walt']}"}
-    for origin in ("https://evil.example", "http://127.0.0.1.evil.example:5000", "null"):
+    other_port = registry_server.port + 1 if registry_server.port < 65535 else 1024
+    foreign = (
+        "https://evil.example",
+        "http://127.0.0.1.evil.example:5000",
+        "null",
+        # Another application on this machine: an allowed name on another port, or none.
+        f"http://localhost:{other_port}",
+        f"http://127.0.0.1:{other_port}",
+        "http://localhost",
+        f"ftp://localhost:{registry_server.port}",
+    )
+    for origin in foreign:
         read = httpx.get(
             f"{registry_server.url}/api/assay/v1/whoami", headers={**token, "Origin": origin}
         )

@@ -3,8 +3,9 @@
 - **Host allow-list** (DNS rebinding): a hostile page whose name resolves to 127.0.0.1 still
   sends its own name in ``Host``; only the listed names are served (default: loopback names;
   ``*`` for any). 400 otherwise.
-- **Origin**: a browser request from a page whose host is not an allowed name is refused
-  (403), whatever its method. Clients other than browsers send no ``Origin``.
+- **Origin**: a browser request from a page other than the server's own (a host that is not
+  an allowed name, or an allowed name on another port) is refused (403), whatever its method.
+  Clients other than browsers send no ``Origin``.
 - **JSON bodies only**: a request carrying a body must declare ``application/json`` (415
   otherwise), so a web page cannot send one without a CORS preflight, which neither server
   grants.
@@ -54,15 +55,37 @@ def host_allowed(host_header: str | None, allowed: tuple[str, ...]) -> bool:
     return _host_name(host_header) in allowed
 
 
-def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
-    """Whether an ``Origin`` header is absent or names an allowed host (``null`` never does)."""
-    if origin is None or "*" in allowed:
+def _host_port(value: str) -> int | None:
+    """The port of a ``Host`` header (``name:port``, ``[v6]:port``), None when it names none."""
+    value = value.strip()
+    tail = value[value.find("]") + 1 :] if value.startswith("[") else value
+    if tail.count(":") != 1:
+        return None
+    port = tail.rsplit(":", 1)[1]
+    return int(port) if port.isdigit() else None
+
+
+def origin_allowed(origin: str | None, host_header: str | None, allowed: tuple[str, ...]) -> bool:
+    """Whether an ``Origin`` header is absent or names this server: an allowed host name (the
+    request's own ``Host`` name where any is allowed) on the port the request was sent to, so
+    that a page served from another port of an allowed name (another local application) is
+    refused too. ``null`` never passes."""
+    if origin is None:
         return True
+    if not host_header:
+        return False
     try:
-        host = urlsplit(origin.strip()).hostname
+        parts = urlsplit(origin.strip())
+        port = parts.port
     except ValueError:
         return False
-    return host is not None and host.rstrip(".") in allowed
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    name = parts.hostname.rstrip(".").lower()
+    if name not in (allowed if "*" not in allowed else (_host_name(host_header),)):
+        return False
+    default = 443 if parts.scheme == "https" else 80
+    return (port or default) == (_host_port(host_header) or default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +100,7 @@ def access_refusal(headers: Mapping[str, str], allowed: tuple[str, ...]) -> Refu
     """The Host and Origin rules (``headers`` with lower-case names); ``None`` if they pass."""
     if not host_allowed(headers.get("host"), allowed):
         return Refusal(400, "this Host is not served here")
-    if not origin_allowed(headers.get("origin"), allowed):
+    if not origin_allowed(headers.get("origin"), headers.get("host"), allowed):
         return Refusal(403, "requests from this Origin are not served here")
     return None
 
