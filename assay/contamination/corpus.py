@@ -5,6 +5,15 @@ starting with ``.`` or ``_`` such as ``_SUCCESS``) or a glob (``s3://bucket/pile
 files are taken in sorted path order. Compressed files (``.gz``, ``.zst``, ``.bz2``, ``.xz``)
 are read through fsspec's compression inference (not Parquet, which compresses inside).
 
+An ``http``/``https`` URL names exactly one file (no folder listing, no glob) and is read
+through an httpx client on ``assay.models.guarded_transport.checked_transport``: the name is
+resolved again for every connection and a link-local or metadata address is refused, so a name
+that passed ``ASSAY_CORPUS_HOSTS`` when the corpus was declared and later resolves elsewhere
+(DNS rebinding) is not reached. Reads are streamed with bounded timeouts, redirects are not
+followed, no proxy from the environment is used, and the bytes are taken as served
+(``Accept-Encoding: identity``). Every other URL (local paths, ``s3://``, ``memory://``, ...)
+goes through fsspec. :func:`open_corpus_file` is the one place a corpus file is opened.
+
 Documents, streamed (nothing holds more than one file's current batch):
 
 - ``jsonl``: one JSON object per line, the document is its ``text_field`` (blank lines skipped).
@@ -20,19 +29,30 @@ Bad input raises :class:`CorpusError` naming the file, the line or row, and the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import tempfile
+import urllib.parse
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import fsspec
+import fsspec.compression
+import fsspec.utils
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import httpx
 
 TEXT_PIECE_CHARS = 8 * 1024 * 1024
 TEXT_OVERLAP_WORDS = 12
 _CHUNK = 1 << 20
 _GLOB = set("*?[")
+# HTTP reads: 10 s to connect, 30 s for any other wait (the next bytes of a read included).
+HTTP_CONNECT_TIMEOUT_S = 10.0
+HTTP_TIMEOUT_S = 30.0
 
 
 class CorpusError(ValueError):
@@ -51,7 +71,9 @@ class CorpusSource(BaseModel):
 
 
 def corpus_files(source: CorpusSource) -> list[str]:
-    """The files of the corpus as fsspec URLs, in sorted path order."""
+    """The files of the corpus as URLs, in sorted path order (an http(s) URL is one file)."""
+    if is_web_url(source.url):
+        return [source.url]
     fs, root = fsspec.core.url_to_fs(source.url)
     if any(ch in _GLOB for ch in root):
         paths = [p for p in fs.glob(root) if not p.rsplit("/", 1)[-1].startswith((".", "_"))]
@@ -80,14 +102,20 @@ def corpus_digest(source: CorpusSource) -> str:
     h = hashlib.sha256()
     h.update(f"{source.format}\0{source.text_field}\0".encode())
     for url in corpus_files(source):
-        fs, path = fsspec.core.url_to_fs(url)
-        h.update(int(fs.size(path)).to_bytes(8, "little"))
+        size = file_size(url)
+        h.update(size.to_bytes(8, "little"))
+        read = 0
         try:
-            with fs.open(path, "rb") as handle:
+            with open_corpus_file(url) as handle:
                 while chunk := handle.read(_CHUNK):
                     h.update(chunk)
+                    read += len(chunk)
+        except FileNotFoundError:
+            raise CorpusError(f"{url}: file not found") from None
         except OSError as exc:
             raise CorpusError(f"{url}: cannot read: {exc}") from None
+        if read != size:
+            raise CorpusError(f"{url}: read {read} bytes, its size was {size} (did it change?)")
     return h.hexdigest()
 
 
@@ -100,8 +128,147 @@ def iter_documents(source: CorpusSource) -> Iterator[str]:
 def iter_files(source: CorpusSource) -> Iterator[tuple[str, int]]:
     """``(url, size in bytes)`` of each corpus file, in order."""
     for url in corpus_files(source):
+        yield url, file_size(url)
+
+
+def is_web_url(url: str) -> bool:
+    """Whether ``url`` is read over HTTP (``http://`` or ``https://``, any case)."""
+    return url.partition("://")[0].lower() in ("http", "https") and "://" in url
+
+
+def file_size(url: str) -> int:
+    """The size in bytes of one corpus file (over HTTP: its ``Content-Length`` as served)."""
+    if not is_web_url(url):
         fs, path = fsspec.core.url_to_fs(url)
-        yield url, int(fs.size(path))
+        try:
+            return int(fs.size(path))
+        except FileNotFoundError:
+            raise CorpusError(f"{url}: file not found") from None
+        except OSError as exc:
+            raise CorpusError(f"{url}: cannot read: {exc}") from None
+    with _web_client() as client:
+        with _web_response(client, url, "HEAD") as response:
+            length = response.headers.get("content-length")
+            if response.status_code != 405 and length is not None and length.isdigit():
+                return int(length)
+        # No usable HEAD answer: count the bytes of a GET.
+        with _web_response(client, url, "GET") as response:
+            return sum(len(chunk) for chunk in _body(url, response))
+
+
+@contextlib.contextmanager
+def open_corpus_file(
+    url: str, compression: str | None = None, seekable: bool = False
+) -> Iterator[IO[bytes]]:
+    """One corpus file opened for binary reading: the one place a corpus file is opened.
+
+    ``compression``: ``"infer"`` decompresses by the name's ending (``.gz``, ``.zst``, ...),
+    ``None`` gives the stored bytes. ``seekable``: the handle must seek (Parquet); an HTTP file
+    is then streamed to a temporary file first. Otherwise an HTTP file is read as it arrives.
+    Errors: ``CorpusError`` for an HTTP status, a refused address or a failed HTTP read;
+    ``OSError`` (or ``FileNotFoundError``) for a failed fsspec read.
+    """
+    if not is_web_url(url):
+        with fsspec.open(url, "rb", compression=compression) as handle:
+            yield handle
+        return
+    if compression == "infer":
+        compression = fsspec.utils.infer_compression(urllib.parse.urlsplit(url).path)
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(_web_client())
+        response = stack.enter_context(_web_response(client, url, "GET"))
+        handle: IO[bytes]
+        if seekable:
+            handle = stack.enter_context(tempfile.TemporaryFile(prefix="assay-corpus-"))
+            for chunk in _body(url, response):
+                handle.write(chunk)
+            handle.seek(0)
+        else:
+            reader = _ChunkReader(_body(url, response))
+            handle = stack.enter_context(io.BufferedReader(reader, _CHUNK))
+        if compression:
+            handle = stack.enter_context(fsspec.compression.compr[compression](handle, mode="rb"))
+        yield handle
+
+
+def _web_client() -> httpx.Client:
+    # Imported here: httpx and the model layer are not loaded for local corpora (an index
+    # build under a tight memory limit stays small).
+    import httpx
+
+    from assay.models.guarded_transport import checked_transport
+
+    limits = httpx.Limits(max_connections=2, max_keepalive_connections=1)
+    return httpx.Client(
+        timeout=httpx.Timeout(HTTP_TIMEOUT_S, connect=HTTP_CONNECT_TIMEOUT_S),
+        follow_redirects=False,
+        trust_env=False,
+        transport=checked_transport(limits),
+        headers={"Accept-Encoding": "identity"},
+    )
+
+
+@contextlib.contextmanager
+def _web_response(client: httpx.Client, url: str, method: str) -> Iterator[httpx.Response]:
+    """A streamed response with a 2xx status, else ``CorpusError`` naming the URL and why."""
+    import httpx
+
+    from assay.core.security import ForbiddenAddressError
+
+    try:
+        response = client.send(client.build_request(method, url), stream=True)
+    except ForbiddenAddressError as exc:
+        raise CorpusError(f"{url}: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise CorpusError(f"{url}: cannot read: {_cause(exc)}") from None
+    try:
+        if response.status_code == 405 and method == "HEAD":
+            pass  # the caller falls back to GET
+        elif response.is_redirect:
+            raise CorpusError(
+                f"{url}: HTTP {response.status_code} {response.reason_phrase}: redirects are "
+                "not followed; declare the URL the file is served at"
+            )
+        elif not response.is_success:
+            raise CorpusError(f"{url}: HTTP {response.status_code} {response.reason_phrase}")
+        yield response
+    finally:
+        response.close()
+
+
+def _body(url: str, response: httpx.Response) -> Iterator[bytes]:
+    """The body as served, in chunks; a failed read is ``CorpusError`` naming the URL."""
+    import httpx
+
+    try:
+        yield from response.iter_raw(_CHUNK)
+    except httpx.HTTPError as exc:
+        raise CorpusError(f"{url}: cannot read: {_cause(exc)}") from None
+
+
+def _cause(exc: BaseException) -> str:
+    """An httpx error as ``Kind: message`` (the message may be empty for timeouts)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class _ChunkReader(io.RawIOBase):
+    """Chunks of bytes as a raw binary file, read as they come."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._pending:
+            self._pending = next(self._chunks, b"")
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
 
 
 def iter_file_documents(source: CorpusSource, url: str) -> Iterator[str]:
@@ -110,7 +277,7 @@ def iter_file_documents(source: CorpusSource, url: str) -> Iterator[str]:
         if source.format == "parquet":
             yield from _parquet(url, source.text_field)
         else:
-            with fsspec.open(url, "rb", compression="infer") as handle:
+            with open_corpus_file(url, compression="infer") as handle:
                 if source.format == "jsonl":
                     yield from _jsonl(url, handle, source.text_field)
                 else:
@@ -151,7 +318,7 @@ def _parquet(url: str, field: str) -> Iterator[str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with fsspec.open(url, "rb") as handle:
+    with open_corpus_file(url, seekable=True) as handle:
         try:
             reader = pq.ParquetFile(handle)
         except (pa.ArrowInvalid, OSError) as exc:
