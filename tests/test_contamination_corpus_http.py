@@ -45,6 +45,9 @@ def _file_server(folder: Path, seen: list[tuple[str, str, dict[str, str]]]) -> S
         name = request.path_params["name"]
         if name == "moved.jsonl":
             return RedirectResponse("/c.jsonl", status_code=302)
+        if name == "cut.jsonl":  # promises 10 MB, sends one line, then the connection drops
+            line = json.dumps({"text": "first"}).encode() + b"\n"
+            return Response(line, headers={"content-length": str(10_000_000)})
         path = folder / name
         if not path.is_file():
             return PlainTextResponse("nothing here", status_code=404)
@@ -132,6 +135,16 @@ def test_a_redirect_is_not_followed(served):
     with pytest.raises(CorpusError, match=r"moved\.jsonl: HTTP 302 .*not followed"):
         list(iter_documents(source))
     assert [path for _, path, _ in seen] == ["/files/moved.jsonl"]
+
+
+def test_a_connection_cut_mid_file_is_an_error_not_a_short_corpus(served):
+    _, base, _ = served
+    url = f"{base}/cut.jsonl"
+    source = CorpusSource(name="c", url=url, format="jsonl")
+    for read in (corpus_digest, lambda s: list(iter_documents(s))):
+        with pytest.raises(CorpusError) as caught:
+            read(source)
+        assert str(caught.value).startswith(f"{url}: cannot read: ")
 
 
 class _Resolver:
