@@ -10,12 +10,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import socket
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from controlled_resolver import ControlledResolver
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
@@ -147,32 +147,6 @@ def test_a_connection_cut_mid_file_is_an_error_not_a_short_corpus(served):
         assert str(caught.value).startswith(f"{url}: cannot read: ")
 
 
-class _Resolver:
-    """A resolver the test controls: ``socket.getaddrinfo`` answers these names in turn (the
-    last answer repeats), and connections leave only for loopback."""
-
-    def __init__(self, monkeypatch, answers: dict[str, list[str]]) -> None:
-        self.asked: list[str] = []
-        self.connected: list[str] = []
-        real_getaddrinfo, real_connect = socket.getaddrinfo, socket.create_connection
-
-        def getaddrinfo(host, port, *args, **kwargs):
-            if host in answers:
-                self.asked.append(host)
-                address = answers[host].pop(0) if len(answers[host]) > 1 else answers[host][0]
-                return real_getaddrinfo(address, port, *args, **kwargs)
-            return real_getaddrinfo(host, port, *args, **kwargs)
-
-        def create_connection(address, *args, **kwargs):
-            self.connected.append(address[0])
-            if not address[0].startswith("127."):  # nothing leaves this machine, whatever runs
-                raise ConnectionRefusedError(f"test resolver: {address[0]} is not loopback")
-            return real_connect(address, *args, **kwargs)
-
-        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-        monkeypatch.setattr(socket, "create_connection", create_connection)
-
-
 def test_a_name_rebound_to_metadata_after_the_check_is_refused_at_connection(served, monkeypatch):
     # The name passes the corpus URL policy when declared (it resolves to loopback), then
     # resolves to the metadata address when the corpus is read.
@@ -180,7 +154,7 @@ def test_a_name_rebound_to_metadata_after_the_check_is_refused_at_connection(ser
     port = base.split(":")[2].split("/")[0]
     url = f"http://rebind.test:{port}/files/c.jsonl"
     monkeypatch.setenv("ASSAY_CORPUS_HOSTS", "rebind.test")
-    resolver = _Resolver(monkeypatch, {"rebind.test": ["127.0.0.1", "169.254.169.254"]})
+    resolver = ControlledResolver(monkeypatch, {"rebind.test": ["127.0.0.1", "169.254.169.254"]})
     assert check_corpus_url(url, "corpus 'c': url") == url
     source = CorpusSource(name="c", url=url, format="jsonl")
     for read in (corpus_digest, lambda s: list(iter_documents(s))):
@@ -196,7 +170,7 @@ def test_a_name_rebound_to_metadata_after_the_check_is_refused_at_connection(ser
 def test_each_connection_goes_to_the_address_that_was_checked(served, monkeypatch):
     _, base, seen = served
     port = base.split(":")[2].split("/")[0]
-    resolver = _Resolver(monkeypatch, {"pinned.test": ["127.0.0.1"]})
+    resolver = ControlledResolver(monkeypatch, {"pinned.test": ["127.0.0.1"]})
     source = CorpusSource(name="c", url=f"http://pinned.test:{port}/files/t.txt", format="text")
     assert list(iter_documents(source)) == ["one line\nand another\n"]
     assert resolver.connected and set(resolver.connected) == {"127.0.0.1"}

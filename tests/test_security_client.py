@@ -11,6 +11,7 @@ import logging
 import re
 
 import pytest
+from controlled_resolver import ControlledResolver
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -269,33 +270,6 @@ def test_a_dict_inside_token_logprobs_fails_only_that_request():
 # -- credentials bound to scheme and port; addresses checked per connection ----------------------
 
 
-class _Resolver:
-    """A resolver the test controls: ``socket.getaddrinfo`` answers these names in turn."""
-
-    def __init__(self, monkeypatch, answers: dict[str, list[str]]) -> None:
-        import socket
-
-        self.asked: list[str] = []
-        self.connected: list[str] = []
-        real_getaddrinfo, real_connect = socket.getaddrinfo, socket.create_connection
-
-        def getaddrinfo(host, port, *args, **kwargs):
-            if host in answers:
-                self.asked.append(host)
-                address = answers[host].pop(0) if len(answers[host]) > 1 else answers[host][0]
-                return real_getaddrinfo(address, port, *args, **kwargs)
-            return real_getaddrinfo(host, port, *args, **kwargs)
-
-        def create_connection(address, *args, **kwargs):
-            self.connected.append(address[0])
-            if not address[0].startswith("127."):  # nothing leaves this machine, whatever runs
-                raise ConnectionRefusedError(f"test resolver: {address[0]} is not loopback")
-            return real_connect(address, *args, **kwargs)
-
-        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-        monkeypatch.setattr(socket, "create_connection", create_connection)
-
-
 def test_a_key_bound_to_https_is_not_sent_over_plain_http(monkeypatch):
     # OPENAI_API_KEY is bound to https://api.openai.com:443 by default. A registry user writes
     # http://api.openai.com:<port>; here the name resolves to a receiver on loopback.
@@ -304,7 +278,7 @@ def test_a_key_bound_to_https_is_not_sent_over_plain_http(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY_HOSTS", raising=False)
     monkeypatch.delenv("ASSAY_CREDENTIAL_HOSTS", raising=False)
     with asgi_in_background(_recording_app(seen)) as running:
-        _Resolver(monkeypatch, {"api.openai.com": ["127.0.0.1"]})
+        ControlledResolver(monkeypatch, {"api.openai.com": ["127.0.0.1"]})
         url = f"http://api.openai.com:{running.port}/v1"
         with _client(url, api_key_env="OPENAI_API_KEY") as client:
             assert client.complete([GENERATE])[0].ok
@@ -340,7 +314,9 @@ def test_a_name_rebound_to_metadata_after_the_check_is_refused_at_connection(mon
     # metadata address when the connection is opened.
     seen: list[dict[str, str]] = []
     with asgi_in_background(_recording_app(seen)) as running:
-        resolver = _Resolver(monkeypatch, {"rebind.test": ["127.0.0.1", "169.254.169.254"]})
+        resolver = ControlledResolver(
+            monkeypatch, {"rebind.test": ["127.0.0.1", "169.254.169.254"]}
+        )
         with _client(f"http://rebind.test:{running.port}/v1", max_retries=3) as client:
             got = client.complete([GENERATE])[0]
     assert resolver.asked == ["rebind.test", "rebind.test"]  # built, then one connection
@@ -353,7 +329,7 @@ def test_a_name_rebound_to_metadata_after_the_check_is_refused_at_connection(mon
 def test_each_connection_goes_to_the_address_that_was_checked(monkeypatch):
     seen: list[dict[str, str]] = []
     with asgi_in_background(_recording_app(seen)) as running:
-        resolver = _Resolver(monkeypatch, {"pinned.test": ["127.0.0.1"]})
+        resolver = ControlledResolver(monkeypatch, {"pinned.test": ["127.0.0.1"]})
         with _client(f"http://pinned.test:{running.port}/v1") as client:
             assert client.complete([GENERATE])[0].ok
     assert resolver.connected == ["127.0.0.1"]
