@@ -37,32 +37,16 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 warnings.filterwarnings("ignore")
 
 from bench_promotion_daemon import DONE, SENSOR, TAG, materialize  # noqa: E402
-from live_deployment import TINY_SUITE, Deployment, arithmetic_app, wait_for  # noqa: E402
+from live_deployment import GATED_SUITE, Deployment, arithmetic_app, wait_for  # noqa: E402
 
-from assay.registry import Registry  # noqa: E402
 from assay.serving import asgi_in_background  # noqa: E402
-
-GATED_SUITE = (
-    TINY_SUITE
-    + """
-promotion:
-  margin: 0.1
-  criteria:
-    - {scenario: arithmetic, metric: exact_match, at_least: 0.5}
-"""
-)
-
-
-def _champion(deployed: Deployment) -> int | None:
-    with Registry.open(deployed.env["ASSAY_REGISTRY_URL"]) as registry:
-        return registry.get_model("g").aliases.get("champion")
 
 
 def _timed_champion(deployed: Deployment, version: int) -> float:
     started = time.monotonic()
     asked = deployed.assay("alias", "set", "g", "champion", str(version))
     assert asked.stdout.startswith("pending:"), asked.stdout
-    wait_for(lambda: _champion(deployed) == version or None, 600, f"g@v{version}", deployed.log)
+    wait_for(lambda: deployed.champion("g") == version or None, 600, f"g@v{version}", deployed.log)
     return time.monotonic() - started
 
 

@@ -10,6 +10,7 @@ from urllib.parse import quote, urlencode
 
 import pyarrow as pa
 import pytest
+from sample_clock import SampleClock
 
 from assay.contamination.clean import CLEAN, CLEAN_MINUS_FULL, contamination_rows
 from assay.contamination.subsets import TABLE_SCHEMA, Contamination
@@ -25,16 +26,6 @@ SCENARIO = "mc-quiz"
 PAYLOAD = "<script>alert('evidence')</script>"
 
 
-class _Clock:
-    now = datetime(2026, 11, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def set(self, when: datetime) -> None:
-        self.now = when
-
-
 def _stats(table: pa.Table) -> list[InstanceStat]:
     names = [f.name for f in InstanceStat.SCHEMA if f.name in table.column_names]
     return [InstanceStat(**row) for row in table.select(names).to_pylist()]
@@ -43,7 +34,7 @@ def _stats(table: pa.Table) -> list[InstanceStat]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("contamination-explorer")
-    clock = _Clock()
+    clock = SampleClock()
     registry = Registry.open(f"sqlite:///{root / 'registry.db'}", clock=clock)
     store = ParquetStore(str(root / "storage"))
     sample = write_sample(

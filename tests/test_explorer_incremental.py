@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sample_clock import SampleClock
 
 from assay.registry import Registry
 from assay.report import ExplorerData, build_site, directory_writer
@@ -29,20 +30,10 @@ from assay.storage.retention import compact_version
 WHEN = datetime(2026, 11, 4, tzinfo=UTC)
 
 
-class _Clock:
-    now = datetime(2026, 11, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def set(self, when: datetime) -> None:
-        self.now = when
-
-
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("incremental")
-    clock = _Clock()
+    clock = SampleClock()
     registry = Registry.open(f"sqlite:///{root / 'registry.db'}", clock=clock)
     # The store's history copies are stamped by the same clock as the registry: as of the
     # board's day they are all there.
@@ -262,7 +253,7 @@ def test_a_day_before_any_result_is_refused_before_anything_is_written(stored, t
 
 def test_a_compacted_version_shows_as_it_did(tmp_path: Path) -> None:
     """Retention compacts a version's files: the explorer reads its copies, same site."""
-    clock = _Clock()
+    clock = SampleClock()
     registry = Registry.open(f"sqlite:///{tmp_path / 'registry.db'}", clock=clock)
     store = ParquetStore(str(tmp_path / "storage"), clock=clock)
     sample = write_sample(store, registry, clock=clock.set, n_versions=3, n_instances=24)

@@ -23,7 +23,7 @@ from dagster import (
     instance_for_test,
     materialize,
 )
-from live_deployment import TINY_SUITE, arithmetic_app
+from live_deployment import GATED_SUITE, arithmetic_app
 
 from assay.cli import main as cli_main
 from assay.compare.decision import judge_promotion
@@ -49,15 +49,6 @@ from resources import ModelsResource, SuiteResource, assay_resources
 from sensors.gate import GATE_PENDING_TAG
 from sensors.promotion import EVALUATION_ASSETS, model_promotion_sensor
 
-GATED_SUITE = (
-    TINY_SUITE
-    + """
-promotion:
-  margin: 0.1
-  criteria:
-    - {scenario: arithmetic, metric: exact_match, at_least: 0.5}
-"""
-)
 # A hand-written refusal with numbers, as the sensor would record it.
 REFUSAL = {
     "approved": False,

@@ -23,6 +23,7 @@ import fsspec
 import numpy as np
 import pyarrow.compute as pc
 import pytest
+from sample_clock import SampleClock
 
 from assay.compare.family_figures import FAMILY_ORDER
 from assay.registry import Registry
@@ -53,20 +54,10 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / ".assay" / "test-artifacts" / "explorer"
 
 
-class _Clock:
-    now = datetime(2026, 11, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def set(self, when: datetime) -> None:
-        self.now = when
-
-
 @pytest.fixture(scope="module")
 def explorer(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("explorer")
-    clock = _Clock()
+    clock = SampleClock()
     registry = Registry.open(f"sqlite:///{root / 'registry.db'}", clock=clock)
     store = ParquetStore(str(root / "storage"))
     sample = write_sample(store, registry, clock=clock.set, n_versions=3, n_instances=24)

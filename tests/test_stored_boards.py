@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from sample_clock import SampleClock
 
 from assay.compare.standings import leaderboard_of_day
 from assay.compare.stored_boards import board_from_json, board_to_json, read_board, write_board
@@ -22,20 +22,10 @@ from assay.storage.contract import LEADERBOARDS, RANKINGS
 from assay.storage.parquet import ParquetStore
 
 
-class _Clock:
-    now = datetime(2026, 11, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def set(self, when: datetime) -> None:
-        self.now = when
-
-
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Sample]:
     root = tmp_path_factory.mktemp("stored-boards")
-    clock = _Clock()
+    clock = SampleClock()
     registry = Registry.open(f"sqlite:///{root / 'registry.db'}", clock=clock)
     store = ParquetStore(str(root / "storage"), clock=clock)
     sample = write_sample(store, registry, clock=clock.set, n_versions=3, n_instances=12)
