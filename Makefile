@@ -39,8 +39,8 @@ demo: install  ## register two versions of the bundled model, evaluate, print th
 test: install  ## the test suite (without the deployment tests), the example plugin's included
 	# Three worker processes, a test file each at a time: most of the suite's time is daemons,
 	# servers and runs it waits for (two workers left the two cores 43% idle), so three files
-	# share the two cores well. Long daemon tests have a file each, so no file holds a worker
-	# for much more than three minutes.
+	# share the two cores well. The daemon tests are split over four files, and the files that
+	# start a Dagster deployment are dealt out first (tests/conftest.py), so short files end it.
 	$(PY) -m pytest -q -n 3 --dist loadfile
 
 test-peers: install  ## parity with lm-evaluation-harness run as itself (minutes: it runs the model twice)

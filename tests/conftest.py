@@ -288,3 +288,14 @@ def fake_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakePlugins
     root.mkdir()
     monkeypatch.syspath_prepend(str(root))
     return FakePlugins(root, monkeypatch)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files that start a Dagster deployment (``live_deployment.deployment``: a daemon, its
+    runs) take minutes each; ``make test``'s workers get them first (``--dist loadfile`` deals
+    files out in collection order), so that short files, not one of them, end the run."""
+    items.sort(
+        key=lambda item: (
+            getattr(item, "module", None) is None or not hasattr(item.module, "deployment")
+        )
+    )
