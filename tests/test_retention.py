@@ -212,6 +212,40 @@ def test_a_compacted_partition_reads_back_as_written(tmp_path):
     assert rows["extra"].to_pylist() == [None, None, 1.5]
 
 
+def test_a_deleted_partition_is_gone_from_its_compacted_file_too(tmp_path):
+    """``delete`` reads the same on a compacted version as on its plain files: the
+    partition's latest table is gone, the others and the history copies stay."""
+    plain, registry = _stored(str(tmp_path / "plain"), f"sqlite:///{tmp_path / 'p.db'}")
+    folded, _ = _stored(str(tmp_path / "folded"), f"sqlite:///{tmp_path / 'f.db'}")
+    compact_version(folded, "m@v1")
+    quiz = {"model_version": "m@v1", "scenario": "quiz"}
+    sums = {"model_version": "m@v1", "scenario": "sums"}
+    # A table without history (its copy is the latest file) and one with history.
+    judge = pa.table({"instance_id": ["q1"], "reply": ["yes"]})
+    for store in (plain, folded):
+        store.write("judge_replies", quiz, judge)
+    compact_version(folded, "m@v1")
+    assert folded.fs.find(f"{folded.root}/judge_replies") == []
+
+    for store in (plain, folded):
+        store.delete("judge_replies", quiz)
+        store.delete("metric_tables", quiz)
+    for store in (plain, folded):
+        fresh = ParquetStore(store.base_url)  # no cached manifests
+        assert not fresh.exists("judge_replies", quiz)
+        assert not fresh.exists("metric_tables", quiz)
+        assert fresh.exists("metric_tables", sums)
+        assert fresh.partitions("judge_replies") == []
+        assert quiz not in fresh.partitions("metric_tables")
+    assert (
+        ParquetStore(folded.base_url)
+        .read("metric_tables", sums)
+        .equals(plain.read("metric_tables", sums))
+    )
+    # The history copies stay: a past day's board is the same in both stores.
+    assert _boards(ParquetStore(folded.base_url), registry) == _boards(plain, registry)
+
+
 def test_columns_whose_types_disagree_are_not_compacted(tmp_path):
     store = ParquetStore(str(tmp_path / "s"))
     store.write("metric_tables", {"model_version": "m@v1", "scenario": "a"}, pa.table({"x": [1]}))

@@ -22,7 +22,7 @@ the originals. Every reader here finds a compacted partition as before: ``read``
 is ``<compacted file>#<copy>``, which ``assay.storage.query`` reads too). Where an original
 file and its compacted copy both exist (a compaction stopped before removing the originals,
 or the partition was written again since), the original is read and the copy ignored, so
-nothing is counted twice.
+nothing is counted twice. ``delete`` removes a partition from its compacted file as well.
 """
 
 from __future__ import annotations
@@ -239,9 +239,33 @@ class ParquetStore:
                     self.fs.rm(tmp)
 
     def delete(self, asset: str, partition: Mapping[str, str] | None = None) -> None:
+        """Remove a partition's latest table, so that ordinary reads no longer find it
+        (history copies stay). A partition held in a compacted file is removed from it too:
+        the file is written again without its latest copy, or with that copy no longer
+        current when it is also a history copy."""
         path = self.path(asset, partition)
         if self.fs.exists(path):
             self.fs.rm(path)
+        found = self._current_copy(asset, partition)
+        if found is not None:
+            self._uncurrent(*found)
+
+    def _uncurrent(self, path: str, gone: Copy) -> None:
+        """Write the compacted file at ``path`` again without ``gone`` as a current copy."""
+        manifest = self._manifest(path)
+        assert manifest is not None  # _current_copy found it
+        old = pq.ParquetFile(io.BytesIO(self.fs.cat_file(path)))
+        sources = []
+        for c in manifest.copies:
+            if c.copy == gone.copy and c.kind == compacted.PART_COPY:
+                continue
+            source = _source(c, lambda c=c: compacted.read_copy(old, c))
+            sources.append(replace(source, current=False) if c.copy == gone.copy else source)
+        if sources:
+            self._put_atomic(path, compacted.encode(manifest.asset, dict(manifest.group), sources))
+        else:
+            self.fs.rm_file(path)
+        self._manifests.pop(path, None)
 
     # -- reads ---------------------------------------------------------------------------------
     def exists(self, asset: str, partition: Mapping[str, str] | None = None) -> bool:
