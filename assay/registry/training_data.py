@@ -1,7 +1,7 @@
 """A model version's training-data manifest: the corpora it declares it was trained on.
 
 Each entry names a corpus and where its files are (an fsspec URL of a file, a folder or a
-glob), their format and, for JSONL and Parquet, the field holding the text. The contamination
+glob; an ``http(s)`` URL names exactly one file), their format and, for JSONL and Parquet, the field holding the text. The contamination
 checks index each declared corpus once per content digest and look the suite's test items up
 in it (``assay.contamination``).
 
@@ -18,7 +18,8 @@ so narrowing the policy stops reads of entries stored earlier):
   hf: object stores, reached with the worker's own credentials);
 - ``http``/``https`` only to hosts listed in ``$ASSAY_CORPUS_HOSTS`` (no host is listed by
   default, so a registry writer cannot make the workers fetch from anywhere), never to a
-  link-local or cloud metadata address, even when listed;
+  link-local or cloud metadata address, even when listed (every connection's address is
+  checked, redirects are not followed);
 - chained URLs (``a::b``) and URLs carrying credentials (``user:pw@``, ``?token=``, key-shaped
   words) are refused.
 """
