@@ -19,6 +19,7 @@ from pathlib import Path
 from assay.core.digests import digest_file, digest_json
 
 DEFAULT_CACHE = Path(".assay") / "datasets"
+HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 class DataSourceError(RuntimeError):
@@ -28,6 +29,12 @@ class DataSourceError(RuntimeError):
 def cache_dir() -> Path:
     """Where downloaded data files live: ``$ASSAY_DATA_CACHE`` or ``.assay/datasets``."""
     return Path(os.environ.get("ASSAY_DATA_CACHE") or DEFAULT_CACHE)
+
+
+def hub_endpoint() -> str:
+    """The Hugging Face Hub's base URL: ``$HF_ENDPOINT`` (a Hub mirror; the variable
+    ``huggingface_hub`` and ``datasets`` read) or ``https://huggingface.co``."""
+    return (os.environ.get("HF_ENDPOINT") or HF_DEFAULT_ENDPOINT).rstrip("/")
 
 
 @dataclass(frozen=True, slots=True)

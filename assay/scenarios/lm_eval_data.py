@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from assay.scenarios.download import hub_endpoint
 from assay.scenarios.files import DataFileError, iter_rows
 from assay.scenarios.lm_eval_tasks import LmEvalTask, LmEvalTaskError
 
@@ -197,13 +198,14 @@ class LocalDataset:
         return datasets.DatasetDict(splits)
 
 
-def hub_unreachable(
-    spec: LmEvalTask, config: Mapping[str, Any], exc: BaseException
-) -> Exception | None:
-    """The error for a task whose hub dataset cannot be read here (None when ``exc`` is
-    something else): it names the dataset and the override that points at local files."""
+def hub_error(spec: LmEvalTask, config: Mapping[str, Any], exc: BaseException) -> Exception | None:
+    """The error for a task whose hub dataset cannot be read (None when ``exc`` is something
+    else): the hub cannot be reached (offline, or no answer from ``$HF_ENDPOINT``), or it has
+    no such dataset or revision. It names the dataset, the hub and the override that points
+    the entry at local files."""
     offline = [env for env in OFFLINE_ENVS if os.environ.get(env, "").lower() in ("1", "true")]
-    text = f"{type(exc).__name__}: {exc}".lower()
+    cause = f"{type(exc).__name__}: {exc}"
+    text = cause.lower()
     network = any(
         word in text
         for word in ("offline", "connection", "couldn't reach", "could not reach", "timed out")
@@ -212,15 +214,38 @@ def hub_unreachable(
     # (or OSError/FileNotFoundError); anything else is a task's own error and is reported so.
     origin = type(exc).__module__.split(".")[0]
     loading = origin in ("datasets", "huggingface_hub", "requests", "httpx", "urllib3")
-    if not network and not (offline and (loading or isinstance(exc, OSError))):
+    name, hub = dataset_name(config), hub_endpoint()
+    if network or (offline and (loading or isinstance(exc, OSError))):
+        why = f"{offline[0]}=1" if offline else f"{hub} cannot be reached: {cause}"
+        return LmEvalTaskError(
+            f"lm-eval task {spec.task!r} reads dataset {name!r} from the Hugging Face hub, "
+            f"which is not reachable here ({why}); {_local_override(config)}"
+        )
+    missing = type(exc).__name__ in (
+        "DatasetNotFoundError",
+        "RepositoryNotFoundError",
+        "RevisionNotFoundError",
+    )
+    if not (loading and missing):
         return None
-    why = f"{offline[0]}=1" if offline else "the hub cannot be reached"
+    what = f"dataset {name!r}"
+    if spec.revision is not None and "revision" in text:
+        what = f"revision {spec.revision!r} of dataset {name!r}"
+        fix = "give args.revision: a commit of that dataset"
+    else:
+        fix = "check the task's dataset_path"
+    return LmEvalTaskError(
+        f"lm-eval task {spec.task!r}: the Hugging Face hub at {hub} has no {what} ({cause}); "
+        f"{fix}, or {_local_override(config)}"
+    )
+
+
+def _local_override(config: Mapping[str, Any]) -> str:
     splits = sorted(set(splits_read(config).values()))
     example = ", ".join(f"{s}: <{s}.jsonl>" for s in splits) or "test: <test.jsonl>"
-    return LmEvalTaskError(
-        f"lm-eval task {spec.task!r} reads dataset {dataset_name(config)!r} from the Hugging "
-        f"Face hub, which is not reachable here ({why}); point the entry at local files in "
-        f"the hub's schema: args.data_files: {{{example}}}, or args.data_dir: a folder with "
+    return (
+        f"point the entry at local files in the hub's schema: args.data_files: {{{example}}}, "
+        f"or args.data_dir: a folder with "
         f"{str(config.get('dataset_path') or '').replace('/', '__')}/"
         f"{config.get('dataset_name') or 'default'}/<split>.jsonl"
     )

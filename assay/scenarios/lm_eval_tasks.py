@@ -499,7 +499,7 @@ def load_task(spec: LmEvalTask) -> LoadedTask:
 def _load_task(spec: LmEvalTask) -> LoadedTask:
     from lm_eval.tasks._factory import TaskFactory
 
-    from assay.scenarios.lm_eval_data import dataset_overrides, hub_unreachable
+    from assay.scenarios.lm_eval_data import dataset_overrides, hub_error
 
     import_lm_eval()
     chat = spec.chat
@@ -528,9 +528,9 @@ def _load_task(spec: LmEvalTask) -> LoadedTask:
         raise
     except Exception as exc:
         if not data.local:
-            unreachable = hub_unreachable(spec, config, exc)
-            if unreachable is not None:
-                raise unreachable from None
+            hub_failed = hub_error(spec, config, exc)
+            if hub_failed is not None:
+                raise hub_failed from None
         raise LmEvalTaskError(
             f"lm-eval task {spec.task!r} could not be built: {type(exc).__name__}: {exc}"
         ) from exc

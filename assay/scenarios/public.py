@@ -12,7 +12,9 @@ pins the bytes; a mismatch is an error naming the file. A loader whose default r
 commit (``pinned_revision``) also checks by default the SHA-256 of every default file whose
 bytes were known when it was pinned (``sha256s``). The scenario revision records the ref and
 the digest of every file actually read. ``data_files`` (split → path or URL) reads elsewhere,
-e.g. a mirror or a test fixture, through the same checks.
+e.g. a mirror or a test fixture, through the same checks. The Hub's files are read from
+``$HF_ENDPOINT`` when it is set (a Hub mirror, the variable ``huggingface_hub`` reads), else
+from ``https://huggingface.co``; the revision and the pinned digests are the same either way.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from typing import Any, ClassVar
 from assay.core.digests import digest_json
 from assay.core.records import Instance, Reference
 from assay.scenarios.base import Scenario, ScenarioData, register_scenario
-from assay.scenarios.download import DataSourceError, FetchedFile, fetch
+from assay.scenarios.download import DataSourceError, FetchedFile, fetch, hub_endpoint
 from assay.scenarios.files import DataFileError, iter_rows
 
-HF = "https://huggingface.co/datasets/{repo}/resolve/{revision}/{file}"
+HF = "{hub}/datasets/{repo}/resolve/{revision}/{file}"
 GITHUB = "https://raw.githubusercontent.com/{repo}/{revision}/{file}"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -68,7 +70,9 @@ class PublicDataset(Scenario):
         else:
             paths = {split: file.format(subset=subset) for split, file in self.files.items()}
             self.data_files = {
-                split: self.url_template.format(repo=self.repo, revision=self.revision, file=path)
+                split: self.url_template.format(
+                    hub=hub_endpoint(), repo=self.repo, revision=self.revision, file=path
+                )
                 for split, path in paths.items()
             }
             at_default = self.revision == self.default_revision
@@ -131,7 +135,7 @@ class PublicDataset(Scenario):
             f"; to read local copies instead give data_files "
             f"({', '.join(f'{s}: <path>' for s in sorted(self.data_files))})"
         )
-        if self.defaults and location.startswith("https://huggingface.co/") and _hub_offline():
+        if self.defaults and location.startswith(f"{hub_endpoint()}/") and _hub_offline():
             raise DataSourceError(
                 f"{self.name}: the Hugging Face Hub is offline (HF_HUB_OFFLINE / "
                 f"HF_DATASETS_OFFLINE), so {location} cannot be read{override}"
