@@ -55,6 +55,8 @@ COMPACTED_DIR = "_compacted"
 # A history file's name starts with its write time; this format sorts as it reads.
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
 # Object stores publish an object only when its upload completes: a single PUT is atomic.
+# One upload to an object store: this long, plus a second per MiB (see ParquetStore).
+PUT_TIMEOUT_S = 60.0
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 
 
@@ -79,6 +81,9 @@ class ParquetStore:
     """Reads and writes partitioned Parquet tables under one fsspec base URL.
 
     ``history_assets`` keep every write (see the module docstring); ``clock`` stamps them.
+    ``put_timeout_s``: how long one upload to an object store may take, plus a second per MiB
+    it carries (a store that accepts the connection and never answers would otherwise hold a
+    write for ever: the client's read timeout does not bound an upload).
     """
 
     def __init__(
@@ -88,9 +93,11 @@ class ParquetStore:
         *,
         history_assets: Collection[str] = HISTORY_ASSETS,
         clock: Callable[[], datetime] | None = None,
+        put_timeout_s: float = PUT_TIMEOUT_S,
     ):
         self.history_assets = frozenset(history_assets)
         self._clock = clock
+        self.put_timeout_s = put_timeout_s
         self.base_url = base_url.rstrip("/")
         self.fs, self.root = fsspec.core.url_to_fs(self.base_url, **(storage_options or {}))
         self.protocol = (
@@ -214,11 +221,19 @@ class ParquetStore:
         return f"{self.root}/{relative_path}"
 
     def _put_atomic(self, final: str, data: bytes) -> None:
+        if self.protocol in _OBJECT_STORES:
+            # One PUT. No folders to make: s3fs's makedirs would probe the bucket with a
+            # request of its own before every write (and create a missing bucket).
+            limit = self.put_timeout_s + len(data) / 2**20
+            try:
+                self.fs.pipe_file(final, data, timeout=limit)
+            except fsspec.exceptions.FSTimeoutError:
+                raise TimeoutError(
+                    f"no answer from the object store within {limit:.0f} s"
+                ) from None
+            return
         directory, name = final.rsplit("/", 1)
         self.fs.makedirs(directory, exist_ok=True)
-        if self.protocol in _OBJECT_STORES:
-            self.fs.pipe_file(final, data)
-            return
         tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
         if self.is_local:
             try:
