@@ -12,6 +12,13 @@ files without reading data or rendering; a rendered page is written only if its 
 changed. The build deletes the files the site folder holds that it no longer produces. It
 deletes the manifest before its first write and writes it last, so a build that stops
 halfway leaves none and the next build writes everything.
+
+Before any unit, one digest of all the build's inputs (:mod:`.sitewide`: the listing of
+every stored file the explorer reads, the inputs held in memory, the code) is compared with
+the one the manifest records: when it matches and the folder holds exactly the files of the
+last build, nothing is read, rendered or written at all. A file deleted from the folder or
+added to it sends the build unit by unit, as does any change in the inputs; a file edited
+in place is not noticed, by this check or the units'.
 """
 
 from __future__ import annotations
@@ -201,7 +208,9 @@ class SiteSummary:
     earlier build that this one no longer produces. ``units_rendered`` / ``units_skipped``
     count the pages (with their exports) rendered or kept because their inputs matched the
     last build's; ``partitions_built`` / ``partitions_unchanged`` the same for partitions'
-    data files."""
+    data files. ``site_unchanged``: the site-wide digest of the inputs matched the last
+    build's (:mod:`.sitewide`), so every unit was kept without being looked at
+    (``units_checked``, the units whose inputs were compared, is 0)."""
 
     files: int = 0
     bytes: int = 0
@@ -214,6 +223,8 @@ class SiteSummary:
     units_skipped: int = 0
     rendered: list[str] = field(default_factory=list)  # the units rendered, by key
     deleted: list[str] = field(default_factory=list)
+    units_checked: int = 0  # times a unit's inputs were compared with the last build's
+    site_unchanged: bool = False  # the site-wide inputs matched: no unit was looked at
 
 
 class _Site:
@@ -230,13 +241,41 @@ class _Site:
             self.previous = _read_manifest(self.folder) if MANIFEST in self.existing else {}
             self.previous.setdefault("files", {})
             self.previous.setdefault("partitions", {})
-            if MANIFEST in self.existing:
-                # No manifest while files change: a build that stops halfway leaves none.
-                self.folder.delete(MANIFEST)
         self.files: dict[str, str] = {}  # path → content digest, this build
         self.sizes: dict[str, int] = {}
         self.partitions: dict[str, dict[str, Any]] = {}
         self._unit: list[str] | None = None  # the files of the unit being rendered
+        self.inputs: str | None = None  # the site-wide digest of this build's inputs
+
+    def unchanged_site(self, inputs: str | None) -> bool:
+        """Whether the whole site's inputs (:mod:`.sitewide`) match the last build's and the
+        folder holds exactly the files that build made: then every unit would be kept, and
+        the summary says so without looking at any (``site_unchanged``)."""
+        before = self.previous.get("site") or {}
+        files = self.previous["files"]
+        if (
+            inputs is None
+            or self.folder is None
+            or before.get("inputs") != inputs
+            or self.existing != set(files) | {MANIFEST}
+        ):
+            return False
+        sizes = self.previous.get("sizes", {})
+        summary = self.summary
+        summary.site_unchanged = True
+        summary.files = summary.unchanged = len(files)
+        summary.bytes = sum(int(sizes.get(path, 0)) for path in files)
+        summary.pages = [p for p in before.get("pages") or [] if isinstance(p, str)]
+        summary.units_skipped = int(before.get("units") or 0)
+        summary.partitions_unchanged = int(before.get("partitions") or 0)
+        return True
+
+    def start(self, inputs: str | None) -> None:
+        """Begin writing: the manifest goes first (a build that stops halfway leaves none),
+        and the site-wide digest ``inputs`` goes into the one :meth:`finish` writes."""
+        self.inputs = inputs
+        if self.folder is not None and MANIFEST in self.existing:
+            self.folder.delete(MANIFEST)
 
     @contextlib.contextmanager
     def unit(self, key: str, inputs: str) -> Iterator[bool]:
@@ -282,6 +321,7 @@ class _Site:
     def unchanged_unit(self, key: str, inputs: str) -> bool:
         """Whether the unit ``key`` (a partition, a comparison) had these inputs at the last
         build and its files are all still there; if so, they are kept as they are."""
+        self.summary.units_checked += 1
         before = self.previous["partitions"].get(key) or {}
         files = before.get("files") or []
         if before.get("inputs") != inputs or not self._all_there(files):
@@ -338,6 +378,14 @@ class _Site:
             "sizes": self.sizes,
             "partitions": self.partitions,
         }
+        if self.inputs is not None:
+            summary = self.summary
+            manifest["site"] = {
+                "inputs": self.inputs,
+                "units": summary.units_rendered + summary.units_skipped,
+                "partitions": summary.partitions_built + summary.partitions_unchanged,
+                "pages": summary.pages,
+            }
         self.folder.write(MANIFEST, json.dumps(manifest, sort_keys=True).encode("utf-8"))
 
 
@@ -351,7 +399,7 @@ def _read_manifest(folder: SiteFolder) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != BUILD_FORMAT:
         return {}
     out: dict[str, Any] = {}
-    for part in ("files", "sizes", "partitions"):
+    for part in ("files", "sizes", "partitions", "site"):
         value = manifest.get(part)
         out[part] = value if isinstance(value, dict) else {}
     return out
