@@ -11,7 +11,9 @@ rendered, and that the site is byte for byte the one a build from scratch writes
 from __future__ import annotations
 
 import functools
+import os
 import shutil
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,12 +27,13 @@ from assay.registry import Registry
 from assay.report import ExplorerData, build_site, directory_writer, store_writer, writing
 from assay.report.links import day_page
 from assay.report.sample import SAMPLE_MODEL, write_sample
-from assay.report.sitewide import READ_ASSETS
+from assay.report.sitewide import READ_ASSETS, store_listing
 from assay.report.writing import MANIFEST
 from assay.storage.parquet import COMPACTED_DIR, HISTORY_DIR, ParquetStore
 
 WHEN = datetime(2026, 11, 4, tzinfo=UTC)
 LATER = datetime(2026, 11, 20, 8, tzinfo=UTC)
+OLD_NS = int(datetime(2026, 11, 10, tzinfo=UTC).timestamp() * 1e9)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,9 @@ class Copy:
         self.sample = template["sample"]
         self.root = into / "copy"
         shutil.copytree(template["root"], self.root)
+        # Written long ago: no folder is within the listing's racy margin of its clock.
+        for path in sorted((self.root / "storage").rglob("*"), reverse=True):
+            os.utime(path, ns=(OLD_NS, OLD_NS), follow_symlinks=False)
         self.clock = SampleClock(LATER)
         self.store = ParquetStore(str(self.root / "storage"), clock=self.clock)
         self.day = self.sample.days[-1]
@@ -115,6 +121,8 @@ def test_nothing_changed_looks_at_no_unit(copy, tmp_path):
     before = _files(site)
     again = build_site(copy.data(), directory_writer(site), generated_at=LATER)
     assert again.site_unchanged and again.units_checked == 0
+    # The store's listing was confirmed by stat calls, not taken again.
+    assert first.store_walked and not again.store_walked
     assert (again.units_rendered, again.rendered, again.partitions_built) == (0, [], 0)
     # The counters a unit-by-unit rebuild reports: every unit and file kept as it was.
     assert again.units_skipped == first.units_rendered
@@ -308,3 +316,37 @@ def test_the_digest_lists_every_file_a_build_reads(copy, tmp_path):
     for path in store.paths:
         relative = Path(path.split("#")[0]).relative_to(store.root).as_posix()
         assert any(relative.startswith(f + "/") for f in folders), path
+
+
+def test_a_listing_confirmed_by_stat_is_the_listing_taken_again(copy):
+    first = store_listing(copy.store)
+    assert first.walked and first.recorded is not None
+    again = store_listing(copy.store, recorded=first.recorded)
+    assert not again.walked and again.digest == first.digest
+    # A partition written again: its folder's time and its file's stamp change.
+    version, scenario = copy.sample.versions[0], next(iter(copy.sample.primary_metrics))
+    where = {"model_version": version, "scenario": scenario}
+    copy.store.write("judge_replies", where, pa.table({"instance_id": ["x"]}))
+    changed = store_listing(copy.store, recorded=first.recorded)
+    assert changed.walked and changed.digest != first.digest
+    assert store_listing(copy.store).digest == changed.digest
+
+
+def test_a_folder_changed_within_the_clock_tick_is_listed_again(copy, tmp_path):
+    """A folder modified just before the listing is marked racy and listed again by the
+    next build: a file added to it within the same tick (its time set back to the recorded
+    one here) is seen all the same."""
+    version, scenario = copy.sample.versions[0], next(iter(copy.sample.primary_metrics))
+    folder = Path(copy.store.partition_dir("model_outputs", {"model_version": version}))
+    folder = folder / f"scenario={scenario}"
+    now = time.time_ns()
+    os.utime(folder, ns=(now, now))
+    site = tmp_path / "site"
+    build_site(copy.data(), directory_writer(site), generated_at=WHEN)
+    (folder / "notes.txt").write_text("a file no page reads")
+    os.utime(folder, ns=(now, now))
+    assert folder.stat().st_mtime_ns == now
+    again = build_site(copy.data(), directory_writer(site), generated_at=WHEN)
+    assert again.store_walked
+    _unit_by_unit(again)
+    assert (again.rendered, again.partitions_built, again.written) == ([], 0, 0)

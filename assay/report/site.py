@@ -60,7 +60,7 @@ from assay.report.partitions import _partitions
 from assay.report.render import _Context, _environment, _html_safe_json
 from assay.report.results import results_of
 from assay.report.scenario import _scenario
-from assay.report.sitewide import site_inputs
+from assay.report.sitewide import READ_ASSETS, site_inputs, store_listing
 from assay.report.writing import (
     SiteFolder,
     SiteSummary,
@@ -115,11 +115,15 @@ def build_site(
     site = _Site(write)
     # One digest of everything the build reads: when it is the last build's, so is every
     # unit's (the folder's files and the manifest stay as they are).
-    inputs = site_inputs(data, n_resamples) if site.folder is not None else None
+    inputs, listing = None, None
+    if site.folder is not None:
+        listing = store_listing(data.store, READ_ASSETS, site.previous_listing())
+        site.summary.store_walked = listing.walked
+        inputs = site_inputs(data, n_resamples, listing.digest)
     if site.unchanged_site(inputs):
         return site.summary
     results = results_of(data)  # before any write: a refused build leaves the site as it was
-    site.start(inputs)
+    site.start(inputs, None if listing is None else listing.recorded)
     ctx = _Context(
         data=data,
         site=site,

@@ -20,6 +20,10 @@ import enum
 import hashlib
 import json
 import os
+import stat
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -57,9 +61,10 @@ class _Unknown(Exception):
     """A value held in memory that has no canonical form here."""
 
 
-def site_inputs(data: ExplorerData, n_resamples: int) -> str | None:
-    """The digest of everything a build of ``data`` reads (see the module docstring), or
-    None where some input held in memory cannot be digested."""
+def site_inputs(data: ExplorerData, n_resamples: int, listing: str) -> str | None:
+    """The digest of everything a build of ``data`` reads (see the module docstring), with
+    ``listing`` the digest of the store's files (:func:`store_listing`), or None where some
+    input held in memory cannot be digested."""
     try:
         held = {
             f.name: _plain(getattr(data, f.name))
@@ -73,29 +78,73 @@ def site_inputs(data: ExplorerData, n_resamples: int) -> str | None:
         n_resamples,
         data.store.base_url,
         hashlib.sha256(json.dumps(held, allow_nan=True).encode()).hexdigest(),
-        store_listing(data.store, READ_ASSETS),
+        listing,
     )
 
 
-def store_listing(store: ParquetStore, assets: tuple[str, ...]) -> str:
-    """A digest of every file under the folders of ``assets`` (their partitions, history
-    copies and compacted files): each path with its size and modification time."""
-    hasher = hashlib.sha256()
-    for asset in assets:
-        for folder in (asset, f"{HISTORY_DIR}/{asset}", f"{COMPACTED_DIR}/{asset}"):
-            base = f"{store.root}/{folder}"
+# A folder whose modification time is this close to the listing's (or later) may change
+# again within the same tick of the filesystem's clock (FAT's is 2 s): it is listed again.
+_RACY_NS = 3_000_000_000
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The stored files a build reads: ``digest`` of each path with its size and modification
+    time; ``recorded`` (a local store only) the tree it was taken from, which the next build
+    confirms with one ``stat`` per folder and file instead of listing every folder again;
+    ``walked``: listed now (False: the recorded tree was found as it was)."""
+
+    digest: str
+    recorded: dict[str, Any] | None
+    walked: bool
+
+
+def store_listing(
+    store: ParquetStore, assets: Sequence[str] = READ_ASSETS, recorded: Any = None
+) -> Listing:
+    """The listing of every file under the folders of ``assets`` (their partitions, history
+    copies and compacted files), each with its size and modification time.
+
+    On a local store, ``recorded`` (the last build's :attr:`Listing.recorded`) is confirmed
+    instead where it can be: every folder's modification time is the one recorded (a file
+    created, removed or renamed in a folder changes it; a folder modified within
+    ``_RACY_NS`` of the recording is listed again and its names compared) and every file's
+    size and modification time too, as a partition's fingerprint compares them."""
+    folders = [
+        f"{prefix}{asset}"
+        for asset in assets
+        for prefix in ("", f"{HISTORY_DIR}/", f"{COMPACTED_DIR}/")
+    ]
+    if not store.is_local:
+        hasher = hashlib.sha256()
+        for folder in folders:
             hasher.update(f"\0{folder}\0".encode())
-            for line in _listed(store, base):
+            for line in _remote_lines(store, f"{store.root}/{folder}"):
                 hasher.update(line.encode() + b"\n")
-    return hasher.hexdigest()
+        return Listing(hasher.hexdigest(), None, True)
+    if (
+        isinstance(recorded, dict)
+        and recorded.get("folders") == folders
+        and isinstance(recorded.get("tree"), dict)
+        and isinstance(recorded.get("digest"), str)
+        and all(_same(f"{store.root}/{f}", recorded["tree"].get(f, False)) for f in folders)
+    ):
+        return Listing(recorded["digest"], recorded, False)
+    racy_after = time.time_ns() - _RACY_NS
+    tree = {folder: _tree(f"{store.root}/{folder}", racy_after) for folder in folders}
+    hasher = hashlib.sha256()
+    for folder in folders:
+        hasher.update(f"\0{folder}\0".encode())
+        lines: list[str] = []
+        _lines(tree[folder], "", lines)
+        for line in sorted(lines):
+            hasher.update(line.encode() + b"\n")
+    digest = hasher.hexdigest()
+    return Listing(digest, {"digest": digest, "folders": folders, "tree": tree}, True)
 
 
-def _listed(store: ParquetStore, base: str) -> list[str]:
-    """``relative path|size|modified`` of each file under ``base``, sorted."""
-    if store.is_local:
-        found: list[str] = []
-        _walk(base, "", found)
-        return sorted(found)
+def _remote_lines(store: ParquetStore, base: str) -> list[str]:
+    """``path|size|modified|etag`` of each object under ``base``, sorted."""
     store.fs.invalidate_cache(base)
     if not store.fs.isdir(base):
         return []
@@ -109,21 +158,74 @@ def _listed(store: ParquetStore, base: str) -> list[str]:
     return sorted(lines)
 
 
-def _walk(folder: str, relative: str, found: list[str]) -> None:
+# A recorded tree: a folder is ``[modified or None (racy), {name: node}]``, a file
+# ``[size, modified]``, a folder that was not there ``None``.
+
+
+def _tree(path: str, racy_after: int) -> list | None:
+    """The folder at ``path`` as a recorded tree (its modification time read before its
+    names, so a change while it is listed shows next time)."""
     try:
-        entries = list(os.scandir(folder))
+        st = os.lstat(path)
+        entries = list(os.scandir(path))
     except (FileNotFoundError, NotADirectoryError):
-        return
+        return None
+    children: dict[str, list | None] = {}
     for entry in entries:
-        name = f"{relative}/{entry.name}"
         if entry.is_dir(follow_symlinks=False):
-            _walk(entry.path, name, found)
-            continue
+            child = _tree(entry.path, racy_after)
+            if child is None:  # removed since it was listed
+                continue
+        else:
+            try:
+                found = entry.stat()
+            except FileNotFoundError:
+                continue
+            child = [found.st_size, found.st_mtime_ns]
+        children[entry.name] = child
+    return [None if st.st_mtime_ns >= racy_after else st.st_mtime_ns, children]
+
+
+def _same(path: str, node: Any) -> bool:
+    """Whether ``path`` is as the recorded ``node`` says (False for anything malformed)."""
+    if node is None:
+        return not os.path.lexists(path)
+    if not isinstance(node, list) or len(node) != 2:
+        return False
+    first, second = node
+    if isinstance(second, dict):
         try:
-            st = entry.stat()
-        except FileNotFoundError:  # removed since it was listed
-            continue
-        found.append(f"{name}|{st.st_size}|{st.st_mtime_ns}")
+            st = os.lstat(path)
+        except OSError:
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            return False
+        if first is None:
+            try:
+                names = {entry.name for entry in os.scandir(path)}
+            except OSError:
+                return False
+            if names != second.keys():
+                return False
+        elif st.st_mtime_ns != first:
+            return False
+        return all(_same(f"{path}/{name}", child) for name, child in second.items())
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_size == first and st.st_mtime_ns == second
+
+
+def _lines(node: Any, relative: str, out: list[str]) -> None:
+    if node is None:
+        return
+    first, second = node
+    if isinstance(second, dict):
+        for name, child in second.items():
+            _lines(child, f"{relative}/{name}", out)
+    else:
+        out.append(f"{relative}|{first}|{second}")
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})

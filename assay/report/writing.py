@@ -29,6 +29,7 @@ import functools
 import hashlib
 import io
 import json
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -146,14 +147,7 @@ class DirectorySite:
         return target.read_bytes() if target.is_file() else None
 
     def files(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        # Links are not followed: nothing outside the directory is listed, hence deleted.
-        return sorted(
-            p.relative_to(self.root).as_posix()
-            for p in self.root.rglob("*")
-            if p.is_file() and not p.is_symlink()
-        )
+        return _local_files(str(self.root))
 
     def delete(self, path: str) -> None:
         self._path(path).unlink(missing_ok=True)
@@ -178,11 +172,33 @@ class StoreSite:
         return self.store.read_file(f"{self.prefix}/{path}")
 
     def files(self) -> list[str]:
+        if getattr(self.store, "is_local", False):
+            return _local_files(f"{self.store.root}/{self.prefix}")
         return self.store.list_files(self.prefix)
 
     def delete(self, path: str) -> None:
         _check(path)
         self.store.delete_file(f"{self.prefix}/{path}")
+
+
+def _local_files(root: str) -> list[str]:
+    """The plain files under the local folder ``root``, as sorted relative paths. Links are
+    not followed: nothing outside the folder is listed, hence deleted."""
+    found: list[str] = []
+    folders = [("", root)]
+    while folders:
+        relative, folder = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            name = f"{relative}{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                folders.append((f"{name}/", entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                found.append(name)
+    return sorted(found)
 
 
 def _check(path: str) -> None:
@@ -210,7 +226,9 @@ class SiteSummary:
     last build's; ``partitions_built`` / ``partitions_unchanged`` the same for partitions'
     data files. ``site_unchanged``: the site-wide digest of the inputs matched the last
     build's (:mod:`.sitewide`), so every unit was kept without being looked at
-    (``units_checked``, the units whose inputs were compared, is 0)."""
+    (``units_checked``, the units whose inputs were compared, is 0); ``store_walked``: the
+    store's folders were listed for it (False: the last build's listing was confirmed, or
+    the site is written through a plain writer, which has no manifest)."""
 
     files: int = 0
     bytes: int = 0
@@ -225,6 +243,7 @@ class SiteSummary:
     deleted: list[str] = field(default_factory=list)
     units_checked: int = 0  # times a unit's inputs were compared with the last build's
     site_unchanged: bool = False  # the site-wide inputs matched: no unit was looked at
+    store_walked: bool = False  # the store's folders listed (not the last listing confirmed)
 
 
 class _Site:
@@ -246,6 +265,7 @@ class _Site:
         self.partitions: dict[str, dict[str, Any]] = {}
         self._unit: list[str] | None = None  # the files of the unit being rendered
         self.inputs: str | None = None  # the site-wide digest of this build's inputs
+        self.listing: Mapping[str, Any] | None = None  # the store's listing it was taken from
 
     def unchanged_site(self, inputs: str | None) -> bool:
         """Whether the whole site's inputs (:mod:`.sitewide`) match the last build's and the
@@ -270,10 +290,15 @@ class _Site:
         summary.partitions_unchanged = int(before.get("partitions") or 0)
         return True
 
-    def start(self, inputs: str | None) -> None:
+    def previous_listing(self) -> Any:
+        """The listing of the store the last build recorded (:mod:`.sitewide`), if any."""
+        return (self.previous.get("site") or {}).get("listing")
+
+    def start(self, inputs: str | None, listing: Mapping[str, Any] | None = None) -> None:
         """Begin writing: the manifest goes first (a build that stops halfway leaves none),
-        and the site-wide digest ``inputs`` goes into the one :meth:`finish` writes."""
-        self.inputs = inputs
+        and the site-wide digest ``inputs`` with the store's ``listing`` it was taken from
+        go into the one :meth:`finish` writes."""
+        self.inputs, self.listing = inputs, listing
         if self.folder is not None and MANIFEST in self.existing:
             self.folder.delete(MANIFEST)
 
@@ -385,6 +410,7 @@ class _Site:
                 "units": summary.units_rendered + summary.units_skipped,
                 "partitions": summary.partitions_built + summary.partitions_unchanged,
                 "pages": summary.pages,
+                "listing": self.listing,
             }
         self.folder.write(MANIFEST, json.dumps(manifest, sort_keys=True).encode("utf-8"))
 
