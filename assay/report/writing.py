@@ -147,7 +147,8 @@ class DirectorySite:
         return target.read_bytes() if target.is_file() else None
 
     def files(self) -> list[str]:
-        return _local_files(str(self.root))
+        # Links are not followed, nor listed: nothing outside the directory is deleted.
+        return _local_files(str(self.root), links=False)
 
     def delete(self, path: str) -> None:
         self._path(path).unlink(missing_ok=True)
@@ -173,7 +174,8 @@ class StoreSite:
 
     def files(self) -> list[str]:
         if getattr(self.store, "is_local", False):
-            return _local_files(f"{self.store.root}/{self.prefix}")
+            # As the store lists them: a link is a file of the site (deleted when stale).
+            return _local_files(f"{self.store.root}/{self.prefix}", links=True)
         return self.store.list_files(self.prefix)
 
     def delete(self, path: str) -> None:
@@ -181,9 +183,10 @@ class StoreSite:
         self.store.delete_file(f"{self.prefix}/{path}")
 
 
-def _local_files(root: str) -> list[str]:
-    """The plain files under the local folder ``root``, as sorted relative paths. Links are
-    not followed: nothing outside the folder is listed, hence deleted."""
+def _local_files(root: str, *, links: bool) -> list[str]:
+    """The files under the local folder ``root``, as sorted relative paths: plain files, and
+    with ``links`` links too (as names: a linked folder is not followed). Nothing outside the
+    folder is listed, hence deleted."""
     found: list[str] = []
     folders = [("", root)]
     while folders:
@@ -196,7 +199,7 @@ def _local_files(root: str) -> list[str]:
             name = f"{relative}{entry.name}"
             if entry.is_dir(follow_symlinks=False):
                 folders.append((f"{name}/", entry.path))
-            elif entry.is_file(follow_symlinks=False):
+            elif links or entry.is_file(follow_symlinks=False):
                 found.append(name)
     return sorted(found)
 
