@@ -193,28 +193,43 @@ def _same(path: str, node: Any) -> bool:
     if not isinstance(node, list) or len(node) != 2:
         return False
     first, second = node
-    if isinstance(second, dict):
+    if type(second) is not dict:
+        return _same_file(path, first, second)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        return False
+    if first is None:
         try:
-            st = os.lstat(path)
+            names = {entry.name for entry in os.scandir(path)}
         except OSError:
             return False
-        if not stat.S_ISDIR(st.st_mode):
+        if names != second.keys():
             return False
-        if first is None:
+    elif st.st_mtime_ns != first:
+        return False
+    # Files inline (most nodes are files: one call less each), folders recursively.
+    for name, child in second.items():
+        if type(child) is list and len(child) == 2 and type(child[1]) is int:
             try:
-                names = {entry.name for entry in os.scandir(path)}
+                found = os.stat(f"{path}/{name}")
             except OSError:
                 return False
-            if names != second.keys():
+            if found.st_mtime_ns != child[1] or found.st_size != child[0]:
                 return False
-        elif st.st_mtime_ns != first:
+        elif not _same(f"{path}/{name}", child):
             return False
-        return all(_same(f"{path}/{name}", child) for name, child in second.items())
+    return True
+
+
+def _same_file(path: str, size: Any, modified: Any) -> bool:
     try:
         st = os.stat(path)
     except OSError:
         return False
-    return st.st_size == first and st.st_mtime_ns == second
+    return st.st_size == size and st.st_mtime_ns == modified
 
 
 def _lines(node: Any, relative: str, out: list[str]) -> None:
