@@ -5,12 +5,19 @@ The digest covers the code (:func:`~.writing.code_digest`), the build's settings
 inputs held in memory (the board, the stored rankings, the registry's events and versions,
 the day, tables given in memory) and a listing of every stored file of the assets the
 explorer reads (:data:`READ_ASSETS`: their ``part.parquet`` files, history copies and
-compacted files), each with its size and modification time, as :func:`~.results.
-file_fingerprint` stamps one file. Every unit's inputs are drawn from these, so when the
-digest matches the last build's, every unit's inputs do too; when anything in them differs
-(a new or rewritten file of any partition, however far from the pages it shows), the build
-goes on unit by unit as before. Where a value held in memory is of a kind this module does
-not know how to digest, there is no digest and the build goes unit by unit.
+compacted files), each with its size and modification time, as
+:func:`~.results.file_fingerprint` stamps one file. Every unit's inputs are drawn from
+these, so when the digest matches the last build's, every unit's inputs do too; when
+anything in them differs (a new or rewritten file of any partition, however far from the
+pages it shows), the build goes on unit by unit as before. Where a value held in memory is
+of a kind this module does not know how to digest, there is no digest and the build goes
+unit by unit.
+
+On a local store the listing is kept in the manifest as a tree (each folder's modification
+time, each file's size and modification time), and the next build confirms it with one
+``stat`` per folder and file rather than listing every folder again (:func:`store_listing`).
+The wall clock is read only to tell which folders were modified too recently for their
+time to be trusted; it never enters a digest.
 """
 
 from __future__ import annotations
@@ -244,6 +251,7 @@ def _lines(node: Any, relative: str, out: list[str]) -> None:
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_FIELDS: dict[type, tuple[str, ...]] = {}  # a dataclass's field names, by its type
 
 
 def _plain(value: Any) -> Any:
@@ -256,17 +264,22 @@ def _plain(value: Any) -> Any:
         return value  # as it stands: json.dumps keeps its order
     if (kind is list or kind is tuple) and all(type(v) in _SCALARS for v in value):
         return value
+    names = _FIELDS.get(kind)
+    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(value))
+    if names is not None:
+        values = [getattr(value, name) for name in names]
+        return [
+            kind.__name__,
+            names,
+            [v if type(v) in _SCALARS else _plain(v) for v in values],
+        ]
     if value is None or isinstance(value, str | bool | int | float):
         return value
     if isinstance(value, enum.Enum):
         return ["enum", type(value).__name__, _plain(value.value)]
     if isinstance(value, datetime | date):
         return ["time", value.isoformat()]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [
-            type(value).__name__,
-            [[f.name, _plain(getattr(value, f.name))] for f in dataclasses.fields(value)],
-        ]
     if isinstance(value, dict):
         return ["dict", [[_plain(k), _plain(v)] for k, v in value.items()]]
     if isinstance(value, list | tuple):
