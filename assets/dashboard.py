@@ -59,5 +59,7 @@ def dashboard(
             # Pages (with their exports) rendered, and kept since their inputs had not changed.
             "num_units_rendered": summary.units_rendered,
             "num_units_skipped": summary.units_skipped,
+            # Every input as at the last build: nothing looked at, nothing written.
+            "site_unchanged": summary.site_unchanged,
         }
     )

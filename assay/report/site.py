@@ -24,7 +24,8 @@ an object store alike):
 - ``_build.json``: the manifest that makes the next build incremental (:mod:`.writing`):
   every unit (a partition's data, a page with its exports) is rendered only when its inputs
   (fingerprints of the stored files it reads, the board rows it shows, the code) changed,
-  never because the build's day or time did.
+  never because the build's day or time did; and a build whose inputs all match the last
+  build's (one site-wide digest, :mod:`.sitewide`) stops before looking at any unit.
 
 The results are read through :mod:`.results`: queried with DuckDB as of the end of the
 board's day, one scenario or partition at a time (``ExplorerData.of_day``), or filtered from
@@ -59,6 +60,7 @@ from assay.report.partitions import _partitions
 from assay.report.render import _Context, _environment, _html_safe_json
 from assay.report.results import results_of
 from assay.report.scenario import _scenario
+from assay.report.sitewide import READ_ASSETS, site_inputs, store_listing
 from assay.report.writing import (
     SiteFolder,
     SiteSummary,
@@ -110,8 +112,18 @@ def build_site(
         default = min((os.cpu_count() or 1) - 1, 8)
         workers = int(os.environ.get("ASSAY_EXPLORER_WORKERS") or max(default, 1))
 
-    results = results_of(data)  # first: a refused build leaves the site as it was
     site = _Site(write)
+    # One digest of everything the build reads: when it is the last build's, so is every
+    # unit's (the folder's files and the manifest stay as they are).
+    inputs, listing = None, None
+    if site.folder is not None:
+        listing = store_listing(data.store, READ_ASSETS, site.previous_listing())
+        site.summary.store_walked = listing.walked
+        inputs = site_inputs(data, n_resamples, listing.digest)
+    if site.unchanged_site(inputs):
+        return site.summary
+    results = results_of(data)  # before any write: a refused build leaves the site as it was
+    site.start(inputs, None if listing is None else listing.recorded)
     ctx = _Context(
         data=data,
         site=site,

@@ -12,6 +12,13 @@ files without reading data or rendering; a rendered page is written only if its 
 changed. The build deletes the files the site folder holds that it no longer produces. It
 deletes the manifest before its first write and writes it last, so a build that stops
 halfway leaves none and the next build writes everything.
+
+Before any unit, one digest of all the build's inputs (:mod:`.sitewide`: the listing of
+every stored file the explorer reads, the inputs held in memory, the code) is compared with
+the one the manifest records: when it matches and the folder holds exactly the files of the
+last build, nothing is read, rendered or written at all. A file deleted from the folder or
+added to it sends the build unit by unit, as does any change in the inputs; a file edited
+in place is not noticed, by this check or the units'.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import functools
 import hashlib
 import io
 import json
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -139,14 +147,8 @@ class DirectorySite:
         return target.read_bytes() if target.is_file() else None
 
     def files(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        # Links are not followed: nothing outside the directory is listed, hence deleted.
-        return sorted(
-            p.relative_to(self.root).as_posix()
-            for p in self.root.rglob("*")
-            if p.is_file() and not p.is_symlink()
-        )
+        # Links are not followed, nor listed: nothing outside the directory is deleted.
+        return _local_files(str(self.root), links=False)
 
     def delete(self, path: str) -> None:
         self._path(path).unlink(missing_ok=True)
@@ -171,11 +173,35 @@ class StoreSite:
         return self.store.read_file(f"{self.prefix}/{path}")
 
     def files(self) -> list[str]:
+        if getattr(self.store, "is_local", False):
+            # As the store lists them: a link is a file of the site (deleted when stale).
+            return _local_files(f"{self.store.root}/{self.prefix}", links=True)
         return self.store.list_files(self.prefix)
 
     def delete(self, path: str) -> None:
         _check(path)
         self.store.delete_file(f"{self.prefix}/{path}")
+
+
+def _local_files(root: str, *, links: bool) -> list[str]:
+    """The files under the local folder ``root``, as sorted relative paths: plain files, and
+    with ``links`` links too (as names: a linked folder is not followed). Nothing outside the
+    folder is listed, hence deleted."""
+    found: list[str] = []
+    folders = [("", root)]
+    while folders:
+        relative, folder = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            name = f"{relative}{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                folders.append((f"{name}/", entry.path))
+            elif links or entry.is_file(follow_symlinks=False):
+                found.append(name)
+    return sorted(found)
 
 
 def _check(path: str) -> None:
@@ -201,7 +227,11 @@ class SiteSummary:
     earlier build that this one no longer produces. ``units_rendered`` / ``units_skipped``
     count the pages (with their exports) rendered or kept because their inputs matched the
     last build's; ``partitions_built`` / ``partitions_unchanged`` the same for partitions'
-    data files."""
+    data files. ``site_unchanged``: the site-wide digest of the inputs matched the last
+    build's (:mod:`.sitewide`), so every unit was kept without being looked at
+    (``units_checked``, the units whose inputs were compared, is 0); ``store_walked``: the
+    store's folders were listed for it (False: the last build's listing was confirmed, or
+    the site is written through a plain writer, which has no manifest)."""
 
     files: int = 0
     bytes: int = 0
@@ -214,6 +244,9 @@ class SiteSummary:
     units_skipped: int = 0
     rendered: list[str] = field(default_factory=list)  # the units rendered, by key
     deleted: list[str] = field(default_factory=list)
+    units_checked: int = 0  # times a unit's inputs were compared with the last build's
+    site_unchanged: bool = False  # the site-wide inputs matched: no unit was looked at
+    store_walked: bool = False  # the store's folders listed (not the last listing confirmed)
 
 
 class _Site:
@@ -230,13 +263,47 @@ class _Site:
             self.previous = _read_manifest(self.folder) if MANIFEST in self.existing else {}
             self.previous.setdefault("files", {})
             self.previous.setdefault("partitions", {})
-            if MANIFEST in self.existing:
-                # No manifest while files change: a build that stops halfway leaves none.
-                self.folder.delete(MANIFEST)
         self.files: dict[str, str] = {}  # path → content digest, this build
         self.sizes: dict[str, int] = {}
         self.partitions: dict[str, dict[str, Any]] = {}
         self._unit: list[str] | None = None  # the files of the unit being rendered
+        self.inputs: str | None = None  # the site-wide digest of this build's inputs
+        self.listing: Mapping[str, Any] | None = None  # the store's listing it was taken from
+
+    def unchanged_site(self, inputs: str | None) -> bool:
+        """Whether the whole site's inputs (:mod:`.sitewide`) match the last build's and the
+        folder holds exactly the files that build made: then every unit would be kept, and
+        the summary says so without looking at any (``site_unchanged``)."""
+        before = self.previous.get("site") or {}
+        files = self.previous["files"]
+        if (
+            inputs is None
+            or self.folder is None
+            or before.get("inputs") != inputs
+            or self.existing != set(files) | {MANIFEST}
+        ):
+            return False
+        sizes = self.previous.get("sizes", {})
+        summary = self.summary
+        summary.site_unchanged = True
+        summary.files = summary.unchanged = len(files)
+        summary.bytes = sum(int(sizes.get(path, 0)) for path in files)
+        summary.pages = [p for p in before.get("pages") or [] if isinstance(p, str)]
+        summary.units_skipped = int(before.get("units") or 0)
+        summary.partitions_unchanged = int(before.get("partitions") or 0)
+        return True
+
+    def previous_listing(self) -> Any:
+        """The listing of the store the last build recorded (:mod:`.sitewide`), if any."""
+        return (self.previous.get("site") or {}).get("listing")
+
+    def start(self, inputs: str | None, listing: Mapping[str, Any] | None = None) -> None:
+        """Begin writing: the manifest goes first (a build that stops halfway leaves none),
+        and the site-wide digest ``inputs`` with the store's ``listing`` it was taken from
+        go into the one :meth:`finish` writes."""
+        self.inputs, self.listing = inputs, listing
+        if self.folder is not None and MANIFEST in self.existing:
+            self.folder.delete(MANIFEST)
 
     @contextlib.contextmanager
     def unit(self, key: str, inputs: str) -> Iterator[bool]:
@@ -282,6 +349,7 @@ class _Site:
     def unchanged_unit(self, key: str, inputs: str) -> bool:
         """Whether the unit ``key`` (a partition, a comparison) had these inputs at the last
         build and its files are all still there; if so, they are kept as they are."""
+        self.summary.units_checked += 1
         before = self.previous["partitions"].get(key) or {}
         files = before.get("files") or []
         if before.get("inputs") != inputs or not self._all_there(files):
@@ -338,6 +406,15 @@ class _Site:
             "sizes": self.sizes,
             "partitions": self.partitions,
         }
+        if self.inputs is not None:
+            summary = self.summary
+            manifest["site"] = {
+                "inputs": self.inputs,
+                "units": summary.units_rendered + summary.units_skipped,
+                "partitions": summary.partitions_built + summary.partitions_unchanged,
+                "pages": summary.pages,
+                "listing": self.listing,
+            }
         self.folder.write(MANIFEST, json.dumps(manifest, sort_keys=True).encode("utf-8"))
 
 
@@ -351,7 +428,7 @@ def _read_manifest(folder: SiteFolder) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != BUILD_FORMAT:
         return {}
     out: dict[str, Any] = {}
-    for part in ("files", "sizes", "partitions"):
+    for part in ("files", "sizes", "partitions", "site"):
         value = manifest.get(part)
         out[part] = value if isinstance(value, dict) else {}
     return out

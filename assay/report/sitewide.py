@@ -1,0 +1,295 @@
+"""One digest of everything an explorer build reads, so a rebuild with nothing changed is
+told apart without looking at any unit (:mod:`.writing`).
+
+The digest covers the code (:func:`~.writing.code_digest`), the build's settings, the
+inputs held in memory (the board, the stored rankings, the registry's events and versions,
+the day, tables given in memory) and a listing of every stored file of the assets the
+explorer reads (:data:`READ_ASSETS`: their ``part.parquet`` files, history copies and
+compacted files), each with its size and modification time, as
+:func:`~.results.file_fingerprint` stamps one file. Every unit's inputs are drawn from
+these, so when the digest matches the last build's, every unit's inputs do too; when
+anything in them differs (a new or rewritten file of any partition, however far from the
+pages it shows), the build goes on unit by unit as before. Where a value held in memory is
+of a kind this module does not know how to digest, there is no digest and the build goes
+unit by unit.
+
+On a local store the listing is kept in the manifest as a tree (each folder's modification
+time, each file's size and modification time), and the next build confirms it with one
+``stat`` per folder and file rather than listing every folder again (:func:`store_listing`).
+The wall clock is read only to tell which folders were modified too recently for their
+time to be trusted; it never enters a digest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import os
+import stat
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from assay.report.results import table_digest
+from assay.report.writing import inputs_digest
+from assay.storage.contract import (
+    CONTAMINATION,
+    INSTANCE_SCORES,
+    JUDGE_REPLIES,
+    METRIC_TABLES,
+    MODEL_OUTPUTS,
+    SCENARIO_INSTANCES,
+)
+from assay.storage.parquet import COMPACTED_DIR, HISTORY_DIR, ParquetStore
+
+if TYPE_CHECKING:
+    from assay.report.data import ExplorerData
+
+# The stored assets a build reads (through :mod:`.results` and the partition units); the
+# rankings and the registry reach it through ``ExplorerData``.
+READ_ASSETS = (
+    MODEL_OUTPUTS,
+    INSTANCE_SCORES,
+    METRIC_TABLES,
+    JUDGE_REPLIES,
+    CONTAMINATION,
+    SCENARIO_INSTANCES,
+)
+
+
+class _Unknown(Exception):
+    """A value held in memory that has no canonical form here."""
+
+
+def site_inputs(data: ExplorerData, n_resamples: int, listing: str) -> str | None:
+    """The digest of everything a build of ``data`` reads (see the module docstring), with
+    ``listing`` the digest of the store's files (:func:`store_listing`), or None where some
+    input held in memory cannot be digested."""
+    try:
+        held = {
+            f.name: _plain(getattr(data, f.name))
+            for f in dataclasses.fields(data)
+            if f.name != "store"
+        }
+    except _Unknown:
+        return None
+    return inputs_digest(
+        "site",
+        n_resamples,
+        data.store.base_url,
+        hashlib.sha256(json.dumps(held, allow_nan=True).encode()).hexdigest(),
+        listing,
+    )
+
+
+# A folder whose modification time is this close to the listing's (or later) may change
+# again within the same tick of the filesystem's clock (FAT's is 2 s): it is listed again.
+_RACY_NS = 3_000_000_000
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The stored files a build reads: ``digest`` of each path with its size and modification
+    time; ``recorded`` (a local store only) the tree it was taken from, which the next build
+    confirms with one ``stat`` per folder and file instead of listing every folder again;
+    ``walked``: listed now (False: the recorded tree was found as it was)."""
+
+    digest: str
+    recorded: dict[str, Any] | None
+    walked: bool
+
+
+def store_listing(
+    store: ParquetStore, assets: Sequence[str] = READ_ASSETS, recorded: Any = None
+) -> Listing:
+    """The listing of every file under the folders of ``assets`` (their partitions, history
+    copies and compacted files), each with its size and modification time.
+
+    On a local store, ``recorded`` (the last build's :attr:`Listing.recorded`) is confirmed
+    instead where it can be: every folder's modification time is the one recorded (a file
+    created, removed or renamed in a folder changes it; a folder modified within
+    ``_RACY_NS`` of the recording is listed again and its names compared) and every file's
+    size and modification time too, as a partition's fingerprint compares them."""
+    folders = [
+        f"{prefix}{asset}"
+        for asset in assets
+        for prefix in ("", f"{HISTORY_DIR}/", f"{COMPACTED_DIR}/")
+    ]
+    if not store.is_local:
+        hasher = hashlib.sha256()
+        for folder in folders:
+            hasher.update(f"\0{folder}\0".encode())
+            for line in _remote_lines(store, f"{store.root}/{folder}"):
+                hasher.update(line.encode() + b"\n")
+        return Listing(hasher.hexdigest(), None, True)
+    if (
+        isinstance(recorded, dict)
+        and recorded.get("folders") == folders
+        and isinstance(recorded.get("tree"), dict)
+        and isinstance(recorded.get("digest"), str)
+        and all(_same(f"{store.root}/{f}", recorded["tree"].get(f, False)) for f in folders)
+    ):
+        return Listing(recorded["digest"], recorded, False)
+    racy_after = time.time_ns() - _RACY_NS
+    tree = {folder: _tree(f"{store.root}/{folder}", racy_after) for folder in folders}
+    hasher = hashlib.sha256()
+    for folder in folders:
+        hasher.update(f"\0{folder}\0".encode())
+        lines: list[str] = []
+        _lines(tree[folder], "", lines)
+        for line in sorted(lines):
+            hasher.update(line.encode() + b"\n")
+    digest = hasher.hexdigest()
+    return Listing(digest, {"digest": digest, "folders": folders, "tree": tree}, True)
+
+
+def _remote_lines(store: ParquetStore, base: str) -> list[str]:
+    """``path|size|modified|etag`` of each object under ``base``, sorted."""
+    store.fs.invalidate_cache(base)
+    if not store.fs.isdir(base):
+        return []
+    lines = []
+    for path, info in store.fs.find(base, detail=True).items():
+        when = next(
+            (info[k] for k in ("mtime", "LastModified", "last_modified", "created") if k in info),
+            "",
+        )
+        lines.append(f"{path}|{info.get('size')}|{when}|{info.get('ETag', '')}")
+    return sorted(lines)
+
+
+# A recorded tree: a folder is ``[modified or None (racy), {name: node}]``, a file
+# ``[size, modified]``, a folder that was not there ``None``.
+
+
+def _tree(path: str, racy_after: int) -> list | None:
+    """The folder at ``path`` as a recorded tree (its modification time read before its
+    names, so a change while it is listed shows next time)."""
+    try:
+        st = os.lstat(path)
+        entries = list(os.scandir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    children: dict[str, list | None] = {}
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            child = _tree(entry.path, racy_after)
+            if child is None:  # removed since it was listed
+                continue
+        else:
+            try:
+                found = entry.stat()
+            except FileNotFoundError:
+                continue
+            child = [found.st_size, found.st_mtime_ns]
+        children[entry.name] = child
+    return [None if st.st_mtime_ns >= racy_after else st.st_mtime_ns, children]
+
+
+def _same(path: str, node: Any) -> bool:
+    """Whether ``path`` is as the recorded ``node`` says (False for anything malformed)."""
+    if node is None:
+        return not os.path.lexists(path)
+    if not isinstance(node, list) or len(node) != 2:
+        return False
+    first, second = node
+    if type(second) is not dict:
+        return _same_file(path, first, second)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        return False
+    if first is None:
+        try:
+            names = {entry.name for entry in os.scandir(path)}
+        except OSError:
+            return False
+        if names != second.keys():
+            return False
+    elif st.st_mtime_ns != first:
+        return False
+    # Files inline (most nodes are files: one call less each), folders recursively.
+    for name, child in second.items():
+        if type(child) is list and len(child) == 2 and type(child[1]) is int:
+            try:
+                found = os.stat(f"{path}/{name}")
+            except OSError:
+                return False
+            if found.st_mtime_ns != child[1] or found.st_size != child[0]:
+                return False
+        elif not _same(f"{path}/{name}", child):
+            return False
+    return True
+
+
+def _same_file(path: str, size: Any, modified: Any) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_size == size and st.st_mtime_ns == modified
+
+
+def _lines(node: Any, relative: str, out: list[str]) -> None:
+    if node is None:
+        return
+    first, second = node
+    if isinstance(second, dict):
+        for name, child in second.items():
+            _lines(child, f"{relative}/{name}", out)
+    else:
+        out.append(f"{relative}|{first}|{second}")
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_FIELDS: dict[type, tuple[str, ...]] = {}  # a dataclass's field names, by its type
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-able data that tells apart any two values a page could show
+    differently: dict order kept, sets sorted, arrays and tables in full."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict and all(type(k) is str and type(v) in _SCALARS for k, v in value.items()):
+        return value  # as it stands: json.dumps keeps its order
+    if (kind is list or kind is tuple) and all(type(v) in _SCALARS for v in value):
+        return value
+    names = _FIELDS.get(kind)
+    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(value))
+    if names is not None:
+        values = [getattr(value, name) for name in names]
+        return [
+            kind.__name__,
+            names,
+            [v if type(v) in _SCALARS else _plain(v) for v in values],
+        ]
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, enum.Enum):
+        return ["enum", type(value).__name__, _plain(value.value)]
+    if isinstance(value, datetime | date):
+        return ["time", value.isoformat()]
+    if isinstance(value, dict):
+        return ["dict", [[_plain(k), _plain(v)] for k, v in value.items()]]
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return ["set", sorted((_plain(v) for v in value), key=json.dumps)]
+    if isinstance(value, np.ndarray):
+        return ["array", str(value.dtype), list(value.shape), _plain(value.tolist())]
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, pa.Table):
+        return ["table", table_digest(value)]
+    raise _Unknown(type(value).__name__)

@@ -1,0 +1,352 @@
+"""A rebuild with nothing changed stops at one site-wide digest of the build's inputs, and
+anything that changes a page (or could) sends it unit by unit as before.
+
+A sample store and registry (three versions, one a day, two scenarios) is written once and
+copied for each test with its files' modification times. Each test builds the site, changes
+one thing (a stored partition, the registry, the code, the site folder), rebuilds, and
+checks through the build's counters that the site-wide check fell through, which units were
+rendered, and that the site is byte for byte the one a build from scratch writes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from sample_clock import SampleClock
+
+from assay.contamination.subsets import TABLE_SCHEMA
+from assay.registry import Registry
+from assay.report import ExplorerData, build_site, directory_writer, store_writer, writing
+from assay.report.links import day_page
+from assay.report.sample import SAMPLE_MODEL, write_sample
+from assay.report.sitewide import READ_ASSETS, store_listing
+from assay.report.writing import MANIFEST
+from assay.storage.parquet import COMPACTED_DIR, HISTORY_DIR, ParquetStore
+
+WHEN = datetime(2026, 11, 4, tzinfo=UTC)
+LATER = datetime(2026, 11, 20, 8, tzinfo=UTC)
+OLD_NS = int(datetime(2026, 11, 10, tzinfo=UTC).timestamp() * 1e9)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("sitewide")
+    clock = SampleClock()
+    registry = Registry.open(f"sqlite:///{root / 'registry.db'}", clock=clock)
+    store = ParquetStore(str(root / "storage"), clock=clock)
+    sample = write_sample(store, registry, clock=clock.set, n_versions=3, n_instances=16)
+    registry.close()
+    return {"root": root, "sample": sample}
+
+
+class Copy:
+    """A copy of the sample's store and registry (modification times kept)."""
+
+    def __init__(self, template: dict, into: Path) -> None:
+        self.sample = template["sample"]
+        self.root = into / "copy"
+        shutil.copytree(template["root"], self.root)
+        # Written long ago: no folder is within the listing's racy margin of its clock.
+        for path in sorted((self.root / "storage").rglob("*"), reverse=True):
+            os.utime(path, ns=(OLD_NS, OLD_NS), follow_symlinks=False)
+        self.clock = SampleClock(LATER)
+        self.store = ParquetStore(str(self.root / "storage"), clock=self.clock)
+        self.day = self.sample.days[-1]
+
+    def registry(self) -> Registry:
+        return Registry.open(f"sqlite:///{self.root / 'registry.db'}", clock=self.clock)
+
+    def data(self) -> ExplorerData:
+        """The explorer of the newest day as the dashboard asset reads it."""
+        registry = self.registry()
+        try:
+            return ExplorerData.of_day(self.store, registry, _suite(self.sample), self.day)
+        finally:
+            registry.close()
+
+
+def _suite(sample):
+    from assay.evaluate.suite import parse_suite
+
+    scenarios = {
+        s: {"scenario": "facts_mc", "primary_metric": m} for s, m in sample.primary_metrics.items()
+    }
+    return parse_suite({"scenarios": scenarios}, "sample.yaml")
+
+
+def _files(site: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(site).as_posix(): p.read_bytes()
+        for p in site.rglob("*")
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def _same_as_fresh(data: ExplorerData, site: Path, tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    shutil.rmtree(fresh, ignore_errors=True)
+    build_site(data, directory_writer(fresh), generated_at=WHEN)
+    built, expected = _files(site), _files(fresh)
+    assert sorted(built) == sorted(expected)
+    for name in built:
+        assert built[name] == expected[name], name
+
+
+def _unit_by_unit(summary) -> None:
+    """The site-wide check fell through: every unit's inputs were compared."""
+    assert not summary.site_unchanged
+    assert summary.units_checked >= summary.units_rendered + summary.units_skipped + (
+        summary.partitions_built + summary.partitions_unchanged
+    )
+
+
+@pytest.fixture
+def copy(template, tmp_path) -> Copy:
+    return Copy(template, tmp_path)
+
+
+def test_nothing_changed_looks_at_no_unit(copy, tmp_path):
+    site = tmp_path / "site"
+    first = build_site(copy.data(), directory_writer(site), generated_at=WHEN)
+    _unit_by_unit(first)
+    manifest = (site / MANIFEST).read_bytes()
+    before = _files(site)
+    again = build_site(copy.data(), directory_writer(site), generated_at=LATER)
+    assert again.site_unchanged and again.units_checked == 0
+    # The store's listing was confirmed by stat calls, not taken again.
+    assert first.store_walked and not again.store_walked
+    assert (again.units_rendered, again.rendered, again.partitions_built) == (0, [], 0)
+    # The counters a unit-by-unit rebuild reports: every unit and file kept as it was.
+    assert again.units_skipped == first.units_rendered
+    assert again.partitions_unchanged == first.partitions_built == 6
+    assert (again.files, again.bytes, again.unchanged) == (first.files, first.bytes, first.files)
+    assert (again.written, again.deleted) == (0, [])
+    assert sorted(again.pages) == sorted(first.pages)
+    assert _files(site) == before and (site / MANIFEST).read_bytes() == manifest
+
+
+def test_the_same_in_a_site_folder_of_the_store(copy):
+    first = build_site(copy.data(), store_writer(copy.store), generated_at=WHEN)
+    assert not first.site_unchanged
+    again = build_site(copy.data(), store_writer(copy.store), generated_at=LATER)
+    assert again.site_unchanged and again.units_checked == 0
+    assert again.units_skipped == first.units_rendered
+
+
+def test_a_rewritten_partition_rebuilds_its_units(copy, tmp_path):
+    site = tmp_path / "site"
+    build_site(copy.data(), directory_writer(site), generated_at=WHEN)
+    version, scenario = copy.sample.versions[0], next(iter(copy.sample.primary_metrics))
+    where = {"model_version": version, "scenario": scenario}
+    outputs = copy.store.read("model_outputs", where)
+    # Another answer for the first request: what the partition's page data shows.
+    texts = outputs["text"].to_pylist()
+    texts[0] = "a rewritten answer"
+    outputs = outputs.set_column(
+        outputs.column_names.index("text"), "text", pa.array(texts, outputs["text"].type)
+    )
+    copy.store.write("model_outputs", where, outputs)
+    data = copy.data()
+    again = build_site(data, directory_writer(site), generated_at=WHEN)
+    _unit_by_unit(again)
+    assert again.partitions_built == 1 and again.partitions_unchanged == 5
+    _same_as_fresh(data, site, tmp_path)
+
+
+def test_a_new_partition_of_an_asset_read_rebuilds_its_units(copy, tmp_path):
+    site = tmp_path / "site"
+    build_site(copy.data(), directory_writer(site), generated_at=WHEN)
+    version, scenario = copy.sample.versions[1], next(iter(copy.sample.primary_metrics))
+    where = {"model_version": version, "scenario": scenario}
+    assert not copy.store.exists("contamination", where)
+    ids = copy.store.read("model_outputs", where)["instance_id"].to_pylist()[:2]
+    rows = [
+        {"instance_id": ids[0], "detector": "ngram", "score": 0.9, "flagged": True},
+        {"instance_id": ids[1], "detector": "ngram", "score": 0.1, "flagged": False},
+    ]
+    checked = pa.Table.from_pylist(rows, schema=TABLE_SCHEMA)
+    copy.store.write("contamination", where, checked)
+    data = copy.data()
+    again = build_site(data, directory_writer(site), generated_at=WHEN)
+    _unit_by_unit(again)
+    assert again.partitions_built == 1  # the partition whose instances show the findings
+    _same_as_fresh(data, site, tmp_path)
+
+
+def test_a_registry_change_the_board_shows_rebuilds_its_pages(copy, tmp_path):
+    site = tmp_path / "site"
+    build_site(copy.data(), directory_writer(site), generated_at=WHEN)
+    # An alias set during the board's day: the day's board and the history show it.
+    copy.clock.set(datetime.fromisoformat(copy.day).replace(tzinfo=UTC) + timedelta(hours=22))
+    registry = copy.registry()
+    registry.set_alias(SAMPLE_MODEL, "canary", 1, reason="a test")
+    registry.close()
+    data = copy.data()
+    again = build_site(data, directory_writer(site), generated_at=WHEN)
+    _unit_by_unit(again)
+    assert {
+        "history",
+        "leaderboard\x1findex.html",
+        f"leaderboard\x1f{day_page(copy.day)}",
+    } <= set(again.rendered)
+    assert again.partitions_built == 0
+    _same_as_fresh(data, site, tmp_path)
+
+
+def test_a_registry_change_no_page_shows_renders_nothing(copy, tmp_path):
+    site = tmp_path / "site"
+    build_site(copy.data(), directory_writer(site), generated_at=WHEN)
+    registry = copy.registry()
+    registry.set_tag(SAMPLE_MODEL, "owner", "evals", version=1)
+    registry.close()
+    again = build_site(copy.data(), directory_writer(site), generated_at=WHEN)
+    _unit_by_unit(again)  # the registry is an input: checked unit by unit, none changed
+    assert (again.rendered, again.partitions_built, again.written) == ([], 0, 0)
+
+
+def test_a_new_rankings_day_rebuilds_the_menus(copy, tmp_path):
+    site = tmp_path / "site"
+    data = copy.data()
+    first_day = copy.sample.days[0]
+    rankings = data.rankings
+    without = rankings.filter(pc.not_equal(rankings["day"], first_day))
+    from dataclasses import replace
+
+    build_site(replace(data, rankings=without), directory_writer(site), generated_at=WHEN)
+    assert not (site / day_page(first_day)).exists()
+    again = build_site(data, directory_writer(site), generated_at=WHEN)
+    _unit_by_unit(again)
+    assert f"leaderboard\x1f{day_page(first_day)}" in again.rendered
+    _same_as_fresh(data, site, tmp_path)
+
+
+def test_a_code_change_rebuilds_everything(copy, tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    first = build_site(copy.data(), directory_writer(site), generated_at=WHEN)
+    # The code the digest covers grows by a package: as if the explorer's code changed.
+    monkeypatch.setattr(writing, "_CODE", (*writing._CODE, "registry"))
+    writing.code_digest.cache_clear()
+    try:
+        data = copy.data()
+        again = build_site(data, directory_writer(site), generated_at=WHEN)
+        _unit_by_unit(again)
+        assert again.units_rendered == first.units_rendered and again.units_skipped == 0
+        assert again.partitions_built == first.partitions_built
+        _same_as_fresh(data, site, tmp_path)
+    finally:
+        writing.code_digest.cache_clear()
+
+
+@pytest.mark.parametrize("change", ["deleted", "added"])
+def test_a_file_deleted_or_added_in_the_site_folder(copy, tmp_path, change):
+    site = tmp_path / "site"
+    data = copy.data()
+    build_site(data, directory_writer(site), generated_at=WHEN)
+    page = day_page(copy.sample.days[0])
+    if change == "deleted":
+        (site / page).unlink()
+    else:
+        (site / "stray.html").write_text("not the explorer's")
+    again = build_site(data, directory_writer(site), generated_at=WHEN)
+    _unit_by_unit(again)
+    if change == "deleted":
+        assert again.rendered == [f"leaderboard\x1f{page}"]
+    else:
+        assert again.rendered == [] and again.deleted == ["stray.html"]
+    _same_as_fresh(data, site, tmp_path)
+
+
+def test_a_history_copy_written_after_the_day_falls_through_and_renders_nothing(copy, tmp_path):
+    """A write stamped after the board's day changes no page; the site-wide listing sees a
+    new file all the same, and the units find their inputs as they were."""
+    site = tmp_path / "site"
+    build_site(copy.data(), directory_writer(site), generated_at=WHEN)
+    version, scenario = copy.sample.versions[0], next(iter(copy.sample.primary_metrics))
+    where = {"model_version": version, "scenario": scenario}
+    cards = copy.store.read("metric_tables", where)
+    copy.clock.set(LATER)  # after the board's day
+    copy.store.write("metric_tables", where, cards.slice(0, 1))
+    again = build_site(copy.data(), directory_writer(site), generated_at=WHEN)
+    _unit_by_unit(again)
+    assert (again.rendered, again.partitions_built, again.written) == ([], 0, 0)
+
+
+class _Reading(ParquetStore):
+    """The sample's store, noting every file a build asks for and every asset it lists."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.paths: list[str] = []
+        self.assets: set[str] = set()
+
+    def current_files(self, asset, within=None):
+        self.assets.add(asset)
+        return super().current_files(asset, within)
+
+    def files_as_of(self, asset, as_of):
+        self.assets.add(asset)
+        return super().files_as_of(asset, as_of)
+
+    def read_path(self, path, label):
+        self.paths.append(path)
+        return super().read_path(path, label)
+
+
+def test_the_digest_lists_every_file_a_build_reads(copy, tmp_path):
+    store = _Reading(str(copy.root / "storage"))
+    registry = copy.registry()
+    data = ExplorerData.of_day(store, registry, _suite(copy.sample), copy.day)
+    registry.close()
+    store.paths.clear()
+    store.assets.clear()
+    build_site(data, directory_writer(tmp_path / "site"), generated_at=WHEN, workers=1)
+    assert store.assets <= set(READ_ASSETS)
+    folders = functools.reduce(
+        set.union, ({a, f"{HISTORY_DIR}/{a}", f"{COMPACTED_DIR}/{a}"} for a in READ_ASSETS)
+    )
+    assert store.paths
+    for path in store.paths:
+        relative = Path(path.split("#")[0]).relative_to(store.root).as_posix()
+        assert any(relative.startswith(f + "/") for f in folders), path
+
+
+def test_a_listing_confirmed_by_stat_is_the_listing_taken_again(copy):
+    first = store_listing(copy.store)
+    assert first.walked and first.recorded is not None
+    again = store_listing(copy.store, recorded=first.recorded)
+    assert not again.walked and again.digest == first.digest
+    # A partition written again: its folder's time and its file's stamp change.
+    version, scenario = copy.sample.versions[0], next(iter(copy.sample.primary_metrics))
+    where = {"model_version": version, "scenario": scenario}
+    copy.store.write("judge_replies", where, pa.table({"instance_id": ["x"]}))
+    changed = store_listing(copy.store, recorded=first.recorded)
+    assert changed.walked and changed.digest != first.digest
+    assert store_listing(copy.store).digest == changed.digest
+
+
+def test_a_folder_changed_within_the_clock_tick_is_listed_again(copy, tmp_path):
+    """A folder modified just before the listing is marked racy and listed again by the
+    next build: a file added to it within the same tick (its time set back to the recorded
+    one here) is seen all the same."""
+    version, scenario = copy.sample.versions[0], next(iter(copy.sample.primary_metrics))
+    folder = Path(copy.store.partition_dir("model_outputs", {"model_version": version}))
+    folder = folder / f"scenario={scenario}"
+    now = time.time_ns()
+    os.utime(folder, ns=(now, now))
+    site = tmp_path / "site"
+    build_site(copy.data(), directory_writer(site), generated_at=WHEN)
+    (folder / "notes.txt").write_text("a file no page reads")
+    os.utime(folder, ns=(now, now))
+    assert folder.stat().st_mtime_ns == now
+    again = build_site(copy.data(), directory_writer(site), generated_at=WHEN)
+    assert again.store_walked
+    _unit_by_unit(again)
+    assert (again.rendered, again.partitions_built, again.written) == ([], 0, 0)
