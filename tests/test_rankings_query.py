@@ -177,11 +177,41 @@ def test_the_queried_board_reads_one_scenario_at_a_time(tmp_path, monkeypatch):
 
     monkeypatch.setattr(TablesAsOf, "read", recording)
     leaderboard_of_day(DAYS[2], store, registry, _suite("full"))
-    # One read per scenario, each only its primary metric's unperturbed rows: 4 rows per
-    # instance (2 trials, ungrouped and grouped) of each version evaluated on it by day 3.
-    assert [s for s, _, _ in seen] == [{"quiz"}, {"sums"}, {"facts"}]
-    assert [m for _, m, _ in seen] == [{"acc"}, {"exact_match"}, {"acc"}]
-    assert [n for _, _, n in seen] == [4 * 12 * 4, 4 * 12 * 4, 4 * 12 * 3]
+    # One read per scenario (in any order: worker threads read them), each only its primary
+    # metric's unperturbed rows: 4 rows per instance (2 trials, ungrouped and grouped) of
+    # each version evaluated on it by day 3.
+    seen.sort(key=lambda read: sorted(read[0]))
+    assert [s for s, _, _ in seen] == [{"facts"}, {"quiz"}, {"sums"}]
+    assert [m for _, m, _ in seen] == [{"acc"}, {"acc"}, {"exact_match"}]
+    assert [n for _, _, n in seen] == [4 * 12 * 3, 4 * 12 * 4, 4 * 12 * 4]
+
+
+@pytest.mark.parametrize("subset", ["full", "clean"])
+def test_the_board_is_the_same_for_any_number_of_threads(tmp_path, monkeypatch, subset):
+    store, registry = _stored(str(tmp_path / "storage"), f"sqlite:///{tmp_path / 'r.db'}")
+    boards = []
+    for threads in ("1", "2", "5"):
+        monkeypatch.setenv("ASSAY_RANKINGS_THREADS", threads)
+        monkeypatch.setenv("ASSAY_DUCKDB_THREADS", threads)
+        board, _ = leaderboard_of_day(DAYS[2], store, registry, _suite(subset))
+        boards.append(repr(board))
+    assert boards[0] == boards[1] == boards[2]
+    assert "Comparison(" in boards[0]  # the paired tests are part of what is compared
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fault"),
+    [
+        ("ASSAY_RANKINGS_THREADS", "0", "ASSAY_RANKINGS_THREADS must be a positive integer"),
+        ("ASSAY_DUCKDB_THREADS", "two", "ASSAY_DUCKDB_THREADS must be a positive integer"),
+        ("ASSAY_DUCKDB_MEMORY_LIMIT", "lots", "memory_limit"),
+    ],
+)
+def test_bad_thread_and_memory_settings_are_named(tmp_path, monkeypatch, name, value, fault):
+    store, registry = _stored(str(tmp_path / "storage"), f"sqlite:///{tmp_path / 'r.db'}")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=fault):
+        leaderboard_of_day(DAYS[2], store, registry, _suite("full"))
 
 
 def test_a_memory_store_gives_the_same_board(tmp_path):
@@ -211,15 +241,16 @@ def test_an_unreadable_file_is_named(tmp_path):
         assert "m@v4" in str(error.value)
 
 
-def test_win_rates_and_rank_intervals_in_chunks_are_the_same(monkeypatch):
-    """The (resamples, models, models) comparisons run a few resamples at a time: the
-    win rates equal a plain loop over pairs, and rank intervals equal those in one go."""
+def test_win_rates_and_ranks_by_sorting_equal_a_loop_over_pairs():
+    """Win rates and competition ranks count, per resample, the models below and tied by
+    sorting: they equal a plain loop over every pair of models, ties and missing values
+    included, for higher- and lower-is-better columns."""
     from assay.compare import ranking
 
     rng = np.random.default_rng(7)
     means = rng.integers(0, 4, size=(30, 6)).astype(float)  # ties on purpose
     means[rng.random(means.shape) < 0.15] = np.nan
-    monkeypatch.setattr(ranking, "_CHUNK_CELLS", 3 * 36)  # 3 resamples per chunk
+    means[0, :2] = [np.inf, -0.0]  # an infinite value; -0.0 ties 0.0
     for lower in (False, True):
         rates = ranking.column_win_rates(means, lower)
         for r, row in enumerate(means):
@@ -234,11 +265,7 @@ def test_win_rates_and_rank_intervals_in_chunks_are_the_same(monkeypatch):
                     if j != i and (row[i] == row[j] or (row[i] < row[j]) == lower)
                 )
                 assert rates[r, i] == wins / (len(present) - 1)
-    columns = [
-        ranking.ScoreColumn(f"s{k}/acc", rng.integers(0, 2, size=(40, 6)).astype(float))
-        for k in range(3)
-    ]
-    models = [f"m{i}" for i in range(6)]
-    chunked = ranking.rank_intervals(columns, models, seed=3, n_resamples=200)
-    monkeypatch.setattr(ranking, "_CHUNK_CELLS", 1 << 40)
-    assert chunked == ranking.rank_intervals(columns, models, seed=3, n_resamples=200)
+    ranks = ranking.competition_ranks(means)
+    for r, row in enumerate(means):
+        scores = [-np.inf if np.isnan(x) else x for x in row]
+        assert list(ranks[r]) == [1 + sum(y > x for y in scores) for x in scores]

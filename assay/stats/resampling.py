@@ -80,10 +80,12 @@ def resample_counts(rng: np.random.Generator, n_resamples: int, n_clusters: int)
     drawing indices and counting them, which is much faster than ``rng.multinomial`` with
     many categories.
     """
-    # 32-bit indices draw faster; they fit whenever the flat bin index does.
+    # 32-bit indices draw faster; they fit whenever the flat bin index does. They are counted
+    # as platform integers: ``np.bincount`` converts any other type element by element, which
+    # measured ~8x slower than the cast and the count together (numpy 2.4).
     dtype = np.int32 if n_resamples * n_clusters < 2**31 else np.int64
-    idx = rng.integers(0, n_clusters, size=(n_resamples, n_clusters), dtype=dtype)
-    idx += (np.arange(n_resamples, dtype=dtype) * n_clusters)[:, None]
+    idx = rng.integers(0, n_clusters, size=(n_resamples, n_clusters), dtype=dtype).astype(np.intp)
+    idx += (np.arange(n_resamples, dtype=np.intp) * n_clusters)[:, None]
     flat = np.bincount(idx.ravel(), minlength=n_resamples * n_clusters)
     return flat.reshape(n_resamples, n_clusters).astype(np.float64)
 

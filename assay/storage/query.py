@@ -19,6 +19,8 @@ file, only its rows: the same rows in the same order as from the original file.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -31,18 +33,58 @@ from assay.storage.parquet import CorruptPartitionError, ParquetStore
 
 Pick = Callable[[dict[str, str]], bool]
 
+THREADS_ENV = "ASSAY_DUCKDB_THREADS"
+MEMORY_LIMIT_ENV = "ASSAY_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = "1GB"
+
+
+def duckdb_settings() -> tuple[int, str]:
+    """DuckDB's threads and memory limit for a reader: ``$ASSAY_DUCKDB_THREADS`` (default:
+    the CPU count) and ``$ASSAY_DUCKDB_MEMORY_LIMIT`` (default 1GB; DuckDB's own default is
+    80% of the machine's memory, whatever else runs on it)."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if raw and (not raw.isdigit() or int(raw) < 1):
+        raise ValueError(f"${THREADS_ENV} must be a positive integer, got {raw!r}")
+    threads = int(raw) if raw else max(1, os.cpu_count() or 1)
+    limit = os.environ.get(MEMORY_LIMIT_ENV, "").strip() or DEFAULT_MEMORY_LIMIT
+    return threads, limit
+
 
 class TablesAsOf:
     """The history tables of ``store`` as they stood just before ``as_of`` (see the module
-    docstring). Use as a context manager, or call :meth:`close`."""
+    docstring). Use as a context manager, or call :meth:`close`. :meth:`read` may be called
+    from several threads at once (each query runs on its own cursor).
 
-    def __init__(self, store: ParquetStore, as_of: datetime):
+    ``threads`` and ``memory_limit`` (e.g. ``"1GB"``) are DuckDB's; by default
+    :func:`duckdb_settings`."""
+
+    def __init__(
+        self,
+        store: ParquetStore,
+        as_of: datetime,
+        *,
+        threads: int | None = None,
+        memory_limit: str | None = None,
+    ):
         self.store = store
         self.as_of = as_of
         self._listed: dict[str, list[tuple[dict[str, str], str]]] = {}
-        self._con = duckdb.connect(config={"preserve_insertion_order": True})
-        # A board queries the same files once per scenario: their footers are read once.
-        self._con.execute("SET parquet_metadata_cache = true")
+        self._listing = threading.Lock()
+        default_threads, default_limit = duckdb_settings()
+        config = {
+            "preserve_insertion_order": True,
+            "threads": default_threads if threads is None else threads,
+            "memory_limit": default_limit if memory_limit is None else memory_limit,
+        }
+        try:
+            self._con = duckdb.connect(config=config)
+        except duckdb.Error as exc:
+            raise ValueError(
+                f"DuckDB settings threads={config['threads']}, memory_limit="
+                f"{config['memory_limit']!r} (${THREADS_ENV}, ${MEMORY_LIMIT_ENV}): {exc}"
+            ) from None
+        # Footers read when a query binds are not parsed again when it runs (all cursors).
+        self._con.execute("SET GLOBAL parquet_metadata_cache = true")
         if not store.is_local:
             self._con.register_filesystem(store.fs)
 
@@ -126,9 +168,10 @@ class TablesAsOf:
             + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
             + " ORDER BY p._order, t.file_row_number"
         )
-        self._con.register("files", files)
+        con = self._con.cursor()
+        con.register("files", files)
         try:
-            rows = self._con.sql(query, params=[urls, *params]).to_arrow_table()
+            rows = con.sql(query, params=[urls, *params]).to_arrow_table()
         except duckdb.Error as exc:
             raise CorruptPartitionError(
                 f"asset {asset!r} as of {self.as_of:%Y-%m-%d %H:%M} UTC: the stored files of "
@@ -136,7 +179,7 @@ class TablesAsOf:
                 f"(columns {list(columns) if columns is not None else 'all'}): {exc}"
             ) from None
         finally:
-            self._con.unregister("files")
+            con.close()
         lost = rows.filter(pc.is_null(rows["_order"]))
         if lost.num_rows:  # a filesystem that names files otherwise than _url
             raise RuntimeError(
@@ -146,9 +189,10 @@ class TablesAsOf:
         return rows.drop_columns(["_order", "_file"])
 
     def _files(self, asset: str) -> list[tuple[dict[str, str], str]]:
-        if asset not in self._listed:
-            self._listed[asset] = self.store.files_as_of(asset, self.as_of)
-        return self._listed[asset]
+        with self._listing:
+            if asset not in self._listed:
+                self._listed[asset] = self.store.files_as_of(asset, self.as_of)
+            return self._listed[asset]
 
     def _url(self, path: str) -> str:
         # As DuckDB names the file in its ``filename`` column: fsspec's full URL.
