@@ -162,7 +162,18 @@ def test_the_queried_board_is_the_loaded_board_on_every_day(tmp_path, subset):
         assert {"model_version": "m@v3", "scenario": "facts"} in tables.partitions("metric_tables")
 
 
-def test_the_queried_board_reads_one_scenario_at_a_time(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("batch", "reads"),
+    [
+        (4, [{"quiz"}, {"sums"}, {"facts"}]),  # 4, 4 and 3 partitions: one scenario a read
+        (8, [{"quiz", "sums"}, {"facts"}]),
+    ],
+)
+def test_the_queried_board_reads_a_batch_of_scenarios_at_a_time(
+    tmp_path, monkeypatch, batch, reads
+):
+    from assay.compare import standings
+
     store, registry = _stored(str(tmp_path / "storage"), f"sqlite:///{tmp_path / 'r.db'}")
     seen: list[tuple[set, set, int]] = []
     read = TablesAsOf.read
@@ -176,14 +187,18 @@ def test_the_queried_board_reads_one_scenario_at_a_time(tmp_path, monkeypatch):
         return table
 
     monkeypatch.setattr(TablesAsOf, "read", recording)
+    monkeypatch.setattr(standings, "_BATCH_PARTITIONS", batch)
     leaderboard_of_day(DAYS[2], store, registry, _suite("full"))
-    # One read per scenario (in any order: worker threads read them), each only its primary
-    # metric's unperturbed rows: 4 rows per instance (2 trials, ungrouped and grouped) of
-    # each version evaluated on it by day 3.
-    seen.sort(key=lambda read: sorted(read[0]))
-    assert [s for s, _, _ in seen] == [{"facts"}, {"quiz"}, {"sums"}]
-    assert [m for _, m, _ in seen] == [{"acc"}, {"acc"}, {"exact_match"}]
-    assert [n for _, _, n in seen] == [4 * 12 * 3, 4 * 12 * 4, 4 * 12 * 4]
+    # One read per batch of scenarios in suite order (quiz, sums, facts; partitions as of
+    # day 3: 4, 4 and 3), up to ``batch`` partitions each (worker threads may read them in
+    # any order), each only its scenarios' primary metrics' unperturbed rows: 4 rows per
+    # instance (2 trials, ungrouped and grouped) of each version evaluated on it by day 3.
+    rows = {"quiz": 4 * 12 * 4, "sums": 4 * 12 * 4, "facts": 4 * 12 * 3}
+    metric = {"quiz": "acc", "sums": "exact_match", "facts": "acc"}
+    assert sorted(seen, key=lambda r: sorted(r[0])) == sorted(
+        [(r, {metric[s] for s in r}, sum(rows[s] for s in r)) for r in reads],
+        key=lambda r: sorted(r[0]),
+    )
 
 
 @pytest.mark.parametrize("subset", ["full", "clean"])

@@ -152,16 +152,18 @@ class TablesAsOf:
         )
         conditions = []
         if packed:
-            # Only the chosen copies' rows: each copy is a row group whose statistics name
-            # it, so DuckDB skips the others' (a compacted file holds every scenario's).
-            wanted = ", ".join(
-                _literal(copy) for copy in dict.fromkeys(c for _, c in entries) if copy
+            # Only the chosen copies' rows (a compacted file holds every scenario's), named by
+            # the registered table rather than spelled out: a literal list of thousands of
+            # copies cost DuckDB seconds a query, and a board's query names every copy.
+            conditions.append(
+                f"(t.{COPY_COLUMN} IS NULL OR t.{COPY_COLUMN} IN (SELECT _copy FROM files))"
             )
-            conditions.append(f"(t.{COPY_COLUMN} IS NULL OR t.{COPY_COLUMN} IN ({wanted}))")
         conditions += [f"({where})"] if where else []
         query = (
             f"SELECT {stored}{''.join(f', p.{_quoted(d)}' for d in dims)}, "
-            "p._order AS _order, t.filename AS _file "
+            # A row's file only where it is not one asked for (the check below): a file
+            # name per row would double a board's read.
+            "p._order AS _order, CASE WHEN p._order IS NULL THEN t.filename END AS _file "
             "FROM read_parquet(?, union_by_name = true, filename = true, "
             "file_row_number = true, hive_partitioning = false) AS t "
             f"LEFT JOIN files AS p ON {join}"
@@ -197,10 +199,6 @@ class TablesAsOf:
     def _url(self, path: str) -> str:
         # As DuckDB names the file in its ``filename`` column: fsspec's full URL.
         return path if self.store.is_local else self.store.fs.unstrip_protocol(path)
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _quoted(name: str) -> str:
