@@ -284,3 +284,39 @@ def test_win_rates_and_ranks_by_sorting_equal_a_loop_over_pairs():
     for r, row in enumerate(means):
         scores = [-np.inf if np.isnan(x) else x for x in row]
         assert list(ranks[r]) == [1 + sum(y > x for y in scores) for x in scores]
+
+
+def test_row_keys_built_in_arrow_are_numpy_uniques_of_the_python_keys():
+    """The pivot's row keys (instance, trial, template, group) built in Arrow: the same
+    distinct keys in the same order, and the same row indices, as ``np.unique`` over the keys
+    spelled in Python, with non-ASCII ids (Arrow sorts UTF-8 bytes, Python code points),
+    negative trials, and nulls (which take the Python spelling, ``None``)."""
+    from assay.compare.ranking import _row_keys
+
+    rng = np.random.default_rng(11)
+    ids = ["a", "b", "é", "z", "ä1", "\U0001f600", "A", "a\x1fb", "ﬁ", ""]
+    n = 400
+    table = pa.table(
+        {
+            "instance_id": [ids[k] for k in rng.integers(0, len(ids), n)],
+            "trial": pa.array(rng.integers(-2, 12, n), pa.int32()),
+            "template_id": [["", "t1", "t10", "t2"][k] for k in rng.integers(0, 4, n)],
+            "group": [["", "lang=fr", "lang=en"][k] for k in rng.integers(0, 3, n)],
+        }
+    )
+
+    def python(t: pa.Table):
+        keys = [
+            f"{i}\x1f{tr}\x1f{tp}\x1f{g}"
+            for i, tr, tp, g in zip(
+                *(t[c].to_pylist() for c in ("instance_id", "trial", "template_id", "group")),
+                strict=True,
+            )
+        ]
+        return np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+
+    for t in (table, table.set_column(1, "trial", pa.array([None] + [1] * (n - 1), pa.int32()))):
+        uniq, rows = _row_keys(t)
+        expected_uniq, expected_rows = python(t)
+        assert uniq.dtype == object and list(uniq) == list(expected_uniq)
+        assert rows.tolist() == expected_rows.tolist()

@@ -561,27 +561,15 @@ def _instance_column(
         raise ValueError(
             f"instance_scores has no unperturbed rows for scenario={scenario!r} metric={metric!r}"
         )
-    model_col = np.asarray(rows["model_version"].to_pylist(), dtype=object)
-    instance = np.asarray(rows["instance_id"].to_pylist(), dtype=object)
-    keys = [
-        f"{i}\x1f{t}\x1f{tpl}\x1f{g}"
-        for i, t, tpl, g in zip(
-            instance,
-            rows["trial"].to_pylist(),
-            rows["template_id"].to_pylist(),
-            rows["group"].to_pylist(),
-            strict=True,
-        )
-    ]
-    uniq, row_of = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
-    index = {m: i for i, m in enumerate(models)}
-    unknown = sorted(set(model_col) - set(index))
-    if unknown:
+    uniq, row_of = _row_keys(rows)
+    known = pc.index_in(rows["model_version"], value_set=pa.array(list(models), pa.string()))
+    if known.null_count:
+        unknown = sorted(set(rows["model_version"].to_pylist()) - set(models))
         raise ValueError(
             f"instance_scores names model_version {unknown[0]!r} (scenario={scenario!r}), "
             "which has no scorecard"
         )
-    col_of = np.array([index[m] for m in model_col], dtype=np.int64)
+    col_of = known.to_numpy().astype(np.int64)
     flat = row_of * len(models) + col_of
     dup = np.flatnonzero(np.bincount(flat) > 1)
     if dup.size:
@@ -592,9 +580,38 @@ def _instance_column(
             f"{tuple(str(uniq[r]).split(chr(0x1F)))}"
         )
     values = np.full((uniq.size, len(models)), np.nan)
-    values[row_of, col_of] = np.asarray(rows["value"].to_pylist(), dtype=np.float64)
+    values[row_of, col_of] = np.asarray(
+        rows["value"].to_numpy(zero_copy_only=False), dtype=np.float64
+    )
     clusters = np.array([k.split("\x1f", 1)[0] for k in uniq], dtype=object)
     return ScoreColumn(f"{scenario}/{metric}", values, lower_is_better, clusters)
+
+
+def _row_keys(rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's key, ``instance␟trial␟template␟group`` (␟ = U+001F): the sorted distinct
+    keys (an object array of str) and each row's index among them, as ``np.unique`` of the
+    keys would give. Built in Arrow (a board pivots millions of rows), or in Python where a
+    key has a null part or a trial that is not an integer, which Arrow would spell otherwise."""
+    parts = [rows[c] for c in ("instance_id", "trial", "template_id", "group")]
+    strings = [pa.types.is_string(p.type) or pa.types.is_large_string(p.type) for p in parts]
+    if (
+        not all(strings[i] for i in (0, 2, 3))
+        or not pa.types.is_integer(parts[1].type)
+        or any(p.null_count for p in parts)
+    ):
+        keys = [
+            f"{i}\x1f{t}\x1f{tpl}\x1f{g}"
+            for i, t, tpl, g in zip(*(p.to_pylist() for p in parts), strict=True)
+        ]
+        return np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+    parts[1] = pc.cast(parts[1], pa.string())
+    keys = pc.binary_join_element_wise(*parts, "\x1f").combine_chunks().dictionary_encode()
+    # Arrow orders strings by their UTF-8 bytes, which is Python's (code point) order.
+    order = pc.array_sort_indices(keys.dictionary).to_numpy()
+    rank = np.empty(order.size, dtype=np.intp)
+    rank[order] = np.arange(order.size)
+    uniq = np.asarray(keys.dictionary.take(order).to_pylist(), dtype=object)
+    return uniq, rank[keys.indices.to_numpy()]
 
 
 def instance_column(
