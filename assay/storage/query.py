@@ -5,8 +5,8 @@ reader here answers narrower questions over the same files: the store chooses ea
 partition's file as of the instant (:meth:`ParquetStore.files_as_of`, the same rule), the
 partitions asked for are picked from the listing (a scenario, the registered versions), and
 DuckDB reads only the columns and rows a query names from those files (projection and
-predicates pushed into the Parquet scan). A board then holds one scenario's instance scores
-at a time rather than the whole store's.
+predicates pushed into the Parquet scan). A board then holds a few scenarios' instance
+scores at a time rather than the whole store's.
 
 The partition dimensions of a row come from its file's path, as in ``read_all_as_of``: the
 writers never store them inside the table. Rows keep ``read_all_as_of``'s order (partitions
