@@ -320,3 +320,37 @@ def test_row_keys_built_in_arrow_are_numpy_uniques_of_the_python_keys():
         expected_uniq, expected_rows = python(t)
         assert uniq.dtype == object and list(uniq) == list(expected_uniq)
         assert rows.tolist() == expected_rows.tolist()
+
+
+def test_a_read_of_many_files_in_parts_is_the_read_in_one_query(tmp_path, monkeypatch):
+    """Many files are queried a part at a time: the rows, columns and order are those of one
+    query, and where the parts' columns differ (a file written without one) the one query's
+    unified columns are returned."""
+    import assay.storage.query as query
+
+    store, _ = _stored(str(tmp_path / "storage"), f"sqlite:///{tmp_path / 'r.db'}")
+
+    def reads() -> list[pa.Table]:
+        with TablesAsOf(store, _at(4, 0)) as tables:
+            return [
+                tables.read("metric_tables"),
+                tables.read("instance_scores", where="t.perturbation = ''"),
+                tables.read("instance_scores", columns=["instance_id", "value"]),
+            ]
+
+    def same(a: pa.Table, b: pa.Table) -> bool:  # repr: NaN equals NaN, unlike Arrow's
+        return a.schema == b.schema and repr(a.to_pylist()) == repr(b.to_pylist())
+
+    whole = reads()
+    monkeypatch.setattr(query, "FILES_PER_QUERY", 3)  # 13 partitions: 5 parts
+    assert [same(t, w) for t, w in zip(reads(), whole, strict=True)] == [True] * 3
+    # A last partition written without the ``note`` column: its part's columns differ.
+    where = {"model_version": "m@v9", "scenario": "quiz"}
+    store.write("instance_scores", where, _results("m@v1", "quiz", 1)[0].drop_columns(["note"]))
+    monkeypatch.setattr(query, "FILES_PER_QUERY", 1 << 20)
+    with TablesAsOf(store, _at(9, 0)) as tables:
+        one = tables.read("instance_scores")
+    monkeypatch.setattr(query, "FILES_PER_QUERY", 1)  # a part of that file alone
+    with TablesAsOf(store, _at(9, 0)) as tables:
+        parts = tables.read("instance_scores")
+    assert "note" in parts.column_names and same(parts, one)

@@ -100,7 +100,8 @@ def leaderboard_of_day(
     subset), a few scenarios in memory at a time (:class:`_ScoresReader`). The same board,
     to the last digit."""
     versions = _registered(registry, day)
-    with TablesAsOf(store, end_of_day(day)) as tables:
+    # Each file is read once: no footer cache, which would grow with the store.
+    with TablesAsOf(store, end_of_day(day), metadata_cache=False) as tables:
         cards = tables.read(METRIC_TABLES, lambda p: p.get(MODEL_VERSION) in versions)
         plan = [(key, suite[key].metric) for key in suite.keys]
         scores = _ScoresReader(tables, versions, plan, with_rates=suite.rankings.subset == CLEAN)

@@ -36,6 +36,8 @@ Pick = Callable[[dict[str, str]], bool]
 THREADS_ENV = "ASSAY_DUCKDB_THREADS"
 MEMORY_LIMIT_ENV = "ASSAY_DUCKDB_MEMORY_LIMIT"
 DEFAULT_MEMORY_LIMIT = "1GB"
+# Files read by one query at most (see TablesAsOf.read).
+FILES_PER_QUERY = 2048
 
 
 def duckdb_settings() -> tuple[int, str]:
@@ -56,7 +58,7 @@ class TablesAsOf:
     from several threads at once (each query runs on its own cursor).
 
     ``threads`` and ``memory_limit`` (e.g. ``"1GB"``) are DuckDB's; by default
-    :func:`duckdb_settings`."""
+    :func:`duckdb_settings`. ``metadata_cache`` keeps the files' footers between queries."""
 
     def __init__(
         self,
@@ -65,6 +67,7 @@ class TablesAsOf:
         *,
         threads: int | None = None,
         memory_limit: str | None = None,
+        metadata_cache: bool = True,
     ):
         self.store = store
         self.as_of = as_of
@@ -83,8 +86,11 @@ class TablesAsOf:
                 f"DuckDB settings threads={config['threads']}, memory_limit="
                 f"{config['memory_limit']!r} (${THREADS_ENV}, ${MEMORY_LIMIT_ENV}): {exc}"
             ) from None
-        # Footers read when a query binds are not parsed again when it runs (all cursors).
-        self._con.execute("SET GLOBAL parquet_metadata_cache = true")
+        # Footers read by one query are not parsed again by the next that reads the file (all
+        # cursors); a reader that reads each file once (a board) goes without: the cache
+        # only grows with the files.
+        if metadata_cache:
+            self._con.execute("SET GLOBAL parquet_metadata_cache = true")
         if not store.is_local:
             self._con.register_filesystem(store.fs)
 
@@ -117,6 +123,30 @@ class TablesAsOf:
         chosen = [(p, path) for p, path in self._files(asset) if pick is None or pick(p)]
         if not chosen:
             return None
+        if len(chosen) <= FILES_PER_QUERY:
+            return self._query(asset, chosen, columns, where, params)
+        # DuckDB holds tens of kB a file while a query runs (a board's metric tables of
+        # 10,000 partitions: 400 MB): many files are read a part at a time. The parts come
+        # in partition order, so their rows are the one query's, and where their columns
+        # differ (files written by older code) the one query unifies them instead.
+        parts = [
+            self._query(asset, chosen[start : start + FILES_PER_QUERY], columns, where, params)
+            for start in range(0, len(chosen), FILES_PER_QUERY)
+        ]
+        if any(not part.schema.equals(parts[0].schema) for part in parts[1:]):
+            del parts
+            return self._query(asset, chosen, columns, where, params)
+        return pa.concat_tables(parts)
+
+    def _query(
+        self,
+        asset: str,
+        chosen: list[tuple[dict[str, str], str]],
+        columns: Sequence[str] | None,
+        where: str,
+        params: Sequence[object],
+    ) -> pa.Table:
+        """:meth:`read` of the partitions ``chosen`` (partition, file), in one query."""
         dims = list(dict.fromkeys(dim for partition, _ in chosen for dim in partition))
         # A compacted copy is the rows of one file inside another, told apart by its column
         # COPY_COLUMN (assay.storage.compacted): it is joined on file and copy.
