@@ -1,4 +1,4 @@
-"""``rankings`` for a day at platform scale: the DuckDB read, one scenario at a time
+"""``rankings`` for a day at platform scale: the DuckDB read, a batch of scenarios at a time
 (``leaderboard_of_day``), against the in-memory read of every partition (``StoredResults.of_day``
 + ``leaderboard_as_of``, the code before it) on the same store in the same run.
 
@@ -17,11 +17,18 @@ imports and opens the registry (the memory floor). Then the growth exponents (lo
 against V × S partitions, least squares over the sizes) and the extrapolation to 1,000 × 100
 against the issue's aims (≤ 60 s, ≤ 2 GB).
 
+``read s`` of the DuckDB board is summed over the threads that read (``ASSAY_RANKINGS_THREADS``,
+default the CPU count), so it may exceed its share of the board's wall time.
+
 Figures depend on the machine's load (the project's machines are shared): compare the ratios
 within one run, not absolute numbers across runs.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_rankings_scale.py \\
         [--sizes 60x10,125x20,250x40] [--instances 200] [--reference COMMIT] [--new-only]
+        [--reference-query]
+
+``--reference-query`` also times the reference commit's own ``leaderboard_of_day`` (where it
+has one), so a change to the DuckDB read is measured against the read before it.
 
 ``--new-only`` skips the reference, for sizes it cannot hold (``--sizes 1000x10``: its win
 rates compare 1,000 × 1,000 versions for 1,000 resamples at once, several GB).
@@ -193,6 +200,11 @@ def main() -> None:
         action="store_true",
         help="skip the reference (at 1,000 versions it needs several GB of memory)",
     )
+    parser.add_argument(
+        "--reference-query",
+        action="store_true",
+        help="also time the reference's own DuckDB read (its leaderboard_of_day), when it has one",
+    )
     parser.add_argument("--child", choices=["old", "new", "floor"])
     parser.add_argument("--root")
     parser.add_argument("--scenarios", type=int)
@@ -226,6 +238,9 @@ def main() -> None:
             if not args.new_only:
                 fig["old"] = run_child("old", root, scenarios, last, reference)
                 fig["past_old"] = run_child("old", root, scenarios, past, reference)
+            if args.reference_query:
+                fig["ref_query"] = run_child("new", root, scenarios, last, reference)
+                fig["past_ref_query"] = run_child("new", root, scenarios, past, reference)
             disk = sum(p.stat().st_size for p in (root / "storage").rglob("*") if p.is_file())
             fig["disk_mb"] = disk / 1e6
             rows.append(fig)
@@ -236,10 +251,10 @@ def main() -> None:
 def report(fig: dict, instances: int) -> None:
     (versions, scenarios), new, floor = fig["size"], fig["new"], fig["floor"]
     old, past_old = fig.get("old"), fig.get("past_old")
+    pairs = [(k, "new") for k in ("old", "ref_query") if k in fig]
+    pairs += [(k, "past") for k in ("past_old", "past_ref_query") if k in fig]
     same = (
-        "(no reference)"
-        if old is None or past_old is None
-        else old["digest"] == new["digest"] and fig["past"]["digest"] == past_old["digest"]
+        all(fig[a]["digest"] == fig[b]["digest"] for a, b in pairs) if pairs else "(no reference)"
     )
     print(
         f"\n{versions} versions × {scenarios} scenarios × {instances} instances "
@@ -249,8 +264,10 @@ def report(fig: dict, instances: int) -> None:
     print(f"  {'':28} {'read s':>8} {'board s':>8} {'peak MB':>8} {'above floor':>12}")
     for name, f in (
         ("today's read (reference)", old),
-        ("DuckDB per scenario", new),
+        ("DuckDB (reference)", fig.get("ref_query")),
+        ("DuckDB, batched", new),
         ("DuckDB, a past day", fig["past"]),
+        ("DuckDB (ref.), a past day", fig.get("past_ref_query")),
         ("today's read, a past day", past_old),
     ):
         if f is None:
@@ -258,6 +275,15 @@ def report(fig: dict, instances: int) -> None:
         print(
             f"  {name:28} {f['read_s']:8.2f} {f['total_s']:8.2f} {f['peak'] / 1e6:8.0f} "
             f"{(f['peak'] - floor['peak']) / 1e6:12.0f}"
+        )
+    ref = fig.get("ref_query")
+    if ref is not None:
+        print(
+            f"  new / reference DuckDB: read {new['read_s'] / ref['read_s']:.2f}×, board "
+            f"{new['total_s'] / ref['total_s']:.2f}×, peak {new['peak'] / ref['peak']:.2f}× "
+            f"(above the floor: "
+            f"{(new['peak'] - floor['peak']) / max(ref['peak'] - floor['peak'], 1):.2f}×); "
+            f"a past day: board {fig['past']['total_s'] / fig['past_ref_query']['total_s']:.2f}×"
         )
     if old is None:
         return
@@ -278,7 +304,11 @@ def summary(rows: list[dict]) -> None:
         f"\ngrowth exponents against partitions (V × S), {len(rows)} sizes; at {TARGET[0]} × "
         f"{TARGET[1]} (extrapolated along that slope from the largest size):"
     )
-    for key, name in (("old", "today's read"), ("new", "DuckDB per scenario")):
+    for key, name in (
+        ("old", "today's read"),
+        ("ref_query", "DuckDB (reference)"),
+        ("new", "DuckDB, batched"),
+    ):
         if key not in rows[0]:
             continue
         for what in ("read_s", "total_s", "peak"):

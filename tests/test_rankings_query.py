@@ -162,7 +162,18 @@ def test_the_queried_board_is_the_loaded_board_on_every_day(tmp_path, subset):
         assert {"model_version": "m@v3", "scenario": "facts"} in tables.partitions("metric_tables")
 
 
-def test_the_queried_board_reads_one_scenario_at_a_time(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("batch", "reads"),
+    [
+        (4, [{"quiz"}, {"sums"}, {"facts"}]),  # 4, 4 and 3 partitions: one scenario a read
+        (8, [{"quiz", "sums"}, {"facts"}]),
+    ],
+)
+def test_the_queried_board_reads_a_batch_of_scenarios_at_a_time(
+    tmp_path, monkeypatch, batch, reads
+):
+    from assay.compare import standings
+
     store, registry = _stored(str(tmp_path / "storage"), f"sqlite:///{tmp_path / 'r.db'}")
     seen: list[tuple[set, set, int]] = []
     read = TablesAsOf.read
@@ -176,12 +187,46 @@ def test_the_queried_board_reads_one_scenario_at_a_time(tmp_path, monkeypatch):
         return table
 
     monkeypatch.setattr(TablesAsOf, "read", recording)
+    monkeypatch.setattr(standings, "_BATCH_PARTITIONS", batch)
     leaderboard_of_day(DAYS[2], store, registry, _suite("full"))
-    # One read per scenario, each only its primary metric's unperturbed rows: 4 rows per
+    # One read per batch of scenarios in suite order (quiz, sums, facts; partitions as of
+    # day 3: 4, 4 and 3), up to ``batch`` partitions each (worker threads may read them in
+    # any order), each only its scenarios' primary metrics' unperturbed rows: 4 rows per
     # instance (2 trials, ungrouped and grouped) of each version evaluated on it by day 3.
-    assert [s for s, _, _ in seen] == [{"quiz"}, {"sums"}, {"facts"}]
-    assert [m for _, m, _ in seen] == [{"acc"}, {"exact_match"}, {"acc"}]
-    assert [n for _, _, n in seen] == [4 * 12 * 4, 4 * 12 * 4, 4 * 12 * 3]
+    rows = {"quiz": 4 * 12 * 4, "sums": 4 * 12 * 4, "facts": 4 * 12 * 3}
+    metric = {"quiz": "acc", "sums": "exact_match", "facts": "acc"}
+    assert sorted(seen, key=lambda r: sorted(r[0])) == sorted(
+        [(r, {metric[s] for s in r}, sum(rows[s] for s in r)) for r in reads],
+        key=lambda r: sorted(r[0]),
+    )
+
+
+@pytest.mark.parametrize("subset", ["full", "clean"])
+def test_the_board_is_the_same_for_any_number_of_threads(tmp_path, monkeypatch, subset):
+    store, registry = _stored(str(tmp_path / "storage"), f"sqlite:///{tmp_path / 'r.db'}")
+    boards = []
+    for threads in ("1", "2", "5"):
+        monkeypatch.setenv("ASSAY_RANKINGS_THREADS", threads)
+        monkeypatch.setenv("ASSAY_DUCKDB_THREADS", threads)
+        board, _ = leaderboard_of_day(DAYS[2], store, registry, _suite(subset))
+        boards.append(repr(board))
+    assert boards[0] == boards[1] == boards[2]
+    assert "Comparison(" in boards[0]  # the paired tests are part of what is compared
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fault"),
+    [
+        ("ASSAY_RANKINGS_THREADS", "0", "ASSAY_RANKINGS_THREADS must be a positive integer"),
+        ("ASSAY_DUCKDB_THREADS", "two", "ASSAY_DUCKDB_THREADS must be a positive integer"),
+        ("ASSAY_DUCKDB_MEMORY_LIMIT", "lots", "memory_limit"),
+    ],
+)
+def test_bad_thread_and_memory_settings_are_named(tmp_path, monkeypatch, name, value, fault):
+    store, registry = _stored(str(tmp_path / "storage"), f"sqlite:///{tmp_path / 'r.db'}")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=fault):
+        leaderboard_of_day(DAYS[2], store, registry, _suite("full"))
 
 
 def test_a_memory_store_gives_the_same_board(tmp_path):
@@ -211,15 +256,16 @@ def test_an_unreadable_file_is_named(tmp_path):
         assert "m@v4" in str(error.value)
 
 
-def test_win_rates_and_rank_intervals_in_chunks_are_the_same(monkeypatch):
-    """The (resamples, models, models) comparisons run a few resamples at a time: the
-    win rates equal a plain loop over pairs, and rank intervals equal those in one go."""
+def test_win_rates_and_ranks_by_sorting_equal_a_loop_over_pairs():
+    """Win rates and competition ranks count, per resample, the models below and tied by
+    sorting: they equal a plain loop over every pair of models, ties and missing values
+    included, for higher- and lower-is-better columns."""
     from assay.compare import ranking
 
     rng = np.random.default_rng(7)
     means = rng.integers(0, 4, size=(30, 6)).astype(float)  # ties on purpose
     means[rng.random(means.shape) < 0.15] = np.nan
-    monkeypatch.setattr(ranking, "_CHUNK_CELLS", 3 * 36)  # 3 resamples per chunk
+    means[0, :2] = [np.inf, -0.0]  # an infinite value; -0.0 ties 0.0
     for lower in (False, True):
         rates = ranking.column_win_rates(means, lower)
         for r, row in enumerate(means):
@@ -234,11 +280,77 @@ def test_win_rates_and_rank_intervals_in_chunks_are_the_same(monkeypatch):
                     if j != i and (row[i] == row[j] or (row[i] < row[j]) == lower)
                 )
                 assert rates[r, i] == wins / (len(present) - 1)
-    columns = [
-        ranking.ScoreColumn(f"s{k}/acc", rng.integers(0, 2, size=(40, 6)).astype(float))
-        for k in range(3)
-    ]
-    models = [f"m{i}" for i in range(6)]
-    chunked = ranking.rank_intervals(columns, models, seed=3, n_resamples=200)
-    monkeypatch.setattr(ranking, "_CHUNK_CELLS", 1 << 40)
-    assert chunked == ranking.rank_intervals(columns, models, seed=3, n_resamples=200)
+    ranks = ranking.competition_ranks(means)
+    for r, row in enumerate(means):
+        scores = [-np.inf if np.isnan(x) else x for x in row]
+        assert list(ranks[r]) == [1 + sum(y > x for y in scores) for x in scores]
+
+
+def test_row_keys_built_in_arrow_are_numpy_uniques_of_the_python_keys():
+    """The pivot's row keys (instance, trial, template, group) built in Arrow: the same
+    distinct keys in the same order, and the same row indices, as ``np.unique`` over the keys
+    spelled in Python, with non-ASCII ids (Arrow sorts UTF-8 bytes, Python code points),
+    negative trials, and nulls (which take the Python spelling, ``None``)."""
+    from assay.compare.ranking import _row_keys
+
+    rng = np.random.default_rng(11)
+    ids = ["a", "b", "é", "z", "ä1", "\U0001f600", "A", "a\x1fb", "ﬁ", ""]
+    n = 400
+    table = pa.table(
+        {
+            "instance_id": [ids[k] for k in rng.integers(0, len(ids), n)],
+            "trial": pa.array(rng.integers(-2, 12, n), pa.int32()),
+            "template_id": [["", "t1", "t10", "t2"][k] for k in rng.integers(0, 4, n)],
+            "group": [["", "lang=fr", "lang=en"][k] for k in rng.integers(0, 3, n)],
+        }
+    )
+
+    def python(t: pa.Table):
+        keys = [
+            f"{i}\x1f{tr}\x1f{tp}\x1f{g}"
+            for i, tr, tp, g in zip(
+                *(t[c].to_pylist() for c in ("instance_id", "trial", "template_id", "group")),
+                strict=True,
+            )
+        ]
+        return np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+
+    for t in (table, table.set_column(1, "trial", pa.array([None] + [1] * (n - 1), pa.int32()))):
+        uniq, rows = _row_keys(t)
+        expected_uniq, expected_rows = python(t)
+        assert uniq.dtype == object and list(uniq) == list(expected_uniq)
+        assert rows.tolist() == expected_rows.tolist()
+
+
+def test_a_read_of_many_files_in_parts_is_the_read_in_one_query(tmp_path, monkeypatch):
+    """Many files are queried a part at a time: the rows, columns and order are those of one
+    query, and where the parts' columns differ (a file written without one) the one query's
+    unified columns are returned."""
+    import assay.storage.query as query
+
+    store, _ = _stored(str(tmp_path / "storage"), f"sqlite:///{tmp_path / 'r.db'}")
+
+    def reads() -> list[pa.Table]:
+        with TablesAsOf(store, _at(4, 0)) as tables:
+            return [
+                tables.read("metric_tables"),
+                tables.read("instance_scores", where="t.perturbation = ''"),
+                tables.read("instance_scores", columns=["instance_id", "value"]),
+            ]
+
+    def same(a: pa.Table, b: pa.Table) -> bool:  # repr: NaN equals NaN, unlike Arrow's
+        return a.schema == b.schema and repr(a.to_pylist()) == repr(b.to_pylist())
+
+    whole = reads()
+    monkeypatch.setattr(query, "FILES_PER_QUERY", 3)  # 13 partitions: 5 parts
+    assert [same(t, w) for t, w in zip(reads(), whole, strict=True)] == [True] * 3
+    # A last partition written without the ``note`` column: its part's columns differ.
+    where = {"model_version": "m@v9", "scenario": "quiz"}
+    store.write("instance_scores", where, _results("m@v1", "quiz", 1)[0].drop_columns(["note"]))
+    monkeypatch.setattr(query, "FILES_PER_QUERY", 1 << 20)
+    with TablesAsOf(store, _at(9, 0)) as tables:
+        one = tables.read("instance_scores")
+    monkeypatch.setattr(query, "FILES_PER_QUERY", 1)  # a part of that file alone
+    with TablesAsOf(store, _at(9, 0)) as tables:
+        parts = tables.read("instance_scores")
+    assert "note" in parts.column_names and same(parts, one)

@@ -9,7 +9,10 @@ paired tests (Holm-corrected) between neighbours on each scenario.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+import os
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import combinations, pairwise
 from typing import Any
@@ -58,23 +61,6 @@ ScoreSource = pa.Table | Callable[[str, str], pa.Table]
 # --------------------------------------------------------------------------- win rates
 
 
-# Resamples compared at once: bounds the (resamples, models, models) comparisons of the win
-# rates and ranks to about this many cells (a 1,000-version board would need 10^9 at once).
-_CHUNK_CELLS = 1 << 22
-
-
-def _in_chunks(values: np.ndarray, per_row: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """``per_row(values)`` computed over slices of the leading axes: each result row depends
-    on its own row alone, so the result is the same as in one go, in bounded memory."""
-    n = values.shape[-1]
-    rows = values.reshape(-1, n)
-    step = max(1, _CHUNK_CELLS // max(n * n, 1))
-    if rows.shape[0] <= step:
-        return per_row(values)
-    parts = [per_row(rows[start : start + step]) for start in range(0, rows.shape[0], step)]
-    return np.concatenate(parts).reshape(values.shape)
-
-
 def column_win_rates(means: np.ndarray, lower_is_better: bool = False) -> np.ndarray:
     """Win rate of each model within one column, for any number of leading (resample) axes.
 
@@ -83,22 +69,43 @@ def column_win_rates(means: np.ndarray, lower_is_better: bool = False) -> np.nda
     model has no value or fewer than two models have one (the column says nothing then).
     """
     values = np.asarray(means, dtype=np.float64)
-    return _in_chunks(values, lambda rows: _column_win_rates(rows, lower_is_better))
-
-
-def _column_win_rates(values: np.ndarray, lower_is_better: bool) -> np.ndarray:
+    # Beating under lower-is-better is beating the negated values (negation is exact and
+    # keeps ties; NaN stays NaN).
+    below, ties = _below_and_ties(-values if lower_is_better else values)
     present = ~np.isnan(values)
-    mine = values[..., :, None]
-    theirs = values[..., None, :]
-    # Comparisons with NaN are False, so missing models neither win nor tie.
-    beats = (mine < theirs) if lower_is_better else (mine > theirs)
-    ties = mine == theirs
-    n_ties = ties.sum(axis=-1) - present  # a model always ties itself
-    wins = beats.sum(axis=-1) + 0.5 * n_ties
+    wins = below + 0.5 * ties
     n_present = present.sum(axis=-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         rates = wins / (n_present - 1)
     return np.where(present & (n_present >= 2), rates, np.nan)
+
+
+def _below_and_ties(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each entry of each row (last axis): how many entries of its row are strictly
+    smaller, and how many others equal it. NaN is neither smaller than nor equal to anything.
+
+    One sort per row (O(n log n)) instead of comparing every pair (O(n²)): in a row sorted
+    ascending (NaN last), an entry's run of equal values starts after the entries below it
+    and ends before the entries above it.
+    """
+    n = values.shape[-1]
+    order = np.argsort(values, axis=-1, kind="stable")
+    ordered = np.take_along_axis(values, order, axis=-1)
+    position = np.arange(n)
+    starts = np.ones(ordered.shape, dtype=bool)  # a run of equal values starts here
+    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]  # NaN != NaN: runs of one
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=-1)
+    ends = np.ones(ordered.shape, dtype=bool)
+    ends[..., :-1] = starts[..., 1:]
+    last = np.flip(
+        np.minimum.accumulate(np.flip(np.where(ends, position, n - 1), axis=-1), axis=-1),
+        axis=-1,
+    )
+    below = np.empty(values.shape, dtype=np.int64)
+    ties = np.empty(values.shape, dtype=np.int64)
+    np.put_along_axis(below, order, first, axis=-1)
+    np.put_along_axis(ties, order, last - first, axis=-1)
+    return below, ties
 
 
 class _WinRateSum:
@@ -163,9 +170,8 @@ def mean_win_rate(
 def competition_ranks(scores: np.ndarray) -> np.ndarray:
     """1 + the number of models with a strictly higher score; NaN scores rank last."""
     values = np.where(np.isnan(scores), -np.inf, scores)
-    return _in_chunks(
-        values, lambda rows: 1 + (rows[..., None, :] > rows[..., :, None]).sum(axis=-1)
-    )
+    below, ties = _below_and_ties(values)
+    return values.shape[-1] - below - ties  # 1 + (n - below - ties - 1) above
 
 
 # --------------------------------------------------------------------------- rank intervals
@@ -260,36 +266,53 @@ def rank_intervals(
         raise ValueError("rank_intervals needs at least one column")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    # Each column's resamples enter the running win rates and are dropped: memory holds one
-    # column's (n_resamples, n_models), not every column's.
-    observed, resampled = _WinRateSum(), _WinRateSum()
+    ranks = _RankSums()
     for column in columns:
-        if column.values.ndim != 2 or column.values.shape[1] != len(models):
-            raise ValueError(
-                f"column {column.name!r} has shape {column.values.shape}, expected "
-                f"(n_rows, {len(models)}): one column per model"
-            )
-        collapsed = collapse(column.values, column.clusters)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            observed.add(
-                collapsed.sums.sum(axis=0) / collapsed.counts.sum(axis=0), column.lower_is_better
-            )
-        resampled.add(
-            bootstrap_collapsed(
-                collapsed, n_resamples=n_resamples, seed=seed_from(seed, "rank", column.name)
-            ),
-            column.lower_is_better,
+        ranks.add(column.lower_is_better, *_column_means(column, len(models), seed, n_resamples))
+    return ranks.intervals(models, confidence)
+
+
+def _column_means(
+    column: ScoreColumn, n_models: int, seed: int, n_resamples: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A column's observed mean per model and its (n_resamples, n_models) bootstrap means."""
+    if column.values.ndim != 2 or column.values.shape[1] != n_models:
+        raise ValueError(
+            f"column {column.name!r} has shape {column.values.shape}, expected "
+            f"(n_rows, {n_models}): one column per model"
         )
-    ranks = competition_ranks(observed.mean())
-    boot_ranks = competition_ranks(resampled.mean())
-    tail = (1.0 - confidence) / 2.0
-    # Ranks are integers: take the order statistics themselves rather than interpolating.
-    low = np.quantile(boot_ranks, tail, axis=0, method="inverted_cdf")
-    high = np.quantile(boot_ranks, 1.0 - tail, axis=0, method="inverted_cdf")
-    return {
-        model: RankInterval(model, int(ranks[i]), int(low[i]), int(high[i]))
-        for i, model in enumerate(models)
-    }
+    collapsed = collapse(column.values, column.clusters)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        observed = collapsed.sums.sum(axis=0) / collapsed.counts.sum(axis=0)
+    resampled = bootstrap_collapsed(
+        collapsed, n_resamples=n_resamples, seed=seed_from(seed, "rank", column.name)
+    )
+    return observed, resampled
+
+
+class _RankSums:
+    """The running win rates behind :func:`rank_intervals`, one column at a time, in column
+    order: each column's resamples enter them and are dropped, so memory holds one column's
+    (n_resamples, n_models), not every column's."""
+
+    def __init__(self) -> None:
+        self.observed, self.resampled = _WinRateSum(), _WinRateSum()
+
+    def add(self, lower_is_better: bool, observed: np.ndarray, resampled: np.ndarray) -> None:
+        self.observed.add(observed, lower_is_better)
+        self.resampled.add(resampled, lower_is_better)
+
+    def intervals(self, models: Sequence[str], confidence: float) -> dict[str, RankInterval]:
+        ranks = competition_ranks(self.observed.mean())
+        boot_ranks = competition_ranks(self.resampled.mean())
+        tail = (1.0 - confidence) / 2.0
+        # Ranks are integers: take the order statistics themselves rather than interpolating.
+        low = np.quantile(boot_ranks, tail, axis=0, method="inverted_cdf")
+        high = np.quantile(boot_ranks, 1.0 - tail, axis=0, method="inverted_cdf")
+        return {
+            model: RankInterval(model, int(ranks[i]), int(low[i]), int(high[i]))
+            for i, model in enumerate(models)
+        }
 
 
 # --------------------------------------------------------------------------- leaderboard
@@ -538,27 +561,15 @@ def _instance_column(
         raise ValueError(
             f"instance_scores has no unperturbed rows for scenario={scenario!r} metric={metric!r}"
         )
-    model_col = np.asarray(rows["model_version"].to_pylist(), dtype=object)
-    instance = np.asarray(rows["instance_id"].to_pylist(), dtype=object)
-    keys = [
-        f"{i}\x1f{t}\x1f{tpl}\x1f{g}"
-        for i, t, tpl, g in zip(
-            instance,
-            rows["trial"].to_pylist(),
-            rows["template_id"].to_pylist(),
-            rows["group"].to_pylist(),
-            strict=True,
-        )
-    ]
-    uniq, row_of = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
-    index = {m: i for i, m in enumerate(models)}
-    unknown = sorted(set(model_col) - set(index))
-    if unknown:
+    uniq, row_of = _row_keys(rows)
+    known = pc.index_in(rows["model_version"], value_set=pa.array(list(models), pa.string()))
+    if known.null_count:
+        unknown = sorted(set(rows["model_version"].to_pylist()) - set(models))
         raise ValueError(
             f"instance_scores names model_version {unknown[0]!r} (scenario={scenario!r}), "
             "which has no scorecard"
         )
-    col_of = np.array([index[m] for m in model_col], dtype=np.int64)
+    col_of = known.to_numpy().astype(np.int64)
     flat = row_of * len(models) + col_of
     dup = np.flatnonzero(np.bincount(flat) > 1)
     if dup.size:
@@ -569,9 +580,38 @@ def _instance_column(
             f"{tuple(str(uniq[r]).split(chr(0x1F)))}"
         )
     values = np.full((uniq.size, len(models)), np.nan)
-    values[row_of, col_of] = np.asarray(rows["value"].to_pylist(), dtype=np.float64)
+    values[row_of, col_of] = np.asarray(
+        rows["value"].to_numpy(zero_copy_only=False), dtype=np.float64
+    )
     clusters = np.array([k.split("\x1f", 1)[0] for k in uniq], dtype=object)
     return ScoreColumn(f"{scenario}/{metric}", values, lower_is_better, clusters)
+
+
+def _row_keys(rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's key, ``instance␟trial␟template␟group`` (␟ = U+001F): the sorted distinct
+    keys (an object array of str) and each row's index among them, as ``np.unique`` of the
+    keys would give. Built in Arrow (a board pivots millions of rows), or in Python where a
+    key has a null part or a trial that is not an integer, which Arrow would spell otherwise."""
+    parts = [rows[c] for c in ("instance_id", "trial", "template_id", "group")]
+    strings = [pa.types.is_string(p.type) or pa.types.is_large_string(p.type) for p in parts]
+    if (
+        not all(strings[i] for i in (0, 2, 3))
+        or not pa.types.is_integer(parts[1].type)
+        or any(p.null_count for p in parts)
+    ):
+        keys = [
+            f"{i}\x1f{t}\x1f{tpl}\x1f{g}"
+            for i, t, tpl, g in zip(*(p.to_pylist() for p in parts), strict=True)
+        ]
+        return np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+    parts[1] = pc.cast(parts[1], pa.string())
+    keys = pc.binary_join_element_wise(*parts, "\x1f").combine_chunks().dictionary_encode()
+    # Arrow orders strings by their UTF-8 bytes, which is Python's (code point) order.
+    order = pc.array_sort_indices(keys.dictionary).to_numpy()
+    rank = np.empty(order.size, dtype=np.intp)
+    rank[order] = np.arange(order.size)
+    uniq = np.asarray(keys.dictionary.take(order).to_pylist(), dtype=object)
+    return uniq, rank[keys.indices.to_numpy()]
 
 
 def instance_column(
@@ -607,6 +647,7 @@ def build_leaderboard(
     n_resamples: int = 1000,
     confidence: float = 0.95,
     pairs: str = "adjacent",
+    threads: int | None = None,
 ) -> Leaderboard:
     """Rank model versions by HELM's mean win rate over each scenario's primary metric.
 
@@ -614,14 +655,18 @@ def build_leaderboard(
     perturbation (``SCORECARD_COLUMNS``); its unperturbed, ungrouped rows are the headline
     scores. ``instance_scores`` holds the per-instance values (``INSTANCE_SCORE_COLUMNS``)
     behind them, used for rank intervals and paired tests, or a reader of one scenario's
-    metric at a time (:data:`ScoreSource`), called once per scenario on the board, in
-    ``primary_metrics`` order, and dropped after pivoting. ``primary_metrics`` maps each
-    scenario on the board to its primary metric; other scenarios only enter the per-family
-    win rates. Metrics named in ``lower_is_better`` rank smaller values first.
+    metric at a time (:data:`ScoreSource`), called once per scenario on the board (from
+    worker threads, a few scenarios at a time) and dropped after pivoting.
+    ``primary_metrics`` maps each scenario on the board to its primary metric; other
+    scenarios only enter the per-family win rates. Metrics named in ``lower_is_better`` rank
+    smaller values first.
 
     ``pairs`` is ``"adjacent"`` (each model against the next one down) or ``"all"``; every
     comparison on the board is one family for the Holm correction. Rows of a contamination
     subset (``subset`` not empty) are left out.
+
+    Scenarios are worked on by ``threads`` threads (default :func:`ranking_threads`); the
+    board is the same for any number.
     """
     _require_columns(scorecards, SCORECARD_COLUMNS, "scorecards")
     if not callable(instance_scores):
@@ -633,6 +678,11 @@ def build_leaderboard(
         raise ValueError("primary_metrics is empty: name each scenario's primary metric")
     if pairs not in ("adjacent", "all"):
         raise ValueError(f"pairs must be 'adjacent' or 'all', got {pairs!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    threads = ranking_threads() if threads is None else threads
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
     headline = _headline_scorecards(scorecards)
     models = sorted({k[0] for k in headline})
     scenario_means: dict[str, np.ndarray] = {}
@@ -657,21 +707,46 @@ def build_leaderboard(
     families = _family_columns(scorecards, models, lower_is_better)
     family_rates = {f: mean_win_rates(cols, fl) for f, (cols, fl) in families.items()}
 
-    columns = [
-        _instance_column(
+    ranks = competition_ranks(win_rates)
+    order = sorted(range(len(models)), key=lambda i: (ranks[i], models[i]))
+    ranked = [models[i] for i in order]
+    pair_list = list(pairwise(ranked)) if pairs == "adjacent" else list(combinations(ranked, 2))
+    index = {m: i for i, m in enumerate(models)}
+    pair_indices = [(index[a], index[b]) for a, b in pair_list]
+
+    def scenario_work(item: tuple[str, str]) -> _ScenarioWork:
+        scenario, metric = item
+        column = _instance_column(
             _scores_of(instance_scores, scenario, metric),
             scenario,
             metric,
             models,
             metric in lower_is_better,
         )
-        for scenario, metric in primary_metrics.items()
-    ]
-    intervals = rank_intervals(
-        columns, models, seed=seed, n_resamples=n_resamples, confidence=confidence
-    )
-    ranks = competition_ranks(win_rates)
-    order = sorted(range(len(models)), key=lambda i: (ranks[i], models[i]))
+        observed, resampled = _column_means(column, len(models), seed, n_resamples)
+        found, missing = _column_comparisons(
+            column,
+            scenario,
+            metric,
+            models,
+            pair_indices,
+            seed=seed,
+            n_resamples=n_resamples,
+            confidence=confidence,
+        )
+        return _ScenarioWork(column.lower_is_better, observed, resampled, found, missing)
+
+    # Scenarios are read, resampled and compared in worker threads (numpy's resampling and
+    # DuckDB's reads release the GIL); their results are added in scenario order, so the
+    # board is the same whatever the number of threads.
+    rank_sums = _RankSums()
+    comparisons: list[Comparison] = []
+    notes: list[str] = []
+    for work in _ordered_map(scenario_work, list(primary_metrics.items()), threads):
+        rank_sums.add(work.lower_is_better, work.observed, work.resampled)
+        comparisons += work.comparisons
+        notes += work.notes
+    intervals = rank_sums.intervals(models, confidence)
 
     def opt(x: float) -> float | None:
         return None if np.isnan(x) else float(x)
@@ -689,31 +764,6 @@ def build_leaderboard(
         )
         for i in order
     )
-    ranked = [models[i] for i in order]
-    pair_list = list(pairwise(ranked)) if pairs == "adjacent" else list(combinations(ranked, 2))
-    comparisons: list[Comparison] = []
-    notes: list[str] = []
-    index = {m: i for i, m in enumerate(models)}
-    for column, (scenario, metric) in zip(columns, primary_metrics.items(), strict=True):
-        for model_a, model_b in pair_list:
-            a, b, clusters = paired_rows(column, index[model_a], index[model_b])
-            if not len(a):
-                notes.append(f"{model_a} and {model_b} share no instances on {scenario}")
-                continue
-            comparisons.append(
-                compare_pair(
-                    a,
-                    b,
-                    model_a=model_a,
-                    model_b=model_b,
-                    metric=metric,
-                    scenario=scenario,
-                    clusters=clusters,
-                    salt=(seed, "compare"),
-                    n_resamples=n_resamples,
-                    confidence=confidence,
-                )
-            )
     adjusted = adjust(comparisons, method="holm", alpha=1.0 - confidence)
     return Leaderboard(
         rows=rows,
@@ -724,3 +774,93 @@ def build_leaderboard(
         notes=tuple(notes),
         family_figures=family_figures(scorecards, primary_metrics, ranked, lower_is_better),
     )
+
+
+# --------------------------------------------------------------------------- scenario work
+
+THREADS_ENV = "ASSAY_RANKINGS_THREADS"
+
+
+def ranking_threads() -> int:
+    """Threads a board works on its scenarios with: ``$ASSAY_RANKINGS_THREADS``, else the
+    CPU count (at most 8)."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return max(1, min(os.cpu_count() or 1, 8))
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"${THREADS_ENV} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class _ScenarioWork:
+    """What one scenario's column adds to a board."""
+
+    lower_is_better: bool
+    observed: np.ndarray  # mean per model
+    resampled: np.ndarray  # (n_resamples, n_models) bootstrap means
+    comparisons: list[Comparison]
+    notes: list[str]
+
+
+def _ordered_map(fn: Callable[[Any], Any], items: Sequence[Any], threads: int) -> Iterator[Any]:
+    """``map(fn, items)`` computed by ``threads`` threads, yielded in order, with at most
+    ``2 * threads`` results computed ahead (each holds a scenario's rows)."""
+    if threads <= 1 or len(items) <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rankings") as pool:
+        pending: deque[Future] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= 2 * threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _column_comparisons(
+    column: ScoreColumn,
+    scenario: str,
+    metric: str,
+    models: Sequence[str],
+    pairs: Sequence[tuple[int, int]],
+    *,
+    seed: int,
+    n_resamples: int,
+    confidence: float,
+) -> tuple[list[Comparison], list[str]]:
+    """The paired comparisons of ``pairs`` (model indices) on one column, and a note for
+    each pair that shares no instance there."""
+    if column.clusters is not None:
+        # Integer labels in the strings' order: each comparison groups its rows by them
+        # exactly as by the strings (same clusters, same order), only faster.
+        codes = np.unique(column.clusters, return_inverse=True)[1]
+        column = ScoreColumn(column.name, column.values, column.lower_is_better, codes)
+    comparisons: list[Comparison] = []
+    notes: list[str] = []
+    for i, j in pairs:
+        model_a, model_b = models[i], models[j]
+        a, b, clusters = paired_rows(column, i, j)
+        if not len(a):
+            notes.append(f"{model_a} and {model_b} share no instances on {scenario}")
+            continue
+        comparisons.append(
+            compare_pair(
+                a,
+                b,
+                model_a=model_a,
+                model_b=model_b,
+                metric=metric,
+                scenario=scenario,
+                clusters=clusters,
+                salt=(seed, "compare"),
+                n_resamples=n_resamples,
+                confidence=confidence,
+            )
+        )
+    return comparisons, notes

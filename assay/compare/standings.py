@@ -14,7 +14,7 @@ memory (:class:`StoredResults`, every partition loaded).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -97,36 +97,103 @@ def leaderboard_of_day(
     than loaded: the metric tables of the versions registered by its end, and per scenario on
     the board only the instance scores its rank intervals and paired tests use (the primary
     metric's unperturbed rows, and the contamination flags when ranking on the clean
-    subset), one scenario in memory at a time. The same board, to the last digit."""
+    subset), a few scenarios in memory at a time (:class:`_ScoresReader`). The same board,
+    to the last digit."""
     versions = _registered(registry, day)
-    with TablesAsOf(store, end_of_day(day)) as tables:
+    # Each file is read once: no footer cache, which would grow with the store.
+    with TablesAsOf(store, end_of_day(day), metadata_cache=False) as tables:
         cards = tables.read(METRIC_TABLES, lambda p: p.get(MODEL_VERSION) in versions)
-        scores = _scores_reader(tables, versions, with_rates=suite.rankings.subset == CLEAN)
+        plan = [(key, suite[key].metric) for key in suite.keys]
+        scores = _ScoresReader(tables, versions, plan, with_rates=suite.rankings.subset == CLEAN)
         return _leaderboard(day, versions, cards, scores, suite)
 
 
-def _scores_reader(
-    tables: TablesAsOf, versions: set[str], *, with_rates: bool
-) -> Callable[[str, str], pa.Table]:
-    """scenario, metric → the instance scores of ``versions`` a board ranks on."""
-    columns = [c for c in INSTANCE_SCORE_COLUMNS if c not in (MODEL_VERSION, SCENARIO)]
-    where = "(t.metric = ? AND t.perturbation = '')"
-    if with_rates:  # _clean_instances reads each instance's flag, whatever its perturbation
-        where += f" OR t.metric = '{RATE}'"
+# Partitions of instance scores read by one query: each query costs DuckDB a fixed part,
+# and a compacted file (a version's every scenario) is opened once per query, so scenarios
+# are read a batch at a time. DuckDB holds ~150 kB a file while a query runs: this bounds
+# that (~300 MB) and a batch's rows (1,000 versions: 2 scenarios a batch).
+_BATCH_PARTITIONS = 2048
 
-    def read(scenario: str, metric: str) -> pa.Table:
-        rows = tables.read(
+
+class _ScoresReader:
+    """scenario, metric → the instance scores of ``versions`` a board ranks on (a
+    :data:`~assay.compare.ranking.ScoreSource`). The scenarios of ``plan`` (scenario,
+    metric pairs, in the order the board asks for them) are read in batches of about
+    ``_BATCH_PARTITIONS`` partitions, one query each, and each scenario's rows are handed
+    out once (then dropped); anything else is read alone. Safe to call from several
+    threads."""
+
+    def __init__(
+        self,
+        tables: TablesAsOf,
+        versions: set[str],
+        plan: list[tuple[str, str]],
+        *,
+        with_rates: bool,
+    ) -> None:
+        self.tables, self.versions, self.with_rates = tables, versions, with_rates
+        sizes: dict[str, int] = {}
+        for partition in tables.partitions(INSTANCE_SCORES):
+            if partition.get(MODEL_VERSION) in versions:
+                scenario = partition.get(SCENARIO, "")
+                sizes[scenario] = sizes.get(scenario, 0) + 1
+        self.batches: list[list[tuple[str, str]]] = []
+        held = 0
+        for item in dict.fromkeys(plan):
+            size = sizes.get(item[0], 0)
+            if not self.batches or held + size > _BATCH_PARTITIONS:
+                self.batches.append([])
+                held = 0
+            self.batches[-1].append(item)
+            held += size
+        self.batch_of = {item: b for b, batch in enumerate(self.batches) for item in batch}
+        self.locks = [threading.Lock() for _ in self.batches]
+        self.loaded: dict[int, dict[tuple[str, str], pa.Table]] = {}
+
+    def __call__(self, scenario: str, metric: str) -> pa.Table:
+        item = (scenario, metric)
+        b = self.batch_of.get(item)
+        if b is not None:
+            with self.locks[b]:
+                if b not in self.loaded:
+                    self.loaded[b] = self._read(self.batches[b])
+                rows = self.loaded[b].pop(item, None)
+            if rows is not None:
+                return rows
+        return self._read([item])[item]
+
+    def _read(self, items: list[tuple[str, str]]) -> dict[tuple[str, str], pa.Table]:
+        """Each of ``items``' rows, from one query."""
+        columns = [c for c in INSTANCE_SCORE_COLUMNS if c not in (MODEL_VERSION, SCENARIO)]
+        metrics = sorted({metric for _, metric in items})
+        scenarios = {scenario for scenario, _ in items}
+        where = f"(t.metric IN ({', '.join('?' * len(metrics))}) AND t.perturbation = '')"
+        if (
+            self.with_rates
+        ):  # _clean_instances reads each instance's flag, whatever its perturbation
+            where += f" OR t.metric = '{RATE}'"
+        rows = self.tables.read(
             INSTANCE_SCORES,
-            lambda p: p.get(SCENARIO) == scenario and p.get(MODEL_VERSION) in versions,
+            lambda p: p.get(SCENARIO) in scenarios and p.get(MODEL_VERSION) in self.versions,
             columns=columns,
             where=where,
-            params=[metric],
+            params=metrics,
         )
-        if rows is None:
-            return pa.table({c: pa.array([], pa.string()) for c in INSTANCE_SCORE_COLUMNS})
-        return rows
-
-    return read
+        found = {}
+        for scenario, metric in items:
+            if rows is None:
+                found[(scenario, metric)] = pa.table(
+                    {c: pa.array([], pa.string()) for c in INSTANCE_SCORE_COLUMNS}
+                )
+                continue
+            # The rows the scenario's own query would return, in the same order.
+            keep = pc.and_(pc.equal(rows["metric"], metric), pc.equal(rows["perturbation"], ""))
+            if self.with_rates:
+                keep = pc.or_(keep, pc.equal(rows["metric"], RATE))
+            found[(scenario, metric)] = rows.filter(
+                pc.and_(pc.equal(rows[SCENARIO], scenario), keep)
+            )
+        return found
 
 
 def _registered(registry: Registry, day: str) -> set[str]:

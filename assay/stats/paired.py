@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 from scipy.stats import binom
@@ -182,8 +183,14 @@ def mcnemar_exact(
     n = only_a + only_b
     if n == 0:
         return 1.0
-    # Binomial(n, 1/2) is symmetric: the two-sided p-value doubles the smaller tail.
-    return float(min(1.0, 2.0 * binom.cdf(min(only_a, only_b), n, 0.5)))
+    return _mcnemar_p(min(only_a, only_b), n)
+
+
+@lru_cache(maxsize=65536)
+def _mcnemar_p(smaller: int, n: int) -> float:
+    """Binomial(n, 1/2) is symmetric: the two-sided p-value doubles the smaller tail. Kept
+    per (smaller, n): a board's thousands of comparisons of ~a hundred instances repeat them."""
+    return float(min(1.0, 2.0 * binom.cdf(smaller, n, 0.5)))
 
 
 def is_binary(values: np.ndarray) -> bool:

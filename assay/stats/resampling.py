@@ -10,6 +10,7 @@ across models, and the matrix product is what makes it fast.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +55,8 @@ def cluster_ids(clusters: np.ndarray | list | None, n_rows: int) -> tuple[np.nda
         raise ValueError(
             f"clusters has shape {labels.shape}, expected ({n_rows},): one label per row"
         )
+    if labels.dtype.kind in "iu" and bool(np.all(labels[1:] > labels[:-1])):
+        return np.arange(n_rows), n_rows  # increasing numbers: np.unique's own answer
     _, ids = np.unique(labels, return_inverse=True)
     return ids, int(ids.max()) + 1
 
@@ -66,6 +69,14 @@ def collapse(values: np.ndarray, clusters: np.ndarray | list | None = None) -> C
     filled = np.where(present, cols, 0.0)
     if clusters is None:
         return ClusterSums(sums=filled, counts=present.astype(np.float64), n_rows=cols.shape[0])
+    if n_clusters == cols.shape[0]:
+        # One row per cluster: each sum is 0.0 + its row (``+ 0.0`` turns -0.0 into 0.0,
+        # as adding to a zero does), placed without np.add.at's slow scatter.
+        sums = np.empty_like(filled)
+        counts = np.empty_like(filled)
+        sums[ids] = filled + 0.0
+        counts[ids] = present.astype(np.float64)
+        return ClusterSums(sums=sums, counts=counts, n_rows=cols.shape[0])
     sums = np.zeros((n_clusters, cols.shape[1]))
     counts = np.zeros((n_clusters, cols.shape[1]))
     np.add.at(sums, ids, filled)
@@ -73,19 +84,43 @@ def collapse(values: np.ndarray, clusters: np.ndarray | list | None = None) -> C
     return ClusterSums(sums=sums, counts=counts, n_rows=cols.shape[0])
 
 
-def resample_counts(rng: np.random.Generator, n_resamples: int, n_clusters: int) -> np.ndarray:
+def resample_counts(
+    rng: np.random.Generator,
+    n_resamples: int,
+    n_clusters: int,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """How often each cluster is drawn in each of ``n_resamples`` bootstrap samples.
 
     Exactly the multinomial bootstrap (``n_clusters`` draws with replacement), computed by
     drawing indices and counting them, which is much faster than ``rng.multinomial`` with
-    many categories.
+    many categories. ``out`` (a float (n_resamples, n_clusters) array) receives the counts
+    instead of a new array.
     """
     # 32-bit indices draw faster; they fit whenever the flat bin index does.
     dtype = np.int32 if n_resamples * n_clusters < 2**31 else np.int64
     idx = rng.integers(0, n_clusters, size=(n_resamples, n_clusters), dtype=dtype)
     idx += (np.arange(n_resamples, dtype=dtype) * n_clusters)[:, None]
-    flat = np.bincount(idx.ravel(), minlength=n_resamples * n_clusters)
-    return flat.reshape(n_resamples, n_clusters).astype(np.float64)
+    if out is None:
+        out = np.zeros((n_resamples, n_clusters))
+    else:
+        out.fill(0.0)
+    # Counted into ``out`` in place: ``np.bincount`` returns a new array, whose fresh pages
+    # cost more (page faults) than the counting itself at a board's thousands of calls.
+    np.add.at(out.reshape(-1), idx.ravel(), 1.0)
+    return out
+
+
+_buffers = threading.local()
+
+
+def _counts_buffer(n_resamples: int, n_clusters: int) -> np.ndarray:
+    """This thread's reusable (n_resamples, n_clusters) float array for resample counts."""
+    size = n_resamples * n_clusters
+    buffer = getattr(_buffers, "counts", None)
+    if buffer is None or buffer.size < size:
+        buffer = _buffers.counts = np.empty(size)
+    return buffer[:size].reshape(n_resamples, n_clusters)
 
 
 def bootstrap_means(
@@ -126,7 +161,8 @@ def bootstrap_collapsed(collapsed: ClusterSums, *, n_resamples: int, seed: int) 
     out = np.empty((n_resamples, k))
     for start in range(0, n_resamples, chunk):
         stop = min(start + chunk, n_resamples)
-        both = resample_counts(rng, stop - start, m) @ stacked
+        counts_drawn = resample_counts(rng, stop - start, m, out=_counts_buffer(stop - start, m))
+        both = counts_drawn @ stacked
         totals, sizes = both[:, :k], both[:, k:]
         with np.errstate(invalid="ignore", divide="ignore"):
             out[start:stop] = np.where(sizes > 0, totals / sizes, np.nan)

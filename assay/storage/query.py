@@ -5,8 +5,8 @@ reader here answers narrower questions over the same files: the store chooses ea
 partition's file as of the instant (:meth:`ParquetStore.files_as_of`, the same rule), the
 partitions asked for are picked from the listing (a scenario, the registered versions), and
 DuckDB reads only the columns and rows a query names from those files (projection and
-predicates pushed into the Parquet scan). A board then holds one scenario's instance scores
-at a time rather than the whole store's.
+predicates pushed into the Parquet scan). A board then holds a few scenarios' instance
+scores at a time rather than the whole store's.
 
 The partition dimensions of a row come from its file's path, as in ``read_all_as_of``: the
 writers never store them inside the table. Rows keep ``read_all_as_of``'s order (partitions
@@ -19,6 +19,8 @@ file, only its rows: the same rows in the same order as from the original file.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -31,18 +33,64 @@ from assay.storage.parquet import CorruptPartitionError, ParquetStore
 
 Pick = Callable[[dict[str, str]], bool]
 
+THREADS_ENV = "ASSAY_DUCKDB_THREADS"
+MEMORY_LIMIT_ENV = "ASSAY_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = "1GB"
+# Files read by one query at most (see TablesAsOf.read).
+FILES_PER_QUERY = 2048
+
+
+def duckdb_settings() -> tuple[int, str]:
+    """DuckDB's threads and memory limit for a reader: ``$ASSAY_DUCKDB_THREADS`` (default:
+    the CPU count) and ``$ASSAY_DUCKDB_MEMORY_LIMIT`` (default 1GB; DuckDB's own default is
+    80% of the machine's memory, whatever else runs on it)."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if raw and (not raw.isdigit() or int(raw) < 1):
+        raise ValueError(f"${THREADS_ENV} must be a positive integer, got {raw!r}")
+    threads = int(raw) if raw else max(1, os.cpu_count() or 1)
+    limit = os.environ.get(MEMORY_LIMIT_ENV, "").strip() or DEFAULT_MEMORY_LIMIT
+    return threads, limit
+
 
 class TablesAsOf:
     """The history tables of ``store`` as they stood just before ``as_of`` (see the module
-    docstring). Use as a context manager, or call :meth:`close`."""
+    docstring). Use as a context manager, or call :meth:`close`. :meth:`read` may be called
+    from several threads at once (each query runs on its own cursor).
 
-    def __init__(self, store: ParquetStore, as_of: datetime):
+    ``threads`` and ``memory_limit`` (e.g. ``"1GB"``) are DuckDB's; by default
+    :func:`duckdb_settings`. ``metadata_cache`` keeps the files' footers between queries."""
+
+    def __init__(
+        self,
+        store: ParquetStore,
+        as_of: datetime,
+        *,
+        threads: int | None = None,
+        memory_limit: str | None = None,
+        metadata_cache: bool = True,
+    ):
         self.store = store
         self.as_of = as_of
         self._listed: dict[str, list[tuple[dict[str, str], str]]] = {}
-        self._con = duckdb.connect(config={"preserve_insertion_order": True})
-        # A board queries the same files once per scenario: their footers are read once.
-        self._con.execute("SET parquet_metadata_cache = true")
+        self._listing = threading.Lock()
+        default_threads, default_limit = duckdb_settings()
+        config = {
+            "preserve_insertion_order": True,
+            "threads": default_threads if threads is None else threads,
+            "memory_limit": default_limit if memory_limit is None else memory_limit,
+        }
+        try:
+            self._con = duckdb.connect(config=config)
+        except duckdb.Error as exc:
+            raise ValueError(
+                f"DuckDB settings threads={config['threads']}, memory_limit="
+                f"{config['memory_limit']!r} (${THREADS_ENV}, ${MEMORY_LIMIT_ENV}): {exc}"
+            ) from None
+        # Footers read by one query are not parsed again by the next that reads the file (all
+        # cursors); a reader that reads each file once (a board) goes without: the cache
+        # only grows with the files.
+        if metadata_cache:
+            self._con.execute("SET GLOBAL parquet_metadata_cache = true")
         if not store.is_local:
             self._con.register_filesystem(store.fs)
 
@@ -75,6 +123,30 @@ class TablesAsOf:
         chosen = [(p, path) for p, path in self._files(asset) if pick is None or pick(p)]
         if not chosen:
             return None
+        if len(chosen) <= FILES_PER_QUERY:
+            return self._query(asset, chosen, columns, where, params)
+        # DuckDB holds tens of kB a file while a query runs (a board's metric tables of
+        # 10,000 partitions: 400 MB): many files are read a part at a time. The parts come
+        # in partition order, so their rows are the one query's, and where their columns
+        # differ (files written by older code) the one query unifies them instead.
+        parts = [
+            self._query(asset, chosen[start : start + FILES_PER_QUERY], columns, where, params)
+            for start in range(0, len(chosen), FILES_PER_QUERY)
+        ]
+        if any(not part.schema.equals(parts[0].schema) for part in parts[1:]):
+            del parts
+            return self._query(asset, chosen, columns, where, params)
+        return pa.concat_tables(parts)
+
+    def _query(
+        self,
+        asset: str,
+        chosen: list[tuple[dict[str, str], str]],
+        columns: Sequence[str] | None,
+        where: str,
+        params: Sequence[object],
+    ) -> pa.Table:
+        """:meth:`read` of the partitions ``chosen`` (partition, file), in one query."""
         dims = list(dict.fromkeys(dim for partition, _ in chosen for dim in partition))
         # A compacted copy is the rows of one file inside another, told apart by its column
         # COPY_COLUMN (assay.storage.compacted): it is joined on file and copy.
@@ -110,25 +182,28 @@ class TablesAsOf:
         )
         conditions = []
         if packed:
-            # Only the chosen copies' rows: each copy is a row group whose statistics name
-            # it, so DuckDB skips the others' (a compacted file holds every scenario's).
-            wanted = ", ".join(
-                _literal(copy) for copy in dict.fromkeys(c for _, c in entries) if copy
+            # Only the chosen copies' rows (a compacted file holds every scenario's), named by
+            # the registered table rather than spelled out: a literal list of thousands of
+            # copies cost DuckDB seconds a query, and a board's query names every copy.
+            conditions.append(
+                f"(t.{COPY_COLUMN} IS NULL OR t.{COPY_COLUMN} IN (SELECT _copy FROM files))"
             )
-            conditions.append(f"(t.{COPY_COLUMN} IS NULL OR t.{COPY_COLUMN} IN ({wanted}))")
         conditions += [f"({where})"] if where else []
         query = (
             f"SELECT {stored}{''.join(f', p.{_quoted(d)}' for d in dims)}, "
-            "p._order AS _order, t.filename AS _file "
+            # A row's file only where it is not one asked for (the check below): a file
+            # name per row would double a board's read.
+            "p._order AS _order, CASE WHEN p._order IS NULL THEN t.filename END AS _file "
             "FROM read_parquet(?, union_by_name = true, filename = true, "
             "file_row_number = true, hive_partitioning = false) AS t "
             f"LEFT JOIN files AS p ON {join}"
             + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
             + " ORDER BY p._order, t.file_row_number"
         )
-        self._con.register("files", files)
+        con = self._con.cursor()
+        con.register("files", files)
         try:
-            rows = self._con.sql(query, params=[urls, *params]).to_arrow_table()
+            rows = con.sql(query, params=[urls, *params]).to_arrow_table()
         except duckdb.Error as exc:
             raise CorruptPartitionError(
                 f"asset {asset!r} as of {self.as_of:%Y-%m-%d %H:%M} UTC: the stored files of "
@@ -136,7 +211,7 @@ class TablesAsOf:
                 f"(columns {list(columns) if columns is not None else 'all'}): {exc}"
             ) from None
         finally:
-            self._con.unregister("files")
+            con.close()
         lost = rows.filter(pc.is_null(rows["_order"]))
         if lost.num_rows:  # a filesystem that names files otherwise than _url
             raise RuntimeError(
@@ -146,17 +221,14 @@ class TablesAsOf:
         return rows.drop_columns(["_order", "_file"])
 
     def _files(self, asset: str) -> list[tuple[dict[str, str], str]]:
-        if asset not in self._listed:
-            self._listed[asset] = self.store.files_as_of(asset, self.as_of)
-        return self._listed[asset]
+        with self._listing:
+            if asset not in self._listed:
+                self._listed[asset] = self.store.files_as_of(asset, self.as_of)
+            return self._listed[asset]
 
     def _url(self, path: str) -> str:
         # As DuckDB names the file in its ``filename`` column: fsspec's full URL.
         return path if self.store.is_local else self.store.fs.unstrip_protocol(path)
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _quoted(name: str) -> str:
