@@ -1,9 +1,9 @@
 """A model version's training-data manifest: the corpora it declares it was trained on.
 
 Each entry names a corpus and where its files are (an fsspec URL of a file, a folder or a
-glob; an ``http(s)`` URL names exactly one file), their format and, for JSONL and Parquet, the field holding the text. The contamination
-checks index each declared corpus once per content digest and look the suite's test items up
-in it (``assay.contamination``).
+glob; an ``http(s)`` URL names exactly one file), their format and, for JSONL and Parquet,
+the field holding the text. The contamination checks index each declared corpus once per
+content digest and look the suite's test items up in it (``assay.contamination``).
 
 There is no separate "registered corpus" object: two versions that declare the same files
 share one index because the index is keyed by the files' digest, not by a name. Copy a
