@@ -5,6 +5,11 @@ registry event of the sample is stamped with the sample's own days."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
+
+from assay.registry import Registry
+from assay.report.sample import Sample, write_sample
+from assay.storage.parquet import ParquetStore
 
 
 class SampleClock:
@@ -18,3 +23,13 @@ class SampleClock:
 
     def set(self, when: datetime) -> None:
         self.now = when
+
+
+def sample_store(root: Path, *, n_instances: int) -> tuple[ParquetStore, Registry, Sample]:
+    """``assay.report.sample``'s sample (three versions) written under ``root`` into a store
+    and a registry that share one :class:`SampleClock`. The caller closes the registry."""
+    clock = SampleClock()
+    registry = Registry.open(f"sqlite:///{root / 'registry.db'}", clock=clock)
+    store = ParquetStore(str(root / "storage"), clock=clock)
+    sample = write_sample(store, registry, clock=clock.set, n_versions=3, n_instances=n_instances)
+    return store, registry, sample

@@ -16,15 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sample_clock import SampleClock
+from sample_clock import sample_store
 
-from assay.registry import Registry
 from assay.report import ExplorerData, build_site, directory_writer
 from assay.report.links import compare_page, day_page
-from assay.report.sample import board_of, write_sample
+from assay.report.sample import board_of
 from assay.report.writing import MANIFEST
 from assay.scoring.metrics.directions import lower_is_better_in
-from assay.storage.parquet import ParquetStore
 from assay.storage.retention import compact_version
 
 WHEN = datetime(2026, 11, 4, tzinfo=UTC)
@@ -33,12 +31,9 @@ WHEN = datetime(2026, 11, 4, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("incremental")
-    clock = SampleClock()
-    registry = Registry.open(f"sqlite:///{root / 'registry.db'}", clock=clock)
     # The store's history copies are stamped by the same clock as the registry: as of the
     # board's day they are all there.
-    store = ParquetStore(str(root / "storage"), clock=clock)
-    sample = write_sample(store, registry, clock=clock.set, n_versions=3, n_instances=24)
+    store, registry, sample = sample_store(root, n_instances=24)
     cards, scores = store.read_all("metric_tables"), store.read_all("instance_scores")
     day = sample.days[-1]
     board = board_of(cards, scores, sample.versions, sample.primary_metrics, day)
@@ -253,10 +248,7 @@ def test_a_day_before_any_result_is_refused_before_anything_is_written(stored, t
 
 def test_a_compacted_version_shows_as_it_did(tmp_path: Path) -> None:
     """Retention compacts a version's files: the explorer reads its copies, same site."""
-    clock = SampleClock()
-    registry = Registry.open(f"sqlite:///{tmp_path / 'registry.db'}", clock=clock)
-    store = ParquetStore(str(tmp_path / "storage"), clock=clock)
-    sample = write_sample(store, registry, clock=clock.set, n_versions=3, n_instances=24)
+    store, registry, sample = sample_store(tmp_path, n_instances=24)
     cards, scores = store.read_all("metric_tables"), store.read_all("instance_scores")
     day = sample.days[-1]
     board = board_of(cards, scores, sample.versions, sample.primary_metrics, day)

@@ -20,13 +20,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from sample_clock import SampleClock
+from sample_clock import SampleClock, sample_store
 
 from assay.contamination.subsets import TABLE_SCHEMA
 from assay.registry import Registry
 from assay.report import ExplorerData, build_site, directory_writer, store_writer, writing
 from assay.report.links import day_page
-from assay.report.sample import SAMPLE_MODEL, write_sample
+from assay.report.sample import SAMPLE_MODEL
 from assay.report.sitewide import READ_ASSETS, store_listing
 from assay.report.writing import MANIFEST
 from assay.storage.parquet import COMPACTED_DIR, HISTORY_DIR, ParquetStore
@@ -39,10 +39,7 @@ OLD_NS = int(datetime(2026, 11, 10, tzinfo=UTC).timestamp() * 1e9)
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("sitewide")
-    clock = SampleClock()
-    registry = Registry.open(f"sqlite:///{root / 'registry.db'}", clock=clock)
-    store = ParquetStore(str(root / "storage"), clock=clock)
-    sample = write_sample(store, registry, clock=clock.set, n_versions=3, n_instances=16)
+    _, registry, sample = sample_store(root, n_instances=16)
     registry.close()
     return {"root": root, "sample": sample}
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from sample_clock import SampleClock
+from sample_clock import sample_store
 
 from assay.compare.standings import leaderboard_of_day
 from assay.compare.stored_boards import board_from_json, board_to_json, read_board, write_board
 from assay.evaluate.suite import parse_suite
 from assay.registry import Registry
 from assay.report import ExplorerData
-from assay.report.sample import Sample, board_of, write_sample
+from assay.report.sample import Sample, board_of
 from assay.storage.contract import LEADERBOARDS, RANKINGS
 from assay.storage.parquet import ParquetStore
 
@@ -25,10 +25,7 @@ from assay.storage.parquet import ParquetStore
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Sample]:
     root = tmp_path_factory.mktemp("stored-boards")
-    clock = SampleClock()
-    registry = Registry.open(f"sqlite:///{root / 'registry.db'}", clock=clock)
-    store = ParquetStore(str(root / "storage"), clock=clock)
-    sample = write_sample(store, registry, clock=clock.set, n_versions=3, n_instances=12)
+    _, registry, sample = sample_store(root, n_instances=12)
     registry.close()
     return root, sample
 
