@@ -41,7 +41,7 @@ test: install  ## the test suite (without the deployment tests), the example plu
 	# servers and runs it waits for (two workers left the two cores 43% idle), so three files
 	# share the two cores well. The daemon tests are split over four files, and the files that
 	# start a Dagster deployment are dealt out first (tests/conftest.py), so short files end it.
-	$(PY) -m pytest -q -n 3 --dist loadfile
+	$(PY) -m pytest -q -n 3 --dist loadfile --durations=25
 
 test-peers: install  ## parity with lm-evaluation-harness run as itself (minutes: it runs the model twice)
 	$(PY) -m pytest -q -m peers
