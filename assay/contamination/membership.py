@@ -79,7 +79,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import wilcoxon
 
 from assay.core.digests import digest_json, seed_from
 from assay.core.records import Completion, Instance, Request, RequestKind
@@ -313,6 +312,8 @@ def _paired_test(detector: str, diffs: Sequence[float], alpha: float, seed: int)
         }
     low, high = bootstrap_interval(d, seed=seed, n_resamples=N_RESAMPLES, confidence=CONFIDENCE)
     if np.any(d != 0):
+        from scipy.stats import wilcoxon  # scipy.stats takes most of a second to import
+
         p_value = float(wilcoxon(d, alternative="greater", zero_method="wilcox").pvalue)
     else:
         p_value = 1.0  # every pair tied: no evidence either way

@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
-from scipy.stats import binom
 
 from assay.stats.corrections import benjamini_hochberg, holm
 from assay.stats.resampling import (
@@ -190,6 +189,8 @@ def mcnemar_exact(
 def _mcnemar_p(smaller: int, n: int) -> float:
     """Binomial(n, 1/2) is symmetric: the two-sided p-value doubles the smaller tail. Kept
     per (smaller, n): a board's thousands of comparisons of ~a hundred instances repeat them."""
+    from scipy.stats import binom  # scipy.stats takes most of a second to import
+
     return float(min(1.0, 2.0 * binom.cdf(smaller, n, 0.5)))
 
 

@@ -17,9 +17,6 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
-import sacrebleu
-from nltk.translate.bleu_score import sentence_bleu
-from rouge_score import rouge_scorer
 
 from assay.core.records import ChoiceScore
 from assay.scoring.metrics.tokenize import word_tokenize
@@ -99,6 +96,8 @@ def f1_score(prediction: str, references: Sequence[str]) -> float:
 
 def _bleu(weights: tuple[float, ...]) -> Callable[[str, str], float]:
     def score(gold: str, pred: str) -> float:
+        from nltk.translate.bleu_score import sentence_bleu
+
         with warnings.catch_warnings():
             # nltk warns when an n-gram order has no match; the score is then ~0, as in HELM.
             warnings.simplefilter("ignore")
@@ -126,6 +125,8 @@ def bleu_4(prediction: str, references: Sequence[str]) -> float:
 
 @lru_cache(maxsize=4)
 def _rouge(rouge_type: str) -> Callable[[str, str], float]:
+    from rouge_score import rouge_scorer
+
     scorer = rouge_scorer.RougeScorer([rouge_type], use_stemmer=True)
 
     def score(gold: str, pred: str) -> float:
@@ -151,6 +152,8 @@ def rouge_l(prediction: str, references: Sequence[str]) -> float:
 
 def chrf(prediction: str, references: Sequence[str]) -> float:
     """Sentence chrF (sacrebleu defaults), best over references, scaled to 0..1."""
+    import sacrebleu
+
     return _best(
         lambda gold, pred: sacrebleu.sentence_chrf(pred, [gold]).score / 100.0,
         prediction,
@@ -201,12 +204,16 @@ def _reference_streams(
 
 def corpus_bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     """Corpus BLEU (sacrebleu defaults: 13a tokenization, orders 1-4), scaled to 0..1."""
+    import sacrebleu
+
     streams = _reference_streams(predictions, references)
     return sacrebleu.corpus_bleu(list(predictions), streams).score / 100.0
 
 
 def corpus_chrf(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float:
     """Corpus chrF (sacrebleu defaults), scaled to 0..1."""
+    import sacrebleu
+
     streams = _reference_streams(predictions, references)
     return sacrebleu.corpus_chrf(list(predictions), streams).score / 100.0
 

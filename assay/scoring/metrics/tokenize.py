@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nltk.tokenize import NLTKWordTokenizer
+if TYPE_CHECKING:
+    from nltk.tokenize import NLTKWordTokenizer
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -89,6 +90,9 @@ _UNGUARDED_CHARS = 2000
 
 @lru_cache(maxsize=1)
 def _word_tokenizer() -> NLTKWordTokenizer:
+    # nltk's package imports most of nltk (and scikit-learn): loaded when first needed.
+    from nltk.tokenize import NLTKWordTokenizer
+
     return NLTKWordTokenizer()
 
 
