@@ -58,12 +58,17 @@ def test_an_unreadable_partition_is_refused_and_the_next_one_recorded(tmp_path, 
         assert (event.key, event.payload["scenario"]) == ("r@v1", "arithmetic")
         assert event.payload["metrics"] == {"exact_match": 0.75}
 
-        observed = instance.fetch_observations(AssetKey("metric_tables"), limit=100).records
-        refusals = [
-            (r.partition_key, r.asset_observation.metadata["registry_record"].value)
-            for r in observed
-            if "registry_record" in r.asset_observation.metadata
-        ]
+        # The refusal is an observation in the tick's result, stored by the daemon after the
+        # tick has written to the registry: waited for too.
+        def refused():
+            observed = instance.fetch_observations(AssetKey("metric_tables"), limit=100).records
+            return [
+                (r.partition_key, r.asset_observation.metadata["registry_record"].value)
+                for r in observed
+                if "registry_record" in r.asset_observation.metadata
+            ] or None
+
+        refusals = wait_for(refused, 60, "r@v2's refusal to be observed", deployed.log)
         assert len(refusals) == 1
         assert refusals[0][0] == "r@v2|arithmetic"
         assert refusals[0][1].startswith("refused: ")
