@@ -201,6 +201,7 @@ def wikitext_run(model_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
         "again": again,
         "card": card,
         "primary": config.primary_metric,
+        "spec": config.lm_eval,
     }
 
 
@@ -232,6 +233,21 @@ def test_wikitext_scorecard_is_the_corpus_perplexity(wikitext_run: dict) -> None
         assert stats[(doc, "word_perplexity_loglikelihood")] == pytest.approx(ll)
         assert stats[(doc, "word_perplexity_weight")] == words[doc]
         assert stats[(doc, "bits_per_byte_weight")] == nbytes[doc]
+
+
+def test_the_stored_outputs_score_as_the_outputs_in_memory(wikitext_run: dict) -> None:
+    """Scoring reads the outputs back from their Parquet table (as the ``scores`` asset
+    does): each rolling request must be rebuilt as it was asked, with no continuation."""
+    from assay.core.records import ModelOutput
+    from assay.scoring.lm_eval_scores import score_lm_eval
+
+    outputs = wikitext_run["outputs"]
+    stored = ModelOutput.from_table(ModelOutput.to_table(outputs))
+    assert [o.request for o in stored] == [o.request for o in outputs]
+    in_memory = score_lm_eval(wikitext_run["spec"], wikitext_run["instances"], outputs)
+    from_store = score_lm_eval(wikitext_run["spec"], wikitext_run["instances"], stored)
+    assert not from_store.failures and from_store.stats == in_memory.stats
+    assert len(from_store.stats) == 6 * N_DOCS  # three metrics, a log-likelihood and a weight
 
 
 def test_a_rerun_is_answered_by_the_request_cache(wikitext_run: dict) -> None:

@@ -344,11 +344,15 @@ class ModelOutput:
                 table = table.append_column(field_, column)
         for row in table.select(OUTPUT_SCHEMA.names).to_pylist():
             choices = tuple(ChoiceScore(**c) for c in row["choices"] or [])
+            kind = RequestKind(row["kind"])
+            # A rolling request has no continuation: its one choice is the whole prompt's
+            # log-likelihood, with empty text.
+            rolling = kind is RequestKind.LOGLIKELIHOOD_ROLLING
             request = Request(
                 instance_id=row["instance_id"],
-                kind=RequestKind(row["kind"]),
+                kind=kind,
                 prompt=row["prompt"],
-                continuations=tuple(c.text for c in choices),
+                continuations=() if rolling else tuple(c.text for c in choices),
                 template_id=row["template_id"],
                 trial=row["trial"],
                 perturbation=row["perturbation"],
