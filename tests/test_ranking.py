@@ -358,3 +358,78 @@ def test_confidence_alone_is_not_ranked():
     """A version that is more confident is not better calibrated: chosen_prob has no column in
     the calibration win rate, only the errors do."""
     assert "chosen_prob" in NOT_RANKED and not lower_is_better("chosen_prob")
+
+
+# ------------------------------------------------------------- a corpus figure as primary
+
+PPL_DOCS = 30
+
+
+def _perplexity_tables(weights_of=lambda model, w: w) -> tuple[pa.Table, pa.Table, dict]:
+    """wikitext-style partitions of three models: per document the log-likelihood and the
+    word count (``word_perplexity_loglikelihood`` / ``_weight``), and a scorecard whose
+    ``word_perplexity`` is exp(-Σ loglik / Σ words). ``a`` is clearly best; ``b`` and ``c``
+    differ on every document by small amounts of either sign (a near tie)."""
+    rng = np.random.default_rng(3)
+    words = rng.integers(50, 300, PPL_DOCS).astype(float)
+    b = -1.2 * words + rng.normal(0, 5, PPL_DOCS)
+    swing = np.where(np.arange(PPL_DOCS) % 2 == 0, 2.0, -1.8)
+    lls = {"a@v1": -1.0 * words, "b@v1": b, "c@v1": b - swing}
+    base = {"scenario": "wikitext", "family": "accuracy", "perturbation": "", "trial": 0}
+    base |= {"template_id": "lm_eval", "group": ""}
+    stats, cards = [], []
+    for model, ll in lls.items():
+        w = weights_of(model, words)
+        for i in range(PPL_DOCS):
+            for metric, value in (("_loglikelihood", ll[i]), ("_weight", w[i])):
+                stats.append(
+                    {**base, "model_version": model, "instance_id": str(i)}
+                    | {"metric": "word_perplexity" + metric, "value": float(value)}
+                )
+        ppl = float(np.exp(-ll.sum() / words.sum()))
+        cards.append(
+            {"model_version": model, "scenario": "wikitext", "metric": "word_perplexity"}
+            | {"family": "accuracy", "group": "", "perturbation": "", "mean": ppl}
+            | {"count": PPL_DOCS, "ci_low": ppl, "ci_high": ppl}
+        )
+    return pa.Table.from_pylist(cards), pa.Table.from_pylist(stats), lls
+
+
+def test_a_corpus_perplexity_is_ranked_on_its_documents_log_likelihood():
+    cards, stats, lls = _perplexity_tables()
+    board = build_leaderboard(
+        cards,
+        stats,
+        primary_metrics={"wikitext": "word_perplexity"},
+        lower_is_better={"word_perplexity"},
+        seed=7,
+        n_resamples=400,
+    )
+    rows = {r.model_version: r for r in board.rows}
+    # Lower perplexity first: a, then b (its log-likelihood is 0.1 above c's per document,
+    # on average).
+    assert [r.model_version for r in board.rows] == ["a@v1", "b@v1", "c@v1"]
+    for row, card in zip(board.rows, cards.to_pylist(), strict=True):
+        assert row.scenario_scores == {"wikitext": card["mean"]}  # the corpus figure
+    assert (rows["a@v1"].rank_low, rows["a@v1"].rank_high) == (1, 1)
+    assert (rows["b@v1"].rank_low, rows["b@v1"].rank_high) == (2, 3)
+    assert (rows["c@v1"].rank_low, rows["c@v1"].rank_high) == (2, 3)
+    # The comparisons are of the documents' log-likelihoods, paired by document.
+    got = {(c.model_a, c.model_b): c for c in board.comparisons}
+    ab = got[("a@v1", "b@v1")]
+    assert ab.metric == "word_perplexity_loglikelihood" and ab.n == PPL_DOCS
+    assert ab.mean_diff == pytest.approx(float(np.mean(lls["a@v1"] - lls["b@v1"])))
+    assert ab.significant
+    assert not got[("b@v1", "c@v1")].significant
+
+
+def test_a_ratio_is_not_ranked_over_different_denominators():
+    cards, stats, _ = _perplexity_tables(lambda model, w: w + (model == "c@v1"))
+    with pytest.raises(ValueError, match="'word_perplexity_weight' differs between model"):
+        build_leaderboard(
+            cards,
+            stats,
+            primary_metrics={"wikitext": "word_perplexity"},
+            lower_is_better={"word_perplexity"},
+            seed=7,
+        )

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from assay.compare.family_figures import FamilyFigure, family_figures
 from assay.core.digests import seed_from
 from assay.core.records import is_headline, subset_rows
-from assay.scoring.metrics.directions import NOT_RANKED
+from assay.scoring.metrics.directions import NOT_RANKED, RATIO_PARTS
 from assay.stats.paired import Comparison, adjust, compare
 from assay.stats.resampling import bootstrap_collapsed, collapse
 
@@ -627,6 +627,59 @@ def instance_column(
     return _instance_column(instance_scores, scenario, metric, models, lower_is_better)
 
 
+def _ranked_column(
+    source: ScoreSource,
+    scenario: str,
+    metric: str,
+    models: Sequence[str],
+    lower_is_better: bool,
+) -> tuple[ScoreColumn, str]:
+    """The column a scenario is resampled and compared on, and the metric it holds.
+
+    That is the primary metric's per-instance scores, or for a corpus figure with no
+    per-instance value (lm-eval's perplexities, see ``RATIO_PARTS``) its numerator: every
+    model is scored on the same documents, so the denominators (words, bytes, instructions)
+    are the same for all of them, and the numerator's sum over any resample of documents
+    orders the models as the figure does. The comparisons are then of the numerator."""
+    primary = _scores_of(source, scenario, metric)
+    if _holds(primary, scenario, metric):
+        return _instance_column(primary, scenario, metric, models, lower_is_better), metric
+    for numerator, denominator, larger_is_better in RATIO_PARTS:
+        part = metric + numerator
+        rows = _scores_of(source, scenario, part)
+        if not _holds(rows, scenario, part):
+            continue
+        weights = _instance_column(
+            _scores_of(source, scenario, metric + denominator),
+            scenario,
+            metric + denominator,
+            models,
+            False,
+        ).values
+        # NaN (a model without the instance) is left out; fmax and fmin skip it.
+        spread = np.fmax.reduce(weights, axis=1) - np.fmin.reduce(weights, axis=1)
+        if np.any(spread > 0):
+            row = int(np.flatnonzero(spread > 0)[0])
+            raise ValueError(
+                f"scenario={scenario!r} metric={metric!r}: its {metric + denominator!r} "
+                f"differs between model versions on instance row {row}; a ratio is ranked "
+                "only over the same denominators"
+            )
+        lower = lower_is_better if larger_is_better is None else not larger_is_better
+        return _instance_column(rows, scenario, part, models, lower), part
+    # Neither: the error names the primary metric.
+    return _instance_column(primary, scenario, metric, models, lower_is_better), metric
+
+
+def _holds(rows: pa.Table, scenario: str, metric: str) -> bool:
+    """Whether ``rows`` has an unperturbed row of ``scenario``'s ``metric``."""
+    mask = pc.and_(
+        pc.and_(pc.equal(rows["scenario"], scenario), pc.equal(rows["metric"], metric)),
+        pc.equal(rows["perturbation"], ""),
+    )
+    return bool(pc.any(mask).as_py())
+
+
 def _scores_of(source: ScoreSource, scenario: str, metric: str) -> pa.Table:
     """The instance scores that hold ``scenario``'s ``metric`` (the whole table, or what the
     reader returns for it)."""
@@ -716,18 +769,14 @@ def build_leaderboard(
 
     def scenario_work(item: tuple[str, str]) -> _ScenarioWork:
         scenario, metric = item
-        column = _instance_column(
-            _scores_of(instance_scores, scenario, metric),
-            scenario,
-            metric,
-            models,
-            metric in lower_is_better,
+        column, compared = _ranked_column(
+            instance_scores, scenario, metric, models, metric in lower_is_better
         )
         observed, resampled = _column_means(column, len(models), seed, n_resamples)
         found, missing = _column_comparisons(
             column,
             scenario,
-            metric,
+            compared,
             models,
             pair_indices,
             seed=seed,

@@ -46,11 +46,16 @@ from assay.core.records import Instance, InstanceStat, MetricSummary, ModelOutpu
 from assay.scenarios.lm_eval_requests import METHOD, TEMPLATE_ID, doc_requests
 from assay.scenarios.lm_eval_tasks import LmEvalTask, lm_eval_globals, load_task, metric_name
 from assay.scoring.lm_eval_peer import needs_peer, process_results_in_peer, require_peer
+from assay.scoring.metrics.directions import RATIO_PARTS
 from assay.scoring.scorer_runs import ScorerFailure, ScorerRun
 from assay.scoring.summary import point
 
 CALIBRATION_METRICS = frozenset({"brier_score"})
 LM_EVAL_AGGREGATE_GROUP = "aggregation=lm_eval"
+
+
+# The parts' name suffixes (the rankings find a corpus figure's parts by them).
+(LOGLIKELIHOOD_PART, WEIGHT_PART, _), (SUM_PART, COUNT_PART, _) = RATIO_PARTS
 
 
 def _key(output: ModelOutput) -> tuple[Any, ...]:
@@ -158,11 +163,11 @@ def score_lm_eval(
         if transform:
             # (log-likelihood, weight) per document, lm-eval's weighted perplexity or bits
             # per byte: a function of a ratio of sums, with an instance bootstrap.
-            ratios[name] = (f"{name}_loglikelihood", f"{name}_weight")
+            ratios[name] = (name + LOGLIKELIHOOD_PART, name + WEIGHT_PART)
             transforms[name] = transform
             for doc_id, (loglik, weight) in sorted(values.items()):
-                stats.append(_stat(doc_id, f"{name}_loglikelihood", float(loglik), family))
-                stats.append(_stat(doc_id, f"{name}_weight", float(weight), family))
+                stats.append(_stat(doc_id, name + LOGLIKELIHOOD_PART, float(loglik), family))
+                stats.append(_stat(doc_id, name + WEIGHT_PART, float(weight), family))
             if higher.get(metric) is False:
                 lower.add(name)
             continue
@@ -170,11 +175,11 @@ def score_lm_eval(
         if raw and lists and (figure is None or _is_pooled_mean(raw, figure)):
             # Per-document lists pooled by lm-eval (IFEval's instructions): a ratio of sums,
             # so the headline is lm-eval's pooled mean with an instance bootstrap.
-            ratios[name] = (f"{name}_sum", f"{name}_n")
+            ratios[name] = (name + SUM_PART, name + COUNT_PART)
             for doc_id, value in sorted(values.items()):
                 for part, number in (
-                    (f"{name}_sum", sum(map(float, value))),
-                    (f"{name}_n", len(value)),
+                    (name + SUM_PART, sum(map(float, value))),
+                    (name + COUNT_PART, len(value)),
                 ):
                     stats.append(_stat(doc_id, part, float(number), family))
             if higher.get(metric) is False:

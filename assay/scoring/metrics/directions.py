@@ -12,6 +12,16 @@ from collections.abc import Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# A corpus figure of lm-eval's (assay.scoring.lm_eval_scores) has no per-instance value: each
+# document holds the two parts of its ratio, ``<name><numerator>`` and ``<name><denominator>``.
+# The third element says whether a larger numerator is better, whatever the figure's own
+# direction (a log-likelihood: perplexity and bits per byte fall as it rises); None: as the
+# figure.
+RATIO_PARTS: tuple[tuple[str, str, bool | None], ...] = (
+    ("_loglikelihood", "_weight", True),
+    ("_sum", "_n", None),
+)
+
 # Metrics where a smaller value is better; every other metric is higher-is-better.
 LOWER_IS_BETTER = frozenset(
     {
