@@ -1,7 +1,9 @@
 """A suite of lm-eval tasks evaluated by a promotion under the real ``dagster-daemon``.
 
-The suite holds two lm-eval tasks of different kinds on the real fixture slices (MMLU
-anatomy, log-likelihood multiple choice; GSM8K, generation with lm-eval's regex filters).
+The suite holds lm-eval tasks of four kinds on the real fixture slices: MMLU anatomy
+(log-likelihood multiple choice), the same under the bundled model's chat template, GSM8K
+(generation with lm-eval's regex filters) and wikitext on prose (perplexity, lm-eval's
+``loglikelihood_rolling``).
 Moving an alias with the ``assay`` CLI makes the promotion sensor launch the evaluation run;
 its metric tables carry lm-eval's metrics with intervals, ``rankings`` ranks on them and the
 explorer shows them with their intervals; a
@@ -22,6 +24,7 @@ import pytest
 from dagster import DagsterRunStatus
 from live_deployment import REPO, TERMINAL, deployment, wait_for
 
+from assay.models.bundled import BUNDLED_SOURCE
 from assay.report.links import scenario_page, slug
 from assay.storage.parquet import ParquetStore
 from sensors.promotion import MODEL_VERSION_TAG
@@ -30,12 +33,26 @@ pytest.importorskip("lm_eval")
 
 SENSOR = "model_promotion_sensor"
 DATA = REPO / "tests" / "fixtures" / "datasets"
+PROSE = REPO / "tests" / "fixtures" / "lm_eval_rolling" / "prose.jsonl"
 SUITE = f"""
 scenarios:
   anatomy:
     scenario: lm_eval
     args: {{task: mmlu_anatomy, num_fewshot: 0, data_dir: {DATA}}}
     max_instances: 6
+  anatomy-chat:
+    scenario: lm_eval
+    args:
+      task: mmlu_anatomy
+      num_fewshot: 0
+      data_dir: {DATA}
+      apply_chat_template: true
+      chat_template_from: "{BUNDLED_SOURCE}"
+    max_instances: 3
+  wikitext:
+    scenario: lm_eval
+    args: {{task: wikitext, data_files: {{test: {PROSE}}}}}
+    max_instances: 2
   gsm8k:
     scenario: lm_eval
     args: {{task: gsm8k, num_fewshot: 1, data_dir: {DATA}, gen_kwargs: {{max_gen_toks: 6}}}}
@@ -61,7 +78,7 @@ def test_a_promotion_evaluates_lm_eval_tasks_and_a_rerun_is_cached(
     with deployment(tmp_path, model_cache_dir, max_concurrent_runs=1) as deployed:
         Path(deployed.env["ASSAY_SUITE"]).write_text(SUITE)
         store = ParquetStore(deployed.env["ASSAY_STORAGE_URL"])
-        for scenario in ("anatomy", "gsm8k"):
+        for scenario in ("anatomy", "anatomy-chat", "gsm8k", "wikitext"):
             _materialize(deployed.env, "scenario_instances", scenario)
         deployed.assay("create", "small")
         deployed.assay("register", "small", "bundled:smollm2-135m-instruct")
@@ -81,7 +98,12 @@ def test_a_promotion_evaluates_lm_eval_tasks_and_a_rerun_is_cached(
         assert run.status is DagsterRunStatus.SUCCESS
 
         part = {"model_version": "small@v1"}
-        expected = {"anatomy": ("acc", 6), "gsm8k": ("exact_match.strict-match", 3)}
+        expected = {
+            "anatomy": ("acc", 6),
+            "anatomy-chat": ("acc", 3),
+            "gsm8k": ("exact_match.strict-match", 3),
+            "wikitext": ("word_perplexity", 2),
+        }
         for scenario, (metric, n) in expected.items():
             card = store.read("metric_tables", {**part, "scenario": scenario}).to_pylist()
             rows = {r["metric"]: r for r in card if not r["group"] and not r["perturbation"]}
@@ -91,6 +113,17 @@ def test_a_promotion_evaluates_lm_eval_tasks_and_a_rerun_is_cached(
             outputs = store.read("model_outputs", {**part, "scenario": scenario})
             assert set(outputs["method"].to_pylist()) == {"lm_eval"}
             assert not any(outputs["cached"].to_pylist())
+
+        # The chat entry's prompts are in the bundled model's chat template (their exact
+        # text is checked in test_lm_eval_chat.py), the plain entry's are not; wikitext asks
+        # for rolling log-likelihoods of whole documents.
+        def outputs_of(scenario: str) -> dict[str, list]:
+            return store.read("model_outputs", {**part, "scenario": scenario}).to_pydict()
+
+        plain, chat = outputs_of("anatomy"), outputs_of("anatomy-chat")
+        assert all(p.startswith("<|im_start|>") for p in chat["prompt"])
+        assert not any("<|im_start|>" in p for p in plain["prompt"])
+        assert set(outputs_of("wikitext")["kind"]) == {"loglikelihood_rolling"}
         # gsm8k's two filters are two metrics, as lm-eval reports them.
         gsm8k = store.read("metric_tables", {**part, "scenario": "gsm8k"})["metric"].to_pylist()
         assert {"exact_match.strict-match", "exact_match.flexible-extract"} <= set(gsm8k)
