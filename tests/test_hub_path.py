@@ -329,6 +329,13 @@ def test_a_native_loader_reads_the_hub_at_hf_endpoint_with_its_digests_checked(
     assert message.startswith(f"mmlu: {url}: checksum mismatch: ")
     assert f"expected sha256 {digests['test']}, got {bad}" in message
     assert message.endswith("give data_files (test: <path>, train: <path>)")
+    # Refused bytes never enter the cache: the same cache then loads from a sound mirror.
+    cached = [f.name for f in (tmp_path / "cache2").rglob("*") if f.is_file()]
+    assert MMLU_FILES["test"].split("/")[-1] not in cached
+    with LoopbackHub(repo) as sound:
+        monkeypatch.setenv("HF_ENDPOINT", sound.endpoint)
+        assert get_scenario("mmlu", subject="anatomy", sha256=digests).load().instances == expected
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
 
     # The mirror stopped: one sentence with its URL and the override.
     monkeypatch.setenv("ASSAY_DATA_CACHE", str(tmp_path / "cache3"))

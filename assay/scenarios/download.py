@@ -48,25 +48,31 @@ class FetchedFile:
 def fetch(url: str, sha256: str | None = None, timeout_s: float = 60.0) -> FetchedFile:
     """A local copy of ``url`` (downloaded once) or the URL itself when it is not HTTP(S).
 
-    ``sha256`` pins the content: a mismatch is an error naming both digests. A source that
-    cannot be reached is one ``DataSourceError`` sentence with the URL and the cause.
+    ``sha256`` pins the content: a mismatch is an error naming both digests. A download
+    enters the cache only once its digest matches, and a cached copy that no longer matches
+    the pin (the pin changed) is downloaded again. A source that cannot be reached is one
+    ``DataSourceError`` sentence with the URL and the cause.
     """
     if not url.startswith(("http://", "https://")):
         fetched = FetchedFile(url, _digest_any(url))
-    else:
-        target = cache_dir() / digest_json(url)[:24] / Path(url.split("?")[0]).name
-        if not target.exists():
-            _download(url, target, timeout_s)
-        fetched = FetchedFile(str(target), digest_file(target))
-    if sha256 and fetched.sha256 != sha256:
-        where = f" (cached at {fetched.path}; delete it to download again)" * (fetched.path != url)
-        raise DataSourceError(
-            f"{url}: checksum mismatch: expected sha256 {sha256}, got {fetched.sha256}{where}"
-        )
-    return fetched
+        _check(url, sha256, fetched.sha256)
+        return fetched
+    target = cache_dir() / digest_json(url)[:24] / Path(url.split("?")[0]).name
+    if target.exists():
+        cached = digest_file(target)
+        if not sha256 or cached == sha256:
+            return FetchedFile(str(target), cached)
+    return FetchedFile(str(target), _download(url, target, timeout_s, sha256))
 
 
-def _download(url: str, target: Path, timeout_s: float) -> None:
+def _check(url: str, expected: str | None, got: str) -> None:
+    if expected and got != expected:
+        raise DataSourceError(f"{url}: checksum mismatch: expected sha256 {expected}, got {got}")
+
+
+def _download(url: str, target: Path, timeout_s: float, sha256: str | None) -> str:
+    """Download ``url`` to ``target`` (replacing it) when its bytes match ``sha256``; their
+    digest."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
     request = urllib.request.Request(url, headers={"User-Agent": "assay"})
@@ -76,7 +82,10 @@ def _download(url: str, target: Path, timeout_s: float) -> None:
             partial.open("wb") as out,
         ):
             shutil.copyfileobj(response, out, 1 << 20)
+        digest = digest_file(partial)
+        _check(url, sha256, digest)
         partial.replace(target)
+        return digest
     except urllib.error.HTTPError as exc:
         raise DataSourceError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
