@@ -627,7 +627,7 @@ def instance_column(
     return _instance_column(instance_scores, scenario, metric, models, lower_is_better)
 
 
-def _ranked_column(
+def ranked_column(
     source: ScoreSource,
     scenario: str,
     metric: str,
@@ -640,7 +640,8 @@ def _ranked_column(
     per-instance value (lm-eval's perplexities, see ``RATIO_PARTS``) its numerator: every
     model is scored on the same documents, so the denominators (words, bytes, instructions)
     are the same for all of them, and the numerator's sum over any resample of documents
-    orders the models as the figure does. The comparisons are then of the numerator."""
+    orders the models as the figure does. The comparisons are then of the numerator.
+    ``source`` is a table holding the rows of :func:`ranked_metrics`, or a reader."""
     primary = _scores_of(source, scenario, metric)
     if _holds(primary, scenario, metric):
         return _instance_column(primary, scenario, metric, models, lower_is_better), metric
@@ -669,6 +670,20 @@ def _ranked_column(
         return _instance_column(rows, scenario, part, models, lower), part
     # Neither: the error names the primary metric.
     return _instance_column(primary, scenario, metric, models, lower_is_better), metric
+
+
+def compared_metric(present: Collection[str], metric: str) -> str | None:
+    """Which of :func:`ranked_metrics` a scenario is compared on, given the per-instance
+    metrics ``present``: ``metric`` itself, else a corpus figure's numerator (as
+    :func:`ranked_column` chooses); None when neither is there."""
+    if metric in present:
+        return metric
+    return next((metric + n for n, _, _ in RATIO_PARTS if metric + n in present), None)
+
+
+def ranked_metrics(metric: str) -> list[str]:
+    """The per-instance metrics :func:`ranked_column` may read for ``metric``."""
+    return [metric] + [metric + part for num, den, _ in RATIO_PARTS for part in (num, den)]
 
 
 def _holds(rows: pa.Table, scenario: str, metric: str) -> bool:
@@ -769,7 +784,7 @@ def build_leaderboard(
 
     def scenario_work(item: tuple[str, str]) -> _ScenarioWork:
         scenario, metric = item
-        column, compared = _ranked_column(
+        column, compared = ranked_column(
             instance_scores, scenario, metric, models, metric in lower_is_better
         )
         observed, resampled = _column_means(column, len(models), seed, n_resamples)

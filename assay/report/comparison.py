@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from assay.compare.ranking import compare_pair, comparison_rows, instance_column, paired_rows
+from assay.compare.ranking import (
+    compare_pair,
+    compared_metric,
+    comparison_rows,
+    paired_rows,
+    ranked_column,
+    ranked_metrics,
+)
 from assay.report.links import compare_page, scenario_page, slug
 from assay.report.partitions import _read_path, partition_answers
 from assay.report.render import _Context, _finite, _html_safe_json
@@ -76,9 +83,13 @@ def _values(ctx: _Context) -> None:
 def _values_script(ctx: _Context, version: str) -> bytes:
     scenarios = {}
     for scenario, metric in ctx.data.board.primary_metrics.items():
-        rows = ctx.results.scores(scenario, [version], [metric])
+        rows = ctx.results.scores(scenario, [version], ranked_metrics(metric))
         if rows is None or rows.num_rows == 0:
             continue
+        held = compared_metric(set(rows["metric"].to_pylist()), metric)
+        if held is None:
+            continue
+        rows = rows.filter(pc.equal(rows["metric"], held))
         ungrouped = rows.filter(pc.equal(rows["group"], ""))
         if ungrouped.num_rows:  # as instance_column: a breakdown repeats the instance
             rows = ungrouped
@@ -88,7 +99,7 @@ def _values_script(ctx: _Context, version: str) -> bytes:
         )
         values = [_finite(v) for v in rows["value"].to_pylist()]
         scenarios[scenario] = {
-            "metric": metric,
+            "metric": held,
             "rows": [[i, t, tpl, g, v] for (i, t, tpl, g), v in zip(keys, values, strict=True)],
         }
     payload = {"version": version, "scenarios": scenarios}
@@ -113,11 +124,13 @@ def _columns(ctx: _Context, versions: Sequence[str]) -> dict[str, Any]:
         lower = results.lower_is_better(versions, sorted(set(primary.values())))
     columns = {}
     for scenario, metric in primary.items():
-        table = results.scores(scenario, versions, [metric])
+        # A corpus figure (a perplexity) is compared on its documents' numerator, as on the
+        # board (ranked_column).
+        table = results.scores(scenario, versions, ranked_metrics(metric))
         if table is None or table.num_rows == 0:
             continue
         try:
-            columns[scenario] = instance_column(table, scenario, metric, versions, metric in lower)
+            columns[scenario] = ranked_column(table, scenario, metric, versions, metric in lower)
         except ValueError:
             continue  # no unperturbed rows: the scenario has nothing to pair
     ctx.columns = columns
@@ -131,10 +144,10 @@ def pair_comparisons(ctx: _Context, a: str, b: str) -> tuple[list[Comparison], d
     index = {v: i for i, v in enumerate(ctx.compared)}
     results: list[Comparison] = []
     flips: dict[str, list[dict]] = {}
-    for scenario, metric in ctx.data.board.primary_metrics.items():
-        column = columns.get(scenario)
-        if column is None:
+    for scenario in ctx.data.board.primary_metrics:
+        if scenario not in columns:
             continue
+        column, compared = columns[scenario]
         va, vb, clusters = paired_rows(column, index[a], index[b])
         if not len(va):
             continue
@@ -146,7 +159,7 @@ def pair_comparisons(ctx: _Context, a: str, b: str) -> tuple[list[Comparison], d
                 vb,
                 model_a=a,
                 model_b=b,
-                metric=metric,
+                metric=compared,
                 scenario=scenario,
                 clusters=clusters,
                 salt=("explorer",),
@@ -225,6 +238,7 @@ def _comparisons(ctx: _Context) -> None:
 def _comparison(ctx: _Context, a: str, b: str) -> None:
     name = compare_page(a, b)[: -len(".html")]
     comparisons, flips = pair_comparisons(ctx, a, b)
+    compared = {c.scenario: c.metric for c in comparisons}
     rows = comparison_rows(comparisons)
     exports = ctx.site.export(name, rows)
     flip_rows = []
@@ -247,7 +261,7 @@ def _comparison(ctx: _Context, a: str, b: str) -> None:
         sections.append(
             {
                 "scenario": scenario,
-                "metric": ctx.data.board.primary_metrics[scenario],
+                "metric": compared[scenario],
                 "rows": shown,
                 "total": len(found),
                 "a_better": a_wins,

@@ -109,7 +109,8 @@ class _Context:
     partition_inputs: dict[tuple[str, str], str] = field(default_factory=dict)
     manifest: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     pairs: list[tuple[str, str]] = field(default_factory=list)
-    columns: dict[str, Any] | None = None  # scenario → ScoreColumn, built on first use
+    # scenario → (ScoreColumn, the metric it holds), built on first use
+    columns: dict[str, Any] | None = None
     compared: list[str] = field(default_factory=list)  # versions of the comparisons computed
     results: Any = None  # the build's results.Results
     headline: dict[tuple[str, str, str], dict] | None = None  # leaderboards' chart cells
