@@ -13,8 +13,11 @@ calibration error, bias), from the ``metric_tables`` headline row:
   ``require_non_inferiority`` passes when the lower end of the paired interval of ``d`` clears
   ``-margin`` and the one-sided test of ``H0: d <= -margin`` rejects after Holm;
   ``block_regressions`` fails only when the upper end lies below ``-margin`` and the test of
-  ``H0: d = -margin`` rejects after Holm (the per-partition check's rule). A figure with no
-  per-instance rows is judged on the estimates' difference, untested.
+  ``H0: d = -margin`` rejects after Holm (the per-partition check's rule). A corpus figure
+  (lm-eval's perplexities, pooled rates: a ratio of per-instance sums) is tested on the
+  shared instances by a paired bootstrap of the figure itself, both parts of an instance
+  resampled together (:func:`_ratio_test`). Any other figure with no per-instance rows is
+  judged on the estimates' difference, untested.
 
 Holm's correction runs over every tested criterion of the decision (all scenarios, metrics
 and families together), so the decision's family-wise error stays at ``alpha``. With no
@@ -34,10 +37,16 @@ import numpy as np
 import pyarrow as pa
 
 from assay.compare.ranking import compare_pair
+from assay.core.digests import seed_from
 from assay.core.records import is_headline
 from assay.evaluate.criteria import CriterionSpec, PromotionCriteria
 from assay.evaluate.suite import Suite
-from assay.scoring.metrics.directions import LOWER_IS_BETTER, marked_lower_is_better
+from assay.scoring.metrics.directions import (
+    LOWER_IS_BETTER,
+    RATIO_PARTS,
+    marked_lower_is_better,
+)
+from assay.scoring.summary import RATIO_TRANSFORMS
 from assay.stats import holm
 from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, evaluation_partition
 from assay.storage.parquet import ParquetStore
@@ -542,6 +551,9 @@ def _relative(
     a_rows, b_rows = cand.rows(plan.metric), inc.rows(plan.metric)
     shared = sorted(a_rows.keys() & b_rows.keys())
     if not shared:
+        tested = _ratio_test(plan, cand, inc, lib, criteria, candidate, incumbent)
+        if tested is not None:
+            return tested
         a_row, b_row = cand.headline(plan.metric), inc.headline(plan.metric)
         a_mean = _finite(a_row["mean"]) if a_row and not a_row.get("reason") else None
         b_mean = _finite(b_row["mean"]) if b_row and not b_row.get("reason") else None
@@ -595,6 +607,99 @@ def _relative(
     }
 
 
+def _ratio_test(
+    plan: _Planned,
+    cand: _Evaluation,
+    inc: _Evaluation,
+    lib: bool,
+    criteria: PromotionCriteria,
+    candidate: str,
+    incumbent: str,
+) -> dict[str, Any] | None:
+    """A relative criterion on a corpus figure: ``f(Σ numerator / Σ denominator)`` per version
+    over the instances both have, ``f`` the transform that gives each version's scorecard
+    figure from its parts (identity for a plain ratio). Instances are resampled with both
+    versions' parts together; ``d`` is oriented so positive is better, as in
+    :func:`_relative`. The p-values are the bootstrap's: one-sided for ``H0: d <= -margin``,
+    two-sided for ``H0: d = -margin``. None when the figure is not such a ratio, the two
+    versions' denominators differ, or no transform reproduces both scorecard figures."""
+    parts = _ratio_parts(plan.metric, cand, inc)
+    if parts is None:
+        return None
+    (num_a, den_a), (num_b, den_b) = parts
+    shared = sorted(num_a.keys() & num_b.keys() & den_a.keys() & den_b.keys())
+    if not shared or any(den_a[k] != den_b[k] for k in shared):
+        return None
+    transform = _transform_of(
+        [(num_a, den_a, cand.headline(plan.metric)), (num_b, den_b, inc.headline(plan.metric))]
+    )
+    if transform is None:
+        return None
+    # Per instance (its trials and templates summed): both versions' numerators, the shared
+    # denominator.
+    index = {iid: i for i, iid in enumerate(sorted({k[0] for k in shared}))}
+    sums = np.zeros((3, len(index)))
+    for k in shared:
+        sums[:, index[k[0]]] += (num_a[k], num_b[k], den_a[k])
+    sign = -1.0 if lib else 1.0
+
+    def oriented(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return sign * (transform(a / w) - transform(b / w))
+
+    rng = np.random.default_rng(
+        seed_from("promotion", "relative", plan.scenario, plan.metric, candidate, incumbent)
+    )
+    draws = rng.integers(0, len(index), size=(criteria.n_resamples, len(index)))
+    resampled = oriented(*(sums[j][draws].sum(axis=1) for j in range(3)))
+    d = float(oriented(*sums.sum(axis=1)))
+    margin = float(plan.margin or 0.0)
+    tail = criteria.alpha / 2.0
+    low, high = (float(q) for q in np.quantile(resampled, [tail, 1.0 - tail]))
+    below = (1 + np.count_nonzero(resampled + margin <= 0)) / (criteria.n_resamples + 1)
+    above = (1 + np.count_nonzero(resampled + margin >= 0)) / (criteria.n_resamples + 1)
+    if criteria.mode == "require_non_inferiority":
+        p, clears = float(below), low > -margin
+    else:
+        p, clears = float(min(1.0, 2.0 * min(below, above))), not (high < -margin)
+    return {
+        "base": _base(plan, lib),
+        "estimate": sign * d,
+        "ci_low": -high if lib else low,
+        "ci_high": -low if lib else high,
+        "n": len(index),
+        "p": p,
+        "clears": clears,
+        "note": "a ratio of sums: instances resampled with both parts",
+    }
+
+
+def _ratio_parts(
+    metric: str, cand: _Evaluation, inc: _Evaluation
+) -> list[tuple[dict, dict]] | None:
+    """The per-instance numerator and denominator rows of a corpus figure ``metric``, for the
+    candidate and the incumbent; None when ``metric`` is not one for both."""
+    for numerator, denominator, _ in RATIO_PARTS:
+        parts = [(e.rows(metric + numerator), e.rows(metric + denominator)) for e in (cand, inc)]
+        if all(num and den for num, den in parts):
+            return parts
+    return None
+
+
+def _transform_of(versions: list[tuple[dict, dict, dict[str, Any] | None]]) -> Any:
+    """The function that turns each version's ratio of part sums (over all its instances)
+    into its scorecard figure, among the identity and ``RATIO_TRANSFORMS``; None if none does
+    for every version."""
+    for transform in (lambda r: r, *RATIO_TRANSFORMS.values()):
+        for num, den, row in versions:
+            figure = _finite(row["mean"]) if row and not row.get("reason") else None
+            ratio = sum(num.values()) / sum(den.values()) if sum(den.values()) else math.nan
+            if figure is None or not math.isclose(float(transform(ratio)), figure, rel_tol=1e-9):
+                break
+        else:
+            return transform
+    return None
+
+
 def _one_sided(two_sided: float, shifted_mean: float) -> float:
     """The one-sided p-value of "the shifted mean is > 0" from a symmetric two-sided test."""
     half = two_sided / 2.0
@@ -622,6 +727,8 @@ def _decided(
             )
         )
         outcome = PASS if ok else FAIL
+    if figures.get("note"):
+        note = f"{note}; {figures['note']}" if note else figures["note"]
     return CriterionResult(
         **base,
         estimate=figures["estimate"],

@@ -32,7 +32,9 @@ the sequential one agrees with it; where it is not, the remaining alpha decides 
 
 Figures without per-instance rows (p95 latency, calibration error) and tested criteria whose
 metric has no known range are not sequential: the first are judged on the evaluated instances
-as today (noted), the second hold their scenario to its full set.
+as today (noted), the second hold their scenario to its full set. A relative criterion on a
+corpus figure (a perplexity: per-instance parts, no per-instance value) is of the second kind:
+tested at the full set by the fixed-sample rule's ratio bootstrap.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from assay.compare.decision import (
     _fail,
     _plan,
     _Planned,
+    _ratio_parts,
     _relative,
     _skip,
     _unjudged,
@@ -347,6 +350,8 @@ def _has_rows(plan: _Planned, cand: _Evaluation, inc: _Evaluation | None) -> boo
         return False  # judged on the estimate, untested
     rows = cand.rows(plan.metric)
     if plan.margin is not None and inc is not None:
+        if not rows and _ratio_parts(plan.metric, cand, inc) is not None:
+            return True  # a corpus figure: tested on its parts (decision._ratio_test)
         return bool(rows.keys() & inc.rows(plan.metric).keys())
     return bool(rows)
 
