@@ -26,13 +26,13 @@ LL, WEIGHT = "word_perplexity_loglikelihood", "word_perplexity_weight"
 pytest.importorskip("lm_eval")
 
 
-def _suite(margin: float, mode: str = "require_non_inferiority"):
+def _suite(margin: float, mode: str = "require_non_inferiority", **promotion_settings):
     entry = {
         "scenario": "lm_eval",
         "args": {"task": "wikitext", "data_files": {"test": str(PROSE)}},
         "primary_metric": "word_perplexity",
     }
-    promotion = {"mode": mode, "margin": margin, "n_resamples": 2000}
+    promotion = {"mode": mode, "margin": margin, "n_resamples": 2000, **promotion_settings}
     return parse_suite({"scenarios": {"prose": entry}, "promotion": promotion}, "s.yaml", REPO)
 
 
@@ -115,3 +115,20 @@ def test_other_word_counts_fall_back_to_the_estimates(tmp_path: Path) -> None:
     decision = judge_promotion(store, _suite(margin=0.1), "m@v2", "m@v1")
     (result,) = [r for r in decision.criteria if r.kind == "relative"]
     assert result.p_value is None and "untested" in result.note
+
+
+def test_a_sequential_decision_holds_a_corpus_figure_to_the_full_set(tmp_path: Path) -> None:
+    from assay.compare.sequential import judge_sequential
+
+    words, incumbent = _documents()
+    store = ParquetStore(str(tmp_path / "storage"))
+    _write(store, "m@v1", incumbent, words)
+    _write(store, "m@v2", incumbent - 0.08 * words, words)
+    suite = _suite(margin=0.1, sequential={"chunk": 10})
+    replayed = judge_sequential(store, suite, "m@v2", "m@v1")
+    # Not stopped at the first chunk on an untested estimate: evaluated to the full set,
+    # then tested on the ratio.
+    assert replayed.scenarios["prose"].evaluated == N_DOCS
+    (result,) = [r for r in replayed.decision.criteria if r.kind == "relative"]
+    assert result.n == N_DOCS and result.p_value is not None
+    assert "ratio of sums" in result.note and not replayed.decision.approved
