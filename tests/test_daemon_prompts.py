@@ -166,7 +166,14 @@ def test_a_prompt_promotion_decided_under_the_daemon(
         assert registry.request_prompt_alias("layout", "production", 3).outcome.value == "pending"
         approved = wait_for(lambda: verdict("layout@v3"), 300, "layout@v3's verdict", deployed.log)
         assert approved.kind is EventKind.GATE_APPROVED, approved.payload["summary"]
-        assert registry.get_prompt("prompts:/layout@production").version == 3
+        # The verdict is recorded first, then the alias moves (the same tick, or the next one
+        # if that tick is cut short): waited for.
+        wait_for(
+            lambda: registry.get_prompt("prompts:/layout@production").version == 3,
+            60,
+            "the approved move of layout's production alias",
+            deployed.log,
+        )
         # The move re-evaluates the champion; the candidate's trial cached its answers.
         (run,) = wait_for(
             lambda: finished(deployed.runs(**{MODEL_VERSION_TAG: "p@v1"})),
