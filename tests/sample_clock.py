@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from assay.registry import Registry
-from assay.report.sample import Sample, write_sample
+from assay.report import ExplorerData
+from assay.report.sample import Sample, board_of, write_sample
 from assay.storage.parquet import ParquetStore
 
 
@@ -33,3 +35,29 @@ def sample_store(root: Path, *, n_instances: int) -> tuple[ParquetStore, Registr
     store = ParquetStore(str(root / "storage"), clock=clock)
     sample = write_sample(store, registry, clock=clock.set, n_versions=3, n_instances=n_instances)
     return store, registry, sample
+
+
+def held_explorer_data(
+    store: ParquetStore,
+    registry: Registry,
+    sample: Sample,
+    primary_metrics: dict[str, str] | None = None,
+    **settings: Any,
+) -> ExplorerData:
+    """The explorer's inputs held in memory for the sample's last day: the stored tables, and
+    the board of every version on ``primary_metrics`` (default: the sample's). ``settings``
+    are further ``ExplorerData`` fields (``lower_is_better``)."""
+    cards, scores = store.read_all("metric_tables"), store.read_all("instance_scores")
+    day = sample.days[-1]
+    board = board_of(cards, scores, sample.versions, primary_metrics or sample.primary_metrics, day)
+    return ExplorerData(
+        day=day,
+        board=board,
+        metric_tables=cards,
+        instance_scores=scores,
+        rankings=store.read_all("rankings"),
+        events=registry.events(),
+        versions=registry.versions(),
+        store=store,
+        **settings,
+    )

@@ -10,15 +10,15 @@ from urllib.parse import quote, urlencode
 
 import pyarrow as pa
 import pytest
-from sample_clock import SampleClock
+from sample_clock import SampleClock, held_explorer_data
 
 from assay.contamination.clean import CLEAN, CLEAN_MINUS_FULL, contamination_rows
 from assay.contamination.subsets import TABLE_SCHEMA, Contamination
 from assay.core.records import InstanceStat
 from assay.registry import Registry
-from assay.report import ExplorerData, build_site, directory_writer, scenario_page
+from assay.report import build_site, directory_writer, scenario_page
 from assay.report.links import data_file, slug
-from assay.report.sample import board_of, write_sample
+from assay.report.sample import write_sample
 from assay.scoring.summary import scorecard_table
 from assay.storage.parquet import ParquetStore
 
@@ -90,19 +90,7 @@ def site(tmp_path_factory) -> dict:
             [store.read("metric_tables", other), scorecard_table(none)], promote_options="default"
         ),
     )
-    cards, scores = store.read_all("metric_tables"), store.read_all("instance_scores")
-    day = sample.days[-1]
-    board = board_of(cards, scores, sample.versions, sample.primary_metrics, day)
-    data = ExplorerData(
-        day=day,
-        board=board,
-        metric_tables=cards,
-        instance_scores=scores,
-        rankings=store.read_all("rankings"),
-        events=registry.events(),
-        versions=registry.versions(),
-        store=store,
-    )
+    data = held_explorer_data(store, registry, sample)
     out = root / "site"
     build_site(data, directory_writer(out), generated_at=datetime(2026, 11, 4, tzinfo=UTC))
     registry.close()
@@ -114,7 +102,7 @@ def site(tmp_path_factory) -> dict:
         "flagged": flagged,
         "ids": ids,
         "rows": by,
-        "board": board,
+        "board": data.board,
     }
 
 

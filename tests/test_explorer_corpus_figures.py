@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sample_clock import SampleClock
+from sample_clock import SampleClock, held_explorer_data
 
 from assay.core.records import ChoiceScore, Completion, Instance, InstanceStat, ModelOutput
 from assay.registry import Registry
-from assay.report import ExplorerData, build_site, directory_writer
+from assay.report import build_site, directory_writer
 from assay.report.comparison import values_file
 from assay.report.links import compare_page
-from assay.report.sample import board_of, write_sample
+from assay.report.sample import write_sample
 from assay.scoring.scorecard import score_partition
 from assay.scoring.summary import scorecard_table
 from assay.storage.parquet import ParquetStore
@@ -84,21 +84,10 @@ def test_a_perplexity_entry_is_compared_on_its_documents(tmp_path: Path) -> None
     sample = write_sample(store, registry, clock=clock.set, n_instances=12, hostile=False)
     registered = list(reversed(sample.versions))  # oldest first
     lls = _scored_perplexity(store, registered)
-    cards, scores = store.read_all("metric_tables"), store.read_all("instance_scores")
-    day = sample.days[-1]
-    board = board_of(
-        cards, scores, registered, {**sample.primary_metrics, "prose": "word_perplexity"}, day
+    data = held_explorer_data(
+        store, registry, sample, {**sample.primary_metrics, "prose": "word_perplexity"}
     )
-    data = ExplorerData(
-        day=day,
-        board=board,
-        metric_tables=cards,
-        instance_scores=scores,
-        rankings=store.read_all("rankings"),
-        events=registry.events(),
-        versions=registry.versions(),
-        store=store,
-    )
+    board = data.board
     site = tmp_path / "site"
     build_site(
         data,

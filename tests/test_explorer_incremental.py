@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sample_clock import sample_store
+from sample_clock import held_explorer_data, sample_store
 
 from assay.report import ExplorerData, build_site, directory_writer
 from assay.report.links import compare_page, day_page
@@ -34,21 +34,11 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # The store's history copies are stamped by the same clock as the registry: as of the
     # board's day they are all there.
     store, registry, sample = sample_store(root, n_instances=24)
-    cards, scores = store.read_all("metric_tables"), store.read_all("instance_scores")
-    day = sample.days[-1]
-    board = board_of(cards, scores, sample.versions, sample.primary_metrics, day)
-    queried = ExplorerData.of_day(store, registry, board, day)
-    held = ExplorerData(
-        day=day,
-        board=board,
-        metric_tables=cards,
-        instance_scores=scores,
-        rankings=store.read_all("rankings"),
-        events=registry.events(),
-        versions=registry.versions(),
-        store=store,
-        lower_is_better=lower_is_better_in(cards),
+    held = held_explorer_data(
+        store, registry, sample, lower_is_better=lower_is_better_in(store.read_all("metric_tables"))
     )
+    cards, scores = held.metric_tables, held.instance_scores
+    queried = ExplorerData.of_day(store, registry, held.board, held.day)
     registry.close()
     return {"sample": sample, "queried": queried, "held": held, "cards": cards, "scores": scores}
 

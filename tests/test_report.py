@@ -23,7 +23,7 @@ import fsspec
 import numpy as np
 import pyarrow.compute as pc
 import pytest
-from sample_clock import SampleClock
+from sample_clock import SampleClock, held_explorer_data
 
 from assay.compare.family_figures import FAMILY_ORDER
 from assay.registry import Registry
@@ -61,19 +61,8 @@ def explorer(tmp_path_factory: pytest.TempPathFactory) -> dict:
     registry = Registry.open(f"sqlite:///{root / 'registry.db'}", clock=clock)
     store = ParquetStore(str(root / "storage"))
     sample = write_sample(store, registry, clock=clock.set, n_versions=3, n_instances=24)
-    cards, scores = store.read_all("metric_tables"), store.read_all("instance_scores")
-    day = sample.days[-1]
-    board = board_of(cards, scores, sample.versions, sample.primary_metrics, day)
-    data = ExplorerData(
-        day=day,
-        board=board,
-        metric_tables=cards,
-        instance_scores=scores,
-        rankings=store.read_all("rankings"),
-        events=registry.events(),
-        versions=registry.versions(),
-        store=store,
-    )
+    data = held_explorer_data(store, registry, sample)
+    board, scores = data.board, data.instance_scores
     site = root / "site"
     summary = build_site(
         data,

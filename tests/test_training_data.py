@@ -218,8 +218,10 @@ def test_the_assay_api_shows_and_replaces_a_manifest(start_registry_server) -> N
 def test_the_leaderboard_names_the_corpora_a_version_declares(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
-    from assay.report import ExplorerData, build_site, directory_writer
-    from assay.report.sample import board_of, write_sample
+    from sample_clock import held_explorer_data
+
+    from assay.report import build_site, directory_writer
+    from assay.report.sample import write_sample
     from assay.storage.parquet import ParquetStore
 
     registry = Registry.open(f"sqlite:///{tmp_path / 'registry.db'}")
@@ -231,18 +233,7 @@ def test_the_leaderboard_names_the_corpora_a_version_declares(tmp_path: Path) ->
     registry.set_training_data(
         newest, [_corpus("s3://b/web.jsonl", "web-crawl"), _corpus("s3://b/books", "books", "text")]
     )
-    cards, scores = store.read_all("metric_tables"), store.read_all("instance_scores")
-    day = sample.days[-1]
-    data = ExplorerData(
-        day=day,
-        board=board_of(cards, scores, sample.versions, sample.primary_metrics, day),
-        metric_tables=cards,
-        instance_scores=scores,
-        rankings=store.read_all("rankings"),
-        events=registry.events(),
-        versions=registry.versions(),
-        store=store,
-    )
+    data = held_explorer_data(store, registry, sample)
     build_site(
         data,
         directory_writer(tmp_path / "site"),
