@@ -689,13 +689,15 @@ def _transform_of(versions: list[tuple[dict, dict, dict[str, Any] | None]]) -> A
     """The function that turns each version's ratio of part sums (over all its instances)
     into its scorecard figure, among the identity and ``RATIO_TRANSFORMS``; None if none does
     for every version."""
+    wanted = []  # (ratio, figure) per version
+    for num, den, row in versions:
+        figure = _finite(row["mean"]) if row and not row.get("reason") else None
+        total = sum(den.values())
+        if figure is None or not total:
+            return None
+        wanted.append((sum(num.values()) / total, figure))
     for transform in (lambda r: r, *RATIO_TRANSFORMS.values()):
-        for num, den, row in versions:
-            figure = _finite(row["mean"]) if row and not row.get("reason") else None
-            ratio = sum(num.values()) / sum(den.values()) if sum(den.values()) else math.nan
-            if figure is None or not math.isclose(float(transform(ratio)), figure, rel_tol=1e-9):
-                break
-        else:
+        if all(math.isclose(float(transform(r)), f, rel_tol=1e-9) for r, f in wanted):
             return transform
     return None
 

@@ -642,48 +642,49 @@ def ranked_column(
     are the same for all of them, and the numerator's sum over any resample of documents
     orders the models as the figure does. The comparisons are then of the numerator.
     ``source`` is a table holding the rows of :func:`ranked_metrics`, or a reader."""
-    primary = _scores_of(source, scenario, metric)
-    if _holds(primary, scenario, metric):
-        return _instance_column(primary, scenario, metric, models, lower_is_better), metric
-    for numerator, denominator, larger_is_better in RATIO_PARTS:
-        part = metric + numerator
-        rows = _scores_of(source, scenario, part)
-        if not _holds(rows, scenario, part):
+    primary = None
+    for name, denominator, larger_is_better in _candidates(metric):
+        rows = _scores_of(source, scenario, name)
+        primary = rows if primary is None else primary
+        if not _holds(rows, scenario, name):
             continue
+        if denominator is None:
+            return _instance_column(rows, scenario, name, models, lower_is_better), name
         weights = _instance_column(
-            _scores_of(source, scenario, metric + denominator),
-            scenario,
-            metric + denominator,
-            models,
-            False,
+            _scores_of(source, scenario, denominator), scenario, denominator, models, False
         ).values
         # NaN (a model without the instance) is left out; fmax and fmin skip it.
         spread = np.fmax.reduce(weights, axis=1) - np.fmin.reduce(weights, axis=1)
         if np.any(spread > 0):
             row = int(np.flatnonzero(spread > 0)[0])
             raise ValueError(
-                f"scenario={scenario!r} metric={metric!r}: its {metric + denominator!r} "
-                f"differs between model versions on instance row {row}; a ratio is ranked "
-                "only over the same denominators"
+                f"scenario={scenario!r} metric={metric!r}: its {denominator!r} differs "
+                f"between model versions on instance row {row}; a ratio is ranked only over "
+                "the same denominators"
             )
         lower = lower_is_better if larger_is_better is None else not larger_is_better
-        return _instance_column(rows, scenario, part, models, lower), part
-    # Neither: the error names the primary metric.
+        return _instance_column(rows, scenario, name, models, lower), name
+    # None of them: the error names the primary metric.
     return _instance_column(primary, scenario, metric, models, lower_is_better), metric
+
+
+def _candidates(metric: str) -> list[tuple[str, str | None, bool | None]]:
+    """The per-instance metrics a scenario of ``metric`` may be ranked on, in the order they
+    are tried: ``metric`` itself, then each corpus figure's numerator, with its denominator
+    and whether a larger numerator is better (None: as the figure)."""
+    parts = [(metric + num, metric + den, larger) for num, den, larger in RATIO_PARTS]
+    return [(metric, None, None), *parts]
 
 
 def compared_metric(present: Collection[str], metric: str) -> str | None:
     """Which of :func:`ranked_metrics` a scenario is compared on, given the per-instance
-    metrics ``present``: ``metric`` itself, else a corpus figure's numerator (as
-    :func:`ranked_column` chooses); None when neither is there."""
-    if metric in present:
-        return metric
-    return next((metric + n for n, _, _ in RATIO_PARTS if metric + n in present), None)
+    metrics ``present`` (as :func:`ranked_column` chooses); None when none is there."""
+    return next((name for name, _, _ in _candidates(metric) if name in present), None)
 
 
 def ranked_metrics(metric: str) -> list[str]:
     """The per-instance metrics :func:`ranked_column` may read for ``metric``."""
-    return [metric] + [metric + part for num, den, _ in RATIO_PARTS for part in (num, den)]
+    return [n for name, den, _ in _candidates(metric) for n in (name, den) if n is not None]
 
 
 def _holds(rows: pa.Table, scenario: str, metric: str) -> bool:
