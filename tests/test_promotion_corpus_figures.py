@@ -1,7 +1,8 @@
-"""A promotion criterion on a corpus figure (an lm-eval perplexity: exp(-Σ log-likelihood /
-Σ words), with no per-instance value) is tested, not judged on the two estimates alone: a
-paired bootstrap of the perplexity itself over the documents both versions have, both parts
-of a document resampled together (``assay.compare.decision._ratio_test``)."""
+"""A promotion criterion and the per-partition regression check on a corpus figure (an
+lm-eval perplexity: exp(-Σ log-likelihood / Σ words), with no per-instance value): tested,
+not judged on the two estimates alone, by a paired bootstrap of the perplexity itself over the
+documents both versions have, both parts of a document resampled together
+(``assay.compare.corpus_figures``)."""
 
 from __future__ import annotations
 
@@ -132,3 +133,95 @@ def test_a_sequential_decision_holds_a_corpus_figure_to_the_full_set(tmp_path: P
     (result,) = [r for r in replayed.decision.criteria if r.kind == "relative"]
     assert result.n == N_DOCS and result.p_value is not None
     assert "ratio of sums" in result.note and not replayed.decision.approved
+
+
+# ------------------------------------------------------------ the per-partition regression check
+
+
+@pytest.fixture
+def gated(tmp_path: Path):
+    """A store and a registry whose ``champion`` is m@v1; the check gates m@v2 on the suite's
+    primary metric, word_perplexity, a corpus figure."""
+    from assay.registry import Registry
+
+    reg = Registry.open(f"sqlite:///{tmp_path / 'registry.db'}", gated_aliases=[])
+    reg.create_model("m")
+    for _ in range(2):
+        reg.create_version("m", "bundled:smollm2-135m-instruct")
+    reg.set_alias("m", "champion", 1)
+    yield ParquetStore(str(tmp_path / "storage")), reg
+    reg.close()
+
+
+def _gate(store: ParquetStore, reg, margin: float = 0.0):
+    from assay.compare.gate import GateConfig, gate_partition
+
+    config = GateConfig.from_suite(_suite(margin=0.1), margin=margin)
+    result = gate_partition(store, reg, config, candidate="m@v2", scenario="prose")
+    return result, reg.get_version("m@v2").tags.get("gate.prose")
+
+
+def test_the_regression_check_blocks_a_worse_perplexity(gated) -> None:
+    store, reg = gated
+    words, incumbent = _documents()
+    candidate = incumbent - 0.08 * words
+    _write(store, "m@v1", incumbent, words)
+    _write(store, "m@v2", candidate, words)
+    result, tag = _gate(store, reg)
+    (c,) = result.comparisons
+    assert c.metric == "word_perplexity" and c.lower_is_better
+    assert c.n == c.n_clusters == N_DOCS and c.unpaired_rows == 0
+    assert c.test == "paired_ratio_bootstrap"
+    assert c.candidate_mean == pytest.approx(_perplexity(candidate, words))
+    assert c.champion_mean == pytest.approx(_perplexity(incumbent, words))
+    assert c.diff == pytest.approx(c.candidate_mean - c.champion_mean) and c.diff > 0
+    # The interval of ppl(candidate) − ppl(champion) in perplexity units, as an independent
+    # bootstrap (another seed, ten times the resamples) gives it.
+    low, high = _bootstrap_interval(candidate, incumbent, words)
+    assert c.ci_low == pytest.approx(low, rel=0.05)
+    assert c.ci_high == pytest.approx(high, rel=0.05)
+    assert c.regressed and c.p_adjusted < 0.05
+    assert not result.passed and tag == "failed"
+    assert "word_perplexity" in result.reason
+
+
+def test_the_regression_check_passes_an_equal_or_better_perplexity(gated) -> None:
+    store, reg = gated
+    words, incumbent = _documents()
+    noise = np.random.default_rng(2).normal(0, 2, N_DOCS)
+    _write(store, "m@v1", incumbent, words)
+    _write(store, "m@v2", incumbent + noise - noise.mean(), words)  # the same log-likelihood
+    result, tag = _gate(store, reg)
+    (c,) = result.comparisons
+    assert abs(c.diff) < 0.01 and c.ci_low < 0 < c.ci_high and not c.regressed
+    assert result.passed and tag == "passed"
+    _write(store, "m@v2", incumbent + 0.08 * words, words)  # clearly better
+    result, tag = _gate(store, reg)
+    (c,) = result.comparisons
+    assert c.diff < 0 and c.ci_high < 0 and not c.regressed
+    assert result.passed and tag == "passed"
+
+
+def test_the_regression_check_tolerates_a_loss_within_the_margin(gated) -> None:
+    store, reg = gated
+    words, incumbent = _documents()
+    candidate = incumbent - 0.01 * words
+    _write(store, "m@v1", incumbent, words)
+    _write(store, "m@v2", candidate, words)
+    loss = _perplexity(candidate, words) - _perplexity(incumbent, words)
+    assert 0 < loss < 0.5
+    worse, _ = _gate(store, reg, margin=0.0)
+    tolerated, tag = _gate(store, reg, margin=0.5)  # in perplexity units
+    assert not worse.passed and worse.comparisons[0].regressed
+    assert tolerated.passed and tag == "passed"
+
+
+def test_the_regression_check_fails_a_corpus_figure_it_cannot_test(gated) -> None:
+    store, reg = gated
+    words, incumbent = _documents()
+    _write(store, "m@v1", incumbent, words)
+    _write(store, "m@v2", incumbent, words + 1)  # not the same documents' counts
+    result, tag = _gate(store, reg)
+    assert not result.passed and tag == "failed" and not result.comparisons
+    assert "corpus figure 'word_perplexity'" in result.reason
+    assert "equal denominators" in result.reason

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from assay.compare.corpus_figures import paired_ratio, ratio_parts
 from assay.compare.ranking import compare_pair
 from assay.core.digests import seed_from
 from assay.core.records import is_headline
@@ -43,10 +44,8 @@ from assay.evaluate.criteria import CriterionSpec, PromotionCriteria
 from assay.evaluate.suite import Suite
 from assay.scoring.metrics.directions import (
     LOWER_IS_BETTER,
-    RATIO_PARTS,
     marked_lower_is_better,
 )
-from assay.scoring.summary import RATIO_TRANSFORMS
 from assay.stats import holm
 from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, evaluation_partition
 from assay.storage.parquet import ParquetStore
@@ -616,90 +615,47 @@ def _ratio_test(
     candidate: str,
     incumbent: str,
 ) -> dict[str, Any] | None:
-    """A relative criterion on a corpus figure: ``f(Σ numerator / Σ denominator)`` per version
-    over the instances both have, ``f`` the transform that gives each version's scorecard
-    figure from its parts (identity for a plain ratio). Instances are resampled with both
-    versions' parts together; ``d`` is oriented so positive is better, as in
-    :func:`_relative`. The p-values are the bootstrap's: one-sided for ``H0: d <= -margin``,
-    two-sided for ``H0: d = -margin``. None when the figure is not such a ratio, the two
-    versions' denominators differ, or no transform reproduces both scorecard figures."""
-    parts = _ratio_parts(plan.metric, cand, inc)
+    """A relative criterion on a corpus figure (:mod:`.corpus_figures`): the figure per
+    version over the instances both have, instances resampled with both versions' parts
+    together; ``d`` is oriented so positive is better, as in :func:`_relative`. The p-values
+    are the bootstrap's: one-sided for ``H0: d <= -margin``, two-sided for ``H0: d = -margin``.
+    None when the figure is not such a ratio, the two versions' denominators differ, or no
+    transform reproduces both scorecard figures."""
+    parts = ratio_parts(plan.metric, [cand.rows, inc.rows])
     if parts is None:
         return None
-    (num_a, den_a), (num_b, den_b) = parts
-    shared = sorted(num_a.keys() & num_b.keys() & den_a.keys() & den_b.keys())
-    if not shared or any(den_a[k] != den_b[k] for k in shared):
-        return None
-    transform = _transform_of(
-        [(num_a, den_a, cand.headline(plan.metric)), (num_b, den_b, inc.headline(plan.metric))]
+    tested = paired_ratio(
+        parts,
+        (_headline_figure(cand, plan.metric), _headline_figure(inc, plan.metric)),
+        lower_is_better=lib,
+        n_resamples=criteria.n_resamples,
+        seed=seed_from("promotion", "relative", plan.scenario, plan.metric, candidate, incumbent),
     )
-    if transform is None:
+    if tested is None:
         return None
-    # Per instance (its trials and templates summed): both versions' numerators, the shared
-    # denominator.
-    index = {iid: i for i, iid in enumerate(sorted({k[0] for k in shared}))}
-    sums = np.zeros((3, len(index)))
-    for k in shared:
-        sums[:, index[k[0]]] += (num_a[k], num_b[k], den_a[k])
-    sign = -1.0 if lib else 1.0
-
-    def oriented(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
-        return sign * (transform(a / w) - transform(b / w))
-
-    rng = np.random.default_rng(
-        seed_from("promotion", "relative", plan.scenario, plan.metric, candidate, incumbent)
-    )
-    draws = rng.integers(0, len(index), size=(criteria.n_resamples, len(index)))
-    resampled = oriented(*(sums[j][draws].sum(axis=1) for j in range(3)))
-    d = float(oriented(*sums.sum(axis=1)))
     margin = float(plan.margin or 0.0)
-    tail = criteria.alpha / 2.0
-    low, high = (float(q) for q in np.quantile(resampled, [tail, 1.0 - tail]))
-    below = (1 + np.count_nonzero(resampled + margin <= 0)) / (criteria.n_resamples + 1)
-    above = (1 + np.count_nonzero(resampled + margin >= 0)) / (criteria.n_resamples + 1)
+    low, high = tested.interval(criteria.alpha)
     if criteria.mode == "require_non_inferiority":
-        p, clears = float(below), low > -margin
+        p, clears = tested.p_at_most(margin), low > -margin
     else:
-        p, clears = float(min(1.0, 2.0 * min(below, above))), not (high < -margin)
+        p, clears = tested.p_two_sided(margin), not (high < -margin)
+    sign = -1.0 if lib else 1.0
     return {
         "base": _base(plan, lib),
-        "estimate": sign * d,
+        "estimate": sign * tested.d,
         "ci_low": -high if lib else low,
         "ci_high": -low if lib else high,
-        "n": len(index),
+        "n": tested.n,
         "p": p,
         "clears": clears,
         "note": "a ratio of sums: instances resampled with both parts",
     }
 
 
-def _ratio_parts(
-    metric: str, cand: _Evaluation, inc: _Evaluation
-) -> list[tuple[dict, dict]] | None:
-    """The per-instance numerator and denominator rows of a corpus figure ``metric``, for the
-    candidate and the incumbent; None when ``metric`` is not one for both."""
-    for numerator, denominator, _ in RATIO_PARTS:
-        parts = [(e.rows(metric + numerator), e.rows(metric + denominator)) for e in (cand, inc)]
-        if all(num and den for num, den in parts):
-            return parts
-    return None
-
-
-def _transform_of(versions: list[tuple[dict, dict, dict[str, Any] | None]]) -> Any:
-    """The function that turns each version's ratio of part sums (over all its instances)
-    into its scorecard figure, among the identity and ``RATIO_TRANSFORMS``; None if none does
-    for every version."""
-    wanted = []  # (ratio, figure) per version
-    for num, den, row in versions:
-        figure = _finite(row["mean"]) if row and not row.get("reason") else None
-        total = sum(den.values())
-        if figure is None or not total:
-            return None
-        wanted.append((sum(num.values()) / total, figure))
-    for transform in (lambda r: r, *RATIO_TRANSFORMS.values()):
-        if all(math.isclose(float(transform(r)), f, rel_tol=1e-9) for r, f in wanted):
-            return transform
-    return None
+def _headline_figure(evaluation: _Evaluation, metric: str) -> float | None:
+    """The scorecard figure of ``metric`` over all the version's instances, if it has one."""
+    row = evaluation.headline(metric)
+    return _finite(row["mean"]) if row and not row.get("reason") else None
 
 
 def _one_sided(two_sided: float, shifted_mean: float) -> float:

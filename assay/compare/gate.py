@@ -16,6 +16,11 @@ metrics such as latency, perplexity and bits per byte). The metric **regresses**
    sign-flip permutation test otherwise. Holm corrects over the gated metrics of one
    scenario.
 
+A corpus figure (lm-eval's perplexities and bits per byte: a ratio of per-document sums, with
+no per-instance value) is gated by the same rule on a paired bootstrap of the figure itself,
+both parts of a document resampled together (``assay.compare.corpus_figures``), as the
+promotion decision tests it.
+
 The gate passes when no gated metric regresses. A candidate that is merely not better, or
 worse by an amount the data cannot distinguish from noise, passes: the gate blocks
 regressions, it does not demand improvements.
@@ -25,17 +30,21 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
 
+from assay.compare.corpus_figures import paired_ratio, ratio_parts
 from assay.compare.ranking import compare_pair
+from assay.core.digests import seed_from
+from assay.core.records import is_headline
 from assay.evaluate.sequential import extent_of
 from assay.registry import Registry, RegistryError
 from assay.registry.aliases import GATE_FAILED, GATE_PASSED, GATE_TAG_PREFIX
 from assay.registry.errors import ErrorCode
 from assay.scoring.metrics.directions import LOWER_IS_BETTER, marked_lower_is_better
-from assay.stats.paired import adjust
+from assay.stats.paired import Comparison, adjust
 from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, evaluation_partition
 from assay.storage.parquet import ParquetStore
 
@@ -169,7 +178,22 @@ def no_champion(scenario: str, candidate: str, why: str) -> GateResult:
 
 
 def _rows(table: pa.Table, metric: str, perturbation: str, name: str) -> dict[tuple, float]:
-    """(instance_id, trial, template_id, group) → value for one metric's compared rows.
+    """(instance_id, trial, template_id, group) → value for one metric's compared rows;
+    a clear error when there are none."""
+    out = _selected_rows(table, metric, perturbation, name)
+    if not out:
+        raise ValueError(
+            f"{name} instance_scores have no rows for metric {metric!r} "
+            f"(perturbation {perturbation!r})"
+        )
+    return out
+
+
+def _selected_rows(
+    table: pa.Table, metric: str, perturbation: str, name: str
+) -> dict[tuple, float]:
+    """(instance_id, trial, template_id, group) → value for one metric's compared rows (none:
+    empty).
 
     Ungrouped rows are used when there are any (a group breakdown repeats the instance);
     otherwise every instance carries exactly one group tag and all rows are used.
@@ -182,11 +206,6 @@ def _rows(table: pa.Table, metric: str, perturbation: str, name: str) -> dict[tu
         for row in table.select(list(_KEY_COLUMNS)).to_pylist()
         if row["metric"] == metric and row["perturbation"] == perturbation
     ]
-    if not selected:
-        raise ValueError(
-            f"{name} instance_scores have no rows for metric {metric!r} "
-            f"(perturbation {perturbation!r})"
-        )
     if any(row["group"] == "" for row in selected):
         selected = [row for row in selected if row["group"] == ""]
     out: dict[tuple, float] = {}
@@ -207,6 +226,35 @@ def _rows(table: pa.Table, metric: str, perturbation: str, name: str) -> dict[tu
     return out
 
 
+def _corpus_parts(
+    candidate_scores: pa.Table,
+    champion_scores: pa.Table,
+    metric: str,
+    config: GateConfig,
+    names: tuple[str, str],
+) -> list | None:
+    """Both versions' (numerator, denominator) rows when ``metric`` is a corpus figure: no row
+    of its own on the candidate, both parts of its ratio on each version."""
+    if _selected_rows(candidate_scores, metric, config.perturbation, names[0]):
+        return None
+    rows_of = [
+        partial(_selected_rows, table, perturbation=config.perturbation, name=name)
+        for table, name in zip((candidate_scores, champion_scores), names, strict=True)
+    ]
+    return ratio_parts(metric, rows_of)
+
+
+def _headline_figure(card: pa.Table | None, metric: str) -> float | None:
+    """The scorecard figure of ``metric`` (its headline row), if the card has one."""
+    if card is None:
+        return None
+    for row in card.to_pylist():
+        if row["metric"] == metric and is_headline(row) and not row.get("reason"):
+            value = row["mean"]
+            return float(value) if value is not None and np.isfinite(value) else None
+    return None
+
+
 def evaluate_gate(
     candidate_scores: pa.Table,
     champion_scores: pa.Table,
@@ -215,26 +263,42 @@ def evaluate_gate(
     scenario: str,
     candidate: str = "candidate",
     champion: str = "champion",
+    candidate_card: pa.Table | None = None,
+    champion_card: pa.Table | None = None,
 ) -> GateResult:
     """Compare candidate and champion instance_scores of one scenario; see the module doc.
 
     Both tables are long-format instance_scores (``InstanceStat.SCHEMA`` columns). Rows are
     paired on (instance_id, trial, template_id, group); rows only one side has are left out
-    and counted. Raises ValueError naming the table and metric when a gated metric is absent
-    or the two versions share no rows for it.
+    and counted. A corpus figure (a gated metric with no per-instance rows, only the parts of
+    its ratio: lm-eval's perplexities) is tested by :func:`_corpus_figure`, which needs both
+    versions' metric tables (``candidate_card``, ``champion_card``). Raises ValueError naming
+    the table and metric when a gated metric is absent or the two versions share no rows
+    for it.
     """
     metrics = config.metrics_for(scenario)
-    raw = []
+    names = (f"candidate {candidate!r}", f"champion {champion!r}")
+    raw = []  # (metric, lower, candidate figure, champion figure, comparison, unpaired rows)
     for metric in metrics:
-        cand = _rows(candidate_scores, metric, config.perturbation, f"candidate {candidate!r}")
-        champ = _rows(champion_scores, metric, config.perturbation, f"champion {champion!r}")
+        lower = metric in config.lower_is_better
+        parts = _corpus_parts(candidate_scores, champion_scores, metric, config, names)
+        if parts is not None:
+            figures = (
+                _headline_figure(candidate_card, metric),
+                _headline_figure(champion_card, metric),
+            )
+            raw.append(
+                _corpus_figure(parts, figures, config, scenario, metric, lower, candidate, champion)
+            )
+            continue
+        cand = _rows(candidate_scores, metric, config.perturbation, names[0])
+        champ = _rows(champion_scores, metric, config.perturbation, names[1])
         shared = sorted(cand.keys() & champ.keys())
         if not shared:
             raise ValueError(
                 f"candidate {candidate!r} and champion {champion!r} share no rows of metric "
                 f"{metric!r} on scenario {scenario!r} (instance, trial, template, group differ)"
             )
-        lower = metric in config.lower_is_better
         sign = -1.0 if lower else 1.0
         a = np.array([cand[k] for k in shared])
         b = np.array([champ[k] for k in shared])
@@ -253,11 +317,13 @@ def evaluate_gate(
             confidence=1.0 - config.alpha,
         )
         unpaired = len(cand) + len(champ) - 2 * len(shared)
-        raw.append((metric, lower, sign, a, b, comparison, unpaired))
+        raw.append((metric, lower, float(a.mean()), float(b.mean()), comparison, unpaired))
 
-    adjusted = adjust([r[5] for r in raw], method=config.correction, alpha=config.alpha)
+    adjusted = adjust([r[4] for r in raw], method=config.correction, alpha=config.alpha)
     gates = []
-    for (metric, lower, _sign, a, b, _, unpaired), c in zip(raw, adjusted, strict=True):
+    for (metric, lower, cand_figure, champ_figure, _, unpaired), c in zip(
+        raw, adjusted, strict=True
+    ):
         # Back to the oriented difference d, then to the metric's own direction.
         low, high = c.ci_low - config.margin, c.ci_high - config.margin
         regressed = high < -config.margin and c.p_adjusted < config.alpha
@@ -268,9 +334,9 @@ def evaluate_gate(
                 lower_is_better=lower,
                 n=c.n,
                 n_clusters=c.n_clusters,
-                candidate_mean=float(a.mean()),
-                champion_mean=float(b.mean()),
-                diff=float(a.mean() - b.mean()),
+                candidate_mean=cand_figure,
+                champion_mean=champ_figure,
+                diff=cand_figure - champ_figure,
                 ci_low=natural_low,
                 ci_high=natural_high,
                 p_value=c.p_value,
@@ -306,6 +372,59 @@ def evaluate_gate(
         margin=config.margin,
         alpha=config.alpha,
     )
+
+
+def _corpus_figure(
+    parts: list,
+    figures: tuple[float | None, float | None],
+    config: GateConfig,
+    scenario: str,
+    metric: str,
+    lower: bool,
+    candidate: str,
+    champion: str,
+) -> tuple[str, bool, float, float, Comparison, int]:
+    """A gated corpus figure (``assay.compare.corpus_figures``): the paired bootstrap of the
+    figure itself over the documents both versions hold, as the promotion decision tests it.
+    The interval and the two-sided p-value of ``H0: d = -margin`` come from the bootstrap;
+    they enter Holm's correction with the scenario's other gated metrics. Raises ValueError
+    when the figure cannot be tested (no shared document with equal denominators, or no
+    metric table row that the parts reproduce)."""
+    tested = paired_ratio(
+        parts,
+        figures,
+        lower_is_better=lower,
+        n_resamples=config.n_resamples,
+        seed=seed_from("gate", "ratio", scenario, metric, candidate, champion),
+    )
+    if tested is None:
+        raise ValueError(
+            f"corpus figure {metric!r} on scenario {scenario!r}: candidate {candidate!r} and "
+            f"champion {champion!r} cannot be compared on its parts (no shared document with "
+            "equal denominators, or a metric table row of it missing or not their ratio)"
+        )
+    margin = config.margin
+    low, high = tested.interval(config.alpha)
+    p_value = tested.p_two_sided(margin)
+    (num_a, _), (num_b, _) = parts
+    comparison = Comparison(
+        model_a=candidate,
+        model_b=champion,
+        metric=metric,
+        scenario=scenario,
+        n=tested.rows,
+        n_clusters=tested.n,
+        # As the shifted rows of a per-instance metric: d + margin.
+        mean_diff=tested.d + margin,
+        ci_low=low + margin,
+        ci_high=high + margin,
+        p_value=p_value,
+        p_adjusted=p_value,
+        test="paired_ratio_bootstrap",
+        significant=p_value < config.alpha,
+    )
+    unpaired = len(num_a) + len(num_b) - 2 * tested.rows
+    return metric, lower, tested.figure_a, tested.figure_b, comparison, unpaired
 
 
 def champion_of(registry: Registry, candidate: str, alias: str) -> str | None:
@@ -366,13 +485,26 @@ def gate_partition(
         )
     else:
         cand = store.read(INSTANCE_SCORES, where)
-        champ = store.read(INSTANCE_SCORES, evaluation_partition(champion, scenario))
+        champion_where = evaluation_partition(champion, scenario)
+        champ = store.read(INSTANCE_SCORES, champion_where)
+        champion_card = (
+            store.read(METRIC_TABLES, champion_where)
+            if store.exists(METRIC_TABLES, champion_where)
+            else None
+        )
         # Metrics whose scorer said smaller is better, as the candidate's scorecard records.
         lower = frozenset(config.lower_is_better) | marked_lower_is_better(card)
         config = replace(config, lower_is_better=lower)
         try:
             result = evaluate_gate(
-                cand, champ, config, scenario=scenario, candidate=candidate, champion=champion
+                cand,
+                champ,
+                config,
+                scenario=scenario,
+                candidate=candidate,
+                champion=champion,
+                candidate_card=card,
+                champion_card=champion_card,
             )
         except ValueError as exc:
             result = GateResult(scenario, candidate, champion, False, f"failed: {exc}")

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from assay.compare.corpus_figures import ratio_parts
 from assay.compare.decision import (
     FAIL,
     PASS,
@@ -59,7 +60,6 @@ from assay.compare.decision import (
     _fail,
     _plan,
     _Planned,
-    _ratio_parts,
     _relative,
     _skip,
     _unjudged,
@@ -350,7 +350,7 @@ def _has_rows(plan: _Planned, cand: _Evaluation, inc: _Evaluation | None) -> boo
         return False  # judged on the estimate, untested
     rows = cand.rows(plan.metric)
     if plan.margin is not None and inc is not None:
-        if not rows and _ratio_parts(plan.metric, cand, inc) is not None:
+        if not rows and ratio_parts(plan.metric, [cand.rows, inc.rows]) is not None:
             return True  # a corpus figure: tested on its parts (decision._ratio_test)
         return bool(rows.keys() & inc.rows(plan.metric).keys())
     return bool(rows)
