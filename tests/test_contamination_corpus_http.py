@@ -18,7 +18,13 @@ import pytest
 from controlled_resolver import ControlledResolver
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
 from assay.contamination.corpus import (
@@ -48,6 +54,16 @@ def _file_server(folder: Path, seen: list[tuple[str, str, dict[str, str]]]) -> S
         if name == "cut.jsonl":  # promises 10 MB, sends one line, then the connection drops
             line = json.dumps({"text": "first"}).encode() + b"\n"
             return Response(line, headers={"content-length": str(10_000_000)})
+        if name.startswith("endless."):  # no Content-Length; 64 MB sent unless the client stops
+            line = json.dumps({"text": "again " * 100}).encode() + b"\n"
+
+            def lines():
+                for _ in range(64_000_000 // len(line)):
+                    yield line * 100
+
+            return StreamingResponse(lines())
+        if name == "declared.jsonl":  # a Content-Length of a terabyte (the body is never sent)
+            return Response(b"", headers={"content-length": str(10**12)})
         path = folder / name
         if not path.is_file():
             return PlainTextResponse("nothing here", status_code=404)
@@ -175,3 +191,55 @@ def test_each_connection_goes_to_the_address_that_was_checked(served, monkeypatc
     assert list(iter_documents(source)) == ["one line\nand another\n"]
     assert resolver.connected and set(resolver.connected) == {"127.0.0.1"}
     assert {h["host"] for _, _, h in seen} == {f"pinned.test:{port}"}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_file_that_streams_past_the_cap_is_refused(served, monkeypatch, fmt):
+    # A hostile (or broken) allow-listed server streams without end: the read stops at
+    # $ASSAY_CORPUS_WEB_MAX_BYTES, for the digest, the documents and Parquet's temporary file.
+    _, base, seen = served
+    monkeypatch.setenv("ASSAY_CORPUS_WEB_MAX_BYTES", str(3_000_000))
+    url = f"{base}/endless.{fmt}"
+    source = CorpusSource(name="e", url=url, format=fmt)
+    for read in (corpus_digest, lambda s: list(iter_documents(s))):
+        with pytest.raises(CorpusError) as caught:
+            read(source)
+        assert str(caught.value) == (
+            f"{url}: sent more than 3000000 bytes, the most a web corpus file may have "
+            "($ASSAY_CORPUS_WEB_MAX_BYTES)"
+        )
+    assert ("GET", f"/files/endless.{fmt}") in [(m, p) for m, p, _ in seen]
+
+
+def test_a_declared_size_over_the_cap_is_refused_before_the_body(served, monkeypatch):
+    _, base, seen = served
+    url = f"{base}/declared.jsonl"
+    source = CorpusSource(name="d", url=url, format="jsonl")
+    for read in (corpus_digest, lambda s: list(iter_documents(s))):
+        with pytest.raises(CorpusError, match=r"declared\.jsonl: 1000000000000 bytes, more than"):
+            read(source)
+    # Both stopped at HEAD's Content-Length: no GET asked for the body.
+    assert [m for m, _, _ in seen] == ["HEAD", "HEAD"]
+    monkeypatch.setenv("ASSAY_CORPUS_WEB_MAX_BYTES", "lots")
+    with pytest.raises(ValueError, match=r"\$ASSAY_CORPUS_WEB_MAX_BYTES must be .* 'lots'"):
+        corpus_digest(source)
+
+
+def test_a_line_past_the_limit_is_refused_not_held(served, monkeypatch):
+    # 70 MB of one line gzips to about 70 kB: read whole, it would be held in memory.
+    import assay.contamination.corpus as corpus
+
+    folder, base, _ = served
+    (folder / "bomb.jsonl.gz").write_bytes(
+        gzip.compress(b'{"text": "' + b"a" * 70_000_000 + b'"}\n', mtime=0)
+    )
+    source = CorpusSource(name="b", url=f"{base}/bomb.jsonl.gz", format="jsonl")
+    with pytest.raises(CorpusError) as caught:
+        list(iter_documents(source))
+    assert str(caught.value) == (
+        f"{base}/bomb.jsonl.gz: line 1: longer than {corpus.JSONL_LINE_MAX_BYTES} bytes, the "
+        "most a JSONL document may have"
+    )
+    # A long line under the limit is read as it is.
+    monkeypatch.setattr(corpus, "JSONL_LINE_MAX_BYTES", 80_000_000)
+    assert [len(t) for t in iter_documents(source)] == [70_000_000]

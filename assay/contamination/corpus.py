@@ -24,7 +24,10 @@ Documents, streamed (nothing holds more than one file's current batch):
   words of the piece before, so every n-gram of up to 13 words lies whole in some piece and the
   index equals the one-document reading (``iter_documents`` then yields more items than files).
 
-Bad input raises :class:`CorpusError` naming the file, the line or row, and the field.
+Bad input raises :class:`CorpusError` naming the file, the line or row, and the field. Hostile
+sizes too: a web file over ``$ASSAY_CORPUS_WEB_MAX_BYTES`` (default 64 GiB), by its
+``Content-Length`` or by what it streams, a Parquet file that the temporary folder has no room
+for, and a JSONL line over ``JSONL_LINE_MAX_BYTES`` (64 MiB) are refused, naming the URL.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import contextlib
 import hashlib
 import io
 import json
+import os
+import shutil
 import tempfile
 import urllib.parse
 from collections.abc import Iterator
@@ -53,6 +58,14 @@ _GLOB = set("*?[")
 # HTTP reads: 10 s to connect, 30 s for any other wait (the next bytes of a read included).
 HTTP_CONNECT_TIMEOUT_S = 10.0
 HTTP_TIMEOUT_S = 30.0
+# The most bytes one web corpus file may send (its Content-Length or what it streams): a
+# server that sends without end fills neither the disk (Parquet is spooled to a temporary
+# file) nor the index build's hours.
+WEB_MAX_BYTES_ENV = "ASSAY_CORPUS_WEB_MAX_BYTES"
+WEB_MAX_BYTES = 64 * 1024**3
+# The longest line of a JSONL file (after decompression): a line is held whole to parse it,
+# so a file without line breaks (a small gzip expands to gigabytes) would fill memory.
+JSONL_LINE_MAX_BYTES = 64 * 1024**2
 
 
 class CorpusError(ValueError):
@@ -150,7 +163,7 @@ def file_size(url: str) -> int:
         with _web_response(client, url, "HEAD") as response:
             length = response.headers.get("content-length")
             if response.status_code != 405 and length is not None and length.isdigit():
-                return int(length)
+                return _within_cap(url, int(length))
         # No usable HEAD answer: count the bytes of a GET.
         with _web_response(client, url, "GET") as response:
             return sum(len(chunk) for chunk in _body(url, response))
@@ -179,6 +192,7 @@ def open_corpus_file(
         response = stack.enter_context(_web_response(client, url, "GET"))
         handle: IO[bytes]
         if seekable:
+            _room_for(url, response.headers.get("content-length"))
             handle = stack.enter_context(tempfile.TemporaryFile(prefix="assay-corpus-"))
             for chunk in _body(url, response):
                 handle.write(chunk)
@@ -237,13 +251,61 @@ def _web_response(client: httpx.Client, url: str, method: str) -> Iterator[httpx
 
 
 def _body(url: str, response: httpx.Response) -> Iterator[bytes]:
-    """The body as served, in chunks; a failed read is ``CorpusError`` naming the URL."""
+    """The body as served, in chunks; a failed read, or more bytes than
+    :func:`web_max_bytes`, is ``CorpusError`` naming the URL."""
     import httpx
 
+    length = response.headers.get("content-length")
+    if length is not None and length.isdigit():
+        _within_cap(url, int(length))
+    cap, read = web_max_bytes(), 0
     try:
-        yield from response.iter_raw(_CHUNK)
+        for chunk in response.iter_raw(_CHUNK):
+            read += len(chunk)
+            if read > cap:
+                raise CorpusError(
+                    f"{url}: sent more than {cap} bytes, the most a web corpus file may have "
+                    f"(${WEB_MAX_BYTES_ENV})"
+                )
+            yield chunk
     except httpx.HTTPError as exc:
         raise CorpusError(f"{url}: cannot read: {_cause(exc)}") from None
+
+
+def web_max_bytes() -> int:
+    """The most bytes one web corpus file may send: ``$ASSAY_CORPUS_WEB_MAX_BYTES`` (default
+    64 GiB)."""
+    raw = os.environ.get(WEB_MAX_BYTES_ENV, "").strip()
+    if not raw:
+        return WEB_MAX_BYTES
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"${WEB_MAX_BYTES_ENV} must be a positive number of bytes, got {raw!r}")
+    return int(raw)
+
+
+def _within_cap(url: str, size: int) -> int:
+    """``size`` (a served Content-Length), unless it is over :func:`web_max_bytes`."""
+    cap = web_max_bytes()
+    if size > cap:
+        raise CorpusError(
+            f"{url}: {size} bytes, more than the {cap} a web corpus file may have "
+            f"(${WEB_MAX_BYTES_ENV})"
+        )
+    return size
+
+
+def _room_for(url: str, length: str | None) -> None:
+    """Refuse to spool a web file that the temporary folder has no room for (by its
+    Content-Length; a body without one is bounded by :func:`web_max_bytes` as it streams)."""
+    if length is None or not length.isdigit():
+        return
+    folder = tempfile.gettempdir()
+    free = shutil.disk_usage(folder).free
+    if int(length) > free:
+        raise CorpusError(
+            f"{url}: {length} bytes to read into a temporary file, and {folder} has {free} "
+            "bytes free (set TMPDIR to a larger folder)"
+        )
 
 
 def _cause(exc: BaseException) -> str:
@@ -291,7 +353,7 @@ def iter_file_documents(source: CorpusSource, url: str) -> Iterator[str]:
 
 
 def _jsonl(url: str, handle: Any, field: str) -> Iterator[str]:
-    for number, raw in enumerate(handle, start=1):
+    for number, raw in enumerate(_lines(url, handle), start=1):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -312,6 +374,19 @@ def _jsonl(url: str, handle: Any, field: str) -> Iterator[str]:
                 f"{url}: line {number}: field {field!r} is {type(text).__name__}, not a string"
             )
         yield text
+
+
+def _lines(url: str, handle: Any) -> Iterator[bytes]:
+    """The lines of ``handle``, each at most ``JSONL_LINE_MAX_BYTES`` (else ``CorpusError``)."""
+    number = 0
+    while raw := handle.readline(JSONL_LINE_MAX_BYTES + 1):
+        number += 1
+        if len(raw) > JSONL_LINE_MAX_BYTES:
+            raise CorpusError(
+                f"{url}: line {number}: longer than {JSONL_LINE_MAX_BYTES} bytes, the most a "
+                "JSONL document may have"
+            )
+        yield raw
 
 
 def _parquet(url: str, field: str) -> Iterator[str]:
