@@ -4,6 +4,8 @@ One synthetic corpus (JSONL, Zipf-distributed words over a 50,000-word vocabular
 capitalized or followed by a comma, documents of 100-10,000 words; deterministic) of
 --corpus-mb MB, then:
 
+0. **digest**: ``corpus_digest`` reading the file, then again while its stamp is unchanged
+   (what the promotion sensor pays per new version that declares the same corpus).
 1. **sorted** (the structure kept, ``assay.contamination.ngram_index``): build with --workers
    processes (MB of corpus file per second of wall time, and per CPU-second of this process
    and its workers), size on disk per GB of corpus.
@@ -39,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assay.contamination.corpus import CorpusSource, iter_documents
+from assay.contamination.corpus import CorpusSource, corpus_digest, iter_documents
 from assay.contamination.ngram_index import CorpusIndex, build_index
 from assay.contamination.normalize import NGRAM_SIZES, _mix, tokenize
 from assay.contamination.overlap import find_overlaps_many
@@ -217,6 +219,21 @@ def main() -> None:
         mb = size / 1e6
         gb = size / 1e9
         print(f"corpus: {mb:.0f} MB JSONL, load average {os.getloadavg()[0]:.1f} at start")
+
+        # 0. the digest, read in full, then again with the file unchanged (a new version that
+        # declares the same corpus: what the promotion sensor does per version)
+        aged = time.time() - 60  # past the "racy" window of a file written just now
+        os.utime(corpus, (aged, aged))
+        before = time.perf_counter()
+        digest = corpus_digest(source)
+        read_s = time.perf_counter() - before
+        before = time.perf_counter()
+        assert corpus_digest(source) == digest
+        again_s = time.perf_counter() - before
+        print(
+            f"digest: read in full {read_s:.2f} s ({mb / read_s:.0f} MB/s); again, unchanged "
+            f"{again_s * 1e3:.2f} ms ({read_s / again_s:,.0f}x less)"
+        )
 
         # 1. sorted arrays (kept)
         walls, cpus = [], []

@@ -243,3 +243,17 @@ def test_a_line_past_the_limit_is_refused_not_held(served, monkeypatch):
     # A long line under the limit is read as it is.
     monkeypatch.setattr(corpus, "JSONL_LINE_MAX_BYTES", 80_000_000)
     assert [len(t) for t in iter_documents(source)] == [70_000_000]
+
+
+def test_an_unchanged_file_is_digested_once(served, monkeypatch):
+    # Each new version declares the same corpus again: while its ETag stays, the digest is
+    # the one computed before, and only HEAD asks the server (no GET of the bytes).
+    folder, base, seen = served
+    source = CorpusSource(name="c", url=f"{base}/c.jsonl", format="jsonl")
+    expected = _digest_by_hand("jsonl", "text", (folder / "c.jsonl").read_bytes())
+    assert corpus_digest(source) == expected
+    gets = [m for m, _, _ in seen].count("GET")
+    assert gets == 1
+    assert corpus_digest(source) == expected
+    assert [m for m, _, _ in seen].count("GET") == gets
+    assert [m for m, _, _ in seen][-1] == "HEAD"

@@ -6,8 +6,11 @@ plain Python set of normalized n-gram strings (no hashing) as the reference inde
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import string
+import time
 from pathlib import Path
 
 import fsspec
@@ -537,3 +540,40 @@ def test_detector_names_match_the_contamination_table():
 
     assert DETECTORS == OVERLAP_DETECTORS
     assert KNOWN_DETECTORS == DETECTORS + MEMBERSHIP_DETECTORS
+
+
+def test_an_unchanged_corpus_is_digested_once_and_a_changed_one_again(tmp_path, monkeypatch):
+    import assay.contamination.corpus as corpus
+
+    path = tmp_path / "c.jsonl"
+    source = CorpusSource(name="c", url=str(path), format="jsonl")
+
+    def write(text: str, age_s: float) -> str:
+        data = (json.dumps({"text": text}) + "\n").encode()
+        path.write_bytes(data)
+        past = time.time() - age_s
+        os.utime(path, (past, past))
+        # The digest by hand: format, field, then the file's size and bytes.
+        head = b"jsonl\0text\0" + len(data).to_bytes(8, "little")
+        return hashlib.sha256(head + data).hexdigest()
+
+    first = write("the first text", age_s=60)
+    opened = []
+    real_open = corpus.open_corpus_file
+
+    def counted(url, *args, **kwargs):
+        opened.append(url)
+        return real_open(url, *args, **kwargs)
+
+    monkeypatch.setattr(corpus, "open_corpus_file", counted)
+    assert corpus_digest(source) == first
+    assert corpus_digest(source) == first
+    assert len(opened) == 1  # the second answer came from the first read
+    # The same size, other bytes, another time: read again.
+    second = write("the other text", age_s=30)
+    assert second != first
+    assert corpus_digest(source) == second and len(opened) == 2
+    # A file written just now is read every time: it may change again within the
+    # filesystem clock's tick and keep its time.
+    third = write("the third text", age_s=0)
+    assert corpus_digest(source) == corpus_digest(source) == third and len(opened) == 4

@@ -39,13 +39,17 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+import time
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple
 
 import fsspec
 import fsspec.compression
 import fsspec.utils
+from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
@@ -111,11 +115,21 @@ def corpus_digest(source: CorpusSource) -> str:
     sorted path order its size and its bytes (sizes keep ``ab``+``c`` apart from ``a``+``bc``).
 
     File names do not enter: the same bytes moved to another bucket keep their digest.
+    A corpus whose every file has a version stamp (:func:`file_stat`) is read once per
+    process: while the stamps stay the same, its digest is the one computed before (the
+    promotion sensor records the corpora of every new version, which mostly declare the same).
     """
+    files = corpus_files(source)
+    stats = [file_stat(url) for url in files]
+    key = _digest_key(source, files, stats)
+    with _DIGESTS_LOCK:
+        known = _DIGESTS.get(key) if key is not None else None
+    if known is not None:
+        return known
     h = hashlib.sha256()
     h.update(f"{source.format}\0{source.text_field}\0".encode())
-    for url in corpus_files(source):
-        size = file_size(url)
+    for url, stat in zip(files, stats, strict=True):
+        size = stat.size
         h.update(size.to_bytes(8, "little"))
         read = 0
         try:
@@ -129,7 +143,60 @@ def corpus_digest(source: CorpusSource) -> str:
             raise CorpusError(f"{url}: cannot read: {exc}") from None
         if read != size:
             raise CorpusError(f"{url}: read {read} bytes, its size was {size} (did it change?)")
-    return h.hexdigest()
+    digest = h.hexdigest()
+    # Kept only if no file changed while it was read (its stamp is the same after).
+    if key is not None and key == _digest_key(source, files, [file_stat(u) for u in files]):
+        with _DIGESTS_LOCK:
+            _DIGESTS[key] = digest
+            _DIGESTS.move_to_end(key)
+            while len(_DIGESTS) > DIGESTS_KEPT:
+                _DIGESTS.popitem(last=False)
+    return digest
+
+
+class FileStat(NamedTuple):
+    """A corpus file's size and, where its store gives one, a stamp that changes whenever its
+    bytes do: a local file's (modification time in ns, inode), once it is a few seconds old,
+    an object's ETag or generation, a web file's strong ``ETag``."""
+
+    size: int
+    stamp: tuple | None
+
+
+# An object store's fields (fsspec ``info``) that change with an object's bytes.
+_STAMP_FIELDS = ("ETag", "etag", "md5Hash", "generation", "VersionId", "version_id")
+DIGESTS_KEPT = 256
+RACY_NS = 3_000_000_000
+_DIGESTS: OrderedDict[tuple, str] = OrderedDict()
+_DIGESTS_LOCK = threading.Lock()
+
+
+def _digest_key(source: CorpusSource, files: list[str], stats: list[FileStat]) -> tuple | None:
+    if any(stat.stamp is None for stat in stats):
+        return None
+    return (source.format, source.text_field, tuple(zip(files, stats, strict=True)))
+
+
+def file_stat(url: str) -> FileStat:
+    """One corpus file's :class:`FileStat`, without reading its bytes."""
+    if is_web_url(url):
+        return _web_stat(url)
+    fs, path = fsspec.core.url_to_fs(url)
+    try:
+        if isinstance(fs, LocalFileSystem):
+            st = os.stat(path)
+            # A file modified in the last seconds may change again within the filesystem
+            # clock's tick, keeping its time: no stamp until it has aged (git's "racy" rule).
+            racy = time.time_ns() - st.st_mtime_ns < RACY_NS
+            stamp = None if racy else ("local", st.st_mtime_ns, st.st_ino, st.st_dev)
+            return FileStat(st.st_size, stamp)
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise CorpusError(f"{url}: file not found") from None
+    except OSError as exc:
+        raise CorpusError(f"{url}: cannot read: {exc}") from None
+    stamp = tuple((k, str(info[k])) for k in _STAMP_FIELDS if info.get(k))
+    return FileStat(int(info["size"]), stamp or None)
 
 
 def iter_documents(source: CorpusSource) -> Iterator[str]:
@@ -151,22 +218,22 @@ def is_web_url(url: str) -> bool:
 
 def file_size(url: str) -> int:
     """The size in bytes of one corpus file (over HTTP: its ``Content-Length`` as served)."""
-    if not is_web_url(url):
-        fs, path = fsspec.core.url_to_fs(url)
-        try:
-            return int(fs.size(path))
-        except FileNotFoundError:
-            raise CorpusError(f"{url}: file not found") from None
-        except OSError as exc:
-            raise CorpusError(f"{url}: cannot read: {exc}") from None
+    return file_stat(url).size
+
+
+def _web_stat(url: str) -> FileStat:
+    """A web file's size (its ``Content-Length``, else the bytes of a GET) and its strong
+    ``ETag`` (a weak ``W/`` one promises equivalent content, not the same bytes)."""
     with _web_client() as client:
         with _web_response(client, url, "HEAD") as response:
             length = response.headers.get("content-length")
+            etag = response.headers.get("etag")
+            etag = None if etag is None or etag.startswith("W/") else etag
             if response.status_code != 405 and length is not None and length.isdigit():
-                return _within_cap(url, int(length))
+                return FileStat(_within_cap(url, int(length)), ("etag", etag) if etag else None)
         # No usable HEAD answer: count the bytes of a GET.
         with _web_response(client, url, "GET") as response:
-            return sum(len(chunk) for chunk in _body(url, response))
+            return FileStat(sum(len(chunk) for chunk in _body(url, response)), None)
 
 
 @contextlib.contextmanager
