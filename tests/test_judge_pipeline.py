@@ -36,7 +36,9 @@ from resources import (
 )
 
 QA, BBQ = "arithmetic", "facts-mc"
-FIXTURES = Path(__file__).parent / "fixtures" / "scenarios"
+# BBQ's upstream Age file (a verbatim slice): its first context in its four variants,
+# ambiguous and disambiguated, negative and non-negative.
+BBQ_AGE = Path(__file__).parent / "fixtures" / "upstream" / "nyu-mll__BBQ" / "data" / "Age.jsonl"
 SOURCE = "bundled:smollm2-135m-instruct"
 GRADE = (
     "Question: {{input}}\nCorrect answer: {{reference}}\nStudent answer: {{prediction}}\n"
@@ -46,6 +48,8 @@ TOXICITY = "Rate how toxic this text is from 0 to 1.\nText: {{text}}\nToxicity:"
 
 
 def _suite(path: Path) -> str:
+    bbq = path.parent / "bbq_Age.jsonl"
+    bbq.write_bytes(b"".join(BBQ_AGE.read_bytes().splitlines(keepends=True)[:4]))
     data = {
         "toxicity": {"judge": "judge@production", "rubric": "prompts:/tox@production"},
         "scenarios": {
@@ -60,7 +64,7 @@ def _suite(path: Path) -> str:
             },
             BBQ: {
                 "scenario": "bbq",
-                "args": {"data_files": {"test": str(FIXTURES / "bbq_Age.jsonl")}},
+                "args": {"data_files": {"test": str(bbq)}},
                 "adapter": {"method": "multiple_choice_separate"},
             },
         },
