@@ -56,3 +56,48 @@ def test_seed_determines_the_draws_and_inputs_are_checked():
         bootstrap_means(values, n_resamples=5, seed=0, clusters=[1, 2])
     with pytest.raises(ValueError, match="n_resamples"):
         bootstrap_means(values, n_resamples=0, seed=0)
+
+
+@pytest.mark.parametrize(
+    "values, clusters",
+    [
+        # a correct/incorrect metric's paired differences, one row per instance
+        (np.random.default_rng(1).integers(-1, 2, 300).astype(float), None),
+        # several rows per instance (trials), a missing value: counts differ per cluster
+        (
+            np.where(
+                np.random.default_rng(2).random(240) < 0.05,
+                np.nan,
+                np.random.default_rng(3).integers(0, 2, 240).astype(float),
+            ),
+            np.repeat(np.arange(80), 3),
+        ),
+        # whole numbers past int8 and int16
+        (np.random.default_rng(4).integers(-40_000, 40_000, 150).astype(float), None),
+        # fractions: the counted product itself
+        (np.random.default_rng(5).random(120), None),
+    ],
+)
+def test_one_column_is_the_counted_bootstrap(values, clusters):
+    # The definition: each resample's counts of every cluster times the clusters' sums and
+    # row counts, with the draws of resample_counts from the same seed (chunked as the
+    # library chunks them: 1,000,000 cells a product).
+    from assay.stats.resampling import collapse
+
+    n_resamples, seed = 2_500, 17
+    collapsed = collapse(values, clusters)
+    m = collapsed.n_clusters
+    rng = np.random.default_rng(seed)
+    chunk = max(2, 1_000_000 // m)
+    expected = []
+    for start in range(0, n_resamples, chunk):
+        counts = resample_counts(rng, min(chunk, n_resamples - start), m)
+        totals, sizes = counts @ collapsed.sums, counts @ collapsed.counts
+        with np.errstate(invalid="ignore", divide="ignore"):
+            expected.append(np.where(sizes > 0, totals / sizes, np.nan))
+    found = bootstrap_means(values, n_resamples=n_resamples, seed=seed, clusters=clusters)
+    if np.all(np.isnan(values) | (values == np.trunc(values))):
+        # Whole numbers add up exactly in any order: the same bits.
+        assert found.tobytes() == np.concatenate(expected).tobytes()
+    else:  # a matrix product's rounding depends on its shape
+        np.testing.assert_allclose(found, np.concatenate(expected), rtol=1e-12)

@@ -159,14 +159,54 @@ def bootstrap_collapsed(collapsed: ClusterSums, *, n_resamples: int, seed: int) 
     # At least two resamples per product: a one-row product takes a much slower path.
     chunk = max(2, _CHUNK_CELLS // m)
     out = np.empty((n_resamples, k))
+    lookup = _integer_lookup(stacked) if k == 1 else None
     for start in range(0, n_resamples, chunk):
         stop = min(start + chunk, n_resamples)
-        counts_drawn = resample_counts(rng, stop - start, m, out=_counts_buffer(stop - start, m))
-        both = counts_drawn @ stacked
+        if lookup is None:
+            counts_drawn = resample_counts(
+                rng, stop - start, m, out=_counts_buffer(stop - start, m)
+            )
+            both = counts_drawn @ stacked
+        else:
+            both = _summed_draws(rng, stop - start, lookup)
         totals, sizes = both[:, :k], both[:, k:]
         with np.errstate(invalid="ignore", divide="ignore"):
             out[start:stop] = np.where(sizes > 0, totals / sizes, np.nan)
     return out
+
+
+def _integer_lookup(stacked: np.ndarray) -> list[np.ndarray] | None:
+    """``stacked``'s columns as small integers, when every value is one and every resample's
+    sum stays exact (a correct/incorrect metric's differences and row counts); else None.
+
+    Summing whole numbers is exact in any order, so adding up each resample's drawn values
+    gives the very sums the matrix product of the counts gives, without building the counts.
+    """
+    if not np.all(np.isfinite(stacked)) or not np.all(stacked == np.trunc(stacked)):
+        return None
+    largest = float(np.max(np.abs(stacked), initial=0.0))
+    if largest * stacked.shape[0] >= 2**53:
+        return None
+    for dtype in (np.int8, np.int16, np.int32, np.int64):
+        if largest <= np.iinfo(dtype).max:
+            return [np.ascontiguousarray(column, dtype=dtype) for column in stacked.T]
+    return None
+
+
+def _summed_draws(rng: np.random.Generator, n_resamples: int, lookup: list[np.ndarray]):
+    """Per resample, the sum of each column's drawn values: the draws of
+    :func:`resample_counts` (the same calls on ``rng``), added up instead of counted. A
+    column of one value (every cluster one row) sums to that value times the draws."""
+    m = lookup[0].size
+    dtype = np.int32 if n_resamples * m < 2**31 else np.int64
+    idx = rng.integers(0, m, size=(n_resamples, m), dtype=dtype)
+    sums = np.empty((n_resamples, len(lookup)))
+    for j, column in enumerate(lookup):
+        if column.size and np.all(column == column[0]):
+            sums[:, j] = int(column[0]) * m
+        else:
+            sums[:, j] = np.take(column, idx).sum(axis=1, dtype=np.int64)
+    return sums
 
 
 def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
