@@ -76,6 +76,8 @@ def test_seed_determines_the_draws_and_inputs_are_checked():
         (np.random.default_rng(4).integers(-40_000, 40_000, 150).astype(float), None),
         # fractions: the counted product itself
         (np.random.default_rng(5).random(120), None),
+        # negative zeros: left to the matrix product, whose sign of zero is its own
+        (np.full(50, -0.0), None),
     ],
 )
 def test_one_column_is_the_counted_bootstrap(values, clusters):

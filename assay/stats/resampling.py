@@ -184,6 +184,8 @@ def _integer_lookup(stacked: np.ndarray) -> list[np.ndarray] | None:
     """
     if not np.all(np.isfinite(stacked)) or not np.all(stacked == np.trunc(stacked)):
         return None
+    if np.any(np.signbit(stacked) & (stacked == 0)):
+        return None  # a sum of -0.0s may be -0.0 (by the product's order), an integer 0 is not
     largest = float(np.max(np.abs(stacked), initial=0.0))
     if largest * stacked.shape[0] >= 2**53:
         return None
