@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
+from assay.core.records import is_headline
 from assay.scoring.metrics.directions import RATIO_PARTS
 from assay.scoring.summary import RATIO_TRANSFORMS
 
@@ -34,6 +36,21 @@ def ratio_parts(
         parts = [(rows(metric + numerator), rows(metric + denominator)) for rows in rows_of]
         if all(num and den for num, den in parts):
             return parts
+    return None
+
+
+def headline_figure(card: pa.Table | None, metric: str) -> float | None:
+    """A version's scorecard figure of ``metric`` over all its instances (its first headline
+    row), which names the transform; None when there is none, it has a reason or it is not
+    finite."""
+    if card is None:
+        return None
+    for row in card.to_pylist():
+        if row["metric"] == metric and is_headline(row):
+            value = row["mean"]
+            if row.get("reason") or value is None or not math.isfinite(value):
+                return None
+            return float(value)
     return None
 
 

@@ -36,16 +36,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from assay.compare.corpus_figures import paired_ratio, ratio_parts
+from assay.compare.corpus_figures import headline_figure, paired_ratio, ratio_parts
 from assay.compare.ranking import compare_pair
 from assay.core.digests import seed_from
 from assay.core.records import is_headline
 from assay.evaluate.criteria import CriterionSpec, PromotionCriteria
 from assay.evaluate.suite import Suite
-from assay.scoring.metrics.directions import (
-    LOWER_IS_BETTER,
-    marked_lower_is_better,
-)
+from assay.scoring.metrics.directions import LOWER_IS_BETTER, marked_lower_is_better
 from assay.stats import holm
 from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES, evaluation_partition
 from assay.storage.parquet import ParquetStore
@@ -553,9 +550,8 @@ def _relative(
         tested = _ratio_test(plan, cand, inc, lib, criteria, candidate, incumbent)
         if tested is not None:
             return tested
-        a_row, b_row = cand.headline(plan.metric), inc.headline(plan.metric)
-        a_mean = _finite(a_row["mean"]) if a_row and not a_row.get("reason") else None
-        b_mean = _finite(b_row["mean"]) if b_row and not b_row.get("reason") else None
+        a_mean = headline_figure(cand.card, plan.metric)
+        b_mean = headline_figure(inc.card, plan.metric)
         if a_mean is None or b_mean is None:
             who = candidate if a_mean is None else incumbent
             return _fail(plan, lib, f"{plan.metric} absent on {plan.scenario} for {who}")
@@ -626,7 +622,7 @@ def _ratio_test(
         return None
     tested = paired_ratio(
         parts,
-        (_headline_figure(cand, plan.metric), _headline_figure(inc, plan.metric)),
+        (headline_figure(cand.card, plan.metric), headline_figure(inc.card, plan.metric)),
         lower_is_better=lib,
         n_resamples=criteria.n_resamples,
         seed=seed_from("promotion", "relative", plan.scenario, plan.metric, candidate, incumbent),
@@ -650,12 +646,6 @@ def _ratio_test(
         "clears": clears,
         "note": "a ratio of sums: instances resampled with both parts",
     }
-
-
-def _headline_figure(evaluation: _Evaluation, metric: str) -> float | None:
-    """The scorecard figure of ``metric`` over all the version's instances, if it has one."""
-    row = evaluation.headline(metric)
-    return _finite(row["mean"]) if row and not row.get("reason") else None
 
 
 def _one_sided(two_sided: float, shifted_mean: float) -> float:

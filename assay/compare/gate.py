@@ -28,17 +28,16 @@ regressions, it does not demand improvements.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
-from functools import partial
 
 import numpy as np
 import pyarrow as pa
 
-from assay.compare.corpus_figures import paired_ratio, ratio_parts
+from assay.compare.corpus_figures import headline_figure, paired_ratio, ratio_parts
 from assay.compare.ranking import compare_pair
 from assay.core.digests import seed_from
-from assay.core.records import is_headline
 from assay.evaluate.sequential import extent_of
 from assay.registry import Registry, RegistryError
 from assay.registry.aliases import GATE_FAILED, GATE_PASSED, GATE_TAG_PREFIX
@@ -177,82 +176,62 @@ def no_champion(scenario: str, candidate: str, why: str) -> GateResult:
     return GateResult(scenario, candidate, None, True, f"passed: {why}")
 
 
-def _rows(table: pa.Table, metric: str, perturbation: str, name: str) -> dict[tuple, float]:
-    """(instance_id, trial, template_id, group) → value for one metric's compared rows;
-    a clear error when there are none."""
-    out = _selected_rows(table, metric, perturbation, name)
-    if not out:
-        raise ValueError(
-            f"{name} instance_scores have no rows for metric {metric!r} "
-            f"(perturbation {perturbation!r})"
-        )
-    return out
+class _ScoreRows:
+    """One version's instance_scores of the compared perturbation, grouped by metric once;
+    :meth:`rows` gives a metric's compared rows."""
 
+    def __init__(self, table: pa.Table, perturbation: str, name: str) -> None:
+        missing = [c for c in _KEY_COLUMNS if c not in table.column_names]
+        if missing:
+            raise ValueError(f"{name} instance_scores lack column(s) {', '.join(missing)}")
+        self.perturbation, self.name = perturbation, name
+        self._by_metric: dict[str, list[dict]] = defaultdict(list)
+        for row in table.select(list(_KEY_COLUMNS)).to_pylist():
+            if row["perturbation"] == perturbation:
+                self._by_metric[row["metric"]].append(row)
+        self._rows: dict[str, dict[tuple, float]] = {}
 
-def _selected_rows(
-    table: pa.Table, metric: str, perturbation: str, name: str
-) -> dict[tuple, float]:
-    """(instance_id, trial, template_id, group) → value for one metric's compared rows (none:
-    empty).
+    def rows(self, metric: str) -> dict[tuple, float]:
+        """(instance_id, trial, template_id, group) → value for one metric's compared rows
+        (none: empty).
 
-    Ungrouped rows are used when there are any (a group breakdown repeats the instance);
-    otherwise every instance carries exactly one group tag and all rows are used.
-    """
-    missing = [c for c in _KEY_COLUMNS if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{name} instance_scores lack column(s) {', '.join(missing)}")
-    selected = [
-        row
-        for row in table.select(list(_KEY_COLUMNS)).to_pylist()
-        if row["metric"] == metric and row["perturbation"] == perturbation
-    ]
-    if any(row["group"] == "" for row in selected):
-        selected = [row for row in selected if row["group"] == ""]
-    out: dict[tuple, float] = {}
-    for row in selected:
-        key = (row["instance_id"], row["trial"], row["template_id"], row["group"])
-        if key in out:
+        Ungrouped rows are used when there are any (a group breakdown repeats the instance);
+        otherwise every instance carries exactly one group tag and all rows are used.
+        """
+        if metric not in self._rows:
+            self._rows[metric] = self._select(metric)
+        return self._rows[metric]
+
+    def required(self, metric: str) -> dict[tuple, float]:
+        """:meth:`rows`, with a clear error when there are none."""
+        out = self.rows(metric)
+        if not out:
             raise ValueError(
-                f"{name} instance_scores repeat metric {metric!r} row (instance_id, trial, "
-                f"template_id, group)={key}"
+                f"{self.name} instance_scores have no rows for metric {metric!r} "
+                f"(perturbation {self.perturbation!r})"
             )
-        value = row["value"]
-        if value is None or not np.isfinite(value):
-            raise ValueError(
-                f"{name} instance_scores: metric {metric!r} row {key} has value {value!r}; "
-                "gated values must be finite"
-            )
-        out[key] = float(value)
-    return out
+        return out
 
-
-def _corpus_parts(
-    candidate_scores: pa.Table,
-    champion_scores: pa.Table,
-    metric: str,
-    config: GateConfig,
-    names: tuple[str, str],
-) -> list | None:
-    """Both versions' (numerator, denominator) rows when ``metric`` is a corpus figure: no row
-    of its own on the candidate, both parts of its ratio on each version."""
-    if _selected_rows(candidate_scores, metric, config.perturbation, names[0]):
-        return None
-    rows_of = [
-        partial(_selected_rows, table, perturbation=config.perturbation, name=name)
-        for table, name in zip((candidate_scores, champion_scores), names, strict=True)
-    ]
-    return ratio_parts(metric, rows_of)
-
-
-def _headline_figure(card: pa.Table | None, metric: str) -> float | None:
-    """The scorecard figure of ``metric`` (its headline row), if the card has one."""
-    if card is None:
-        return None
-    for row in card.to_pylist():
-        if row["metric"] == metric and is_headline(row) and not row.get("reason"):
-            value = row["mean"]
-            return float(value) if value is not None and np.isfinite(value) else None
-    return None
+    def _select(self, metric: str) -> dict[tuple, float]:
+        selected = self._by_metric.get(metric, [])
+        if any(row["group"] == "" for row in selected):
+            selected = [row for row in selected if row["group"] == ""]
+        out: dict[tuple, float] = {}
+        for row in selected:
+            key = (row["instance_id"], row["trial"], row["template_id"], row["group"])
+            if key in out:
+                raise ValueError(
+                    f"{self.name} instance_scores repeat metric {metric!r} row (instance_id, "
+                    f"trial, template_id, group)={key}"
+                )
+            value = row["value"]
+            if value is None or not np.isfinite(value):
+                raise ValueError(
+                    f"{self.name} instance_scores: metric {metric!r} row {key} has value "
+                    f"{value!r}; gated values must be finite"
+                )
+            out[key] = float(value)
+        return out
 
 
 def evaluate_gate(
@@ -277,22 +256,28 @@ def evaluate_gate(
     for it.
     """
     metrics = config.metrics_for(scenario)
-    names = (f"candidate {candidate!r}", f"champion {champion!r}")
+    cand_rows = _ScoreRows(candidate_scores, config.perturbation, f"candidate {candidate!r}")
+    champ_rows = _ScoreRows(champion_scores, config.perturbation, f"champion {champion!r}")
     raw = []  # (metric, lower, candidate figure, champion figure, comparison, unpaired rows)
     for metric in metrics:
         lower = metric in config.lower_is_better
-        parts = _corpus_parts(candidate_scores, champion_scores, metric, config, names)
+        # A corpus figure: no row of its own on the candidate, both parts of its ratio on each.
+        parts = (
+            None
+            if cand_rows.rows(metric)
+            else ratio_parts(metric, [cand_rows.rows, champ_rows.rows])
+        )
         if parts is not None:
             figures = (
-                _headline_figure(candidate_card, metric),
-                _headline_figure(champion_card, metric),
+                headline_figure(candidate_card, metric),
+                headline_figure(champion_card, metric),
             )
             raw.append(
                 _corpus_figure(parts, figures, config, scenario, metric, lower, candidate, champion)
             )
             continue
-        cand = _rows(candidate_scores, metric, config.perturbation, names[0])
-        champ = _rows(champion_scores, metric, config.perturbation, names[1])
+        cand = cand_rows.required(metric)
+        champ = champ_rows.required(metric)
         shared = sorted(cand.keys() & champ.keys())
         if not shared:
             raise ValueError(
