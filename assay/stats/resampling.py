@@ -97,10 +97,8 @@ def resample_counts(
     many categories. ``out`` (a float (n_resamples, n_clusters) array) receives the counts
     instead of a new array.
     """
-    # 32-bit indices draw faster; they fit whenever the flat bin index does.
-    dtype = np.int32 if n_resamples * n_clusters < 2**31 else np.int64
-    idx = rng.integers(0, n_clusters, size=(n_resamples, n_clusters), dtype=dtype)
-    idx += (np.arange(n_resamples, dtype=dtype) * n_clusters)[:, None]
+    idx = _draws(rng, n_resamples, n_clusters)
+    idx += (np.arange(n_resamples, dtype=idx.dtype) * n_clusters)[:, None]
     if out is None:
         out = np.zeros((n_resamples, n_clusters))
     else:
@@ -109,6 +107,13 @@ def resample_counts(
     # cost more (page faults) than the counting itself at a board's thousands of calls.
     np.add.at(out.reshape(-1), idx.ravel(), 1.0)
     return out
+
+
+def _draws(rng: np.random.Generator, n_resamples: int, n_clusters: int) -> np.ndarray:
+    """The (n_resamples, n_clusters) cluster indices every bootstrap here draws."""
+    # 32-bit indices draw faster; they fit whenever the flat bin index does.
+    dtype = np.int32 if n_resamples * n_clusters < 2**31 else np.int64
+    return rng.integers(0, n_clusters, size=(n_resamples, n_clusters), dtype=dtype)
 
 
 _buffers = threading.local()
@@ -168,16 +173,17 @@ def bootstrap_collapsed(collapsed: ClusterSums, *, n_resamples: int, seed: int) 
             )
             both = counts_drawn @ stacked
         else:
-            both = _summed_draws(rng, stop - start, lookup)
+            both = _summed_draws(rng, stop - start, m, lookup)
         totals, sizes = both[:, :k], both[:, k:]
         with np.errstate(invalid="ignore", divide="ignore"):
             out[start:stop] = np.where(sizes > 0, totals / sizes, np.nan)
     return out
 
 
-def _integer_lookup(stacked: np.ndarray) -> list[np.ndarray] | None:
-    """``stacked``'s columns as small integers, when every value is one and every resample's
-    sum stays exact (a correct/incorrect metric's differences and row counts); else None.
+def _integer_lookup(stacked: np.ndarray) -> list[np.ndarray | int] | None:
+    """``stacked``'s columns as small integers (a column of one value as that value), when
+    every value is one and every resample's sum stays exact (a correct/incorrect metric's
+    differences and row counts); else None.
 
     Summing whole numbers is exact in any order, so adding up each resample's drawn values
     gives the very sums the matrix product of the counts gives, without building the counts.
@@ -189,23 +195,24 @@ def _integer_lookup(stacked: np.ndarray) -> list[np.ndarray] | None:
     largest = float(np.max(np.abs(stacked), initial=0.0))
     if largest * stacked.shape[0] >= 2**53:
         return None
-    for dtype in (np.int8, np.int16, np.int32, np.int64):
-        if largest <= np.iinfo(dtype).max:
-            return [np.ascontiguousarray(column, dtype=dtype) for column in stacked.T]
-    return None
+    dtype = next(t for t in (np.int8, np.int16, np.int32, np.int64) if largest <= np.iinfo(t).max)
+    return [
+        int(column[0]) if np.all(column == column[0]) else np.ascontiguousarray(column, dtype=dtype)
+        for column in stacked.T
+    ]
 
 
-def _summed_draws(rng: np.random.Generator, n_resamples: int, lookup: list[np.ndarray]):
+def _summed_draws(
+    rng: np.random.Generator, n_resamples: int, n_clusters: int, lookup: list[np.ndarray | int]
+) -> np.ndarray:
     """Per resample, the sum of each column's drawn values: the draws of
-    :func:`resample_counts` (the same calls on ``rng``), added up instead of counted. A
-    column of one value (every cluster one row) sums to that value times the draws."""
-    m = lookup[0].size
-    dtype = np.int32 if n_resamples * m < 2**31 else np.int64
-    idx = rng.integers(0, m, size=(n_resamples, m), dtype=dtype)
+    :func:`resample_counts` (:func:`_draws`), added up instead of counted. A column of one
+    value (every cluster one row) sums to that value times the draws."""
+    idx = _draws(rng, n_resamples, n_clusters)
     sums = np.empty((n_resamples, len(lookup)))
     for j, column in enumerate(lookup):
-        if column.size and np.all(column == column[0]):
-            sums[:, j] = int(column[0]) * m
+        if isinstance(column, int):
+            sums[:, j] = column * n_clusters
         else:
             sums[:, j] = np.take(column, idx).sum(axis=1, dtype=np.int64)
     return sums
