@@ -10,6 +10,7 @@ retention policy is read from its compacted copies, and the site is the one buil
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -141,6 +142,55 @@ def test_a_new_version_below_the_leader_renders_its_own_units_and_the_board(stor
     assert sorted(built) == sorted(expected_files)
     for name in built:
         assert built[name] == expected_files[name], name
+
+
+@pytest.mark.parametrize("record", ["kept", "unreadable"])
+def test_a_new_version_reads_only_its_own_scores_for_the_reliability_diagrams(
+    stored, tmp_path, monkeypatch, record
+):
+    """The scenario pages draw every version's reliability diagram: the versions whose
+    partitions are unchanged keep the bins the last build recorded, and only the new
+    version's chosen probabilities are read; a record that does not read as one is
+    recomputed from the store. Either way the diagrams are those of a build from scratch."""
+    from assay.report.links import reliability_file
+    from assay.report.results import QueriedResults
+
+    sample = stored["sample"]
+    new = [r.model_version for r in stored["queried"].board.rows][1]
+    site = tmp_path / "site"
+    build_site(_without(stored, new), directory_writer(site), generated_at=WHEN)
+    scenarios = list(sample.primary_metrics)
+    if record == "unreadable":
+        for scenario in scenarios:
+            (site / reliability_file(scenario)).write_text("{not json")
+    asked: list[tuple[str, list[str]]] = []
+    scores = QueriedResults.scores
+
+    def recording(self, scenario, versions, metrics):
+        if "chosen_prob" in metrics:
+            asked.append((scenario, sorted(versions)))
+        return scores(self, scenario, versions, metrics)
+
+    monkeypatch.setattr(QueriedResults, "scores", recording)
+    build_site(stored["queried"], directory_writer(site), generated_at=WHEN)
+    every = sorted(sample.versions)
+    wanted = [new] if record == "kept" else every
+    assert asked == [(s, wanted) for s in scenarios]
+
+    fresh = tmp_path / "fresh"
+    build_site(stored["queried"], directory_writer(fresh), generated_at=WHEN)
+    calibrated = 0
+    for scenario in scenarios:
+        path = reliability_file(scenario)
+        assert (site / path).read_bytes() == (fresh / path).read_bytes(), scenario
+        bins = json.loads((site / path).read_text())
+        assert sorted(bins) == every
+        calibrated += sum(1 for v in every if bins[v])
+    assert calibrated >= len(every)  # a multiple-choice scenario has every version's diagram
+    exports = sorted(p.name for p in (fresh / "export").glob("calibration-*"))
+    assert exports
+    for name in exports:
+        assert (site / "export" / name).read_bytes() == (fresh / "export" / name).read_bytes()
 
 
 def test_a_new_leader_renders_one_comparison_page(stored, tmp_path):

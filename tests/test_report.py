@@ -47,7 +47,7 @@ from assay.report.sample import (
     write_sample,
 )
 from assay.report.site import _html_safe_json, compare_page, slug
-from assay.report.writing import MANIFEST, _csv
+from assay.report.writing import MANIFEST, _csv, _json
 from assay.storage.parquet import ParquetStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -238,6 +238,30 @@ def test_csv_cells_are_never_formulas():
     assert {r["text_number"] for r in parsed} == {"-1.5e3"}
     plain = list(csv.DictReader(io.StringIO(_csv([{"a": "x=1", "b": None}]).decode())))
     assert plain == [{"a": "x=1", "b": ""}]
+
+
+def test_exports_write_missing_and_non_finite_values_as_empty():
+    """Rows with different keys share one header (in the order keys first appear); a value
+    that is absent, None, NaN or infinite is an empty CSV cell and a JSON null, nested ones
+    included; every other value is written as it is."""
+    rows = [
+        {"a": 1.5, "b": float("nan")},
+        {"c": float("-inf"), "a": None},
+        {"b": [1.0, float("inf")], "c": "-x", "d": True},
+    ]
+    parsed = list(csv.reader(io.StringIO(_csv(rows).decode(), newline="")))
+    assert parsed == [
+        ["a", "b", "c", "d"],
+        ["1.5", "", "", ""],
+        ["", "", "", ""],
+        ["", "[1.0, None]", "'-x", "True"],
+    ]
+    assert json.loads(_json(rows)) == [
+        {"a": 1.5, "b": None},
+        {"c": None, "a": None},
+        {"b": [1.0, None], "c": "-x", "d": True},
+    ]
+    assert json.loads(_json({"x": (float("nan"), 2)})) == {"x": [None, 2]}
 
 
 def test_exported_csv_neutralises_registry_and_model_texts(explorer):

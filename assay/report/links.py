@@ -57,3 +57,8 @@ def instances_file(scenario: str) -> str:
 def jsonl_file(scenario: str, version: str) -> str:
     # Gzipped: a partition's rows repeat the prompts and references, and compress ~10×.
     return f"export/instances/{slug(scenario)}/{slug(version)}.jsonl.gz"
+
+
+def reliability_file(scenario: str) -> str:
+    """Every version's reliability bins on ``scenario``, as the scenario page last drew them."""
+    return f"data/{slug(scenario)}/_reliability.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -12,7 +13,7 @@ from assay.compare.ranking import SCORECARD_COLUMNS
 from assay.contamination.clean import CLEAN, CLEAN_MINUS_FULL, FAMILY, RATE
 from assay.core.records import METRIC_FAMILIES
 from assay.evaluate.sequential import extent_of
-from assay.report.links import scenario_page, slug
+from assay.report.links import reliability_file, scenario_page, slug
 from assay.report.render import _Context, _finite
 from assay.report.writing import inputs_digest
 from assay.scoring.metrics.calibration import reliability_bins
@@ -372,9 +373,48 @@ def _bars(series: Sequence[tuple[str, list[str], list[dict | None]]], title: str
 
 
 def _reliability(ctx: _Context, scenario: str, versions: Sequence[str]) -> dict[str, list]:
+    """Each version's reliability bins on ``scenario`` (versions without chosen
+    probabilities left out), and the page's record of them (:func:`reliability_file`).
+
+    A version whose partition's inputs are the last build's keeps the bins that build
+    recorded; only the others' instance scores are read: a new version on a large board reads
+    its own rows, not every version's.
+    """
+    kept = _recorded_bins(ctx, scenario)
+    bins = {v: kept[v] for v in versions if v in kept and (v, scenario) in ctx.kept_partitions}
+    missing = [v for v in versions if v not in bins]
+    if missing:
+        bins.update(_bins_from_scores(ctx, scenario, missing))
+    ctx.site.put(
+        reliability_file(scenario),
+        json.dumps({v: bins[v] for v in versions}, allow_nan=False).encode("utf-8"),
+    )
+    return {v: bins[v] for v in versions if bins[v]}
+
+
+def _recorded_bins(ctx: _Context, scenario: str) -> dict[str, list]:
+    """The bins the last build recorded for ``scenario`` (none where it recorded nothing or
+    the record does not read as one)."""
+    folder, path = ctx.site.folder, reliability_file(scenario)
+    if folder is None or not ctx.site.previous_file(path):
+        return {}
+    try:
+        recorded = json.loads(folder.read(path) or b"{}")
+    except ValueError:
+        return {}
+    if not isinstance(recorded, dict):
+        return {}
+    return {v: b for v, b in recorded.items() if isinstance(v, str) and isinstance(b, list)}
+
+
+def _bins_from_scores(
+    ctx: _Context, scenario: str, versions: Sequence[str]
+) -> dict[str, list[dict]]:
+    """The bins of ``versions``, from their per-instance chosen probabilities and accuracy."""
+    out: dict[str, list[dict]] = {v: [] for v in versions}
     scores = ctx.results.scores(scenario, versions, ["chosen_prob", "acc"])
     if scores is None:
-        return {}
+        return out
     table = scores.filter(pc.equal(scores["group"], "")).select(
         ["model_version", "instance_id", "trial", "template_id", "metric", "family", "value"]
     )
@@ -386,7 +426,6 @@ def _reliability(ctx: _Context, scenario: str, versions: Sequence[str]) -> dict[
             continue
         cell = pairs[version].setdefault((iid, trial, template), [None, None])
         cell[0 if metric == "chosen_prob" else 1] = value
-    out = {}
     for v in versions:
         got = [(p, y) for p, y in pairs.get(v, {}).values() if p is not None and y is not None]
         if not got:

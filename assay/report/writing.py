@@ -29,6 +29,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -84,22 +85,42 @@ def csv_cell(value: Any) -> Any:
 def _csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
     buffer = io.StringIO()
     columns: list[str] = []
+    seen: set[str] = set()
     for row in rows:
-        columns += [c for c in row if c not in columns]
+        for c in row:
+            if c not in seen:
+                seen.add(c)
+                columns.append(c)
     # RFC 4180's CRLF: the writer then quotes every field holding a CR or an LF.
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\r\n")
-    writer.writerow({c: csv_cell(c) for c in columns})
-    for row in rows:
-        writer.writerow({k: csv_cell(v) for k, v in _clean(dict(row)).items()})
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow([csv_cell(c) for c in columns])
+    writer.writerows([_csv_value(row.get(c)) for c in columns] for row in rows)
     return buffer.getvalue().encode("utf-8")
+
+
+def _csv_value(value: Any) -> Any:
+    """A row's value as its CSV cell: NaN and infinities empty, like a missing value."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    if isinstance(value, list | tuple | dict):
+        value = _clean(value)
+    return csv_cell(value)
 
 
 def _json(rows: Any) -> bytes:
     # One row per line: readable, and without ``indent`` (which leaves json's C encoder).
     if isinstance(rows, list):
-        body = ",\n".join(json.dumps(r, ensure_ascii=False) for r in _clean(rows))
+        body = ",\n".join(_json_row(r) for r in rows)
         return f"[\n{body}\n]\n".encode()
     return json.dumps(_clean(rows), ensure_ascii=False).encode("utf-8")
+
+
+def _json_row(row: Any) -> str:
+    """One row as JSON, NaN and infinities as null (the row is walked only when it has one)."""
+    try:
+        return json.dumps(row, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return json.dumps(_clean(row), ensure_ascii=False)
 
 
 def digest(data: bytes) -> str:
@@ -340,6 +361,10 @@ class _Site:
         self._record(path, key, len(data))
         if self._unit is not None:
             self._unit.append(path)
+
+    def previous_file(self, path: str) -> bool:
+        """Whether the last build wrote ``path`` and the folder still holds it."""
+        return path in self.previous["files"] and path in self.existing
 
     def wrote(self, path: str, key: str, size: int) -> None:
         """A file another process wrote for this build."""
