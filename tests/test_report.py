@@ -561,3 +561,47 @@ def _mean_diff(scores, a: str, b: str) -> float:
 def _flipped(scores, a: str, b: str) -> list[str]:
     x, y = _acc(scores, a), _acc(scores, b)
     return [k for k in sorted(x) if x[k] != y[k]]
+
+
+def test_the_scenario_page_names_each_partial_scorecard_as_its_table_records_it():
+    """Each version's extent is read from its scorecard's first row, as ``extent_of`` reads
+    a version's table: the partial ones are listed in the board's order, full ones not."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from assay.evaluate.sequential import (
+        EVALUATED_COLUMN,
+        STOP_COLUMN,
+        TOTAL_COLUMN,
+        extent_of,
+    )
+    from assay.report.scenario import _partial
+
+    marks = {"a@v1": (40, 100, "futility"), "a@v2": (None, None, None), "a@v3": (100, 100, "")}
+    rows = [
+        {
+            "model_version": v,
+            "metric": metric,
+            EVALUATED_COLUMN: done,
+            TOTAL_COLUMN: total,
+            STOP_COLUMN: stop,
+        }
+        for metric in ("acc", "f1")
+        for v, (done, total, stop) in marks.items()
+    ]
+    cards = pa.Table.from_pylist(rows)
+    versions = ["a@v3", "a@v2", "a@v1", "a@v4"]  # the board's order; v4 has no scorecard
+    expected = []
+    for v in versions:
+        extent = extent_of(cards.filter(pc.equal(cards["model_version"], v)))
+        if extent is not None and extent.partial:
+            expected.append(
+                {
+                    "version": v,
+                    "evaluated": extent.evaluated,
+                    "total": extent.total,
+                    "reason": extent.stop_reason,
+                }
+            )
+    assert _partial(cards.to_pylist(), versions) == expected
+    assert [p["version"] for p in expected] == ["a@v1"]

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -273,7 +274,11 @@ def extent_of(card: pa.Table | None) -> Extent | None:
     """The extent a ``metric_tables`` table records: None for a full evaluation (no marks)."""
     if card is None or card.num_rows == 0 or EVALUATED_COLUMN not in card.column_names:
         return None
-    row = card.slice(0, 1).to_pylist()[0]
+    return extent_of_row(card.slice(0, 1).to_pylist()[0])
+
+
+def extent_of_row(row: Mapping[str, Any]) -> Extent | None:
+    """The extent a scorecard's row records (every row of a scorecard records the same)."""
     if row.get(EVALUATED_COLUMN) is None or row.get(TOTAL_COLUMN) is None:
         return None
     return Extent(int(row[EVALUATED_COLUMN]), int(row[TOTAL_COLUMN]), row.get(STOP_COLUMN) or "")
@@ -307,6 +312,7 @@ __all__ = (
     "evaluate_up_to",
     "extent_of",
     "extent_of_outputs",
+    "extent_of_row",
     "instance_order",
     "mark_extent",
     "mark_outputs",

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from assay.compare.ranking import SCORECARD_COLUMNS
 from assay.contamination.clean import CLEAN, CLEAN_MINUS_FULL, FAMILY, RATE
 from assay.core.records import METRIC_FAMILIES
-from assay.evaluate.sequential import extent_of
+from assay.evaluate.sequential import extent_of_row
 from assay.report.links import reliability_file, scenario_page, slug
 from assay.report.render import _Context, _finite
 from assay.report.writing import inputs_digest
@@ -251,7 +251,7 @@ def _scenario_page(ctx: _Context, scenario: str) -> None:
         charted=charted,
         scorecards=scorecards,
         folded=folded,
-        partial=_partial(cards, versions),
+        partial=_partial(every_row, versions),
         card_export=card_export,
         group_chart=group_chart,
         gaps=gaps,
@@ -304,12 +304,15 @@ def contamination_rows(rows: Iterable[dict], versions: Sequence[str], metric: st
 _FAMILY_ORDER = METRIC_FAMILIES
 
 
-def _partial(cards: pa.Table, versions: Sequence[str]) -> list[dict]:
-    """The versions whose scorecard here is a partial evaluation, with its extent."""
+def _partial(every_row: Sequence[dict], versions: Sequence[str]) -> list[dict]:
+    """The versions whose scorecard here is a partial evaluation, with its extent (each
+    version's first row says, as :func:`~assay.evaluate.sequential.extent_of` reads it)."""
+    first: dict[str, dict] = {}
+    for row in every_row:
+        first.setdefault(row["model_version"], row)
     out = []
     for version in versions:
-        mine = cards.filter(pc.equal(cards["model_version"], version))
-        extent = extent_of(mine)
+        extent = extent_of_row(first[version]) if version in first else None
         if extent is not None and extent.partial:
             out.append(
                 {
