@@ -5,8 +5,9 @@ part of the Hub's HTTP API that ``huggingface_hub`` and ``datasets`` call for
 ``load_dataset(repo, name, revision=<commit>)`` and that assay's native loaders call for a
 file's ``resolve`` URL, on 127.0.0.1 only:
 
-- ``GET /api/datasets/<repo>/revision/<rev>``: the dataset's info at a revision (its commit
-  ``sha`` and files), as ``HfApi.dataset_info`` / ``repo_info`` read it;
+- ``GET /api/datasets/<repo>/revision/<rev>`` and ``GET /api/datasets/<repo>`` (the default
+  branch): the dataset's info at a revision (its commit ``sha`` and files), as
+  ``HfApi.dataset_info`` / ``repo_info`` read it;
 - ``GET /api/datasets/<repo>/tree/<rev>[/<dir>]`` (``recursive``) and
   ``POST /api/datasets/<repo>/paths-info/<rev>`` (form field ``paths``): the listings
   ``HfFileSystem`` reads to resolve a config's data file patterns;
@@ -15,8 +16,9 @@ file's ``resolve`` URL, on 127.0.0.1 only:
   id), ``X-Linked-Size``, ``Content-Length``) and ``Range`` requests.
 
 Each repository is served at one commit (its files' digest, so the same files give the same
-commit). Any other revision, including ``main``, is answered as the Hub answers a revision
-that does not exist (404, ``X-Error-Code: RevisionNotFound``); an unknown repository with
+commit), which its default branch ``main`` points at. Any other revision is answered as the
+Hub answers a revision that does not exist (404, ``X-Error-Code: RevisionNotFound``); an
+unknown repository with
 ``RepoNotFound`` and a missing file with ``EntryNotFound``. Every request is logged in
 ``requests`` (method and path) so a test can tell the Hub was actually read. The server is
 bounded: 127.0.0.1 and a free port only, request bodies up to 1 MiB, a 10 s socket timeout,
@@ -120,6 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         parts = path.strip("/").split("/")
         try:
+            if parts[:2] == ["api", "datasets"] and len(parts) == 4:
+                return self._json(_info(self._repo("/".join(parts[2:4]), "main")), head)
             if parts[:2] == ["api", "datasets"] and len(parts) >= 6:
                 repo, action, rev, rest = "/".join(parts[2:4]), parts[4], parts[5], parts[6:]
                 found = self._repo(repo, rev)
@@ -146,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self.server.hub.repos.get(repo_id)
         if repo is None:
             raise _NotFound("RepoNotFound", f"Repository not found: {repo_id}")
-        if revision != repo.commit:
+        if revision not in (repo.commit, "main"):
             raise _NotFound("RevisionNotFound", f"Invalid rev id: {revision}")
         return repo
 

@@ -14,6 +14,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -189,8 +190,9 @@ def test_the_stand_in_answers_huggingface_hubs_client_as_the_hub_does(tmp_path: 
 
 @pytest.fixture(scope="module")
 def gsm8k_from_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """gsm8k built three ways in one child: from the loopback hub at its commit, from the
-    same files through ``data_files``, and at a revision the hub does not have."""
+    """gsm8k built four ways in one child: from the loopback hub at its commit, from the
+    same files through ``data_files``, at a revision the hub does not have, and from the hub
+    without a revision."""
     repo = _gsm8k_repo()
     home = tmp_path_factory.mktemp("hub")
     local = {"test": str(GSM8K / "test.jsonl"), "train": str(GSM8K / "train.jsonl")}
@@ -198,9 +200,10 @@ def gsm8k_from_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         {"task": "gsm8k", "num_fewshot": 2, "revision": repo.commit},
         {"task": "gsm8k", "num_fewshot": 2, "data_files": local},
         {"task": "gsm8k", "num_fewshot": 2, "revision": "0" * 40},
+        {"task": "gsm8k", "num_fewshot": 2},
     ]
     with LoopbackHub(repo) as hub:
-        hub_read, files_read, unknown = _build_in_child(hub.endpoint, home, entries)
+        hub_read, files_read, unknown, unpinned = _build_in_child(hub.endpoint, home, entries)
     yield {
         "repo": repo,
         "endpoint": hub.endpoint,
@@ -208,6 +211,7 @@ def gsm8k_from_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         "hub": hub_read,
         "files": files_read,
         "unknown": unknown,
+        "unpinned": unpinned,
     }
 
 
@@ -236,6 +240,28 @@ def test_a_task_read_from_the_hub_at_its_commit_is_the_task_read_from_its_files(
 
 
 @needs_lm_eval
+def test_a_task_without_a_revision_reads_and_records_the_commit_its_branch_is_at(
+    gsm8k_from_hub: dict[str, Any],
+) -> None:
+    """An entry without ``revision`` asks the hub where the dataset's default branch is,
+    reads every file at that commit (never at the moving branch), and its revision names the
+    commit: the same documents and the same revision as an entry pinned to that commit."""
+    repo, unpinned, pinned = (
+        gsm8k_from_hub["repo"],
+        gsm8k_from_hub["unpinned"],
+        gsm8k_from_hub["hub"],
+    )
+    assert "error" not in unpinned, unpinned.get("error")
+    assert unpinned["instances"] == pinned["instances"]
+    assert unpinned["revision"] == pinned["revision"]
+    assert f"hub:openai/gsm8k/main@{repo.commit}#" in unpinned["revision"]
+    asked = [path for _, path in gsm8k_from_hub["requests"]]
+    assert "/api/datasets/openai/gsm8k" in asked  # the default branch's info
+    at_branch = re.compile(r"/(resolve|revision|tree|paths-info)/main(/|$|\?)")
+    assert not [path for path in asked if at_branch.search(path)]
+
+
+@needs_lm_eval
 def test_an_unknown_revision_names_the_dataset_the_hub_and_the_override(
     gsm8k_from_hub: dict[str, Any],
 ) -> None:
@@ -256,16 +282,19 @@ def test_an_unreachable_hub_names_the_dataset_the_hub_and_the_override(tmp_path:
     repo = _gsm8k_repo()
     with LoopbackHub(repo) as hub:
         endpoint = hub.endpoint
-    # The server is stopped: its port is closed.
-    entry = {"task": "gsm8k", "revision": repo.commit}
-    (result,) = _build_in_child(endpoint, tmp_path, [entry], backoff=False)
-    message = result.get("error", "")
-    assert message.startswith(
-        "LmEvalTaskError: lm-eval task 'gsm8k' reads dataset 'openai/gsm8k/main' from the "
-        "Hugging Face hub, which is not reachable here"
-    )
-    assert f"({endpoint} cannot be reached: ConnectionError: " in message
-    assert "args.data_files: {test: <test.jsonl>, train: <train.jsonl>}" in message
+    # The server is stopped: its port is closed. Pinned, the task's load fails; unpinned,
+    # asking for the branch's commit does.
+    entries = [{"task": "gsm8k", "revision": repo.commit}, {"task": "gsm8k"}]
+    results = _build_in_child(endpoint, tmp_path, entries, backoff=False)
+    for result in results:
+        message = result.get("error", "")
+        assert message.startswith(
+            "LmEvalTaskError: lm-eval task 'gsm8k' reads dataset 'openai/gsm8k/main' from the "
+            "Hugging Face hub, which is not reachable here"
+        )
+        # The cause as the client raised it (datasets' ConnectionError, httpx's ConnectError).
+        assert re.search(rf"\({re.escape(endpoint)} cannot be reached: Connect\w*Error: ", message)
+        assert "args.data_files: {test: <test.jsonl>, train: <train.jsonl>}" in message
 
 
 MMLU_FILES = {

@@ -2,8 +2,9 @@
 
 With a hub, the task reads its dataset as lm-eval does (``datasets.load_dataset`` with the
 task's ``dataset_path``, ``dataset_name`` and ``dataset_kwargs``), at ``revision`` when the
-entry gives one. Without one, the entry points the task at local files in the hub's schema
-(the columns the task's YAML and functions read):
+entry gives one, else at the commit its branch is at when the task is built
+(:func:`hub_commit`). Without one, the entry points the task at local files in the hub's
+schema (the columns the task's YAML and functions read):
 
 - ``data_files: {test: data/gsm8k/test.jsonl, train: data/gsm8k/train.jsonl}``: split → file
   (JSONL, CSV, Parquet or JSON), for one task;
@@ -126,10 +127,16 @@ def dataset_overrides(
     name = dataset_name(config)
     roles = splits_read(config)
     if not spec.data_files and not spec.data_dir:
-        if spec.revision is None:
+        revision = spec.revision
+        if revision is None:
+            try:
+                revision = hub_commit(config)
+            except Exception as exc:
+                raise hub_error(spec, config, exc) or exc from None
+        if revision is None:
             return {}, TaskData(name)
-        kwargs = {**dict(config.get("dataset_kwargs") or {}), "revision": spec.revision}
-        return {"dataset_kwargs": kwargs}, TaskData(name, hub_revision=spec.revision)
+        kwargs = {**dict(config.get("dataset_kwargs") or {}), "revision": revision}
+        return {"dataset_kwargs": kwargs}, TaskData(name, hub_revision=revision)
     needed = set(roles.values())
     files = dict(spec.data_files) if spec.data_files else _dir_files(spec, config, needed)
     eval_split = roles.get("test_split") or roles.get("validation_split")
@@ -159,6 +166,23 @@ def dataset_overrides(
     digests = {split: _sha256(path) for split, path in files.items()}
     loader = LocalDataset(tuple(sorted(files.items())), tuple(sorted(stand_in.items())))
     return {"custom_dataset": loader}, TaskData(name, files, digests)
+
+
+def hub_commit(config: Mapping[str, Any]) -> str | None:
+    """The commit the hub's dataset of ``config`` is at now (on its default branch, or the
+    branch or tag its ``dataset_kwargs`` name), so an entry without ``revision`` still reads,
+    and records, one commit: the data cannot change between reading and recording, and the
+    scenario's revision says which commit a result came from. None where there is no hub
+    repository to ask: offline (the cached copy is read as it is), or a dataset that is a
+    builder or a local folder rather than ``owner/name``."""
+    path = str(config.get("dataset_path") or "")
+    offline = any(os.environ.get(env, "").lower() in ("1", "true") for env in OFFLINE_ENVS)
+    if offline or path.count("/") != 1 or Path(path).exists():
+        return None
+    from huggingface_hub import HfApi
+
+    branch = (config.get("dataset_kwargs") or {}).get("revision")
+    return HfApi(endpoint=hub_endpoint()).dataset_info(path, revision=branch).sha
 
 
 def _sha256(path: str) -> str:
