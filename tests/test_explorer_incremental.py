@@ -144,14 +144,15 @@ def test_a_new_version_below_the_leader_renders_its_own_units_and_the_board(stor
         assert built[name] == expected_files[name], name
 
 
-@pytest.mark.parametrize("record", ["kept", "unreadable"])
+@pytest.mark.parametrize("record", ["kept", "unreadable", "misshapen"])
 def test_a_new_version_reads_only_its_own_scores_for_the_reliability_diagrams(
     stored, tmp_path, monkeypatch, record
 ):
     """The scenario pages draw every version's reliability diagram: the versions whose
     partitions are unchanged keep the bins the last build recorded, and only the new
     version's chosen probabilities are read; a record that does not read as one is
-    recomputed from the store. Either way the diagrams are those of a build from scratch."""
+    recomputed from the store, and so are bins that are not bins. Either way the diagrams are
+    those of a build from scratch."""
     from assay.report.links import reliability_file
     from assay.report.results import QueriedResults
 
@@ -160,9 +161,13 @@ def test_a_new_version_reads_only_its_own_scores_for_the_reliability_diagrams(
     site = tmp_path / "site"
     build_site(_without(stored, new), directory_writer(site), generated_at=WHEN)
     scenarios = list(sample.primary_metrics)
-    if record == "unreadable":
-        for scenario in scenarios:
-            (site / reliability_file(scenario)).write_text("{not json")
+    for scenario in scenarios:
+        path = site / reliability_file(scenario)
+        if record == "unreadable":
+            path.write_text("{not json")
+        elif record == "misshapen":  # the versions named, their bins not bins
+            wrong = [{"count": "7", "confidence": 0.5, "accuracy": 0.5}, {"count": 3}]
+            path.write_text(json.dumps({v: wrong for v in json.loads(path.read_text())}))
     asked: list[tuple[str, list[str]]] = []
     scores = QueriedResults.scores
 

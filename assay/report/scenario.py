@@ -407,7 +407,18 @@ def _recorded_bins(ctx: _Context, scenario: str) -> dict[str, list]:
         return {}
     if not isinstance(recorded, dict):
         return {}
-    return {v: b for v, b in recorded.items() if isinstance(v, str) and isinstance(b, list)}
+    return {v: b for v, b in recorded.items() if isinstance(v, str) and _are_bins(b)}
+
+
+def _are_bins(value: object) -> bool:
+    """Whether ``value`` reads as a version's bins (anything else is computed again)."""
+    return isinstance(value, list) and all(
+        isinstance(b, dict)
+        and set(b) == {"count", "confidence", "accuracy"}
+        and type(b["count"]) is int
+        and all(type(b[k]) is float for k in ("confidence", "accuracy"))
+        for b in value
+    )
 
 
 def _bins_from_scores(
