@@ -176,13 +176,17 @@ def hub_commit(config: Mapping[str, Any]) -> str | None:
     repository to ask: offline (the cached copy is read as it is), or a dataset that is a
     builder or a local folder rather than ``owner/name``."""
     path = str(config.get("dataset_path") or "")
-    offline = any(os.environ.get(env, "").lower() in ("1", "true") for env in OFFLINE_ENVS)
-    if offline or path.count("/") != 1 or Path(path).exists():
+    if offline_settings() or path.count("/") != 1 or Path(path).exists():
         return None
     from huggingface_hub import HfApi
 
     branch = (config.get("dataset_kwargs") or {}).get("revision")
     return HfApi(endpoint=hub_endpoint()).dataset_info(path, revision=branch).sha
+
+
+def offline_settings() -> list[str]:
+    """The hub libraries' offline variables that are set (``HF_HUB_OFFLINE=1``, ...)."""
+    return [env for env in OFFLINE_ENVS if os.environ.get(env, "").lower() in ("1", "true")]
 
 
 def _sha256(path: str) -> str:
@@ -227,7 +231,7 @@ def hub_error(spec: LmEvalTask, config: Mapping[str, Any], exc: BaseException) -
     else): the hub cannot be reached (offline, or no answer from ``$HF_ENDPOINT``), or it has
     no such dataset or revision. It names the dataset, the hub and the override that points
     the entry at local files."""
-    offline = [env for env in OFFLINE_ENVS if os.environ.get(env, "").lower() in ("1", "true")]
+    offline = offline_settings()
     cause = f"{type(exc).__name__}: {exc}"
     text = cause.lower()
     network = any(
