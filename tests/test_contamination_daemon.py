@@ -19,11 +19,11 @@ from dagster import (
     EventRecordsFilter,
     materialize,
 )
+from explorer_browser import scenario_views
 from live_deployment import TERMINAL, deployment, wait_for
 
 from assay.core.records import Instance
 from assay.evaluate.suite import load_suite
-from assay.report import scenario_page
 from assay.storage.parquet import ParquetStore
 from resources import ModelsResource, SuiteResource, assay_resources
 from sensors.promotion import MODEL_VERSION_TAG
@@ -177,7 +177,8 @@ def test_a_promotion_checks_the_declared_corpus_under_the_daemon(
                 resources=resources,
             ).success
         explorer = Path(deployed.env["ASSAY_STORAGE_URL"]) / "explorer"
-        assert 'id="contamination-table"' in (explorer / scenario_page("quiz")).read_text()
-        export = json.loads((explorer / "export" / "contamination-quiz.json").read_text())
+        (view,) = scenario_views(explorer, ["quiz"]).values()
+        assert "c@v1" in view.html.split('id="contamination-table"')[1] and not view.errors
+        export = json.loads(view.exports["contamination-quiz.json"])
         (line,) = [r for r in export if r["model_version"] == "c@v1"]
         assert line["checked"] and line["rate"] == pytest.approx(len(PLANTED) / len(QUESTIONS))

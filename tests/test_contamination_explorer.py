@@ -4,19 +4,19 @@ per instance whether it was flagged and why; checked in the page files and in Ch
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 
 import pyarrow as pa
 import pytest
+from explorer_browser import chromium, scenario_views
 from sample_clock import SampleClock, held_explorer_data
 
 from assay.contamination.clean import CLEAN, CLEAN_MINUS_FULL, contamination_rows
 from assay.contamination.subsets import TABLE_SCHEMA, Contamination
 from assay.core.records import InstanceStat
 from assay.registry import Registry
-from assay.report import build_site, directory_writer, scenario_page
+from assay.report import build_site, directory_writer
 from assay.report.links import data_file, slug
 from assay.report.sample import write_sample
 from assay.scoring.summary import scorecard_table
@@ -107,8 +107,9 @@ def site(tmp_path_factory) -> dict:
 
 
 def test_the_scenario_page_shows_rate_clean_and_difference(site):
-    page = (site["site"] / scenario_page(SCENARIO)).read_text()
-    assert 'id="contamination-table"' in page
+    (view,) = scenario_views(site["site"], [SCENARIO]).values()
+    assert not view.errors
+    page = view.html.split('id="contamination-table"')[1].split("</table>")[0]
     rows = site["rows"]
     rate = rows[("contamination_rate", "")]
     assert rate.mean == pytest.approx(3 / 12)
@@ -117,7 +118,7 @@ def test_the_scenario_page_shows_rate_clean_and_difference(site):
         assert f"[{figure.ci_low:.3f}, {figure.ci_high:.3f}]" in page
     assert "not checked" in page  # the other version
     # The export holds the same figures.
-    export = json.loads((site["site"] / f"export/contamination-{slug(SCENARIO)}.json").read_text())
+    export = json.loads(view.exports[f"contamination-{slug(SCENARIO)}.json"])
     line = next(r for r in export if r["model_version"] == site["checked"])
     assert line["rate"] == pytest.approx(3 / 12)
     assert line["clean"] == pytest.approx(rows[("acc", CLEAN)].mean)
@@ -137,13 +138,6 @@ def test_the_instance_data_carries_each_finding(site):
     assert "gpt3_13gram" not in unchecked
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.skip("Chromium is not installed")
-    return path
-
-
 def _hash(version: str, instance: str) -> str:
     return "#" + urlencode({"s": SCENARIO, "v": version, "id": instance}, quote_via=quote)
 
@@ -155,7 +149,7 @@ def test_instance_pages_say_flagged_clean_or_not_checked_in_chromium(site):
     base = (site["site"] / "instance.html").as_uri()
     dialogs, errors = [], []
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         try:
             page = browser.new_page()
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))

@@ -10,7 +10,6 @@ retention policy is read from its compacted copies, and the site is the one buil
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -110,20 +109,20 @@ def test_a_new_version_below_the_leader_renders_its_own_units_and_the_board(stor
     # The new version's partitions only, one per scenario.
     assert summary.partitions_built == len(scenarios)
     assert summary.partitions_unchanged == first.partitions_built
-    # Its comparisons with its two neighbours, its value file, the pages listing every
-    # version (scenarios, the newest board, history, the menus of comparisons, instances and
-    # versions), and nothing else.
+    # Its comparisons with its two neighbours, its value file, its card on each scenario
+    # (the scenario pages and the instance page stay: they load the cards and the scenarios'
+    # indexes in the browser), the pages listing every version (the newest board, history,
+    # the menus of comparisons and versions), and nothing else.
     expected = {
         f"compare\x1f{leader}\x1f{new}",
         f"compare\x1f{new}\x1f{last}",
         f"values\x1f{new}",
         "board",
         "comparisons",
-        "instance",
         "history",
         "leaderboard\x1findex.html",
         f"leaderboard\x1f{day_page(sample.days[-1])}",
-        *(f"scenario\x1f{s}" for s in scenarios),
+        *(f"card\x1f{s}\x1f{new}" for s in scenarios),
     }
     assert set(summary.rendered) == expected
     # Leader and last are no longer neighbours: their page goes (compare.html has the pair).
@@ -144,58 +143,52 @@ def test_a_new_version_below_the_leader_renders_its_own_units_and_the_board(stor
         assert built[name] == expected_files[name], name
 
 
-@pytest.mark.parametrize("record", ["kept", "unreadable", "misshapen"])
-def test_a_new_version_reads_only_its_own_scores_for_the_reliability_diagrams(
-    stored, tmp_path, monkeypatch, record
+@pytest.mark.parametrize("card", ["kept", "deleted"])
+def test_a_new_version_reads_only_its_own_rows_for_the_scenario_pages(
+    stored, tmp_path, monkeypatch, card
 ):
-    """The scenario pages draw every version's reliability diagram: the versions whose
-    partitions are unchanged keep the bins the last build recorded, and only the new
-    version's chosen probabilities are read; a record that does not read as one is
-    recomputed from the store, and so are bins that are not bins. Either way the diagrams are
-    those of a build from scratch."""
-    from assay.report.links import reliability_file
+    """A scenario page draws each version from that version's card: a rebuild after a new
+    version reads the metric tables and chosen probabilities of the new version only (and of
+    a version whose card went missing from the folder), renders no scenario page, and leaves
+    the cards, index and pages of a build from scratch."""
+    from assay.report.links import card_file, cards_file, scenario_page
     from assay.report.results import QueriedResults
 
     sample = stored["sample"]
-    new = [r.model_version for r in stored["queried"].board.rows][1]
+    _, new, last = [r.model_version for r in stored["queried"].board.rows]
     site = tmp_path / "site"
     build_site(_without(stored, new), directory_writer(site), generated_at=WHEN)
     scenarios = list(sample.primary_metrics)
-    for scenario in scenarios:
-        path = site / reliability_file(scenario)
-        if record == "unreadable":
-            path.write_text("{not json")
-        elif record == "misshapen":  # the versions named, their bins not bins
-            wrong = [{"count": "7", "confidence": 0.5, "accuracy": 0.5}, {"count": 3}]
-            path.write_text(json.dumps({v: wrong for v in json.loads(path.read_text())}))
-    asked: list[tuple[str, list[str]]] = []
-    scores = QueriedResults.scores
+    if card == "deleted":
+        for scenario in scenarios:
+            (site / card_file(scenario, last)).unlink()
+    asked: list[tuple[str, str, list[str]]] = []
+    cards, scores = QueriedResults.cards, QueriedResults.scores
 
-    def recording(self, scenario, versions, metrics):
+    def reading_cards(self, scenario, versions):
+        asked.append(("cards", scenario, sorted(versions)))
+        return cards(self, scenario, versions)
+
+    def reading_scores(self, scenario, versions, metrics):
         if "chosen_prob" in metrics:
-            asked.append((scenario, sorted(versions)))
+            asked.append(("chosen_prob", scenario, sorted(versions)))
         return scores(self, scenario, versions, metrics)
 
-    monkeypatch.setattr(QueriedResults, "scores", recording)
-    build_site(stored["queried"], directory_writer(site), generated_at=WHEN)
-    every = sorted(sample.versions)
-    wanted = [new] if record == "kept" else every
-    assert asked == [(s, wanted) for s in scenarios]
+    monkeypatch.setattr(QueriedResults, "cards", reading_cards)
+    monkeypatch.setattr(QueriedResults, "scores", reading_scores)
+    summary = build_site(stored["queried"], directory_writer(site), generated_at=WHEN)
+    wanted = sorted([new] if card == "kept" else [new, last])
+    assert asked == [(what, s, wanted) for s in scenarios for what in ("cards", "chosen_prob")]
+    assert not [k for k in summary.rendered if k.startswith("scenario\x1f")]
 
+    monkeypatch.undo()
     fresh = tmp_path / "fresh"
     build_site(stored["queried"], directory_writer(fresh), generated_at=WHEN)
-    calibrated = 0
     for scenario in scenarios:
-        path = reliability_file(scenario)
-        assert (site / path).read_bytes() == (fresh / path).read_bytes(), scenario
-        bins = json.loads((site / path).read_text())
-        assert sorted(bins) == every
-        calibrated += sum(1 for v in every if bins[v])
-    assert calibrated >= len(every)  # a multiple-choice scenario has every version's diagram
-    exports = sorted(p.name for p in (fresh / "export").glob("calibration-*"))
-    assert exports
-    for name in exports:
-        assert (site / "export" / name).read_bytes() == (fresh / "export" / name).read_bytes()
+        paths = [cards_file(scenario), scenario_page(scenario)]
+        paths += [card_file(scenario, v) for v in sample.versions]
+        for path in paths:
+            assert (site / path).read_bytes() == (fresh / path).read_bytes(), path
 
 
 def test_a_new_leader_renders_one_comparison_page(stored, tmp_path):

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterRunStatus
+from explorer_browser import scenario_views
 from live_deployment import REPO, TERMINAL, deployment, wait_for
 
 from assay.models.bundled import BUNDLED_SOURCE
-from assay.report.links import scenario_page, slug
+from assay.report.links import slug
 from assay.storage.parquet import ParquetStore
 from sensors.promotion import MODEL_VERSION_TAG
 
@@ -141,11 +142,10 @@ def test_a_promotion_evaluates_lm_eval_tasks_and_a_rerun_is_cached(
         # table as data) and a page per task.
         _materialize(deployed.env, "dashboard", None)
         site = Path(deployed.env["ASSAY_STORAGE_URL"]) / "explorer"
+        views = scenario_views(site, list(expected))
         for scenario, (metric, _) in expected.items():
-            assert (site / scenario_page(scenario)).is_file()
-            exported = json.loads(
-                (site / "export" / f"scorecards-{slug(scenario)}.json").read_text()
-            )
+            assert not views[scenario].errors
+            exported = json.loads(views[scenario].exports[f"scorecards-{slug(scenario)}.json"])
             card = store.read("metric_tables", {**part, "scenario": scenario}).to_pylist()
             stored = next(r for r in card if r["metric"] == metric and not r["group"])
             (shown,) = [

@@ -14,7 +14,6 @@ import html
 import io
 import json
 import re
-import shutil
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ import fsspec
 import numpy as np
 import pyarrow.compute as pc
 import pytest
+from explorer_browser import chromium, scenario_views
 from sample_clock import SampleClock, held_explorer_data
 
 from assay.compare.family_figures import FAMILY_ORDER
@@ -110,10 +110,13 @@ def test_pages_escape_every_data_text(explorer):
 
 def test_a_figure_without_an_interval_says_why(explorer):
     """The scorecard rows whose figure has no interval (run counts, judge agreements) carry a
-    note in the store; the scenario page shows each such figure with its note when hovered."""
+    note in the store; the scenario page, as Chromium draws it, shows each such figure with
+    its note when hovered."""
     cards = explorer["data"].metric_tables.to_pylist()
     shown = {r.model_version for r in explorer["board"].rows}
-    for scenario in sorted({r["scenario"] for r in cards}):
+    scenarios = sorted({r["scenario"] for r in cards})
+    views = scenario_views(explorer["site"], scenarios)
+    for scenario in scenarios:
         expected = {
             (r["model_version"], r["metric"], r["ci_note"])
             for r in cards
@@ -122,12 +125,61 @@ def test_a_figure_without_an_interval_says_why(explorer):
             and r["ci_note"]
             and not r["reason"]
             and not r["group"]
+            and not r.get("subset")
         }
-        page = (explorer["site"] / scenario_page(scenario)).read_text()
+        page = views[scenario].html
+        assert not views[scenario].errors
         notes = {html.unescape(t) for t in re.findall(r'title="no interval: ([^"]*)"', page)}
         assert notes == {note for _, _, note in expected}, scenario
         assert page.count("(no interval)") == len(expected), scenario
     assert any(r["ci_note"] for r in cards)  # the sample has such figures
+
+
+def test_a_scenario_page_exports_the_tables_its_versions_parts_add_up_to(explorer):
+    """Each scenario page's exports, assembled in the browser from one part per version, are
+    byte for byte what writing the whole table at once writes: every scorecard row of the
+    board's versions in the board's order (from the store's metric tables), and the other
+    tables with one row set per version listed."""
+    from assay.compare.ranking import SCORECARD_COLUMNS
+
+    cards = explorer["data"].metric_tables.to_pylist()
+    order = {r.model_version: i for i, r in enumerate(explorer["board"].rows)}
+    scenarios = sorted({r["scenario"] for r in cards})
+    views = scenario_views(explorer["site"], scenarios)
+    for scenario in scenarios:
+        rows = sorted(
+            (r for r in cards if r["scenario"] == scenario and r["model_version"] in order),
+            key=lambda r: (
+                order[r["model_version"]],
+                r.get("subset") or "",
+                r["family"],
+                r["metric"],
+                r["group"],
+                r["perturbation"],
+            ),
+        )
+        whole = [
+            {
+                **{k: r[k] for k in (*SCORECARD_COLUMNS, "reason")},
+                "ci_note": r.get("ci_note") or "",
+                "subset": r.get("subset") or "",
+            }
+            for r in rows
+        ]
+        exports = views[scenario].exports
+        name = f"scorecards-{slug(scenario)}"
+        assert exports[f"{name}.csv"].encode() == _csv(whole), scenario
+        assert exports[f"{name}.json"].encode() == _json(whole), scenario
+        for file, text in exports.items():
+            listed = (
+                [r["model_version"] for r in csv.DictReader(io.StringIO(text))]
+                if file.endswith(".csv")
+                else [r["model_version"] for r in json.loads(text)]
+            )
+            assert listed == sorted(listed, key=order.__getitem__), file
+            if file.endswith(".json"):
+                csv_rows = list(csv.DictReader(io.StringIO(exports[file[:-4] + "csv"])))
+                assert len(csv_rows) == len(json.loads(text)), file
 
 
 def test_the_leaderboard_shows_every_family_for_every_version(explorer):
@@ -399,22 +451,13 @@ def test_stale_files_on_an_object_store(explorer):
     assert store.read_file("explorerx.html") == b"planted"
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None and Path("/usr/bin/chromium").exists():
-        path = "/usr/bin/chromium"
-    if path is None:
-        pytest.skip("Chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
-    return path
-
-
 def test_explorer_in_chromium(explorer):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     site, board, sample = explorer["site"], explorer["board"], explorer["sample"]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     dialogs, errors = [], []
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 900}, accept_downloads=True)
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
@@ -468,7 +511,7 @@ def test_explorer_in_chromium(explorer):
                 "toxicity: not applicable" in folded and "no toxicity scorer configured" in folded
             )
             for chart in ("groups", "robust", "calibration"):
-                page.wait_for_selector(f"[data-chart='chart-{chart}'] .main-svg")
+                page.wait_for_selector(f"#chart-{chart} .main-svg")
             page.wait_for_selector("#instances tbody tr")
             assert page.locator("#instances tbody tr").count() == 24
             page.check("#instance-wrong")
@@ -565,7 +608,7 @@ def _flipped(scores, a: str, b: str) -> list[str]:
 
 def test_the_scenario_page_names_each_partial_scorecard_as_its_table_records_it():
     """Each version's extent is read from its scorecard's first row, as ``extent_of`` reads
-    a version's table: the partial ones are listed in the board's order, full ones not."""
+    a version's table: a partial version's card says how far it got, a full one's nothing."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -575,13 +618,22 @@ def test_the_scenario_page_names_each_partial_scorecard_as_its_table_records_it(
         TOTAL_COLUMN,
         extent_of,
     )
-    from assay.report.scenario import _partial
+    from assay.report.scenario import version_card
 
     marks = {"a@v1": (40, 100, "futility"), "a@v2": (None, None, None), "a@v3": (100, 100, "")}
     rows = [
         {
             "model_version": v,
+            "scenario": "s",
             "metric": metric,
+            "family": "accuracy",
+            "group": "",
+            "perturbation": "",
+            "mean": 0.5,
+            "count": 10,
+            "ci_low": 0.4,
+            "ci_high": 0.6,
+            "reason": "",
             EVALUATED_COLUMN: done,
             TOTAL_COLUMN: total,
             STOP_COLUMN: stop,
@@ -590,18 +642,84 @@ def test_the_scenario_page_names_each_partial_scorecard_as_its_table_records_it(
         for v, (done, total, stop) in marks.items()
     ]
     cards = pa.Table.from_pylist(rows)
-    versions = ["a@v3", "a@v2", "a@v1", "a@v4"]  # the board's order; v4 has no scorecard
-    expected = []
-    for v in versions:
+    partial = {}
+    for v in marks:
         extent = extent_of(cards.filter(pc.equal(cards["model_version"], v)))
+        expected = None
         if extent is not None and extent.partial:
-            expected.append(
-                {
-                    "version": v,
-                    "evaluated": extent.evaluated,
-                    "total": extent.total,
-                    "reason": extent.stop_reason,
-                }
+            expected = {
+                "evaluated": extent.evaluated,
+                "total": extent.total,
+                "reason": extent.stop_reason,
+            }
+        own = [r for r in rows if r["model_version"] == v]
+        assert version_card(own, v, "acc", [])["partial"] == expected, v
+        partial[v] = expected
+    assert [v for v, p in partial.items() if p] == ["a@v1"]
+
+
+def test_a_scenario_page_shows_hostile_group_and_perturbation_names_as_text(explorer, tmp_path):
+    """Group and perturbation names come from datasets and suites: the page draws them as
+    text and runs none of them; a name every JavaScript object has (``constructor``) is a
+    perturbation like any other, of the one version evaluated on it."""
+    import dataclasses
+
+    import pyarrow as pa
+
+    data, board = explorer["data"], explorer["board"]
+    table = data.metric_tables
+    first, *others = [r.model_version for r in board.rows]
+    base = [
+        r
+        for r in table.to_pylist()
+        if r["scenario"] == "mc-quiz"
+        and r["metric"] == "acc"
+        and r["family"] == "accuracy"
+        and not r["group"]
+        and not r["perturbation"]
+        and not r.get("subset")
+    ]
+    hostile_group = f"dialect={SCRIPT_PAYLOAD}"
+    extra = [{**r, "group": hostile_group} for r in base]
+    extra += [
+        {**r, "family": "robustness", "perturbation": p, "mean": 0.25}
+        for r in base
+        for p in (HOSTILE_NAME, "constructor")
+        if p == HOSTILE_NAME or r["model_version"] == first
+    ]
+    tables = pa.concat_tables([table, pa.Table.from_pylist(extra, schema=table.schema)])
+    site = tmp_path / "site"
+    build_site(
+        dataclasses.replace(data, metric_tables=tables),
+        directory_writer(site),
+        generated_at=datetime(2026, 11, 4, tzinfo=UTC),
+        n_resamples=200,
+    )
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("dialog", lambda d: (errors.append(d.message), d.dismiss()))
+            page.goto((site / scenario_page("mc-quiz")).as_uri())
+            page.wait_for_selector("#chart-robust .main-svg")
+            robust = page.evaluate(
+                "() => document.getElementById('chart-robust').data.map((t) => [t.name, t.x, t.y])"
             )
-    assert _partial(cards.to_pylist(), versions) == expected
-    assert [p["version"] for p in expected] == ["a@v1"]
+            groups = page.evaluate("() => document.getElementById('chart-groups').data[0].x")
+            assert page.locator("#scenario-views img").count() == 0
+            assert page.locator("#scenario-views script").count() == 0
+            shown = page.inner_text("#chart-groups")
+        finally:
+            browser.close()
+    assert errors == []
+    assert html.escape(hostile_group, quote=False) in groups  # plotly's text, escaped
+    assert SCRIPT_PAYLOAD in shown  # ... and shown as written
+    by_version = {name: dict(zip(x, y, strict=True)) for name, x, y in robust}
+    assert sorted(by_version) == sorted([first, *others])
+    assert by_version[first]["constructor"] == 0.25
+    for version in others:
+        assert by_version[version]["constructor"] is None
+        assert by_version[version][html.escape(HOSTILE_NAME, quote=False)] == 0.25

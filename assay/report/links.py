@@ -59,6 +59,12 @@ def jsonl_file(scenario: str, version: str) -> str:
     return f"export/instances/{slug(scenario)}/{slug(version)}.jsonl.gz"
 
 
-def reliability_file(scenario: str) -> str:
-    """Every version's reliability bins on ``scenario``, as the scenario page last drew them."""
-    return f"data/{slug(scenario)}/_reliability.json"
+def card_file(scenario: str, version: str) -> str:
+    """A version's scorecard on ``scenario`` as its scenario page draws it (version keys
+    hold an ``@``, so no version's data file is named like this or the index below)."""
+    return f"data/{slug(scenario)}/{slug(version)}.card.js"
+
+
+def cards_file(scenario: str) -> str:
+    """The scenario page's index: the board's versions with a scorecard there, in order."""
+    return f"data/{slug(scenario)}/_cards.js"

@@ -327,7 +327,6 @@ def _partitions(ctx: _Context, workers: int) -> None:
             }
             if site.unchanged_unit(key, inputs):
                 site.summary.partitions_unchanged += 1
-                ctx.kept_partitions.add((version, scenario))
                 continue
             inputs_of[key] = inputs
             jobs.append(

@@ -108,8 +108,6 @@ class _Context:
     # (version, scenario) → digest of the partition's inputs (what its pages derive from)
     partition_inputs: dict[tuple[str, str], str] = field(default_factory=dict)
     manifest: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
-    # (version, scenario) of the partitions whose inputs are the last build's
-    kept_partitions: set[tuple[str, str]] = field(default_factory=set)
     pairs: list[tuple[str, str]] = field(default_factory=list)
     # scenario → (ScoreColumn, the metric it holds), built on first use
     columns: dict[str, Any] | None = None

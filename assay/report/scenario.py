@@ -1,136 +1,133 @@
-"""The scenario page: scorecards, group breakdowns, robustness, calibration and instances."""
+"""The scenario page: scorecards, group breakdowns, robustness, calibration and instances,
+drawn in the browser from one card per version (see :func:`_scenario`)."""
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from assay.compare.ranking import SCORECARD_COLUMNS
 from assay.contamination.clean import CLEAN, CLEAN_MINUS_FULL, FAMILY, RATE
 from assay.core.records import METRIC_FAMILIES
 from assay.evaluate.sequential import extent_of_row
-from assay.report.links import reliability_file, scenario_page, slug
-from assay.report.render import _Context, _finite
-from assay.report.writing import inputs_digest
+from assay.report.links import card_file, cards_file, scenario_page, slug
+from assay.report.partitions import _data_script
+from assay.report.render import _clean, _Context
+from assay.report.writing import export_part, inputs_digest
 from assay.scoring.metrics.calibration import reliability_bins
 from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES
 
 # Versions drawn in the per-version charts of a scenario page (the best ones on the board).
 MAX_CHART_VERSIONS = 12
 
-
-def _scenario_inputs(ctx: _Context, scenario: str) -> str:
-    """What a scenario page shows: every board version's metric tables and instance scores
-    on it (fingerprints), its data files, the board's order and the scenarios listed."""
-    results = ctx.results
-    return inputs_digest(
-        "scenario",
-        scenario,
-        ctx.data.board.primary_metrics[scenario],
-        ctx.scenarios,
-        ctx.versions,
-        [
-            [results.fingerprint(a, v, scenario) for a in (METRIC_TABLES, INSTANCE_SCORES)]
-            for v in ctx.versions
-        ],
-        ctx.manifest.get(scenario, {}),
-    )
+# The exports of a scenario page, each assembled in the browser from the versions' parts.
+EXPORTS = ("scorecards", "contamination", "groups", "robustness", "calibration")
 
 
 def _scenario(ctx: _Context, scenario: str) -> None:
-    """The scenario's page and exports, unless their inputs are the last build's."""
-    with ctx.site.unit(f"scenario\x1f{scenario}", _scenario_inputs(ctx, scenario)) as fresh:
-        if fresh:
-            _scenario_page(ctx, scenario)
-
-
-def _scenario_page(ctx: _Context, scenario: str) -> None:
-    data = ctx.data
-    metric = data.board.primary_metrics[scenario]
-    cards = ctx.results.cards(scenario, ctx.versions)
-    if cards is None:
-        cards = pa.table({c: pa.array([], pa.string()) for c in SCORECARD_COLUMNS})
-    every_row = cards.to_pylist()
-    # Rows over every evaluated instance; the contamination subsets have their own section.
-    rows = [r for r in every_row if not r.get("subset")]
-    order = {v: i for i, v in enumerate(ctx.versions)}
-    versions = [v for v in ctx.versions if any(r["model_version"] == v for r in rows)]
-    charted = versions[:MAX_CHART_VERSIONS]
-
-    # Scorecards: one table per family (rows = versions, columns = metric × perturbation);
-    # a family whose every metric is absent for every version folds into one line.
-    families: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        if r["group"]:
-            continue
-        families[r["family"]].append(r)
-    scorecards, folded = [], []
-    for family in sorted(families, key=_family_order):
-        fam_rows = families[family]
-        if all(r["reason"] for r in fam_rows):
-            reasons = sorted({r["reason"] for r in fam_rows})
-            folded.append(
-                {
-                    "family": family,
-                    "reasons": reasons,
-                    "metrics": len({r["metric"] for r in fam_rows}),
-                }
-            )
-            continue
-        columns = sorted(
-            {(r["metric"], r["perturbation"]) for r in fam_rows if not r["reason"]},
-            key=lambda c: (c[1] != "", c[1], c[0] != metric, c[0]),
-        )
-        absent = sorted({(r["metric"], r["reason"]) for r in fam_rows if r["reason"]})
-        cells = {(r["model_version"], r["metric"], r["perturbation"]): r for r in fam_rows}
-        table = []
-        for v in versions:
-            line = []
-            for m, p in columns:
-                r = cells.get((v, m, p))
-                line.append(
-                    None
-                    if r is None
-                    else {
-                        "mean": r["mean"],
-                        "low": r["ci_low"],
-                        "high": r["ci_high"],
-                        "reason": r["reason"],
-                        "note": r.get("ci_note") or "",  # why it has no interval
-                        "count": r["count"],
-                    }
-                )
-            table.append({"version": v, "cells": line})
-        scorecards.append({"family": family, "columns": columns, "rows": table, "absent": absent})
-    card_export = ctx.site.export(
-        f"scorecards-{slug(scenario)}",
-        [
+    """The scenario's page: a page that draws itself in the browser from the scenario's
+    index (:func:`cards_file`: the board's versions with a card, in order, and where their
+    instance data is) and one card per version (:func:`card_file`). A card is made again
+    only when its partition's metric table or instance scores changed, so a new version on
+    a large board costs its own cards and the small index, and no page is rendered again."""
+    metric = ctx.data.board.primary_metrics[scenario]
+    listed = _cards(ctx, scenario, metric)
+    ctx.site.put(
+        cards_file(scenario),
+        _data_script(
+            f"cards\x1f{scenario}",
             {
-                **{k: r[k] for k in (*SCORECARD_COLUMNS, "reason")},
-                "ci_note": r.get("ci_note") or "",
-                "subset": r.get("subset") or "",
-            }
-            for r in sorted(
-                every_row,
-                key=lambda r: (
-                    order[r["model_version"]],
-                    r.get("subset") or "",
-                    r["family"],
-                    r["metric"],
-                    r["group"],
-                    r["perturbation"],
-                ),
-            )
-        ],
+                "versions": [[v, card_file(scenario, v)] for v in listed],
+                "partitions": ctx.manifest.get(scenario, {}),
+            },
+        ),
     )
-    contamination = contamination_rows(every_row, versions, metric)
-    contamination_export = ctx.site.export(f"contamination-{slug(scenario)}", contamination)
+    inputs = inputs_digest("scenario", scenario, metric, ctx.scenarios)
+    with ctx.site.unit(f"scenario\x1f{scenario}", inputs) as fresh:
+        if fresh:
+            ctx.render(
+                "scenario.html",
+                scenario_page(scenario),
+                title=scenario,
+                scenario=scenario,
+                metric=metric,
+                page={
+                    "scenario": scenario,
+                    "metric": metric,
+                    "index": cards_file(scenario),
+                    "families": list(METRIC_FAMILIES),
+                    "charted": MAX_CHART_VERSIONS,
+                    "exports": {name: f"{name}-{slug(scenario)}" for name in EXPORTS},
+                },
+            )
 
-    # Group breakdowns of the primary metric and the gap between groups.
+
+def _cards(ctx: _Context, scenario: str, metric: str) -> list[str]:
+    """Write the cards of the board's versions on ``scenario`` whose inputs changed; return
+    the versions that have one, in the board's order."""
+    site, results = ctx.site, ctx.results
+    inputs = {
+        v: inputs_digest(
+            "card",
+            scenario,
+            v,
+            metric,
+            [results.fingerprint(a, v, scenario) for a in (METRIC_TABLES, INSTANCE_SCORES)],
+        )
+        for v in ctx.versions
+    }
+    kept = {v for v in ctx.versions if site.unchanged_unit(_card_key(scenario, v), inputs[v])}
+    site.summary.units_skipped += len(kept)
+    changed = [v for v in ctx.versions if v not in kept]
+    made = set()
+    if changed:
+        table = results.cards(scenario, changed)
+        rows: dict[str, list[dict]] = defaultdict(list)
+        for row in [] if table is None else table.to_pylist():
+            rows[row["model_version"]].append(row)
+        bins = _bins_from_scores(ctx, scenario, [v for v in changed if v in rows])
+        for v in changed:
+            if v not in rows:
+                continue  # not evaluated on this scenario: no card
+            path = card_file(scenario, v)
+            card = version_card(rows[v], v, metric, bins.get(v, []))
+            site.put(path, _data_script(_card_key(scenario, v), _clean(card)))
+            site.rendered_unit(_card_key(scenario, v), inputs[v], [path])
+            made.add(v)
+    return [v for v in ctx.versions if v in kept or v in made]
+
+
+def _card_key(scenario: str, version: str) -> str:
+    return f"card\x1f{scenario}\x1f{version}"
+
+
+def version_card(
+    every_row: Sequence[dict], version: str, metric: str, bins: Sequence[dict]
+) -> dict:
+    """What the scenario page shows of one version, from its metric table rows on the
+    scenario (``every_row``, the contamination subsets' included) and its reliability
+    ``bins``: scorecard cells per family, the primary metric per group and per perturbation,
+    the group gaps, the contamination line, the partial extent, and its part of each export
+    (:func:`~assay.report.writing.export_part`). ``shown``: whether it has rows over every
+    evaluated instance (the page lists only those; the scorecards export has every row)."""
+    rows = [r for r in every_row if not r.get("subset")]
+    shown = [version] if rows else []
+    families: dict[str, list] = defaultdict(list)
+    for r in rows:
+        if not r["group"]:
+            families[r["family"]].append(
+                [
+                    r["metric"],
+                    r["perturbation"],
+                    r["mean"],
+                    r["ci_low"],
+                    r["ci_high"],
+                    r["reason"],
+                    r.get("ci_note") or "",  # why it has no interval
+                ]
+            )
     grouped = [
         r
         for r in rows
@@ -139,31 +136,18 @@ def _scenario_page(ctx: _Context, scenario: str) -> None:
         and r["metric"] == metric
         and not r["perturbation"]
     ]
-    groups = sorted({r["group"] for r in grouped})
-    group_chart = None
-    if groups:
-        group_chart = _bars(
-            [(v, groups, [_cell(grouped, v, group=g) for g in groups]) for v in charted],
-            f"{metric} by group (95% intervals)",
-        )
     gaps = [
-        r
-        for r in rows
-        if r["metric"] in (f"{metric}_group_gap", f"{metric}_group_ratio") and not r["reason"]
+        {k: r[k] for k in _GROUP_COLUMNS}
+        for r in sorted(
+            (
+                r
+                for r in rows
+                if r["metric"] in (f"{metric}_group_gap", f"{metric}_group_ratio")
+                and not r["reason"]
+            ),
+            key=lambda r: (r["group"], r["metric"]),
+        )
     ]
-    gaps.sort(key=lambda r: (order[r["model_version"]], r["group"], r["metric"]))
-    group_export = ctx.site.export(
-        f"groups-{slug(scenario)}",
-        [
-            {
-                k: r[k]
-                for k in ("model_version", "metric", "group", "mean", "count", "ci_low", "ci_high")
-            }
-            for r in grouped + gaps
-        ],
-    )
-
-    # Robustness and fairness: clean against each perturbation, and the worst case.
     perturbed = [
         r
         for r in rows
@@ -173,97 +157,76 @@ def _scenario_page(ctx: _Context, scenario: str) -> None:
         and r["family"] in ("robustness", "fairness")
         and not r["reason"]
     ]
-    specs = sorted(
-        {r["perturbation"] for r in perturbed}, key=lambda p: (p in ("robustness", "fairness"), p)
-    )
-    robust_chart, robust_rows = None, []
-    if specs:
-        labels = ["clean", *specs]
-        series = []
-        for v in charted:
-            values = [_cell(rows, v, metric=metric, family="accuracy")]
-            values += [_cell(perturbed, v, perturbation=p) for p in specs]
-            series.append((v, labels, values))
-        robust_chart = _bars(series, f"{metric}: clean vs perturbed (95% intervals)")
-        for v in versions:
-            clean = _cell(rows, v, metric=metric, family="accuracy")
-            for p in specs:
-                cell = _cell(perturbed, v, perturbation=p)
-                robust_rows.append(
+    clean = _cell(rows, version, metric=metric, family="accuracy")
+    robust = {
+        p: _cell(perturbed, version, perturbation=p)
+        for p in sorted({r["perturbation"] for r in perturbed}, key=_perturbation_order)
+    }
+    card_rows = [
+        {
+            **{k: r[k] for k in (*SCORECARD_COLUMNS, "reason")},
+            "ci_note": r.get("ci_note") or "",
+            "subset": r.get("subset") or "",
+        }
+        for r in sorted(
+            every_row,
+            key=lambda r: (
+                r.get("subset") or "",
+                r["family"],
+                r["metric"],
+                r["group"],
+                r["perturbation"],
+            ),
+        )
+    ]
+    extent = extent_of_row(every_row[0]) if every_row else None
+    return {
+        "version": version,
+        "shown": bool(shown),
+        "partial": (
+            {"evaluated": extent.evaluated, "total": extent.total, "reason": extent.stop_reason}
+            if extent is not None and extent.partial
+            else None
+        ),
+        "families": families,
+        "groups": {
+            g: _cell(grouped, version, group=g) for g in sorted({r["group"] for r in grouped})
+        },
+        "gaps": gaps,
+        "clean": clean,
+        "robust": robust,
+        "bins": list(bins) if shown else [],
+        "contamination": (contamination_rows(every_row, shown, metric) or [None])[0],
+        "exports": {
+            "scorecards": export_part(card_rows),
+            "contamination": export_part(contamination_rows(every_row, shown, metric)),
+            "groups": export_part([{k: r[k] for k in _GROUP_COLUMNS} for r in grouped] + gaps),
+            "robustness": export_part(
+                [
                     {
-                        "model_version": v,
+                        "model_version": version,
                         "perturbation": p,
                         "clean": clean["mean"] if clean else None,
                         "perturbed": cell["mean"] if cell else None,
                         "ci_low": cell["low"] if cell else None,
                         "ci_high": cell["high"] if cell else None,
                     }
-                )
-    robust_export = ctx.site.export(f"robustness-{slug(scenario)}", robust_rows)
+                    for p, cell in robust.items()
+                ]
+            ),
+            "calibration": export_part(
+                [{"model_version": version, **b} for b in bins] if shown else []
+            ),
+        },
+    }
 
-    # Calibration: the reliability diagram from the per-instance chosen probabilities.
-    bins = _reliability(ctx, scenario, versions)
-    calibration_chart = None
-    if bins:
-        traces = [
-            {
-                "type": "scatter",
-                "mode": "lines",
-                "x": [0, 1],
-                "y": [0, 1],
-                "name": "perfect",
-                "line": {"dash": "dot", "color": "#8c959f"},
-            }
-        ]
-        for v in charted:
-            if v in bins:
-                traces.append(
-                    {
-                        "type": "scatter",
-                        "mode": "lines+markers",
-                        "name": v,
-                        "x": [b["confidence"] for b in bins[v]],
-                        "y": [b["accuracy"] for b in bins[v]],
-                        "text": [f"n={b['count']}" for b in bins[v]],
-                    }
-                )
-        calibration_chart = {
-            "data": traces,
-            "layout": {
-                "title": {"text": "reliability: accuracy against confidence (10 equal-mass bins)"},
-                "xaxis": {"title": {"text": "mean chosen probability"}, "range": [0, 1]},
-                "yaxis": {"title": {"text": "accuracy"}, "range": [0, 1]},
-                "height": 420,
-                "margin": {"t": 50},
-            },
-        }
-    calibration_export = ctx.site.export(
-        f"calibration-{slug(scenario)}",
-        [{"model_version": v, **b} for v in versions for b in bins.get(v, [])],
-    )
-    ctx.render(
-        "scenario.html",
-        scenario_page(scenario),
-        title=scenario,
-        scenario=scenario,
-        metric=metric,
-        versions=versions,
-        charted=charted,
-        scorecards=scorecards,
-        folded=folded,
-        partial=_partial(every_row, versions),
-        card_export=card_export,
-        group_chart=group_chart,
-        gaps=gaps,
-        group_export=group_export,
-        robust_chart=robust_chart,
-        robust_export=robust_export,
-        calibration_chart=calibration_chart,
-        calibration_export=calibration_export,
-        contamination=contamination,
-        contamination_export=contamination_export,
-        manifest=ctx.manifest.get(scenario, {}),
-    )
+
+_GROUP_COLUMNS = ("model_version", "metric", "group", "mean", "count", "ci_low", "ci_high")
+
+
+def _perturbation_order(perturbation: str) -> tuple[bool, str]:
+    """Perturbations in the page's order: each one, then the families' worst cases."""
+    return (perturbation in ("robustness", "fairness"), perturbation)
 
 
 def contamination_rows(rows: Iterable[dict], versions: Sequence[str], metric: str) -> list[dict]:
@@ -301,34 +264,6 @@ def contamination_rows(rows: Iterable[dict], versions: Sequence[str], metric: st
     return out
 
 
-_FAMILY_ORDER = METRIC_FAMILIES
-
-
-def _partial(every_row: Sequence[dict], versions: Sequence[str]) -> list[dict]:
-    """The versions whose scorecard here is a partial evaluation, with its extent (each
-    version's first row says, as :func:`~assay.evaluate.sequential.extent_of` reads it)."""
-    first: dict[str, dict] = {}
-    for row in every_row:
-        first.setdefault(row["model_version"], row)
-    out = []
-    for version in versions:
-        extent = extent_of_row(first[version]) if version in first else None
-        if extent is not None and extent.partial:
-            out.append(
-                {
-                    "version": version,
-                    "evaluated": extent.evaluated,
-                    "total": extent.total,
-                    "reason": extent.stop_reason,
-                }
-            )
-    return out
-
-
-def _family_order(family: str) -> tuple[int, str]:
-    return (_FAMILY_ORDER.index(family) if family in _FAMILY_ORDER else len(_FAMILY_ORDER), family)
-
-
 def _cell(rows: Iterable[dict], version: str, **match: str) -> dict | None:
     for r in rows:
         if r["model_version"] != version:
@@ -340,85 +275,6 @@ def _cell(rows: Iterable[dict], version: str, **match: str) -> dict | None:
         if all(r[k] == v for k, v in match.items()):
             return {"mean": r["mean"], "low": r["ci_low"], "high": r["ci_high"]}
     return None
-
-
-def _bars(series: Sequence[tuple[str, list[str], list[dict | None]]], title: str) -> dict:
-    traces = []
-    for name, labels, cells in series:
-        ys = [None if c is None else _finite(c["mean"]) for c in cells]
-        hi = [
-            None if c is None or _finite(c["high"]) is None or y is None else c["high"] - y
-            for c, y in zip(cells, ys, strict=True)
-        ]
-        lo = [
-            None if c is None or _finite(c["low"]) is None or y is None else y - c["low"]
-            for c, y in zip(cells, ys, strict=True)
-        ]
-        traces.append(
-            {
-                "type": "bar",
-                "name": name,
-                "x": labels,
-                "y": ys,
-                "error_y": {"type": "data", "symmetric": False, "array": hi, "arrayminus": lo},
-            }
-        )
-    return {
-        "data": traces,
-        "layout": {
-            "title": {"text": title},
-            "barmode": "group",
-            "height": 420,
-            "margin": {"t": 50},
-            "xaxis": {"type": "category"},
-        },
-    }
-
-
-def _reliability(ctx: _Context, scenario: str, versions: Sequence[str]) -> dict[str, list]:
-    """Each version's reliability bins on ``scenario`` (versions without chosen
-    probabilities left out), and the page's record of them (:func:`reliability_file`).
-
-    A version whose partition's inputs are the last build's keeps the bins that build
-    recorded; only the others' instance scores are read: a new version on a large board reads
-    its own rows, not every version's.
-    """
-    kept = _recorded_bins(ctx, scenario)
-    bins = {v: kept[v] for v in versions if v in kept and (v, scenario) in ctx.kept_partitions}
-    missing = [v for v in versions if v not in bins]
-    if missing:
-        bins.update(_bins_from_scores(ctx, scenario, missing))
-    ctx.site.put(
-        reliability_file(scenario),
-        json.dumps({v: bins[v] for v in versions}, allow_nan=False).encode("utf-8"),
-    )
-    return {v: bins[v] for v in versions if bins[v]}
-
-
-def _recorded_bins(ctx: _Context, scenario: str) -> dict[str, list]:
-    """The bins the last build recorded for ``scenario`` (none where it recorded nothing or
-    the record does not read as one)."""
-    folder, path = ctx.site.folder, reliability_file(scenario)
-    if folder is None or not ctx.site.previous_file(path):
-        return {}
-    try:
-        recorded = json.loads(folder.read(path) or b"{}")
-    except ValueError:
-        return {}
-    if not isinstance(recorded, dict):
-        return {}
-    return {v: b for v, b in recorded.items() if isinstance(v, str) and _are_bins(b)}
-
-
-def _are_bins(value: object) -> bool:
-    """Whether ``value`` reads as a version's bins (anything else is computed again)."""
-    return isinstance(value, list) and all(
-        isinstance(b, dict)
-        and set(b) == {"count", "confidence", "accuracy"}
-        and type(b["count"]) is int
-        and all(type(b[k]) is float for k in ("confidence", "accuracy"))
-        for b in value
-    )
 
 
 def _bins_from_scores(

@@ -12,15 +12,21 @@ an object store alike):
   no test. Comparisons are asked for, not built for every pair: a static page per neighbour
   pair only, since a page for the leader against every version made a new leader rebuild one
   page per version;
-- ``scenario-<key>.html``: scorecards, group breakdowns, robustness, calibration, instances;
-- ``instance.html#s=<scenario>&v=<version>&id=<instance>``: one prediction;
+- ``scenario-<key>.html``: scorecards, group breakdowns, robustness, calibration, instances,
+  drawn in the browser from the scenario's index (``data/<s>/_cards.js``: the board's
+  versions in order, where each partition's data is) and one card per version
+  (``data/<s>/<v>.card.js``, written when that partition's results change), its exports
+  assembled there from the cards' lines: a new version adds its cards, not a page;
+- ``instance.html#s=<scenario>&v=<version>&id=<instance>``: one prediction (the scenario's
+  index says where its data is);
 - ``history.html``: scores over days, alias moves, promotion decisions;
 - ``decision-<event id>.html``: one promotion verdict, every criterion with its figures (linked
   from the version's leaderboard row);
 - ``data/``: per-partition instance data, ``_values/<version>.js`` (for ``compare.html``),
   and the menus every page of a kind shares (``_days.js``, ``pairs.js``, ``_board.js``), so a
   new day or pair changes one small file rather than every page;
-- ``export/``: every table as CSV and JSON, each partition's per-instance rows as JSONL;
+- ``export/``: every table but a scenario page's as CSV and JSON, each partition's
+  per-instance rows as JSONL;
 - ``_build.json``: the manifest that makes the next build incremental (:mod:`.writing`):
   every unit (a partition's data, a page with its exports) is rendered only when its inputs
   (fingerprints of the stored files it reads, the board rows it shows, the code) changed,
@@ -55,7 +61,7 @@ from assay.report.data import ExplorerData
 from assay.report.decisions import _decisions
 from assay.report.history import _history
 from assay.report.leaderboard import _days_menu, _leaderboard
-from assay.report.links import compare_page, day_page, scenario_page, slug
+from assay.report.links import cards_file, compare_page, day_page, scenario_page, slug
 from assay.report.partitions import _partitions
 from assay.report.render import _Context, _environment, _html_safe_json
 from assay.report.results import results_of
@@ -148,11 +154,10 @@ def build_site(
         _values(ctx)
         for scenario in ctx.scenarios:
             _scenario(ctx, scenario)
-        with site.unit("instance", inputs_digest("instance", ctx.scenarios, ctx.manifest)) as fresh:
+        with site.unit("instance", inputs_digest("instance", ctx.scenarios)) as fresh:
             if fresh:
-                ctx.render(
-                    "instance.html", "instance.html", manifest=ctx.manifest, title="Instance"
-                )
+                indexes = {s: cards_file(s) for s in ctx.scenarios}
+                ctx.render("instance.html", "instance.html", indexes=indexes, title="Instance")
         _decisions(ctx)
         _history(ctx)
         days = data.days()

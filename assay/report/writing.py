@@ -83,6 +83,14 @@ def csv_cell(value: Any) -> Any:
 
 
 def _csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
+    header, body = csv_parts(rows)
+    return (header + body).encode("utf-8")
+
+
+def csv_parts(rows: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """The header line and the rows' lines of the CSV export of ``rows`` (columns in the
+    order the rows first name them): a page that joins several parts' lines under one
+    header writes what :func:`_csv` writes for all their rows."""
     buffer = io.StringIO()
     columns: list[str] = []
     seen: set[str] = set()
@@ -94,8 +102,11 @@ def _csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
     # RFC 4180's CRLF: the writer then quotes every field holding a CR or an LF.
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow([csv_cell(c) for c in columns])
+    header = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
     writer.writerows([_csv_value(row.get(c)) for c in columns] for row in rows)
-    return buffer.getvalue().encode("utf-8")
+    return header, buffer.getvalue()
 
 
 def _csv_value(value: Any) -> Any:
@@ -121,6 +132,15 @@ def _json_row(row: Any) -> str:
         return json.dumps(row, ensure_ascii=False, allow_nan=False)
     except ValueError:
         return json.dumps(_clean(row), ensure_ascii=False)
+
+
+def export_part(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """One version's part of an export that its page assembles in the browser: ``[CSV
+    header, CSV lines, JSON rows]``. The parts' lines joined in order under the header of the
+    first part that has lines (``"\\r\\n"`` when none has), and their JSON rows joined as
+    :func:`_json` joins rows, are the bytes :meth:`_Site.export` writes for all their rows."""
+    header, body = csv_parts(rows)
+    return [header, body, [_json_row(r) for r in rows]]
 
 
 def digest(data: bytes) -> str:
@@ -342,6 +362,10 @@ class _Site:
             yield True
         finally:
             self._unit = None
+        self.rendered_unit(key, inputs, files)
+
+    def rendered_unit(self, key: str, inputs: str, files: Sequence[str]) -> None:
+        """Record the unit ``key`` as rendered by this build, with the files it made."""
         self.record_unit(key, inputs, files)
         self.summary.units_rendered += 1
         self.summary.rendered.append(key)

@@ -336,73 +336,366 @@
     });
   };
 
-  assay.scenarioInstances = function () {
+  // ---------------------------------------------------------------- scenario page
+  // scenario-<key>.html draws itself from the scenario's index (the board's versions in
+  // order, data/<scenario>/_cards.js) and one card per version: a new version changes its
+  // own card and the index, never the page.
+  assay.scenarioPage = function () {
     assay.ready(function () {
-      const manifest = json("manifest");
-      const select = document.getElementById("instance-version");
-      const filter = document.getElementById("instance-filter");
-      const wrong = document.getElementById("instance-wrong");
-      const status = document.getElementById("instance-status");
-      const exportSpan = document.getElementById("instance-export");
-      const body = document.querySelector("#instances tbody");
-      let current = null;
-      function render() {
-        body.textContent = "";
-        if (!current) return;
-        const needle = filter.value.trim().toLowerCase();
-        let shown = 0;
-        for (const rec of current.instances) {
-          if (wrong.checked && rec.correct !== 0) continue;
-          const hay = (rec.id + " " + (rec.input || "") + " " + (rec.answer || "")).toLowerCase();
-          if (needle && !hay.includes(needle)) continue;
-          shown += 1;
-          if (shown > 500) continue;  // the rest stay one filter away
-          const [word, cls] = verdict(rec.correct);
-          body.appendChild(el("tr", {}, [
-            el("td", { cls: "text" }, [el("a", { href: instanceHref(current.scenario, current.version, rec.id), text: rec.id, cls: "instance-link" })]),
-            el("td", { cls: "text snippet", text: (rec.input || "").slice(0, 160) }),
-            el("td", { cls: "text snippet", text: (rec.answer || "").slice(0, 120) }),
-            el("td", { cls: cls, text: word }),
-          ]));
+      const page = json("scenario-page");
+      const status = document.getElementById("scenario-status");
+      loadPartition(page.index, "cards\u001f" + page.scenario, function (index) {
+        if (!index) { status.textContent = "Could not load " + page.index; return; }
+        const cards = new Array(index.versions.length);
+        let left = index.versions.length;
+        function loaded() {
+          if (left > 0) return;
+          const missing = index.versions.filter((entry, i) => !cards[i]).map(([v]) => v);
+          showScenario(page, cards.filter(Boolean), index.partitions);
+          status.textContent = missing.length ? "Could not load the scorecards of " + missing.join(", ") : "";
+          status.hidden = !missing.length;
+          const views = document.getElementById("scenario-views");
+          views.hidden = false;
+          views.setAttribute("data-ready", "");
         }
-        status.textContent = shown + " of " + current.instances.length + " instances" + (shown > 500 ? " (first 500 listed)" : "");
-      }
-      function load() {
-        const entry = manifest.partitions[select.value];
-        if (!entry) return;
-        status.textContent = "Loading " + select.value + "…";
-        loadInstances(entry, manifest.scenario, select.value, function (data) {
-          current = data;
-          exportSpan.textContent = "";
-          exportSpan.appendChild(el("a", { href: entry.jsonl, download: "", text: "these rows as JSONL (gzipped)" }));
-          if (!data) status.textContent = "Could not load " + entry.data;
-          render();
+        index.versions.forEach(function ([version, path], i) {
+          loadPartition(path, "card\u001f" + page.scenario + "\u001f" + version, function (card) {
+            cards[i] = card;
+            left -= 1;
+            loaded();
+          });
         });
-      }
-      select.addEventListener("change", load);
-      filter.addEventListener("input", render);
-      wrong.addEventListener("change", render);
-      if (select.value) load();
+        loaded();
+      });
     });
   };
+
+  // Strings of a chart spec as plotly must get them to show them as written.
+  function plotSpec(value) {
+    if (typeof value === "string") return plotText(value);
+    if (Array.isArray(value)) return value.map(plotSpec);
+    if (value && typeof value === "object") {
+      const out = {};
+      for (const [k, v] of Object.entries(value)) out[k] = plotSpec(v);
+      return out;
+    }
+    return value;
+  }
+
+  function drawChart(id, data, layout) {
+    if (!window.Plotly) return;
+    Plotly.newPlot(document.getElementById(id), plotSpec(data), plotSpec(layout), { responsive: true, displaylogo: false });
+  }
+
+  // A data object's own value for a key from the data (never one its prototype has).
+  function own(object, key) {
+    return Object.prototype.hasOwnProperty.call(object, key) ? object[key] : null;
+  }
+
+  function finite(v) { return typeof v === "number" && Number.isFinite(v) ? v : null; }
+
+  // Grouped bars with their 95% intervals, one trace per version.
+  function bars(series, title) {
+    const traces = series.map(function ([name, labels, cells]) {
+      const ys = cells.map((c) => (c ? finite(c.mean) : null));
+      const hi = cells.map((c, i) => (!c || finite(c.high) === null || ys[i] === null ? null : c.high - ys[i]));
+      const lo = cells.map((c, i) => (!c || finite(c.low) === null || ys[i] === null ? null : ys[i] - c.low));
+      return { type: "bar", name: name, x: labels, y: ys, error_y: { type: "data", symmetric: false, array: hi, arrayminus: lo } };
+    });
+    return [traces, { title: { text: title }, barmode: "group", height: 420, margin: { t: 50 }, xaxis: { type: "category" } }];
+  }
+
+  function byText(a, b) { return a < b ? -1 : a > b ? 1 : 0; }
+
+  function byKeys(a, b) {  // arrays compared as Python compares tuples
+    for (let i = 0; i < Math.min(a.length, b.length); i += 1) {
+      const c = byText(a[i], b[i]);
+      if (c) return c;
+    }
+    return a.length - b.length;
+  }
+
+  // An export of every version's part: their lines under one header (CSV), their rows in one
+  // list (JSON), in the board's order; exactly what the site writes for a table's export.
+  function exportText(cards, name, format) {
+    const parts = cards.map((c) => c.exports[name]);
+    if (format === "json") {
+      const rows = [].concat(...parts.map((p) => p[2]));
+      return "[\n" + rows.join(",\n") + "\n]\n";
+    }
+    const first = parts.find((p) => p[1]);
+    return (first ? first[0] : "\r\n") + parts.map((p) => p[1]).join("");
+  }
+
+  function valueCell(c) {
+    if (c.reason) return el("td", { "data-value": "", cls: "muted", title: c.reason, text: "absent" });
+    if (c.low === null || c.low === undefined) {
+      const attrs = { "data-value": c.mean === null ? "" : String(c.mean) };
+      if (c.note) attrs.title = "no interval: " + c.note;
+      const td = el("td", attrs, [document.createTextNode(fmt(c.mean))]);
+      if (c.note) { td.appendChild(document.createTextNode(" ")); td.appendChild(el("span", { cls: "ci", text: "(no interval)" })); }
+      return td;
+    }
+    return el("td", { "data-value": String(c.mean) }, [
+      document.createTextNode(fmt(c.mean) + " "),
+      el("span", { cls: "ci", text: "[" + fmt(c.low) + ", " + fmt(c.high) + "]" }),
+    ]);
+  }
+
+  function figureCell(value, low, high, extra, title) {
+    const attrs = { "data-value": value === null ? "" : String(value) };
+    if (value === null) {
+      if (title) attrs.title = title;
+      return el("td", attrs, [document.createTextNode("–")]);
+    }
+    const td = el("td", attrs, [
+      document.createTextNode(fmt(value) + " "),
+      el("span", { cls: "ci", text: "[" + fmt(low) + ", " + fmt(high) + "]" }),
+    ]);
+    if (extra) { td.appendChild(document.createTextNode(" ")); td.appendChild(el("span", { cls: "muted small", text: extra })); }
+    return td;
+  }
+
+  function showScenario(page, all, partitions) {
+    const metric = page.metric;
+    const cards = all.filter((c) => c.shown);
+    const versions = cards.map((c) => c.version);
+    const charted = cards.slice(0, page.charted);
+
+    document.querySelectorAll("a[data-export]").forEach(function (a) {
+      const name = a.getAttribute("data-export"), format = a.getAttribute("data-format");
+      // The scorecards export has every version's rows; the others the versions listed.
+      const text = exportText(name === "scorecards" ? all : cards, name, format);
+      const type = format === "json" ? "application/json" : "text/csv";
+      a.href = URL.createObjectURL(new Blob([text], { type: type + ";charset=utf-8" }));
+      a.download = page.exports[name] + "." + format;
+    });
+
+    const partial = cards.filter((c) => c.partial);
+    const partialBox = document.getElementById("partial-evaluations");
+    partialBox.hidden = !partial.length;
+    partial.forEach(function (c) {
+      const p = c.partial;
+      partialBox.querySelector("ul").appendChild(el("li", {}, [
+        el("span", { cls: "version", text: c.version }),
+        document.createTextNode(": partial, " + p.evaluated + " of " + p.total + " instances (" + p.reason + ")"),
+      ]));
+    });
+
+    // Scorecards: a table per family (rows: versions; columns: metric × perturbation); a
+    // family whose every figure is absent for every version folds into one line.
+    const families = new Map();
+    for (const c of cards) {
+      for (const [family, figures] of Object.entries(c.families)) {
+        if (!families.has(family)) families.set(family, { cells: new Map(), columns: new Map(), reasons: new Set(), metrics: new Set(), absent: new Map() });
+        const f = families.get(family);
+        for (const [m, p, mean, low, high, reason, note] of figures) {
+          f.metrics.add(m);
+          f.cells.set(c.version + "\u001f" + m + "\u001f" + p, { mean: mean, low: low, high: high, reason: reason, note: note });
+          if (reason) { f.reasons.add(reason); f.absent.set(m + "\u001f" + reason, [m, reason]); }
+          else f.columns.set(m + "\u001f" + p, [m, p]);
+        }
+      }
+    }
+    const order = (f) => { const i = page.families.indexOf(f); return i < 0 ? page.families.length : i; };
+    const names = Array.from(families.keys()).sort((a, b) => order(a) - order(b) || byText(a, b));
+    const folded = document.getElementById("folded");
+    const holder = document.getElementById("scorecards");
+    for (const family of names) {
+      const f = families.get(family);
+      if (!f.columns.size) {
+        const n = f.metrics.size;
+        folded.appendChild(el("li", {}, [
+          el("strong", { text: family }),
+          document.createTextNode(": not applicable (" + n + " metric" + (n !== 1 ? "s" : "") + ") — " + Array.from(f.reasons).sort(byText).join("; ")),
+        ]));
+        continue;
+      }
+      const columns = Array.from(f.columns.values()).sort(function ([m1, p1], [m2, p2]) {
+        return byKeys([p1 !== "" ? 1 : 0, p1, m1 !== metric ? 1 : 0, m1], [p2 !== "" ? 1 : 0, p2, m2 !== metric ? 1 : 0, m2]);
+      });
+      const head = el("tr", {}, [el("th", { text: "model version" })]);
+      for (const [m, p] of columns) {
+        const th = el("th", { "data-type": "num", text: m });
+        if (p) { th.appendChild(el("br")); th.appendChild(el("span", { cls: "muted", text: p })); }
+        head.appendChild(th);
+      }
+      const body = el("tbody");
+      for (const v of versions) {
+        const tr = el("tr", {}, [el("td", { cls: "text version", text: v })]);
+        for (const [m, p] of columns) {
+          const c = f.cells.get(v + "\u001f" + m + "\u001f" + p);
+          tr.appendChild(c ? valueCell(c) : el("td", { "data-value": "", text: "–" }));
+        }
+        body.appendChild(tr);
+      }
+      const table = el("table", { cls: "sortable scorecard", "data-family": family }, [el("thead", {}, [head]), body]);
+      holder.appendChild(el("h3", { text: family }));
+      holder.appendChild(el("div", { cls: "scroll" }, [table]));
+      sortable(table);
+      const absent = Array.from(f.absent.values()).sort(byKeys);
+      if (absent.length) {
+        holder.appendChild(el("p", { cls: "muted small", text: "Absent here: " + absent.map(([m, why]) => m + " (" + why + ")").join("; ") }));
+      }
+    }
+    folded.hidden = !folded.children.length;
+
+    // Contamination: the rate, and the primary metric on all, clean and their difference.
+    const checked = cards.filter((c) => c.contamination);
+    document.getElementById("contamination").hidden = !checked.length;
+    document.getElementById("no-contamination").hidden = !!checked.length;
+    const contaminationBody = document.querySelector("#contamination-table tbody");
+    for (const c of checked) {
+      const x = c.contamination;
+      const rate = x.checked
+        ? figureCell(x.rate, x.rate_low, x.rate_high, "n=" + x.rate_count)
+        : el("td", { "data-value": "", cls: "muted", title: x.reason, text: "not checked" });
+      contaminationBody.appendChild(el("tr", {}, [
+        el("td", { cls: "text version", text: x.model_version }),
+        rate,
+        figureCell(x.full, x.full_low, x.full_high),
+        figureCell(x.clean, x.clean_low, x.clean_high, x.clean === null ? "" : "n=" + x.clean_count, x.clean_note),
+        figureCell(x.diff, x.diff_low, x.diff_high, "", x.diff_note),
+      ]));
+      const diff = contaminationBody.lastChild.lastChild;
+      if (x.diff !== null && x.diff_note) diff.setAttribute("title", x.diff_note);
+    }
+
+    // Groups: the primary metric per group and the gaps between groups.
+    const groups = Array.from(new Set([].concat(...cards.map((c) => Object.keys(c.groups))))).sort(byText);
+    document.getElementById("groups").hidden = !groups.length;
+    document.getElementById("no-groups").hidden = !!groups.length;
+    if (groups.length) {
+      const [data, layout] = bars(charted.map((c) => [c.version, groups, groups.map((g) => own(c.groups, g))]), metric + " by group (95% intervals)");
+      drawChart("chart-groups", data, layout);
+      const gaps = [].concat(...cards.map((c) => c.gaps));
+      const table = document.getElementById("gaps");
+      table.hidden = !gaps.length;
+      for (const g of gaps) {
+        table.tBodies[0].appendChild(el("tr", {}, [
+          el("td", { cls: "text", text: g.model_version }),
+          el("td", { cls: "text", text: g.group }),
+          el("td", { cls: "text", text: g.metric }),
+          el("td", { "data-value": g.mean === null ? "" : String(g.mean), text: fmt(g.mean) }),
+          el("td", { text: "[" + fmt(g.ci_low) + ", " + fmt(g.ci_high) + "]" }),
+        ]));
+      }
+    }
+
+    // Robustness and fairness: clean against each perturbation, and the worst cases.
+    const worst = (p) => (p === "robustness" || p === "fairness" ? 1 : 0);
+    const specs = Array.from(new Set([].concat(...cards.map((c) => Object.keys(c.robust))))).sort((a, b) => worst(a) - worst(b) || byText(a, b));
+    document.getElementById("robustness").hidden = !specs.length;
+    document.getElementById("no-robustness").hidden = !!specs.length;
+    if (specs.length) {
+      const [data, layout] = bars(
+        charted.map((c) => [c.version, ["clean", ...specs], [c.clean, ...specs.map((p) => own(c.robust, p))]]),
+        metric + ": clean vs perturbed (95% intervals)"
+      );
+      drawChart("chart-robust", data, layout);
+    }
+
+    // Calibration: the reliability diagram of the charted versions.
+    const binned = cards.filter((c) => c.bins.length);
+    document.getElementById("calibration").hidden = !binned.length;
+    document.getElementById("no-calibration").hidden = !!binned.length;
+    if (binned.length) {
+      const traces = [{ type: "scatter", mode: "lines", x: [0, 1], y: [0, 1], name: "perfect", line: { dash: "dot", color: "#8c959f" } }];
+      for (const c of charted) {
+        if (!c.bins.length) continue;
+        traces.push({
+          type: "scatter", mode: "lines+markers", name: c.version,
+          x: c.bins.map((b) => b.confidence), y: c.bins.map((b) => b.accuracy),
+          text: c.bins.map((b) => "n=" + b.count),
+        });
+      }
+      drawChart("chart-calibration", traces, {
+        title: { text: "reliability: accuracy against confidence (10 equal-mass bins)" },
+        xaxis: { title: { text: "mean chosen probability" }, range: [0, 1] },
+        yaxis: { title: { text: "accuracy" }, range: [0, 1] },
+        height: 420, margin: { t: 50 },
+      });
+    }
+    const note = document.getElementById("charted");
+    note.hidden = charted.length >= cards.length;
+    note.textContent = "Charts show the " + charted.length + " best versions; tables and exports hold all " + cards.length + ".";
+
+    const select = document.getElementById("instance-version");
+    for (const v of versions) if (own(partitions, v)) select.appendChild(el("option", { value: v, text: v }));
+    scenarioInstances({ scenario: page.scenario, partitions: partitions });
+  }
+
+  // A scenario page's instances of the chosen version, filtered as asked.
+  function scenarioInstances(manifest) {
+    const select = document.getElementById("instance-version");
+    const filter = document.getElementById("instance-filter");
+    const wrong = document.getElementById("instance-wrong");
+    const status = document.getElementById("instance-status");
+    const exportSpan = document.getElementById("instance-export");
+    const body = document.querySelector("#instances tbody");
+    let current = null;
+    function render() {
+      body.textContent = "";
+      if (!current) return;
+      const needle = filter.value.trim().toLowerCase();
+      let shown = 0;
+      for (const rec of current.instances) {
+        if (wrong.checked && rec.correct !== 0) continue;
+        const hay = (rec.id + " " + (rec.input || "") + " " + (rec.answer || "")).toLowerCase();
+        if (needle && !hay.includes(needle)) continue;
+        shown += 1;
+        if (shown > 500) continue;  // the rest stay one filter away
+        const [word, cls] = verdict(rec.correct);
+        body.appendChild(el("tr", {}, [
+          el("td", { cls: "text" }, [el("a", { href: instanceHref(current.scenario, current.version, rec.id), text: rec.id, cls: "instance-link" })]),
+          el("td", { cls: "text snippet", text: (rec.input || "").slice(0, 160) }),
+          el("td", { cls: "text snippet", text: (rec.answer || "").slice(0, 120) }),
+          el("td", { cls: cls, text: word }),
+        ]));
+      }
+      status.textContent = shown + " of " + current.instances.length + " instances" + (shown > 500 ? " (first 500 listed)" : "");
+    }
+    function load() {
+      const entry = manifest.partitions[select.value];
+      if (!entry) return;
+      status.textContent = "Loading " + select.value + "…";
+      loadInstances(entry, manifest.scenario, select.value, function (data) {
+        current = data;
+        exportSpan.textContent = "";
+        exportSpan.appendChild(el("a", { href: entry.jsonl, download: "", text: "these rows as JSONL (gzipped)" }));
+        if (!data) status.textContent = "Could not load " + entry.data;
+        render();
+      });
+    }
+    select.addEventListener("change", load);
+    filter.addEventListener("input", render);
+    wrong.addEventListener("change", render);
+    if (select.value) load();
+  }
 
   // ---------------------------------------------------------------- instance page
   assay.instancePage = function () {
     assay.ready(function () {
-      const manifest = json("manifest");
+      // Each scenario's index (data/<scenario>/_cards.js) says where its partitions' data is.
+      const indexes = json("scenario-indexes");
       const params = new URLSearchParams(window.location.hash.slice(1));
       const scenario = params.get("s"), version = params.get("v"), id = params.get("id");
       const status = document.getElementById("instance-status");
-      const entry = manifest[scenario] && manifest[scenario][version];
       document.getElementById("instance-id").textContent = id || "";
       document.getElementById("instance-where").textContent = (scenario || "?") + " · " + (version || "?");
-      if (!entry) { status.textContent = "No stored outputs for this scenario and version."; return; }
-      loadInstances(entry, scenario, version, function (data) {
-        const rec = data && data.instances.find((r) => r.id === id);
-        if (!rec) { status.textContent = "Instance " + id + " is not in " + entry.data + "."; return; }
-        status.hidden = true;
-        document.getElementById("instance").hidden = false;
-        showInstance(data, rec, manifest[scenario], scenario, version, entry);
+      const missing = "No stored outputs for this scenario and version.";
+      if (!Object.prototype.hasOwnProperty.call(indexes, scenario)) { status.textContent = missing; return; }
+      loadPartition(indexes[scenario], "cards\u001f" + scenario, function (index) {
+        const versions = index ? index.partitions : {};
+        const entry = Object.prototype.hasOwnProperty.call(versions, version) ? versions[version] : null;
+        if (!entry) { status.textContent = missing; return; }
+        loadInstances(entry, scenario, version, function (data) {
+          const rec = data && data.instances.find((r) => r.id === id);
+          if (!rec) { status.textContent = "Instance " + id + " is not in " + entry.data + "."; return; }
+          status.hidden = true;
+          document.getElementById("instance").hidden = false;
+          showInstance(data, rec, versions, scenario, version, entry);
+        });
       });
     });
     window.addEventListener("hashchange", function () { window.location.reload(); });
