@@ -10,6 +10,7 @@ retention policy is read from its compacted copies, and the site is the one buil
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -109,7 +110,8 @@ def test_a_new_version_below_the_leader_renders_its_own_units_and_the_board(stor
     # The new version's partitions only, one per scenario.
     assert summary.partitions_built == len(scenarios)
     assert summary.partitions_unchanged == first.partitions_built
-    # Its comparisons with its two neighbours, its value file, its card on each scenario
+    # Its comparisons with its two neighbours, its value file and headline cells (the
+    # leaderboards' chart), its card on each scenario
     # (the scenario pages and the instance page stay: they load the cards and the scenarios'
     # indexes in the browser), the pages listing every version (the newest board, history,
     # the menus of comparisons and versions), and nothing else.
@@ -117,6 +119,7 @@ def test_a_new_version_below_the_leader_renders_its_own_units_and_the_board(stor
         f"compare\x1f{leader}\x1f{new}",
         f"compare\x1f{new}\x1f{last}",
         f"values\x1f{new}",
+        f"headline\x1f{new}",
         "board",
         "comparisons",
         "history",
@@ -143,15 +146,17 @@ def test_a_new_version_below_the_leader_renders_its_own_units_and_the_board(stor
         assert built[name] == expected_files[name], name
 
 
-@pytest.mark.parametrize("card", ["kept", "deleted"])
+@pytest.mark.parametrize("card", ["kept", "deleted", "headline unreadable"])
 def test_a_new_version_reads_only_its_own_rows_for_the_scenario_pages(
     stored, tmp_path, monkeypatch, card
 ):
     """A scenario page draws each version from that version's card: a rebuild after a new
     version reads the metric tables and chosen probabilities of the new version only (and of
     a version whose card went missing from the folder), renders no scenario page, and leaves
-    the cards, index and pages of a build from scratch."""
-    from assay.report.links import card_file, cards_file, scenario_page
+    the cards, index and pages of a build from scratch. The leaderboards' chart reads the
+    new version's headline rows only, the others' from the files the last build kept (from
+    the store where such a file does not read as one)."""
+    from assay.report.links import card_file, cards_file, headline_file, scenario_page
     from assay.report.results import QueriedResults
 
     sample = stored["sample"]
@@ -162,6 +167,8 @@ def test_a_new_version_reads_only_its_own_rows_for_the_scenario_pages(
     if card == "deleted":
         for scenario in scenarios:
             (site / card_file(scenario, last)).unlink()
+    elif card == "headline unreadable":
+        (site / headline_file(last)).write_text("{not json")
     asked: list[tuple[str, str, list[str]]] = []
     cards, scores = QueriedResults.cards, QueriedResults.scores
 
@@ -174,11 +181,23 @@ def test_a_new_version_reads_only_its_own_rows_for_the_scenario_pages(
             asked.append(("chosen_prob", scenario, sorted(versions)))
         return scores(self, scenario, versions, metrics)
 
+    headline = QueriedResults.headline_cards
+
+    def reading_headline(self, versions):
+        asked.append(("headline", "", sorted(versions)))
+        return headline(self, versions)
+
     monkeypatch.setattr(QueriedResults, "cards", reading_cards)
     monkeypatch.setattr(QueriedResults, "scores", reading_scores)
+    monkeypatch.setattr(QueriedResults, "headline_cards", reading_headline)
     summary = build_site(stored["queried"], directory_writer(site), generated_at=WHEN)
-    wanted = sorted([new] if card == "kept" else [new, last])
-    assert asked == [(what, s, wanted) for s in scenarios for what in ("cards", "chosen_prob")]
+    wanted = sorted([new, last] if card == "deleted" else [new])
+    assert asked == [
+        *((what, s, wanted) for s in scenarios for what in ("cards", "chosen_prob")),
+        ("headline", "", [new]),  # the leaderboards' chart: the others' cells are kept ...
+        # ... and read from the store where the kept file does not read as cells
+        *([("headline", "", [last])] if card == "headline unreadable" else []),
+    ]
     assert not [k for k in summary.rendered if k.startswith("scenario\x1f")]
 
     monkeypatch.undo()
@@ -189,6 +208,8 @@ def test_a_new_version_reads_only_its_own_rows_for_the_scenario_pages(
         paths += [card_file(scenario, v) for v in sample.versions]
         for path in paths:
             assert (site / path).read_bytes() == (fresh / path).read_bytes(), path
+    for page in ("index.html", day_page(sample.days[-1]), *map(headline_file, sample.versions)):
+        assert (site / page).read_bytes() == (fresh / page).read_bytes(), page
 
 
 def test_a_new_leader_renders_one_comparison_page(stored, tmp_path):
@@ -316,3 +337,46 @@ def test_a_compacted_version_shows_as_it_did(tmp_path: Path) -> None:
     assert again.deleted == []
     assert _files(before) == _files(after)
     registry.close()
+
+
+def test_a_version_without_a_metric_table_on_a_scenario_has_no_card_there(
+    stored, tmp_path, monkeypatch
+):
+    """A board version not scored on a scenario is not listed on its page, and the build
+    reads nothing for it there (not even again on the next build)."""
+    import pyarrow.compute as pc
+
+    from assay.report.links import card_file, cards_file
+    from assay.report.results import HeldResults
+
+    held = stored["held"]
+    _, middle, _ = [r.model_version for r in held.board.rows]
+    tables = held.metric_tables
+    gone = pc.and_(
+        pc.equal(tables["model_version"], middle), pc.equal(tables["scenario"], "mc-quiz")
+    )
+    data = replace(held, metric_tables=tables.filter(pc.invert(gone)))
+    asked: list[tuple[str, list[str]]] = []
+    cards = HeldResults.cards
+
+    def reading_cards(self, scenario, versions):
+        asked.append((scenario, sorted(versions)))
+        return cards(self, scenario, versions)
+
+    monkeypatch.setattr(HeldResults, "cards", reading_cards)
+    site = tmp_path / "site"
+    build_site(data, directory_writer(site), generated_at=WHEN)
+    assert not (site / card_file("mc-quiz", middle)).exists()
+    assert (site / card_file("short-qa", middle)).is_file()
+    index = (site / cards_file("mc-quiz")).read_text()
+    listed = json.loads(index[index.index("] = ") + 4 : -2])["versions"]
+    assert [v for v, _ in listed] == [
+        r.model_version for r in held.board.rows if r.model_version != middle
+    ]
+    assert middle not in dict(asked)["mc-quiz"]
+    # A file gone from the folder sends the next build unit by unit: nothing is read again.
+    asked.clear()
+    (site / "history.html").unlink()
+    again = build_site(data, directory_writer(site), generated_at=WHEN)
+    assert not again.site_unchanged and again.rendered == ["history"]
+    assert asked == []

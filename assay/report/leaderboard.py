@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from itertools import pairwise
 
@@ -11,8 +12,15 @@ from assay.compare.ranking import comparison_rows
 from assay.core.records import subset_rows
 from assay.report.data import alias_holders, end_of
 from assay.report.decisions import decision_page, latest_verdicts
-from assay.report.links import compare_page, day_page, pair_href, scenario_page, slug
-from assay.report.render import _Context, _finite, _html_safe_json
+from assay.report.links import (
+    compare_page,
+    day_page,
+    headline_file,
+    pair_href,
+    scenario_page,
+    slug,
+)
+from assay.report.render import _clean, _Context, _finite, _html_safe_json
 from assay.report.writing import inputs_digest
 
 
@@ -72,25 +80,106 @@ def _days_menu(ctx: _Context, days: Sequence[str]) -> None:
     ctx.site.put(DAYS_FILE, f"window.ASSAY_DAYS = {_html_safe_json(menu)};\n".encode())
 
 
-def _headline(ctx: _Context, versions: Sequence[str]) -> dict[tuple[str, str, str], dict]:
-    """(version, scenario, metric) → the headline row the leaderboards' chart shows, read
-    for the ``versions`` of the page being rendered that no page has read yet."""
-    if ctx.headline is None:
-        ctx.headline = {}
-    missing = sorted(set(versions) - ctx.headline_read)
-    if missing:
-        ctx.headline_read.update(missing)
-        found = ctx.results.headline_cards(missing)
-        if found is not None and found.num_rows:
-            cards = subset_rows(found)
-            headline = cards.filter(
-                pc.and_(pc.equal(cards["group"], ""), pc.equal(cards["perturbation"], ""))
-            )
-            for r in headline.select(
-                ["model_version", "scenario", "metric", "mean", "ci_low", "ci_high"]
-            ).to_pylist():
-                ctx.headline[(r["model_version"], r["scenario"], r["metric"])] = r
+def _headline_units(ctx: _Context) -> None:
+    """Each board version's headline cells (:func:`headline_file`: every scenario's primary
+    metric with its interval, what the leaderboards' chart shows), read from the store only
+    for the versions whose metric tables changed since the last build; the others' files are
+    kept and read back only when a leaderboard page is rendered (:func:`_headline`)."""
+    scenarios = list(ctx.data.board.primary_metrics)
+    primary = dict(ctx.data.board.primary_metrics)
+    stale = {}
+    for v in ctx.versions:
+        inputs = inputs_digest(
+            "headline", v, primary, ctx.results.version_fingerprint("metric_tables", v, scenarios)
+        )
+        if ctx.site.unchanged_unit(f"headline\x1f{v}", inputs):
+            ctx.site.summary.units_skipped += 1
+            ctx.headline_kept.add(v)
+        else:
+            stale[v] = inputs
+    if not stale:
+        return
+    cells = _headline_cells(ctx, list(stale))
+    for v, inputs in stale.items():
+        ctx.site.rendered_unit(f"headline\x1f{v}", inputs, [_put_headline(ctx, v, cells)])
+    ctx.headline.update(cells)
+    ctx.headline_read.update(stale)
+
+
+def _headline(ctx: _Context, versions: Sequence[str]) -> dict[tuple[str, str, str], list]:
+    """(version, scenario, metric) → [mean, ci_low, ci_high] of the headline rows the
+    leaderboards' chart shows, for ``versions``: from the kept headline files, or from the
+    store for a version that has none (one on a past day's board only)."""
+    missing = [v for v in dict.fromkeys(versions) if v not in ctx.headline_read]
+    ctx.headline_read.update(missing)
+    unread = []
+    for v in missing:
+        recorded = _recorded_headline(ctx, v) if v in ctx.headline_kept else None
+        if recorded is None:
+            unread.append(v)
+            continue
+        for s, m, *cell in recorded:
+            ctx.headline[(v, s, m)] = cell
+    if unread:
+        cells = _headline_cells(ctx, unread)
+        ctx.headline.update(cells)
+        for v in unread:
+            if v in ctx.headline_kept:  # its kept file did not read as cells: mended
+                _put_headline(ctx, v, cells, mend=True)
     return ctx.headline
+
+
+def _put_headline(
+    ctx: _Context, version: str, cells: dict[tuple[str, str, str], list], *, mend: bool = False
+) -> str:
+    """Write ``version``'s headline file from ``cells`` (``mend``: over a file the folder
+    holds that did not read as one); its path."""
+    path = headline_file(version)
+    own = [
+        [s, m, *cells[(version, s, m)]]
+        for s, m in ctx.data.board.primary_metrics.items()
+        if (version, s, m) in cells
+    ]
+    ctx.site.put(path, json.dumps(_clean(own), allow_nan=False).encode("utf-8"), mend=mend)
+    return path
+
+
+def _recorded_headline(ctx: _Context, version: str) -> list | None:
+    """The headline cells the last build recorded for ``version`` (None: unreadable)."""
+    folder = ctx.site.folder
+    if folder is None:
+        return None
+    try:
+        recorded = json.loads(folder.read(headline_file(version)) or b"null")
+    except ValueError:
+        return None
+    if not isinstance(recorded, list) or not all(
+        isinstance(c, list) and len(c) == 5 and all(isinstance(x, str) for x in c[:2])
+        for c in recorded
+    ):
+        return None
+    return recorded
+
+
+def _headline_cells(ctx: _Context, versions: Sequence[str]) -> dict[tuple[str, str, str], list]:
+    """The headline rows of ``versions`` (ungrouped, unperturbed, over every evaluated
+    instance) read from the store."""
+    out: dict[tuple[str, str, str], list] = {}
+    found = ctx.results.headline_cards(sorted(versions))
+    if found is not None and found.num_rows:
+        cards = subset_rows(found)
+        headline = cards.filter(
+            pc.and_(pc.equal(cards["group"], ""), pc.equal(cards["perturbation"], ""))
+        )
+        for v, s, m, mean, low, high in zip(
+            *(
+                headline[c].to_pylist()
+                for c in ("model_version", "scenario", "metric", "mean", "ci_low", "ci_high")
+            ),
+            strict=True,
+        ):
+            out[(v, s, m)] = [mean, low, high]
+    return out
 
 
 def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> None:
@@ -213,11 +302,11 @@ def _leaderboard_page(
         metric = data.board.primary_metrics.get(s)
         ys, hi, lo = [], [], []
         for v in order:
-            r = lookup.get((v, s, metric))
-            y = None if r is None else _finite(r["mean"])
+            mean, low, high = lookup.get((v, s, metric)) or (None, None, None)
+            y = _finite(mean)
             ys.append(y)
-            hi.append(None if y is None or _finite(r["ci_high"]) is None else r["ci_high"] - y)
-            lo.append(None if y is None or _finite(r["ci_low"]) is None else y - r["ci_low"])
+            hi.append(None if y is None or _finite(high) is None else high - y)
+            lo.append(None if y is None or _finite(low) is None else y - low)
         traces.append(
             {
                 "type": "scatter",

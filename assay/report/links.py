@@ -59,6 +59,11 @@ def jsonl_file(scenario: str, version: str) -> str:
     return f"export/instances/{slug(scenario)}/{slug(version)}.jsonl.gz"
 
 
+def headline_file(version: str) -> str:
+    """A version's headline cells, as the leaderboards' chart last drew them."""
+    return f"data/_headline/{slug(version)}.json"
+
+
 def card_file(scenario: str, version: str) -> str:
     """A version's scorecard on ``scenario`` as its scenario page draws it (version keys
     hold an ``@``, so no version's data file is named like this or the index below)."""

@@ -113,8 +113,10 @@ class _Context:
     columns: dict[str, Any] | None = None
     compared: list[str] = field(default_factory=list)  # versions of the comparisons computed
     results: Any = None  # the build's results.Results
-    headline: dict[tuple[str, str, str], dict] | None = None  # leaderboards' chart cells
+    # the leaderboards' chart cells: (version, scenario, metric) → [mean, ci_low, ci_high]
+    headline: dict[tuple[str, str, str], list] = field(default_factory=dict)
     headline_read: set[str] = field(default_factory=set)  # versions whose cells are read
+    headline_kept: set[str] = field(default_factory=set)  # versions whose file is kept
 
     def render(self, template: str, path: str, **values: Any) -> None:
         nav = [{"title": s, "href": scenario_page(s)} for s in self.scenarios]

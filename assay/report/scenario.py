@@ -15,6 +15,7 @@ from assay.evaluate.sequential import extent_of_row
 from assay.report.links import card_file, cards_file, scenario_page, slug
 from assay.report.partitions import _data_script
 from assay.report.render import _clean, _Context
+from assay.report.results import NONE
 from assay.report.writing import export_part, inputs_digest
 from assay.scoring.metrics.calibration import reliability_bins
 from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES
@@ -77,10 +78,12 @@ def _cards(ctx: _Context, scenario: str, metric: str) -> list[str]:
             [results.fingerprint(a, v, scenario) for a in (METRIC_TABLES, INSTANCE_SCORES)],
         )
         for v in ctx.versions
+        # A version without a metric table here has no card (and nothing is read for it).
+        if results.fingerprint(METRIC_TABLES, v, scenario) != NONE
     }
-    kept = {v for v in ctx.versions if site.unchanged_unit(_card_key(scenario, v), inputs[v])}
+    kept = {v for v in inputs if site.unchanged_unit(_card_key(scenario, v), inputs[v])}
     site.summary.units_skipped += len(kept)
-    changed = [v for v in ctx.versions if v not in kept]
+    changed = [v for v in inputs if v not in kept]
     made = set()
     if changed:
         table = results.cards(scenario, changed)

@@ -60,7 +60,7 @@ from assay.report.comparison import _comparison_index, _comparisons, _pairs, _va
 from assay.report.data import ExplorerData
 from assay.report.decisions import _decisions
 from assay.report.history import _history
-from assay.report.leaderboard import _days_menu, _leaderboard
+from assay.report.leaderboard import _days_menu, _headline_units, _leaderboard
 from assay.report.links import cards_file, compare_page, day_page, scenario_page, slug
 from assay.report.partitions import _partitions
 from assay.report.render import _Context, _environment, _html_safe_json
@@ -162,6 +162,7 @@ def build_site(
         _history(ctx)
         days = data.days()
         _days_menu(ctx, days)
+        _headline_units(ctx)
         for day in days:
             if day != data.day:
                 _leaderboard(ctx, day, day_page(day), days)

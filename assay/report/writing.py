@@ -370,14 +370,17 @@ class _Site:
         self.summary.units_rendered += 1
         self.summary.rendered.append(key)
 
-    def put(self, path: str, data: bytes, *, build_time: str | None = None) -> None:
+    def put(
+        self, path: str, data: bytes, *, build_time: str | None = None, mend: bool = False
+    ) -> None:
         """Write ``path`` unless the site already holds the same content. With
         ``build_time``, ``data`` holds :data:`BUILD_TIME_MARK` where the time goes, and the
-        digest is of the page without it."""
+        digest is of the page without it. With ``mend``, write it anyway (the file the
+        folder holds did not read as what the manifest says it is)."""
         key = digest(data)
         if build_time is not None:
             data = data.replace(BUILD_TIME_MARK.encode(), build_time.encode())
-        if self.previous["files"].get(path) == key and path in self.existing:
+        if not mend and self.previous["files"].get(path) == key and path in self.existing:
             self.summary.unchanged += 1
         else:
             self._write(path, data)
