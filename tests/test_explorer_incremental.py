@@ -380,3 +380,51 @@ def test_a_version_without_a_metric_table_on_a_scenario_has_no_card_there(
     again = build_site(data, directory_writer(site), generated_at=WHEN)
     assert not again.site_unchanged and again.rendered == ["history"]
     assert asked == []
+
+
+def test_each_version_is_paired_with_its_models_previous_version_on_the_board():
+    """The comparisons built with the site pair each version with the previous version of
+    its model on the board, whatever the board's order: reordering the board changes no
+    pair, and a new version adds its own (splitting the one it came between)."""
+    from assay.report.comparison import _pairs
+
+    board = ["b@v2", "a@v3", "a@v1", "c@v1", "b@v1", "a@v5"]
+    # By hand: a's chain v1 < v3 < v5, b's v1 < v2, c alone; in the board's order.
+    assert _pairs(board) == [("b@v2", "b@v1"), ("a@v3", "a@v1"), ("a@v5", "a@v3")]
+    reordered = list(reversed(board))
+    assert sorted(_pairs(reordered)) == sorted(_pairs(board))
+    # a@v4 arrives in the middle of the board: (a@v5, a@v3) splits in two, nothing else moves.
+    grown = _pairs(["b@v2", "a@v3", "a@v4", "a@v1", "c@v1", "b@v1", "a@v5"])
+    assert set(grown) - set(_pairs(board)) == {("a@v5", "a@v4"), ("a@v4", "a@v3")}
+    assert set(_pairs(board)) - set(grown) == {("a@v5", "a@v3")}
+    # Numbers compare as numbers (v10 follows v9), and names with "@" keep their own chains.
+    assert _pairs(["m@v10", "m@v9", "x@y@v2", "x@y@v1"]) == [
+        ("m@v10", "m@v9"),
+        ("x@y@v2", "x@y@v1"),
+    ]
+
+
+def test_the_leaderboard_links_a_versions_page_against_its_previous_version(stored, tmp_path):
+    """Where a version's previous version is not the next row down, its row links both: the
+    next one compared in the browser, the previous one's built page."""
+    import re
+
+    from assay.report.links import pair_href
+
+    held = stored["held"]
+    v3, v2, v1 = [r.model_version for r in held.board.rows]
+    rows = {r.model_version: r for r in held.board.rows}
+    board = replace(held.board, rows=tuple(rows[v] for v in (v1, v3, v2)))
+    site = tmp_path / "site"
+    build_site(replace(held, board=board), directory_writer(site), generated_at=WHEN)
+    page = (site / "index.html").read_text()
+    cells = dict(re.findall(r'<tr data-version="([^"]+)".*?<td>(.*?)</td>\s*</tr>', page, re.S))
+    # v1: nothing before it; the next one (v3) is not its pair.
+    assert f'href="{pair_href(v1, v3)}"' in cells[v1].replace("&amp;", "&")
+    assert "compare-previous" not in cells[v1]
+    # v3: the next one is its previous version, whose page "vs next" opens.
+    assert f'class="compare-link" href="{compare_page(v3, v2)}"' in cells[v3]
+    assert "compare-previous" not in cells[v3]
+    # v2: last row, its previous version (v1) is above it: its built page.
+    assert f'class="compare-previous" href="{compare_page(v2, v1)}"' in cells[v2]
+    assert (site / compare_page(v2, v1)).is_file()

@@ -3,6 +3,8 @@ where they disagree."""
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
 from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
@@ -29,12 +31,31 @@ from assay.storage.contract import INSTANCE_SCORES
 MAX_FLIPS_SHOWN = 100
 
 
+_VERSION_KEY = re.compile(r"(?P<name>.+)@v(?P<number>\d+)")
+
+
 def _pairs(versions: Sequence[str]) -> list[tuple[str, str]]:
-    """The comparisons that get a page of their own: neighbours on the board (n − 1). Their
-    inputs are the two versions' partitions, so a page survives every other change; any
-    other pair (the leader against a version included) is the page ``compare.html``, which
-    computes it in the browser from the versions' value files (:func:`_values`)."""
-    return list(pairwise(versions))
+    """The comparisons that get a page of their own: each version on the board against the
+    previous version of the same model on the board (``name@v7`` against ``name@v6``, or
+    ``@v5`` when v6 is not on it), in the board's order. A pair depends on which versions are
+    on the board, not on their order, and its inputs are the two versions' partitions, so a
+    new version adds one page, however the board reorders the others (neighbours on the
+    board did not: a version inserted in the middle of many close ones reordered them, and
+    every new neighbour pair got a page). Any other pair (neighbours, the leader against a
+    version) is the page ``compare.html``, which computes it in the browser from the
+    versions' value files (:func:`_values`)."""
+    chains: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for version in versions:
+        key = _VERSION_KEY.fullmatch(version)
+        if key is not None:
+            chains[key["name"]].append((int(key["number"]), version))
+    order = {v: i for i, v in enumerate(versions)}
+    pairs = [
+        (newer, older)
+        for chain in chains.values()
+        for (_, older), (_, newer) in pairwise(sorted(chain))
+    ]
+    return sorted(pairs, key=lambda p: (order[p[0]], order[p[1]]))
 
 
 # Under names no scenario's slug takes (a slug never starts with "_"), beside data/<scenario>/.

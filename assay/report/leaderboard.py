@@ -34,6 +34,7 @@ def _leaderboard_inputs(ctx: _Context, day: str, path: str, rows: list[dict], da
     decided = latest_verdicts(data.events)
     order = [r["model_version"] for r in rows]
     pairs = set(ctx.pairs)
+    previous = dict(ctx.pairs)
     scenarios = list(data.board.primary_metrics)
     per_row = [
         [
@@ -42,9 +43,10 @@ def _leaderboard_inputs(ctx: _Context, day: str, path: str, rows: list[dict], da
             [c.name for c in registered[v].training_data] if v in registered else None,
             held.get(v, []),
             decided[v].id if v in decided else None,
-            # The newest board links its neighbours' built pages; a past day's link is the
-            # in-browser comparison, whatever pairs the newest board has now.
+            # The newest board links the built pages of its pairs (:func:`_pairs`); a past
+            # day's links are the in-browser comparison, whatever pairs there are now.
             [v, n] if day == data.day and (v, n) in pairs else None,
+            [v, previous[v]] if day == data.day and v in previous else None,
             ctx.results.version_fingerprint("metric_tables", v, scenarios),
         ]
         for v, n in zip(order, [*order[1:], None], strict=True)
@@ -203,6 +205,7 @@ def _leaderboard_page(
     held = alias_holders(data.events, end_of(day))
     aliases = sorted({a for v in held.values() for a in v})
     pairs = set(ctx.pairs)
+    previous = dict(ctx.pairs)
     order = [r["model_version"] for r in rows]
     nxt = dict(pairwise(order))
     registered = {v.key: v for v in data.versions}
@@ -220,14 +223,19 @@ def _leaderboard_page(
                 if v in registered
                 else "",
                 "aliases": held.get(v, []),
-                # The newest board's neighbours have a page built with the site; a past
-                # day's neighbours are compared in the browser, so that a new version, which
-                # changes the newest board's pairs, leaves past days' pages as they are.
+                # The newest board links the pages built for its pairs (a version and its
+                # model's previous version, comparison._pairs); a past day's links are the
+                # in-browser comparison, so that a new version, which changes the newest
+                # board's pairs, leaves past days' pages as they are.
                 "compare_next": None
                 if n is None
                 else compare_page(v, n)
                 if is_today and (v, n) in pairs
                 else pair_href(v, n),
+                "compare_previous": compare_page(v, previous[v])
+                if is_today and v in previous and previous[v] != n
+                else None,
+                "previous": previous.get(v, ""),
                 # Any other pair is computed in the browser (compare.html, see comparison.py).
                 "compare_leader": pair_href(order[0], v) if is_today and v != order[0] else None,
                 "decision": decision_page(decided[v].id) if v in decided else None,
@@ -242,7 +250,15 @@ def _leaderboard_page(
                 k: v
                 for k, v in r.items()
                 if k
-                not in ("compare_next", "compare_leader", "aliases", "decision", "decision_kind")
+                not in (
+                    "compare_next",
+                    "compare_previous",
+                    "previous",
+                    "compare_leader",
+                    "aliases",
+                    "decision",
+                    "decision_kind",
+                )
             },
             "aliases": " ".join(r["aliases"]),
         }

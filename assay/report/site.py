@@ -4,14 +4,16 @@ Pages (all at the site's root, so relative links work from a file, a static web 
 an object store alike):
 
 - ``index.html`` / ``day-<day>.html``: the leaderboard of the newest / each stored day;
-- ``compare-<a>--<b>-<id>.html``: two neighbours on the board compared (paired tests seeded
-  by the pair, flipped instances with both answers), built with the site;
+- ``compare-<a>--<b>-<id>.html``: a version on the board against its model's previous
+  version on it (paired tests seeded by the pair, flipped instances with both answers),
+  built with the site;
 - ``compare.html#a=<version>&b=<version>``: any two versions of the newest board, computed in
   the browser from their value files (``data/_values/<version>.js``, each scenario's
   unperturbed primary-metric values per instance): means, difference, instances that differ;
-  no test. Comparisons are asked for, not built for every pair: a static page per neighbour
-  pair only, since a page for the leader against every version made a new leader rebuild one
-  page per version;
+  no test. Comparisons are asked for, not built for every pair: a static page per version
+  and its predecessor only, since a page for the leader against every version made a new
+  leader rebuild one page per version, and one per neighbour pair made a version inserted
+  among close ones rebuild a page per pair it reordered;
 - ``scenario-<key>.html``: scorecards, group breakdowns, robustness, calibration, instances,
   drawn in the browser from the scenario's index (``data/<s>/_cards.js``: the board's
   versions in order, where each partition's data is) and one card per version
