@@ -1,5 +1,6 @@
-"""The explorer's scenario pages as Chromium draws them: the page after its cards loaded, and
-the exports its links hand out (assembled in the browser from every version's part)."""
+"""The explorer's pages as Chromium draws them: a scenario page after its cards loaded, with
+the exports its links hand out (assembled in the browser from every version's part), and a
+leaderboard after it drew its board."""
 
 from __future__ import annotations
 
@@ -63,6 +64,28 @@ def scenario_views(site: Path, scenarios: Iterable[str]) -> dict[str, ScenarioVi
                     EXPORT_LINKS,
                 )
                 views[scenario] = ScenarioView(page.content(), exports, list(errors))
+        finally:
+            browser.close()
+    return views
+
+
+def rendered_pages(site: Path, pages: Iterable[str]) -> dict[str, ScenarioView]:
+    """Open each page (a path in ``site``: a leaderboard, ``index.html``) in Chromium and
+    read its HTML once its board is drawn (``#leaderboard[data-ready]``), with its errors."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    views = {}
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("dialog", lambda d: (errors.append(f"dialog: {d.message}"), d.dismiss()))
+            for path in pages:
+                errors.clear()
+                page.goto((site / path).as_uri())
+                page.wait_for_selector("#leaderboard[data-ready]", state="attached")
+                views[path] = ScenarioView(page.content(), {}, list(errors))
         finally:
             browser.close()
     return views

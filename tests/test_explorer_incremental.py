@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from explorer_browser import rendered_pages
 from sample_clock import held_explorer_data, sample_store
 
 from assay.report import ExplorerData, build_site, directory_writer
@@ -417,7 +418,9 @@ def test_the_leaderboard_links_a_versions_page_against_its_previous_version(stor
     board = replace(held.board, rows=tuple(rows[v] for v in (v1, v3, v2)))
     site = tmp_path / "site"
     build_site(replace(held, board=board), directory_writer(site), generated_at=WHEN)
-    page = (site / "index.html").read_text()
+    drawn = rendered_pages(site, ["index.html"])["index.html"]
+    assert drawn.errors == []
+    page = drawn.html
     cells = dict(re.findall(r'<tr data-version="([^"]+)".*?<td>(.*?)</td>\s*</tr>', page, re.S))
     # v1: nothing before it; the next one (v3) is not its pair.
     assert f'href="{pair_href(v1, v3)}"' in cells[v1].replace("&amp;", "&")

@@ -23,6 +23,7 @@ from dagster import (
     instance_for_test,
     materialize,
 )
+from explorer_browser import rendered_pages
 from live_deployment import GATED_SUITE, arithmetic_app
 
 from assay.cli import main as cli_main
@@ -476,7 +477,8 @@ def test_pending_then_approved_then_refused_in_process(flow, monkeypatch):
     # The MLflow client's request was refused again: the row links to that latest verdict.
     again = reg.decisions(model="n")[-1]
     assert again.kind is EventKind.GATE_REFUSED and again.payload["verdict_event"] == refused.id
-    assert f'href="decision-{again.id}.html"' in (site / "index.html").read_text()
+    drawn = rendered_pages(site, ["index.html"])["index.html"]
+    assert f'href="decision-{again.id}.html"' in drawn.html and drawn.errors == []
     assert f'href="decision-{refused.id}.html"' in (site / "history.html").read_text()
 
     # An equal candidate passes non-inferiority against the incumbent, and moves.

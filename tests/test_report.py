@@ -22,7 +22,7 @@ import fsspec
 import numpy as np
 import pyarrow.compute as pc
 import pytest
-from explorer_browser import chromium, scenario_views
+from explorer_browser import chromium, rendered_pages, scenario_views
 from sample_clock import SampleClock, held_explorer_data
 
 from assay.compare.family_figures import FAMILY_ORDER
@@ -102,8 +102,11 @@ def test_pages_escape_every_data_text(explorer):
         assert SCRIPT_PAYLOAD not in text, page.name  # never raw markup
         assert "<img src=x" not in text, page.name
     index = (site / "index.html").read_text()
-    # The registry refuses markup in names; a hostile description is shown escaped.
-    assert "version 3 &lt;script&gt;alert(" in index
+    # The registry refuses markup in names; a hostile description is in the page's data as
+    # escaped JSON, and shown as text once the browser draws the board.
+    assert "version 3 \\u003cscript\\u003ealert(" in index
+    drawn = rendered_pages(site, ["index.html"])["index.html"]
+    assert "version 3 &lt;script&gt;alert(" in drawn.html and drawn.errors == []
     data = next((site / "data").rglob("*.js")).read_text()
     assert "<script>" not in data  # data files too: \u003c, not <
 
@@ -186,7 +189,7 @@ def test_the_leaderboard_shows_every_family_for_every_version(explorer):
     """One headline figure per family and version: a value with its interval, or a note
     saying why there is no interval or no value."""
     site, board = explorer["site"], explorer["board"]
-    index = (site / "index.html").read_text()
+    index = rendered_pages(site, ["index.html"])["index.html"].html
     table = index[index.index('id="family-figures"') :]
     table = table[: table.index("</table>")]
     rows = re.findall(r'<tr data-family-row="([^"]+)">(.*?)</tr>', table, re.S)
@@ -500,12 +503,14 @@ def test_explorer_in_chromium(explorer):
 
             # Scenario page: scorecards, absent families folded into one line each.
             page.click(f"#leaderboard th a[href='{scenario_page('short-qa')}']")
+            page.wait_for_selector("#scenario-views[data-ready]")
             folded = page.inner_text("#folded")
             assert "robustness: not applicable" in folded
             # The sample's toxicity judge rates short-qa's answers: a scorecard, not a fold.
             assert page.locator("table.scorecard[data-family='toxicity']").count() == 1
             page.screenshot(path=ARTIFACTS / "scenario-short-qa.png", full_page=True)
             page.goto((site / scenario_page("mc-quiz")).as_uri())
+            page.wait_for_selector("#scenario-views[data-ready]")
             folded = page.inner_text("#folded")
             assert (
                 "toxicity: not applicable" in folded and "no toxicity scorer configured" in folded
@@ -723,3 +728,25 @@ def test_a_scenario_page_shows_hostile_group_and_perturbation_names_as_text(expl
     for version in others:
         assert by_version[version]["constructor"] is None
         assert by_version[version][html.escape(HOSTILE_NAME, quote=False)] == 0.25
+
+
+def test_the_browser_formats_figures_as_python_does(explorer):
+    """Pages drawn in the browser show a figure as Python's ``%.3f`` does: an exact tie
+    (1/16 to three places) rounds half to even, as the pages rendered before them did."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    values = [0.0625, -0.0625, 0.1875, 0.0635, 1 / 3, 2 / 3, 0.5, -0.0004, 0.0, 1.0005]
+    values += [k / 64 for k in range(65)] + [123.4565, 7.0, -2.5]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto((explorer["site"] / "index.html").as_uri())
+            shown = page.evaluate(
+                "(values) => values.map((v) => [assay.fmt(v), assay.fmt(v, 0), assay.fmt(v, 2)])",
+                values,
+            )
+            missing = page.evaluate("() => [assay.fmt(null), assay.fmt(NaN)]")
+        finally:
+            browser.close()
+    assert shown == [[f"{v:.3f}", f"{v:.0f}", f"{v:.2f}"] for v in values]
+    assert missing == ["–", "–"]

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from alembic import command
 from alembic.config import Config
+from explorer_browser import rendered_pages
 
 import assay.registry.store as store_module
 from assay.cli import registry as registry_cli
@@ -241,7 +242,9 @@ def test_the_leaderboard_names_the_corpora_a_version_declares(tmp_path: Path) ->
         n_resamples=50,
     )
     registry.close()
-    index = (tmp_path / "site" / "index.html").read_text()
+    drawn = rendered_pages(tmp_path / "site", ["index.html"])["index.html"]
+    assert drawn.errors == []
+    index = drawn.html
     rows = {v: index[index.index(f'data-version="{v}"') :] for v in (newest, oldest)}
     assert rows[newest].split("</tr>")[0].count("trained on: web-crawl, books") == 1
     assert "trained on" not in rows[oldest].split("</tr>")[0]

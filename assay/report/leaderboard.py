@@ -235,7 +235,7 @@ def _leaderboard_page(
                 "compare_previous": compare_page(v, previous[v])
                 if is_today and v in previous and previous[v] != n
                 else None,
-                "previous": previous.get(v, ""),
+                "previous": previous[v] if is_today and v in previous else "",
                 # Any other pair is computed in the browser (compare.html, see comparison.py).
                 "compare_leader": pair_href(order[0], v) if is_today and v != order[0] else None,
                 "decision": decision_page(decided[v].id) if v in decided else None,
@@ -351,7 +351,7 @@ def _leaderboard_page(
         day=day,
         page_path=path,
         days_file=DAYS_FILE,
-        rows=table,
+        board=_board_data(table, scenarios, families, family_figures, comparisons),
         scenarios=[
             {
                 "key": s,
@@ -367,9 +367,86 @@ def _leaderboard_page(
         comparison_exports=comparison_exports,
         family_figures=family_figures,
         family_exports=family_exports,
-        board_order=order,
         notes=list(data.board.notes) if day == data.day else [],
         exports=exports,
         chart=chart,
         is_latest=day == data.day,
     )
+
+
+def _board_data(
+    table: Sequence[dict],
+    scenarios: Sequence[str],
+    families: Sequence[str],
+    family_figures: Sequence[dict],
+    comparisons: Sequence[dict],
+) -> dict:
+    """What the page draws in the browser (its rows, family figures and comparisons), as
+    one JSON document: writing it costs a fraction of a table cell per version and scenario
+    rendered by the template. Figures the browser cannot format as Python does (signs,
+    p-values) come as text."""
+    keys = ("model_version", "rank", "rank_low", "rank_high", "mean_win_rate", "mean_score")
+    links = ("compare_next", "compare_previous", "previous", "compare_leader")
+    return {
+        "scenarios": list(scenarios),
+        "families": list(families),
+        "rows": [
+            {
+                **{k: r[k] for k in keys},
+                "scores": [r.get(f"score.{s}") for s in scenarios],
+                "win_rates": [r.get(f"win_rate.{f}") for f in families],
+                "aliases": r["aliases"],
+                "decision": r["decision"],
+                "decision_kind": r["decision_kind"],
+                "description": r["description"],
+                "training_data": r["training_data"],
+                **{k: r[k] for k in links},
+            }
+            for r in table
+        ],
+        "figures": [
+            {
+                "family": f["family"],
+                "title": f["title"],
+                "cells": [
+                    None
+                    if c is None
+                    else {
+                        "mean": c.mean,
+                        "ci_low": c.ci_low,
+                        "ci_high": c.ci_high,
+                        "has_interval": c.has_interval,
+                        "note": c.note,
+                    }
+                    for c in f["cells"]
+                ],
+            }
+            for f in family_figures
+        ],
+        "comparisons": [
+            {
+                **{
+                    k: c[k]
+                    for k in (
+                        "scenario",
+                        "metric",
+                        "model_a",
+                        "model_b",
+                        "mean_diff",
+                        "p_value",
+                        "p_adjusted",
+                        "test",
+                        "significant",
+                        "href",
+                    )
+                },
+                "texts": [
+                    f"{c['mean_diff']:+.3f}",
+                    f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]",
+                    f"{c['p_value']:.3g}",
+                    f"{c['p_adjusted']:.3g}",
+                ],
+            }
+            for c in comparisons
+        ],
+    }

@@ -19,10 +19,23 @@
   }
   assay.el = el;
 
+  // Python's "%.<digits>f": the exact value rounded half to even (toFixed rounds an exact tie,
+  // such as 0.0625 to three places, away from zero).
+  function fixed(v, digits) {
+    const text = v.toFixed(digits);
+    const exact = Math.abs(v).toFixed(Math.min(100, digits + 60));
+    const cut = exact.indexOf(".") + 1 + digits;
+    if (!/^50*$/.test(exact.slice(cut))) return text;
+    const kept = exact.slice(0, digits ? cut : cut - 1);
+    if (Number(kept[kept.length - 1]) % 2 === 0) return (v < 0 ? "-" : "") + kept;
+    return text;
+  }
+
   function fmt(v, digits) {
     if (v === null || v === undefined || Number.isNaN(v)) return "–";
-    return typeof v === "number" ? v.toFixed(digits === undefined ? 3 : digits) : String(v);
+    return typeof v === "number" ? fixed(v, digits === undefined ? 3 : digits) : String(v);
   }
+  assay.fmt = fmt;
 
   // Plotly reads a few HTML tags in its labels: escape data texts so they show as written.
   function plotText(s) {
@@ -121,8 +134,85 @@
   });
 
   // ---------------------------------------------------------------- leaderboard filters
+  // ---------------------------------------------------------------- leaderboard
+  // A leaderboard page's rows, family figures and board comparisons, from its board data
+  // (the page holds the data, not a table cell per version and scenario).
+  function scoreCell(attrs, value) {
+    const text = fmt(value);
+    return el("td", Object.assign({ "data-value": text, text: text }, attrs));
+  }
+
+  function leaderboardRows(board) {
+    const body = document.querySelector("#leaderboard tbody");
+    for (const r of board.rows) {
+      const name = el("td", { cls: "text" }, [el("span", { cls: "version", text: r.model_version })]);
+      for (const a of r.aliases) name.append(" ", el("span", { cls: "badge", text: a }));
+      if (r.decision) name.append(" ", el("a", { cls: "small decision", href: r.decision, text: "promotion " + r.decision_kind }));
+      if (r.description) name.append(el("div", { cls: "muted small description", text: r.description }));
+      if (r.training_data) name.append(el("div", { cls: "muted small training-data", text: "trained on: " + r.training_data }));
+      const links = el("td");
+      if (r.compare_next) links.append(el("a", { cls: "compare-link", href: r.compare_next, text: "vs next" }));
+      if (r.compare_previous) links.append(" ", el("a", { cls: "compare-previous", href: r.compare_previous, title: "paired tests against " + r.previous, text: "vs previous" }));
+      if (r.compare_leader) links.append(" ", el("a", { cls: "compare-leader", href: r.compare_leader, text: "vs leader" }));
+      body.append(el("tr", { "data-version": r.model_version, "data-aliases": r.aliases.join(" ") }, [
+        el("td", { "data-value": String(r.rank), text: String(r.rank) }),
+        name,
+        el("td", { "data-value": String(r.rank_low), text: r.rank_low + "–" + r.rank_high }),
+        scoreCell({}, r.mean_win_rate),
+        scoreCell({}, r.mean_score),
+        ...board.scenarios.map((s, i) => scoreCell({ "data-scenario": s }, r.scores[i])),
+        ...board.families.map((f, i) => scoreCell({ "data-family": f }, r.win_rates[i])),
+        links,
+      ]));
+    }
+  }
+
+  function familyFigures(board) {
+    const table = document.getElementById("family-figures");
+    if (!table) return;
+    const head = el("tr", {}, [el("th", { text: "family" }), el("th", { text: "figure" })]);
+    for (const r of board.rows) head.append(el("th", { "data-version-col": r.model_version, text: r.model_version }));
+    table.append(el("thead", {}, [head]));
+    const body = el("tbody");
+    for (const f of board.figures) {
+      const row = el("tr", { "data-family-row": f.family }, [el("td", { cls: "text", text: f.family }), el("td", { cls: "text", text: f.title })]);
+      for (const c of f.cells) {
+        const td = el("td", { cls: "figure" });
+        if (c === null) td.append("–");
+        else if (c.has_interval) td.append(fmt(c.mean) + " ", el("span", { cls: "muted", text: "[" + fmt(c.ci_low) + ", " + fmt(c.ci_high) + "]" }));
+        else td.append(fmt(c.mean), el("div", { cls: "muted small", text: c.note }));
+        row.append(td);
+      }
+      body.append(row);
+    }
+    table.append(body);
+  }
+
+  function boardComparisons(board) {
+    const table = document.getElementById("board-comparisons");
+    if (!table) return;
+    for (const c of board.comparisons) {
+      const first = el("td", { cls: "text" }, [c.href ? el("a", { href: c.href, text: c.model_a }) : document.createTextNode(c.model_a)]);
+      table.tBodies[0].append(el("tr", { "data-scenario-row": c.scenario }, [
+        el("td", { cls: "text", text: c.scenario }),
+        el("td", { cls: "text", text: c.metric }),
+        first,
+        el("td", { cls: "text", text: c.model_b }),
+        el("td", { "data-value": String(c.mean_diff), cls: c.significant ? "sig" : "", text: c.texts[0] }),
+        el("td", { text: c.texts[1] }),
+        el("td", { "data-value": String(c.p_value), text: c.texts[2] }),
+        el("td", { "data-value": String(c.p_adjusted), text: c.texts[3] }),
+        el("td", { cls: "text", text: c.test }),
+      ]));
+    }
+  }
+
   assay.leaderboard = function () {
     assay.ready(function () {
+      const board = json("board-data");
+      leaderboardRows(board);
+      familyFigures(board);
+      boardComparisons(board);
       const table = document.getElementById("leaderboard");
       const text = document.getElementById("filter-text");
       const alias = document.getElementById("filter-alias");
@@ -165,6 +255,7 @@
       alias.addEventListener("change", apply);
       scenarioBoxes.concat(familyBoxes).forEach((b) => b.addEventListener("change", apply));
       apply();
+      table.setAttribute("data-ready", "");
     });
   };
 
