@@ -3,7 +3,8 @@
 Pages (all at the site's root, so relative links work from a file, a static web server or
 an object store alike):
 
-- ``index.html`` / ``day-<day>.html``: the leaderboard of the newest / each stored day;
+- ``index.html`` / ``day-<day>.html``: the leaderboard of the newest / each stored day (its
+  table, family figures and paired tests drawn in the browser from the page's data);
 - ``compare-<a>--<b>-<id>.html``: a version on the board against its model's previous
   version on it (paired tests seeded by the pair, flipped instances with both answers),
   built with the site;
@@ -25,6 +26,8 @@ an object store alike):
 - ``decision-<event id>.html``: one promotion verdict, every criterion with its figures (linked
   from the version's leaderboard row);
 - ``data/``: per-partition instance data, ``_values/<version>.js`` (for ``compare.html``),
+  ``_headline/<version>.json`` (each version's cells of the leaderboards' chart, kept while
+  its metric tables are),
   and the menus every page of a kind shares (``_days.js``, ``pairs.js``, ``_board.js``), so a
   new day or pair changes one small file rather than every page;
 - ``export/``: every table but a scenario page's as CSV and JSON, each partition's
