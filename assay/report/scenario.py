@@ -183,6 +183,7 @@ def version_card(
         )
     ]
     extent = extent_of_row(every_row[0]) if every_row else None
+    contamination = contamination_rows(every_row, shown, metric)  # its line, or none
     return {
         "version": version,
         "shown": bool(shown),
@@ -199,10 +200,10 @@ def version_card(
         "clean": clean,
         "robust": robust,
         "bins": list(bins) if shown else [],
-        "contamination": (contamination_rows(every_row, shown, metric) or [None])[0],
+        "contamination": contamination[0] if contamination else None,
         "exports": {
             "scorecards": export_part(card_rows),
-            "contamination": export_part(contamination_rows(every_row, shown, metric)),
+            "contamination": export_part(contamination),
             "groups": export_part([{k: r[k] for k in _GROUP_COLUMNS} for r in grouped] + gaps),
             "robustness": export_part(
                 [

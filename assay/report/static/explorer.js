@@ -533,12 +533,11 @@
     ]);
   }
 
+  // A figure with its interval (and ``extra``, a count); ``title`` says why, when hovered.
   function figureCell(value, low, high, extra, title) {
     const attrs = { "data-value": value === null ? "" : String(value) };
-    if (value === null) {
-      if (title) attrs.title = title;
-      return el("td", attrs, [document.createTextNode("–")]);
-    }
+    if (title) attrs.title = title;
+    if (value === null) return el("td", attrs, [document.createTextNode("–")]);
     const td = el("td", attrs, [
       document.createTextNode(fmt(value) + " "),
       el("span", { cls: "ci", text: "[" + fmt(low) + ", " + fmt(high) + "]" }),
@@ -645,11 +644,11 @@
         el("td", { cls: "text version", text: x.model_version }),
         rate,
         figureCell(x.full, x.full_low, x.full_high),
-        figureCell(x.clean, x.clean_low, x.clean_high, x.clean === null ? "" : "n=" + x.clean_count, x.clean_note),
+        x.clean === null
+          ? figureCell(null, null, null, "", x.clean_note)  // why there is no clean figure
+          : figureCell(x.clean, x.clean_low, x.clean_high, "n=" + x.clean_count),
         figureCell(x.diff, x.diff_low, x.diff_high, "", x.diff_note),
       ]));
-      const diff = contaminationBody.lastChild.lastChild;
-      if (x.diff !== null && x.diff_note) diff.setAttribute("title", x.diff_note);
     }
 
     // Groups: the primary metric per group and the gaps between groups.
