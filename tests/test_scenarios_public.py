@@ -348,18 +348,25 @@ def _public_loaders() -> list[type[PublicDataset]]:
 def test_default_urls_carry_the_revision_and_pinned_ones_their_digests() -> None:
     pinned = {cls.name for cls in _public_loaders() if cls.pinned_revision()}
     # The authors' Git repositories are pinned to a commit, and the Hub datasets whose commit
-    # public evaluation code pins; the other Hub datasets are not, which the README says.
+    # public code pins with these file paths; the one other Hub dataset is not, which the
+    # README says.
     assert pinned == {
         "bbq",
         "bold",
         "boolq",
+        "civil_comments",
+        "cnn_dailymail",
         "gsm8k",
         "hellaswag",
         "humaneval",
+        "ifeval",
+        "imdb",
         "mmlu",
         "natural_questions",
         "truthfulqa",
+        "wmt14",
     }
+    assert {cls.name for cls in _public_loaders()} - pinned == {"real_toxicity_prompts"}
     for cls in _public_loaders():
         scenario = cls()
         for split, url in scenario.data_files.items():
@@ -373,6 +380,11 @@ def test_default_urls_carry_the_revision_and_pinned_ones_their_digests() -> None
         "test": "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14",
         "train": "17f347dc51477c50d4efb83959dbb7c56297aba886e5544ee2aaed3024813465",
     }
+    # A pair's digests are found through the pair's own paths: fr-en has both, de-en none.
+    assert set(get_scenario("wmt14", source="fr", target="en").sha256) == {"test", "train"}
+    assert set(get_scenario("wmt14", source="en", target="fr").sha256) == {"test", "train"}
+    assert get_scenario("wmt14").sha256 == {}
+    assert set(get_scenario("cnn_dailymail").sha256) == {"test"}
     assert get_scenario("mmlu", subject="virology", revision="abc123").data_files["test"] == (
         "https://huggingface.co/datasets/cais/mmlu/resolve/abc123/virology/test-00000-of-00001.parquet"
     )

@@ -2,8 +2,11 @@
 words", "no commas", "wrap the answer in JSON").
 
 One instance per row of the authors' file (fields ``key``, ``prompt``, ``instruction_id_list``,
-``kwargs``; the Hugging Face dataset ``google/IFEval``, split ``train``, which is the one
-lm-evaluation-harness's ``ifeval`` task reads): the prompt is the input, and the one correct
+``kwargs``), read by default from their repository (``google-research/google-research``,
+``instruction_following_eval/data/input_data.jsonl``, pinned to a commit). The Hugging Face
+dataset ``google/IFEval`` (split ``train``, the one lm-evaluation-harness's ``ifeval`` task
+reads) publishes the same rows and fields; ``data_files`` reads it or any copy. The prompt is
+the input, and the one correct
 reference is the row's instructions as JSON (:func:`instruction_spec`), which the ``ifeval``
 scorer (``assay.scoring.ifeval``) checks the answer against. Reference matching means nothing
 here: a suite entry names the scorer::
@@ -22,7 +25,7 @@ from typing import Any, ClassVar
 
 from assay.core.records import Instance, Reference
 from assay.scenarios.base import register_scenario
-from assay.scenarios.public import PublicDataset
+from assay.scenarios.public import GITHUB, PublicDataset
 
 
 def instruction_spec(key: int, instruction_id_list: Sequence[str], kwargs: Sequence[Any]) -> str:
@@ -53,10 +56,16 @@ def instruction_spec(key: int, instruction_id_list: Sequence[str], kwargs: Seque
 
 @register_scenario("ifeval")
 class IFEvalPrompts(PublicDataset):
-    """IFEval's 541 prompts (see the module doc); ``data_files={"test": ...}`` reads a copy."""
+    """IFEval's 541 prompts (see the module doc); ``data_files={"test": ...}`` reads a copy.
 
-    repo = "google/IFEval"
-    files: ClassVar[dict[str, str]] = {"test": "ifeval_input_data.jsonl"}
+    Pinned to a commit of the authors' repository; the file's SHA-256 is not recorded (its
+    bytes at that commit could not be read when the pin was set): pass ``sha256`` to check it.
+    """
+
+    repo = "google-research/google-research"
+    url_template = GITHUB
+    default_revision = "19638399cc9e03623c5b9087a1d6fa8813974ce9"
+    files: ClassVar[dict[str, str]] = {"test": "instruction_following_eval/data/input_data.jsonl"}
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
         prompt = row["prompt"]

@@ -564,12 +564,23 @@ class HumanEval(PublicDataset):
 
 @register_scenario("cnn_dailymail")
 class CNNDailyMail(PublicDataset):
-    """CNN/DailyMail 3.0.0 summarization: article → highlights."""
+    """CNN/DailyMail 3.0.0 summarization: article → highlights.
+
+    Pinned to the Hub commit that added the 3.0.0 Parquet files, with the test file's SHA-256
+    (its bytes as public evaluation code records them); the validation file (the few-shot
+    pool) is pinned by the commit only.
+    """
 
     repo = "abisee/cnn_dailymail"
+    default_revision = "3adf6249f0cc8409a97a4d38471529ef5f7dc496"
     files: ClassVar[dict[str, str]] = {
         "test": "3.0.0/test-00000-of-00001.parquet",
         "train": "3.0.0/validation-00000-of-00001.parquet",
+    }
+    sha256s: ClassVar[dict[str, str]] = {
+        "3.0.0/test-00000-of-00001.parquet": (
+            "04e322d2634a96dba76bf9a6294fbbe48e0b36abeae43f13d86ba2c3bebffe4e"
+        ),
     }
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
@@ -583,12 +594,25 @@ class CNNDailyMail(PublicDataset):
 
 @register_scenario("wmt14")
 class WMT14(PublicDataset):
-    """WMT14 translation, one pair (default German → English); validation is the few-shot pool."""
+    """WMT14 translation, one pair (default German → English); validation is the few-shot pool.
+
+    Pinned to a commit of the Hub dataset; the SHA-256 of the fr-en files (newstest2013 and
+    newstest2014) is recorded, the other pairs' files are pinned by the commit only.
+    """
 
     repo = "wmt/wmt14"
+    default_revision = "b199e406369ec1b7634206d3ded5ba45de2fe696"
     files: ClassVar[dict[str, str]] = {
         "test": "{subset}/test-00000-of-00001.parquet",
         "train": "{subset}/validation-00000-of-00001.parquet",
+    }
+    sha256s: ClassVar[dict[str, str]] = {
+        "fr-en/test-00000-of-00001.parquet": (
+            "8b9f62543c776b5e992d15524f76f9fe589d838c1dcb04a8738c21e8c42269f1"
+        ),
+        "fr-en/validation-00000-of-00001.parquet": (
+            "113e01f028c35bc5ac4286ce95ac9dcfb70badc3e3c71c91ab7d74fe6357fb5e"
+        ),
     }
 
     def __init__(self, source: str = "de", target: str = "en", **kwargs: Any) -> None:
@@ -608,12 +632,24 @@ class WMT14(PublicDataset):
 
 @register_scenario("imdb")
 class IMDB(PublicDataset):
-    """IMDB movie reviews: positive or negative sentiment."""
+    """IMDB movie reviews: positive or negative sentiment.
+
+    Pinned to a commit of the Hub dataset and the SHA-256 of both files.
+    """
 
     repo = "stanfordnlp/imdb"
+    default_revision = "e6281661ce1c48d982bc483cf8a173c1bbeb5d31"
     files: ClassVar[dict[str, str]] = {
         "test": "plain_text/test-00000-of-00001.parquet",
         "train": "plain_text/train-00000-of-00001.parquet",
+    }
+    sha256s: ClassVar[dict[str, str]] = {
+        "plain_text/test-00000-of-00001.parquet": (
+            "b52e26e2f872d282ffac460bf9770b25ac6f102cda0e6ca7158df98c94e8b3da"
+        ),
+        "plain_text/train-00000-of-00001.parquet": (
+            "db47d16b5c297cc0dd625e519c81319c24c9149e70e8496de5475f6fa928342c"
+        ),
     }
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
@@ -628,12 +664,24 @@ class IMDB(PublicDataset):
 
 @register_scenario("civil_comments")
 class CivilComments(PublicDataset):
-    """CivilComments toxicity classification: toxic when the rater fraction is >= 0.5."""
+    """CivilComments toxicity classification: toxic when the rater fraction is >= 0.5.
+
+    Pinned to a commit of the Hub dataset and the SHA-256 of both files.
+    """
 
     repo = "google/civil_comments"
+    default_revision = "f2970eb3a55777454c94069077cc8d9b5866312d"
     files: ClassVar[dict[str, str]] = {
         "test": "data/test-00000-of-00001.parquet",
         "train": "data/validation-00000-of-00001.parquet",
+    }
+    sha256s: ClassVar[dict[str, str]] = {
+        "data/test-00000-of-00001.parquet": (
+            "410f803ff161e7c4ba005db7de5b444cac413f4861bf056b0fd69d670d75aa08"
+        ),
+        "data/validation-00000-of-00001.parquet": (
+            "2e0eb65474e7e1290df8689fc93eea783160c898c09ae15382c0a9662367bd03"
+        ),
     }
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
