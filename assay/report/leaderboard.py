@@ -20,7 +20,14 @@ from assay.report.links import (
     scenario_page,
     slug,
 )
-from assay.report.render import _clean, _Context, _finite, _html_safe_json
+from assay.report.render import (
+    _clean,
+    _Context,
+    _finite,
+    _html_safe_json,
+    _plot_text,
+    _script_json,
+)
 from assay.report.writing import inputs_digest
 
 
@@ -190,12 +197,19 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
     inputs = _leaderboard_inputs(ctx, day, path, rows, days)
     with ctx.site.unit(f"leaderboard\x1f{path}", inputs) as fresh:
         if fresh:
-            _leaderboard_page(ctx, day, path, days, rows)
+            # ``index.html`` is the newest day's page under another name: what the day's
+            # page computed in this build (its exports written) is drawn again as it is.
+            values = ctx.leaderboards.get(day) if path == "index.html" else None
+            if values is None:
+                values = _leaderboard_values(ctx, day, path != "index.html", rows)
+                if path != "index.html":
+                    ctx.leaderboards[day] = values
+            ctx.render("leaderboard.html", path, page_path=path, **values)
 
 
-def _leaderboard_page(
-    ctx: _Context, day: str, path: str, days: Sequence[str], rows: list[dict]
-) -> None:
+def _leaderboard_values(ctx: _Context, day: str, export: bool, rows: list[dict]) -> dict:
+    """What a leaderboard page of ``day`` shows, its data and chart as JSON; with
+    ``export``, its tables are written as exports (``index.html`` links the day's)."""
     data = ctx.data
     is_today = day == data.day
     scenarios = [c[len("score.") :] for c in (rows[0] if rows else {}) if c.startswith("score.")]
@@ -266,7 +280,7 @@ def _leaderboard_page(
     ]
     exports = (
         ctx.site.export(f"leaderboard-{slug(day)}", export_rows)
-        if path != "index.html"
+        if export
         else {
             "csv": f"export/leaderboard-{slug(day)}.csv",
             "json": f"export/leaderboard-{slug(day)}.json",
@@ -287,7 +301,7 @@ def _leaderboard_page(
         ]
         family_exports = (
             ctx.site.export(f"families-{slug(day)}", data.board.family_figure_rows())
-            if path != "index.html"
+            if export
             else {
                 "csv": f"export/families-{slug(day)}.csv",
                 "json": f"export/families-{slug(day)}.json",
@@ -302,7 +316,7 @@ def _leaderboard_page(
             }
             for c in comparison_rows(data.board.comparisons)
         ]
-        if path != "index.html":
+        if export:
             comparison_exports = ctx.site.export(
                 f"comparisons-{slug(day)}", comparison_rows(data.board.comparisons)
             )
@@ -344,14 +358,11 @@ def _leaderboard_page(
             "margin": {"t": 50},
         },
     }
-    ctx.render(
-        "leaderboard.html",
-        path,
+    return dict(
         title=f"Leaderboard {day}",
         day=day,
-        page_path=path,
         days_file=DAYS_FILE,
-        board=_board_data(table, scenarios, families, family_figures, comparisons),
+        board=_script_json(_board_data(table, scenarios, families, family_figures, comparisons)),
         scenarios=[
             {
                 "key": s,
@@ -369,7 +380,7 @@ def _leaderboard_page(
         family_exports=family_exports,
         notes=list(data.board.notes) if day == data.day else [],
         exports=exports,
-        chart=chart,
+        chart=_script_json(_plot_text(chart)),
         is_latest=day == data.day,
     )
 

@@ -51,6 +51,15 @@ def _html_safe_json(value: object) -> str:
     )
 
 
+def _script_json(value: Any) -> Markup:
+    """:func:`_html_safe_json` of ``value`` with NaN and infinities as null; the value is
+    walked (:func:`_clean`) only when it holds one."""
+    try:
+        return Markup(_html_safe_json(value))
+    except ValueError:
+        return Markup(_html_safe_json(_clean(value)))
+
+
 def _clean(value: Any) -> Any:
     """NaN and infinities as None (JSON has no NaN), recursively."""
     if isinstance(value, float):
@@ -84,8 +93,8 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["num"] = _num
-    env.filters["jsdata"] = lambda v: Markup(_html_safe_json(_clean(v)))
-    env.filters["chartdata"] = lambda v: Markup(_html_safe_json(_clean(_plot_text(v))))
+    env.filters["jsdata"] = _script_json
+    env.filters["chartdata"] = lambda v: _script_json(_plot_text(v))
     env.globals.update(
         scenario_page=scenario_page,
         compare_page=compare_page,
@@ -117,6 +126,8 @@ class _Context:
     headline: dict[tuple[str, str, str], list] = field(default_factory=dict)
     headline_read: set[str] = field(default_factory=set)  # versions whose cells are read
     headline_kept: set[str] = field(default_factory=set)  # versions whose file is kept
+    # day → a leaderboard page's values as its day's page drew them (index.html reuses them)
+    leaderboards: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def render(self, template: str, path: str, **values: Any) -> None:
         nav = [{"title": s, "href": scenario_page(s)} for s in self.scenarios]

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 
 NONE = "-"  # the fingerprint of a file that is not there
 
+# A partition in a listing as of the build's day: its place in the listing's order, its
+# partition dimensions and its file.
+_Listed = tuple[int, dict[str, str], str]
+
 
 def table_digest(table: pa.Table | None) -> str:
     """A digest of a table's schema and rows (Arrow IPC stream)."""
@@ -211,36 +215,52 @@ class QueriedResults(Results):
     def __init__(self, data: ExplorerData) -> None:
         super().__init__(data)
         self.tables = TablesAsOf(data.store, end_of(data.day))
-        self._files: dict[str, dict[tuple[str, str], str]] = {}
+        self._files: dict[str, dict[tuple[str, str], _Listed]] = {}
+        self._by_key: dict[str, dict[tuple[str, str], list[_Listed]]] = {}
+        self._by_version: dict[str, dict[str, list[_Listed]]] = {}
 
     def close(self) -> None:
         self.tables.close()
 
-    def _listing(self, asset: str) -> dict[tuple[str, str], str]:
-        """(version, scenario) → the partition's file as of the build's day."""
+    def _listing(self, asset: str) -> dict[tuple[str, str], _Listed]:
+        """(version, scenario) → the partition's place in the listing as of the build's day,
+        the partition and its file."""
         if asset not in self._files:
-            self._files[asset] = {
-                (p.get(MODEL_VERSION, ""), p.get(SCENARIO, "")): path
-                for p, path in self.tables._files(asset)
-            }
+            listed = {}
+            by_key: dict[tuple[str, str], list[_Listed]] = {}
+            by_version: dict[str, list[_Listed]] = {}
+            for place, (p, path) in enumerate(self.tables.files(asset)):
+                entry = (place, p, path)
+                key = (p.get(MODEL_VERSION, ""), p.get(SCENARIO, ""))
+                listed[key] = entry
+                by_key.setdefault(key, []).append(entry)
+                by_version.setdefault(key[0], []).append(entry)
+            self._files[asset] = listed
+            self._by_key[asset], self._by_version[asset] = by_key, by_version
         return self._files[asset]
 
     def history_path(self, asset: str, version: str, scenario: str) -> str | None:
         """The file of a metric tables / instance scores partition as of the build's day."""
-        return self._listing(asset).get((version, scenario))
+        entry = self._listing(asset).get((version, scenario))
+        return None if entry is None else entry[2]
 
     def _history_print(self, asset: str, version: str, scenario: str) -> str:
         return file_fingerprint(self.store, self.history_path(asset, version, scenario))
 
     def _read(self, asset: str, scenario: str | None, versions: Sequence[str], **kw: Any):
+        """The rows of ``versions``' partitions (on ``scenario``, or every scenario), found
+        by key in the listing, read in the listing's order (as a read of the whole listing
+        filtered to them would: the same rows in the same order)."""
+        self._listing(asset)
         wanted = set(versions)
-        return self.tables.read(
-            asset,
-            lambda p: (
-                p.get(MODEL_VERSION) in wanted and (scenario is None or p.get(SCENARIO) == scenario)
-            ),
-            **kw,
-        )
+        if scenario is None:
+            by_version = self._by_version[asset]
+            entries = [e for v in wanted for e in by_version.get(v, ())]
+        else:
+            by_key = self._by_key[asset]
+            entries = [e for v in wanted for e in by_key.get((v, scenario), ())]
+        entries.sort(key=lambda entry: entry[0])
+        return self.tables.read_files(asset, [(p, path) for _, p, path in entries], **kw)
 
     def cards(self, scenario: str, versions: Sequence[str]) -> pa.Table | None:
         return self._read(METRIC_TABLES, scenario, versions)

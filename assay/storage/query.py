@@ -121,6 +121,21 @@ class TablesAsOf:
         dimension, and only the rows matching the SQL condition ``where`` (``?`` marks
         ``params``). None when no partition is picked, like ``read_all_as_of`` with none."""
         chosen = [(p, path) for p, path in self._files(asset) if pick is None or pick(p)]
+        return self.read_files(asset, chosen, columns=columns, where=where, params=params)
+
+    def read_files(
+        self,
+        asset: str,
+        chosen: Sequence[tuple[dict[str, str], str]],
+        *,
+        columns: Sequence[str] | None = None,
+        where: str = "",
+        params: Sequence[object] = (),
+    ) -> pa.Table | None:
+        """:meth:`read` of partitions already picked from :meth:`files` (partition, file), in
+        the listing's order: for a reader that finds them by key instead of testing every
+        partition of the listing."""
+        chosen = list(chosen)
         if not chosen:
             return None
         if len(chosen) <= FILES_PER_QUERY:
@@ -219,6 +234,11 @@ class TablesAsOf:
                 f"files asked for (the first: {urls[0]})"
             )
         return rows.drop_columns(["_order", "_file"])
+
+    def files(self, asset: str) -> list[tuple[dict[str, str], str]]:
+        """Each partition of ``asset`` that had a file by then, with that file, in order
+        (listed once per reader)."""
+        return self._files(asset)
 
     def _files(self, asset: str) -> list[tuple[dict[str, str], str]]:
         with self._listing:
