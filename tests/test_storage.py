@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
@@ -148,3 +150,23 @@ def test_partitions_within_includes_a_compacted_versions_partitions(store):
         {"model_version": "m@v2", "scenario": "x"},
         {"model_version": "m@v2", "scenario": "y"},
     ]
+
+
+def test_history_copy_names_read_as_strptime_reads_them() -> None:
+    """A history copy's write time is read without ``strptime`` where the name is spelled as
+    the writer spells it; every name gives what ``strptime`` gives, or its ValueError."""
+    from assay.storage.parquet import _STAMP, _written_at
+
+    rng = random.Random(7)
+    start = datetime(2000, 1, 1, tzinfo=UTC)
+    for _ in range(500):
+        when = start + timedelta(microseconds=rng.randrange(10**9 * 10**6))
+        stamp = when.strftime(_STAMP)
+        assert _written_at(stamp) == when == datetime.strptime(stamp, _STAMP).replace(tzinfo=UTC)
+    # Spelled otherwise: strptime's reading (a shorter fraction), or its refusal.
+    assert _written_at("20261207T101112.5Z") == datetime(2026, 12, 7, 10, 11, 12, 500000, UTC)
+    for bad in ("20261307T101112.000000Z", "20261207T101112.000000", "2026-12-07", ""):
+        with pytest.raises(ValueError):
+            datetime.strptime(bad, _STAMP)
+        with pytest.raises(ValueError):
+            _written_at(bad)
