@@ -431,3 +431,54 @@ def test_the_leaderboard_links_a_versions_page_against_its_previous_version(stor
     # v2: last row, its previous version (v1) is above it: its built page.
     assert f'class="compare-previous" href="{compare_page(v2, v1)}"' in cells[v2]
     assert (site / compare_page(v2, v1)).is_file()
+
+
+def test_partitions_found_by_key_read_as_the_whole_listing_filtered(stored, monkeypatch):
+    """The results a build reads pick a scenario's or a version's partitions by key from the
+    day's listing; the rows, and their order, are those of reading the listing through a
+    test of every partition, for any versions asked for (in any order, with unknown ones);
+    and no query tests the partitions of the listing one by one."""
+    from itertools import combinations
+
+    from assay.report.results import QueriedResults, table_digest
+    from assay.storage.contract import INSTANCE_SCORES, METRIC_TABLES
+    from assay.storage.query import TablesAsOf
+
+    sample = stored["sample"]
+    results = QueriedResults(stored["queried"])
+    tested = []
+    read = TablesAsOf.read
+
+    def counting(self, asset, pick=None, **kw):
+        tested.append(asset)
+        return read(self, asset, pick, **kw)
+
+    try:
+        asked = [
+            [*reversed(chosen), "nobody@v9"]
+            for n in range(len(sample.versions) + 1)
+            for chosen in combinations(sample.versions, n)
+        ]
+        for asset in (METRIC_TABLES, INSTANCE_SCORES):
+            for versions in asked:
+                for scenario in [*sample.primary_metrics, None]:
+                    wanted = set(versions)
+
+                    def pick(p, wanted=wanted, scenario=scenario):
+                        return p.get("model_version") in wanted and (
+                            scenario is None or p.get("scenario") == scenario
+                        )
+
+                    expected = read(results.tables, asset, pick)
+                    monkeypatch.setattr(TablesAsOf, "read", counting)
+                    got = results._read(asset, scenario, versions)
+                    monkeypatch.undo()
+                    if expected is None:
+                        assert got is None, (asset, versions, scenario)
+                    else:
+                        # (Byte for byte: equals() holds no NaN equal to itself.)
+                        assert got is not None, (asset, versions, scenario)
+                        assert table_digest(got) == table_digest(expected), (asset, versions)
+        assert tested == []
+    finally:
+        results.close()
