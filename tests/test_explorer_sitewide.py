@@ -347,3 +347,73 @@ def test_a_folder_changed_within_the_clock_tick_is_listed_again(copy, tmp_path):
     assert again.store_walked
     _unit_by_unit(again)
     assert (again.rendered, again.partitions_built, again.written) == ([], 0, 0)
+
+
+def test_the_store_read_as_listed_is_the_store_walked(copy):
+    """The build lists the store once: a view of the store over that listing lists each
+    asset's partitions, history copies and files as of a day as a walk of the store does,
+    and goes on showing the store as it was listed after a write (a build reads the store
+    as it listed it). Only a local store has such a listing."""
+    from assay.report.sitewide import listed_files
+
+    listing = store_listing(copy.store)
+    view = copy.store.listed(listed_files(copy.store, listing))
+    as_of = datetime.fromisoformat(copy.day).replace(tzinfo=UTC) + timedelta(days=1)
+    for asset in READ_ASSETS:
+        assert view.current_files(asset) == copy.store.current_files(asset), asset
+        assert view.history(asset) == copy.store.history(asset), asset
+        assert view.files_as_of(asset, as_of) == copy.store.files_as_of(asset, as_of), asset
+    version = copy.sample.versions[0]
+    within = {"model_version": version}
+    assert view.current_files("model_outputs", within) == copy.store.current_files(
+        "model_outputs", within
+    )
+    where = {
+        "model_version": "sample-model@v9",
+        "scenario": next(iter(copy.sample.primary_metrics)),
+    }
+    copy.store.write("judge_replies", where, pa.table({"instance_id": ["x"]}))
+    assert where in [p for p, _ in copy.store.current_files("judge_replies")]
+    assert where not in [p for p, _ in view.current_files("judge_replies")]
+    with pytest.raises(ValueError, match="only a local store"):
+        ParquetStore("memory://listed-view").listed({})
+
+
+def test_a_build_walks_no_stored_folder_after_its_listing(copy, tmp_path, monkeypatch):
+    """A build lists the folders of the assets it reads once (the site-wide listing):
+    reading the results walks none of them again, and the site is the one a build that walks
+    them writes."""
+    from assay.report import site as site_module
+    from assay.storage import parquet
+
+    walked: list[str] = []
+    walk = os.walk
+
+    def recording(top, *args, **kwargs):
+        walked.append(str(top))
+        return walk(top, *args, **kwargs)
+
+    monkeypatch.setattr(parquet.os, "walk", recording)
+    site = tmp_path / "site"
+    build_site(copy.data(), directory_writer(site), generated_at=WHEN, workers=1)
+    listed = [
+        f"{copy.store.root}/{prefix}{asset}"
+        for asset in READ_ASSETS
+        for prefix in ("", f"{HISTORY_DIR}/", f"{COMPACTED_DIR}/")
+    ]
+
+    def under_listed(folder: str) -> bool:
+        return any(folder == f or folder.startswith(f + "/") for f in listed)
+
+    # (The rankings, which reach the build through ExplorerData, are not in the listing.)
+    assert walked and not [w for w in walked if under_listed(w)]
+
+    monkeypatch.setattr(site_module, "listed_files", lambda store, listing: None)
+    walked.clear()
+    fresh = tmp_path / "walked"
+    build_site(copy.data(), directory_writer(fresh), generated_at=WHEN, workers=1)
+    assert [w for w in walked if under_listed(w)]  # the walks it saves
+    built, expected = _files(site), _files(fresh)
+    assert sorted(built) == sorted(expected)
+    for name in built:
+        assert built[name] == expected[name], name

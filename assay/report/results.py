@@ -84,10 +84,10 @@ class _Current:
 class Results:
     """What a build reads (see the module docstring); close it when the build ends."""
 
-    def __init__(self, data: ExplorerData) -> None:
+    def __init__(self, data: ExplorerData, store: ParquetStore | None = None) -> None:
         self.data = data
-        self.store = data.store
-        self.current = _Current(data.store)
+        self.store = data.store if store is None else store
+        self.current = _Current(self.store)
         self._prints: dict[tuple[str, ...], str] = {}
 
     def close(self) -> None:
@@ -155,8 +155,8 @@ class HeldResults(Results):
     """Results from tables held in memory (``ExplorerData.metric_tables`` and
     ``instance_scores``)."""
 
-    def __init__(self, data: ExplorerData) -> None:
-        super().__init__(data)
+    def __init__(self, data: ExplorerData, store: ParquetStore | None = None) -> None:
+        super().__init__(data, store)
         self._split: dict[str, dict[str, dict[str, pa.Table]]] = {}
 
     def _parts(self, asset: str) -> dict[str, dict[str, pa.Table]]:
@@ -212,9 +212,9 @@ class QueriedResults(Results):
     """Results queried from the store as of the end of the build's day (DuckDB over the
     Parquet files the store chooses as of then), one scenario or partition at a time."""
 
-    def __init__(self, data: ExplorerData) -> None:
-        super().__init__(data)
-        self.tables = TablesAsOf(data.store, end_of(data.day))
+    def __init__(self, data: ExplorerData, store: ParquetStore | None = None) -> None:
+        super().__init__(data, store)
+        self.tables = TablesAsOf(self.store, end_of(data.day))
         self._files: dict[str, dict[tuple[str, str], _Listed]] = {}
         self._by_key: dict[str, dict[tuple[str, str], list[_Listed]]] = {}
         self._by_version: dict[str, dict[str, list[_Listed]]] = {}
@@ -310,10 +310,13 @@ class QueriedResults(Results):
         return self.store.read_path(path, f"instance_scores {version} {scenario}")
 
 
-def results_of(data: ExplorerData) -> Results:
-    """The source a build of ``data`` reads: held tables, or queries of the store."""
+def results_of(data: ExplorerData, listed: dict[str, list[str]] | None = None) -> Results:
+    """The source a build of ``data`` reads: held tables, or queries of the store; with
+    ``listed`` (the files under the store's folders, as the build listed them), the store's
+    folders are not walked again (:meth:`ParquetStore.listed`)."""
+    store = data.store if listed is None else data.store.listed(listed)
     if data.metric_tables is None and data.instance_scores is None:
-        results = QueriedResults(data)
+        results = QueriedResults(data, store)
         listed = {v for v, _ in results._listing(METRIC_TABLES)}
         if data.board_versions and not listed & set(data.board_versions):
             results.close()
@@ -323,4 +326,4 @@ def results_of(data: ExplorerData) -> Results:
                 f"{data.day} (history copies are stamped by the store's clock): nothing to show"
             )
         return results
-    return HeldResults(data)
+    return HeldResults(data, store)

@@ -71,7 +71,7 @@ from assay.report.partitions import _partitions
 from assay.report.render import _Context, _environment, _html_safe_json
 from assay.report.results import results_of
 from assay.report.scenario import _scenario
-from assay.report.sitewide import READ_ASSETS, site_inputs, store_listing
+from assay.report.sitewide import READ_ASSETS, listed_files, site_inputs, store_listing
 from assay.report.writing import (
     SiteFolder,
     SiteSummary,
@@ -133,7 +133,10 @@ def build_site(
         inputs = site_inputs(data, n_resamples, listing.digest)
     if site.unchanged_site(inputs):
         return site.summary
-    results = results_of(data)  # before any write: a refused build leaves the site as it was
+    # Before any write: a refused build leaves the site as it was. The store is read as the
+    # listing found it (one listing a build).
+    listed = None if listing is None else listed_files(data.store, listing)
+    results = results_of(data, listed)
     site.start(inputs, None if listing is None else listing.recorded)
     ctx = _Context(
         data=data,

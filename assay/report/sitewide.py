@@ -17,7 +17,9 @@ On a local store the listing is kept in the manifest as a tree (each folder's mo
 time, each file's size and modification time), and the next build confirms it with one
 ``stat`` per folder and file rather than listing every folder again (:func:`store_listing`).
 The wall clock is read only to tell which folders were modified too recently for their
-time to be trusted; it never enters a digest.
+time to be trusted; it never enters a digest. The build then reads the store as this listing
+found it (:func:`listed_files`, :meth:`ParquetStore.listed`): the folders of the assets it
+reads are walked once per build, not again by each reader of their partitions.
 """
 
 from __future__ import annotations
@@ -148,6 +150,32 @@ def store_listing(
             hasher.update(line.encode() + b"\n")
     digest = hasher.hexdigest()
     return Listing(digest, {"digest": digest, "folders": folders, "tree": tree}, True)
+
+
+def listed_files(store: ParquetStore, listing: Listing) -> dict[str, list[str]] | None:
+    """Every file under each folder of a local store's ``listing``, as a walk of the folder
+    names them (:meth:`ParquetStore.listed`), so the build reads the store as it was listed
+    rather than listing it again; None without a recorded tree (an object store)."""
+    recorded = listing.recorded
+    if recorded is None:
+        return None
+    files = {}
+    for folder in recorded["folders"]:
+        base = f"{store.root}/{folder}"
+        files[base] = paths = []
+        _paths(recorded["tree"].get(folder), base, paths)
+    return files
+
+
+def _paths(node: Any, base: str, out: list[str]) -> None:
+    """The files of the recorded folder ``node`` at ``base`` (none if it was not there)."""
+    if node is None:
+        return
+    for name, child in node[1].items():
+        if isinstance(child[1], dict):
+            _paths(child, f"{base}/{name}", out)
+        else:
+            out.append(f"{base}/{name}")
 
 
 def _remote_lines(store: ParquetStore, base: str) -> list[str]:

@@ -33,6 +33,7 @@ import re
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from copy import copy as shallow_copy
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,6 +121,20 @@ class ParquetStore:
         if self.is_local:
             self.root = os.path.abspath(self.root)
         self._manifests: dict[str, tuple[tuple[object, str], Manifest]] = {}
+        # Local folder → every file under it, taken as listed (see ``listed``).
+        self._listed_files: dict[str, list[str]] = {}
+
+    def listed(self, files: Mapping[str, Sequence[str]]) -> ParquetStore:
+        """A view of this local store that takes the files under each folder of ``files``
+        (a folder → every file under it, as a walk of it names them) from there instead of
+        walking the folder again: for a reader that has just listed the store (the
+        explorer's site-wide listing) and reads it as it was then. The view writes as the
+        store does; its listing does not follow the writes."""
+        if not self.is_local:
+            raise ValueError(f"{self.base_url}: only a local store is read from a listing")
+        view = shallow_copy(self)
+        view._listed_files = {folder.rstrip("/"): list(paths) for folder, paths in files.items()}
+        return view
 
     # -- paths ---------------------------------------------------------------------------------
     def partition_dir(self, asset: str, partition: Mapping[str, str] | None = None) -> str:
@@ -667,6 +682,11 @@ class ParquetStore:
         took most of the listing of a store with tens of thousands of files."""
         if not self.is_local:
             return [str(p) for p in self.fs.find(folder)]
+        for top, paths in self._listed_files.items():
+            if folder == top:
+                return list(paths)
+            if folder.startswith(f"{top}/"):
+                return [path for path in paths if path.startswith(f"{folder}/")]
         found = []
         for directory, _, names in os.walk(folder):
             found += [f"{directory}/{name}" for name in names]
