@@ -317,8 +317,8 @@ def results_of(data: ExplorerData, listed: dict[str, list[str]] | None = None) -
     store = data.store if listed is None else data.store.listed(listed)
     if data.metric_tables is None and data.instance_scores is None:
         results = QueriedResults(data, store)
-        listed = {v for v, _ in results._listing(METRIC_TABLES)}
-        if data.board_versions and not listed & set(data.board_versions):
+        evaluated = {v for v, _ in results._listing(METRIC_TABLES)}
+        if data.board_versions and not evaluated & set(data.board_versions):
             results.close()
             raise ValueError(
                 f"no metric_tables partition of the board's {len(data.board_versions)} "

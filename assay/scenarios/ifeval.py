@@ -6,10 +6,9 @@ One instance per row of the authors' file (fields ``key``, ``prompt``, ``instruc
 ``instruction_following_eval/data/input_data.jsonl``, pinned to a commit). The Hugging Face
 dataset ``google/IFEval`` (split ``train``, the one lm-evaluation-harness's ``ifeval`` task
 reads) publishes the same rows and fields; ``data_files`` reads it or any copy. The prompt is
-the input, and the one correct
-reference is the row's instructions as JSON (:func:`instruction_spec`), which the ``ifeval``
-scorer (``assay.scoring.ifeval``) checks the answer against. Reference matching means nothing
-here: a suite entry names the scorer::
+the input, and the one correct reference is the row's instructions as JSON
+(:func:`instruction_spec`), which the ``ifeval`` scorer (``assay.scoring.ifeval``) checks the
+answer against. Reference matching means nothing here: a suite entry names the scorer::
 
       ifeval:
         scenario: ifeval
