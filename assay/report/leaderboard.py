@@ -199,11 +199,11 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
         if fresh:
             # ``index.html`` is the newest day's page under another name: what the day's
             # page computed in this build (its exports written) is drawn again as it is.
-            values = ctx.leaderboards.get(day) if path == "index.html" else None
+            values = ctx.newest_leaderboard if path == "index.html" else None
             if values is None:
                 values = _leaderboard_values(ctx, day, path != "index.html", rows)
-                if path != "index.html":
-                    ctx.leaderboards[day] = values
+                if path != "index.html" and day == ctx.data.day:
+                    ctx.newest_leaderboard = values
             ctx.render("leaderboard.html", path, page_path=path, **values)
 
 

@@ -126,8 +126,9 @@ class _Context:
     headline: dict[tuple[str, str, str], list] = field(default_factory=dict)
     headline_read: set[str] = field(default_factory=set)  # versions whose cells are read
     headline_kept: set[str] = field(default_factory=set)  # versions whose file is kept
-    # day → a leaderboard page's values as its day's page drew them (index.html reuses them)
-    leaderboards: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the newest day's leaderboard page values as its day's page drew them (index.html
+    # draws them again)
+    newest_leaderboard: dict[str, Any] | None = None
 
     def render(self, template: str, path: str, **values: Any) -> None:
         nav = [{"title": s, "href": scenario_page(s)} for s in self.scenarios]

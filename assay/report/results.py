@@ -36,6 +36,8 @@ NONE = "-"  # the fingerprint of a file that is not there
 # A partition in a listing as of the build's day: its place in the listing's order, its
 # partition dimensions and its file.
 _Listed = tuple[int, dict[str, str], str]
+# A listing by (version, scenario) and by version.
+_Index = tuple[dict[tuple[str, str], list[_Listed]], dict[str, list[_Listed]]]
 
 
 def table_digest(table: pa.Table | None) -> str:
@@ -215,34 +217,34 @@ class QueriedResults(Results):
     def __init__(self, data: ExplorerData, store: ParquetStore | None = None) -> None:
         super().__init__(data, store)
         self.tables = TablesAsOf(self.store, end_of(data.day))
-        self._files: dict[str, dict[tuple[str, str], _Listed]] = {}
-        self._by_key: dict[str, dict[tuple[str, str], list[_Listed]]] = {}
-        self._by_version: dict[str, dict[str, list[_Listed]]] = {}
+        # asset → its listing as of the build's day, by (version, scenario) and by version
+        self._indexes: dict[str, _Index] = {}
 
     def close(self) -> None:
         self.tables.close()
 
-    def _listing(self, asset: str) -> dict[tuple[str, str], _Listed]:
-        """(version, scenario) → the partition's place in the listing as of the build's day,
-        the partition and its file."""
-        if asset not in self._files:
-            listed = {}
+    def _listing(self, asset: str) -> dict[tuple[str, str], list[_Listed]]:
+        """(version, scenario) → the partitions of that key in the listing as of the
+        build's day (their place in its order, the partition, its file)."""
+        return self._index(asset)[0]
+
+    def _index(self, asset: str) -> _Index:
+        """The day's listing of ``asset`` by (version, scenario) and by version."""
+        if asset not in self._indexes:
             by_key: dict[tuple[str, str], list[_Listed]] = {}
             by_version: dict[str, list[_Listed]] = {}
             for place, (p, path) in enumerate(self.tables.files(asset)):
                 entry = (place, p, path)
                 key = (p.get(MODEL_VERSION, ""), p.get(SCENARIO, ""))
-                listed[key] = entry
                 by_key.setdefault(key, []).append(entry)
                 by_version.setdefault(key[0], []).append(entry)
-            self._files[asset] = listed
-            self._by_key[asset], self._by_version[asset] = by_key, by_version
-        return self._files[asset]
+            self._indexes[asset] = by_key, by_version
+        return self._indexes[asset]
 
     def history_path(self, asset: str, version: str, scenario: str) -> str | None:
         """The file of a metric tables / instance scores partition as of the build's day."""
-        entry = self._listing(asset).get((version, scenario))
-        return None if entry is None else entry[2]
+        entries = self._listing(asset).get((version, scenario))
+        return entries[-1][2] if entries else None
 
     def _history_print(self, asset: str, version: str, scenario: str) -> str:
         return file_fingerprint(self.store, self.history_path(asset, version, scenario))
@@ -251,13 +253,11 @@ class QueriedResults(Results):
         """The rows of ``versions``' partitions (on ``scenario``, or every scenario), found
         by key in the listing, read in the listing's order (as a read of the whole listing
         filtered to them would: the same rows in the same order)."""
-        self._listing(asset)
+        by_key, by_version = self._index(asset)
         wanted = set(versions)
         if scenario is None:
-            by_version = self._by_version[asset]
             entries = [e for v in wanted for e in by_version.get(v, ())]
         else:
-            by_key = self._by_key[asset]
             entries = [e for v in wanted for e in by_key.get((v, scenario), ())]
         entries.sort(key=lambda entry: entry[0])
         return self.tables.read_files(asset, [(p, path) for _, p, path in entries], **kw)
