@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import orjson
+
 from assay.report.render import BUILD_TIME_MARK, _clean
 
 Writer = Callable[[str, bytes], object]
@@ -467,14 +469,24 @@ class _Site:
                 "pages": summary.pages,
                 "listing": self.listing,
             }
-        self.folder.write(MANIFEST, json.dumps(manifest, sort_keys=True).encode("utf-8"))
+        self.folder.write(MANIFEST, _manifest_bytes(manifest))
+
+
+def _manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    """The manifest as JSON with sorted keys: orjson's encoder (a tenth of the time of the
+    standard library's on a manifest of tens of thousands of files), or the standard one for
+    what orjson refuses (a name that is not valid UTF-8, as a store may hold)."""
+    try:
+        return orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return json.dumps(manifest, sort_keys=True).encode("utf-8")
 
 
 def _read_manifest(folder: SiteFolder) -> dict[str, Any]:
     """The previous build's manifest; anything unreadable or of another format counts as
     none (every file is then written)."""
     try:
-        manifest = json.loads(folder.read(MANIFEST) or b"{}")
+        manifest = _manifest_of(folder.read(MANIFEST) or b"{}")
     except ValueError:
         return {}
     if not isinstance(manifest, dict) or manifest.get("format") != BUILD_FORMAT:
@@ -484,3 +496,12 @@ def _read_manifest(folder: SiteFolder) -> dict[str, Any]:
         value = manifest.get(part)
         out[part] = value if isinstance(value, dict) else {}
     return out
+
+
+def _manifest_of(data: bytes) -> Any:
+    """The manifest's JSON: orjson's decoder, or the standard one for the escaped names that
+    are not valid UTF-8 which :func:`_manifest_bytes` writes through it."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
