@@ -130,6 +130,28 @@ def test_nothing_changed_looks_at_no_unit(copy, tmp_path):
     assert _files(site) == before and (site / MANIFEST).read_bytes() == manifest
 
 
+def test_a_stored_name_that_is_not_utf8_is_listed_and_recorded(copy, tmp_path):
+    """A file whose name is not valid UTF-8 (anyone who writes to the store can leave one) is
+    listed like any other: the manifest that records it is written and read back, and the
+    next build finds nothing changed."""
+    folder = Path(copy.store.root) / "model_outputs"
+    odd = os.fsdecode(b"notes-\xff\xfe.txt")
+    (folder / odd).write_bytes(b"not a partition")
+    os.utime(folder / odd, ns=(OLD_NS, OLD_NS))
+    os.utime(folder, ns=(OLD_NS, OLD_NS))
+    site = tmp_path / "site"
+    first = build_site(copy.data(), directory_writer(site), generated_at=WHEN)
+    assert first.store_walked and (site / MANIFEST).is_file()
+    assert (
+        odd
+        in writing._read_manifest(directory_writer(site))["site"]["listing"]["tree"][
+            "model_outputs"
+        ][1]
+    )
+    again = build_site(copy.data(), directory_writer(site), generated_at=LATER)
+    assert again.site_unchanged and not again.store_walked
+
+
 def test_the_same_in_a_site_folder_of_the_store(copy):
     first = build_site(copy.data(), store_writer(copy.store), generated_at=WHEN)
     assert not first.site_unchanged
@@ -329,6 +351,55 @@ def test_a_listing_confirmed_by_stat_is_the_listing_taken_again(copy):
     assert store_listing(copy.store).digest == changed.digest
 
 
+def test_a_listing_taken_again_lists_only_the_folders_that_changed(copy, monkeypatch):
+    """Once the recorded listing does not hold, the store is listed again folder by folder:
+    a folder whose modification time is the recorded one keeps its recorded names (its files
+    stamped again, so a file rewritten in place is seen), and the listing is the one taken
+    from scratch."""
+    from assay.report import sitewide
+
+    first = store_listing(copy.store)
+    versions, scenarios = copy.sample.versions, list(copy.sample.primary_metrics)
+    # A new partition (new folders), a file removed (its folder changes), a file rewritten
+    # in place (its folder does not).
+    new = {"model_version": "sample-model@v9", "scenario": scenarios[0]}
+    copy.store.write("judge_replies", new, pa.table({"instance_id": ["x"]}))
+    outputs = {
+        (p["model_version"], p["scenario"]): Path(path)
+        for p, path in copy.store.current_files("model_outputs")
+    }
+    removed = outputs[versions[0], scenarios[0]]
+    removed.unlink()
+    in_place = outputs[versions[1], scenarios[0]]
+    before = in_place.parent.stat().st_mtime_ns
+    with in_place.open("ab") as file:
+        file.write(b"appended")
+    assert in_place.parent.stat().st_mtime_ns == before
+
+    listed: list[str] = []
+    scandir = os.scandir
+
+    def recording(path):
+        listed.append(os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(sitewide.os, "scandir", recording)
+    again = store_listing(copy.store, recorded=first.recorded)
+    monkeypatch.setattr(sitewide.os, "scandir", scandir)
+    fresh = store_listing(copy.store)
+    assert again.walked and again.digest == fresh.digest != first.digest
+    assert again.recorded["tree"] == fresh.recorded["tree"]
+    new_folder = Path(copy.store.partition_dir("judge_replies", new))
+    assert sorted(listed) == sorted(
+        [
+            str(removed.parent),
+            f"{copy.store.root}/judge_replies",
+            str(new_folder.parent),
+            str(new_folder),
+        ]
+    )
+
+
 def test_a_folder_changed_within_the_clock_tick_is_listed_again(copy, tmp_path):
     """A folder modified just before the listing is marked racy and listed again by the
     next build: a file added to it within the same tick (its time set back to the recorded
@@ -352,8 +423,9 @@ def test_a_folder_changed_within_the_clock_tick_is_listed_again(copy, tmp_path):
 def test_the_store_read_as_listed_is_the_store_walked(copy):
     """The build lists the store once: a view of the store over that listing lists each
     asset's partitions, history copies and files as of a day as a walk of the store does,
-    and goes on showing the store as it was listed after a write (a build reads the store
-    as it listed it). Only a local store has such a listing."""
+    and stamps its files as the store does, and goes on showing the store as it was listed
+    after a write (a build reads the store as it listed it). Only a local store has such a
+    listing."""
     from assay.report.sitewide import listed_files
 
     listing = store_listing(copy.store)
@@ -363,11 +435,16 @@ def test_the_store_read_as_listed_is_the_store_walked(copy):
         assert view.current_files(asset) == copy.store.current_files(asset), asset
         assert view.history(asset) == copy.store.history(asset), asset
         assert view.files_as_of(asset, as_of) == copy.store.files_as_of(asset, as_of), asset
+        for _, path in view.current_files(asset) + view.files_as_of(asset, as_of):
+            # Stamped as listed, which is as the store stamps it now.
+            assert view.file_stamp(path) == copy.store.file_stamp(path), path
     version = copy.sample.versions[0]
     within = {"model_version": version}
     assert view.current_files("model_outputs", within) == copy.store.current_files(
         "model_outputs", within
     )
+    partition, outputs = view.current_files("model_outputs", within)[0]
+    listed_stamp = view.file_stamp(outputs)
     where = {
         "model_version": "sample-model@v9",
         "scenario": next(iter(copy.sample.primary_metrics)),
@@ -375,6 +452,10 @@ def test_the_store_read_as_listed_is_the_store_walked(copy):
     copy.store.write("judge_replies", where, pa.table({"instance_id": ["x"]}))
     assert where in [p for p, _ in copy.store.current_files("judge_replies")]
     assert where not in [p for p, _ in view.current_files("judge_replies")]
+    copy.store.write("model_outputs", partition, copy.store.read("model_outputs", partition))
+    os.utime(outputs, ns=(1, 1))
+    assert copy.store.file_stamp(outputs) != listed_stamp
+    assert view.file_stamp(outputs) == listed_stamp  # the stamp it was listed with
     with pytest.raises(ValueError, match="only a local store"):
         ParquetStore("memory://listed-view").listed({})
 

@@ -116,7 +116,10 @@ class Results:
         return self._prints[key]
 
     def instances_fingerprint(self, scenario: str) -> str:
-        return file_fingerprint(self.store, self.instances_path(scenario))
+        key = ("instances", scenario)
+        if key not in self._prints:
+            self._prints[key] = file_fingerprint(self.store, self.instances_path(scenario))
+        return self._prints[key]
 
     def version_fingerprint(self, asset: str, version: str, scenarios: Sequence[str]) -> str:
         """One digest of a version's partitions of ``asset`` over ``scenarios``."""
@@ -310,7 +313,7 @@ class QueriedResults(Results):
         return self.store.read_path(path, f"instance_scores {version} {scenario}")
 
 
-def results_of(data: ExplorerData, listed: dict[str, list[str]] | None = None) -> Results:
+def results_of(data: ExplorerData, listed: dict[str, dict[str, str]] | None = None) -> Results:
     """The source a build of ``data`` reads: held tables, or queries of the store; with
     ``listed`` (the files under the store's folders, as the build listed them), the store's
     folders are not walked again (:meth:`ParquetStore.listed`)."""

@@ -15,7 +15,8 @@ unit by unit.
 
 On a local store the listing is kept in the manifest as a tree (each folder's modification
 time, each file's size and modification time), and the next build confirms it with one
-``stat`` per folder and file rather than listing every folder again (:func:`store_listing`).
+``stat`` per folder and file rather than listing every folder again (:func:`store_listing`);
+once something changed, only the folders whose modification time changed are listed again.
 The wall clock is read only to tell which folders were modified too recently for their
 time to be trusted; it never enters a digest. The build then reads the store as this listing
 found it (:func:`listed_files`, :meth:`ParquetStore.listed`): the folders of the assets it
@@ -118,7 +119,9 @@ def store_listing(
     instead where it can be: every folder's modification time is the one recorded (a file
     created, removed or renamed in a folder changes it; a folder modified within
     ``_RACY_NS`` of the recording is listed again and its names compared) and every file's
-    size and modification time too, as a partition's fingerprint compares them."""
+    size and modification time too, as a partition's fingerprint compares them. Where it
+    does not hold, the folders are listed again, but a folder whose time is the recorded
+    one keeps its recorded names (see :func:`_tree`)."""
     folders = [
         f"{prefix}{asset}"
         for asset in assets
@@ -140,42 +143,51 @@ def store_listing(
     ):
         return Listing(recorded["digest"], recorded, False)
     racy_after = time.time_ns() - _RACY_NS
-    tree = {folder: _tree(f"{store.root}/{folder}", racy_after) for folder in folders}
+    before = recorded.get("tree") if isinstance(recorded, dict) else None
+    before = before if isinstance(before, dict) else {}
+    tree = {
+        folder: _tree(f"{store.root}/{folder}", racy_after, before.get(folder))
+        for folder in folders
+    }
     hasher = hashlib.sha256()
     for folder in folders:
         hasher.update(f"\0{folder}\0".encode())
         lines: list[str] = []
         _lines(tree[folder], "", lines)
         for line in sorted(lines):
-            hasher.update(line.encode() + b"\n")
+            # A name that is not valid UTF-8 is hashed as its bytes (os.fsencode).
+            hasher.update(line.encode(errors="surrogateescape") + b"\n")
     digest = hasher.hexdigest()
     return Listing(digest, {"digest": digest, "folders": folders, "tree": tree}, True)
 
 
-def listed_files(store: ParquetStore, listing: Listing) -> dict[str, list[str]] | None:
+def listed_files(store: ParquetStore, listing: Listing) -> dict[str, dict[str, str]] | None:
     """Every file under each folder of a local store's ``listing``, as a walk of the folder
-    names them (:meth:`ParquetStore.listed`), so the build reads the store as it was listed
-    rather than listing it again; None without a recorded tree (an object store)."""
+    names them, with its size and modification time as listed (the store's
+    :meth:`~ParquetStore.file_stamp`), for :meth:`ParquetStore.listed`: the build reads the
+    store as it was listed rather than listing it again; None without a recorded tree (an
+    object store)."""
     recorded = listing.recorded
     if recorded is None:
         return None
     files = {}
     for folder in recorded["folders"]:
         base = f"{store.root}/{folder}"
-        files[base] = paths = []
-        _paths(recorded["tree"].get(folder), base, paths)
+        files[base] = stamps = {}
+        _stamps(recorded["tree"].get(folder), base, stamps)
     return files
 
 
-def _paths(node: Any, base: str, out: list[str]) -> None:
-    """The files of the recorded folder ``node`` at ``base`` (none if it was not there)."""
+def _stamps(node: Any, base: str, out: dict[str, str]) -> None:
+    """The files of the recorded folder ``node`` at ``base`` (none if it was not there),
+    each with its ``size|modified``."""
     if node is None:
         return
     for name, child in node[1].items():
         if isinstance(child[1], dict):
-            _paths(child, f"{base}/{name}", out)
+            _stamps(child, f"{base}/{name}", out)
         else:
-            out.append(f"{base}/{name}")
+            out[f"{base}/{name}"] = f"{child[0]}|{child[1]}"
 
 
 def _remote_lines(store: ParquetStore, base: str) -> list[str]:
@@ -197,28 +209,59 @@ def _remote_lines(store: ParquetStore, base: str) -> list[str]:
 # ``[size, modified]``, a folder that was not there ``None``.
 
 
-def _tree(path: str, racy_after: int) -> list | None:
+def _tree(path: str, racy_after: int, recorded: Any = None) -> list | None:
     """The folder at ``path`` as a recorded tree (its modification time read before its
-    names, so a change while it is listed shows next time)."""
+    names, so a change while it is listed shows next time).
+
+    A folder whose modification time is the one ``recorded`` (its node in the last listing)
+    holds the names recorded: they are taken from there rather than listed again, and only
+    its files' sizes and modification times are read (a file rewritten in place keeps its
+    folder's time). A store adding a version changes the folders that hold the new
+    partitions, not those of the others, which are then not listed again."""
     try:
         st = os.lstat(path)
-        entries = list(os.scandir(path))
     except (FileNotFoundError, NotADirectoryError):
         return None
+    names = _recorded_names(recorded, st.st_mtime_ns)
+    if names is None:
+        try:
+            entries = list(os.scandir(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        names = {e.name: e.is_dir(follow_symlinks=False) for e in entries}
+    before = recorded[1] if _is_folder(recorded) else {}
     children: dict[str, list | None] = {}
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            child = _tree(entry.path, racy_after)
+    for name, is_folder in names.items():
+        child_path = f"{path}/{name}"
+        if is_folder:
+            child = _tree(child_path, racy_after, before.get(name))
             if child is None:  # removed since it was listed
                 continue
         else:
             try:
-                found = entry.stat()
+                found = os.stat(child_path)
             except FileNotFoundError:
                 continue
             child = [found.st_size, found.st_mtime_ns]
-        children[entry.name] = child
+        children[name] = child
     return [None if st.st_mtime_ns >= racy_after else st.st_mtime_ns, children]
+
+
+def _is_folder(node: Any) -> bool:
+    return type(node) is list and len(node) == 2 and type(node[1]) is dict
+
+
+def _recorded_names(node: Any, modified: int) -> dict[str, bool] | None:
+    """name → is a folder, of a recorded folder ``node`` whose (trusted) modification time
+    is ``modified``; None when the folder must be listed."""
+    if not _is_folder(node) or node[0] is None or node[0] != modified:
+        return None
+    names = {}
+    for name, child in node[1].items():
+        if child is None or type(child) is not list or len(child) != 2:
+            return None
+        names[name] = type(child[1]) is dict
+    return names
 
 
 def _same(path: str, node: Any) -> bool:

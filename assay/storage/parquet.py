@@ -121,19 +121,25 @@ class ParquetStore:
         if self.is_local:
             self.root = os.path.abspath(self.root)
         self._manifests: dict[str, tuple[tuple[object, str], Manifest]] = {}
-        # Local folder → every file under it, taken as listed (see ``listed``).
+        # Local folder → every file under it, taken as listed (see ``listed``), and each
+        # listed file's stamp as listed.
         self._listed_files: dict[str, list[str]] = {}
+        self._listed_stamps: dict[str, str] = {}
 
-    def listed(self, files: Mapping[str, Sequence[str]]) -> ParquetStore:
+    def listed(self, files: Mapping[str, Mapping[str, str]]) -> ParquetStore:
         """A view of this local store that takes the files under each folder of ``files``
-        (a folder → every file under it, as a walk of it names them) from there instead of
-        walking the folder again: for a reader that has just listed the store (the
+        (a folder → every file under it, as a walk of it names them, with its
+        :meth:`file_stamp` as listed) from there instead of walking the folder again and
+        reading each file's size and time: for a reader that has just listed the store (the
         explorer's site-wide listing) and reads it as it was then. The view writes as the
         store does; its listing does not follow the writes."""
         if not self.is_local:
             raise ValueError(f"{self.base_url}: only a local store is read from a listing")
         view = shallow_copy(self)
         view._listed_files = {folder.rstrip("/"): list(paths) for folder, paths in files.items()}
+        view._listed_stamps = {
+            path: stamp for stamps in files.values() for path, stamp in stamps.items()
+        }
         return view
 
     # -- paths ---------------------------------------------------------------------------------
@@ -712,6 +718,9 @@ class ParquetStore:
         """A stored file's size and modification time (an object store's ETag too): changes
         whenever the file is rewritten; None if there is no file at ``path``."""
         if self.is_local:
+            listed = self._listed_stamps.get(path)
+            if listed is not None:
+                return listed
             try:
                 st = os.stat(path)
             except FileNotFoundError:
