@@ -161,7 +161,7 @@ _SLICES = {
     / "nq_open"
     / "validation.jsonl",
     "truthfulqa": DATASETS / "truthfulqa__truthful_qa" / "multiple_choice" / "validation.jsonl",
-    "boolq": HAND_WRITTEN / "boolq_validation.jsonl",
+    "boolq": DATASETS / "google__boolq" / "default" / "validation.jsonl",
     "imdb": HAND_WRITTEN / "imdb_test.jsonl",
     "civil-comments": HAND_WRITTEN / "civil_comments_test.jsonl",
     "cnn-dailymail": HAND_WRITTEN / "cnn_dailymail_test.jsonl",
