@@ -4,8 +4,7 @@ Real slices live in ``tests/fixtures/datasets`` (the Hugging Face hub's schema, 
 ``tests/fixtures/upstream`` (the authors' own formats at their upstream paths); each folder's
 ``SOURCE.md`` says where the rows came from. Sources the hub ships as Parquet get the same rows
 written to Parquet by the test before loading. Datasets no real slice could be had for
-(CNN/DailyMail, IMDB, CivilComments) still use the hand-written rows in
-``tests/fixtures/scenarios``.
+(IMDB, CivilComments) still use the hand-written rows in ``tests/fixtures/scenarios``.
 """
 
 from __future__ import annotations
@@ -283,10 +282,18 @@ def test_natural_questions_all_answers_correct(tmp_path: Path) -> None:
 
 
 def test_cnn_dailymail_summary_reference(tmp_path: Path) -> None:
-    path = _as_parquet(FIXTURES / "cnn_dailymail_test.jsonl", tmp_path)
-    (instance,) = _load("cnn_dailymail", {"test": path}).instances
-    assert instance.id == "0001d1afc246a7964130f43ae940af6bc6c57f01"
-    assert instance.gold_texts == ["Town marks 200 years with a parade ."]
+    """The dataset card's example story (hub schema): the article is the input, the
+    highlights the one reference, the story's id the instance's."""
+    source = DATASETS / "abisee__cnn_dailymail" / "3.0.0" / "card-example.jsonl"
+    (row,) = _rows(source)
+    (instance,) = _load("cnn_dailymail", {"test": _as_parquet(source, tmp_path)}).instances
+    assert instance.id == "0054d6d30dbcad772e20b22771153a2a9cbeaf62" == row["id"]
+    assert row["article"] in instance.input
+    assert instance.input.startswith("(CNN) -- An American woman died aboard a cruise ship")
+    assert instance.gold_texts == [
+        "The elderly woman suffered from diabetes and hypertension, ship's doctors say .\n"
+        "Previously, 86 passengers had fallen ill on the ship, Agencia Brasil says ."
+    ]
 
 
 def test_wmt14_direction_follows_arguments(tmp_path: Path) -> None:

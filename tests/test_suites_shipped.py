@@ -164,7 +164,7 @@ _SLICES = {
     "boolq": DATASETS / "google__boolq" / "default" / "validation.jsonl",
     "imdb": HAND_WRITTEN / "imdb_test.jsonl",
     "civil-comments": HAND_WRITTEN / "civil_comments_test.jsonl",
-    "cnn-dailymail": HAND_WRITTEN / "cnn_dailymail_test.jsonl",
+    "cnn-dailymail": DATASETS / "abisee__cnn_dailymail" / "3.0.0" / "card-example.jsonl",
 }
 
 
