@@ -16,6 +16,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from explorer_browser import rendered_pages
 from sample_clock import held_explorer_data, sample_store
@@ -297,6 +299,53 @@ def test_a_past_days_page_is_the_same_when_rebuilt_later(stored, tmp_path):
     assert a.replace("2026-11-04 00:00 UTC", "") == b.replace("2026-12-01 08:00 UTC", "")
     # Nor does it name the newest day: a new day leaves it as it is.
     assert sample.days[-1] not in a
+
+
+def test_each_stored_day_reads_its_own_rows_of_the_rankings(stored):
+    """The stored rankings are split by day once: each day's rows are the table filtered to
+    that day, in its order, however the days' rows interleave."""
+    rankings = stored["queried"].rankings
+    shuffled = rankings.take(
+        pa.array(
+            list(range(rankings.num_rows))[::-1][::2] + list(range(rankings.num_rows))[::-1][1::2]
+        )
+    )
+    data = replace(stored["queried"], rankings=shuffled)
+    days = sorted(set(rankings["day"].to_pylist()))
+    assert len(days) > 1
+    assert data.days() == sorted({*days, data.day})
+    for day in days:
+        expected = shuffled.filter(pc.equal(shuffled["day"], day))
+        assert data.stored_board(day).to_pylist() == expected.to_pylist()
+        if day != data.day:
+            assert data.ranking_rows(day) == sorted(
+                expected.to_pylist(), key=lambda r: (r["rank"], r["model_version"])
+            )
+    assert data.stored_board("2000-01-01") is None
+
+
+def test_a_past_days_page_renders_again_when_its_stored_rows_change(stored, tmp_path):
+    """A past day's page is checked against its stored rows: rewritten rows (a backfill of
+    that day) render it again, and only it; the site is the one built from scratch."""
+    sample = stored["sample"]
+    site = tmp_path / "site"
+    build_site(stored["queried"], directory_writer(site), generated_at=WHEN)
+    rankings = stored["queried"].rankings
+    first = sample.days[0]
+    on_first = pc.equal(rankings["day"], first)
+    score = rankings["mean_score"]
+    rewritten = rankings.set_column(
+        rankings.schema.get_field_index("mean_score"),
+        "mean_score",
+        pc.if_else(on_first, pc.multiply(score, 0.5), score),
+    )
+    changed = replace(stored["queried"], rankings=rewritten)
+    summary = build_site(changed, directory_writer(site), generated_at=WHEN)
+    pages = {k for k in summary.rendered if k.startswith("leaderboard")}
+    assert pages == {f"leaderboard\x1f{day_page(first)}"}
+    fresh = tmp_path / "fresh"
+    build_site(changed, directory_writer(fresh), generated_at=WHEN)
+    assert _files(site) == _files(fresh)
 
 
 def test_a_day_before_any_result_is_refused_before_anything_is_written(stored, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -94,15 +95,33 @@ class ExplorerData:
 
     def days(self) -> list[str]:
         """Every day with a stored leaderboard, oldest first (the build's day included)."""
-        stored = set() if self.rankings is None else set(self.rankings["day"].to_pylist())
-        return sorted(stored | {self.day})
+        return sorted(set(self._stored_days) | {self.day})
 
     def ranking_rows(self, day: str) -> list[dict]:
         """The stored leaderboard of ``day``, best first (the build's day: its full board)."""
         if day == self.day or self.rankings is None:
             return self.board.to_table().to_pylist()
-        table = self.rankings.filter(pc.equal(self.rankings["day"], day))
-        return sorted(table.to_pylist(), key=lambda r: (r["rank"], r["model_version"]))
+        table = self.stored_board(day)
+        rows = [] if table is None else table.to_pylist()
+        return sorted(rows, key=lambda r: (r["rank"], r["model_version"]))
+
+    def stored_board(self, day: str) -> pa.Table | None:
+        """The rows of ``rankings`` stored for ``day`` (in the table's order), if any."""
+        return self._stored_days.get(day)
+
+    @cached_property
+    def _stored_days(self) -> dict[str, pa.Table]:
+        """``rankings`` split by day in one pass: a filter per day read the whole table
+        again for each day and page, which grew with the square of the days kept."""
+        if self.rankings is None:
+            return {}
+        # One chunk first: a take from a table of many chunks (one a stored day) goes through
+        # them all each time.
+        table = self.rankings.combine_chunks()
+        at: dict[str, list[int]] = {}
+        for i, day in enumerate(table["day"].to_pylist()):
+            at.setdefault(day, []).append(i)
+        return {day: table.take(pa.array(rows, pa.int64())) for day, rows in at.items()}
 
     def outputs(self, version: str, scenario: str) -> pa.Table | None:
         where = {"model_version": version, "scenario": scenario}

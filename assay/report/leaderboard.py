@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from itertools import pairwise
+from typing import Any
 
 import pyarrow.compute as pc
 
@@ -28,18 +29,22 @@ from assay.report.render import (
     _plot_text,
     _script_json,
 )
+from assay.report.results import table_digest
 from assay.report.writing import inputs_digest
 
 
-def _leaderboard_inputs(ctx: _Context, day: str, path: str, rows: list[dict], days) -> str:
-    """What a leaderboard page shows: the day's rows, the days listed, per row the version's
-    registration, aliases, verdict, comparison link and metric tables (fingerprints of its
-    partitions: the chart's cells), and for the build's day its board's tests and figures."""
+def _leaderboard_inputs(
+    ctx: _Context, day: str, path: str, rows: Any, order: list[str], days
+) -> str:
+    """What a leaderboard page shows: the day's rows (``rows``: them, or a digest of the
+    stored table they are read from), the days listed, per row (``order``: its versions,
+    best first) the version's registration, aliases, verdict, comparison link and metric
+    tables (fingerprints of its partitions: the chart's cells), and for the build's day its
+    board's tests and figures."""
     data = ctx.data
     held = alias_holders(data.events, end_of(day))
     registered = {v.key: v for v in data.versions}
     decided = latest_verdicts(data.events)
-    order = [r["model_version"] for r in rows]
     pairs = set(ctx.pairs)
     previous = dict(ctx.pairs)
     scenarios = list(data.board.primary_metrics)
@@ -192,11 +197,26 @@ def _headline_cells(ctx: _Context, versions: Sequence[str]) -> dict[tuple[str, s
 
 
 def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> None:
-    """A leaderboard page and its exports, unless their inputs are the last build's."""
-    rows = ctx.data.ranking_rows(day)
-    inputs = _leaderboard_inputs(ctx, day, path, rows, days)
+    """A leaderboard page and its exports, unless their inputs are the last build's. A
+    past day's page is checked against a digest of its stored rows (its rows are read into
+    Python only when it is rendered): every build checks every day's page."""
+    stored = None if day == ctx.data.day else ctx.data.stored_board(day)
+    if stored is None:
+        rows: list[dict] | None = ctx.data.ranking_rows(day)
+        shown: Any = rows
+        order = [r["model_version"] for r in rows]
+    else:
+        rows = None
+        stored = stored.combine_chunks()
+        shown = ["stored", table_digest(stored)]
+        best_first = pc.sort_indices(
+            stored, [("rank", "ascending"), ("model_version", "ascending")]
+        )
+        order = stored["model_version"].take(best_first).to_pylist()
+    inputs = _leaderboard_inputs(ctx, day, path, shown, order, days)
     with ctx.site.unit(f"leaderboard\x1f{path}", inputs) as fresh:
         if fresh:
+            rows = ctx.data.ranking_rows(day) if rows is None else rows
             # ``index.html`` is the newest day's page under another name: what the day's
             # page computed in this build (its exports written) is drawn again as it is.
             values = ctx.newest_leaderboard if path == "index.html" else None
