@@ -102,11 +102,11 @@ class ExplorerData:
         if day == self.day or self.rankings is None:
             return self.board.to_table().to_pylist()
         table = self.stored_board(day)
-        rows = [] if table is None else table.to_pylist()
-        return sorted(rows, key=lambda r: (r["rank"], r["model_version"]))
+        return [] if table is None else table.take(best_first(table)).to_pylist()
 
     def stored_board(self, day: str) -> pa.Table | None:
-        """The rows of ``rankings`` stored for ``day`` (in the table's order), if any."""
+        """The rows of ``rankings`` stored for ``day`` (in the table's order, one chunk), if
+        any."""
         return self._stored_days.get(day)
 
     @cached_property
@@ -136,6 +136,11 @@ class ExplorerData:
         if not self.store.exists("scenario_instances", where):
             return None
         return self.store.read("scenario_instances", where)
+
+
+def best_first(board: pa.Table) -> pa.Array:
+    """The order of a stored board's rows, best first: by rank, then by version."""
+    return pc.sort_indices(board, [("rank", "ascending"), ("model_version", "ascending")])
 
 
 def end_of(day: str) -> datetime:

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 
 from assay.compare.ranking import comparison_rows
 from assay.core.records import subset_rows
-from assay.report.data import alias_holders, end_of
+from assay.report.data import alias_holders, best_first, end_of
 from assay.report.decisions import decision_page, latest_verdicts
 from assay.report.links import (
     compare_page,
@@ -207,12 +207,8 @@ def _leaderboard(ctx: _Context, day: str, path: str, days: Sequence[str]) -> Non
         order = [r["model_version"] for r in rows]
     else:
         rows = None
-        stored = stored.combine_chunks()
         shown = ["stored", table_digest(stored)]
-        best_first = pc.sort_indices(
-            stored, [("rank", "ascending"), ("model_version", "ascending")]
-        )
-        order = stored["model_version"].take(best_first).to_pylist()
+        order = stored["model_version"].take(best_first(stored)).to_pylist()
     inputs = _leaderboard_inputs(ctx, day, path, shown, order, days)
     with ctx.site.unit(f"leaderboard\x1f{path}", inputs) as fresh:
         if fresh:

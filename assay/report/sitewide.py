@@ -152,9 +152,9 @@ def store_listing(
     hasher = hashlib.sha256()
     for folder in folders:
         hasher.update(f"\0{folder}\0".encode())
-        lines: list[str] = []
-        _lines(tree[folder], "", lines)
-        for line in sorted(lines):
+        stamps: dict[str, str] = {}
+        _stamps(tree[folder], "", stamps)
+        for line in sorted(f"{path}|{stamp}" for path, stamp in stamps.items()):
             # A name that is not valid UTF-8 is hashed as its bytes (os.fsencode).
             hasher.update(line.encode(errors="surrogateescape") + b"\n")
     digest = hasher.hexdigest()
@@ -308,17 +308,6 @@ def _same_file(path: str, size: Any, modified: Any) -> bool:
     except OSError:
         return False
     return st.st_size == size and st.st_mtime_ns == modified
-
-
-def _lines(node: Any, relative: str, out: list[str]) -> None:
-    if node is None:
-        return
-    first, second = node
-    if isinstance(second, dict):
-        for name, child in second.items():
-            _lines(child, f"{relative}/{name}", out)
-    else:
-        out.append(f"{relative}|{first}|{second}")
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})

@@ -121,9 +121,9 @@ class ParquetStore:
         if self.is_local:
             self.root = os.path.abspath(self.root)
         self._manifests: dict[str, tuple[tuple[object, str], Manifest]] = {}
-        # Local folder → every file under it, taken as listed (see ``listed``), and each
-        # listed file's stamp as listed.
-        self._listed_files: dict[str, list[str]] = {}
+        # Local folder → every file under it with its stamp, taken as listed (see
+        # ``listed``), and the same stamps by file.
+        self._listed_files: dict[str, Mapping[str, str]] = {}
         self._listed_stamps: dict[str, str] = {}
 
     def listed(self, files: Mapping[str, Mapping[str, str]]) -> ParquetStore:
@@ -136,7 +136,7 @@ class ParquetStore:
         if not self.is_local:
             raise ValueError(f"{self.base_url}: only a local store is read from a listing")
         view = shallow_copy(self)
-        view._listed_files = {folder.rstrip("/"): list(paths) for folder, paths in files.items()}
+        view._listed_files = {folder.rstrip("/"): stamps for folder, stamps in files.items()}
         view._listed_stamps = {
             path: stamp for stamps in files.values() for path, stamp in stamps.items()
         }
