@@ -3,14 +3,15 @@
 Real slices live in ``tests/fixtures/datasets`` (the Hugging Face hub's schema, as JSONL) and
 ``tests/fixtures/upstream`` (the authors' own formats at their upstream paths); each folder's
 ``SOURCE.md`` says where the rows came from. Sources the hub ships as Parquet get the same rows
-written to Parquet by the test before loading. Datasets no real slice could be had for
-(IMDB, CivilComments) still use the hand-written rows in ``tests/fixtures/scenarios``.
+written to Parquet by the test before loading.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -28,7 +29,6 @@ from assay.scenarios import DataFileError, DataSourceError, get_scenario
 from assay.scenarios.public import PublicDataset, bbq_target_answer
 from assay.scoring.scorecard import score_partition
 
-FIXTURES = Path(__file__).parent / "fixtures" / "scenarios"
 DATASETS = Path(__file__).parent / "fixtures" / "datasets"
 UPSTREAM = Path(__file__).parent / "fixtures" / "upstream"
 # The Hub commit the mmlu loader pins (public evaluation code pins the same one).
@@ -311,14 +311,94 @@ def test_wmt14_direction_follows_arguments(tmp_path: Path) -> None:
     assert de_en[0].gold_texts == ["Gutach: Increased safety for pedestrians"]
 
 
-def test_imdb_and_civil_comments_labels(tmp_path: Path) -> None:
-    imdb = _load("imdb", {"test": _as_parquet(FIXTURES / "imdb_test.jsonl", tmp_path)}).instances
-    assert [i.gold_texts for i in imdb] == [["Positive"], ["Negative"]]
-    civil = _load(
-        "civil_comments", {"test": _as_parquet(FIXTURES / "civil_comments_test.jsonl", tmp_path)}
-    ).instances
-    # toxicity 0.0 → not toxic; 0.8333 >= 0.5 → toxic
-    assert [i.gold_texts for i in civil] == [["False"], ["True"]]
+ACL_IMDB = DATASETS / "stanfordnlp__imdb" / "aclImdb"
+
+
+def _acl_imdb_reviews(folder: Path) -> list[tuple[str, int, str]]:
+    """(file, label, text) of a split folder: neg/ (0) then pos/ (1), by review id."""
+    reviews = []
+    for label, polarity in enumerate(("neg", "pos")):
+        files = sorted((folder / polarity).iterdir(), key=lambda f: int(f.name.split("_")[0]))
+        reviews += [(f"{polarity}/{f.stem}", label, f.read_text(encoding="utf-8")) for f in files]
+    return reviews
+
+
+def test_imdb_authors_folders_and_hub_rows_agree(tmp_path: Path) -> None:
+    """The authors' aclImdb folders and the Hub's rows (what its builder makes of the same
+    files: the text, 0 negative, 1 positive) give the same instances."""
+    test, train = _acl_imdb_reviews(ACL_IMDB / "test"), _acl_imdb_reviews(ACL_IMDB / "train")
+    folders = _load("imdb", {"test": str(ACL_IMDB / "test"), "train": str(ACL_IMDB / "train")})
+    hub_files = {}
+    for split, reviews in (("test", test), ("train", train)):
+        hub_files[split] = str(tmp_path / f"{split}.parquet")
+        rows = [{"text": text, "label": label} for _, label, text in reviews]
+        pq.write_table(pa.Table.from_pylist(rows), hub_files[split])
+    hub = _load("imdb", hub_files)
+    assert _view(folders.instances) == _view(hub.instances)
+    assert len(test) == len(train) == 10
+    by_split = {s: [i for i in folders.instances if i.split == s] for s in ("test", "train")}
+    for split, reviews in (("test", test), ("train", train)):
+        assert [i.id for i in by_split[split]] == [f"{split}-{name}" for name, _, _ in reviews]
+        assert [i.input for i in by_split[split]] == [text for _, _, text in reviews]
+        assert [i.gold_texts for i in by_split[split]] == [
+            ["Positive" if label else "Negative"] for _, label, _ in reviews
+        ]
+    first = by_split["test"][0]
+    assert first.id == "test-neg/0_2" and first.gold_texts == ["Negative"]
+    assert first.input.startswith("Once again Mr. Costner has dragged out a movie")
+    assert by_split["test"][5].input.startswith("I went and saw this movie last night")
+    assert by_split["test"][5].gold_texts == ["Positive"]
+    # The folder's revision is its files' digest: a review edited is another dataset.
+    copy = tmp_path / "copy"
+    shutil.copytree(ACL_IMDB / "test", copy)
+    same = _load("imdb", {"test": str(copy)}).revision
+    assert same == _load("imdb", {"test": str(ACL_IMDB / "test")}).revision
+    (copy / "pos" / "0_10.txt").write_text("Edited.", encoding="utf-8")
+    assert _load("imdb", {"test": str(copy)}).revision != same
+
+
+def test_imdb_folder_outside_the_authors_layout_names_the_entry(tmp_path: Path) -> None:
+    folder = tmp_path / "test"
+    shutil.copytree(ACL_IMDB / "test", folder)
+    (folder / "neg" / "notes.txt").write_text("not a review", encoding="utf-8")
+    with pytest.raises(DataFileError, match=r"neg/notes\.txt: expected a regular file"):
+        _load("imdb", {"test": str(folder)})
+    (folder / "neg" / "notes.txt").unlink()
+    # A link could read a file outside the data roots the folder was checked against.
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside", encoding="utf-8")
+    (folder / "pos" / "99_10.txt").symlink_to(secret)
+    with pytest.raises(DataFileError, match=r"pos/99_10\.txt: expected a regular file"):
+        _load("imdb", {"test": str(folder)})
+    (folder / "pos" / "99_10.txt").unlink()
+    (folder / "pos" / "7_8.txt").write_bytes(b"caf\xe9")
+    with pytest.raises(DataFileError, match=r"pos/7_8\.txt: not UTF-8"):
+        _load("imdb", {"test": str(folder)})
+    shutil.rmtree(folder / "pos")
+    with pytest.raises(DataFileError, match="pos/ is missing") as missing:
+        _load("imdb", {"test": str(folder)})
+    assert str(folder) in str(missing.value)
+
+
+def test_civil_comments_competition_csv_and_hub_rows_agree(tmp_path: Path) -> None:
+    """``train.csv`` of the Jigsaw competition (``comment_text``, ``target``) and the Hub's
+    rows (``text``, ``toxicity``): toxic when at least half the raters said so."""
+    source = DATASETS / "google__civil_comments" / "jigsaw-unintended-bias" / "train.csv"
+    with source.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    kaggle = _load("civil_comments", {"test": str(source)}).instances
+    hub_file = str(tmp_path / "test.parquet")
+    hub_rows = [{"text": r["comment_text"], "toxicity": float(r["target"])} for r in rows]
+    pq.write_table(pa.Table.from_pylist(hub_rows), hub_file)
+    hub = _load("civil_comments", {"test": hub_file}).instances
+    assert _view(kaggle) == _view(hub)
+    assert [i.input for i in kaggle] == [r["comment_text"] for r in rows]
+    assert (
+        [i.gold_texts for i in kaggle]
+        == [[str(float(r["target"]) >= 0.5)] for r in rows]
+        == [["False"]] * 4 + [["True"]]
+    )
+    assert kaggle[-1].input == "haha you guys are a bunch of losers."
 
 
 def test_real_toxicity_prompts_nested_prompt_text() -> None:

@@ -24,7 +24,6 @@ from resources import SuiteResource
 
 SUITES = Path(__file__).parent.parent / "assay" / "evaluate" / "suites"
 DATASETS = Path(__file__).parent / "fixtures" / "datasets"
-HAND_WRITTEN = Path(__file__).parent / "fixtures" / "scenarios"
 
 
 def _raw(name: str) -> dict:
@@ -151,8 +150,8 @@ def test_cli_check_load_reports_every_entry(
     assert "the Hugging Face Hub is offline" in rows["boolq"] and "data_files" in rows["boolq"]
 
 
-# helm-classic-core's native entries on the real slices (hand-written rows where no real
-# slice could be had): the suite's own adapters build requests from them.
+# helm-classic-core's native entries on the real slices: the suite's own adapters build
+# requests from them.
 _SLICES = {
     "mmlu-abstract-algebra": DATASETS / "cais__mmlu" / "anatomy" / "test.jsonl",
     "hellaswag": DATASETS / "Rowan__hellaswag" / "default" / "validation.jsonl",
@@ -162,8 +161,8 @@ _SLICES = {
     / "validation.jsonl",
     "truthfulqa": DATASETS / "truthfulqa__truthful_qa" / "multiple_choice" / "validation.jsonl",
     "boolq": DATASETS / "google__boolq" / "default" / "validation.jsonl",
-    "imdb": HAND_WRITTEN / "imdb_test.jsonl",
-    "civil-comments": HAND_WRITTEN / "civil_comments_test.jsonl",
+    "imdb": DATASETS / "stanfordnlp__imdb" / "aclImdb" / "test",
+    "civil-comments": DATASETS / "google__civil_comments" / "jigsaw-unintended-bias" / "train.csv",
     "cnn-dailymail": DATASETS / "abisee__cnn_dailymail" / "3.0.0" / "card-example.jsonl",
 }
 

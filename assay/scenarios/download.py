@@ -46,7 +46,8 @@ class FetchedFile:
 
 
 def fetch(url: str, sha256: str | None = None, timeout_s: float = 60.0) -> FetchedFile:
-    """A local copy of ``url`` (downloaded once) or the URL itself when it is not HTTP(S).
+    """A local copy of ``url`` (downloaded once) or the URL itself when it is not HTTP(S);
+    a local folder's digest covers each of its files (``_digest_folder``).
 
     ``sha256`` pins the content: a mismatch is an error naming both digests. A download
     enters the cache only once its digest matches, and a cached copy that no longer matches
@@ -54,7 +55,8 @@ def fetch(url: str, sha256: str | None = None, timeout_s: float = 60.0) -> Fetch
     ``DataSourceError`` sentence with the URL and the cause.
     """
     if not url.startswith(("http://", "https://")):
-        fetched = FetchedFile(url, _digest_any(url))
+        digest = _digest_folder(url) if os.path.isdir(url) else _digest_any(url)
+        fetched = FetchedFile(url, digest)
         _check(url, sha256, fetched.sha256)
         return fetched
     target = cache_dir() / digest_json(url)[:24] / Path(url.split("?")[0]).name
@@ -100,6 +102,21 @@ def _reason(reason: object) -> str:
     if isinstance(reason, OSError) and reason.strerror:
         return reason.strerror
     return str(reason)
+
+
+def _digest_folder(folder: str) -> str:
+    """SHA-256 over a local folder's regular files: each one's path below the folder and the
+    SHA-256 of its bytes, in path order (links are not followed)."""
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in names:
+            path = os.path.join(root, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                files.append(
+                    [os.path.relpath(path, folder).replace(os.sep, "/"), digest_file(path)]
+                )
+    return digest_json(sorted(files))
 
 
 def _digest_any(url: str) -> str:

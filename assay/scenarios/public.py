@@ -114,6 +114,11 @@ class PublicDataset(Scenario):
         """The instances of one source row (usually one)."""
         raise NotImplementedError
 
+    def rows(self, path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The numbered rows of one fetched split (a data file; a loader that also reads its
+        authors' folder layout overrides this)."""
+        return iter_rows(path, csv_fieldnames=self.csv_fieldnames)
+
     def load(self) -> ScenarioData:
         instances: list[Instance] = []
         digests = {}
@@ -121,8 +126,7 @@ class PublicDataset(Scenario):
             source = self._fetch(split, location)
             digests[split] = source.sha256
             try:
-                rows = iter_rows(source.path, csv_fieldnames=self.csv_fieldnames)
-                instances.extend(self.rows_to_instances(rows, split))
+                instances.extend(self.rows_to_instances(self.rows(source.path), split))
             except DataFileError as exc:
                 message = str(exc).replace(source.path, location)
                 if not message.startswith(location):
@@ -634,6 +638,9 @@ class WMT14(PublicDataset):
 class IMDB(PublicDataset):
     """IMDB movie reviews: positive or negative sentiment.
 
+    Reads the Hub's rows (``text``, ``label`` 0 negative / 1 positive) and the authors' own
+    layout: ``data_files`` naming a split's folder of the extracted ``aclImdb_v1.tar.gz``
+    (``aclImdb/test``), whose ``neg/`` and ``pos/`` hold one ``<id>_<rating>.txt`` per review.
     Pinned to a commit of the Hub dataset and the SHA-256 of both files.
     """
 
@@ -652,21 +659,74 @@ class IMDB(PublicDataset):
         ),
     }
 
+    def rows(self, path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+        if os.path.isdir(path):
+            return _acl_imdb_rows(path)
+        return super().rows(path)
+
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
         label = _index(row, "label", 2)
+        review = row.get("review")  # "neg/0_2" in the authors' layout
         yield Instance(
-            id=f"{split}-{number:05d}",
+            id=f"{split}-{review}" if review else f"{split}-{number:05d}",
             input=_text(row, "text"),
             references=(Reference("Positive", label == 1), Reference("Negative", label == 0)),
             split=split,
         )
 
 
+_ACL_IMDB_FILE = re.compile(r"(\d+)_(\d+)\.txt")
+
+
+def _acl_imdb_rows(folder: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The reviews of one split folder of the authors' ``aclImdb`` layout as the Hub's rows
+    (its builder reads the same files): ``neg/`` then ``pos/``, each in the order of the
+    reviews' ids. Every entry must be a regular ``<id>_<rating>.txt`` file (a link could
+    point outside the data roots the folder was checked against)."""
+    number = 0
+    for label, polarity in enumerate(("neg", "pos")):
+        where = os.path.join(folder, polarity)
+        if not os.path.isdir(where) or os.path.islink(where):
+            raise DataFileError(
+                f"{folder}: expected the folders neg/ and pos/ of the authors' aclImdb "
+                f"layout; {polarity}/ is missing"
+            )
+        reviews = []
+        with os.scandir(where) as entries:
+            for entry in entries:
+                match = _ACL_IMDB_FILE.fullmatch(entry.name)
+                if match is None or not entry.is_file(follow_symlinks=False):
+                    raise DataFileError(
+                        f"{entry.path}: expected a regular file named <id>_<rating>.txt"
+                    )
+                reviews.append((int(match[1]), int(match[2]), entry))
+        for review_id, rating, entry in sorted(reviews, key=lambda r: r[0]):
+            number += 1
+            with open(entry.path, "rb") as handle:
+                raw = handle.read()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataFileError(f"{entry.path}: not UTF-8 text ({exc.reason})") from None
+            yield (
+                number,
+                {
+                    "text": text,
+                    "label": label,
+                    "rating": rating,
+                    "review": f"{polarity}/{review_id}_{rating}",
+                },
+            )
+
+
 @register_scenario("civil_comments")
 class CivilComments(PublicDataset):
     """CivilComments toxicity classification: toxic when the rater fraction is >= 0.5.
 
-    Pinned to a commit of the Hub dataset and the SHA-256 of both files.
+    Reads the Hub's rows (``text``, ``toxicity``) and the CSV files of the Jigsaw Unintended
+    Bias competition they come from (``comment_text``; ``target`` in ``train.csv``,
+    ``toxicity`` in the expanded test files). Pinned to a commit of the Hub dataset and the
+    SHA-256 of both files.
     """
 
     repo = "google/civil_comments"
@@ -685,10 +745,12 @@ class CivilComments(PublicDataset):
     }
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
-        toxic = _number(row, "toxicity") >= 0.5
+        kaggle = isinstance(row, Mapping) and "comment_text" in row
+        score = "target" if kaggle and "toxicity" not in row else "toxicity"
+        toxic = _number(row, score) >= 0.5
         yield Instance(
             id=f"{split}-{number:06d}",
-            input=_text(row, "text"),
+            input=_text(row, "comment_text" if kaggle else "text"),
             references=(Reference("True", toxic), Reference("False", not toxic)),
             split=split,
         )
