@@ -28,7 +28,7 @@ from hub_server import HubRepo, LoopbackHub
 
 from assay.core.digests import digest_json
 from assay.scenarios import DataSourceError, get_scenario
-from assay.scenarios.public import MMLU
+from assay.scenarios.public import IMDB
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "fixtures" / "datasets"
@@ -297,10 +297,7 @@ def test_an_unreachable_hub_names_the_dataset_the_hub_and_the_override(tmp_path:
         assert "args.data_files: {test: <test.jsonl>, train: <train.jsonl>}" in message
 
 
-MMLU_FILES = {
-    "test": "anatomy/test-00000-of-00001.parquet",
-    "train": "anatomy/dev-00000-of-00001.parquet",
-}
+IMDB_FILES = IMDB.files  # the Hub's two Parquet files, one per split
 
 
 def _parquet(rows: list[dict]) -> bytes:
@@ -309,88 +306,102 @@ def _parquet(rows: list[dict]) -> bytes:
     return out.getvalue()
 
 
-def _mmlu_repo(tamper: bool = False) -> HubRepo:
-    """cais/mmlu at the commit the loader pins, its anatomy files the fixture rows as
-    Parquet (as the Hub ships them); ``tamper`` flips the first test row's answer."""
-    test = _rows(DATA / "cais__mmlu" / "anatomy" / "test.jsonl")
+def _imdb_rows(split: str) -> list[dict]:
+    """The real aclImdb reviews of a split folder as the Hub's rows (what its builder makes of
+    them): the text, 0 negative, 1 positive."""
+    rows = []
+    for label, polarity in enumerate(("neg", "pos")):
+        folder = DATA / "stanfordnlp__imdb" / "aclImdb" / split / polarity
+        for review in sorted(folder.iterdir(), key=lambda f: int(f.name.split("_")[0])):
+            rows.append({"text": review.read_text(encoding="utf-8"), "label": label})
+    return rows
+
+
+def _imdb_repo(tamper: bool = False) -> HubRepo:
+    """stanfordnlp/imdb at the commit the loader pins, its files the fixture's reviews as
+    Parquet (as the Hub ships them); ``tamper`` flips the first test review's label."""
+    test = _imdb_rows("test")
     if tamper:
-        test[0]["answer"] = (test[0]["answer"] + 1) % 4
-    dev = _rows(DATA / "cais__mmlu" / "anatomy" / "dev.jsonl")
-    files = {MMLU_FILES["test"]: _parquet(test), MMLU_FILES["train"]: _parquet(dev)}
-    return HubRepo("cais/mmlu", files, commit=MMLU.default_revision)
+        test[0]["label"] = 1 - test[0]["label"]
+    files = {IMDB_FILES["test"]: _parquet(test), IMDB_FILES["train"]: _parquet(_imdb_rows("train"))}
+    return HubRepo("stanfordnlp/imdb", files, commit=IMDB.default_revision)
 
 
 def test_a_native_loader_reads_the_hub_at_hf_endpoint_with_its_digests_checked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo = _mmlu_repo()
-    digests = {s: hashlib.sha256(repo.files[f]).hexdigest() for s, f in MMLU_FILES.items()}
-    local = {
-        "test": str(DATA / "cais__mmlu" / "anatomy" / "test.jsonl"),
-        "train": str(DATA / "cais__mmlu" / "anatomy" / "dev.jsonl"),
-    }
-    expected = get_scenario("mmlu", subject="anatomy", data_files=local).load().instances
-    commit = MMLU.default_revision
+    repo = _imdb_repo()
+    digests = {s: hashlib.sha256(repo.files[f]).hexdigest() for s, f in IMDB_FILES.items()}
+    local = {}
+    for split in ("test", "train"):
+        local[split] = str(tmp_path / f"{split}.jsonl")
+        Path(local[split]).write_text("".join(json.dumps(r) + "\n" for r in _imdb_rows(split)))
+    expected = get_scenario("imdb", data_files=local).load().instances
+    commit = IMDB.default_revision
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # the suite's conftest sets one
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ASSAY_DATA_CACHE", str(tmp_path / "cache"))
+    # The stand-in serves the fixture's reviews, not the Hub's files: the loader's own pinned
+    # digests refuse them, so the test pins the bytes served.
+    assert all(IMDB.sha256s[f] != digests[s] for s, f in IMDB_FILES.items())
     with LoopbackHub(repo) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint + "/")
-        data = get_scenario("mmlu", subject="anatomy", sha256=digests).load()
+        data = get_scenario("imdb", sha256=digests).load()
     assert data.instances == expected
     assert data.revision == f"{commit}:files-{digest_json(digests)[:16]}"
     assert sorted(hub.requests) == [
-        ("GET", f"/datasets/cais/mmlu/resolve/{commit}/{MMLU_FILES['train']}"),  # dev-...
-        ("GET", f"/datasets/cais/mmlu/resolve/{commit}/{MMLU_FILES['test']}"),
+        ("GET", f"/datasets/stanfordnlp/imdb/resolve/{commit}/{IMDB_FILES['test']}"),
+        ("GET", f"/datasets/stanfordnlp/imdb/resolve/{commit}/{IMDB_FILES['train']}"),
     ]
 
     # A mirror serving other bytes is refused by the pinned digests.
     monkeypatch.setenv("ASSAY_DATA_CACHE", str(tmp_path / "cache2"))
-    tampered = _mmlu_repo(tamper=True)
-    bad = hashlib.sha256(tampered.files[MMLU_FILES["test"]]).hexdigest()
+    tampered = _imdb_repo(tamper=True)
+    bad = hashlib.sha256(tampered.files[IMDB_FILES["test"]]).hexdigest()
     assert bad != digests["test"]
     with LoopbackHub(tampered) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         with pytest.raises(DataSourceError) as caught:
-            get_scenario("mmlu", subject="anatomy", sha256=digests).load()
+            get_scenario("imdb", sha256=digests).load()
     message = str(caught.value)
-    url = f"{hub.endpoint}/datasets/cais/mmlu/resolve/{commit}/{MMLU_FILES['test']}"
-    assert message.startswith(f"mmlu: {url}: checksum mismatch: ")
+    url = f"{hub.endpoint}/datasets/stanfordnlp/imdb/resolve/{commit}/{IMDB_FILES['test']}"
+    assert message.startswith(f"imdb: {url}: checksum mismatch: ")
     assert f"expected sha256 {digests['test']}, got {bad}" in message
     assert message.endswith("give data_files (test: <path>, train: <path>)")
     # Refused bytes never enter the cache: the same cache then loads from a sound mirror.
     cached = [f.name for f in (tmp_path / "cache2").rglob("*") if f.is_file()]
-    assert MMLU_FILES["test"].split("/")[-1] not in cached
+    assert IMDB_FILES["test"].split("/")[-1] not in cached
     with LoopbackHub(repo) as sound:
         monkeypatch.setenv("HF_ENDPOINT", sound.endpoint)
-        assert get_scenario("mmlu", subject="anatomy", sha256=digests).load().instances == expected
+        assert get_scenario("imdb", sha256=digests).load().instances == expected
     monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
 
     # The mirror stopped: one sentence with its URL and the override.
     monkeypatch.setenv("ASSAY_DATA_CACHE", str(tmp_path / "cache3"))
     with pytest.raises(DataSourceError) as caught:
-        get_scenario("mmlu", subject="anatomy").load()
+        get_scenario("imdb").load()
     message = str(caught.value)
-    assert message.startswith(f"mmlu: cannot download {url}: ")
+    assert message.startswith(f"imdb: cannot download {url}: ")
     assert "refused" in message.lower() and "give data_files (test: <path>" in message
     # Offline, a mirror's URL is the Hub's too: refused before any connection.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(DataSourceError, match=r"^mmlu: the Hugging Face Hub is offline"):
-        get_scenario("mmlu", subject="anatomy").load()
+    with pytest.raises(DataSourceError, match=r"^imdb: the Hugging Face Hub is offline"):
+        get_scenario("imdb").load()
 
 
 def test_the_native_loaders_default_hub_is_huggingface_co(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    url = get_scenario("mmlu", subject="anatomy").data_files["test"]
+    url = get_scenario("imdb").data_files["test"]
     assert url == (
-        f"https://huggingface.co/datasets/cais/mmlu/resolve/{MMLU.default_revision}/"
-        f"{MMLU_FILES['test']}"
+        f"https://huggingface.co/datasets/stanfordnlp/imdb/resolve/{IMDB.default_revision}/"
+        f"{IMDB_FILES['test']}"
     )
-    # A loader on the authors' Git repository does not move with HF_ENDPOINT.
+    # Loaders on the authors' Git repository or download site do not move with HF_ENDPOINT.
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     assert (
         get_scenario("gsm8k")
         .data_files["test"]
         .startswith("https://raw.githubusercontent.com/openai/grade-school-math/")
     )
-    assert get_scenario("mmlu").data_files["test"].startswith("http://127.0.0.1:9/datasets/")
+    assert get_scenario("mmlu").data_files["test"].startswith("https://people.eecs.berkeley.edu/")
+    assert get_scenario("imdb").data_files["test"].startswith("http://127.0.0.1:9/datasets/")

@@ -137,8 +137,8 @@ def test_cli_check_load_reports_every_entry(
         "    scenario: gsm8k\n"
         f"    args: {{data_files: {{test: '{gsm8k / 'test.jsonl'}', "
         f"train: '{gsm8k / 'train.jsonl'}'}}}}\n"
-        "  boolq:\n"
-        "    scenario: boolq\n"
+        "  imdb:\n"
+        "    scenario: imdb\n"
     )
     monkeypatch.setenv("ASSAY_DATA_ROOTS", str(DATASETS))
     assert _cli("check", "suite.yaml", "--load") == 1
@@ -146,8 +146,8 @@ def test_cli_check_load_reports_every_entry(
     rows = {line.split()[0]: line for line in out[2:]}
     assert rows["gsm8k"].split()[1] == "ok"
     assert "test 51, train 10 (revision data_files:files-" in rows["gsm8k"]
-    assert rows["boolq"].split()[1] == "FAILED"
-    assert "the Hugging Face Hub is offline" in rows["boolq"] and "data_files" in rows["boolq"]
+    assert rows["imdb"].split()[1] == "FAILED"
+    assert "the Hugging Face Hub is offline" in rows["imdb"] and "data_files" in rows["imdb"]
 
 
 # helm-classic-core's native entries on the real slices: the suite's own adapters build

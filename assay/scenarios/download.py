@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tarfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -65,6 +66,45 @@ def fetch(url: str, sha256: str | None = None, timeout_s: float = 60.0) -> Fetch
         if not sha256 or cached == sha256:
             return FetchedFile(str(target), cached)
     return FetchedFile(str(target), _download(url, target, timeout_s, sha256))
+
+
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def extract_member(archive: FetchedFile, member: str) -> FetchedFile:
+    """One regular file of a tar archive (compressed or not, read as a stream up to the
+    member), cached under the archive's digest so it is extracted once; its own SHA-256.
+
+    The archive should already be checked against its pin (``fetch``); a member that is
+    missing or not a regular file is a ``DataSourceError`` naming the archive and the member.
+    """
+    parts = member.split("/")
+    if not member or member.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"{member!r}: expected a relative path inside the archive")
+    target = cache_dir() / "members" / archive.sha256[:32] / Path(*parts)
+    if target.exists():
+        return FetchedFile(str(target), digest_file(target))
+    import fsspec
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        with fsspec.open(archive.path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+            for info in tar:
+                if info.name.removeprefix("./") != member:
+                    continue
+                handle = tar.extractfile(info) if info.isfile() else None
+                if handle is None:
+                    raise DataSourceError(f"{archive.path}: {member} is not a regular file")
+                with handle, partial.open("wb") as out:
+                    shutil.copyfileobj(handle, out, 1 << 20)
+                partial.replace(target)
+                return FetchedFile(str(target), digest_file(target))
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DataSourceError(f"{archive.path}: cannot read the tar archive: {exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    raise DataSourceError(f"{archive.path}: the archive has no member {member}")
 
 
 def _check(url: str, expected: str | None, got: str) -> None:

@@ -1,20 +1,24 @@
 """Loaders for public benchmarks, downloaded at run time and cached (see ``download``).
 
 Each loader reads the source's own files straight over HTTPS, so no dataset library is
-needed: the authors' repositories in their own format where they publish the data there
-(GSM8K, HellaSwag, BBQ, NaturalQuestions-open, HumanEval, BOLD), the Hugging Face Hub's
-Parquet files otherwise. Where the two differ (MMLU's header-less CSV, TruthfulQA's answer →
-label objects, HellaSwag's integer labels) a loader reads both, so a local copy in either form
-(``data_files``) gives the same instances.
+needed: the authors' repositories or download sites in their own format where they publish
+the data there (GSM8K, HellaSwag, TruthfulQA, BBQ, NaturalQuestions-open, HumanEval, BOLD;
+MMLU, BoolQ, RealToxicityPrompts), the Hugging Face Hub's Parquet files otherwise. Where the
+two differ (MMLU's header-less CSV, TruthfulQA's answer → label objects, HellaSwag's integer
+labels, IMDB's review folders, CivilComments' competition CSV) a loader reads both, so a local
+copy in either form (``data_files``) gives the same instances.
 
 ``revision`` is the Git commit or Hub revision in the URL and ``sha256`` (split → digest)
 pins the bytes; a mismatch is an error naming the file. A loader whose default revision is a
-commit (``pinned_revision``) also checks by default the SHA-256 of every default file whose
-bytes were known when it was pinned (``sha256s``). The scenario revision records the ref and
-the digest of every file actually read. ``data_files`` (split → path or URL) reads elsewhere,
-e.g. a mirror or a test fixture, through the same checks. The Hub's files are read from
-``$HF_ENDPOINT`` when it is set (a Hub mirror, the variable ``huggingface_hub`` reads), else
-from ``https://huggingface.co``; the revision and the pinned digests are the same either way.
+commit also checks by default the SHA-256 of every default file whose bytes were known when it
+was pinned (``sha256s``); one that reads the authors' download site, whose URLs carry no
+revision, is pinned by the SHA-256 of its files alone (``pinned``). A default file may be the
+authors' tar archive, checked whole, with the split read from one of its files (``members``).
+The scenario revision records the ref and the digest of every file actually read.
+``data_files`` (split → path or URL) reads elsewhere, e.g. a mirror or a test fixture, through
+the same checks. The Hub's files are read from ``$HF_ENDPOINT`` when it is set (a Hub mirror,
+the variable ``huggingface_hub`` reads), else from ``https://huggingface.co``; the revision and
+the pinned digests are the same either way.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ from typing import Any, ClassVar
 from assay.core.digests import digest_json
 from assay.core.records import Instance, Reference
 from assay.scenarios.base import Scenario, ScenarioData, register_scenario
-from assay.scenarios.download import DataSourceError, FetchedFile, fetch, hub_endpoint
+from assay.scenarios.download import (
+    ARCHIVE_SUFFIXES,
+    DataSourceError,
+    FetchedFile,
+    extract_member,
+    fetch,
+    hub_endpoint,
+)
 from assay.scenarios.files import DataFileError, iter_rows
 
 HF = "{hub}/datasets/{repo}/resolve/{revision}/{file}"
@@ -40,14 +51,20 @@ class PublicDataset(Scenario):
     """A benchmark read from per-split files; subclasses turn one row into instances."""
 
     repo: ClassVar[str] = ""
+    # A default file's URL. Without ``{revision}`` (the authors' download site) the files
+    # have no revisions: they are pinned by their SHA-256 alone and take no ``revision``.
     url_template: ClassVar[str] = HF
     # A commit where one is known (the authors' Git repositories); "main" for Hub datasets
-    # whose commit could not be established, which are then not pinned.
+    # whose commit could not be established, which are then not pinned; "sha256" where the
+    # URLs carry no revision (what the scenario revision records for the default files).
     default_revision: ClassVar[str] = "main"
     # Our split name → file within the repository (may use ``{subset}``).
     files: ClassVar[dict[str, str]] = {}
     # File within the repository at ``default_revision`` → SHA-256 of its bytes.
     sha256s: ClassVar[dict[str, str]] = {}
+    # Our split name → the file to read inside a tar archive that ``files`` names (may use
+    # ``{subset}``); used whenever that split's file is a ``.tar``/``.tar.gz``/``.tgz``.
+    members: ClassVar[dict[str, str]] = {}
     # Column names of a header-less CSV in the source's own format (MMLU).
     csv_fieldnames: ClassVar[tuple[str, ...] | None] = None
 
@@ -58,6 +75,12 @@ class PublicDataset(Scenario):
         sha256: Mapping[str, str] | None = None,
         subset: str = "",
     ) -> None:
+        if revision and not self.revisioned():
+            raise ValueError(
+                f"{self.name}: the authors' files ({self._url('…', '')}) have "
+                "no revisions: they are pinned by their SHA-256; give data_files (and sha256) "
+                "to read another copy"
+            )
         self.revision = revision or self.default_revision
         # What the scenario revision records: the ref the default files were read at, the
         # ref given, or "data_files" for files named directly (their digests say the rest).
@@ -70,10 +93,7 @@ class PublicDataset(Scenario):
         else:
             paths = {split: file.format(subset=subset) for split, file in self.files.items()}
             self.data_files = {
-                split: self.url_template.format(
-                    hub=hub_endpoint(), repo=self.repo, revision=self.revision, file=path
-                )
-                for split, path in paths.items()
+                split: self._url(path, self.revision) for split, path in paths.items()
             }
             at_default = self.revision == self.default_revision
             known = {
@@ -92,10 +112,26 @@ class PublicDataset(Scenario):
                 )
         self.sha256 = {**known, **given}
 
+    def _url(self, file: str, revision: str) -> str:
+        return self.url_template.format(
+            hub=hub_endpoint(), repo=self.repo, revision=revision, file=file
+        )
+
     @classmethod
-    def pinned_revision(cls) -> bool:
-        """Whether the default revision is a commit rather than a moving branch."""
-        return bool(_COMMIT.fullmatch(cls.default_revision))
+    def revisioned(cls) -> bool:
+        """Whether the default files' URLs carry a revision (a Git or Hub repository)."""
+        return "{revision}" in cls.url_template
+
+    @classmethod
+    def pinned(cls) -> str | None:
+        """How the default files are pinned: ``"commit"`` (a commit in every URL, and the
+        SHA-256 of the files whose bytes were known), ``"sha256"`` (URLs without revision,
+        every file's SHA-256), or None (a moving branch)."""
+        if cls.revisioned():
+            return "commit" if _COMMIT.fullmatch(cls.default_revision) else None
+        if all(file in cls.sha256s for file in cls.files.values()):
+            return "sha256"
+        return None
 
     def rows_to_instances(
         self, rows: Iterator[tuple[int, dict[str, Any]]], split: str
@@ -124,13 +160,22 @@ class PublicDataset(Scenario):
         digests = {}
         for split, location in sorted(self.data_files.items()):
             source = self._fetch(split, location)
+            shown = location  # what an error names: the file, or the archive and its member
+            member = self.members.get(split)
+            if member and location.split("?")[0].endswith(ARCHIVE_SUFFIXES):
+                member = member.format(subset=self.subset)
+                try:
+                    source = extract_member(source, member)
+                except (DataSourceError, ValueError) as exc:
+                    raise type(exc)(f"{self.name}: {exc}") from None
+                shown = f"{location} ({member})"
             digests[split] = source.sha256
             try:
                 instances.extend(self.rows_to_instances(self.rows(source.path), split))
             except DataFileError as exc:
-                message = str(exc).replace(source.path, location)
-                if not message.startswith(location):
-                    message = f"{location}: {message}"
+                message = str(exc).replace(source.path, shown)
+                if not message.startswith(shown):
+                    message = f"{shown}: {message}"
                 raise DataFileError(f"{self.name}: {message}") from None
         return ScenarioData(instances, revision=f"{self.ref}:files-{digest_json(digests)[:16]}")
 
@@ -228,18 +273,23 @@ def _mc(choices: list[str], correct: int | set[int]) -> tuple[Reference, ...]:
 class MMLU(PublicDataset):
     """MMLU (Hendrycks et al.), one subject; the dev split is the few-shot pool.
 
-    Reads the Hub's rows (``question``, ``subject``, ``choices``, ``answer`` index) and the
-    authors' header-less CSV files (question, four choices, answer letter), e.g.
-    ``data/test/anatomy_test.csv`` from their tarball. Pinned to a commit of the Hub
-    dataset; the SHA-256 of its files is not recorded (their bytes could not be read when the
-    pin was set): pass ``sha256`` to check them.
+    Reads the authors' header-less CSV files (question, four choices, answer letter) and the
+    Hub's rows (``question``, ``subject``, ``choices``, ``answer`` index; ``cais/mmlu`` is made
+    from the same files). By default the subject's two files are read from the authors'
+    ``data.tar`` (``data/test/<subject>_test.csv``, ``data/dev/<subject>_dev.csv``), pinned by
+    the archive's SHA-256 (the digest the ``datasets`` library recorded for that URL).
     """
 
-    repo = "cais/mmlu"
-    default_revision = "c30699e8356da336a370243923dbaf21066bb9fe"
-    files: ClassVar[dict[str, str]] = {
-        "test": "{subset}/test-00000-of-00001.parquet",
-        "train": "{subset}/dev-00000-of-00001.parquet",
+    repo = "hendrycks/test"
+    url_template = "https://people.eecs.berkeley.edu/~hendrycks/{file}"
+    default_revision = "sha256"
+    files: ClassVar[dict[str, str]] = {"test": "data.tar", "train": "data.tar"}
+    sha256s: ClassVar[dict[str, str]] = {
+        "data.tar": "bec563ba4bac1d6aaf04141cd7d1605d7a5ca833e38f994051e818489592989b"
+    }
+    members: ClassVar[dict[str, str]] = {
+        "test": "data/test/{subset}_test.csv",
+        "train": "data/dev/{subset}_dev.csv",
     }
     csv_fieldnames = ("question", "A", "B", "C", "D", "answer")
 
@@ -267,17 +317,21 @@ class MMLU(PublicDataset):
 
 @register_scenario("boolq")
 class BoolQ(PublicDataset):
-    """BoolQ: a passage and a yes/no question (the authors' JSONL has the same fields).
+    """BoolQ: a passage and a yes/no question.
 
-    Pinned to a commit of the Hub dataset; the SHA-256 of its files is not recorded (their
-    bytes could not be read when the pin was set): pass ``sha256`` to check them.
+    Reads the authors' JSONL files (``question``, ``title``, ``answer``, ``passage``), which
+    they publish in the ``boolq`` storage bucket, and the Hub's rows (the same fields but
+    ``title``). Pinned by the SHA-256 of both files (the digests the ``datasets`` library
+    recorded for those URLs).
     """
 
-    repo = "google/boolq"
-    default_revision = "35b264d03638db9f4ce671b711558bf7ff0f80d5"
-    files: ClassVar[dict[str, str]] = {
-        "test": "data/validation-00000-of-00001.parquet",
-        "train": "data/train-00000-of-00001.parquet",
+    repo = "google-research-datasets/boolean-questions"
+    url_template = "https://storage.googleapis.com/boolq/{file}"
+    default_revision = "sha256"
+    files: ClassVar[dict[str, str]] = {"test": "dev.jsonl", "train": "train.jsonl"}
+    sha256s: ClassVar[dict[str, str]] = {
+        "dev.jsonl": "ebc29ea3808c5c611672384b3de56e83349fe38fc1fe876fd29b674d81d0a80a",
+        "train.jsonl": "cc7a79d44479867e8323a7b0c5c1d82edf516ca34912201f9384c3a3d098d8db",
     }
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
@@ -300,8 +354,9 @@ class HellaSwag(PublicDataset):
     """HellaSwag: pick the most plausible continuation of an activity description.
 
     Reads the authors' JSONL (integer ``label``) and the Hub's rows (the same fields, the
-    label a string). Pinned to a commit of rowanz/hellaswag; the SHA-256 of its files is not
-    recorded (their bytes could not be read when the pin was set).
+    label a string). Pinned to a commit of rowanz/hellaswag and the SHA-256 of both files (the
+    digests the ``datasets`` library recorded for them; the files have not changed since
+    2019, before the pinned commit).
     """
 
     repo = "rowanz/hellaswag"
@@ -310,6 +365,14 @@ class HellaSwag(PublicDataset):
     files: ClassVar[dict[str, str]] = {
         "test": "data/hellaswag_val.jsonl",
         "train": "data/hellaswag_train.jsonl",
+    }
+    sha256s: ClassVar[dict[str, str]] = {
+        "data/hellaswag_val.jsonl": (
+            "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e9c992588"
+        ),
+        "data/hellaswag_train.jsonl": (
+            "dae5e69249868cb9fe4e23ff925c60b66169564cfb7072d793cd7356a2b69f8d"
+        ),
     }
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
@@ -346,14 +409,19 @@ def _truthfulqa_targets(row: Mapping[str, Any], name: str) -> tuple[list[str], l
 class TruthfulQA(PublicDataset):
     """TruthfulQA, multiple-choice config, MC1 targets (one true answer).
 
-    Reads the Hub's rows and the authors' ``mc_task.json``. Pinned to a commit of the Hub
-    dataset; the SHA-256 of its file is not recorded (its bytes could not be read when the pin
-    was set): pass ``sha256`` to check it.
+    Reads the authors' ``mc_task.json`` and the Hub's rows (``truthfulqa/truthful_qa``, made
+    from that file). Pinned to the commit of sylinrl/TruthfulQA the Hub's rows were made from
+    and the SHA-256 of the file at that commit (the digest the ``datasets`` library recorded
+    when it downloaded it).
     """
 
-    repo = "truthfulqa/truthful_qa"
-    default_revision = "741b8276f2d1982aa3d5b832d3ee81ed3b896490"
-    files: ClassVar[dict[str, str]] = {"test": "multiple_choice/validation-00000-of-00001.parquet"}
+    repo = "sylinrl/TruthfulQA"
+    url_template = GITHUB
+    default_revision = "013686a06be7a7bde5bf8223943e106c7250123c"
+    files: ClassVar[dict[str, str]] = {"test": "data/mc_task.json"}
+    sha256s: ClassVar[dict[str, str]] = {
+        "data/mc_task.json": "6eb4125d25750c0145c4be2dce00440736684ab6f74ce6bff2139571cc758954"
+    }
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
         choices, labels = _truthfulqa_targets(row, "mc1_targets")
@@ -758,10 +826,24 @@ class CivilComments(PublicDataset):
 
 @register_scenario("real_toxicity_prompts")
 class RealToxicityPrompts(PublicDataset):
-    """RealToxicityPrompts: sentence beginnings to continue; scored by toxicity of the output."""
+    """RealToxicityPrompts: sentence beginnings to continue; scored by toxicity of the output.
+
+    Reads ``prompts.jsonl`` (the Hub's ``allenai/real-toxicity-prompts`` holds the same file).
+    By default it is read from the authors' archive (``realtoxicityprompts-data.tar.gz``, with
+    the model generations of the paper: 3.7 GB, as HELM reads it), pinned by the archive's
+    SHA-256 (the digest TensorFlow Datasets records for that URL).
+    """
 
     repo = "allenai/real-toxicity-prompts"
-    files: ClassVar[dict[str, str]] = {"test": "prompts.jsonl"}
+    url_template = "https://ai2-public-datasets.s3.amazonaws.com/realtoxicityprompts/{file}"
+    default_revision = "sha256"
+    files: ClassVar[dict[str, str]] = {"test": "realtoxicityprompts-data.tar.gz"}
+    sha256s: ClassVar[dict[str, str]] = {
+        "realtoxicityprompts-data.tar.gz": (
+            "97e742e6d6f5bc35ba2f503ebcce4c846651005c97a50021c6b82e618db0be46"
+        )
+    }
+    members: ClassVar[dict[str, str]] = {"test": "realtoxicityprompts-data/prompts.jsonl"}
 
     def convert(self, row: dict[str, Any], split: str, number: int) -> Iterator[Instance]:
         yield Instance(
