@@ -78,14 +78,17 @@ def scenario_views(site: Path, scenarios: Iterable[str]) -> dict[str, DrawnPage]
     return views
 
 
-def rendered_pages(site: Path, pages: Iterable[str]) -> dict[str, DrawnPage]:
+def rendered_pages(
+    site: Path, pages: Iterable[str], ready: str = "#leaderboard[data-ready]"
+) -> dict[str, DrawnPage]:
     """Open each page (a path in ``site``: a leaderboard, ``index.html``) in Chromium and
-    read its HTML once its board is drawn (``#leaderboard[data-ready]``), with its errors."""
+    read its HTML once what it draws from its data is there (``ready``: the board,
+    ``#leaderboard[data-ready]``), with its errors."""
     views = {}
     with _page() as (page, errors):
         for path in pages:
             errors.clear()
             page.goto((site / path).as_uri())
-            page.wait_for_selector("#leaderboard[data-ready]", state="attached")
+            page.wait_for_selector(ready, state="attached")
             views[path] = DrawnPage(page.content(), {}, list(errors))
     return views

@@ -46,7 +46,7 @@ from assay.report.sample import (
     board_of,
     write_sample,
 )
-from assay.report.site import _html_safe_json, compare_page, slug
+from assay.report.site import _html_safe_json, compare_page, day_page, slug
 from assay.report.writing import MANIFEST, _csv, _json
 from assay.storage.parquet import ParquetStore
 
@@ -205,6 +205,41 @@ def test_the_leaderboard_shows_every_family_for_every_version(explorer):
     exported = json.loads((site / f"export/families-{day}.json").read_text())
     assert len(exported) == len(FAMILY_ORDER) * len(board.rows)
     assert {r["family"] for r in exported} == set(FAMILY_ORDER)
+
+
+def test_the_history_page_draws_each_days_ranks_from_its_data(explorer):
+    """The ranks per day are data the page draws: a column per stored day linking its
+    board, a row per version, each cell the rank and interval of that day's stored board
+    ("–" where the day lacks the version)."""
+    site, data = explorer["site"], explorer["data"]
+    days = data.days()
+    assert len(days) > 1
+    by_day = {d: {r["model_version"]: r for r in data.ranking_rows(d)} for d in days}
+    view = rendered_pages(site, ["history.html"], ready="#ranks[data-ready]")["history.html"]
+    assert view.errors == []
+    table = view.html[view.html.index('id="ranks"') :]
+    table = table[: table.index("</table>")]
+    heads = re.findall(r'<th data-type="num"[^>]*><a href="([^"]+)">([^<]+)</a></th>', table)
+    assert [day for _, day in heads] == days
+    assert [href for href, _ in heads] == [day_page(d) for d in days[:-1]] + ["index.html"]
+    rows = re.findall(r'<tr><td class="text">([^<]+)</td>(.*?)</tr>', table, re.S)
+    assert {version for version, _ in rows} == {v for board in by_day.values() for v in board}
+    missing = 0
+    for version, cells in rows:
+        drawn = re.findall(r'<td data-value="([^"]*)">(.*?)</td>', cells, re.S)
+        assert len(drawn) == len(days)
+        for (value, text), day in zip(drawn, days, strict=True):
+            row = by_day[day].get(version)
+            if row is None:
+                missing += 1
+                assert (value, text) == ("", "–")
+                continue
+            assert value == str(row["rank"])
+            assert text == (
+                f'{row["rank"]} <span class="ci">({row["rank_low"]}–{row["rank_high"]})</span>'
+            )
+    # The sample registers a version after the first day: that day's board lacks it.
+    assert missing > 0
 
 
 def test_the_same_site_is_written_to_an_object_store(explorer):

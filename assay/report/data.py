@@ -97,12 +97,17 @@ class ExplorerData:
         """Every day with a stored leaderboard, oldest first (the build's day included)."""
         return sorted(set(self._stored_days) | {self.day})
 
-    def ranking_rows(self, day: str) -> list[dict]:
-        """The stored leaderboard of ``day``, best first (the build's day: its full board)."""
+    def ranking_rows(self, day: str, columns: Sequence[str] | None = None) -> list[dict]:
+        """The stored leaderboard of ``day``, best first (the build's day: its full board);
+        only ``columns`` of each row when given."""
         if day == self.day or self.rankings is None:
-            return self.board.to_table().to_pylist()
-        table = self.stored_board(day)
-        return [] if table is None else table.take(best_first(table)).to_pylist()
+            table = self.board.to_table()
+        else:
+            stored = self.stored_board(day)
+            if stored is None:
+                return []
+            table = stored.take(best_first(stored))
+        return (table if columns is None else table.select(list(columns))).to_pylist()
 
     def stored_board(self, day: str) -> pa.Table | None:
         """The rows of ``rankings`` stored for ``day`` (in the table's order, one chunk), if

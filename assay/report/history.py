@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from assay.report.data import alias_holders, alias_moves, end_of
 from assay.report.decisions import decision_rows
+from assay.report.links import day_page
 from assay.report.render import _Context, _finite
 from assay.report.results import table_digest
 from assay.report.writing import inputs_digest
+
+# What the page and its exports show of each day's board.
+_HISTORY_COLUMNS = (
+    "model_version",
+    "rank",
+    "rank_low",
+    "rank_high",
+    "mean_win_rate",
+    "mean_score",
+)
 
 
 def _day_end(day: str) -> str:
@@ -37,7 +48,9 @@ def _history(ctx: _Context) -> None:
 def _history_page(ctx: _Context) -> None:
     data = ctx.data
     days = data.days()
-    per_day = {d: {r["model_version"]: r for r in data.ranking_rows(d)} for d in days}
+    per_day = {
+        d: {r["model_version"]: r for r in data.ranking_rows(d, _HISTORY_COLUMNS)} for d in days
+    }
     versions = sorted(
         {v for rows in per_day.values() for v in rows},
         key=lambda v: (ctx.versions.index(v) if v in ctx.versions else 10**6, v),
@@ -160,6 +173,12 @@ def _history_page(ctx: _Context) -> None:
             "annotations": notes,
         },
     }
+    # The ranks per day as data the page draws into its table: a cell per version and day
+    # in the page's markup grew with their product.
+    rank_grid = {
+        "days": [[d, "index.html" if d == data.day else day_page(d)] for d in days],
+        "versions": [[v, [_rank_cell(per_day[d].get(v)) for d in days]] for v in versions],
+    }
     ctx.render(
         "history.html",
         "history.html",
@@ -172,7 +191,10 @@ def _history_page(ctx: _Context) -> None:
         history_export=ctx.site.export("history", history_rows),
         alias_export=ctx.site.export("alias-history", alias_rows),
         moves_export=ctx.site.export("alias-events", moves),
-        days=days,
-        latest_day=data.day,
-        per_day=[{"day": d, "rows": per_day[d]} for d in days],
+        rank_grid=rank_grid,
     )
+
+
+def _rank_cell(row: dict | None) -> list | None:
+    """A version's rank on a day with its interval, or None when the day's board lacks it."""
+    return None if row is None else [row["rank"], row["rank_low"], row["rank_high"]]

@@ -909,7 +909,37 @@
   }
 
   // ---------------------------------------------------------------- history
+  // The ranks per day, drawn from the page's data before the tables become sortable: a
+  // column per stored day (linking its board), a row per version, "–" where a day lacks it.
+  function rankGrid() {
+    const grid = json("history-ranks");
+    const table = document.getElementById("ranks");
+    if (!grid || !table) return;
+    const head = table.tHead.rows[0];
+    grid.days.forEach(function ([day, href]) {
+      head.appendChild(el("th", { "data-type": "num" }, [el("a", { href: href, text: day })]));
+    });
+    const body = table.tBodies[0];
+    grid.versions.forEach(function ([version, cells]) {
+      const row = el("tr", {}, [el("td", { cls: "text", text: version })]);
+      cells.forEach(function (cell) {
+        if (!cell) {
+          row.appendChild(el("td", { "data-value": "", text: "–" }));
+          return;
+        }
+        const [rank, low, high] = cell;
+        row.appendChild(el("td", { "data-value": rank }, [
+          document.createTextNode(rank + " "),
+          el("span", { cls: "ci", text: "(" + low + "–" + high + ")" }),
+        ]));
+      });
+      body.appendChild(row);
+    });
+    table.setAttribute("data-ready", "");
+  }
+
   assay.history = function () {
+    rankGrid();
     assay.ready(function () {
       const select = document.getElementById("history-version");
       const chart = document.getElementById("versions-chart");
