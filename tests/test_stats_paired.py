@@ -42,6 +42,17 @@ def test_mcnemar_matches_scipy_binomtest(only_a: int, only_b: int, both: int, ne
     assert mcnemar_exact(b, a) == pytest.approx(expected, rel=1e-12)
 
 
+def test_mcnemar_p_values_match_scipy_binomtest_across_splits():
+    """Every split of up to 120 discordant pairs, and some larger: the doubled smaller tail of
+    Binomial(n, 1/2) is binomtest's two-sided p-value, far into the tails."""
+    cases = [(k, n) for n in range(1, 121) for k in range(n + 1)]
+    cases += [(k, n) for n in (500, 2000) for k in range(0, n + 1, n // 50)]
+    for k, n in cases:
+        a = np.array([1] * k + [0] * (n - k))
+        expected = scipy.stats.binomtest(k, n, 0.5).pvalue
+        assert mcnemar_exact(a, 1 - a) == pytest.approx(expected, rel=1e-9), (k, n)
+
+
 def test_mcnemar_without_discordant_pairs_is_one():
     assert mcnemar_exact([1, 0, 1], [1, 0, 1]) == 1.0
 
