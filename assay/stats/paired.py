@@ -189,11 +189,9 @@ def mcnemar_exact(
 def _mcnemar_p(smaller: int, n: int) -> float:
     """Binomial(n, 1/2) is symmetric: the two-sided p-value doubles the smaller tail. Kept
     per (smaller, n): a board's thousands of comparisons of ~a hundred instances repeat them."""
-    # scipy's binomial CDF itself (scipy.stats, whose distributions call it, takes most of a
-    # second to import; scipy.special a fraction of that).
-    from scipy.special import bdtr
+    from scipy.stats import binom  # scipy.stats takes most of a second to import
 
-    return float(min(1.0, 2.0 * bdtr(smaller, n, 0.5)))
+    return float(min(1.0, 2.0 * binom.cdf(smaller, n, 0.5)))
 
 
 def is_binary(values: np.ndarray) -> bool:
