@@ -158,8 +158,13 @@ class PublicDataset(Scenario):
     def load(self) -> ScenarioData:
         instances: list[Instance] = []
         digests = {}
+        # Splits read out of one archive (MMLU's data.tar) fetch and check it once.
+        fetched: dict[tuple[str, str | None], FetchedFile] = {}
         for split, location in sorted(self.data_files.items()):
-            source = self._fetch(split, location)
+            pinned = (location, self.sha256.get(split))
+            if pinned not in fetched:
+                fetched[pinned] = self._fetch(split, location)
+            source = fetched[pinned]
             shown = location  # what an error names: the file, or the archive and its member
             member = self.members.get(split)
             if member and location.split("?")[0].endswith(ARCHIVE_SUFFIXES):
@@ -743,7 +748,7 @@ class IMDB(PublicDataset):
         )
 
 
-_ACL_IMDB_FILE = re.compile(r"(\d+)_(\d+)\.txt")
+_ACL_IMDB_FILE = re.compile(r"(\d+)_\d+\.txt")
 
 
 def _acl_imdb_rows(folder: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -767,8 +772,8 @@ def _acl_imdb_rows(folder: str) -> Iterator[tuple[int, dict[str, Any]]]:
                     raise DataFileError(
                         f"{entry.path}: expected a regular file named <id>_<rating>.txt"
                     )
-                reviews.append((int(match[1]), int(match[2]), entry))
-        for review_id, rating, entry in sorted(reviews, key=lambda r: r[0]):
+                reviews.append((int(match[1]), entry))
+        for _, entry in sorted(reviews, key=lambda r: r[0]):
             number += 1
             with open(entry.path, "rb") as handle:
                 raw = handle.read()
@@ -778,12 +783,7 @@ def _acl_imdb_rows(folder: str) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise DataFileError(f"{entry.path}: not UTF-8 text ({exc.reason})") from None
             yield (
                 number,
-                {
-                    "text": text,
-                    "label": label,
-                    "rating": rating,
-                    "review": f"{polarity}/{review_id}_{rating}",
-                },
+                {"text": text, "label": label, "review": f"{polarity}/{entry.name[:-4]}"},
             )
 
 
