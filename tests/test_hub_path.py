@@ -24,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from acl_imdb import acl_imdb_hub_rows
 from hub_server import HubRepo, LoopbackHub
 
 from assay.core.digests import digest_json
@@ -306,24 +307,16 @@ def _parquet(rows: list[dict]) -> bytes:
     return out.getvalue()
 
 
-def _imdb_rows(split: str) -> list[dict]:
-    """The real aclImdb reviews of a split folder as the Hub's rows (what its builder makes of
-    them): the text, 0 negative, 1 positive."""
-    rows = []
-    for label, polarity in enumerate(("neg", "pos")):
-        folder = DATA / "stanfordnlp__imdb" / "aclImdb" / split / polarity
-        for review in sorted(folder.iterdir(), key=lambda f: int(f.name.split("_")[0])):
-            rows.append({"text": review.read_text(encoding="utf-8"), "label": label})
-    return rows
-
-
 def _imdb_repo(tamper: bool = False) -> HubRepo:
     """stanfordnlp/imdb at the commit the loader pins, its files the fixture's reviews as
     Parquet (as the Hub ships them); ``tamper`` flips the first test review's label."""
-    test = _imdb_rows("test")
+    test = acl_imdb_hub_rows("test")
     if tamper:
         test[0]["label"] = 1 - test[0]["label"]
-    files = {IMDB_FILES["test"]: _parquet(test), IMDB_FILES["train"]: _parquet(_imdb_rows("train"))}
+    files = {
+        IMDB_FILES["test"]: _parquet(test),
+        IMDB_FILES["train"]: _parquet(acl_imdb_hub_rows("train")),
+    }
     return HubRepo("stanfordnlp/imdb", files, commit=IMDB.default_revision)
 
 
@@ -335,7 +328,9 @@ def test_a_native_loader_reads_the_hub_at_hf_endpoint_with_its_digests_checked(
     local = {}
     for split in ("test", "train"):
         local[split] = str(tmp_path / f"{split}.jsonl")
-        Path(local[split]).write_text("".join(json.dumps(r) + "\n" for r in _imdb_rows(split)))
+        Path(local[split]).write_text(
+            "".join(json.dumps(r) + "\n" for r in acl_imdb_hub_rows(split))
+        )
     expected = get_scenario("imdb", data_files=local).load().instances
     commit = IMDB.default_revision
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # the suite's conftest sets one

@@ -24,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from acl_imdb import ACL_IMDB, acl_imdb_hub_rows, acl_imdb_reviews
 
 from assay.adapters import AdapterSpec, Method, build_requests
 from assay.core.records import ChoiceScore, Completion, ModelOutput
@@ -325,28 +326,15 @@ def test_wmt14_direction_follows_arguments(tmp_path: Path) -> None:
     assert de_en[0].gold_texts == ["Gutach: Increased safety for pedestrians"]
 
 
-ACL_IMDB = DATASETS / "stanfordnlp__imdb" / "aclImdb"
-
-
-def _acl_imdb_reviews(folder: Path) -> list[tuple[str, int, str]]:
-    """(file, label, text) of a split folder: neg/ (0) then pos/ (1), by review id."""
-    reviews = []
-    for label, polarity in enumerate(("neg", "pos")):
-        files = sorted((folder / polarity).iterdir(), key=lambda f: int(f.name.split("_")[0]))
-        reviews += [(f"{polarity}/{f.stem}", label, f.read_text(encoding="utf-8")) for f in files]
-    return reviews
-
-
 def test_imdb_authors_folders_and_hub_rows_agree(tmp_path: Path) -> None:
     """The authors' aclImdb folders and the Hub's rows (what its builder makes of the same
     files: the text, 0 negative, 1 positive) give the same instances."""
-    test, train = _acl_imdb_reviews(ACL_IMDB / "test"), _acl_imdb_reviews(ACL_IMDB / "train")
+    test, train = acl_imdb_reviews("test"), acl_imdb_reviews("train")
     folders = _load("imdb", {"test": str(ACL_IMDB / "test"), "train": str(ACL_IMDB / "train")})
     hub_files = {}
-    for split, reviews in (("test", test), ("train", train)):
+    for split in ("test", "train"):
         hub_files[split] = str(tmp_path / f"{split}.parquet")
-        rows = [{"text": text, "label": label} for _, label, text in reviews]
-        pq.write_table(pa.Table.from_pylist(rows), hub_files[split])
+        pq.write_table(pa.Table.from_pylist(acl_imdb_hub_rows(split)), hub_files[split])
     hub = _load("imdb", hub_files)
     assert _view(folders.instances) == _view(hub.instances)
     assert len(test) == len(train) == 10
